@@ -1,0 +1,168 @@
+"""The `handover` command line (CONTRACT §4). It only parses arguments and wires."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from dotenv import load_dotenv
+from sqlalchemy.exc import OperationalError
+
+from bot.errors import HandoverError, ServiceUnavailable
+from bot.settings import Settings, SettingsError
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.migrate import upgrade
+
+    upgrade(settings.database_url)
+    print("database is at the latest schema")
+    return EXIT_OK
+
+
+def _cmd_rota_import(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli_rota import rota_import
+
+    return rota_import(args, settings)
+
+
+def _cmd_rota_who(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli_rota import rota_who
+
+    return rota_who(args, settings)
+
+
+def _cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli_rota import plan
+
+    return plan(args, settings)
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.server import serve
+
+    return serve(args, settings)
+
+
+def _cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.dispatcher import dispatch_command
+
+    return dispatch_command(args, settings)
+
+
+def _cmd_log(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli_log import log_command
+
+    return log_command(args, settings)
+
+
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli_log import report_command
+
+    return report_command(args, settings)
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.demo import demo_command
+
+    return demo_command(args, settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="handover",
+        description="Out-of-hours safeguarding handover: prompts daytime professionals "
+        "at the start of their next working morning.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION")
+    db_sub.required = True
+    db_sub.add_parser("upgrade", help="apply the migrations to DATABASE_URL").set_defaults(
+        func=_cmd_db_upgrade
+    )
+
+    rota = sub.add_parser("rota", help="the rota store")
+    rota_sub = rota.add_subparsers(dest="rota_command", metavar="ACTION")
+    rota_sub.required = True
+    imp = rota_sub.add_parser("import", help="validate and import rota CSV files or folders")
+    imp.add_argument("paths", nargs="+", metavar="PATH")
+    imp.add_argument("--dry-run", action="store_true", help="validate only; change nothing")
+    imp.set_defaults(func=_cmd_rota_import)
+    who = rota_sub.add_parser("who", help="who is at work or on shift at a time")
+    who.add_argument("--at", metavar="TIME", help="ISO time; without an offset it is local")
+    who.add_argument("--role", metavar="ROLE", help="only holders of shifts of this role")
+    who.add_argument("--format", choices=("table", "json"), default="table")
+    who.set_defaults(func=_cmd_rota_who)
+
+    plan = sub.add_parser("plan", help="dry run: the plan a referral received at TIME would get")
+    plan.add_argument("--notify", action="append", required=True, metavar="TARGET")
+    plan.add_argument("--at", metavar="TIME", help="ISO time; without an offset it is local")
+    plan.add_argument("--format", choices=("table", "json"), default="table")
+    plan.set_defaults(func=_cmd_plan)
+
+    serve = sub.add_parser("serve", help="run the bot (HTTP, or Socket Mode with SLACK_APP_TOKEN)")
+    serve.add_argument(
+        "--no-dispatcher", action="store_true", help="do not run the dispatcher in this process"
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+    dispatch = sub.add_parser("dispatch", help="run the dispatcher alone")
+    dispatch.add_argument("--once", action="store_true", help="one pass over due work, then exit")
+    dispatch.set_defaults(func=_cmd_dispatch)
+
+    log = sub.add_parser("log", help="the escalation log")
+    log.add_argument("--referral", metavar="ID")
+    log.add_argument("--since", metavar="DATE")
+    log.add_argument("--until", metavar="DATE")
+    log.add_argument("--format", choices=("table", "csv", "jsonl"), default="table")
+    log.set_defaults(func=_cmd_log)
+
+    report = sub.add_parser("report", help="figures for managers")
+    report.add_argument("--since", metavar="DATE")
+    report.add_argument("--until", metavar="DATE")
+    report.add_argument("--format", choices=("table", "csv"), default="table")
+    report.set_defaults(func=_cmd_report)
+
+    demo = sub.add_parser("demo", help="a simulated weekend against a local Slack stand-in")
+    demo.add_argument("--html", metavar="FILE", default="demo-transcript.html")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `handover` and `python -m bot`."""
+    load_dotenv()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = Settings.from_env()
+        return args.func(args, settings)
+    except SettingsError as exc:
+        print(f"handover: configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ServiceUnavailable as exc:
+        print(f"handover: {exc}", file=sys.stderr)
+        return EXIT_SERVICE
+    except HandoverError as exc:
+        print(f"handover: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OperationalError as exc:
+        print(f"handover: database unavailable: {exc.orig!s}".splitlines()[0], file=sys.stderr)
+        return EXIT_SERVICE
+    except KeyboardInterrupt:
+        return 130

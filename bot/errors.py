@@ -1,0 +1,19 @@
+"""The few error types that cross layers; each maps to one CLI exit code and HTTP status."""
+
+from __future__ import annotations
+
+
+class HandoverError(Exception):
+    exit_code = 1
+
+
+class InputError(HandoverError):
+    """The user's input is invalid; the message says what and where (exit 1)."""
+
+    exit_code = 1
+
+
+class ServiceUnavailable(HandoverError):
+    """The database or Slack cannot be reached (exit 3, HTTP 503)."""
+
+    exit_code = 3

@@ -1,0 +1,159 @@
+"""SQLAlchemy models of referrals, their targets, the prompt outbox and the audit log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from rota.models import Base, UTCDateTime
+
+# Referral states
+OPEN = "open"
+CLOSED = "closed"
+
+# Outbox (prompt) states
+PENDING = "pending"  # waiting for due_at
+CLAIMED = "claimed"  # a dispatcher took it; confirmed by `sent` or released
+SENT = "sent"
+FAILED = "failed"  # gave up after a permanent error (an alert was raised)
+CANCELLED = "cancelled"
+
+
+class Referral(Base):
+    __tablename__ = "referrals"
+
+    referral_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    external_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    category: Mapped[str] = mapped_column(String(32))
+    urgency: Mapped[str] = mapped_column(String(16))
+    referred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())  # t0
+    referrer_id: Mapped[str] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text, default="")  # never sent to Slack
+    source: Mapped[str] = mapped_column(String(16))  # api | slack
+    request_hash: Mapped[str] = mapped_column(String(64))  # idempotency comparison
+    rota_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=OPEN, index=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_by: Mapped[str | None] = mapped_column(String(64))
+    close_reason: Mapped[str | None] = mapped_column(String(500))
+    card_channel: Mapped[str | None] = mapped_column(String(32))
+    card_ts: Mapped[str | None] = mapped_column(String(32))
+
+
+class Target(Base):
+    """One entry of a referral's notify list, with its plan and live state."""
+
+    __tablename__ = "targets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    target: Mapped[str] = mapped_column(String(140))  # person:ID | team:ID | role:NAME
+    planned_via: Mapped[str] = mapped_column(String(16))
+    planned_recipient: Mapped[str | None] = mapped_column(String(64))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # T0; None if unroutable
+    state: Mapped[str] = mapped_column(String(16), default="held")
+    redirected_from_id: Mapped[int | None] = mapped_column(ForeignKey("targets.id"))
+
+    __table_args__ = (UniqueConstraint("referral_id", "position"),)
+
+
+class Prompt(Base):
+    """The outbox: every Slack message the bot owes, with due time, state and attempts."""
+
+    __tablename__ = "prompts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
+    target_id: Mapped[int | None] = mapped_column(ForeignKey("targets.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    recipient_id: Mapped[str | None] = mapped_column(String(64))  # person_id, resolved late
+    channel_id: Mapped[str | None] = mapped_column(String(32))  # Slack channel when known
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    state: Mapped[str] = mapped_column(String(16), default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    message_channel: Mapped[str | None] = mapped_column(String(32))
+    message_ts: Mapped[str | None] = mapped_column(String(32))
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON, kind-specific (no summary)
+
+    __table_args__ = (Index("ix_prompts_state_due", "state", "due_at"),)
+
+
+class Response(Base):
+    __tablename__ = "responses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"), index=True)
+    prompt_id: Mapped[int | None] = mapped_column(ForeignKey("prompts.id"))
+    kind: Mapped[str] = mapped_column(String(24))
+    responder_id: Mapped[str] = mapped_column(String(64))
+    on_behalf_of: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON; never free-text narrative
+
+
+class AuditEvent(Base):
+    """The append-only log (CONTRACT §7); triggers refuse UPDATE and DELETE."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    referral_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(64))
+    recipient: Mapped[str | None] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(140))
+    detail: Mapped[str | None] = mapped_column(Text)
+    rota_version: Mapped[int | None] = mapped_column(Integer)
+
+
+class SlackEvent(Base):
+    """Event ids already handled, so Slack's retried deliveries are processed once."""
+
+    __tablename__ = "slack_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+AUDIT_EVENTS = (
+    "referral_received",
+    "referral_duplicate",
+    "referral_closed",
+    "on_call_alerted",
+    "long_gap_alert",
+    "prompt_scheduled",
+    "prompt_sent",
+    "prompt_sent_late",
+    "prompt_failed",
+    "reminder_sent",
+    "escalated",
+    "escalated_channel",
+    "breach",
+    "unroutable",
+    "acknowledged",
+    "has_information",
+    "not_known",
+    "redirected",
+    "response_refused",
+    "prompt_cancelled",
+)

@@ -1,0 +1,111 @@
+"""Settings read once from the environment into a frozen object (CONTRACT §1)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_DATABASE_URL = "sqlite:///handover.db"
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+_ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message never contains a secret."""
+
+
+@dataclass(frozen=True)
+class EscalationPolicy:
+    """Offsets of the escalation steps, in working minutes after a prompt is sent."""
+
+    reminder_minutes: int = 60
+    escalate_minutes: int = 120
+    channel_minutes: int = 240
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    slack_app_token: str | None = field(default=None, repr=False)
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    port: int = 3000
+    timezone_name: str = "Europe/London"
+    edt_channel: str | None = None
+    escalation_channel: str | None = None
+    api_secret: str | None = field(default=None, repr=False)
+    alert_roles: tuple[str, ...] = ("edt_manager",)
+    escalation: EscalationPolicy = EscalationPolicy()
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone_name)
+
+    @property
+    def socket_mode(self) -> bool:
+        return bool(self.slack_app_token)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables (empty values count as unset)."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        port_text = get("PORT") or "3000"
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise SettingsError(f"PORT must be a TCP port number, got {port_text!r}")
+
+        tz_name = get("HANDOVER_TIMEZONE") or "Europe/London"
+        try:
+            ZoneInfo(tz_name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise SettingsError(f"HANDOVER_TIMEZONE {tz_name!r} is not a known time zone") from exc
+
+        roles_text = get("HANDOVER_ALERT_ROLES") or "edt_manager"
+        roles = tuple(r.strip() for r in re.split(r"[,;\s]+", roles_text) if r.strip())
+        for role in roles:
+            if not _ROLE_RE.match(role):
+                raise SettingsError(f"HANDOVER_ALERT_ROLES has an invalid role {role!r}")
+
+        def minutes(name: str, default: int) -> int:
+            text = get(name)
+            if text is None:
+                return default
+            if not text.isdigit() or int(text) <= 0:
+                raise SettingsError(f"{name} must be a positive number of minutes")
+            return int(text)
+
+        policy = EscalationPolicy(
+            reminder_minutes=minutes("HANDOVER_REMINDER_MINUTES", 60),
+            escalate_minutes=minutes("HANDOVER_ESCALATE_MINUTES", 120),
+            channel_minutes=minutes("HANDOVER_CHANNEL_MINUTES", 240),
+        )
+        if not (policy.reminder_minutes < policy.escalate_minutes < policy.channel_minutes):
+            raise SettingsError("escalation offsets must increase: reminder < escalate < channel")
+
+        api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+        if not api_url.endswith("/"):
+            api_url += "/"
+
+        return cls(
+            database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            slack_bot_token=get("SLACK_BOT_TOKEN"),
+            slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+            slack_app_token=get("SLACK_APP_TOKEN"),
+            slack_api_url=api_url,
+            port=int(port_text),
+            timezone_name=tz_name,
+            edt_channel=get("HANDOVER_EDT_CHANNEL"),
+            escalation_channel=get("HANDOVER_ESCALATION_CHANNEL"),
+            api_secret=get("HANDOVER_API_SECRET"),
+            alert_roles=roles,
+            escalation=policy,
+        )
