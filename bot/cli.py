@@ -33,13 +33,13 @@ def _cmd_rota_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_rota_who(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.cli_rota import rota_who
+    from bot.cli_plan import rota_who
 
     return rota_who(args, settings)
 
 
 def _cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.cli_rota import plan
+    from bot.cli_plan import plan
 
     return plan(args, settings)
 

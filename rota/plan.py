@@ -1,0 +1,65 @@
+"""The values the routing planner returns (CONTRACT §3, §4 `plan --format json`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Via = Literal["self", "deputy", "duty", "manager", "channel", "shift", "unroutable"]
+AlertKind = Literal["on_call", "long_gap", "unroutable"]
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    target: str  # as given: person:ID | team:ID | role:NAME
+    recipient: str | None  # person_id; a Slack channel ID when via == "channel"; None if unroutable
+    via: Via
+    due_at: datetime | None  # T0, aware; None when unroutable
+    immediate: bool
+
+    def to_json(self, tz) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "recipient": self.recipient,
+            "via": self.via,
+            "due_at": self.due_at.astimezone(tz).isoformat() if self.due_at else None,
+            "immediate": self.immediate,
+        }
+
+
+@dataclass(frozen=True)
+class Alert:
+    kind: AlertKind
+    target: str  # role:NAME for on_call; the concerned target otherwise
+    recipient: str | None  # the on-call person alerted (None when nobody holds the role)
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "target": self.target,
+            "recipient": self.recipient,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    at: datetime  # t0, aware
+    rota_version: int
+    entries: tuple[PlanEntry, ...] = ()
+    alerts: tuple[Alert, ...] = field(default_factory=tuple)
+
+    def to_json(self, tz) -> dict[str, Any]:
+        """The JSON object of `handover plan --format json`, times in `tz` with their offset."""
+        return {
+            "at": self.at.astimezone(tz).isoformat(),
+            "rota_version": self.rota_version,
+            "plan": [entry.to_json(tz) for entry in self.entries],
+            "alerts": [alert.to_json() for alert in self.alerts],
+        }
+
+
+class TargetError(ValueError):
+    """A notify target is malformed or names nothing in the rota (e.g. 'unknown team gp-x')."""
