@@ -41,7 +41,8 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pg_database_url() -> Iterator[str]:
     """A migrated PostgreSQL database of this worker's own."""
     base = make_url(PG_URL)
-    name = f"{base.database}_handover_{_worker()}"
+    # The pid keeps concurrent pytest runs (several developers, xdist workers) apart.
+    name = f"{base.database}_handover_{_worker()}_{os.getpid()}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
