@@ -43,6 +43,7 @@ class Referral(Base):
     source: Mapped[str] = mapped_column(String(16))  # api | slack
     request_hash: Mapped[str] = mapped_column(String(64))  # idempotency comparison
     rota_version: Mapped[int] = mapped_column(Integer)
+    plan_json: Mapped[str] = mapped_column(Text)  # the plan and alerts as answered at intake
     status: Mapped[str] = mapped_column(String(16), default=OPEN, index=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     closed_by: Mapped[str | None] = mapped_column(String(64))

@@ -63,6 +63,7 @@ def upgrade() -> None:
     sa.Column('source', sa.String(length=16), nullable=False),
     sa.Column('request_hash', sa.String(length=64), nullable=False),
     sa.Column('rota_version', sa.Integer(), nullable=False),
+    sa.Column('plan_json', sa.Text(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('closed_at', rota.models.UTCDateTime(), nullable=True),
     sa.Column('closed_by', sa.String(length=64), nullable=True),
