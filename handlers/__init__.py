@@ -1,0 +1,1 @@
+"""Slack surfaces: one module per surface, each with a `register(app)` function."""

@@ -1,0 +1,1 @@
+"""Pure Block Kit builders: functions that return dicts, tested without mocks."""

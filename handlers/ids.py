@@ -1,0 +1,47 @@
+"""Identifiers shared by Block Kit builders and the listeners that handle them (CONTRACT §6)."""
+
+COMMAND = "/handover"
+
+# Prompt buttons
+ACK = "handover_ack"
+HAS_INFO = "handover_has_info"
+NOT_KNOWN = "handover_not_known"
+REDIRECT = "handover_redirect"
+RESPONSE_ACTIONS = (ACK, HAS_INFO, NOT_KNOWN, REDIRECT)
+
+# Message metadata
+PROMPT_EVENT_TYPE = "handover_prompt"
+
+# Referral modal
+REFERRAL_MODAL = "handover_referral_modal"
+BLOCK_EXTERNAL_REF = "external_ref"
+BLOCK_CATEGORY = "category"
+BLOCK_URGENCY = "urgency"
+BLOCK_NOTIFY_PEOPLE = "notify_people"
+BLOCK_NOTIFY_TEAMS = "notify_teams"
+BLOCK_NOTIFY_ROLES = "notify_roles"
+BLOCK_SUMMARY = "summary"
+# action_ids inside the modal's input blocks (external selects load options by these)
+ACTION_EXTERNAL_REF = "external_ref_input"
+ACTION_CATEGORY = "category_select"
+ACTION_URGENCY = "urgency_select"
+ACTION_NOTIFY_PEOPLE = "notify_people_select"
+ACTION_NOTIFY_TEAMS = "notify_teams_select"
+ACTION_NOTIFY_ROLES = "notify_roles_select"
+ACTION_SUMMARY = "summary_input"
+
+# Response modals
+HAS_INFO_MODAL = "handover_has_info_modal"
+REDIRECT_MODAL = "handover_redirect_modal"
+
+CATEGORIES = (
+    "domestic_abuse",
+    "physical_abuse",
+    "sexual_abuse",
+    "neglect",
+    "emotional_abuse",
+    "exploitation",
+    "missing",
+    "other",
+)
+URGENCIES = ("urgent", "standard")
