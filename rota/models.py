@@ -89,7 +89,11 @@ class Person(Base):
     permissions: Mapped[str] = mapped_column(String(100), default="")  # ';'-joined
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
-    __table_args__ = (Index("ix_people_slack_user", "slack_user"),)
+    __table_args__ = (
+        Index("ix_people_slack_user", "slack_user"),
+        Index("ix_people_slack_user_found", "slack_user_found"),
+        Index("ix_people_email", "email"),
+    )
 
     @property
     def slack_user_id(self) -> str | None:

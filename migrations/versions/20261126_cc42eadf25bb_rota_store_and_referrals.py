@@ -117,6 +117,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('people', schema=None) as batch_op:
         batch_op.create_index('ix_people_slack_user', ['slack_user'], unique=False)
+        batch_op.create_index('ix_people_slack_user_found', ['slack_user_found'], unique=False)
+        batch_op.create_index('ix_people_email', ['email'], unique=False)
         batch_op.create_index(batch_op.f('ix_people_team_id'), ['team_id'], unique=False)
 
     op.create_table('targets',
@@ -284,6 +286,8 @@ def downgrade() -> None:
     with op.batch_alter_table('people', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_people_team_id'))
         batch_op.drop_index('ix_people_slack_user')
+        batch_op.drop_index('ix_people_slack_user_found')
+        batch_op.drop_index('ix_people_email')
 
     op.drop_table('people')
     op.drop_table('teams')
