@@ -1,0 +1,173 @@
+"""`POST /api/referrals` and `GET /api/referrals/<id>` for case-management systems (CONTRACT §5).
+
+The handlers authenticate, parse and render; the rules live in `bot.intake`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, request
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.clock import Clock
+from bot.errors import ServiceUnavailable
+from bot.intake import (
+    SOURCE_API,
+    InvalidReferral,
+    receive_referral,
+    referral_detail,
+    validate_referral,
+)
+from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_CLOCK_SKEW_SECONDS = 300
+TIMESTAMP_HEADER = "X-Handover-Timestamp"
+SIGNATURE_HEADER = "X-Handover-Signature"
+SIGNATURE_VERSION = "v1"
+
+_STATUS_CODES = {"created": 201, "duplicate": 200, "conflict": 409}
+
+
+class _Refused(Exception):
+    """A request answered with an error status before it reaches the service."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def sign_request(secret: str, timestamp: str, body: bytes) -> str:
+    """The `X-Handover-Signature` value of `body` sent at `timestamp` (unix seconds)."""
+    base = f"{SIGNATURE_VERSION}:{timestamp}:".encode() + body
+    digest = hmac.new(secret.encode("utf-8"), base, hashlib.sha256).hexdigest()
+    return f"{SIGNATURE_VERSION}={digest}"
+
+
+def _json(body: dict[str, Any], status: int) -> Response:
+    return Response(
+        json.dumps(body, ensure_ascii=False), status=status, mimetype="application/json"
+    )
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+def _read_body() -> bytes:
+    """The raw body, refusing more than MAX_BODY_BYTES without reading further."""
+    length = request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise _Refused(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+    body = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(body) > MAX_BODY_BYTES:
+        raise _Refused(413, f"request body is larger than {MAX_BODY_BYTES} bytes")
+    return body
+
+
+def _check_timestamp(now_seconds: float) -> str:
+    timestamp = request.headers.get(TIMESTAMP_HEADER, "").strip()
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        raise _Refused(401, f"missing or malformed {TIMESTAMP_HEADER}")
+    if abs(now_seconds - int(timestamp)) > MAX_CLOCK_SKEW_SECONDS:
+        raise _Refused(401, f"{TIMESTAMP_HEADER} is more than 300 seconds from now")
+    return timestamp
+
+
+def _check_signature(secret: str, timestamp: str, body: bytes) -> None:
+    given = request.headers.get(SIGNATURE_HEADER, "").strip()
+    if not given.startswith(f"{SIGNATURE_VERSION}="):
+        raise _Refused(401, f"missing or malformed {SIGNATURE_HEADER}")
+    expected = sign_request(secret, timestamp, body)
+    if not hmac.compare_digest(expected.encode("ascii"), given.lower().encode("utf-8")):
+        raise _Refused(401, "signature does not match")
+
+
+def _parse_json(body: bytes) -> Any:
+    def refuse_constant(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(body, parse_constant=refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise _Refused(400, "the body is not valid JSON") from exc
+
+
+def create_api_blueprint(
+    settings: Settings, session_factory: sessionmaker[Session], clock: Clock
+) -> Blueprint:
+    """The blueprint of the referral API; every endpoint answers 404 while no secret is set."""
+    blueprint = Blueprint("handover_api", __name__)
+    tz = settings.timezone
+
+    def guarded(handler: Callable[[bytes], Response]) -> Response:
+        secret = settings.api_secret
+        if not secret:
+            return _error(404, "not found")
+        try:
+            timestamp = _check_timestamp(clock.now().timestamp())
+            body = _read_body()
+            _check_signature(secret, timestamp, body)
+            return handler(body)
+        except _Refused as refused:
+            logger.info(
+                "api %s %s refused %d: %s",
+                request.method,
+                request.path,
+                refused.status,
+                refused.message,
+            )
+            return _error(refused.status, refused.message)
+        except (DBAPIError, ServiceUnavailable):
+            # The traceback goes to the log; the transaction has rolled back.
+            logger.exception("api %s %s: database unavailable", request.method, request.path)
+            return _error(503, "database unavailable")
+
+    @blueprint.post("/api/referrals")
+    def post_referral() -> Response:
+        return guarded(_create_referral)
+
+    def _create_referral(body: bytes) -> Response:
+        data = _parse_json(body)
+        if not isinstance(data, dict):
+            raise _Refused(400, "the body must be a JSON object")
+        now = clock.now()
+        try:
+            with session_factory.begin() as session:
+                referral_request = validate_referral(session, data, tz=tz, now=now)
+                result = receive_referral(
+                    session, referral_request, now=now, settings=settings, source=SOURCE_API
+                )
+        except InvalidReferral as invalid:
+            logger.info("api referral refused: %d field errors", len(invalid.errors))
+            return _json({"errors": [error.to_json() for error in invalid.errors]}, 422)
+        logger.info(
+            "api referral %s (external_ref %s): %s",
+            result.body.get("referral_id"),
+            referral_request.external_ref,
+            result.status,
+        )
+        return _json(result.body, _STATUS_CODES[result.status])
+
+    @blueprint.get("/api/referrals/<referral_id>")
+    def get_referral(referral_id: str) -> Response:
+        return guarded(lambda _body: _show_referral(referral_id))
+
+    def _show_referral(referral_id: str) -> Response:
+        with session_factory.begin() as session:
+            detail = referral_detail(session, referral_id, tz)
+        if detail is None:
+            return _error(404, f"no referral {referral_id}")
+        return _json(detail, 200)
+
+    return blueprint

@@ -1,0 +1,56 @@
+"""The app factory: a Bolt App with an injected WebClient and every surface registered."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from slack_bolt import App, BoltResponse
+from slack_sdk import WebClient
+from sqlalchemy.exc import IntegrityError
+
+from bot.models import SlackEvent
+from bot.services import Services
+from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+EVENT_ID_RETENTION = timedelta(days=2)
+
+
+def create_app(settings: Settings, client: WebClient, *, services: Services) -> App:
+    """Build the Bolt app; `client` carries the base URL, token and retry handlers."""
+    app = App(
+        client=client,
+        signing_secret=settings.slack_signing_secret or "",
+        # HTTP mode verifies signatures; Socket Mode has no signature to verify.
+        request_verification_enabled=not settings.socket_mode,
+        token_verification_enabled=True,
+        process_before_response=False,
+    )
+    app.middleware(_make_event_dedupe(services))
+
+    from handlers import actions, commands, events, options, views
+
+    for surface in (commands, views, options, actions, events):
+        surface.register(app, services)
+    return app
+
+
+def _make_event_dedupe(services: Services):
+    """Slack retries event deliveries it thinks failed; process each event_id once."""
+
+    def dedupe_events(body: dict, next, logger: logging.Logger) -> BoltResponse | None:  # noqa: A002
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        if not event_id:
+            return next()
+        now = services.clock.now()
+        try:
+            with services.session_factory.begin() as session:
+                session.add(SlackEvent(event_id=event_id, received_at=now))
+        except IntegrityError:
+            logger.info("ignoring a repeated delivery of event %s", event_id)
+            return BoltResponse(status=200, body="")
+        return next()
+
+    return dedupe_events

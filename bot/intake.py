@@ -1,0 +1,613 @@
+"""Referral intake: the one service behind `POST /api/referrals` and the Slack referral modal.
+
+Functions here take a session and never commit; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot import audit
+from bot.models import OPEN, AuditEvent, Prompt, Referral, Target
+from bot.settings import Settings
+from handlers.ids import CATEGORIES, URGENCIES
+from rota.plan import Plan, PlanEntry
+from rota.planner import plan_referral, validate_targets
+from rota.store import RotaStore
+
+SOURCE_API = "api"
+SOURCE_SLACK = "slack"
+SOURCES = (SOURCE_API, SOURCE_SLACK)
+
+# Outbox (Prompt.kind) rows written at intake
+KIND_PROMPT = "prompt"
+KIND_ON_CALL = "on_call"
+KIND_LONG_GAP = "long_gap"
+KIND_UNROUTABLE = "unroutable"
+KIND_CARD = "card"
+
+# Target.state values set at intake
+TARGET_HELD = "held"
+TARGET_UNROUTABLE = "unroutable"
+
+FIELDS = ("external_ref", "category", "urgency", "referred_at", "referrer", "notify", "summary")
+REQUIRED_FIELDS = ("external_ref", "category", "urgency", "referrer", "notify")
+EXTERNAL_REF_RE = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
+MAX_NOTIFY = 50
+MAX_SUMMARY_CHARS = 10_000
+MAX_TARGET_CHARS = 140
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+REFERRAL_ID_PREFIX = "HO-"
+REFERRAL_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+REFERRAL_ID_LENGTH = 6
+_ID_ATTEMPTS = 20
+
+Status = Literal["created", "duplicate", "conflict"]
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str  # "category", "notify[1]", …
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class InvalidReferral(ValueError):
+    """The referral request has field errors; `errors` lists every one of them."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ReferralRequest:
+    external_ref: str
+    category: str
+    urgency: str
+    referred_at: datetime | None  # aware; None: not given, so the time of receipt
+    referrer: str
+    notify: tuple[str, ...]
+    summary: str = ""
+
+    def canonical(self) -> dict[str, Any]:
+        """The normalized content compared for idempotency (summary included)."""
+        return {
+            "external_ref": self.external_ref,
+            "category": self.category,
+            "urgency": self.urgency,
+            "referred_at": _utc_iso(self.referred_at) if self.referred_at else None,
+            "referrer": self.referrer,
+            "notify": list(self.notify),
+            "summary": self.summary,
+        }
+
+    def request_hash(self) -> str:
+        """sha256 of the canonical JSON of the normalized request."""
+        text = json.dumps(
+            self.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    referral: Referral
+    body: dict[str, Any]
+    status: Status
+
+
+def _utc_iso(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat()
+
+
+def _local_iso(instant: datetime | None, tz: tzinfo) -> str | None:
+    return instant.astimezone(tz).isoformat() if instant is not None else None
+
+
+def _parse_fields(
+    data: dict[str, Any], *, tz: tzinfo, now: datetime
+) -> tuple[dict[str, Any], list[FieldError]]:
+    """Check the shape of each field; return the values that passed and every error."""
+    values: dict[str, Any] = {}
+    errors: list[FieldError] = []
+
+    for name in data:
+        if name not in FIELDS:
+            errors.append(FieldError(str(name), "unknown field"))
+    for name in REQUIRED_FIELDS:
+        if data.get(name) is None:
+            errors.append(FieldError(name, "is required"))
+
+    ref = data.get("external_ref")
+    if ref is not None:
+        if not isinstance(ref, str) or not EXTERNAL_REF_RE.fullmatch(ref):
+            errors.append(
+                FieldError(
+                    "external_ref", "must be 1 to 64 of the characters A-Z a-z 0-9 . _ : / -"
+                )
+            )
+        else:
+            values["external_ref"] = ref
+
+    category = data.get("category")
+    if category is not None:
+        if not isinstance(category, str) or category not in CATEGORIES:
+            errors.append(FieldError("category", f"must be one of {', '.join(CATEGORIES)}"))
+        else:
+            values["category"] = category
+
+    urgency = data.get("urgency")
+    if urgency is not None:
+        if not isinstance(urgency, str) or urgency not in URGENCIES:
+            errors.append(FieldError("urgency", f"must be one of {', '.join(URGENCIES)}"))
+        else:
+            values["urgency"] = urgency
+
+    referred_at = data.get("referred_at")
+    values["referred_at"] = None
+    if referred_at is not None:
+        instant = _parse_instant(referred_at, tz)
+        if instant is None:
+            errors.append(
+                FieldError("referred_at", "must be an ISO 8601 date-time, e.g. 2026-12-26T02:10")
+            )
+        elif instant > now + FUTURE_TOLERANCE:
+            errors.append(FieldError("referred_at", "is in the future"))
+        else:
+            values["referred_at"] = instant
+
+    referrer = data.get("referrer")
+    if referrer is not None:
+        if not isinstance(referrer, str) or not referrer.strip():
+            errors.append(FieldError("referrer", "must be a person_id"))
+        else:
+            values["referrer"] = referrer.strip()
+
+    notify = data.get("notify")
+    if notify is not None:
+        if not isinstance(notify, list):
+            errors.append(FieldError("notify", "must be a list of targets"))
+        elif not 1 <= len(notify) <= MAX_NOTIFY:
+            errors.append(FieldError("notify", f"must have 1 to {MAX_NOTIFY} targets"))
+        else:
+            cleaned: list[str | None] = []
+            seen: dict[str, int] = {}
+            for index, item in enumerate(notify):
+                field_name = f"notify[{index}]"
+                if not isinstance(item, str) or not item.strip():
+                    errors.append(FieldError(field_name, "must be person:ID, team:ID or role:NAME"))
+                    cleaned.append(None)
+                    continue
+                target = item.strip()
+                if len(target) > MAX_TARGET_CHARS:
+                    errors.append(FieldError(field_name, f"is longer than {MAX_TARGET_CHARS}"))
+                    cleaned.append(None)
+                elif target in seen:
+                    errors.append(
+                        FieldError(field_name, f"repeats notify[{seen[target]}] ({target})")
+                    )
+                    cleaned.append(None)
+                else:
+                    seen[target] = index
+                    cleaned.append(target)
+            values["notify"] = cleaned
+
+    summary = data.get("summary", "")
+    if summary is None:
+        summary = ""
+    if not isinstance(summary, str):
+        errors.append(FieldError("summary", "must be text"))
+    elif len(summary) > MAX_SUMMARY_CHARS:
+        errors.append(FieldError("summary", f"is longer than {MAX_SUMMARY_CHARS} characters"))
+    else:
+        values["summary"] = summary
+
+    return values, errors
+
+
+def _parse_instant(value: Any, tz: tzinfo) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        instant = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=tz)
+    return instant
+
+
+def _build_request(values: dict[str, Any]) -> ReferralRequest:
+    return ReferralRequest(
+        external_ref=values["external_ref"],
+        category=values["category"],
+        urgency=values["urgency"],
+        referred_at=values["referred_at"],
+        referrer=values["referrer"],
+        notify=tuple(values["notify"]),
+        summary=values["summary"],
+    )
+
+
+def parse_referral_request(data: dict[str, Any], *, tz: tzinfo, now: datetime) -> ReferralRequest:
+    """Parse a referral's fields without the rota; raise InvalidReferral with every error."""
+    if not isinstance(data, dict):
+        raise InvalidReferral([FieldError("body", "must be a JSON object")])
+    values, errors = _parse_fields(data, tz=tz, now=now)
+    if errors:
+        raise InvalidReferral(errors)
+    return _build_request(values)
+
+
+def check_against_rota(store: RotaStore, request: ReferralRequest) -> list[FieldError]:
+    """Errors of the referrer and the notify targets against the current rota."""
+    return _referrer_errors(store, request.referrer) + _notify_errors(store, list(request.notify))
+
+
+def _referrer_errors(store: RotaStore, person_id: str) -> list[FieldError]:
+    person = store.person(person_id)
+    if person is None:
+        return [FieldError("referrer", f"unknown person {person_id}")]
+    if not person.active:
+        return [FieldError("referrer", f"{person_id} is no longer in the rota")]
+    if not person.has_permission("referrer"):
+        return [FieldError("referrer", f"{person_id} does not have the referrer permission")]
+    return []
+
+
+def _notify_errors(store: RotaStore, notify: list[str | None]) -> list[FieldError]:
+    indexed = [(index, target) for index, target in enumerate(notify) if target is not None]
+    if not indexed:
+        return []
+    problems = validate_targets(store, [target for _, target in indexed])
+    return [FieldError(f"notify[{indexed[i][0]}]", message) for i, message in problems]
+
+
+def validate_referral(
+    session: Session, data: dict[str, Any], *, tz: tzinfo, now: datetime
+) -> ReferralRequest:
+    """Parse and check a referral against the rota; raise InvalidReferral with every error.
+
+    A request whose external_ref is already known is not checked against the rota again:
+    it will be answered as a duplicate or a conflict of the referral already received.
+    """
+    if not isinstance(data, dict):
+        raise InvalidReferral([FieldError("body", "must be a JSON object")])
+    values, errors = _parse_fields(data, tz=tz, now=now)
+    if "external_ref" in values and not errors and _find_referral(session, values["external_ref"]):
+        return _build_request(values)
+    store = RotaStore(session)
+    if "referrer" in values:
+        errors += _referrer_errors(store, values["referrer"])
+    if "notify" in values:
+        errors += _notify_errors(store, values["notify"])
+    if errors:
+        raise InvalidReferral(_in_field_order(errors))
+    return _build_request(values)
+
+
+def _in_field_order(errors: list[FieldError]) -> list[FieldError]:
+    def key(error: FieldError) -> tuple[int, int]:
+        base, _, rest = error.field.partition("[")
+        position = FIELDS.index(base) if base in FIELDS else len(FIELDS)
+        index = int(rest.rstrip("]")) if rest.rstrip("]").isdigit() else -1
+        return position, index
+
+    return sorted(errors, key=key)
+
+
+def _find_referral(session: Session, external_ref: str) -> Referral | None:
+    return session.scalars(select(Referral).where(Referral.external_ref == external_ref)).first()
+
+
+def new_referral_id() -> str:
+    """A fresh referral ID: HO- and 6 random Crockford base32 characters."""
+    return REFERRAL_ID_PREFIX + "".join(
+        secrets.choice(REFERRAL_ID_ALPHABET) for _ in range(REFERRAL_ID_LENGTH)
+    )
+
+
+def _unused_referral_id(session: Session) -> str:
+    for _ in range(_ID_ATTEMPTS):
+        candidate = new_referral_id()
+        if session.get(Referral, candidate) is None:
+            return candidate
+    raise RuntimeError("no unused referral ID after repeated attempts")
+
+
+def receive_referral(
+    session: Session,
+    request: ReferralRequest,
+    *,
+    now: datetime,
+    settings: Settings,
+    source: str = SOURCE_API,
+) -> IntakeResult:
+    """Record a referral, its targets, its outbox rows and audit events (or answer a repeat)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown referral source {source!r}")
+    request_hash = request.request_hash()
+    existing = _find_referral(session, request.external_ref)
+    if existing is not None:
+        return _answer_repeat(session, existing, request, request_hash, now=now, source=source)
+
+    store = RotaStore(session)
+    errors = check_against_rota(store, request)
+    if errors:
+        raise InvalidReferral(errors)
+    tz = settings.timezone
+    plan = plan_referral(store, list(request.notify), now, alert_roles=settings.alert_roles, tz=tz)
+    plan_json = plan.to_json(tz)
+    for _ in range(_ID_ATTEMPTS):
+        referral_id = _unused_referral_id(session)
+        body = {
+            "referral_id": referral_id,
+            "status": OPEN,
+            "rota_version": plan.rota_version,
+            "plan": plan_json["plan"],
+            "alerts": plan_json["alerts"],
+        }
+        referral = Referral(
+            referral_id=referral_id,
+            external_ref=request.external_ref,
+            category=request.category,
+            urgency=request.urgency,
+            referred_at=request.referred_at or now,
+            received_at=now,
+            referrer_id=request.referrer,
+            summary=request.summary,
+            source=source,
+            request_hash=request_hash,
+            rota_version=plan.rota_version,
+            plan_json=json.dumps(body, ensure_ascii=False),
+            status=OPEN,
+        )
+        try:
+            # A savepoint, so a concurrent twin's unique external_ref leaves our
+            # transaction usable for reading what the twin wrote.
+            with session.begin_nested():
+                session.add(referral)
+                session.flush()
+        except IntegrityError:
+            existing = _find_referral(session, request.external_ref)
+            if existing is not None:
+                return _answer_repeat(
+                    session, existing, request, request_hash, now=now, source=source
+                )
+            continue  # the referral ID was taken concurrently: draw another
+        _write_plan(session, referral, request, plan, now=now, settings=settings)
+        return IntakeResult(referral=referral, body=body, status="created")
+    raise RuntimeError("could not store the referral after repeated attempts")
+
+
+def _answer_repeat(
+    session: Session,
+    existing: Referral,
+    request: ReferralRequest,
+    request_hash: str,
+    *,
+    now: datetime,
+    source: str,
+) -> IntakeResult:
+    if existing.request_hash != request_hash:
+        body = {
+            "error": "external_ref was already used for a referral with different content",
+            "referral_id": existing.referral_id,
+        }
+        return IntakeResult(referral=existing, body=body, status="conflict")
+    audit.record(
+        session,
+        "referral_duplicate",
+        at=now,
+        referral_id=existing.referral_id,
+        actor=request.referrer,
+        detail={"source": source, "external_ref": existing.external_ref},
+        rota_version=existing.rota_version,
+    )
+    return IntakeResult(referral=existing, body=json.loads(existing.plan_json), status="duplicate")
+
+
+def _write_plan(
+    session: Session,
+    referral: Referral,
+    request: ReferralRequest,
+    plan: Plan,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> None:
+    tz = settings.timezone
+    version = plan.rota_version
+    referral_id = referral.referral_id
+
+    def log(event: str, **fields: Any) -> None:
+        audit.record(
+            session, event, at=now, referral_id=referral_id, rota_version=version, **fields
+        )
+
+    log(
+        "referral_received",
+        actor=request.referrer,
+        detail={
+            "source": referral.source,
+            "external_ref": request.external_ref,
+            "category": request.category,
+            "urgency": request.urgency,
+            "referred_at": _local_iso(referral.referred_at, tz),
+            "targets": len(plan.entries),
+        },
+    )
+
+    targets: dict[str, Target] = {}
+    for position, entry in enumerate(plan.entries):
+        routable = entry.due_at is not None and entry.via != "unroutable"
+        target = Target(
+            referral_id=referral_id,
+            position=position,
+            target=entry.target,
+            planned_via=entry.via,
+            planned_recipient=entry.recipient,
+            due_at=entry.due_at,
+            state=TARGET_HELD if routable else TARGET_UNROUTABLE,
+        )
+        session.add(target)
+        targets[entry.target] = target
+    session.flush()
+
+    session.add(
+        Prompt(
+            referral_id=referral_id,
+            kind=KIND_CARD,
+            channel_id=settings.edt_channel,
+            due_at=now,
+        )
+    )
+    for alert in plan.alerts:
+        if alert.kind == "on_call":
+            session.add(
+                Prompt(
+                    referral_id=referral_id,
+                    kind=KIND_ON_CALL,
+                    recipient_id=alert.recipient,
+                    due_at=now,
+                    detail=json.dumps({"role": alert.target, "detail": alert.detail}),
+                )
+            )
+
+    long_gap_targets = {a.target for a in plan.alerts if a.kind == KIND_LONG_GAP}
+    for entry in plan.entries:
+        target = targets[entry.target]
+        if target.state == TARGET_UNROUTABLE:
+            reasons = [
+                a.detail for a in plan.alerts if a.kind == "unroutable" and a.target == entry.target
+            ]
+            log(
+                "unroutable",
+                target=entry.target,
+                detail={"reason": reasons[0] if reasons else "nobody to reach within 7 days"},
+            )
+            continue
+        assert entry.due_at is not None
+        session.add(
+            Prompt(
+                referral_id=referral_id,
+                target_id=target.id,
+                kind=KIND_PROMPT,
+                due_at=entry.due_at,
+                detail=json.dumps({"planned_via": entry.via, "planned_recipient": entry.recipient}),
+            )
+        )
+        log(
+            "prompt_scheduled",
+            target=entry.target,
+            recipient=entry.recipient,
+            detail={
+                "due_at": _local_iso(entry.due_at, tz),
+                "via": entry.via,
+                "immediate": entry.immediate,
+            },
+        )
+        if entry.target in long_gap_targets:
+            log("long_gap_alert", target=entry.target, detail=_gap_detail(entry, plan.at, tz))
+
+    for alert in plan.alerts:
+        if alert.kind in (KIND_LONG_GAP, KIND_UNROUTABLE):
+            target = targets.get(alert.target)
+            session.add(
+                Prompt(
+                    referral_id=referral_id,
+                    target_id=target.id if target is not None else None,
+                    kind=alert.kind,
+                    recipient_id=alert.recipient,
+                    due_at=now,
+                    detail=json.dumps({"target": alert.target, "detail": alert.detail}),
+                )
+            )
+    session.flush()
+
+
+def _gap_detail(entry: PlanEntry, t0: datetime, tz: tzinfo) -> dict[str, Any]:
+    assert entry.due_at is not None
+    minutes = int((entry.due_at - t0).total_seconds() // 60)
+    hours, rest = divmod(minutes, 60)
+    return {
+        "due_at": _local_iso(entry.due_at, tz),
+        "gap_minutes": minutes,
+        "gap": f"{hours} h {rest:02d} min",
+    }
+
+
+def referral_detail(session: Session, referral_id: str, tz: tzinfo) -> dict[str, Any] | None:
+    """The referral, its targets with their state and its audit events, for the case system."""
+    referral = session.get(Referral, referral_id)
+    if referral is None:
+        return None
+    targets = session.scalars(
+        select(Target).where(Target.referral_id == referral_id).order_by(Target.position)
+    ).all()
+    events = session.scalars(
+        select(AuditEvent)
+        .where(AuditEvent.referral_id == referral_id)
+        .order_by(AuditEvent.at, AuditEvent.id)
+    ).all()
+    return {
+        "referral_id": referral.referral_id,
+        "external_ref": referral.external_ref,
+        "category": referral.category,
+        "urgency": referral.urgency,
+        "referred_at": _local_iso(referral.referred_at, tz),
+        "received_at": _local_iso(referral.received_at, tz),
+        "referrer": referral.referrer_id,
+        "source": referral.source,
+        "summary": referral.summary,
+        "status": referral.status,
+        "closed_at": _local_iso(referral.closed_at, tz),
+        "closed_by": referral.closed_by,
+        "close_reason": referral.close_reason,
+        "rota_version": referral.rota_version,
+        "targets": [
+            {
+                "position": target.position,
+                "target": target.target,
+                "state": target.state,
+                "due_at": _local_iso(target.due_at, tz),
+                "planned_recipient": target.planned_recipient,
+                "planned_via": target.planned_via,
+            }
+            for target in targets
+        ],
+        "events": [
+            {
+                "at": _local_iso(event.at, tz),
+                "event": event.event,
+                "actor": event.actor,
+                "recipient": event.recipient,
+                "target": event.target,
+                "detail": _detail_value(event.detail),
+            }
+            for event in events
+        ],
+    }
+
+
+def _detail_value(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

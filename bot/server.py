@@ -1,0 +1,129 @@
+"""`handover serve`: the bot over HTTP (waitress) or Socket Mode, with the dispatcher in-process.
+
+Why waitress: it is a production WSGI server that runs inside our own process, so `serve` can
+host the dispatcher next to the HTTP listener and shut both down together on SIGTERM; it is pure
+Python (no compiler, runs the same on Linux and on a council's Windows server) and well kept by
+the Pylons project. Several instances scale out as several processes behind a proxy, all on one
+PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+
+from slack_bolt import App
+
+from bot.clock import Clock, clock_from_env
+from bot.db import create_db_engine, make_session_factory
+from bot.errors import InputError
+from bot.services import Services
+from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+WAITRESS_THREADS = 8
+
+
+@dataclass
+class Runtime:
+    """Everything `serve` runs, built once and shut down together."""
+
+    services: Services
+    bolt_app: App
+    dispatcher: object | None
+
+    def shutdown(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.shutdown()
+
+
+def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | None = None):
+    """Wire the engine, the Slack client, the dispatcher and the Bolt app."""
+    from bot.app import create_app
+    from bot.dispatcher import Dispatcher
+    from bot.slack import make_web_client
+
+    if not settings.slack_bot_token:
+        raise InputError("SLACK_BOT_TOKEN is required by `handover serve`")
+    if not settings.socket_mode and not settings.slack_signing_secret:
+        raise InputError("SLACK_SIGNING_SECRET is required by `handover serve` in HTTP mode")
+    clock = clock or clock_from_env()
+    engine = create_db_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    client = make_web_client(settings)
+    dispatcher = None
+    if with_dispatcher:
+        dispatcher = Dispatcher(settings, factory, client, clock)
+    services = Services(
+        settings=settings,
+        session_factory=factory,
+        clock=clock,
+        wake_dispatcher=dispatcher.wake if dispatcher else Services.wake_dispatcher,
+    )
+    bolt_app = create_app(settings, client, services=services)
+    return Runtime(services=services, bolt_app=bolt_app, dispatcher=dispatcher)
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the bot until SIGTERM or SIGINT."""
+    runtime = build_runtime(settings, with_dispatcher=not args.no_dispatcher)
+    stop = threading.Event()
+    if runtime.dispatcher is not None:
+        runtime.dispatcher.start()
+    try:
+        if settings.socket_mode:
+            _serve_socket_mode(runtime, settings, stop)
+        else:
+            _serve_http(runtime, settings, stop)
+    finally:
+        runtime.shutdown()
+    logger.info("stopped")
+    return 0
+
+
+def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> None:
+    from waitress import create_server
+
+    from bot.web import create_web_app
+
+    web = create_web_app(runtime.bolt_app, runtime.services)
+    host = os.environ.get("HOST", "0.0.0.0")
+    server = create_server(web, host=host, port=settings.port, threads=WAITRESS_THREADS)
+
+    def on_signal(signum: int, _frame) -> None:
+        logger.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+        server.close()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logger.info("listening on http://%s:%s", host, server.effective_port)
+    print(f"handover: listening on port {server.effective_port}", flush=True)
+    try:
+        server.run()
+    except OSError:
+        # close() from the signal handler makes the accept loop see a closed socket.
+        if not stop.is_set():
+            raise
+
+
+def _serve_socket_mode(runtime: Runtime, settings: Settings, stop: threading.Event) -> None:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    handler = SocketModeHandler(runtime.bolt_app, settings.slack_app_token)
+
+    def on_signal(signum: int, _frame) -> None:
+        logger.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    handler.connect()
+    print("handover: connected in Socket Mode", flush=True)
+    stop.wait()
+    handler.close()

@@ -1,0 +1,154 @@
+"""The referral modal (CONTRACT §6: block_ids are fixed) and the plan shown to its submitter."""
+
+from __future__ import annotations
+
+import json
+from datetime import tzinfo
+from typing import Any
+
+from handlers import ids
+
+CATEGORY_LABELS = {
+    "domestic_abuse": "Domestic abuse",
+    "physical_abuse": "Physical abuse",
+    "sexual_abuse": "Sexual abuse",
+    "neglect": "Neglect",
+    "emotional_abuse": "Emotional abuse",
+    "exploitation": "Exploitation",
+    "missing": "Missing",
+    "other": "Other",
+}
+URGENCY_LABELS = {"urgent": "Urgent", "standard": "Standard"}
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text}
+
+
+def _option(value: str, label: str) -> dict[str, Any]:
+    return {"text": _plain(label), "value": value}
+
+
+def build_referral_modal(private_metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """The modal opened by `/handover`; option values are bare ids and role names."""
+    return {
+        "type": "modal",
+        "callback_id": ids.REFERRAL_MODAL,
+        "title": _plain("New referral"),
+        "submit": _plain("Send"),
+        "close": _plain("Cancel"),
+        "private_metadata": json.dumps(private_metadata or {}),
+        "blocks": [
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": "Slack messages show only the case reference, category and "
+                        "urgency. Never type a child's name, address or date of birth here.",
+                    }
+                ],
+            },
+            {
+                "type": "input",
+                "block_id": ids.BLOCK_EXTERNAL_REF,
+                "label": _plain("Case system reference"),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": ids.ACTION_EXTERNAL_REF,
+                    "max_length": 64,
+                    "placeholder": _plain("e.g. LCS-2026-000123"),
+                },
+            },
+            {
+                "type": "input",
+                "block_id": ids.BLOCK_CATEGORY,
+                "label": _plain("Category"),
+                "element": {
+                    "type": "static_select",
+                    "action_id": ids.ACTION_CATEGORY,
+                    "options": [_option(v, label) for v, label in CATEGORY_LABELS.items()],
+                },
+            },
+            {
+                "type": "input",
+                "block_id": ids.BLOCK_URGENCY,
+                "label": _plain("Urgency"),
+                "element": {
+                    "type": "radio_buttons",
+                    "action_id": ids.ACTION_URGENCY,
+                    "initial_option": _option("standard", URGENCY_LABELS["standard"]),
+                    "options": [_option(v, label) for v, label in URGENCY_LABELS.items()],
+                },
+            },
+            _notify_block(ids.BLOCK_NOTIFY_PEOPLE, ids.ACTION_NOTIFY_PEOPLE, "Professionals"),
+            _notify_block(ids.BLOCK_NOTIFY_TEAMS, ids.ACTION_NOTIFY_TEAMS, "Teams"),
+            _notify_block(ids.BLOCK_NOTIFY_ROLES, ids.ACTION_NOTIFY_ROLES, "On-call roles"),
+            {
+                "type": "input",
+                "block_id": ids.BLOCK_SUMMARY,
+                "optional": True,
+                "label": _plain("Summary for the record"),
+                "hint": _plain("Kept in Handover's database only; never shown in Slack."),
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": ids.ACTION_SUMMARY,
+                    "multiline": True,
+                    "max_length": 3000,
+                },
+            },
+        ],
+    }
+
+
+def _notify_block(block_id: str, action_id: str, label: str) -> dict[str, Any]:
+    return {
+        "type": "input",
+        "block_id": block_id,
+        "optional": True,
+        "label": _plain(label),
+        "element": {
+            "type": "multi_external_select",
+            "action_id": action_id,
+            "min_query_length": 0,
+            "placeholder": _plain("Type to search the rota"),
+        },
+    }
+
+
+def build_options(choices: list[tuple[str, str]]) -> dict[str, Any]:
+    """The answer to an external select's options request (at most 100 options)."""
+    return {"options": [_option(value, label[:75]) for value, label in choices[:100]]}
+
+
+def build_plan_message(referral_id: str, plan: dict[str, Any], tz: tzinfo) -> dict[str, Any]:
+    """What the submitter sees privately: who will be asked, and when."""
+    from datetime import datetime
+
+    lines = []
+    for entry in plan["plan"]:
+        if entry["via"] == "unroutable":
+            lines.append(f"• `{entry['target']}`: *nobody reachable within 7 days*")
+            continue
+        when = datetime.fromisoformat(entry["due_at"]).astimezone(tz)
+        timing = "now" if entry["immediate"] else when.strftime("%a %d %b %H:%M")
+        lines.append(f"• `{entry['target']}` → {entry['recipient']} ({entry['via']}), {timing}")
+    alerts = [a for a in plan["alerts"] if a["kind"] != "on_call"]
+    on_call = sorted({a["recipient"] for a in plan["alerts"] if a["kind"] == "on_call"})
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f"*Referral {referral_id} received.*"},
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}},
+    ]
+    context = []
+    if on_call:
+        context.append("On call alerted now: " + ", ".join(on_call))
+    for alert in alerts:
+        context.append(f"{alert['kind'].replace('_', ' ')}: {alert['target']}")
+    if context:
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "\n".join(context)}]}
+        )
+    return {"text": f"Handover referral {referral_id} received", "blocks": blocks}

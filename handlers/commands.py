@@ -1,0 +1,89 @@
+"""The `/handover` slash command: no text opens the referral modal; subcommands answer privately."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from bot.directory import person_for_slack_user
+from bot.services import Services
+from handlers import ids
+from handlers.blocks.modal import build_referral_modal
+
+logger = logging.getLogger(__name__)
+
+HELP_TEXT = (
+    "*Handover* — out-of-hours referrals, next-morning prompts, escalation.\n"
+    "• `/handover` — post a referral (EDT referrers)\n"
+    "• `/handover oncall [ROLE]` — who is on call now\n"
+    "• `/handover log [open|overdue|REFERRAL_ID]` — the escalation log (managers)\n"
+    "• `/handover close REFERRAL_ID REASON` — close a referral (referrer or manager)\n"
+    "• `/handover help` — this help"
+)
+
+Subcommand = Callable[[Services, dict, list[str], Respond], None]
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def subcommand(name: str) -> Callable[[Subcommand], Subcommand]:
+    """Register a `/handover NAME ...` subcommand handler."""
+
+    def decorate(func: Subcommand) -> Subcommand:
+        SUBCOMMANDS[name] = func
+        return func
+
+    return decorate
+
+
+@subcommand("help")
+def _help(services: Services, command: dict, args: list[str], respond: Respond) -> None:
+    respond(text=HELP_TEXT, response_type="ephemeral")
+
+
+def register(app: App, services: Services) -> None:
+    """Listen for `/handover`."""
+
+    @app.command(ids.COMMAND)
+    def handle_command(ack: Ack, command: dict, client: WebClient, respond: Respond) -> None:
+        words = (command.get("text") or "").split()
+        if not words:
+            # Open the modal inside ack's 3 seconds: the trigger_id expires quickly.
+            ack()
+            open_referral_modal(services, command, client, respond)
+            return
+        ack()
+        handler = SUBCOMMANDS.get(words[0].lower(), _help)
+        handler(services, command, words[1:], respond)
+
+
+def open_referral_modal(
+    services: Services, command: dict, client: WebClient, respond: Respond
+) -> None:
+    """Open the referral modal for referrers; tell anyone else privately why not."""
+    with services.session_factory() as session:
+        person = person_for_slack_user(session, command["user_id"])
+        allowed = person is not None and person.has_permission("referrer")
+    if not allowed:
+        logger.info("refused referral modal for Slack user %s", command["user_id"])
+        respond(
+            text="Only EDT referrers in the rota may post referrals. Ask your manager to add "
+            "the `referrer` permission to your entry in people.csv.",
+            response_type="ephemeral",
+        )
+        return
+    metadata = {"channel_id": command.get("channel_id", "")}
+    client.views_open(
+        trigger_id=command["trigger_id"], view=build_referral_modal(metadata)
+    )
+
+
+def private_metadata(view: dict) -> dict:
+    """The modal's private metadata (the channel it was opened from)."""
+    try:
+        return json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return {}

@@ -1,0 +1,34 @@
+"""Search-as-you-type options for the referral modal's external selects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from slack_bolt import Ack, App
+
+from bot.directory import search_people, search_roles, search_teams
+from bot.services import Services
+from handlers import ids
+from handlers.blocks.modal import build_options
+
+_SEARCHES: dict[str, Callable] = {
+    ids.ACTION_NOTIFY_PEOPLE: search_people,
+    ids.ACTION_NOTIFY_TEAMS: search_teams,
+    ids.ACTION_NOTIFY_ROLES: search_roles,
+}
+
+
+def register(app: App, services: Services) -> None:
+    """Answer options requests for people, teams and roles."""
+    for action_id, search in _SEARCHES.items():
+        app.options(action_id)(_make_listener(services, search))
+
+
+def _make_listener(services: Services, search: Callable) -> Callable:
+    def load_options(ack: Ack, payload: dict) -> None:
+        query = payload.get("value", "")
+        with services.session_factory() as session:
+            choices = search(session, query)
+        ack(**build_options(choices))
+
+    return load_options

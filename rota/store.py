@@ -1,0 +1,262 @@
+"""Read-only, indexed queries on the rota; one store per request, caching what it reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+
+from rota.calendar import ClosureWindow, is_working_day, working_periods
+from rota.hours import WeeklyHours, parse_hours
+from rota.models import MAX_SHIFT_HOURS, Absence, Closure, Person, RotaVersion, Shift, Team
+
+_MAX_SHIFT = timedelta(hours=MAX_SHIFT_HOURS)
+_CHUNK = 500  # ids per IN list, well under every backend's parameter limit
+
+
+def _chunks(ids: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i : i + _CHUNK]
+
+
+def effective_hours_text(person: Person, team: Team | None) -> str | None:
+    """The person's own hours text, else their team's (None means the default)."""
+    if person.hours and person.hours.strip():
+        return person.hours
+    return team.hours if team is not None else None
+
+
+def effective_hours(person: Person, team: Team | None) -> WeeklyHours:
+    """The person's weekly hours: their own, else the team's, else Mon-Fri 09:00-17:00."""
+    return parse_hours(effective_hours_text(person, team))
+
+
+def closure_applies(closure: Closure, team: Team) -> bool:
+    """Whether a closure applies to the members of `team` (all, its region, or the team)."""
+    return closure.applies_to in ("all", team.region, team.team_id)
+
+
+def closure_window(closure: Closure) -> ClosureWindow:
+    """The calendar's plain value for a closure row."""
+    return ClosureWindow(closure.date, closure.from_time, closure.to_time)
+
+
+@dataclass(frozen=True)
+class AtWork:
+    """One line of `rota who`: a person at work and why."""
+
+    person: Person
+    team: Team | None
+    why: str  # "shift ROLE" or "hours TEXT"
+
+
+class RotaStore:
+    """The rota as the planner sees it: read-only queries, each bounded by an index."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._people: dict[str, Person | None] = {}
+        self._teams: dict[str, Team | None] = {}
+        self._roles: dict[str, bool] = {}
+        self._version: int | None = None
+
+    # People and teams -------------------------------------------------------------------
+
+    def person(self, person_id: str) -> Person | None:
+        """The person with this id (active or not), or None."""
+        if person_id not in self._people:
+            self._people[person_id] = self.session.get(Person, person_id)
+        return self._people[person_id]
+
+    def team(self, team_id: str) -> Team | None:
+        """The team with this id, or None."""
+        if team_id not in self._teams:
+            self._teams[team_id] = self.session.get(Team, team_id)
+        return self._teams[team_id]
+
+    def people_by_ids(self, ids: Iterable[str]) -> dict[str, Person]:
+        """The people with these ids that exist, in one query for those not yet cached."""
+        wanted = list(dict.fromkeys(ids))
+        missing = [i for i in wanted if i not in self._people]
+        for chunk in _chunks(missing):
+            found = {
+                p.person_id: p
+                for p in self.session.scalars(select(Person).where(Person.person_id.in_(chunk)))
+            }
+            for person_id in chunk:
+                self._people[person_id] = found.get(person_id)
+        return {i: p for i in wanted if (p := self._people[i]) is not None}
+
+    def teams_by_ids(self, ids: Iterable[str]) -> dict[str, Team]:
+        """The teams with these ids that exist, in one query for those not yet cached."""
+        wanted = list(dict.fromkeys(ids))
+        missing = [i for i in wanted if i not in self._teams]
+        for chunk in _chunks(missing):
+            found = {
+                t.team_id: t for t in self.session.scalars(select(Team).where(Team.team_id.in_(chunk)))
+            }
+            for team_id in chunk:
+                self._teams[team_id] = found.get(team_id)
+        return {i: t for i in wanted if (t := self._teams[i]) is not None}
+
+    # Shifts -------------------------------------------------------------------------------
+
+    def shifts_for_person(self, person_id: str, start: datetime, end: datetime) -> list[Shift]:
+        """The person's shifts overlapping [start, end), by start."""
+        return self.shifts_for_people([person_id], start, end).get(person_id, [])
+
+    def shifts_for_people(
+        self, person_ids: Iterable[str], start: datetime, end: datetime
+    ) -> dict[str, list[Shift]]:
+        """Shifts overlapping [start, end) of each person, by start; one query per 500 people."""
+        result: dict[str, list[Shift]] = {}
+        for chunk in _chunks(list(dict.fromkeys(person_ids))):
+            # The lower bound on start_at keeps the scan on ix_shifts_person_start.
+            query = (
+                select(Shift)
+                .where(
+                    Shift.person_id.in_(chunk),
+                    Shift.start_at >= start - _MAX_SHIFT,
+                    Shift.start_at < end,
+                    Shift.end_at > start,
+                )
+                .order_by(Shift.start_at, Shift.person_id, Shift.id)
+            )
+            for shift in self.session.scalars(query):
+                result.setdefault(shift.person_id, []).append(shift)
+        return result
+
+    def shifts_for_role(self, role: str, start: datetime, end: datetime) -> list[Shift]:
+        """Shifts of `role` overlapping [start, end), by start then person."""
+        return self.shifts_for_roles([role], start, end).get(role, [])
+
+    def shifts_for_roles(
+        self, roles: Iterable[str], start: datetime, end: datetime
+    ) -> dict[str, list[Shift]]:
+        """Shifts of each role overlapping [start, end), by start then person."""
+        wanted = list(dict.fromkeys(roles))
+        if not wanted:
+            return {}
+        query = (
+            select(Shift)
+            .where(
+                Shift.role.in_(wanted),
+                Shift.start_at >= start - _MAX_SHIFT,
+                Shift.start_at < end,
+                Shift.end_at > start,
+            )
+            .order_by(Shift.start_at, Shift.person_id, Shift.id)
+        )
+        result: dict[str, list[Shift]] = {}
+        for shift in self.session.scalars(query):
+            result.setdefault(shift.role, []).append(shift)
+        return result
+
+    def role_known(self, role: str) -> bool:
+        """Whether any shift in the rota, past or future, names this role."""
+        if role not in self._roles:
+            self._roles[role] = bool(
+                self.session.scalar(select(exists().where(Shift.role == role)))
+            )
+        return self._roles[role]
+
+    def people_on_shift(self, t: datetime, role: str | None = None) -> list[tuple[Person, Shift]]:
+        """Active people holding a shift (of `role`, if given) at t, by shift start then person."""
+        query = select(Shift).where(
+            Shift.start_at >= t - _MAX_SHIFT, Shift.start_at <= t, Shift.end_at > t
+        )
+        if role is not None:
+            query = query.where(Shift.role == role)
+        shifts = list(self.session.scalars(query.order_by(Shift.start_at, Shift.person_id)))
+        people = self.people_by_ids(s.person_id for s in shifts)
+        return [
+            (people[s.person_id], s)
+            for s in shifts
+            if s.person_id in people and people[s.person_id].active
+        ]
+
+    # Calendar data ------------------------------------------------------------------------
+
+    def absences_for(self, person_id: str, first_day: date, last_day: date) -> list[Absence]:
+        """The person's absences meeting [first_day, last_day] (inclusive dates)."""
+        return self.absences_for_people([person_id], first_day, last_day).get(person_id, [])
+
+    def absences_for_people(
+        self, person_ids: Iterable[str], first_day: date, last_day: date
+    ) -> dict[str, list[Absence]]:
+        """Absences meeting [first_day, last_day] of each person."""
+        result: dict[str, list[Absence]] = {}
+        for chunk in _chunks(list(dict.fromkeys(person_ids))):
+            query = select(Absence).where(
+                Absence.person_id.in_(chunk),
+                Absence.start_date <= last_day,
+                Absence.end_date >= first_day,
+            )
+            for absence in self.session.scalars(query.order_by(Absence.start_date)):
+                result.setdefault(absence.person_id, []).append(absence)
+        return result
+
+    def closures_between(
+        self, first_day: date, last_day: date, applies_to: set[str]
+    ) -> list[Closure]:
+        """Closures dated in [first_day, last_day] whose applies_to is in the set."""
+        if not applies_to:
+            return []
+        query = select(Closure).where(
+            Closure.date >= first_day,
+            Closure.date <= last_day,
+            Closure.applies_to.in_(sorted(applies_to)),
+        )
+        return list(self.session.scalars(query.order_by(Closure.date, Closure.id)))
+
+    def current_rota_version(self) -> int:
+        """The latest imported rota version, or 0 before any import."""
+        if self._version is None:
+            self._version = self.session.scalar(select(func.max(RotaVersion.version))) or 0
+        return self._version
+
+    # Listing ------------------------------------------------------------------------------
+
+    def people_at_work(self, t: datetime, tz: ZoneInfo) -> list[AtWork]:
+        """Everyone at work at t: shift holders first, then people within their hours."""
+        result: list[AtWork] = []
+        on_shift: set[str] = set()
+        for person, shift in self.people_on_shift(t):
+            if person.person_id not in on_shift:
+                on_shift.add(person.person_id)
+                result.append(AtWork(person, self.team(person.team_id), f"shift {shift.role}"))
+
+        day = t.astimezone(tz).date()
+        teams = list(self.session.scalars(select(Team).order_by(Team.team_id)))
+        for team in teams:
+            self._teams.setdefault(team.team_id, team)
+        closures = self.closures_between(
+            day, day, {"all"} | {t.region for t in teams} | {t.team_id for t in teams}
+        )
+        # Only members of teams with a working day today can be at work by hours.
+        open_teams = [team for team in teams if is_working_day(day, team.region)]
+        by_hours: list[AtWork] = []
+        for chunk in _chunks([team.team_id for team in open_teams]):
+            members = self.session.scalars(
+                select(Person)
+                .where(Person.team_id.in_(chunk), Person.active.is_(True))
+                .order_by(Person.person_id)
+            )
+            for person in members:
+                self._people.setdefault(person.person_id, person)
+                if person.person_id in on_shift:
+                    continue
+                team = self._teams[person.team_id]
+                assert team is not None
+                text = effective_hours_text(person, team)
+                windows = [closure_window(c) for c in closures if closure_applies(c, team)]
+                periods = working_periods(day, parse_hours(text), team.region, windows, False, tz)
+                if any(s <= t < e for s, e in periods):
+                    by_hours.append(AtWork(person, team, f"hours {text or 'Mon-Fri 09:00-17:00'}"))
+        absent = self.absences_for_people([a.person.person_id for a in by_hours], day, day)
+        result.extend(a for a in by_hours if a.person.person_id not in absent)
+        return result

@@ -1,0 +1,135 @@
+"""Working time of a prompt's recipient, for the escalation offsets and the breach (CONTRACT §3).
+
+Offsets are counted in the recipient's team's working time: team hours on working days of its
+region, minus the closures that apply to the team. A shift-only recipient (effective hours
+`none`) counts wall-clock time instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from rota.calendar import ClosureWindow, Interval, closures_by_day, merge, working_periods
+from rota.hours import WeeklyHours, parse_hours
+from rota.models import Team
+from rota.store import RotaStore, closure_applies, closure_window, effective_hours
+
+# How far ahead to look for working time before giving up and counting wall-clock time:
+# a team closed for more than a year has no working time worth waiting for.
+SEARCH_DAYS = 400
+_CLOSURE_CHUNK_DAYS = 31
+WALL_CLOCK_DAY = timedelta(hours=24)
+
+
+@dataclass
+class WorkingTime:
+    """Counts minutes in a calendar of working periods, or wall-clock time when it has none."""
+
+    tz: ZoneInfo
+    hours: WeeklyHours | None = None  # None: wall-clock time
+    region: str = "england"
+    team: Team | None = None
+    store: RotaStore | None = None
+    person_id: str | None = None
+    _closures: dict[date, list[ClosureWindow]] = field(default_factory=dict)
+    _loaded_until: date | None = None
+    _loaded_from: date | None = None
+
+    @property
+    def wall_clock(self) -> bool:
+        """Whether minutes are plain wall-clock minutes (a shift-only recipient)."""
+        return self.hours is None or self.hours.is_none
+
+    def _closures_for(self, day: date) -> list[ClosureWindow]:
+        if self.store is None or self.team is None:
+            return []
+        if self._loaded_from is None or not (self._loaded_from <= day <= self._loaded_until):
+            # Load closures a month at a time: one query covers many days of counting.
+            first, last = day, day + timedelta(days=_CLOSURE_CHUNK_DAYS)
+            rows = self.store.closures_between(
+                first, last, {"all", self.team.region, self.team.team_id}
+            )
+            self._closures = closures_by_day(
+                closure_window(c) for c in rows if closure_applies(c, self.team)
+            )
+            self._loaded_from, self._loaded_until = first, last
+        return self._closures.get(day, [])
+
+    def _day_periods(self, day: date) -> list[Interval]:
+        assert self.hours is not None
+        return working_periods(day, self.hours, self.region, self._closures_for(day), False, self.tz)
+
+    def periods_from(self, start: datetime) -> Iterator[Interval]:
+        """Working periods ending after `start`, in order, for up to SEARCH_DAYS days."""
+        first = start.astimezone(self.tz).date() - timedelta(days=1)
+        for n in range(SEARCH_DAYS):
+            for period_start, period_end in self._day_periods(first + timedelta(days=n)):
+                if period_end > start:
+                    yield period_start, period_end
+
+    def add_working_minutes(self, start: datetime, minutes: int) -> datetime:
+        """The instant `minutes` working minutes after `start` (counting from the next period)."""
+        if self.wall_clock:
+            return start + timedelta(minutes=minutes)
+        remaining = timedelta(minutes=minutes)
+        for period_start, period_end in self.periods_from(start):
+            begin = max(period_start, start)
+            if begin + remaining <= period_end:
+                return begin + remaining
+            remaining -= period_end - begin
+        return start + timedelta(minutes=minutes)
+
+    def end_of_working_day(self, t: datetime) -> datetime:
+        """The end of the working day in which t falls (or, outside working time, the next one).
+
+        For a shift-only recipient it is the end of the shift they hold at t, else 24 h after t.
+        """
+        if self.wall_clock:
+            return self._end_of_shift(t)
+        periods = self.periods_from(t)
+        first = next(periods, None)
+        if first is None:
+            return t + WALL_CLOCK_DAY
+        day = max(first[0], t).astimezone(self.tz).date()
+        # Take the periods of that local day and any that touch them (e.g. 24:00 then 00:00).
+        collected = [first]
+        for period in periods:
+            if period[0].astimezone(self.tz).date() > day and period[0] > collected[-1][1]:
+                break
+            collected.append(period)
+        return merge(collected)[-1][1]
+
+    def _end_of_shift(self, t: datetime) -> datetime:
+        if self.store is None or self.person_id is None:
+            return t + WALL_CLOCK_DAY
+        shifts = self.store.shifts_for_person(self.person_id, t, t + timedelta(seconds=1))
+        covering = [(s.start_at, s.end_at) for s in shifts if s.start_at <= t < s.end_at]
+        if not covering:
+            return t + WALL_CLOCK_DAY
+        end = max(e for _, e in covering)
+        # Back-to-back shifts are one stretch of work.
+        later = self.store.shifts_for_person(self.person_id, end, end + timedelta(days=7))
+        for s_start, s_end in merge((s.start_at, s.end_at) for s in later):
+            if s_start <= end < s_end or s_start == end:
+                end = s_end
+        return end
+
+
+def working_time_for_recipient(store: RotaStore, person_id: str, tz: ZoneInfo) -> WorkingTime:
+    """The working time in which a prompt to `person_id` is measured."""
+    person = store.person(person_id)
+    team = store.team(person.team_id) if person is not None else None
+    if person is None or team is None:
+        return WorkingTime(tz=tz, store=store, person_id=person_id)
+    own = effective_hours(person, team)
+    if own.is_none:
+        return WorkingTime(tz=tz, store=store, person_id=person_id)
+    team_hours = parse_hours(team.hours)
+    # A team without fixed hours (e.g. shift-based) measures its day-workers by their own hours.
+    hours = own if team_hours.is_none else team_hours
+    return WorkingTime(
+        tz=tz, hours=hours, region=team.region, team=team, store=store, person_id=person_id
+    )
