@@ -1,0 +1,115 @@
+"""Block Kit for a referral's card in the EDT channel: its targets and their live state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from handlers.blocks.prompt import (
+    ReferralFacts,
+    format_local,
+    mrkdwn_escape,
+    notification_text,
+    referral_fields,
+)
+
+SECTION_TEXT_LIMIT = 3000
+MAX_TARGET_SECTIONS = 40  # leaves room for header, facts and context within 50 blocks
+
+STATE_ICONS = {
+    "held": ":hourglass_flowing_sand:",
+    "prompted": ":envelope:",
+    "acknowledged": ":white_check_mark:",
+    "has_information": ":information_source:",
+    "not_known": ":heavy_minus_sign:",
+    "redirected": ":arrow_right:",
+    "escalated": ":arrow_up:",
+    "breach": ":rotating_light:",
+    "unroutable": ":warning:",
+    "failed": ":x:",
+    "cancelled": ":no_entry_sign:",
+}
+
+
+def target_state_line(
+    target: Any, tz: ZoneInfo, recipient: str | None = None
+) -> str:
+    """One line of the card: the target and its state (`held until`, `prompted <@U1>`, …)."""
+    state = target.state
+    name = f"`{mrkdwn_escape(target.target)}`"
+    if state == "held":
+        when = format_local(target.due_at, tz) if target.due_at else "its next working time"
+        what = f"held until {when}"
+    elif state == "prompted":
+        what = f"prompted {recipient}" if recipient else "prompted"
+    elif state == "unroutable":
+        what = "unroutable: nobody to reach within 7 days"
+    elif state == "has_information":
+        what = "holds information"
+    elif state == "not_known":
+        what = "not known"
+    elif state == "failed":
+        what = "prompt could not be delivered"
+    else:
+        what = state.replace("_", " ")
+    if recipient and state not in ("held", "prompted", "unroutable"):
+        what += f" ({recipient})"
+    icon = STATE_ICONS.get(state, ":grey_question:")
+    return f"{icon} {name}: {what}"
+
+
+def _sections_of(lines: Sequence[str]) -> list[dict[str, Any]]:
+    # Pack lines into as few sections as the 3000-character limit allows.
+    sections: list[str] = []
+    current = ""
+    for line in lines:
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > SECTION_TEXT_LIMIT and current:
+            sections.append(current)
+            current = line[:SECTION_TEXT_LIMIT]
+        else:
+            current = candidate[:SECTION_TEXT_LIMIT]
+    if current:
+        sections.append(current)
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+        for text in sections[:MAX_TARGET_SECTIONS]
+    ]
+
+
+def build_card(
+    referral: Any,
+    targets: Sequence[Any],
+    *,
+    tz: ZoneInfo,
+    recipients: Mapping[int, str] | None = None,
+    updated_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The EDT channel card: the referral's facts and one line per target with its state.
+
+    `recipients` maps a target's id to how its current recipient is shown (`<@U1>`, `<#C1>`).
+    """
+    facts = ReferralFacts.of(referral)
+    recipients = recipients or {}
+    ordered = sorted(targets, key=lambda t: t.position)
+    lines = [target_state_line(t, tz, recipients.get(t.id)) for t in ordered]
+    status = getattr(referral, "status", "open")
+    header = f"Referral {facts.referral_id}" + (" (closed)" if status == "closed" else "")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": header}},
+        {"type": "section", "fields": referral_fields(facts, tz)},
+        {"type": "divider"},
+        *_sections_of(lines or ["No targets."]),
+    ]
+    if updated_at is not None:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": f"Updated {format_local(updated_at, tz)}."}
+                ],
+            }
+        )
+    return {"text": notification_text(facts.referral_id, "referral card"), "blocks": blocks}

@@ -1,0 +1,192 @@
+"""Block Kit for a prompt DM and for the same DM once someone has responded (CONTRACT §6).
+
+Minimal data: only the referral ID, the case system's reference, category, urgency, times and
+what is asked. The notification `text` (lock screens) names the referral ID and nothing else.
+Builders take the referral's safe fields one by one, so the summary cannot slip in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from handlers.ids import ACK, HAS_INFO, NOT_KNOWN, REDIRECT
+
+PROMPT_ACTIONS_BLOCK = "handover_prompt_actions"
+QUESTION = "Do you hold information about this child or family?"
+
+BUTTON_LABELS = {
+    ACK: "Acknowledge",
+    HAS_INFO: "I hold information",
+    NOT_KNOWN: "Not known to us",
+    REDIRECT: "Someone else holds it",
+}
+
+# What each response kind reads as once recorded (the `kind` of a Response row).
+RESPONSE_LABELS = {
+    "acknowledged": "Acknowledged",
+    "has_information": "Holds information",
+    "not_known": "Not known",
+    "redirected": "Redirected",
+}
+
+VIA_LABELS = {
+    "self": "named on the referral",
+    "deputy": "deputy",
+    "duty": "duty holder",
+    "manager": "team manager",
+    "channel": "team channel",
+    "shift": "on shift",
+}
+
+
+@dataclass(frozen=True)
+class ReferralFacts:
+    """The fields of a referral that may appear in Slack; the summary is deliberately absent."""
+
+    referral_id: str
+    external_ref: str
+    category: str
+    urgency: str
+    referred_at: datetime
+    received_at: datetime
+
+    @classmethod
+    def of(cls, referral: Any) -> ReferralFacts:
+        """Copy the shareable fields from a Referral (or any object with those attributes)."""
+        return cls(
+            referral_id=referral.referral_id,
+            external_ref=referral.external_ref,
+            category=referral.category,
+            urgency=referral.urgency,
+            referred_at=referral.referred_at,
+            received_at=referral.received_at,
+        )
+
+
+def format_local(instant: datetime, tz: ZoneInfo) -> str:
+    """An instant as 'Mon 28 Dec 2026 09:00 GMT' in the service's time zone."""
+    local = instant.astimezone(tz)
+    return f"{local:%a} {local.day} {local:%b %Y %H:%M} {local.tzname()}"
+
+
+def category_label(category: str) -> str:
+    """'domestic_abuse' -> 'Domestic abuse'."""
+    return category.replace("_", " ").capitalize()
+
+
+def urgency_label(urgency: str) -> str:
+    """'urgent' -> 'URGENT' (it should stand out), 'standard' -> 'Standard'."""
+    return "URGENT" if urgency == "urgent" else urgency.capitalize()
+
+
+def notification_text(referral_id: str, what: str) -> str:
+    """The fallback text shown on lock screens: the referral ID and a generic phrase only."""
+    return f"Handover referral {referral_id}: {what}"
+
+
+def mrkdwn_escape(text: str) -> str:
+    """Escape the three characters Slack's mrkdwn treats as control characters."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def referral_fields(facts: ReferralFacts, tz: ZoneInfo) -> list[dict[str, str]]:
+    """The referral's facts as section fields (at most 10, as Block Kit allows)."""
+    pairs = [
+        ("Referral", facts.referral_id),
+        ("Case reference", mrkdwn_escape(facts.external_ref)),
+        ("Category", category_label(facts.category)),
+        ("Urgency", urgency_label(facts.urgency)),
+        ("Referred at", format_local(facts.referred_at, tz)),
+        ("Received", format_local(facts.received_at, tz)),
+    ]
+    return [{"type": "mrkdwn", "text": f"*{label}*\n{value}"} for label, value in pairs]
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
+
+
+def _button(action_id: str, prompt_id: int) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "text": {"type": "plain_text", "text": BUTTON_LABELS[action_id]},
+        "value": str(prompt_id),
+    }
+    if action_id == ACK:
+        button["style"] = "primary"
+    return button
+
+
+def _why_you(via: str | None, target: str | None) -> str | None:
+    if via is None or via == "self" or target is None:
+        return None
+    label = VIA_LABELS.get(via, via)
+    return f"You receive this as {label} for `{mrkdwn_escape(target)}`."
+
+
+def build_prompt_message(
+    referral: Any,
+    prompt_id: int,
+    *,
+    due_at: datetime,
+    respond_by: datetime,
+    tz: ZoneInfo,
+    via: str | None = None,
+    target: str | None = None,
+) -> dict[str, Any]:
+    """The prompt DM: the referral's facts, the question, the deadline and four buttons."""
+    facts = ReferralFacts.of(referral)
+    question = f"*{QUESTION}*\nPlease respond by *{format_local(respond_by, tz)}*."
+    blocks: list[dict[str, Any]] = [
+        _header(f"Handover referral {facts.referral_id}"),
+        {"type": "section", "text": {"type": "mrkdwn", "text": question}},
+        {"type": "section", "fields": referral_fields(facts, tz)},
+        {
+            "type": "actions",
+            "block_id": PROMPT_ACTIONS_BLOCK,
+            "elements": [_button(a, prompt_id) for a in (ACK, HAS_INFO, NOT_KNOWN, REDIRECT)],
+        },
+    ]
+    context = [f"Prompt due {format_local(due_at, tz)}."]
+    why = _why_you(via, target)
+    if why:
+        context.append(why)
+    context.append("The details are in the case system; this message holds no personal data.")
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " ".join(context)}]})
+    return {"text": notification_text(facts.referral_id, "please respond"), "blocks": blocks}
+
+
+def build_prompt_response_message(
+    referral: Any,
+    *,
+    response: str,
+    responder: str,
+    responded_at: datetime,
+    tz: ZoneInfo,
+    redirected_to: str | None = None,
+) -> dict[str, Any]:
+    """The prompt DM after a response: who responded, what and when; the buttons are gone.
+
+    `responder` is a Slack mention (`<@U123>`) or a person_id; `redirected_to` a target string.
+    """
+    facts = ReferralFacts.of(referral)
+    label = RESPONSE_LABELS.get(response, response.replace("_", " ").capitalize())
+    who = responder if responder.startswith("<@") else f"`{mrkdwn_escape(responder)}`"
+    outcome = f"*{label}* by {who} at {format_local(responded_at, tz)}."
+    if redirected_to:
+        outcome += f" Redirected to `{mrkdwn_escape(redirected_to)}`."
+    blocks: list[dict[str, Any]] = [
+        _header(f"Handover referral {facts.referral_id}"),
+        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{QUESTION}*"}},
+        {"type": "section", "fields": referral_fields(facts, tz)},
+        {"type": "section", "text": {"type": "mrkdwn", "text": outcome}},
+        {
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": "Thank you. The response is in the log."}],
+        },
+    ]
+    return {"text": notification_text(facts.referral_id, label.lower()), "blocks": blocks}

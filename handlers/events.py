@@ -1,0 +1,11 @@
+"""Events API listeners (App Home)."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from bot.services import Services
+
+
+def register(app: App, services: Services) -> None:
+    """Listen for events."""

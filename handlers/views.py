@@ -1,0 +1,132 @@
+"""Modal submissions: the referral modal (errors are answered in the modal, keyed by block)."""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.directory import person_for_slack_user
+from bot.intake import SOURCE_SLACK, InvalidReferral, receive_referral, validate_referral
+from bot.services import Services
+from handlers import ids
+from handlers.blocks.modal import build_plan_message
+from handlers.commands import private_metadata
+
+logger = logging.getLogger(__name__)
+
+# Where a field error of the intake service is shown in the modal.
+_FIELD_BLOCKS = {
+    "external_ref": ids.BLOCK_EXTERNAL_REF,
+    "category": ids.BLOCK_CATEGORY,
+    "urgency": ids.BLOCK_URGENCY,
+    "referrer": ids.BLOCK_EXTERNAL_REF,
+    "referred_at": ids.BLOCK_EXTERNAL_REF,
+    "summary": ids.BLOCK_SUMMARY,
+    "notify": ids.BLOCK_NOTIFY_PEOPLE,
+}
+_NOTIFY_BLOCKS = (
+    (ids.BLOCK_NOTIFY_PEOPLE, ids.ACTION_NOTIFY_PEOPLE, "person"),
+    (ids.BLOCK_NOTIFY_TEAMS, ids.ACTION_NOTIFY_TEAMS, "team"),
+    (ids.BLOCK_NOTIFY_ROLES, ids.ACTION_NOTIFY_ROLES, "role"),
+)
+
+
+def register(app: App, services: Services) -> None:
+    """Listen for the referral modal's submission."""
+
+    @app.view(ids.REFERRAL_MODAL)
+    def submit_referral(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
+        data, origins = read_referral_modal(view["state"]["values"])
+        now = services.clock.now()
+        settings = services.settings
+        with services.session_factory.begin() as session:
+            person = person_for_slack_user(session, body["user"]["id"])
+            if person is None or not person.has_permission("referrer"):
+                ack(
+                    response_action="errors",
+                    errors={ids.BLOCK_EXTERNAL_REF: "Only EDT referrers may post referrals."},
+                )
+                return
+            data["referrer"] = person.person_id
+            try:
+                request = validate_referral(session, data, tz=settings.timezone, now=now)
+            except InvalidReferral as invalid:
+                ack(response_action="errors", errors=modal_errors(invalid, origins))
+                return
+            result = receive_referral(
+                session, request, now=now, settings=settings, source=SOURCE_SLACK
+            )
+        if result.status == "conflict":
+            ack(
+                response_action="errors",
+                errors={
+                    ids.BLOCK_EXTERNAL_REF: "This case reference was already used for referral "
+                    f"{result.referral.referral_id} with different details."
+                },
+            )
+            return
+        ack()
+        services.wake_dispatcher()
+        tell_submitter(client, body["user"]["id"], view, result.body, services)
+
+
+def read_referral_modal(values: dict) -> tuple[dict, list[str]]:
+    """The referral fields from the modal's state, and the block each notify target came from."""
+
+    def selected(block_id: str, action_id: str) -> dict:
+        return values.get(block_id, {}).get(action_id, {})
+
+    data: dict = {
+        "external_ref": (selected(ids.BLOCK_EXTERNAL_REF, ids.ACTION_EXTERNAL_REF).get("value"))
+        or "",
+        "category": (
+            selected(ids.BLOCK_CATEGORY, ids.ACTION_CATEGORY).get("selected_option") or {}
+        ).get("value", ""),
+        "urgency": (
+            selected(ids.BLOCK_URGENCY, ids.ACTION_URGENCY).get("selected_option") or {}
+        ).get("value", ""),
+        "summary": selected(ids.BLOCK_SUMMARY, ids.ACTION_SUMMARY).get("value") or "",
+    }
+    notify: list[str] = []
+    origins: list[str] = []
+    for block_id, action_id, kind in _NOTIFY_BLOCKS:
+        for option in selected(block_id, action_id).get("selected_options") or []:
+            notify.append(f"{kind}:{option['value']}")
+            origins.append(block_id)
+    data["notify"] = notify
+    return data, origins
+
+
+def modal_errors(invalid: InvalidReferral, origins: list[str]) -> dict[str, str]:
+    """Field errors of the intake service keyed by the modal's block_ids (first per block)."""
+    errors: dict[str, str] = {}
+    for error in invalid.errors:
+        base, _, rest = error.field.partition("[")
+        block = _FIELD_BLOCKS.get(base, ids.BLOCK_EXTERNAL_REF)
+        if base == "notify" and rest.rstrip("]").isdigit():
+            index = int(rest.rstrip("]"))
+            block = origins[index] if index < len(origins) else ids.BLOCK_NOTIFY_PEOPLE
+        message = error.message
+        if base == "notify" and not rest:
+            message = "Choose at least one professional, team or role."
+        errors.setdefault(block, message[:150])
+    return errors
+
+
+def tell_submitter(
+    client: WebClient, user_id: str, view: dict, body: dict, services: Services
+) -> None:
+    """Show the submitter privately who will be asked, and when."""
+    message = build_plan_message(body["referral_id"], body, services.settings.timezone)
+    channel = private_metadata(view).get("channel_id")
+    try:
+        if channel:
+            client.chat_postEphemeral(channel=channel, user=user_id, **message)
+        else:
+            client.chat_postMessage(channel=user_id, **message)
+    except SlackApiError:
+        # The referral is recorded and its prompts are queued; only this courtesy note failed.
+        logger.exception("could not show the plan of %s to its submitter", body["referral_id"])
