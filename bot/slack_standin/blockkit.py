@@ -247,7 +247,9 @@ class _Checker:
         elif kind == "header":
             self.text_object(block.get("text"), f"{pointer}/text", max_length=150, plain_only=True)
         elif kind == "actions":
-            self.elements(block.get("elements"), f"{pointer}/elements", max_items=25, check=self.element)
+            self.elements(
+                block.get("elements"), f"{pointer}/elements", max_items=25, check=self.element
+            )
         elif kind == "context":
             self.elements(
                 block.get("elements"),
@@ -256,7 +258,9 @@ class _Checker:
                 check=self.context_element,
             )
         elif kind == "input":
-            self.text_object(block.get("label"), f"{pointer}/label", max_length=2000, plain_only=True)
+            self.text_object(
+                block.get("label"), f"{pointer}/label", max_length=2000, plain_only=True
+            )
             if "hint" in block:
                 self.text_object(block["hint"], f"{pointer}/hint", max_length=2000, plain_only=True)
             if "element" not in block:
@@ -266,7 +270,9 @@ class _Checker:
         elif kind == "image":
             self.image(block, pointer)
             if "title" in block:
-                self.text_object(block["title"], f"{pointer}/title", max_length=2000, plain_only=True)
+                self.text_object(
+                    block["title"], f"{pointer}/title", max_length=2000, plain_only=True
+                )
 
     def blocks(self, blocks: Any, pointer: str, *, max_blocks: int) -> None:
         if not isinstance(blocks, list):
@@ -304,9 +310,7 @@ def check_view(view: Any, *, allowed_types: tuple[str, ...]) -> list[str]:
         checker.text_object(view.get("title"), "/view/title", max_length=24, plain_only=True)
         for button in ("submit", "close"):
             if button in view:
-                checker.text_object(
-                    view[button], f"/view/{button}", max_length=24, plain_only=True
-                )
+                checker.text_object(view[button], f"/view/{button}", max_length=24, plain_only=True)
         has_input = any(
             isinstance(block, dict) and block.get("type") == "input"
             for block in view.get("blocks") or []

@@ -103,8 +103,10 @@ def build_table(spec: dict[str, Any]) -> dict[str, Any]:
             "one_of": [list(group) for group in one_of],
         }
     return {
-        "source": "slackapi/slack-api-specs@bc08db4 web-api/slack_web_openapi_v2_without_examples.json"
-        " with the stand-in's own tables of newer and required arguments",
+        "source": (
+            "slackapi/slack-api-specs@bc08db4 web-api/slack_web_openapi_v2_without_examples.json"
+            " with the stand-in's own tables of newer and required arguments"
+        ),
         "global_arguments": list(GLOBAL_ARGUMENTS),
         "known_methods": known,
         "methods": methods,

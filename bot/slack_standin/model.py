@@ -88,6 +88,10 @@ class RateLimit:
             raise ControlError("a rate limit needs burst >= 1 and per_second > 0")
 
 
+# Slack's chat.postMessage limit: about one a second per channel, with short bursts allowed.
+DEFAULT_RATE_LIMIT = RateLimit()
+
+
 @dataclass
 class Fault:
     """A failure the stand-in delivers on the next ``count`` matching calls.
@@ -131,7 +135,16 @@ class Fault:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Fault:
         """Build a fault from the JSON body of ``POST /_standin/faults``."""
-        allowed = {"kind", "method", "count", "status", "seconds", "retry_after", "error", "after_apply"}
+        allowed = {
+            "kind",
+            "method",
+            "count",
+            "status",
+            "seconds",
+            "retry_after",
+            "error",
+            "after_apply",
+        }
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise ControlError(f"unknown fault fields: {', '.join(unknown)}")

@@ -22,7 +22,9 @@ class MethodSpec:
     def problems(self, args: Mapping[str, Any]) -> list[str]:
         """Return Slack-style ``[ERROR]`` messages for unknown or missing arguments."""
         messages = [
-            f"[ERROR] unknown argument '{name}'" for name in sorted(args) if name not in self.arguments
+            f"[ERROR] unknown argument '{name}'"
+            for name in sorted(args)
+            if name not in self.arguments
         ]
         messages += [
             f"[ERROR] missing required argument '{name}'"
