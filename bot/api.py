@@ -128,8 +128,11 @@ def create_api_blueprint(
                 refused.message,
             )
             return _error(refused.status, refused.message)
-        except (DBAPIError, ServiceUnavailable):
-            # The traceback goes to the log; the transaction has rolled back.
+        except (DBAPIError, ServiceUnavailable) as exc:
+            # The transaction has rolled back. The traceback goes to the log, but not the
+            # statement's parameters: they may hold the summary.
+            if isinstance(exc, DBAPIError):
+                exc.hide_parameters = True
             logger.exception("api %s %s: database unavailable", request.method, request.path)
             return _error(503, "database unavailable")
 

@@ -16,6 +16,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 def create_db_engine(url: str, **kwargs) -> Engine:
     """An engine for `url`; SQLite connections use WAL, foreign keys and a busy timeout."""
     parsed = make_url(url)
+    # Statement parameters can hold a referral's summary: never put them in logs or errors.
+    kwargs.setdefault("hide_parameters", True)
     if parsed.get_backend_name() == "sqlite":
         connect_args = kwargs.pop("connect_args", {})
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)

@@ -22,7 +22,7 @@ from bot.models import OPEN, AuditEvent, Prompt, Referral, Target
 from bot.settings import Settings
 from handlers.ids import CATEGORIES, URGENCIES
 from rota.plan import Plan, PlanEntry
-from rota.planner import plan_referral, validate_targets
+from rota.planner import format_gap, plan_referral, validate_targets
 from rota.store import RotaStore
 
 SOURCE_API = "api"
@@ -46,6 +46,7 @@ EXTERNAL_REF_RE = re.compile(r"[A-Za-z0-9._:/-]{1,64}")
 MAX_NOTIFY = 50
 MAX_SUMMARY_CHARS = 10_000
 MAX_TARGET_CHARS = 140
+MAX_ID_CHARS = 64
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
 REFERRAL_ID_PREFIX = "HO-"
@@ -172,7 +173,7 @@ def _parse_fields(
 
     referrer = data.get("referrer")
     if referrer is not None:
-        if not isinstance(referrer, str) or not referrer.strip():
+        if not _is_plain_text(referrer, MAX_ID_CHARS):
             errors.append(FieldError("referrer", "must be a person_id"))
         else:
             values["referrer"] = referrer.strip()
@@ -188,7 +189,7 @@ def _parse_fields(
             seen: dict[str, int] = {}
             for index, item in enumerate(notify):
                 field_name = f"notify[{index}]"
-                if not isinstance(item, str) or not item.strip():
+                if not _is_plain_text(item, None):
                     errors.append(FieldError(field_name, "must be person:ID, team:ID or role:NAME"))
                     cleaned.append(None)
                     continue
@@ -211,12 +212,14 @@ def _parse_fields(
         summary = ""
     if not isinstance(summary, str):
         errors.append(FieldError("summary", "must be text"))
+    elif "\x00" in summary:
+        errors.append(FieldError("summary", "must not contain NUL characters"))
     elif len(summary) > MAX_SUMMARY_CHARS:
         errors.append(FieldError("summary", f"is longer than {MAX_SUMMARY_CHARS} characters"))
     else:
         values["summary"] = summary
 
-    return values, errors
+    return values, _in_field_order(errors)
 
 
 def _parse_instant(value: Any, tz: tzinfo) -> datetime | None:
@@ -228,7 +231,19 @@ def _parse_instant(value: Any, tz: tzinfo) -> datetime | None:
         return None
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=tz)
-    return instant
+    try:
+        return instant.astimezone(UTC)
+    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+        return None
+
+
+def _is_plain_text(value: Any, max_chars: int | None) -> bool:
+    """A non-blank string without control characters (which the database may refuse)."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    if max_chars is not None and len(value.strip()) > max_chars:
+        return False
+    return not any(ord(char) < 0x20 or ord(char) == 0x7F for char in value)
 
 
 def _build_request(values: dict[str, Any]) -> ReferralRequest:
@@ -542,12 +557,11 @@ def _write_plan(
 
 def _gap_detail(entry: PlanEntry, t0: datetime, tz: tzinfo) -> dict[str, Any]:
     assert entry.due_at is not None
-    minutes = int((entry.due_at - t0).total_seconds() // 60)
-    hours, rest = divmod(minutes, 60)
+    gap = entry.due_at - t0
     return {
         "due_at": _local_iso(entry.due_at, tz),
-        "gap_minutes": minutes,
-        "gap": f"{hours} h {rest:02d} min",
+        "gap_minutes": int(gap.total_seconds() // 60),
+        "gap": format_gap(gap),
     }
 
 
