@@ -100,6 +100,19 @@ def _active_person(store: RotaStore, person_id: str | None) -> Person | None:
     return person if person is not None and person.active else None
 
 
+def _prefetch_chains(store: RotaStore, targets: Sequence[str]) -> None:
+    """Load the teams, deputies and managers of valid targets in a few queries."""
+    refs = [parse_target(t) for t in targets]
+    people = store.people_by_ids(ref for kind, ref in refs if kind == "person")
+    teams = store.teams_by_ids(
+        [p.team_id for p in people.values()] + [ref for kind, ref in refs if kind == "team"]
+    )
+    store.people_by_ids(
+        [p.deputy_id for p in people.values() if p.deputy_id]
+        + [t.manager_id for t in teams.values() if t.manager_id]
+    )
+
+
 def _members(store: RotaStore, target: str) -> list[_Member]:
     """The chain of a valid target, with missing, inactive and repeated people left out."""
     kind, ref = _check_target(store, target)
@@ -152,17 +165,10 @@ class _Window:
         days = local_days(start, end, tz)
         self.first_day, self.last_day = days[0], days[-1]
         # Shifts ending exactly at `end` must still count as at work at `end`.
-        self.person_shifts = store.shifts_for_people(person_ids, start, end + _SECOND)
-        self.role_shifts = store.shifts_for_roles(
+        self.person_shifts = store.shift_spans_for_people(person_ids, start, end + _SECOND)
+        self.role_shifts = store.active_shift_spans_for_roles(
             {m.role for m in members if m.role}, start, end + _SECOND
         )
-        holders = store.people_by_ids(
-            s.person_id for shifts in self.role_shifts.values() for s in shifts
-        )
-        self.role_shifts = {
-            role: [s for s in shifts if s.person_id in holders and holders[s.person_id].active]
-            for role, shifts in self.role_shifts.items()
-        }
         applies = {"all"} | {t.region for t in teams.values()} | set(teams)
         self.closures: list[Closure] = store.closures_between(
             self.first_day, self.last_day, applies
@@ -271,9 +277,7 @@ def chain_for(store: RotaStore, target: str, t: datetime) -> list[ChainLink]:
     return links
 
 
-def resolve_recipient(
-    store: RotaStore, target: str, t: datetime, tz: ZoneInfo
-) -> ChainLink | None:
+def resolve_recipient(store: RotaStore, target: str, t: datetime, tz: ZoneInfo) -> ChainLink | None:
     """The first in the target's chain at work at t (used at send time), or None."""
     members = _members(store, target)
     window = _Window(store, members, t, t + _SECOND, tz)
@@ -338,6 +342,7 @@ def plan_referral(
     errors = validate_targets(store, targets)
     if errors:
         raise TargetError("; ".join(message for _, message in errors))
+    _prefetch_chains(store, targets)
     chains = [_members(store, target) for target in targets]
     window = _Window(store, (m for chain in chains for m in chain), t0, t0 + HORIZON, tz)
 
@@ -370,4 +375,3 @@ def plan_referral(
             )
             alerts.extend(Alert("long_gap", target, r, detail) for r in on_call_ids)
     return Plan(t0, store.current_rota_version(), tuple(entries), tuple(alerts))
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import exists, func, select
@@ -43,6 +44,15 @@ def closure_applies(closure: Closure, team: Team) -> bool:
 def closure_window(closure: Closure) -> ClosureWindow:
     """The calendar's plain value for a closure row."""
     return ClosureWindow(closure.date, closure.from_time, closure.to_time)
+
+
+class ShiftSpan(NamedTuple):
+    """A shift as plain values: cheaper than an ORM row when thousands are read."""
+
+    person_id: str
+    role: str
+    start_at: datetime
+    end_at: datetime
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,8 @@ class RotaStore:
         missing = [i for i in wanted if i not in self._teams]
         for chunk in _chunks(missing):
             found = {
-                t.team_id: t for t in self.session.scalars(select(Team).where(Team.team_id.in_(chunk)))
+                t.team_id: t
+                for t in self.session.scalars(select(Team).where(Team.team_id.in_(chunk)))
             }
             for team_id in chunk:
                 self._teams[team_id] = found.get(team_id)
@@ -154,6 +165,50 @@ class RotaStore:
         result: dict[str, list[Shift]] = {}
         for shift in self.session.scalars(query):
             result.setdefault(shift.role, []).append(shift)
+        return result
+
+    def shift_spans_for_people(
+        self, person_ids: Iterable[str], start: datetime, end: datetime
+    ) -> dict[str, list[ShiftSpan]]:
+        """Like shifts_for_people, as plain values."""
+        result: dict[str, list[ShiftSpan]] = {}
+        for chunk in _chunks(list(dict.fromkeys(person_ids))):
+            query = (
+                select(Shift.person_id, Shift.role, Shift.start_at, Shift.end_at)
+                .where(
+                    Shift.person_id.in_(chunk),
+                    Shift.start_at >= start - _MAX_SHIFT,
+                    Shift.start_at < end,
+                    Shift.end_at > start,
+                )
+                .order_by(Shift.start_at, Shift.person_id, Shift.id)
+            )
+            for row in self.session.execute(query):
+                result.setdefault(row.person_id, []).append(ShiftSpan(*row))
+        return result
+
+    def active_shift_spans_for_roles(
+        self, roles: Iterable[str], start: datetime, end: datetime
+    ) -> dict[str, list[ShiftSpan]]:
+        """Shifts of each role overlapping [start, end) held by active people, by start."""
+        wanted = list(dict.fromkeys(roles))
+        if not wanted:
+            return {}
+        query = (
+            select(Shift.person_id, Shift.role, Shift.start_at, Shift.end_at)
+            .join(Person, Person.person_id == Shift.person_id)
+            .where(
+                Shift.role.in_(wanted),
+                Shift.start_at >= start - _MAX_SHIFT,
+                Shift.start_at < end,
+                Shift.end_at > start,
+                Person.active.is_(True),
+            )
+            .order_by(Shift.start_at, Shift.person_id, Shift.id)
+        )
+        result: dict[str, list[ShiftSpan]] = {}
+        for row in self.session.execute(query):
+            result.setdefault(row.role, []).append(ShiftSpan(*row))
         return result
 
     def role_known(self, role: str) -> bool:

@@ -60,7 +60,9 @@ class WorkingTime:
 
     def _day_periods(self, day: date) -> list[Interval]:
         assert self.hours is not None
-        return working_periods(day, self.hours, self.region, self._closures_for(day), False, self.tz)
+        return working_periods(
+            day, self.hours, self.region, self._closures_for(day), False, self.tz
+        )
 
     def periods_from(self, start: datetime) -> Iterator[Interval]:
         """Working periods ending after `start`, in order, for up to SEARCH_DAYS days."""
@@ -113,7 +115,7 @@ class WorkingTime:
         # Back-to-back shifts are one stretch of work.
         later = self.store.shifts_for_person(self.person_id, end, end + timedelta(days=7))
         for s_start, s_end in merge((s.start_at, s.end_at) for s in later):
-            if s_start <= end < s_end or s_start == end:
+            if s_start <= end < s_end:
                 end = s_end
         return end
 

@@ -1,0 +1,155 @@
+"""`handover plan` and `handover rota who`: dry runs of the planner against the rota store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import inspect
+from sqlalchemy.orm import Session
+
+from bot.clock import clock_from_env
+from bot.db import create_db_engine, sqlite_path
+from bot.errors import InputError, ServiceUnavailable
+from bot.settings import Settings
+from rota.calendar import local_instant
+from rota.plan import Plan
+from rota.planner import plan_referral, validate_targets
+from rota.store import RotaStore
+
+_NOT_MIGRATED = "the database has no rota tables; run `handover db upgrade` and import a rota"
+
+
+def parse_at(text: str | None, tz: ZoneInfo) -> datetime:
+    """`--at` as an aware instant: ISO 8601, local to `tz` without an offset; default now."""
+    if text is None or not text.strip():
+        return clock_from_env().now()
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise InputError(f"--at {text!r} is not an ISO 8601 time (e.g. 2026-12-24T18:00)") from exc
+    if parsed.tzinfo is None:
+        # Wall-clock input goes through the calendar so clock-change gaps are handled alike.
+        return local_instant(parsed.date(), parsed.time(), tz)
+    return parsed
+
+
+@contextmanager
+def _rota_session(settings: Settings) -> Iterator[Session]:
+    path = sqlite_path(settings.database_url)
+    if path is not None and not path.exists():
+        # Opening it would create an empty file; say what is missing instead.
+        raise ServiceUnavailable(f"no database file {path}; run `handover db upgrade` first")
+    engine = create_db_engine(settings.database_url)
+    try:
+        if not inspect(engine).has_table("people"):
+            raise ServiceUnavailable(_NOT_MIGRATED)
+        with Session(engine) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def render_plan_table(result: Plan, tz: ZoneInfo) -> str:
+    """A readable aligned table of a plan and its alerts."""
+    at = result.at.astimezone(tz)
+    lines = [
+        f"referral received {at:%a %d %b %Y %H:%M} ({at.isoformat()}), "
+        f"rota version {result.rota_version}",
+        "",
+    ]
+    rows = [["TARGET", "RECIPIENT", "VIA", "DUE", "IMMEDIATE"]]
+    for entry in result.entries:
+        due = entry.due_at.astimezone(tz).isoformat() if entry.due_at else "-"
+        rows.append(
+            [
+                entry.target,
+                entry.recipient or "-",
+                entry.via,
+                due,
+                "yes" if entry.immediate else "no",
+            ]
+        )
+    lines.append(_table(rows))
+    lines.append("")
+    if result.alerts:
+        alert_rows = [["ALERT", "TARGET", "RECIPIENT", "DETAIL"]]
+        alert_rows.extend([a.kind, a.target, a.recipient or "-", a.detail] for a in result.alerts)
+        lines.append(_table(alert_rows))
+    else:
+        lines.append("no alerts")
+    return "\n".join(lines)
+
+
+def plan(args: argparse.Namespace, settings: Settings) -> int:
+    """`handover plan`: print the plan a referral received at --at would get."""
+    tz = settings.timezone
+    t0 = parse_at(args.at, tz)
+    targets = list(args.notify)
+    with _rota_session(settings) as session:
+        store = RotaStore(session)
+        errors = validate_targets(store, targets)
+        if errors:
+            raise InputError(
+                "invalid --notify targets:\n"
+                + "\n".join(f"  notify[{i}] {targets[i]!r}: {message}" for i, message in errors)
+            )
+        result = plan_referral(store, targets, t0, alert_roles=settings.alert_roles, tz=tz)
+    if args.format == "json":
+        print(json.dumps(result.to_json(tz), indent=2))
+    else:
+        print(render_plan_table(result, tz))
+    return 0
+
+
+def rota_who(args: argparse.Namespace, settings: Settings) -> int:
+    """`handover rota who`: who is at work (or on shift of --role) at --at."""
+    tz = settings.timezone
+    t = parse_at(args.at, tz)
+    with _rota_session(settings) as session:
+        store = RotaStore(session)
+        if args.role:
+            if not store.role_known(args.role):
+                raise InputError(f"unknown role {args.role}")
+            rows = [
+                (person.person_id, person.name, person.team_id, f"shift {shift.role}")
+                for person, shift in store.people_on_shift(t, args.role)
+            ]
+        else:
+            rows = [
+                (a.person.person_id, a.person.name, a.person.team_id, a.why)
+                for a in store.people_at_work(t, tz)
+            ]
+    if getattr(args, "format", "table") == "json":
+        print(
+            json.dumps(
+                {
+                    "at": t.astimezone(tz).isoformat(),
+                    "people": [
+                        {"person_id": p, "name": n, "team": team, "why": why}
+                        for p, n, team, why in rows
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    local = t.astimezone(tz)
+    print(f"at work {local:%a %d %b %Y %H:%M} ({local.isoformat()})")
+    if rows:
+        print(_table([["PERSON", "NAME", "TEAM", "WHY"], *[list(r) for r in rows]]))
+    else:
+        print("nobody")
+    return 0

@@ -1,0 +1,301 @@
+"""End-to-end harness: the installed `handover` commands and the Slack stand-in as processes.
+
+Everything talks over real HTTP. Time is simulated with a clock file (HANDOVER_CLOCK_FILE)
+that every bot process reads, so a test can move a whole deployment through a weekend.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+SAMPLE_ROTA = Path(__file__).resolve().parents[2] / "rota" / "sample"
+HANDOVER = [sys.executable, "-m", "bot"]
+SIGNING_SECRET = "e2e-signing-secret"
+API_SECRET = "e2e-api-secret"
+EDT_CHANNEL = "C0EDTCARDS"
+ESCALATION_CHANNEL = "C0MASHMGRS"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1) -> Any:
+    """Poll until `predicate()` is truthy; return its value or fail with the last one."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s; last value: {value!r}")
+
+
+def _http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        payload = error.read()
+        try:
+            return error.code, json.loads(payload or b"null")
+        except ValueError:
+            return error.code, payload.decode("utf-8", "replace")
+
+
+@dataclass
+class StandInProcess:
+    """`python -m bot.slack_standin` as a process, with its control API."""
+
+    process: subprocess.Popen
+    url: str
+
+    @property
+    def control(self) -> str:
+        return self.url.removesuffix("api/") + "_standin/"
+
+    def get(self, path: str, **query: str) -> Any:
+        suffix = f"?{urllib.parse.urlencode(query)}" if query else ""
+        status, body = _http("GET", self.control + path + suffix)
+        assert status == 200, (status, body)
+        return body
+
+    def post(self, path: str, payload: Any) -> Any:
+        status, body = _http(
+            "POST",
+            self.control + path,
+            json.dumps(payload).encode(),
+            {"Content-Type": "application/json"},
+        )
+        assert status == 200, (status, body)
+        return body
+
+    def calls(self, method: str | None = None) -> list[dict]:
+        body = self.get("calls", **({"method": method} if method else {}))
+        return body["calls"] if isinstance(body, dict) else body
+
+    def dm(self, user: str) -> list[dict]:
+        body = self.get("messages", user=user)
+        return body["messages"] if isinstance(body, dict) else body
+
+    def channel(self, channel: str) -> list[dict]:
+        body = self.get("messages", channel=channel)
+        return body["messages"] if isinstance(body, dict) else body
+
+    def all_text(self) -> str:
+        body = self.get("text")
+        return body["text"] if isinstance(body, dict) else body
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@dataclass
+class Deployment:
+    """A database, a stand-in, a clock file and the environment of every bot process."""
+
+    workdir: Path
+    database_url: str
+    standin: StandInProcess
+    clock_file: Path
+    port: int
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
+        env.update(
+            DATABASE_URL=self.database_url,
+            SLACK_API_URL=self.standin.url,
+            SLACK_BOT_TOKEN="xoxb-e2e-token",
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            HANDOVER_API_SECRET=API_SECRET,
+            HANDOVER_EDT_CHANNEL=EDT_CHANNEL,
+            HANDOVER_ESCALATION_CHANNEL=ESCALATION_CHANNEL,
+            HANDOVER_CLOCK_FILE=str(self.clock_file),
+            HANDOVER_DISPATCH_INTERVAL="0.2",
+            PORT=str(self.port),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    # -- time ------------------------------------------------------------------------------
+    def set_clock(self, instant: datetime) -> None:
+        """Move every bot process to `instant` (aware)."""
+        tmp = self.clock_file.with_suffix(".tmp")
+        tmp.write_text(instant.isoformat(), encoding="utf-8")
+        tmp.replace(self.clock_file)  # atomic: readers never see a half-written time
+
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.clock_file.read_text(encoding="utf-8"))
+
+    # -- commands ------------------------------------------------------------------------
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run `handover ARGS` to completion."""
+        result = subprocess.run(
+            [*HANDOVER, *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"handover {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """Start a long-running `handover ARGS` (serve, dispatch) in the background."""
+        log = open(self.workdir / f"proc-{len(self.processes)}.log", "w")  # noqa: SIM115
+        process = subprocess.Popen(
+            [*HANDOVER, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.processes.append(process)
+        return process
+
+    def start_server(self, *args: str) -> subprocess.Popen:
+        """Start `handover serve` and wait until /healthz answers."""
+        process = self.start("serve", *args)
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"serve exited with {process.returncode}:\n{self.logs()}")
+            try:
+                return _http("GET", f"{self.base_url}/healthz")[0] == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=30)
+        return process
+
+    def kill(self, process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        process.send_signal(sig)
+        process.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        self.processes.clear()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')}"
+            for path in sorted(self.workdir.glob("proc-*.log"))
+        )
+
+    # -- HTTP ------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, method: str, path: str, payload: Any = None) -> tuple[int, Any]:
+        """A signed call to the case-system API, timestamped with the simulated clock."""
+        body = b"" if payload is None else json.dumps(payload).encode()
+        timestamp = str(int(self.now().timestamp()))
+        digest = hmac.new(
+            API_SECRET.encode(), f"v1:{timestamp}:".encode() + body, hashlib.sha256
+        ).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Handover-Timestamp": timestamp,
+            "X-Handover-Signature": f"v1={digest}",
+        }
+        return _http(method, self.base_url + path, body if payload is not None else None, headers)
+
+    def slack(self, form: dict[str, str]) -> tuple[int, Any]:
+        """A signed Slack request (slash command or interaction) to /slack/events."""
+        body = urllib.parse.urlencode(form).encode()
+        timestamp = str(int(time.time()))  # Bolt checks Slack signatures against real time
+        digest = hmac.new(
+            SIGNING_SECRET.encode(), f"v0:{timestamp}:".encode() + body, hashlib.sha256
+        ).hexdigest()
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": f"v0={digest}",
+        }
+        return _http("POST", self.base_url + "/slack/events", body, headers)
+
+    def log(self, referral_id: str | None = None) -> list[dict]:
+        args = ["log", "--format", "jsonl"] + (["--referral", referral_id] if referral_id else [])
+        output = self.run(*args).stdout
+        return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def slack_users(rota: Path) -> list[dict[str, str]]:
+    """The workspace's users: everyone in people.csv, with an ID made up for email-only rows."""
+    users = []
+    with open(rota / "people.csv", encoding="utf-8-sig", newline="") as handle:
+        for row in csv.DictReader(handle):
+            user_id = (
+                row["slack_user"]
+                or "U9" + hashlib.sha1(row["email"].encode()).hexdigest()[:8].upper()
+            )
+            users.append({"id": user_id, "name": row["person_id"], "email": row["email"]})
+    return users
+
+
+def start_standin(workdir: Path, rota: Path = SAMPLE_ROTA) -> StandInProcess:
+    """Start the stand-in with the rota's people as Slack users and the bot's channels."""
+    log = open(workdir / "standin.log", "w")  # noqa: SIM115
+    users_file = workdir / "slack-users.json"
+    users_file.write_text(json.dumps(slack_users(rota)), encoding="utf-8")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.slack_standin",
+            "--port",
+            "0",
+            "--users",
+            str(users_file),
+            "--auto-create-channels",
+            "--no-rate-limit",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    url = process.stdout.readline().strip()
+    if not url.startswith("http"):
+        process.kill()
+        raise AssertionError(f"the stand-in did not start: {url!r}")
+    return StandInProcess(process=process, url=url)
+
+
+def deploy(workdir: Path, database_url: str, start: datetime, rota: Path = SAMPLE_ROTA):
+    """A migrated database with `rota` imported, a stand-in, and the clock at `start`."""
+    standin = start_standin(workdir, rota)
+    deployment = Deployment(
+        workdir=workdir,
+        database_url=database_url,
+        standin=standin,
+        clock_file=workdir / "clock",
+        port=free_port(),
+    )
+    deployment.set_clock(start)
+    deployment.run("db", "upgrade")
+    deployment.run("rota", "import", str(rota))
+    return deployment
