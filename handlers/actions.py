@@ -1,11 +1,93 @@
-"""Prompt buttons (acknowledge, has information, not known, redirect)."""
+"""Prompt buttons: acknowledge and not known record at once; has information and redirect
+open a modal first (after checking that the clicker may respond)."""
 
 from __future__ import annotations
 
-from slack_bolt import App
+from collections.abc import Callable
 
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot.responses import check_response, record_response
 from bot.services import Services
+from bot.slack import SlackError, slack_edge
+from handlers import ids
+from handlers.blocks.response import build_has_info_modal, build_redirect_modal, modal_metadata
+from handlers.responses import as_int, refusal_for, show_recorded, tell_privately
 
 
 def register(app: App, services: Services) -> None:
     """Listen for the prompt buttons."""
+    app.action(ids.ACK)(_make_direct(services, ids.ACK))
+    app.action(ids.NOT_KNOWN)(_make_direct(services, ids.NOT_KNOWN))
+    app.action(ids.HAS_INFO)(_make_modal_opener(services, ids.HAS_INFO))
+    app.action(ids.REDIRECT)(_make_modal_opener(services, ids.REDIRECT))
+
+
+def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
+    """(user, prompt id, channel, message ts) of a button click."""
+    action = (body.get("actions") or [{}])[0]
+    container = body.get("container") or {}
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+    return body["user"]["id"], as_int(action.get("value")), channel, container.get("message_ts")
+
+
+def _make_direct(services: Services, action: str) -> Callable[..., None]:
+    def respond_now(ack: Ack, body: dict, client: WebClient) -> None:
+        ack()
+        user_id, prompt_id, channel, message_ts = _click(body)
+        with services.session_factory.begin() as session:
+            outcome = record_response(
+                session,
+                prompt_id,
+                user_id,
+                action,
+                now=services.clock.now(),
+                settings=services.settings,
+            )
+        if outcome.status == "recorded":
+            show_recorded(client, outcome, services, (channel, message_ts))
+            return
+        referral_id = outcome.referral.referral_id if outcome.referral else None
+        tell_privately(client, user_id, channel, refusal_for(outcome, services), referral_id)
+
+    return respond_now
+
+
+def _make_modal_opener(services: Services, action: str) -> Callable[..., None]:
+    def open_modal(ack: Ack, body: dict, client: WebClient) -> None:
+        ack()
+        user_id, prompt_id, channel, message_ts = _click(body)
+        now = services.clock.now()
+        with services.session_factory.begin() as session:
+            outcome = check_response(
+                session, prompt_id, user_id, action, now=now, settings=services.settings
+            )
+        referral_id = outcome.referral.referral_id if outcome.referral else None
+        if outcome.status != "allowed" or outcome.referral is None or prompt_id is None:
+            tell_privately(client, user_id, channel, refusal_for(outcome, services), referral_id)
+            return
+        metadata = modal_metadata(prompt_id, channel, message_ts)
+        if action == ids.HAS_INFO:
+            view = build_has_info_modal(
+                outcome.referral,
+                outcome.contact_slots,
+                now=now,
+                tz=services.settings.timezone,
+                private_metadata=metadata,
+            )
+        else:
+            view = build_redirect_modal(outcome.referral, private_metadata=metadata)
+        try:
+            with slack_edge("views.open"):
+                client.views_open(trigger_id=body["trigger_id"], view=view)
+        except SlackError:
+            tell_privately(
+                client,
+                user_id,
+                channel,
+                "Handover could not open the form; please click the button again.",
+                referral_id,
+            )
+
+    return open_modal

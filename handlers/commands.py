@@ -10,9 +10,11 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot.directory import person_for_slack_user
+from bot.responses import close_referral, on_call_now
 from bot.services import Services
 from handlers import ids
 from handlers.blocks.modal import build_referral_modal
+from handlers.blocks.response import close_answer, oncall_answer
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,51 @@ def subcommand(name: str) -> Callable[[Subcommand], Subcommand]:
 @subcommand("help")
 def _help(services: Services, command: dict, args: list[str], respond: Respond) -> None:
     respond(text=HELP_TEXT, response_type="ephemeral")
+
+
+@subcommand("log")
+def _log(services: Services, command: dict, args: list[str], respond: Respond) -> None:
+    # Imported here: the log surface pulls in the logbook and Home builders only when used.
+    from handlers.log_command import handle_log
+
+    handle_log(services, command, args, respond)
+
+
+@subcommand("oncall")
+def _oncall(services: Services, command: dict, args: list[str], respond: Respond) -> None:
+    now = services.clock.now()
+    with services.session_factory() as session:
+        answer = on_call_now(
+            session, now=now, settings=services.settings, role=args[0] if args else None
+        )
+    text = oncall_answer(
+        answer.roles, at=answer.at, tz=services.settings.timezone, unknown_role=answer.unknown_role
+    )
+    respond(text=text, response_type="ephemeral")
+
+
+@subcommand("close")
+def _close(services: Services, command: dict, args: list[str], respond: Respond) -> None:
+    referral_id = args[0] if args else None
+    with services.session_factory.begin() as session:
+        outcome = close_referral(
+            session,
+            referral_id,
+            command["user_id"],
+            " ".join(args[1:]),
+            now=services.clock.now(),
+            settings=services.settings,
+        )
+    if outcome.status == "closed":
+        services.wake_dispatcher()
+    text = close_answer(
+        outcome.status,
+        referral_id=outcome.referral_id,
+        reason=outcome.reason,
+        cancelled_prompts=outcome.cancelled_prompts,
+        cancelled_rows=outcome.cancelled_rows,
+    )
+    respond(text=text, response_type="ephemeral")
 
 
 def register(app: App, services: Services) -> None:
@@ -76,9 +123,7 @@ def open_referral_modal(
         )
         return
     metadata = {"channel_id": command.get("channel_id", "")}
-    client.views_open(
-        trigger_id=command["trigger_id"], view=build_referral_modal(metadata)
-    )
+    client.views_open(trigger_id=command["trigger_id"], view=build_referral_modal(metadata))
 
 
 def private_metadata(view: dict) -> dict:

@@ -1,0 +1,766 @@
+"""Responses to prompts, closing referrals and who is on call: the services behind Slack's surfaces.
+
+Functions here take a session and never commit; the caller owns the transaction. Each returns a
+value describing what happened, which the handler renders with pure builders.
+
+A response is recorded once per target: the Target row's state moves out of its open states with
+a conditional UPDATE, so a double click or two people at once (on PostgreSQL as on SQLite) leave
+exactly one Response row, and the late clicker is told who answered first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot import audit
+from bot.directory import person_for_slack_user
+from bot.models import CANCELLED, CLOSED, OPEN, PENDING, Prompt, Referral, Response, Target
+from bot.outbox import enqueue_card_refresh
+from bot.settings import Settings
+from handlers.blocks.prompt import ReferralFacts
+from handlers.ids import ACK, HAS_INFO, NOT_KNOWN, REDIRECT
+from rota.calendar import is_working_day
+from rota.models import Person, Team
+from rota.plan import TargetError
+from rota.planner import chain_for, on_call_holders, parse_target, plan_referral
+from rota.store import RotaStore
+
+# What each prompt button records (Response.kind, Target.state and the audit event alike).
+RESPONSE_KINDS: dict[str, str] = {
+    ACK: "acknowledged",
+    HAS_INFO: "has_information",
+    NOT_KNOWN: "not_known",
+    REDIRECT: "redirected",
+}
+RESPONDED_STATES = frozenset(RESPONSE_KINDS.values())
+TARGET_CANCELLED = "cancelled"
+# A target in one of these states takes no further response.
+FINAL_STATES = RESPONDED_STATES | {TARGET_CANCELLED}
+# Target states a close cancels (the target was still waiting to be asked or to answer).
+WAITING_STATES = ("held", "prompted", "escalated", "failed")
+
+CONTACT_METHODS = ("phone", "case_system")
+KIND_PROMPT = "prompt"
+KIND_CARD = "card"
+KIND_LONG_GAP = "long_gap"
+KIND_UNROUTABLE = "unroutable"
+# Outbox kinds a response leaves alone: the prompt itself and the EDT card.
+NOT_ESCALATION_KINDS = (KIND_PROMPT, KIND_CARD)
+
+CONTACT_SLOT_STEP = timedelta(hours=1)
+CONTACT_SLOT_MARGIN = timedelta(minutes=15)
+CONTACT_DAY_END = time(17, 0)
+NEXT_DAY_SLOTS = (time(10, 0), time(12, 0), time(14, 0), time(16, 0))
+CONTACT_HORIZON = timedelta(days=15)
+MAX_CLOSE_REASON = 500
+CLOSE_PERMISSIONS = ("referrer", "manager")
+_WORKING_DAY_SEARCH = 14
+_POSITION_ATTEMPTS = 10
+
+ResponseStatus = Literal[
+    "allowed", "recorded", "refused", "already", "closed", "not_found", "invalid"
+]
+CloseStatus = Literal[
+    "closed", "usage", "forbidden", "missing_reason", "not_found", "already_closed"
+]
+
+
+@dataclass(frozen=True)
+class EarlierResponse:
+    """The response that got there first."""
+
+    kind: str
+    responder_id: str
+    on_behalf_of: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class ResponseOutcome:
+    """What a click or a modal submission came to, and what Slack should now show."""
+
+    status: ResponseStatus
+    action: str
+    slack_user_id: str
+    at: datetime
+    kind: str | None = None
+    responder_id: str | None = None
+    responder_slack_id: str | None = None
+    recipient_id: str | None = None
+    on_behalf_of: str | None = None
+    target: str | None = None
+    referral: ReferralFacts | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+    earlier: EarlierResponse | None = None
+    # The bot's messages about this target, as (channel, ts), to show the response on.
+    messages: tuple[tuple[str, str], ...] = ()
+    card: tuple[str, str] | None = None
+    contact_slots: tuple[datetime, ...] = ()
+    redirected_to: str | None = None
+    field_errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CloseOutcome:
+    """What `/handover close` came to."""
+
+    status: CloseStatus
+    referral_id: str | None = None
+    closed_by: str | None = None
+    closed_at: datetime | None = None
+    reason: str = ""
+    cancelled_rows: int = 0
+    cancelled_prompts: int = 0
+    cancelled_targets: int = 0
+
+
+@dataclass(frozen=True)
+class OnCallHolder:
+    person_id: str
+    name: str
+    slack_user_id: str | None
+    until: datetime
+
+
+@dataclass(frozen=True)
+class OnCallAnswer:
+    """Who holds each role now; `unknown_role` is set when the asked-for role was never rostered."""
+
+    at: datetime
+    roles: tuple[tuple[str, tuple[OnCallHolder, ...]], ...] = ()
+    unknown_role: str | None = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    prompt: Prompt
+    target: Target
+    referral: Referral
+    person: Person | None
+    recipient_id: str | None
+
+
+# ----- responses ------------------------------------------------------------------------------
+
+
+def check_response(
+    session: Session,
+    prompt_id: int | None,
+    slack_user_id: str,
+    action: str,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> ResponseOutcome:
+    """Whether this Slack user may respond to the prompt now (logs a refusal), before a modal."""
+    context, outcome = _load(session, prompt_id, slack_user_id, action, now=now, settings=settings)
+    if outcome is not None:
+        return outcome
+    assert context is not None
+    slots: tuple[datetime, ...] = ()
+    if action == HAS_INFO and context.person is not None:
+        slots = tuple(contact_slots(session, context.person, now, settings.timezone))
+    return _outcome(context, "allowed", action, slack_user_id, now, contact_slots=slots)
+
+
+def record_response(
+    session: Session,
+    prompt_id: int | None,
+    slack_user_id: str,
+    action: str,
+    *,
+    now: datetime,
+    settings: Settings,
+    contact_by: str | None = None,
+    method: str | None = None,
+    colleague: str | None = None,
+) -> ResponseOutcome:
+    """Record one response to a prompt's target, once, by someone allowed to give it."""
+    kind = RESPONSE_KINDS[action]
+    context, outcome = _load(session, prompt_id, slack_user_id, action, now=now, settings=settings)
+    if outcome is not None:
+        return outcome
+    assert context is not None and context.person is not None
+    target, referral, person = context.target, context.referral, context.person
+    store = RotaStore(session)
+
+    detail: dict[str, Any] = {"prompt_id": context.prompt.id}
+    errors: dict[str, str] = {}
+    if action == HAS_INFO:
+        when, error = _parse_contact_by(contact_by, now)
+        if error:
+            errors["contact_by"] = error
+        if method not in CONTACT_METHODS:
+            errors["method"] = "Choose how you will contact the social worker."
+        if when is not None:
+            detail["contact_by"] = when.astimezone(settings.timezone).isoformat()
+        detail["method"] = method
+    elif action == REDIRECT:
+        error = _colleague_error(session, store, context, colleague)
+        if error:
+            errors["colleague"] = error
+        detail["to"] = f"person:{colleague}"
+    if errors:
+        return _outcome(context, "invalid", action, slack_user_id, now, field_errors=errors)
+
+    # The compare-and-set that makes a response count once, whoever clicks and however often.
+    claimed = session.execute(
+        update(Target)
+        .where(Target.id == target.id, Target.state.not_in(sorted(FINAL_STATES)))
+        .values(state=kind)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        session.refresh(target)
+        return _outcome(
+            context,
+            "already",
+            action,
+            slack_user_id,
+            now,
+            earlier=_earlier_response(session, target.id),
+        )
+    session.refresh(target)
+
+    on_behalf_of = (
+        context.recipient_id
+        if context.recipient_id and context.recipient_id != person.person_id
+        else None
+    )
+    version = store.current_rota_version()
+    redirected_to: str | None = None
+    if action == REDIRECT:
+        assert colleague is not None
+        new_target = _add_redirect_target(
+            session, store, context, colleague, now=now, settings=settings, version=version
+        )
+        redirected_to = new_target.target
+        detail["target_id"] = new_target.id
+    if on_behalf_of:
+        detail["on_behalf_of"] = on_behalf_of
+    session.add(
+        Response(
+            referral_id=referral.referral_id,
+            target_id=target.id,
+            prompt_id=context.prompt.id,
+            kind=kind,
+            responder_id=person.person_id,
+            on_behalf_of=on_behalf_of,
+            at=now,
+            detail=json.dumps(detail, sort_keys=True),
+        )
+    )
+    audit.record(
+        session,
+        kind,
+        at=now,
+        referral_id=referral.referral_id,
+        actor=person.person_id,
+        recipient=context.recipient_id,
+        target=target.target,
+        detail=detail,
+        rota_version=version,
+    )
+    _cancel_escalations(session, target.id)
+    enqueue_card_refresh(session, referral.referral_id, now)
+    session.flush()
+    return _outcome(
+        context,
+        "recorded",
+        action,
+        slack_user_id,
+        now,
+        kind=kind,
+        detail=detail,
+        on_behalf_of=on_behalf_of,
+        messages=_messages_of(session, target.id),
+        redirected_to=redirected_to,
+    )
+
+
+def contact_slots(session: Session, person: Person, now: datetime, tz: ZoneInfo) -> list[datetime]:
+    """Times someone holding information may promise to call by: today, then next working day."""
+    team = session.get(Team, person.team_id)
+    region = team.region if team is not None else "england"
+    local_now = now.astimezone(tz)
+    slots: list[datetime] = []
+    day_end = datetime.combine(local_now.date(), CONTACT_DAY_END, tzinfo=tz)
+    slot = local_now.replace(minute=0, second=0, microsecond=0) + CONTACT_SLOT_STEP
+    while slot <= day_end:
+        if slot - local_now >= CONTACT_SLOT_MARGIN:
+            slots.append(slot)
+        slot += CONTACT_SLOT_STEP
+    next_day = _next_working_day(local_now.date(), region)
+    slots.extend(datetime.combine(next_day, t, tzinfo=tz) for t in NEXT_DAY_SLOTS)
+    return [s for s in slots if s > now]
+
+
+def _next_working_day(day: date, region: str) -> date:
+    candidate = day
+    for _ in range(_WORKING_DAY_SEARCH):
+        candidate += timedelta(days=1)
+        if is_working_day(candidate, region):
+            return candidate
+    return day + timedelta(days=1)
+
+
+def _parse_contact_by(value: str | None, now: datetime) -> tuple[datetime | None, str]:
+    if not value:
+        return None, "Choose when you will contact the social worker."
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None, "Choose one of the times offered."
+    if when.tzinfo is None:
+        return None, "Choose one of the times offered."
+    if when <= now:
+        return None, "That time has passed; choose a later one."
+    if when > now + CONTACT_HORIZON:
+        return None, "Choose a time within the next two weeks."
+    return when, ""
+
+
+def _load(
+    session: Session,
+    prompt_id: int | None,
+    slack_user_id: str,
+    action: str,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> tuple[_Context | None, ResponseOutcome | None]:
+    """The prompt's context, or the outcome that ends the attempt (not found, refused, …)."""
+    prompt = session.get(Prompt, prompt_id) if prompt_id is not None else None
+    target = session.get(Target, prompt.target_id) if prompt and prompt.target_id else None
+    if prompt is None or target is None:
+        return None, ResponseOutcome("not_found", action, slack_user_id, now)
+    referral = session.get(Referral, target.referral_id)
+    assert referral is not None
+    person = person_for_slack_user(session, slack_user_id)
+    context = _Context(prompt, target, referral, person, _recipient_of(session, prompt, target))
+    store = RotaStore(session)
+    if person is None or not _may_respond(store, context, person, now):
+        audit.record(
+            session,
+            "response_refused",
+            at=now,
+            referral_id=referral.referral_id,
+            actor=person.person_id if person is not None else slack_user_id,
+            recipient=context.recipient_id,
+            target=target.target,
+            detail={
+                "action": action,
+                "prompt_id": prompt.id,
+                "slack_user": slack_user_id,
+                "in_rota": person is not None,
+            },
+            rota_version=store.current_rota_version(),
+        )
+        reason = (
+            "You are not in the Handover rota."
+            if person is None
+            else "Only the person asked, their cover, duty holder and team manager, or a "
+            "manager of their team, may respond to this prompt."
+        )
+        return None, _outcome(context, "refused", action, slack_user_id, now, reason=reason)
+    if referral.status != OPEN:
+        return None, _outcome(context, "closed", action, slack_user_id, now)
+    if target.state in FINAL_STATES:
+        earlier = _earlier_response(session, target.id)
+        return None, _outcome(context, "already", action, slack_user_id, now, earlier=earlier)
+    return context, None
+
+
+def _recipient_of(session: Session, prompt: Prompt, target: Target) -> str | None:
+    """Whom the target's prompt went to: the clicked prompt's recipient, else the sent prompt's."""
+    if prompt.kind == KIND_PROMPT and prompt.recipient_id:
+        return prompt.recipient_id
+    sent = session.scalars(
+        select(Prompt.recipient_id)
+        .where(
+            Prompt.target_id == target.id,
+            Prompt.kind == KIND_PROMPT,
+            Prompt.recipient_id.is_not(None),
+        )
+        .order_by(Prompt.id.desc())
+        .limit(1)
+    ).first()
+    return sent or target.planned_recipient
+
+
+def _may_respond(store: RotaStore, context: _Context, person: Person, now: datetime) -> bool:
+    """The recipient, anyone in the target's chain, or a manager of the target's team."""
+    pid = person.person_id
+    if pid == context.recipient_id:
+        return True
+    try:
+        chain = chain_for(store, context.target.target, now)
+        kind, ref = parse_target(context.target.target)
+    except TargetError:
+        # The target's person or team has since left the rota: only the recipient remains.
+        chain, kind, ref = [], "", ""
+    if any(link.recipient == pid for link in chain):
+        return True
+    if not person.has_permission("manager"):
+        return False
+    teams: set[str] = set()
+    if kind == "team":
+        teams.add(ref)
+    elif kind == "person":
+        named = store.person(ref)
+        if named is not None:
+            teams.add(named.team_id)
+    else:
+        # A role's team is the team of whoever holds (or held, when prompted) the shift.
+        holders = [link.recipient for link in chain if link.via == "shift"]
+        holders += [context.recipient_id] if context.recipient_id else []
+        teams.update(p.team_id for p in store.people_by_ids(holders).values())
+    return person.team_id in teams
+
+
+def _earlier_response(session: Session, target_id: int) -> EarlierResponse | None:
+    row = session.scalars(
+        select(Response).where(Response.target_id == target_id).order_by(Response.id).limit(1)
+    ).first()
+    if row is None:
+        return None
+    return EarlierResponse(row.kind, row.responder_id, row.on_behalf_of, row.at)
+
+
+def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str], ...]:
+    rows = session.execute(
+        select(Prompt.message_channel, Prompt.message_ts)
+        .where(
+            Prompt.target_id == target_id,
+            Prompt.kind != KIND_CARD,
+            Prompt.message_channel.is_not(None),
+            Prompt.message_ts.is_not(None),
+        )
+        .order_by(Prompt.id)
+    ).all()
+    return tuple(dict.fromkeys((str(c), str(ts)) for c, ts in rows))
+
+
+def _cancel_escalations(session: Session, target_id: int) -> int:
+    """Cancel the target's pending reminders and escalations; the prompt and card stay."""
+    return session.execute(
+        update(Prompt)
+        .where(
+            Prompt.target_id == target_id,
+            Prompt.state == PENDING,
+            Prompt.kind.not_in(NOT_ESCALATION_KINDS),
+        )
+        .values(state=CANCELLED)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def _colleague_error(
+    session: Session, store: RotaStore, context: _Context, colleague: str | None
+) -> str:
+    if not colleague:
+        return "Choose the colleague who holds the information."
+    person = store.person(colleague)
+    if person is None or not person.active:
+        return "Choose someone in the current rota."
+    if colleague == context.recipient_id:
+        return "Choose someone other than the person already asked."
+    asked = session.scalar(
+        select(func.count())
+        .select_from(Target)
+        .where(
+            Target.referral_id == context.referral.referral_id,
+            Target.target == f"person:{colleague}",
+            Target.state.not_in(sorted(FINAL_STATES)),
+        )
+    )
+    if asked:
+        return f"{person.name} is already being asked about this referral."
+    return ""
+
+
+def _add_redirect_target(
+    session: Session,
+    store: RotaStore,
+    context: _Context,
+    colleague: str,
+    *,
+    now: datetime,
+    settings: Settings,
+    version: int,
+) -> Target:
+    """A new target for the colleague, planned like any other, with its own outbox rows."""
+    tz = settings.timezone
+    referral_id = context.referral.referral_id
+    target_text = f"person:{colleague}"
+    plan = plan_referral(store, [target_text], now, alert_roles=(), tz=tz)
+    entry = plan.entries[0]
+    routable = entry.due_at is not None and entry.via != "unroutable"
+    new = Target(
+        referral_id=referral_id,
+        target=target_text,
+        planned_via=entry.via,
+        planned_recipient=entry.recipient,
+        due_at=entry.due_at,
+        state="held" if routable else "unroutable",
+        redirected_from_id=context.target.id,
+    )
+    position = (
+        session.scalar(select(func.max(Target.position)).where(Target.referral_id == referral_id))
+        or 0
+    )
+    for attempt in range(_POSITION_ATTEMPTS):
+        # Another redirect of this referral may take the next position concurrently.
+        new.position = position + 1 + attempt
+        try:
+            with session.begin_nested():
+                session.add(new)
+                session.flush()
+            break
+        except IntegrityError:
+            if attempt == _POSITION_ATTEMPTS - 1:
+                raise
+
+    def log(event: str, **fields: Any) -> None:
+        audit.record(
+            session,
+            event,
+            at=now,
+            referral_id=referral_id,
+            actor=context.person.person_id if context.person else None,
+            rota_version=version,
+            **fields,
+        )
+
+    on_call = [p.person_id for _, p, _ in on_call_holders(store, now, settings.alert_roles)]
+    if not routable:
+        reason = "nobody in the chain is at work within 7 days"
+        log("unroutable", target=target_text, detail={"reason": reason, "redirected": True})
+        for recipient in on_call or [None]:
+            session.add(
+                Prompt(
+                    referral_id=referral_id,
+                    target_id=new.id,
+                    kind=KIND_UNROUTABLE,
+                    recipient_id=recipient,
+                    due_at=now,
+                    detail=json.dumps({"target": target_text, "detail": reason}),
+                )
+            )
+        return new
+    assert entry.due_at is not None
+    session.add(
+        Prompt(
+            referral_id=referral_id,
+            target_id=new.id,
+            kind=KIND_PROMPT,
+            due_at=entry.due_at,
+            detail=json.dumps(
+                {
+                    "planned_via": entry.via,
+                    "planned_recipient": entry.recipient,
+                    "redirected_from": context.target.target,
+                }
+            ),
+        )
+    )
+    log(
+        "prompt_scheduled",
+        target=target_text,
+        recipient=entry.recipient,
+        detail={
+            "due_at": entry.due_at.astimezone(tz).isoformat(),
+            "via": entry.via,
+            "immediate": entry.immediate,
+            "redirected_from": context.target.target,
+        },
+    )
+    for alert in plan.alerts:
+        if alert.kind == KIND_LONG_GAP:
+            gap = entry.due_at - now
+            log(
+                "long_gap_alert",
+                target=target_text,
+                detail={
+                    "due_at": entry.due_at.astimezone(tz).isoformat(),
+                    "gap_minutes": int(gap.total_seconds() // 60),
+                },
+            )
+            for recipient in on_call or [None]:
+                session.add(
+                    Prompt(
+                        referral_id=referral_id,
+                        target_id=new.id,
+                        kind=KIND_LONG_GAP,
+                        recipient_id=recipient,
+                        due_at=now,
+                        detail=json.dumps({"target": target_text, "detail": alert.detail}),
+                    )
+                )
+            break
+    return new
+
+
+def _outcome(
+    context: _Context,
+    status: ResponseStatus,
+    action: str,
+    slack_user_id: str,
+    now: datetime,
+    **fields: Any,
+) -> ResponseOutcome:
+    person = context.person
+    card = None
+    if context.referral.card_channel and context.referral.card_ts:
+        card = (context.referral.card_channel, context.referral.card_ts)
+    return ResponseOutcome(
+        status=status,
+        action=action,
+        slack_user_id=slack_user_id,
+        at=now,
+        responder_id=person.person_id if person is not None else None,
+        responder_slack_id=slack_user_id,
+        recipient_id=context.recipient_id,
+        target=context.target.target,
+        referral=ReferralFacts.of(context.referral),
+        card=card,
+        **fields,
+    )
+
+
+# ----- closing --------------------------------------------------------------------------------
+
+
+def close_referral(
+    session: Session,
+    referral_id: str | None,
+    slack_user_id: str,
+    reason: str,
+    *,
+    now: datetime,
+    settings: Settings,
+) -> CloseOutcome:
+    """Close an open referral and cancel what it still owes (referrers and managers only)."""
+    if not referral_id:
+        return CloseOutcome("usage")
+    referral_id = referral_id.strip().upper()
+    person = person_for_slack_user(session, slack_user_id)
+    if person is None or not any(person.has_permission(p) for p in CLOSE_PERMISSIONS):
+        return CloseOutcome("forbidden", referral_id)
+    reason = " ".join(reason.split())
+    if not reason:
+        return CloseOutcome("missing_reason", referral_id)
+    if len(reason) > MAX_CLOSE_REASON:
+        reason = reason[:MAX_CLOSE_REASON]
+    referral = session.get(Referral, referral_id)
+    if referral is None:
+        return CloseOutcome("not_found", referral_id)
+    closed = session.execute(
+        update(Referral)
+        .where(Referral.referral_id == referral_id, Referral.status == OPEN)
+        .values(status=CLOSED, closed_at=now, closed_by=person.person_id, close_reason=reason)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if closed != 1:
+        return CloseOutcome("already_closed", referral_id)
+    session.refresh(referral)
+    version = RotaStore(session).current_rota_version()
+
+    pending = list(
+        session.scalars(
+            select(Prompt)
+            .where(
+                Prompt.referral_id == referral_id,
+                Prompt.state == PENDING,
+                Prompt.kind != KIND_CARD,
+            )
+            .order_by(Prompt.id)
+        )
+    )
+    targets = {
+        t.id: t for t in session.scalars(select(Target).where(Target.referral_id == referral_id))
+    }
+    cancelled_prompts = 0
+    for row in pending:
+        row.state = CANCELLED
+        if row.kind != KIND_PROMPT:
+            continue
+        cancelled_prompts += 1
+        target = targets.get(row.target_id) if row.target_id is not None else None
+        audit.record(
+            session,
+            "prompt_cancelled",
+            at=now,
+            referral_id=referral_id,
+            actor=person.person_id,
+            recipient=row.recipient_id or (target.planned_recipient if target else None),
+            target=target.target if target else None,
+            detail={"prompt_id": row.id, "reason": "referral closed"},
+            rota_version=version,
+        )
+    cancelled_targets = session.execute(
+        update(Target)
+        .where(Target.referral_id == referral_id, Target.state.in_(WAITING_STATES))
+        .values(state=TARGET_CANCELLED)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    audit.record(
+        session,
+        "referral_closed",
+        at=now,
+        referral_id=referral_id,
+        actor=person.person_id,
+        detail={
+            "reason": reason,
+            "cancelled_outbox_rows": len(pending),
+            "cancelled_prompts": cancelled_prompts,
+        },
+        rota_version=version,
+    )
+    enqueue_card_refresh(session, referral_id, now)
+    session.flush()
+    return CloseOutcome(
+        "closed",
+        referral_id,
+        closed_by=person.person_id,
+        closed_at=now,
+        reason=reason,
+        cancelled_rows=len(pending),
+        cancelled_prompts=cancelled_prompts,
+        cancelled_targets=cancelled_targets,
+    )
+
+
+# ----- on call --------------------------------------------------------------------------------
+
+
+def on_call_now(
+    session: Session, *, now: datetime, settings: Settings, role: str | None = None
+) -> OnCallAnswer:
+    """Who holds each alert role (or `role`) on shift at `now`."""
+    store = RotaStore(session)
+    if role is not None:
+        role = role.strip().lower().removeprefix("role:")
+        if not store.role_known(role):
+            return OnCallAnswer(now, unknown_role=role)
+    roles = [role] if role is not None else list(dict.fromkeys(settings.alert_roles))
+    answer: list[tuple[str, tuple[OnCallHolder, ...]]] = []
+    for name in roles:
+        holders: dict[str, OnCallHolder] = {}
+        for person, shift in store.people_on_shift(now, name):
+            known = holders.get(person.person_id)
+            if known is None or shift.end_at > known.until:
+                holders[person.person_id] = OnCallHolder(
+                    person.person_id, person.name, person.slack_user_id, shift.end_at
+                )
+        answer.append((name, tuple(holders.values())))
+    return OnCallAnswer(now, tuple(answer))

@@ -1,0 +1,321 @@
+"""Block Kit and text for responses: the has-information and redirect modals, private answers,
+the EDT card's thread replies, and the answers to `/handover close` and `/handover oncall`.
+
+Minimal data: nothing here takes a referral's summary or a close reason meant for the record
+only, except the private answer to the person who typed that reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from handlers import ids
+from handlers.blocks.prompt import (
+    RESPONSE_LABELS,
+    ReferralFacts,
+    format_local,
+    mrkdwn_escape,
+    notification_text,
+)
+
+# Has-information modal
+BLOCK_CONTACT_BY = "contact_by"
+ACTION_CONTACT_BY = "contact_by_select"
+BLOCK_METHOD = "contact_method"
+ACTION_METHOD = "contact_method_select"
+METHOD_LABELS = {"phone": "Phone call", "case_system": "Note in the case system"}
+
+# Redirect modal (its external select loads people through an options listener)
+BLOCK_COLLEAGUE = "redirect_to"
+ACTION_COLLEAGUE = "handover_redirect_colleague"
+
+# Which modal block shows each field error of the response service.
+FIELD_BLOCKS = {
+    "contact_by": BLOCK_CONTACT_BY,
+    "method": BLOCK_METHOD,
+    "colleague": BLOCK_COLLEAGUE,
+}
+
+# The card's thread reply for each response kind ("hv-kpatel acknowledged at 09:12").
+CARD_VERBS = {
+    "acknowledged": "acknowledged",
+    "has_information": "holds information",
+    "not_known": "answered not known to their service",
+    "redirected": "redirected",
+}
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text}
+
+
+def _option(value: str, label: str) -> dict[str, Any]:
+    return {"text": _plain(label[:75]), "value": value}
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+
+def clock_time(instant: datetime, tz: ZoneInfo) -> str:
+    """An instant as '09:12' in the service's time zone."""
+    return instant.astimezone(tz).strftime("%H:%M")
+
+
+def slot_label(slot: datetime, now: datetime, tz: ZoneInfo) -> str:
+    """'Today 14:00' or 'Tue 17 Nov 10:00'."""
+    local = slot.astimezone(tz)
+    if local.date() == now.astimezone(tz).date():
+        return f"Today {local:%H:%M}"
+    return f"{local:%a} {local.day} {local:%b %H:%M}"
+
+
+def modal_metadata(prompt_id: int, channel: str | None, message_ts: str | None) -> str:
+    """The private metadata of a response modal: the prompt and the message clicked."""
+    return json.dumps({"prompt_id": prompt_id, "channel": channel, "message_ts": message_ts})
+
+
+def read_modal_metadata(view: dict[str, Any]) -> dict[str, Any]:
+    """The private metadata of a response modal ({} when missing or malformed)."""
+    try:
+        value = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _intro(facts: ReferralFacts) -> dict[str, Any]:
+    return _section(
+        f"*Referral {facts.referral_id}* (case reference `{mrkdwn_escape(facts.external_ref)}`)"
+    )
+
+
+def build_has_info_modal(
+    facts: ReferralFacts,
+    slots: Sequence[datetime],
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+    private_metadata: str,
+) -> dict[str, Any]:
+    """The has-information modal: by when and how you will contact the social worker."""
+    return {
+        "type": "modal",
+        "callback_id": ids.HAS_INFO_MODAL,
+        "title": _plain("I hold information"),
+        "submit": _plain("Record"),
+        "close": _plain("Cancel"),
+        "private_metadata": private_metadata,
+        "blocks": [
+            _intro(facts),
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": "Share what you hold with the social worker directly, by phone "
+                        "or in the case system. Do not put it in Slack.",
+                    }
+                ],
+            },
+            {
+                "type": "input",
+                "block_id": BLOCK_CONTACT_BY,
+                "label": _plain("I will contact the social worker by"),
+                "element": {
+                    "type": "static_select",
+                    "action_id": ACTION_CONTACT_BY,
+                    "placeholder": _plain("Choose a time"),
+                    "options": [
+                        _option(slot.isoformat(), slot_label(slot, now, tz)) for slot in slots[:100]
+                    ],
+                },
+            },
+            {
+                "type": "input",
+                "block_id": BLOCK_METHOD,
+                "label": _plain("How"),
+                "element": {
+                    "type": "radio_buttons",
+                    "action_id": ACTION_METHOD,
+                    "options": [_option(value, label) for value, label in METHOD_LABELS.items()],
+                },
+            },
+        ],
+    }
+
+
+def build_redirect_modal(facts: ReferralFacts, *, private_metadata: str) -> dict[str, Any]:
+    """The redirect modal: choose the colleague in the rota who holds the information."""
+    return {
+        "type": "modal",
+        "callback_id": ids.REDIRECT_MODAL,
+        "title": _plain("Someone else holds it"),
+        "submit": _plain("Redirect"),
+        "close": _plain("Cancel"),
+        "private_metadata": private_metadata,
+        "blocks": [
+            _intro(facts),
+            {
+                "type": "input",
+                "block_id": BLOCK_COLLEAGUE,
+                "label": _plain("Colleague who holds the information"),
+                "hint": _plain("They get their own prompt, at their next working time."),
+                "element": {
+                    "type": "external_select",
+                    "action_id": ACTION_COLLEAGUE,
+                    "min_query_length": 0,
+                    "placeholder": _plain("Type to search the rota"),
+                },
+            },
+        ],
+    }
+
+
+def read_has_info_modal(values: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(contact_by, method) from the has-information modal's state."""
+    contact = values.get(BLOCK_CONTACT_BY, {}).get(ACTION_CONTACT_BY, {})
+    method = values.get(BLOCK_METHOD, {}).get(ACTION_METHOD, {})
+    return (
+        (contact.get("selected_option") or {}).get("value"),
+        (method.get("selected_option") or {}).get("value"),
+    )
+
+
+def read_redirect_modal(values: dict[str, Any]) -> str | None:
+    """The chosen colleague's person_id from the redirect modal's state."""
+    chosen = values.get(BLOCK_COLLEAGUE, {}).get(ACTION_COLLEAGUE, {})
+    return (chosen.get("selected_option") or {}).get("value")
+
+
+def modal_errors(field_errors: dict[str, str]) -> dict[str, str]:
+    """Service field errors keyed by the modal's block_ids."""
+    return {FIELD_BLOCKS.get(name, name): message[:150] for name, message in field_errors.items()}
+
+
+def responder_label(
+    responder_id: str | None, responder_slack_id: str | None, on_behalf_of: str | None
+) -> str:
+    """Who responded as shown in the prompt DM: a Slack mention, with whom it was for."""
+    who = f"<@{responder_slack_id}>" if responder_slack_id else f"`{responder_id}`"
+    if on_behalf_of:
+        who += f" for `{mrkdwn_escape(on_behalf_of)}`"
+    return who
+
+
+def build_card_reply(
+    *,
+    kind: str,
+    responder_id: str,
+    on_behalf_of: str | None,
+    target: str,
+    at: datetime,
+    tz: ZoneInfo,
+    detail: dict[str, Any] | None = None,
+    redirected_to: str | None = None,
+) -> dict[str, str]:
+    """The thread reply on the referral's EDT card, e.g. 'hv-kpatel acknowledged at 09:12'."""
+    detail = detail or {}
+    who = responder_id if not on_behalf_of else f"{responder_id} (for {on_behalf_of})"
+    text = f"{who} {CARD_VERBS.get(kind, kind.replace('_', ' '))}"
+    if kind == "redirected" and redirected_to:
+        text += f" to {redirected_to}"
+    text += f" at {clock_time(at, tz)}"
+    if kind == "has_information" and detail.get("contact_by"):
+        method = METHOD_LABELS.get(str(detail.get("method")), "").lower()
+        when = datetime.fromisoformat(str(detail["contact_by"]))
+        text += f"; will contact the social worker by {slot_label(when, at, tz).lower()}"
+        if method:
+            text += f" ({method})"
+    if target != f"person:{on_behalf_of or responder_id}":
+        text += f" [{target}]"
+    return {"text": text}
+
+
+def refusal_text(
+    status: str,
+    *,
+    reason: str = "",
+    referral_id: str | None = None,
+    earlier_kind: str | None = None,
+    earlier_by: str | None = None,
+    earlier_at: datetime | None = None,
+    tz: ZoneInfo,
+) -> str:
+    """The private answer when a response is not recorded."""
+    if status == "refused":
+        return f"You cannot respond to this prompt. {reason}".strip()
+    if status == "closed":
+        return f"Referral {referral_id} is closed; no response is needed."
+    if status == "already":
+        if earlier_kind and earlier_by and earlier_at:
+            label = RESPONSE_LABELS.get(earlier_kind, earlier_kind).lower()
+            return (
+                f"Already answered: {label} by {earlier_by} at {format_local(earlier_at, tz)}. "
+                "Nothing more is needed."
+            )
+        return "This prompt no longer needs a response."
+    return "This prompt is no longer known to Handover."
+
+
+def build_private_notice(text: str, referral_id: str | None = None) -> dict[str, Any]:
+    """An ephemeral (or DM) notice; its notification text names at most the referral ID."""
+    fallback = notification_text(referral_id, "notice") if referral_id else "Handover notice"
+    return {"text": fallback, "blocks": [_section(text)]}
+
+
+def close_answer(
+    status: str,
+    *,
+    referral_id: str | None,
+    reason: str = "",
+    cancelled_prompts: int = 0,
+    cancelled_rows: int = 0,
+) -> str:
+    """The private answer to `/handover close` (the reason is shown only to its author)."""
+    if status == "closed":
+        return (
+            f"Referral {referral_id} is closed. Cancelled {cancelled_prompts} prompt(s) "
+            f"still held and {cancelled_rows - cancelled_prompts} other pending message(s). "
+            f"Reason recorded: {mrkdwn_escape(reason)}"
+        )
+    if status == "usage":
+        return "Usage: `/handover close REFERRAL_ID REASON`"
+    if status == "forbidden":
+        return "Only referrers and managers in the rota may close referrals."
+    if status == "missing_reason":
+        return f"Give a reason: `/handover close {referral_id} REASON`"
+    if status == "not_found":
+        return f"There is no referral {mrkdwn_escape(referral_id or '')}."
+    if status == "already_closed":
+        return f"Referral {referral_id} is already closed."
+    return "Nothing was changed."
+
+
+def oncall_answer(
+    roles: Sequence[tuple[str, Sequence[Any]]],
+    *,
+    at: datetime,
+    tz: ZoneInfo,
+    unknown_role: str | None = None,
+) -> str:
+    """Who holds each on-call role now, one line per role."""
+    if unknown_role is not None:
+        return f"No shift in the rota names the role `{mrkdwn_escape(unknown_role)}`."
+    lines = [f"*On call at {format_local(at, tz)}*"]
+    for role, holders in roles:
+        if not holders:
+            lines.append(f"• `{role}`: nobody on shift")
+            continue
+        names = ", ".join(
+            f"{mrkdwn_escape(h.name)} (`{h.person_id}`"
+            + (f", <@{h.slack_user_id}>" if h.slack_user_id else "")
+            + f") until {format_local(h.until, tz)}"
+            for h in holders
+        )
+        lines.append(f"• `{role}`: {names}")
+    return "\n".join(lines)

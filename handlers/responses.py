@@ -1,0 +1,191 @@
+"""The has-information and redirect modals' submissions, the colleague search, and what Slack
+shows once a response is recorded (the prompt DM updated, a reply on the EDT card, private notes).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from bot.directory import search_people
+from bot.responses import ResponseOutcome, record_response
+from bot.services import Services
+from bot.slack import SlackError, slack_edge
+from handlers import ids
+from handlers.blocks.modal import build_options
+from handlers.blocks.prompt import build_prompt_response_message
+from handlers.blocks.response import (
+    ACTION_COLLEAGUE,
+    BLOCK_COLLEAGUE,
+    BLOCK_CONTACT_BY,
+    build_card_reply,
+    build_private_notice,
+    modal_errors,
+    read_has_info_modal,
+    read_modal_metadata,
+    read_redirect_modal,
+    refusal_text,
+    responder_label,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def register(app: App, services: Services) -> None:
+    """Listen for the response modals' submissions and the colleague search."""
+
+    @app.view(ids.HAS_INFO_MODAL)
+    def submit_has_info(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
+        contact_by, method = read_has_info_modal(view["state"]["values"])
+        answers = {"contact_by": contact_by, "method": method}
+        submit(services, ack, body, view, client, ids.HAS_INFO, BLOCK_CONTACT_BY, **answers)
+
+    @app.view(ids.REDIRECT_MODAL)
+    def submit_redirect(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
+        colleague = read_redirect_modal(view["state"]["values"])
+        answers = {"colleague": colleague}
+        submit(services, ack, body, view, client, ids.REDIRECT, BLOCK_COLLEAGUE, **answers)
+
+    @app.options(ACTION_COLLEAGUE)
+    def load_colleagues(ack: Ack, payload: dict) -> None:
+        with services.session_factory() as session:
+            choices = search_people(session, payload.get("value", ""))
+        ack(**build_options(choices))
+
+
+def submit(
+    services: Services,
+    ack: Ack,
+    body: dict,
+    view: dict,
+    client: WebClient,
+    action: str,
+    first_block: str,
+    **answers: str | None,
+) -> None:
+    """Record a modal's response; answer problems in the modal, then show the outcome."""
+    metadata = read_modal_metadata(view)
+    prompt_id = as_int(metadata.get("prompt_id"))
+    user_id = body["user"]["id"]
+    with services.session_factory.begin() as session:
+        outcome = record_response(
+            session,
+            prompt_id,
+            user_id,
+            action,
+            now=services.clock.now(),
+            settings=services.settings,
+            **answers,
+        )
+    if outcome.status == "invalid":
+        ack(response_action="errors", errors=modal_errors(outcome.field_errors))
+        return
+    if outcome.status != "recorded":
+        ack(response_action="errors", errors={first_block: refusal_for(outcome, services)[:150]})
+        return
+    ack()
+    show_recorded(client, outcome, services, (metadata.get("channel"), metadata.get("message_ts")))
+
+
+def show_recorded(
+    client: WebClient,
+    outcome: ResponseOutcome,
+    services: Services,
+    clicked: tuple[str | None, str | None] = (None, None),
+) -> None:
+    """After the commit: update the prompt's messages and reply on the referral's EDT card.
+
+    `clicked` is the message whose button was used, in case the outbox does not know it.
+    """
+    services.wake_dispatcher()
+    assert outcome.referral is not None and outcome.kind is not None
+    tz = services.settings.timezone
+    message = build_prompt_response_message(
+        outcome.referral,
+        response=outcome.kind,
+        responder=responder_label(
+            outcome.responder_id, outcome.responder_slack_id, outcome.on_behalf_of
+        ),
+        responded_at=outcome.at,
+        tz=tz,
+        redirected_to=outcome.redirected_to,
+    )
+    messages = list(outcome.messages)
+    if clicked[0] and clicked[1] and (clicked[0], clicked[1]) not in messages:
+        messages.append((clicked[0], clicked[1]))
+    for channel, ts in messages:
+        try:
+            with slack_edge("chat.update"):
+                client.chat_update(channel=channel, ts=ts, **message)
+        except SlackError:
+            pass  # logged at the edge; the response itself is recorded
+    if outcome.card is None or outcome.responder_id is None or outcome.target is None:
+        return
+    reply = build_card_reply(
+        kind=outcome.kind,
+        responder_id=outcome.responder_id,
+        on_behalf_of=outcome.on_behalf_of,
+        target=outcome.target,
+        at=outcome.at,
+        tz=tz,
+        detail=outcome.detail,
+        redirected_to=outcome.redirected_to,
+    )
+    channel, ts = outcome.card
+    try:
+        with slack_edge("chat.postMessage"):
+            client.chat_postMessage(channel=channel, thread_ts=ts, **reply)
+    except SlackError:
+        pass  # logged at the edge; the card itself is refreshed by the dispatcher
+
+
+def tell_privately(
+    client: WebClient,
+    user_id: str,
+    channel: str | None,
+    text: str,
+    referral_id: str | None = None,
+) -> None:
+    """An ephemeral note in the channel of the click, or a DM when that is not possible."""
+    notice = build_private_notice(text, referral_id)
+    if channel:
+        try:
+            with slack_edge("chat.postEphemeral"):
+                client.chat_postEphemeral(channel=channel, user=user_id, **notice)
+            return
+        except SlackError:
+            pass  # logged at the edge; fall back to a DM
+    try:
+        with slack_edge("chat.postMessage"):
+            client.chat_postMessage(channel=user_id, **notice)
+    except SlackError:
+        pass  # logged at the edge; nothing else can reach this user
+
+
+def refusal_for(outcome: ResponseOutcome, services: Services) -> str:
+    """The private text for an outcome that recorded nothing."""
+    earlier = outcome.earlier
+    earlier_by = None
+    if earlier is not None:
+        earlier_by = earlier.responder_id + (
+            f" (for {earlier.on_behalf_of})" if earlier.on_behalf_of else ""
+        )
+    return refusal_text(
+        outcome.status,
+        reason=outcome.reason,
+        referral_id=outcome.referral.referral_id if outcome.referral else None,
+        earlier_kind=earlier.kind if earlier else None,
+        earlier_by=earlier_by,
+        earlier_at=earlier.at if earlier else None,
+        tz=services.settings.timezone,
+    )
+
+
+def as_int(value: object) -> int | None:
+    """A prompt id from a button value or modal metadata (None when it is not a number)."""
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None

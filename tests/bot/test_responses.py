@@ -1,0 +1,318 @@
+"""The response, close and on-call services on SQLite and PostgreSQL (no HTTP)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from slack_sdk import WebClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.models import AuditEvent, Prompt, Referral, Response, Target
+from bot.responses import (
+    ResponseOutcome,
+    check_response,
+    close_referral,
+    contact_slots,
+    on_call_now,
+    record_response,
+)
+from bot.settings import Settings
+from bot.slack_standin import SlackStandIn
+from handlers import ids
+from rota.models import Person
+from tests.handlers.slack_payloads import (
+    BOT_TOKEN,
+    EDT_CHANNEL,
+    NOW,
+    Scenario,
+    build_scenario,
+    slack_user,
+)
+
+SETTINGS = Settings(edt_channel=EDT_CHANNEL, alert_roles=("edt_manager",))
+LONDON = SETTINGS.timezone
+
+
+@pytest.fixture
+def scenario(session_factory: sessionmaker[Session]) -> Iterator[Scenario]:
+    with SlackStandIn(channels=[EDT_CHANNEL], allow_unknown_users=True, rate_limit=None) as slack:
+        yield build_scenario(session_factory, WebClient(base_url=slack.url, token=BOT_TOKEN))
+
+
+def respond(
+    session_factory: sessionmaker[Session],
+    prompt_id: int | None,
+    person_id: str,
+    action: str = ids.ACK,
+    **answers: str,
+) -> ResponseOutcome:
+    with session_factory.begin() as session:
+        return record_response(
+            session,
+            prompt_id,
+            slack_user(person_id) if not person_id.startswith("U0") else person_id,
+            action,
+            now=NOW,
+            settings=SETTINGS,
+            **answers,
+        )
+
+
+def count(session: Session, model: type) -> int:
+    return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+@pytest.mark.parametrize(
+    ("who", "status", "on_behalf_of"),
+    [
+        ("hv-kpatel", "recorded", None),  # the recipient
+        ("hv-cover", "recorded", "hv-kpatel"),  # their deputy (the chain)
+        ("hv-lead", "recorded", "hv-kpatel"),  # the team manager (the chain)
+        ("hv-senior", "recorded", "hv-kpatel"),  # a manager of the team
+        ("hv-jones", "refused", None),  # a colleague outside the chain
+        ("gp-mgr", "refused", None),  # a manager of another team
+        ("edt-mgr", "refused", None),  # on call, but not for this target
+        ("U0STRANGER", "refused", None),  # not in the rota
+    ],
+)
+def test_who_may_respond_to_a_person_target(
+    session_factory: sessionmaker[Session],
+    scenario: Scenario,
+    who: str,
+    status: str,
+    on_behalf_of: str | None,
+) -> None:
+    outcome = respond(session_factory, scenario.prompt_id, who)
+    assert outcome.status == status
+    with session_factory() as session:
+        if status == "recorded":
+            assert outcome.on_behalf_of == on_behalf_of
+            response = session.scalars(select(Response)).one()
+            assert response.on_behalf_of == on_behalf_of
+            assert count(session, Response) == 1
+        else:
+            assert count(session, Response) == 0
+            refused = session.scalars(select(AuditEvent)).one()
+            assert refused.event == "response_refused"
+            assert refused.actor == who
+            assert json.loads(refused.detail)["action"] == ids.ACK
+            assert session.get(Target, scenario.target_id).state == "prompted"
+
+
+@pytest.mark.parametrize(
+    ("who", "status"),
+    [("pc-jones", "recorded"), ("pol-sgt", "recorded"), ("hv-lead", "refused")],
+)
+def test_who_may_respond_to_a_role_target(
+    session_factory: sessionmaker[Session], scenario: Scenario, who: str, status: str
+) -> None:
+    assert respond(session_factory, scenario.role_prompt_id, who).status == status
+
+
+def test_concurrent_responses_record_one(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    barrier = threading.Barrier(3)
+    outcomes: list[ResponseOutcome] = []
+
+    def one(person_id: str) -> None:
+        barrier.wait()
+        outcomes.append(respond(session_factory, scenario.prompt_id, person_id, ids.NOT_KNOWN))
+
+    people = ("hv-kpatel", "hv-lead", "hv-cover")
+    threads = [threading.Thread(target=one, args=(p,)) for p in people]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(o.status for o in outcomes) == ["already", "already", "recorded"]
+    winner = next(o for o in outcomes if o.status == "recorded")
+    for late in (o for o in outcomes if o.status == "already"):
+        assert late.earlier is not None
+        assert late.earlier.responder_id == winner.responder_id
+        assert late.earlier.kind == "not_known"
+    with session_factory() as session:
+        assert count(session, Response) == 1
+        events = session.scalars(select(AuditEvent.event)).all()
+        assert events == ["not_known"]
+
+
+def test_responses_to_a_closed_referral_or_unknown_prompt(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    assert respond(session_factory, 999_999, "hv-kpatel").status == "not_found"
+    assert respond(session_factory, None, "hv-kpatel").status == "not_found"
+    with session_factory.begin() as session:
+        closed = close_referral(
+            session, scenario.referral_id, slack_user("edt-amy"), "done", now=NOW, settings=SETTINGS
+        )
+        assert closed.status == "closed"
+    outcome = respond(session_factory, scenario.prompt_id, "hv-kpatel")
+    assert outcome.status == "closed"
+    with session_factory() as session:
+        assert count(session, Response) == 0
+
+
+def test_check_response_before_a_modal_changes_nothing(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    with session_factory.begin() as session:
+        allowed = check_response(
+            session,
+            scenario.prompt_id,
+            slack_user("hv-kpatel"),
+            ids.HAS_INFO,
+            now=NOW,
+            settings=SETTINGS,
+        )
+    assert allowed.status == "allowed"
+    assert allowed.contact_slots[0] == datetime(2026, 11, 16, 10, 0, tzinfo=UTC)
+    assert allowed.referral is not None and allowed.referral.referral_id == scenario.referral_id
+    with session_factory() as session:
+        assert count(session, Response) == 0 and count(session, AuditEvent) == 0
+        assert session.get(Target, scenario.target_id).state == "prompted"
+
+
+def test_has_information_needs_a_time_and_a_method(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    outcome = respond(session_factory, scenario.prompt_id, "hv-kpatel", ids.HAS_INFO)
+    assert outcome.status == "invalid"
+    assert set(outcome.field_errors) == {"contact_by", "method"}
+    later = respond(
+        session_factory,
+        scenario.prompt_id,
+        "hv-kpatel",
+        ids.HAS_INFO,
+        contact_by="2026-12-25T10:00:00+00:00",
+        method="phone",
+    )
+    assert later.field_errors == {"contact_by": "Choose a time within the next two weeks."}
+    with session_factory() as session:
+        assert count(session, Response) == 0
+        assert session.get(Target, scenario.target_id).state == "prompted"
+
+
+def test_redirect_to_someone_already_asked_is_refused(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    first = respond(
+        session_factory, scenario.prompt_id, "hv-kpatel", ids.REDIRECT, colleague="hv-jones"
+    )
+    assert first.status == "recorded" and first.redirected_to == "person:hv-jones"
+    with session_factory() as session:
+        new = session.scalars(select(Target).where(Target.target == "person:hv-jones")).one()
+        new_prompt = session.scalars(select(Prompt).where(Prompt.target_id == new.id)).one()
+    # hv-jones is now asked; the role target cannot be redirected to them as well.
+    again = respond(
+        session_factory, scenario.role_prompt_id, "pc-jones", ids.REDIRECT, colleague="hv-jones"
+    )
+    assert again.field_errors == {
+        "colleague": "Hv Jones is already being asked about this referral."
+    }
+    unknown = respond(
+        session_factory, scenario.role_prompt_id, "pc-jones", ids.REDIRECT, colleague="nobody"
+    )
+    assert unknown.field_errors == {"colleague": "Choose someone in the current rota."}
+    # The redirected target's own prompt may be answered by its new recipient.
+    with session_factory.begin() as session:
+        new_prompt = session.get(Prompt, new_prompt.id)
+        new_prompt.state, new_prompt.recipient_id = "sent", "hv-jones"
+        session.get(Target, new.id).state = "prompted"
+    assert respond(session_factory, new_prompt.id, "hv-jones").status == "recorded"
+
+
+def test_redirect_to_someone_away_raises_a_long_gap(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    friday_evening = datetime(2026, 11, 20, 17, 30, tzinfo=UTC)
+    with session_factory.begin() as session:
+        outcome = record_response(
+            session,
+            scenario.prompt_id,
+            slack_user("hv-kpatel"),
+            ids.REDIRECT,
+            now=friday_evening,
+            settings=SETTINGS,
+            colleague="hv-jones",
+        )
+    assert outcome.status == "recorded"
+    with session_factory() as session:
+        new = session.scalars(select(Target).where(Target.target == "person:hv-jones")).one()
+        assert new.state == "held"
+        assert new.due_at == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday morning
+        kinds = sorted(session.scalars(select(Prompt.kind).where(Prompt.target_id == new.id)).all())
+        assert kinds == ["long_gap", "prompt"]
+        gap = session.scalars(select(AuditEvent).where(AuditEvent.event == "long_gap_alert")).one()
+        assert gap.target == "person:hv-jones"
+        assert json.loads(gap.detail)["gap_minutes"] == 63 * 60 + 30
+
+
+@pytest.mark.parametrize(
+    ("now", "first", "next_day"),
+    [
+        # Monday 09:12: today from 10:00, then Tuesday.
+        (datetime(2026, 11, 16, 9, 12, tzinfo=UTC), "2026-11-16T10:00", "2026-11-17"),
+        # Friday 16:50: nothing left today; the next working day is Monday.
+        (datetime(2026, 11, 20, 16, 50, tzinfo=UTC), "2026-11-23T10:00", "2026-11-23"),
+        # Christmas Eve: Christmas (Fri) and Boxing Day's substitute (Mon 28) are skipped.
+        (datetime(2026, 12, 24, 16, 0, tzinfo=UTC), "2026-12-24T17:00", "2026-12-29"),
+        # Summer time: slots are whole local hours (BST).
+        (datetime(2026, 6, 15, 8, 40, tzinfo=UTC), "2026-06-15T10:00", "2026-06-16"),
+    ],
+)
+def test_contact_slots(
+    session_factory: sessionmaker[Session],
+    scenario: Scenario,
+    now: datetime,
+    first: str,
+    next_day: str,
+) -> None:
+    with session_factory() as session:
+        person = session.get(Person, "hv-kpatel")
+        slots = contact_slots(session, person, now, LONDON)
+    local = [s.astimezone(LONDON) for s in slots]
+    assert local[0].strftime("%Y-%m-%dT%H:%M") == first
+    assert [s.strftime("%H:%M") for s in local[-4:]] == ["10:00", "12:00", "14:00", "16:00"]
+    assert local[-1].date().isoformat() == next_day
+    assert all(s > now for s in slots)
+
+
+def test_close_keeps_responses_and_cancels_the_rest(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    assert respond(session_factory, scenario.prompt_id, "hv-kpatel").status == "recorded"
+    with session_factory.begin() as session:
+        outcome = close_referral(
+            session,
+            scenario.referral_id,
+            slack_user("edt-mgr"),
+            "  strategy   discussion held ",
+            now=NOW,
+            settings=SETTINGS,
+        )
+    assert (outcome.status, outcome.cancelled_prompts, outcome.cancelled_rows) == ("closed", 1, 1)
+    assert outcome.reason == "strategy discussion held"
+    with session_factory() as session:
+        assert session.get(Target, scenario.target_id).state == "acknowledged"
+        assert session.get(Target, scenario.held_target_id).state == "cancelled"
+        assert session.get(Target, scenario.role_target_id).state == "cancelled"
+        assert session.get(Referral, scenario.referral_id).closed_by == "edt-mgr"
+
+
+def test_on_call_now(session_factory: sessionmaker[Session], scenario: Scenario) -> None:
+    with session_factory() as session:
+        answer = on_call_now(session, now=NOW, settings=SETTINGS)
+        [(role, holders)] = answer.roles
+        assert role == "edt_manager"
+        assert [(h.person_id, h.slack_user_id) for h in holders] == [("edt-mgr", "UEDTMGR")]
+        assert holders[0].until == NOW + timedelta(hours=8)
+        police = on_call_now(session, now=NOW, settings=SETTINGS, role="role:police_dau")
+        assert [h.person_id for _, hs in police.roles for h in hs] == ["pc-jones"]
+        assert on_call_now(session, now=NOW, settings=SETTINGS, role="nope").unknown_role == "nope"

@@ -1,0 +1,146 @@
+"""`/handover` subcommands through signed slash commands over real HTTP (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.models import AuditEvent, Prompt, Referral, Target
+from handlers.commands import HELP_TEXT
+from tests.handlers.slack_payloads import (
+    SAMPLE_KEYS,
+    Harness,
+    Scenario,
+    build_scenario,
+    running_bot,
+    slack_user,
+    slash_command,
+)
+
+REASON = "Duplicate of LCS-2026-000122; child NARRATIVE-REASON-88 already allocated"
+
+
+@pytest.fixture
+def bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
+    with running_bot(session_factory) as harness:
+        yield harness
+
+
+@pytest.fixture
+def scenario(bot: Harness, session_factory: sessionmaker[Session]) -> Scenario:
+    return build_scenario(session_factory, bot.client)
+
+
+def audit_rows(session: Session) -> list[AuditEvent]:
+    return list(session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+
+
+def test_command_shape_follows_the_slack_sample() -> None:
+    assert set(slash_command("U1", "help", response_url="http://x")) <= SAMPLE_KEYS["slash_command"]
+
+
+def test_close_by_a_referrer(
+    bot: Harness, scenario: Scenario, session_factory: sessionmaker[Session]
+) -> None:
+    answer = bot.command_answer(slack_user("edt-amy"), f"close ho-test01 {REASON}")
+
+    assert answer["response_type"] == "ephemeral"
+    assert answer["text"].startswith("Referral HO-TEST01 is closed. Cancelled 1 prompt(s)")
+    assert REASON in answer["text"]  # privately, to the closer only
+    with session_factory() as session:
+        referral = session.get(Referral, scenario.referral_id)
+        assert (referral.status, referral.closed_by, referral.close_reason) == (
+            "closed",
+            "edt-amy",
+            REASON,
+        )
+        assert referral.closed_at == bot.clock.now()
+        assert session.get(Prompt, scenario.held_prompt_id).state == "cancelled"
+        for row_id in scenario.escalation_ids:
+            assert session.get(Prompt, row_id).state == "cancelled"
+        assert session.get(Prompt, scenario.prompt_id).state == "sent"
+        assert session.get(Target, scenario.held_target_id).state == "cancelled"
+        assert session.get(Target, scenario.target_id).state == "cancelled"
+        events = audit_rows(session)
+        assert [(e.event, e.target) for e in events] == [
+            ("prompt_cancelled", "team:gp-northgate"),
+            ("referral_closed", None),
+        ]
+        assert json.loads(events[1].detail)["reason"] == REASON
+        assert events[1].actor == "edt-amy"
+        pending_cards = session.scalars(
+            select(Prompt).where(Prompt.kind == "card", Prompt.state == "pending")
+        ).all()
+        assert len(pending_cards) == 1
+    assert "NARRATIVE-REASON-88" not in bot.standin.all_text()
+    assert bot.wakes
+
+    again = bot.command_answer(slack_user("edt-mgr"), f"close HO-TEST01 {REASON}")
+    assert again["text"] == "Referral HO-TEST01 is already closed."
+
+
+@pytest.mark.parametrize(
+    ("who", "text", "expected"),
+    [
+        ("edt-bob", "close HO-TEST01 duplicate", "Only referrers and managers"),
+        ("U0STRANGER", "close HO-TEST01 duplicate", "Only referrers and managers"),
+        ("edt-amy", "close HO-TEST01", "Give a reason: `/handover close HO-TEST01 REASON`"),
+        ("edt-amy", "close HO-NOPE99 duplicate", "There is no referral HO-NOPE99."),
+        ("edt-amy", "close", "Usage: `/handover close REFERRAL_ID REASON`"),
+    ],
+    ids=["no-permission", "not-in-rota", "missing-reason", "unknown-id", "usage"],
+)
+def test_close_refusals_change_nothing(
+    bot: Harness,
+    scenario: Scenario,
+    session_factory: sessionmaker[Session],
+    who: str,
+    text: str,
+    expected: str,
+) -> None:
+    user = who if who.startswith("U0") else slack_user(who)
+    answer = bot.command_answer(user, text)
+    assert answer["response_type"] == "ephemeral"
+    assert answer["text"].startswith(expected)
+    with session_factory() as session:
+        assert session.get(Referral, scenario.referral_id).status == "open"
+        assert session.get(Prompt, scenario.held_prompt_id).state == "pending"
+        assert audit_rows(session) == []
+
+
+def test_oncall_lists_the_holders(bot: Harness, scenario: Scenario) -> None:
+    answer = bot.command_answer(slack_user("hv-jones"), "oncall")
+    assert answer["response_type"] == "ephemeral"
+    assert (
+        "`edt_manager`: Edt Mgr (`edt-mgr`, <@UEDTMGR>) until Mon 16 Nov 2026 17:12 GMT"
+        in (answer["text"])
+    )
+
+    police = bot.command_answer(slack_user("hv-jones"), "oncall police_dau")
+    assert "`police_dau`: Pc Jones (`pc-jones`" in police["text"]
+    assert "edt_manager" not in police["text"]
+
+    unknown = bot.command_answer(slack_user("hv-jones"), "oncall astronaut")
+    assert unknown["text"] == "No shift in the rota names the role `astronaut`."
+
+
+def test_oncall_says_when_nobody_holds_the_role(bot: Harness, scenario: Scenario) -> None:
+    bot.clock.set(bot.clock.now().replace(hour=22))
+    answer = bot.command_answer(slack_user("hv-jones"), "oncall")
+    assert "`edt_manager`: nobody on shift" in answer["text"]
+
+
+@pytest.mark.parametrize("text", ["help", "frobnicate now"])
+def test_help_and_unknown_subcommands(bot: Harness, text: str) -> None:
+    answer = bot.command_answer("U0ANYONE", text)
+    assert answer == {"path": answer["path"], "text": HELP_TEXT, "response_type": "ephemeral"}
+
+
+def test_log_is_wired_to_the_log_surface(bot: Harness, scenario: Scenario) -> None:
+    answer = bot.command_answer(slack_user("edt-bob"), "log")
+    assert answer["response_type"] == "ephemeral"
+    assert answer["text"] != HELP_TEXT
