@@ -15,9 +15,7 @@ def person_for_slack_user(session: Session, slack_user_id: str) -> Person | None
     return session.scalars(
         select(Person)
         .where(Person.active.is_(True))
-        .where(
-            or_(Person.slack_user == slack_user_id, Person.slack_user_found == slack_user_id)
-        )
+        .where(or_(Person.slack_user == slack_user_id, Person.slack_user_found == slack_user_id))
         .limit(1)
     ).first()
 
