@@ -1,0 +1,642 @@
+"""Escalation steps performed through the outbox against the Slack stand-in, on both databases.
+
+Rows are claimed here with plain queries, as the dispatcher would claim them, and each step is
+performed by calling bot.escalation directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from slack_sdk import WebClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.clock import FixedClock
+from bot.escalation import (
+    KIND_ESCALATION,
+    StepOutcome,
+    perform_escalation_step,
+    plan_step,
+    record_step,
+    schedule_escalation,
+    send_step,
+)
+from bot.models import CLAIMED, CLOSED, OPEN, PENDING, SENT, AuditEvent, Prompt, Referral, Target
+from bot.outbox import load_detail, note
+from bot.settings import Settings
+from bot.slack import SlackMessenger
+from bot.slack_standin import SlackStandIn
+from handlers.blocks.escalation import (
+    build_breach_message,
+    build_channel_escalation_message,
+    build_escalation_message,
+    build_reminder_message,
+)
+from handlers.blocks.prompt import build_prompt_message
+from rota.models import Person
+from tests.rota.factories import add_closure, add_person, add_shift, add_team
+
+LONDON = ZoneInfo("Europe/London")
+REFERRAL_ID = "HO-ESC001"
+SUMMARY = "SUMMARY-MARKER mother's new partner, 4 Example Road, NHS 943 476 5919"
+EXTERNAL_REF = "LCS-2026-000777"
+USERS = ("hv-jsmith", "hv-cover", "hv-duty", "hv-lead", "pc-jones", "pol-mgr")
+
+
+def at(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=LONDON)
+
+
+def slack_id(person_id: str) -> str:
+    """The Slack user ID tests.rota.factories gives a person."""
+    return f"U{person_id.upper().replace('-', '')}"[:32]
+
+
+MONDAY_9 = at(2026, 11, 16, 9)
+
+
+# Fixtures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(MONDAY_9)
+
+
+@pytest.fixture
+def standin(clock: FixedClock) -> Iterator[SlackStandIn]:
+    # Slack stamps messages with the simulated time, as it would with real time.
+    server = SlackStandIn(
+        users=[{"id": slack_id(p), "name": p} for p in USERS],
+        channels=["C0MASH", "C0EDT"],
+        rate_limit=None,
+        clock=lambda: clock.now().timestamp(),
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture
+def client(standin: SlackStandIn) -> WebClient:
+    return WebClient(base_url=standin.url, token="xoxb-test")
+
+
+@pytest.fixture
+def settings(standin: SlackStandIn) -> Settings:
+    return Settings(slack_api_url=standin.url, edt_channel="C0EDT", escalation_channel="C0MASH")
+
+
+@pytest.fixture
+def rota(session_factory: sessionmaker[Session]) -> None:
+    """hv-north (Mon-Fri 09:00-17:00): hv-jsmith (deputy hv-cover), hv-duty on duty Monday,
+    hv-lead the manager. police-dau (shift-only): pc-jones, managed by pol-mgr."""
+    with session_factory.begin() as session:
+        add_team(session, "hv-north", manager="hv-lead")
+        add_team(session, "police-dau", hours="none", manager="pol-mgr", agency_type="police")
+        add_person(session, "hv-lead", "hv-north", permissions="manager")
+        add_person(session, "hv-cover", "hv-north")
+        add_person(session, "hv-duty", "hv-north")
+        add_person(session, "hv-jsmith", "hv-north", deputy="hv-cover")
+        add_person(session, "pol-mgr", "police-dau", permissions="manager")
+        add_person(session, "pc-jones", "police-dau")
+        add_shift(session, "hv-duty", "duty:hv-north", at(2026, 11, 16, 8), at(2026, 11, 16, 18))
+        add_shift(session, "pc-jones", "police_dau", at(2026, 11, 13, 20), at(2026, 11, 14, 8))
+
+
+def sent_prompt(
+    factory: sessionmaker[Session],
+    client: WebClient,
+    clock: FixedClock,
+    *,
+    sent_at: datetime = MONDAY_9,
+    target: str = "person:hv-jsmith",
+    recipient: str = "hv-jsmith",
+    settings: Settings,
+) -> int:
+    """A referral with one target whose prompt went to `recipient` at `sent_at` (really posted
+    to the stand-in), with its first escalation step scheduled; returns the prompt's id."""
+    clock.set(sent_at)
+    with factory.begin() as session:
+        referral = Referral(
+            referral_id=REFERRAL_ID,
+            external_ref=EXTERNAL_REF,
+            category="domestic_abuse",
+            urgency="urgent",
+            referred_at=sent_at - timedelta(hours=60),
+            received_at=sent_at - timedelta(hours=59),
+            referrer_id="edt-amy",
+            summary=SUMMARY,
+            source="api",
+            request_hash="0" * 64,
+            rota_version=1,
+            plan_json="{}",
+            status=OPEN,
+        )
+        session.add(referral)
+        session.flush()
+        row = Target(
+            referral_id=REFERRAL_ID,
+            position=0,
+            target=target,
+            planned_via="self",
+            planned_recipient=recipient,
+            due_at=sent_at,
+            state="prompted",
+        )
+        session.add(row)
+        session.flush()
+        prompt = Prompt(
+            referral_id=REFERRAL_ID,
+            target_id=row.id,
+            kind="prompt",
+            recipient_id=recipient,
+            channel_id=slack_id(recipient),
+            due_at=sent_at,
+            state=SENT,
+            attempts=0,
+            sent_at=sent_at,
+        )
+        session.add(prompt)
+        session.flush()
+        message = build_prompt_message(
+            referral, prompt.id, due_at=sent_at, respond_by=sent_at, tz=LONDON
+        )
+        posted = SlackMessenger(client).post_message(
+            slack_id(recipient),
+            text=message["text"],
+            blocks=message["blocks"],
+            metadata={
+                "event_type": "handover_prompt",
+                "event_payload": {"referral_id": REFERRAL_ID, "prompt_id": prompt.id},
+            },
+        )
+        prompt.message_channel, prompt.message_ts = posted.channel, posted.ts
+        assert schedule_escalation(session, prompt, now=sent_at, settings=settings) is not None
+        return prompt.id
+
+
+def claim_next(factory: sessionmaker[Session], now: datetime) -> int | None:
+    """Claim the earliest due escalation row, as the dispatcher would."""
+    with factory.begin() as session:
+        row = session.scalars(
+            select(Prompt)
+            .where(Prompt.kind == KIND_ESCALATION, Prompt.state == PENDING, Prompt.due_at <= now)
+            .order_by(Prompt.due_at, Prompt.id)
+            .limit(1)
+        ).first()
+        if row is None:
+            return None
+        row.state, row.claimed_by, row.claimed_until = CLAIMED, "test", now + timedelta(minutes=10)
+        return row.id
+
+
+def run_due(
+    factory: sessionmaker[Session],
+    client: WebClient,
+    clock: FixedClock,
+    now: datetime,
+    settings: Settings,
+) -> list[StepOutcome]:
+    """Perform every escalation row due at `now`, one claim at a time, until none is left."""
+    clock.set(now)
+    outcomes = []
+    while (row_id := claim_next(factory, now)) is not None:
+        with factory.begin() as session:
+            outcomes.append(
+                perform_escalation_step(
+                    session, client, row_id, now=now, settings=settings, instance_id="test"
+                )
+            )
+    return outcomes
+
+
+def steps_of(messages: list[dict]) -> list[str]:
+    return [m["metadata"]["event_payload"].get("step", "prompt") for m in messages]
+
+
+def dm_steps(standin: SlackStandIn, person_id: str) -> list[str]:
+    channel = standin.dm_channel_for(slack_id(person_id))
+    return steps_of(standin.messages(channel)) if channel else []
+
+
+def events(factory: sessionmaker[Session], *names: str) -> list[AuditEvent]:
+    with factory() as session:
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        if names:
+            query = query.where(AuditEvent.event.in_(names))
+        return list(session.scalars(query))
+
+
+def escalation_rows(factory: sessionmaker[Session]) -> list[Prompt]:
+    with factory() as session:
+        return list(
+            session.scalars(
+                select(Prompt).where(Prompt.kind == KIND_ESCALATION).order_by(Prompt.id)
+            )
+        )
+
+
+STEP_EVENTS = ("reminder_sent", "escalated", "escalated_channel", "breach")
+
+
+# Performing ------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("rota")
+def test_every_step_at_its_exact_instant_each_once(
+    session_factory, client, clock, standin, settings
+) -> None:
+    sent_prompt(session_factory, client, clock, settings=settings)
+    performed = {}
+    for instant in (
+        at(2026, 11, 16, 9, 59),
+        at(2026, 11, 16, 10),
+        at(2026, 11, 16, 10, 59),
+        at(2026, 11, 16, 11),
+        at(2026, 11, 16, 12, 59),
+        at(2026, 11, 16, 13),
+        at(2026, 11, 16, 16, 59),
+        at(2026, 11, 16, 17),
+        at(2026, 11, 17, 9),
+    ):
+        outcomes = run_due(session_factory, client, clock, instant, settings)
+        performed[instant.strftime("%a %H:%M")] = [(o.result, o.step, o.late) for o in outcomes]
+    assert performed == {
+        "Mon 09:59": [],
+        "Mon 10:00": [("sent", "remind", False)],
+        "Mon 10:59": [],
+        "Mon 11:00": [("sent", "escalate", False)],
+        "Mon 12:59": [],
+        "Mon 13:00": [("sent", "escalate_channel", False)],
+        "Mon 16:59": [],
+        "Mon 17:00": [("sent", "breach", False)],
+        "Tue 09:00": [],
+    }
+
+    # The reminder sits in the recipient's DM under the prompt; the chain and the manager are
+    # escalated to once; the channel gets the +240 post and the breach; the manager the breach.
+    assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
+    assert dm_steps(standin, "hv-cover") == ["escalate"]
+    assert dm_steps(standin, "hv-duty") == ["escalate"]
+    assert dm_steps(standin, "hv-lead") == ["escalate", "breach"]
+    assert steps_of(standin.messages("C0MASH")) == ["escalate_channel", "breach"]
+    assert standin.messages("C0EDT") == []
+
+    logged = [(e.event, e.recipient) for e in events(session_factory, *STEP_EVENTS)]
+    assert logged == [
+        ("reminder_sent", "hv-jsmith"),
+        ("escalated", "hv-cover"),
+        ("escalated", "hv-duty"),
+        ("escalated", "hv-lead"),
+        ("escalated_channel", "C0MASH"),
+        ("breach", "C0MASH"),
+    ]
+    details = [json.loads(e.detail) for e in events(session_factory, *STEP_EVENTS)]
+    assert {(d["step"], d["due_at"], d["late"]) for d in details} == {
+        ("remind", "2026-11-16T10:00:00+00:00", False),
+        ("escalate", "2026-11-16T11:00:00+00:00", False),
+        ("escalate_channel", "2026-11-16T13:00:00+00:00", False),
+        ("breach", "2026-11-16T17:00:00+00:00", False),
+    }
+    breach = next(d for d in details if d["step"] == "breach")
+    assert {n["recipient"] for n in breach["notified"]} == {"C0MASH", "hv-lead"}
+    assert all(e.target == "person:hv-jsmith" for e in events(session_factory, *STEP_EVENTS))
+    assert [r.state for r in escalation_rows(session_factory)] == [SENT] * 4
+
+
+@pytest.mark.usefixtures("rota")
+def test_messages_carry_step_metadata_and_never_the_summary(
+    session_factory, client, clock, standin, settings
+) -> None:
+    prompt_id = sent_prompt(session_factory, client, clock, settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 18), settings)
+
+    text = standin.all_text()
+    assert "SUMMARY-MARKER" not in text and "Example Road" not in text and "943 476" not in text
+    rows = {r.id: load_detail(r)["step"] for r in escalation_rows(session_factory)}
+    for message in standin.messages():
+        payload = message["metadata"]["event_payload"]
+        assert payload["referral_id"] == REFERRAL_ID and payload["prompt_id"] == prompt_id
+        if "step" in payload:
+            assert rows[payload["row_id"]] == payload["step"]
+    # Lock-screen text names the referral ID only: no category, no case reference.
+    for call in standin.calls("chat.postMessage"):
+        notification = call.args["text"]
+        assert re.fullmatch(rf"Handover referral {REFERRAL_ID}: [a-z ,]+", notification)
+        assert EXTERNAL_REF not in notification and "abuse" not in notification.lower()
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_restart_between_sending_and_recording_sends_nothing_twice(
+    session_factory, client, clock, standin, settings
+) -> None:
+    prompt_id = sent_prompt(session_factory, client, clock, settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
+
+    # 11:00: the escalation goes out to two of its three people, then the process dies before
+    # anything is recorded (the planning transaction is gone, the claim is left behind).
+    now = at(2026, 11, 16, 11)
+    clock.set(now)
+    row_id = claim_next(session_factory, now)
+    assert row_id is not None
+    with session_factory() as session:
+        plan = plan_step(session, row_id, now=now, settings=settings)
+    assert [m.recipient for m in plan.messages] == ["hv-cover", "hv-duty", "hv-lead"]
+    partial = dataclasses.replace(plan, messages=plan.messages[:2])
+    send_step(SlackMessenger(client), partial)
+
+    # Restart: the abandoned claim is claimed again and marked as possibly posted.
+    later = now + timedelta(minutes=11)
+    clock.set(later)
+    with session_factory.begin() as session:
+        row = session.get(Prompt, row_id)
+        assert row is not None and row.state == CLAIMED
+        row.claimed_by, row.claimed_until = "test-2", later + timedelta(minutes=10)
+        note(row, needs_check=True)
+    with session_factory.begin() as session:
+        outcome = perform_escalation_step(
+            session, client, row_id, now=later, settings=settings, instance_id="test-2"
+        )
+    assert outcome.result == "sent"
+    assert [(r.recipient, r.found_existing) for r in outcome.results] == [
+        ("hv-cover", True),
+        ("hv-duty", True),
+        ("hv-lead", False),
+    ]
+
+    # The same row again, and scheduling the prompt's escalation again: nothing doubles.
+    with session_factory.begin() as session:
+        again = perform_escalation_step(session, client, row_id, now=later, settings=settings)
+        prompt = session.get(Prompt, prompt_id)
+        assert prompt is not None
+        first = schedule_escalation(session, prompt, now=later, settings=settings)
+        assert first is not None and load_detail(first)["step"] == "remind"
+    assert again.result == "skipped"
+    assert run_due(session_factory, client, clock, later, settings) == []
+
+    for person in ("hv-cover", "hv-duty", "hv-lead"):
+        assert dm_steps(standin, person) == ["escalate"]
+    assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
+    assert [e.recipient for e in events(session_factory, "escalated")] == [
+        "hv-cover",
+        "hv-duty",
+        "hv-lead",
+    ]
+    assert [load_detail(r)["step"] for r in escalation_rows(session_factory)] == [
+        "remind",
+        "escalate",
+        "escalate_channel",
+    ]
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_lost_claim_records_nothing(session_factory, client, clock, standin, settings) -> None:
+    sent_prompt(session_factory, client, clock, settings=settings)
+    now = at(2026, 11, 16, 10)
+    clock.set(now)
+    row_id = claim_next(session_factory, now)
+    with session_factory() as session:
+        plan = plan_step(session, row_id, now=now, settings=settings)
+    results = send_step(SlackMessenger(client), plan)
+    with session_factory.begin() as session:
+        row = session.get(Prompt, row_id)
+        row.claimed_by = "another-dispatcher"  # our lease ran out and another took the row
+    with session_factory.begin() as session:
+        outcome = record_step(
+            session, row_id, plan, results, now=now, settings=settings, instance_id="test"
+        )
+    assert outcome.result == "skipped"
+    assert events(session_factory, *STEP_EVENTS) == []
+    assert len(escalation_rows(session_factory)) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("acknowledged", "responded"),
+        ("has_information", "responded"),
+        ("cancelled", "target_cancelled"),
+        ("closed", "referral_closed"),
+    ],
+)
+@pytest.mark.usefixtures("rota")
+def test_a_response_before_a_step_cancels_it_and_nothing_is_sent(
+    session_factory, client, clock, standin, settings, change: str, reason: str
+) -> None:
+    sent_prompt(session_factory, client, clock, settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
+    calls_before = len(standin.calls("chat.postMessage"))
+
+    # 10:30: someone answers (or the referral is closed); the 11:00 row is still in the outbox.
+    with session_factory.begin() as session:
+        if change == "closed":
+            referral = session.get(Referral, REFERRAL_ID)
+            referral.status = CLOSED
+        else:
+            target = session.scalars(select(Target)).one()
+            target.state = change
+
+    outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 11), settings)
+    assert [(o.result, o.step, o.reason) for o in outcomes] == [("cancelled", "escalate", reason)]
+    assert len(standin.calls("chat.postMessage")) == calls_before
+    assert [e.event for e in events(session_factory, *STEP_EVENTS)] == ["reminder_sent"]
+    assert [r.state for r in escalation_rows(session_factory)] == [SENT, "cancelled"]
+    assert run_due(session_factory, client, clock, at(2026, 11, 16, 18), settings) == []
+
+
+@pytest.mark.usefixtures("rota")
+def test_after_downtime_each_missed_step_is_performed_once_in_order_marked_late(
+    session_factory, client, clock, standin, settings
+) -> None:
+    sent_prompt(session_factory, client, clock, settings=settings)
+    # The bot was down from 09:05 until 17:30 (while hv-duty is still on duty until 18:00).
+    outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 17, 30), settings)
+    assert [(o.step, o.late) for o in outcomes] == [
+        ("remind", True),
+        ("escalate", True),
+        ("escalate_channel", True),
+        ("breach", True),
+    ]
+    details = [json.loads(e.detail) for e in events(session_factory, *STEP_EVENTS)]
+    assert [(d["step"], d["due_at"]) for d in details] == [
+        ("remind", "2026-11-16T10:00:00+00:00"),
+        ("escalate", "2026-11-16T11:00:00+00:00"),
+        ("escalate", "2026-11-16T11:00:00+00:00"),
+        ("escalate", "2026-11-16T11:00:00+00:00"),
+        ("escalate_channel", "2026-11-16T13:00:00+00:00"),
+        ("breach", "2026-11-16T17:00:00+00:00"),
+    ]
+    assert all(d["late"] for d in details)
+    assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
+    assert steps_of(standin.messages("C0MASH")) == ["escalate_channel", "breach"]
+    assert run_due(session_factory, client, clock, at(2026, 11, 17, 9), settings) == []
+
+
+@pytest.mark.usefixtures("rota")
+def test_friday_afternoon_prompt_reminds_on_tuesday_after_the_bank_holiday(
+    session_factory, client, clock, settings
+) -> None:
+    sent_prompt(session_factory, client, clock, sent_at=at(2027, 8, 27, 16, 30), settings=settings)
+    [row] = escalation_rows(session_factory)
+    assert load_detail(row)["step"] == "remind"
+    assert row.due_at == datetime.fromisoformat("2027-08-31T09:30:00+01:00")
+    # Nothing is due over the long weekend.
+    assert run_due(session_factory, client, clock, at(2027, 8, 31, 9, 29), settings) == []
+
+
+@pytest.mark.usefixtures("rota")
+def test_shift_only_recipient_counts_wall_clock_minutes(
+    session_factory, client, clock, standin, settings
+) -> None:
+    sent_prompt(
+        session_factory,
+        client,
+        clock,
+        sent_at=at(2026, 11, 14, 2),
+        target="role:police_dau",
+        recipient="pc-jones",
+        settings=settings,
+    )
+    [row] = escalation_rows(session_factory)
+    assert row.due_at == at(2026, 11, 14, 3)
+    run_due(session_factory, client, clock, at(2026, 11, 14, 3), settings)
+    run_due(session_factory, client, clock, at(2026, 11, 14, 4), settings)
+    # A role's chain is its shift holder, so the escalation goes to the holder's team manager.
+    assert dm_steps(standin, "pc-jones") == ["prompt", "remind"]
+    assert dm_steps(standin, "pol-mgr") == ["escalate"]
+    rows = escalation_rows(session_factory)
+    assert [(load_detail(r)["step"], r.due_at) for r in rows][-1] == (
+        "escalate_channel",
+        at(2026, 11, 14, 6),
+    )
+
+
+@pytest.mark.usefixtures("rota")
+def test_without_an_escalation_channel_the_edt_channel_is_used(
+    session_factory, client, clock, standin, settings
+) -> None:
+    settings = dataclasses.replace(settings, escalation_channel=None)
+    sent_prompt(session_factory, client, clock, settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 13), settings)
+    assert steps_of(standin.messages("C0EDT")) == ["escalate_channel"]
+    [event] = events(session_factory, "escalated_channel")
+    assert event.recipient == "C0EDT"
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_person_slack_refuses_does_not_stop_the_others(
+    session_factory, client, clock, standin, settings
+) -> None:
+    standin.add_users([{"id": slack_id("hv-cover"), "name": "hv-cover", "deleted": True}])
+    sent_prompt(session_factory, client, clock, settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 11), settings)
+    assert dm_steps(standin, "hv-duty") == ["escalate"]
+    assert dm_steps(standin, "hv-lead") == ["escalate"]
+    escalated = {e.recipient: json.loads(e.detail) for e in events(session_factory, "escalated")}
+    assert escalated["hv-cover"]["delivered"] is False and escalated["hv-cover"]["error"]
+    assert escalated["hv-duty"]["delivered"] is True
+    assert load_detail(escalation_rows(session_factory)[-1])["step"] == "escalate_channel"
+
+
+@pytest.mark.usefixtures("rota")
+def test_someone_without_a_slack_user_is_logged_as_not_reached(
+    session_factory, client, clock, standin, settings
+) -> None:
+    with session_factory.begin() as session:
+        session.get(Person, "hv-cover").slack_user = None
+    sent_prompt(session_factory, client, clock, settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 11), settings)
+    escalated = {e.recipient: json.loads(e.detail) for e in events(session_factory, "escalated")}
+    assert escalated["hv-cover"] == {
+        **escalated["hv-cover"],
+        "via": "deputy",
+        "delivered": False,
+        "error": "no_slack_user",
+    }
+    assert escalated["hv-lead"]["delivered"] is True
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_closure_added_after_the_prompt_moves_the_step_later(
+    session_factory, client, clock, standin, settings
+) -> None:
+    sent_prompt(session_factory, client, clock, settings=settings)
+    with session_factory.begin() as session:
+        add_closure(session, date(2026, 11, 16), "hv-north", time(9, 30), time(12))
+    outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
+    # 30 working minutes before the closure, 30 after it.
+    assert [(o.result, o.next_due_at) for o in outcomes] == [("deferred", at(2026, 11, 16, 12, 30))]
+    assert dm_steps(standin, "hv-jsmith") == ["prompt"]
+    assert run_due(session_factory, client, clock, at(2026, 11, 16, 12, 29), settings) == []
+    outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 12, 30), settings)
+    assert [(o.result, o.step, o.late) for o in outcomes] == [("sent", "remind", False)]
+    assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
+
+
+# Builders --------------------------------------------------------------------------------------
+
+
+class _Referral:
+    referral_id = "HO-7K2M9Q"
+    external_ref = "LCS-2026-000123"
+    category = "domestic_abuse"
+    urgency = "urgent"
+    referred_at = at(2026, 11, 14, 2, 10)
+    received_at = at(2026, 11, 14, 2, 15)
+    summary = "SUMMARY-MARKER narrative"
+
+
+def test_builders_name_only_the_referral_in_the_notification_and_never_the_summary() -> None:
+    sent, due = at(2026, 11, 16, 9), at(2026, 11, 16, 17)
+    messages = [
+        build_reminder_message(_Referral(), 7, sent_at=sent, respond_by=due, tz=LONDON),
+        build_escalation_message(
+            _Referral(),
+            7,
+            target="person:hv-jsmith",
+            asked="<@UHVJSMITH>",
+            sent_at=sent,
+            respond_by=due,
+            via="deputy",
+            tz=LONDON,
+        ),
+        build_channel_escalation_message(
+            _Referral(),
+            target="person:hv-jsmith",
+            asked="<@UHVJSMITH>",
+            sent_at=sent,
+            escalated_to=["<@UHVCOVER>"],
+            breach_at=due,
+            tz=LONDON,
+        ),
+        build_breach_message(
+            _Referral(),
+            target="person:hv-jsmith",
+            asked="<@UHVJSMITH>",
+            sent_at=sent,
+            breach_at=due,
+            tz=LONDON,
+        ),
+    ]
+    for message in messages:
+        assert message["text"].startswith("Handover referral HO-7K2M9Q: ")
+        assert "LCS-" not in message["text"] and "abuse" not in message["text"].lower()
+        body = json.dumps(message["blocks"])
+        assert "SUMMARY-MARKER" not in body
+        assert "LCS-2026-000123" in body and "Domestic abuse" in body and "URGENT" in body
+        assert "<@UHVJSMITH>" in body or "You were asked" in body
+        assert "Mon 16 Nov 2026 09:00 GMT" in body
+    # The DMs let their reader answer for the target; the channel and breach posts inform.
+    assert [any(b["type"] == "actions" for b in m["blocks"]) for m in messages] == [
+        True,
+        True,
+        False,
+        False,
+    ]
