@@ -1,0 +1,237 @@
+"""`handover log` and `handover report` (CONTRACT §4): the escalation log and its figures."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from itertools import islice
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
+
+from bot.db import create_db_engine, make_session_factory
+from bot.logbook import LOG_FIELDS, LogWindow, detail_value, iter_log, log_record, parse_window
+from bot.models import AuditEvent
+from bot.reports import Report, build_report
+from bot.settings import Settings
+
+EXIT_OK = 0
+# Column widths of the table are fitted to the first rows; later, longer values overflow.
+TABLE_FIT_ROWS = 1000
+TABLE_HEADERS = ("time", "referral", "event", "actor", "recipient", "target", "detail")
+AGENCY_NAMES = {
+    "social_care": "social care",
+    "police": "police",
+    "health": "health",
+    "probation": "probation",
+    "education": "education",
+    "other": "other",
+    "unknown": "unknown (not in the rota)",
+}
+
+
+@contextmanager
+def _session(settings: Settings) -> Iterator[Session]:
+    engine = create_db_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def local_time_label(instant: datetime, tz: ZoneInfo) -> str:
+    """An instant as '2026-11-14 10:30:00 GMT' in the service's time zone."""
+    local = instant.astimezone(tz)
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()}"
+
+
+def detail_text(detail: Any) -> str:
+    """A detail value for the terminal: `key=value, ...` for an object, else the value."""
+    if detail is None:
+        return ""
+    if isinstance(detail, dict):
+        return ", ".join(
+            f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+            for k, v in detail.items()
+        )
+    return detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
+
+
+def _table_row(row: AuditEvent, tz: ZoneInfo) -> list[str]:
+    return [
+        local_time_label(row.at, tz),
+        row.referral_id or "",
+        row.event,
+        row.actor or "",
+        row.recipient or "",
+        row.target or "",
+        detail_text(detail_value(row.detail)),
+    ]
+
+
+def write_table(rows: Iterable[list[str]], out: TextIO, headers: Iterable[str]) -> int:
+    """Write rows as aligned columns, fitting widths to the first rows; returns the row count."""
+    iterator = iter(rows)
+    header = list(headers)
+    first = list(islice(iterator, TABLE_FIT_ROWS))
+    widths = [len(h) for h in header]
+    for row in first:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        padded = [cell.ljust(width) for cell, width in zip(cells[:-1], widths, strict=False)]
+        return "  ".join([*padded, cells[-1]]).rstrip()
+
+    out.write(line(header) + "\n")
+    out.write(line(["-" * w for w in widths]) + "\n")
+    count = 0
+    for row in first:
+        out.write(line(row) + "\n")
+        count += 1
+    for row in iterator:
+        out.write(line(row) + "\n")
+        count += 1
+    return count
+
+
+def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: TextIO) -> int:
+    """Stream the log in `fmt` (table, csv or jsonl) to `out`; returns the number of rows."""
+    if fmt == "table":
+        count = write_table(
+            (_table_row(row, tz) for row in iter_log(session, window)), out, TABLE_HEADERS
+        )
+        if count == 0:
+            out.write("(no events)\n")
+        return count
+    records = (log_record(row, tz) for row in iter_log(session, window))
+    if fmt == "jsonl":
+        count = 0
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+        return count
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(LOG_FIELDS)
+        count = 0
+        for record in records:
+            detail = record["detail"]
+            writer.writerow(
+                [
+                    *(record[f] if record[f] is not None else "" for f in LOG_FIELDS[:-1]),
+                    "" if detail is None else json.dumps(detail, ensure_ascii=False),
+                ]
+            )
+            count += 1
+        return count
+    raise ValueError(f"unknown log format {fmt!r}")
+
+
+def log_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`handover log`: print the escalation log, filtered, in order of time."""
+    tz = settings.timezone
+    window = parse_window(args.since, args.until, tz, referral_id=args.referral)
+    with _session(settings) as session:
+        write_log(session, window, args.format, tz, sys.stdout)
+    return EXIT_OK
+
+
+def _minutes(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _window_label(window: LogWindow, tz: ZoneInfo) -> str:
+    start = local_time_label(window.since, tz) if window.since else "the beginning"
+    end_at = window.before or window.until
+    end = local_time_label(end_at, tz) if end_at else "now"
+    return f"from {start} to {end}"
+
+
+def report_rows(report: Report) -> list[tuple[str, str, str]]:
+    """The report as (figure, agency_type, value) rows, as its CSV holds them."""
+    rows: list[tuple[str, str, str]] = [
+        ("referrals_received", "", str(report.referrals_received)),
+        ("prompts_sent", "", str(report.prompts_sent)),
+        ("prompts_sent_late", "", str(report.prompts_late)),
+        ("responses", "", str(report.responses_total)),
+    ]
+    rows += [(f"responses_{kind}", "", str(n)) for kind, n in report.responses.items()]
+    rows += [
+        ("breaches", "", str(report.breaches)),
+        ("unroutables", "", str(report.unroutables)),
+        ("long_gaps", "", str(report.long_gaps)),
+        ("coverage_complete", "", str(report.coverage_complete)),
+        (
+            "coverage_rate",
+            "",
+            "" if report.coverage_rate is None else f"{report.coverage_rate:.4f}",
+        ),
+    ]
+    for times in report.response_times:
+        rows += [
+            ("time_to_respond_count", times.agency_type, str(times.count)),
+            ("time_to_respond_median_minutes", times.agency_type, _minutes(times.median_minutes)),
+            ("time_to_respond_p90_minutes", times.agency_type, _minutes(times.p90_minutes)),
+        ]
+    return rows
+
+
+def write_report_table(report: Report, tz: ZoneInfo, out: TextIO) -> None:
+    """The report for a terminal."""
+    rate = report.coverage_rate
+    coverage = (
+        "no referrals"
+        if rate is None
+        else f"{report.coverage_complete} of {report.referrals_received} referrals ({rate:.0%})"
+    )
+    figures = [
+        ("Referrals received", str(report.referrals_received)),
+        ("Prompts sent", f"{report.prompts_sent} (late: {report.prompts_late})"),
+        ("Responses", str(report.responses_total)),
+        *((f"  {kind.replace('_', ' ')}", str(n)) for kind, n in report.responses.items()),
+        ("Breaches", str(report.breaches)),
+        ("Unroutable targets", str(report.unroutables)),
+        ("Long gaps", str(report.long_gaps)),
+        ("Strategy-discussion coverage", coverage),
+    ]
+    out.write(f"Handover report {_window_label(report.window, tz)} ({tz.key})\n\n")
+    width = max(len(label) for label, _ in figures)
+    for label, value in figures:
+        out.write(f"{label.ljust(width)}  {value}\n")
+    out.write("  (coverage: social care, police and health all responded)\n\n")
+    out.write("Time to respond, in working minutes from the send to the first response\n")
+    if not report.response_times:
+        out.write("(no responses)\n")
+        return
+    rows = [
+        [
+            AGENCY_NAMES.get(t.agency_type, t.agency_type),
+            str(t.count),
+            _minutes(t.median_minutes),
+            _minutes(t.p90_minutes),
+        ]
+        for t in report.response_times
+    ]
+    write_table(rows, out, ("agency type", "responses", "median", "90th percentile"))
+
+
+def report_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`handover report`: figures for managers, as a table or CSV."""
+    tz = settings.timezone
+    window = parse_window(args.since, args.until, tz)
+    with _session(settings) as session:
+        report = build_report(session, window, tz)
+    if args.format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(("figure", "agency_type", "value"))
+        writer.writerows(report_rows(report))
+    else:
+        write_report_table(report, tz, sys.stdout)
+    return EXIT_OK

@@ -1,0 +1,566 @@
+"""Read-only queries on the escalation log and the live state of referrals, for managers.
+
+Two kinds of question are answered here:
+
+- *What does the log say?* `iter_log` streams audit rows in order, filtered by referral and a
+  time window (`LogWindow`), and `log_record` renders one row as CONTRACT §4's JSON object.
+- *What is the state now?* open referrals, overdue prompts, a referral's history (who was asked,
+  when, who answered, who never did), a person's open prompts, and the strategy-discussion
+  coverage of each referral.
+
+**Strategy-discussion coverage.** For each of social care, police and health, an agency type has
+*responded* when a target of that agency type has any response at all — acknowledged, holds
+information, not known or redirected: each means that agency engaged with the referral. It was
+*asked* when such a target is still awaiting an answer (held for its next working morning, or
+prompted), and *not asked* otherwise (no such target, or only unroutable, cancelled or failed
+ones: a prompt that could not be delivered asked nobody). The
+agency type of `person:ID` and `team:ID` targets is their team's; a `role:NAME` target takes the
+agency type of the team of the person it was sent (or is planned) to. Only the referral's targets
+count: the referrer's own agency does not.
+
+These functions take a session and never commit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from bot.errors import InputError
+from bot.models import (
+    CLAIMED,
+    FAILED,
+    OPEN,
+    PENDING,
+    SENT,
+    AuditEvent,
+    Prompt,
+    Referral,
+    Response,
+    Target,
+)
+from bot.settings import EscalationPolicy
+from rota.hours import parse_hours
+from rota.models import Person, Team
+from rota.store import RotaStore
+from rota.worktime import WorkingTime, working_time_for_recipient
+
+LOG_FIELDS = ("at", "referral_id", "event", "actor", "recipient", "target", "detail")
+STRATEGY_AGENCIES = ("social_care", "police", "health")
+AGENCY_LABELS = {"social_care": "Social care", "police": "Police", "health": "Health"}
+
+RESPONDED = "responded"
+ASKED = "asked"
+NOT_ASKED = "not_asked"
+
+RESPONSE_KINDS = ("acknowledged", "has_information", "not_known", "redirected")
+AWAITING_STATES = ("held", "prompted", "escalated")
+UNANSWERED_SENT_STATES = ("prompted", "escalated")  # sent, and nobody has answered yet
+PROMPT_KINDS_FOR_RECIPIENT = ("prompt", "escalation")  # messages a person may answer
+
+# A prompt due a moment ago is the dispatcher's next job, not yet a failure to chase.
+OVERDUE_GRACE = timedelta(minutes=5)
+YIELD_PER = 500
+_CHUNK = 500
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+# ----- the log --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogWindow:
+    """Which audit rows to read: a referral and a time window (since inclusive)."""
+
+    referral_id: str | None = None
+    since: datetime | None = None  # inclusive
+    before: datetime | None = None  # exclusive (an `--until` date: the next local midnight)
+    until: datetime | None = None  # inclusive (an `--until` date-time)
+
+    def contains(self, at: datetime) -> bool:
+        """Whether an instant falls inside the window."""
+        if self.since is not None and at < self.since:
+            return False
+        if self.before is not None and at >= self.before:
+            return False
+        return not (self.until is not None and at > self.until)
+
+    def apply(self, statement: Select) -> Select:
+        """Add the window's conditions on AuditEvent to a select."""
+        if self.referral_id is not None:
+            statement = statement.where(AuditEvent.referral_id == self.referral_id)
+        if self.since is not None:
+            statement = statement.where(AuditEvent.at >= self.since)
+        if self.before is not None:
+            statement = statement.where(AuditEvent.at < self.before)
+        if self.until is not None:
+            statement = statement.where(AuditEvent.at <= self.until)
+        return statement
+
+
+def _local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+
+
+def parse_local_bound(text: str, tz: ZoneInfo, option: str) -> date | datetime:
+    """A date, or an aware date-time (local when it has no offset); InputError otherwise."""
+    value = text.strip()
+    try:
+        if _DATE_RE.match(value):
+            return date.fromisoformat(value)
+        instant = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InputError(
+            f"{option}: {text!r} is not a date (2026-11-14) or date-time (2026-11-14T09:00)"
+        ) from exc
+    return (instant if instant.tzinfo is not None else instant.replace(tzinfo=tz)).astimezone(UTC)
+
+
+def parse_window(
+    since: str | None, until: str | None, tz: ZoneInfo, referral_id: str | None = None
+) -> LogWindow:
+    """The window of `--since`/`--until`; an `--until` date includes the whole of that day."""
+    since_at: datetime | None = None
+    before: datetime | None = None
+    until_at: datetime | None = None
+    if since:
+        bound = parse_local_bound(since, tz, "--since")
+        since_at = bound if isinstance(bound, datetime) else _local_midnight(bound, tz)
+    if until:
+        bound = parse_local_bound(until, tz, "--until")
+        if isinstance(bound, datetime):
+            until_at = bound
+        else:
+            before = _local_midnight(bound + timedelta(days=1), tz)
+    end = until_at or before
+    if since_at is not None and end is not None and end <= since_at:
+        raise InputError("--until is before --since")
+    ref = referral_id.strip() if referral_id else None
+    return LogWindow(referral_id=ref or None, since=since_at, before=before, until=until_at)
+
+
+def iter_log(session: Session, window: LogWindow = LogWindow()) -> Iterator[AuditEvent]:
+    """Audit rows in the window, by time then id, streamed in batches (never all at once)."""
+    statement = window.apply(select(AuditEvent)).order_by(AuditEvent.at, AuditEvent.id)
+    result = session.execute(statement.execution_options(yield_per=YIELD_PER))
+    for row in result.scalars():
+        yield row
+        session.expunge(row)  # keep the identity map from growing with the log
+
+
+def detail_value(text: str | None) -> Any:
+    """An audit row's detail as its JSON value, or the plain string when it is not JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def log_record(row: AuditEvent, tz: ZoneInfo) -> dict[str, Any]:
+    """One audit row as CONTRACT §4's object; `at` is ISO 8601 with the local offset."""
+    return {
+        "at": row.at.astimezone(tz).isoformat(),
+        "referral_id": row.referral_id,
+        "event": row.event,
+        "actor": row.actor,
+        "recipient": row.recipient,
+        "target": row.target,
+        "detail": detail_value(row.detail),
+    }
+
+
+# ----- working time ---------------------------------------------------------------------------
+
+
+def working_minutes_between(working_time: WorkingTime, start: datetime, end: datetime) -> float:
+    """Minutes of `working_time` between two instants (wall-clock minutes for shift workers)."""
+    if end <= start:
+        return 0.0
+    if working_time.wall_clock:
+        return (end - start).total_seconds() / 60
+    total = timedelta(0)
+    for period_start, period_end in working_time.periods_from(start):
+        if period_start >= end:
+            break
+        total += min(period_end, end) - max(period_start, start)
+    return total.total_seconds() / 60
+
+
+def working_time_for_team(team: Team, store: RotaStore, tz: ZoneInfo) -> WorkingTime:
+    """The working time of a team as a whole (for a message sent to its channel)."""
+    hours = parse_hours(team.hours)
+    if hours.is_none:
+        return WorkingTime(tz=tz, store=store)
+    return WorkingTime(tz=tz, hours=hours, region=team.region, team=team, store=store)
+
+
+class AgencyResolver:
+    """Agency types and working time of targets and recipients, cached for one session."""
+
+    def __init__(self, store: RotaStore, tz: ZoneInfo) -> None:
+        self.store = store
+        self.tz = tz
+        self._working: dict[tuple[str, str], WorkingTime] = {}
+
+    def preload(self, targets: Iterable[str], recipients: Iterable[str | None]) -> None:
+        """Read the people and teams these targets and recipients name, in a few queries."""
+        person_ids = {r for r in recipients if r}
+        team_ids: set[str] = set()
+        for text in targets:
+            kind, _, ref = text.partition(":")
+            if kind == "person":
+                person_ids.add(ref)
+            elif kind == "team":
+                team_ids.add(ref)
+        people = self.store.people_by_ids(person_ids)
+        self.store.teams_by_ids(team_ids | {p.team_id for p in people.values()})
+
+    def _team_of_person(self, person_id: str | None) -> Team | None:
+        person: Person | None = self.store.person(person_id) if person_id else None
+        return self.store.team(person.team_id) if person is not None else None
+
+    def team_for(self, target: str, recipient: str | None) -> Team | None:
+        """The team a target belongs to (a role's is the team of whoever it went to)."""
+        kind, _, ref = target.partition(":")
+        if kind == "person":
+            return self._team_of_person(ref)
+        if kind == "team":
+            return self.store.team(ref)
+        return self._team_of_person(recipient)
+
+    def agency_type(self, target: str, recipient: str | None) -> str | None:
+        """The agency type of a target, or None when its team is unknown."""
+        team = self.team_for(target, recipient)
+        return team.agency_type if team is not None else None
+
+    def working_time(self, target: str, recipient: str | None) -> WorkingTime:
+        """The working time a prompt to `recipient` for `target` is measured in."""
+        if recipient and self.store.person(recipient) is not None:
+            key = ("person", recipient)
+            if key not in self._working:
+                self._working[key] = working_time_for_recipient(self.store, recipient, self.tz)
+            return self._working[key]
+        team = self.team_for(target, recipient)
+        if team is None:
+            return WorkingTime(tz=self.tz, store=self.store)
+        key = ("team", team.team_id)
+        if key not in self._working:
+            self._working[key] = working_time_for_team(team, self.store, self.tz)
+        return self._working[key]
+
+
+# ----- coverage -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The strategy-discussion minimum of one referral: status by agency type."""
+
+    statuses: dict[str, str]
+
+    @property
+    def complete(self) -> bool:
+        """Whether social care, police and health have all responded."""
+        return all(self.statuses[a] == RESPONDED for a in STRATEGY_AGENCIES)
+
+    @property
+    def gaps(self) -> list[str]:
+        """The agency types not asked at all."""
+        return [a for a in STRATEGY_AGENCIES if self.statuses[a] == NOT_ASKED]
+
+
+_RANK = {NOT_ASKED: 0, ASKED: 1, RESPONDED: 2}
+
+
+def coverage_of(entries: Iterable[tuple[str | None, str]]) -> Coverage:
+    """Coverage from (agency type, status) pairs of a referral's targets: the best status wins."""
+    statuses = dict.fromkeys(STRATEGY_AGENCIES, NOT_ASKED)
+    for agency, status in entries:
+        if agency in statuses and _RANK[status] > _RANK[statuses[agency]]:
+            statuses[agency] = status
+    return Coverage(statuses)
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(values), _CHUNK):
+        yield values[i : i + _CHUNK]
+
+
+def _latest_prompt_recipients(session: Session, target_ids: Sequence[int]) -> dict[int, str]:
+    """The recipient of each target's most recent prompt (kind `prompt`) with one."""
+    found: dict[int, str] = {}
+    for chunk in _chunks(target_ids):
+        rows = session.execute(
+            select(Prompt.target_id, Prompt.recipient_id)
+            .where(Prompt.target_id.in_(chunk))
+            .where(Prompt.kind == "prompt")
+            .where(Prompt.recipient_id.is_not(None))
+            .order_by(Prompt.id)
+        ).all()
+        for target_id, recipient_id in rows:
+            found[target_id] = recipient_id
+    return found
+
+
+def coverage_for_referrals(
+    session: Session, referral_ids: Sequence[str], tz: ZoneInfo
+) -> dict[str, Coverage]:
+    """The live strategy-discussion coverage of each referral (see the module docstring)."""
+    targets: list[Target] = []
+    for chunk in _chunks(list(referral_ids)):
+        targets.extend(session.scalars(select(Target).where(Target.referral_id.in_(chunk))))
+    target_ids = [t.id for t in targets]
+    answered: set[int] = set()
+    for chunk in _chunks(target_ids):
+        answered.update(
+            session.scalars(select(Response.target_id).where(Response.target_id.in_(chunk)))
+        )
+    recipients = _latest_prompt_recipients(session, target_ids)
+    resolver = AgencyResolver(RotaStore(session), tz)
+
+    def recipient_of(t: Target) -> str | None:
+        return recipients.get(t.id) or t.planned_recipient
+
+    resolver.preload((t.target for t in targets), (recipient_of(t) for t in targets))
+    by_referral: dict[str, list[tuple[str | None, str]]] = {r: [] for r in referral_ids}
+    for t in targets:
+        if t.id in answered or t.state in RESPONSE_KINDS:
+            status = RESPONDED
+        elif t.state in AWAITING_STATES:
+            status = ASKED
+        else:
+            status = NOT_ASKED
+        by_referral[t.referral_id].append((resolver.agency_type(t.target, recipient_of(t)), status))
+    return {r: coverage_of(entries) for r, entries in by_referral.items()}
+
+
+# ----- live state -----------------------------------------------------------------------------
+
+
+def count_open_referrals(session: Session) -> int:
+    """How many referrals are open."""
+    return session.scalar(select(func.count()).select_from(Referral).where(Referral.status == OPEN))
+
+
+def open_referrals(
+    session: Session, *, offset: int = 0, limit: int | None = None
+) -> list[Referral]:
+    """Open referrals, most recently received first."""
+    statement = (
+        select(Referral)
+        .where(Referral.status == OPEN)
+        .order_by(Referral.received_at.desc(), Referral.referral_id)
+        .offset(offset)
+    )
+    if limit is not None:
+        statement = statement.limit(limit)
+    return list(session.scalars(statement))
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """A target nobody has answered in time: never sent though due, or past its reminder."""
+
+    referral_id: str
+    target: str
+    prompt_id: int
+    recipient_id: str | None
+    state: str  # held | failed (never sent) | prompted (sent, unanswered)
+    since: datetime  # when it became overdue: the due time, or the reminder time
+
+
+def overdue_prompts(
+    session: Session, now: datetime, policy: EscalationPolicy, tz: ZoneInfo
+) -> list[Overdue]:
+    """Open referrals' targets still `prompted` past their reminder time (in the recipient's
+    working time), or never sent (`held`, or `failed`) past due; oldest first."""
+    found: list[Overdue] = []
+    held = session.execute(
+        select(Prompt, Target)
+        .join(Target, Target.id == Prompt.target_id)
+        .join(Referral, Referral.referral_id == Prompt.referral_id)
+        .where(Referral.status == OPEN)
+        .where(Prompt.kind == "prompt")
+        .where(Prompt.state.in_((PENDING, CLAIMED, FAILED)))
+        .where(Target.state.in_(("held", "failed")))
+        .where(Prompt.due_at <= now - OVERDUE_GRACE)
+    ).all()
+    for prompt, target in held:
+        found.append(
+            Overdue(
+                referral_id=prompt.referral_id,
+                target=target.target,
+                prompt_id=prompt.id,
+                recipient_id=prompt.recipient_id or target.planned_recipient,
+                state=target.state,
+                since=prompt.due_at,
+            )
+        )
+    # A reminder is at least `reminder_minutes` of wall-clock time after the send.
+    earliest = now - timedelta(minutes=policy.reminder_minutes)
+    prompted = session.execute(
+        select(Prompt, Target)
+        .join(Target, Target.id == Prompt.target_id)
+        .join(Referral, Referral.referral_id == Prompt.referral_id)
+        .where(Referral.status == OPEN)
+        .where(Prompt.kind == "prompt")
+        .where(Prompt.state == SENT)
+        .where(Target.state.in_(UNANSWERED_SENT_STATES))
+        .where(Prompt.sent_at <= earliest)
+    ).all()
+    resolver = AgencyResolver(RotaStore(session), tz)
+    resolver.preload((t.target for _, t in prompted), (p.recipient_id for p, _ in prompted))
+    for prompt, target in prompted:
+        assert prompt.sent_at is not None
+        working = resolver.working_time(target.target, prompt.recipient_id)
+        reminder_at = working.add_working_minutes(prompt.sent_at, policy.reminder_minutes)
+        if reminder_at <= now:
+            found.append(
+                Overdue(
+                    referral_id=prompt.referral_id,
+                    target=target.target,
+                    prompt_id=prompt.id,
+                    recipient_id=prompt.recipient_id,
+                    state="prompted",
+                    since=reminder_at,
+                )
+            )
+    found.sort(key=lambda o: (o.since, o.referral_id, o.prompt_id))
+    return found
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One message sent for a target: to whom, when, and whether it went late."""
+
+    prompt_id: int
+    kind: str
+    recipient_id: str | None
+    channel_id: str | None
+    sent_at: datetime
+    late: bool
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One response recorded for a target."""
+
+    kind: str
+    responder_id: str
+    on_behalf_of: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class TargetHistory:
+    """A target of a referral: who was asked, when, and who answered."""
+
+    target: str
+    state: str
+    due_at: datetime | None
+    planned_recipient: str | None
+    asked: list[Asked] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def never_answered(self) -> bool:
+        """Asked at least once, and nobody has answered."""
+        return bool(self.asked) and not self.answers
+
+
+@dataclass(frozen=True)
+class ReferralHistory:
+    """A referral with each target's history and its coverage."""
+
+    referral: Referral
+    targets: list[TargetHistory]
+    coverage: Coverage
+
+
+def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> ReferralHistory | None:
+    """Who was asked, when, who answered and who never did, for one referral (None if unknown)."""
+    referral = session.get(Referral, referral_id)
+    if referral is None:
+        return None
+    targets = list(
+        session.scalars(
+            select(Target).where(Target.referral_id == referral_id).order_by(Target.position)
+        )
+    )
+    prompts = session.scalars(
+        select(Prompt)
+        .where(Prompt.referral_id == referral_id)
+        .where(Prompt.target_id.is_not(None))
+        .where(Prompt.sent_at.is_not(None))
+        .order_by(Prompt.sent_at, Prompt.id)
+    ).all()
+    responses = session.scalars(
+        select(Response)
+        .where(Response.referral_id == referral_id)
+        .order_by(Response.at, Response.id)
+    ).all()
+    asked: dict[int, list[Asked]] = {}
+    for p in prompts:
+        assert p.target_id is not None and p.sent_at is not None
+        asked.setdefault(p.target_id, []).append(
+            Asked(p.id, p.kind, p.recipient_id, p.channel_id, p.sent_at, bool(p.late))
+        )
+    answers: dict[int, list[Answer]] = {}
+    for r in responses:
+        answers.setdefault(r.target_id, []).append(
+            Answer(r.kind, r.responder_id, r.on_behalf_of, r.at)
+        )
+    history = [
+        TargetHistory(
+            target=t.target,
+            state=t.state,
+            due_at=t.due_at,
+            planned_recipient=t.planned_recipient,
+            asked=asked.get(t.id, []),
+            answers=answers.get(t.id, []),
+        )
+        for t in targets
+    ]
+    coverage = coverage_for_referrals(session, [referral_id], tz)[referral_id]
+    return ReferralHistory(referral=referral, targets=history, coverage=coverage)
+
+
+@dataclass(frozen=True)
+class OpenPrompt:
+    """A message a person was sent and has not answered: what the Home tab's buttons act on."""
+
+    prompt_id: int
+    target: str
+    sent_at: datetime
+    referral: Referral
+
+
+def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt]:
+    """Prompts sent to `person_id` whose target is unanswered, oldest first (one a target)."""
+    rows = session.execute(
+        select(Prompt, Target, Referral)
+        .join(Target, Target.id == Prompt.target_id)
+        .join(Referral, Referral.referral_id == Prompt.referral_id)
+        .where(Prompt.recipient_id == person_id)
+        .where(Prompt.kind.in_(PROMPT_KINDS_FOR_RECIPIENT))
+        .where(Prompt.state == SENT)
+        .where(Target.state.in_(UNANSWERED_SENT_STATES))
+        .where(Referral.status == OPEN)
+        .order_by(Prompt.sent_at, Prompt.id)
+    ).all()
+    latest: dict[int, OpenPrompt] = {}
+    for prompt, target, referral in rows:
+        assert prompt.sent_at is not None
+        # The latest message for a target is the one to answer.
+        latest[target.id] = OpenPrompt(prompt.id, target.target, prompt.sent_at, referral)
+    return sorted(latest.values(), key=lambda p: (p.sent_at, p.prompt_id))

@@ -1,0 +1,379 @@
+"""Block Kit for the App Home tab and for `/handover log` answers (pure builders).
+
+Minimal data (CONTRACT §6): only referral IDs, case references, categories, urgencies, times,
+targets and people's rota IDs appear; never a summary or anything a person typed. Every view
+stays within Block Kit's limits: at most 100 blocks in a Home tab (50 in a message), section
+text at most 3000 characters. Long lists are paginated (Home) or cut with a pointer (messages).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bot.logbook import (
+    AGENCY_LABELS,
+    ASKED,
+    NOT_ASKED,
+    RESPONDED,
+    STRATEGY_AGENCIES,
+    Coverage,
+    OpenPrompt,
+    Overdue,
+    ReferralHistory,
+)
+from handlers.blocks.prompt import (
+    BUTTON_LABELS,
+    RESPONSE_LABELS,
+    ReferralFacts,
+    category_label,
+    format_local,
+    mrkdwn_escape,
+    urgency_label,
+)
+from handlers.ids import ACK, RESPONSE_ACTIONS
+
+HOME_NEXT = "handover_home_next"
+HOME_PREVIOUS = "handover_home_previous"
+PAGINATION_ACTIONS = (HOME_NEXT, HOME_PREVIOUS)
+
+MAX_VIEW_BLOCKS = 100
+MAX_MESSAGE_BLOCKS = 50
+SECTION_TEXT_LIMIT = 3000
+REFERRALS_PER_PAGE = 20  # one section each
+PROMPTS_PER_PAGE = 20  # a section and an actions block each
+MAX_OVERDUE_LINES = 15
+MAX_OWN_PROMPTS_FOR_MANAGER = 5
+MAX_MESSAGE_SECTIONS = 40
+
+COVERAGE_ICONS = {RESPONDED: "✅", ASKED: "⏳", NOT_ASKED: "❌"}
+COVERAGE_WORDS = {RESPONDED: "responded", ASKED: "asked", NOT_ASKED: "not asked"}
+
+
+@dataclass(frozen=True)
+class ReferralRow:
+    """One open referral on the manager's Home: its safe facts, coverage and overdue count."""
+
+    facts: ReferralFacts
+    coverage: Coverage
+    overdue: int = 0
+
+
+def page_count(total: int, per_page: int) -> int:
+    """The number of pages for `total` items (at least one)."""
+    return max(1, math.ceil(total / per_page))
+
+
+def clamp_page(page: int, pages: int) -> int:
+    """`page` kept within 1..pages."""
+    return min(max(1, page), pages)
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text[:SECTION_TEXT_LIMIT]}
+
+
+def _section(text: str, block_id: str | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": _text(text)}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [_text(text)]}
+
+
+def _divider() -> dict[str, Any]:
+    return {"type": "divider"}
+
+
+def pack_lines(lines: Iterable[str], limit: int = SECTION_TEXT_LIMIT) -> list[str]:
+    """Join lines into as few texts as possible, each at most `limit` characters."""
+    texts: list[str] = []
+    current = ""
+    for line in lines:
+        line = line[:limit]
+        if current and len(current) + 1 + len(line) > limit:
+            texts.append(current)
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current:
+        texts.append(current)
+    return texts
+
+
+def coverage_line(coverage: Coverage) -> str:
+    """'Social care ✅ · Police ⏳ · Health ❌', then the gaps in bold."""
+    parts = [
+        f"{AGENCY_LABELS[a]} {COVERAGE_ICONS[coverage.statuses[a]]}" for a in STRATEGY_AGENCIES
+    ]
+    line = " · ".join(parts)
+    if coverage.gaps:
+        missing = ", ".join(AGENCY_LABELS[a].lower() for a in coverage.gaps)
+        line += f"  :warning: *Gap: {missing} not asked*"
+    return line
+
+
+def referral_line(facts: ReferralFacts, tz: ZoneInfo) -> str:
+    """'*HO-ABC123* · `LCS-1` · Domestic abuse · URGENT · received Sat 14 Nov 2026 02:10 GMT'."""
+    return (
+        f"*{facts.referral_id}* · `{mrkdwn_escape(facts.external_ref)}` · "
+        f"{category_label(facts.category)} · {urgency_label(facts.urgency)} · "
+        f"received {format_local(facts.received_at, tz)}"
+    )
+
+
+def overdue_line(item: Overdue, tz: ZoneInfo) -> str:
+    """One overdue target: referral, target, recipient and since when."""
+    who = f" → `{mrkdwn_escape(item.recipient_id)}`" if item.recipient_id else ""
+    if item.state == "held":
+        what = f"not sent, due {format_local(item.since, tz)}"
+    elif item.state == "failed":
+        what = f"could not be delivered, due {format_local(item.since, tz)}"
+    else:
+        what = f"no response, reminder due {format_local(item.since, tz)}"
+    return f":alarm_clock: *{item.referral_id}* `{mrkdwn_escape(item.target)}`{who}: {what}"
+
+
+def build_pagination(page: int, pages: int, what: str) -> list[dict[str, Any]]:
+    """'Page 2 of 5' and Previous/Next buttons (none when everything fits one page)."""
+    if pages <= 1:
+        return []
+    buttons = []
+    if page > 1:
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": HOME_PREVIOUS,
+                "text": {"type": "plain_text", "text": "Previous"},
+                "value": str(page - 1),
+            }
+        )
+    if page < pages:
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": HOME_NEXT,
+                "text": {"type": "plain_text", "text": "Next"},
+                "value": str(page + 1),
+            }
+        )
+    return [
+        _context(f"{what}: page {page} of {pages}"),
+        {"type": "actions", "block_id": "home_pagination", "elements": buttons},
+    ]
+
+
+def _overdue_blocks(overdue: Sequence[Overdue], tz: ZoneInfo) -> list[dict[str, Any]]:
+    if not overdue:
+        return [_section(":white_check_mark: Nothing is overdue.")]
+    lines = [overdue_line(o, tz) for o in overdue[:MAX_OVERDUE_LINES]]
+    if len(overdue) > MAX_OVERDUE_LINES:
+        lines.append(
+            f"…and {len(overdue) - MAX_OVERDUE_LINES} more: `/handover log overdue` lists them all."
+        )
+    return [_section(text) for text in pack_lines(lines)[:3]]
+
+
+def prompt_blocks(prompt: OpenPrompt, tz: ZoneInfo) -> list[dict[str, Any]]:
+    """A section naming an open prompt and the four response buttons (value: the prompt id)."""
+    facts = ReferralFacts.of(prompt.referral)
+    text = (
+        f"{referral_line(facts, tz)}\n"
+        f"Asked of `{mrkdwn_escape(prompt.target)}` at {format_local(prompt.sent_at, tz)}. "
+        "Do you hold information about this child or family?"
+    )
+    buttons = []
+    for action_id in RESPONSE_ACTIONS:
+        button: dict[str, Any] = {
+            "type": "button",
+            "action_id": action_id,
+            "text": {"type": "plain_text", "text": BUTTON_LABELS[action_id]},
+            "value": str(prompt.prompt_id),
+        }
+        if action_id == ACK:
+            button["style"] = "primary"
+        buttons.append(button)
+    return [
+        _section(text),
+        {"type": "actions", "block_id": f"home_prompt_{prompt.prompt_id}", "elements": buttons},
+    ]
+
+
+def _home(blocks: list[dict[str, Any]], page: int) -> dict[str, Any]:
+    assert len(blocks) <= MAX_VIEW_BLOCKS, "the Home view has too many blocks"
+    return {
+        "type": "home",
+        "callback_id": "handover_home",
+        "private_metadata": str(page),
+        "blocks": blocks,
+    }
+
+
+def build_manager_home(
+    *,
+    referrals: Sequence[ReferralRow],
+    total_open: int,
+    overdue: Sequence[Overdue],
+    own_prompts: Sequence[OpenPrompt],
+    page: int,
+    pages: int,
+    tz: ZoneInfo,
+    now: datetime,
+) -> dict[str, Any]:
+    """A manager's Home: what is overdue, then one page of open referrals with their coverage."""
+    blocks: list[dict[str, Any]] = [
+        _header("Handover: referrals"),
+        _context(
+            f"{total_open} open referral{'s' if total_open != 1 else ''} · "
+            f"{len(overdue)} overdue · updated {format_local(now, tz)} · "
+            "coverage: ✅ responded, ⏳ asked, ❌ not asked"
+        ),
+    ]
+    if own_prompts:
+        blocks.append(_header("Waiting for your answer"))
+        for prompt in own_prompts[:MAX_OWN_PROMPTS_FOR_MANAGER]:
+            blocks.extend(prompt_blocks(prompt, tz))
+        if len(own_prompts) > MAX_OWN_PROMPTS_FOR_MANAGER:
+            more = len(own_prompts) - MAX_OWN_PROMPTS_FOR_MANAGER
+            blocks.append(_context(f"…and {more} more in your direct messages."))
+    blocks.append(_header(f"Overdue ({len(overdue)})"))
+    blocks.extend(_overdue_blocks(overdue, tz))
+    blocks.append(_divider())
+    blocks.append(_header(f"Open referrals ({total_open})"))
+    if not referrals:
+        blocks.append(_section("No open referrals."))
+    for row in referrals[:REFERRALS_PER_PAGE]:
+        text = f"{referral_line(row.facts, tz)}\n{coverage_line(row.coverage)}"
+        if row.overdue:
+            text += f"\n:alarm_clock: {row.overdue} overdue"
+        blocks.append(_section(text, block_id=f"home_referral_{row.facts.referral_id}"))
+    blocks.extend(build_pagination(page, pages, "Open referrals"))
+    return _home(blocks, page)
+
+
+def build_professional_home(
+    *, prompts: Sequence[OpenPrompt], total: int, page: int, pages: int, tz: ZoneInfo
+) -> dict[str, Any]:
+    """A professional's Home: their own unanswered prompts, each with the four buttons."""
+    blocks: list[dict[str, Any]] = [
+        _header("Handover: waiting for your answer"),
+        _context(
+            "Referrals you have been asked about and not yet answered. Only the referral "
+            "ID, case reference, category and urgency are shown here; the record is in "
+            "the case system."
+        ),
+    ]
+    if not prompts:
+        blocks.append(_section(":white_check_mark: Nothing is waiting for your answer."))
+    for prompt in prompts[:PROMPTS_PER_PAGE]:
+        blocks.extend(prompt_blocks(prompt, tz))
+    if total:
+        blocks.append(_context(f"{total} waiting in all."))
+    blocks.extend(build_pagination(page, pages, "Your prompts"))
+    return _home(blocks, page)
+
+
+def build_unknown_user_home() -> dict[str, Any]:
+    """The Home of a Slack user who is not in the rota."""
+    return _home(
+        [
+            _header("Handover"),
+            _section(
+                "Handover prompts daytime professionals about out-of-hours safeguarding "
+                "referrals, and shows managers what is open and overdue.\n\n"
+                "You are not in the rota yet, so there is nothing here for you. If you should "
+                "receive prompts, ask your team manager to add your Slack account to "
+                "people.csv."
+            ),
+        ],
+        1,
+    )
+
+
+# ----- /handover log answers (ephemeral messages: at most 50 blocks) ---------------------------
+
+
+def _message_sections(lines: list[str], overflow: str) -> list[dict[str, Any]]:
+    texts = pack_lines(lines)
+    blocks = [_section(t) for t in texts[:MAX_MESSAGE_SECTIONS]]
+    if len(texts) > MAX_MESSAGE_SECTIONS:
+        blocks.append(_context(overflow))
+    return blocks
+
+
+def build_log_open_message(
+    rows: Sequence[ReferralRow], total_open: int, tz: ZoneInfo
+) -> list[dict[str, Any]]:
+    """`/handover log open`: open referrals with their coverage."""
+    blocks: list[dict[str, Any]] = [_header(f"Open referrals ({total_open})")]
+    if not rows:
+        return [*blocks, _section("No open referrals.")]
+    lines = [f"{referral_line(r.facts, tz)}\n{coverage_line(r.coverage)}" for r in rows]
+    blocks += _message_sections(lines, "More referrals are open: see the Handover Home tab.")
+    if total_open > len(rows):
+        blocks.append(_context(f"Showing {len(rows)} of {total_open}: see the Home tab."))
+    return blocks
+
+
+def build_log_overdue_message(overdue: Sequence[Overdue], tz: ZoneInfo) -> list[dict[str, Any]]:
+    """`/handover log overdue`: targets unanswered past their reminder, or never sent."""
+    blocks: list[dict[str, Any]] = [_header(f"Overdue ({len(overdue)})")]
+    if not overdue:
+        return [*blocks, _section(":white_check_mark: Nothing is overdue.")]
+    lines = [overdue_line(o, tz) for o in overdue]
+    return blocks + _message_sections(lines, "More are overdue: run `handover log` for all.")
+
+
+def _answer_text(kind: str) -> str:
+    return RESPONSE_LABELS.get(kind, kind.replace("_", " ")).lower()
+
+
+def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[dict[str, Any]]:
+    """`/handover log REFERRAL_ID`: who was asked, when, who answered and who never did."""
+    referral = history.referral
+    facts = ReferralFacts.of(referral)
+    blocks: list[dict[str, Any]] = [
+        _header(f"Referral {referral.referral_id} ({referral.status})"),
+        _section(f"{referral_line(facts, tz)}\n{coverage_line(history.coverage)}"),
+    ]
+    lines: list[str] = []
+    never: list[str] = []
+    for t in history.targets:
+        name = f"`{mrkdwn_escape(t.target)}`"
+        parts = [f"*{name}* ({t.state.replace('_', ' ')})"]
+        if not t.asked:
+            if t.state == "held" and t.due_at is not None:
+                parts.append(f"not asked yet, due {format_local(t.due_at, tz)}")
+            elif t.state == "unroutable":
+                parts.append("unroutable: nobody to reach within 7 days")
+            else:
+                parts.append("not asked")
+        for a in t.asked:
+            to = f"`{mrkdwn_escape(a.recipient_id or a.channel_id or '?')}`"
+            late = " (late)" if a.late else ""
+            kind = "asked" if a.kind == "prompt" else a.kind.replace("_", " ")
+            parts.append(f"{kind} {to} at {format_local(a.sent_at, tz)}{late}")
+        for r in t.answers:
+            behalf = f" for `{mrkdwn_escape(r.on_behalf_of)}`" if r.on_behalf_of else ""
+            parts.append(
+                f"{_answer_text(r.kind)} by `{mrkdwn_escape(r.responder_id)}`{behalf} "
+                f"at {format_local(r.at, tz)}"
+            )
+        if t.never_answered:
+            never.append(name)
+        lines.append("\n    ".join(parts))
+    blocks += _message_sections(lines, "More targets: run `handover log --referral` for all.")
+    if never:
+        blocks.append(_section(f":warning: *Never answered:* {', '.join(never)}"[:3000]))
+    return blocks[:MAX_MESSAGE_BLOCKS]

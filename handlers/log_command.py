@@ -1,0 +1,90 @@
+"""`/handover log [open|overdue|REFERRAL_ID]`: the escalation log for managers, in private."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from slack_bolt import Respond
+
+from bot.directory import person_for_slack_user
+from bot.logbook import (
+    count_open_referrals,
+    coverage_for_referrals,
+    open_referrals,
+    overdue_prompts,
+    referral_history,
+)
+from bot.services import Services
+from handlers.blocks.home import (
+    ReferralRow,
+    build_log_open_message,
+    build_log_overdue_message,
+    build_log_referral_message,
+)
+from handlers.blocks.prompt import ReferralFacts
+
+logger = logging.getLogger(__name__)
+
+MAX_OPEN_IN_MESSAGE = 100  # packed several to a section; the Home tab pages through the rest
+REFUSAL = (
+    "Only managers may read the escalation log. Ask for the `manager` permission on your entry "
+    "in people.csv."
+)
+
+
+def _private(respond: Respond, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+    if blocks is None:
+        respond(text=text, response_type="ephemeral")
+    else:
+        respond(text=text, blocks=blocks, response_type="ephemeral")
+
+
+def handle_log(services: Services, command: dict, args: list[str], respond: Respond) -> None:
+    """Answer `/handover log ...` privately; refuse anyone without the `manager` permission."""
+    tz = services.settings.timezone
+    what = args[0] if args else "open"
+    with services.session_factory() as session:
+        person = person_for_slack_user(session, command["user_id"])
+        if person is None or not person.has_permission("manager"):
+            logger.info("refused /handover log for Slack user %s", command["user_id"])
+            _private(respond, REFUSAL)
+            return
+        now = services.clock.now()
+        if what.lower() == "open":
+            total = count_open_referrals(session)
+            referrals = open_referrals(session, limit=MAX_OPEN_IN_MESSAGE)
+            coverage = coverage_for_referrals(session, [r.referral_id for r in referrals], tz)
+            overdue = Counter(
+                o.referral_id
+                for o in overdue_prompts(session, now, services.settings.escalation, tz)
+            )
+            rows = [
+                ReferralRow(ReferralFacts.of(r), coverage[r.referral_id], overdue[r.referral_id])
+                for r in referrals
+            ]
+            _private(respond, f"{total} open referrals", build_log_open_message(rows, total, tz))
+            return
+        if what.lower() == "overdue":
+            overdue_list = overdue_prompts(session, now, services.settings.escalation, tz)
+            _private(
+                respond,
+                f"{len(overdue_list)} overdue",
+                build_log_overdue_message(overdue_list, tz),
+            )
+            return
+        referral_id = what.upper()
+        history = referral_history(session, referral_id, tz)
+        if history is None:
+            _private(
+                respond,
+                f"No referral {referral_id}. Use `/handover log open`, `/handover log overdue` "
+                "or `/handover log REFERRAL_ID`.",
+            )
+            return
+        _private(
+            respond,
+            f"Referral {referral_id}",
+            build_log_referral_message(history, tz),
+        )

@@ -1,0 +1,219 @@
+"""`handover log` and `handover report` through `bot.cli.main`, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.cli import main
+from tests.bot.test_logbook import EXPECTED_MINUTES, build_scenario, figures_from_log
+
+FIRST_REFERRAL_LINE = (
+    '{"at": "2026-11-12T16:40:00+00:00", "referral_id": "HO-R4", "event": "referral_received", '
+    '"actor": "edt-amy", "recipient": null, "target": null, '
+    '"detail": {"external_ref": "LCS-HO-R4", "category": "domestic_abuse"}}'
+)
+
+
+@pytest.fixture
+def cli_db(
+    db_url: str,
+    session_factory: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> str:
+    """The scenario's database as DATABASE_URL, run from a folder without a .env file."""
+    build_scenario(session_factory)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.delenv("HANDOVER_TIMEZONE", raising=False)
+    return db_url
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_log_jsonl_prints_one_contract_object_a_line(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "log", "--format", "jsonl")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 33
+    assert lines[0] == (
+        '{"at": "2026-06-01T13:00:00+01:00", "referral_id": null, "event": "response_refused", '
+        '"actor": "sw-sam", "recipient": null, "target": null, "detail": "not in chain"}'
+    )
+    assert lines[1] == FIRST_REFERRAL_LINE
+    for line in lines:
+        assert list(json.loads(line)) == [
+            "at",
+            "referral_id",
+            "event",
+            "actor",
+            "recipient",
+            "target",
+            "detail",
+        ]
+    ats = [json.loads(line)["at"] for line in lines]
+    assert ats == sorted(ats)
+
+
+def test_log_filters_referral_and_dates(cli_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "log", "--referral", "HO-R4", "--format", "jsonl")
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert {r["referral_id"] for r in records} == {"HO-R4"}
+    assert out.splitlines()[0] == FIRST_REFERRAL_LINE
+    assert records[-1]["event"] == "referral_closed"
+
+    code, out, _ = run(
+        capsys, "log", "--since", "2026-11-16", "--until", "2026-11-16", "--format", "jsonl"
+    )
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [(r["at"], r["referral_id"], r["event"]) for r in records] == [
+        ("2026-11-16T09:20:00+00:00", "HO-R2", "prompt_sent_late"),
+        ("2026-11-16T09:30:00+00:00", "HO-R1", "has_information"),
+        ("2026-11-16T17:00:00+00:00", "HO-R2", "breach"),
+    ]
+    assert records[2]["detail"] == "no response by the end of the working day"
+
+    code, out, _ = run(
+        capsys,
+        "log",
+        "--since",
+        "2026-11-16T09:25",
+        "--until",
+        "2026-11-16T09:30",
+        "--format",
+        "jsonl",
+    )
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["has_information"]
+
+
+def test_log_csv_has_a_header_and_json_detail(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "log", "--referral", "HO-R3", "--format", "csv")
+    assert code == 0
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["at", "referral_id", "event", "actor", "recipient", "target", "detail"]
+    assert rows[1] == [
+        "2026-11-15T10:00:00+00:00",
+        "HO-R3",
+        "referral_received",
+        "edt-amy",
+        "",
+        "",
+        '{"external_ref": "LCS-HO-R3", "category": "domestic_abuse"}',
+    ]
+    assert [r[2] for r in rows[1:]] == [
+        "referral_received",
+        "prompt_scheduled",
+        "unroutable",
+        "long_gap_alert",
+    ]
+
+
+def test_log_table_is_aligned_and_in_local_time(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "log", "--referral", "HO-R2")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "time",
+        "referral",
+        "event",
+        "actor",
+        "recipient",
+        "target",
+        "detail",
+    ]
+    assert len(lines) == 2 + 7
+    assert "2026-11-14 02:00:00 GMT  HO-R2" in lines[2]
+    assert "referral_received" in lines[2]
+    assert "external_ref=LCS-HO-R2" in lines[2]
+    breach = lines[-1]
+    assert breach.startswith("2026-11-16 17:00:00 GMT")
+    assert "breach" in breach and "person:hv-jo" in breach
+    # Columns line up: each event starts at the same offset.
+    event_column = lines[0].index("event")
+    assert all(line[event_column:].split()[0] in line for line in lines[2:])
+    assert {line.index(line[event_column:].split()[0]) for line in lines[2:]} == {event_column}
+
+    code, out, _ = run(capsys, "log", "--referral", "HO-NONE")
+    assert code == 0
+    assert out.splitlines()[-1] == "(no events)"
+
+
+def test_log_bad_date_exits_1_with_a_message(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "log", "--since", "last tuesday")
+    assert code == 1
+    assert out == ""
+    assert "--since" in err and "last tuesday" in err
+
+
+def test_report_csv_figures_match_the_log(cli_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "log", "--format", "jsonl")
+    expected = figures_from_log([json.loads(line) for line in out.splitlines()])
+    code, out, _ = run(capsys, "report", "--format", "csv")
+    assert code == 0
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ["figure", "agency_type", "value"]
+    figures = {(f, a): v for f, a, v in rows[1:]}
+    assert figures[("referrals_received", "")] == str(expected["referrals"]) == "4"
+    assert figures[("prompts_sent", "")] == str(expected["sent"]) == "8"
+    assert figures[("prompts_sent_late", "")] == str(expected["late"]) == "1"
+    for kind, count in expected["responses"].items():
+        assert figures[(f"responses_{kind}", "")] == str(count)
+    assert figures[("responses", "")] == "7"
+    assert figures[("breaches", "")] == str(expected["breaches"]) == "1"
+    assert figures[("unroutables", "")] == str(expected["unroutables"]) == "1"
+    assert figures[("long_gaps", "")] == str(expected["long_gaps"]) == "1"
+    assert figures[("coverage_complete", "")] == "2"
+    assert figures[("coverage_rate", "")] == "0.5000"
+    assert set(expected["pairs"]) == set(EXPECTED_MINUTES)
+    # Health: 50 and 60 working minutes (the second across a weekend, not 64 hours).
+    assert figures[("time_to_respond_count", "health")] == "2"
+    assert figures[("time_to_respond_median_minutes", "health")] == "55.0"
+    assert figures[("time_to_respond_p90_minutes", "health")] == "60.0"
+    assert figures[("time_to_respond_median_minutes", "police")] == "30.0"
+    assert figures[("time_to_respond_p90_minutes", "police")] == "60.0"
+    assert figures[("time_to_respond_median_minutes", "social_care")] == "20.0"
+    assert figures[("time_to_respond_p90_minutes", "social_care")] == "30.0"
+
+
+def test_report_table_is_readable(cli_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "report", "--since", "2026-11-12", "--until", "2026-11-17")
+    assert code == 0
+    assert out.startswith(
+        "Handover report from 2026-11-12 00:00:00 GMT to 2026-11-18 00:00:00 GMT (Europe/London)"
+    )
+    lines = out.splitlines()
+    assert any(line.split() == ["Referrals", "received", "4"] for line in lines)
+    assert any(line.split() == ["Prompts", "sent", "8", "(late:", "1)"] for line in lines)
+    assert any(
+        "Strategy-discussion coverage" in line and "2 of 4 referrals (50%)" in line
+        for line in lines
+    )
+    assert any(line.split() == ["health", "2", "55.0", "60.0"] for line in lines)
+    assert any(line.split() == ["police", "3", "30.0", "60.0"] for line in lines)
+    assert any(line.split() == ["social", "care", "2", "20.0", "30.0"] for line in lines)
+
+
+def test_report_bad_until_exits_1(cli_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "report", "--until", "2026-13-45")
+    assert code == 1
+    assert "--until" in err

@@ -1,0 +1,421 @@
+"""The App Home tab and `/handover log`: views built from the database, within Block Kit's limits,
+published over real HTTP through Bolt to the local Slack stand-in."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask, request
+from slack_bolt.adapter.flask import SlackRequestHandler
+from slack_sdk import WebClient
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.serving import make_server
+
+from bot.app import create_app
+from bot.clock import FixedClock
+from bot.models import Referral, Target
+from bot.services import Services
+from bot.settings import Settings
+from bot.slack_standin import SlackStandIn, StandInUser
+from bot.slack_standin.blockkit import check_message_blocks, check_view
+from handlers.blocks.home import HOME_NEXT, HOME_PREVIOUS, build_unknown_user_home
+from handlers.home import build_home_view, manager_slack_user_ids, refresh_homes
+from handlers.ids import RESPONSE_ACTIONS
+from handlers.log_command import REFUSAL, handle_log
+from tests.bot.test_logbook import NOW, SUMMARY, build_rota, build_scenario, utc
+
+SECRET = "signing-secret-for-tests"
+TOKEN = "xoxb-test"
+
+
+def all_text(view: Any) -> str:
+    return json.dumps(view, ensure_ascii=False)
+
+
+def section_texts(view: dict[str, Any]) -> list[str]:
+    return [b["text"]["text"] for b in view["blocks"] if b["type"] == "section"]
+
+
+def settings_for(db_url: str, api_url: str = "http://127.0.0.1:9/api/") -> Settings:
+    return Settings(
+        database_url=db_url,
+        slack_bot_token=TOKEN,
+        slack_signing_secret=SECRET,
+        slack_api_url=api_url,
+    )
+
+
+# ----- views built from the database ----------------------------------------------------------
+
+
+def test_manager_home_shows_overdue_referrals_and_coverage(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    build_scenario(session_factory)
+    settings = settings_for(db_url)
+    with session_factory() as session:
+        view = build_home_view(session, "UMIA", NOW, settings)
+    assert check_view(view, allowed_types=("home",)) == []
+    assert view["type"] == "home"
+    texts = section_texts(view)
+    referral_texts = {t.split("*")[1]: t for t in texts if t.startswith("*HO-")}
+    assert list(referral_texts) == ["HO-R3", "HO-R2", "HO-R1"]
+    assert "Social care ✅ · Police ✅ · Health ✅" in referral_texts["HO-R1"]
+    assert ":warning:" not in referral_texts["HO-R1"]
+    assert "Social care ❌ · Police ✅ · Health ⏳" in referral_texts["HO-R2"]
+    assert "*Gap: social care not asked*" in referral_texts["HO-R2"]
+    assert "`LCS-HO-R2`" in referral_texts["HO-R2"]
+    assert (
+        "Domestic abuse · Standard · received Sat 14 Nov 2026 02:00 GMT" in referral_texts["HO-R2"]
+    )
+    assert "*Gap: social care, police not asked*" in referral_texts["HO-R3"]
+    overdue = next(t for t in texts if t.startswith(":alarm_clock:"))
+    assert overdue.splitlines() == [
+        ":alarm_clock: *HO-R3* `person:hv-jo` → `hv-jo`: not sent, due Mon 16 Nov 2026 09:00 GMT",
+        ":alarm_clock: *HO-R2* `person:hv-jo` → `hv-jo`: no response, reminder due "
+        "Mon 16 Nov 2026 10:20 GMT",
+    ]
+    assert "HO-R4" not in all_text(view)  # closed
+    assert "NARRATIVE-SECRET" not in all_text(view)
+    assert SUMMARY not in all_text(view)
+
+
+def test_professional_home_lists_their_open_prompts_with_the_four_buttons(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    scenario = build_scenario(session_factory)
+    settings = settings_for(db_url)
+    with session_factory() as session:
+        view = build_home_view(session, "UHVJO", NOW, settings)
+        police_view = build_home_view(session, "UPAT", NOW, settings)
+    assert check_view(view, allowed_types=("home",)) == []
+    actions = [b for b in view["blocks"] if b["type"] == "actions"]
+    assert len(actions) == 1
+    buttons = actions[0]["elements"]
+    assert [b["action_id"] for b in buttons] == list(RESPONSE_ACTIONS)
+    assert {b["value"] for b in buttons} == {str(scenario.prompts["R2 hv"])}
+    assert "*HO-R2*" in section_texts(view)[0]
+    assert "HO-R3" not in all_text(view)  # held, not yet sent
+    assert "NARRATIVE-SECRET" not in all_text(view)
+    assert "Nothing is waiting for your answer" in all_text(police_view)
+    assert not [b for b in police_view["blocks"] if b["type"] == "actions"]
+
+
+def test_a_slack_user_not_in_the_rota_gets_an_explanation(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    build_scenario(session_factory)
+    with session_factory() as session:
+        view = build_home_view(session, "USTRANGER", NOW, settings_for(db_url))
+    assert view == build_unknown_user_home()
+    assert "not in the rota" in all_text(view)
+    assert check_view(view, allowed_types=("home",)) == []
+
+
+def add_many_open_referrals(session_factory: sessionmaker[Session], count: int) -> None:
+    with session_factory.begin() as session:
+        build_rota(session)
+        for n in range(count):
+            received = utc(13, 9) + timedelta(minutes=n)
+            referral_id = f"HO-P{n:04d}"
+            session.add(
+                Referral(
+                    referral_id=referral_id,
+                    external_ref=f"LCS-{'X' * 50}-{n:04d}",
+                    category="exploitation",
+                    urgency="urgent",
+                    referred_at=received,
+                    received_at=received,
+                    referrer_id="edt-amy",
+                    summary=SUMMARY,
+                    source="api",
+                    request_hash=f"{n:064d}",
+                    rota_version=1,
+                    plan_json="{}",
+                )
+            )
+            session.flush()
+            session.add(
+                Target(
+                    referral_id=referral_id,
+                    position=0,
+                    target="team:mash",
+                    planned_via="duty",
+                    planned_recipient="sw-sam",
+                    due_at=received,
+                    state="held",
+                )
+            )
+
+
+def test_manager_home_paginates_300_open_referrals_within_block_kit_limits(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    add_many_open_referrals(session_factory, 300)
+    settings = settings_for(db_url)
+    with session_factory() as session:
+        pages = {page: build_home_view(session, "UMIA", NOW, settings, page) for page in (1, 2, 15)}
+        beyond = build_home_view(session, "UMIA", NOW, settings, 99)
+    for page, view in pages.items():
+        assert check_view(view, allowed_types=("home",)) == [], page
+        assert len(view["blocks"]) <= 100
+        assert all(len(t) <= 3000 for t in section_texts(view))
+        assert f"Open referrals: page {page} of 15" in all_text(view)
+    first_ids = [t.split("*")[1] for t in section_texts(pages[1]) if t.startswith("*HO-")]
+    assert first_ids == [f"HO-P{n:04d}" for n in range(299, 279, -1)]
+    last_ids = [t.split("*")[1] for t in section_texts(pages[15]) if t.startswith("*HO-")]
+    assert last_ids == [f"HO-P{n:04d}" for n in range(19, -1, -1)]
+
+    def nav(view: dict[str, Any]) -> dict[str, str]:
+        block = next(b for b in view["blocks"] if b.get("block_id") == "home_pagination")
+        return {e["action_id"]: e["value"] for e in block["elements"]}
+
+    assert nav(pages[1]) == {HOME_NEXT: "2"}
+    assert nav(pages[2]) == {HOME_PREVIOUS: "1", HOME_NEXT: "3"}
+    assert nav(pages[15]) == {HOME_PREVIOUS: "14"}
+    assert beyond == pages[15] or "page 15 of 15" in all_text(beyond)
+    assert "300 open referrals" in all_text(pages[1])
+    assert "Social care ⏳ · Police ❌ · Health ❌" in all_text(pages[1])
+    assert "NARRATIVE-SECRET" not in all_text(pages[1])
+
+
+def test_manager_slack_user_ids(session_factory: sessionmaker[Session]) -> None:
+    build_scenario(session_factory)
+    with session_factory() as session:
+        assert manager_slack_user_ids(session) == ["UMIA"]
+
+
+# ----- /handover log --------------------------------------------------------------------------
+
+
+class Responses:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, **kwargs: Any) -> None:
+        self.calls.append(kwargs)
+
+
+def services_for(
+    db_url: str, session_factory: sessionmaker[Session], api_url: str = ""
+) -> Services:
+    settings = settings_for(db_url, api_url or "http://127.0.0.1:9/api/")
+    return Services(settings, session_factory, FixedClock(NOW))
+
+
+def test_log_command_is_refused_privately_to_non_managers(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    build_scenario(session_factory)
+    services = services_for(db_url, session_factory)
+    for user in ("UHVJO", "USTRANGER"):
+        respond = Responses()
+        handle_log(services, {"user_id": user, "text": "log open"}, ["open"], respond)
+        assert respond.calls == [{"text": REFUSAL, "response_type": "ephemeral"}]
+
+
+def test_log_command_for_a_manager_open_overdue_and_one_referral(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    build_scenario(session_factory)
+    services = services_for(db_url, session_factory)
+    answers: dict[str, dict[str, Any]] = {}
+    for args in ([], ["overdue"], ["ho-r2"], ["HO-NOPE"]):
+        respond = Responses()
+        handle_log(services, {"user_id": "UMIA"}, args, respond)
+        assert len(respond.calls) == 1
+        assert respond.calls[0]["response_type"] == "ephemeral"
+        answers[" ".join(args) or "open"] = respond.calls[0]
+    for answer in answers.values():
+        assert "NARRATIVE-SECRET" not in all_text(answer)
+        if "blocks" in answer:
+            assert check_message_blocks(answer["blocks"]) == []
+
+    open_text = all_text(answers["open"]["blocks"])
+    assert open_text.index("HO-R3") < open_text.index("HO-R2") < open_text.index("HO-R1")
+    assert "Gap: social care not asked" in open_text
+
+    overdue_texts = [b["text"]["text"] for b in answers["overdue"]["blocks"][1:]]
+    assert overdue_texts[0].splitlines()[0].startswith(":alarm_clock: *HO-R3*")
+    assert overdue_texts[0].splitlines()[1].startswith(":alarm_clock: *HO-R2*")
+
+    history = "\n".join(
+        b["text"]["text"] for b in answers["ho-r2"]["blocks"] if b["type"] == "section"
+    )
+    assert "asked `pc-pat` at Sat 14 Nov 2026 02:05 GMT" in history
+    assert "redirected by `pc-pat` at Sat 14 Nov 2026 03:05 GMT" in history
+    assert "asked `hv-jo` at Mon 16 Nov 2026 09:20 GMT (late)" in history
+    assert ":warning: *Never answered:* `person:hv-jo`" in history
+    assert answers["HO-NOPE"]["text"].startswith("No referral HO-NOPE.")
+
+
+def test_log_command_open_within_message_limits_for_300_referrals(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    add_many_open_referrals(session_factory, 300)
+    services = services_for(db_url, session_factory)
+    respond = Responses()
+    handle_log(services, {"user_id": "UMIA"}, ["open"], respond)
+    blocks = respond.calls[0]["blocks"]
+    assert check_message_blocks(blocks) == []
+    assert len(blocks) <= 50
+    assert "Showing 100 of 300" in all_text(blocks)
+
+
+# ----- over real HTTP, through Bolt, to the stand-in ------------------------------------------
+
+
+def signed_post(url: str, body: bytes, content_type: str) -> int:
+    timestamp = str(int(time.time()))
+    base = b"v0:" + timestamp.encode() + b":" + body
+    signature = "v0=" + hmac.new(SECRET.encode(), base, hashlib.sha256).hexdigest()
+    req = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": signature,
+        },
+    )
+    with urllib.request.urlopen(req, timeout=10) as answer:
+        return answer.status
+
+
+@contextmanager
+def serving_bot(services: Services, standin: SlackStandIn) -> Iterator[str]:
+    """Serve the real Bolt app behind Flask on a free port; yields the events URL."""
+    client = WebClient(base_url=standin.url, token=TOKEN)
+    bolt = create_app(services.settings, client, services=services)
+    handler = SlackRequestHandler(bolt)
+    flask_app = Flask("handover-home-test")
+
+    @flask_app.route("/slack/events", methods=["POST"])
+    def slack_events():
+        return handler.handle(request)
+
+    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/slack/events"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for the stand-in")
+
+
+@pytest.fixture
+def standin() -> Iterator[SlackStandIn]:
+    users = [
+        StandInUser(id="UMIA", name="mgr-mia"),
+        StandInUser(id="UHVJO", name="hv-jo"),
+    ]
+    with SlackStandIn(users=users) as running:
+        yield running
+
+
+def home_opened(user: str, event_id: str) -> bytes:
+    return json.dumps(
+        {
+            "token": "legacy",
+            "team_id": "T0STANDIN",
+            "api_app_id": "A0HANDOVER",
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "event": {
+                "type": "app_home_opened",
+                "user": user,
+                "channel": "D0HOME",
+                "tab": "home",
+                "event_ts": f"{time.time():.6f}",
+            },
+        }
+    ).encode()
+
+
+def test_app_home_opened_publishes_the_home_over_http(
+    db_url: str, session_factory: sessionmaker[Session], standin: SlackStandIn
+) -> None:
+    scenario = build_scenario(session_factory)
+    services = services_for(db_url, session_factory, standin.url)
+    with serving_bot(services, standin) as url:
+        assert signed_post(url, home_opened("UMIA", "Ev0MANAGER"), "application/json") == 200
+        assert signed_post(url, home_opened("UHVJO", "Ev0PROF"), "application/json") == 200
+        wait_for(lambda: len(standin.calls("views.publish")) == 2)
+
+    published = {call.args["user_id"] for call in standin.calls("views.publish")}
+    assert published == {"UMIA", "UHVJO"}
+    assert all(call.response["ok"] for call in standin.calls("views.publish"))
+    manager = standin.home_view("UMIA")
+    assert manager is not None
+    assert "Social care ❌ · Police ✅ · Health ⏳" in all_text(manager["blocks"])
+    professional = standin.home_view("UHVJO")
+    assert professional is not None
+    values = {
+        e["value"] for b in professional["blocks"] if b["type"] == "actions" for e in b["elements"]
+    }
+    assert values == {str(scenario.prompts["R2 hv"])}
+    assert "NARRATIVE-SECRET" not in standin.all_text()
+
+
+def test_next_button_publishes_the_next_page_and_refresh_homes(
+    db_url: str, session_factory: sessionmaker[Session], standin: SlackStandIn
+) -> None:
+    add_many_open_referrals(session_factory, 45)
+    services = services_for(db_url, session_factory, standin.url)
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T0STANDIN"},
+        "user": {"id": "UMIA"},
+        "api_app_id": "A0HANDOVER",
+        "token": "legacy",
+        "trigger_id": "1.2.3",
+        "container": {"type": "view", "view_id": "V0HOME"},
+        "view": {"id": "V0HOME", "type": "home", "private_metadata": "1"},
+        "actions": [
+            {
+                "type": "button",
+                "action_id": HOME_NEXT,
+                "block_id": "home_pagination",
+                "value": "2",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    with serving_bot(services, standin) as url:
+        assert signed_post(url, body, "application/x-www-form-urlencoded") == 200
+        wait_for(lambda: len(standin.calls("views.publish")) == 1)
+    view = standin.home_view("UMIA")
+    assert view is not None
+    assert "Open referrals: page 2 of 3" in all_text(view["blocks"])
+
+    client = WebClient(base_url=standin.url, token=TOKEN)
+    refresh_homes(client, session_factory, ["UMIA", "UNOBODY", "UMIA"], NOW, services.settings)
+    calls = standin.calls("views.publish")
+    # UNOBODY is unknown to Slack: its error is logged and the others still refreshed.
+    assert [c.args["user_id"] for c in calls[1:]] == ["UMIA", "UNOBODY"]
+    assert "Open referrals: page 1 of 3" in all_text(standin.home_view("UMIA")["blocks"])
