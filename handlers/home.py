@@ -165,3 +165,12 @@ def register(app: App, services: Services) -> None:
 
     app.action(HOME_NEXT)(turn_page)
     app.action(HOME_PREVIOUS)(turn_page)
+
+
+def refresh_after_change(
+    client: WebClient, services: Services, slack_user_ids: Iterable[str]
+) -> None:
+    """Republish the Homes a change shows on: the people involved and every manager."""
+    with services.session_factory() as session:
+        users = [u for u in slack_user_ids if u] + manager_slack_user_ids(session)
+    refresh_homes(client, services.session_factory, users, services.clock.now(), services.settings)

@@ -29,6 +29,8 @@ from handlers.blocks.response import (
     refusal_text,
     responder_label,
 )
+from handlers.home import refresh_after_change
+from rota.models import Person
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,28 @@ def show_recorded(
     `clicked` is the message whose button was used, in case the outbox does not know it.
     """
     services.wake_dispatcher()
+    assert outcome.referral is not None and outcome.kind is not None
+    try:
+        _show_on_messages_and_card(client, outcome, services, clicked)
+    finally:
+        recipient = _slack_id_of(services, outcome.recipient_id)
+        refresh_after_change(client, services, [outcome.slack_user_id, recipient or ""])
+
+
+def _slack_id_of(services: Services, person_id: str | None) -> str | None:
+    if person_id is None:
+        return None
+    with services.session_factory() as session:
+        person = session.get(Person, person_id)
+        return person.slack_user_id if person else None
+
+
+def _show_on_messages_and_card(
+    client: WebClient,
+    outcome: ResponseOutcome,
+    services: Services,
+    clicked: tuple[str | None, str | None],
+) -> None:
     assert outcome.referral is not None and outcome.kind is not None
     tz = services.settings.timezone
     message = build_prompt_response_message(
