@@ -107,6 +107,45 @@ class StandInProcess:
         body = self.get("text")
         return body["text"] if isinstance(body, dict) else body
 
+    def messages(self) -> list[dict]:
+        """Every stored message in every channel, oldest first."""
+        return self.get("messages")["messages"]
+
+    def views(self) -> list[dict]:
+        """Every modal and Home view the bot opened or published."""
+        return self.get("views")["views"]
+
+    def inject(self, *faults: dict[str, Any]) -> None:
+        """Queue faults (`{"kind": "ratelimit" | "status" | "hang" | "error", ...}`)."""
+        self.post("faults", {"faults": list(faults)})
+
+    def clear_faults(self) -> None:
+        status, body = _http("DELETE", self.control + "faults")
+        assert status == 200, (status, body)
+
+    def prompt_messages(self, *, alerts: bool = False) -> dict[int, list[dict]]:
+        """Stored bot messages carrying handover_prompt metadata, grouped by prompt_id.
+
+        Prompts only by default; alerts (whose payload names a `kind`) with `alerts=True`.
+        """
+        grouped: dict[int, list[dict]] = {}
+        for message in self.messages():
+            metadata = message.get("metadata") or {}
+            if metadata.get("event_type") != "handover_prompt":
+                continue
+            payload = metadata.get("event_payload") or {}
+            if ("kind" in payload) != alerts:
+                continue
+            grouped.setdefault(int(payload["prompt_id"]), []).append(message)
+        return grouped
+
+    def response_url(self, name: str) -> str:
+        """A response_url whose posts the stand-in records under `name`."""
+        return self.control + f"response/{name}"
+
+    def responses(self, name: str) -> list[dict]:
+        return self.get("responses", name=name)["responses"]
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
@@ -122,6 +161,7 @@ class Deployment:
     clock_file: Path
     port: int
     processes: list[subprocess.Popen] = field(default_factory=list)
+    started: int = 0  # processes started so far; names their log files
 
     @property
     def env(self) -> dict[str, str]:
@@ -163,10 +203,12 @@ class Deployment:
 
     def start(self, *args: str) -> subprocess.Popen:
         """Start a long-running `handover ARGS` (serve, dispatch) in the background."""
-        log = open(self.workdir / f"proc-{len(self.processes)}.log", "w")  # noqa: SIM115
-        process = subprocess.Popen(
-            [*HANDOVER, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        name = f"proc-{self.started:02d}-{args[0]}.log"
+        self.started += 1
+        with open(self.workdir / name, "w") as log:
+            process = subprocess.Popen(
+                [*HANDOVER, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         self.processes.append(process)
         return process
 
@@ -188,6 +230,12 @@ class Deployment:
     def kill(self, process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         process.send_signal(sig)
         process.wait(timeout=30)
+
+    def wait_idle(self, process: subprocess.Popen | None = None, settle: float = 1.0) -> None:
+        """Let background dispatchers run several passes (they poll every 0.2 s)."""
+        time.sleep(settle)
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process exited with {process.returncode}:\n{self.logs()}")
 
     def stop_all(self) -> None:
         for process in self.processes:
@@ -238,6 +286,65 @@ class Deployment:
         }
         return _http("POST", self.base_url + "/slack/events", body, headers)
 
+    def slack_raw(
+        self,
+        body: bytes,
+        content_type: str = "application/x-www-form-urlencoded",
+        *,
+        secret: str = SIGNING_SECRET,
+        timestamp: int | None = None,
+        signed: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """POST raw bytes to /slack/events, signed with `secret` at `timestamp` (real time)."""
+        all_headers = {"Content-Type": content_type, **(headers or {})}
+        if signed:
+            stamp = str(int(time.time()) if timestamp is None else timestamp)
+            digest = hmac.new(
+                secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256
+            ).hexdigest()
+            all_headers["X-Slack-Request-Timestamp"] = stamp
+            all_headers["X-Slack-Signature"] = f"v0={digest}"
+        return _http("POST", self.base_url + "/slack/events", body, all_headers)
+
+    def slack_payload(self, payload: dict[str, Any]) -> tuple[int, Any]:
+        """A signed interactivity request (`payload=<json>`): view submissions, options."""
+        return self.slack({"payload": json.dumps(payload)})
+
+    def slack_event(self, event: dict[str, Any], **headers: str) -> tuple[int, Any]:
+        """A signed Events API delivery (JSON body), with extra headers such as retries."""
+        return self.slack_raw(json.dumps(event).encode(), "application/json", headers=headers)
+
+    def api_raw(
+        self,
+        body: bytes,
+        *,
+        secret: str = API_SECRET,
+        timestamp: int | None = None,
+        signed: bool = True,
+    ) -> tuple[int, Any]:
+        """POST raw bytes to /api/referrals, signed with `secret` at `timestamp` (simulated)."""
+        headers = {"Content-Type": "application/json"}
+        if signed:
+            stamp = str(int(self.now().timestamp()) if timestamp is None else timestamp)
+            digest = hmac.new(
+                secret.encode(), f"v1:{stamp}:".encode() + body, hashlib.sha256
+            ).hexdigest()
+            headers["X-Handover-Timestamp"] = stamp
+            headers["X-Handover-Signature"] = f"v1={digest}"
+        return _http("POST", self.base_url + "/api/referrals", body, headers)
+
+    def query(self, sql: str, **params: Any) -> list[tuple]:
+        """Rows of a read-only SQL query on the deployment's database."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                return [tuple(row) for row in conn.execute(text(sql), params)]
+        finally:
+            engine.dispose()
+
     def log(self, referral_id: str | None = None) -> list[dict]:
         args = ["log", "--format", "jsonl"] + (["--referral", referral_id] if referral_id else [])
         output = self.run(*args).stdout
@@ -285,7 +392,14 @@ def start_standin(workdir: Path, rota: Path = SAMPLE_ROTA) -> StandInProcess:
     return StandInProcess(process=process, url=url)
 
 
-def deploy(workdir: Path, database_url: str, start: datetime, rota: Path = SAMPLE_ROTA):
+def deploy(
+    workdir: Path,
+    database_url: str,
+    start: datetime,
+    rota: Path = SAMPLE_ROTA,
+    *,
+    import_rota: bool = True,
+) -> Deployment:
     """A migrated database with `rota` imported, a stand-in, and the clock at `start`."""
     standin = start_standin(workdir, rota)
     deployment = Deployment(
@@ -295,7 +409,12 @@ def deploy(workdir: Path, database_url: str, start: datetime, rota: Path = SAMPL
         clock_file=workdir / "clock",
         port=free_port(),
     )
-    deployment.set_clock(start)
-    deployment.run("db", "upgrade")
-    deployment.run("rota", "import", str(rota))
+    try:
+        deployment.set_clock(start)
+        deployment.run("db", "upgrade")
+        if import_rota:
+            deployment.run("rota", "import", str(rota))
+    except BaseException:
+        standin.stop()
+        raise
     return deployment
