@@ -33,9 +33,7 @@ STATE_ICONS = {
 }
 
 
-def target_state_line(
-    target: Any, tz: ZoneInfo, recipient: str | None = None
-) -> str:
+def target_state_line(target: Any, tz: ZoneInfo, recipient: str | None = None) -> str:
     """One line of the card: the target and its state (`held until`, `prompted <@U1>`, …)."""
     state = target.state
     name = f"`{mrkdwn_escape(target.target)}`"

@@ -1,0 +1,97 @@
+"""Block Kit for alerts: on call, long gap, unroutable target, and a prompt that failed to go."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from handlers.blocks.prompt import (
+    ReferralFacts,
+    mrkdwn_escape,
+    notification_text,
+    referral_fields,
+)
+
+ALERT_KINDS = ("on_call", "long_gap", "unroutable", "delivery_failure", "slack_auth")
+
+_HEADLINES = {
+    "on_call": "New referral: you are on call",
+    "long_gap": "Long gap before a target can be reached",
+    "unroutable": "Nobody to reach for a target",
+    "delivery_failure": "A prompt could not be delivered",
+    "slack_auth": "Slack refused the bot's credentials",
+}
+
+_NOTIFICATIONS = {
+    "on_call": "new referral (on call)",
+    "long_gap": "long gap alert",
+    "unroutable": "unroutable target",
+    "delivery_failure": "prompt not delivered",
+    "slack_auth": "Slack credentials refused",
+}
+
+
+def _code(text: str) -> str:
+    return f"`{mrkdwn_escape(text)}`"
+
+
+def _body(
+    kind: str,
+    *,
+    target: str | None,
+    recipient: str | None,
+    detail: str | None,
+    reason: str | None,
+) -> str:
+    if kind == "on_call":
+        role = target.removeprefix("role:") if target else "on call"
+        text = f"A referral was received while you are on call as {_code(role)}."
+    elif kind == "long_gap":
+        text = f"Target {_code(target or '?')} cannot be reached for more than 48 hours."
+    elif kind == "unroutable":
+        text = f"Nobody in the chain of {_code(target or '?')} is at work within 7 days."
+    elif kind == "delivery_failure":
+        who = f" to {_code(recipient)}" if recipient else ""
+        text = f"The prompt for {_code(target or '?')}{who} could not be delivered by Slack."
+        text += " Please contact them by phone or another route."
+    else:
+        text = "Prompts are held and retried until the token is fixed; nothing is dropped."
+    if detail:
+        text += f"\n{mrkdwn_escape(detail)}"
+    if reason:
+        text += f"\nSlack said: {_code(reason)}"
+    return text
+
+
+def build_alert_message(
+    kind: str,
+    referral: Any,
+    *,
+    tz: ZoneInfo,
+    target: str | None = None,
+    recipient: str | None = None,
+    detail: str | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """An alert about a referral (`kind` one of ALERT_KINDS); `detail` is planner text only.
+
+    `target` is a notify target (`role:NAME` for on_call), `recipient` a person_id, `reason` a
+    Slack error code: none of them is free text a person typed.
+    """
+    if kind not in ALERT_KINDS:
+        raise ValueError(f"unknown alert kind {kind!r}")
+    facts = ReferralFacts.of(referral)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": _HEADLINES[kind]}},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": _body(
+                    kind, target=target, recipient=recipient, detail=detail, reason=reason
+                )[:3000],
+            },
+        },
+        {"type": "section", "fields": referral_fields(facts, tz)},
+    ]
+    return {"text": notification_text(facts.referral_id, _NOTIFICATIONS[kind]), "blocks": blocks}

@@ -1,0 +1,687 @@
+"""The dispatcher against the local Slack stand-in: on time, late, exactly once, never dropped."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from slack_sdk import WebClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot import outbox
+from bot.clock import FileClock, FixedClock
+from bot.dispatcher import Dispatcher, DispatchStats
+from bot.models import CLAIMED, FAILED, PENDING, SENT, AuditEvent, Prompt, Referral, Target
+from bot.settings import Settings
+from bot.slack import make_web_client
+from bot.slack_standin import SlackStandIn, StandInUser
+from handlers.blocks.prompt import build_prompt_message
+from rota.models import Absence, Person, RotaVersion, Team
+
+LONDON = ZoneInfo("Europe/London")
+MONDAY_9 = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # 09:00 GMT on an ordinary Monday
+TOKEN = "xoxb-handover-test"
+EDT = "C0EDT"
+SUMMARY = "SECRET-NARRATIVE baby Sam at 12 Acacia Avenue"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ----- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(MONDAY_9)
+
+
+@pytest.fixture
+def slack(clock: FixedClock) -> Iterator[SlackStandIn]:
+    users = [
+        StandInUser(id="U0HV1", name="jsmith", email="jo.smith@nhs.example"),
+        StandInUser(id="U0GP1", name="glee", email="g.lee@gp.example"),
+        StandInUser(id="U0MGR", name="edtmgr", email="mgr@council.example"),
+    ]
+    with SlackStandIn(
+        users=users, channels=[EDT], clock=lambda: clock.now().timestamp()
+    ) as standin:
+        yield standin
+        # Whatever a test did, the referral's summary never reached Slack.
+        assert "SECRET-NARRATIVE" not in standin.all_text()
+
+
+@pytest.fixture
+def settings(db_url: str, slack: SlackStandIn) -> Settings:
+    return Settings(
+        database_url=db_url, slack_bot_token=TOKEN, slack_api_url=slack.url, edt_channel=EDT
+    )
+
+
+def make_dispatcher(
+    settings: Settings,
+    factory: sessionmaker[Session],
+    clock,
+    name: str = "test",
+    timeout: int = 2,
+) -> Dispatcher:
+    client = make_web_client(settings, timeout=timeout)
+    return Dispatcher(settings, factory, client, clock, instance_id=name, interval_seconds=30)
+
+
+def add_rota(session: Session) -> None:
+    session.add(RotaVersion(version=1, imported_at=MONDAY_9, files="test", summary="{}"))
+    session.add(
+        Team(
+            team_id="hv-north",
+            name="Health visiting North",
+            agency="NHS",
+            agency_type="health",
+            region="england",
+            hours=None,
+            manager_id=None,
+            channel=None,
+        )
+    )
+    session.add(
+        Team(
+            team_id="edt",
+            name="EDT",
+            agency="Council",
+            agency_type="social_care",
+            region="england",
+            hours="none",
+            manager_id=None,
+            channel=None,
+        )
+    )
+    session.flush()  # teams before the people who belong to them
+    add_person(session, "hv-jsmith", "Jo Smith", "U0HV1")
+    add_person(session, "gp-lee", "Dr Lee", None, email="g.lee@gp.example")
+    add_person(session, "edt-mgr", "Pat Manager", "U0MGR", team_id="edt")
+    session.flush()
+
+
+def add_person(
+    session: Session,
+    person_id: str,
+    name: str,
+    slack_user: str | None,
+    *,
+    email: str | None = None,
+    team_id: str = "hv-north",
+) -> None:
+    session.add(
+        Person(
+            person_id=person_id,
+            name=name,
+            slack_user=slack_user,
+            email=email or f"{person_id}@example.org",
+            team_id=team_id,
+            role="professional",
+            hours=None,
+            deputy_id=None,
+            permissions="",
+        )
+    )
+
+
+def add_referral(session: Session, referral_id: str = "HO-K7M3QX") -> Referral:
+    referral = Referral(
+        referral_id=referral_id,
+        external_ref=f"LCS-{referral_id[3:]}",
+        category="domestic_abuse",
+        urgency="urgent",
+        referred_at=datetime(2027, 1, 9, 2, 10, tzinfo=UTC),
+        received_at=datetime(2027, 1, 9, 2, 14, tzinfo=UTC),
+        referrer_id="edt-amy",
+        summary=SUMMARY,
+        source="api",
+        request_hash="0" * 64,
+        rota_version=1,
+        plan_json="{}",
+    )
+    session.add(referral)
+    session.flush()
+    return referral
+
+
+def add_prompt_for(
+    session: Session,
+    person_id: str,
+    due_at: datetime = MONDAY_9,
+    *,
+    referral_id: str = "HO-K7M3QX",
+    position: int = 0,
+) -> int:
+    target = Target(
+        referral_id=referral_id,
+        position=position,
+        target=f"person:{person_id}",
+        planned_via="self",
+        planned_recipient=person_id,
+        due_at=due_at,
+        state="held",
+    )
+    session.add(target)
+    session.flush()
+    prompt = Prompt(
+        referral_id=referral_id,
+        target_id=target.id,
+        kind="prompt",
+        due_at=due_at,
+        state=PENDING,
+        attempts=0,
+        detail=json.dumps({"planned_via": "self", "planned_recipient": person_id}),
+    )
+    session.add(prompt)
+    session.flush()
+    return prompt.id
+
+
+def setup_one_prompt(factory: sessionmaker[Session], due_at: datetime = MONDAY_9) -> int:
+    with factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        return add_prompt_for(session, "hv-jsmith", due_at)
+
+
+def messages_for(slack: SlackStandIn, prompt_id: int) -> list[dict]:
+    return [
+        m
+        for m in slack.messages()
+        if ((m.get("metadata") or {}).get("event_payload") or {}).get("prompt_id") == prompt_id
+    ]
+
+
+def events(factory: sessionmaker[Session], *names: str) -> list[AuditEvent]:
+    with factory() as session:
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        if names:
+            query = query.where(AuditEvent.event.in_(names))
+        return list(session.scalars(query))
+
+
+def prompt_row(factory: sessionmaker[Session], prompt_id: int) -> Prompt:
+    with factory() as session:
+        return session.get(Prompt, prompt_id)
+
+
+def run_until_quiet(dispatcher: Dispatcher, clock: FixedClock, passes: int = 12) -> DispatchStats:
+    """Passes with the clock moving past each backoff, until nothing is left to do."""
+    total = DispatchStats()
+    for _ in range(passes):
+        total.add(dispatcher.run_once())
+        with dispatcher.session_factory() as session:
+            due = outbox.next_due_at(session)
+        if due is None:
+            break
+        clock.set(max(clock.now(), due) + timedelta(seconds=1))
+    return total
+
+
+# ----- on time, and never early ------------------------------------------------------------------
+
+
+def test_nothing_is_sent_before_due_then_exactly_at_due(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+
+    clock.set(MONDAY_9 - timedelta(seconds=1))
+    assert dispatcher.run_once().sent == 0
+    assert slack.calls("chat.postMessage") == []
+
+    clock.set(MONDAY_9)
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.late, stats.cards) == (1, 0, 1)  # and the EDT card showing it
+
+    [message] = slack.messages(slack.dm_channel_for("U0HV1"))
+    assert message["metadata"] == {
+        "event_type": "handover_prompt",
+        "event_payload": {"referral_id": "HO-K7M3QX", "prompt_id": prompt_id},
+    }
+    assert message["text"] == "Handover referral HO-K7M3QX: please respond"
+    with session_factory() as session:
+        referral = session.get(Referral, "HO-K7M3QX")
+        expected = build_prompt_message(
+            referral,
+            prompt_id,
+            due_at=MONDAY_9,
+            respond_by=datetime(2027, 1, 11, 17, 0, tzinfo=UTC),  # end of Jo's working day
+            tz=LONDON,
+            via="self",
+            target="person:hv-jsmith",
+        )
+        assert message["blocks"] == expected["blocks"]
+        [call] = [c for c in slack.calls("chat.postMessage") if c.args["channel"] != EDT]
+        assert call.args["channel"] == "U0HV1"  # a DM: the user ID, no conversations.open
+
+        row = session.get(Prompt, prompt_id)
+        assert (row.state, row.recipient_id, row.sent_at, row.late) == (
+            SENT,
+            "hv-jsmith",
+            MONDAY_9,
+            False,
+        )
+        assert (row.message_channel, row.message_ts) == (message["channel"], message["ts"])
+        assert session.get(Target, row.target_id).state == "prompted"
+
+    [sent] = events(session_factory, "prompt_sent", "prompt_sent_late")
+    assert (sent.event, sent.recipient, sent.target, sent.at) == (
+        "prompt_sent",
+        "hv-jsmith",
+        "person:hv-jsmith",
+        MONDAY_9,
+    )
+    detail = json.loads(sent.detail)
+    assert detail["via"] == "self" and detail["due_at"] == "2027-01-11T09:00:00+00:00"
+    assert detail["ts"] == message["ts"] and sent.rota_version == 1
+
+
+def test_a_prompt_first_dispatched_at_1130_is_logged_late(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+    clock.set(datetime(2027, 1, 11, 11, 30, tzinfo=UTC))
+    stats = make_dispatcher(settings, session_factory, clock).run_once()
+    assert (stats.sent, stats.late) == (1, 1)
+    assert len(messages_for(slack, prompt_id)) == 1
+    assert events(session_factory, "prompt_sent") == []
+    [late] = events(session_factory, "prompt_sent_late")
+    detail = json.loads(late.detail)
+    assert detail["due_at"] == "2027-01-11T09:00:00+00:00"
+    assert detail["sent_at"] == "2027-01-11T11:30:00+00:00"
+    assert detail["delay_minutes"] == 150
+    assert prompt_row(session_factory, prompt_id).late is True
+
+
+def test_nobody_at_work_any_more_reschedules_to_the_chains_next_start(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+    with session_factory.begin() as session:  # the rota changed: Jo is off on Monday
+        session.add(
+            Absence(
+                person_id="hv-jsmith",
+                start_date=MONDAY_9.date(),
+                end_date=MONDAY_9.date(),
+                reason="leave",
+            )
+        )
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.rescheduled) == (0, 1)
+    assert [c.args["channel"] for c in slack.calls("chat.postMessage")] == [EDT]  # the card
+    tuesday_9 = MONDAY_9 + timedelta(days=1)
+    row = prompt_row(session_factory, prompt_id)
+    assert (row.state, row.due_at) == (PENDING, tuesday_9)
+    [scheduled] = events(session_factory, "prompt_scheduled")
+    assert json.loads(scheduled.detail)["rescheduled"] is True
+    assert json.loads(scheduled.detail)["due_at"] == "2027-01-12T09:00:00+00:00"
+
+    clock.set(tuesday_9)
+    assert dispatcher.run_once().sent == 1
+    assert len(messages_for(slack, prompt_id)) == 1
+    assert [e.event for e in events(session_factory, "prompt_sent", "prompt_sent_late")] == [
+        "prompt_sent"
+    ]
+
+
+# ----- exactly once ------------------------------------------------------------------------------
+
+
+def test_a_claimed_but_unconfirmed_prompt_is_found_in_history_not_sent_again(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+    # A dispatcher claims the prompt, posts it, and dies before confirming.
+    with session_factory.begin() as session:
+        [claimed] = outbox.claim_due(
+            session, MONDAY_9, instance_id="dead", limit=10, lease=timedelta(minutes=10)
+        )
+        assert claimed.id == prompt_id
+    client = WebClient(base_url=slack.url, token=TOKEN)
+    posted = client.chat_postMessage(
+        channel="U0HV1",
+        text="Handover referral HO-K7M3QX: please respond",
+        metadata={
+            "event_type": "handover_prompt",
+            "event_payload": {"referral_id": "HO-K7M3QX", "prompt_id": prompt_id},
+        },
+    )
+    assert prompt_row(session_factory, prompt_id).state == CLAIMED
+
+    dispatcher = make_dispatcher(settings, session_factory, clock, "survivor")
+    assert dispatcher.run_once().sent == 0  # the lease still runs: hands off
+
+    clock.set(MONDAY_9 + timedelta(minutes=10, seconds=1))
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.found_in_history) == (1, 1)
+    dm_posts = [c for c in slack.calls("chat.postMessage") if c.args["channel"] != EDT]
+    assert len(dm_posts) == 1  # only the dead dispatcher's post
+    assert len(messages_for(slack, prompt_id)) == 1
+    row = prompt_row(session_factory, prompt_id)
+    assert (row.state, row.message_ts, row.claimed_by) == (SENT, posted["ts"], "survivor")
+    [sent] = events(session_factory, "prompt_sent", "prompt_sent_late")
+    assert json.loads(sent.detail)["found_in_history"] is True
+    history = slack.calls("conversations.history")
+    assert history and history[0].args["include_all_metadata"] in (True, "true", "1")
+
+
+@pytest.mark.parametrize("fault", ["http_500", "timeout"])
+def test_a_post_applied_then_failed_is_not_duplicated(
+    fault: str, session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+    if fault == "http_500":
+        slack.fail_with_status("chat.postMessage", 500, after_apply=True)
+    else:
+        slack.hang("chat.postMessage", 3, after_apply=True)  # outlasts the 2 s client timeout
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+
+    stats = dispatcher.run_once()
+    assert (stats.sent, stats.retrying) == (0, 1)
+    assert len(messages_for(slack, prompt_id)) == 1  # Slack stored it anyway
+    row = prompt_row(session_factory, prompt_id)
+    assert row.state == PENDING and outbox.needs_check(row)
+    assert row.next_attempt_at == MONDAY_9 + timedelta(seconds=30)
+    [failed] = events(session_factory, "prompt_failed")
+    assert json.loads(failed.detail)["will_retry"] is True
+
+    run_until_quiet(dispatcher, clock)
+    assert len(messages_for(slack, prompt_id)) == 1
+    assert len([c for c in slack.calls("chat.postMessage") if c.args["channel"] != EDT]) == 1
+    assert prompt_row(session_factory, prompt_id).state == SENT
+    assert len(events(session_factory, "prompt_sent", "prompt_sent_late")) == 1
+
+
+def test_rate_limit_storms_and_server_errors_deliver_everything_once(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    people = [f"p{i}" for i in range(6)]
+    slack.add_users(StandInUser(id=f"U0P{i}", name=f"p{i}") for i in range(6))
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        for i, person in enumerate(people):
+            add_person(session, person, f"Person {i}", f"U0P{i}")
+        ids = [add_prompt_for(session, p, position=i) for i, p in enumerate(people)]
+    slack.rate_limit_storm("chat.postMessage", count=1, retry_after=1)
+    slack.fail_with_status("chat.postMessage", 503, count=2)
+    slack.fail_with_status("conversations.history", 500, count=1)  # retried by the client
+    slack.fail_with_status("chat.postMessage", 500, count=1, after_apply=True)
+
+    stats = run_until_quiet(make_dispatcher(settings, session_factory, clock), clock)
+    assert stats.sent == 6
+    assert {pid: len(messages_for(slack, pid)) for pid in ids} == dict.fromkeys(ids, 1)
+    with session_factory() as session:
+        states = session.scalars(select(Prompt.state).where(Prompt.id.in_(ids))).all()
+    assert set(states) == {SENT}
+    assert len(events(session_factory, "prompt_sent", "prompt_sent_late")) == 6
+
+
+def _many_prompts(factory: sessionmaker[Session], slack: SlackStandIn, count: int) -> list[int]:
+    slack.set_rate_limit(None)
+    slack.add_users(StandInUser(id=f"U1{i:05d}", name=f"m{i}") for i in range(count))
+    with factory.begin() as session:
+        add_rota(session)
+        for r in range(count // 10):
+            add_referral(session, f"HO-M{r:05d}")
+        for i in range(count):
+            add_person(session, f"m{i}", f"Member {i}", f"U1{i:05d}")
+        session.flush()
+        return [
+            add_prompt_for(session, f"m{i}", referral_id=f"HO-M{i // 10:05d}", position=i % 10)
+            for i in range(count)
+        ]
+
+
+def _assert_each_sent_once(factory: sessionmaker[Session], slack: SlackStandIn, ids) -> None:
+    counts = Counter(
+        (m.get("metadata") or {}).get("event_payload", {}).get("prompt_id")
+        for m in slack.messages()
+    )
+    assert {pid: counts[pid] for pid in ids} == dict.fromkeys(ids, 1)
+    with factory() as session:
+        states = Counter(session.scalars(select(Prompt.state).where(Prompt.id.in_(ids))))
+    assert states == Counter({SENT: len(ids)})
+    assert len(events(factory, "prompt_sent", "prompt_sent_late")) == len(ids)
+
+
+def test_two_dispatchers_in_threads_send_300_prompts_exactly_once(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    ids = _many_prompts(session_factory, slack, 300)
+    dispatchers = [make_dispatcher(settings, session_factory, clock, f"t{i}") for i in (1, 2)]
+    results: dict[str, DispatchStats] = {}
+    errors: list[BaseException] = []
+
+    def run(d: Dispatcher) -> None:
+        try:
+            results[d.instance_id] = d.run_once()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(d,)) for d in dispatchers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sum(s.sent for s in results.values()) == 300
+    assert all(s.sent > 0 for s in results.values())  # both did part of the work
+    _assert_each_sent_once(session_factory, slack, ids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # several instances need PG
+def test_two_dispatch_processes_send_300_prompts_exactly_once(
+    db_url: str, session_factory, slack: SlackStandIn, clock: FixedClock, tmp_path: Path
+) -> None:
+    ids = _many_prompts(session_factory, slack, 300)
+    clock_file = tmp_path / "clock"
+    clock_file.write_text(MONDAY_9.isoformat())
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "SLACK_API_URL": slack.url,
+        "SLACK_BOT_TOKEN": TOKEN,
+        "HANDOVER_CLOCK_FILE": str(clock_file),
+        "HANDOVER_EDT_CHANNEL": EDT,
+    }
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bot", "dispatch", "--once"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    for process, (out, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err
+        assert out.startswith("dispatch: ")
+    assert FileClock(str(clock_file)).now() == MONDAY_9
+    _assert_each_sent_once(session_factory, slack, ids)
+
+
+# ----- failures: never dropped, always visible ---------------------------------------------------
+
+
+def test_user_not_found_fails_the_prompt_and_alerts_the_edt_channel(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+    slack.fail_with_error("chat.postMessage", "user_not_found")
+    stats = make_dispatcher(settings, session_factory, clock).run_once()
+    assert stats.failed == 1
+
+    row = prompt_row(session_factory, prompt_id)
+    assert (row.state, row.last_error) == (FAILED, "user_not_found")
+    with session_factory() as session:
+        assert session.get(Target, row.target_id).state == "failed"
+    [failed] = events(session_factory, "prompt_failed")
+    assert (failed.recipient, failed.target) == ("hv-jsmith", "person:hv-jsmith")
+    assert json.loads(failed.detail)["reason"] == "user_not_found"
+    assert json.loads(failed.detail)["will_retry"] is False
+
+    [alert] = [
+        m
+        for m in slack.messages(EDT)
+        if m["metadata"]["event_payload"].get("kind") == "delivery_failure"
+    ]
+    text = json.dumps(alert)
+    assert "HO-K7M3QX" in text and "hv-jsmith" in text and "user_not_found" in text
+    assert "Jo Smith" not in text and "jo.smith" not in text  # the person_id, not their details
+    assert alert["text"] == "Handover referral HO-K7M3QX: prompt not delivered"
+
+
+def test_a_revoked_token_loses_nothing_and_sends_after_the_fix(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock, caplog
+) -> None:
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        first = add_prompt_for(session, "hv-jsmith")
+        second = add_prompt_for(session, "gp-lee", position=1)
+    slack.revoke_token(TOKEN)
+    stats = make_dispatcher(settings, session_factory, clock).run_once()
+    assert stats.sent == 0 and stats.failed == 0
+    assert "SLACK REFUSED THE BOT TOKEN (token_revoked)" in caplog.text
+    assert slack.messages() == []
+    for prompt_id in (first, second):
+        assert prompt_row(session_factory, prompt_id).state == PENDING  # nothing dropped
+    assert prompt_row(session_factory, first).last_error == "token_revoked"
+    # One attempt, then the rest of the batch waits instead of hammering Slack.
+    assert len([c for c in slack.calls("chat.postMessage") if c.args["channel"] != EDT]) == 1
+    assert [c.args["channel"] for c in slack.calls("chat.postMessage")][-1] == EDT  # alert tried
+
+    fixed = dataclasses.replace(settings, slack_bot_token="xoxb-rotated")
+    stats = run_until_quiet(make_dispatcher(fixed, session_factory, clock), clock)
+    assert stats.sent == 2
+    assert len(messages_for(slack, first)) == 1 and len(messages_for(slack, second)) == 1
+
+
+# ----- other kinds: on call, card, email lookup --------------------------------------------------
+
+
+def test_on_call_alert_goes_to_the_holder_and_is_logged(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        session.add(
+            Prompt(
+                referral_id="HO-K7M3QX",
+                kind="on_call",
+                recipient_id="edt-mgr",
+                due_at=MONDAY_9,
+                state=PENDING,
+                attempts=0,
+                detail=json.dumps({"role": "role:edt_manager", "detail": "on call as edt_manager"}),
+            )
+        )
+    assert make_dispatcher(settings, session_factory, clock).run_once().alerts == 1
+    [message] = slack.messages(slack.dm_channel_for("U0MGR"))
+    assert message["metadata"]["event_payload"]["kind"] == "on_call"
+    assert message["text"] == "Handover referral HO-K7M3QX: new referral (on call)"
+    [alerted] = events(session_factory, "on_call_alerted")
+    assert (alerted.recipient, alerted.target) == ("edt-mgr", "role:edt_manager")
+
+
+def test_card_is_posted_once_then_updated_as_targets_change(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        session.add(
+            Prompt(
+                referral_id="HO-K7M3QX",
+                kind="card",
+                channel_id=EDT,
+                due_at=MONDAY_9,
+                state=PENDING,
+                attempts=0,
+            )
+        )
+        session.flush()
+        add_prompt_for(session, "hv-jsmith")
+        add_prompt_for(session, "gp-lee", MONDAY_9 + timedelta(days=1), position=1)
+    stats = make_dispatcher(settings, session_factory, clock).run_once()
+    assert (stats.sent, stats.cards) == (1, 2)  # the prompt; the card posted, then updated
+
+    [card] = slack.messages(EDT)
+    assert card["metadata"]["event_payload"]["kind"] == "card"
+    with session_factory() as session:
+        referral = session.get(Referral, "HO-K7M3QX")
+        assert (referral.card_channel, referral.card_ts) == (EDT, card["ts"])
+    [update] = slack.calls("chat.update")
+    assert update.args["ts"] == card["ts"]
+    text = json.dumps(card["blocks"])
+    assert "`person:hv-jsmith`: prompted <@U0HV1>" in text
+    assert "`person:gp-lee`: held until Tue 12 Jan 2027 09:00 GMT" in text
+
+
+def test_a_person_without_slack_id_is_looked_up_by_email_once(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        add_referral(session, "HO-SECOND")
+        first = add_prompt_for(session, "gp-lee")
+        second = add_prompt_for(session, "gp-lee", referral_id="HO-SECOND")
+    assert make_dispatcher(settings, session_factory, clock).run_once().sent == 2
+    assert len(slack.calls("users.lookupByEmail")) == 1
+    with session_factory() as session:
+        assert session.get(Person, "gp-lee").slack_user_found == "U0GP1"
+    dm = slack.dm_channel_for("U0GP1")
+    assert [m["channel"] for m in messages_for(slack, first) + messages_for(slack, second)] == [
+        dm,
+        dm,
+    ]
+
+
+# ----- running in the background -----------------------------------------------------------------
+
+
+def test_background_dispatcher_wakes_for_new_work_and_stops_cleanly(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+    dispatcher.interval_seconds = 3600  # only wake() can make it look again
+    dispatcher.start()
+    try:
+        time.sleep(0.3)  # the first pass (nothing due) runs at start
+        with session_factory.begin() as session:
+            prompt_id = add_prompt_for(session, "hv-jsmith")
+        dispatcher.wake()
+        deadline = time.monotonic() + 10
+        while not messages_for(slack, prompt_id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(messages_for(slack, prompt_id)) == 1
+    finally:
+        started = time.monotonic()
+        dispatcher.shutdown()
+        assert time.monotonic() - started < 5
+    assert prompt_row(session_factory, prompt_id).state == SENT
