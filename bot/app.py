@@ -40,7 +40,7 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
 def _make_event_dedupe(services: Services):
     """Slack retries event deliveries it thinks failed; process each event_id once."""
 
-    def dedupe_events(body: dict, next, logger: logging.Logger) -> BoltResponse | None:  # noqa: A002
+    def dedupe_events(body: dict, next, logger: logging.Logger) -> BoltResponse | None:
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
         if not event_id:
             return next()

@@ -33,7 +33,7 @@ from slack_sdk import WebClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot import audit, outbox
+from bot import audit, escalation, outbox
 from bot.clock import Clock, SystemClock, clock_from_env
 from bot.models import CLOSED, PENDING, SENT, Prompt, Referral, Target
 from bot.settings import Settings, SettingsError
@@ -95,6 +95,7 @@ class DispatchStats:
     late: int = 0
     alerts: int = 0  # on-call, long-gap, unroutable and delivery-failure alerts delivered
     cards: int = 0  # card posts and updates
+    escalations: int = 0  # reminders, escalations, channel posts and breaches performed
     found_in_history: int = 0
     retrying: int = 0
     failed: int = 0
@@ -113,7 +114,8 @@ class DispatchStats:
         """One line for `handover dispatch --once`."""
         return (
             f"dispatch: {self.sent} prompts sent ({self.late} late), {self.alerts} alerts, "
-            f"{self.cards} card updates, {self.found_in_history} found already in Slack, "
+            f"{self.cards} card updates, {self.escalations} escalation steps, "
+            f"{self.found_in_history} found already in Slack, "
             f"{self.retrying} to retry, {self.failed} failed, {self.rescheduled} rescheduled, "
             f"{self.cancelled} cancelled"
         )
@@ -271,6 +273,21 @@ class Dispatcher:
             if isinstance(step, _Done):
                 self._count_done(step.outcome, stats)
                 return
+            if isinstance(step, escalation.StepPlan):
+                attempted_post = True
+                results = escalation.send_step(self.slack, step)
+                with self.session_factory.begin() as session:
+                    outcome = escalation.record_step(
+                        session,
+                        prompt_id,
+                        step,
+                        results,
+                        now=self.clock.now(),
+                        settings=self.settings,
+                        instance_id=self.instance_id,
+                    )
+                self._count_done(outcome.dispatch_outcome, stats)
+                return
             attempted_post = True
             posted, found = self._deliver(step)
             self._confirm(step, posted, found, stats)
@@ -322,7 +339,7 @@ class Dispatcher:
 
     def _prepare(
         self, session: Session, prompt_id: int, now: datetime
-    ) -> _Delivery | _Lookup | _Done:
+    ) -> _Delivery | _Lookup | _Done | escalation.StepPlan:
         prompt = outbox.renew_claim(
             session, prompt_id, instance_id=self.instance_id, now=now, lease=self.lease
         )
@@ -340,6 +357,9 @@ class Dispatcher:
             return self._cancel(session, prompt, referral, now, "referral closed")
         if prompt.kind == KIND_PROMPT:
             return self._prepare_prompt(session, prompt, referral, now)
+        if prompt.kind == escalation.KIND_ESCALATION:
+            outbox.note(prompt, first_claimed_wall=self._wall_first_claim(prompt))
+            return escalation.plan_step(session, prompt, now=now, settings=self.settings)
         if prompt.kind in ALERT_KINDS:
             return self._prepare_alert(session, prompt, referral, now)
         # A kind this version does not know (written by newer code): keep it, loudly.
@@ -748,6 +768,7 @@ class Dispatcher:
                 base["found_in_history"] = True
             if delivery.kind == KIND_PROMPT:
                 self._audit_prompt_sent(session, prompt, referral, delivery, base, now, late)
+                escalation.schedule_escalation(session, prompt, now=now, settings=self.settings)
             elif delivery.kind == KIND_ON_CALL:
                 audit.record(
                     session,

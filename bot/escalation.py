@@ -150,7 +150,9 @@ class StepOutcome:
     @property
     def dispatch_outcome(self) -> str:
         """The dispatcher's name for this outcome (a DispatchStats counter, or "lost")."""
-        return {"deferred": "rescheduled", "skipped": "lost"}.get(self.result, self.result)
+        return {"sent": "escalations", "deferred": "rescheduled", "skipped": "lost"}.get(
+            self.result, self.result
+        )
 
 
 # Reading the rows ----------------------------------------------------------------------------

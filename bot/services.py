@@ -1,4 +1,4 @@
-"""What Slack handlers and HTTP endpoints are given: settings, sessions, the clock, the dispatcher."""
+"""What Slack handlers and HTTP endpoints are given: settings, sessions, clock, dispatcher."""
 
 from __future__ import annotations
 
