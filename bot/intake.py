@@ -21,7 +21,7 @@ from bot import audit
 from bot.models import OPEN, AuditEvent, Prompt, Referral, Target
 from bot.settings import Settings
 from handlers.ids import CATEGORIES, URGENCIES
-from rota.plan import Plan, PlanEntry
+from rota.plan import Alert, Plan, PlanEntry
 from rota.planner import format_gap, plan_referral, validate_targets
 from rota.store import RotaStore
 
@@ -503,7 +503,10 @@ def _write_plan(
                 )
             )
 
-    long_gap_targets = {a.target for a in plan.alerts if a.kind == KIND_LONG_GAP}
+    long_gap_alerts: dict[str, list[Alert]] = {}
+    for alert in plan.alerts:
+        if alert.kind == KIND_LONG_GAP:
+            long_gap_alerts.setdefault(alert.target, []).append(alert)
     for entry in plan.entries:
         target = targets[entry.target]
         if target.state == TARGET_UNROUTABLE:
@@ -536,8 +539,14 @@ def _write_plan(
                 "immediate": entry.immediate,
             },
         )
-        if entry.target in long_gap_targets:
-            log("long_gap_alert", target=entry.target, detail=_gap_detail(entry, plan.at, tz))
+        # One event per on-call holder told of the gap, so the log shows who knew.
+        for alert in long_gap_alerts.get(entry.target, ()):
+            log(
+                "long_gap_alert",
+                target=entry.target,
+                recipient=alert.recipient,
+                detail=_gap_detail(entry, plan.at, tz),
+            )
 
     for alert in plan.alerts:
         if alert.kind in (KIND_LONG_GAP, KIND_UNROUTABLE):

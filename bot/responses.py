@@ -52,6 +52,7 @@ KIND_PROMPT = "prompt"
 KIND_CARD = "card"
 KIND_LONG_GAP = "long_gap"
 KIND_UNROUTABLE = "unroutable"
+KIND_ESCALATION = "escalation"
 # Outbox kinds a response leaves alone: the prompt itself and the EDT card.
 NOT_ESCALATION_KINDS = (KIND_PROMPT, KIND_CARD)
 
@@ -441,7 +442,8 @@ def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str], ...
         select(Prompt.message_channel, Prompt.message_ts)
         .where(
             Prompt.target_id == target_id,
-            Prompt.kind != KIND_CARD,
+            # The prompt and its reminders/escalations; alerts to the on-call stay as they are.
+            Prompt.kind.in_((KIND_PROMPT, KIND_ESCALATION)),
             Prompt.message_channel.is_not(None),
             Prompt.message_ts.is_not(None),
         )

@@ -20,7 +20,7 @@ from slack_bolt import App
 
 from bot.clock import Clock, clock_from_env
 from bot.db import create_db_engine, make_session_factory
-from bot.errors import InputError
+from bot.errors import InputError, ServiceUnavailable
 from bot.services import Services
 from bot.settings import Settings
 
@@ -65,8 +65,34 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
         clock=clock,
         wake_dispatcher=dispatcher.wake if dispatcher else Services.wake_dispatcher,
     )
-    bolt_app = create_app(settings, client, services=services)
+    bolt_app = _create_bolt_app(create_app, settings, client, services)
     return Runtime(services=services, bolt_app=bolt_app, dispatcher=dispatcher)
+
+
+def _create_bolt_app(create_app, settings: Settings, client, services: Services) -> App:
+    """The Bolt app; a failed start-up `auth.test` is exit 3 (unreachable) or 1 (refused)."""
+    from slack_bolt.error import BoltError
+    from slack_sdk.errors import SlackApiError, SlackClientError
+
+    try:
+        return create_app(settings, client, services=services)
+    except BoltError as exc:
+        # Bolt wraps the SlackApiError of auth.test; its error code names no secret.
+        cause = exc.__context__
+        response = cause.response if isinstance(cause, SlackApiError) else None
+        if response is None or response.status_code >= 500:
+            raise ServiceUnavailable(
+                f"Slack is unavailable at {settings.slack_api_url} (auth.test failed)"
+            ) from exc
+        raise InputError(
+            f"Slack refused SLACK_BOT_TOKEN ({response.get('error') or 'auth.test failed'})"
+        ) from exc
+    except (SlackClientError, OSError) as exc:
+        # Connection refused, DNS failure, timeout: slack_sdk's retries are already spent.
+        reason = getattr(exc, "reason", None) or exc.__class__.__name__
+        raise ServiceUnavailable(
+            f"Slack is unreachable at {settings.slack_api_url} ({reason})"
+        ) from exc
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -317,7 +317,7 @@ def test_weekend_referral_is_planned_and_every_row_written(
             ("referral_received", "edt-amy", None, None),
             ("prompt_scheduled", None, "hv-jsmith", "person:hv-jsmith"),
             ("prompt_scheduled", None, "gp-duty1", "team:gp-northgate"),
-            ("long_gap_alert", None, None, "team:gp-northgate"),
+            ("long_gap_alert", None, "edt-mgr", "team:gp-northgate"),
             ("prompt_scheduled", None, "pc-jones", "role:police_dau"),
             ("unroutable", None, None, "role:paediatrician"),
         ]
