@@ -149,8 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # APScheduler logs every run of the dispatcher's pass at INFO; keep the log for events.
-    logging.getLogger("apscheduler").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    # APScheduler logs every dispatcher pass and Alembic every plugin at INFO: keep it for events.
+    for noisy in ("apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         # The demo brings its own settings: a broken environment must not stop it.
         settings = Settings() if args.command == "demo" else Settings.from_env()
