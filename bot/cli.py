@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -170,3 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SERVICE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `handover log | head`: the reader left; that is not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK

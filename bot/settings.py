@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 DEFAULT_DATABASE_URL = "sqlite:///handover.db"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 
@@ -16,6 +19,26 @@ _ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message never contains a secret."""
+
+
+def normalize_database_url(url: str) -> str:
+    """Check DATABASE_URL names a database Handover can open; `postgres://` means psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise SettingsError(
+            "DATABASE_URL is not a database URL (e.g. sqlite:///handover.db or "
+            "postgresql+psycopg://user@host/db)"
+        ) from None
+    if parsed.drivername in ("postgres", "postgresql"):
+        # Platforms hand out postgres:// URLs; the installed driver is psycopg 3.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise SettingsError(
+            f"DATABASE_URL uses {parsed.drivername!r}; Handover runs on sqlite or "
+            "postgresql+psycopg"
+        )
+    return parsed.render_as_string(hide_password=False)
 
 
 @dataclass(frozen=True)
@@ -96,7 +119,7 @@ class Settings:
             api_url += "/"
 
         return cls(
-            database_url=get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=normalize_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL),
             slack_bot_token=get("SLACK_BOT_TOKEN"),
             slack_signing_secret=get("SLACK_SIGNING_SECRET"),
             slack_app_token=get("SLACK_APP_TOKEN"),

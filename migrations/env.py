@@ -8,7 +8,7 @@ from alembic import context
 
 import bot.models  # noqa: F401  (registers the referral tables on the metadata)
 from bot.db import create_db_engine
-from bot.settings import DEFAULT_DATABASE_URL
+from bot.settings import DEFAULT_DATABASE_URL, normalize_database_url
 from rota.models import Base
 
 config = context.config
@@ -16,7 +16,7 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return (
+    return normalize_database_url(
         config.attributes.get("database_url")
         or os.environ.get("DATABASE_URL", "").strip()
         or DEFAULT_DATABASE_URL
