@@ -7,6 +7,7 @@ import hmac
 import json
 import re
 import time
+import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,7 +119,9 @@ def bolt_app(engine):
             clock=FixedClock(datetime(2026, 12, 26, 2, 10, tzinfo=UTC)),
         )
         client = WebClient(base_url=slack.url, token="xoxb-test")
-        yield create_app(settings, client, services=services)
+        app = create_app(settings, client, services=services)
+        app.standin = slack  # the test reads what the command answered
+        yield app
 
 
 def _event(event_type: str) -> str:
@@ -145,10 +148,16 @@ def test_every_subscribed_event_has_a_listener_and_others_have_none(
 
 def test_the_manifest_command_has_a_listener(manifest: dict, bolt_app) -> None:
     command = manifest["features"]["slash_commands"][0]["command"]
+    response_url = urllib.parse.quote(bolt_app.standin.response_url("help"), safe="")
     body = (
         f"command={command}&text=help&user_id=U0NOBODY01&team_id=T0STANDIN"
-        "&channel_id=C0EDTCARDS&trigger_id=1.2.3&response_url="
+        f"&channel_id=C0EDTCARDS&trigger_id=1.2.3&response_url={response_url}"
     )
     assert bolt_app.dispatch(_signed(body)).status == 200
+    deadline = time.monotonic() + 10
+    while not bolt_app.standin.responses("help") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [answer] = bolt_app.standin.responses("help")
+    assert "/handover oncall" in json.dumps(answer)
     other = body.replace(command, "/other")
     assert bolt_app.dispatch(_signed(other)).status == 404
