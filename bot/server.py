@@ -122,9 +122,14 @@ def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> 
     server = create_server(web, host=host, port=settings.port, threads=WAITRESS_THREADS)
 
     def on_signal(signum: int, _frame) -> None:
+        if stop.is_set():
+            return  # already stopping: let the shutdown finish
         logger.info("signal %s: stopping", signal.Signals(signum).name)
         stop.set()
-        server.close()
+        # Waitress's own way out of its loop (as on Ctrl-C): run() catches this and waits for
+        # the requests in progress. Closing the server here instead closed the trigger under
+        # a worker thread still answering a request (OSError: Bad file descriptor).
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -132,10 +137,11 @@ def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> 
     print(f"handover: listening on port {server.effective_port}", flush=True)
     try:
         server.run()
-    except OSError:
-        # close() from the signal handler makes the accept loop see a closed socket.
+    except SystemExit:
+        # The signal came before or after waitress's loop, which would have caught it.
         if not stop.is_set():
             raise
+    server.close()
 
 
 def _serve_socket_mode(runtime: Runtime, settings: Settings, stop: threading.Event) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import signal
@@ -19,11 +20,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.conftest import IN_CI, PG_URL
 
 SAMPLE_ROTA = Path(__file__).resolve().parents[2] / "rota" / "sample"
 HANDOVER = [sys.executable, "-m", "bot"]
@@ -31,6 +39,36 @@ SIGNING_SECRET = "e2e-signing-secret"
 API_SECRET = "e2e-api-secret"
 EDT_CHANNEL = "C0EDTCARDS"
 ESCALATION_CHANNEL = "C0MASHMGRS"
+
+
+_names = itertools.count()
+
+
+@contextmanager
+def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
+    """The URL of an empty database (SQLite file, or a PostgreSQL database of its own)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir / 'handover.db'}"
+        return
+    base = make_url(PG_URL)
+    name = f"{base.database}_e2e_{os.getpid()}_{next(_names)}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        admin.dispose()
+        message = f"PostgreSQL at {base.render_as_string(hide_password=True)} unreachable: {exc}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def free_port() -> int:
@@ -49,6 +87,15 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s; last value: {value!r}")
+
+
+def slack_signature(
+    body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = None
+) -> dict[str, str]:
+    """Slack's signature headers for `body`, at `timestamp` (default: real now)."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
 
 
 def _http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
@@ -126,7 +173,9 @@ class StandInProcess:
     def prompt_messages(self, *, alerts: bool = False) -> dict[int, list[dict]]:
         """Stored bot messages carrying handover_prompt metadata, grouped by prompt_id.
 
-        Prompts only by default; alerts (whose payload names a `kind`) with `alerts=True`.
+        Prompts only by default (a payload of exactly referral_id and prompt_id); alerts and
+        cards (whose payload names a `kind`) with `alerts=True`. Escalation steps, whose
+        payload names a `step`, are neither.
         """
         grouped: dict[int, list[dict]] = {}
         for message in self.messages():
@@ -134,7 +183,7 @@ class StandInProcess:
             if metadata.get("event_type") != "handover_prompt":
                 continue
             payload = metadata.get("event_payload") or {}
-            if ("kind" in payload) != alerts:
+            if "step" in payload or ("kind" in payload) != alerts:
                 continue
             grouped.setdefault(int(payload["prompt_id"]), []).append(message)
         return grouped
@@ -162,6 +211,7 @@ class Deployment:
     port: int
     processes: list[subprocess.Popen] = field(default_factory=list)
     started: int = 0  # processes started so far; names their log files
+    _engine: Any = field(default=None, repr=False)
 
     @property
     def env(self) -> dict[str, str]:
@@ -272,6 +322,29 @@ class Deployment:
         }
         return _http(method, self.base_url + path, body if payload is not None else None, headers)
 
+    def slash_command(
+        self, user_id: str, text: str = "", channel_id: str = EDT_CHANNEL
+    ) -> tuple[int, Any, str]:
+        """A signed `/handover TEXT` from `user_id`; returns status, body and its response name."""
+        name = f"cmd-{time.monotonic_ns()}"
+        form = {
+            "token": "verification-token-unused",
+            "api_app_id": "A0HANDOVER",
+            "team_id": "T0STANDIN",
+            "team_domain": "handover-standin",
+            "channel_id": channel_id,
+            "channel_name": "edt",
+            "user_id": user_id,
+            "user_name": user_id.lower(),
+            "command": "/handover",
+            "text": text,
+            "response_url": self.standin.response_url(name),
+            "trigger_id": f"{time.monotonic_ns()}.738474920.8088930838d88f008e2",
+            "is_enterprise_install": "false",
+        }
+        status, body = self.slack(form)
+        return status, body, name
+
     def slack(self, form: dict[str, str]) -> tuple[int, Any]:
         """A signed Slack request (slash command or interaction) to /slack/events."""
         body = urllib.parse.urlencode(form).encode()
@@ -299,12 +372,7 @@ class Deployment:
         """POST raw bytes to /slack/events, signed with `secret` at `timestamp` (real time)."""
         all_headers = {"Content-Type": content_type, **(headers or {})}
         if signed:
-            stamp = str(int(time.time()) if timestamp is None else timestamp)
-            digest = hmac.new(
-                secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256
-            ).hexdigest()
-            all_headers["X-Slack-Request-Timestamp"] = stamp
-            all_headers["X-Slack-Signature"] = f"v0={digest}"
+            all_headers.update(slack_signature(body, secret=secret, timestamp=timestamp))
         return _http("POST", self.base_url + "/slack/events", body, all_headers)
 
     def slack_payload(self, payload: dict[str, Any]) -> tuple[int, Any]:
@@ -334,16 +402,71 @@ class Deployment:
             headers["X-Handover-Signature"] = f"v1={digest}"
         return _http("POST", self.base_url + "/api/referrals", body, headers)
 
+    @property
+    def engine(self) -> Any:
+        """An engine on the deployment's database, made once (see `close`)."""
+        if self._engine is None:
+            from bot.db import create_db_engine
+
+            self._engine = create_db_engine(self.database_url)
+        return self._engine
+
+    def close(self) -> None:
+        """Drop the test's own connections to the database."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
     def query(self, sql: str, **params: Any) -> list[tuple]:
         """Rows of a read-only SQL query on the deployment's database."""
-        from sqlalchemy import create_engine, text
+        from sqlalchemy import text
 
-        engine = create_engine(self.database_url)
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql), params)]
+
+    def outstanding(self) -> int:
+        """Outbox rows due at the simulated now (or held by a dispatcher) and not yet done."""
+        from sqlalchemy import and_, func, or_, select
+        from sqlalchemy.orm import Session
+
+        from bot.models import CLAIMED, PENDING, Prompt
+
+        now = self.now()
+        due = or_(
+            Prompt.state == CLAIMED,
+            and_(
+                Prompt.state == PENDING,
+                Prompt.due_at <= now,
+                or_(Prompt.next_attempt_at.is_(None), Prompt.next_attempt_at <= now),
+            ),
+        )
+        with Session(self.engine) as session:
+            return session.scalar(select(func.count()).select_from(Prompt).where(due)) or 0
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until the dispatchers have delivered everything due at the simulated now."""
         try:
-            with engine.connect() as conn:
-                return [tuple(row) for row in conn.execute(text(sql), params)]
-        finally:
-            engine.dispose()
+            wait_for(lambda: self.outstanding() == 0, timeout=timeout)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{self.logs()[-6000:]}") from None
+        for process in self.processes:
+            if process.poll() is not None and process.returncode not in (0, -9, -15):
+                raise AssertionError(f"a process exited with {process.returncode}:\n{self.logs()}")
+
+    def advance(self, instant: datetime, timeout: float = 30.0) -> None:
+        """Move the clock to `instant` and wait until everything then due is delivered."""
+        self.set_clock(instant)
+        self.settle(timeout)
+
+    def prompt_ids(self, referral_id: str | None = None) -> dict[int, tuple[str, str, str]]:
+        """Prompt rows (kind `prompt`): id -> (referral_id, state, recipient_id)."""
+        sql = "SELECT id, referral_id, state, recipient_id FROM prompts WHERE kind = 'prompt'"
+        rows = self.query(sql)
+        return {
+            row[0]: (row[1], row[2], row[3])
+            for row in rows
+            if referral_id is None or row[1] == referral_id
+        }
 
     def log(self, referral_id: str | None = None) -> list[dict]:
         args = ["log", "--format", "jsonl"] + (["--referral", referral_id] if referral_id else [])
@@ -362,6 +485,53 @@ def slack_users(rota: Path) -> list[dict[str, str]]:
             )
             users.append({"id": user_id, "name": row["person_id"], "email": row["email"]})
     return users
+
+
+def modal_state(
+    *,
+    external_ref: str = "",
+    category: str | None = None,
+    urgency: str | None = "standard",
+    people: tuple[str, ...] = (),
+    teams: tuple[str, ...] = (),
+    roles: tuple[str, ...] = (),
+    summary: str = "",
+) -> dict[str, Any]:
+    """The referral modal's `view.state.values` as Slack sends them on submission."""
+
+    def option(value: str) -> dict[str, Any]:
+        return {"text": {"type": "plain_text", "text": value}, "value": value}
+
+    def selects(values: tuple[str, ...]) -> dict[str, Any]:
+        return {"type": "multi_external_select", "selected_options": [option(v) for v in values]}
+
+    return {
+        "external_ref": {"external_ref_input": {"type": "plain_text_input", "value": external_ref}},
+        "category": {
+            "category_select": {
+                "type": "static_select",
+                "selected_option": option(category) if category else None,
+            }
+        },
+        "urgency": {
+            "urgency_select": {
+                "type": "radio_buttons",
+                "selected_option": option(urgency) if urgency else None,
+            }
+        },
+        "notify_people": {"notify_people_select": selects(people)},
+        "notify_teams": {"notify_teams_select": selects(teams)},
+        "notify_roles": {"notify_roles_select": selects(roles)},
+        "summary": {"summary_input": {"type": "plain_text_input", "value": summary or None}},
+    }
+
+
+def slack_user_of(person_id: str, rota: Path = SAMPLE_ROTA) -> str:
+    """The Slack user ID the stand-in gives `person_id` of `rota`."""
+    for user in slack_users(rota):
+        if user["name"] == person_id:
+            return user["id"]
+    raise KeyError(person_id)
 
 
 def start_standin(workdir: Path, rota: Path = SAMPLE_ROTA) -> StandInProcess:
@@ -418,3 +588,25 @@ def deploy(
         standin.stop()
         raise
     return deployment
+
+
+DeploymentFactory = Callable[..., Deployment]
+
+
+@contextmanager
+def deployments(tmp_path: Path) -> Iterator[DeploymentFactory]:
+    """`make(backend, start)` gives a deployment; all of them are stopped and dropped after."""
+    with ExitStack() as stack:
+
+        def make(backend: str, start: datetime, *, import_rota: bool = True) -> Deployment:
+            workdir = tmp_path / f"{backend}-{next(_names)}"
+            workdir.mkdir()
+            url = stack.enter_context(fresh_database(backend, workdir))
+            deployment = deploy(workdir, url, start, import_rota=import_rota)
+            # Callbacks run last-in first-out: processes, then the stand-in, then the database.
+            stack.callback(deployment.standin.stop)
+            stack.callback(deployment.close)
+            stack.callback(deployment.stop_all)
+            return deployment
+
+        yield make
