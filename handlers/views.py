@@ -9,7 +9,13 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.directory import person_for_slack_user
-from bot.intake import SOURCE_SLACK, InvalidReferral, receive_referral, validate_referral
+from bot.intake import (
+    MAX_NOTIFY,
+    SOURCE_SLACK,
+    InvalidReferral,
+    receive_referral,
+    validate_referral,
+)
 from bot.services import Services
 from handlers import ids
 from handlers.blocks.modal import build_plan_message
@@ -80,8 +86,10 @@ def read_referral_modal(values: dict) -> tuple[dict, list[str]]:
         return values.get(block_id, {}).get(action_id, {})
 
     data: dict = {
-        "external_ref": (selected(ids.BLOCK_EXTERNAL_REF, ids.ACTION_EXTERNAL_REF).get("value"))
-        or "",
+        # A case reference pasted from the case system often brings a space or a newline along.
+        "external_ref": (
+            selected(ids.BLOCK_EXTERNAL_REF, ids.ACTION_EXTERNAL_REF).get("value") or ""
+        ).strip(),
         "category": (
             selected(ids.BLOCK_CATEGORY, ids.ACTION_CATEGORY).get("selected_option") or {}
         ).get("value", ""),
@@ -111,7 +119,12 @@ def modal_errors(invalid: InvalidReferral, origins: list[str]) -> dict[str, str]
             block = origins[index] if index < len(origins) else ids.BLOCK_NOTIFY_PEOPLE
         message = error.message
         if base == "notify" and not rest:
-            message = "Choose at least one professional, team or role."
+            # The list as a whole: none chosen, or more than a referral may name.
+            message = (
+                f"Choose at most {MAX_NOTIFY} professionals, teams and roles in all."
+                if origins
+                else "Choose at least one professional, team or role."
+            )
         errors.setdefault(block, message[:150])
     return errors
 
