@@ -18,26 +18,10 @@ from pathlib import Path
 
 import holidays
 
+from rota.importer import COLUMNS  # the header of each file
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "rota" / "sample"
-
-COLUMNS = {
-    "teams": ("team_id", "name", "agency", "agency_type", "region", "hours", "manager", "channel"),
-    "people": (
-        "person_id",
-        "name",
-        "slack_user",
-        "email",
-        "team_id",
-        "role",
-        "hours",
-        "deputy",
-        "permissions",
-    ),
-    "shifts": ("person_id", "role", "start", "end"),
-    "absences": ("person_id", "start", "end", "reason"),
-    "closures": ("date", "applies_to", "from", "to", "reason"),
-}
 
 # The sample rota covers these dates (Christmas 2026, Easter 2027 and 12 July 2027 included).
 SAMPLE_FIRST_DAY = date(2026, 11, 1)

@@ -35,7 +35,28 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot import audit, escalation, outbox
 from bot.clock import Clock, SystemClock, clock_from_env
-from bot.models import CLOSED, PENDING, SENT, Prompt, Referral, Target
+from bot.models import (
+    ALERT_KINDS,
+    CLOSED,
+    KIND_CARD,
+    KIND_DELIVERY_FAILURE,
+    KIND_ESCALATION,
+    KIND_ON_CALL,
+    KIND_PROMPT,
+    KIND_SLACK_AUTH,
+    KIND_UNROUTABLE,
+    PENDING,
+    RESPONSE_KINDS,
+    SENT,
+    TARGET_CANCELLED,
+    TARGET_FAILED,
+    TARGET_HELD,
+    TARGET_PROMPTED,
+    TARGET_UNROUTABLE,
+    Prompt,
+    Referral,
+    Target,
+)
 from bot.settings import Settings, SettingsError
 from bot.slack import (
     PostedMessage,
@@ -59,14 +80,6 @@ from rota.worktime import WorkingTime, working_time_for_recipient
 
 logger = logging.getLogger(__name__)
 
-KIND_PROMPT = "prompt"
-KIND_ON_CALL = "on_call"
-KIND_LONG_GAP = "long_gap"
-KIND_UNROUTABLE = "unroutable"
-KIND_CARD = "card"
-KIND_DELIVERY_FAILURE = "delivery_failure"  # written here when a prompt cannot be delivered
-ALERT_KINDS = (KIND_ON_CALL, KIND_LONG_GAP, KIND_UNROUTABLE, KIND_DELIVERY_FAILURE)
-
 DEFAULT_INTERVAL_SECONDS = 30
 DEFAULT_BATCH_SIZE = 20
 DEFAULT_LEASE = timedelta(minutes=10)
@@ -77,12 +90,7 @@ HISTORY_MARGIN = timedelta(minutes=10)
 CARD_WAIT = timedelta(seconds=5)  # a card waits while an earlier card row is still in flight
 AUTH_ALERT_EVERY = timedelta(minutes=15)
 # Target states after which a held prompt is no longer owed.
-FINISHED_TARGET_STATES = frozenset(
-    {"acknowledged", "has_information", "not_known", "redirected", "cancelled", "closed"}
-)
-HELD = "held"
-PROMPTED = "prompted"
-TARGET_FAILED = "failed"
+FINISHED_TARGET_STATES = frozenset({*RESPONSE_KINDS, TARGET_CANCELLED, "closed"})
 SAFETY_JOB_ID = "handover-dispatch-safety"
 
 
@@ -179,6 +187,15 @@ def interval_from_env(environ: dict[str, str] | None = None) -> float:
     if value <= 0:
         raise SettingsError("HANDOVER_DISPATCH_INTERVAL must be positive")
     return value
+
+
+def _audit(session: Session, event: str, *, at: datetime, **fields: Any) -> None:
+    """Append an event the dispatcher performed to the audit log."""
+    audit.record(session, event, at=at, actor=escalation.ACTOR, **fields)
+
+
+def _target_of(session: Session, prompt: Prompt) -> Target | None:
+    return session.get(Target, prompt.target_id) if prompt.target_id else None
 
 
 def _local_iso(instant: datetime | None, settings: Settings) -> str | None:
@@ -357,7 +374,7 @@ class Dispatcher:
             return self._cancel(session, prompt, referral, now, "referral closed")
         if prompt.kind == KIND_PROMPT:
             return self._prepare_prompt(session, prompt, referral, now)
-        if prompt.kind == escalation.KIND_ESCALATION:
+        if prompt.kind == KIND_ESCALATION:
             outbox.note(prompt, first_claimed_wall=self._wall_first_claim(prompt))
             return escalation.plan_step(session, prompt, now=now, settings=self.settings)
         if prompt.kind in ALERT_KINDS:
@@ -393,13 +410,12 @@ class Dispatcher:
     ) -> _Done:
         outbox.mark_cancelled(session, prompt.id, instance_id=self.instance_id, reason=reason)
         if prompt.kind == KIND_PROMPT:
-            target = session.get(Target, prompt.target_id) if prompt.target_id else None
-            audit.record(
+            target = _target_of(session, prompt)
+            _audit(
                 session,
                 "prompt_cancelled",
                 at=now,
                 referral_id=referral.referral_id,
-                actor="dispatcher",
                 target=target.target if target else None,
                 detail={"reason": reason, "prompt_id": prompt.id},
             )
@@ -434,7 +450,7 @@ class Dispatcher:
     def _prepare_prompt(
         self, session: Session, prompt: Prompt, referral: Referral, now: datetime
     ) -> _Delivery | _Lookup | _Done:
-        target = session.get(Target, prompt.target_id) if prompt.target_id else None
+        target = _target_of(session, prompt)
         if target is None:
             outbox.mark_failed(
                 session, prompt.id, instance_id=self.instance_id, now=now, error="no target"
@@ -523,12 +539,11 @@ class Dispatcher:
         if entry is not None and entry.due_at is not None and entry.due_at > now:
             outbox.reschedule(session, prompt.id, instance_id=self.instance_id, due_at=entry.due_at)
             target.due_at = entry.due_at
-            audit.record(
+            _audit(
                 session,
                 "prompt_scheduled",
                 at=now,
                 referral_id=referral.referral_id,
-                actor="dispatcher",
                 recipient=entry.recipient,
                 target=target.target,
                 detail={
@@ -546,14 +561,13 @@ class Dispatcher:
         outbox.mark_failed(
             session, prompt.id, instance_id=self.instance_id, now=now, error="unroutable"
         )
-        target.state = "unroutable"
+        target.state = TARGET_UNROUTABLE
         detail = "nobody in the chain is at work within 7 days (the rota changed)"
-        audit.record(
+        _audit(
             session,
             "unroutable",
             at=now,
             referral_id=referral.referral_id,
-            actor="dispatcher",
             target=target.target,
             detail={"reason": detail, "prompt_id": prompt.id},
             rota_version=store.current_rota_version(),
@@ -770,12 +784,11 @@ class Dispatcher:
                 self._audit_prompt_sent(session, prompt, referral, delivery, base, now, late)
                 escalation.schedule_escalation(session, prompt, now=now, settings=self.settings)
             elif delivery.kind == KIND_ON_CALL:
-                audit.record(
+                _audit(
                     session,
                     "on_call_alerted",
                     at=now,
                     referral_id=referral.referral_id,
-                    actor="dispatcher",
                     recipient=delivery.recipient,
                     target=delivery.target,
                     detail={**delivery.audit_detail, **base},
@@ -813,20 +826,19 @@ class Dispatcher:
         if late and delivery.due_at is not None:
             detail["delay_minutes"] = int((now - delivery.due_at).total_seconds() // 60)
         store = RotaStore(session)
-        audit.record(
+        _audit(
             session,
             "prompt_sent_late" if late else "prompt_sent",
             at=now,
             referral_id=referral.referral_id,
-            actor="dispatcher",
             recipient=delivery.recipient,
             target=delivery.target,
             detail=detail,
             rota_version=store.current_rota_version(),
         )
-        target = session.get(Target, prompt.target_id) if prompt.target_id else None
-        if target is not None and target.state in (HELD, TARGET_FAILED):
-            target.state = PROMPTED
+        target = _target_of(session, prompt)
+        if target is not None and target.state in (TARGET_HELD, TARGET_FAILED):
+            target.state = TARGET_PROMPTED
             self._refresh_card(session, referral, now)
 
     # ----- failures -------------------------------------------------------------------------
@@ -843,7 +855,7 @@ class Dispatcher:
     ) -> None:
         if prompt.kind not in (KIND_PROMPT, KIND_ON_CALL):
             return  # alerts and cards have no audit event of their own
-        target = session.get(Target, prompt.target_id) if prompt.target_id else None
+        target = _target_of(session, prompt)
         detail: dict[str, Any] = {
             "kind": prompt.kind,
             "reason": reason,
@@ -853,12 +865,11 @@ class Dispatcher:
         }
         if retry_at is not None:
             detail["retry_at"] = _local_iso(retry_at, self.settings)
-        audit.record(
+        _audit(
             session,
             "prompt_failed",
             at=now,
             referral_id=prompt.referral_id,
-            actor="dispatcher",
             recipient=prompt.recipient_id,
             target=target.target if target else outbox.load_detail(prompt).get("role"),
             detail=detail,
@@ -898,8 +909,8 @@ class Dispatcher:
                 return
             self._audit_failure(session, prompt, now, exc.error, will_retry=False)
             if prompt.kind in (KIND_PROMPT, KIND_ON_CALL):
-                target = session.get(Target, prompt.target_id) if prompt.target_id else None
-                if target is not None and target.state == HELD:
+                target = _target_of(session, prompt)
+                if target is not None and target.state == TARGET_HELD:
                     target.state = TARGET_FAILED
                 self._enqueue_alert(
                     session,
@@ -958,7 +969,7 @@ class Dispatcher:
             if referral is None:
                 return
             message = build_alert_message(
-                "slack_auth", referral, tz=self.settings.timezone, reason=error
+                KIND_SLACK_AUTH, referral, tz=self.settings.timezone, reason=error
             )
         try:
             self.slack.post_message(
@@ -967,7 +978,7 @@ class Dispatcher:
                 blocks=message["blocks"],
                 metadata={
                     "event_type": PROMPT_EVENT_TYPE,
-                    "event_payload": {"referral_id": referral_id, "kind": "slack_auth"},
+                    "event_payload": {"referral_id": referral_id, "kind": KIND_SLACK_AUTH},
                 },
             )
         except SlackError:

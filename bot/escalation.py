@@ -30,7 +30,20 @@ from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from bot import audit
-from bot.models import CANCELLED, CLAIMED, CLOSED, PENDING, SENT, Prompt, Referral, Target
+from bot.models import (
+    CANCELLED,
+    CLAIMED,
+    CLOSED,
+    KIND_ESCALATION,
+    KIND_PROMPT,
+    PENDING,
+    RESPONSE_KINDS,
+    SENT,
+    TARGET_UNANSWERED_STATES,
+    Prompt,
+    Referral,
+    Target,
+)
 from bot.outbox import dispatch_state, first_claimed_at, load_detail, needs_check, note, owned
 from bot.settings import Settings
 from bot.slack import SlackMessenger, SlackRecipientError, SlackTransientError
@@ -65,12 +78,7 @@ from rota.worktime import WorkingTime, working_time_for_recipient
 
 logger = logging.getLogger(__name__)
 
-KIND_ESCALATION = "escalation"
-KIND_PROMPT = "prompt"
 ACTOR = "dispatcher"  # the log's actor for steps, as for the prompts the dispatcher sends
-# Target states in which nobody has answered yet; the response kinds mean someone has.
-WAITING_TARGET_STATES = frozenset({"prompted", "escalated"})
-RESPONSE_STATES = frozenset({"acknowledged", "has_information", "not_known", "redirected"})
 
 AUDIT_EVENTS = {
     REMIND: "reminder_sent",
@@ -189,11 +197,11 @@ def _state(
     return EscalationState(
         sent_at=prompt.sent_at,
         done=done,
-        responded=target.state in RESPONSE_STATES,
+        responded=target.state in RESPONSE_KINDS,
         referral_closed=referral.status == CLOSED,
         # Cancelled (or anything else no longer waiting for an answer): nothing more to chase.
         target_cancelled=(
-            target.state not in WAITING_TARGET_STATES and target.state not in RESPONSE_STATES
+            target.state not in TARGET_UNANSWERED_STATES and target.state not in RESPONSE_KINDS
         ),
     )
 

@@ -9,8 +9,10 @@ import hashlib
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import partial
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -18,7 +20,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot import audit
-from bot.models import OPEN, AuditEvent, Prompt, Referral, Target
+from bot.logbook import detail_value
+from bot.models import (
+    KIND_CARD,
+    KIND_LONG_GAP,
+    KIND_ON_CALL,
+    KIND_PROMPT,
+    KIND_UNROUTABLE,
+    OPEN,
+    TARGET_HELD,
+    TARGET_UNROUTABLE,
+    AuditEvent,
+    Prompt,
+    Referral,
+    Target,
+)
 from bot.settings import Settings
 from handlers.ids import CATEGORIES, URGENCIES
 from rota.plan import Alert, Plan, PlanEntry
@@ -28,17 +44,6 @@ from rota.store import RotaStore
 SOURCE_API = "api"
 SOURCE_SLACK = "slack"
 SOURCES = (SOURCE_API, SOURCE_SLACK)
-
-# Outbox (Prompt.kind) rows written at intake
-KIND_PROMPT = "prompt"
-KIND_ON_CALL = "on_call"
-KIND_LONG_GAP = "long_gap"
-KIND_UNROUTABLE = "unroutable"
-KIND_CARD = "card"
-
-# Target.state values set at intake
-TARGET_HELD = "held"
-TARGET_UNROUTABLE = "unroutable"
 
 FIELDS = ("external_ref", "category", "urgency", "referred_at", "referrer", "notify", "summary")
 REQUIRED_FIELDS = ("external_ref", "category", "urgency", "referrer", "notify")
@@ -446,14 +451,10 @@ def _write_plan(
     settings: Settings,
 ) -> None:
     tz = settings.timezone
-    version = plan.rota_version
     referral_id = referral.referral_id
-
-    def log(event: str, **fields: Any) -> None:
-        audit.record(
-            session, event, at=now, referral_id=referral_id, rota_version=version, **fields
-        )
-
+    log = partial(
+        audit.record, session, at=now, referral_id=referral_id, rota_version=plan.rota_version
+    )
     log(
         "referral_received",
         actor=request.referrer,
@@ -469,16 +470,7 @@ def _write_plan(
 
     targets: dict[str, Target] = {}
     for position, entry in enumerate(plan.entries):
-        routable = entry.due_at is not None and entry.via != "unroutable"
-        target = Target(
-            referral_id=referral_id,
-            position=position,
-            target=entry.target,
-            planned_via=entry.via,
-            planned_recipient=entry.recipient,
-            due_at=entry.due_at,
-            state=TARGET_HELD if routable else TARGET_UNROUTABLE,
-        )
+        target = planned_target(referral_id, entry, position=position)
         session.add(target)
         targets[entry.target] = target
     session.flush()
@@ -492,7 +484,7 @@ def _write_plan(
         )
     )
     for alert in plan.alerts:
-        if alert.kind == "on_call":
+        if alert.kind == KIND_ON_CALL:
             session.add(
                 Prompt(
                     referral_id=referral_id,
@@ -511,7 +503,9 @@ def _write_plan(
         target = targets[entry.target]
         if target.state == TARGET_UNROUTABLE:
             reasons = [
-                a.detail for a in plan.alerts if a.kind == "unroutable" and a.target == entry.target
+                a.detail
+                for a in plan.alerts
+                if a.kind == KIND_UNROUTABLE and a.target == entry.target
             ]
             log(
                 "unroutable",
@@ -519,26 +513,7 @@ def _write_plan(
                 detail={"reason": reasons[0] if reasons else "nobody to reach within 7 days"},
             )
             continue
-        assert entry.due_at is not None
-        session.add(
-            Prompt(
-                referral_id=referral_id,
-                target_id=target.id,
-                kind=KIND_PROMPT,
-                due_at=entry.due_at,
-                detail=json.dumps({"planned_via": entry.via, "planned_recipient": entry.recipient}),
-            )
-        )
-        log(
-            "prompt_scheduled",
-            target=entry.target,
-            recipient=entry.recipient,
-            detail={
-                "due_at": _local_iso(entry.due_at, tz),
-                "via": entry.via,
-                "immediate": entry.immediate,
-            },
-        )
+        schedule_prompt(session, target, entry, log=log, tz=tz)
         # One event per on-call holder told of the gap, so the log shows who knew.
         for alert in long_gap_alerts.get(entry.target, ()):
             log(
@@ -552,16 +527,90 @@ def _write_plan(
         if alert.kind in (KIND_LONG_GAP, KIND_UNROUTABLE):
             target = targets.get(alert.target)
             session.add(
-                Prompt(
-                    referral_id=referral_id,
-                    target_id=target.id if target is not None else None,
-                    kind=alert.kind,
-                    recipient_id=alert.recipient,
-                    due_at=now,
-                    detail=json.dumps({"target": alert.target, "detail": alert.detail}),
+                alert_prompt(
+                    referral_id,
+                    target.id if target is not None else None,
+                    alert.kind,
+                    alert.recipient,
+                    target=alert.target,
+                    detail=alert.detail,
+                    now=now,
                 )
             )
     session.flush()
+
+
+def planned_target(referral_id: str, entry: PlanEntry, **fields: Any) -> Target:
+    """A target row for a plan entry: held until its prompt is due, or unroutable."""
+    routable = entry.due_at is not None and entry.via != "unroutable"
+    return Target(
+        referral_id=referral_id,
+        target=entry.target,
+        planned_via=entry.via,
+        planned_recipient=entry.recipient,
+        due_at=entry.due_at,
+        state=TARGET_HELD if routable else TARGET_UNROUTABLE,
+        **fields,
+    )
+
+
+def schedule_prompt(
+    session: Session,
+    target: Target,
+    entry: PlanEntry,
+    *,
+    log: Callable[..., object],
+    tz: tzinfo,
+    **extra: Any,
+) -> None:
+    """Add a routable target's prompt to the outbox, due as planned, and log it scheduled.
+
+    `extra` (e.g. `redirected_from`) goes into both the row's detail and the event's.
+    """
+    assert entry.due_at is not None
+    session.add(
+        Prompt(
+            referral_id=target.referral_id,
+            target_id=target.id,
+            kind=KIND_PROMPT,
+            due_at=entry.due_at,
+            detail=json.dumps(
+                {"planned_via": entry.via, "planned_recipient": entry.recipient, **extra}
+            ),
+        )
+    )
+    log(
+        "prompt_scheduled",
+        target=entry.target,
+        recipient=entry.recipient,
+        detail={
+            "due_at": _local_iso(entry.due_at, tz),
+            "via": entry.via,
+            "immediate": entry.immediate,
+            **extra,
+        },
+    )
+
+
+def alert_prompt(
+    referral_id: str,
+    target_id: int | None,
+    kind: str,
+    recipient: str | None,
+    *,
+    target: str,
+    detail: str,
+    now: datetime,
+) -> Prompt:
+    """An outbox row alerting one on-call holder (or the EDT channel) about a target, due now."""
+    return Prompt(
+        referral_id=referral_id,
+        target_id=target_id,
+        kind=kind,
+        recipient_id=recipient,
+        due_at=now,
+        detail=json.dumps({"target": target, "detail": detail}),
+    )
 
 
 def _gap_detail(entry: PlanEntry, t0: datetime, tz: tzinfo) -> dict[str, Any]:
@@ -620,17 +669,8 @@ def referral_detail(session: Session, referral_id: str, tz: tzinfo) -> dict[str,
                 "actor": event.actor,
                 "recipient": event.recipient,
                 "target": event.target,
-                "detail": _detail_value(event.detail),
+                "detail": detail_value(event.detail),
             }
             for event in events
         ],
     }
-
-
-def _detail_value(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text

@@ -38,9 +38,16 @@ from bot.errors import InputError
 from bot.models import (
     CLAIMED,
     FAILED,
+    KIND_ESCALATION,
+    KIND_PROMPT,
     OPEN,
     PENDING,
+    RESPONSE_KINDS,
     SENT,
+    TARGET_FAILED,
+    TARGET_HELD,
+    TARGET_PROMPTED,
+    TARGET_UNANSWERED_STATES,
     AuditEvent,
     Prompt,
     Referral,
@@ -61,10 +68,8 @@ RESPONDED = "responded"
 ASKED = "asked"
 NOT_ASKED = "not_asked"
 
-RESPONSE_KINDS = ("acknowledged", "has_information", "not_known", "redirected")
-AWAITING_STATES = ("held", "prompted", "escalated")
-UNANSWERED_SENT_STATES = ("prompted", "escalated")  # sent, and nobody has answered yet
-PROMPT_KINDS_FOR_RECIPIENT = ("prompt", "escalation")  # messages a person may answer
+AWAITING_STATES = (TARGET_HELD, *TARGET_UNANSWERED_STATES)  # asked, or about to be
+PROMPT_KINDS_FOR_RECIPIENT = (KIND_PROMPT, KIND_ESCALATION)  # messages a person may answer
 
 # A prompt due a moment ago is the dispatcher's next job, not yet a failure to chase.
 OVERDUE_GRACE = timedelta(minutes=5)
@@ -303,7 +308,7 @@ def _latest_prompt_recipients(session: Session, target_ids: Sequence[int]) -> di
         rows = session.execute(
             select(Prompt.target_id, Prompt.recipient_id)
             .where(Prompt.target_id.in_(chunk))
-            .where(Prompt.kind == "prompt")
+            .where(Prompt.kind == KIND_PROMPT)
             .where(Prompt.recipient_id.is_not(None))
             .order_by(Prompt.id)
         ).all()
@@ -390,9 +395,9 @@ def overdue_prompts(
         .join(Target, Target.id == Prompt.target_id)
         .join(Referral, Referral.referral_id == Prompt.referral_id)
         .where(Referral.status == OPEN)
-        .where(Prompt.kind == "prompt")
+        .where(Prompt.kind == KIND_PROMPT)
         .where(Prompt.state.in_((PENDING, CLAIMED, FAILED)))
-        .where(Target.state.in_(("held", "failed")))
+        .where(Target.state.in_((TARGET_HELD, TARGET_FAILED)))
         .where(Prompt.due_at <= now - OVERDUE_GRACE)
     ).all()
     for prompt, target in held:
@@ -413,9 +418,9 @@ def overdue_prompts(
         .join(Target, Target.id == Prompt.target_id)
         .join(Referral, Referral.referral_id == Prompt.referral_id)
         .where(Referral.status == OPEN)
-        .where(Prompt.kind == "prompt")
+        .where(Prompt.kind == KIND_PROMPT)
         .where(Prompt.state == SENT)
-        .where(Target.state.in_(UNANSWERED_SENT_STATES))
+        .where(Target.state.in_(TARGET_UNANSWERED_STATES))
         .where(Prompt.sent_at <= earliest)
     ).all()
     resolver = AgencyResolver(RotaStore(session), tz)
@@ -431,7 +436,7 @@ def overdue_prompts(
                     target=target.target,
                     prompt_id=prompt.id,
                     recipient_id=prompt.recipient_id,
-                    state="prompted",
+                    state=TARGET_PROMPTED,
                     since=reminder_at,
                 )
             )
@@ -554,7 +559,7 @@ def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt
         .where(Prompt.recipient_id == person_id)
         .where(Prompt.kind.in_(PROMPT_KINDS_FOR_RECIPIENT))
         .where(Prompt.state == SENT)
-        .where(Target.state.in_(UNANSWERED_SENT_STATES))
+        .where(Target.state.in_(TARGET_UNANSWERED_STATES))
         .where(Referral.status == OPEN)
         .order_by(Prompt.sent_at, Prompt.id)
     ).all()

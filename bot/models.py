@@ -15,6 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from handlers.ids import ACK, HAS_INFO, NOT_KNOWN, REDIRECT
 from rota.models import Base, UTCDateTime
 
 # Referral states
@@ -27,6 +28,49 @@ CLAIMED = "claimed"  # a dispatcher took it; confirmed by `sent` or released
 SENT = "sent"
 FAILED = "failed"  # gave up after a permanent error (an alert was raised)
 CANCELLED = "cancelled"
+
+# Outbox kinds (Prompt.kind): what a row delivers
+KIND_PROMPT = "prompt"  # the question to a target's recipient
+KIND_ON_CALL = "on_call"  # a new referral, to whoever holds an alert role
+KIND_LONG_GAP = "long_gap"
+KIND_UNROUTABLE = "unroutable"
+KIND_CARD = "card"  # the referral's card in the EDT channel, posted then updated
+KIND_ESCALATION = "escalation"  # one escalation step (reminder, escalation, breach, ...)
+KIND_DELIVERY_FAILURE = "delivery_failure"  # the dispatcher could not deliver a prompt
+# Alerts the outbox delivers; `slack_auth` is posted directly, never as a row.
+ALERT_KINDS = (KIND_ON_CALL, KIND_LONG_GAP, KIND_UNROUTABLE, KIND_DELIVERY_FAILURE)
+KIND_SLACK_AUTH = "slack_auth"
+
+# Response kinds: what each prompt button records, as Response.kind, the Target's state and
+# the audit event alike
+RESPONSE_ACKNOWLEDGED = "acknowledged"
+RESPONSE_HAS_INFORMATION = "has_information"
+RESPONSE_NOT_KNOWN = "not_known"
+RESPONSE_REDIRECTED = "redirected"
+RESPONSE_KINDS = (
+    RESPONSE_ACKNOWLEDGED,
+    RESPONSE_HAS_INFORMATION,
+    RESPONSE_NOT_KNOWN,
+    RESPONSE_REDIRECTED,
+)
+# The response kind each prompt button (action_id) records
+RESPONSE_KIND_BY_ACTION: dict[str, str] = {
+    ACK: RESPONSE_ACKNOWLEDGED,
+    HAS_INFO: RESPONSE_HAS_INFORMATION,
+    NOT_KNOWN: RESPONSE_NOT_KNOWN,
+    REDIRECT: RESPONSE_REDIRECTED,
+}
+
+# Target states: held until the prompt is sent, then prompted until a response (one of
+# RESPONSE_KINDS) is recorded; failed, unroutable and cancelled are the other ends
+TARGET_HELD = "held"
+TARGET_PROMPTED = "prompted"
+TARGET_ESCALATED = "escalated"
+TARGET_FAILED = "failed"  # its prompt could not be delivered
+TARGET_UNROUTABLE = "unroutable"  # nobody in its chain at work within 7 days
+TARGET_CANCELLED = "cancelled"  # the referral was closed first
+# Sent, and nobody has answered yet
+TARGET_UNANSWERED_STATES = (TARGET_PROMPTED, TARGET_ESCALATED)
 
 
 class Referral(Base):
@@ -64,7 +108,7 @@ class Target(Base):
     planned_via: Mapped[str] = mapped_column(String(16))
     planned_recipient: Mapped[str | None] = mapped_column(String(64))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # T0; None if unroutable
-    state: Mapped[str] = mapped_column(String(16), default="held")
+    state: Mapped[str] = mapped_column(String(16), default=TARGET_HELD)
     redirected_from_id: Mapped[int | None] = mapped_column(ForeignKey("targets.id"))
 
     __table_args__ = (UniqueConstraint("referral_id", "position"),)

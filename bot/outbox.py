@@ -18,13 +18,12 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot.models import CANCELLED, CLAIMED, FAILED, PENDING, SENT, Prompt
+from bot.models import CANCELLED, CLAIMED, FAILED, KIND_CARD, PENDING, SENT, Prompt
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=15)
 DEFAULT_LEASE = timedelta(minutes=10)
 DISPATCH_KEY = "dispatch"  # our bookkeeping inside Prompt.detail, beside intake's keys
-KIND_CARD = "card"
 
 
 def backoff(attempts: int) -> timedelta:
@@ -236,14 +235,19 @@ def release_for_retry(
     retry_at = now + backoff(prompt.attempts)
     if not_before is not None and not_before > retry_at:
         retry_at = not_before
-    prompt.state = PENDING
-    prompt.next_attempt_at = retry_at
-    prompt.claimed_by = None
-    prompt.claimed_until = None
+    _release(prompt, next_attempt_at=retry_at)
     prompt.last_error = error[:500]
     if may_have_posted:
         _set_dispatch_state(prompt, needs_check=True)
     return prompt
+
+
+def _release(prompt: Prompt, *, next_attempt_at: datetime | None) -> None:
+    """Hand a claimed row back to pending, to be claimed again from `next_attempt_at`."""
+    prompt.state = PENDING
+    prompt.next_attempt_at = next_attempt_at
+    prompt.claimed_by = None
+    prompt.claimed_until = None
 
 
 def defer(session: Session, prompt_id: int, *, instance_id: str, until: datetime) -> Prompt | None:
@@ -251,10 +255,7 @@ def defer(session: Session, prompt_id: int, *, instance_id: str, until: datetime
     prompt = owned(session, prompt_id, instance_id)
     if prompt is None:
         return None
-    prompt.state = PENDING
-    prompt.next_attempt_at = until
-    prompt.claimed_by = None
-    prompt.claimed_until = None
+    _release(prompt, next_attempt_at=until)
     return prompt
 
 
@@ -266,11 +267,8 @@ def reschedule(
     if prompt is None:
         return None
     original = dispatch_state(prompt).get("original_due_at") or prompt.due_at.isoformat()
-    prompt.state = PENDING
     prompt.due_at = due_at
-    prompt.next_attempt_at = None
-    prompt.claimed_by = None
-    prompt.claimed_until = None
+    _release(prompt, next_attempt_at=None)
     _set_dispatch_state(prompt, original_due_at=original)
     return prompt
 

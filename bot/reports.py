@@ -32,13 +32,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from bot.logbook import (
-    RESPONSE_KINDS,
     STRATEGY_AGENCIES,
     AgencyResolver,
     LogWindow,
     iter_log,
     working_minutes_between,
 )
+from bot.models import RESPONSE_KINDS
 from rota.models import AGENCY_TYPES
 from rota.store import RotaStore
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import partial
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -22,37 +23,48 @@ from sqlalchemy.orm import Session
 
 from bot import audit
 from bot.directory import person_for_slack_user
-from bot.models import CANCELLED, CLOSED, OPEN, PENDING, Prompt, Referral, Response, Target
+from bot.intake import alert_prompt, planned_target, schedule_prompt
+from bot.models import (
+    CANCELLED,
+    CLOSED,
+    KIND_CARD,
+    KIND_ESCALATION,
+    KIND_LONG_GAP,
+    KIND_PROMPT,
+    KIND_UNROUTABLE,
+    OPEN,
+    PENDING,
+    RESPONSE_KIND_BY_ACTION,
+    RESPONSE_KINDS,
+    TARGET_CANCELLED,
+    TARGET_ESCALATED,
+    TARGET_FAILED,
+    TARGET_HELD,
+    TARGET_PROMPTED,
+    TARGET_UNROUTABLE,
+    Prompt,
+    Referral,
+    Response,
+    Target,
+)
 from bot.outbox import enqueue_card_refresh
 from bot.settings import Settings
 from handlers.blocks.prompt import ReferralFacts
-from handlers.ids import ACK, HAS_INFO, NOT_KNOWN, REDIRECT
+from handlers.ids import HAS_INFO, REDIRECT
 from rota.calendar import is_working_day
 from rota.models import Person, Team
 from rota.plan import TargetError
 from rota.planner import chain_for, on_call_holders, parse_target, plan_referral
 from rota.store import RotaStore
 
-# What each prompt button records (Response.kind, Target.state and the audit event alike).
-RESPONSE_KINDS: dict[str, str] = {
-    ACK: "acknowledged",
-    HAS_INFO: "has_information",
-    NOT_KNOWN: "not_known",
-    REDIRECT: "redirected",
-}
-RESPONDED_STATES = frozenset(RESPONSE_KINDS.values())
-TARGET_CANCELLED = "cancelled"
+# Target states after a response (each response kind is also the target's state).
+RESPONDED_STATES = frozenset(RESPONSE_KINDS)
 # A target in one of these states takes no further response.
 FINAL_STATES = RESPONDED_STATES | {TARGET_CANCELLED}
 # Target states a close cancels (the target was still waiting to be asked or to answer).
-WAITING_STATES = ("held", "prompted", "escalated", "failed")
+WAITING_STATES = (TARGET_HELD, TARGET_PROMPTED, TARGET_ESCALATED, TARGET_FAILED)
 
 CONTACT_METHODS = ("phone", "case_system")
-KIND_PROMPT = "prompt"
-KIND_CARD = "card"
-KIND_LONG_GAP = "long_gap"
-KIND_UNROUTABLE = "unroutable"
-KIND_ESCALATION = "escalation"
 # Outbox kinds a response leaves alone: the prompt itself and the EDT card.
 NOT_ESCALATION_KINDS = (KIND_PROMPT, KIND_CARD)
 
@@ -186,7 +198,7 @@ def record_response(
     colleague: str | None = None,
 ) -> ResponseOutcome:
     """Record one response to a prompt's target, once, by someone allowed to give it."""
-    kind = RESPONSE_KINDS[action]
+    kind = RESPONSE_KIND_BY_ACTION[action]
     context, outcome = _load(session, prompt_id, slack_user_id, action, now=now, settings=settings)
     if outcome is not None:
         return outcome
@@ -506,16 +518,7 @@ def _add_redirect_target(
     target_text = f"person:{colleague}"
     plan = plan_referral(store, [target_text], now, alert_roles=(), tz=tz)
     entry = plan.entries[0]
-    routable = entry.due_at is not None and entry.via != "unroutable"
-    new = Target(
-        referral_id=referral_id,
-        target=target_text,
-        planned_via=entry.via,
-        planned_recipient=entry.recipient,
-        due_at=entry.due_at,
-        state="held" if routable else "unroutable",
-        redirected_from_id=context.target.id,
-    )
+    new = planned_target(referral_id, entry, redirected_from_id=context.target.id)
     position = (
         session.scalar(select(func.max(Target.position)).where(Target.referral_id == referral_id))
         or 0
@@ -532,62 +535,33 @@ def _add_redirect_target(
             if attempt == _POSITION_ATTEMPTS - 1:
                 raise
 
-    def log(event: str, **fields: Any) -> None:
-        audit.record(
-            session,
-            event,
-            at=now,
-            referral_id=referral_id,
-            actor=context.person.person_id if context.person else None,
-            rota_version=version,
-            **fields,
-        )
-
+    log = partial(
+        audit.record,
+        session,
+        at=now,
+        referral_id=referral_id,
+        actor=context.person.person_id if context.person else None,
+        rota_version=version,
+    )
     on_call = [p.person_id for _, p, _ in on_call_holders(store, now, settings.alert_roles)]
-    if not routable:
-        reason = "nobody in the chain is at work within 7 days"
-        log("unroutable", target=target_text, detail={"reason": reason, "redirected": True})
+
+    def alert_on_call(kind: str, detail: str) -> None:
         for recipient in on_call or [None]:
             session.add(
-                Prompt(
-                    referral_id=referral_id,
-                    target_id=new.id,
-                    kind=KIND_UNROUTABLE,
-                    recipient_id=recipient,
-                    due_at=now,
-                    detail=json.dumps({"target": target_text, "detail": reason}),
+                alert_prompt(
+                    referral_id, new.id, kind, recipient, target=target_text, detail=detail, now=now
                 )
             )
+
+    if new.state == TARGET_UNROUTABLE:
+        reason = "nobody in the chain is at work within 7 days"
+        log("unroutable", target=target_text, detail={"reason": reason, "redirected": True})
+        alert_on_call(KIND_UNROUTABLE, reason)
         return new
-    assert entry.due_at is not None
-    session.add(
-        Prompt(
-            referral_id=referral_id,
-            target_id=new.id,
-            kind=KIND_PROMPT,
-            due_at=entry.due_at,
-            detail=json.dumps(
-                {
-                    "planned_via": entry.via,
-                    "planned_recipient": entry.recipient,
-                    "redirected_from": context.target.target,
-                }
-            ),
-        )
-    )
-    log(
-        "prompt_scheduled",
-        target=target_text,
-        recipient=entry.recipient,
-        detail={
-            "due_at": entry.due_at.astimezone(tz).isoformat(),
-            "via": entry.via,
-            "immediate": entry.immediate,
-            "redirected_from": context.target.target,
-        },
-    )
+    schedule_prompt(session, new, entry, log=log, tz=tz, redirected_from=context.target.target)
     for alert in plan.alerts:
         if alert.kind == KIND_LONG_GAP:
+            assert entry.due_at is not None
             gap = entry.due_at - now
             log(
                 "long_gap_alert",
@@ -597,17 +571,7 @@ def _add_redirect_target(
                     "gap_minutes": int(gap.total_seconds() // 60),
                 },
             )
-            for recipient in on_call or [None]:
-                session.add(
-                    Prompt(
-                        referral_id=referral_id,
-                        target_id=new.id,
-                        kind=KIND_LONG_GAP,
-                        recipient_id=recipient,
-                        due_at=now,
-                        detail=json.dumps({"target": target_text, "detail": alert.detail}),
-                    )
-                )
+            alert_on_call(KIND_LONG_GAP, alert.detail)
             break
     return new
 

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.responses import check_response, record_response
+from bot.responses import check_response
 from bot.services import Services
 from bot.slack import SlackError, slack_edge
 from handlers import ids
 from handlers.blocks.response import build_has_info_modal, build_redirect_modal, modal_metadata
-from handlers.responses import as_int, refusal_for, show_recorded, tell_privately
+from handlers.responses import as_int, record_now, refusal_for, show_recorded, tell_privately
 
 
 def register(app: App, services: Services) -> None:
@@ -36,15 +36,7 @@ def _make_direct(services: Services, action: str) -> Callable[..., None]:
     def respond_now(ack: Ack, body: dict, client: WebClient) -> None:
         ack()
         user_id, prompt_id, channel, message_ts = _click(body)
-        with services.session_factory.begin() as session:
-            outcome = record_response(
-                session,
-                prompt_id,
-                user_id,
-                action,
-                now=services.clock.now(),
-                settings=services.settings,
-            )
+        outcome = record_now(services, prompt_id, user_id, action)
         if outcome.status == "recorded":
             show_recorded(client, outcome, services, (channel, message_ts))
             return

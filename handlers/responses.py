@@ -70,17 +70,7 @@ def submit(
     """Record a modal's response; answer problems in the modal, then show the outcome."""
     metadata = read_modal_metadata(view)
     prompt_id = as_int(metadata.get("prompt_id"))
-    user_id = body["user"]["id"]
-    with services.session_factory.begin() as session:
-        outcome = record_response(
-            session,
-            prompt_id,
-            user_id,
-            action,
-            now=services.clock.now(),
-            settings=services.settings,
-            **answers,
-        )
+    outcome = record_now(services, prompt_id, body["user"]["id"], action, **answers)
     if outcome.status == "invalid":
         ack(response_action="errors", errors=modal_errors(outcome.field_errors))
         return
@@ -89,6 +79,26 @@ def submit(
         return
     ack()
     show_recorded(client, outcome, services, (metadata.get("channel"), metadata.get("message_ts")))
+
+
+def record_now(
+    services: Services,
+    prompt_id: int | None,
+    user_id: str,
+    action: str,
+    **answers: str | None,
+) -> ResponseOutcome:
+    """Record a response at the clock's now, in a transaction of its own."""
+    with services.session_factory.begin() as session:
+        return record_response(
+            session,
+            prompt_id,
+            user_id,
+            action,
+            now=services.clock.now(),
+            settings=services.settings,
+            **answers,
+        )
 
 
 def show_recorded(

@@ -5,6 +5,14 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.models import ALERT_KINDS as OUTBOX_ALERT_KINDS
+from bot.models import (
+    KIND_DELIVERY_FAILURE,
+    KIND_LONG_GAP,
+    KIND_ON_CALL,
+    KIND_SLACK_AUTH,
+    KIND_UNROUTABLE,
+)
 from handlers.blocks.prompt import (
     ReferralFacts,
     mrkdwn_escape,
@@ -12,22 +20,23 @@ from handlers.blocks.prompt import (
     referral_fields,
 )
 
-ALERT_KINDS = ("on_call", "long_gap", "unroutable", "delivery_failure", "slack_auth")
+# The outbox's alerts, and the credentials alert the dispatcher posts directly.
+ALERT_KINDS = (*OUTBOX_ALERT_KINDS, KIND_SLACK_AUTH)
 
 _HEADLINES = {
-    "on_call": "New referral: you are on call",
-    "long_gap": "Long gap before a target can be reached",
-    "unroutable": "Nobody to reach for a target",
-    "delivery_failure": "A prompt could not be delivered",
-    "slack_auth": "Slack refused the bot's credentials",
+    KIND_ON_CALL: "New referral: you are on call",
+    KIND_LONG_GAP: "Long gap before a target can be reached",
+    KIND_UNROUTABLE: "Nobody to reach for a target",
+    KIND_DELIVERY_FAILURE: "A prompt could not be delivered",
+    KIND_SLACK_AUTH: "Slack refused the bot's credentials",
 }
 
 _NOTIFICATIONS = {
-    "on_call": "new referral (on call)",
-    "long_gap": "long gap alert",
-    "unroutable": "unroutable target",
-    "delivery_failure": "prompt not delivered",
-    "slack_auth": "Slack credentials refused",
+    KIND_ON_CALL: "new referral (on call)",
+    KIND_LONG_GAP: "long gap alert",
+    KIND_UNROUTABLE: "unroutable target",
+    KIND_DELIVERY_FAILURE: "prompt not delivered",
+    KIND_SLACK_AUTH: "Slack credentials refused",
 }
 
 
@@ -43,14 +52,14 @@ def _body(
     detail: str | None,
     reason: str | None,
 ) -> str:
-    if kind == "on_call":
+    if kind == KIND_ON_CALL:
         role = target.removeprefix("role:") if target else "on call"
         text = f"A referral was received while you are on call as {_code(role)}."
-    elif kind == "long_gap":
+    elif kind == KIND_LONG_GAP:
         text = f"Target {_code(target or '?')} cannot be reached for more than 48 hours."
-    elif kind == "unroutable":
+    elif kind == KIND_UNROUTABLE:
         text = f"Nobody in the chain of {_code(target or '?')} is at work within 7 days."
-    elif kind == "delivery_failure":
+    elif kind == KIND_DELIVERY_FAILURE:
         who = f" to {_code(recipient)}" if recipient else ""
         text = f"The prompt for {_code(target or '?')}{who} could not be delivered by Slack."
         text += " Please contact them by phone or another route."

@@ -7,6 +7,20 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.models import (
+    CLOSED,
+    OPEN,
+    RESPONSE_ACKNOWLEDGED,
+    RESPONSE_HAS_INFORMATION,
+    RESPONSE_NOT_KNOWN,
+    RESPONSE_REDIRECTED,
+    TARGET_CANCELLED,
+    TARGET_ESCALATED,
+    TARGET_FAILED,
+    TARGET_HELD,
+    TARGET_PROMPTED,
+    TARGET_UNROUTABLE,
+)
 from handlers.blocks.prompt import (
     ReferralFacts,
     format_local,
@@ -19,17 +33,17 @@ SECTION_TEXT_LIMIT = 3000
 MAX_TARGET_SECTIONS = 40  # leaves room for header, facts and context within 50 blocks
 
 STATE_ICONS = {
-    "held": ":hourglass_flowing_sand:",
-    "prompted": ":envelope:",
-    "acknowledged": ":white_check_mark:",
-    "has_information": ":information_source:",
-    "not_known": ":heavy_minus_sign:",
-    "redirected": ":arrow_right:",
-    "escalated": ":arrow_up:",
+    TARGET_HELD: ":hourglass_flowing_sand:",
+    TARGET_PROMPTED: ":envelope:",
+    RESPONSE_ACKNOWLEDGED: ":white_check_mark:",
+    RESPONSE_HAS_INFORMATION: ":information_source:",
+    RESPONSE_NOT_KNOWN: ":heavy_minus_sign:",
+    RESPONSE_REDIRECTED: ":arrow_right:",
+    TARGET_ESCALATED: ":arrow_up:",
     "breach": ":rotating_light:",
-    "unroutable": ":warning:",
-    "failed": ":x:",
-    "cancelled": ":no_entry_sign:",
+    TARGET_UNROUTABLE: ":warning:",
+    TARGET_FAILED: ":x:",
+    TARGET_CANCELLED: ":no_entry_sign:",
 }
 
 
@@ -37,22 +51,22 @@ def target_state_line(target: Any, tz: ZoneInfo, recipient: str | None = None) -
     """One line of the card: the target and its state (`held until`, `prompted <@U1>`, …)."""
     state = target.state
     name = f"`{mrkdwn_escape(target.target)}`"
-    if state == "held":
+    if state == TARGET_HELD:
         when = format_local(target.due_at, tz) if target.due_at else "its next working time"
         what = f"held until {when}"
-    elif state == "prompted":
+    elif state == TARGET_PROMPTED:
         what = f"prompted {recipient}" if recipient else "prompted"
-    elif state == "unroutable":
+    elif state == TARGET_UNROUTABLE:
         what = "unroutable: nobody to reach within 7 days"
-    elif state == "has_information":
+    elif state == RESPONSE_HAS_INFORMATION:
         what = "holds information"
-    elif state == "not_known":
+    elif state == RESPONSE_NOT_KNOWN:
         what = "not known"
-    elif state == "failed":
+    elif state == TARGET_FAILED:
         what = "prompt could not be delivered"
     else:
         what = state.replace("_", " ")
-    if recipient and state not in ("held", "prompted", "unroutable"):
+    if recipient and state not in (TARGET_HELD, TARGET_PROMPTED, TARGET_UNROUTABLE):
         what += f" ({recipient})"
     icon = STATE_ICONS.get(state, ":grey_question:")
     return f"{icon} {name}: {what}"
@@ -93,8 +107,8 @@ def build_card(
     recipients = recipients or {}
     ordered = sorted(targets, key=lambda t: t.position)
     lines = [target_state_line(t, tz, recipients.get(t.id)) for t in ordered]
-    status = getattr(referral, "status", "open")
-    header = f"Referral {facts.referral_id}" + (" (closed)" if status == "closed" else "")
+    status = getattr(referral, "status", OPEN)
+    header = f"Referral {facts.referral_id}" + (" (closed)" if status == CLOSED else "")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": header}},
         {"type": "section", "fields": referral_fields(facts, tz)},

@@ -13,7 +13,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from handlers.blocks.prompt import (
-    BUTTON_LABELS,
     PROMPT_ACTIONS_BLOCK,
     QUESTION,
     ReferralFacts,
@@ -21,8 +20,8 @@ from handlers.blocks.prompt import (
     mrkdwn_escape,
     notification_text,
     referral_fields,
+    response_buttons,
 )
-from handlers.ids import ACK, RESPONSE_ACTIONS
 
 NO_PERSONAL_DATA = "The details are in the case system; this message holds no personal data."
 
@@ -63,18 +62,32 @@ def _context(text: str) -> dict[str, Any]:
 def _response_buttons(prompt_id: int) -> dict[str, Any]:
     # The same buttons as the prompt, valued with the original prompt's id, so whoever the
     # message reaches can answer for the target from here (permissions are checked on click).
-    elements = []
-    for action_id in RESPONSE_ACTIONS:
-        button: dict[str, Any] = {
-            "type": "button",
-            "action_id": action_id,
-            "text": {"type": "plain_text", "text": BUTTON_LABELS[action_id]},
-            "value": str(prompt_id),
-        }
-        if action_id == ACK:
-            button["style"] = "primary"
-        elements.append(button)
-    return {"type": "actions", "block_id": PROMPT_ACTIONS_BLOCK, "elements": elements}
+    return {
+        "type": "actions",
+        "block_id": PROMPT_ACTIONS_BLOCK,
+        "elements": response_buttons(prompt_id),
+    }
+
+
+def _message(
+    heading: str,
+    body: str,
+    facts: ReferralFacts,
+    tz: ZoneInfo,
+    notice: str,
+    *,
+    prompt_id: int | None = None,
+) -> dict[str, Any]:
+    """Heading, body, the referral's facts, the buttons (given a prompt) and the privacy note."""
+    blocks = [
+        _header(f"{heading}: handover referral {facts.referral_id}"),
+        _section(body),
+        {"type": "section", "fields": referral_fields(facts, tz)},
+    ]
+    if prompt_id is not None:
+        blocks.append(_response_buttons(prompt_id))
+    blocks.append(_context(NO_PERSONAL_DATA))
+    return {"text": notification_text(facts.referral_id, notice), "blocks": blocks}
 
 
 def _asked_line(target: str, asked: str, sent_at: datetime, tz: ZoneInfo) -> str:
@@ -99,17 +112,7 @@ def build_reminder_message(
         f"You were asked at *{format_local(sent_at, tz)}* and have not responded yet. "
         f"Please respond by *{format_local(respond_by, tz)}*."
     )
-    blocks = [
-        _header(f"Reminder: handover referral {facts.referral_id}"),
-        _section(body),
-        {"type": "section", "fields": referral_fields(facts, tz)},
-        _response_buttons(prompt_id),
-        _context(NO_PERSONAL_DATA),
-    ]
-    return {
-        "text": notification_text(facts.referral_id, "reminder, please respond"),
-        "blocks": blocks,
-    }
+    return _message("Reminder", body, facts, tz, "reminder, please respond", prompt_id=prompt_id)
 
 
 def build_escalation_message(
@@ -131,17 +134,9 @@ def build_escalation_message(
         f"You receive this as *{mrkdwn_escape(role)}*. *{QUESTION}* "
         f"Please respond, or make sure someone does, by *{format_local(respond_by, tz)}*."
     )
-    blocks = [
-        _header(f"Escalation: handover referral {facts.referral_id}"),
-        _section(body),
-        {"type": "section", "fields": referral_fields(facts, tz)},
-        _response_buttons(prompt_id),
-        _context(NO_PERSONAL_DATA),
-    ]
-    return {
-        "text": notification_text(facts.referral_id, "escalated, no response yet"),
-        "blocks": blocks,
-    }
+    return _message(
+        "Escalation", body, facts, tz, "escalated, no response yet", prompt_id=prompt_id
+    )
 
 
 def build_channel_escalation_message(
@@ -163,16 +158,7 @@ def build_channel_escalation_message(
         f"*{QUESTION}* Without a response this becomes a breach at "
         f"*{format_local(breach_at, tz)}*. Please follow up, by phone if need be."
     )
-    blocks = [
-        _header(f"No response: handover referral {facts.referral_id}"),
-        _section("\n".join(lines)),
-        {"type": "section", "fields": referral_fields(facts, tz)},
-        _context(NO_PERSONAL_DATA),
-    ]
-    return {
-        "text": notification_text(facts.referral_id, "escalated, no response"),
-        "blocks": blocks,
-    }
+    return _message("No response", "\n".join(lines), facts, tz, "escalated, no response")
 
 
 def build_breach_message(
@@ -192,10 +178,4 @@ def build_breach_message(
         f"(*{format_local(breach_at, tz)}*).\n"
         f"*{QUESTION}* Please make sure this target is reached, by phone if need be."
     )
-    blocks = [
-        _header(f"Breach: handover referral {facts.referral_id}"),
-        _section(body),
-        {"type": "section", "fields": referral_fields(facts, tz)},
-        _context(NO_PERSONAL_DATA),
-    ]
-    return {"text": notification_text(facts.referral_id, "breach, no response"), "blocks": blocks}
+    return _message("Breach", body, facts, tz, "breach, no response")

@@ -26,16 +26,16 @@ from bot.logbook import (
     Overdue,
     ReferralHistory,
 )
+from bot.models import KIND_PROMPT, TARGET_FAILED, TARGET_HELD, TARGET_UNROUTABLE
 from handlers.blocks.prompt import (
-    BUTTON_LABELS,
     RESPONSE_LABELS,
     ReferralFacts,
     category_label,
     format_local,
     mrkdwn_escape,
+    response_buttons,
     urgency_label,
 )
-from handlers.ids import ACK, RESPONSE_ACTIONS
 
 HOME_NEXT = "handover_home_next"
 HOME_PREVIOUS = "handover_home_previous"
@@ -136,9 +136,9 @@ def referral_line(facts: ReferralFacts, tz: ZoneInfo) -> str:
 def overdue_line(item: Overdue, tz: ZoneInfo) -> str:
     """One overdue target: referral, target, recipient and since when."""
     who = f" → `{mrkdwn_escape(item.recipient_id)}`" if item.recipient_id else ""
-    if item.state == "held":
+    if item.state == TARGET_HELD:
         what = f"not sent, due {format_local(item.since, tz)}"
-    elif item.state == "failed":
+    elif item.state == TARGET_FAILED:
         what = f"could not be delivered, due {format_local(item.since, tz)}"
     else:
         what = f"no response, reminder due {format_local(item.since, tz)}"
@@ -193,20 +193,13 @@ def prompt_blocks(prompt: OpenPrompt, tz: ZoneInfo) -> list[dict[str, Any]]:
         f"Asked of `{mrkdwn_escape(prompt.target)}` at {format_local(prompt.sent_at, tz)}. "
         "Do you hold information about this child or family?"
     )
-    buttons = []
-    for action_id in RESPONSE_ACTIONS:
-        button: dict[str, Any] = {
-            "type": "button",
-            "action_id": action_id,
-            "text": {"type": "plain_text", "text": BUTTON_LABELS[action_id]},
-            "value": str(prompt.prompt_id),
-        }
-        if action_id == ACK:
-            button["style"] = "primary"
-        buttons.append(button)
     return [
         _section(text),
-        {"type": "actions", "block_id": f"home_prompt_{prompt.prompt_id}", "elements": buttons},
+        {
+            "type": "actions",
+            "block_id": f"home_prompt_{prompt.prompt_id}",
+            "elements": response_buttons(prompt.prompt_id),
+        },
     ]
 
 
@@ -353,16 +346,16 @@ def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[d
         name = f"`{mrkdwn_escape(t.target)}`"
         parts = [f"*{name}* ({t.state.replace('_', ' ')})"]
         if not t.asked:
-            if t.state == "held" and t.due_at is not None:
+            if t.state == TARGET_HELD and t.due_at is not None:
                 parts.append(f"not asked yet, due {format_local(t.due_at, tz)}")
-            elif t.state == "unroutable":
+            elif t.state == TARGET_UNROUTABLE:
                 parts.append("unroutable: nobody to reach within 7 days")
             else:
                 parts.append("not asked")
         for a in t.asked:
             to = f"`{mrkdwn_escape(a.recipient_id or a.channel_id or '?')}`"
             late = " (late)" if a.late else ""
-            kind = "asked" if a.kind == "prompt" else a.kind.replace("_", " ")
+            kind = "asked" if a.kind == KIND_PROMPT else a.kind.replace("_", " ")
             parts.append(f"{kind} {to} at {format_local(a.sent_at, tz)}{late}")
         for r in t.answers:
             behalf = f" for `{mrkdwn_escape(r.on_behalf_of)}`" if r.on_behalf_of else ""

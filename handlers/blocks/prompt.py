@@ -12,7 +12,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from handlers.ids import ACK, HAS_INFO, NOT_KNOWN, REDIRECT
+from bot.models import (
+    RESPONSE_ACKNOWLEDGED,
+    RESPONSE_HAS_INFORMATION,
+    RESPONSE_NOT_KNOWN,
+    RESPONSE_REDIRECTED,
+)
+from handlers.ids import ACK, HAS_INFO, NOT_KNOWN, REDIRECT, RESPONSE_ACTIONS
 
 PROMPT_ACTIONS_BLOCK = "handover_prompt_actions"
 QUESTION = "Do you hold information about this child or family?"
@@ -26,10 +32,10 @@ BUTTON_LABELS = {
 
 # What each response kind reads as once recorded (the `kind` of a Response row).
 RESPONSE_LABELS = {
-    "acknowledged": "Acknowledged",
-    "has_information": "Holds information",
-    "not_known": "Not known",
-    "redirected": "Redirected",
+    RESPONSE_ACKNOWLEDGED: "Acknowledged",
+    RESPONSE_HAS_INFORMATION: "Holds information",
+    RESPONSE_NOT_KNOWN: "Not known",
+    RESPONSE_REDIRECTED: "Redirected",
 }
 
 VIA_LABELS = {
@@ -109,6 +115,11 @@ def _header(text: str) -> dict[str, Any]:
     return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
 
 
+def response_buttons(prompt_id: int) -> list[dict[str, Any]]:
+    """The four response buttons, each valued with the prompt's id."""
+    return [_button(action_id, prompt_id) for action_id in RESPONSE_ACTIONS]
+
+
 def _button(action_id: str, prompt_id: int) -> dict[str, Any]:
     button: dict[str, Any] = {
         "type": "button",
@@ -148,7 +159,7 @@ def build_prompt_message(
         {
             "type": "actions",
             "block_id": PROMPT_ACTIONS_BLOCK,
-            "elements": [_button(a, prompt_id) for a in (ACK, HAS_INFO, NOT_KNOWN, REDIRECT)],
+            "elements": response_buttons(prompt_id),
         },
     ]
     context = [f"Prompt due {format_local(due_at, tz)}."]
