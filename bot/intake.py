@@ -9,7 +9,7 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import partial
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from bot import audit
 from bot.logbook import detail_value
 from bot.models import (
+    CATEGORIES,
     KIND_CARD,
     KIND_LONG_GAP,
     KIND_ON_CALL,
@@ -30,13 +31,13 @@ from bot.models import (
     OPEN,
     TARGET_HELD,
     TARGET_UNROUTABLE,
+    URGENCIES,
     AuditEvent,
     Prompt,
     Referral,
     Target,
 )
 from bot.settings import Settings
-from handlers.ids import CATEGORIES, URGENCIES
 from rota.plan import Alert, Plan, PlanEntry
 from rota.planner import format_gap, plan_referral, validate_targets
 from rota.store import RotaStore
@@ -62,10 +63,15 @@ _ID_ATTEMPTS = 20
 Status = Literal["created", "duplicate", "conflict"]
 
 
+# FieldError.code of a target named twice in the notify list
+REPEATED_TARGET = "repeated_target"
+
+
 @dataclass(frozen=True)
 class FieldError:
     field: str  # "category", "notify[1]", …
     message: str
+    code: str = ""  # a stable name for errors a surface words its own way (REPEATED_TARGET)
 
     def to_json(self) -> dict[str, str]:
         return {"field": self.field, "message": self.message}
@@ -203,9 +209,8 @@ def _parse_fields(
                     errors.append(FieldError(field_name, f"is longer than {MAX_TARGET_CHARS}"))
                     cleaned.append(None)
                 elif target in seen:
-                    errors.append(
-                        FieldError(field_name, f"repeats notify[{seen[target]}] ({target})")
-                    )
+                    message = f"repeats notify[{seen[target]}] ({target})"
+                    errors.append(FieldError(field_name, message, REPEATED_TARGET))
                     cleaned.append(None)
                 else:
                     seen[target] = index
@@ -495,35 +500,59 @@ def _write_plan(
                 )
             )
 
-    long_gap_alerts: dict[str, list[Alert]] = {}
-    for alert in plan.alerts:
-        if alert.kind == KIND_LONG_GAP:
-            long_gap_alerts.setdefault(alert.target, []).append(alert)
     for entry in plan.entries:
-        target = targets[entry.target]
-        if target.state == TARGET_UNROUTABLE:
-            reasons = [
-                a.detail
-                for a in plan.alerts
-                if a.kind == KIND_UNROUTABLE and a.target == entry.target
-            ]
-            log(
-                "unroutable",
-                target=entry.target,
-                detail={"reason": reasons[0] if reasons else "nobody to reach within 7 days"},
-            )
-            continue
-        schedule_prompt(session, target, entry, log=log, tz=tz)
-        # One event per on-call holder told of the gap, so the log shows who knew.
-        for alert in long_gap_alerts.get(entry.target, ()):
+        schedule_target(
+            session, targets[entry.target], entry, plan.alerts, log=log, t0=plan.at, tz=tz
+        )
+    queue_target_alerts(session, referral_id, plan.alerts, targets, now=now)
+    session.flush()
+
+
+def schedule_target(
+    session: Session,
+    target: Target,
+    entry: PlanEntry,
+    alerts: Sequence[Alert],
+    *,
+    log: Callable[..., object],
+    t0: datetime,
+    tz: tzinfo,
+    **extra: Any,
+) -> None:
+    """Log an unroutable target, or schedule a routable one's prompt and log its long gap.
+
+    A long gap is logged once per on-call holder told of it (the plan's alerts, holders already
+    de-duplicated), so the log shows who knew. `extra` (e.g. `redirected_from`) goes into the
+    unroutable event and into the prompt's row and event.
+    """
+    if target.state == TARGET_UNROUTABLE:
+        reasons = [
+            a.detail for a in alerts if a.kind == KIND_UNROUTABLE and a.target == entry.target
+        ]
+        reason = reasons[0] if reasons else "nobody to reach within 7 days"
+        log("unroutable", target=entry.target, detail={"reason": reason, **extra})
+        return
+    schedule_prompt(session, target, entry, log=log, tz=tz, **extra)
+    for alert in alerts:
+        if alert.kind == KIND_LONG_GAP and alert.target == entry.target:
             log(
                 "long_gap_alert",
                 target=entry.target,
                 recipient=alert.recipient,
-                detail=_gap_detail(entry, plan.at, tz),
+                detail=_gap_detail(entry, t0, tz),
             )
 
-    for alert in plan.alerts:
+
+def queue_target_alerts(
+    session: Session,
+    referral_id: str,
+    alerts: Sequence[Alert],
+    targets: Mapping[str, Target],
+    *,
+    now: datetime,
+) -> None:
+    """One outbox row for each long-gap or unroutable alert of the plan (one per on-call holder)."""
+    for alert in alerts:
         if alert.kind in (KIND_LONG_GAP, KIND_UNROUTABLE):
             target = targets.get(alert.target)
             session.add(
@@ -537,7 +566,6 @@ def _write_plan(
                     now=now,
                 )
             )
-    session.flush()
 
 
 def planned_target(referral_id: str, entry: PlanEntry, **fields: Any) -> Target:

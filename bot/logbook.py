@@ -55,6 +55,7 @@ from bot.models import (
     Target,
 )
 from bot.settings import EscalationPolicy
+from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND, STEPS
 from rota.hours import parse_hours
 from rota.models import Person, Team
 from rota.store import RotaStore
@@ -69,7 +70,14 @@ ASKED = "asked"
 NOT_ASKED = "not_asked"
 
 AWAITING_STATES = (TARGET_HELD, *TARGET_UNANSWERED_STATES)  # asked, or about to be
-PROMPT_KINDS_FOR_RECIPIENT = (KIND_PROMPT, KIND_ESCALATION)  # messages a person may answer
+
+# The log's event for each escalation step (as bot.escalation records them)
+STEP_BY_EVENT = {
+    "reminder_sent": REMIND,
+    "escalated": ESCALATE,
+    "escalated_channel": ESCALATE_CHANNEL,
+    "breach": BREACH,
+}
 
 # A prompt due a moment ago is the dispatcher's next job, not yet a failure to chase.
 OVERDUE_GRACE = timedelta(minutes=5)
@@ -350,6 +358,28 @@ def coverage_for_referrals(
 
 
 # ----- live state -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReferralFacts:
+    """The fields of a referral that may appear in Slack; the summary is deliberately absent."""
+
+    referral_id: str
+    external_ref: str
+    category: str
+    urgency: str
+    referred_at: datetime
+    received_at: datetime
+
+    @classmethod
+    def of(cls, referral: Any) -> ReferralFacts:
+        """Copy the shareable fields from a Referral (or any object with those attributes)."""
+        return cls(
+            referral_id=referral.referral_id,
+            external_ref=referral.external_ref,
+            category=referral.category,
+            urgency=referral.urgency,
+            referred_at=referral.referred_at,
+            received_at=referral.received_at,
+        )
 
 
 def count_open_referrals(session: Session) -> int:
@@ -374,7 +404,11 @@ def open_referrals(
 
 @dataclass(frozen=True)
 class Overdue:
-    """A target nobody has answered in time: never sent though due, or past its reminder."""
+    """A target nobody has answered in time: never sent though due, or past its reminder.
+
+    For a sent prompt, `last_step` is the latest escalation step performed by then (one of
+    rota.escalation's STEPS) and `next_step` the step still due, each with its instant.
+    """
 
     referral_id: str
     target: str
@@ -382,6 +416,88 @@ class Overdue:
     recipient_id: str | None
     state: str  # held | failed (never sent) | prompted (sent, unanswered)
     since: datetime  # when it became overdue: the due time, or the reminder time
+    last_step: str | None = None
+    last_step_at: datetime | None = None
+    next_step: str | None = None
+    next_step_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class _Progress:
+    last_step: str | None = None
+    last_step_at: datetime | None = None
+    next_step: str | None = None
+    next_step_at: datetime | None = None
+
+
+def _step_of(row: Prompt) -> str | None:
+    try:
+        detail = json.loads(row.detail or "{}")
+    except ValueError:
+        return None
+    step = detail.get("step") if isinstance(detail, dict) else None
+    return step if step in STEPS else None
+
+
+def _later(current: tuple[str, datetime] | None, step: str, at: datetime) -> tuple[str, datetime]:
+    """The later of two performed steps (at the same instant, the further step)."""
+    if current is None or (at, STEPS.index(step)) > (current[1], STEPS.index(current[0])):
+        return step, at
+    return current
+
+
+def _escalation_progress(
+    session: Session, prompted: Sequence[tuple[Prompt, Target]], now: datetime
+) -> dict[int, _Progress]:
+    """Each sent prompt's latest escalation step performed by `now`, and the next one due.
+
+    A step counts as performed when its outbox row was sent or the log records it (the log
+    also holds steps recorded before their row was, and those of older versions).
+    """
+    by_target = {target.id: (prompt, target) for prompt, target in prompted}
+    last: dict[int, tuple[str, datetime]] = {}
+    upcoming: dict[int, tuple[str, datetime]] = {}
+    for chunk in _chunks(list(by_target)):
+        rows = session.scalars(
+            select(Prompt).where(Prompt.kind == KIND_ESCALATION, Prompt.target_id.in_(chunk))
+        )
+        for row in rows:
+            step = _step_of(row)
+            assert row.target_id is not None
+            if step is None:
+                continue
+            if row.state == SENT and row.sent_at is not None and row.sent_at <= now:
+                last[row.target_id] = _later(last.get(row.target_id), step, row.sent_at)
+            elif row.state in (PENDING, CLAIMED):
+                known = upcoming.get(row.target_id)
+                if known is None or row.due_at < known[1]:
+                    upcoming[row.target_id] = (step, row.due_at)
+    by_name = {(t.referral_id, t.target): t.id for _, t in prompted}
+    referral_ids = sorted({t.referral_id for _, t in prompted})
+    for chunk in _chunks(referral_ids):
+        events = session.execute(
+            select(AuditEvent.referral_id, AuditEvent.target, AuditEvent.event, AuditEvent.at)
+            .where(AuditEvent.referral_id.in_(chunk))
+            .where(AuditEvent.event.in_(list(STEP_BY_EVENT)))
+            .where(AuditEvent.at <= now)
+        ).all()
+        for referral_id, target_text, event, at in events:
+            target_id = by_name.get((referral_id, target_text))
+            if target_id is None:
+                continue
+            prompt = by_target[target_id][0]
+            if prompt.sent_at is not None and at >= prompt.sent_at:
+                last[target_id] = _later(last.get(target_id), STEP_BY_EVENT[event], at)
+    progress: dict[int, _Progress] = {}
+    for target_id in by_target:
+        done, due = last.get(target_id), upcoming.get(target_id)
+        progress[target_id] = _Progress(
+            last_step=done[0] if done else None,
+            last_step_at=done[1] if done else None,
+            next_step=due[0] if due else None,
+            next_step_at=due[1] if due else None,
+        )
+    return progress
 
 
 def overdue_prompts(
@@ -425,21 +541,30 @@ def overdue_prompts(
     ).all()
     resolver = AgencyResolver(RotaStore(session), tz)
     resolver.preload((t.target for _, t in prompted), (p.recipient_id for p, _ in prompted))
+    late: list[tuple[Prompt, Target, datetime]] = []
     for prompt, target in prompted:
         assert prompt.sent_at is not None
         working = resolver.working_time(target.target, prompt.recipient_id)
         reminder_at = working.add_working_minutes(prompt.sent_at, policy.reminder_minutes)
         if reminder_at <= now:
-            found.append(
-                Overdue(
-                    referral_id=prompt.referral_id,
-                    target=target.target,
-                    prompt_id=prompt.id,
-                    recipient_id=prompt.recipient_id,
-                    state=TARGET_PROMPTED,
-                    since=reminder_at,
-                )
+            late.append((prompt, target, reminder_at))
+    progress = _escalation_progress(session, [(p, t) for p, t, _ in late], now)
+    for prompt, target, reminder_at in late:
+        steps = progress[target.id]
+        found.append(
+            Overdue(
+                referral_id=prompt.referral_id,
+                target=target.target,
+                prompt_id=prompt.id,
+                recipient_id=prompt.recipient_id,
+                state=TARGET_PROMPTED,
+                since=reminder_at,
+                last_step=steps.last_step,
+                last_step_at=steps.last_step_at,
+                next_step=steps.next_step,
+                next_step_at=steps.next_step_at,
             )
+        )
     found.sort(key=lambda o: (o.since, o.referral_id, o.prompt_id))
     return found
 
@@ -551,13 +676,17 @@ class OpenPrompt:
 
 
 def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt]:
-    """Prompts sent to `person_id` whose target is unanswered, oldest first (one a target)."""
+    """Prompts sent to `person_id` whose target is unanswered, oldest first (one a target).
+
+    Each is the target's prompt itself (kind `prompt`), with the time it was sent: its
+    reminders and escalation steps are about the same question, not new ones to answer.
+    """
     rows = session.execute(
         select(Prompt, Target, Referral)
         .join(Target, Target.id == Prompt.target_id)
         .join(Referral, Referral.referral_id == Prompt.referral_id)
         .where(Prompt.recipient_id == person_id)
-        .where(Prompt.kind.in_(PROMPT_KINDS_FOR_RECIPIENT))
+        .where(Prompt.kind == KIND_PROMPT)
         .where(Prompt.state == SENT)
         .where(Target.state.in_(TARGET_UNANSWERED_STATES))
         .where(Referral.status == OPEN)
@@ -566,6 +695,6 @@ def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt
     latest: dict[int, OpenPrompt] = {}
     for prompt, target, referral in rows:
         assert prompt.sent_at is not None
-        # The latest message for a target is the one to answer.
+        # A target is prompted once; were it prompted again, the latest prompt is answered.
         latest[target.id] = OpenPrompt(prompt.id, target.target, prompt.sent_at, referral)
     return sorted(latest.values(), key=lambda p: (p.sent_at, p.prompt_id))

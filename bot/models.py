@@ -15,8 +15,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from handlers.ids import ACK, HAS_INFO, NOT_KNOWN, REDIRECT
 from rota.models import Base, UTCDateTime
+
+# Referral vocabulary (CONTRACT §5): what a referral is about and how soon it matters
+CATEGORIES = (
+    "domestic_abuse",
+    "physical_abuse",
+    "sexual_abuse",
+    "neglect",
+    "emotional_abuse",
+    "exploitation",
+    "missing",
+    "other",
+)
+URGENCIES = ("urgent", "standard")
 
 # Referral states
 OPEN = "open"
@@ -53,13 +65,6 @@ RESPONSE_KINDS = (
     RESPONSE_NOT_KNOWN,
     RESPONSE_REDIRECTED,
 )
-# The response kind each prompt button (action_id) records
-RESPONSE_KIND_BY_ACTION: dict[str, str] = {
-    ACK: RESPONSE_ACKNOWLEDGED,
-    HAS_INFO: RESPONSE_HAS_INFORMATION,
-    NOT_KNOWN: RESPONSE_NOT_KNOWN,
-    REDIRECT: RESPONSE_REDIRECTED,
-}
 
 # Target states: held until the prompt is sent, then prompted until a response (one of
 # RESPONSE_KINDS) is recorded; failed, unroutable and cancelled are the other ends

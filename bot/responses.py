@@ -23,25 +23,24 @@ from sqlalchemy.orm import Session
 
 from bot import audit
 from bot.directory import person_for_slack_user
-from bot.intake import alert_prompt, planned_target, schedule_prompt
+from bot.intake import planned_target, queue_target_alerts, schedule_target
+from bot.logbook import ReferralFacts
 from bot.models import (
     CANCELLED,
     CLOSED,
     KIND_CARD,
     KIND_ESCALATION,
-    KIND_LONG_GAP,
     KIND_PROMPT,
-    KIND_UNROUTABLE,
     OPEN,
     PENDING,
-    RESPONSE_KIND_BY_ACTION,
+    RESPONSE_HAS_INFORMATION,
     RESPONSE_KINDS,
+    RESPONSE_REDIRECTED,
     TARGET_CANCELLED,
     TARGET_ESCALATED,
     TARGET_FAILED,
     TARGET_HELD,
     TARGET_PROMPTED,
-    TARGET_UNROUTABLE,
     Prompt,
     Referral,
     Response,
@@ -49,12 +48,10 @@ from bot.models import (
 )
 from bot.outbox import enqueue_card_refresh
 from bot.settings import Settings
-from handlers.blocks.prompt import ReferralFacts
-from handlers.ids import HAS_INFO, REDIRECT
 from rota.calendar import is_working_day
 from rota.models import Person, Team
 from rota.plan import TargetError
-from rota.planner import chain_for, on_call_holders, parse_target, plan_referral
+from rota.planner import chain_for, parse_target, plan_referral
 from rota.store import RotaStore
 
 # Target states after a response (each response kind is also the target's state).
@@ -101,10 +98,9 @@ class ResponseOutcome:
     """What a click or a modal submission came to, and what Slack should now show."""
 
     status: ResponseStatus
-    action: str
+    kind: str  # the response asked for (one of RESPONSE_KINDS); recorded when status says so
     slack_user_id: str
     at: datetime
-    kind: str | None = None
     responder_id: str | None = None
     responder_slack_id: str | None = None
     recipient_id: str | None = None
@@ -169,27 +165,27 @@ def check_response(
     session: Session,
     prompt_id: int | None,
     slack_user_id: str,
-    action: str,
+    kind: str,
     *,
     now: datetime,
     settings: Settings,
 ) -> ResponseOutcome:
     """Whether this Slack user may respond to the prompt now (logs a refusal), before a modal."""
-    context, outcome = _load(session, prompt_id, slack_user_id, action, now=now, settings=settings)
+    context, outcome = _load(session, prompt_id, slack_user_id, kind, now=now, settings=settings)
     if outcome is not None:
         return outcome
     assert context is not None
     slots: tuple[datetime, ...] = ()
-    if action == HAS_INFO and context.person is not None:
+    if kind == RESPONSE_HAS_INFORMATION and context.person is not None:
         slots = tuple(contact_slots(session, context.person, now, settings.timezone))
-    return _outcome(context, "allowed", action, slack_user_id, now, contact_slots=slots)
+    return _outcome(context, "allowed", kind, slack_user_id, now, contact_slots=slots)
 
 
 def record_response(
     session: Session,
     prompt_id: int | None,
     slack_user_id: str,
-    action: str,
+    kind: str,
     *,
     now: datetime,
     settings: Settings,
@@ -197,9 +193,11 @@ def record_response(
     method: str | None = None,
     colleague: str | None = None,
 ) -> ResponseOutcome:
-    """Record one response to a prompt's target, once, by someone allowed to give it."""
-    kind = RESPONSE_KIND_BY_ACTION[action]
-    context, outcome = _load(session, prompt_id, slack_user_id, action, now=now, settings=settings)
+    """Record one response (`kind`, one of RESPONSE_KINDS) to a prompt's target, once, by
+    someone allowed to give it."""
+    if kind not in RESPONSE_KINDS:
+        raise ValueError(f"unknown response kind {kind!r}")
+    context, outcome = _load(session, prompt_id, slack_user_id, kind, now=now, settings=settings)
     if outcome is not None:
         return outcome
     assert context is not None and context.person is not None
@@ -208,7 +206,7 @@ def record_response(
 
     detail: dict[str, Any] = {"prompt_id": context.prompt.id}
     errors: dict[str, str] = {}
-    if action == HAS_INFO:
+    if kind == RESPONSE_HAS_INFORMATION:
         when, error = _parse_contact_by(contact_by, now)
         if error:
             errors["contact_by"] = error
@@ -217,13 +215,13 @@ def record_response(
         if when is not None:
             detail["contact_by"] = when.astimezone(settings.timezone).isoformat()
         detail["method"] = method
-    elif action == REDIRECT:
+    elif kind == RESPONSE_REDIRECTED:
         error = _colleague_error(session, store, context, colleague)
         if error:
             errors["colleague"] = error
         detail["to"] = f"person:{colleague}"
     if errors:
-        return _outcome(context, "invalid", action, slack_user_id, now, field_errors=errors)
+        return _outcome(context, "invalid", kind, slack_user_id, now, field_errors=errors)
 
     # The compare-and-set that makes a response count once, whoever clicks and however often.
     claimed = session.execute(
@@ -237,7 +235,7 @@ def record_response(
         return _outcome(
             context,
             "already",
-            action,
+            kind,
             slack_user_id,
             now,
             earlier=_earlier_response(session, target.id),
@@ -251,7 +249,7 @@ def record_response(
     )
     version = store.current_rota_version()
     redirected_to: str | None = None
-    if action == REDIRECT:
+    if kind == RESPONSE_REDIRECTED:
         assert colleague is not None
         new_target = _add_redirect_target(
             session, store, context, colleague, now=now, settings=settings, version=version
@@ -289,10 +287,9 @@ def record_response(
     return _outcome(
         context,
         "recorded",
-        action,
+        kind,
         slack_user_id,
         now,
-        kind=kind,
         detail=detail,
         on_behalf_of=on_behalf_of,
         messages=_messages_of(session, target.id),
@@ -346,7 +343,7 @@ def _load(
     session: Session,
     prompt_id: int | None,
     slack_user_id: str,
-    action: str,
+    kind: str,
     *,
     now: datetime,
     settings: Settings,
@@ -355,7 +352,7 @@ def _load(
     prompt = session.get(Prompt, prompt_id) if prompt_id is not None else None
     target = session.get(Target, prompt.target_id) if prompt and prompt.target_id else None
     if prompt is None or target is None:
-        return None, ResponseOutcome("not_found", action, slack_user_id, now)
+        return None, ResponseOutcome("not_found", kind, slack_user_id, now)
     referral = session.get(Referral, target.referral_id)
     assert referral is not None
     person = person_for_slack_user(session, slack_user_id)
@@ -371,7 +368,7 @@ def _load(
             recipient=context.recipient_id,
             target=target.target,
             detail={
-                "action": action,
+                "response": kind,
                 "prompt_id": prompt.id,
                 "slack_user": slack_user_id,
                 "in_rota": person is not None,
@@ -384,12 +381,12 @@ def _load(
             else "Only the person asked, their cover, duty holder and team manager, or a "
             "manager of their team, may respond to this prompt."
         )
-        return None, _outcome(context, "refused", action, slack_user_id, now, reason=reason)
+        return None, _outcome(context, "refused", kind, slack_user_id, now, reason=reason)
     if referral.status != OPEN:
-        return None, _outcome(context, "closed", action, slack_user_id, now)
+        return None, _outcome(context, "closed", kind, slack_user_id, now)
     if target.state in FINAL_STATES:
         earlier = _earlier_response(session, target.id)
-        return None, _outcome(context, "already", action, slack_user_id, now, earlier=earlier)
+        return None, _outcome(context, "already", kind, slack_user_id, now, earlier=earlier)
     return context, None
 
 
@@ -516,7 +513,7 @@ def _add_redirect_target(
     tz = settings.timezone
     referral_id = context.referral.referral_id
     target_text = f"person:{colleague}"
-    plan = plan_referral(store, [target_text], now, alert_roles=(), tz=tz)
+    plan = plan_referral(store, [target_text], now, alert_roles=settings.alert_roles, tz=tz)
     entry = plan.entries[0]
     new = planned_target(referral_id, entry, redirected_from_id=context.target.id)
     position = (
@@ -543,43 +540,27 @@ def _add_redirect_target(
         actor=context.person.person_id if context.person else None,
         rota_version=version,
     )
-    on_call = [p.person_id for _, p, _ in on_call_holders(store, now, settings.alert_roles)]
-
-    def alert_on_call(kind: str, detail: str) -> None:
-        for recipient in on_call or [None]:
-            session.add(
-                alert_prompt(
-                    referral_id, new.id, kind, recipient, target=target_text, detail=detail, now=now
-                )
-            )
-
-    if new.state == TARGET_UNROUTABLE:
-        reason = "nobody in the chain is at work within 7 days"
-        log("unroutable", target=target_text, detail={"reason": reason, "redirected": True})
-        alert_on_call(KIND_UNROUTABLE, reason)
-        return new
-    schedule_prompt(session, new, entry, log=log, tz=tz, redirected_from=context.target.target)
-    for alert in plan.alerts:
-        if alert.kind == KIND_LONG_GAP:
-            assert entry.due_at is not None
-            gap = entry.due_at - now
-            log(
-                "long_gap_alert",
-                target=target_text,
-                detail={
-                    "due_at": entry.due_at.astimezone(tz).isoformat(),
-                    "gap_minutes": int(gap.total_seconds() // 60),
-                },
-            )
-            alert_on_call(KIND_LONG_GAP, alert.detail)
-            break
+    # As at intake: the on-call holders (de-duplicated by the plan) hear of a long gap or an
+    # unroutable colleague, one event and one alert each; the referral itself is not news.
+    alerts = [a for a in plan.alerts if a.target == target_text]
+    schedule_target(
+        session,
+        new,
+        entry,
+        alerts,
+        log=log,
+        t0=plan.at,
+        tz=tz,
+        redirected_from=context.target.target,
+    )
+    queue_target_alerts(session, referral_id, alerts, {target_text: new}, now=now)
     return new
 
 
 def _outcome(
     context: _Context,
     status: ResponseStatus,
-    action: str,
+    kind: str,
     slack_user_id: str,
     now: datetime,
     **fields: Any,
@@ -590,7 +571,7 @@ def _outcome(
         card = (context.referral.card_channel, context.referral.card_ts)
     return ResponseOutcome(
         status=status,
-        action=action,
+        kind=kind,
         slack_user_id=slack_user_id,
         at=now,
         responder_id=person.person_id if person is not None else None,
@@ -712,21 +693,28 @@ def close_referral(
 def on_call_now(
     session: Session, *, now: datetime, settings: Settings, role: str | None = None
 ) -> OnCallAnswer:
-    """Who holds each alert role (or `role`) on shift at `now`."""
+    """Who holds `role` on shift at `now`; without a role, every role with a shift covering
+    `now`: the alert roles first (listed even when nobody holds them), then the others sorted."""
     store = RotaStore(session)
     if role is not None:
         role = role.strip().lower().removeprefix("role:")
         if not store.role_known(role):
             return OnCallAnswer(now, unknown_role=role)
-    roles = [role] if role is not None else list(dict.fromkeys(settings.alert_roles))
-    answer: list[tuple[str, tuple[OnCallHolder, ...]]] = []
-    for name in roles:
-        holders: dict[str, OnCallHolder] = {}
-        for person, shift in store.people_on_shift(now, name):
-            known = holders.get(person.person_id)
-            if known is None or shift.end_at > known.until:
-                holders[person.person_id] = OnCallHolder(
-                    person.person_id, person.name, person.slack_user_id, shift.end_at
-                )
-        answer.append((name, tuple(holders.values())))
-    return OnCallAnswer(now, tuple(answer))
+        on_shift = store.people_on_shift(now, role)
+        roles = [role]
+    else:
+        on_shift = store.people_on_shift(now)
+        alert_roles = list(dict.fromkeys(settings.alert_roles))
+        others = sorted({shift.role for _, shift in on_shift} - set(alert_roles))
+        roles = alert_roles + others
+    holders: dict[str, dict[str, OnCallHolder]] = {name: {} for name in roles}
+    for person, shift in on_shift:
+        by_person = holders.get(shift.role)
+        if by_person is None:
+            continue
+        known = by_person.get(person.person_id)
+        if known is None or shift.end_at > known.until:
+            by_person[person.person_id] = OnCallHolder(
+                person.person_id, person.name, person.slack_user_id, shift.end_at
+            )
+    return OnCallAnswer(now, tuple((name, tuple(holders[name].values())) for name in roles))

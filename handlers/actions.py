@@ -8,6 +8,7 @@ from collections.abc import Callable
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
+from bot.models import RESPONSE_HAS_INFORMATION
 from bot.responses import check_response
 from bot.services import Services
 from bot.slack import SlackError, slack_edge
@@ -18,10 +19,10 @@ from handlers.responses import as_int, record_now, refusal_for, show_recorded, t
 
 def register(app: App, services: Services) -> None:
     """Listen for the prompt buttons."""
-    app.action(ids.ACK)(_make_direct(services, ids.ACK))
-    app.action(ids.NOT_KNOWN)(_make_direct(services, ids.NOT_KNOWN))
-    app.action(ids.HAS_INFO)(_make_modal_opener(services, ids.HAS_INFO))
-    app.action(ids.REDIRECT)(_make_modal_opener(services, ids.REDIRECT))
+    for action in (ids.ACK, ids.NOT_KNOWN):
+        app.action(action)(_make_direct(services, ids.RESPONSE_KIND_BY_ACTION[action]))
+    for action in (ids.HAS_INFO, ids.REDIRECT):
+        app.action(action)(_make_modal_opener(services, ids.RESPONSE_KIND_BY_ACTION[action]))
 
 
 def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
@@ -32,11 +33,11 @@ def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
     return body["user"]["id"], as_int(action.get("value")), channel, container.get("message_ts")
 
 
-def _make_direct(services: Services, action: str) -> Callable[..., None]:
+def _make_direct(services: Services, kind: str) -> Callable[..., None]:
     def respond_now(ack: Ack, body: dict, client: WebClient) -> None:
         ack()
         user_id, prompt_id, channel, message_ts = _click(body)
-        outcome = record_now(services, prompt_id, user_id, action)
+        outcome = record_now(services, prompt_id, user_id, kind)
         if outcome.status == "recorded":
             show_recorded(client, outcome, services, (channel, message_ts))
             return
@@ -46,21 +47,21 @@ def _make_direct(services: Services, action: str) -> Callable[..., None]:
     return respond_now
 
 
-def _make_modal_opener(services: Services, action: str) -> Callable[..., None]:
+def _make_modal_opener(services: Services, kind: str) -> Callable[..., None]:
     def open_modal(ack: Ack, body: dict, client: WebClient) -> None:
         ack()
         user_id, prompt_id, channel, message_ts = _click(body)
         now = services.clock.now()
         with services.session_factory.begin() as session:
             outcome = check_response(
-                session, prompt_id, user_id, action, now=now, settings=services.settings
+                session, prompt_id, user_id, kind, now=now, settings=services.settings
             )
         referral_id = outcome.referral.referral_id if outcome.referral else None
         if outcome.status != "allowed" or outcome.referral is None or prompt_id is None:
             tell_privately(client, user_id, channel, refusal_for(outcome, services), referral_id)
             return
         metadata = modal_metadata(prompt_id, channel, message_ts)
-        if action == ids.HAS_INFO:
+        if kind == RESPONSE_HAS_INFORMATION:
             view = build_has_info_modal(
                 outcome.referral,
                 outcome.contact_slots,

@@ -84,7 +84,6 @@ def _close(services: Services, command: dict, args: list[str], respond: Respond)
     text = close_answer(
         outcome.status,
         referral_id=outcome.referral_id,
-        reason=outcome.reason,
         cancelled_prompts=outcome.cancelled_prompts,
         cancelled_rows=outcome.cancelled_rows,
     )

@@ -1,5 +1,7 @@
 """Identifiers shared by Block Kit builders and the listeners that handle them (CONTRACT §6)."""
 
+from bot import models
+
 COMMAND = "/handover"
 
 # Prompt buttons
@@ -8,9 +10,21 @@ HAS_INFO = "handover_has_info"
 NOT_KNOWN = "handover_not_known"
 REDIRECT = "handover_redirect"
 RESPONSE_ACTIONS = (ACK, HAS_INFO, NOT_KNOWN, REDIRECT)
+# The response kind each prompt button records
+RESPONSE_KIND_BY_ACTION: dict[str, str] = {
+    ACK: models.RESPONSE_ACKNOWLEDGED,
+    HAS_INFO: models.RESPONSE_HAS_INFORMATION,
+    NOT_KNOWN: models.RESPONSE_NOT_KNOWN,
+    REDIRECT: models.RESPONSE_REDIRECTED,
+}
 
 # Message metadata
-PROMPT_EVENT_TYPE = "handover_prompt"
+PROMPT_EVENT_TYPE = "handover_prompt"  # a prompt DM: {"referral_id", "prompt_id"} (CONTRACT §6)
+# The bot's other messages carry their own types, so "the handover_prompt message in X's DM" is
+# always a prompt. Each payload names the referral and the outbox row (`row_id`) it delivers.
+CARD_EVENT_TYPE = "handover_card"  # the referral's card in the EDT channel
+ALERT_EVENT_TYPE = "handover_alert"  # on call, long gap, unroutable, delivery failure, Slack auth
+ESCALATION_EVENT_TYPE = "handover_escalation"  # reminder, escalation DMs, channel post, breach
 
 # Referral modal
 REFERRAL_MODAL = "handover_referral_modal"
@@ -34,14 +48,6 @@ ACTION_SUMMARY = "summary_input"
 HAS_INFO_MODAL = "handover_has_info_modal"
 REDIRECT_MODAL = "handover_redirect_modal"
 
-CATEGORIES = (
-    "domestic_abuse",
-    "physical_abuse",
-    "sexual_abuse",
-    "neglect",
-    "emotional_abuse",
-    "exploitation",
-    "missing",
-    "other",
-)
-URGENCIES = ("urgent", "standard")
+# The referral modal's choices: the domain's vocabulary, re-exported for the Slack layer
+CATEGORIES = models.CATEGORIES
+URGENCIES = models.URGENCIES

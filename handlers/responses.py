@@ -10,6 +10,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from bot.directory import search_people
+from bot.models import RESPONSE_HAS_INFORMATION, RESPONSE_REDIRECTED
 from bot.responses import ResponseOutcome, record_response
 from bot.services import Services
 from bot.slack import SlackError, slack_edge
@@ -42,13 +43,15 @@ def register(app: App, services: Services) -> None:
     def submit_has_info(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
         contact_by, method = read_has_info_modal(view["state"]["values"])
         answers = {"contact_by": contact_by, "method": method}
-        submit(services, ack, body, view, client, ids.HAS_INFO, BLOCK_CONTACT_BY, **answers)
+        submit(
+            services, ack, body, view, client, RESPONSE_HAS_INFORMATION, BLOCK_CONTACT_BY, **answers
+        )
 
     @app.view(ids.REDIRECT_MODAL)
     def submit_redirect(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
         colleague = read_redirect_modal(view["state"]["values"])
         answers = {"colleague": colleague}
-        submit(services, ack, body, view, client, ids.REDIRECT, BLOCK_COLLEAGUE, **answers)
+        submit(services, ack, body, view, client, RESPONSE_REDIRECTED, BLOCK_COLLEAGUE, **answers)
 
     @app.options(ACTION_COLLEAGUE)
     def load_colleagues(ack: Ack, payload: dict) -> None:
@@ -63,14 +66,14 @@ def submit(
     body: dict,
     view: dict,
     client: WebClient,
-    action: str,
+    kind: str,
     first_block: str,
     **answers: str | None,
 ) -> None:
     """Record a modal's response; answer problems in the modal, then show the outcome."""
     metadata = read_modal_metadata(view)
     prompt_id = as_int(metadata.get("prompt_id"))
-    outcome = record_now(services, prompt_id, body["user"]["id"], action, **answers)
+    outcome = record_now(services, prompt_id, body["user"]["id"], kind, **answers)
     if outcome.status == "invalid":
         ack(response_action="errors", errors=modal_errors(outcome.field_errors))
         return
@@ -85,16 +88,16 @@ def record_now(
     services: Services,
     prompt_id: int | None,
     user_id: str,
-    action: str,
+    kind: str,
     **answers: str | None,
 ) -> ResponseOutcome:
-    """Record a response at the clock's now, in a transaction of its own."""
+    """Record a response (one of RESPONSE_KINDS) at the clock's now, in its own transaction."""
     with services.session_factory.begin() as session:
         return record_response(
             session,
             prompt_id,
             user_id,
-            action,
+            kind,
             now=services.clock.now(),
             settings=services.settings,
             **answers,
@@ -158,6 +161,7 @@ def _show_on_messages_and_card(
     if outcome.card is None or outcome.responder_id is None or outcome.target is None:
         return
     reply = build_card_reply(
+        referral_id=outcome.referral.referral_id,
         kind=outcome.kind,
         responder_id=outcome.responder_id,
         on_behalf_of=outcome.on_behalf_of,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
@@ -11,6 +12,7 @@ from slack_sdk.errors import SlackApiError
 from bot.directory import person_for_slack_user
 from bot.intake import (
     MAX_NOTIFY,
+    REPEATED_TARGET,
     SOURCE_SLACK,
     InvalidReferral,
     receive_referral,
@@ -60,7 +62,7 @@ def register(app: App, services: Services) -> None:
             try:
                 request = validate_referral(session, data, tz=settings.timezone, now=now)
             except InvalidReferral as invalid:
-                ack(response_action="errors", errors=modal_errors(invalid, origins))
+                ack(response_action="errors", errors=modal_errors(invalid, origins, data["notify"]))
                 return
             result = receive_referral(
                 session, request, now=now, settings=settings, source=SOURCE_SLACK
@@ -108,12 +110,18 @@ def read_referral_modal(values: dict) -> tuple[dict, list[str]]:
     return data, origins
 
 
-def modal_errors(invalid: InvalidReferral, origins: list[str]) -> dict[str, str]:
-    """Field errors of the intake service keyed by the modal's block_ids (first per block)."""
+def modal_errors(
+    invalid: InvalidReferral, origins: list[str], notify: Sequence[str] = ()
+) -> dict[str, str]:
+    """Field errors of the intake service keyed by the modal's block_ids (first per block).
+
+    `origins` and `notify` are the block and the target of each notify entry, in order.
+    """
     errors: dict[str, str] = {}
     for error in invalid.errors:
         base, _, rest = error.field.partition("[")
         block = _FIELD_BLOCKS.get(base, ids.BLOCK_EXTERNAL_REF)
+        index = -1
         if base == "notify" and rest.rstrip("]").isdigit():
             index = int(rest.rstrip("]"))
             block = origins[index] if index < len(origins) else ids.BLOCK_NOTIFY_PEOPLE
@@ -125,6 +133,9 @@ def modal_errors(invalid: InvalidReferral, origins: list[str]) -> dict[str, str]
                 if origins
                 else "Choose at least one professional, team or role."
             )
+        if error.code == REPEATED_TARGET and 0 <= index < len(notify):
+            # The API's message names list positions; the modal names the target.
+            message = f"{notify[index]} is chosen twice."
         errors.setdefault(block, message[:150])
     return errors
 

@@ -36,6 +36,7 @@ from handlers.blocks.prompt import (
     response_buttons,
     urgency_label,
 )
+from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND
 
 HOME_NEXT = "handover_home_next"
 HOME_PREVIOUS = "handover_home_previous"
@@ -49,6 +50,20 @@ PROMPTS_PER_PAGE = 20  # a section and an actions block each
 MAX_OVERDUE_LINES = 15
 MAX_OWN_PROMPTS_FOR_MANAGER = 5
 MAX_MESSAGE_SECTIONS = 40
+
+# An overdue prompt's latest escalation step, as done and as due
+STEP_DONE = {
+    REMIND: "reminded",
+    ESCALATE: "escalated",
+    ESCALATE_CHANNEL: "escalation channel",
+    BREACH: "breached",
+}
+STEP_DUE = {
+    REMIND: "reminder due",
+    ESCALATE: "escalation due",
+    ESCALATE_CHANNEL: "escalation channel due",
+    BREACH: "breach due",
+}
 
 COVERAGE_ICONS = {RESPONDED: "✅", ASKED: "⏳", NOT_ASKED: "❌"}
 COVERAGE_WORDS = {RESPONDED: "responded", ASKED: "asked", NOT_ASKED: "not asked"}
@@ -134,12 +149,17 @@ def referral_line(facts: ReferralFacts, tz: ZoneInfo) -> str:
 
 
 def overdue_line(item: Overdue, tz: ZoneInfo) -> str:
-    """One overdue target: referral, target, recipient and since when."""
+    """One overdue target: referral, target, recipient, and the latest escalation step taken
+    (or, before any, the next one due)."""
     who = f" → `{mrkdwn_escape(item.recipient_id)}`" if item.recipient_id else ""
     if item.state == TARGET_HELD:
         what = f"not sent, due {format_local(item.since, tz)}"
     elif item.state == TARGET_FAILED:
         what = f"could not be delivered, due {format_local(item.since, tz)}"
+    elif item.last_step is not None and item.last_step_at is not None:
+        what = f"no response, {STEP_DONE[item.last_step]} {format_local(item.last_step_at, tz)}"
+    elif item.next_step is not None and item.next_step_at is not None:
+        what = f"no response, {STEP_DUE[item.next_step]} {format_local(item.next_step_at, tz)}"
     else:
         what = f"no response, reminder due {format_local(item.since, tz)}"
     return f":alarm_clock: *{item.referral_id}* `{mrkdwn_escape(item.target)}`{who}: {what}"

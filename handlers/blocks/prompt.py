@@ -7,11 +7,11 @@ Builders take the referral's safe fields one by one, so the summary cannot slip 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.logbook import ReferralFacts
 from bot.models import (
     RESPONSE_ACKNOWLEDGED,
     RESPONSE_HAS_INFORMATION,
@@ -46,30 +46,6 @@ VIA_LABELS = {
     "channel": "team channel",
     "shift": "on shift",
 }
-
-
-@dataclass(frozen=True)
-class ReferralFacts:
-    """The fields of a referral that may appear in Slack; the summary is deliberately absent."""
-
-    referral_id: str
-    external_ref: str
-    category: str
-    urgency: str
-    referred_at: datetime
-    received_at: datetime
-
-    @classmethod
-    def of(cls, referral: Any) -> ReferralFacts:
-        """Copy the shareable fields from a Referral (or any object with those attributes)."""
-        return cls(
-            referral_id=referral.referral_id,
-            external_ref=referral.external_ref,
-            category=referral.category,
-            urgency=referral.urgency,
-            referred_at=referral.referred_at,
-            received_at=referral.received_at,
-        )
 
 
 def format_local(instant: datetime, tz: ZoneInfo) -> str:

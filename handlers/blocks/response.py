@@ -1,8 +1,8 @@
 """Block Kit and text for responses: the has-information and redirect modals, private answers,
 the EDT card's thread replies, and the answers to `/handover close` and `/handover oncall`.
 
-Minimal data: nothing here takes a referral's summary or a close reason meant for the record
-only, except the private answer to the person who typed that reason.
+Minimal data: nothing here takes a referral's summary or anything a person typed (a close
+reason is kept for the record only, never echoed into Slack, not even privately to its author).
 """
 
 from __future__ import annotations
@@ -215,6 +215,7 @@ def responder_label(
 
 def build_card_reply(
     *,
+    referral_id: str,
     kind: str,
     responder_id: str,
     on_behalf_of: str | None,
@@ -223,8 +224,12 @@ def build_card_reply(
     tz: ZoneInfo,
     detail: dict[str, Any] | None = None,
     redirected_to: str | None = None,
-) -> dict[str, str]:
-    """The thread reply on the referral's EDT card, e.g. 'hv-kpatel acknowledged at 09:12'."""
+) -> dict[str, Any]:
+    """The thread reply on the referral's EDT card, e.g. 'hv-kpatel acknowledged at 09:12'.
+
+    The detail (who, for whom, what and when) is in the blocks; the notification text names only
+    the referral ID, as every notification does.
+    """
     detail = detail or {}
     who = responder_id if not on_behalf_of else f"{responder_id} (for {on_behalf_of})"
     text = f"{who} {CARD_VERBS.get(kind, kind.replace('_', ' '))}"
@@ -239,7 +244,10 @@ def build_card_reply(
             text += f" ({method})"
     if target != f"person:{on_behalf_of or responder_id}":
         text += f" [{target}]"
-    return {"text": text}
+    return {
+        "text": notification_text(referral_id, "response recorded"),
+        "blocks": [_section(mrkdwn_escape(text))],
+    }
 
 
 def refusal_text(
@@ -278,16 +286,15 @@ def close_answer(
     status: str,
     *,
     referral_id: str | None,
-    reason: str = "",
     cancelled_prompts: int = 0,
     cancelled_rows: int = 0,
 ) -> str:
-    """The private answer to `/handover close` (the reason is shown only to its author)."""
+    """The private answer to `/handover close`; the typed reason stays in the log, not in Slack."""
     if status == "closed":
         return (
             f"Referral {referral_id} is closed. Cancelled {cancelled_prompts} prompt(s) "
             f"still held and {cancelled_rows - cancelled_prompts} other pending message(s). "
-            f"Reason recorded: {mrkdwn_escape(reason)}"
+            "The reason is recorded in the log."
         )
     if status == "usage":
         return "Usage: `/handover close REFERRAL_ID REASON`"

@@ -17,6 +17,7 @@ Europe/London in November is GMT (UTC+00:00). Thu 12 Nov 2026 to Tue 17 Nov 2026
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -643,3 +644,83 @@ def test_a_prompt_that_failed_is_overdue_and_asked_nobody(
     ]
     assert coverage["HO-R3"].statuses["health"] == NOT_ASKED
     assert coverage["HO-R3"].gaps == ["social_care", "police", "health"]
+
+
+def add_step_row(
+    session: Session, prompt_id: int, step: str, due: datetime, sent: datetime | None
+) -> Prompt:
+    """An escalation step's outbox row for a prompt, as bot.escalation writes it."""
+    prompt = session.get(Prompt, prompt_id)
+    assert prompt is not None
+    row = Prompt(
+        referral_id=prompt.referral_id,
+        target_id=prompt.target_id,
+        kind="escalation",
+        recipient_id=prompt.recipient_id,
+        due_at=due,
+        state=SENT if sent else PENDING,
+        sent_at=sent,
+        detail=json.dumps({"prompt_id": prompt_id, "step": step}),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def test_overdue_prompts_show_the_latest_escalation_step_or_the_next(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    # HO-R2's prompt to hv-jo went at Mon 09:20: reminded at 10:20, escalated at 11:20, the
+    # escalation channel is next at 13:20; the log records the breach at 17:00.
+    with session_factory.begin() as session:
+        prompt_id = scenario.prompts["R2 hv"]
+        add_step_row(session, prompt_id, "remind", utc(16, 10, 20), utc(16, 10, 20))
+        add_step_row(session, prompt_id, "escalate", utc(16, 11, 20), utc(16, 11, 20))
+        add_step_row(session, prompt_id, "escalate_channel", utc(16, 13, 20), None)
+
+    def steps_at(now: datetime) -> list[tuple]:
+        with session_factory() as session:
+            overdue = overdue_prompts(session, now, EscalationPolicy(), LONDON)
+        return [
+            (o.last_step, o.last_step_at, o.next_step, o.next_step_at)
+            for o in overdue
+            if o.referral_id == "HO-R2"
+        ]
+
+    next_step = ("escalate_channel", utc(16, 13, 20))
+    assert steps_at(utc(16, 10, 20)) == [("remind", utc(16, 10, 20), *next_step)]
+    assert steps_at(utc(16, 11, 19)) == [("remind", utc(16, 10, 20), *next_step)]
+    assert steps_at(utc(16, 12)) == [("escalate", utc(16, 11, 20), *next_step)]
+    assert steps_at(NOW) == [("breach", utc(16, 17), *next_step)]
+
+
+def test_overdue_prompt_before_any_step_shows_the_next_step_due(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    with session_factory.begin() as session:
+        add_step_row(session, scenario.prompts["R2 hv"], "remind", utc(16, 10, 20), None)
+    with session_factory() as session:
+        [overdue] = [
+            o
+            for o in overdue_prompts(session, utc(16, 10, 30), EscalationPolicy(), LONDON)
+            if o.referral_id == "HO-R2"
+        ]
+    assert (overdue.last_step, overdue.next_step, overdue.next_step_at) == (
+        None,
+        "remind",
+        utc(16, 10, 20),
+    )
+
+
+def test_open_prompts_for_person_point_at_the_prompt_after_its_escalation(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    prompt_id = scenario.prompts["R2 hv"]
+    with session_factory.begin() as session:
+        add_step_row(session, prompt_id, "remind", utc(16, 10, 20), utc(16, 10, 20))
+        add_step_row(session, prompt_id, "breach", utc(16, 17), utc(16, 17))
+    with session_factory() as session:
+        prompts = open_prompts_for_person(session, "hv-jo")
+    assert [(p.prompt_id, p.target, p.sent_at) for p in prompts] == [
+        (prompt_id, "person:hv-jo", utc(16, 9, 20))
+    ]

@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from slack_sdk import WebClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import AuditEvent, Prompt, Referral, Response, Target
+from bot.models import (
+    RESPONSE_ACKNOWLEDGED,
+    RESPONSE_HAS_INFORMATION,
+    RESPONSE_NOT_KNOWN,
+    RESPONSE_REDIRECTED,
+    AuditEvent,
+    Prompt,
+    Referral,
+    Response,
+    Target,
+)
 from bot.responses import (
     ResponseOutcome,
     check_response,
@@ -23,8 +33,7 @@ from bot.responses import (
 )
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
-from handlers import ids
-from rota.models import Person
+from rota.models import Absence, Person, Shift
 from tests.handlers.slack_payloads import (
     BOT_TOKEN,
     EDT_CHANNEL,
@@ -48,7 +57,7 @@ def respond(
     session_factory: sessionmaker[Session],
     prompt_id: int | None,
     person_id: str,
-    action: str = ids.ACK,
+    kind: str = RESPONSE_ACKNOWLEDGED,
     **answers: str,
 ) -> ResponseOutcome:
     with session_factory.begin() as session:
@@ -56,7 +65,7 @@ def respond(
             session,
             prompt_id,
             slack_user(person_id) if not person_id.startswith("U0") else person_id,
-            action,
+            kind,
             now=NOW,
             settings=SETTINGS,
             **answers,
@@ -100,7 +109,7 @@ def test_who_may_respond_to_a_person_target(
             refused = session.scalars(select(AuditEvent)).one()
             assert refused.event == "response_refused"
             assert refused.actor == who
-            assert json.loads(refused.detail)["action"] == ids.ACK
+            assert json.loads(refused.detail)["response"] == RESPONSE_ACKNOWLEDGED
             assert session.get(Target, scenario.target_id).state == "prompted"
 
 
@@ -122,7 +131,7 @@ def test_concurrent_responses_record_one(
 
     def one(person_id: str) -> None:
         barrier.wait()
-        outcomes.append(respond(session_factory, scenario.prompt_id, person_id, ids.NOT_KNOWN))
+        outcomes.append(respond(session_factory, scenario.prompt_id, person_id, RESPONSE_NOT_KNOWN))
 
     people = ("hv-kpatel", "hv-lead", "hv-cover")
     threads = [threading.Thread(target=one, args=(p,)) for p in people]
@@ -167,7 +176,7 @@ def test_check_response_before_a_modal_changes_nothing(
             session,
             scenario.prompt_id,
             slack_user("hv-kpatel"),
-            ids.HAS_INFO,
+            RESPONSE_HAS_INFORMATION,
             now=NOW,
             settings=SETTINGS,
         )
@@ -182,14 +191,14 @@ def test_check_response_before_a_modal_changes_nothing(
 def test_has_information_needs_a_time_and_a_method(
     session_factory: sessionmaker[Session], scenario: Scenario
 ) -> None:
-    outcome = respond(session_factory, scenario.prompt_id, "hv-kpatel", ids.HAS_INFO)
+    outcome = respond(session_factory, scenario.prompt_id, "hv-kpatel", RESPONSE_HAS_INFORMATION)
     assert outcome.status == "invalid"
     assert set(outcome.field_errors) == {"contact_by", "method"}
     later = respond(
         session_factory,
         scenario.prompt_id,
         "hv-kpatel",
-        ids.HAS_INFO,
+        RESPONSE_HAS_INFORMATION,
         contact_by="2026-12-25T10:00:00+00:00",
         method="phone",
     )
@@ -203,7 +212,7 @@ def test_redirect_to_someone_already_asked_is_refused(
     session_factory: sessionmaker[Session], scenario: Scenario
 ) -> None:
     first = respond(
-        session_factory, scenario.prompt_id, "hv-kpatel", ids.REDIRECT, colleague="hv-jones"
+        session_factory, scenario.prompt_id, "hv-kpatel", RESPONSE_REDIRECTED, colleague="hv-jones"
     )
     assert first.status == "recorded" and first.redirected_to == "person:hv-jones"
     with session_factory() as session:
@@ -211,13 +220,21 @@ def test_redirect_to_someone_already_asked_is_refused(
         new_prompt = session.scalars(select(Prompt).where(Prompt.target_id == new.id)).one()
     # hv-jones is now asked; the role target cannot be redirected to them as well.
     again = respond(
-        session_factory, scenario.role_prompt_id, "pc-jones", ids.REDIRECT, colleague="hv-jones"
+        session_factory,
+        scenario.role_prompt_id,
+        "pc-jones",
+        RESPONSE_REDIRECTED,
+        colleague="hv-jones",
     )
     assert again.field_errors == {
         "colleague": "Hv Jones is already being asked about this referral."
     }
     unknown = respond(
-        session_factory, scenario.role_prompt_id, "pc-jones", ids.REDIRECT, colleague="nobody"
+        session_factory,
+        scenario.role_prompt_id,
+        "pc-jones",
+        RESPONSE_REDIRECTED,
+        colleague="nobody",
     )
     assert unknown.field_errors == {"colleague": "Choose someone in the current rota."}
     # The redirected target's own prompt may be answered by its new recipient.
@@ -237,7 +254,7 @@ def test_redirect_to_someone_away_raises_a_long_gap(
             session,
             scenario.prompt_id,
             slack_user("hv-kpatel"),
-            ids.REDIRECT,
+            RESPONSE_REDIRECTED,
             now=friday_evening,
             settings=SETTINGS,
             colleague="hv-jones",
@@ -252,6 +269,99 @@ def test_redirect_to_someone_away_raises_a_long_gap(
         gap = session.scalars(select(AuditEvent).where(AuditEvent.event == "long_gap_alert")).one()
         assert gap.target == "person:hv-jones"
         assert json.loads(gap.detail)["gap_minutes"] == 63 * 60 + 30
+
+
+FRIDAY_EVENING = datetime(2026, 11, 20, 17, 30, tzinfo=UTC)
+TWO_ROLES = Settings(edt_channel=EDT_CHANNEL, alert_roles=("edt_manager", "police_dau"))
+
+
+def on_call_friday_night(session: Session) -> None:
+    """edt-mgr holds both alert roles on Friday night; pc-jones holds one."""
+    start, end = FRIDAY_EVENING - timedelta(minutes=30), FRIDAY_EVENING + timedelta(hours=15)
+    session.add_all(
+        [
+            Shift(person_id="edt-mgr", role="edt_manager", start_at=start, end_at=end),
+            Shift(person_id="edt-mgr", role="police_dau", start_at=start, end_at=end),
+            Shift(person_id="pc-jones", role="police_dau", start_at=start, end_at=end),
+        ]
+    )
+
+
+def redirect_on_friday_evening(session_factory: sessionmaker[Session], scenario: Scenario) -> int:
+    """hv-kpatel redirects to hv-jones on Friday evening; the new target's id."""
+    with session_factory.begin() as session:
+        outcome = record_response(
+            session,
+            scenario.prompt_id,
+            slack_user("hv-kpatel"),
+            RESPONSE_REDIRECTED,
+            now=FRIDAY_EVENING,
+            settings=TWO_ROLES,
+            colleague="hv-jones",
+        )
+    assert outcome.status == "recorded"
+    with session_factory() as session:
+        return session.scalars(select(Target.id).where(Target.target == "person:hv-jones")).one()
+
+
+def alerts_and_events(session: Session, target_id: int, kind: str, event: str) -> tuple:
+    rows = session.scalars(
+        select(Prompt).where(Prompt.target_id == target_id, Prompt.kind == kind)
+    ).all()
+    logged = session.scalars(
+        select(AuditEvent).where(AuditEvent.event == event).order_by(AuditEvent.id)
+    ).all()
+    return (
+        sorted(r.recipient_id for r in rows),
+        [(e.recipient, e.target, e.actor, json.loads(e.detail)) for e in logged],
+    )
+
+
+def test_redirect_long_gap_alerts_each_on_call_holder_once_as_intake_does(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    with session_factory.begin() as session:
+        on_call_friday_night(session)
+    target_id = redirect_on_friday_evening(session_factory, scenario)
+    with session_factory() as session:
+        recipients, logged = alerts_and_events(session, target_id, "long_gap", "long_gap_alert")
+    assert recipients == ["edt-mgr", "pc-jones"]  # edt-mgr holds two alert roles: one alert
+    gap = {"due_at": "2026-11-23T09:00:00+00:00", "gap_minutes": 3810, "gap": "63 h 30 min"}
+    assert logged == [
+        ("edt-mgr", "person:hv-jones", "hv-kpatel", gap),
+        ("pc-jones", "person:hv-jones", "hv-kpatel", gap),
+    ]
+
+
+def test_redirect_to_someone_unroutable_alerts_each_on_call_holder_once(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    with session_factory.begin() as session:
+        on_call_friday_night(session)
+        # hv-jones and their team manager are away for a fortnight; the team has no duty holder.
+        for person_id in ("hv-jones", "hv-lead"):
+            session.add(
+                Absence(
+                    person_id=person_id,
+                    start_date=date(2026, 11, 20),
+                    end_date=date(2026, 12, 4),
+                    reason="leave",
+                )
+            )
+    target_id = redirect_on_friday_evening(session_factory, scenario)
+    with session_factory() as session:
+        assert session.get(Target, target_id).state == "unroutable"
+        recipients, logged = alerts_and_events(session, target_id, "unroutable", "unroutable")
+    assert recipients == ["edt-mgr", "pc-jones"]
+    reason = "nobody in the chain is at work within 7 days"
+    assert logged == [
+        (
+            None,
+            "person:hv-jones",
+            "hv-kpatel",
+            {"reason": reason, "redirected_from": "person:hv-kpatel"},
+        )
+    ]
 
 
 @pytest.mark.parametrize(
@@ -309,10 +419,39 @@ def test_close_keeps_responses_and_cancels_the_rest(
 def test_on_call_now(session_factory: sessionmaker[Session], scenario: Scenario) -> None:
     with session_factory() as session:
         answer = on_call_now(session, now=NOW, settings=SETTINGS)
-        [(role, holders)] = answer.roles
-        assert role == "edt_manager"
+        assert [role for role, _ in answer.roles] == ["edt_manager", "police_dau"]
+        holders = dict(answer.roles)["edt_manager"]
         assert [(h.person_id, h.slack_user_id) for h in holders] == [("edt-mgr", "UEDTMGR")]
         assert holders[0].until == NOW + timedelta(hours=8)
         police = on_call_now(session, now=NOW, settings=SETTINGS, role="role:police_dau")
         assert [h.person_id for _, hs in police.roles for h in hs] == ["pc-jones"]
         assert on_call_now(session, now=NOW, settings=SETTINGS, role="nope").unknown_role == "nope"
+
+
+def test_on_call_now_without_a_role_lists_every_role_on_shift(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    with session_factory.begin() as session:
+        session.add_all(
+            [
+                # On shift now: a role sorted between the two of the scenario.
+                Shift(person_id="gp-mgr", role="hospital_safeguarding",
+                      start_at=NOW - timedelta(hours=1), end_at=NOW + timedelta(hours=2)),
+                Shift(person_id="pol-sgt", role="hospital_safeguarding",
+                      start_at=NOW - timedelta(hours=3), end_at=NOW + timedelta(hours=1)),
+                # Ended an hour ago, and starting in an hour: not on call now.
+                Shift(person_id="hv-lead", role="night_nurse",
+                      start_at=NOW - timedelta(hours=9), end_at=NOW - timedelta(hours=1)),
+                Shift(person_id="hv-lead", role="ambulance_liaison",
+                      start_at=NOW + timedelta(hours=1), end_at=NOW + timedelta(hours=9)),
+            ]
+        )  # fmt: skip
+    police_first = Settings(edt_channel=EDT_CHANNEL, alert_roles=("police_dau", "paediatrician"))
+    with session_factory() as session:
+        answer = on_call_now(session, now=NOW, settings=police_first)
+    assert [(role, [h.person_id for h in holders]) for role, holders in answer.roles] == [
+        ("police_dau", ["pc-jones"]),
+        ("paediatrician", []),  # an alert role nobody holds is still shown
+        ("edt_manager", ["edt-mgr"]),
+        ("hospital_safeguarding", ["pol-sgt", "gp-mgr"]),
+    ]

@@ -80,6 +80,13 @@ def thread_replies(bot: Harness, scenario: Scenario) -> list[dict]:
     ]
 
 
+def reply_detail(reply: dict) -> str:
+    """The thread reply's detail, shown in its blocks (its notification text names the referral)."""
+    assert reply["text"] == "Handover referral HO-TEST01: response recorded"
+    [block] = reply["blocks"]
+    return block["text"]["text"]
+
+
 def test_payloads_follow_slack_sample_shapes() -> None:
     clicked = block_actions("U1", ids.ACK, "1", channel_id="D1", message_ts="1.2")
     submitted = view_submission("U1", ids.HAS_INFO_MODAL, private_metadata="{}", values={})
@@ -102,7 +109,7 @@ def test_recipient_acknowledges(
     assert dm["text"] == "Handover referral HO-TEST01: acknowledged"
 
     reply = wait_for(lambda: thread_replies(bot, scenario))[0]
-    assert reply["text"] == "hv-kpatel acknowledged at 09:12"
+    assert reply_detail(reply) == "hv-kpatel acknowledged at 09:12"
     assert reply["channel"] == "C0EDTCARDS"
 
     with session_factory() as session:
@@ -177,7 +184,7 @@ def test_unrelated_user_is_refused_privately(
     with session_factory() as session:
         refused = events(session, "response_refused")
         assert sorted(e.actor for e in refused) == ["U0STRANGER", "gp-mgr"]
-        assert {json.loads(e.detail)["action"] for e in refused} == {ids.ACK, ids.NOT_KNOWN}
+        assert {json.loads(e.detail)["response"] for e in refused} == {"acknowledged", "not_known"}
         assert all(e.target == "person:hv-kpatel" for e in refused)
         assert responses(session) == []
         assert session.get(Target, scenario.target_id).state == "prompted"
@@ -193,7 +200,7 @@ def test_team_manager_responds_on_behalf(
     click(bot, scenario, "hv-senior", ids.NOT_KNOWN)
 
     reply = wait_for(lambda: thread_replies(bot, scenario))[0]
-    assert reply["text"] == (
+    assert reply_detail(reply) == (
         "hv-senior (for hv-kpatel) answered not known to their service at 09:12"
     )
     dm = bot.standin.messages(scenario.dm_channel)[0]
@@ -224,6 +231,10 @@ def test_role_target_manager_of_the_shift_holders_team(
         [response] = responses(session)
         assert (response.responder_id, response.on_behalf_of) == ("pol-sgt", "pc-jones")
         assert session.get(Target, scenario.role_target_id).state == "acknowledged"
+    # The card's thread reply: people and target in its blocks, only the referral ID in its
+    # notification text.
+    reply = wait_for(lambda: thread_replies(bot, scenario))[0]
+    assert reply_detail(reply) == "pol-sgt (for pc-jones) acknowledged at 09:12 [role:police_dau]"
 
 
 def test_has_information_modal(
@@ -275,7 +286,7 @@ def test_has_information_modal(
     assert accepted.body in (b"", b"{}")
 
     reply = wait_for(lambda: thread_replies(bot, scenario))[0]
-    assert reply["text"] == (
+    assert reply_detail(reply) == (
         "hv-kpatel holds information at 09:12; will contact the social worker by "
         "today 14:00 (phone call)"
     )
@@ -328,7 +339,7 @@ def test_redirect_to_a_colleague(
     assert submit("hv-jones").status == 200
 
     reply = wait_for(lambda: thread_replies(bot, scenario))[0]
-    assert reply["text"] == "hv-kpatel redirected to person:hv-jones at 09:12"
+    assert reply_detail(reply) == "hv-kpatel redirected to person:hv-jones at 09:12"
     with session_factory() as session:
         new = session.scalars(select(Target).where(Target.target == "person:hv-jones")).one()
         assert new.redirected_from_id == scenario.target_id

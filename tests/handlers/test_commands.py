@@ -49,8 +49,10 @@ def test_close_by_a_referrer(
     answer = bot.command_answer(slack_user("edt-amy"), f"close ho-test01 {REASON}")
 
     assert answer["response_type"] == "ephemeral"
-    assert answer["text"].startswith("Referral HO-TEST01 is closed. Cancelled 1 prompt(s)")
-    assert REASON in answer["text"]  # privately, to the closer only
+    assert answer["text"] == (
+        "Referral HO-TEST01 is closed. Cancelled 1 prompt(s) still held and 2 other pending "
+        "message(s). The reason is recorded in the log."
+    )
     with session_factory() as session:
         referral = session.get(Referral, scenario.referral_id)
         assert (referral.status, referral.closed_by, referral.close_reason) == (
@@ -76,7 +78,10 @@ def test_close_by_a_referrer(
             select(Prompt).where(Prompt.kind == "card", Prompt.state == "pending")
         ).all()
         assert len(pending_cards) == 1
-    assert "NARRATIVE-REASON-88" not in bot.standin.all_text()
+    # What a person typed stays in the log: not in any Slack call, not even in the private answer.
+    for typed in (REASON, "NARRATIVE-REASON-88"):
+        assert typed not in bot.standin.all_text()
+        assert typed not in json.dumps(bot.catcher.posts)
     assert bot.wakes
 
     again = bot.command_answer(slack_user("edt-mgr"), f"close HO-TEST01 {REASON}")
@@ -115,10 +120,12 @@ def test_close_refusals_change_nothing(
 def test_oncall_lists_the_holders(bot: Harness, scenario: Scenario) -> None:
     answer = bot.command_answer(slack_user("hv-jones"), "oncall")
     assert answer["response_type"] == "ephemeral"
-    assert (
-        "`edt_manager`: Edt Mgr (`edt-mgr`, <@UEDTMGR>) until Mon 16 Nov 2026 17:12 GMT"
-        in (answer["text"])
-    )
+    # Everyone on call now: the alert role first, then every other role with a shift now.
+    assert answer["text"].splitlines() == [
+        "*On call at Mon 16 Nov 2026 09:12 GMT*",
+        "• `edt_manager`: Edt Mgr (`edt-mgr`, <@UEDTMGR>) until Mon 16 Nov 2026 17:12 GMT",
+        "• `police_dau`: Pc Jones (`pc-jones`, <@UPCJONES>) until Mon 16 Nov 2026 15:12 GMT",
+    ]
 
     police = bot.command_answer(slack_user("hv-jones"), "oncall police_dau")
     assert "`police_dau`: Pc Jones (`pc-jones`" in police["text"]

@@ -24,16 +24,31 @@ from werkzeug.serving import make_server
 
 from bot.app import create_app
 from bot.clock import FixedClock
+from bot.logbook import Overdue
 from bot.models import Referral, Target
 from bot.services import Services
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from bot.slack_standin.blockkit import check_message_blocks, check_view
-from handlers.blocks.home import HOME_NEXT, HOME_PREVIOUS, build_unknown_user_home
+from handlers.blocks.home import (
+    HOME_NEXT,
+    HOME_PREVIOUS,
+    build_log_overdue_message,
+    build_unknown_user_home,
+    overdue_line,
+)
 from handlers.home import build_home_view, manager_slack_user_ids, refresh_homes
 from handlers.ids import RESPONSE_ACTIONS
 from handlers.log_command import REFUSAL, handle_log
-from tests.bot.test_logbook import NOW, SUMMARY, build_rota, build_scenario, utc
+from tests.bot.test_logbook import (
+    LONDON,
+    NOW,
+    SUMMARY,
+    add_step_row,
+    build_rota,
+    build_scenario,
+    utc,
+)
 
 SECRET = "signing-secret-for-tests"
 TOKEN = "xoxb-test"
@@ -83,8 +98,9 @@ def test_manager_home_shows_overdue_referrals_and_coverage(
     overdue = next(t for t in texts if t.startswith(":alarm_clock:"))
     assert overdue.splitlines() == [
         ":alarm_clock: *HO-R3* `person:hv-jo` → `hv-jo`: not sent, due Mon 16 Nov 2026 09:00 GMT",
-        ":alarm_clock: *HO-R2* `person:hv-jo` → `hv-jo`: no response, reminder due "
-        "Mon 16 Nov 2026 10:20 GMT",
+        # Reminded, escalated and breached since: the log's latest step, not the first one due.
+        ":alarm_clock: *HO-R2* `person:hv-jo` → `hv-jo`: no response, breached "
+        "Mon 16 Nov 2026 17:00 GMT",
     ]
     assert "HO-R4" not in all_text(view)  # closed
     assert "NARRATIVE-SECRET" not in all_text(view)
@@ -110,6 +126,61 @@ def test_professional_home_lists_their_open_prompts_with_the_four_buttons(
     assert "NARRATIVE-SECRET" not in all_text(view)
     assert "Nothing is waiting for your answer" in all_text(police_view)
     assert not [b for b in police_view["blocks"] if b["type"] == "actions"]
+
+
+def test_professional_home_after_escalation_shows_the_prompt_and_when_it_was_sent(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    scenario = build_scenario(session_factory)
+    prompt_id = scenario.prompts["R2 hv"]
+    with session_factory.begin() as session:
+        add_step_row(session, prompt_id, "remind", utc(16, 10, 20), utc(16, 10, 20))
+        add_step_row(session, prompt_id, "breach", utc(16, 17), utc(16, 17))
+    with session_factory() as session:
+        view = build_home_view(session, "UHVJO", NOW, settings_for(db_url))
+    [actions] = [b for b in view["blocks"] if b["type"] == "actions"]
+    assert {b["value"] for b in actions["elements"]} == {str(prompt_id)}
+    assert "Asked of `person:hv-jo` at Mon 16 Nov 2026 09:20 GMT." in section_texts(view)[0]
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        ({}, "no response, reminder due Mon 16 Nov 2026 10:20 GMT"),
+        (
+            {"next_step": "remind", "next_step_at": utc(16, 10, 20)},
+            "no response, reminder due Mon 16 Nov 2026 10:20 GMT",
+        ),
+        (
+            {"last_step": "remind", "last_step_at": utc(16, 10, 21)},
+            "no response, reminded Mon 16 Nov 2026 10:21 GMT",
+        ),
+        (
+            {
+                "last_step": "escalate",
+                "last_step_at": utc(16, 11, 20),
+                "next_step": "escalate_channel",
+                "next_step_at": utc(16, 13, 20),
+            },
+            "no response, escalated Mon 16 Nov 2026 11:20 GMT",
+        ),
+        (
+            {"last_step": "escalate_channel", "last_step_at": utc(16, 13, 20)},
+            "no response, escalation channel Mon 16 Nov 2026 13:20 GMT",
+        ),
+        (
+            {"last_step": "breach", "last_step_at": utc(16, 17)},
+            "no response, breached Mon 16 Nov 2026 17:00 GMT",
+        ),
+    ],
+)
+def test_overdue_line_names_the_latest_step(steps: dict[str, Any], expected: str) -> None:
+    item = Overdue("HO-R2", "person:hv-jo", 7, "hv-jo", "prompted", utc(16, 10, 20), **steps)
+    assert (
+        overdue_line(item, LONDON) == f":alarm_clock: *HO-R2* `person:hv-jo` → `hv-jo`: {expected}"
+    )
+    [_, section] = build_log_overdue_message([item], LONDON)
+    assert section["text"]["text"] == overdue_line(item, LONDON)
 
 
 def test_a_slack_user_not_in_the_rota_gets_an_explanation(

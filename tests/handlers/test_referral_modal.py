@@ -187,6 +187,10 @@ BAD_INPUT: dict[str, tuple[dict[str, Any], dict[str, str] | set[str]]] = {
         {"people": tuple(f"hv-{n:02d}" for n in range(51))},
         {"notify_people": "Choose at most 50 professionals, teams and roles in all."},
     ),
+    "a target chosen twice": (
+        {"people": ("hv-kpatel", "hv-kpatel")},
+        {"notify_people": "person:hv-kpatel is chosen twice."},
+    ),
     "several": (
         {"external_ref": "", "people": (), "teams": (), "roles": ()},
         {"external_ref", "notify_people"},
