@@ -68,9 +68,10 @@ from bot.slack import (
     SlackTransientError,
     make_web_client,
 )
-from handlers.blocks.alerts import build_alert_message
-from handlers.blocks.card import build_card
+from handlers.blocks.alerts import alert_metadata, build_alert_message
+from handlers.blocks.card import build_card, card_metadata
 from handlers.blocks.prompt import build_prompt_message
+from handlers.home import refresh_homes
 from handlers.ids import PROMPT_EVENT_TYPE
 from rota.hours import parse_hours
 from rota.models import Person
@@ -146,6 +147,7 @@ class _Delivery:
     target: str | None = None
     via: str | None = None
     due_at: datetime | None = None
+    first_claimed_at: datetime | None = None  # no earlier attempt can have posted before this
     audit_detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -307,7 +309,8 @@ class Dispatcher:
                 return
             attempted_post = True
             posted, found = self._deliver(step)
-            self._confirm(step, posted, found, stats)
+            if self._confirm(step, posted, found, stats) and step.kind == KIND_PROMPT:
+                self._refresh_recipient_home(step)
         except SlackTransientError as exc:
             self._on_transient(prompt_id, exc, stats)
         except SlackAuthError as exc:
@@ -338,6 +341,21 @@ class Dispatcher:
                     stats.retrying += 1
             except Exception:
                 logger.exception("could not release prompt %s; its lease will expire", prompt_id)
+
+    def _refresh_recipient_home(self, delivery: _Delivery) -> None:
+        """Best effort: show the new prompt on its recipient's App Home (a DM's user ID)."""
+        user = delivery.channel
+        if user[:1] not in ("U", "W"):
+            return  # a team channel was prompted: nobody's Home to redraw
+        try:
+            refresh_homes(
+                self.slack.client, self.session_factory, [user], self.clock.now(), self.settings
+            )
+        except Exception:
+            # The prompt is delivered and recorded; a stale Home is redrawn when next opened.
+            logger.exception(
+                "could not refresh the App Home of %s after prompt %s", user, delivery.prompt_id
+            )
 
     def _bot_token_works(self) -> bool:
         try:
@@ -399,11 +417,17 @@ class Dispatcher:
             return True, None
         return True, (min(known) - HISTORY_MARGIN).timestamp()
 
-    def _metadata(self, prompt: Prompt, kind: str | None = None) -> dict[str, Any]:
-        payload: dict[str, Any] = {"referral_id": prompt.referral_id, "prompt_id": prompt.id}
-        if kind is not None:
-            payload["kind"] = kind
-        return {"event_type": PROMPT_EVENT_TYPE, "event_payload": payload}
+    @staticmethod
+    def _metadata(prompt: Prompt) -> dict[str, Any]:
+        """The row's message metadata: only a prompt is a `handover_prompt` (CONTRACT §6)."""
+        if prompt.kind == KIND_PROMPT:
+            return {
+                "event_type": PROMPT_EVENT_TYPE,
+                "event_payload": {"referral_id": prompt.referral_id, "prompt_id": prompt.id},
+            }
+        if prompt.kind == KIND_CARD:
+            return card_metadata(prompt.referral_id, prompt.id)
+        return alert_metadata(prompt.kind, prompt.referral_id, prompt.id)
 
     def _cancel(
         self, session: Session, prompt: Prompt, referral: Referral, now: datetime, reason: str
@@ -504,6 +528,7 @@ class Dispatcher:
             target=target.target,
             via=via,
             due_at=prompt.due_at,
+            first_claimed_at=outbox.first_claimed_at(prompt),
             audit_detail={"respond_by": _local_iso(respond_by, self.settings)},
         )
 
@@ -626,11 +651,13 @@ class Dispatcher:
             referral_id=referral.referral_id,
             channel=channel,
             message=message,
-            metadata=self._metadata(prompt, prompt.kind),
+            metadata=self._metadata(prompt),
             check_history=check,
             oldest=oldest,
             recipient=prompt.recipient_id,
             target=target,
+            due_at=prompt.due_at,
+            first_claimed_at=outbox.first_claimed_at(prompt),
             audit_detail={"detail": detail.get("detail")} if detail.get("detail") else {},
         )
 
@@ -671,10 +698,12 @@ class Dispatcher:
             referral_id=referral.referral_id,
             channel=channel,
             message=message,
-            metadata=self._metadata(prompt, KIND_CARD),
+            metadata=self._metadata(prompt),
             update_ts=referral.card_ts,
             check_history=check and referral.card_ts is None,
             oldest=oldest,
+            due_at=prompt.due_at,
+            first_claimed_at=outbox.first_claimed_at(prompt),
         )
 
     def _recipient_labels(self, session: Session, referral_id: str) -> dict[int, str]:
@@ -727,14 +756,22 @@ class Dispatcher:
             channel = delivery.channel
             if channel[:1] in ("U", "W"):
                 channel = self.slack.open_dm(channel)
+            # The row's own message: a prompt by its prompt_id, a card or an alert by its row_id.
+            event_type = delivery.metadata["event_type"]
+            key = "prompt_id" if event_type == PROMPT_EVENT_TYPE else "row_id"
             found = self.slack.find_message(
                 channel,
-                event_type=PROMPT_EVENT_TYPE,
-                payload_match={"prompt_id": delivery.prompt_id},
+                event_type=event_type,
+                payload_match={key: delivery.prompt_id},
                 oldest=delivery.oldest,
             )
             if found is not None:
-                logger.info("prompt %s was already in Slack (ts %s)", delivery.prompt_id, found.ts)
+                logger.info(
+                    "%s %s was already in Slack (ts %s)",
+                    delivery.kind,
+                    delivery.prompt_id,
+                    found.ts,
+                )
                 return found, True
         text, blocks = delivery.message["text"], delivery.message["blocks"]
         if delivery.update_ts:
@@ -750,21 +787,35 @@ class Dispatcher:
 
     # ----- step 3: confirm ------------------------------------------------------------------
 
+    @staticmethod
+    def _posted_at(delivery: _Delivery, found: bool, now: datetime) -> datetime:
+        """When the message reached Slack: now, or for one an earlier attempt posted (found in
+        history), the row's first claim, when the first attempt began (never before the row
+        was due: a row moved later by the rota keeps its first claim)."""
+        if not found or delivery.first_claimed_at is None:
+            return now
+        posted_at = delivery.first_claimed_at
+        if delivery.due_at is not None and delivery.due_at > posted_at:
+            posted_at = delivery.due_at
+        return min(posted_at, now)
+
     def _confirm(
         self, delivery: _Delivery, posted: PostedMessage, found: bool, stats: DispatchStats
-    ) -> None:
+    ) -> bool:
+        """Step 3; False when the claim was lost (another dispatcher confirms instead)."""
         now = self.clock.now()
+        sent_at = self._posted_at(delivery, found, now)
         late = (
             delivery.kind == KIND_PROMPT
             and delivery.due_at is not None
-            and now - delivery.due_at > LATE_GRACE
+            and sent_at - delivery.due_at > LATE_GRACE
         )
         with self.session_factory.begin() as session:
             prompt = outbox.mark_sent(
                 session,
                 delivery.prompt_id,
                 instance_id=self.instance_id,
-                now=now,
+                now=sent_at,
                 channel=posted.channel,
                 ts=posted.ts,
                 late=late,
@@ -774,20 +825,25 @@ class Dispatcher:
                 # message in history and confirm it, so nothing is logged twice.
                 logger.warning("lost the claim on prompt %s after posting", delivery.prompt_id)
                 stats.lost_claims += 1
-                return
+                return False
             referral = session.get(Referral, delivery.referral_id)
             assert referral is not None
-            base = {"channel": posted.channel, "ts": posted.ts}
+            base: dict[str, Any] = {"channel": posted.channel, "ts": posted.ts}
             if found:
                 base["found_in_history"] = True
+                base["found_at"] = _local_iso(now, self.settings)
             if delivery.kind == KIND_PROMPT:
-                self._audit_prompt_sent(session, prompt, referral, delivery, base, now, late)
+                self._audit_prompt_sent(
+                    session, prompt, referral, delivery, base, sent_at=sent_at, now=now, late=late
+                )
+                # The escalation clock runs from sent_at; a step already past is performed at
+                # once, marked late.
                 escalation.schedule_escalation(session, prompt, now=now, settings=self.settings)
             elif delivery.kind == KIND_ON_CALL:
                 _audit(
                     session,
                     "on_call_alerted",
-                    at=now,
+                    at=sent_at,
                     referral_id=referral.referral_id,
                     recipient=delivery.recipient,
                     target=delivery.target,
@@ -804,6 +860,7 @@ class Dispatcher:
             stats.alerts += 1
         stats.late += int(late)
         stats.found_in_history += int(found)
+        return True
 
     def _audit_prompt_sent(
         self,
@@ -812,24 +869,26 @@ class Dispatcher:
         referral: Referral,
         delivery: _Delivery,
         base: dict[str, Any],
+        *,
+        sent_at: datetime,
         now: datetime,
         late: bool,
     ) -> None:
         detail: dict[str, Any] = {
             "via": delivery.via,
             "due_at": _local_iso(delivery.due_at, self.settings),
-            "sent_at": _local_iso(now, self.settings),
+            "sent_at": _local_iso(sent_at, self.settings),
             "prompt_id": prompt.id,
             **delivery.audit_detail,
             **base,
         }
         if late and delivery.due_at is not None:
-            detail["delay_minutes"] = int((now - delivery.due_at).total_seconds() // 60)
+            detail["delay_minutes"] = int((sent_at - delivery.due_at).total_seconds() // 60)
         store = RotaStore(session)
         _audit(
             session,
             "prompt_sent_late" if late else "prompt_sent",
-            at=now,
+            at=sent_at,
             referral_id=referral.referral_id,
             recipient=delivery.recipient,
             target=delivery.target,
@@ -976,10 +1035,7 @@ class Dispatcher:
                 channel,
                 text=message["text"],
                 blocks=message["blocks"],
-                metadata={
-                    "event_type": PROMPT_EVENT_TYPE,
-                    "event_payload": {"referral_id": referral_id, "kind": KIND_SLACK_AUTH},
-                },
+                metadata=alert_metadata(KIND_SLACK_AUTH, referral_id),
             )
         except SlackError:
             logger.error("could not post the credentials alert either (%s)", error)

@@ -7,9 +7,11 @@ prompts. A step is performed in three parts, so that Slack is called outside any
 1. `plan_step` (read-only, in a transaction): re-reads the target, asks `rota.escalation.decide`
    and says what to send to whom, or that the row is to be cancelled or deferred;
 2. `send_step` (no session): posts each message, first looking in Slack's history for it when
-   an earlier attempt may have posted it (every message carries the row id and the step);
-3. `record_step` (in a transaction): writes the audit events, closes the row and inserts the
-   row of the next step, at its own instant even when that is already past (catch-up).
+   an earlier attempt may have posted it (every message carries `handover_escalation` metadata
+   naming the row id and the step);
+3. `record_step` (in a transaction): writes the audit events, closes the row, marks a target
+   still waiting `escalated` after the +120 step, and inserts the row of the next step, at its
+   own instant even when that is already past (catch-up).
 
 `perform_escalation_step` runs the three in one session, for tests and simple callers.
 Functions here take a session and never commit.
@@ -26,7 +28,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from slack_sdk import WebClient
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import Session
 
 from bot import audit
@@ -39,12 +41,22 @@ from bot.models import (
     PENDING,
     RESPONSE_KINDS,
     SENT,
+    TARGET_ESCALATED,
+    TARGET_PROMPTED,
     TARGET_UNANSWERED_STATES,
     Prompt,
     Referral,
     Target,
 )
-from bot.outbox import dispatch_state, first_claimed_at, load_detail, needs_check, note, owned
+from bot.outbox import (
+    dispatch_state,
+    enqueue_card_refresh,
+    first_claimed_at,
+    load_detail,
+    needs_check,
+    note,
+    owned,
+)
 from bot.settings import Settings
 from bot.slack import SlackMessenger, SlackRecipientError, SlackTransientError
 from handlers.blocks.escalation import (
@@ -53,9 +65,10 @@ from handlers.blocks.escalation import (
     build_escalation_message,
     build_reminder_message,
     channel_label,
+    escalation_metadata,
     recipient_label,
 )
-from handlers.ids import PROMPT_EVENT_TYPE
+from handlers.ids import ESCALATION_EVENT_TYPE
 from rota.escalation import (
     BREACH,
     ESCALATE,
@@ -72,7 +85,7 @@ from rota.escalation import (
 from rota.hours import parse_hours
 from rota.models import Team
 from rota.plan import TargetError
-from rota.planner import chain_for, parse_target
+from rota.planner import chain_for, is_at_work, parse_target
 from rota.store import RotaStore
 from rota.worktime import WorkingTime, working_time_for_recipient
 
@@ -250,31 +263,41 @@ def _recipient_team_manager(store: RotaStore, recipient_id: str | None) -> str |
 
 
 def escalation_people(
-    store: RotaStore, prompt: Prompt, target: Target, now: datetime
+    store: RotaStore, prompt: Prompt, target: Target, now: datetime, tz: ZoneInfo
 ) -> list[tuple[str, str]]:
-    """(person_id, via) for everyone the escalate step reaches: the rest of the chain and
-    the team manager, in chain order, without the recipient."""
-    people: list[tuple[str, str]] = []
-    seen = {prompt.recipient_id}
+    """(person_id, via) for everyone the escalate step reaches, never the recipient: the people
+    after the recipient in the target's chain who are at work now, in chain order, then the
+    recipient's team manager whether at work or not.
+
+    When the recipient is no longer in the chain (the rota changed since the prompt), everyone
+    in the chain at work now. A team channel is never escalated to: the channel step is
+    HANDOVER_ESCALATION_CHANNEL's.
+    """
+    recipient = prompt.recipient_id
     try:
         links = chain_for(store, target.target, now)
     except TargetError:
         # The target left the rota since it was prompted; its managers are still told.
         logger.warning("escalation: target %s is no longer in the rota", target.target)
         links = []
-    for link in links:
+    position = next((i for i, link in enumerate(links) if link.recipient == recipient), None)
+    # Whoever was asked before the recipient was passed over (on leave, off work): not them.
+    after = links if position is None else links[position + 1 :]
+    people: list[tuple[str, str]] = []
+    seen = {recipient}
+    for link in after:
         if link.via == "channel" or link.recipient in seen:
+            continue
+        if not is_at_work(store, link.recipient, now, tz):
             continue
         seen.add(link.recipient)
         people.append((link.recipient, link.via))
-    managers = (
-        _active_manager(store, _target_team(store, target, prompt.recipient_id)),
-        _recipient_team_manager(store, prompt.recipient_id),
-    )
-    for manager in managers:
-        if manager is not None and manager not in seen:
-            seen.add(manager)
-            people.append((manager, "manager"))
+    manager = _recipient_team_manager(store, recipient)
+    if manager is None and (recipient is None or store.person(recipient) is None):
+        # A team channel was asked: its team's manager answers for it.
+        manager = _active_manager(store, _target_team(store, target, None))
+    if manager is not None and manager not in seen:
+        people.append((manager, "manager"))
     return people
 
 
@@ -287,19 +310,6 @@ def escalation_channel(settings: Settings) -> str | None:
         return settings.edt_channel
     logger.error("neither HANDOVER_ESCALATION_CHANNEL nor HANDOVER_EDT_CHANNEL is set")
     return None
-
-
-def step_metadata(referral_id: str, prompt_id: int, row_id: int, step: str) -> dict[str, Any]:
-    """The metadata on every message of a step: how a retry finds it in Slack's history."""
-    return {
-        "event_type": PROMPT_EVENT_TYPE,
-        "event_payload": {
-            "referral_id": referral_id,
-            "prompt_id": prompt_id,
-            "step": step,
-            "row_id": row_id,
-        },
-    }
 
 
 def _person_label(store: RotaStore, person_id: str) -> str:
@@ -453,7 +463,7 @@ def _step_messages(
     """The messages of one step, and the people who should get one but have no Slack user."""
     assert prompt.sent_at is not None
     tz = settings.timezone
-    metadata = step_metadata(referral.referral_id, prompt.id, row_id, step)
+    metadata = escalation_metadata(referral.referral_id, prompt.id, row_id, step)
     asked = _asked(store, prompt)
     messages: list[OutgoingMessage] = []
     unreachable: list[tuple[str, str]] = []
@@ -475,7 +485,7 @@ def _step_messages(
         else:
             messages.append(reminder)
     elif step == ESCALATE:
-        for person_id, via in escalation_people(store, prompt, target, now):
+        for person_id, via in escalation_people(store, prompt, target, now, tz):
             message = build_escalation_message(
                 referral,
                 prompt.id,
@@ -491,7 +501,8 @@ def _step_messages(
         channel = escalation_channel(settings)
         if channel is not None:
             told = [
-                _person_label(store, p) for p, _ in escalation_people(store, prompt, target, now)
+                _person_label(store, p)
+                for p, _ in escalation_people(store, prompt, target, now, tz)
             ]
             message = build_channel_escalation_message(
                 referral,
@@ -575,7 +586,7 @@ def _send_one(
         channel = messenger.open_dm(message.dm_user) if message.dm_user else message.channel
         found = messenger.find_message(
             channel,
-            event_type=PROMPT_EVENT_TYPE,
+            event_type=ESCALATION_EVENT_TYPE,
             payload_match={"row_id": plan.row_id, "step": plan.step},
             oldest=since,
         )
@@ -698,6 +709,8 @@ def record_step(
         ],
     )
     _close_row(current, SENT, now)
+    if plan.step == ESCALATE:
+        _mark_escalated(session, target, referral, now=now, settings=settings)
     session.flush()
 
     # Re-read the target: a response may have come in while the messages were going out.
@@ -722,6 +735,22 @@ def record_step(
         next_due_at=upcoming.due_at,
         results=tuple(results),
     )
+
+
+def _mark_escalated(
+    session: Session, target: Target, referral: Referral, *, now: datetime, settings: Settings
+) -> None:
+    """The +120 step was performed: a target still only prompted is now `escalated`, which the
+    card and the App Home show. Compare-and-set, so a response recorded meanwhile stands."""
+    changed = session.execute(
+        update(Target)
+        .where(Target.id == target.id, Target.state == TARGET_PROMPTED)
+        .values(state=TARGET_ESCALATED)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    session.refresh(target)
+    if changed and (referral.card_channel or settings.edt_channel):
+        enqueue_card_refresh(session, referral.referral_id, now)
 
 
 def _audit_step(

@@ -19,6 +19,7 @@ from handlers.blocks.prompt import (
     notification_text,
     referral_fields,
 )
+from handlers.ids import ALERT_EVENT_TYPE
 
 # The outbox's alerts, and the credentials alert the dispatcher posts directly.
 ALERT_KINDS = (*OUTBOX_ALERT_KINDS, KIND_SLACK_AUTH)
@@ -70,6 +71,14 @@ def _body(
     if reason:
         text += f"\nSlack said: {_code(reason)}"
     return text
+
+
+def alert_metadata(kind: str, referral_id: str, row_id: int | None = None) -> dict[str, Any]:
+    """An alert's message metadata: its kind, and the outbox row that delivers it (if any)."""
+    payload: dict[str, Any] = {"referral_id": referral_id, "kind": kind}
+    if row_id is not None:
+        payload["row_id"] = row_id
+    return {"event_type": ALERT_EVENT_TYPE, "event_payload": payload}
 
 
 def build_alert_message(

@@ -28,6 +28,7 @@ from handlers.blocks.prompt import (
     notification_text,
     referral_fields,
 )
+from handlers.ids import CARD_EVENT_TYPE
 
 SECTION_TEXT_LIMIT = 3000
 MAX_TARGET_SECTIONS = 40  # leaves room for header, facts and context within 50 blocks
@@ -89,6 +90,14 @@ def _sections_of(lines: Sequence[str]) -> list[dict[str, Any]]:
         {"type": "section", "text": {"type": "mrkdwn", "text": text}}
         for text in sections[:MAX_TARGET_SECTIONS]
     ]
+
+
+def card_metadata(referral_id: str, row_id: int) -> dict[str, Any]:
+    """The card's message metadata: how a retry finds the card its outbox row posted."""
+    return {
+        "event_type": CARD_EVENT_TYPE,
+        "event_payload": {"referral_id": referral_id, "row_id": row_id},
+    }
 
 
 def build_card(

@@ -196,10 +196,18 @@ def setup_one_prompt(factory: sessionmaker[Session], due_at: datetime = MONDAY_9
         return add_prompt_for(session, "hv-jsmith", due_at)
 
 
+def is_prompt(message: dict) -> bool:
+    """A prompt DM (escalation steps, alerts and cards have their own event types)."""
+    return (message.get("metadata") or {}).get("event_type") == "handover_prompt"
+
+
 def messages_for(slack: SlackStandIn, prompt_id: int) -> list[dict]:
-    """The prompt's own messages (escalation steps carry its prompt_id too, with a `step`)."""
-    payloads = [(m, (m.get("metadata") or {}).get("event_payload") or {}) for m in slack.messages()]
-    return [m for m, p in payloads if p.get("prompt_id") == prompt_id and "step" not in p]
+    """The prompt's own messages (its escalation steps name its prompt_id too)."""
+    return [
+        m
+        for m in slack.messages()
+        if is_prompt(m) and m["metadata"]["event_payload"]["prompt_id"] == prompt_id
+    ]
 
 
 def events(factory: sessionmaker[Session], *names: str) -> list[AuditEvent]:
@@ -378,6 +386,112 @@ def test_a_claimed_but_unconfirmed_prompt_is_found_in_history_not_sent_again(
     assert history and history[0].args["include_all_metadata"] in (True, "true", "1")
 
 
+def test_a_prompt_found_in_history_is_logged_as_sent_at_its_first_claim(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+    # 09:00: a dispatcher claims the prompt, Slack stores it, and the dispatcher dies.
+    with session_factory.begin() as session:
+        outbox.claim_due(session, MONDAY_9, instance_id="dead", limit=10)
+    WebClient(base_url=slack.url, token=TOKEN).chat_postMessage(
+        channel="U0HV1",
+        text="Handover referral HO-K7M3QX: please respond",
+        metadata={
+            "event_type": "handover_prompt",
+            "event_payload": {"referral_id": "HO-K7M3QX", "prompt_id": prompt_id},
+        },
+    )
+
+    # 09:11: the survivor finds it; Jo has had it since 09:00, which the log and clock say.
+    clock.set(MONDAY_9 + timedelta(minutes=11))
+    stats = make_dispatcher(settings, session_factory, clock, "survivor").run_once()
+    assert (stats.sent, stats.late, stats.found_in_history) == (1, 0, 1)
+    [sent] = events(session_factory, "prompt_sent", "prompt_sent_late")
+    assert (sent.event, sent.at) == ("prompt_sent", MONDAY_9)
+    detail = json.loads(sent.detail)
+    assert (detail["sent_at"], detail["found_at"], detail["found_in_history"]) == (
+        "2027-01-11T09:00:00+00:00",
+        "2027-01-11T09:11:00+00:00",
+        True,
+    )
+    assert "delay_minutes" not in detail
+    row = prompt_row(session_factory, prompt_id)
+    assert (row.state, row.sent_at, row.late) == (SENT, MONDAY_9, False)
+    # The escalation clock started at 09:00: the reminder is due at 10:00, not 10:11.
+    with session_factory() as session:
+        [reminder] = session.scalars(select(Prompt).where(Prompt.kind == "escalation"))
+        assert (outbox.load_detail(reminder)["step"], reminder.due_at) == (
+            "remind",
+            MONDAY_9 + timedelta(hours=1),
+        )
+
+
+def test_a_rescheduled_prompt_found_in_history_is_dated_at_its_new_due_time_not_its_first_claim(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+    with session_factory.begin() as session:  # Jo is off on Monday: held until Tuesday 09:00
+        session.add(
+            Absence(
+                person_id="hv-jsmith",
+                start_date=MONDAY_9.date(),
+                end_date=MONDAY_9.date(),
+                reason="leave",
+            )
+        )
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+    assert dispatcher.run_once().rescheduled == 1  # first claimed on Monday at 09:00
+
+    tuesday_9 = MONDAY_9 + timedelta(days=1)
+    clock.set(tuesday_9)
+    slack.fail_with_status("chat.postMessage", 500, after_apply=True)
+    assert dispatcher.run_once().retrying == 1
+    clock.set(tuesday_9 + timedelta(minutes=5))
+    assert dispatcher.run_once().found_in_history == 1
+
+    assert len(messages_for(slack, prompt_id)) == 1
+    [sent] = events(session_factory, "prompt_sent", "prompt_sent_late")
+    assert (sent.event, sent.at, json.loads(sent.detail)["sent_at"]) == (
+        "prompt_sent",
+        tuesday_9,
+        "2027-01-12T09:00:00+00:00",
+    )
+    assert prompt_row(session_factory, prompt_id).sent_at == tuesday_9
+
+
+def test_an_on_call_alert_posted_then_failed_is_found_by_its_own_event_type(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        alert = Prompt(
+            referral_id="HO-K7M3QX",
+            kind="on_call",
+            recipient_id="edt-mgr",
+            due_at=MONDAY_9,
+            state=PENDING,
+            attempts=0,
+            detail=json.dumps({"role": "role:edt_manager"}),
+        )
+        session.add(alert)
+        session.flush()
+        alert_id = alert.id
+    slack.fail_with_status("chat.postMessage", 500, after_apply=True)
+    stats = run_until_quiet(make_dispatcher(settings, session_factory, clock), clock)
+    assert (stats.alerts, stats.found_in_history) == (1, 1)
+
+    [message] = slack.messages(slack.dm_channel_for("U0MGR"))
+    assert message["metadata"] == {
+        "event_type": "handover_alert",
+        "event_payload": {"referral_id": "HO-K7M3QX", "kind": "on_call", "row_id": alert_id},
+    }
+    [lookup] = slack.calls("conversations.history")
+    assert lookup.args["channel"] == message["channel"]
+    [alerted] = events(session_factory, "on_call_alerted")
+    assert (alerted.at, json.loads(alerted.detail)["found_in_history"]) == (MONDAY_9, True)
+
+
 @pytest.mark.parametrize("fault", ["http_500", "timeout"])
 def test_a_post_applied_then_failed_is_not_duplicated(
     fault: str, session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
@@ -403,7 +517,7 @@ def test_a_post_applied_then_failed_is_not_duplicated(
     prompt_posts = [
         c
         for c in slack.calls("chat.postMessage")
-        if c.args["channel"] != EDT and "step" not in str(c.args.get("metadata"))
+        if "handover_prompt" in str(c.args.get("metadata"))
     ]
     assert len(prompt_posts) == 1
     assert prompt_row(session_factory, prompt_id).state == SENT
@@ -453,8 +567,7 @@ def _many_prompts(factory: sessionmaker[Session], slack: SlackStandIn, count: in
 
 def _assert_each_sent_once(factory: sessionmaker[Session], slack: SlackStandIn, ids) -> None:
     counts = Counter(
-        (m.get("metadata") or {}).get("event_payload", {}).get("prompt_id")
-        for m in slack.messages()
+        m["metadata"]["event_payload"]["prompt_id"] for m in slack.messages() if is_prompt(m)
     )
     assert {pid: counts[pid] for pid in ids} == dict.fromkeys(ids, 1)
     with factory() as session:
@@ -543,11 +656,17 @@ def test_user_not_found_fails_the_prompt_and_alerts_the_edt_channel(
     assert json.loads(failed.detail)["reason"] == "user_not_found"
     assert json.loads(failed.detail)["will_retry"] is False
 
-    [alert] = [
-        m
-        for m in slack.messages(EDT)
-        if m["metadata"]["event_payload"].get("kind") == "delivery_failure"
-    ]
+    [alert] = [m for m in slack.messages(EDT) if m["metadata"]["event_type"] == "handover_alert"]
+    with session_factory() as session:
+        alert_row = session.scalars(select(Prompt).where(Prompt.kind == "delivery_failure")).one()
+    assert alert["metadata"] == {
+        "event_type": "handover_alert",
+        "event_payload": {
+            "referral_id": "HO-K7M3QX",
+            "kind": "delivery_failure",
+            "row_id": alert_row.id,
+        },
+    }
     text = json.dumps(alert)
     assert "HO-K7M3QX" in text and "hv-jsmith" in text and "user_not_found" in text
     assert "Jo Smith" not in text and "jo.smith" not in text  # the person_id, not their details
@@ -602,7 +721,12 @@ def test_on_call_alert_goes_to_the_holder_and_is_logged(
         )
     assert make_dispatcher(settings, session_factory, clock).run_once().alerts == 1
     [message] = slack.messages(slack.dm_channel_for("U0MGR"))
-    assert message["metadata"]["event_payload"]["kind"] == "on_call"
+    with session_factory() as session:
+        row_id = session.scalars(select(Prompt.id).where(Prompt.kind == "on_call")).one()
+    assert message["metadata"] == {
+        "event_type": "handover_alert",
+        "event_payload": {"referral_id": "HO-K7M3QX", "kind": "on_call", "row_id": row_id},
+    }
     assert message["text"] == "Handover referral HO-K7M3QX: new referral (on call)"
     [alerted] = events(session_factory, "on_call_alerted")
     assert (alerted.recipient, alerted.target) == ("edt-mgr", "role:edt_manager")
@@ -631,7 +755,14 @@ def test_card_is_posted_once_then_updated_as_targets_change(
     assert (stats.sent, stats.cards) == (1, 2)  # the prompt; the card posted, then updated
 
     [card] = slack.messages(EDT)
-    assert card["metadata"]["event_payload"]["kind"] == "card"
+    with session_factory() as session:
+        first_card_row = session.scalars(
+            select(Prompt.id).where(Prompt.kind == "card").order_by(Prompt.id).limit(1)
+        ).one()
+    assert card["metadata"] == {
+        "event_type": "handover_card",
+        "event_payload": {"referral_id": "HO-K7M3QX", "row_id": first_card_row},
+    }
     with session_factory() as session:
         referral = session.get(Referral, "HO-K7M3QX")
         assert (referral.card_channel, referral.card_ts) == (EDT, card["ts"])
@@ -660,6 +791,55 @@ def test_a_person_without_slack_id_is_looked_up_by_email_once(
         dm,
         dm,
     ]
+
+
+def test_the_recipients_app_home_is_refreshed_once_the_prompt_is_delivered(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        add_prompt_for(session, "hv-jsmith")
+        session.add(
+            Prompt(
+                referral_id="HO-K7M3QX",
+                kind="on_call",
+                recipient_id="edt-mgr",
+                due_at=MONDAY_9,
+                state=PENDING,
+                attempts=0,
+                detail=json.dumps({"role": "role:edt_manager"}),
+            )
+        )
+    stats = make_dispatcher(settings, session_factory, clock).run_once()
+    assert (stats.sent, stats.alerts) == (1, 1)
+    # Jo's Home, and only Jo's: an alert is not a prompt of the manager's own.
+    [publish] = slack.calls("views.publish")
+    assert publish.args["user_id"] == "U0HV1"
+    assert publish.response["ok"] is True
+    assert "HO-K7M3QX" in json.dumps(publish.args["view"])
+
+
+def test_a_failed_home_refresh_does_not_fail_the_delivery(
+    session_factory,
+    slack: SlackStandIn,
+    settings: Settings,
+    clock: FixedClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("database gone away")
+
+    monkeypatch.setattr("bot.dispatcher.refresh_homes", broken)
+    stats = make_dispatcher(settings, session_factory, clock).run_once()
+    assert (stats.sent, stats.retrying, stats.failed) == (1, 0, 0)
+    assert prompt_row(session_factory, prompt_id).state == SENT
+    assert len(messages_for(slack, prompt_id)) == 1
+    assert events(session_factory, "prompt_failed") == []
+    assert f"could not refresh the App Home of U0HV1 after prompt {prompt_id}" in caplog.text
 
 
 # ----- running in the background -----------------------------------------------------------------

@@ -40,8 +40,8 @@ from handlers.blocks.escalation import (
     build_reminder_message,
 )
 from handlers.blocks.prompt import build_prompt_message
-from rota.models import Person
-from tests.rota.factories import add_closure, add_person, add_shift, add_team
+from rota.models import Person, Shift
+from tests.rota.factories import add_absence, add_closure, add_person, add_shift, add_team
 
 LONDON = ZoneInfo("Europe/London")
 REFERRAL_ID = "HO-ESC001"
@@ -218,7 +218,16 @@ def run_due(
 
 
 def steps_of(messages: list[dict]) -> list[str]:
-    return [m["metadata"]["event_payload"].get("step", "prompt") for m in messages]
+    """`prompt` for the prompt, else the escalation step each message belongs to."""
+    steps = []
+    for message in messages:
+        metadata = message["metadata"]
+        if metadata["event_type"] == "handover_prompt":
+            steps.append("prompt")
+        else:
+            assert metadata["event_type"] == "handover_escalation"
+            steps.append(metadata["event_payload"]["step"])
+    return steps
 
 
 def dm_steps(standin: SlackStandIn, person_id: str) -> list[str]:
@@ -321,11 +330,23 @@ def test_messages_carry_step_metadata_and_never_the_summary(
     text = standin.all_text()
     assert "SUMMARY-MARKER" not in text and "Example Road" not in text and "943 476" not in text
     rows = {r.id: load_detail(r)["step"] for r in escalation_rows(session_factory)}
-    for message in standin.messages():
+    # The prompt alone is a handover_prompt; every step message is a handover_escalation that
+    # names the prompt it chases, its step and its outbox row.
+    [prompt] = [m for m in standin.messages() if m["metadata"]["event_type"] == "handover_prompt"]
+    assert prompt["metadata"]["event_payload"] == {
+        "referral_id": REFERRAL_ID,
+        "prompt_id": prompt_id,
+    }
+    steps = [m for m in standin.messages() if m != prompt]
+    # The reminder, the escalation (performed at 18:00: only the manager, always told), the
+    # channel post, and the breach in the channel and to the manager.
+    assert steps_of(steps) == ["remind", "escalate", "escalate_channel", "breach", "breach"]
+    for message in steps:
+        assert message["metadata"]["event_type"] == "handover_escalation"
         payload = message["metadata"]["event_payload"]
+        assert set(payload) == {"referral_id", "prompt_id", "step", "row_id"}
         assert payload["referral_id"] == REFERRAL_ID and payload["prompt_id"] == prompt_id
-        if "step" in payload:
-            assert rows[payload["row_id"]] == payload["step"]
+        assert rows[payload["row_id"]] == payload["step"]
     # Lock-screen text names the referral ID only: no category, no case reference.
     for call in standin.calls("chat.postMessage"):
         notification = call.args["text"]
@@ -394,6 +415,114 @@ def test_a_restart_between_sending_and_recording_sends_nothing_twice(
         "escalate",
         "escalate_channel",
     ]
+
+
+def escalated_to(factory: sessionmaker[Session]) -> list[tuple[str, str]]:
+    """(recipient, via) of each `escalated` event, in order."""
+    return [(e.recipient, json.loads(e.detail)["via"]) for e in events(factory, "escalated")]
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_deputy_prompted_for_someone_on_leave_escalates_onward_not_back_to_them(
+    session_factory, client, clock, standin, settings
+) -> None:
+    with session_factory.begin() as session:
+        add_absence(session, "hv-jsmith", date(2026, 11, 16), date(2026, 11, 20))
+    sent_prompt(session_factory, client, clock, recipient="hv-cover", settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 11), settings)
+
+    assert escalated_to(session_factory) == [("hv-duty", "duty"), ("hv-lead", "manager")]
+    assert standin.dm_channel_for(slack_id("hv-jsmith")) is None  # on leave: left alone
+    assert dm_steps(standin, "hv-cover") == ["prompt", "remind"]
+    assert dm_steps(standin, "hv-duty") == ["escalate"]
+    assert dm_steps(standin, "hv-lead") == ["escalate"]
+
+
+@pytest.mark.usefixtures("rota")
+def test_the_escalation_skips_people_off_work_but_always_tells_the_team_manager(
+    session_factory, client, clock, standin, settings
+) -> None:
+    with session_factory.begin() as session:
+        add_absence(session, "hv-cover", date(2026, 11, 16), date(2026, 11, 16))
+        add_absence(session, "hv-lead", date(2026, 11, 16), date(2026, 11, 16))
+    sent_prompt(session_factory, client, clock, settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 11), settings)
+
+    assert escalated_to(session_factory) == [("hv-duty", "duty"), ("hv-lead", "manager")]
+    assert standin.dm_channel_for(slack_id("hv-cover")) is None
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_recipient_no_longer_in_the_chain_escalates_to_everyone_in_it_at_work(
+    session_factory, client, clock, standin, settings
+) -> None:
+    # hv-duty was prompted as duty holder; since then the duty shift was taken off the rota
+    # and hv-jsmith went on leave.
+    sent_prompt(session_factory, client, clock, recipient="hv-duty", settings=settings)
+    with session_factory.begin() as session:
+        for shift in session.scalars(select(Shift).where(Shift.person_id == "hv-duty")):
+            session.delete(shift)
+        add_absence(session, "hv-jsmith", date(2026, 11, 16), date(2026, 11, 16))
+    run_due(session_factory, client, clock, at(2026, 11, 16, 11), settings)
+
+    assert escalated_to(session_factory) == [("hv-cover", "deputy"), ("hv-lead", "manager")]
+    assert dm_steps(standin, "hv-duty") == ["prompt", "remind"]
+    assert standin.dm_channel_for(slack_id("hv-jsmith")) is None
+
+
+def target_state(factory: sessionmaker[Session]) -> str:
+    with factory() as session:
+        return session.scalars(select(Target.state)).one()
+
+
+def pending_cards(factory: sessionmaker[Session]) -> list[tuple[str, datetime]]:
+    with factory() as session:
+        rows = session.scalars(select(Prompt).where(Prompt.kind == "card", Prompt.state == PENDING))
+        return [(r.referral_id, r.due_at) for r in rows]
+
+
+@pytest.mark.usefixtures("rota")
+def test_the_escalate_step_marks_the_target_escalated_and_redraws_the_card(
+    session_factory, client, clock, standin, settings
+) -> None:
+    sent_prompt(session_factory, client, clock, settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
+    assert (target_state(session_factory), pending_cards(session_factory)) == ("prompted", [])
+
+    run_due(session_factory, client, clock, at(2026, 11, 16, 11), settings)
+    assert target_state(session_factory) == "escalated"
+    assert pending_cards(session_factory) == [(REFERRAL_ID, at(2026, 11, 16, 11))]
+
+    # Still waiting: the channel post and the breach go out, and the state stays escalated.
+    outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 17), settings)
+    assert [(o.result, o.step) for o in outcomes] == [
+        ("sent", "escalate_channel"),
+        ("sent", "breach"),
+    ]
+    assert target_state(session_factory) == "escalated"
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_response_recorded_while_the_escalation_goes_out_is_kept(
+    session_factory, client, clock, standin, settings
+) -> None:
+    sent_prompt(session_factory, client, clock, settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
+    now = at(2026, 11, 16, 11)
+    clock.set(now)
+    row_id = claim_next(session_factory, now)
+    with session_factory() as session:
+        plan = plan_step(session, row_id, now=now, settings=settings)
+    results = send_step(SlackMessenger(client), plan)
+    with session_factory.begin() as session:  # hv-jsmith answers as the DMs go out
+        session.scalars(select(Target)).one().state = "acknowledged"
+    with session_factory.begin() as session:
+        outcome = record_step(
+            session, row_id, plan, results, now=now, settings=settings, instance_id="test"
+        )
+    assert (outcome.result, outcome.next_step) == ("sent", None)
+    assert target_state(session_factory) == "acknowledged"
+    assert pending_cards(session_factory) == []
 
 
 @pytest.mark.usefixtures("rota")
@@ -469,11 +598,13 @@ def test_after_downtime_each_missed_step_is_performed_once_in_order_marked_late(
         ("remind", "2026-11-16T10:00:00+00:00"),
         ("escalate", "2026-11-16T11:00:00+00:00"),
         ("escalate", "2026-11-16T11:00:00+00:00"),
-        ("escalate", "2026-11-16T11:00:00+00:00"),
         ("escalate_channel", "2026-11-16T13:00:00+00:00"),
         ("breach", "2026-11-16T17:00:00+00:00"),
     ]
     assert all(d["late"] for d in details)
+    # Escalated at 17:30 to whoever is at work then (hv-cover went home at 17:00), and the
+    # team manager whatever the hour.
+    assert [e.recipient for e in events(session_factory, "escalated")] == ["hv-duty", "hv-lead"]
     assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
     assert steps_of(standin.messages("C0MASH")) == ["escalate_channel", "breach"]
     assert run_due(session_factory, client, clock, at(2026, 11, 17, 9), settings) == []

@@ -171,21 +171,25 @@ class StandInProcess:
         assert status == 200, (status, body)
 
     def prompt_messages(self, *, alerts: bool = False) -> dict[int, list[dict]]:
-        """Stored bot messages carrying handover_prompt metadata, grouped by prompt_id.
+        """Stored bot messages grouped by the outbox row that posted them.
 
-        Prompts only by default (a payload of exactly referral_id and prompt_id); alerts and
-        cards (whose payload names a `kind`) with `alerts=True`. Escalation steps, whose
-        payload names a `step`, are neither.
+        Prompts (`handover_prompt`, by prompt_id) by default; alerts and cards
+        (`handover_alert`, `handover_card`, by row_id) with `alerts=True`. Escalation steps
+        (`handover_escalation`) are neither.
         """
+        wanted = (
+            {"handover_alert": "row_id", "handover_card": "row_id"}
+            if alerts
+            else {"handover_prompt": "prompt_id"}
+        )
         grouped: dict[int, list[dict]] = {}
         for message in self.messages():
             metadata = message.get("metadata") or {}
-            if metadata.get("event_type") != "handover_prompt":
-                continue
+            key = wanted.get(metadata.get("event_type"))
             payload = metadata.get("event_payload") or {}
-            if "step" in payload or ("kind" in payload) != alerts:
-                continue
-            grouped.setdefault(int(payload["prompt_id"]), []).append(message)
+            if key is None or key not in payload:
+                continue  # the credentials alert is posted directly, by no row
+            grouped.setdefault(int(payload[key]), []).append(message)
         return grouped
 
     def response_url(self, name: str) -> str:

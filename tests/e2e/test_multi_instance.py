@@ -110,11 +110,16 @@ def test_two_dispatchers_share_a_burst_of_240_prompts_through_429s_and_5xx_once_
         "prob-mgr-walsh",
     }
     # The 429s were waited out inside the call; the 5xx rows went again after their back-off:
-    # those Slack had stored (502 and internal_error after applying) were found, not reposted.
+    # those Slack had stored (502 and internal_error after applying) were found, not reposted,
+    # and are logged as sent when Slack had them (at 09:00); only the 4 refused went later.
     at_nine = [e for e in sent if e["at"] == "2026-12-29T09:00:00+00:00"]
-    assert len(at_nine) == len(rows) - 10
+    assert len(at_nine) == len(rows) - 4
     found = [e for e in sent if e["detail"].get("found_in_history")]
     assert len(found) == 6
+    assert {(e["event"], e["at"], e["detail"]["sent_at"]) for e in found} == {
+        ("prompt_sent", "2026-12-29T09:00:00+00:00", "2026-12-29T09:00:00+00:00")
+    }
+    assert all(e["detail"]["found_at"] > "2026-12-29T09:00:00+00:00" for e in found)
     # Both dispatchers took part; together they sent each prompt once.
     per_dispatcher = sent_by_each_dispatcher(deployment)
     assert len(per_dispatcher) == 2 and all(n > 0 for n in per_dispatcher), per_dispatcher

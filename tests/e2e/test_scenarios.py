@@ -82,8 +82,12 @@ def prompts_in_dm(d: Deployment, person_id: str, referral_id: str) -> list[dict[
     """Prompt DMs (not alerts, cards or escalation steps) of `referral_id` to `person_id`."""
     found = []
     for message in d.standin.dm(slack_user_of(person_id)):
-        payload = (message.get("metadata") or {}).get("event_payload") or {}
-        if set(payload) == {"referral_id", "prompt_id"} and payload["referral_id"] == referral_id:
+        metadata = message.get("metadata") or {}
+        payload = metadata.get("event_payload") or {}
+        if (
+            metadata.get("event_type") == "handover_prompt"
+            and payload["referral_id"] == referral_id
+        ):
             found.append(message)
     return found
 
@@ -91,8 +95,13 @@ def prompts_in_dm(d: Deployment, person_id: str, referral_id: str) -> list[dict[
 def alerts_in_dm(d: Deployment, person_id: str, referral_id: str, kind: str) -> list[dict]:
     found = []
     for message in d.standin.dm(slack_user_of(person_id)):
-        payload = (message.get("metadata") or {}).get("event_payload") or {}
-        if payload.get("referral_id") == referral_id and payload.get("kind") == kind:
+        metadata = message.get("metadata") or {}
+        payload = metadata.get("event_payload") or {}
+        if (
+            metadata.get("event_type") == "handover_alert"
+            and payload.get("referral_id") == referral_id
+            and payload.get("kind") == kind
+        ):
             found.append(message)
     return found
 
