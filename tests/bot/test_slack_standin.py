@@ -239,7 +239,8 @@ def test_bolt_per_request_clients_may_send_team_id(standin: SlackStandIn) -> Non
 
 
 def test_a_message_needs_text_or_blocks(client: WebClient) -> None:
-    with pytest.raises(SlackApiError) as excinfo:
+    # slack_sdk warns about the missing text before sending; the stand-in must refuse it too.
+    with pytest.warns(UserWarning, match="text"), pytest.raises(SlackApiError) as excinfo:
         client.chat_postMessage(channel="C0EDT")
 
     assert slack_error(excinfo) == "no_text"
