@@ -35,7 +35,8 @@ from bot.models import PENDING, SENT, Prompt, Referral, Target  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.slack import make_web_client  # noqa: E402
 from bot.slack_standin import SlackStandIn, StandInUser  # noqa: E402
-from rota.models import Person, RotaVersion, Team  # noqa: E402
+from rota.models import RotaVersion  # noqa: E402
+from tests.rota.factories import new_person, new_team  # noqa: E402
 
 PG_URL = os.environ.get("HANDOVER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 NOW = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)
@@ -66,18 +67,7 @@ def seed(url: str, count: int) -> None:
     factory = make_session_factory(engine)
     with factory.begin() as session:
         session.add(RotaVersion(version=1, imported_at=NOW, files="bench", summary="{}"))
-        session.add(
-            Team(
-                team_id="t",
-                name="Team",
-                agency="NHS",
-                agency_type="health",
-                region="england",
-                hours=None,
-                manager_id=None,
-                channel=None,
-            )
-        )
+        session.add(new_team("t", name="Team", agency="NHS"))
         session.flush()
         for r in range(count // 10):
             session.add(
@@ -98,14 +88,8 @@ def seed(url: str, count: int) -> None:
             )
         for i in range(count):
             session.add(
-                Person(
-                    person_id=f"p{i}",
-                    name=f"P {i}",
-                    slack_user=f"U2{i:05d}",
-                    email=None,
-                    team_id="t",
-                    role="x",
-                    permissions="",
+                new_person(
+                    f"p{i}", "t", name=f"P {i}", slack_user=f"U2{i:05d}", email=None, role="x"
                 )
             )
         session.flush()

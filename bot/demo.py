@@ -722,12 +722,14 @@ def tell_story(demo: Demo) -> None:
         "shift at the police domestic abuse desk, was prompted."
     )
 
-    demo.advance_to(
+    _respond(
+        demo,
         local(2026, 12, 26, 2, 24),
         "PC Ahmed reads the prompt and clicks Acknowledge.",
+        "pol-pc-ahmed",
+        "handover_ack",
+        "acknowledged",
     )
-    _respond(demo, "pol-pc-ahmed", "handover_ack")
-    demo.expect(Expected("acknowledged", local(2026, 12, 26, 2, 24), recipient=None))
 
     demo.advance_to(
         local(2026, 12, 27, 12, 0),
@@ -748,26 +750,24 @@ def tell_story(demo: Demo) -> None:
     )
     demo.check("No prompt on the bank holiday.")
 
-    tuesday_8 = local(2026, 12, 29, 8, 0)
-    tuesday_9 = local(2026, 12, 29, 9, 0)
-    demo.advance_to(
-        tuesday_8,
+    _prompted(
+        demo,
+        local(2026, 12, 29, 8, 0),
         "Tuesday 29 December, 08:00, the first working morning: Northgate Surgery opens. Its "
         "duty doctor today is Dr Owen Jones, who has no Slack ID in the rota: Handover finds "
         "him by his email address. The community midwife starts at 08:00 too.",
+        {"gp-drjones": "team:gp-northgate", "mw-rhughes": "person:mw-rhughes"},
+        "08:00: the GP practice's duty doctor and the midwife were prompted.",
     )
-    demo.expect(
-        Expected("prompt_sent", tuesday_8, recipient="gp-drjones", target="team:gp-northgate"),
-        Expected("prompt_sent", tuesday_8, recipient="mw-rhughes", target="person:mw-rhughes"),
-    )
-    demo.check("08:00: the GP practice's duty doctor and the midwife were prompted.")
 
-    demo.advance_to(
+    _respond(
+        demo,
         local(2026, 12, 29, 8, 31),
         "The midwife checks her records: the family is not known to her service.",
+        "mw-rhughes",
+        "handover_not_known",
+        "not_known",
     )
-    _respond(demo, "mw-rhughes", "handover_not_known")
-    demo.expect(Expected("not_known", local(2026, 12, 29, 8, 31)))
 
     demo.advance_to(
         local(2026, 12, 29, 8, 40),
@@ -795,23 +795,23 @@ def tell_story(demo: Demo) -> None:
     demo.collect()
     demo.expect(Expected("has_information", local(2026, 12, 29, 8, 40)))
 
-    demo.advance_to(
-        tuesday_9,
+    _prompted(
+        demo,
+        local(2026, 12, 29, 9, 0),
         "09:00: health visiting opens. Jo Smith is on leave until 8 January, so her deputy "
         "Kiran Patel is asked; the probation officer Tessa Ward is asked too.",
+        {"hv-kpatel": "person:hv-jsmith", "prob-tward": "person:prob-tward"},
+        "09:00: Kiran Patel (deputy for Jo Smith) and Tessa Ward were prompted.",
     )
-    demo.expect(
-        Expected("prompt_sent", tuesday_9, recipient="hv-kpatel", target="person:hv-jsmith"),
-        Expected("prompt_sent", tuesday_9, recipient="prob-tward", target="person:prob-tward"),
-    )
-    demo.check("09:00: Kiran Patel (deputy for Jo Smith) and Tessa Ward were prompted.")
 
-    demo.advance_to(
+    _respond(
+        demo,
         local(2026, 12, 29, 9, 12),
         "Kiran acknowledges; she will look up the family's records this morning.",
+        "hv-kpatel",
+        "handover_ack",
+        "acknowledged",
     )
-    _respond(demo, "hv-kpatel", "handover_ack")
-    demo.expect(Expected("acknowledged", local(2026, 12, 29, 9, 12)))
 
     demo.narrate("Tessa Ward is in court all day and does not see the prompt.")
     steps = (
@@ -869,11 +869,35 @@ def _referral_id_of(args: dict[str, Any]) -> str:
     raise StoryError(f"no referral ID in the plan shown to Amy: {text!r}")
 
 
-def _respond(demo: Demo, person_id: str, action_id: str) -> None:
+def _prompted(
+    demo: Demo, instant: datetime, narration: str, targets: dict[str, str], check: str
+) -> None:
+    """At `instant` each recipient is prompted for their target (recipient -> target)."""
+    demo.advance_to(instant, narration)
+    demo.expect(
+        *(
+            Expected("prompt_sent", instant, recipient=recipient, target=target)
+            for recipient, target in targets.items()
+        )
+    )
+    demo.check(check)
+
+
+def _respond(
+    demo: Demo,
+    instant: datetime,
+    narration: str,
+    person_id: str,
+    action_id: str,
+    event: str,
+) -> None:
+    """At `instant` a person clicks a button of their prompt; the log records `event` then."""
+    demo.advance_to(instant, narration)
     seen = len(demo.standin.calls())
     demo.click(person_id, action_id)
     demo.settle(lambda: demo._calls_after("chat.update", seen), f"updating {person_id}'s prompt")
     demo.collect()
+    demo.expect(Expected(event, instant))
 
 
 # ----- the command ---------------------------------------------------------------------------

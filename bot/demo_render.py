@@ -129,8 +129,7 @@ def mrkdwn_to_text(text: str, directory: Directory) -> str:
     text = _BOLD.sub(r"\1", text)
     text = _ITALIC.sub(r"\1", text)
     text = _STRIKE.sub(r"\1", text)
-    text = _EMOJI.sub(lambda m: _emoji(m.group(1)), text)
-    return _unescape(text)
+    return _unescape(_draw_emoji(text))
 
 
 def mrkdwn_to_html(text: str, directory: Directory) -> str:
@@ -162,22 +161,27 @@ def mrkdwn_to_html(text: str, directory: Directory) -> str:
     return escaped.replace("\n", "<br>")
 
 
-def _text_of(obj: Any, directory: Directory) -> str:
+def _draw_emoji(text: str) -> str:
+    return _EMOJI.sub(lambda m: _emoji(m.group(1)), text)
+
+
+def _raw_text(obj: Any) -> tuple[str, bool]:
+    """A text object's text and whether it is mrkdwn; ("", False) for anything else."""
     if not isinstance(obj, dict):
-        return ""
-    raw = str(obj.get("text", ""))
-    if obj.get("type") == "mrkdwn":
-        return mrkdwn_to_text(raw, directory)
-    return _EMOJI.sub(lambda m: _emoji(m.group(1)), raw)
+        return "", False
+    return str(obj.get("text", "")), obj.get("type") == "mrkdwn"
+
+
+def _text_of(obj: Any, directory: Directory) -> str:
+    raw, is_mrkdwn = _raw_text(obj)
+    return mrkdwn_to_text(raw, directory) if is_mrkdwn else _draw_emoji(raw)
 
 
 def _html_of(obj: Any, directory: Directory) -> str:
-    if not isinstance(obj, dict):
-        return ""
-    raw = str(obj.get("text", ""))
-    if obj.get("type") == "mrkdwn":
+    raw, is_mrkdwn = _raw_text(obj)
+    if is_mrkdwn:
         return mrkdwn_to_html(raw, directory)
-    return html.escape(_EMOJI.sub(lambda m: _emoji(m.group(1)), raw)).replace("\n", "<br>")
+    return html.escape(_draw_emoji(raw)).replace("\n", "<br>")
 
 
 # ----- entries from the stand-in's recorded calls ------------------------------------------
@@ -186,6 +190,20 @@ def _html_of(obj: Any, directory: Directory) -> str:
 def _message_blocks(args: Mapping[str, Any]) -> list[dict[str, Any]]:
     blocks = args.get("blocks")
     return list(blocks) if isinstance(blocks, list) else []
+
+
+def _message_entry(
+    at: datetime, kind: str, audience: str, message: Mapping[str, Any], thread: bool = False
+) -> Entry:
+    """The entry for a message's blocks and notification text."""
+    return Entry(
+        at=at,
+        kind=kind,
+        audience=audience,
+        blocks=_message_blocks(message),
+        text=str(message.get("text") or ""),
+        thread=thread,
+    )
 
 
 def entry_for_call(
@@ -212,14 +230,7 @@ def entry_for_call(
         thread = bool(args.get("thread_ts"))
         if thread:
             audience = f"{audience}, reply in the card's thread"
-        return Entry(
-            at=at,
-            kind=MESSAGE,
-            audience=audience,
-            blocks=_message_blocks(args),
-            text=str(args.get("text") or ""),
-            thread=thread,
-        )
+        return _message_entry(at, MESSAGE, audience, args, thread=thread)
     if method == "chat.update":
         channel = str(args.get("channel", ""))
         where = (
@@ -227,22 +238,11 @@ def entry_for_call(
             if directory.is_person(channel)
             else directory.channel(channel)
         )
-        return Entry(
-            at=at,
-            kind=UPDATE,
-            audience=f"{where}: message updated",
-            blocks=_message_blocks(args),
-            text=str(args.get("text") or ""),
-        )
+        return _message_entry(at, UPDATE, f"{where}: message updated", args)
     if method == "chat.postEphemeral":
         where = directory.channel(str(args.get("channel", "")))
-        return Entry(
-            at=at,
-            kind=EPHEMERAL,
-            audience=f"Only visible to {directory.person(str(args.get('user')))} in {where}",
-            blocks=_message_blocks(args),
-            text=str(args.get("text") or ""),
-        )
+        audience = f"Only visible to {directory.person(str(args.get('user')))} in {where}"
+        return _message_entry(at, EPHEMERAL, audience, args)
     if method in ("views.open", "views.push", "views.update"):
         view = args.get("view") if isinstance(args.get("view"), dict) else {}
         user_id = directory.triggers.get(str(args.get("trigger_id", "")))
@@ -277,13 +277,7 @@ def entry_for_call(
 def entry_for_response_url(body: Any, at: datetime, audience: str) -> Entry:
     """A private answer sent to a slash command's response_url (`respond()`)."""
     body = body if isinstance(body, dict) else {"text": str(body)}
-    return Entry(
-        at=at,
-        kind=EPHEMERAL,
-        audience=audience,
-        blocks=_message_blocks(body),
-        text=str(body.get("text") or ""),
-    )
+    return _message_entry(at, EPHEMERAL, audience, body)
 
 
 # ----- text ------------------------------------------------------------------------------------

@@ -5,23 +5,39 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, exists, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from rota.calendar import ClosureWindow, is_working_day, working_periods
 from rota.hours import WeeklyHours, parse_hours
 from rota.models import MAX_SHIFT_HOURS, Absence, Closure, Person, RotaVersion, Shift, Team
 
+_Row = TypeVar("_Row", Person, Team)
+
 _MAX_SHIFT = timedelta(hours=MAX_SHIFT_HOURS)
 _CHUNK = 500  # ids per IN list, well under every backend's parameter limit
+_SPAN_COLUMNS = (Shift.person_id, Shift.role, Shift.start_at, Shift.end_at)
 
 
 def _chunks(ids: list[str]) -> Iterable[list[str]]:
     for i in range(0, len(ids), _CHUNK):
         yield ids[i : i + _CHUNK]
+
+
+def _overlapping(
+    query: Select[Any], held_by: ColumnElement[bool], start: datetime, end: datetime
+) -> Select[Any]:
+    """`query` narrowed to the shifts `held_by` picks out that overlap [start, end), by start."""
+    # The lower bound on start_at keeps the scan on ix_shifts_person_start.
+    return query.where(
+        held_by,
+        Shift.start_at >= start - _MAX_SHIFT,
+        Shift.start_at < end,
+        Shift.end_at > start,
+    ).order_by(Shift.start_at, Shift.person_id, Shift.id)
 
 
 def effective_hours_text(person: Person, team: Team | None) -> str | None:
@@ -90,29 +106,28 @@ class RotaStore:
 
     def people_by_ids(self, ids: Iterable[str]) -> dict[str, Person]:
         """The people with these ids that exist, in one query for those not yet cached."""
-        wanted = list(dict.fromkeys(ids))
-        missing = [i for i in wanted if i not in self._people]
-        for chunk in _chunks(missing):
-            found = {
-                p.person_id: p
-                for p in self.session.scalars(select(Person).where(Person.person_id.in_(chunk)))
-            }
-            for person_id in chunk:
-                self._people[person_id] = found.get(person_id)
-        return {i: p for i in wanted if (p := self._people[i]) is not None}
+        return self._rows_by_ids(self._people, Person.person_id, ids)
 
     def teams_by_ids(self, ids: Iterable[str]) -> dict[str, Team]:
         """The teams with these ids that exist, in one query for those not yet cached."""
+        return self._rows_by_ids(self._teams, Team.team_id, ids)
+
+    def _rows_by_ids(
+        self,
+        cache: dict[str, _Row | None],
+        key: InstrumentedAttribute[str],
+        ids: Iterable[str],
+    ) -> dict[str, _Row]:
         wanted = list(dict.fromkeys(ids))
-        missing = [i for i in wanted if i not in self._teams]
+        missing = [i for i in wanted if i not in cache]
         for chunk in _chunks(missing):
             found = {
-                t.team_id: t
-                for t in self.session.scalars(select(Team).where(Team.team_id.in_(chunk)))
+                getattr(row, key.key): row
+                for row in self.session.scalars(select(key.class_).where(key.in_(chunk)))
             }
-            for team_id in chunk:
-                self._teams[team_id] = found.get(team_id)
-        return {i: t for i in wanted if (t := self._teams[i]) is not None}
+            for row_id in chunk:
+                cache[row_id] = found.get(row_id)
+        return {i: row for i in wanted if (row := cache[i]) is not None}
 
     # Shifts -------------------------------------------------------------------------------
 
@@ -126,17 +141,7 @@ class RotaStore:
         """Shifts overlapping [start, end) of each person, by start; one query per 500 people."""
         result: dict[str, list[Shift]] = {}
         for chunk in _chunks(list(dict.fromkeys(person_ids))):
-            # The lower bound on start_at keeps the scan on ix_shifts_person_start.
-            query = (
-                select(Shift)
-                .where(
-                    Shift.person_id.in_(chunk),
-                    Shift.start_at >= start - _MAX_SHIFT,
-                    Shift.start_at < end,
-                    Shift.end_at > start,
-                )
-                .order_by(Shift.start_at, Shift.person_id, Shift.id)
-            )
+            query = _overlapping(select(Shift), Shift.person_id.in_(chunk), start, end)
             for shift in self.session.scalars(query):
                 result.setdefault(shift.person_id, []).append(shift)
         return result
@@ -152,16 +157,7 @@ class RotaStore:
         wanted = list(dict.fromkeys(roles))
         if not wanted:
             return {}
-        query = (
-            select(Shift)
-            .where(
-                Shift.role.in_(wanted),
-                Shift.start_at >= start - _MAX_SHIFT,
-                Shift.start_at < end,
-                Shift.end_at > start,
-            )
-            .order_by(Shift.start_at, Shift.person_id, Shift.id)
-        )
+        query = _overlapping(select(Shift), Shift.role.in_(wanted), start, end)
         result: dict[str, list[Shift]] = {}
         for shift in self.session.scalars(query):
             result.setdefault(shift.role, []).append(shift)
@@ -173,16 +169,7 @@ class RotaStore:
         """Like shifts_for_people, as plain values."""
         result: dict[str, list[ShiftSpan]] = {}
         for chunk in _chunks(list(dict.fromkeys(person_ids))):
-            query = (
-                select(Shift.person_id, Shift.role, Shift.start_at, Shift.end_at)
-                .where(
-                    Shift.person_id.in_(chunk),
-                    Shift.start_at >= start - _MAX_SHIFT,
-                    Shift.start_at < end,
-                    Shift.end_at > start,
-                )
-                .order_by(Shift.start_at, Shift.person_id, Shift.id)
-            )
+            query = _overlapping(select(*_SPAN_COLUMNS), Shift.person_id.in_(chunk), start, end)
             for row in self.session.execute(query):
                 result.setdefault(row.person_id, []).append(ShiftSpan(*row))
         return result
@@ -194,17 +181,9 @@ class RotaStore:
         wanted = list(dict.fromkeys(roles))
         if not wanted:
             return {}
-        query = (
-            select(Shift.person_id, Shift.role, Shift.start_at, Shift.end_at)
-            .join(Person, Person.person_id == Shift.person_id)
-            .where(
-                Shift.role.in_(wanted),
-                Shift.start_at >= start - _MAX_SHIFT,
-                Shift.start_at < end,
-                Shift.end_at > start,
-                Person.active.is_(True),
-            )
-            .order_by(Shift.start_at, Shift.person_id, Shift.id)
+        held = select(*_SPAN_COLUMNS).join(Person, Person.person_id == Shift.person_id)
+        query = _overlapping(held, Shift.role.in_(wanted), start, end).where(
+            Person.active.is_(True)
         )
         result: dict[str, list[ShiftSpan]] = {}
         for row in self.session.execute(query):

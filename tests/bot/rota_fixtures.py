@@ -19,7 +19,8 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from rota.models import Closure, Person, RotaVersion, Shift, Team
+from rota.models import Closure, RotaVersion, Shift
+from tests.rota.factories import new_person, new_team
 
 ROTA_VERSION = 3
 
@@ -41,114 +42,75 @@ def build_rota(session_factory: sessionmaker[Session]) -> None:
         )
         session.add_all(
             [
-                Team(
-                    team_id="edt",
+                new_team(
+                    "edt",
                     name="Emergency Duty Team",
                     agency="Northshire County Council",
                     agency_type="social_care",
-                    region="england",
                     hours="none",
                     manager_id="edt-mgr",
                     channel="C0EDT",
                 ),
-                Team(
-                    team_id="hv-north",
+                new_team(
+                    "hv-north",
                     name="Health Visiting North",
                     agency="Northshire Community Health",
-                    agency_type="health",
-                    region="england",
-                    hours=None,
                     manager_id="hv-lead",
-                    channel=None,
                 ),
-                Team(
-                    team_id="gp-northgate",
+                new_team(
+                    "gp-northgate",
                     name="Northgate Surgery",
                     agency="Northgate Surgery",
-                    agency_type="health",
-                    region="england",
                     hours="Mon-Fri 08:00-18:30",
                     manager_id="gp-mgr",
                     channel="C0GPNORTH",
                 ),
-                Team(
-                    team_id="police-dau",
+                new_team(
+                    "police-dau",
                     name="Domestic Abuse Unit",
                     agency="Northshire Police",
                     agency_type="police",
-                    region="england",
                     hours="none",
-                    manager_id=None,
-                    channel=None,
                 ),
-                Team(
-                    team_id="paediatrics",
-                    name="Paediatrics",
-                    agency="Northshire Hospitals",
-                    agency_type="health",
-                    region="england",
-                    hours=None,
-                    manager_id=None,
-                    channel=None,
-                ),
+                new_team("paediatrics", name="Paediatrics", agency="Northshire Hospitals"),
             ]
         )
         session.flush()
-
-        def person(person_id: str, team_id: str, **fields: object) -> Person:
-            return Person(
-                person_id=person_id,
-                name=person_id.replace("-", " ").title(),
-                slack_user="U" + person_id.upper().replace("-", ""),
-                email=f"{person_id}@example.org",
-                team_id=team_id,
-                role=fields.pop("role", "worker"),
-                **fields,
-            )
-
         session.add_all(
             [
-                person("edt-amy", "edt", role="social worker", permissions="referrer"),
-                person("edt-mgr", "edt", role="edt manager", permissions="referrer;manager"),
-                person("edt-bob", "edt", role="social worker", permissions=""),
-                person(
+                new_person("edt-amy", "edt", role="social worker", permissions="referrer"),
+                new_person("edt-mgr", "edt", role="edt manager", permissions="referrer;manager"),
+                new_person("edt-bob", "edt", role="social worker", permissions=""),
+                new_person(
                     "edt-old", "edt", role="social worker", permissions="referrer", active=False
                 ),
-                person("hv-jsmith", "hv-north", role="health visitor", deputy_id="hv-cover"),
-                person("hv-cover", "hv-north", role="health visitor"),
-                person("hv-lead", "hv-north", role="team lead", permissions="manager"),
-                person("gp-mgr", "gp-northgate", role="practice manager", permissions="manager"),
-                person("gp-duty1", "gp-northgate", role="gp"),
-                person("pc-jones", "police-dau", role="detective constable"),
-                person("paed-1", "paediatrics", role="consultant"),
+                new_person("hv-jsmith", "hv-north", role="health visitor", deputy_id="hv-cover"),
+                new_person("hv-cover", "hv-north", role="health visitor"),
+                new_person("hv-lead", "hv-north", role="team lead", permissions="manager"),
+                new_person(
+                    "gp-mgr", "gp-northgate", role="practice manager", permissions="manager"
+                ),
+                new_person("gp-duty1", "gp-northgate", role="gp"),
+                new_person("pc-jones", "police-dau", role="detective constable"),
+                new_person("paed-1", "paediatrics", role="consultant"),
             ]
         )
         session.flush()
         session.add_all(
             [
-                Shift(
-                    person_id="edt-mgr",
-                    role="edt_manager",
-                    start_at=_utc(2026, 11, 13, 17),
-                    end_at=_utc(2026, 11, 16, 9),
-                ),
-                Shift(
-                    person_id="pc-jones",
-                    role="police_dau",
-                    start_at=_utc(2026, 11, 13, 17),
-                    end_at=_utc(2026, 11, 16, 8),
-                ),
-                Shift(
-                    person_id="gp-duty1",
-                    role="duty:gp-northgate",
-                    start_at=_utc(2026, 11, 17, 8),
-                    end_at=_utc(2026, 11, 17, 18, 30),
-                ),
-                Shift(
-                    person_id="paed-1",
-                    role="paediatrician",
-                    start_at=_utc(2026, 1, 5, 9),
-                    end_at=_utc(2026, 1, 5, 17),
+                *(
+                    Shift(person_id=person_id, role=role, start_at=start, end_at=end)
+                    for person_id, role, start, end in (
+                        ("edt-mgr", "edt_manager", _utc(2026, 11, 13, 17), _utc(2026, 11, 16, 9)),
+                        ("pc-jones", "police_dau", _utc(2026, 11, 13, 17), _utc(2026, 11, 16, 8)),
+                        (
+                            "gp-duty1",
+                            "duty:gp-northgate",
+                            _utc(2026, 11, 17, 8),
+                            _utc(2026, 11, 17, 18, 30),
+                        ),
+                        ("paed-1", "paediatrician", _utc(2026, 1, 5, 9), _utc(2026, 1, 5, 17)),
+                    )
                 ),
                 Closure(
                     date=date(2026, 11, 16),

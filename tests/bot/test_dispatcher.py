@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from slack_sdk import WebClient
+from slack_sdk.web import SlackResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,7 +29,8 @@ from bot.settings import Settings
 from bot.slack import make_web_client
 from bot.slack_standin import SlackStandIn, StandInUser
 from handlers.blocks.prompt import build_prompt_message
-from rota.models import Absence, Person, RotaVersion, Team
+from rota.models import Person, RotaVersion
+from tests.rota.factories import add_absence, new_person, new_team
 
 LONDON = ZoneInfo("Europe/London")
 MONDAY_9 = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # 09:00 GMT on an ordinary Monday
@@ -81,29 +83,9 @@ def make_dispatcher(
 
 def add_rota(session: Session) -> None:
     session.add(RotaVersion(version=1, imported_at=MONDAY_9, files="test", summary="{}"))
+    session.add(new_team("hv-north", name="Health visiting North", agency="NHS"))
     session.add(
-        Team(
-            team_id="hv-north",
-            name="Health visiting North",
-            agency="NHS",
-            agency_type="health",
-            region="england",
-            hours=None,
-            manager_id=None,
-            channel=None,
-        )
-    )
-    session.add(
-        Team(
-            team_id="edt",
-            name="EDT",
-            agency="Council",
-            agency_type="social_care",
-            region="england",
-            hours="none",
-            manager_id=None,
-            channel=None,
-        )
+        new_team("edt", name="EDT", agency="Council", agency_type="social_care", hours="none")
     )
     session.flush()  # teams before the people who belong to them
     add_person(session, "hv-jsmith", "Jo Smith", "U0HV1")
@@ -121,19 +103,8 @@ def add_person(
     email: str | None = None,
     team_id: str = "hv-north",
 ) -> None:
-    session.add(
-        Person(
-            person_id=person_id,
-            name=name,
-            slack_user=slack_user,
-            email=email or f"{person_id}@example.org",
-            team_id=team_id,
-            role="professional",
-            hours=None,
-            deputy_id=None,
-            permissions="",
-        )
-    )
+    email = email or f"{person_id}@example.org"
+    session.add(new_person(person_id, team_id, name=name, slack_user=slack_user, email=email))
 
 
 def add_referral(session: Session, referral_id: str = "HO-K7M3QX") -> Referral:
@@ -194,6 +165,18 @@ def setup_one_prompt(factory: sessionmaker[Session], due_at: datetime = MONDAY_9
         add_rota(session)
         add_referral(session)
         return add_prompt_for(session, "hv-jsmith", due_at)
+
+
+def post_prompt_to_jo(slack: SlackStandIn, prompt_id: int) -> SlackResponse:
+    """Post the prompt to Jo Smith as a dispatcher would, behind the outbox's back."""
+    return WebClient(base_url=slack.url, token=TOKEN).chat_postMessage(
+        channel="U0HV1",
+        text="Handover referral HO-K7M3QX: please respond",
+        metadata={
+            "event_type": "handover_prompt",
+            "event_payload": {"referral_id": "HO-K7M3QX", "prompt_id": prompt_id},
+        },
+    )
 
 
 def is_prompt(message: dict) -> bool:
@@ -318,14 +301,7 @@ def test_nobody_at_work_any_more_reschedules_to_the_chains_next_start(
 ) -> None:
     prompt_id = setup_one_prompt(session_factory)
     with session_factory.begin() as session:  # the rota changed: Jo is off on Monday
-        session.add(
-            Absence(
-                person_id="hv-jsmith",
-                start_date=MONDAY_9.date(),
-                end_date=MONDAY_9.date(),
-                reason="leave",
-            )
-        )
+        add_absence(session, "hv-jsmith", MONDAY_9.date(), MONDAY_9.date())
     dispatcher = make_dispatcher(settings, session_factory, clock)
     stats = dispatcher.run_once()
     assert (stats.sent, stats.rescheduled) == (0, 1)
@@ -358,15 +334,7 @@ def test_a_claimed_but_unconfirmed_prompt_is_found_in_history_not_sent_again(
             session, MONDAY_9, instance_id="dead", limit=10, lease=timedelta(minutes=10)
         )
         assert claimed.id == prompt_id
-    client = WebClient(base_url=slack.url, token=TOKEN)
-    posted = client.chat_postMessage(
-        channel="U0HV1",
-        text="Handover referral HO-K7M3QX: please respond",
-        metadata={
-            "event_type": "handover_prompt",
-            "event_payload": {"referral_id": "HO-K7M3QX", "prompt_id": prompt_id},
-        },
-    )
+    posted = post_prompt_to_jo(slack, prompt_id)
     assert prompt_row(session_factory, prompt_id).state == CLAIMED
 
     dispatcher = make_dispatcher(settings, session_factory, clock, "survivor")
@@ -393,14 +361,7 @@ def test_a_prompt_found_in_history_is_logged_as_sent_at_its_first_claim(
     # 09:00: a dispatcher claims the prompt, Slack stores it, and the dispatcher dies.
     with session_factory.begin() as session:
         outbox.claim_due(session, MONDAY_9, instance_id="dead", limit=10)
-    WebClient(base_url=slack.url, token=TOKEN).chat_postMessage(
-        channel="U0HV1",
-        text="Handover referral HO-K7M3QX: please respond",
-        metadata={
-            "event_type": "handover_prompt",
-            "event_payload": {"referral_id": "HO-K7M3QX", "prompt_id": prompt_id},
-        },
-    )
+    post_prompt_to_jo(slack, prompt_id)
 
     # 09:11: the survivor finds it; Jo has had it since 09:00, which the log and clock say.
     clock.set(MONDAY_9 + timedelta(minutes=11))
@@ -431,14 +392,7 @@ def test_a_rescheduled_prompt_found_in_history_is_dated_at_its_new_due_time_not_
 ) -> None:
     prompt_id = setup_one_prompt(session_factory)
     with session_factory.begin() as session:  # Jo is off on Monday: held until Tuesday 09:00
-        session.add(
-            Absence(
-                person_id="hv-jsmith",
-                start_date=MONDAY_9.date(),
-                end_date=MONDAY_9.date(),
-                reason="leave",
-            )
-        )
+        add_absence(session, "hv-jsmith", MONDAY_9.date(), MONDAY_9.date())
     dispatcher = make_dispatcher(settings, session_factory, clock)
     assert dispatcher.run_once().rescheduled == 1  # first claimed on Monday at 09:00
 

@@ -245,32 +245,6 @@ def test_redirect_to_someone_already_asked_is_refused(
     assert respond(session_factory, new_prompt.id, "hv-jones").status == "recorded"
 
 
-def test_redirect_to_someone_away_raises_a_long_gap(
-    session_factory: sessionmaker[Session], scenario: Scenario
-) -> None:
-    friday_evening = datetime(2026, 11, 20, 17, 30, tzinfo=UTC)
-    with session_factory.begin() as session:
-        outcome = record_response(
-            session,
-            scenario.prompt_id,
-            slack_user("hv-kpatel"),
-            RESPONSE_REDIRECTED,
-            now=friday_evening,
-            settings=SETTINGS,
-            colleague="hv-jones",
-        )
-    assert outcome.status == "recorded"
-    with session_factory() as session:
-        new = session.scalars(select(Target).where(Target.target == "person:hv-jones")).one()
-        assert new.state == "held"
-        assert new.due_at == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday morning
-        kinds = sorted(session.scalars(select(Prompt.kind).where(Prompt.target_id == new.id)).all())
-        assert kinds == ["long_gap", "prompt"]
-        gap = session.scalars(select(AuditEvent).where(AuditEvent.event == "long_gap_alert")).one()
-        assert gap.target == "person:hv-jones"
-        assert json.loads(gap.detail)["gap_minutes"] == 63 * 60 + 30
-
-
 FRIDAY_EVENING = datetime(2026, 11, 20, 17, 30, tzinfo=UTC)
 TWO_ROLES = Settings(edt_channel=EDT_CHANNEL, alert_roles=("edt_manager", "police_dau"))
 
@@ -287,7 +261,9 @@ def on_call_friday_night(session: Session) -> None:
     )
 
 
-def redirect_on_friday_evening(session_factory: sessionmaker[Session], scenario: Scenario) -> int:
+def redirect_on_friday_evening(
+    session_factory: sessionmaker[Session], scenario: Scenario, settings: Settings = TWO_ROLES
+) -> int:
     """hv-kpatel redirects to hv-jones on Friday evening; the new target's id."""
     with session_factory.begin() as session:
         outcome = record_response(
@@ -296,12 +272,27 @@ def redirect_on_friday_evening(session_factory: sessionmaker[Session], scenario:
             slack_user("hv-kpatel"),
             RESPONSE_REDIRECTED,
             now=FRIDAY_EVENING,
-            settings=TWO_ROLES,
+            settings=settings,
             colleague="hv-jones",
         )
     assert outcome.status == "recorded"
     with session_factory() as session:
         return session.scalars(select(Target.id).where(Target.target == "person:hv-jones")).one()
+
+
+def test_redirect_to_someone_away_raises_a_long_gap(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    new_id = redirect_on_friday_evening(session_factory, scenario, SETTINGS)
+    with session_factory() as session:
+        new = session.get_one(Target, new_id)
+        assert new.state == "held"
+        assert new.due_at == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday morning
+        kinds = sorted(session.scalars(select(Prompt.kind).where(Prompt.target_id == new.id)).all())
+        assert kinds == ["long_gap", "prompt"]
+        gap = session.scalars(select(AuditEvent).where(AuditEvent.event == "long_gap_alert")).one()
+        assert gap.target == "person:hv-jones"
+        assert json.loads(gap.detail)["gap_minutes"] == 63 * 60 + 30
 
 
 def alerts_and_events(session: Session, target_id: int, kind: str, event: str) -> tuple:

@@ -17,6 +17,34 @@ def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> da
     return datetime(year, month, day, hour, minute, tzinfo=LONDON)
 
 
+def new_team(team_id: str, **fields: object) -> Team:
+    """A team row, not yet added: a health team in England with no hours, manager or channel."""
+    defaults: dict[str, object] = {
+        "name": team_id.replace("-", " ").title(),
+        "agency": "Test agency",
+        "agency_type": "health",
+        "region": "england",
+        "hours": None,
+        "manager_id": None,
+        "channel": None,
+    }
+    return Team(team_id=team_id, **(defaults | fields))
+
+
+def new_person(person_id: str, team_id: str, **fields: object) -> Person:
+    """A person row, not yet added, with a name, Slack ID and email made from the id."""
+    defaults: dict[str, object] = {
+        "name": person_id.replace("-", " ").title(),
+        "slack_user": f"U{person_id.upper().replace('-', '')}"[:32],
+        "email": f"{person_id}@example.org",
+        "role": "professional",
+        "hours": None,
+        "deputy_id": None,
+        "permissions": "",
+    }
+    return Person(person_id=person_id, team_id=team_id, **(defaults | fields))
+
+
 def add_team(
     session: Session,
     team_id: str,
@@ -28,10 +56,8 @@ def add_team(
     agency_type: str = "health",
     active: bool = True,
 ) -> Team:
-    team = Team(
-        team_id=team_id,
-        name=team_id.replace("-", " ").title(),
-        agency="Test agency",
+    team = new_team(
+        team_id,
         agency_type=agency_type,
         region=region,
         hours=hours,
@@ -55,12 +81,9 @@ def add_person(
     permissions: str = "",
     role: str = "professional",
 ) -> Person:
-    person = Person(
-        person_id=person_id,
-        name=person_id.replace("-", " ").title(),
-        slack_user=f"U{person_id.upper().replace('-', '')}"[:32],
-        email=f"{person_id}@example.org",
-        team_id=team_id,
+    person = new_person(
+        person_id,
+        team_id,
         role=role,
         hours=hours,
         deputy_id=deputy,
