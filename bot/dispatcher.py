@@ -23,7 +23,7 @@ import secrets
 import signal
 import socket
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -148,6 +148,7 @@ class _Delivery:
     via: str | None = None
     due_at: datetime | None = None
     first_claimed_at: datetime | None = None  # no earlier attempt can have posted before this
+    earlier_attempt_at: datetime | None = None  # the latest earlier attempt that may have posted
     audit_detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -373,6 +374,19 @@ class Dispatcher:
     # ----- step 1: decide what to send ---------------------------------------------------------
 
     def _prepare(
+        self, session: Session, prompt_id: int, now: datetime
+    ) -> _Delivery | _Lookup | _Done | escalation.StepPlan:
+        step = self._decide(session, prompt_id, now)
+        if isinstance(step, _Delivery):
+            # Committed before the post: if this attempt's message reaches Slack but the process
+            # dies, the next attempt finds it in history and dates it to this attempt.
+            prompt = session.get(Prompt, prompt_id)
+            assert prompt is not None
+            step = replace(step, earlier_attempt_at=outbox.last_post_attempt_at(prompt))
+            outbox.note(prompt, last_post_attempt_at=now.isoformat())
+        return step
+
+    def _decide(
         self, session: Session, prompt_id: int, now: datetime
     ) -> _Delivery | _Lookup | _Done | escalation.StepPlan:
         prompt = outbox.renew_claim(
@@ -790,11 +804,11 @@ class Dispatcher:
     @staticmethod
     def _posted_at(delivery: _Delivery, found: bool, now: datetime) -> datetime:
         """When the message reached Slack: now, or for one an earlier attempt posted (found in
-        history), the row's first claim, when the first attempt began (never before the row
-        was due: a row moved later by the rota keeps its first claim)."""
-        if not found or delivery.first_claimed_at is None:
+        history), when the latest earlier attempt began (rows from before that bookkeeping: the
+        first claim) — never before the row was due, never after now."""
+        posted_at = delivery.earlier_attempt_at or delivery.first_claimed_at
+        if not found or posted_at is None:
             return now
-        posted_at = delivery.first_claimed_at
         if delivery.due_at is not None and delivery.due_at > posted_at:
             posted_at = delivery.due_at
         return min(posted_at, now)

@@ -80,6 +80,12 @@ def first_claimed_at(prompt: Prompt) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+def last_post_attempt_at(prompt: Prompt) -> datetime | None:
+    """When the latest attempt to post this row began (it may have reached Slack)."""
+    text = dispatch_state(prompt).get("last_post_attempt_at")
+    return datetime.fromisoformat(text) if text else None
+
+
 def _due_clause(now: datetime):
     ready = and_(
         Prompt.state == PENDING,

@@ -413,6 +413,33 @@ def test_a_rescheduled_prompt_found_in_history_is_dated_at_its_new_due_time_not_
     assert prompt_row(session_factory, prompt_id).sent_at == tuesday_9
 
 
+def test_a_prompt_found_in_history_is_dated_by_the_attempt_that_posted_it_not_the_first(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+    # 09:00: Slack is down; nothing reaches it, but the failure is ambiguous.
+    slack.fail_with_status("chat.postMessage", 503, count=10)
+    assert dispatcher.run_once().retrying == 1
+    assert messages_for(slack, prompt_id) == []
+    slack.clear_faults()
+
+    # 10:43: Slack stores the prompt, but the answer is lost.
+    clock.set(MONDAY_9 + timedelta(minutes=103))
+    slack.fail_with_status("chat.postMessage", 500, after_apply=True)
+    assert dispatcher.run_once().retrying == 1
+    assert len(messages_for(slack, prompt_id)) == 1
+
+    # 10:50: found in history. Jo has had it since 10:43, not since 09:00: it was late.
+    clock.set(MONDAY_9 + timedelta(minutes=110))
+    stats = dispatcher.run_once()
+    assert (stats.found_in_history, stats.late) == (1, 1)
+    assert len(messages_for(slack, prompt_id)) == 1
+    [sent] = events(session_factory, "prompt_sent", "prompt_sent_late")
+    assert (sent.event, sent.at) == ("prompt_sent_late", MONDAY_9 + timedelta(minutes=103))
+    assert prompt_row(session_factory, prompt_id).sent_at == MONDAY_9 + timedelta(minutes=103)
+
+
 def test_an_on_call_alert_posted_then_failed_is_found_by_its_own_event_type(
     session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
 ) -> None:
