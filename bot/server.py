@@ -146,6 +146,7 @@ def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> 
 
 def _serve_socket_mode(runtime: Runtime, settings: Settings, stop: threading.Event) -> None:
     from slack_bolt.adapter.socket_mode import SocketModeHandler
+    from slack_sdk.errors import SlackApiError, SlackClientError
 
     handler = SocketModeHandler(runtime.bolt_app, settings.slack_app_token)
 
@@ -155,7 +156,17 @@ def _serve_socket_mode(runtime: Runtime, settings: Settings, stop: threading.Eve
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    handler.connect()
+    try:
+        handler.connect()
+    except SlackApiError as exc:
+        error = exc.response.get("error") if exc.response is not None else None
+        if error in ("invalid_auth", "not_authed", "token_revoked", "not_allowed_token_type"):
+            raise InputError(f"Slack refused SLACK_APP_TOKEN ({error})") from exc
+        raise ServiceUnavailable(
+            f"Slack refused the Socket Mode connection ({error or 'apps.connections.open failed'})"
+        ) from exc
+    except (SlackClientError, OSError) as exc:
+        raise ServiceUnavailable(f"Slack is unreachable for Socket Mode ({exc})") from exc
     print("handover: connected in Socket Mode", flush=True)
     stop.wait()
     handler.close()

@@ -174,3 +174,18 @@ def test_serve_exits_3_when_slack_is_unreachable_and_1_when_it_refuses_the_token
     assert "handover: Slack refused SLACK_BOT_TOKEN (token_revoked)" in result.stderr
     assert "Traceback" not in result.stderr
     assert "xoxb-e2e-token" not in result.stderr + result.stdout
+
+
+def test_socket_mode_that_cannot_connect_exits_3_without_a_traceback(
+    new_deployment: DeploymentFactory,
+) -> None:
+    # The stand-in does not simulate Socket Mode: apps.connections.open answers an error.
+    deployment = new_deployment("sqlite", NOW)
+    env = {**deployment.env, "SLACK_APP_TOKEN": "xapp-e2e-app-token"}
+    result = subprocess.run(
+        [*HANDOVER, "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3, result.stderr
+    assert "handover: Slack refused the Socket Mode connection" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "xapp-e2e-app-token" not in result.stderr + result.stdout
