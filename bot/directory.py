@@ -8,6 +8,8 @@ from sqlalchemy.orm import Session
 from rota.models import Person, Shift, Team
 
 SEARCH_LIMIT = 50
+# Longer queries match nothing useful, and a long LIKE pattern is refused by SQLite.
+MAX_QUERY_CHARS = 100
 
 
 def person_for_slack_user(session: Session, slack_user_id: str) -> Person | None:
@@ -20,8 +22,18 @@ def person_for_slack_user(session: Session, slack_user_id: str) -> Person | None
     ).first()
 
 
-def _pattern(query: str) -> str:
-    escaped = query.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def search_text(query: object) -> str:
+    """What to search for: text only, without lone surrogates or NULs, at most MAX_QUERY_CHARS."""
+    if not isinstance(query, str):
+        return ""
+    # Neither database takes a lone UTF-16 surrogate; PostgreSQL takes no NUL.
+    text = "".join(char for char in query if char != "\x00" and not "\ud800" <= char <= "\udfff")
+    return text.strip()[:MAX_QUERY_CHARS]
+
+
+def _pattern(query: object) -> str:
+    text = search_text(query).lower()
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
 
 

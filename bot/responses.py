@@ -210,7 +210,7 @@ def record_response(
         when, error = _parse_contact_by(contact_by, now)
         if error:
             errors["contact_by"] = error
-        if method not in CONTACT_METHODS:
+        if not isinstance(method, str) or method not in CONTACT_METHODS:
             errors["method"] = "Choose how you will contact the social worker."
         if when is not None:
             detail["contact_by"] = when.astimezone(settings.timezone).isoformat()
@@ -323,8 +323,9 @@ def _next_working_day(day: date, region: str) -> date:
     return day + timedelta(days=1)
 
 
-def _parse_contact_by(value: str | None, now: datetime) -> tuple[datetime | None, str]:
-    if not value:
+def _parse_contact_by(value: object, now: datetime) -> tuple[datetime | None, str]:
+    # `value` comes from a Slack payload: anything but a non-empty string is no choice.
+    if not value or not isinstance(value, str):
         return None, "Choose when you will contact the social worker."
     try:
         when = datetime.fromisoformat(value)
@@ -476,9 +477,10 @@ def _cancel_escalations(session: Session, target_id: int) -> int:
 
 
 def _colleague_error(
-    session: Session, store: RotaStore, context: _Context, colleague: str | None
+    session: Session, store: RotaStore, context: _Context, colleague: object
 ) -> str:
-    if not colleague:
+    # `colleague` comes from a Slack payload: anything but a non-empty string is no choice.
+    if not colleague or not isinstance(colleague, str):
         return "Choose the colleague who holds the information."
     person = store.person(colleague)
     if person is None or not person.active:

@@ -3,10 +3,12 @@ open a modal first (after checking that the clicker may respond)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.models import RESPONSE_HAS_INFORMATION
 from bot.responses import check_response
@@ -14,7 +16,10 @@ from bot.services import Services
 from bot.slack import SlackError, slack_edge
 from handlers import ids
 from handlers.blocks.response import build_has_info_modal, build_redirect_modal, modal_metadata
-from handlers.responses import as_int, record_now, refusal_for, show_recorded, tell_privately
+from handlers.guards import DATABASE_DOWN, as_int, dict_at, first_action, text_or_none
+from handlers.responses import record_now, refusal_for, show_recorded, tell_privately
+
+logger = logging.getLogger(__name__)
 
 
 def register(app: App, services: Services) -> None:
@@ -26,18 +31,25 @@ def register(app: App, services: Services) -> None:
 
 
 def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
-    """(user, prompt id, channel, message ts) of a button click."""
-    action = (body.get("actions") or [{}])[0]
-    container = body.get("container") or {}
-    channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
-    return body["user"]["id"], as_int(action.get("value")), channel, container.get("message_ts")
+    """(user, prompt id, channel, message ts) of a button click; a garbled value is no prompt."""
+    container = dict_at(body, "container")
+    channel = text_or_none(dict_at(body, "channel").get("id")) or text_or_none(
+        container.get("channel_id")
+    )
+    prompt_id = as_int(first_action(body).get("value"))
+    return body["user"]["id"], prompt_id, channel, text_or_none(container.get("message_ts"))
 
 
 def _make_direct(services: Services, kind: str) -> Callable[..., None]:
     def respond_now(ack: Ack, body: dict, client: WebClient) -> None:
         ack()
         user_id, prompt_id, channel, message_ts = _click(body)
-        outcome = record_now(services, prompt_id, user_id, kind)
+        try:
+            outcome = record_now(services, prompt_id, user_id, kind)
+        except SQLAlchemyError:
+            logger.exception("could not record a %s click: database unavailable", kind)
+            tell_privately(client, user_id, channel, DATABASE_DOWN)
+            return
         if outcome.status == "recorded":
             show_recorded(client, outcome, services, (channel, message_ts))
             return
@@ -52,10 +64,15 @@ def _make_modal_opener(services: Services, kind: str) -> Callable[..., None]:
         ack()
         user_id, prompt_id, channel, message_ts = _click(body)
         now = services.clock.now()
-        with services.session_factory.begin() as session:
-            outcome = check_response(
-                session, prompt_id, user_id, kind, now=now, settings=services.settings
-            )
+        try:
+            with services.session_factory.begin() as session:
+                outcome = check_response(
+                    session, prompt_id, user_id, kind, now=now, settings=services.settings
+                )
+        except SQLAlchemyError:
+            logger.exception("could not check a %s click: database unavailable", kind)
+            tell_privately(client, user_id, channel, DATABASE_DOWN)
+            return
         referral_id = outcome.referral.referral_id if outcome.referral else None
         if outcome.status != "allowed" or outcome.referral is None or prompt_id is None:
             tell_privately(client, user_id, channel, refusal_for(outcome, services), referral_id)

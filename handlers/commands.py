@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.directory import person_for_slack_user
 from bot.responses import close_referral, on_call_now
@@ -15,6 +16,7 @@ from bot.services import Services
 from handlers import ids
 from handlers.blocks.modal import build_referral_modal
 from handlers.blocks.response import close_answer, oncall_answer
+from handlers.guards import DATABASE_DOWN, is_role_name
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +59,14 @@ def _log(services: Services, command: dict, args: list[str], respond: Respond) -
 @subcommand("oncall")
 def _oncall(services: Services, command: dict, args: list[str], respond: Respond) -> None:
     now = services.clock.now()
+    typed = args[0] if args else None
     with services.session_factory() as session:
-        answer = on_call_now(
-            session, now=now, settings=services.settings, role=args[0] if args else None
-        )
+        answer = on_call_now(session, now=now, settings=services.settings, role=typed)
+    unknown = answer.unknown_role
+    if unknown is not None and not is_role_name(typed):
+        unknown = ""  # not a role name as typed (capitals, spaces, too long): not echoed
     text = oncall_answer(
-        answer.roles, at=answer.at, tz=services.settings.timezone, unknown_role=answer.unknown_role
+        answer.roles, at=answer.at, tz=services.settings.timezone, unknown_role=unknown
     )
     respond(text=text, response_type="ephemeral")
 
@@ -99,11 +103,19 @@ def register(app: App, services: Services) -> None:
         if not words:
             # Open the modal inside ack's 3 seconds: the trigger_id expires quickly.
             ack()
-            open_referral_modal(services, command, client, respond)
+            try:
+                open_referral_modal(services, command, client, respond)
+            except SQLAlchemyError:
+                logger.exception("/handover: database unavailable")
+                respond(text=DATABASE_DOWN, response_type="ephemeral")
             return
         ack()
         handler = SUBCOMMANDS.get(words[0].lower(), _help)
-        handler(services, command, words[1:], respond)
+        try:
+            handler(services, command, words[1:], respond)
+        except SQLAlchemyError:
+            logger.exception("/handover %s: database unavailable", handler.__name__.lstrip("_"))
+            respond(text=DATABASE_DOWN, response_type="ephemeral")
 
 
 def open_referral_modal(

@@ -17,6 +17,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.directory import person_for_slack_user
@@ -29,6 +30,7 @@ from bot.logbook import (
 )
 from bot.services import Services
 from bot.settings import Settings
+from bot.slack import SlackError, slack_edge
 from handlers.blocks.home import (
     HOME_NEXT,
     HOME_PREVIOUS,
@@ -42,6 +44,8 @@ from handlers.blocks.home import (
     page_count,
 )
 from handlers.blocks.prompt import ReferralFacts
+from handlers.blocks.response import build_private_notice
+from handlers.guards import DATABASE_DOWN, first_action
 from rota.models import Person
 
 logger = logging.getLogger(__name__)
@@ -140,9 +144,8 @@ def manager_slack_user_ids(session: Session) -> list[str]:
 
 
 def _requested_page(body: dict[str, Any]) -> int:
-    actions = body.get("actions") or [{}]
     try:
-        return int(actions[0].get("value") or 1)
+        return int(first_action(body).get("value") or 1)
     except (TypeError, ValueError):
         return 1
 
@@ -153,15 +156,25 @@ def register(app: App, services: Services) -> None:
     def turn_page(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
         slack_user_id = body["user"]["id"]
-        with services.session_factory() as session:
-            publish_home(
-                client,
-                session,
-                slack_user_id,
-                services.clock.now(),
-                services.settings,
-                page=_requested_page(body),
-            )
+        try:
+            with services.session_factory() as session:
+                publish_home(
+                    client,
+                    session,
+                    slack_user_id,
+                    services.clock.now(),
+                    services.settings,
+                    page=_requested_page(body),
+                )
+        except SQLAlchemyError:
+            logger.exception("could not turn a Home page: database unavailable")
+            try:
+                with slack_edge("chat.postMessage"):
+                    client.chat_postMessage(
+                        channel=slack_user_id, **build_private_notice(DATABASE_DOWN)
+                    )
+            except SlackError:
+                pass  # logged at the edge; nothing else can reach this user
 
     app.action(HOME_NEXT)(turn_page)
     app.action(HOME_PREVIOUS)(turn_page)

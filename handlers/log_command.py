@@ -24,6 +24,8 @@ from handlers.blocks.home import (
     build_log_referral_message,
 )
 from handlers.blocks.prompt import ReferralFacts
+from handlers.blocks.response import NO_SUCH_REFERRAL
+from handlers.guards import is_referral_id
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +79,13 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
         referral_id = what.upper()
         history = referral_history(session, referral_id, tz)
         if history is None:
+            # What was typed is echoed only when it has the referral ID format.
+            missing = (
+                f"No referral {referral_id}." if is_referral_id(referral_id) else NO_SUCH_REFERRAL
+            )
             _private(
                 respond,
-                f"No referral {referral_id}. Use `/handover log open`, `/handover log overdue` "
+                f"{missing} Use `/handover log open`, `/handover log overdue` "
                 "or `/handover log REFERRAL_ID`.",
             )
             return

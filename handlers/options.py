@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from slack_bolt import Ack, App
+from sqlalchemy.exc import SQLAlchemyError
 
-from bot.directory import search_people, search_roles, search_teams
+from bot.directory import search_people, search_roles, search_teams, search_text
 from bot.services import Services
 from handlers import ids
 from handlers.blocks.modal import build_options
+
+logger = logging.getLogger(__name__)
 
 _SEARCHES: dict[str, Callable] = {
     ids.ACTION_NOTIFY_PEOPLE: search_people,
@@ -26,9 +30,14 @@ def register(app: App, services: Services) -> None:
 
 def _make_listener(services: Services, search: Callable) -> Callable:
     def load_options(ack: Ack, payload: dict) -> None:
-        query = payload.get("value", "")
-        with services.session_factory() as session:
-            choices = search(session, query)
+        query = search_text(payload.get("value"))
+        try:
+            with services.session_factory() as session:
+                choices = search(session, query)
+        except SQLAlchemyError:
+            # Nothing to offer; the select shows "no results" and the user can type again.
+            logger.exception("options search: database unavailable")
+            choices = []
         ack(**build_options(choices))
 
     return load_options

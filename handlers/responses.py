@@ -8,8 +8,9 @@ import logging
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from sqlalchemy.exc import SQLAlchemyError
 
-from bot.directory import search_people
+from bot.directory import search_people, search_text
 from bot.models import RESPONSE_HAS_INFORMATION, RESPONSE_REDIRECTED
 from bot.responses import ResponseOutcome, record_response
 from bot.services import Services
@@ -30,6 +31,7 @@ from handlers.blocks.response import (
     refusal_text,
     responder_label,
 )
+from handlers.guards import DATABASE_DOWN, as_int, state_values, text_or_none
 from handlers.home import refresh_after_change
 from rota.models import Person
 
@@ -41,7 +43,7 @@ def register(app: App, services: Services) -> None:
 
     @app.view(ids.HAS_INFO_MODAL)
     def submit_has_info(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
-        contact_by, method = read_has_info_modal(view["state"]["values"])
+        contact_by, method = read_has_info_modal(state_values(view))
         answers = {"contact_by": contact_by, "method": method}
         submit(
             services, ack, body, view, client, RESPONSE_HAS_INFORMATION, BLOCK_CONTACT_BY, **answers
@@ -49,14 +51,18 @@ def register(app: App, services: Services) -> None:
 
     @app.view(ids.REDIRECT_MODAL)
     def submit_redirect(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
-        colleague = read_redirect_modal(view["state"]["values"])
+        colleague = read_redirect_modal(state_values(view))
         answers = {"colleague": colleague}
         submit(services, ack, body, view, client, RESPONSE_REDIRECTED, BLOCK_COLLEAGUE, **answers)
 
     @app.options(ACTION_COLLEAGUE)
     def load_colleagues(ack: Ack, payload: dict) -> None:
-        with services.session_factory() as session:
-            choices = search_people(session, payload.get("value", ""))
+        try:
+            with services.session_factory() as session:
+                choices = search_people(session, search_text(payload.get("value")))
+        except SQLAlchemyError:
+            logger.exception("colleague search: database unavailable")
+            choices = []
         ack(**build_options(choices))
 
 
@@ -73,7 +79,12 @@ def submit(
     """Record a modal's response; answer problems in the modal, then show the outcome."""
     metadata = read_modal_metadata(view)
     prompt_id = as_int(metadata.get("prompt_id"))
-    outcome = record_now(services, prompt_id, body["user"]["id"], kind, **answers)
+    try:
+        outcome = record_now(services, prompt_id, body["user"]["id"], kind, **answers)
+    except SQLAlchemyError:
+        logger.exception("could not record a %s response: database unavailable", kind)
+        ack(response_action="errors", errors={first_block: DATABASE_DOWN})
+        return
     if outcome.status == "invalid":
         ack(response_action="errors", errors=modal_errors(outcome.field_errors))
         return
@@ -81,7 +92,8 @@ def submit(
         ack(response_action="errors", errors={first_block: refusal_for(outcome, services)[:150]})
         return
     ack()
-    show_recorded(client, outcome, services, (metadata.get("channel"), metadata.get("message_ts")))
+    clicked = (text_or_none(metadata.get("channel")), text_or_none(metadata.get("message_ts")))
+    show_recorded(client, outcome, services, clicked)
 
 
 def record_now(
@@ -119,8 +131,12 @@ def show_recorded(
     try:
         _show_on_messages_and_card(client, outcome, services, clicked)
     finally:
-        recipient = _slack_id_of(services, outcome.recipient_id)
-        refresh_after_change(client, services, [outcome.slack_user_id, recipient or ""])
+        try:
+            recipient = _slack_id_of(services, outcome.recipient_id)
+            refresh_after_change(client, services, [outcome.slack_user_id, recipient or ""])
+        except SQLAlchemyError:
+            # The response is committed and shown; only the Home tabs stay as they were.
+            logger.exception("could not refresh Home tabs after a response")
 
 
 def _slack_id_of(services: Services, person_id: str | None) -> str | None:
@@ -219,11 +235,3 @@ def refusal_for(outcome: ResponseOutcome, services: Services) -> str:
         earlier_at=earlier.at if earlier else None,
         tz=services.settings.timezone,
     )
-
-
-def as_int(value: object) -> int | None:
-    """A prompt id from a button value or modal metadata (None when it is not a number)."""
-    try:
-        return int(str(value))
-    except (TypeError, ValueError):
-        return None

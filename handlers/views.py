@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.directory import person_for_slack_user
 from bot.intake import (
     MAX_NOTIFY,
     REPEATED_TARGET,
     SOURCE_SLACK,
+    IntakeResult,
     InvalidReferral,
     receive_referral,
     validate_referral,
@@ -22,6 +24,15 @@ from bot.services import Services
 from handlers import ids
 from handlers.blocks.modal import build_plan_message
 from handlers.commands import private_metadata
+from handlers.guards import (
+    DATABASE_DOWN,
+    dict_at,
+    input_value,
+    selected_value,
+    selected_values,
+    state_values,
+    text_or_none,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +46,7 @@ _FIELD_BLOCKS = {
     "summary": ids.BLOCK_SUMMARY,
     "notify": ids.BLOCK_NOTIFY_PEOPLE,
 }
+UNREADABLE_SUMMARY = "The summary has characters Handover cannot store; type it again."
 _NOTIFY_BLOCKS = (
     (ids.BLOCK_NOTIFY_PEOPLE, ids.ACTION_NOTIFY_PEOPLE, "person"),
     (ids.BLOCK_NOTIFY_TEAMS, ids.ACTION_NOTIFY_TEAMS, "team"),
@@ -47,64 +59,70 @@ def register(app: App, services: Services) -> None:
 
     @app.view(ids.REFERRAL_MODAL)
     def submit_referral(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
-        data, origins = read_referral_modal(view["state"]["values"])
-        now = services.clock.now()
-        settings = services.settings
-        with services.session_factory.begin() as session:
-            person = person_for_slack_user(session, body["user"]["id"])
-            if person is None or not person.has_permission("referrer"):
-                ack(
-                    response_action="errors",
-                    errors={ids.BLOCK_EXTERNAL_REF: "Only EDT referrers may post referrals."},
-                )
-                return
-            data["referrer"] = person.person_id
-            try:
-                request = validate_referral(session, data, tz=settings.timezone, now=now)
-            except InvalidReferral as invalid:
-                ack(response_action="errors", errors=modal_errors(invalid, origins, data["notify"]))
-                return
-            result = receive_referral(
-                session, request, now=now, settings=settings, source=SOURCE_SLACK
-            )
-        if result.status == "conflict":
-            ack(
-                response_action="errors",
-                errors={
-                    ids.BLOCK_EXTERNAL_REF: "This case reference was already used for referral "
-                    f"{result.referral.referral_id} with different details."
-                },
-            )
+        data, origins = read_referral_modal(state_values(view))
+        if data["summary"] is None:
+            ack(response_action="errors", errors={ids.BLOCK_SUMMARY: UNREADABLE_SUMMARY})
             return
+        try:
+            errors, result = _receive(services, body["user"]["id"], data, origins)
+        except SQLAlchemyError:
+            logger.exception("could not record a referral from Slack: database unavailable")
+            ack(response_action="errors", errors={ids.BLOCK_EXTERNAL_REF: DATABASE_DOWN})
+            return
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        assert result is not None
         ack()
         services.wake_dispatcher()
         tell_submitter(client, body["user"]["id"], view, result.body, services)
 
 
+def _receive(
+    services: Services, slack_user_id: str, data: dict, origins: list[str]
+) -> tuple[dict[str, str], IntakeResult | None]:
+    """Record the referral in one transaction: (modal errors, result); errors when refused."""
+    now = services.clock.now()
+    settings = services.settings
+    with services.session_factory.begin() as session:
+        person = person_for_slack_user(session, slack_user_id)
+        if person is None or not person.has_permission("referrer"):
+            return {ids.BLOCK_EXTERNAL_REF: "Only EDT referrers may post referrals."}, None
+        data["referrer"] = person.person_id
+        try:
+            request = validate_referral(session, data, tz=settings.timezone, now=now)
+        except InvalidReferral as invalid:
+            return modal_errors(invalid, origins, data["notify"]), None
+        result = receive_referral(session, request, now=now, settings=settings, source=SOURCE_SLACK)
+    if result.status == "conflict":
+        return {
+            ids.BLOCK_EXTERNAL_REF: "This case reference was already used for referral "
+            f"{result.referral.referral_id} with different details."
+        }, None
+    return {}, result
+
+
 def read_referral_modal(values: dict) -> tuple[dict, list[str]]:
-    """The referral fields from the modal's state, and the block each notify target came from."""
+    """The referral fields from the modal's state, and the block each notify target came from.
 
-    def selected(block_id: str, action_id: str) -> dict:
-        return values.get(block_id, {}).get(action_id, {})
-
+    A value of the wrong shape reads as not given, so it is answered as a missing field; a
+    summary that is given but cannot be stored (a lone UTF-16 surrogate) reads as None.
+    """
+    summary = dict_at(values, ids.BLOCK_SUMMARY, ids.ACTION_SUMMARY).get("value")
     data: dict = {
         # A case reference pasted from the case system often brings a space or a newline along.
         "external_ref": (
-            selected(ids.BLOCK_EXTERNAL_REF, ids.ACTION_EXTERNAL_REF).get("value") or ""
+            input_value(values, ids.BLOCK_EXTERNAL_REF, ids.ACTION_EXTERNAL_REF) or ""
         ).strip(),
-        "category": (
-            selected(ids.BLOCK_CATEGORY, ids.ACTION_CATEGORY).get("selected_option") or {}
-        ).get("value", ""),
-        "urgency": (
-            selected(ids.BLOCK_URGENCY, ids.ACTION_URGENCY).get("selected_option") or {}
-        ).get("value", ""),
-        "summary": selected(ids.BLOCK_SUMMARY, ids.ACTION_SUMMARY).get("value") or "",
+        "category": selected_value(values, ids.BLOCK_CATEGORY, ids.ACTION_CATEGORY) or "",
+        "urgency": selected_value(values, ids.BLOCK_URGENCY, ids.ACTION_URGENCY) or "",
+        "summary": text_or_none(summary) if summary else "",
     }
     notify: list[str] = []
     origins: list[str] = []
     for block_id, action_id, kind in _NOTIFY_BLOCKS:
-        for option in selected(block_id, action_id).get("selected_options") or []:
-            notify.append(f"{kind}:{option['value']}")
+        for value in selected_values(values, block_id, action_id):
+            notify.append(f"{kind}:{value}")
             origins.append(block_id)
     data["notify"] = notify
     return data, origins

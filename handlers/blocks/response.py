@@ -27,6 +27,7 @@ from handlers.blocks.prompt import (
     mrkdwn_escape,
     notification_text,
 )
+from handlers.guards import is_referral_id, is_role_name, selected_value
 
 # Has-information modal
 BLOCK_CONTACT_BY = "contact_by"
@@ -45,6 +46,10 @@ FIELD_BLOCKS = {
     "method": BLOCK_METHOD,
     "colleague": BLOCK_COLLEAGUE,
 }
+
+# Answers that name nothing typed (when what was typed is not a well-formed identifier).
+NO_SUCH_REFERRAL = "No referral with that ID."
+NO_SUCH_ROLE = "That role is not in the rota."
 
 # The card's thread reply for each response kind ("hv-kpatel acknowledged at 09:12").
 CARD_VERBS = {
@@ -183,19 +188,16 @@ def build_redirect_modal(facts: ReferralFacts, *, private_metadata: str) -> dict
 
 
 def read_has_info_modal(values: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(contact_by, method) from the has-information modal's state."""
-    contact = values.get(BLOCK_CONTACT_BY, {}).get(ACTION_CONTACT_BY, {})
-    method = values.get(BLOCK_METHOD, {}).get(ACTION_METHOD, {})
+    """(contact_by, method) from the has-information modal's state (None when not chosen)."""
     return (
-        (contact.get("selected_option") or {}).get("value"),
-        (method.get("selected_option") or {}).get("value"),
+        selected_value(values, BLOCK_CONTACT_BY, ACTION_CONTACT_BY),
+        selected_value(values, BLOCK_METHOD, ACTION_METHOD),
     )
 
 
 def read_redirect_modal(values: dict[str, Any]) -> str | None:
-    """The chosen colleague's person_id from the redirect modal's state."""
-    chosen = values.get(BLOCK_COLLEAGUE, {}).get(ACTION_COLLEAGUE, {})
-    return (chosen.get("selected_option") or {}).get("value")
+    """The chosen colleague's person_id from the redirect modal's state (None when not chosen)."""
+    return selected_value(values, BLOCK_COLLEAGUE, ACTION_COLLEAGUE)
 
 
 def modal_errors(field_errors: dict[str, str]) -> dict[str, str]:
@@ -289,7 +291,12 @@ def close_answer(
     cancelled_prompts: int = 0,
     cancelled_rows: int = 0,
 ) -> str:
-    """The private answer to `/handover close`; the typed reason stays in the log, not in Slack."""
+    """The private answer to `/handover close`; the typed reason stays in the log, not in Slack.
+
+    A referral ID is shown only when it has the referral ID format: whatever else was typed
+    (a name, say) is not echoed.
+    """
+    shown_id = referral_id if is_referral_id(referral_id) else None
     if status == "closed":
         return (
             f"Referral {referral_id} is closed. Cancelled {cancelled_prompts} prompt(s) "
@@ -301,9 +308,9 @@ def close_answer(
     if status == "forbidden":
         return "Only referrers and managers in the rota may close referrals."
     if status == "missing_reason":
-        return f"Give a reason: `/handover close {referral_id} REASON`"
+        return f"Give a reason: `/handover close {shown_id or 'REFERRAL_ID'} REASON`"
     if status == "not_found":
-        return f"There is no referral {mrkdwn_escape(referral_id or '')}."
+        return f"There is no referral {shown_id}." if shown_id else NO_SUCH_REFERRAL
     if status == "already_closed":
         return f"Referral {referral_id} is already closed."
     return "Nothing was changed."
@@ -316,9 +323,14 @@ def oncall_answer(
     tz: ZoneInfo,
     unknown_role: str | None = None,
 ) -> str:
-    """Who holds each on-call role now, one line per role."""
+    """Who holds each on-call role now, one line per role.
+
+    An unknown role is named only when it has the format of a role name.
+    """
     if unknown_role is not None:
-        return f"No shift in the rota names the role `{mrkdwn_escape(unknown_role)}`."
+        if not is_role_name(unknown_role):
+            return NO_SUCH_ROLE
+        return f"No shift in the rota names the role `{unknown_role}`."
     lines = [f"*On call at {format_local(at, tz)}*"]
     for role, holders in roles:
         if not holders:

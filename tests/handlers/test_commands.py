@@ -94,10 +94,11 @@ def test_close_by_a_referrer(
         ("edt-bob", "close HO-TEST01 duplicate", "Only referrers and managers"),
         ("U0STRANGER", "close HO-TEST01 duplicate", "Only referrers and managers"),
         ("edt-amy", "close HO-TEST01", "Give a reason: `/handover close HO-TEST01 REASON`"),
-        ("edt-amy", "close HO-NOPE99 duplicate", "There is no referral HO-NOPE99."),
+        ("edt-amy", "close HO-ZZZZ99 duplicate", "There is no referral HO-ZZZZ99."),
+        ("edt-amy", "close HO-NOPE99 duplicate", "No referral with that ID."),
         ("edt-amy", "close", "Usage: `/handover close REFERRAL_ID REASON`"),
     ],
-    ids=["no-permission", "not-in-rota", "missing-reason", "unknown-id", "usage"],
+    ids=["no-permission", "not-in-rota", "missing-reason", "unknown-id", "malformed-id", "usage"],
 )
 def test_close_refusals_change_nothing(
     bot: Harness,

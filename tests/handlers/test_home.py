@@ -328,7 +328,8 @@ def test_log_command_for_a_manager_open_overdue_and_one_referral(
     assert "redirected by `pc-pat` at Sat 14 Nov 2026 03:05 GMT" in history
     assert "asked `hv-jo` at Mon 16 Nov 2026 09:20 GMT (late)" in history
     assert ":warning: *Never answered:* `person:hv-jo`" in history
-    assert answers["HO-NOPE"]["text"].startswith("No referral HO-NOPE.")
+    # Not the referral ID format (HO- and 6 Crockford base32 characters): not echoed.
+    assert answers["HO-NOPE"]["text"].startswith("No referral with that ID.")
 
 
 def test_log_command_open_within_message_limits_for_300_referrals(
