@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bot.models import SlackEvent
 from bot.services import Services
@@ -51,6 +51,10 @@ def _make_event_dedupe(services: Services):
         except IntegrityError:
             logger.info("ignoring a repeated delivery of event %s", event_id)
             return BoltResponse(status=200, body="")
+        except SQLAlchemyError:
+            # Cannot remember the event: handle it anyway (its listener copes with the outage);
+            # a repeat at worst redraws a Home tab twice.
+            logger.exception("could not record event %s", event_id)
         return next()
 
     return dedupe_events
