@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, request
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock
@@ -34,6 +34,7 @@ MAX_CLOCK_SKEW_SECONDS = 300
 TIMESTAMP_HEADER = "X-Handover-Timestamp"
 SIGNATURE_HEADER = "X-Handover-Signature"
 SIGNATURE_VERSION = "v1"
+NOT_UNICODE = "the body is not valid Unicode: a string holds a lone UTF-16 surrogate"
 
 _STATUS_CODES = {"created": 201, "duplicate": 200, "conflict": 409}
 
@@ -93,14 +94,53 @@ def _check_signature(secret: str, timestamp: str, body: bytes) -> None:
         raise _Refused(401, "signature does not match")
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether `text` encodes as UTF-8: a lone surrogate (from `"\\ud800"`) does not."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members; a repeated key is refused rather than silently overwritten."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if not _is_unicode(key):
+            raise _Refused(400, NOT_UNICODE)
+        if key in found:
+            raise _Refused(400, f"the body repeats the key {json.dumps(key[:64])}")
+        found[key] = value
+    return found
+
+
+def _check_unicode(value: Any) -> None:
+    """Refuse a body with a string that is not valid Unicode (iteratively: it may be deep)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not _is_unicode(item):
+                raise _Refused(400, NOT_UNICODE)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
 def _parse_json(body: bytes) -> Any:
     def refuse_constant(name: str) -> None:
         raise ValueError(f"{name} is not JSON")
 
     try:
-        return json.loads(body, parse_constant=refuse_constant)
+        data = json.loads(
+            body, parse_constant=refuse_constant, object_pairs_hook=_object_without_repeats
+        )
     except (ValueError, RecursionError) as exc:
         raise _Refused(400, "the body is not valid JSON") from exc
+    _check_unicode(data)
+    return data
 
 
 def create_api_blueprint(
@@ -135,6 +175,13 @@ def create_api_blueprint(
                 exc.hide_parameters = True
             logger.exception("api %s %s: database unavailable", request.method, request.path)
             return _error(503, "database unavailable")
+        except Exception as exc:
+            # A fault of ours, not of the input: the caller still gets JSON, the log the traceback
+            # (without statement parameters, which may hold the summary).
+            if isinstance(exc, StatementError):
+                exc.hide_parameters = True
+            logger.exception("api %s %s: internal error", request.method, request.path)
+            return _error(500, "internal error")
 
     @blueprint.post("/api/referrals")
     def post_referral() -> Response:

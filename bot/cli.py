@@ -176,3 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except (OverflowError, UnicodeError, ValueError) as exc:
+        # Input that got past the checks: a short message, the traceback only with --verbose.
+        logging.getLogger(__name__).debug("%s failed", args.command, exc_info=True)
+        print(f"handover: {exc}", file=sys.stderr)
+        return EXIT_INPUT

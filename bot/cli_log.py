@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
+from bot.cli_plan import text_argument
 from bot.db import create_db_engine, make_session_factory
 from bot.logbook import LOG_FIELDS, LogWindow, detail_value, iter_log, log_record, parse_window
 from bot.models import AuditEvent
@@ -137,7 +138,8 @@ def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: 
 def log_command(args: argparse.Namespace, settings: Settings) -> int:
     """`handover log`: print the escalation log, filtered, in order of time."""
     tz = settings.timezone
-    window = parse_window(args.since, args.until, tz, referral_id=args.referral)
+    referral_id = text_argument("--referral", args.referral) if args.referral else None
+    window = parse_window(args.since, args.until, tz, referral_id=referral_id)
     with _session(settings) as session:
         write_log(session, window, args.format, tz, sys.stdout)
     return EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -15,13 +16,26 @@ from sqlalchemy.orm import Session
 from bot.clock import clock_from_env
 from bot.db import create_db_engine, sqlite_path
 from bot.errors import InputError, ServiceUnavailable
+from bot.intake import repeated_targets
 from bot.settings import Settings
 from rota.calendar import local_instant
 from rota.plan import Plan
 from rota.planner import plan_referral, validate_targets
 from rota.store import RotaStore
 
+EARLIEST_YEAR, LATEST_YEAR = 2000, 2999
 _NOT_MIGRATED = "the database has no rota tables; run `handover db upgrade` and import a rota"
+
+
+def text_argument(option: str, value: str) -> str:
+    """`value` of `option`, refused when the terminal passed bytes that are not UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Python keeps undecodable argv bytes as lone surrogates; show the bytes themselves.
+        shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+        raise InputError(f"{option} '{shown}' is not valid UTF-8 text") from None
+    return value
 
 
 def parse_at(text: str | None, tz: ZoneInfo) -> datetime:
@@ -32,6 +46,9 @@ def parse_at(text: str | None, tz: ZoneInfo) -> datetime:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError as exc:
         raise InputError(f"--at {text!r} is not an ISO 8601 time (e.g. 2026-12-24T18:00)") from exc
+    if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
+        # Far dates overflow the calendar's arithmetic, and no rota reaches them.
+        raise InputError(f"--at {text!r} is outside the years {EARLIEST_YEAR} to {LATEST_YEAR}")
     if parsed.tzinfo is None:
         # Wall-clock input goes through the calendar so clock-change gaps are handled alike.
         return local_instant(parsed.date(), parsed.time(), tz)
@@ -97,10 +114,16 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
     """`handover plan`: print the plan a referral received at --at would get."""
     tz = settings.timezone
     t0 = parse_at(args.at, tz)
-    targets = list(args.notify)
+    targets = [text_argument("--notify", target) for target in args.notify]
+    repeats = repeated_targets(targets)
     with _rota_session(settings) as session:
         store = RotaStore(session)
-        errors = validate_targets(store, targets)
+        # As at intake, a repeated target's one error is that it repeats an earlier one.
+        errors = [
+            (i, message) for i, message in validate_targets(store, targets) if i not in repeats
+        ]
+        errors += [(i, f"repeats notify[{first}]") for i, first in repeats.items()]
+        errors.sort(key=lambda error: error[0])
         if errors:
             raise InputError(
                 "invalid --notify targets:\n"
@@ -118,6 +141,8 @@ def rota_who(args: argparse.Namespace, settings: Settings) -> int:
     """`handover rota who`: who is at work (or on shift of --role) at --at."""
     tz = settings.timezone
     t = parse_at(args.at, tz)
+    if args.role:
+        text_argument("--role", args.role)
     with _rota_session(settings) as session:
         store = RotaStore(session)
         if args.role:

@@ -54,6 +54,10 @@ MAX_SUMMARY_CHARS = 10_000
 MAX_TARGET_CHARS = 140
 MAX_ID_CHARS = 64
 FUTURE_TOLERANCE = timedelta(minutes=5)
+# Earlier referral times are typing mistakes, and year-1 times cannot be shown in local time.
+EARLIEST_REFERRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+# A calendar date and a time of at least hours and minutes: not a date alone, nor a week date.
+_DATE_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
 
 REFERRAL_ID_PREFIX = "HO-"
 REFERRAL_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
@@ -177,6 +181,8 @@ def _parse_fields(
             errors.append(
                 FieldError("referred_at", "must be an ISO 8601 date-time, e.g. 2026-12-26T02:10")
             )
+        elif instant < EARLIEST_REFERRED_AT:
+            errors.append(FieldError("referred_at", "is before 2000-01-01"))
         elif instant > now + FUTURE_TOLERANCE:
             errors.append(FieldError("referred_at", "is in the future"))
         else:
@@ -197,24 +203,19 @@ def _parse_fields(
             errors.append(FieldError("notify", f"must have 1 to {MAX_NOTIFY} targets"))
         else:
             cleaned: list[str | None] = []
-            seen: dict[str, int] = {}
             for index, item in enumerate(notify):
                 field_name = f"notify[{index}]"
                 if not _is_plain_text(item, None):
                     errors.append(FieldError(field_name, "must be person:ID, team:ID or role:NAME"))
                     cleaned.append(None)
-                    continue
-                target = item.strip()
-                if len(target) > MAX_TARGET_CHARS:
+                elif len(item.strip()) > MAX_TARGET_CHARS:
                     errors.append(FieldError(field_name, f"is longer than {MAX_TARGET_CHARS}"))
                     cleaned.append(None)
-                elif target in seen:
-                    message = f"repeats notify[{seen[target]}] ({target})"
-                    errors.append(FieldError(field_name, message, REPEATED_TARGET))
-                    cleaned.append(None)
                 else:
-                    seen[target] = index
-                    cleaned.append(target)
+                    cleaned.append(item.strip())
+            errors += repeated_target_errors(cleaned)
+            for index in repeated_targets(cleaned):
+                cleaned[index] = None
             values["notify"] = cleaned
 
     summary = data.get("summary", "")
@@ -232,8 +233,34 @@ def _parse_fields(
     return values, _in_field_order(errors)
 
 
+def repeated_targets(notify: Sequence[str | None]) -> dict[int, int]:
+    """Each index whose target (compared stripped) an earlier entry names: that entry's index."""
+    first_index: dict[str, int] = {}
+    repeats: dict[int, int] = {}
+    for index, item in enumerate(notify):
+        if item is None:
+            continue
+        first = first_index.setdefault(item.strip(), index)
+        if first != index:
+            repeats[index] = first
+    return repeats
+
+
+def repeated_target_errors(notify: Sequence[str | None]) -> list[FieldError]:
+    """A `notify[i]` error for each target an earlier entry of `notify` already names."""
+    return [
+        FieldError(
+            f"notify[{index}]",
+            f"repeats notify[{first}] ({str(notify[index]).strip()})",
+            REPEATED_TARGET,
+        )
+        for index, first in repeated_targets(notify).items()
+    ]
+
+
 def _parse_instant(value: Any, tz: tzinfo) -> datetime | None:
-    if not isinstance(value, str) or not value.strip():
+    """An ISO 8601 date and time as an instant in UTC (local to `tz` without an offset)."""
+    if not isinstance(value, str) or not _DATE_TIME_RE.match(value.strip()):
         return None
     try:
         instant = datetime.fromisoformat(value.strip())
@@ -243,8 +270,12 @@ def _parse_instant(value: Any, tz: tzinfo) -> datetime | None:
         instant = instant.replace(tzinfo=tz)
     try:
         return instant.astimezone(UTC)
-    except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
-        return None
+    except OverflowError:
+        # Beyond datetime's range in UTC (0001-01-01T00:00+01:00, 9999-12-31T23:00-01:00):
+        # the nearest end of the range, which the bounds on referred_at then refuse.
+        if instant.year < 5000:
+            return datetime.min.replace(tzinfo=UTC)
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def _is_plain_text(value: Any, max_chars: int | None) -> bool:

@@ -141,18 +141,29 @@ def parse_window(
     since: str | None, until: str | None, tz: ZoneInfo, referral_id: str | None = None
 ) -> LogWindow:
     """The window of `--since`/`--until`; an `--until` date includes the whole of that day."""
+    earliest, latest = 2000, 2999  # as the CLI's --at: far dates overflow the date arithmetic
+
+    def bound(text: str, option: str) -> date | datetime:
+        try:
+            value = parse_local_bound(text, tz, option)
+        except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+            value = None
+        if value is None or not earliest <= value.year <= latest:
+            raise InputError(f"{option}: {text!r} is outside the years {earliest} to {latest}")
+        return value
+
     since_at: datetime | None = None
     before: datetime | None = None
     until_at: datetime | None = None
     if since:
-        bound = parse_local_bound(since, tz, "--since")
-        since_at = bound if isinstance(bound, datetime) else _local_midnight(bound, tz)
+        start = bound(since, "--since")
+        since_at = start if isinstance(start, datetime) else _local_midnight(start, tz)
     if until:
-        bound = parse_local_bound(until, tz, "--until")
-        if isinstance(bound, datetime):
-            until_at = bound
+        end_bound = bound(until, "--until")
+        if isinstance(end_bound, datetime):
+            until_at = end_bound
         else:
-            before = _local_midnight(bound + timedelta(days=1), tz)
+            before = _local_midnight(end_bound + timedelta(days=1), tz)
     end = until_at or before
     if since_at is not None and end is not None and end <= since_at:
         raise InputError("--until is before --since")

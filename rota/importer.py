@@ -335,6 +335,8 @@ def _rota_files(
             kind = _kind_of(path, display, problems)
             if kind:
                 yield kind, display, path
+        elif path.exists():  # a device, a pipe or a socket, such as /dev/null
+            problems.add(display, 1, "-", "not a regular file or a folder of CSV files")
         else:
             problems.add(display, 1, "-", "no such file or folder")
 

@@ -12,13 +12,16 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from flask import Flask
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -28,7 +31,15 @@ from werkzeug.serving import make_server
 from bot.api import MAX_BODY_BYTES, create_api_blueprint
 from bot.clock import FixedClock
 from bot.db import create_db_engine, make_session_factory
-from bot.intake import FIELDS, KIND_CARD, KIND_LONG_GAP, KIND_ON_CALL, KIND_PROMPT, SOURCES
+from bot.intake import (
+    FIELDS,
+    KIND_CARD,
+    KIND_LONG_GAP,
+    KIND_ON_CALL,
+    KIND_PROMPT,
+    REQUIRED_FIELDS,
+    SOURCES,
+)
 from bot.models import AUDIT_EVENTS, AuditEvent, Prompt, Referral, Target
 from bot.settings import Settings
 from handlers.ids import CATEGORIES, URGENCIES
@@ -655,6 +666,198 @@ def test_input_the_database_would_refuse_is_422_not_503(
     answer = api.post(weekend_referral(**changes))
     assert answer.status == 422, answer.text
     assert [e["field"] for e in answer.json["errors"]] == [field]
+    assert counts(session_factory) == NOTHING
+
+
+@pytest.mark.parametrize(
+    ("referred_at", "message"),
+    [
+        pytest.param("0001-01-01T00:00:30Z", "is before 2000-01-01", id="year-1"),
+        pytest.param("1999-12-31T23:59:59+00:00", "is before 2000-01-01", id="1999"),
+        pytest.param("9999-12-31T23:00-01:00", "is in the future", id="after-9999-in-utc"),
+        pytest.param(
+            "2026-11-14", "must be an ISO 8601 date-time, e.g. 2026-12-26T02:10", id="date"
+        ),
+        pytest.param("2026-W46", "must be an ISO 8601 date-time, e.g. 2026-12-26T02:10", id="week"),
+    ],
+)
+def test_referred_at_must_be_a_date_and_time_from_2000_to_now(
+    api: ApiClient, session_factory: sessionmaker[Session], referred_at: str, message: str
+) -> None:
+    answer = api.post(weekend_referral(referred_at=referred_at))
+    assert answer.status == 422, answer.text
+    assert answer.json == {"errors": [{"field": "referred_at", "message": message}]}
+    assert counts(session_factory) == NOTHING
+
+
+def test_referred_at_on_the_first_instant_of_2000_is_accepted(api: ApiClient) -> None:
+    answer = api.post(weekend_referral(referred_at="2000-01-01T00:00:00Z"))
+    assert answer.status == 201, answer.text
+
+
+NOT_UNICODE = {"error": "the body is not valid Unicode: a string holds a lone UTF-16 surrogate"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # json.dumps writes a lone surrogate as the escape \ud800, as a sender's encoder may.
+        pytest.param(json.dumps(weekend_referral(summary="\ud800")).encode(), id="summary"),
+        pytest.param(json.dumps(weekend_referral(referrer="edt-\ud800")).encode(), id="referrer"),
+        pytest.param(json.dumps(weekend_referral(notify=["person:\udc00x"])).encode(), id="notify"),
+        pytest.param(
+            json.dumps(weekend_referral(priority={"deep": ["\udfff"]})).encode(), id="nested"
+        ),
+        pytest.param(json.dumps({**weekend_referral(), "\ud800": 1}).encode(), id="key"),
+        # The three bytes UTF-8 would give U+D800, were it allowed to encode it.
+        pytest.param(
+            json.dumps(weekend_referral(summary="SURROGATE"))
+            .encode()
+            .replace(b"SURROGATE", b"\xed\xa0\x80"),
+            id="raw-bytes",
+        ),
+    ],
+)
+def test_a_string_that_is_not_valid_unicode_is_400(
+    api: ApiClient, session_factory: sessionmaker[Session], body: bytes
+) -> None:
+    answer = api.post(body)
+    assert (answer.status, answer.content_type) == (400, "application/json")
+    assert answer.json == NOT_UNICODE
+    assert counts(session_factory) == NOTHING
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        pytest.param(
+            json.dumps(weekend_referral())[:-1].encode() + b', "summary": "other"}',
+            "summary",
+            id="top-level",
+        ),
+        pytest.param(
+            json.dumps(weekend_referral())[:-1].encode() + b', "x": {"a": 1, "a": 2}}',
+            "a",
+            id="nested",
+        ),
+    ],
+)
+def test_a_repeated_json_key_is_400(
+    api: ApiClient, session_factory: sessionmaker[Session], body: bytes, key: str
+) -> None:
+    answer = api.post(body)
+    assert (answer.status, answer.content_type) == (400, "application/json")
+    assert answer.json == {"error": f'the body repeats the key "{key}"'}
+    assert counts(session_factory) == NOTHING
+
+
+# Hostile bodies: any JSON value, then the ways a field can be wrong.
+_JSON = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=20),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_NUMBERS = st.one_of(st.booleans(), st.integers(), st.floats(allow_nan=False))
+_OBJECTS = st.dictionaries(st.text(max_size=8), _JSON, max_size=4)
+_NOT_TEXT = st.one_of(_NUMBERS, st.lists(_JSON, max_size=4), _OBJECTS)
+_SURROGATES = st.text(st.characters(categories=["Cs"]), min_size=1, max_size=3)
+_TEXT_FIELDS = ("external_ref", "category", "urgency", "referred_at", "referrer", "summary")
+
+
+def _with(**changes: Any) -> bytes:
+    return json.dumps(weekend_referral(**changes)).encode()
+
+
+def _nested(depth: int, field: str | None) -> bytes:
+    deep = "[" * depth + "]" * depth
+    if field is None:
+        return deep.encode()
+    return json.dumps(weekend_referral())[:-1].encode() + f', "{field}": {deep}}}'.encode()
+
+
+HOSTILE_BODIES = st.one_of(
+    # a field of the wrong type: numbers, booleans, lists, objects
+    st.builds(lambda f, v: _with(**{f: v}), st.sampled_from(_TEXT_FIELDS), _NOT_TEXT),
+    st.builds(lambda v: _with(notify=v), st.one_of(_NUMBERS, _OBJECTS)),
+    st.builds(
+        lambda v, i: _with(notify=[*["person:hv-jsmith", "role:police_dau"][:i], v]),
+        _NOT_TEXT,
+        st.integers(0, 2),
+    ),
+    # a required field as null
+    st.builds(lambda f: _with(**{f: None}), st.sampled_from(REQUIRED_FIELDS)),
+    # numbers written as strings
+    st.builds(
+        lambda f, n: _with(**{f: str(n)}),
+        st.sampled_from(("category", "urgency", "referred_at", "referrer")),
+        st.one_of(st.integers(), st.floats(allow_nan=False)),
+    ),
+    st.builds(lambda n: _with(notify=[str(n)]), st.integers()),
+    # huge strings, up to past the 64 KiB limit
+    st.builds(
+        lambda f, n: _with(**{f: "x" * n}),
+        st.sampled_from(_TEXT_FIELDS),
+        st.integers(10_001, 70_000),
+    ),
+    st.builds(lambda n: _with(notify=["person:" + "x" * n]), st.integers(141, 70_000)),
+    # a field not in the contract, of any value
+    st.builds(
+        lambda k, v: _with(**{k: v}),
+        st.text(min_size=1, max_size=20).filter(lambda k: k not in FIELDS),
+        _JSON,
+    ),
+    # a body that is not an object
+    st.builds(
+        lambda v: json.dumps(v).encode(), st.one_of(st.none(), _NUMBERS, st.text(), st.lists(_JSON))
+    ),
+    # a referral time before 2000 or after now, with or without an offset
+    st.builds(
+        lambda t: _with(referred_at=t.isoformat()),
+        st.one_of(
+            st.datetimes(max_value=datetime(1999, 12, 31, 23, 59)),
+            st.datetimes(min_value=datetime(2027, 1, 1)),
+        ).flatmap(
+            lambda t: st.sampled_from(
+                [t, t.replace(tzinfo=UTC), t.replace(tzinfo=timezone(timedelta(hours=14)))]
+            )
+        ),
+    ),
+    # lone surrogates (json.dumps writes them as \\ud800 escapes) and repeated keys
+    st.builds(lambda t: _with(summary=t), _SURROGATES),
+    st.builds(lambda t: _with(referrer="edt-" + t), _SURROGATES),
+    st.builds(lambda t: _with(notify=["person:" + t]), _SURROGATES),
+    st.builds(
+        lambda f: json.dumps(weekend_referral())[:-1].encode() + f', "{f}": null}}'.encode(),
+        st.sampled_from(FIELDS),
+    ),
+    # deep nesting, alone or in a field
+    st.builds(_nested, st.integers(100, 50_000), st.sampled_from((None, "summary", "notify", "x"))),
+)
+ERROR_STATUSES = {400, 413, 422}
+
+
+@hypothesis_settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(body=HOSTILE_BODIES)
+def test_hostile_bodies_get_a_json_error_and_write_nothing(
+    api: ApiClient, session_factory: sessionmaker[Session], body: bytes
+) -> None:
+    answer = api.post(body)
+    assert answer.status in ERROR_STATUSES, (body[:200], answer.status, answer.text[:500])
+    assert answer.content_type == "application/json"
+    expected_key = "errors" if answer.status == 422 else "error"
+    assert set(answer.json) == {expected_key}
     assert counts(session_factory) == NOTHING
 
 

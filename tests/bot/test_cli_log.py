@@ -217,3 +217,60 @@ def test_report_bad_until_exits_1(cli_db: str, capsys: pytest.CaptureFixture[str
     code, _, err = run(capsys, "report", "--until", "2026-13-45")
     assert code == 1
     assert "--until" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(
+            ("log", "--until", "9999-12-31"),
+            "handover: --until: '9999-12-31' is outside the years 2000 to 2999\n",
+            id="log-until-9999",
+        ),
+        pytest.param(
+            ("log", "--since", "0001-01-01"),
+            "handover: --since: '0001-01-01' is outside the years 2000 to 2999\n",
+            id="log-since-1",
+        ),
+        pytest.param(
+            ("log", "--since", "0001-01-01T00:00+01:00"),
+            "handover: --since: '0001-01-01T00:00+01:00' is outside the years 2000 to 2999\n",
+            id="log-since-before-year-1-in-utc",
+        ),
+        pytest.param(
+            ("log", "--since", "1999-12-31"),
+            "handover: --since: '1999-12-31' is outside the years 2000 to 2999\n",
+            id="log-since-1999",
+        ),
+        pytest.param(
+            ("report", "--until", "9999-12-31"),
+            "handover: --until: '9999-12-31' is outside the years 2000 to 2999\n",
+            id="report-until-9999",
+        ),
+        pytest.param(
+            ("report", "--until", "9999-12-31T23:59-01:00"),
+            "handover: --until: '9999-12-31T23:59-01:00' is outside the years 2000 to 2999\n",
+            id="report-until-after-9999-in-utc",
+        ),
+        pytest.param(
+            ("log", "--referral", "\udcff"),
+            "handover: --referral '\\xff' is not valid UTF-8 text\n",
+            id="referral-not-utf8",
+        ),
+    ],
+)
+def test_far_dates_and_non_utf8_arguments_exit_1_with_a_message(
+    cli_db: str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out, err) == (1, "", message)
+
+
+def test_the_years_2000_and_2999_are_accepted(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        capsys, "log", "--since", "2000-01-01", "--until", "2999-12-31", "--format", "jsonl"
+    )
+    assert (code, err) == (0, "")
+    assert len(out.splitlines()) == 33

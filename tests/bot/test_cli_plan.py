@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -284,3 +286,145 @@ def test_unmigrated_database_is_a_clear_error(
     code, _, err = run(capsys, "rota", "who", "--at", "2027-01-04T10:00")
     assert code == 3
     assert "no rota tables" in err and "Traceback" not in err
+
+
+# Bad input: a clear message and exit 1, never a traceback -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(
+            ("plan", "--notify", "person:hv-jsmith", "--at", "0001-01-01T00:00"), id="plan-1"
+        ),
+        pytest.param(
+            ("plan", "--notify", "person:hv-jsmith", "--at", "9999-12-31T23:00"), id="plan-9999"
+        ),
+        pytest.param(
+            ("plan", "--notify", "person:hv-jsmith", "--at", "1999-12-31T23:59"), id="plan-1999"
+        ),
+        pytest.param(("rota", "who", "--at", "0001-01-01T00:00"), id="who-1"),
+        pytest.param(("rota", "who", "--at", "3000-01-01T00:00+00:00"), id="who-3000"),
+    ],
+)
+def test_times_outside_2000_to_2999_are_refused(
+    cli_rota: Session, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert err == f"handover: --at {argv[-1]!r} is outside the years 2000 to 2999\n"
+
+
+def test_the_first_and_last_years_are_accepted(
+    cli_rota: Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for at in ("2000-01-01T00:00", "2999-12-31T23:59"):
+        code, out, err = run(capsys, "plan", "--notify", "person:hv-jsmith", "--at", at)
+        assert (code, err) == (0, ""), at
+        assert out.startswith("referral received ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(
+            ("plan", "--notify", "person:hv-jsmith\udcff", "--at", "2027-01-04T10:00"),
+            "handover: --notify 'person:hv-jsmith\\xff' is not valid UTF-8 text\n",
+            id="notify",
+        ),
+        pytest.param(
+            ("rota", "who", "--role", "\udcff"),
+            "handover: --role '\\xff' is not valid UTF-8 text\n",
+            id="role",
+        ),
+    ],
+)
+def test_arguments_that_are_not_utf8_are_refused(
+    cli_rota: Session, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    # Python hands undecodable argv bytes (here 0xff) over as lone surrogates.
+    code, out, err = run(capsys, *argv)
+    assert (code, out, err) == (1, "", message)
+
+
+def test_plan_refuses_a_target_given_twice(
+    cli_rota: Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        capsys,
+        "plan",
+        "--notify",
+        "person:hv-jsmith",
+        "--notify",
+        "person:hv-cover",
+        "--notify",
+        "person:hv-jsmith",
+        "--at",
+        "2027-01-04T10:00",
+    )
+    assert (code, out) == (1, "")
+    assert err == (
+        "handover: invalid --notify targets:\n  notify[2] 'person:hv-jsmith': repeats notify[0]\n"
+    )
+
+
+def test_plan_lists_repeats_among_the_other_bad_targets(
+    cli_rota: Session, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(
+        capsys,
+        "plan",
+        "--notify",
+        "team:gp-x",
+        "--notify",
+        "team:gp-x",
+        "--notify",
+        "person:hv-cover",
+        "--at",
+        "2027-01-04T10:00",
+    )
+    assert code == 1
+    assert err == (
+        "handover: invalid --notify targets:\n"
+        "  notify[0] 'team:gp-x': unknown team gp-x\n"
+        "  notify[1] 'team:gp-x': repeats notify[0]\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("clock_text", "message"),
+    [
+        pytest.param(
+            "0001-01-01T00:00:00+00:00", "handover: date value out of range\n", id="year-1"
+        ),
+        pytest.param(
+            "yesterday", "handover: Invalid isoformat string: 'yesterday'\n", id="not-a-time"
+        ),
+    ],
+)
+def test_errors_past_the_checks_are_a_message_and_exit_1_not_a_traceback(
+    cli_rota: Session,
+    cli_env: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    clock_text: str,
+    message: str,
+) -> None:
+    clock = tmp_path / "clock"
+    clock.write_text(clock_text)
+    cli_env.setenv("HANDOVER_CLOCK_FILE", str(clock))
+    code, out, err = run(capsys, "rota", "who")
+    assert (code, out, err) == (1, "", message)
+
+
+def test_a_real_process_given_bytes_that_are_not_utf8_prints_no_traceback(
+    cli_rota: Session, tmp_path: Path
+) -> None:
+    argv = [sys.executable, "-m", "bot", "plan", "--notify", b"person:hv-jsmith\xff"]
+    done = subprocess.run(argv, capture_output=True, cwd=tmp_path, timeout=60, check=False)
+    assert done.returncode == 1
+    assert done.stdout == b""
+    assert b"Traceback" not in done.stderr
+    assert done.stderr.endswith(
+        b"handover: --notify 'person:hv-jsmith\\xff' is not valid UTF-8 text\n"
+    )

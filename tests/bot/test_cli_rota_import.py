@@ -215,3 +215,17 @@ def test_an_unreachable_postgresql_exits_3(
     assert main(["rota", "import", "rota"]) == 3
     err = capsys.readouterr().err
     assert "unavailable" in err and "s3cret" not in err
+
+
+def test_a_device_is_not_taken_for_a_missing_file(
+    cli_env: str, session_factory: sessionmaker[Session], capsys
+) -> None:
+    before = snapshot(session_factory)
+    assert main(["rota", "import", "/dev/null"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "/dev/null:1: -: not a regular file or a folder of CSV files",
+        "handover: rota not imported: 1 problem(s); nothing was changed",
+    ]
+    assert snapshot(session_factory) == before

@@ -412,3 +412,41 @@ def test_intake_rows_carry_the_rota_version_and_the_log_stays_append_only(
         assert [t.state for t in targets] == ["held", "held"]
     with rota_factory() as session, pytest.raises(DBAPIError):
         session.execute(text("UPDATE audit_log SET actor = 'someone-else'"))
+
+
+ISO_MESSAGE = "must be an ISO 8601 date-time, e.g. 2026-12-26T02:10"
+
+
+@pytest.mark.parametrize(
+    ("referred_at", "message"),
+    [
+        pytest.param("2026-12-26", ISO_MESSAGE, id="date-only"),
+        pytest.param("2026-W52", ISO_MESSAGE, id="week"),
+        pytest.param("2026-W52-6T02:10", ISO_MESSAGE, id="week-date-time"),
+        pytest.param("20261226T0210", ISO_MESSAGE, id="basic-format"),
+        pytest.param("2026-12-26T02", ISO_MESSAGE, id="hour-only"),
+        pytest.param("0001-01-01T00:00:30Z", "is before 2000-01-01", id="year-1"),
+        pytest.param("0001-01-01T00:00+01:00", "is before 2000-01-01", id="before-year-1-in-utc"),
+        pytest.param("1999-12-31T23:59:59Z", "is before 2000-01-01", id="1999"),
+        pytest.param("9999-12-31T23:00-01:00", "is in the future", id="after-9999-in-utc"),
+    ],
+)
+def test_referred_at_needs_a_date_and_a_time_from_2000_on(referred_at: str, message: str) -> None:
+    assert field_errors(valid_data(referred_at=referred_at)) == [("referred_at", message)]
+
+
+def test_referred_at_may_be_the_first_instant_of_2000() -> None:
+    request = parse_referral_request(
+        valid_data(referred_at="2000-01-01 00:00:00+00:00"), tz=LONDON, now=NOW
+    )
+    assert request.referred_at == datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def test_repeated_targets_name_their_first_mention() -> None:
+    notify = ["person:a", None, " person:a ", "team:b", "team:b", "person:a"]
+    assert intake.repeated_targets(notify) == {2: 0, 4: 3, 5: 0}
+    assert [(e.field, e.message, e.code) for e in intake.repeated_target_errors(notify)] == [
+        ("notify[2]", "repeats notify[0] (person:a)", intake.REPEATED_TARGET),
+        ("notify[4]", "repeats notify[3] (team:b)", intake.REPEATED_TARGET),
+        ("notify[5]", "repeats notify[0] (person:a)", intake.REPEATED_TARGET),
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -316,6 +317,13 @@ def test_unknown_file_names_and_missing_paths_are_errors(in_tmp: Path) -> None:
         "rota/staff.csv:1: -: unknown rota file name 'staff.csv' "
         "(expected teams.csv, people.csv, shifts.csv, absences.csv, closures.csv)",
         "elsewhere/shifts.csv:1: -: no such file or folder",
+    ]
+
+
+def test_a_path_that_is_neither_a_file_nor_a_folder_is_named_so(in_tmp: Path) -> None:
+    assert problems_of([os.devnull, "absent"]) == [
+        f"{os.devnull}:1: -: not a regular file or a folder of CSV files",
+        "absent:1: -: no such file or folder",
     ]
 
 
