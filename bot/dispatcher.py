@@ -431,6 +431,31 @@ class Dispatcher:
             return True, None
         return True, (min(known) - HISTORY_MARGIN).timestamp()
 
+    def _delivery(
+        self,
+        prompt: Prompt,
+        referral: Referral,
+        channel: str,
+        message: dict[str, Any],
+        check_history: bool,
+        oldest: float | None,
+        **kind_specific: Any,
+    ) -> _Delivery:
+        """A delivery of `message` for `prompt`: the fields every kind shares, plus its own."""
+        return _Delivery(
+            prompt_id=prompt.id,
+            kind=prompt.kind,
+            referral_id=referral.referral_id,
+            channel=channel,
+            message=message,
+            metadata=self._metadata(prompt),
+            check_history=check_history,
+            oldest=oldest,
+            due_at=prompt.due_at,
+            first_claimed_at=outbox.first_claimed_at(prompt),
+            **kind_specific,
+        )
+
     @staticmethod
     def _metadata(prompt: Prompt) -> dict[str, Any]:
         """The row's message metadata: only a prompt is a `handover_prompt` (CONTRACT §6)."""
@@ -529,20 +554,16 @@ class Dispatcher:
             via=via,
             target=target.target,
         )
-        return _Delivery(
-            prompt_id=prompt.id,
-            kind=prompt.kind,
-            referral_id=referral.referral_id,
-            channel=channel,
-            message=message,
-            metadata=self._metadata(prompt),
-            check_history=check,
-            oldest=oldest,
+        return self._delivery(
+            prompt,
+            referral,
+            channel,
+            message,
+            check,
+            oldest,
             recipient=recipient,
             target=target.target,
             via=via,
-            due_at=prompt.due_at,
-            first_claimed_at=outbox.first_claimed_at(prompt),
             audit_detail={"respond_by": _local_iso(respond_by, self.settings)},
         )
 
@@ -659,19 +680,15 @@ class Dispatcher:
             detail=detail.get("detail"),
             reason=detail.get("reason"),
         )
-        return _Delivery(
-            prompt_id=prompt.id,
-            kind=prompt.kind,
-            referral_id=referral.referral_id,
-            channel=channel,
-            message=message,
-            metadata=self._metadata(prompt),
-            check_history=check,
-            oldest=oldest,
+        return self._delivery(
+            prompt,
+            referral,
+            channel,
+            message,
+            check,
+            oldest,
             recipient=prompt.recipient_id,
             target=target,
-            due_at=prompt.due_at,
-            first_claimed_at=outbox.first_claimed_at(prompt),
             audit_detail={"detail": detail.get("detail")} if detail.get("detail") else {},
         )
 
@@ -706,18 +723,14 @@ class Dispatcher:
             recipients=self._recipient_labels(session, referral.referral_id),
             updated_at=now,
         )
-        return _Delivery(
-            prompt_id=prompt.id,
-            kind=KIND_CARD,
-            referral_id=referral.referral_id,
-            channel=channel,
-            message=message,
-            metadata=self._metadata(prompt),
+        return self._delivery(
+            prompt,
+            referral,
+            channel,
+            message,
+            check and referral.card_ts is None,
+            oldest,
             update_ts=referral.card_ts,
-            check_history=check and referral.card_ts is None,
-            oldest=oldest,
-            due_at=prompt.due_at,
-            first_claimed_at=outbox.first_claimed_at(prompt),
         )
 
     def _recipient_labels(self, session: Session, referral_id: str) -> dict[int, str]:

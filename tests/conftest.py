@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,12 +38,13 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def pg_database_url() -> Iterator[str]:
-    """A migrated PostgreSQL database of this worker's own."""
+@contextmanager
+def postgres_database(name: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database `name`, dropped afterwards.
+
+    Under CI=true an unreachable server fails the test; elsewhere it skips it.
+    """
     base = make_url(PG_URL)
-    # The pid keeps concurrent pytest runs (several developers, xdist workers) apart.
-    name = f"{base.database}_handover_{_worker()}_{os.getpid()}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -54,12 +56,22 @@ def pg_database_url() -> Iterator[str]:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    url = base.set(database=name).render_as_string(hide_password=False)
-    upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A migrated PostgreSQL database of this worker's own."""
+    # The pid keeps concurrent pytest runs (several developers, xdist workers) apart.
+    name = f"{make_url(PG_URL).database}_handover_{_worker()}_{os.getpid()}"
+    with postgres_database(name) as url:
+        upgrade(url)
+        yield url
 
 
 def _empty_postgres(url: str) -> None:

@@ -27,11 +27,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from tests.conftest import IN_CI, PG_URL
+from tests.conftest import PG_URL, postgres_database
 
 SAMPLE_ROTA = Path(__file__).resolve().parents[2] / "rota" / "sample"
 HANDOVER = [sys.executable, "-m", "bot"]
@@ -50,25 +49,9 @@ def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{workdir / 'handover.db'}"
         return
-    base = make_url(PG_URL)
-    name = f"{base.database}_e2e_{os.getpid()}_{next(_names)}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        admin.dispose()
-        message = f"PostgreSQL at {base.render_as_string(hide_password=True)} unreachable: {exc}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    name = f"{make_url(PG_URL).database}_e2e_{os.getpid()}_{next(_names)}"
+    with postgres_database(name) as url:
+        yield url
 
 
 def free_port() -> int:
@@ -423,7 +406,6 @@ class Deployment:
 
     def query(self, sql: str, **params: Any) -> list[tuple]:
         """Rows of a read-only SQL query on the deployment's database."""
-        from sqlalchemy import text
 
         with self.engine.connect() as conn:
             return [tuple(row) for row in conn.execute(text(sql), params)]
