@@ -27,13 +27,13 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bot.channels.slack import make_web_client  # noqa: E402
 from bot.clock import FixedClock  # noqa: E402
 from bot.db import create_db_engine, make_session_factory  # noqa: E402
-from bot.dispatcher import Dispatcher  # noqa: E402
+from bot.delivery.dispatcher import Dispatcher  # noqa: E402
 from bot.migrate import upgrade  # noqa: E402
 from bot.models import PENDING, SENT, Prompt, Referral, Target  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from bot.slack import make_web_client  # noqa: E402
 from bot.slack_standin import SlackStandIn, StandInUser  # noqa: E402
 from rota.models import RotaVersion  # noqa: E402
 from tests.rota.factories import new_person, new_team  # noqa: E402

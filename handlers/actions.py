@@ -10,10 +10,10 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.channels.slack import SlackError, slack_edge
+from bot.context import Services
 from bot.models import RESPONSE_HAS_INFORMATION
-from bot.responses import check_response
-from bot.services import Services
-from bot.slack import SlackError, slack_edge
+from bot.services.responses import check_response
 from handlers import ids
 from handlers.blocks.response import build_has_info_modal, build_redirect_modal, modal_metadata
 from handlers.guards import DATABASE_DOWN, as_int, dict_at, first_action, text_or_none

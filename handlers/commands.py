@@ -10,9 +10,9 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.directory import person_for_slack_user
-from bot.responses import close_referral, on_call_now
-from bot.services import Services
+from bot.context import Services
+from bot.services.directory import person_for_slack_user
+from bot.services.responses import close_referral, on_call_now
 from handlers import ids
 from handlers.blocks.modal import build_referral_modal
 from handlers.blocks.response import close_answer, oncall_answer

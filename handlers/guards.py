@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.intake import REFERRAL_ID_ALPHABET, REFERRAL_ID_LENGTH, REFERRAL_ID_PREFIX
+from bot.services.intake import REFERRAL_ID_ALPHABET, REFERRAL_ID_LENGTH, REFERRAL_ID_PREFIX
 
 # Row ids are 64-bit signed integers in both databases.
 MAX_ROW_ID = 2**63 - 1

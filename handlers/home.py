@@ -20,17 +20,17 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.directory import person_for_slack_user
-from bot.logbook import (
+from bot.channels.slack import SlackError, slack_edge
+from bot.context import Services
+from bot.services.directory import person_for_slack_user
+from bot.services.logbook import (
     count_open_referrals,
     coverage_for_referrals,
     open_prompts_for_person,
     open_referrals,
     overdue_prompts,
 )
-from bot.services import Services
 from bot.settings import Settings
-from bot.slack import SlackError, slack_edge
 from handlers.blocks.home import (
     HOME_NEXT,
     HOME_PREVIOUS,

@@ -8,15 +8,15 @@ from typing import Any
 
 from slack_bolt import Respond
 
-from bot.directory import person_for_slack_user
-from bot.logbook import (
+from bot.context import Services
+from bot.services.directory import person_for_slack_user
+from bot.services.logbook import (
     count_open_referrals,
     coverage_for_referrals,
     open_referrals,
     overdue_prompts,
     referral_history,
 )
-from bot.services import Services
 from handlers.blocks.home import (
     ReferralRow,
     build_log_open_message,

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from slack_bolt import Ack, App
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.directory import search_people, search_roles, search_teams, search_text
-from bot.services import Services
+from bot.context import Services
+from bot.services.directory import search_people, search_roles, search_teams, search_text
 from handlers import ids
 from handlers.blocks.modal import build_options
 

@@ -10,11 +10,11 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.directory import search_people, search_text
+from bot.channels.slack import SlackError, slack_edge
+from bot.context import Services
 from bot.models import RESPONSE_HAS_INFORMATION, RESPONSE_REDIRECTED
-from bot.responses import ResponseOutcome, record_response
-from bot.services import Services
-from bot.slack import SlackError, slack_edge
+from bot.services.directory import search_people, search_text
+from bot.services.responses import ResponseOutcome, record_response
 from handlers import ids
 from handlers.blocks.modal import build_options
 from handlers.blocks.prompt import build_prompt_response_message

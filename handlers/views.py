@@ -10,8 +10,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.directory import person_for_slack_user
-from bot.intake import (
+from bot.context import Services
+from bot.services.directory import person_for_slack_user
+from bot.services.intake import (
     MAX_NOTIFY,
     REPEATED_TARGET,
     SOURCE_SLACK,
@@ -20,7 +21,6 @@ from bot.intake import (
     receive_referral,
     validate_referral,
 )
-from bot.services import Services
 from handlers import ids
 from handlers.blocks.modal import build_plan_message
 from handlers.commands import private_metadata

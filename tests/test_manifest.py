@@ -17,12 +17,12 @@ import yaml
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 
-from bot.app import create_app
 from bot.clock import FixedClock
+from bot.context import Services
 from bot.db import make_session_factory
-from bot.services import Services
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
+from bot.web.app import create_app
 from handlers import ids
 
 ROOT = Path(__file__).resolve().parents[1]

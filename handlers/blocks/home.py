@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.logbook import (
+from bot.models import KIND_PROMPT, TARGET_FAILED, TARGET_HELD, TARGET_UNROUTABLE
+from bot.services.logbook import (
     AGENCY_LABELS,
     ASKED,
     NOT_ASKED,
@@ -26,7 +27,6 @@ from bot.logbook import (
     Overdue,
     ReferralHistory,
 )
-from bot.models import KIND_PROMPT, TARGET_FAILED, TARGET_HELD, TARGET_UNROUTABLE
 from handlers.blocks.prompt import (
     RESPONSE_LABELS,
     ReferralFacts,

@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.logbook import ReferralFacts
 from bot.models import (
     RESPONSE_ACKNOWLEDGED,
     RESPONSE_HAS_INFORMATION,
     RESPONSE_NOT_KNOWN,
     RESPONSE_REDIRECTED,
 )
+from bot.services.logbook import ReferralFacts
 from handlers.ids import ACK, HAS_INFO, NOT_KNOWN, REDIRECT, RESPONSE_ACTIONS
 
 PROMPT_ACTIONS_BLOCK = "handover_prompt_actions"

@@ -21,12 +21,12 @@ from slack_sdk.web import SlackResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot import outbox
+from bot.channels.slack import make_web_client
 from bot.clock import FileClock, FixedClock
-from bot.dispatcher import Dispatcher, DispatchStats
+from bot.delivery import outbox
+from bot.delivery.dispatcher import Dispatcher, DispatchStats
 from bot.models import CLAIMED, FAILED, PENDING, SENT, AuditEvent, Prompt, Referral, Target
 from bot.settings import Settings
-from bot.slack import make_web_client
 from bot.slack_standin import SlackStandIn, StandInUser
 from handlers.blocks.prompt import build_prompt_message
 from rota.models import Person, RotaVersion
@@ -814,7 +814,7 @@ def test_a_failed_home_refresh_does_not_fail_the_delivery(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("database gone away")
 
-    monkeypatch.setattr("bot.dispatcher.refresh_homes", broken)
+    monkeypatch.setattr("bot.delivery.dispatcher.refresh_homes", broken)
     stats = make_dispatcher(settings, session_factory, clock).run_once()
     assert (stats.sent, stats.retrying, stats.failed) == (1, 0, 0)
     assert prompt_row(session_factory, prompt_id).state == SENT

@@ -1,7 +1,7 @@
 """Escalation steps performed through the outbox against the Slack stand-in, on both databases.
 
 Rows are claimed here with plain queries, as the dispatcher would claim them, and each step is
-performed by calling bot.escalation directly.
+performed by calling bot.delivery.escalation directly.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from slack_sdk import WebClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.channels.slack import SlackMessenger
 from bot.clock import FixedClock
-from bot.escalation import (
+from bot.delivery.escalation import (
     KIND_ESCALATION,
     StepOutcome,
     perform_escalation_step,
@@ -28,10 +29,9 @@ from bot.escalation import (
     schedule_escalation,
     send_step,
 )
+from bot.delivery.outbox import load_detail, note
 from bot.models import CLAIMED, CLOSED, OPEN, PENDING, SENT, AuditEvent, Prompt, Referral, Target
-from bot.outbox import load_detail, note
 from bot.settings import Settings
-from bot.slack import SlackMessenger
 from bot.slack_standin import SlackStandIn
 from handlers.blocks.escalation import (
     build_breach_message,

@@ -11,8 +11,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot import audit, intake
-from bot.intake import (
+from bot.models import AuditEvent, Prompt, Referral, Target
+from bot.services import audit, intake
+from bot.services.intake import (
     REFERRAL_ID_ALPHABET,
     FieldError,
     InvalidReferral,
@@ -23,7 +24,6 @@ from bot.intake import (
     referral_detail,
     validate_referral,
 )
-from bot.models import AuditEvent, Prompt, Referral, Target
 from bot.settings import Settings
 from rota.models import Person
 from tests.bot.rota_fixtures import ROTA_VERSION, build_rota

@@ -10,7 +10,13 @@ import pytest
 import bot
 
 BOT = Path(bot.__file__).parent
-DOMAIN_MODULES = ("models", "intake", "responses", "logbook", "reports")
+DOMAIN_MODULES = (
+    "models",
+    "services/intake",
+    "services/responses",
+    "services/logbook",
+    "services/reports",
+)
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -25,9 +25,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot import audit
 from bot.errors import InputError
-from bot.logbook import (
+from bot.models import CLOSED, OPEN, PENDING, SENT, Prompt, Referral, Response, Target
+from bot.services import audit
+from bot.services.logbook import (
     ASKED,
     NOT_ASKED,
     RESPONDED,
@@ -43,8 +44,7 @@ from bot.logbook import (
     referral_history,
     working_minutes_between,
 )
-from bot.models import CLOSED, OPEN, PENDING, SENT, Prompt, Referral, Response, Target
-from bot.reports import build_report, median, percentile
+from bot.services.reports import build_report, median, percentile
 from bot.settings import EscalationPolicy
 from rota.models import Person, RotaVersion, Shift, Team
 from rota.store import RotaStore
@@ -649,7 +649,7 @@ def test_a_prompt_that_failed_is_overdue_and_asked_nobody(
 def add_step_row(
     session: Session, prompt_id: int, step: str, due: datetime, sent: datetime | None
 ) -> Prompt:
-    """An escalation step's outbox row for a prompt, as bot.escalation writes it."""
+    """An escalation step's outbox row for a prompt, as bot.delivery.escalation writes it."""
     prompt = session.get(Prompt, prompt_id)
     assert prompt is not None
     row = Prompt(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot import outbox
+from bot.delivery import outbox
 from bot.models import CLAIMED, FAILED, PENDING, SENT, Prompt, Referral
 
 T = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # a Monday morning

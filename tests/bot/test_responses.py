@@ -23,7 +23,7 @@ from bot.models import (
     Response,
     Target,
 )
-from bot.responses import (
+from bot.services.responses import (
     ResponseOutcome,
     check_response,
     close_referral,

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.demo import CASE_REF, SUMMARY
+from bot.demo.story import CASE_REF, SUMMARY
 from tests.e2e.harness import HANDOVER, SAMPLE_ROTA
 
 # A hostile environment: the demo must not touch any of it (it uses a temporary SQLite file
@@ -128,8 +128,8 @@ def test_demo_fails_loudly_when_a_step_does_not_happen(tmp_path: Path) -> None:
         handle.write("hv-kpatel,2026-12-29,2026-12-31,annual leave\n")
     html_path = tmp_path / "failed.html"
     code = (
-        "import sys, pathlib, bot.demo\n"
-        f"bot.demo.SAMPLE_ROTA = pathlib.Path({str(rota)!r})\n"
+        "import sys, pathlib, bot.demo.story\n"
+        f"bot.demo.story.SAMPLE_ROTA = pathlib.Path({str(rota)!r})\n"
         "from bot.cli import main\n"
         f"sys.exit(main(['demo', '--html', {str(html_path)!r}]))\n"
     )

@@ -30,13 +30,13 @@ from slack_sdk import WebClient
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
-from bot.app import create_app
 from bot.clock import FixedClock
+from bot.context import Services
 from bot.models import OPEN, PENDING, SENT, Prompt, Referral, Target
-from bot.services import Services
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
-from bot.web import create_web_app
+from bot.web.app import create_app
+from bot.web.http import create_web_app
 from handlers.blocks.prompt import build_prompt_message
 from rota.models import Person, RotaVersion, Shift, Team
 

@@ -22,14 +22,14 @@ from slack_sdk import WebClient
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
-from bot.app import create_app
 from bot.clock import FixedClock
-from bot.logbook import Overdue
+from bot.context import Services
 from bot.models import Referral, Target
-from bot.services import Services
+from bot.services.logbook import Overdue
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from bot.slack_standin.blockkit import check_message_blocks, check_view
+from bot.web.app import create_app
 from handlers.blocks.home import (
     HOME_NEXT,
     HOME_PREVIOUS,

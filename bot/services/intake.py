@@ -19,8 +19,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot import audit
-from bot.logbook import detail_value
 from bot.models import (
     CATEGORIES,
     KIND_CARD,
@@ -37,6 +35,8 @@ from bot.models import (
     Referral,
     Target,
 )
+from bot.services import audit
+from bot.services.logbook import detail_value
 from bot.settings import Settings
 from rota.plan import Alert, Plan, PlanEntry
 from rota.planner import format_gap, plan_referral, validate_targets

@@ -16,7 +16,7 @@ the report can always be checked against the log:
 - strategy-discussion coverage: referrals received in the window for which a target of each of
   social care, police and health has a response event in the window, over referrals received.
 
-Agency types come from the current rota (see `bot.logbook` for how a target's type is found).
+Agency types come from the current rota (`bot.services.logbook` says how a target gets its type).
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from bot.logbook import (
+from bot.models import RESPONSE_KINDS
+from bot.services.logbook import (
     STRATEGY_AGENCIES,
     AgencyResolver,
     LogWindow,
     iter_log,
     working_minutes_between,
 )
-from bot.models import RESPONSE_KINDS
 from rota.models import AGENCY_TYPES
 from rota.store import RotaStore
 

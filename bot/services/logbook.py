@@ -71,7 +71,7 @@ NOT_ASKED = "not_asked"
 
 AWAITING_STATES = (TARGET_HELD, *TARGET_UNANSWERED_STATES)  # asked, or about to be
 
-# The log's event for each escalation step (as bot.escalation records them)
+# The log's event for each escalation step (as bot.delivery.escalation records them)
 STEP_BY_EVENT = {
     "reminder_sent": REMIND,
     "escalated": ESCALATE,

@@ -11,8 +11,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
-from bot.api import create_api_blueprint
-from bot.services import Services
+from bot.context import Services
+from bot.web.api import create_api_blueprint
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,18 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from bot.cli_plan import text_argument
+from bot.cli.plan import text_argument
 from bot.db import create_db_engine, make_session_factory
-from bot.logbook import LOG_FIELDS, LogWindow, detail_value, iter_log, log_record, parse_window
 from bot.models import AuditEvent
-from bot.reports import Report, build_report
+from bot.services.logbook import (
+    LOG_FIELDS,
+    LogWindow,
+    detail_value,
+    iter_log,
+    log_record,
+    parse_window,
+)
+from bot.services.reports import Report, build_report
 from bot.settings import Settings
 
 EXIT_OK = 0

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from slack_bolt import App
 
 from bot.clock import Clock, clock_from_env
+from bot.context import Services
 from bot.db import create_db_engine, make_session_factory
 from bot.errors import InputError, ServiceUnavailable
-from bot.services import Services
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ class Runtime:
 
 def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | None = None):
     """Wire the engine, the Slack client, the dispatcher and the Bolt app."""
-    from bot.app import create_app
-    from bot.dispatcher import Dispatcher
-    from bot.slack import make_web_client
+    from bot.channels.slack import make_web_client
+    from bot.delivery.dispatcher import Dispatcher
+    from bot.web.app import create_app
 
     if not settings.slack_bot_token:
         raise InputError("SLACK_BOT_TOKEN is required by `handover serve`")
@@ -115,7 +115,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> None:
     from waitress import create_server
 
-    from bot.web import create_web_app
+    from bot.web.http import create_web_app
 
     web = create_web_app(runtime.bolt_app, runtime.services)
     host = os.environ.get("HOST", "0.0.0.0")

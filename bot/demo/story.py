@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from bot import outbox
 from bot.clock import FixedClock
-from bot.demo_render import (
+from bot.delivery import outbox
+from bot.demo.render import (
     CHECK,
     NARRATION,
     NOTE,
@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 TZ = ZoneInfo("Europe/London")
 # The bundled sample rota (rota/sample next to this package, installed or not).
-SAMPLE_ROTA = Path(__file__).resolve().parents[1] / "rota" / "sample"
+SAMPLE_ROTA = Path(__file__).resolve().parents[2] / "rota" / "sample"
 
 EDT_CHANNEL = "C0EDTCARDS"  # the EDT team's channel in the sample rota: the referral cards
 ESCALATION_CHANNEL = "C0MASHMGRS"  # MASH managers: the last escalation step and breaches
@@ -189,9 +189,9 @@ class Demo:
 
         from bot.db import create_db_engine, make_session_factory
         from bot.migrate import upgrade
-        from bot.server import build_runtime
         from bot.slack_standin import SlackStandIn
-        from bot.web import create_web_app
+        from bot.web.http import create_web_app
+        from bot.web.server import build_runtime
         from rota.importer import apply_rota, read_rota_files
 
         database_url = f"sqlite:///{self.workdir / 'handover-demo.db'}"
@@ -535,7 +535,7 @@ class Demo:
     # ----- the log -------------------------------------------------------------------------
 
     def log_records(self) -> list[dict[str, Any]]:
-        from bot.logbook import iter_log, log_record
+        from bot.services.logbook import iter_log, log_record
 
         with self.session_factory() as session:
             return [log_record(row, TZ) for row in iter_log(session)]
@@ -904,9 +904,9 @@ def _respond(
 
 
 def _report_and_log(demo: Demo) -> tuple[str, str]:
-    from bot.cli_log import write_log, write_report_table
-    from bot.logbook import LogWindow
-    from bot.reports import build_report
+    from bot.cli.log import write_log, write_report_table
+    from bot.services.logbook import LogWindow
+    from bot.services.reports import build_report
 
     report = io.StringIO()
     log = io.StringIO()

@@ -9,8 +9,8 @@ from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from bot.context import Services
 from bot.models import SlackEvent
-from bot.services import Services
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)

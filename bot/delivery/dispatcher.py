@@ -33,8 +33,18 @@ from slack_sdk import WebClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot import audit, escalation, outbox
+from bot.channels.slack import (
+    PostedMessage,
+    SlackAuthError,
+    SlackError,
+    SlackMessenger,
+    SlackRecipientError,
+    SlackRequestError,
+    SlackTransientError,
+    make_web_client,
+)
 from bot.clock import Clock, SystemClock, clock_from_env
+from bot.delivery import escalation, outbox
 from bot.models import (
     ALERT_KINDS,
     CLOSED,
@@ -57,17 +67,8 @@ from bot.models import (
     Referral,
     Target,
 )
+from bot.services import audit
 from bot.settings import Settings, SettingsError
-from bot.slack import (
-    PostedMessage,
-    SlackAuthError,
-    SlackError,
-    SlackMessenger,
-    SlackRecipientError,
-    SlackRequestError,
-    SlackTransientError,
-    make_web_client,
-)
 from handlers.blocks.alerts import alert_metadata, build_alert_message
 from handlers.blocks.card import build_card, card_metadata
 from handlers.blocks.prompt import build_prompt_message

@@ -28,49 +28,49 @@ def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_rota_import(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.cli_rota import rota_import
+    from bot.cli.rota import rota_import
 
     return rota_import(args, settings)
 
 
 def _cmd_rota_who(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.cli_plan import rota_who
+    from bot.cli.plan import rota_who
 
     return rota_who(args, settings)
 
 
 def _cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.cli_plan import plan
+    from bot.cli.plan import plan
 
     return plan(args, settings)
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.server import serve
+    from bot.web.server import serve
 
     return serve(args, settings)
 
 
 def _cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.dispatcher import dispatch_command
+    from bot.delivery.dispatcher import dispatch_command
 
     return dispatch_command(args, settings)
 
 
 def _cmd_log(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.cli_log import log_command
+    from bot.cli.log import log_command
 
     return log_command(args, settings)
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.cli_log import report_command
+    from bot.cli.log import report_command
 
     return report_command(args, settings)
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.demo import demo_command
+    from bot.demo.story import demo_command
 
     return demo_command(args, settings)
 

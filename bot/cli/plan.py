@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from bot.clock import clock_from_env
 from bot.db import create_db_engine, sqlite_path
 from bot.errors import InputError, ServiceUnavailable
-from bot.intake import repeated_targets
+from bot.services.intake import repeated_targets
 from bot.settings import Settings
 from rota.calendar import local_instant
 from rota.plan import Plan

@@ -31,7 +31,16 @@ from slack_sdk import WebClient
 from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import Session
 
-from bot import audit
+from bot.channels.slack import SlackMessenger, SlackRecipientError, SlackTransientError
+from bot.delivery.outbox import (
+    dispatch_state,
+    enqueue_card_refresh,
+    first_claimed_at,
+    load_detail,
+    needs_check,
+    note,
+    owned,
+)
 from bot.models import (
     CANCELLED,
     CLAIMED,
@@ -48,17 +57,8 @@ from bot.models import (
     Referral,
     Target,
 )
-from bot.outbox import (
-    dispatch_state,
-    enqueue_card_refresh,
-    first_claimed_at,
-    load_detail,
-    needs_check,
-    note,
-    owned,
-)
+from bot.services import audit
 from bot.settings import Settings
-from bot.slack import SlackMessenger, SlackRecipientError, SlackTransientError
 from handlers.blocks.escalation import (
     build_breach_message,
     build_channel_escalation_message,

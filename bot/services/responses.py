@@ -21,10 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot import audit
-from bot.directory import person_for_slack_user
-from bot.intake import planned_target, queue_target_alerts, schedule_target
-from bot.logbook import ReferralFacts
+from bot.delivery.outbox import enqueue_card_refresh
 from bot.models import (
     CANCELLED,
     CLOSED,
@@ -46,7 +43,10 @@ from bot.models import (
     Response,
     Target,
 )
-from bot.outbox import enqueue_card_refresh
+from bot.services import audit
+from bot.services.directory import person_for_slack_user
+from bot.services.intake import planned_target, queue_target_alerts, schedule_target
+from bot.services.logbook import ReferralFacts
 from bot.settings import Settings
 from rota.calendar import is_working_day
 from rota.models import Person, Team

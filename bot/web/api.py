@@ -1,6 +1,6 @@
 """`POST /api/referrals` and `GET /api/referrals/<id>` for case-management systems (CONTRACT §5).
 
-The handlers authenticate, parse and render; the rules live in `bot.intake`.
+The handlers authenticate, parse and render; the rules live in `bot.services.intake`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock
 from bot.errors import ServiceUnavailable
-from bot.intake import (
+from bot.services.intake import (
     SOURCE_API,
     InvalidReferral,
     receive_referral,

@@ -1,0 +1,1 @@
+"""Ways of reaching people: the Slack Web API edge."""

@@ -1,0 +1,1 @@
+"""The delivery engine: the outbox, the dispatcher's passes, escalation steps."""

@@ -1,0 +1,1 @@
+"""`handover demo`: a simulated weekend through the real bot, told as text and HTML."""

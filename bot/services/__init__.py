@@ -1,0 +1,1 @@
+"""Services behind every surface: intake, responses, the log, reports, the audit writer."""

@@ -1,0 +1,1 @@
+"""The HTTP side of `serve`: the Bolt app, the Flask app, the case-system API, the server."""
