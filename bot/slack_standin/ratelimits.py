@@ -37,10 +37,14 @@ class Limit:
             raise ControlError(f"unknown limit fields: {', '.join(unknown)}")
         try:
             if "per_second" in data:
+                # A per-second limit tolerates one second's worth at once.
                 per_minute = float(data["per_second"]) * 60
+                default_burst = math.ceil(per_minute / 60)
             else:
+                # A tier tolerates a tenth of a minute's allowance at once.
                 per_minute = float(data["per_minute"])
-            burst = int(data.get("burst") or max(1, math.ceil(per_minute / 10)))
+                default_burst = math.ceil(per_minute / 10)
+            burst = int(data.get("burst") or max(1, default_burst))
         except KeyError as exc:
             raise ControlError("a limit needs per_minute or per_second") from exc
         except (TypeError, ValueError) as exc:

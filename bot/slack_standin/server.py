@@ -196,7 +196,7 @@ class SlackStandIn:
         return Workspace(
             team_id=team_id,
             team_name=details.get("name") or f"Workspace {team_id}",
-            team_domain=details.get("domain") or team_id[1:].lower(),
+            team_domain=details.get("domain") or team_id[1:].lower().lstrip("0"),
             bot_user_id=details.get("bot_user_id") or f"U{team_id[1:]}BOT",
             bot_id=details.get("bot_id") or f"B{team_id[1:]}BOT",
             app_id=self._app_id,
