@@ -296,6 +296,7 @@ class Deliveries:
 
     def _ensure_worker(self) -> None:
         if self._worker is None:
+            self._stopping = False
             self._worker = threading.Thread(
                 target=self._retry_loop, daemon=True, name="standin-deliveries"
             )

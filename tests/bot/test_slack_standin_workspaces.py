@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from slack_sdk.oauth.installation_store import FileInstallationStore
 from slack_sdk.oauth.state_store import FileOAuthStateStore
 
 from bot.slack_standin import SlackStandIn, StandInUser
+from bot.slack_standin.__main__ import read_users
 from tests.bot.test_slack_standin import control, slack_error
 
 POLICE = "T0POLICE"
@@ -372,8 +375,6 @@ def test_every_payload_the_standin_builds_names_the_persons_workspace(
 def test_workspaces_through_the_control_api_and_the_cli_users_file(
     standin: SlackStandIn, tmp_path: Path
 ) -> None:
-    from bot.slack_standin.__main__ import read_users
-
     status, answer = control(
         standin,
         "POST",
@@ -402,3 +403,51 @@ def test_workspaces_through_the_control_api_and_the_cli_users_file(
         None: ["U0A"],
         "T0NHS": ["U0B"],
     }
+
+
+def test_the_cli_serves_several_workspaces_socket_mode_and_tiers(tmp_path: Path) -> None:
+    users = tmp_path / "users.json"
+    users.write_text(
+        json.dumps(
+            [
+                {"id": "U0ANN", "name": "ann", "email": "same@example.org"},
+                {"id": "U0PCANN", "name": "ann", "email": "same@example.org", "team": POLICE},
+            ]
+        )
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.slack_standin",
+            "--port",
+            "0",
+            "--users",
+            str(users),
+            "--install",
+            f"{POLICE}={POLICE_TOKEN}",
+            "--socket-mode",
+            "--slack-tiers",
+            "--workspace-rate",
+            "10",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        police = WebClient(base_url=url, token=POLICE_TOKEN)
+        home = WebClient(base_url=url, token="xoxb-home")
+        assert police.users_lookupByEmail(email="same@example.org")["user"]["id"] == "U0PCANN"
+        assert home.users_lookupByEmail(email="same@example.org")["user"]["id"] == "U0ANN"
+        socket = WebClient(base_url=url).apps_connections_open(app_token="xapp-1")["url"]
+        assert socket.startswith("ws://127.0.0.1:")
+        with urllib.request.urlopen(url.replace("/api/", "/_standin/rate_limits")) as answer:
+            limits = json.loads(answer.read())
+        assert limits["methods"]["views.publish"] == {"per_minute": 100, "burst": 10}
+        assert limits["workspace"] == {"per_minute": 600.0, "burst": 10}
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
