@@ -189,8 +189,7 @@ class SlackStandIn:
     # ----- workspaces and installs ---------------------------------------------------------
 
     def _new_workspace(self, team_id: str, **details: Any) -> Workspace:
-        """A workspace sharing the stand-in's lock, IDs and settings (``details`` as in
-        ``add_workspace``)."""
+        """A workspace sharing the stand-in's lock, IDs and settings."""
         if not team_id.startswith("T") or not team_id.isalnum():
             raise ControlError(f"team ID {team_id!r} must be T followed by letters and digits")
         return Workspace(
@@ -222,8 +221,7 @@ class SlackStandIn:
         channels: Iterable[str] = (),
         token: str | None = None,
     ) -> dict[str, Any]:
-        """Add a workspace of its own people and channels; the app is installed there only
-        with ``token`` (or after an OAuth install)."""
+        """Add a workspace; the app is installed there only with ``token`` or an OAuth install."""
         workspace = self._new_workspace(
             team_id,
             name=name,
@@ -270,8 +268,7 @@ class SlackStandIn:
             )
 
     def authorize_redirect(self, query: Mapping[str, str]) -> str:
-        """Where ``/oauth/v2/authorize`` sends the browser back: the app's redirect URI with
-        ``code`` and ``state`` (or ``error=access_denied`` when the admin refuses)."""
+        """Where the install page sends the browser back: ``redirect_uri?code=…&state=…``."""
         redirect_uri = query.get("redirect_uri")
         if not redirect_uri:
             raise ValueError("redirect_uri is required: the stand-in keeps no app settings")
@@ -298,8 +295,7 @@ class SlackStandIn:
         return urlunsplit((parts.scheme, parts.netloc, parts.path, joined, ""))
 
     def uninstall(self, team_id: str) -> list[str]:
-        """An admin removes the app from a workspace: its tokens stop working and the app is
-        sent ``tokens_revoked`` and ``app_uninstalled``."""
+        """An admin removes the app: tokens revoked, ``tokens_revoked``/``app_uninstalled`` sent."""
         return self.api.uninstall(team_id)
 
     def app_info(self) -> dict[str, Any]:
@@ -393,8 +389,7 @@ class SlackStandIn:
             self.api.installations.revoke(token)
 
     def reset(self) -> None:
-        """Forget messages, views, calls, faults, revocations and deliveries; keep users,
-        channels and workspaces."""
+        """Forget messages, calls, faults, revocations, deliveries; keep people and workspaces."""
         self.api.reset()
         self.deliveries.reset()
 
@@ -451,8 +446,7 @@ class SlackStandIn:
         wait: bool = True,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Send the app an envelope (``events_api``, ``slash_commands``, ``interactive``)
-        through Socket Mode or its Request URL; with ``wait``, return it once acked."""
+        """Send the app an envelope; with ``wait``, return it once acked (or given up)."""
         envelope_id = self.deliveries.deliver(kind, payload, via=via)
         if not wait:
             return self.deliveries.envelope(envelope_id)
@@ -520,8 +514,7 @@ class SlackStandIn:
         via: str | None = None,
         wait: bool = True,
     ) -> dict[str, Any]:
-        """``user_id`` clicks the button ``action_id`` of a stored message (by default the
-        latest message with that button in their DM with the app)."""
+        """``user_id`` clicks ``action_id`` on a stored message (default: latest in their DM)."""
         workspace = self.api.workspace_of_user(user_id)
         user = self._person(workspace, user_id)
         channel_id = channel or workspace.dm_channel_for(user_id)

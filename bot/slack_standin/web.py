@@ -1,5 +1,8 @@
-"""The stand-in's HTTP front: the Web API under ``/api/``, the control API under ``/_standin/``
-and the OAuth authorize page at ``/oauth/v2/authorize``."""
+"""The stand-in's HTTP front: the Web API, the control API and the OAuth install page.
+
+``/api/METHOD`` is the Web API, ``/_standin/…`` the control API, ``/oauth/v2/authorize`` the
+page where an admin approves an install.
+"""
 
 from __future__ import annotations
 
