@@ -8,6 +8,7 @@ limits, and delivery of events, slash commands and interactions to the app.
 Modules, one job each: ``workspace`` (one team's state and methods), ``api`` (tokens, faults,
 limits, recording: the Web API's front door), ``installs`` (tokens per workspace, OAuth codes),
 ``ratelimits`` (tiers and the workspace message limit), ``payloads`` (what Slack sends apps),
+``people`` (people acting in Slack: commands, clicks, submissions, events),
 ``socket_mode`` (the WebSocket end), ``delivery`` (envelopes, acks, retries; Socket Mode or
 Request URL), ``control`` (the control API), ``web`` (the HTTP front), ``server`` (the whole).
 

@@ -58,7 +58,6 @@ class Limit:
 
 # Slack's published tiers ("50+ per minute", "100+ per minute"), each tolerating a short burst:
 # a tenth of a minute's allowance at once.
-TIER_2 = Limit(per_minute=20, burst=3)
 TIER_3 = Limit(per_minute=50, burst=5)
 TIER_4 = Limit(per_minute=100, burst=10)
 

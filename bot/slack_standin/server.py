@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -24,12 +23,11 @@ from bot.slack_standin.model import (
     RecordedCall,
     StandInUser,
 )
-from bot.slack_standin.payloads import block_actions, event_callback, find_action, slash_command
-from bot.slack_standin.payloads import view_submission as view_submission_payload
+from bot.slack_standin.people import People
 from bot.slack_standin.ratelimits import RateLimits
 from bot.slack_standin.socket_mode import SocketModeServer
 from bot.slack_standin.web import API_PREFIX, CONTROL_PREFIX, handler_for
-from bot.slack_standin.workspace import SlackError, Workspace
+from bot.slack_standin.workspace import Workspace
 
 
 class SlackStandIn:
@@ -110,10 +108,10 @@ class SlackStandIn:
         self.socket.enabled = socket_mode
         self.api.open_socket_url = lambda: self.socket.new_url() if self.socket.enabled else None
         self.api.on_event = lambda payload: self.deliveries.deliver("events_api", payload)
+        self.people = People(self.api, self.response_url, self._clock)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._triggers = 0
 
     # ----- lifecycle ---------------------------------------------------------------------------
 
@@ -462,19 +460,7 @@ class SlackStandIn:
         wait: bool = True,
     ) -> dict[str, Any]:
         """Send an Events API event from ``user_id``'s workspace (or ``team``)."""
-        workspace = (
-            self.api.workspace_of_user(user_id, team) if user_id else self.api.workspace(team)
-        )
-        now = self._clock()
-        inner = {"event_ts": f"{now:.6f}", **event}
-        if user_id:
-            inner.setdefault("user", user_id)
-        if inner["type"] == "app_home_opened" and user_id:
-            inner.setdefault("tab", "home")
-            inner.setdefault("channel", workspace.dm_channel_for(user_id) or "D0HOME")
-        payload = event_callback(
-            workspace, inner, event_id=f"Ev{secrets.token_hex(5).upper()}", event_time=int(now)
-        )
+        payload = self.people.event(event, user_id=user_id, team=team)
         return self.deliver("events_api", payload, via=via, wait=wait)
 
     def deliver_command(
@@ -488,20 +474,7 @@ class SlackStandIn:
         wait: bool = True,
     ) -> dict[str, Any]:
         """``/handover TEXT`` typed by ``user_id`` (by default in their DM with the app)."""
-        workspace = self.api.workspace_of_user(user_id)
-        user = self._person(workspace, user_id)
-        channel_id = channel or workspace.dm_channel_for(user_id) or "D0COMMAND"
-        payload = slash_command(
-            workspace,
-            user_id,
-            user.name,
-            text,
-            command=command,
-            channel_id=channel_id,
-            channel_name="directmessage" if channel_id.startswith("D") else channel_id.lower(),
-            response_url=self.response_url(user_id),
-            trigger_id=self._trigger_id(),
-        )
+        payload = self.people.command(user_id, text, channel=channel, command=command)
         return self.deliver("slash_commands", payload, via=via, wait=wait)
 
     def click(
@@ -515,23 +488,7 @@ class SlackStandIn:
         wait: bool = True,
     ) -> dict[str, Any]:
         """``user_id`` clicks ``action_id`` on a stored message (default: latest in their DM)."""
-        workspace = self.api.workspace_of_user(user_id)
-        user = self._person(workspace, user_id)
-        channel_id = channel or workspace.dm_channel_for(user_id)
-        if channel_id is None:
-            raise ControlError(f"{user_id} has no DM with the app; name the channel")
-        message = self._clickable(workspace, channel_id, ts, action_id)
-        payload = block_actions(
-            workspace,
-            user_id,
-            user.name,
-            channel_id=channel_id,
-            message=message,
-            action_id=action_id,
-            response_url=self.response_url(user_id),
-            trigger_id=self._trigger_id(),
-            action_ts=f"{self._clock():.6f}",
-        )
+        payload = self.people.click(user_id, action_id, channel=channel, ts=ts)
         return self.deliver("interactive", payload, via=via, wait=wait)
 
     def submit_view(
@@ -544,14 +501,7 @@ class SlackStandIn:
         wait: bool = True,
     ) -> dict[str, Any]:
         """``user_id`` submits the modal ``view_id`` with ``values`` as its state."""
-        workspace = self.api.workspace_of_user(user_id)
-        user = self._person(workspace, user_id)
-        view = workspace.view(view_id)
-        if view is None or view.get("type") != "modal":
-            raise ControlError(f"no modal {view_id} in workspace {workspace.team_id}")
-        payload = view_submission_payload(
-            workspace, user_id, user.name, view=view, values=values, trigger_id=self._trigger_id()
-        )
+        payload = self.people.submission(user_id, view_id, values)
         return self.deliver("interactive", payload, via=via, wait=wait)
 
     def envelopes(self, state: str | None = None) -> list[dict[str, Any]]:
@@ -578,30 +528,6 @@ class SlackStandIn:
     def socket_drop(self) -> int:
         """Cut every Socket Mode connection without a word."""
         return self.socket.drop()
-
-    def _person(self, workspace: Workspace, user_id: str) -> StandInUser:
-        user = workspace.user(user_id)
-        if user is None:
-            raise ControlError(f"no user {user_id} in workspace {workspace.team_id}")
-        return user
-
-    def _clickable(
-        self, workspace: Workspace, channel_id: str, ts: str | None, action_id: str
-    ) -> dict[str, Any]:
-        if ts is not None:
-            try:
-                return workspace.message(channel_id, ts)
-            except SlackError as exc:
-                raise ControlError(f"no message {ts} in {channel_id}") from exc
-        for message in reversed(workspace.messages(channel_id)):
-            if find_action(message, action_id) is not None:
-                return message
-        raise ControlError(f"no message in {channel_id} has a {action_id} button")
-
-    def _trigger_id(self) -> str:
-        with self._lock:
-            self._triggers += 1
-            return f"{int(self._clock())}{self._triggers:04d}.{secrets.randbelow(10**9)}.standin"
 
     # ----- control API -------------------------------------------------------------------------
 
