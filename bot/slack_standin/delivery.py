@@ -244,9 +244,6 @@ class Deliveries:
             if transport is None or (transport == "http" and request_url is None):
                 return  # nowhere to go yet
             # Marked as sent before it leaves: the ack may come back before send() returns.
-            envelope.via = transport
-            envelope.state = SENT
-            envelope.due = time.monotonic() + self.ack_timeout
             attempt = {
                 "at": time.time(),
                 "retry_attempt": envelope.retry_attempt,
@@ -254,6 +251,10 @@ class Deliveries:
                 "via": transport,
             }
             envelope.attempts.append(attempt)
+            envelope.via = transport
+            envelope.state = SENT
+            # Counted from after the attempt's timestamp: a retry is never seen early.
+            envelope.due = time.monotonic() + self.ack_timeout
             message = envelope.message()
         if transport == "http":
             assert request_url is not None

@@ -175,10 +175,7 @@ def test_an_event_not_acked_within_three_seconds_is_sent_again_with_retry_attemp
     delivered = standin.deliver_event({"type": "app_home_opened"}, user_id="U0ANN", wait=False)
 
     first = receive(raw)
-    first_at = time.monotonic()
     again = receive(raw, timeout=6)
-    waited = time.monotonic() - first_at
-    assert 2.9 <= waited < 4.5, waited
     assert again["envelope_id"] == first["envelope_id"] == delivered["envelope_id"]
     assert (first["retry_attempt"], first["retry_reason"]) == (0, "")
     assert (again["retry_attempt"], again["retry_reason"]) == (1, "timeout")
@@ -188,6 +185,9 @@ def test_an_event_not_acked_within_three_seconds_is_sent_again_with_retry_attemp
     settled = standin.deliveries.wait(again["envelope_id"])
     assert settled["state"] == "acked" and settled["ack"]["retry_attempt"] == 1
     assert [a["retry_attempt"] for a in settled["attempts"]] == [0, 1]
+    # Never before Slack's 3 seconds are up; soon after.
+    waited = settled["attempts"][1]["at"] - settled["attempts"][0]["at"]
+    assert 3.0 <= waited < 4.5, waited
 
 
 def test_an_interaction_not_acked_within_three_seconds_expires_and_is_not_sent_again(
