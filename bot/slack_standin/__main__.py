@@ -153,10 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # shutdown() blocks until serve_forever returns, so it must not run on the main thread.
         threading.Thread(target=standin.stop, daemon=True).start()
 
+    # Both read before the first is printed: a SIGTERM right after it stops the server.
+    url, control_url = standin.url, standin.control_url
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(standin.url, flush=True)
-    print(f"control API: {standin.control_url}", file=sys.stderr, flush=True)
+    print(url, flush=True)
+    print(f"control API: {control_url}", file=sys.stderr, flush=True)
     standin.serve_forever()
     return 0
 
