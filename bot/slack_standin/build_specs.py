@@ -18,6 +18,8 @@ OUTPUT = Path(__file__).with_name("methods.json")
 # ``not_implemented_in_standin``, so only these need their arguments in the table.
 SIMULATED = (
     "apps.connections.open",
+    "apps.uninstall",
+    "auth.revoke",
     "auth.test",
     "chat.getPermalink",
     "chat.postEphemeral",
@@ -25,6 +27,7 @@ SIMULATED = (
     "chat.update",
     "conversations.history",
     "conversations.open",
+    "oauth.v2.access",
     "users.info",
     "users.lookupByEmail",
     "views.open",
@@ -38,6 +41,8 @@ SIMULATED = (
 EXTRA_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "apps.connections.open": (),
     "chat.postMessage": ("metadata", "markdown_text", "container_id"),
+    # Token rotation (slack_sdk sends these when refreshing a token).
+    "oauth.v2.access": ("grant_type", "refresh_token"),
     "chat.update": ("metadata", "markdown_text", "file_ids", "reply_broadcast"),
     "chat.postEphemeral": ("markdown_text",),
     "conversations.history": ("include_all_metadata",),
@@ -50,6 +55,8 @@ EXTRA_ARGUMENTS: dict[str, tuple[str, ...]] = {
 # views.update marks nothing), so required arguments come from Slack's method pages instead.
 REQUIRED_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "apps.connections.open": (),
+    "apps.uninstall": (),
+    "auth.revoke": (),
     "auth.test": (),
     "chat.getPermalink": ("channel", "message_ts"),
     "chat.postEphemeral": ("channel", "user"),
@@ -57,6 +64,7 @@ REQUIRED_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "chat.update": ("channel", "ts"),
     "conversations.history": ("channel",),
     "conversations.open": (),
+    "oauth.v2.access": (),
     "users.info": ("user",),
     "users.lookupByEmail": ("email",),
     "views.open": ("view",),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -190,7 +192,47 @@ class RecordedCall:
     timestamp: float
     status: int
     response: dict[str, Any]
+    team_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The call as JSON for ``GET /_standin/calls``."""
         return copy.deepcopy(asdict(self))
+
+
+class IdSource:
+    """Message timestamps and view and DM IDs, unique across all workspaces of one stand-in.
+
+    The caller holds the stand-in's lock.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.reset()
+
+    def reset(self) -> None:
+        """Start the counters again (after a reset nothing refers to the old IDs)."""
+        self._last_ts_micros = 0
+        self._views = 0
+        self._dms = 0
+        self._hashes = 0
+
+    def ts(self) -> str:
+        """A message ``ts``: the clock in microseconds, strictly increasing."""
+        micros = max(int(self._clock() * 1_000_000), self._last_ts_micros + 1)
+        self._last_ts_micros = micros
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+    def view_id(self) -> str:
+        """A new view ID (``V0000000001``)."""
+        self._views += 1
+        return f"V{self._views:010d}"
+
+    def dm_id(self) -> str:
+        """A new DM channel ID (``D0000000001``)."""
+        self._dms += 1
+        return f"D{self._dms:010d}"
+
+    def view_hash(self) -> str:
+        """A new view ``hash``: it changes with every update, as Slack's does."""
+        self._hashes += 1
+        return f"{int(self._clock())}.{self._hashes:014d}"

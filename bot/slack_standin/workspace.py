@@ -1,43 +1,24 @@
-"""The simulated Slack workspace: its state and the Web API methods the bot uses.
+"""One simulated Slack workspace: its bot user, people, channels, messages and views.
 
-``Workspace.dispatch`` takes one parsed call and returns the HTTP reply; it never sleeps or does
-I/O, so the HTTP layer can hold no locks while it waits out an injected hang.
+``Workspace.call`` runs one Web API method against the workspace's state; authentication,
+faults, tier limits and recording happen in ``bot.slack_standin.api`` before it is reached.
+The stand-in holds one lock around every call, shared by all its workspaces.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import copy
-import json
-import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bot.slack_standin.blockkit import MAX_MESSAGE_TEXT, check_message_blocks, check_view
-from bot.slack_standin.model import (
-    DEFAULT_RATE_LIMIT,
-    Fault,
-    RateLimit,
-    RecordedCall,
-    Reply,
-    StandInUser,
-)
-from bot.slack_standin.specs import SpecTable, load_spec_table
-
-# Arguments that slack_sdk sends as JSON text inside form bodies and as objects inside JSON bodies.
-JSON_ARGUMENTS = ("blocks", "attachments", "view", "metadata")
-
-_STATUS_ERRORS = {
-    500: "fatal_error",
-    502: "bad_gateway",
-    503: "service_unavailable",
-    504: "gateway_timeout",
-}
+from bot.slack_standin.model import DEFAULT_RATE_LIMIT, IdSource, RateLimit, StandInUser
+from bot.slack_standin.ratelimits import Bucket
 
 
 class SlackError(Exception):
@@ -57,7 +38,8 @@ class SlackError(Exception):
         return body
 
 
-def _truthy(value: Any) -> bool:
+def truthy(value: Any) -> bool:
+    """Whether a Web API flag argument (``true``, ``1``, True) is set."""
     return value is True or value == 1 or str(value).strip().lower() in ("1", "true")
 
 
@@ -86,17 +68,6 @@ def _decode_cursor(cursor: str) -> Decimal:
         raise SlackError("invalid_cursor") from exc
 
 
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
-
-
 class Workspace:
     """One Slack workspace with a bot user, its users, channels, messages and views."""
 
@@ -114,10 +85,10 @@ class Workspace:
         channels: Iterable[str] = (),
         auto_create_channels: bool = False,
         allow_unknown_users: bool = False,
-        tokens: Iterable[str] | None = None,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         clock: Callable[[], float] = time.time,
-        spec_table: SpecTable | None = None,
+        ids: IdSource | None = None,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.team_id = team_id
         self.team_name = team_name
@@ -128,20 +99,19 @@ class Workspace:
         self.bot_name = bot_name
         self.auto_create_channels = auto_create_channels
         self.allow_unknown_users = allow_unknown_users
-        self._tokens = frozenset(tokens) if tokens is not None else None
         self._rate_limit = rate_limit
         self._clock = clock
-        self._spec = spec_table or load_spec_table()
-        self._lock = threading.RLock()
+        self._ids = ids or IdSource(clock)
+        self._lock = lock or threading.RLock()
         self._users: dict[str, StandInUser] = {}
         self._configured_channels = set(channels)
         self.add_users(users)
-        self._revoked: set[str] = set()
-        self._reset_state()
+        self.reset()
 
     # ----- configuration -------------------------------------------------------------------
 
-    def _reset_state(self) -> None:
+    def reset(self) -> None:
+        """Forget messages, DMs and views; keep users and configured channels."""
         with self._lock:
             self._channels: dict[str, dict[str, Any]] = {
                 channel_id: {"id": channel_id, "is_im": False}
@@ -153,19 +123,7 @@ class Workspace:
             self._views: dict[str, dict[str, Any]] = {}
             self._view_by_external_id: dict[str, str] = {}
             self._home_by_user: dict[str, str] = {}
-            self._calls: list[RecordedCall] = []
-            self._responses: list[dict[str, Any]] = []
-            self._faults: list[Fault] = []
-            self._buckets: dict[str, tuple[float, float]] = {}
-            self._last_ts_micros = 0
-            self._view_counter = 0
-            self._dm_counter = 0
-
-    def reset(self) -> None:
-        """Forget messages, views, calls, faults and revoked tokens; keep users and channels."""
-        with self._lock:
-            self._revoked.clear()
-            self._reset_state()
+            self._buckets: dict[str, Bucket] = {}
 
     def add_users(self, users: Iterable[StandInUser]) -> None:
         """Add people to the directory (replacing any with the same ID)."""
@@ -186,48 +144,49 @@ class Workspace:
             self._rate_limit = rate_limit
             self._buckets.clear()
 
-    def inject(self, fault: Fault) -> None:
-        """Queue a fault; the first queued fault matching a call is delivered."""
-        with self._lock:
-            self._faults.append(fault)
-
-    def clear_faults(self) -> None:
-        """Drop every queued fault."""
-        with self._lock:
-            self._faults.clear()
-
-    def faults(self) -> list[dict[str, Any]]:
-        """The faults still queued."""
-        with self._lock:
-            return [fault.to_dict() for fault in self._faults if fault.remaining > 0]
-
-    def revoke_token(self, token: str) -> None:
-        """Make every later call with ``token`` answer ``token_revoked``."""
-        with self._lock:
-            self._revoked.add(token)
-
     def post_as_user(self, channel: str, user_id: str, text: str) -> str:
         """Store a message a person wrote in ``channel`` (a channel or user ID); return its ts."""
         with self._lock:
             channel_id = self._resolve_post_channel(channel)
-            ts = self._next_ts()
+            ts = self._ids.ts()
             message = {"type": "message", "text": text, "user": user_id, "team": self.team_id}
             self._messages.setdefault(channel_id, []).append({**message, "ts": ts})
             return ts
 
-    def record_response(self, name: str, body: Any) -> None:
-        """Keep a message the app sent to a ``response_url`` (slash commands, interactions)."""
-        with self._lock:
-            self._responses.append(
-                {"name": name, "body": copy.deepcopy(body), "timestamp": self._clock()}
-            )
-
     # ----- inspection ----------------------------------------------------------------------
 
-    def calls(self, method: str | None = None) -> list[RecordedCall]:
-        """Every recorded call, oldest first, optionally only of one method."""
+    def describe(self) -> dict[str, Any]:
+        """The workspace as JSON for the control API."""
         with self._lock:
-            return [copy.deepcopy(c) for c in self._calls if method in (None, c.method)]
+            return {
+                "team_id": self.team_id,
+                "name": self.team_name,
+                "domain": self.team_domain,
+                "bot_user_id": self.bot_user_id,
+                "bot_id": self.bot_id,
+                "users": sorted(self._users),
+            }
+
+    def user(self, user_id: str) -> StandInUser | None:
+        """A person of this workspace's directory."""
+        with self._lock:
+            return self._users.get(user_id)
+
+    def has_channel(self, channel_id: str) -> bool:
+        """Whether the channel (or DM) exists in this workspace."""
+        with self._lock:
+            return channel_id in self._channels
+
+    def message(self, channel: str, ts: str) -> dict[str, Any]:
+        """A copy of the stored message at ``ts`` in ``channel`` (raises SlackError)."""
+        with self._lock:
+            return copy.deepcopy(self._find_message(channel, ts))
+
+    def view(self, view_id: str) -> dict[str, Any] | None:
+        """A copy of a stored modal or Home view."""
+        with self._lock:
+            view = self._views.get(view_id)
+            return copy.deepcopy(view) if view is not None else None
 
     def messages(self, channel: str | None = None) -> list[dict[str, Any]]:
         """Stored messages (with ``channel`` and ``metadata``), oldest first."""
@@ -261,120 +220,17 @@ class Workspace:
         with self._lock:
             return [copy.deepcopy(view) for view in self._views.values()]
 
-    def responses(self, name: str | None = None) -> list[dict[str, Any]]:
-        """Messages sent to response URLs, oldest first, optionally only to ``name``."""
+    # ----- calls ---------------------------------------------------------------------------
+
+    def call(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Run ``method``; raise SlackError or RateLimited as Slack would answer them."""
+        implementation = getattr(self, "_" + method.replace(".", "_"), None)
+        if implementation is None:
+            raise SlackError("not_implemented_in_standin")
         with self._lock:
-            return [copy.deepcopy(r) for r in self._responses if name in (None, r["name"])]
-
-    def all_text(self) -> str:
-        """Every string in every recorded call's arguments and response-URL message, one a line."""
-        with self._lock:
-            sent = [call.args for call in self._calls] + [r["body"] for r in self._responses]
-            return "\n".join(text for item in sent for text in _strings(item))
-
-    # ----- dispatch ------------------------------------------------------------------------
-
-    def dispatch(self, method: str, args: dict[str, Any], bearer: str | None) -> Reply:
-        """Answer one Web API call and record it."""
-        args = dict(args)
-        token = bearer or (args.get("token") if isinstance(args.get("token"), str) else None)
-        # The token is a secret: it is never recorded.
-        args.pop("token", None)
-        _normalise_json_arguments(args)
-        with self._lock:
-            reply = self._answer(method, args, token)
-            self._calls.append(
-                RecordedCall(
-                    method=method,
-                    args=copy.deepcopy(args),
-                    timestamp=self._clock(),
-                    status=reply.status,
-                    response=copy.deepcopy(reply.body),
-                )
-            )
-        return reply
-
-    def _answer(self, method: str, args: dict[str, Any], token: str | None) -> Reply:
-        if not self._spec.is_known(method):
-            return _error_reply(SlackError("unknown_method", req_method=method))
-        try:
-            self._authenticate(method, token)
-        except SlackError as exc:
-            return _error_reply(exc)
-        spec = self._spec.methods.get(method)
-        if spec is None:
-            return _error_reply(
-                SlackError(
-                    "not_implemented_in_standin",
-                    [f"[ERROR] {method} is a Slack method the stand-in does not simulate"],
-                )
-            )
-        problems = spec.problems(args)
-        if problems:
-            return _error_reply(SlackError("invalid_arguments", problems))
-        fault = self._take_fault(method)
-        if fault is not None and not fault.after_apply:
-            return self._deliver_before(fault)
-        reply = self._apply(method, args)
-        if fault is not None:
-            # The call took effect; only its answer is lost or replaced.
-            return self._deliver_after(fault, reply)
-        return reply
-
-    def _apply(self, method: str, args: dict[str, Any]) -> Reply:
-        implementation = getattr(self, "_" + method.replace(".", "_"))
-        try:
-            body = implementation(args)
-        except SlackError as exc:
-            return _error_reply(exc)
-        except _RateLimited as exc:
-            return _ratelimited_reply(exc.retry_after)
-        return Reply(status=200, body={"ok": True, **body})
-
-    def _authenticate(self, method: str, token: str | None) -> None:
-        if not token:
-            raise SlackError("not_authed")
-        if token in self._revoked:
-            raise SlackError("token_revoked")
-        if method == "apps.connections.open":
-            # Socket Mode needs an app-level token; bot tokens are refused as on Slack.
-            if not token.startswith("xapp-"):
-                raise SlackError("not_allowed_token_type")
-            return
-        accepted = token in self._tokens if self._tokens is not None else token.startswith("xoxb-")
-        if not accepted:
-            raise SlackError("invalid_auth")
-
-    def _take_fault(self, method: str) -> Fault | None:
-        for fault in self._faults:
-            if fault.matches(method):
-                fault.remaining -= 1
-                if fault.remaining == 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
-
-    def _deliver_before(self, fault: Fault) -> Reply:
-        if fault.kind == "status":
-            return _status_reply(fault.status)
-        if fault.kind == "ratelimit":
-            return _ratelimited_reply(fault.retry_after)
-        if fault.kind == "error":
-            return _error_reply(SlackError(fault.error))
-        # A hang that is not applied ends as a gateway failure, should the client still wait.
-        return Reply(status=503, body=_status_reply(503).body, delay=fault.seconds)
-
-    def _deliver_after(self, fault: Fault, applied: Reply) -> Reply:
-        if fault.kind == "hang":
-            return Reply(applied.status, applied.body, applied.headers, delay=fault.seconds)
-        return self._deliver_before(fault)
+            return implementation(args)
 
     # ----- helpers ---------------------------------------------------------------------------
-
-    def _next_ts(self) -> str:
-        micros = max(int(self._clock() * 1_000_000), self._last_ts_micros + 1)
-        self._last_ts_micros = micros
-        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
     def _known_user(self, user_id: str) -> StandInUser | None:
         user = self._users.get(user_id)
@@ -387,8 +243,7 @@ class Workspace:
         existing = self._dm_by_user.get(user_id)
         if existing is not None:
             return existing, True
-        self._dm_counter += 1
-        channel_id = f"D{self._dm_counter:010d}"
+        channel_id = self._ids.dm_id()
         self._channels[channel_id] = {
             "id": channel_id,
             "is_im": True,
@@ -469,13 +324,11 @@ class Workspace:
         limit = self._rate_limit
         if limit is None:
             return
+        bucket = self._buckets.get(channel)
         now = time.monotonic()
-        tokens, last = self._buckets.get(channel, (float(limit.burst), now))
-        tokens = min(float(limit.burst), tokens + (now - last) * limit.per_second)
-        if tokens < 1.0:
-            self._buckets[channel] = (tokens, now)
-            raise _RateLimited(max(1, math.ceil((1.0 - tokens) / limit.per_second)))
-        self._buckets[channel] = (tokens - 1.0, now)
+        if bucket is None:
+            bucket = self._buckets[channel] = Bucket(float(limit.burst), limit.per_second, now)
+        bucket.take(now)
 
     def _public_message(self, message: dict[str, Any], *, with_metadata: bool) -> dict[str, Any]:
         public = copy.deepcopy(message)
@@ -497,11 +350,6 @@ class Workspace:
             "is_enterprise_install": False,
         }
 
-    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
-        raise SlackError(
-            "not_implemented_in_standin", ["[ERROR] Socket Mode is not simulated; use HTTP mode"]
-        )
-
     def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         self._check_message_content(args, require_content=True)
         metadata = self._metadata(args)
@@ -510,7 +358,7 @@ class Workspace:
         if thread_ts:
             self._find_message(channel, str(thread_ts))
         self._take_rate_token(channel)
-        ts = self._next_ts()
+        ts = self._ids.ts()
         message: dict[str, Any] = {
             "type": "message",
             "text": str(args.get("text") or ""),
@@ -545,7 +393,7 @@ class Workspace:
                 message[name] = copy.deepcopy(args[name])
         if metadata is not None:
             message["metadata"] = metadata
-        message["edited"] = {"user": self.bot_user_id, "ts": self._next_ts()}
+        message["edited"] = {"user": self.bot_user_id, "ts": self._ids.ts()}
         return {
             "channel": channel,
             "ts": message["ts"],
@@ -560,7 +408,7 @@ class Workspace:
         if user is None:
             raise SlackError("user_not_found")
         channel = self._resolve_post_channel(str(args["channel"]))
-        message_ts = self._next_ts()
+        message_ts = self._ids.ts()
         ephemeral: dict[str, Any] = {
             "channel": channel,
             "user": user_id,
@@ -585,8 +433,8 @@ class Workspace:
 
     def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = self._existing_channel(str(args["channel"]))
-        with_metadata = _truthy(args.get("include_all_metadata", False))
-        inclusive = _truthy(args.get("inclusive", False))
+        with_metadata = truthy(args.get("include_all_metadata", False))
+        inclusive = truthy(args.get("inclusive", False))
         try:
             limit = int(args.get("limit") or 100)
         except ValueError as exc:
@@ -637,7 +485,7 @@ class Workspace:
                 raise SlackError("user_disabled")
             channel_id, already_open = self._open_dm(user.id)
         channel = self._channels[channel_id]
-        if _truthy(args.get("return_im", False)):
+        if truthy(args.get("return_im", False)):
             rendered: dict[str, Any] = {
                 "id": channel_id,
                 "created": channel.get("created", 0),
@@ -660,7 +508,7 @@ class Workspace:
         if user is None:
             raise SlackError("user_not_found")
         rendered = user.to_slack(self.team_id)
-        if _truthy(args.get("include_locale", False)):
+        if truthy(args.get("include_locale", False)):
             rendered["locale"] = "en-GB"
         return {"user": rendered}
 
@@ -672,8 +520,7 @@ class Workspace:
         raise SlackError("users_not_found")
 
     def _new_view(self, view: dict[str, Any], *, root_view_id: str | None = None) -> dict[str, Any]:
-        self._view_counter += 1
-        view_id = f"V{self._view_counter:010d}"
+        view_id = self._ids.view_id()
         stored = self._render_view(view_id, view, root_view_id=root_view_id or view_id)
         external_id = stored["external_id"]
         if external_id:
@@ -694,7 +541,7 @@ class Workspace:
             "private_metadata": view.get("private_metadata", ""),
             "callback_id": view.get("callback_id", ""),
             "state": {"values": {}},
-            "hash": f"{int(self._clock())}.{self._view_counter:08d}{len(self._calls):06d}",
+            "hash": self._ids.view_hash(),
             "clear_on_close": bool(view.get("clear_on_close", False)),
             "notify_on_close": bool(view.get("notify_on_close", False)),
             "root_view_id": root_view_id,
@@ -736,7 +583,6 @@ class Workspace:
             raise SlackError("not_found")
         if args.get("hash") and args["hash"] != current["hash"]:
             raise SlackError("hash_conflict")
-        self._view_counter += 1
         updated = self._render_view(
             current["id"],
             view,
@@ -762,40 +608,6 @@ class Workspace:
         current = self._views[current_id]
         if args.get("hash") and args["hash"] != current["hash"]:
             raise SlackError("hash_conflict")
-        self._view_counter += 1
         published = self._render_view(current_id, view, root_view_id=current_id)
         self._views[current_id] = published
         return {"view": copy.deepcopy(published)}
-
-
-class _RateLimited(Exception):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(retry_after)
-        self.retry_after = retry_after
-
-
-def _error_reply(error: SlackError) -> Reply:
-    return Reply(status=200, body=error.body())
-
-
-def _ratelimited_reply(retry_after: int) -> Reply:
-    return Reply(
-        status=429,
-        body={"ok": False, "error": "ratelimited"},
-        headers={"Retry-After": str(retry_after)},
-    )
-
-
-def _status_reply(status: int) -> Reply:
-    error = _STATUS_ERRORS.get(status, f"http_{status}")
-    return Reply(status=status, body={"ok": False, "error": error})
-
-
-def _normalise_json_arguments(args: dict[str, Any]) -> None:
-    # slack_sdk sends these as JSON text in form bodies and as objects in JSON bodies: keep one.
-    for name in JSON_ARGUMENTS:
-        value = args.get(name)
-        if isinstance(value, str) and value.strip()[:1] in ("[", "{"):
-            # Text that is not JSON stays as it is; the method then reports it as malformed.
-            with contextlib.suppress(json.JSONDecodeError):
-                args[name] = json.loads(value)

@@ -182,6 +182,15 @@ class StandInProcess:
     def responses(self, name: str) -> list[dict]:
         return self.get("responses", name=name)["responses"]
 
+    def deliver(self, route: str, **fields: Any) -> dict[str, Any]:
+        """Deliver to the app through the stand-in (Socket Mode or Request URL) and wait for
+        its ack: `route` is `command`, `click`, `view_submission` or `event`."""
+        return self.post(f"deliver/{route}", fields)["envelope"]
+
+    def socket_connections(self) -> list[dict[str, Any]]:
+        """The open Socket Mode connections."""
+        return self.get("socket")["connections"]
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
@@ -238,13 +247,13 @@ class Deployment:
             raise AssertionError(f"handover {' '.join(args)} failed:\n{result.stderr}")
         return result
 
-    def start(self, *args: str) -> subprocess.Popen:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         """Start a long-running `handover ARGS` (serve, dispatch) in the background."""
         name = f"proc-{self.started:02d}-{args[0]}.log"
         self.started += 1
         with open(self.workdir / name, "w") as log:
             process = subprocess.Popen(
-                [*HANDOVER, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [*HANDOVER, *args], env=env or self.env, stdout=log, stderr=subprocess.STDOUT
             )
         self.processes.append(process)
         return process
@@ -520,7 +529,9 @@ def slack_user_of(person_id: str, rota: Path = SAMPLE_ROTA) -> str:
     raise KeyError(person_id)
 
 
-def start_standin(workdir: Path, rota: Path = SAMPLE_ROTA) -> StandInProcess:
+def start_standin(
+    workdir: Path, rota: Path = SAMPLE_ROTA, extra_args: tuple[str, ...] = ()
+) -> StandInProcess:
     """Start the stand-in with the rota's people as Slack users and the bot's channels."""
     log = open(workdir / "standin.log", "w")  # noqa: SIM115
     users_file = workdir / "slack-users.json"
@@ -536,6 +547,7 @@ def start_standin(workdir: Path, rota: Path = SAMPLE_ROTA) -> StandInProcess:
             str(users_file),
             "--auto-create-channels",
             "--no-rate-limit",
+            *extra_args,
         ],
         stdout=subprocess.PIPE,
         stderr=log,
@@ -555,9 +567,10 @@ def deploy(
     rota: Path = SAMPLE_ROTA,
     *,
     import_rota: bool = True,
+    standin_args: tuple[str, ...] = (),
 ) -> Deployment:
     """A migrated database with `rota` imported, a stand-in, and the clock at `start`."""
-    standin = start_standin(workdir, rota)
+    standin = start_standin(workdir, rota, standin_args)
     deployment = Deployment(
         workdir=workdir,
         database_url=database_url,
@@ -584,11 +597,19 @@ def deployments(tmp_path: Path) -> Iterator[DeploymentFactory]:
     """`make(backend, start)` gives a deployment; all of them are stopped and dropped after."""
     with ExitStack() as stack:
 
-        def make(backend: str, start: datetime, *, import_rota: bool = True) -> Deployment:
+        def make(
+            backend: str,
+            start: datetime,
+            *,
+            import_rota: bool = True,
+            standin_args: tuple[str, ...] = (),
+        ) -> Deployment:
             workdir = tmp_path / f"{backend}-{next(_names)}"
             workdir.mkdir()
             url = stack.enter_context(fresh_database(backend, workdir))
-            deployment = deploy(workdir, url, start, import_rota=import_rota)
+            deployment = deploy(
+                workdir, url, start, import_rota=import_rota, standin_args=standin_args
+            )
             # Callbacks run last-in first-out: processes, then the stand-in, then the database.
             stack.callback(deployment.standin.stop)
             stack.callback(deployment.close)
