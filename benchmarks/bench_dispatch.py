@@ -31,8 +31,9 @@ from bot.channels.slack import make_web_client  # noqa: E402
 from bot.clock import FixedClock  # noqa: E402
 from bot.db import create_db_engine, make_session_factory  # noqa: E402
 from bot.delivery.dispatcher import Dispatcher  # noqa: E402
+from bot.delivery.kinds import RowState  # noqa: E402
 from bot.migrate import upgrade  # noqa: E402
-from bot.models import PENDING, SENT, Prompt, Referral, Target  # noqa: E402
+from bot.models import Prompt, Referral, Target  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.slack_standin import SlackStandIn, StandInUser  # noqa: E402
 from rota.models import RotaVersion  # noqa: E402
@@ -111,7 +112,7 @@ def seed(url: str, count: int) -> None:
                     target_id=target.id,
                     kind="prompt",
                     due_at=NOW,
-                    state=PENDING,
+                    state=RowState.PENDING,
                     attempts=0,
                 )
             )
@@ -167,7 +168,7 @@ def check(url: str, slack: SlackStandIn, count: int) -> None:
         (m.get("metadata") or {}).get("event_payload", {}).get("prompt_id")
         for m in slack.messages()
     )
-    assert states == Counter({SENT: count}), states
+    assert states == Counter({RowState.SENT: count}), states
     assert len(per_prompt) == count and set(per_prompt.values()) == {1}, "duplicates or gaps"
 
 

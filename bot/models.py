@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     Boolean,
@@ -15,6 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bot.delivery.kinds import RowState, TargetState
 from rota.models import Base, UTCDateTime
 
 # Referral vocabulary (CONTRACT §5): what a referral is about and how soon it matters
@@ -30,52 +32,12 @@ CATEGORIES = (
 )
 URGENCIES = ("urgent", "standard")
 
-# Referral states
-OPEN = "open"
-CLOSED = "closed"
 
-# Outbox (prompt) states
-PENDING = "pending"  # waiting for due_at
-CLAIMED = "claimed"  # a dispatcher took it; confirmed by `sent` or released
-SENT = "sent"
-FAILED = "failed"  # gave up after a permanent error (an alert was raised)
-CANCELLED = "cancelled"
+class ReferralStatus(StrEnum):
+    """Whether a referral still owes anything."""
 
-# Outbox kinds (Prompt.kind): what a row delivers
-KIND_PROMPT = "prompt"  # the question to a target's recipient
-KIND_ON_CALL = "on_call"  # a new referral, to whoever holds an alert role
-KIND_LONG_GAP = "long_gap"
-KIND_UNROUTABLE = "unroutable"
-KIND_CARD = "card"  # the referral's card in the EDT channel, posted then updated
-KIND_ESCALATION = "escalation"  # one escalation step (reminder, escalation, breach, ...)
-KIND_DELIVERY_FAILURE = "delivery_failure"  # the dispatcher could not deliver a prompt
-# Alerts the outbox delivers; `slack_auth` is posted directly, never as a row.
-ALERT_KINDS = (KIND_ON_CALL, KIND_LONG_GAP, KIND_UNROUTABLE, KIND_DELIVERY_FAILURE)
-KIND_SLACK_AUTH = "slack_auth"
-
-# Response kinds: what each prompt button records, as Response.kind, the Target's state and
-# the audit event alike
-RESPONSE_ACKNOWLEDGED = "acknowledged"
-RESPONSE_HAS_INFORMATION = "has_information"
-RESPONSE_NOT_KNOWN = "not_known"
-RESPONSE_REDIRECTED = "redirected"
-RESPONSE_KINDS = (
-    RESPONSE_ACKNOWLEDGED,
-    RESPONSE_HAS_INFORMATION,
-    RESPONSE_NOT_KNOWN,
-    RESPONSE_REDIRECTED,
-)
-
-# Target states: held until the prompt is sent, then prompted until a response (one of
-# RESPONSE_KINDS) is recorded; failed, unroutable and cancelled are the other ends
-TARGET_HELD = "held"
-TARGET_PROMPTED = "prompted"
-TARGET_ESCALATED = "escalated"
-TARGET_FAILED = "failed"  # its prompt could not be delivered
-TARGET_UNROUTABLE = "unroutable"  # nobody in its chain at work within 7 days
-TARGET_CANCELLED = "cancelled"  # the referral was closed first
-# Sent, and nobody has answered yet
-TARGET_UNANSWERED_STATES = (TARGET_PROMPTED, TARGET_ESCALATED)
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 class Referral(Base):
@@ -93,7 +55,7 @@ class Referral(Base):
     request_hash: Mapped[str] = mapped_column(String(64))  # idempotency comparison
     rota_version: Mapped[int] = mapped_column(Integer)
     plan_json: Mapped[str] = mapped_column(Text)  # the plan and alerts as answered at intake
-    status: Mapped[str] = mapped_column(String(16), default=OPEN, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ReferralStatus.OPEN, index=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     closed_by: Mapped[str | None] = mapped_column(String(64))
     close_reason: Mapped[str | None] = mapped_column(String(500))
@@ -113,7 +75,7 @@ class Target(Base):
     planned_via: Mapped[str] = mapped_column(String(16))
     planned_recipient: Mapped[str | None] = mapped_column(String(64))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # T0; None if unroutable
-    state: Mapped[str] = mapped_column(String(16), default=TARGET_HELD)
+    state: Mapped[str] = mapped_column(String(16), default=TargetState.HELD)
     redirected_from_id: Mapped[int | None] = mapped_column(ForeignKey("targets.id"))
 
     __table_args__ = (UniqueConstraint("referral_id", "position"),)
@@ -131,7 +93,7 @@ class Prompt(Base):
     recipient_id: Mapped[str | None] = mapped_column(String(64))  # person_id, resolved late
     channel_id: Mapped[str | None] = mapped_column(String(32))  # Slack channel when known
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    state: Mapped[str] = mapped_column(String(16), default=PENDING)
+    state: Mapped[str] = mapped_column(String(16), default=RowState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(64))

@@ -45,35 +45,22 @@ from bot.channels.slack import (
 )
 from bot.clock import Clock, SystemClock, clock_from_env
 from bot.delivery import escalation, outbox
-from bot.models import (
-    ALERT_KINDS,
-    CLOSED,
-    KIND_CARD,
-    KIND_DELIVERY_FAILURE,
-    KIND_ESCALATION,
-    KIND_ON_CALL,
-    KIND_PROMPT,
-    KIND_SLACK_AUTH,
-    KIND_UNROUTABLE,
-    PENDING,
+from bot.delivery.kinds import (
+    ALERT_ROW_KINDS,
     RESPONSE_KINDS,
-    SENT,
-    TARGET_CANCELLED,
-    TARGET_FAILED,
-    TARGET_HELD,
-    TARGET_PROMPTED,
-    TARGET_UNROUTABLE,
-    Prompt,
-    Referral,
-    Target,
+    AlertKind,
+    OutboxKind,
+    RowState,
+    TargetState,
 )
+from bot.delivery.metadata import PROMPT_EVENT_TYPE, alert_tag, card_tag, prompt_tag
+from bot.models import Prompt, Referral, ReferralStatus, Target
 from bot.services import audit
 from bot.settings import Settings, SettingsError
-from handlers.blocks.alerts import alert_metadata, build_alert_message
-from handlers.blocks.card import build_card, card_metadata
+from handlers.blocks.alerts import build_alert_message
+from handlers.blocks.card import build_card
 from handlers.blocks.prompt import build_prompt_message
 from handlers.home import refresh_homes
-from handlers.ids import PROMPT_EVENT_TYPE
 from rota.hours import parse_hours
 from rota.models import Person
 from rota.planner import TargetError, plan_referral, resolve_recipient
@@ -92,7 +79,7 @@ HISTORY_MARGIN = timedelta(minutes=10)
 CARD_WAIT = timedelta(seconds=5)  # a card waits while an earlier card row is still in flight
 AUTH_ALERT_EVERY = timedelta(minutes=15)
 # Target states after which a held prompt is no longer owed.
-FINISHED_TARGET_STATES = frozenset({*RESPONSE_KINDS, TARGET_CANCELLED, "closed"})
+FINISHED_TARGET_STATES = frozenset({*RESPONSE_KINDS, TargetState.CANCELLED, "closed"})
 SAFETY_JOB_ID = "handover-dispatch-safety"
 
 
@@ -311,7 +298,7 @@ class Dispatcher:
                 return
             attempted_post = True
             posted, found = self._deliver(step)
-            if self._confirm(step, posted, found, stats) and step.kind == KIND_PROMPT:
+            if self._confirm(step, posted, found, stats) and step.kind == OutboxKind.PROMPT:
                 self._refresh_recipient_home(step)
         except SlackTransientError as exc:
             self._on_transient(prompt_id, exc, stats)
@@ -401,16 +388,16 @@ class Dispatcher:
                 session, prompt_id, instance_id=self.instance_id, now=now, error="no referral"
             )
             return _Done("failed")
-        if prompt.kind == KIND_CARD:
+        if prompt.kind == OutboxKind.CARD:
             return self._prepare_card(session, prompt, referral, now)
-        if referral.status == CLOSED:
+        if referral.status == ReferralStatus.CLOSED:
             return self._cancel(session, prompt, referral, now, "referral closed")
-        if prompt.kind == KIND_PROMPT:
+        if prompt.kind == OutboxKind.PROMPT:
             return self._prepare_prompt(session, prompt, referral, now)
-        if prompt.kind == KIND_ESCALATION:
+        if prompt.kind == OutboxKind.ESCALATION:
             outbox.note(prompt, first_claimed_wall=self._wall_first_claim(prompt))
             return escalation.plan_step(session, prompt, now=now, settings=self.settings)
-        if prompt.kind in ALERT_KINDS:
+        if prompt.kind in ALERT_ROW_KINDS:
             return self._prepare_alert(session, prompt, referral, now)
         # A kind this version does not know (written by newer code): keep it, loudly.
         logger.error("outbox row %s has unknown kind %r; retrying later", prompt.id, prompt.kind)
@@ -460,20 +447,17 @@ class Dispatcher:
     @staticmethod
     def _metadata(prompt: Prompt) -> dict[str, Any]:
         """The row's message metadata: only a prompt is a `handover_prompt` (CONTRACT §6)."""
-        if prompt.kind == KIND_PROMPT:
-            return {
-                "event_type": PROMPT_EVENT_TYPE,
-                "event_payload": {"referral_id": prompt.referral_id, "prompt_id": prompt.id},
-            }
-        if prompt.kind == KIND_CARD:
-            return card_metadata(prompt.referral_id, prompt.id)
-        return alert_metadata(prompt.kind, prompt.referral_id, prompt.id)
+        if prompt.kind == OutboxKind.PROMPT:
+            return prompt_tag(prompt.referral_id, prompt.id).metadata
+        if prompt.kind == OutboxKind.CARD:
+            return card_tag(prompt.referral_id, prompt.id).metadata
+        return alert_tag(prompt.kind, prompt.referral_id, prompt.id).metadata
 
     def _cancel(
         self, session: Session, prompt: Prompt, referral: Referral, now: datetime, reason: str
     ) -> _Done:
         outbox.mark_cancelled(session, prompt.id, instance_id=self.instance_id, reason=reason)
-        if prompt.kind == KIND_PROMPT:
+        if prompt.kind == OutboxKind.PROMPT:
             target = _target_of(session, prompt)
             _audit(
                 session,
@@ -622,7 +606,7 @@ class Dispatcher:
         outbox.mark_failed(
             session, prompt.id, instance_id=self.instance_id, now=now, error="unroutable"
         )
-        target.state = TARGET_UNROUTABLE
+        target.state = TargetState.UNROUTABLE
         detail = "nobody in the chain is at work within 7 days (the rota changed)"
         _audit(
             session,
@@ -634,7 +618,12 @@ class Dispatcher:
             rota_version=store.current_rota_version(),
         )
         self._enqueue_alert(
-            session, KIND_UNROUTABLE, referral.referral_id, now, target=target.target, detail=detail
+            session,
+            OutboxKind.UNROUTABLE,
+            referral.referral_id,
+            now,
+            target=target.target,
+            detail=detail,
         )
         self._refresh_card(session, referral, now)
         return _Done("failed")
@@ -644,9 +633,9 @@ class Dispatcher:
     ) -> _Delivery | _Lookup | _Done:
         detail = outbox.load_detail(prompt)
         check, oldest = self._history_window(prompt)
-        target = detail.get("role") if prompt.kind == KIND_ON_CALL else detail.get("target")
+        target = detail.get("role") if prompt.kind == OutboxKind.ON_CALL else detail.get("target")
         channel: str | None
-        if prompt.kind == KIND_DELIVERY_FAILURE:
+        if prompt.kind == OutboxKind.DELIVERY_FAILURE:
             channel = prompt.channel_id or self.settings.edt_channel
         elif prompt.recipient_id:
             # The on-call holder gets the alert in a DM.
@@ -739,8 +728,8 @@ class Dispatcher:
             select(Prompt.target_id, Prompt.recipient_id, Prompt.channel_id)
             .where(
                 Prompt.referral_id == referral_id,
-                Prompt.kind == KIND_PROMPT,
-                Prompt.state == SENT,
+                Prompt.kind == OutboxKind.PROMPT,
+                Prompt.state == RowState.SENT,
             )
             .order_by(Prompt.sent_at)
         ).all()
@@ -834,7 +823,7 @@ class Dispatcher:
         now = self.clock.now()
         sent_at = self._posted_at(delivery, found, now)
         late = (
-            delivery.kind == KIND_PROMPT
+            delivery.kind == OutboxKind.PROMPT
             and delivery.due_at is not None
             and sent_at - delivery.due_at > LATE_GRACE
         )
@@ -860,14 +849,14 @@ class Dispatcher:
             if found:
                 base["found_in_history"] = True
                 base["found_at"] = _local_iso(now, self.settings)
-            if delivery.kind == KIND_PROMPT:
+            if delivery.kind == OutboxKind.PROMPT:
                 self._audit_prompt_sent(
                     session, prompt, referral, delivery, base, sent_at=sent_at, now=now, late=late
                 )
                 # The escalation clock runs from sent_at; a step already past is performed at
                 # once, marked late.
                 escalation.schedule_escalation(session, prompt, now=now, settings=self.settings)
-            elif delivery.kind == KIND_ON_CALL:
+            elif delivery.kind == OutboxKind.ON_CALL:
                 _audit(
                     session,
                     "on_call_alerted",
@@ -877,12 +866,12 @@ class Dispatcher:
                     target=delivery.target,
                     detail={**delivery.audit_detail, **base},
                 )
-            elif delivery.kind == KIND_CARD and referral.card_ts is None:
+            elif delivery.kind == OutboxKind.CARD and referral.card_ts is None:
                 referral.card_channel = posted.channel
                 referral.card_ts = posted.ts
-        if delivery.kind == KIND_PROMPT:
+        if delivery.kind == OutboxKind.PROMPT:
             stats.sent += 1
-        elif delivery.kind == KIND_CARD:
+        elif delivery.kind == OutboxKind.CARD:
             stats.cards += 1
         else:
             stats.alerts += 1
@@ -924,8 +913,8 @@ class Dispatcher:
             rota_version=store.current_rota_version(),
         )
         target = _target_of(session, prompt)
-        if target is not None and target.state in (TARGET_HELD, TARGET_FAILED):
-            target.state = TARGET_PROMPTED
+        if target is not None and target.state in (TargetState.HELD, TargetState.FAILED):
+            target.state = TargetState.PROMPTED
             self._refresh_card(session, referral, now)
 
     # ----- failures -------------------------------------------------------------------------
@@ -940,7 +929,7 @@ class Dispatcher:
         will_retry: bool,
         retry_at: datetime | None = None,
     ) -> None:
-        if prompt.kind not in (KIND_PROMPT, KIND_ON_CALL):
+        if prompt.kind not in (OutboxKind.PROMPT, OutboxKind.ON_CALL):
             return  # alerts and cards have no audit event of their own
         target = _target_of(session, prompt)
         detail: dict[str, Any] = {
@@ -995,13 +984,13 @@ class Dispatcher:
                 stats.lost_claims += 1
                 return
             self._audit_failure(session, prompt, now, exc.error, will_retry=False)
-            if prompt.kind in (KIND_PROMPT, KIND_ON_CALL):
+            if prompt.kind in (OutboxKind.PROMPT, OutboxKind.ON_CALL):
                 target = _target_of(session, prompt)
-                if target is not None and target.state == TARGET_HELD:
-                    target.state = TARGET_FAILED
+                if target is not None and target.state == TargetState.HELD:
+                    target.state = TargetState.FAILED
                 self._enqueue_alert(
                     session,
-                    KIND_DELIVERY_FAILURE,
+                    OutboxKind.DELIVERY_FAILURE,
                     prompt.referral_id,
                     now,
                     target=target.target if target else outbox.load_detail(prompt).get("role"),
@@ -1056,14 +1045,14 @@ class Dispatcher:
             if referral is None:
                 return
             message = build_alert_message(
-                KIND_SLACK_AUTH, referral, tz=self.settings.timezone, reason=error
+                AlertKind.SLACK_AUTH, referral, tz=self.settings.timezone, reason=error
             )
         try:
             self.slack.post_message(
                 channel,
                 text=message["text"],
                 blocks=message["blocks"],
-                metadata=alert_metadata(KIND_SLACK_AUTH, referral_id),
+                metadata=alert_tag(AlertKind.SLACK_AUTH, referral_id).metadata,
             )
         except SlackError:
             logger.error("could not post the credentials alert either (%s)", error)
@@ -1093,7 +1082,7 @@ class Dispatcher:
                 kind=kind,
                 channel_id=self.settings.edt_channel,
                 due_at=now,
-                state=PENDING,
+                state=RowState.PENDING,
                 attempts=0,
                 detail=outbox.dumps({k: v for k, v in payload.items() if v is not None}),
             )

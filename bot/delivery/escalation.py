@@ -32,6 +32,14 @@ from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import Session
 
 from bot.channels.slack import SlackMessenger, SlackRecipientError, SlackTransientError
+from bot.delivery.kinds import (
+    RESPONSE_KINDS,
+    UNANSWERED_TARGET_STATES,
+    OutboxKind,
+    RowState,
+    TargetState,
+)
+from bot.delivery.metadata import ESCALATION_EVENT_TYPE, escalation_tag
 from bot.delivery.outbox import (
     dispatch_state,
     enqueue_card_refresh,
@@ -41,22 +49,7 @@ from bot.delivery.outbox import (
     note,
     owned,
 )
-from bot.models import (
-    CANCELLED,
-    CLAIMED,
-    CLOSED,
-    KIND_ESCALATION,
-    KIND_PROMPT,
-    PENDING,
-    RESPONSE_KINDS,
-    SENT,
-    TARGET_ESCALATED,
-    TARGET_PROMPTED,
-    TARGET_UNANSWERED_STATES,
-    Prompt,
-    Referral,
-    Target,
-)
+from bot.models import Prompt, Referral, ReferralStatus, Target
 from bot.services import audit
 from bot.settings import Settings
 from handlers.blocks.escalation import (
@@ -65,10 +58,8 @@ from handlers.blocks.escalation import (
     build_escalation_message,
     build_reminder_message,
     channel_label,
-    escalation_metadata,
     recipient_label,
 )
-from handlers.ids import ESCALATION_EVENT_TYPE
 from rota.escalation import (
     BREACH,
     ESCALATE,
@@ -191,7 +182,7 @@ def escalation_rows(session: Session, prompt: Prompt) -> list[Prompt]:
     """The escalation rows of one sent prompt, oldest first."""
     rows = session.scalars(
         select(Prompt)
-        .where(Prompt.kind == KIND_ESCALATION, Prompt.target_id == prompt.target_id)
+        .where(Prompt.kind == OutboxKind.ESCALATION, Prompt.target_id == prompt.target_id)
         .order_by(Prompt.id)
     )
     return [r for r in rows if load_detail(r).get("prompt_id") == prompt.id]
@@ -199,7 +190,9 @@ def escalation_rows(session: Session, prompt: Prompt) -> list[Prompt]:
 
 def _sent_steps(session: Session, prompt: Prompt) -> set[str]:
     return {
-        str(load_detail(r).get("step")) for r in escalation_rows(session, prompt) if r.state == SENT
+        str(load_detail(r).get("step"))
+        for r in escalation_rows(session, prompt)
+        if r.state == RowState.SENT
     }
 
 
@@ -211,10 +204,10 @@ def _state(
         sent_at=prompt.sent_at,
         done=done,
         responded=target.state in RESPONSE_KINDS,
-        referral_closed=referral.status == CLOSED,
+        referral_closed=referral.status == ReferralStatus.CLOSED,
         # Cancelled (or anything else no longer waiting for an answer): nothing more to chase.
         target_cancelled=(
-            target.state not in TARGET_UNANSWERED_STATES and target.state not in RESPONSE_KINDS
+            target.state not in UNANSWERED_TARGET_STATES and target.state not in RESPONSE_KINDS
         ),
     )
 
@@ -398,9 +391,9 @@ def plan_step(
     """What performing this escalation row means at `now`; reads only, writes nothing."""
     row_id = _row_id(row)
     current = session.get(Prompt, row_id)
-    if current is None or current.kind != KIND_ESCALATION:
+    if current is None or current.kind != OutboxKind.ESCALATION:
         return StepPlan(row_id, "skip", reason="not an escalation row")
-    if current.state not in (PENDING, CLAIMED):
+    if current.state not in (RowState.PENDING, RowState.CLAIMED):
         return StepPlan(row_id, "skip", reason=f"row already {current.state}")
     detail = load_detail(current)
     step = detail.get("step")
@@ -411,7 +404,7 @@ def plan_step(
         return StepPlan(row_id, "cancel", reason="unknown step")
     if prompt is None or target is None or referral is None:
         return StepPlan(row_id, "cancel", step=step, reason="prompt or target missing")
-    if prompt.state != SENT or prompt.sent_at is None:
+    if prompt.state != RowState.SENT or prompt.sent_at is None:
         return StepPlan(row_id, "cancel", step=step, reason=f"prompt {prompt.state}")
     sent = _sent_steps(session, prompt)
     if step in sent:
@@ -463,7 +456,7 @@ def _step_messages(
     """The messages of one step, and the people who should get one but have no Slack user."""
     assert prompt.sent_at is not None
     tz = settings.timezone
-    metadata = escalation_metadata(referral.referral_id, prompt.id, row_id, step)
+    metadata = escalation_tag(referral.referral_id, prompt.id, row_id, step).metadata
     asked = _asked(store, prompt)
     messages: list[OutgoingMessage] = []
     unreachable: list[tuple[str, str]] = []
@@ -618,7 +611,7 @@ def _close_row(row: Prompt, state: str, now: datetime) -> None:
     row.state = state
     row.claimed_by = None
     row.claimed_until = None
-    if state == SENT:
+    if state == RowState.SENT:
         row.sent_at = now
         row.last_error = None
         note(row, needs_check=False)
@@ -628,10 +621,10 @@ def _insert_step_row(session: Session, prompt: Prompt, step: str, due_at: dateti
     row = Prompt(
         referral_id=prompt.referral_id,
         target_id=prompt.target_id,
-        kind=KIND_ESCALATION,
+        kind=OutboxKind.ESCALATION,
         recipient_id=prompt.recipient_id,
         due_at=due_at,
-        state=PENDING,
+        state=RowState.PENDING,
         attempts=0,
         detail=json.dumps({"prompt_id": prompt.id, "step": step}, sort_keys=True),
     )
@@ -645,7 +638,11 @@ def _current_row(session: Session, row_id: int, instance_id: str | None) -> Prom
         # Compare-and-set on the claim: a dispatcher whose lease ran out records nothing.
         return owned(session, row_id, instance_id)
     current = session.get(Prompt, row_id, populate_existing=True)
-    return current if current is not None and current.state in (PENDING, CLAIMED) else None
+    return (
+        current
+        if current is not None and current.state in (RowState.PENDING, RowState.CLAIMED)
+        else None
+    )
 
 
 def record_step(
@@ -669,12 +666,12 @@ def record_step(
     if plan.action == "cancel":
         _set_detail(current, cancelled=plan.reason)
         current.last_error = (plan.reason or "cancelled")[:500]
-        _close_row(current, CANCELLED, now)
+        _close_row(current, RowState.CANCELLED, now)
         session.flush()
         return StepOutcome(row_id, "cancelled", step=plan.step, reason=plan.reason)
     if plan.action == "defer":
         assert plan.defer_to is not None
-        current.state = PENDING
+        current.state = RowState.PENDING
         current.due_at = plan.defer_to
         current.next_attempt_at = None
         current.claimed_by = None
@@ -708,7 +705,7 @@ def record_step(
             for r in results
         ],
     )
-    _close_row(current, SENT, now)
+    _close_row(current, RowState.SENT, now)
     if plan.step == ESCALATE:
         _mark_escalated(session, target, referral, now=now, settings=settings)
     session.flush()
@@ -744,8 +741,8 @@ def _mark_escalated(
     card and the App Home show. Compare-and-set, so a response recorded meanwhile stands."""
     changed = session.execute(
         update(Target)
-        .where(Target.id == target.id, Target.state == TARGET_PROMPTED)
-        .values(state=TARGET_ESCALATED)
+        .where(Target.id == target.id, Target.state == TargetState.PROMPTED)
+        .values(state=TargetState.ESCALATED)
         .execution_options(synchronize_session=False)
     ).rowcount
     session.refresh(target)
@@ -827,9 +824,9 @@ def schedule_escalation(
     Returns the step's row (an existing one when called again), or None when nothing is to be
     escalated (the target already answered, the referral is closed).
     """
-    if prompt.kind != KIND_PROMPT:
+    if prompt.kind != OutboxKind.PROMPT:
         raise ValueError(f"only prompts escalate, not {prompt.kind!r} rows")
-    if prompt.state != SENT or prompt.target_id is None:
+    if prompt.state != RowState.SENT or prompt.target_id is None:
         raise ValueError("escalation is scheduled only for a sent prompt of a target")
     existing = escalation_rows(session, prompt)
     if existing:

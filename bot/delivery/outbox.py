@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot.models import CANCELLED, CLAIMED, FAILED, KIND_CARD, PENDING, SENT, Prompt
+from bot.delivery.kinds import OutboxKind, RowState
+from bot.models import Prompt
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=15)
@@ -88,11 +89,11 @@ def last_post_attempt_at(prompt: Prompt) -> datetime | None:
 
 def _due_clause(now: datetime):
     ready = and_(
-        Prompt.state == PENDING,
+        Prompt.state == RowState.PENDING,
         Prompt.due_at <= now,
         or_(Prompt.next_attempt_at.is_(None), Prompt.next_attempt_at <= now),
     )
-    abandoned = and_(Prompt.state == CLAIMED, Prompt.claimed_until < now)
+    abandoned = and_(Prompt.state == RowState.CLAIMED, Prompt.claimed_until < now)
     return or_(ready, abandoned)
 
 
@@ -115,7 +116,7 @@ def claim_due(
     claimed: list[Prompt] = []
     if session.get_bind().dialect.name == "postgresql":
         for prompt in session.scalars(query.with_for_update(skip_locked=True)):
-            if prompt.state == CLAIMED:
+            if prompt.state == RowState.CLAIMED:
                 abandoned.add(prompt.id)
             claimed.append(prompt)
     else:
@@ -127,17 +128,17 @@ def claim_due(
         ).all()
         for prompt_id, state, claimed_until in candidates:
             guard = [Prompt.id == prompt_id, Prompt.state == state]
-            if state == CLAIMED:
+            if state == RowState.CLAIMED:
                 guard.append(Prompt.claimed_until == claimed_until)
             result = session.execute(
                 update(Prompt)
                 .where(*guard)
-                .values(state=CLAIMED, claimed_by=instance_id, claimed_until=now + lease)
+                .values(state=RowState.CLAIMED, claimed_by=instance_id, claimed_until=now + lease)
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:
                 continue  # another dispatcher took it first
-            if state == CLAIMED:
+            if state == RowState.CLAIMED:
                 abandoned.add(prompt_id)
             claimed.append(session.get(Prompt, prompt_id, populate_existing=True))
     for prompt in claimed:
@@ -146,7 +147,7 @@ def claim_due(
             changes["first_claimed_at"] = now.isoformat()
         if prompt.id in abandoned:
             changes["needs_check"] = True
-        prompt.state = CLAIMED
+        prompt.state = RowState.CLAIMED
         prompt.claimed_by = instance_id
         prompt.claimed_until = now + lease
         if changes:
@@ -160,9 +161,9 @@ def next_due_at(session: Session) -> datetime | None:
     ready_at = case(
         (Prompt.next_attempt_at > Prompt.due_at, Prompt.next_attempt_at), else_=Prompt.due_at
     )
-    pending = session.scalar(select(func.min(ready_at)).where(Prompt.state == PENDING))
+    pending = session.scalar(select(func.min(ready_at)).where(Prompt.state == RowState.PENDING))
     lease_ends = session.scalar(
-        select(func.min(Prompt.claimed_until)).where(Prompt.state == CLAIMED)
+        select(func.min(Prompt.claimed_until)).where(Prompt.state == RowState.CLAIMED)
     )
     # min() over a CASE loses the column type on some backends: normalise to aware UTC.
     candidates = [_aware(t) for t in (pending, lease_ends) if t is not None]
@@ -179,7 +180,11 @@ def owned(session: Session, prompt_id: int, instance_id: str) -> Prompt | None:
     """The row, locked and fresh, if `instance_id` still holds its claim; else None."""
     return session.scalars(
         select(Prompt)
-        .where(Prompt.id == prompt_id, Prompt.state == CLAIMED, Prompt.claimed_by == instance_id)
+        .where(
+            Prompt.id == prompt_id,
+            Prompt.state == RowState.CLAIMED,
+            Prompt.claimed_by == instance_id,
+        )
         .with_for_update()
         .execution_options(populate_existing=True)
     ).first()
@@ -209,7 +214,7 @@ def mark_sent(
     prompt = owned(session, prompt_id, instance_id)
     if prompt is None:
         return None
-    prompt.state = SENT
+    prompt.state = RowState.SENT
     prompt.sent_at = now
     prompt.message_channel = channel
     prompt.message_ts = ts
@@ -250,7 +255,7 @@ def release_for_retry(
 
 def _release(prompt: Prompt, *, next_attempt_at: datetime | None) -> None:
     """Hand a claimed row back to pending, to be claimed again from `next_attempt_at`."""
-    prompt.state = PENDING
+    prompt.state = RowState.PENDING
     prompt.next_attempt_at = next_attempt_at
     prompt.claimed_by = None
     prompt.claimed_until = None
@@ -286,7 +291,7 @@ def mark_failed(
     prompt = owned(session, prompt_id, instance_id)
     if prompt is None:
         return None
-    prompt.state = FAILED
+    prompt.state = RowState.FAILED
     prompt.attempts = (prompt.attempts or 0) + 1
     prompt.claimed_until = None
     prompt.last_error = error[:500]
@@ -300,7 +305,7 @@ def mark_cancelled(
     prompt = owned(session, prompt_id, instance_id)
     if prompt is None:
         return None
-    prompt.state = CANCELLED
+    prompt.state = RowState.CANCELLED
     prompt.claimed_until = None
     prompt.last_error = reason[:500]
     return prompt
@@ -312,8 +317,8 @@ def enqueue_card_refresh(session: Session, referral_id: str, now: datetime) -> P
         select(Prompt)
         .where(
             Prompt.referral_id == referral_id,
-            Prompt.kind == KIND_CARD,
-            Prompt.state == PENDING,
+            Prompt.kind == OutboxKind.CARD,
+            Prompt.state == RowState.PENDING,
         )
         .order_by(Prompt.id)
         .limit(1)
@@ -322,7 +327,13 @@ def enqueue_card_refresh(session: Session, referral_id: str, now: datetime) -> P
         if pending.due_at > now:
             pending.due_at = now
         return pending
-    row = Prompt(referral_id=referral_id, kind=KIND_CARD, due_at=now, state=PENDING, attempts=0)
+    row = Prompt(
+        referral_id=referral_id,
+        kind=OutboxKind.CARD,
+        due_at=now,
+        state=RowState.PENDING,
+        attempts=0,
+    )
     session.add(row)
     session.flush()
     return row
@@ -334,9 +345,9 @@ def unfinished_card_before(session: Session, referral_id: str, prompt_id: int) -
         session.scalar(
             select(func.count(Prompt.id)).where(
                 Prompt.referral_id == referral_id,
-                Prompt.kind == KIND_CARD,
+                Prompt.kind == OutboxKind.CARD,
                 Prompt.id < prompt_id,
-                Prompt.state.in_((PENDING, CLAIMED)),
+                Prompt.state.in_((RowState.PENDING, RowState.CLAIMED)),
             )
         )
         or 0

@@ -19,22 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.models import (
-    CATEGORIES,
-    KIND_CARD,
-    KIND_LONG_GAP,
-    KIND_ON_CALL,
-    KIND_PROMPT,
-    KIND_UNROUTABLE,
-    OPEN,
-    TARGET_HELD,
-    TARGET_UNROUTABLE,
-    URGENCIES,
-    AuditEvent,
-    Prompt,
-    Referral,
-    Target,
-)
+from bot.delivery.kinds import OutboxKind, TargetState
+from bot.models import CATEGORIES, URGENCIES, AuditEvent, Prompt, Referral, ReferralStatus, Target
 from bot.services import audit
 from bot.services.logbook import detail_value
 from bot.settings import Settings
@@ -412,7 +398,7 @@ def receive_referral(
         referral_id = _unused_referral_id(session)
         body = {
             "referral_id": referral_id,
-            "status": OPEN,
+            "status": ReferralStatus.OPEN,
             "rota_version": plan.rota_version,
             "plan": plan_json["plan"],
             "alerts": plan_json["alerts"],
@@ -430,7 +416,7 @@ def receive_referral(
             request_hash=request_hash,
             rota_version=plan.rota_version,
             plan_json=json.dumps(body, ensure_ascii=False),
-            status=OPEN,
+            status=ReferralStatus.OPEN,
         )
         try:
             # A savepoint, so a concurrent twin's unique external_ref leaves our
@@ -514,17 +500,17 @@ def _write_plan(
     session.add(
         Prompt(
             referral_id=referral_id,
-            kind=KIND_CARD,
+            kind=OutboxKind.CARD,
             channel_id=settings.edt_channel,
             due_at=now,
         )
     )
     for alert in plan.alerts:
-        if alert.kind == KIND_ON_CALL:
+        if alert.kind == OutboxKind.ON_CALL:
             session.add(
                 Prompt(
                     referral_id=referral_id,
-                    kind=KIND_ON_CALL,
+                    kind=OutboxKind.ON_CALL,
                     recipient_id=alert.recipient,
                     due_at=now,
                     detail=json.dumps({"role": alert.target, "detail": alert.detail}),
@@ -556,16 +542,16 @@ def schedule_target(
     de-duplicated), so the log shows who knew. `extra` (e.g. `redirected_from`) goes into the
     unroutable event and into the prompt's row and event.
     """
-    if target.state == TARGET_UNROUTABLE:
+    if target.state == TargetState.UNROUTABLE:
         reasons = [
-            a.detail for a in alerts if a.kind == KIND_UNROUTABLE and a.target == entry.target
+            a.detail for a in alerts if a.kind == OutboxKind.UNROUTABLE and a.target == entry.target
         ]
         reason = reasons[0] if reasons else "nobody to reach within 7 days"
         log("unroutable", target=entry.target, detail={"reason": reason, **extra})
         return
     schedule_prompt(session, target, entry, log=log, tz=tz, **extra)
     for alert in alerts:
-        if alert.kind == KIND_LONG_GAP and alert.target == entry.target:
+        if alert.kind == OutboxKind.LONG_GAP and alert.target == entry.target:
             log(
                 "long_gap_alert",
                 target=entry.target,
@@ -584,7 +570,7 @@ def queue_target_alerts(
 ) -> None:
     """One outbox row for each long-gap or unroutable alert of the plan (one per on-call holder)."""
     for alert in alerts:
-        if alert.kind in (KIND_LONG_GAP, KIND_UNROUTABLE):
+        if alert.kind in (OutboxKind.LONG_GAP, OutboxKind.UNROUTABLE):
             target = targets.get(alert.target)
             session.add(
                 alert_prompt(
@@ -608,7 +594,7 @@ def planned_target(referral_id: str, entry: PlanEntry, **fields: Any) -> Target:
         planned_via=entry.via,
         planned_recipient=entry.recipient,
         due_at=entry.due_at,
-        state=TARGET_HELD if routable else TARGET_UNROUTABLE,
+        state=TargetState.HELD if routable else TargetState.UNROUTABLE,
         **fields,
     )
 
@@ -631,7 +617,7 @@ def schedule_prompt(
         Prompt(
             referral_id=target.referral_id,
             target_id=target.id,
-            kind=KIND_PROMPT,
+            kind=OutboxKind.PROMPT,
             due_at=entry.due_at,
             detail=json.dumps(
                 {"planned_via": entry.via, "planned_recipient": entry.recipient, **extra}

@@ -34,26 +34,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from bot.errors import InputError
-from bot.models import (
-    CLAIMED,
-    FAILED,
-    KIND_ESCALATION,
-    KIND_PROMPT,
-    OPEN,
-    PENDING,
+from bot.delivery.kinds import (
     RESPONSE_KINDS,
-    SENT,
-    TARGET_FAILED,
-    TARGET_HELD,
-    TARGET_PROMPTED,
-    TARGET_UNANSWERED_STATES,
-    AuditEvent,
-    Prompt,
-    Referral,
-    Response,
-    Target,
+    UNANSWERED_TARGET_STATES,
+    OutboxKind,
+    RowState,
+    TargetState,
 )
+from bot.errors import InputError
+from bot.models import AuditEvent, Prompt, Referral, ReferralStatus, Response, Target
 from bot.settings import EscalationPolicy
 from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND, STEPS
 from rota.hours import parse_hours
@@ -69,7 +58,7 @@ RESPONDED = "responded"
 ASKED = "asked"
 NOT_ASKED = "not_asked"
 
-AWAITING_STATES = (TARGET_HELD, *TARGET_UNANSWERED_STATES)  # asked, or about to be
+AWAITING_STATES = (TargetState.HELD, *UNANSWERED_TARGET_STATES)  # asked, or about to be
 
 # The log's event for each escalation step (as bot.delivery.escalation records them)
 STEP_BY_EVENT = {
@@ -327,7 +316,7 @@ def _latest_prompt_recipients(session: Session, target_ids: Sequence[int]) -> di
         rows = session.execute(
             select(Prompt.target_id, Prompt.recipient_id)
             .where(Prompt.target_id.in_(chunk))
-            .where(Prompt.kind == KIND_PROMPT)
+            .where(Prompt.kind == OutboxKind.PROMPT)
             .where(Prompt.recipient_id.is_not(None))
             .order_by(Prompt.id)
         ).all()
@@ -395,7 +384,9 @@ class ReferralFacts:
 
 def count_open_referrals(session: Session) -> int:
     """How many referrals are open."""
-    return session.scalar(select(func.count()).select_from(Referral).where(Referral.status == OPEN))
+    return session.scalar(
+        select(func.count()).select_from(Referral).where(Referral.status == ReferralStatus.OPEN)
+    )
 
 
 def open_referrals(
@@ -404,7 +395,7 @@ def open_referrals(
     """Open referrals, most recently received first."""
     statement = (
         select(Referral)
-        .where(Referral.status == OPEN)
+        .where(Referral.status == ReferralStatus.OPEN)
         .order_by(Referral.received_at.desc(), Referral.referral_id)
         .offset(offset)
     )
@@ -470,16 +461,16 @@ def _escalation_progress(
     upcoming: dict[int, tuple[str, datetime]] = {}
     for chunk in _chunks(list(by_target)):
         rows = session.scalars(
-            select(Prompt).where(Prompt.kind == KIND_ESCALATION, Prompt.target_id.in_(chunk))
+            select(Prompt).where(Prompt.kind == OutboxKind.ESCALATION, Prompt.target_id.in_(chunk))
         )
         for row in rows:
             step = _step_of(row)
             assert row.target_id is not None
             if step is None:
                 continue
-            if row.state == SENT and row.sent_at is not None and row.sent_at <= now:
+            if row.state == RowState.SENT and row.sent_at is not None and row.sent_at <= now:
                 last[row.target_id] = _later(last.get(row.target_id), step, row.sent_at)
-            elif row.state in (PENDING, CLAIMED):
+            elif row.state in (RowState.PENDING, RowState.CLAIMED):
                 known = upcoming.get(row.target_id)
                 if known is None or row.due_at < known[1]:
                     upcoming[row.target_id] = (step, row.due_at)
@@ -521,10 +512,10 @@ def overdue_prompts(
         select(Prompt, Target)
         .join(Target, Target.id == Prompt.target_id)
         .join(Referral, Referral.referral_id == Prompt.referral_id)
-        .where(Referral.status == OPEN)
-        .where(Prompt.kind == KIND_PROMPT)
-        .where(Prompt.state.in_((PENDING, CLAIMED, FAILED)))
-        .where(Target.state.in_((TARGET_HELD, TARGET_FAILED)))
+        .where(Referral.status == ReferralStatus.OPEN)
+        .where(Prompt.kind == OutboxKind.PROMPT)
+        .where(Prompt.state.in_((RowState.PENDING, RowState.CLAIMED, RowState.FAILED)))
+        .where(Target.state.in_((TargetState.HELD, TargetState.FAILED)))
         .where(Prompt.due_at <= now - OVERDUE_GRACE)
     ).all()
     for prompt, target in held:
@@ -544,10 +535,10 @@ def overdue_prompts(
         select(Prompt, Target)
         .join(Target, Target.id == Prompt.target_id)
         .join(Referral, Referral.referral_id == Prompt.referral_id)
-        .where(Referral.status == OPEN)
-        .where(Prompt.kind == KIND_PROMPT)
-        .where(Prompt.state == SENT)
-        .where(Target.state.in_(TARGET_UNANSWERED_STATES))
+        .where(Referral.status == ReferralStatus.OPEN)
+        .where(Prompt.kind == OutboxKind.PROMPT)
+        .where(Prompt.state == RowState.SENT)
+        .where(Target.state.in_(UNANSWERED_TARGET_STATES))
         .where(Prompt.sent_at <= earliest)
     ).all()
     resolver = AgencyResolver(RotaStore(session), tz)
@@ -568,7 +559,7 @@ def overdue_prompts(
                 target=target.target,
                 prompt_id=prompt.id,
                 recipient_id=prompt.recipient_id,
-                state=TARGET_PROMPTED,
+                state=TargetState.PROMPTED,
                 since=reminder_at,
                 last_step=steps.last_step,
                 last_step_at=steps.last_step_at,
@@ -697,10 +688,10 @@ def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt
         .join(Target, Target.id == Prompt.target_id)
         .join(Referral, Referral.referral_id == Prompt.referral_id)
         .where(Prompt.recipient_id == person_id)
-        .where(Prompt.kind == KIND_PROMPT)
-        .where(Prompt.state == SENT)
-        .where(Target.state.in_(TARGET_UNANSWERED_STATES))
-        .where(Referral.status == OPEN)
+        .where(Prompt.kind == OutboxKind.PROMPT)
+        .where(Prompt.state == RowState.SENT)
+        .where(Target.state.in_(UNANSWERED_TARGET_STATES))
+        .where(Referral.status == ReferralStatus.OPEN)
         .order_by(Prompt.sent_at, Prompt.id)
     ).all()
     latest: dict[int, OpenPrompt] = {}

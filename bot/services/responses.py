@@ -21,28 +21,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.delivery.kinds import RESPONSE_KINDS, OutboxKind, ResponseKind, RowState, TargetState
 from bot.delivery.outbox import enqueue_card_refresh
-from bot.models import (
-    CANCELLED,
-    CLOSED,
-    KIND_CARD,
-    KIND_ESCALATION,
-    KIND_PROMPT,
-    OPEN,
-    PENDING,
-    RESPONSE_HAS_INFORMATION,
-    RESPONSE_KINDS,
-    RESPONSE_REDIRECTED,
-    TARGET_CANCELLED,
-    TARGET_ESCALATED,
-    TARGET_FAILED,
-    TARGET_HELD,
-    TARGET_PROMPTED,
-    Prompt,
-    Referral,
-    Response,
-    Target,
-)
+from bot.models import Prompt, Referral, ReferralStatus, Response, Target
 from bot.services import audit
 from bot.services.directory import person_for_slack_user
 from bot.services.intake import planned_target, queue_target_alerts, schedule_target
@@ -57,13 +38,13 @@ from rota.store import RotaStore
 # Target states after a response (each response kind is also the target's state).
 RESPONDED_STATES = frozenset(RESPONSE_KINDS)
 # A target in one of these states takes no further response.
-FINAL_STATES = RESPONDED_STATES | {TARGET_CANCELLED}
+FINAL_STATES = RESPONDED_STATES | {TargetState.CANCELLED}
 # Target states a close cancels (the target was still waiting to be asked or to answer).
-WAITING_STATES = (TARGET_HELD, TARGET_PROMPTED, TARGET_ESCALATED, TARGET_FAILED)
+WAITING_STATES = (TargetState.HELD, TargetState.PROMPTED, TargetState.ESCALATED, TargetState.FAILED)
 
 CONTACT_METHODS = ("phone", "case_system")
 # Outbox kinds a response leaves alone: the prompt itself and the EDT card.
-NOT_ESCALATION_KINDS = (KIND_PROMPT, KIND_CARD)
+NOT_ESCALATION_KINDS = (OutboxKind.PROMPT, OutboxKind.CARD)
 
 CONTACT_SLOT_STEP = timedelta(hours=1)
 CONTACT_SLOT_MARGIN = timedelta(minutes=15)
@@ -176,7 +157,7 @@ def check_response(
         return outcome
     assert context is not None
     slots: tuple[datetime, ...] = ()
-    if kind == RESPONSE_HAS_INFORMATION and context.person is not None:
+    if kind == ResponseKind.HAS_INFORMATION and context.person is not None:
         slots = tuple(contact_slots(session, context.person, now, settings.timezone))
     return _outcome(context, "allowed", kind, slack_user_id, now, contact_slots=slots)
 
@@ -206,7 +187,7 @@ def record_response(
 
     detail: dict[str, Any] = {"prompt_id": context.prompt.id}
     errors: dict[str, str] = {}
-    if kind == RESPONSE_HAS_INFORMATION:
+    if kind == ResponseKind.HAS_INFORMATION:
         when, error = _parse_contact_by(contact_by, now)
         if error:
             errors["contact_by"] = error
@@ -215,7 +196,7 @@ def record_response(
         if when is not None:
             detail["contact_by"] = when.astimezone(settings.timezone).isoformat()
         detail["method"] = method
-    elif kind == RESPONSE_REDIRECTED:
+    elif kind == ResponseKind.REDIRECTED:
         error = _colleague_error(session, store, context, colleague)
         if error:
             errors["colleague"] = error
@@ -249,7 +230,7 @@ def record_response(
     )
     version = store.current_rota_version()
     redirected_to: str | None = None
-    if kind == RESPONSE_REDIRECTED:
+    if kind == ResponseKind.REDIRECTED:
         assert colleague is not None
         new_target = _add_redirect_target(
             session, store, context, colleague, now=now, settings=settings, version=version
@@ -383,7 +364,7 @@ def _load(
             "manager of their team, may respond to this prompt."
         )
         return None, _outcome(context, "refused", kind, slack_user_id, now, reason=reason)
-    if referral.status != OPEN:
+    if referral.status != ReferralStatus.OPEN:
         return None, _outcome(context, "closed", kind, slack_user_id, now)
     if target.state in FINAL_STATES:
         earlier = _earlier_response(session, target.id)
@@ -393,13 +374,13 @@ def _load(
 
 def _recipient_of(session: Session, prompt: Prompt, target: Target) -> str | None:
     """Whom the target's prompt went to: the clicked prompt's recipient, else the sent prompt's."""
-    if prompt.kind == KIND_PROMPT and prompt.recipient_id:
+    if prompt.kind == OutboxKind.PROMPT and prompt.recipient_id:
         return prompt.recipient_id
     sent = session.scalars(
         select(Prompt.recipient_id)
         .where(
             Prompt.target_id == target.id,
-            Prompt.kind == KIND_PROMPT,
+            Prompt.kind == OutboxKind.PROMPT,
             Prompt.recipient_id.is_not(None),
         )
         .order_by(Prompt.id.desc())
@@ -453,7 +434,7 @@ def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str], ...
         .where(
             Prompt.target_id == target_id,
             # The prompt and its reminders/escalations; alerts to the on-call stay as they are.
-            Prompt.kind.in_((KIND_PROMPT, KIND_ESCALATION)),
+            Prompt.kind.in_((OutboxKind.PROMPT, OutboxKind.ESCALATION)),
             Prompt.message_channel.is_not(None),
             Prompt.message_ts.is_not(None),
         )
@@ -468,10 +449,10 @@ def _cancel_escalations(session: Session, target_id: int) -> int:
         update(Prompt)
         .where(
             Prompt.target_id == target_id,
-            Prompt.state == PENDING,
+            Prompt.state == RowState.PENDING,
             Prompt.kind.not_in(NOT_ESCALATION_KINDS),
         )
-        .values(state=CANCELLED)
+        .values(state=RowState.CANCELLED)
         .execution_options(synchronize_session=False)
     ).rowcount
 
@@ -615,8 +596,13 @@ def close_referral(
         return CloseOutcome("not_found", referral_id)
     closed = session.execute(
         update(Referral)
-        .where(Referral.referral_id == referral_id, Referral.status == OPEN)
-        .values(status=CLOSED, closed_at=now, closed_by=person.person_id, close_reason=reason)
+        .where(Referral.referral_id == referral_id, Referral.status == ReferralStatus.OPEN)
+        .values(
+            status=ReferralStatus.CLOSED,
+            closed_at=now,
+            closed_by=person.person_id,
+            close_reason=reason,
+        )
         .execution_options(synchronize_session=False)
     ).rowcount
     if closed != 1:
@@ -629,8 +615,8 @@ def close_referral(
             select(Prompt)
             .where(
                 Prompt.referral_id == referral_id,
-                Prompt.state == PENDING,
-                Prompt.kind != KIND_CARD,
+                Prompt.state == RowState.PENDING,
+                Prompt.kind != OutboxKind.CARD,
             )
             .order_by(Prompt.id)
         )
@@ -640,8 +626,8 @@ def close_referral(
     }
     cancelled_prompts = 0
     for row in pending:
-        row.state = CANCELLED
-        if row.kind != KIND_PROMPT:
+        row.state = RowState.CANCELLED
+        if row.kind != OutboxKind.PROMPT:
             continue
         cancelled_prompts += 1
         target = targets.get(row.target_id) if row.target_id is not None else None
@@ -659,7 +645,7 @@ def close_referral(
     cancelled_targets = session.execute(
         update(Target)
         .where(Target.referral_id == referral_id, Target.state.in_(WAITING_STATES))
-        .values(state=TARGET_CANCELLED)
+        .values(state=TargetState.CANCELLED)
         .execution_options(synchronize_session=False)
     ).rowcount
     audit.record(

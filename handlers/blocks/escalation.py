@@ -22,7 +22,6 @@ from handlers.blocks.prompt import (
     referral_fields,
     response_buttons,
 )
-from handlers.ids import ESCALATION_EVENT_TYPE
 
 NO_PERSONAL_DATA = "The details are in the case system; this message holds no personal data."
 
@@ -34,20 +33,6 @@ ESCALATION_ROLES = {
     "self": "named on the referral",
     "shift": "on shift",
 }
-
-
-def escalation_metadata(referral_id: str, prompt_id: int, row_id: int, step: str) -> dict[str, Any]:
-    """The metadata of every message of an escalation step: the prompt it chases, the step and
-    its outbox row (how a retry finds the messages an earlier attempt posted)."""
-    return {
-        "event_type": ESCALATION_EVENT_TYPE,
-        "event_payload": {
-            "referral_id": referral_id,
-            "prompt_id": prompt_id,
-            "step": step,
-            "row_id": row_id,
-        },
-    }
 
 
 def recipient_label(person_id: str | None, slack_user: str | None = None) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.models import KIND_PROMPT, TARGET_FAILED, TARGET_HELD, TARGET_UNROUTABLE
+from bot.delivery.kinds import OutboxKind, TargetState
 from bot.services.logbook import (
     AGENCY_LABELS,
     ASKED,
@@ -152,9 +152,9 @@ def overdue_line(item: Overdue, tz: ZoneInfo) -> str:
     """One overdue target: referral, target, recipient, and the latest escalation step taken
     (or, before any, the next one due)."""
     who = f" → `{mrkdwn_escape(item.recipient_id)}`" if item.recipient_id else ""
-    if item.state == TARGET_HELD:
+    if item.state == TargetState.HELD:
         what = f"not sent, due {format_local(item.since, tz)}"
-    elif item.state == TARGET_FAILED:
+    elif item.state == TargetState.FAILED:
         what = f"could not be delivered, due {format_local(item.since, tz)}"
     elif item.last_step is not None and item.last_step_at is not None:
         what = f"no response, {STEP_DONE[item.last_step]} {format_local(item.last_step_at, tz)}"
@@ -366,16 +366,16 @@ def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[d
         name = f"`{mrkdwn_escape(t.target)}`"
         parts = [f"*{name}* ({t.state.replace('_', ' ')})"]
         if not t.asked:
-            if t.state == TARGET_HELD and t.due_at is not None:
+            if t.state == TargetState.HELD and t.due_at is not None:
                 parts.append(f"not asked yet, due {format_local(t.due_at, tz)}")
-            elif t.state == TARGET_UNROUTABLE:
+            elif t.state == TargetState.UNROUTABLE:
                 parts.append("unroutable: nobody to reach within 7 days")
             else:
                 parts.append("not asked")
         for a in t.asked:
             to = f"`{mrkdwn_escape(a.recipient_id or a.channel_id or '?')}`"
             late = " (late)" if a.late else ""
-            kind = "asked" if a.kind == KIND_PROMPT else a.kind.replace("_", " ")
+            kind = "asked" if a.kind == OutboxKind.PROMPT else a.kind.replace("_", " ")
             parts.append(f"{kind} {to} at {format_local(a.sent_at, tz)}{late}")
         for r in t.answers:
             behalf = f" for `{mrkdwn_escape(r.on_behalf_of)}`" if r.on_behalf_of else ""

@@ -30,16 +30,9 @@ from werkzeug.serving import make_server
 
 from bot.clock import FixedClock
 from bot.db import create_db_engine, make_session_factory
+from bot.delivery.kinds import OutboxKind
 from bot.models import AUDIT_EVENTS, AuditEvent, Prompt, Referral, Target
-from bot.services.intake import (
-    FIELDS,
-    KIND_CARD,
-    KIND_LONG_GAP,
-    KIND_ON_CALL,
-    KIND_PROMPT,
-    REQUIRED_FIELDS,
-    SOURCES,
-)
+from bot.services.intake import FIELDS, REQUIRED_FIELDS, SOURCES
 from bot.settings import Settings
 from bot.web.api import MAX_BODY_BYTES, create_api_blueprint
 from handlers.ids import CATEGORIES, URGENCIES
@@ -306,12 +299,12 @@ def test_weekend_referral_is_planned_and_every_row_written(
             )
             for p in prompts
         ] == [
-            (KIND_CARD, None, None, EDT_CARD_CHANNEL, T0, "pending", 0),
-            (KIND_ON_CALL, None, "edt-mgr", None, T0, "pending", 0),
-            (KIND_PROMPT, 0, None, None, MON_0900, "pending", 0),
-            (KIND_PROMPT, 1, None, None, TUE_0800, "pending", 0),
-            (KIND_PROMPT, 2, None, None, T0, "pending", 0),
-            (KIND_LONG_GAP, 1, "edt-mgr", None, T0, "pending", 0),
+            (OutboxKind.CARD, None, None, EDT_CARD_CHANNEL, T0, "pending", 0),
+            (OutboxKind.ON_CALL, None, "edt-mgr", None, T0, "pending", 0),
+            (OutboxKind.PROMPT, 0, None, None, MON_0900, "pending", 0),
+            (OutboxKind.PROMPT, 1, None, None, TUE_0800, "pending", 0),
+            (OutboxKind.PROMPT, 2, None, None, T0, "pending", 0),
+            (OutboxKind.LONG_GAP, 1, "edt-mgr", None, T0, "pending", 0),
             ("unroutable", 3, "edt-mgr", None, T0, "pending", 0),
         ]
         assert all(p.referral_id == referral_id for p in prompts)

@@ -25,7 +25,8 @@ from bot.channels.slack import make_web_client
 from bot.clock import FileClock, FixedClock
 from bot.delivery import outbox
 from bot.delivery.dispatcher import Dispatcher, DispatchStats
-from bot.models import CLAIMED, FAILED, PENDING, SENT, AuditEvent, Prompt, Referral, Target
+from bot.delivery.kinds import RowState
+from bot.models import AuditEvent, Prompt, Referral, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from handlers.blocks.prompt import build_prompt_message
@@ -151,7 +152,7 @@ def add_prompt_for(
         target_id=target.id,
         kind="prompt",
         due_at=due_at,
-        state=PENDING,
+        state=RowState.PENDING,
         attempts=0,
         detail=json.dumps({"planned_via": "self", "planned_recipient": person_id}),
     )
@@ -259,7 +260,7 @@ def test_nothing_is_sent_before_due_then_exactly_at_due(
 
         row = session.get(Prompt, prompt_id)
         assert (row.state, row.recipient_id, row.sent_at, row.late) == (
-            SENT,
+            RowState.SENT,
             "hv-jsmith",
             MONDAY_9,
             False,
@@ -308,7 +309,7 @@ def test_nobody_at_work_any_more_reschedules_to_the_chains_next_start(
     assert [c.args["channel"] for c in slack.calls("chat.postMessage")] == [EDT]  # the card
     tuesday_9 = MONDAY_9 + timedelta(days=1)
     row = prompt_row(session_factory, prompt_id)
-    assert (row.state, row.due_at) == (PENDING, tuesday_9)
+    assert (row.state, row.due_at) == (RowState.PENDING, tuesday_9)
     [scheduled] = events(session_factory, "prompt_scheduled")
     assert json.loads(scheduled.detail)["rescheduled"] is True
     assert json.loads(scheduled.detail)["due_at"] == "2027-01-12T09:00:00+00:00"
@@ -335,7 +336,7 @@ def test_a_claimed_but_unconfirmed_prompt_is_found_in_history_not_sent_again(
         )
         assert claimed.id == prompt_id
     posted = post_prompt_to_jo(slack, prompt_id)
-    assert prompt_row(session_factory, prompt_id).state == CLAIMED
+    assert prompt_row(session_factory, prompt_id).state == RowState.CLAIMED
 
     dispatcher = make_dispatcher(settings, session_factory, clock, "survivor")
     assert dispatcher.run_once().sent == 0  # the lease still runs: hands off
@@ -347,7 +348,7 @@ def test_a_claimed_but_unconfirmed_prompt_is_found_in_history_not_sent_again(
     assert len(dm_posts) == 1  # only the dead dispatcher's post
     assert len(messages_for(slack, prompt_id)) == 1
     row = prompt_row(session_factory, prompt_id)
-    assert (row.state, row.message_ts, row.claimed_by) == (SENT, posted["ts"], "survivor")
+    assert (row.state, row.message_ts, row.claimed_by) == (RowState.SENT, posted["ts"], "survivor")
     [sent] = events(session_factory, "prompt_sent", "prompt_sent_late")
     assert json.loads(sent.detail)["found_in_history"] is True
     history = slack.calls("conversations.history")
@@ -377,7 +378,7 @@ def test_a_prompt_found_in_history_is_logged_as_sent_at_its_first_claim(
     )
     assert "delay_minutes" not in detail
     row = prompt_row(session_factory, prompt_id)
-    assert (row.state, row.sent_at, row.late) == (SENT, MONDAY_9, False)
+    assert (row.state, row.sent_at, row.late) == (RowState.SENT, MONDAY_9, False)
     # The escalation clock started at 09:00: the reminder is due at 10:00, not 10:11.
     with session_factory() as session:
         [reminder] = session.scalars(select(Prompt).where(Prompt.kind == "escalation"))
@@ -451,7 +452,7 @@ def test_an_on_call_alert_posted_then_failed_is_found_by_its_own_event_type(
             kind="on_call",
             recipient_id="edt-mgr",
             due_at=MONDAY_9,
-            state=PENDING,
+            state=RowState.PENDING,
             attempts=0,
             detail=json.dumps({"role": "role:edt_manager"}),
         )
@@ -488,7 +489,7 @@ def test_a_post_applied_then_failed_is_not_duplicated(
     assert (stats.sent, stats.retrying) == (0, 1)
     assert len(messages_for(slack, prompt_id)) == 1  # Slack stored it anyway
     row = prompt_row(session_factory, prompt_id)
-    assert row.state == PENDING and outbox.needs_check(row)
+    assert row.state == RowState.PENDING and outbox.needs_check(row)
     assert row.next_attempt_at == MONDAY_9 + timedelta(seconds=30)
     [failed] = events(session_factory, "prompt_failed")
     assert json.loads(failed.detail)["will_retry"] is True
@@ -501,7 +502,7 @@ def test_a_post_applied_then_failed_is_not_duplicated(
         if "handover_prompt" in str(c.args.get("metadata"))
     ]
     assert len(prompt_posts) == 1
-    assert prompt_row(session_factory, prompt_id).state == SENT
+    assert prompt_row(session_factory, prompt_id).state == RowState.SENT
     assert len(events(session_factory, "prompt_sent", "prompt_sent_late")) == 1
 
 
@@ -526,7 +527,7 @@ def test_rate_limit_storms_and_server_errors_deliver_everything_once(
     assert {pid: len(messages_for(slack, pid)) for pid in ids} == dict.fromkeys(ids, 1)
     with session_factory() as session:
         states = session.scalars(select(Prompt.state).where(Prompt.id.in_(ids))).all()
-    assert set(states) == {SENT}
+    assert set(states) == {RowState.SENT}
     assert len(events(session_factory, "prompt_sent", "prompt_sent_late")) == 6
 
 
@@ -553,7 +554,7 @@ def _assert_each_sent_once(factory: sessionmaker[Session], slack: SlackStandIn, 
     assert {pid: counts[pid] for pid in ids} == dict.fromkeys(ids, 1)
     with factory() as session:
         states = Counter(session.scalars(select(Prompt.state).where(Prompt.id.in_(ids))))
-    assert states == Counter({SENT: len(ids)})
+    assert states == Counter({RowState.SENT: len(ids)})
     assert len(events(factory, "prompt_sent", "prompt_sent_late")) == len(ids)
 
 
@@ -629,7 +630,7 @@ def test_user_not_found_fails_the_prompt_and_alerts_the_edt_channel(
     assert stats.failed == 1
 
     row = prompt_row(session_factory, prompt_id)
-    assert (row.state, row.last_error) == (FAILED, "user_not_found")
+    assert (row.state, row.last_error) == (RowState.FAILED, "user_not_found")
     with session_factory() as session:
         assert session.get(Target, row.target_id).state == "failed"
     [failed] = events(session_factory, "prompt_failed")
@@ -668,7 +669,7 @@ def test_a_revoked_token_loses_nothing_and_sends_after_the_fix(
     assert "SLACK REFUSED THE BOT TOKEN (token_revoked)" in caplog.text
     assert slack.messages() == []
     for prompt_id in (first, second):
-        assert prompt_row(session_factory, prompt_id).state == PENDING  # nothing dropped
+        assert prompt_row(session_factory, prompt_id).state == RowState.PENDING  # nothing dropped
     assert prompt_row(session_factory, first).last_error == "token_revoked"
     # One attempt, then the rest of the batch waits instead of hammering Slack.
     assert len([c for c in slack.calls("chat.postMessage") if c.args["channel"] != EDT]) == 1
@@ -695,7 +696,7 @@ def test_on_call_alert_goes_to_the_holder_and_is_logged(
                 kind="on_call",
                 recipient_id="edt-mgr",
                 due_at=MONDAY_9,
-                state=PENDING,
+                state=RowState.PENDING,
                 attempts=0,
                 detail=json.dumps({"role": "role:edt_manager", "detail": "on call as edt_manager"}),
             )
@@ -725,7 +726,7 @@ def test_card_is_posted_once_then_updated_as_targets_change(
                 kind="card",
                 channel_id=EDT,
                 due_at=MONDAY_9,
-                state=PENDING,
+                state=RowState.PENDING,
                 attempts=0,
             )
         )
@@ -787,7 +788,7 @@ def test_the_recipients_app_home_is_refreshed_once_the_prompt_is_delivered(
                 kind="on_call",
                 recipient_id="edt-mgr",
                 due_at=MONDAY_9,
-                state=PENDING,
+                state=RowState.PENDING,
                 attempts=0,
                 detail=json.dumps({"role": "role:edt_manager"}),
             )
@@ -817,7 +818,7 @@ def test_a_failed_home_refresh_does_not_fail_the_delivery(
     monkeypatch.setattr("bot.delivery.dispatcher.refresh_homes", broken)
     stats = make_dispatcher(settings, session_factory, clock).run_once()
     assert (stats.sent, stats.retrying, stats.failed) == (1, 0, 0)
-    assert prompt_row(session_factory, prompt_id).state == SENT
+    assert prompt_row(session_factory, prompt_id).state == RowState.SENT
     assert len(messages_for(slack, prompt_id)) == 1
     assert events(session_factory, "prompt_failed") == []
     assert f"could not refresh the App Home of U0HV1 after prompt {prompt_id}" in caplog.text
@@ -848,4 +849,4 @@ def test_background_dispatcher_wakes_for_new_work_and_stops_cleanly(
         started = time.monotonic()
         dispatcher.shutdown()
         assert time.monotonic() - started < 5
-    assert prompt_row(session_factory, prompt_id).state == SENT
+    assert prompt_row(session_factory, prompt_id).state == RowState.SENT

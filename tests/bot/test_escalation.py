@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.channels.slack import SlackMessenger
 from bot.clock import FixedClock
 from bot.delivery.escalation import (
-    KIND_ESCALATION,
     StepOutcome,
     perform_escalation_step,
     plan_step,
@@ -29,8 +28,9 @@ from bot.delivery.escalation import (
     schedule_escalation,
     send_step,
 )
+from bot.delivery.kinds import OutboxKind, RowState
 from bot.delivery.outbox import load_detail, note
-from bot.models import CLAIMED, CLOSED, OPEN, PENDING, SENT, AuditEvent, Prompt, Referral, Target
+from bot.models import AuditEvent, Prompt, Referral, ReferralStatus, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from handlers.blocks.escalation import (
@@ -137,7 +137,7 @@ def sent_prompt(
             request_hash="0" * 64,
             rota_version=1,
             plan_json="{}",
-            status=OPEN,
+            status=ReferralStatus.OPEN,
         )
         session.add(referral)
         session.flush()
@@ -159,7 +159,7 @@ def sent_prompt(
             recipient_id=recipient,
             channel_id=slack_id(recipient),
             due_at=sent_at,
-            state=SENT,
+            state=RowState.SENT,
             attempts=0,
             sent_at=sent_at,
         )
@@ -187,13 +187,21 @@ def claim_next(factory: sessionmaker[Session], now: datetime) -> int | None:
     with factory.begin() as session:
         row = session.scalars(
             select(Prompt)
-            .where(Prompt.kind == KIND_ESCALATION, Prompt.state == PENDING, Prompt.due_at <= now)
+            .where(
+                Prompt.kind == OutboxKind.ESCALATION,
+                Prompt.state == RowState.PENDING,
+                Prompt.due_at <= now,
+            )
             .order_by(Prompt.due_at, Prompt.id)
             .limit(1)
         ).first()
         if row is None:
             return None
-        row.state, row.claimed_by, row.claimed_until = CLAIMED, "test", now + timedelta(minutes=10)
+        row.state, row.claimed_by, row.claimed_until = (
+            RowState.CLAIMED,
+            "test",
+            now + timedelta(minutes=10),
+        )
         return row.id
 
 
@@ -247,7 +255,7 @@ def escalation_rows(factory: sessionmaker[Session]) -> list[Prompt]:
     with factory() as session:
         return list(
             session.scalars(
-                select(Prompt).where(Prompt.kind == KIND_ESCALATION).order_by(Prompt.id)
+                select(Prompt).where(Prompt.kind == OutboxKind.ESCALATION).order_by(Prompt.id)
             )
         )
 
@@ -317,7 +325,7 @@ def test_every_step_at_its_exact_instant_each_once(
     breach = next(d for d in details if d["step"] == "breach")
     assert {n["recipient"] for n in breach["notified"]} == {"C0MASH", "hv-lead"}
     assert all(e.target == "person:hv-jsmith" for e in events(session_factory, *STEP_EVENTS))
-    assert [r.state for r in escalation_rows(session_factory)] == [SENT] * 4
+    assert [r.state for r in escalation_rows(session_factory)] == [RowState.SENT] * 4
 
 
 @pytest.mark.usefixtures("rota")
@@ -378,7 +386,7 @@ def test_a_restart_between_sending_and_recording_sends_nothing_twice(
     clock.set(later)
     with session_factory.begin() as session:
         row = session.get(Prompt, row_id)
-        assert row is not None and row.state == CLAIMED
+        assert row is not None and row.state == RowState.CLAIMED
         row.claimed_by, row.claimed_until = "test-2", later + timedelta(minutes=10)
         note(row, needs_check=True)
     with session_factory.begin() as session:
@@ -477,7 +485,9 @@ def target_state(factory: sessionmaker[Session]) -> str:
 
 def pending_cards(factory: sessionmaker[Session]) -> list[tuple[str, datetime]]:
     with factory() as session:
-        rows = session.scalars(select(Prompt).where(Prompt.kind == "card", Prompt.state == PENDING))
+        rows = session.scalars(
+            select(Prompt).where(Prompt.kind == "card", Prompt.state == RowState.PENDING)
+        )
         return [(r.referral_id, r.due_at) for r in rows]
 
 
@@ -567,7 +577,7 @@ def test_a_response_before_a_step_cancels_it_and_nothing_is_sent(
     with session_factory.begin() as session:
         if change == "closed":
             referral = session.get(Referral, REFERRAL_ID)
-            referral.status = CLOSED
+            referral.status = ReferralStatus.CLOSED
         else:
             target = session.scalars(select(Target)).one()
             target.state = change
@@ -576,7 +586,7 @@ def test_a_response_before_a_step_cancels_it_and_nothing_is_sent(
     assert [(o.result, o.step, o.reason) for o in outcomes] == [("cancelled", "escalate", reason)]
     assert len(standin.calls("chat.postMessage")) == calls_before
     assert [e.event for e in events(session_factory, *STEP_EVENTS)] == ["reminder_sent"]
-    assert [r.state for r in escalation_rows(session_factory)] == [SENT, "cancelled"]
+    assert [r.state for r in escalation_rows(session_factory)] == [RowState.SENT, "cancelled"]
     assert run_due(session_factory, client, clock, at(2026, 11, 16, 18), settings) == []
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import bot
+from bot.delivery.kinds import RESPONSE_KINDS
 
 BOT = Path(bot.__file__).parent
 DOMAIN_MODULES = (
@@ -48,4 +49,4 @@ def test_the_slack_layer_takes_its_vocabulary_from_the_domain() -> None:
         "handover_not_known": "not_known",
         "handover_redirect": "redirected",
     }
-    assert set(ids.RESPONSE_KIND_BY_ACTION.values()) == set(models.RESPONSE_KINDS)
+    assert set(ids.RESPONSE_KIND_BY_ACTION.values()) == set(RESPONSE_KINDS)

@@ -25,8 +25,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.delivery.kinds import RowState
 from bot.errors import InputError
-from bot.models import CLOSED, OPEN, PENDING, SENT, Prompt, Referral, Response, Target
+from bot.models import Prompt, Referral, ReferralStatus, Response, Target
 from bot.services import audit
 from bot.services.logbook import (
     ASKED,
@@ -124,7 +125,7 @@ def build_rota(session: Session) -> None:
 
 
 def add_referral(
-    session: Session, referral_id: str, received: datetime, *, status: str = OPEN
+    session: Session, referral_id: str, received: datetime, *, status: str = ReferralStatus.OPEN
 ) -> Referral:
     referral = Referral(
         referral_id=referral_id,
@@ -212,7 +213,7 @@ def add_prompt(
         kind="prompt",
         recipient_id=recipient,
         due_at=due,
-        state=SENT if sent else PENDING,
+        state=RowState.SENT if sent else RowState.PENDING,
         sent_at=sent,
         late=late,
     )
@@ -274,7 +275,7 @@ def build_scenario(session_factory: sessionmaker[Session]) -> Scenario:
         add_response(session, police, p, "acknowledged", "pc-pat", utc(12, 17, 15))
         p = add_prompt(session, hv, "hv-jo", utc(12, 16, 50), utc(12, 16, 50))
         add_response(session, hv, p, "acknowledged", "hv-jo", utc(13, 9, 40))
-        r4.status = CLOSED
+        r4.status = ReferralStatus.CLOSED
         r4.closed_at = utc(13, 12)
         audit.record(
             session, "referral_closed", at=utc(13, 12), referral_id="HO-R4", actor="mgr-mia"
@@ -658,7 +659,7 @@ def add_step_row(
         kind="escalation",
         recipient_id=prompt.recipient_id,
         due_at=due,
-        state=SENT if sent else PENDING,
+        state=RowState.SENT if sent else RowState.PENDING,
         sent_at=sent,
         detail=json.dumps({"prompt_id": prompt_id, "step": step}),
     )

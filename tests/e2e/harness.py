@@ -415,13 +415,14 @@ class Deployment:
         from sqlalchemy import and_, func, or_, select
         from sqlalchemy.orm import Session
 
-        from bot.models import CLAIMED, PENDING, Prompt
+        from bot.delivery.kinds import RowState
+        from bot.models import Prompt
 
         now = self.now()
         due = or_(
-            Prompt.state == CLAIMED,
+            Prompt.state == RowState.CLAIMED,
             and_(
-                Prompt.state == PENDING,
+                Prompt.state == RowState.PENDING,
                 Prompt.due_at <= now,
                 or_(Prompt.next_attempt_at.is_(None), Prompt.next_attempt_at <= now),
             ),

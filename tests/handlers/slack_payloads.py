@@ -32,7 +32,8 @@ from werkzeug.serving import make_server
 
 from bot.clock import FixedClock
 from bot.context import Services
-from bot.models import OPEN, PENDING, SENT, Prompt, Referral, Target
+from bot.delivery.kinds import RowState
+from bot.models import Prompt, Referral, ReferralStatus, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from bot.web.app import create_app
@@ -437,7 +438,7 @@ def build_scenario(session_factory: sessionmaker[Session], client: WebClient) ->
             request_hash="0" * 64,
             rota_version=7,
             plan_json="{}",
-            status=OPEN,
+            status=ReferralStatus.OPEN,
         )
         session.add(referral)
         session.flush()
@@ -457,7 +458,7 @@ def build_scenario(session_factory: sessionmaker[Session], client: WebClient) ->
 
         def sent_prompt(t: Target, recipient: str) -> tuple[Prompt, str, str]:
             prompt = Prompt(referral_id=REFERRAL_ID, target_id=t.id, kind="prompt",
-                            recipient_id=recipient, due_at=t.due_at or NOW, state=SENT,
+                            recipient_id=recipient, due_at=t.due_at or NOW, state=RowState.SENT,
                             sent_at=t.due_at)  # fmt: skip
             session.add(prompt)
             session.flush()
@@ -479,13 +480,13 @@ def build_scenario(session_factory: sessionmaker[Session], client: WebClient) ->
         prompt, dm_channel, dm_ts = sent_prompt(target, "hv-kpatel")
         role_prompt, role_channel, role_ts = sent_prompt(role, "pc-jones")
         held_prompt = Prompt(referral_id=REFERRAL_ID, target_id=held.id, kind="prompt",
-                             due_at=held.due_at, state=PENDING)  # fmt: skip
+                             due_at=held.due_at, state=RowState.PENDING)  # fmt: skip
         reminder = Prompt(referral_id=REFERRAL_ID, target_id=target.id, kind="reminder",
                           recipient_id="hv-kpatel", due_at=NOW + timedelta(minutes=48),
-                          state=PENDING)  # fmt: skip
+                          state=RowState.PENDING)  # fmt: skip
         escalation = Prompt(referral_id=REFERRAL_ID, target_id=target.id, kind="escalation",
                             recipient_id="hv-cover", due_at=NOW + timedelta(minutes=108),
-                            state=PENDING)  # fmt: skip
+                            state=RowState.PENDING)  # fmt: skip
         session.add_all([held_prompt, reminder, escalation])
         session.flush()
         return Scenario(
