@@ -61,11 +61,10 @@ from handlers.blocks.alerts import build_alert_message
 from handlers.blocks.card import build_card
 from handlers.blocks.prompt import build_prompt_message
 from handlers.home import refresh_homes
-from rota.hours import parse_hours
 from rota.models import Person
 from rota.planner import TargetError, plan_referral, resolve_recipient
 from rota.store import RotaStore
-from rota.worktime import WorkingTime, working_time_for_recipient
+from rota.worktime import working_time_for
 
 logger = logging.getLogger(__name__)
 
@@ -477,23 +476,9 @@ class Dispatcher:
             return person.slack_user_id
         return _Lookup(person_id=person_id, email=person.email)
 
-    def _respond_by(
-        self, store: RotaStore, target: str, recipient: str, via: str, now: datetime
-    ) -> datetime:
+    def _respond_by(self, store: RotaStore, target: str, recipient: str, now: datetime) -> datetime:
         tz = self.settings.timezone
-        if via == "channel" and target.startswith("team:"):
-            team = store.team(target.removeprefix("team:"))
-            if team is not None:
-                working = WorkingTime(
-                    tz=tz,
-                    hours=parse_hours(team.hours),
-                    region=team.region,
-                    team=team,
-                    store=store,
-                )
-                return working.end_of_working_day(now)
-            return WorkingTime(tz=tz).end_of_working_day(now)
-        return working_time_for_recipient(store, recipient, tz).end_of_working_day(now)
+        return working_time_for(store, recipient, target, tz).end_of_working_day(now)
 
     def _prepare_prompt(
         self, session: Session, prompt: Prompt, referral: Referral, now: datetime
@@ -529,7 +514,7 @@ class Dispatcher:
         prompt.recipient_id = recipient
         prompt.channel_id = channel
         outbox.note(prompt, via=via, first_claimed_wall=self._wall_first_claim(prompt))
-        respond_by = self._respond_by(store, target.target, recipient, via, now)
+        respond_by = self._respond_by(store, target.target, recipient, now)
         message = build_prompt_message(
             referral,
             prompt.id,

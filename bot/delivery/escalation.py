@@ -73,12 +73,11 @@ from rota.escalation import (
     escalation_schedule,
     steps_before,
 )
-from rota.hours import parse_hours
 from rota.models import Team
 from rota.plan import TargetError
 from rota.planner import chain_for, is_at_work, parse_target
 from rota.store import RotaStore
-from rota.worktime import WorkingTime, working_time_for_recipient
+from rota.worktime import WorkingTime, working_time_for
 
 logger = logging.getLogger(__name__)
 
@@ -218,16 +217,8 @@ def _state(
 def recipient_working_time(
     store: RotaStore, prompt: Prompt, target: Target, tz: ZoneInfo
 ) -> WorkingTime:
-    """The working time the prompt's steps are counted in: its recipient's team's."""
-    if prompt.recipient_id and store.person(prompt.recipient_id) is not None:
-        return working_time_for_recipient(store, prompt.recipient_id, tz)
-    # A team channel was prompted (nobody of the team at work): count in the team's hours.
-    team = _target_team(store, target, None)
-    if team is not None:
-        hours = parse_hours(team.hours)
-        if not hours.is_none:
-            return WorkingTime(tz=tz, hours=hours, region=team.region, team=team, store=store)
-    return WorkingTime(tz=tz, store=store)
+    """The working time the prompt's steps are counted in (the one rule of rota.worktime)."""
+    return working_time_for(store, prompt.recipient_id, target.target, tz)
 
 
 def _target_team(store: RotaStore, target: Target, recipient_id: str | None) -> Team | None:

@@ -45,10 +45,9 @@ from bot.errors import InputError
 from bot.models import AuditEvent, Prompt, Referral, ReferralStatus, Response, Target
 from bot.settings import EscalationPolicy
 from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND, STEPS
-from rota.hours import parse_hours
 from rota.models import Person, Team
 from rota.store import RotaStore
-from rota.worktime import WorkingTime, working_time_for_recipient
+from rota.worktime import WorkingTime, WorkingTimes
 
 LOG_FIELDS = ("at", "referral_id", "event", "actor", "recipient", "target", "detail")
 STRATEGY_AGENCIES = ("social_care", "police", "health")
@@ -209,21 +208,13 @@ def working_minutes_between(working_time: WorkingTime, start: datetime, end: dat
     return total.total_seconds() / 60
 
 
-def working_time_for_team(team: Team, store: RotaStore, tz: ZoneInfo) -> WorkingTime:
-    """The working time of a team as a whole (for a message sent to its channel)."""
-    hours = parse_hours(team.hours)
-    if hours.is_none:
-        return WorkingTime(tz=tz, store=store)
-    return WorkingTime(tz=tz, hours=hours, region=team.region, team=team, store=store)
-
-
 class AgencyResolver:
     """Agency types and working time of targets and recipients, cached for one session."""
 
     def __init__(self, store: RotaStore, tz: ZoneInfo) -> None:
         self.store = store
         self.tz = tz
-        self._working: dict[tuple[str, str], WorkingTime] = {}
+        self._working_times = WorkingTimes(store, tz)
 
     def preload(self, targets: Iterable[str], recipients: Iterable[str | None]) -> None:
         """Read the people and teams these targets and recipients name, in a few queries."""
@@ -258,18 +249,7 @@ class AgencyResolver:
 
     def working_time(self, target: str, recipient: str | None) -> WorkingTime:
         """The working time a prompt to `recipient` for `target` is measured in."""
-        if recipient and self.store.person(recipient) is not None:
-            key = ("person", recipient)
-            if key not in self._working:
-                self._working[key] = working_time_for_recipient(self.store, recipient, self.tz)
-            return self._working[key]
-        team = self.team_for(target, recipient)
-        if team is None:
-            return WorkingTime(tz=self.tz, store=self.store)
-        key = ("team", team.team_id)
-        if key not in self._working:
-            self._working[key] = working_time_for_team(team, self.store, self.tz)
-        return self._working[key]
+        return self._working_times.of_prompt(recipient, target)
 
 
 # ----- coverage -------------------------------------------------------------------------------
