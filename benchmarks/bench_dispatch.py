@@ -33,7 +33,7 @@ from bot.db import create_db_engine, make_session_factory  # noqa: E402
 from bot.delivery.dispatcher import Dispatcher  # noqa: E402
 from bot.delivery.kinds import RowState  # noqa: E402
 from bot.migrate import upgrade  # noqa: E402
-from bot.models import Prompt, Referral, Target  # noqa: E402
+from bot.models import OutboxMessage, Referral, Target  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.slack_standin import SlackStandIn, StandInUser  # noqa: E402
 from rota.models import RotaVersion  # noqa: E402
@@ -98,7 +98,7 @@ def seed(url: str, count: int) -> None:
             target = Target(
                 referral_id=f"HO-B{i // 10:05d}",
                 position=i % 10,
-                target=f"person:p{i}",
+                spec=f"person:p{i}",
                 planned_via="self",
                 planned_recipient=f"p{i}",
                 due_at=NOW,
@@ -107,7 +107,7 @@ def seed(url: str, count: int) -> None:
             session.add(target)
             session.flush()
             session.add(
-                Prompt(
+                OutboxMessage(
                     referral_id=target.referral_id,
                     target_id=target.id,
                     kind="prompt",
@@ -162,7 +162,7 @@ def run_processes(url: str, slack: SlackStandIn, dispatchers: int, clock_file: s
 def check(url: str, slack: SlackStandIn, count: int) -> None:
     engine = create_db_engine(url)
     with make_session_factory(engine)() as session:
-        states = Counter(session.scalars(select(Prompt.state)))
+        states = Counter(session.scalars(select(OutboxMessage.state)))
     engine.dispose()
     per_prompt = Counter(
         (m.get("metadata") or {}).get("event_payload", {}).get("prompt_id")

@@ -1,4 +1,4 @@
-"""SQLAlchemy models of referrals, their targets, the prompt outbox and the audit log."""
+"""SQLAlchemy models of referrals, their targets, the outbox and the audit log."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class Target(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
     position: Mapped[int] = mapped_column(Integer)
-    target: Mapped[str] = mapped_column(String(140))  # person:ID | team:ID | role:NAME
+    spec: Mapped[str] = mapped_column(String(140))  # person:ID | team:ID | role:NAME
     planned_via: Mapped[str] = mapped_column(String(16))
     planned_recipient: Mapped[str | None] = mapped_column(String(64))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # T0; None if unroutable
@@ -81,17 +81,22 @@ class Target(Base):
     __table_args__ = (UniqueConstraint("referral_id", "position"),)
 
 
-class Prompt(Base):
-    """The outbox: every Slack message the bot owes, with due time, state and attempts."""
+class OutboxMessage(Base):
+    """A row of the outbox: one message the bot owes (a prompt, an alert, a card update, an
+    escalation step or one of its messages), with its due time, state and attempts.
 
-    __tablename__ = "prompts"
+    A prompt's `prompt_id` (in its metadata, on its buttons, in Response) is its row's id.
+    """
+
+    __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
     target_id: Mapped[int | None] = mapped_column(ForeignKey("targets.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(24))
+    kind: Mapped[str] = mapped_column(String(24))  # an OutboxKind
     recipient_id: Mapped[str | None] = mapped_column(String(64))  # person_id, resolved late
-    channel_id: Mapped[str | None] = mapped_column(String(32))  # Slack channel when known
+    channel: Mapped[str | None] = mapped_column(String(16))  # how it goes (slack), once chosen
+    address: Mapped[str | None] = mapped_column(String(254))  # where on that channel, once known
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
     state: Mapped[str] = mapped_column(String(16), default=RowState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -99,13 +104,13 @@ class Prompt(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    message_channel: Mapped[str | None] = mapped_column(String(32))
+    message_channel: Mapped[str | None] = mapped_column(String(32))  # where the message lives
     message_ts: Mapped[str | None] = mapped_column(String(32))
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(String(500))
     detail: Mapped[str | None] = mapped_column(Text)  # JSON, kind-specific (no summary)
 
-    __table_args__ = (Index("ix_prompts_state_due", "state", "due_at"),)
+    __table_args__ = (Index("ix_outbox_state_due", "state", "due_at"),)
 
 
 class Response(Base):
@@ -114,7 +119,7 @@ class Response(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
     target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"), index=True)
-    prompt_id: Mapped[int | None] = mapped_column(ForeignKey("prompts.id"))
+    prompt_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
     kind: Mapped[str] = mapped_column(String(24))
     responder_id: Mapped[str] = mapped_column(String(64))
     on_behalf_of: Mapped[str | None] = mapped_column(String(64))

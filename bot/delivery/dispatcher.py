@@ -54,7 +54,7 @@ from bot.delivery.kinds import (
     TargetState,
 )
 from bot.delivery.metadata import PROMPT_EVENT_TYPE, alert_tag, card_tag, prompt_tag
-from bot.models import Prompt, Referral, ReferralStatus, Target
+from bot.models import OutboxMessage, Referral, ReferralStatus, Target
 from bot.services import audit
 from bot.settings import Settings, SettingsError
 from handlers.blocks.alerts import build_alert_message
@@ -184,7 +184,7 @@ def _audit(session: Session, event: str, *, at: datetime, **fields: Any) -> None
     audit.record(session, event, at=at, actor=escalation.ACTOR, **fields)
 
 
-def _target_of(session: Session, prompt: Prompt) -> Target | None:
+def _target_of(session: Session, prompt: OutboxMessage) -> Target | None:
     return session.get(Target, prompt.target_id) if prompt.target_id else None
 
 
@@ -367,7 +367,7 @@ class Dispatcher:
         if isinstance(step, _Delivery):
             # Committed before the post: if this attempt's message reaches Slack but the process
             # dies, the next attempt finds it in history and dates it to this attempt.
-            prompt = session.get(Prompt, prompt_id)
+            prompt = session.get(OutboxMessage, prompt_id)
             assert prompt is not None
             step = replace(step, earlier_attempt_at=outbox.last_post_attempt_at(prompt))
             outbox.note(prompt, last_post_attempt_at=now.isoformat())
@@ -405,7 +405,7 @@ class Dispatcher:
         )
         return _Done("retrying")
 
-    def _history_window(self, prompt: Prompt) -> tuple[bool, float | None]:
+    def _history_window(self, prompt: OutboxMessage) -> tuple[bool, float | None]:
         if not outbox.needs_check(prompt):
             return False, None
         state = outbox.dispatch_state(prompt)
@@ -420,7 +420,7 @@ class Dispatcher:
 
     def _delivery(
         self,
-        prompt: Prompt,
+        prompt: OutboxMessage,
         referral: Referral,
         channel: str,
         message: dict[str, Any],
@@ -444,7 +444,7 @@ class Dispatcher:
         )
 
     @staticmethod
-    def _metadata(prompt: Prompt) -> dict[str, Any]:
+    def _metadata(prompt: OutboxMessage) -> dict[str, Any]:
         """The row's message metadata: only a prompt is a `handover_prompt` (CONTRACT §6)."""
         if prompt.kind == OutboxKind.PROMPT:
             return prompt_tag(prompt.referral_id, prompt.id).metadata
@@ -453,7 +453,12 @@ class Dispatcher:
         return alert_tag(prompt.kind, prompt.referral_id, prompt.id).metadata
 
     def _cancel(
-        self, session: Session, prompt: Prompt, referral: Referral, now: datetime, reason: str
+        self,
+        session: Session,
+        prompt: OutboxMessage,
+        referral: Referral,
+        now: datetime,
+        reason: str,
     ) -> _Done:
         outbox.mark_cancelled(session, prompt.id, instance_id=self.instance_id, reason=reason)
         if prompt.kind == OutboxKind.PROMPT:
@@ -463,7 +468,7 @@ class Dispatcher:
                 "prompt_cancelled",
                 at=now,
                 referral_id=referral.referral_id,
-                target=target.target if target else None,
+                target=target.spec if target else None,
                 detail={"reason": reason, "prompt_id": prompt.id},
             )
         return _Done("cancelled")
@@ -481,7 +486,7 @@ class Dispatcher:
         return working_time_for(store, recipient, target, tz).end_of_working_day(now)
 
     def _prepare_prompt(
-        self, session: Session, prompt: Prompt, referral: Referral, now: datetime
+        self, session: Session, prompt: OutboxMessage, referral: Referral, now: datetime
     ) -> _Delivery | _Lookup | _Done:
         target = _target_of(session, prompt)
         if target is None:
@@ -494,11 +499,11 @@ class Dispatcher:
         check, oldest = self._history_window(prompt)
         store = RotaStore(session)
         tz = self.settings.timezone
-        if check and prompt.recipient_id and prompt.channel_id:
+        if check and prompt.recipient_id and prompt.address:
             # An earlier attempt chose a recipient: look where it would have posted.
-            recipient, via, channel = prompt.recipient_id, self._via_of(prompt), prompt.channel_id
+            recipient, via, channel = prompt.recipient_id, self._via_of(prompt), prompt.address
         else:
-            link = resolve_recipient(store, target.target, now, tz)
+            link = resolve_recipient(store, target.spec, now, tz)
             if link is None:
                 return self._replan(session, store, prompt, referral, target, now)
             recipient, via = link.recipient, link.via
@@ -512,9 +517,9 @@ class Dispatcher:
                 channel = slack_user
         # Remember the choice, so a later check searches the same place.
         prompt.recipient_id = recipient
-        prompt.channel_id = channel
+        prompt.address = channel
         outbox.note(prompt, via=via, first_claimed_wall=self._wall_first_claim(prompt))
-        respond_by = self._respond_by(store, target.target, recipient, now)
+        respond_by = self._respond_by(store, target.spec, recipient, now)
         message = build_prompt_message(
             referral,
             prompt.id,
@@ -522,7 +527,7 @@ class Dispatcher:
             respond_by=respond_by,
             tz=tz,
             via=via,
-            target=target.target,
+            target=target.spec,
         )
         return self._delivery(
             prompt,
@@ -532,16 +537,16 @@ class Dispatcher:
             check,
             oldest,
             recipient=recipient,
-            target=target.target,
+            target=target.spec,
             via=via,
             audit_detail={"respond_by": _local_iso(respond_by, self.settings)},
         )
 
     @staticmethod
-    def _via_of(prompt: Prompt) -> str | None:
+    def _via_of(prompt: OutboxMessage) -> str | None:
         return outbox.dispatch_state(prompt).get("via")
 
-    def _wall_first_claim(self, prompt: Prompt) -> str:
+    def _wall_first_claim(self, prompt: OutboxMessage) -> str:
         # Slack stamps messages with its own clock; when ours is simulated (tests, demo) the
         # two differ, so the history search also starts from the wall-clock first claim.
         existing = outbox.dispatch_state(prompt).get("first_claimed_wall")
@@ -551,7 +556,7 @@ class Dispatcher:
         self,
         session: Session,
         store: RotaStore,
-        prompt: Prompt,
+        prompt: OutboxMessage,
         referral: Referral,
         target: Target,
         now: datetime,
@@ -559,11 +564,11 @@ class Dispatcher:
         """Nobody in the chain is at work now (the rota changed): hold until someone is."""
         tz = self.settings.timezone
         try:
-            plan = plan_referral(store, [target.target], now, alert_roles=(), tz=tz)
+            plan = plan_referral(store, [target.spec], now, alert_roles=(), tz=tz)
             entry = plan.entries[0]
         except TargetError as exc:
             logger.warning(
-                "target %s of %s no longer routable: %s", target.target, referral.referral_id, exc
+                "target %s of %s no longer routable: %s", target.spec, referral.referral_id, exc
             )
             entry = None
         if entry is not None and entry.due_at is not None and entry.due_at > now:
@@ -575,7 +580,7 @@ class Dispatcher:
                 at=now,
                 referral_id=referral.referral_id,
                 recipient=entry.recipient,
-                target=target.target,
+                target=target.spec,
                 detail={
                     "rescheduled": True,
                     "reason": "nobody in the chain is at work now",
@@ -598,7 +603,7 @@ class Dispatcher:
             "unroutable",
             at=now,
             referral_id=referral.referral_id,
-            target=target.target,
+            target=target.spec,
             detail={"reason": detail, "prompt_id": prompt.id},
             rota_version=store.current_rota_version(),
         )
@@ -607,33 +612,33 @@ class Dispatcher:
             OutboxKind.UNROUTABLE,
             referral.referral_id,
             now,
-            target=target.target,
+            target=target.spec,
             detail=detail,
         )
         self._refresh_card(session, referral, now)
         return _Done("failed")
 
     def _prepare_alert(
-        self, session: Session, prompt: Prompt, referral: Referral, now: datetime
+        self, session: Session, prompt: OutboxMessage, referral: Referral, now: datetime
     ) -> _Delivery | _Lookup | _Done:
         detail = outbox.load_detail(prompt)
         check, oldest = self._history_window(prompt)
         target = detail.get("role") if prompt.kind == OutboxKind.ON_CALL else detail.get("target")
         channel: str | None
         if prompt.kind == OutboxKind.DELIVERY_FAILURE:
-            channel = prompt.channel_id or self.settings.edt_channel
+            channel = prompt.address or self.settings.edt_channel
         elif prompt.recipient_id:
             # The on-call holder gets the alert in a DM.
             slack_user = (
-                prompt.channel_id
-                if check and prompt.channel_id
+                prompt.address
+                if check and prompt.address
                 else self._slack_user_for(RotaStore(session), prompt.recipient_id)
             )
             if isinstance(slack_user, _Lookup):
                 return slack_user
             channel = slack_user
         else:
-            channel = prompt.channel_id or self.settings.edt_channel
+            channel = prompt.address or self.settings.edt_channel
         if not channel:
             logger.error(
                 "no channel for %s alert of %s: set HANDOVER_EDT_CHANNEL",
@@ -644,7 +649,7 @@ class Dispatcher:
                 session, prompt.id, instance_id=self.instance_id, now=now, error="no channel"
             )
             return _Done("failed")
-        prompt.channel_id = channel
+        prompt.address = channel
         outbox.note(prompt, first_claimed_wall=self._wall_first_claim(prompt))
         message = build_alert_message(
             prompt.kind,
@@ -668,9 +673,9 @@ class Dispatcher:
         )
 
     def _prepare_card(
-        self, session: Session, prompt: Prompt, referral: Referral, now: datetime
+        self, session: Session, prompt: OutboxMessage, referral: Referral, now: datetime
     ) -> _Delivery | _Done:
-        channel = referral.card_channel or prompt.channel_id or self.settings.edt_channel
+        channel = referral.card_channel or prompt.address or self.settings.edt_channel
         if not channel:
             logger.warning(
                 "no HANDOVER_EDT_CHANNEL: the card of %s is not posted", referral.referral_id
@@ -686,7 +691,7 @@ class Dispatcher:
             outbox.defer(session, prompt.id, instance_id=self.instance_id, until=now + CARD_WAIT)
             return _Done("deferred")
         check, oldest = self._history_window(prompt)
-        prompt.channel_id = channel
+        prompt.address = channel
         outbox.note(prompt, first_claimed_wall=self._wall_first_claim(prompt))
         targets = list(
             session.scalars(select(Target).where(Target.referral_id == referral.referral_id))
@@ -710,13 +715,13 @@ class Dispatcher:
 
     def _recipient_labels(self, session: Session, referral_id: str) -> dict[int, str]:
         rows = session.execute(
-            select(Prompt.target_id, Prompt.recipient_id, Prompt.channel_id)
+            select(OutboxMessage.target_id, OutboxMessage.recipient_id, OutboxMessage.address)
             .where(
-                Prompt.referral_id == referral_id,
-                Prompt.kind == OutboxKind.PROMPT,
-                Prompt.state == RowState.SENT,
+                OutboxMessage.referral_id == referral_id,
+                OutboxMessage.kind == OutboxKind.PROMPT,
+                OutboxMessage.state == RowState.SENT,
             )
-            .order_by(Prompt.sent_at)
+            .order_by(OutboxMessage.sent_at)
         ).all()
         labels: dict[int, str] = {}
         for target_id, recipient_id, channel_id in rows:
@@ -867,7 +872,7 @@ class Dispatcher:
     def _audit_prompt_sent(
         self,
         session: Session,
-        prompt: Prompt,
+        prompt: OutboxMessage,
         referral: Referral,
         delivery: _Delivery,
         base: dict[str, Any],
@@ -907,7 +912,7 @@ class Dispatcher:
     def _audit_failure(
         self,
         session: Session,
-        prompt: Prompt,
+        prompt: OutboxMessage,
         now: datetime,
         reason: str,
         *,
@@ -932,7 +937,7 @@ class Dispatcher:
             at=now,
             referral_id=prompt.referral_id,
             recipient=prompt.recipient_id,
-            target=target.target if target else outbox.load_detail(prompt).get("role"),
+            target=target.spec if target else outbox.load_detail(prompt).get("role"),
             detail=detail,
         )
 
@@ -978,7 +983,7 @@ class Dispatcher:
                     OutboxKind.DELIVERY_FAILURE,
                     prompt.referral_id,
                     now,
-                    target=target.target if target else outbox.load_detail(prompt).get("role"),
+                    target=target.spec if target else outbox.load_detail(prompt).get("role"),
                     person_id=prompt.recipient_id,
                     reason=exc.error,
                 )
@@ -1062,10 +1067,10 @@ class Dispatcher:
             return
         payload = {"target": target, "person_id": person_id, "reason": reason, "detail": detail}
         session.add(
-            Prompt(
+            OutboxMessage(
                 referral_id=referral_id,
                 kind=kind,
-                channel_id=self.settings.edt_channel,
+                address=self.settings.edt_channel,
                 due_at=now,
                 state=RowState.PENDING,
                 attempts=0,

@@ -49,7 +49,7 @@ from bot.delivery.outbox import (
     note,
     owned,
 )
-from bot.models import Prompt, Referral, ReferralStatus, Target
+from bot.models import OutboxMessage, Referral, ReferralStatus, Target
 from bot.services import audit
 from bot.settings import Settings
 from handlers.blocks.escalation import (
@@ -169,7 +169,7 @@ class StepOutcome:
 # Reading the rows ----------------------------------------------------------------------------
 
 
-def _row_id(row: Prompt | int) -> int:
+def _row_id(row: OutboxMessage | int) -> int:
     if isinstance(row, int):
         return row
     # The identity survives detachment, so a row from the claiming session can be passed.
@@ -177,17 +177,19 @@ def _row_id(row: Prompt | int) -> int:
     return int(identity[0]) if identity else int(row.id)
 
 
-def escalation_rows(session: Session, prompt: Prompt) -> list[Prompt]:
+def escalation_rows(session: Session, prompt: OutboxMessage) -> list[OutboxMessage]:
     """The escalation rows of one sent prompt, oldest first."""
     rows = session.scalars(
-        select(Prompt)
-        .where(Prompt.kind == OutboxKind.ESCALATION, Prompt.target_id == prompt.target_id)
-        .order_by(Prompt.id)
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.kind == OutboxKind.ESCALATION, OutboxMessage.target_id == prompt.target_id
+        )
+        .order_by(OutboxMessage.id)
     )
     return [r for r in rows if load_detail(r).get("prompt_id") == prompt.id]
 
 
-def _sent_steps(session: Session, prompt: Prompt) -> set[str]:
+def _sent_steps(session: Session, prompt: OutboxMessage) -> set[str]:
     return {
         str(load_detail(r).get("step"))
         for r in escalation_rows(session, prompt)
@@ -196,7 +198,7 @@ def _sent_steps(session: Session, prompt: Prompt) -> set[str]:
 
 
 def _state(
-    prompt: Prompt, target: Target, referral: Referral, done: frozenset[str]
+    prompt: OutboxMessage, target: Target, referral: Referral, done: frozenset[str]
 ) -> EscalationState:
     assert prompt.sent_at is not None
     return EscalationState(
@@ -215,16 +217,16 @@ def _state(
 
 
 def recipient_working_time(
-    store: RotaStore, prompt: Prompt, target: Target, tz: ZoneInfo
+    store: RotaStore, prompt: OutboxMessage, target: Target, tz: ZoneInfo
 ) -> WorkingTime:
     """The working time the prompt's steps are counted in (the one rule of rota.worktime)."""
-    return working_time_for(store, prompt.recipient_id, target.target, tz)
+    return working_time_for(store, prompt.recipient_id, target.spec, tz)
 
 
 def _target_team(store: RotaStore, target: Target, recipient_id: str | None) -> Team | None:
     """The team whose manager answers for the target (the recipient's, for a role target)."""
     try:
-        kind, ref = parse_target(target.target)
+        kind, ref = parse_target(target.spec)
     except TargetError:
         return None
     if kind == "team":
@@ -247,7 +249,7 @@ def _recipient_team_manager(store: RotaStore, recipient_id: str | None) -> str |
 
 
 def escalation_people(
-    store: RotaStore, prompt: Prompt, target: Target, now: datetime, tz: ZoneInfo
+    store: RotaStore, prompt: OutboxMessage, target: Target, now: datetime, tz: ZoneInfo
 ) -> list[tuple[str, str]]:
     """(person_id, via) for everyone the escalate step reaches, never the recipient: the people
     after the recipient in the target's chain who are at work now, in chain order, then the
@@ -259,10 +261,10 @@ def escalation_people(
     """
     recipient = prompt.recipient_id
     try:
-        links = chain_for(store, target.target, now)
+        links = chain_for(store, target.spec, now)
     except TargetError:
         # The target left the rota since it was prompted; its managers are still told.
-        logger.warning("escalation: target %s is no longer in the rota", target.target)
+        logger.warning("escalation: target %s is no longer in the rota", target.spec)
         links = []
     position = next((i for i, link in enumerate(links) if link.recipient == recipient), None)
     # Whoever was asked before the recipient was passed over (on leave, off work): not them.
@@ -301,11 +303,11 @@ def _person_label(store: RotaStore, person_id: str) -> str:
     return recipient_label(person_id, person.slack_user_id if person is not None else None)
 
 
-def _asked(store: RotaStore, prompt: Prompt) -> str:
+def _asked(store: RotaStore, prompt: OutboxMessage) -> str:
     person = store.person(prompt.recipient_id) if prompt.recipient_id else None
     if person is not None:
         return recipient_label(person.person_id, person.slack_user_id)
-    channel = prompt.channel_id or prompt.message_channel or prompt.recipient_id
+    channel = prompt.address or prompt.message_channel or prompt.recipient_id
     return channel_label(channel) if channel else recipient_label(None)
 
 
@@ -339,9 +341,9 @@ def _post(channel: str, message: dict[str, Any], metadata: dict[str, Any]) -> Ou
 
 
 def _reminder(
-    store: RotaStore, prompt: Prompt, message: dict[str, Any], metadata: dict[str, Any]
+    store: RotaStore, prompt: OutboxMessage, message: dict[str, Any], metadata: dict[str, Any]
 ) -> OutgoingMessage | None:
-    recipient = prompt.recipient_id or prompt.channel_id or ""
+    recipient = prompt.recipient_id or prompt.address or ""
     # The conversation the prompt went to, so the reminder sits right under it.
     if prompt.message_channel:
         return OutgoingMessage(
@@ -355,15 +357,15 @@ def _reminder(
     dm = _dm(store, recipient, "recipient", message, metadata) if recipient else None
     if dm is not None:
         return dm
-    if prompt.channel_id:
-        return _post(prompt.channel_id, message, metadata)
+    if prompt.address:
+        return _post(prompt.address, message, metadata)
     return None
 
 
 # Planning ------------------------------------------------------------------------------------
 
 
-def _history_window(row: Prompt) -> tuple[bool, float | None]:
+def _history_window(row: OutboxMessage) -> tuple[bool, float | None]:
     """Whether an earlier attempt may have posted part of the step, and since when to look."""
     # A multi-message step that failed part-way was released with attempts + 1; an abandoned
     # claim is marked needs_check: either way some messages may be in Slack already.
@@ -377,18 +379,18 @@ def _history_window(row: Prompt) -> tuple[bool, float | None]:
 
 
 def plan_step(
-    session: Session, row: Prompt | int, *, now: datetime, settings: Settings
+    session: Session, row: OutboxMessage | int, *, now: datetime, settings: Settings
 ) -> StepPlan:
     """What performing this escalation row means at `now`; reads only, writes nothing."""
     row_id = _row_id(row)
-    current = session.get(Prompt, row_id)
+    current = session.get(OutboxMessage, row_id)
     if current is None or current.kind != OutboxKind.ESCALATION:
         return StepPlan(row_id, "skip", reason="not an escalation row")
     if current.state not in (RowState.PENDING, RowState.CLAIMED):
         return StepPlan(row_id, "skip", reason=f"row already {current.state}")
     detail = load_detail(current)
     step = detail.get("step")
-    prompt = session.get(Prompt, detail.get("prompt_id") or 0)
+    prompt = session.get(OutboxMessage, detail.get("prompt_id") or 0)
     target = session.get(Target, current.target_id) if current.target_id else None
     referral = session.get(Referral, current.referral_id)
     if step not in STEPS:
@@ -435,7 +437,7 @@ def plan_step(
 def _step_messages(
     store: RotaStore,
     step: str,
-    prompt: Prompt,
+    prompt: OutboxMessage,
     target: Target,
     referral: Referral,
     schedule: dict[Step, datetime],
@@ -473,7 +475,7 @@ def _step_messages(
             message = build_escalation_message(
                 referral,
                 prompt.id,
-                target=target.target,
+                target=target.spec,
                 asked=asked,
                 sent_at=prompt.sent_at,
                 respond_by=schedule[BREACH],
@@ -490,7 +492,7 @@ def _step_messages(
             ]
             message = build_channel_escalation_message(
                 referral,
-                target=target.target,
+                target=target.spec,
                 asked=asked,
                 sent_at=prompt.sent_at,
                 escalated_to=told,
@@ -501,7 +503,7 @@ def _step_messages(
     else:
         message = build_breach_message(
             referral,
-            target=target.target,
+            target=target.spec,
             asked=asked,
             sent_at=prompt.sent_at,
             breach_at=schedule[BREACH],
@@ -592,13 +594,13 @@ def _send_one(
 # Recording -----------------------------------------------------------------------------------
 
 
-def _set_detail(row: Prompt, **changes: Any) -> None:
+def _set_detail(row: OutboxMessage, **changes: Any) -> None:
     detail = load_detail(row)
     detail.update(changes)
     row.detail = json.dumps(detail, sort_keys=True)
 
 
-def _close_row(row: Prompt, state: str, now: datetime) -> None:
+def _close_row(row: OutboxMessage, state: str, now: datetime) -> None:
     row.state = state
     row.claimed_by = None
     row.claimed_until = None
@@ -608,8 +610,10 @@ def _close_row(row: Prompt, state: str, now: datetime) -> None:
         note(row, needs_check=False)
 
 
-def _insert_step_row(session: Session, prompt: Prompt, step: str, due_at: datetime) -> Prompt:
-    row = Prompt(
+def _insert_step_row(
+    session: Session, prompt: OutboxMessage, step: str, due_at: datetime
+) -> OutboxMessage:
+    row = OutboxMessage(
         referral_id=prompt.referral_id,
         target_id=prompt.target_id,
         kind=OutboxKind.ESCALATION,
@@ -624,11 +628,11 @@ def _insert_step_row(session: Session, prompt: Prompt, step: str, due_at: dateti
     return row
 
 
-def _current_row(session: Session, row_id: int, instance_id: str | None) -> Prompt | None:
+def _current_row(session: Session, row_id: int, instance_id: str | None) -> OutboxMessage | None:
     if instance_id is not None:
         # Compare-and-set on the claim: a dispatcher whose lease ran out records nothing.
         return owned(session, row_id, instance_id)
-    current = session.get(Prompt, row_id, populate_existing=True)
+    current = session.get(OutboxMessage, row_id, populate_existing=True)
     return (
         current
         if current is not None and current.state in (RowState.PENDING, RowState.CLAIMED)
@@ -638,7 +642,7 @@ def _current_row(session: Session, row_id: int, instance_id: str | None) -> Prom
 
 def record_step(
     session: Session,
-    row: Prompt | int,
+    row: OutboxMessage | int,
     plan: StepPlan,
     results: Sequence[MessageResult],
     *,
@@ -678,7 +682,7 @@ def record_step(
             next_due_at=plan.defer_to,
         )
 
-    prompt = session.get(Prompt, load_detail(current).get("prompt_id") or 0)
+    prompt = session.get(OutboxMessage, load_detail(current).get("prompt_id") or 0)
     target = session.get(Target, current.target_id) if current.target_id else None
     referral = session.get(Referral, current.referral_id)
     assert prompt is not None and target is not None and referral is not None
@@ -743,8 +747,8 @@ def _mark_escalated(
 
 def _audit_step(
     session: Session,
-    row: Prompt,
-    prompt: Prompt,
+    row: OutboxMessage,
+    prompt: OutboxMessage,
     target: Target,
     plan: StepPlan,
     results: Sequence[MessageResult],
@@ -771,7 +775,7 @@ def _audit_step(
             referral_id=row.referral_id,
             actor=ACTOR,
             recipient=recipient,
-            target=target.target,
+            target=target.spec,
             detail={**base, **extra},
             rota_version=version,
         )
@@ -808,8 +812,8 @@ def _outcome(recipient: str, via: str, delivered: bool, error: str | None) -> di
 
 
 def schedule_escalation(
-    session: Session, prompt: Prompt, *, now: datetime, settings: Settings
-) -> Prompt | None:
+    session: Session, prompt: OutboxMessage, *, now: datetime, settings: Settings
+) -> OutboxMessage | None:
     """Insert the first escalation step of a prompt just confirmed sent (idempotent).
 
     Returns the step's row (an existing one when called again), or None when nothing is to be
@@ -839,7 +843,7 @@ def schedule_escalation(
 def perform_escalation_step(
     session: Session,
     client: WebClient,
-    row: Prompt | int,
+    row: OutboxMessage | int,
     *,
     now: datetime,
     settings: Settings,

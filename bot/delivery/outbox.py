@@ -19,7 +19,7 @@ from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import OutboxKind, RowState
-from bot.models import Prompt
+from bot.models import OutboxMessage
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=15)
@@ -34,7 +34,7 @@ def backoff(attempts: int) -> timedelta:
     return min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(attempts - 1, 16)))
 
 
-def load_detail(prompt: Prompt) -> dict[str, Any]:
+def load_detail(prompt: OutboxMessage) -> dict[str, Any]:
     """The row's detail JSON as a dict (empty when absent or not an object)."""
     if not prompt.detail:
         return {}
@@ -45,7 +45,7 @@ def load_detail(prompt: Prompt) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def dispatch_state(prompt: Prompt) -> dict[str, Any]:
+def dispatch_state(prompt: OutboxMessage) -> dict[str, Any]:
     """The dispatcher's bookkeeping for this row (needs_check, first_claimed_at, …)."""
     state = load_detail(prompt).get(DISPATCH_KEY)
     return dict(state) if isinstance(state, dict) else {}
@@ -56,12 +56,12 @@ def dumps(detail: dict[str, Any]) -> str:
     return json.dumps(detail, sort_keys=True)
 
 
-def note(prompt: Prompt, **changes: Any) -> None:
+def note(prompt: OutboxMessage, **changes: Any) -> None:
     """Record dispatcher bookkeeping in the row's detail (e.g. the via chosen at send time)."""
     _set_dispatch_state(prompt, **changes)
 
 
-def _set_dispatch_state(prompt: Prompt, **changes: Any) -> None:
+def _set_dispatch_state(prompt: OutboxMessage, **changes: Any) -> None:
     detail = load_detail(prompt)
     state = detail.get(DISPATCH_KEY)
     state = dict(state) if isinstance(state, dict) else {}
@@ -70,18 +70,18 @@ def _set_dispatch_state(prompt: Prompt, **changes: Any) -> None:
     prompt.detail = dumps(detail)
 
 
-def needs_check(prompt: Prompt) -> bool:
+def needs_check(prompt: OutboxMessage) -> bool:
     """Whether the message may already be in Slack, so history must be searched before posting."""
     return bool(dispatch_state(prompt).get("needs_check"))
 
 
-def first_claimed_at(prompt: Prompt) -> datetime | None:
+def first_claimed_at(prompt: OutboxMessage) -> datetime | None:
     """When the row was first claimed: no message for it can be older."""
     text = dispatch_state(prompt).get("first_claimed_at")
     return datetime.fromisoformat(text) if text else None
 
 
-def last_post_attempt_at(prompt: Prompt) -> datetime | None:
+def last_post_attempt_at(prompt: OutboxMessage) -> datetime | None:
     """When the latest attempt to post this row began (it may have reached Slack)."""
     text = dispatch_state(prompt).get("last_post_attempt_at")
     return datetime.fromisoformat(text) if text else None
@@ -89,11 +89,11 @@ def last_post_attempt_at(prompt: Prompt) -> datetime | None:
 
 def _due_clause(now: datetime):
     ready = and_(
-        Prompt.state == RowState.PENDING,
-        Prompt.due_at <= now,
-        or_(Prompt.next_attempt_at.is_(None), Prompt.next_attempt_at <= now),
+        OutboxMessage.state == RowState.PENDING,
+        OutboxMessage.due_at <= now,
+        or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now),
     )
-    abandoned = and_(Prompt.state == RowState.CLAIMED, Prompt.claimed_until < now)
+    abandoned = and_(OutboxMessage.state == RowState.CLAIMED, OutboxMessage.claimed_until < now)
     return or_(ready, abandoned)
 
 
@@ -104,16 +104,21 @@ def claim_due(
     instance_id: str,
     limit: int,
     lease: timedelta = DEFAULT_LEASE,
-) -> list[Prompt]:
+) -> list[OutboxMessage]:
     """Claim up to `limit` due rows for `instance_id` until now + lease, oldest due first.
 
     Due: pending with due_at and next_attempt_at passed, or claimed with an expired lease
     (marked needs_check). PostgreSQL skips rows other dispatchers hold locked; SQLite
     (already serialised by BEGIN IMMEDIATE) claims with a compare-and-set per row.
     """
-    query = select(Prompt).where(_due_clause(now)).order_by(Prompt.due_at, Prompt.id).limit(limit)
+    query = (
+        select(OutboxMessage)
+        .where(_due_clause(now))
+        .order_by(OutboxMessage.due_at, OutboxMessage.id)
+        .limit(limit)
+    )
     abandoned: set[int] = set()
-    claimed: list[Prompt] = []
+    claimed: list[OutboxMessage] = []
     if session.get_bind().dialect.name == "postgresql":
         for prompt in session.scalars(query.with_for_update(skip_locked=True)):
             if prompt.state == RowState.CLAIMED:
@@ -121,17 +126,17 @@ def claim_due(
             claimed.append(prompt)
     else:
         candidates = session.execute(
-            select(Prompt.id, Prompt.state, Prompt.claimed_until)
+            select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.claimed_until)
             .where(_due_clause(now))
-            .order_by(Prompt.due_at, Prompt.id)
+            .order_by(OutboxMessage.due_at, OutboxMessage.id)
             .limit(limit)
         ).all()
         for prompt_id, state, claimed_until in candidates:
-            guard = [Prompt.id == prompt_id, Prompt.state == state]
+            guard = [OutboxMessage.id == prompt_id, OutboxMessage.state == state]
             if state == RowState.CLAIMED:
-                guard.append(Prompt.claimed_until == claimed_until)
+                guard.append(OutboxMessage.claimed_until == claimed_until)
             result = session.execute(
-                update(Prompt)
+                update(OutboxMessage)
                 .where(*guard)
                 .values(state=RowState.CLAIMED, claimed_by=instance_id, claimed_until=now + lease)
                 .execution_options(synchronize_session=False)
@@ -140,7 +145,7 @@ def claim_due(
                 continue  # another dispatcher took it first
             if state == RowState.CLAIMED:
                 abandoned.add(prompt_id)
-            claimed.append(session.get(Prompt, prompt_id, populate_existing=True))
+            claimed.append(session.get(OutboxMessage, prompt_id, populate_existing=True))
     for prompt in claimed:
         changes: dict[str, Any] = {}
         if dispatch_state(prompt).get("first_claimed_at") is None:
@@ -159,11 +164,14 @@ def claim_due(
 def next_due_at(session: Session) -> datetime | None:
     """The earliest instant at which some row becomes due (for scheduling the next wake-up)."""
     ready_at = case(
-        (Prompt.next_attempt_at > Prompt.due_at, Prompt.next_attempt_at), else_=Prompt.due_at
+        (OutboxMessage.next_attempt_at > OutboxMessage.due_at, OutboxMessage.next_attempt_at),
+        else_=OutboxMessage.due_at,
     )
-    pending = session.scalar(select(func.min(ready_at)).where(Prompt.state == RowState.PENDING))
+    pending = session.scalar(
+        select(func.min(ready_at)).where(OutboxMessage.state == RowState.PENDING)
+    )
     lease_ends = session.scalar(
-        select(func.min(Prompt.claimed_until)).where(Prompt.state == RowState.CLAIMED)
+        select(func.min(OutboxMessage.claimed_until)).where(OutboxMessage.state == RowState.CLAIMED)
     )
     # min() over a CASE loses the column type on some backends: normalise to aware UTC.
     candidates = [_aware(t) for t in (pending, lease_ends) if t is not None]
@@ -176,14 +184,14 @@ def _aware(value: datetime | str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def owned(session: Session, prompt_id: int, instance_id: str) -> Prompt | None:
+def owned(session: Session, prompt_id: int, instance_id: str) -> OutboxMessage | None:
     """The row, locked and fresh, if `instance_id` still holds its claim; else None."""
     return session.scalars(
-        select(Prompt)
+        select(OutboxMessage)
         .where(
-            Prompt.id == prompt_id,
-            Prompt.state == RowState.CLAIMED,
-            Prompt.claimed_by == instance_id,
+            OutboxMessage.id == prompt_id,
+            OutboxMessage.state == RowState.CLAIMED,
+            OutboxMessage.claimed_by == instance_id,
         )
         .with_for_update()
         .execution_options(populate_existing=True)
@@ -192,7 +200,7 @@ def owned(session: Session, prompt_id: int, instance_id: str) -> Prompt | None:
 
 def renew_claim(
     session: Session, prompt_id: int, *, instance_id: str, now: datetime, lease: timedelta
-) -> Prompt | None:
+) -> OutboxMessage | None:
     """Extend our lease just before talking to Slack; None when the claim is no longer ours."""
     prompt = owned(session, prompt_id, instance_id)
     if prompt is not None:
@@ -209,7 +217,7 @@ def mark_sent(
     channel: str,
     ts: str,
     late: bool,
-) -> Prompt | None:
+) -> OutboxMessage | None:
     """Confirm delivery (message `channel`/`ts`); None if our claim was lost meanwhile."""
     prompt = owned(session, prompt_id, instance_id)
     if prompt is None:
@@ -234,7 +242,7 @@ def release_for_retry(
     error: str,
     may_have_posted: bool = False,
     not_before: datetime | None = None,
-) -> Prompt | None:
+) -> OutboxMessage | None:
     """Back to pending with attempts+1 and next_attempt_at = now + backoff (or not_before).
 
     `may_have_posted` (an ambiguous failure) makes the next attempt search history first.
@@ -253,7 +261,7 @@ def release_for_retry(
     return prompt
 
 
-def _release(prompt: Prompt, *, next_attempt_at: datetime | None) -> None:
+def _release(prompt: OutboxMessage, *, next_attempt_at: datetime | None) -> None:
     """Hand a claimed row back to pending, to be claimed again from `next_attempt_at`."""
     prompt.state = RowState.PENDING
     prompt.next_attempt_at = next_attempt_at
@@ -261,7 +269,9 @@ def _release(prompt: Prompt, *, next_attempt_at: datetime | None) -> None:
     prompt.claimed_until = None
 
 
-def defer(session: Session, prompt_id: int, *, instance_id: str, until: datetime) -> Prompt | None:
+def defer(
+    session: Session, prompt_id: int, *, instance_id: str, until: datetime
+) -> OutboxMessage | None:
     """Back to pending without counting an attempt (waiting on something else, not failing)."""
     prompt = owned(session, prompt_id, instance_id)
     if prompt is None:
@@ -272,7 +282,7 @@ def defer(session: Session, prompt_id: int, *, instance_id: str, until: datetime
 
 def reschedule(
     session: Session, prompt_id: int, *, instance_id: str, due_at: datetime
-) -> Prompt | None:
+) -> OutboxMessage | None:
     """Move a claimed row to a new due time (the rota changed: nobody is at work now)."""
     prompt = owned(session, prompt_id, instance_id)
     if prompt is None:
@@ -286,7 +296,7 @@ def reschedule(
 
 def mark_failed(
     session: Session, prompt_id: int, *, instance_id: str, now: datetime, error: str
-) -> Prompt | None:
+) -> OutboxMessage | None:
     """Give up on a row after a permanent error (the caller raises an alert)."""
     prompt = owned(session, prompt_id, instance_id)
     if prompt is None:
@@ -300,7 +310,7 @@ def mark_failed(
 
 def mark_cancelled(
     session: Session, prompt_id: int, *, instance_id: str, reason: str
-) -> Prompt | None:
+) -> OutboxMessage | None:
     """Cancel a claimed row that is no longer owed (its referral was closed)."""
     prompt = owned(session, prompt_id, instance_id)
     if prompt is None:
@@ -311,23 +321,23 @@ def mark_cancelled(
     return prompt
 
 
-def enqueue_card_refresh(session: Session, referral_id: str, now: datetime) -> Prompt:
+def enqueue_card_refresh(session: Session, referral_id: str, now: datetime) -> OutboxMessage:
     """Ask for the referral's card to be redrawn; at most one pending card row per referral."""
     pending = session.scalars(
-        select(Prompt)
+        select(OutboxMessage)
         .where(
-            Prompt.referral_id == referral_id,
-            Prompt.kind == OutboxKind.CARD,
-            Prompt.state == RowState.PENDING,
+            OutboxMessage.referral_id == referral_id,
+            OutboxMessage.kind == OutboxKind.CARD,
+            OutboxMessage.state == RowState.PENDING,
         )
-        .order_by(Prompt.id)
+        .order_by(OutboxMessage.id)
         .limit(1)
     ).first()
     if pending is not None:
         if pending.due_at > now:
             pending.due_at = now
         return pending
-    row = Prompt(
+    row = OutboxMessage(
         referral_id=referral_id,
         kind=OutboxKind.CARD,
         due_at=now,
@@ -343,11 +353,11 @@ def unfinished_card_before(session: Session, referral_id: str, prompt_id: int) -
     """Whether an earlier card row of the referral is still pending or in flight."""
     return (
         session.scalar(
-            select(func.count(Prompt.id)).where(
-                Prompt.referral_id == referral_id,
-                Prompt.kind == OutboxKind.CARD,
-                Prompt.id < prompt_id,
-                Prompt.state.in_((RowState.PENDING, RowState.CLAIMED)),
+            select(func.count(OutboxMessage.id)).where(
+                OutboxMessage.referral_id == referral_id,
+                OutboxMessage.kind == OutboxKind.CARD,
+                OutboxMessage.id < prompt_id,
+                OutboxMessage.state.in_((RowState.PENDING, RowState.CLAIMED)),
             )
         )
         or 0

@@ -20,7 +20,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import OutboxKind, TargetState
-from bot.models import CATEGORIES, URGENCIES, AuditEvent, Prompt, Referral, ReferralStatus, Target
+from bot.models import (
+    CATEGORIES,
+    URGENCIES,
+    AuditEvent,
+    OutboxMessage,
+    Referral,
+    ReferralStatus,
+    Target,
+)
 from bot.services import audit
 from bot.services.logbook import detail_value
 from bot.settings import Settings
@@ -498,17 +506,17 @@ def _write_plan(
     session.flush()
 
     session.add(
-        Prompt(
+        OutboxMessage(
             referral_id=referral_id,
             kind=OutboxKind.CARD,
-            channel_id=settings.edt_channel,
+            address=settings.edt_channel,
             due_at=now,
         )
     )
     for alert in plan.alerts:
         if alert.kind == OutboxKind.ON_CALL:
             session.add(
-                Prompt(
+                OutboxMessage(
                     referral_id=referral_id,
                     kind=OutboxKind.ON_CALL,
                     recipient_id=alert.recipient,
@@ -590,7 +598,7 @@ def planned_target(referral_id: str, entry: PlanEntry, **fields: Any) -> Target:
     routable = entry.due_at is not None and entry.via != "unroutable"
     return Target(
         referral_id=referral_id,
-        target=entry.target,
+        spec=entry.target,
         planned_via=entry.via,
         planned_recipient=entry.recipient,
         due_at=entry.due_at,
@@ -614,7 +622,7 @@ def schedule_prompt(
     """
     assert entry.due_at is not None
     session.add(
-        Prompt(
+        OutboxMessage(
             referral_id=target.referral_id,
             target_id=target.id,
             kind=OutboxKind.PROMPT,
@@ -646,9 +654,9 @@ def alert_prompt(
     target: str,
     detail: str,
     now: datetime,
-) -> Prompt:
+) -> OutboxMessage:
     """An outbox row alerting one on-call holder (or the EDT channel) about a target, due now."""
-    return Prompt(
+    return OutboxMessage(
         referral_id=referral_id,
         target_id=target_id,
         kind=kind,
@@ -699,7 +707,7 @@ def referral_detail(session: Session, referral_id: str, tz: tzinfo) -> dict[str,
         "targets": [
             {
                 "position": target.position,
-                "target": target.target,
+                "target": target.spec,
                 "state": target.state,
                 "due_at": _local_iso(target.due_at, tz),
                 "planned_recipient": target.planned_recipient,

@@ -42,7 +42,7 @@ from bot.delivery.kinds import (
     TargetState,
 )
 from bot.errors import InputError
-from bot.models import AuditEvent, Prompt, Referral, ReferralStatus, Response, Target
+from bot.models import AuditEvent, OutboxMessage, Referral, ReferralStatus, Response, Target
 from bot.settings import EscalationPolicy
 from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND, STEPS
 from rota.models import Person, Team
@@ -294,11 +294,11 @@ def _latest_prompt_recipients(session: Session, target_ids: Sequence[int]) -> di
     found: dict[int, str] = {}
     for chunk in _chunks(target_ids):
         rows = session.execute(
-            select(Prompt.target_id, Prompt.recipient_id)
-            .where(Prompt.target_id.in_(chunk))
-            .where(Prompt.kind == OutboxKind.PROMPT)
-            .where(Prompt.recipient_id.is_not(None))
-            .order_by(Prompt.id)
+            select(OutboxMessage.target_id, OutboxMessage.recipient_id)
+            .where(OutboxMessage.target_id.in_(chunk))
+            .where(OutboxMessage.kind == OutboxKind.PROMPT)
+            .where(OutboxMessage.recipient_id.is_not(None))
+            .order_by(OutboxMessage.id)
         ).all()
         for target_id, recipient_id in rows:
             found[target_id] = recipient_id
@@ -324,7 +324,7 @@ def coverage_for_referrals(
     def recipient_of(t: Target) -> str | None:
         return recipients.get(t.id) or t.planned_recipient
 
-    resolver.preload((t.target for t in targets), (recipient_of(t) for t in targets))
+    resolver.preload((t.spec for t in targets), (recipient_of(t) for t in targets))
     by_referral: dict[str, list[tuple[str | None, str]]] = {r: [] for r in referral_ids}
     for t in targets:
         if t.id in answered or t.state in RESPONSE_KINDS:
@@ -333,7 +333,7 @@ def coverage_for_referrals(
             status = ASKED
         else:
             status = NOT_ASKED
-        by_referral[t.referral_id].append((resolver.agency_type(t.target, recipient_of(t)), status))
+        by_referral[t.referral_id].append((resolver.agency_type(t.spec, recipient_of(t)), status))
     return {r: coverage_of(entries) for r, entries in by_referral.items()}
 
 
@@ -412,7 +412,7 @@ class _Progress:
     next_step_at: datetime | None = None
 
 
-def _step_of(row: Prompt) -> str | None:
+def _step_of(row: OutboxMessage) -> str | None:
     try:
         detail = json.loads(row.detail or "{}")
     except ValueError:
@@ -429,7 +429,7 @@ def _later(current: tuple[str, datetime] | None, step: str, at: datetime) -> tup
 
 
 def _escalation_progress(
-    session: Session, prompted: Sequence[tuple[Prompt, Target]], now: datetime
+    session: Session, prompted: Sequence[tuple[OutboxMessage, Target]], now: datetime
 ) -> dict[int, _Progress]:
     """Each sent prompt's latest escalation step performed by `now`, and the next one due.
 
@@ -441,7 +441,9 @@ def _escalation_progress(
     upcoming: dict[int, tuple[str, datetime]] = {}
     for chunk in _chunks(list(by_target)):
         rows = session.scalars(
-            select(Prompt).where(Prompt.kind == OutboxKind.ESCALATION, Prompt.target_id.in_(chunk))
+            select(OutboxMessage).where(
+                OutboxMessage.kind == OutboxKind.ESCALATION, OutboxMessage.target_id.in_(chunk)
+            )
         )
         for row in rows:
             step = _step_of(row)
@@ -454,7 +456,7 @@ def _escalation_progress(
                 known = upcoming.get(row.target_id)
                 if known is None or row.due_at < known[1]:
                     upcoming[row.target_id] = (step, row.due_at)
-    by_name = {(t.referral_id, t.target): t.id for _, t in prompted}
+    by_name = {(t.referral_id, t.spec): t.id for _, t in prompted}
     referral_ids = sorted({t.referral_id for _, t in prompted})
     for chunk in _chunks(referral_ids):
         events = session.execute(
@@ -489,20 +491,20 @@ def overdue_prompts(
     working time), or never sent (`held`, or `failed`) past due; oldest first."""
     found: list[Overdue] = []
     held = session.execute(
-        select(Prompt, Target)
-        .join(Target, Target.id == Prompt.target_id)
-        .join(Referral, Referral.referral_id == Prompt.referral_id)
+        select(OutboxMessage, Target)
+        .join(Target, Target.id == OutboxMessage.target_id)
+        .join(Referral, Referral.referral_id == OutboxMessage.referral_id)
         .where(Referral.status == ReferralStatus.OPEN)
-        .where(Prompt.kind == OutboxKind.PROMPT)
-        .where(Prompt.state.in_((RowState.PENDING, RowState.CLAIMED, RowState.FAILED)))
+        .where(OutboxMessage.kind == OutboxKind.PROMPT)
+        .where(OutboxMessage.state.in_((RowState.PENDING, RowState.CLAIMED, RowState.FAILED)))
         .where(Target.state.in_((TargetState.HELD, TargetState.FAILED)))
-        .where(Prompt.due_at <= now - OVERDUE_GRACE)
+        .where(OutboxMessage.due_at <= now - OVERDUE_GRACE)
     ).all()
     for prompt, target in held:
         found.append(
             Overdue(
                 referral_id=prompt.referral_id,
-                target=target.target,
+                target=target.spec,
                 prompt_id=prompt.id,
                 recipient_id=prompt.recipient_id or target.planned_recipient,
                 state=target.state,
@@ -512,21 +514,21 @@ def overdue_prompts(
     # A reminder is at least `reminder_minutes` of wall-clock time after the send.
     earliest = now - timedelta(minutes=policy.reminder_minutes)
     prompted = session.execute(
-        select(Prompt, Target)
-        .join(Target, Target.id == Prompt.target_id)
-        .join(Referral, Referral.referral_id == Prompt.referral_id)
+        select(OutboxMessage, Target)
+        .join(Target, Target.id == OutboxMessage.target_id)
+        .join(Referral, Referral.referral_id == OutboxMessage.referral_id)
         .where(Referral.status == ReferralStatus.OPEN)
-        .where(Prompt.kind == OutboxKind.PROMPT)
-        .where(Prompt.state == RowState.SENT)
+        .where(OutboxMessage.kind == OutboxKind.PROMPT)
+        .where(OutboxMessage.state == RowState.SENT)
         .where(Target.state.in_(UNANSWERED_TARGET_STATES))
-        .where(Prompt.sent_at <= earliest)
+        .where(OutboxMessage.sent_at <= earliest)
     ).all()
     resolver = AgencyResolver(RotaStore(session), tz)
-    resolver.preload((t.target for _, t in prompted), (p.recipient_id for p, _ in prompted))
-    late: list[tuple[Prompt, Target, datetime]] = []
+    resolver.preload((t.spec for _, t in prompted), (p.recipient_id for p, _ in prompted))
+    late: list[tuple[OutboxMessage, Target, datetime]] = []
     for prompt, target in prompted:
         assert prompt.sent_at is not None
-        working = resolver.working_time(target.target, prompt.recipient_id)
+        working = resolver.working_time(target.spec, prompt.recipient_id)
         reminder_at = working.add_working_minutes(prompt.sent_at, policy.reminder_minutes)
         if reminder_at <= now:
             late.append((prompt, target, reminder_at))
@@ -536,7 +538,7 @@ def overdue_prompts(
         found.append(
             Overdue(
                 referral_id=prompt.referral_id,
-                target=target.target,
+                target=target.spec,
                 prompt_id=prompt.id,
                 recipient_id=prompt.recipient_id,
                 state=TargetState.PROMPTED,
@@ -558,7 +560,7 @@ class Asked:
     prompt_id: int
     kind: str
     recipient_id: str | None
-    channel_id: str | None
+    address: str | None
     sent_at: datetime
     late: bool
 
@@ -610,11 +612,11 @@ def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> Referr
         )
     )
     prompts = session.scalars(
-        select(Prompt)
-        .where(Prompt.referral_id == referral_id)
-        .where(Prompt.target_id.is_not(None))
-        .where(Prompt.sent_at.is_not(None))
-        .order_by(Prompt.sent_at, Prompt.id)
+        select(OutboxMessage)
+        .where(OutboxMessage.referral_id == referral_id)
+        .where(OutboxMessage.target_id.is_not(None))
+        .where(OutboxMessage.sent_at.is_not(None))
+        .order_by(OutboxMessage.sent_at, OutboxMessage.id)
     ).all()
     responses = session.scalars(
         select(Response)
@@ -625,7 +627,7 @@ def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> Referr
     for p in prompts:
         assert p.target_id is not None and p.sent_at is not None
         asked.setdefault(p.target_id, []).append(
-            Asked(p.id, p.kind, p.recipient_id, p.channel_id, p.sent_at, bool(p.late))
+            Asked(p.id, p.kind, p.recipient_id, p.address, p.sent_at, bool(p.late))
         )
     answers: dict[int, list[Answer]] = {}
     for r in responses:
@@ -634,7 +636,7 @@ def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> Referr
         )
     history = [
         TargetHistory(
-            target=t.target,
+            target=t.spec,
             state=t.state,
             due_at=t.due_at,
             planned_recipient=t.planned_recipient,
@@ -664,19 +666,19 @@ def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt
     reminders and escalation steps are about the same question, not new ones to answer.
     """
     rows = session.execute(
-        select(Prompt, Target, Referral)
-        .join(Target, Target.id == Prompt.target_id)
-        .join(Referral, Referral.referral_id == Prompt.referral_id)
-        .where(Prompt.recipient_id == person_id)
-        .where(Prompt.kind == OutboxKind.PROMPT)
-        .where(Prompt.state == RowState.SENT)
+        select(OutboxMessage, Target, Referral)
+        .join(Target, Target.id == OutboxMessage.target_id)
+        .join(Referral, Referral.referral_id == OutboxMessage.referral_id)
+        .where(OutboxMessage.recipient_id == person_id)
+        .where(OutboxMessage.kind == OutboxKind.PROMPT)
+        .where(OutboxMessage.state == RowState.SENT)
         .where(Target.state.in_(UNANSWERED_TARGET_STATES))
         .where(Referral.status == ReferralStatus.OPEN)
-        .order_by(Prompt.sent_at, Prompt.id)
+        .order_by(OutboxMessage.sent_at, OutboxMessage.id)
     ).all()
     latest: dict[int, OpenPrompt] = {}
     for prompt, target, referral in rows:
         assert prompt.sent_at is not None
         # A target is prompted once; were it prompted again, the latest prompt is answered.
-        latest[target.id] = OpenPrompt(prompt.id, target.target, prompt.sent_at, referral)
+        latest[target.id] = OpenPrompt(prompt.id, target.spec, prompt.sent_at, referral)
     return sorted(latest.values(), key=lambda p: (p.sent_at, p.prompt_id))

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import RESPONSE_KINDS, OutboxKind, ResponseKind, RowState, TargetState
 from bot.delivery.outbox import enqueue_card_refresh
-from bot.models import Prompt, Referral, ReferralStatus, Response, Target
+from bot.models import OutboxMessage, Referral, ReferralStatus, Response, Target
 from bot.services import audit
 from bot.services.directory import person_for_slack_user
 from bot.services.intake import planned_target, queue_target_alerts, schedule_target
@@ -132,7 +132,7 @@ class OnCallAnswer:
 
 @dataclass(frozen=True)
 class _Context:
-    prompt: Prompt
+    prompt: OutboxMessage
     target: Target
     referral: Referral
     person: Person | None
@@ -235,7 +235,7 @@ def record_response(
         new_target = _add_redirect_target(
             session, store, context, colleague, now=now, settings=settings, version=version
         )
-        redirected_to = new_target.target
+        redirected_to = new_target.spec
         detail["target_id"] = new_target.id
     if on_behalf_of:
         detail["on_behalf_of"] = on_behalf_of
@@ -258,7 +258,7 @@ def record_response(
         referral_id=referral.referral_id,
         actor=person.person_id,
         recipient=context.recipient_id,
-        target=target.target,
+        target=target.spec,
         detail=detail,
         rota_version=version,
     )
@@ -331,7 +331,7 @@ def _load(
     settings: Settings,
 ) -> tuple[_Context | None, ResponseOutcome | None]:
     """The prompt's context, or the outcome that ends the attempt (not found, refused, …)."""
-    prompt = session.get(Prompt, prompt_id) if prompt_id is not None else None
+    prompt = session.get(OutboxMessage, prompt_id) if prompt_id is not None else None
     target = session.get(Target, prompt.target_id) if prompt and prompt.target_id else None
     if prompt is None or target is None:
         return None, ResponseOutcome("not_found", kind, slack_user_id, now)
@@ -348,7 +348,7 @@ def _load(
             referral_id=referral.referral_id,
             actor=person.person_id if person is not None else slack_user_id,
             recipient=context.recipient_id,
-            target=target.target,
+            target=target.spec,
             detail={
                 "response": kind,
                 "prompt_id": prompt.id,
@@ -372,18 +372,18 @@ def _load(
     return context, None
 
 
-def _recipient_of(session: Session, prompt: Prompt, target: Target) -> str | None:
+def _recipient_of(session: Session, prompt: OutboxMessage, target: Target) -> str | None:
     """Whom the target's prompt went to: the clicked prompt's recipient, else the sent prompt's."""
     if prompt.kind == OutboxKind.PROMPT and prompt.recipient_id:
         return prompt.recipient_id
     sent = session.scalars(
-        select(Prompt.recipient_id)
+        select(OutboxMessage.recipient_id)
         .where(
-            Prompt.target_id == target.id,
-            Prompt.kind == OutboxKind.PROMPT,
-            Prompt.recipient_id.is_not(None),
+            OutboxMessage.target_id == target.id,
+            OutboxMessage.kind == OutboxKind.PROMPT,
+            OutboxMessage.recipient_id.is_not(None),
         )
-        .order_by(Prompt.id.desc())
+        .order_by(OutboxMessage.id.desc())
         .limit(1)
     ).first()
     return sent or target.planned_recipient
@@ -395,8 +395,8 @@ def _may_respond(store: RotaStore, context: _Context, person: Person, now: datet
     if pid == context.recipient_id:
         return True
     try:
-        chain = chain_for(store, context.target.target, now)
-        kind, ref = parse_target(context.target.target)
+        chain = chain_for(store, context.target.spec, now)
+        kind, ref = parse_target(context.target.spec)
     except TargetError:
         # The target's person or team has since left the rota: only the recipient remains.
         chain, kind, ref = [], "", ""
@@ -430,15 +430,15 @@ def _earlier_response(session: Session, target_id: int) -> EarlierResponse | Non
 
 def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str], ...]:
     rows = session.execute(
-        select(Prompt.message_channel, Prompt.message_ts)
+        select(OutboxMessage.message_channel, OutboxMessage.message_ts)
         .where(
-            Prompt.target_id == target_id,
+            OutboxMessage.target_id == target_id,
             # The prompt and its reminders/escalations; alerts to the on-call stay as they are.
-            Prompt.kind.in_((OutboxKind.PROMPT, OutboxKind.ESCALATION)),
-            Prompt.message_channel.is_not(None),
-            Prompt.message_ts.is_not(None),
+            OutboxMessage.kind.in_((OutboxKind.PROMPT, OutboxKind.ESCALATION)),
+            OutboxMessage.message_channel.is_not(None),
+            OutboxMessage.message_ts.is_not(None),
         )
-        .order_by(Prompt.id)
+        .order_by(OutboxMessage.id)
     ).all()
     return tuple(dict.fromkeys((str(c), str(ts)) for c, ts in rows))
 
@@ -446,11 +446,11 @@ def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str], ...
 def _cancel_escalations(session: Session, target_id: int) -> int:
     """Cancel the target's pending reminders and escalations; the prompt and card stay."""
     return session.execute(
-        update(Prompt)
+        update(OutboxMessage)
         .where(
-            Prompt.target_id == target_id,
-            Prompt.state == RowState.PENDING,
-            Prompt.kind.not_in(NOT_ESCALATION_KINDS),
+            OutboxMessage.target_id == target_id,
+            OutboxMessage.state == RowState.PENDING,
+            OutboxMessage.kind.not_in(NOT_ESCALATION_KINDS),
         )
         .values(state=RowState.CANCELLED)
         .execution_options(synchronize_session=False)
@@ -473,7 +473,7 @@ def _colleague_error(
         .select_from(Target)
         .where(
             Target.referral_id == context.referral.referral_id,
-            Target.target == f"person:{colleague}",
+            Target.spec == f"person:{colleague}",
             Target.state.not_in(sorted(FINAL_STATES)),
         )
     )
@@ -534,7 +534,7 @@ def _add_redirect_target(
         log=log,
         t0=plan.at,
         tz=tz,
-        redirected_from=context.target.target,
+        redirected_from=context.target.spec,
     )
     queue_target_alerts(session, referral_id, alerts, {target_text: new}, now=now)
     return new
@@ -560,7 +560,7 @@ def _outcome(
         responder_id=person.person_id if person is not None else None,
         responder_slack_id=slack_user_id,
         recipient_id=context.recipient_id,
-        target=context.target.target,
+        target=context.target.spec,
         referral=ReferralFacts.of(context.referral),
         card=card,
         **fields,
@@ -612,13 +612,13 @@ def close_referral(
 
     pending = list(
         session.scalars(
-            select(Prompt)
+            select(OutboxMessage)
             .where(
-                Prompt.referral_id == referral_id,
-                Prompt.state == RowState.PENDING,
-                Prompt.kind != OutboxKind.CARD,
+                OutboxMessage.referral_id == referral_id,
+                OutboxMessage.state == RowState.PENDING,
+                OutboxMessage.kind != OutboxKind.CARD,
             )
-            .order_by(Prompt.id)
+            .order_by(OutboxMessage.id)
         )
     )
     targets = {
@@ -638,7 +638,7 @@ def close_referral(
             referral_id=referral_id,
             actor=person.person_id,
             recipient=row.recipient_id or (target.planned_recipient if target else None),
-            target=target.target if target else None,
+            target=target.spec if target else None,
             detail={"prompt_id": row.id, "reason": "referral closed"},
             rota_version=version,
         )

@@ -38,7 +38,7 @@ STATE_ICONS = {
 def target_state_line(target: Any, tz: ZoneInfo, recipient: str | None = None) -> str:
     """One line of the card: the target and its state (`held until`, `prompted <@U1>`, …)."""
     state = target.state
-    name = f"`{mrkdwn_escape(target.target)}`"
+    name = f"`{mrkdwn_escape(target.spec)}`"
     if state == TargetState.HELD:
         when = format_local(target.due_at, tz) if target.due_at else "its next working time"
         what = f"held until {when}"

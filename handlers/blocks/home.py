@@ -373,7 +373,7 @@ def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[d
             else:
                 parts.append("not asked")
         for a in t.asked:
-            to = f"`{mrkdwn_escape(a.recipient_id or a.channel_id or '?')}`"
+            to = f"`{mrkdwn_escape(a.recipient_id or a.address or '?')}`"
             late = " (late)" if a.late else ""
             kind = "asked" if a.kind == OutboxKind.PROMPT else a.kind.replace("_", " ")
             parts.append(f"{kind} {to} at {format_local(a.sent_at, tz)}{late}")

@@ -26,7 +26,7 @@ from bot.clock import FileClock, FixedClock
 from bot.delivery import outbox
 from bot.delivery.dispatcher import Dispatcher, DispatchStats
 from bot.delivery.kinds import RowState
-from bot.models import AuditEvent, Prompt, Referral, Target
+from bot.models import AuditEvent, OutboxMessage, Referral, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from handlers.blocks.prompt import build_prompt_message
@@ -139,7 +139,7 @@ def add_prompt_for(
     target = Target(
         referral_id=referral_id,
         position=position,
-        target=f"person:{person_id}",
+        spec=f"person:{person_id}",
         planned_via="self",
         planned_recipient=person_id,
         due_at=due_at,
@@ -147,7 +147,7 @@ def add_prompt_for(
     )
     session.add(target)
     session.flush()
-    prompt = Prompt(
+    prompt = OutboxMessage(
         referral_id=referral_id,
         target_id=target.id,
         kind="prompt",
@@ -202,9 +202,9 @@ def events(factory: sessionmaker[Session], *names: str) -> list[AuditEvent]:
         return list(session.scalars(query))
 
 
-def prompt_row(factory: sessionmaker[Session], prompt_id: int) -> Prompt:
+def prompt_row(factory: sessionmaker[Session], prompt_id: int) -> OutboxMessage:
     with factory() as session:
-        return session.get(Prompt, prompt_id)
+        return session.get(OutboxMessage, prompt_id)
 
 
 def run_until_quiet(dispatcher: Dispatcher, clock: FixedClock, passes: int = 12) -> DispatchStats:
@@ -258,7 +258,7 @@ def test_nothing_is_sent_before_due_then_exactly_at_due(
         [call] = [c for c in slack.calls("chat.postMessage") if c.args["channel"] != EDT]
         assert call.args["channel"] == "U0HV1"  # a DM: the user ID, no conversations.open
 
-        row = session.get(Prompt, prompt_id)
+        row = session.get(OutboxMessage, prompt_id)
         assert (row.state, row.recipient_id, row.sent_at, row.late) == (
             RowState.SENT,
             "hv-jsmith",
@@ -381,7 +381,9 @@ def test_a_prompt_found_in_history_is_logged_as_sent_at_its_first_claim(
     assert (row.state, row.sent_at, row.late) == (RowState.SENT, MONDAY_9, False)
     # The escalation clock started at 09:00: the reminder is due at 10:00, not 10:11.
     with session_factory() as session:
-        [reminder] = session.scalars(select(Prompt).where(Prompt.kind == "escalation"))
+        [reminder] = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "escalation")
+        )
         assert (outbox.load_detail(reminder)["step"], reminder.due_at) == (
             "remind",
             MONDAY_9 + timedelta(hours=1),
@@ -447,7 +449,7 @@ def test_an_on_call_alert_posted_then_failed_is_found_by_its_own_event_type(
     with session_factory.begin() as session:
         add_rota(session)
         add_referral(session)
-        alert = Prompt(
+        alert = OutboxMessage(
             referral_id="HO-K7M3QX",
             kind="on_call",
             recipient_id="edt-mgr",
@@ -526,7 +528,7 @@ def test_rate_limit_storms_and_server_errors_deliver_everything_once(
     assert stats.sent == 6
     assert {pid: len(messages_for(slack, pid)) for pid in ids} == dict.fromkeys(ids, 1)
     with session_factory() as session:
-        states = session.scalars(select(Prompt.state).where(Prompt.id.in_(ids))).all()
+        states = session.scalars(select(OutboxMessage.state).where(OutboxMessage.id.in_(ids))).all()
     assert set(states) == {RowState.SENT}
     assert len(events(session_factory, "prompt_sent", "prompt_sent_late")) == 6
 
@@ -553,7 +555,9 @@ def _assert_each_sent_once(factory: sessionmaker[Session], slack: SlackStandIn, 
     )
     assert {pid: counts[pid] for pid in ids} == dict.fromkeys(ids, 1)
     with factory() as session:
-        states = Counter(session.scalars(select(Prompt.state).where(Prompt.id.in_(ids))))
+        states = Counter(
+            session.scalars(select(OutboxMessage.state).where(OutboxMessage.id.in_(ids)))
+        )
     assert states == Counter({RowState.SENT: len(ids)})
     assert len(events(factory, "prompt_sent", "prompt_sent_late")) == len(ids)
 
@@ -640,7 +644,9 @@ def test_user_not_found_fails_the_prompt_and_alerts_the_edt_channel(
 
     [alert] = [m for m in slack.messages(EDT) if m["metadata"]["event_type"] == "handover_alert"]
     with session_factory() as session:
-        alert_row = session.scalars(select(Prompt).where(Prompt.kind == "delivery_failure")).one()
+        alert_row = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "delivery_failure")
+        ).one()
     assert alert["metadata"] == {
         "event_type": "handover_alert",
         "event_payload": {
@@ -691,7 +697,7 @@ def test_on_call_alert_goes_to_the_holder_and_is_logged(
         add_rota(session)
         add_referral(session)
         session.add(
-            Prompt(
+            OutboxMessage(
                 referral_id="HO-K7M3QX",
                 kind="on_call",
                 recipient_id="edt-mgr",
@@ -704,7 +710,9 @@ def test_on_call_alert_goes_to_the_holder_and_is_logged(
     assert make_dispatcher(settings, session_factory, clock).run_once().alerts == 1
     [message] = slack.messages(slack.dm_channel_for("U0MGR"))
     with session_factory() as session:
-        row_id = session.scalars(select(Prompt.id).where(Prompt.kind == "on_call")).one()
+        row_id = session.scalars(
+            select(OutboxMessage.id).where(OutboxMessage.kind == "on_call")
+        ).one()
     assert message["metadata"] == {
         "event_type": "handover_alert",
         "event_payload": {"referral_id": "HO-K7M3QX", "kind": "on_call", "row_id": row_id},
@@ -721,10 +729,10 @@ def test_card_is_posted_once_then_updated_as_targets_change(
         add_rota(session)
         add_referral(session)
         session.add(
-            Prompt(
+            OutboxMessage(
                 referral_id="HO-K7M3QX",
                 kind="card",
-                channel_id=EDT,
+                address=EDT,
                 due_at=MONDAY_9,
                 state=RowState.PENDING,
                 attempts=0,
@@ -739,7 +747,10 @@ def test_card_is_posted_once_then_updated_as_targets_change(
     [card] = slack.messages(EDT)
     with session_factory() as session:
         first_card_row = session.scalars(
-            select(Prompt.id).where(Prompt.kind == "card").order_by(Prompt.id).limit(1)
+            select(OutboxMessage.id)
+            .where(OutboxMessage.kind == "card")
+            .order_by(OutboxMessage.id)
+            .limit(1)
         ).one()
     assert card["metadata"] == {
         "event_type": "handover_card",
@@ -783,7 +794,7 @@ def test_the_recipients_app_home_is_refreshed_once_the_prompt_is_delivered(
         add_referral(session)
         add_prompt_for(session, "hv-jsmith")
         session.add(
-            Prompt(
+            OutboxMessage(
                 referral_id="HO-K7M3QX",
                 kind="on_call",
                 recipient_id="edt-mgr",

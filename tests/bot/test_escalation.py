@@ -30,7 +30,7 @@ from bot.delivery.escalation import (
 )
 from bot.delivery.kinds import OutboxKind, RowState
 from bot.delivery.outbox import load_detail, note
-from bot.models import AuditEvent, Prompt, Referral, ReferralStatus, Target
+from bot.models import AuditEvent, OutboxMessage, Referral, ReferralStatus, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from handlers.blocks.escalation import (
@@ -144,7 +144,7 @@ def sent_prompt(
         row = Target(
             referral_id=REFERRAL_ID,
             position=0,
-            target=target,
+            spec=target,
             planned_via="self",
             planned_recipient=recipient,
             due_at=sent_at,
@@ -152,12 +152,12 @@ def sent_prompt(
         )
         session.add(row)
         session.flush()
-        prompt = Prompt(
+        prompt = OutboxMessage(
             referral_id=REFERRAL_ID,
             target_id=row.id,
             kind="prompt",
             recipient_id=recipient,
-            channel_id=slack_id(recipient),
+            address=slack_id(recipient),
             due_at=sent_at,
             state=RowState.SENT,
             attempts=0,
@@ -186,13 +186,13 @@ def claim_next(factory: sessionmaker[Session], now: datetime) -> int | None:
     """Claim the earliest due escalation row, as the dispatcher would."""
     with factory.begin() as session:
         row = session.scalars(
-            select(Prompt)
+            select(OutboxMessage)
             .where(
-                Prompt.kind == OutboxKind.ESCALATION,
-                Prompt.state == RowState.PENDING,
-                Prompt.due_at <= now,
+                OutboxMessage.kind == OutboxKind.ESCALATION,
+                OutboxMessage.state == RowState.PENDING,
+                OutboxMessage.due_at <= now,
             )
-            .order_by(Prompt.due_at, Prompt.id)
+            .order_by(OutboxMessage.due_at, OutboxMessage.id)
             .limit(1)
         ).first()
         if row is None:
@@ -251,11 +251,13 @@ def events(factory: sessionmaker[Session], *names: str) -> list[AuditEvent]:
         return list(session.scalars(query))
 
 
-def escalation_rows(factory: sessionmaker[Session]) -> list[Prompt]:
+def escalation_rows(factory: sessionmaker[Session]) -> list[OutboxMessage]:
     with factory() as session:
         return list(
             session.scalars(
-                select(Prompt).where(Prompt.kind == OutboxKind.ESCALATION).order_by(Prompt.id)
+                select(OutboxMessage)
+                .where(OutboxMessage.kind == OutboxKind.ESCALATION)
+                .order_by(OutboxMessage.id)
             )
         )
 
@@ -385,7 +387,7 @@ def test_a_restart_between_sending_and_recording_sends_nothing_twice(
     later = now + timedelta(minutes=11)
     clock.set(later)
     with session_factory.begin() as session:
-        row = session.get(Prompt, row_id)
+        row = session.get(OutboxMessage, row_id)
         assert row is not None and row.state == RowState.CLAIMED
         row.claimed_by, row.claimed_until = "test-2", later + timedelta(minutes=10)
         note(row, needs_check=True)
@@ -403,7 +405,7 @@ def test_a_restart_between_sending_and_recording_sends_nothing_twice(
     # The same row again, and scheduling the prompt's escalation again: nothing doubles.
     with session_factory.begin() as session:
         again = perform_escalation_step(session, client, row_id, now=later, settings=settings)
-        prompt = session.get(Prompt, prompt_id)
+        prompt = session.get(OutboxMessage, prompt_id)
         assert prompt is not None
         first = schedule_escalation(session, prompt, now=later, settings=settings)
         assert first is not None and load_detail(first)["step"] == "remind"
@@ -486,7 +488,9 @@ def target_state(factory: sessionmaker[Session]) -> str:
 def pending_cards(factory: sessionmaker[Session]) -> list[tuple[str, datetime]]:
     with factory() as session:
         rows = session.scalars(
-            select(Prompt).where(Prompt.kind == "card", Prompt.state == RowState.PENDING)
+            select(OutboxMessage).where(
+                OutboxMessage.kind == "card", OutboxMessage.state == RowState.PENDING
+            )
         )
         return [(r.referral_id, r.due_at) for r in rows]
 
@@ -545,7 +549,7 @@ def test_a_lost_claim_records_nothing(session_factory, client, clock, standin, s
         plan = plan_step(session, row_id, now=now, settings=settings)
     results = send_step(SlackMessenger(client), plan)
     with session_factory.begin() as session:
-        row = session.get(Prompt, row_id)
+        row = session.get(OutboxMessage, row_id)
         row.claimed_by = "another-dispatcher"  # our lease ran out and another took the row
     with session_factory.begin() as session:
         outcome = record_step(

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery.kinds import RowState
 from bot.errors import InputError
-from bot.models import Prompt, Referral, ReferralStatus, Response, Target
+from bot.models import OutboxMessage, Referral, ReferralStatus, Response, Target
 from bot.services import audit
 from bot.services.logbook import (
     ASKED,
@@ -168,7 +168,7 @@ def add_target(
     row = Target(
         referral_id=referral.referral_id,
         position=position,
-        target=target,
+        spec=target,
         planned_via="self" if target.startswith("person") else "duty",
         planned_recipient=recipient,
         due_at=due,
@@ -206,8 +206,8 @@ def add_prompt(
     sent: datetime | None,
     *,
     late: bool = False,
-) -> Prompt:
-    prompt = Prompt(
+) -> OutboxMessage:
+    prompt = OutboxMessage(
         referral_id=target.referral_id,
         target_id=target.id,
         kind="prompt",
@@ -225,7 +225,7 @@ def add_prompt(
             "prompt_sent_late" if late else "prompt_sent",
             at=sent,
             referral_id=target.referral_id,
-            target=target.target,
+            target=target.spec,
             recipient=recipient,
             detail={"prompt_id": prompt.id},
         )
@@ -233,7 +233,7 @@ def add_prompt(
 
 
 def add_response(
-    session: Session, target: Target, prompt: Prompt, kind: str, by: str, at: datetime
+    session: Session, target: Target, prompt: OutboxMessage, kind: str, by: str, at: datetime
 ) -> None:
     session.add(
         Response(
@@ -252,7 +252,7 @@ def add_response(
         at=at,
         referral_id=target.referral_id,
         actor=by,
-        target=target.target,
+        target=target.spec,
         detail={"prompt_id": prompt.id},
     )
 
@@ -631,7 +631,7 @@ def test_a_prompt_that_failed_is_overdue_and_asked_nobody(
     session_factory: sessionmaker[Session], scenario: Scenario
 ) -> None:
     with session_factory.begin() as session:
-        prompt = session.get(Prompt, scenario.prompts["R3 hv"])
+        prompt = session.get(OutboxMessage, scenario.prompts["R3 hv"])
         assert prompt is not None
         prompt.state = "failed"
         target = session.get(Target, prompt.target_id)
@@ -649,11 +649,11 @@ def test_a_prompt_that_failed_is_overdue_and_asked_nobody(
 
 def add_step_row(
     session: Session, prompt_id: int, step: str, due: datetime, sent: datetime | None
-) -> Prompt:
+) -> OutboxMessage:
     """An escalation step's outbox row for a prompt, as bot.delivery.escalation writes it."""
-    prompt = session.get(Prompt, prompt_id)
+    prompt = session.get(OutboxMessage, prompt_id)
     assert prompt is not None
-    row = Prompt(
+    row = OutboxMessage(
         referral_id=prompt.referral_id,
         target_id=prompt.target_id,
         kind="escalation",

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery.kinds import ResponseKind
-from bot.models import AuditEvent, Prompt, Referral, Response, Target
+from bot.models import AuditEvent, OutboxMessage, Referral, Response, Target
 from bot.services.responses import (
     ResponseOutcome,
     check_response,
@@ -215,8 +215,10 @@ def test_redirect_to_someone_already_asked_is_refused(
     )
     assert first.status == "recorded" and first.redirected_to == "person:hv-jones"
     with session_factory() as session:
-        new = session.scalars(select(Target).where(Target.target == "person:hv-jones")).one()
-        new_prompt = session.scalars(select(Prompt).where(Prompt.target_id == new.id)).one()
+        new = session.scalars(select(Target).where(Target.spec == "person:hv-jones")).one()
+        new_prompt = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.target_id == new.id)
+        ).one()
     # hv-jones is now asked; the role target cannot be redirected to them as well.
     again = respond(
         session_factory,
@@ -238,7 +240,7 @@ def test_redirect_to_someone_already_asked_is_refused(
     assert unknown.field_errors == {"colleague": "Choose someone in the current rota."}
     # The redirected target's own prompt may be answered by its new recipient.
     with session_factory.begin() as session:
-        new_prompt = session.get(Prompt, new_prompt.id)
+        new_prompt = session.get(OutboxMessage, new_prompt.id)
         new_prompt.state, new_prompt.recipient_id = "sent", "hv-jones"
         session.get(Target, new.id).state = "prompted"
     assert respond(session_factory, new_prompt.id, "hv-jones").status == "recorded"
@@ -276,7 +278,7 @@ def redirect_on_friday_evening(
         )
     assert outcome.status == "recorded"
     with session_factory() as session:
-        return session.scalars(select(Target.id).where(Target.target == "person:hv-jones")).one()
+        return session.scalars(select(Target.id).where(Target.spec == "person:hv-jones")).one()
 
 
 def test_redirect_to_someone_away_raises_a_long_gap(
@@ -287,7 +289,11 @@ def test_redirect_to_someone_away_raises_a_long_gap(
         new = session.get_one(Target, new_id)
         assert new.state == "held"
         assert new.due_at == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday morning
-        kinds = sorted(session.scalars(select(Prompt.kind).where(Prompt.target_id == new.id)).all())
+        kinds = sorted(
+            session.scalars(
+                select(OutboxMessage.kind).where(OutboxMessage.target_id == new.id)
+            ).all()
+        )
         assert kinds == ["long_gap", "prompt"]
         gap = session.scalars(select(AuditEvent).where(AuditEvent.event == "long_gap_alert")).one()
         assert gap.target == "person:hv-jones"
@@ -296,7 +302,9 @@ def test_redirect_to_someone_away_raises_a_long_gap(
 
 def alerts_and_events(session: Session, target_id: int, kind: str, event: str) -> tuple:
     rows = session.scalars(
-        select(Prompt).where(Prompt.target_id == target_id, Prompt.kind == kind)
+        select(OutboxMessage).where(
+            OutboxMessage.target_id == target_id, OutboxMessage.kind == kind
+        )
     ).all()
     logged = session.scalars(
         select(AuditEvent).where(AuditEvent.event == event).order_by(AuditEvent.id)

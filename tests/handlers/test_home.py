@@ -221,7 +221,7 @@ def add_many_open_referrals(session_factory: sessionmaker[Session], count: int) 
                 Target(
                     referral_id=referral_id,
                     position=0,
-                    target="team:mash",
+                    spec="team:mash",
                     planned_via="duty",
                     planned_recipient="sw-sam",
                     due_at=received,
