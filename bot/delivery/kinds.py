@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+ACTOR = "dispatcher"  # the log's actor for everything delivery does
+
 
 class OutboxKind(StrEnum):
     """What an outbox row delivers."""

@@ -19,12 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.delivery import outbox
 from bot.delivery.kinds import OutboxKind, TargetState
 from bot.models import (
     CATEGORIES,
     URGENCIES,
     AuditEvent,
-    OutboxMessage,
     Referral,
     ReferralStatus,
     Target,
@@ -505,24 +505,17 @@ def _write_plan(
         targets[entry.target] = target
     session.flush()
 
-    session.add(
-        OutboxMessage(
-            referral_id=referral_id,
-            kind=OutboxKind.CARD,
-            address=settings.edt_channel,
-            due_at=now,
-        )
-    )
+    outbox.enqueue_card(session, referral_id, now, settings.edt_channel)
     for alert in plan.alerts:
         if alert.kind == OutboxKind.ON_CALL:
-            session.add(
-                OutboxMessage(
-                    referral_id=referral_id,
-                    kind=OutboxKind.ON_CALL,
-                    recipient_id=alert.recipient,
-                    due_at=now,
-                    detail=json.dumps({"role": alert.target, "detail": alert.detail}),
-                )
+            outbox.enqueue_alert(
+                session,
+                OutboxKind.ON_CALL,
+                referral_id,
+                due_at=now,
+                recipient_id=alert.recipient,
+                role=alert.target,
+                detail=alert.detail,
             )
 
     for entry in plan.entries:
@@ -580,16 +573,15 @@ def queue_target_alerts(
     for alert in alerts:
         if alert.kind in (OutboxKind.LONG_GAP, OutboxKind.UNROUTABLE):
             target = targets.get(alert.target)
-            session.add(
-                alert_prompt(
-                    referral_id,
-                    target.id if target is not None else None,
-                    alert.kind,
-                    alert.recipient,
-                    target=alert.target,
-                    detail=alert.detail,
-                    now=now,
-                )
+            outbox.enqueue_alert(
+                session,
+                OutboxKind(alert.kind),
+                referral_id,
+                due_at=now,
+                target_id=target.id if target is not None else None,
+                recipient_id=alert.recipient,
+                target=alert.target,
+                detail=alert.detail,
             )
 
 
@@ -621,16 +613,13 @@ def schedule_prompt(
     `extra` (e.g. `redirected_from`) goes into both the row's detail and the event's.
     """
     assert entry.due_at is not None
-    session.add(
-        OutboxMessage(
-            referral_id=target.referral_id,
-            target_id=target.id,
-            kind=OutboxKind.PROMPT,
-            due_at=entry.due_at,
-            detail=json.dumps(
-                {"planned_via": entry.via, "planned_recipient": entry.recipient, **extra}
-            ),
-        )
+    outbox.enqueue_prompt(
+        session,
+        target,
+        entry.due_at,
+        planned_via=entry.via,
+        planned_recipient=entry.recipient,
+        **extra,
     )
     log(
         "prompt_scheduled",
@@ -642,27 +631,6 @@ def schedule_prompt(
             "immediate": entry.immediate,
             **extra,
         },
-    )
-
-
-def alert_prompt(
-    referral_id: str,
-    target_id: int | None,
-    kind: str,
-    recipient: str | None,
-    *,
-    target: str,
-    detail: str,
-    now: datetime,
-) -> OutboxMessage:
-    """An outbox row alerting one on-call holder (or the EDT channel) about a target, due now."""
-    return OutboxMessage(
-        referral_id=referral_id,
-        target_id=target_id,
-        kind=kind,
-        recipient_id=recipient,
-        due_at=now,
-        detail=json.dumps({"target": target, "detail": detail}),
     )
 
 

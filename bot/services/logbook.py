@@ -3,7 +3,8 @@
 Two kinds of question are answered here:
 
 - *What does the log say?* `iter_log` streams audit rows in order, filtered by referral and a
-  time window (`LogWindow`), and `log_record` renders one row as CONTRACT §4's JSON object.
+  time window (`LogWindow`), and `log_record` renders one row as `log --format jsonl` prints it
+  (docs/reference/commands.md).
 - *What is the state now?* open referrals, overdue prompts, a referral's history (who was asked,
   when, who answered, who never did), a person's open prompts, and the strategy-discussion
   coverage of each referral.
@@ -179,7 +180,8 @@ def detail_value(text: str | None) -> Any:
 
 
 def log_record(row: AuditEvent, tz: ZoneInfo) -> dict[str, Any]:
-    """One audit row as CONTRACT §4's object; `at` is ISO 8601 with the local offset."""
+    """One audit row as `log --format jsonl` prints it (docs/reference/commands.md); `at` is
+    ISO 8601 with the local offset."""
     return {
         "at": row.at.astimezone(tz).isoformat(),
         "referral_id": row.referral_id,
@@ -615,6 +617,8 @@ def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> Referr
         select(OutboxMessage)
         .where(OutboxMessage.referral_id == referral_id)
         .where(OutboxMessage.target_id.is_not(None))
+        # The prompt and each step performed; a step's own messages are that step.
+        .where(OutboxMessage.kind.in_((OutboxKind.PROMPT, OutboxKind.ESCALATION)))
         .where(OutboxMessage.sent_at.is_not(None))
         .order_by(OutboxMessage.sent_at, OutboxMessage.id)
     ).all()

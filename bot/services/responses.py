@@ -21,8 +21,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.delivery.kinds import RESPONSE_KINDS, OutboxKind, ResponseKind, RowState, TargetState
-from bot.delivery.outbox import enqueue_card_refresh
+from bot.delivery import outbox
+from bot.delivery.kinds import RESPONSE_KINDS, OutboxKind, ResponseKind, TargetState
 from bot.models import OutboxMessage, Referral, ReferralStatus, Response, Target
 from bot.services import audit
 from bot.services.directory import person_for_slack_user
@@ -43,8 +43,6 @@ FINAL_STATES = RESPONDED_STATES | {TargetState.CANCELLED}
 WAITING_STATES = (TargetState.HELD, TargetState.PROMPTED, TargetState.ESCALATED, TargetState.FAILED)
 
 CONTACT_METHODS = ("phone", "case_system")
-# Outbox kinds a response leaves alone: the prompt itself and the EDT card.
-NOT_ESCALATION_KINDS = (OutboxKind.PROMPT, OutboxKind.CARD)
 
 CONTACT_SLOT_STEP = timedelta(hours=1)
 CONTACT_SLOT_MARGIN = timedelta(minutes=15)
@@ -262,8 +260,8 @@ def record_response(
         detail=detail,
         rota_version=version,
     )
-    _cancel_escalations(session, target.id)
-    enqueue_card_refresh(session, referral.referral_id, now)
+    outbox.cancel_chasers(session, target.id)
+    outbox.enqueue_card_refresh(session, referral.referral_id, now)
     session.flush()
     return _outcome(
         context,
@@ -433,28 +431,17 @@ def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str], ...
         select(OutboxMessage.message_channel, OutboxMessage.message_ts)
         .where(
             OutboxMessage.target_id == target_id,
-            # The prompt and its reminders/escalations; alerts to the on-call stay as they are.
-            OutboxMessage.kind.in_((OutboxKind.PROMPT, OutboxKind.ESCALATION)),
+            # The prompt and its escalation steps' messages (older versions kept a step's first
+            # message on the step's row); alerts to the on-call stay as they are.
+            OutboxMessage.kind.in_(
+                (OutboxKind.PROMPT, OutboxKind.ESCALATION, OutboxKind.STEP_MESSAGE)
+            ),
             OutboxMessage.message_channel.is_not(None),
             OutboxMessage.message_ts.is_not(None),
         )
         .order_by(OutboxMessage.id)
     ).all()
     return tuple(dict.fromkeys((str(c), str(ts)) for c, ts in rows))
-
-
-def _cancel_escalations(session: Session, target_id: int) -> int:
-    """Cancel the target's pending reminders and escalations; the prompt and card stay."""
-    return session.execute(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.target_id == target_id,
-            OutboxMessage.state == RowState.PENDING,
-            OutboxMessage.kind.not_in(NOT_ESCALATION_KINDS),
-        )
-        .values(state=RowState.CANCELLED)
-        .execution_options(synchronize_session=False)
-    ).rowcount
 
 
 def _colleague_error(
@@ -610,23 +597,12 @@ def close_referral(
     session.refresh(referral)
     version = RotaStore(session).current_rota_version()
 
-    pending = list(
-        session.scalars(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.referral_id == referral_id,
-                OutboxMessage.state == RowState.PENDING,
-                OutboxMessage.kind != OutboxKind.CARD,
-            )
-            .order_by(OutboxMessage.id)
-        )
-    )
+    pending = outbox.cancel_owed_by(session, referral_id)
     targets = {
         t.id: t for t in session.scalars(select(Target).where(Target.referral_id == referral_id))
     }
     cancelled_prompts = 0
     for row in pending:
-        row.state = RowState.CANCELLED
         if row.kind != OutboxKind.PROMPT:
             continue
         cancelled_prompts += 1
@@ -661,7 +637,7 @@ def close_referral(
         },
         rota_version=version,
     )
-    enqueue_card_refresh(session, referral_id, now)
+    outbox.enqueue_card_refresh(session, referral_id, now)
     session.flush()
     return CloseOutcome(
         "closed",

@@ -38,7 +38,7 @@ MONDAY_9 = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # 09:00 GMT on an ordinary M
 TOKEN = "xoxb-handover-test"
 EDT = "C0EDT"
 SUMMARY = "SECRET-NARRATIVE baby Sam at 12 Acacia Avenue"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # ----- fixtures ----------------------------------------------------------------------------------
@@ -826,7 +826,7 @@ def test_a_failed_home_refresh_does_not_fail_the_delivery(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("database gone away")
 
-    monkeypatch.setattr("bot.delivery.dispatcher.refresh_homes", broken)
+    monkeypatch.setattr("bot.delivery.home.refresh_homes", broken)
     stats = make_dispatcher(settings, session_factory, clock).run_once()
     assert (stats.sent, stats.retrying, stats.failed) == (1, 0, 0)
     assert prompt_row(session_factory, prompt_id).state == RowState.SENT
