@@ -19,7 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bot.delivery.kinds import RowState, TargetState
 from rota.models import Base, UTCDateTime
 
-# Referral vocabulary (CONTRACT §5): what a referral is about and how soon it matters
+# Referral vocabulary (docs/reference/http.md): what a referral is about and how soon it matters
 CATEGORIES = (
     "domestic_abuse",
     "physical_abuse",
@@ -128,7 +128,7 @@ class Response(Base):
 
 
 class AuditEvent(Base):
-    """The append-only log (CONTRACT §7); triggers refuse UPDATE and DELETE."""
+    """The append-only log (docs/reference/audit-events.md); triggers refuse UPDATE and DELETE."""
 
     __tablename__ = "audit_log"
 

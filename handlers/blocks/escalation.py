@@ -1,8 +1,9 @@
 """Block Kit for escalation: the reminder DM, escalation DMs, the channel post and the breach.
 
-Minimal data (CONTRACT §6): the referral ID, the case reference, category, urgency, who was asked
-and since when, and what is asked. Builders take the referral's safe fields through
-ReferralFacts, so the summary cannot slip in; the notification `text` names only the referral ID.
+Minimal data (docs/reference/slack.md): the referral ID, the case reference, category,
+urgency, who was asked and since when, and what is asked. Builders take the referral's safe
+fields through ReferralFacts, so the summary cannot slip in; the notification `text` names only
+the referral ID.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Block Kit for a prompt DM and for the same DM once someone has responded (CONTRACT §6).
+"""Block Kit for a prompt DM and for the same DM once someone has responded.
+
+The prompt's metadata and buttons are docs/reference/slack.md's.
 
 Minimal data: only the referral ID, the case system's reference, category, urgency, times and
 what is asked. The notification `text` (lock screens) names the referral ID and nothing else.

@@ -90,7 +90,7 @@ def prompt_dms(deployment: Deployment, user: str) -> list[dict[str, Any]]:
 
 
 def assert_prompt(message: dict[str, Any], referral_id: str, *secrets: str) -> int:
-    """A prompt DM as CONTRACT §6 has it; returns its prompt_id."""
+    """A prompt DM as docs/reference/slack.md has it; returns its prompt_id."""
     metadata = message["metadata"]
     prompt_id = metadata["event_payload"]["prompt_id"]
     assert metadata == {
