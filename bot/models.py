@@ -104,8 +104,9 @@ class OutboxMessage(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    message_channel: Mapped[str | None] = mapped_column(String(32))  # where the message lives
-    message_ts: Mapped[str | None] = mapped_column(String(32))
+    # Where the sent message lives: its conversation and its id there (Slack's channel and ts).
+    message_channel: Mapped[str | None] = mapped_column(String(254))
+    message_ts: Mapped[str | None] = mapped_column(String(255))
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(String(500))
     detail: Mapped[str | None] = mapped_column(Text)  # JSON, kind-specific (no summary)

@@ -5,6 +5,7 @@ The variables are docs/reference/configuration.md's.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -126,10 +127,10 @@ class Settings:
             try:
                 interval = float(interval_text)
             except ValueError:
-                raise SettingsError(
-                    "HANDOVER_DISPATCH_INTERVAL must be a number of seconds"
-                ) from None
-            if not interval > 0:
+                interval = math.nan
+            if not math.isfinite(interval):
+                raise SettingsError("HANDOVER_DISPATCH_INTERVAL must be a number of seconds")
+            if interval <= 0:
                 raise SettingsError("HANDOVER_DISPATCH_INTERVAL must be positive")
 
         api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL

@@ -368,8 +368,9 @@ def record_step_message(
         "logged"
     ):
         return
-    notified = [outbox.load_detail(m).get("outcome") for m in messages]
-    channel = next((o["recipient"] for o in notified if o and o["via"] == "channel"), None)
+    # In the order each outcome is written (the row's detail keeps its keys sorted).
+    notified = [_in_order(outbox.load_detail(m).get("outcome") or {}) for m in messages]
+    channel = next((o["recipient"] for o in notified if o.get("via") == "channel"), None)
     _log(
         session,
         STEP_EVENTS[BREACH],
@@ -380,6 +381,12 @@ def record_step_message(
         detail={**step_detail(info), "notified": notified},
     )
     outbox.note(step_row, logged=True)
+
+
+def _in_order(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: outcome[key] for key in ("recipient", "via", "delivered", "error") if key in outcome
+    }
 
 
 def step_messages(session: Session, step_row: OutboxMessage) -> list[OutboxMessage]:

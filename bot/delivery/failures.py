@@ -97,7 +97,7 @@ class Failures:
         """The channel refuses the bot: keep the row, and say so once in a while."""
         now = self.clock.now()
         referral_id: str | None = None
-        channel_name = "the channel"
+        channel_name = self.ctx.channels.for_rooms().name
         with self.session_factory.begin() as session:
             row = outbox.release_for_retry(
                 session, row_id, instance_id=self.ctx.instance_id, now=now, error=exc.error

@@ -2,7 +2,9 @@
 
 The table of every message the bot owes is the outbox, not `prompts` (a row may be a card, an
 alert or an escalation step); its `channel_id` is the channel-neutral `address`, beside a new
-`channel` naming how the row goes; a target's `target` column is its `spec`.
+`channel` naming how the row goes, and where a sent message lives is wide enough for any channel
+(an email address and a Message-ID, not only Slack's IDs); a target's `target` column is its
+`spec`.
 
 SQLite cannot rename constraints or widen a column in place, so there the outbox is created anew
 and filled from `prompts`, and `responses` is rebuilt pointing at it; foreign keys are checked at
@@ -35,12 +37,17 @@ SHARED = (
 )
 
 
+# Where a sent message lives: 32 characters held Slack's IDs, not an email's.
+_WIDENED = ("message_channel", "message_ts")
+
+
 def _is_sqlite() -> bool:
     return op.get_bind().dialect.name == "sqlite"
 
 
-def _rows_table(name: str, *, address: str, address_length: int, with_channel: bool) -> None:
-    """Create the outbox table under `name` with its constraints and indexes."""
+def _rows_table(name: str, *, address: str, wide: bool) -> None:
+    """Create the outbox table under `name` with its constraints and indexes (`wide`: as this
+    revision has it; else as the one before)."""
     columns = [
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('referral_id', sa.String(length=32), nullable=False),
@@ -48,10 +55,10 @@ def _rows_table(name: str, *, address: str, address_length: int, with_channel: b
         sa.Column('kind', sa.String(length=24), nullable=False),
         sa.Column('recipient_id', sa.String(length=64), nullable=True),
     ]
-    if with_channel:
+    if wide:
         columns.append(sa.Column('channel', sa.String(length=16), nullable=True))
     columns += [
-        sa.Column(address, sa.String(length=address_length), nullable=True),
+        sa.Column(address, sa.String(length=254 if wide else 32), nullable=True),
         sa.Column('due_at', rota.models.UTCDateTime(), nullable=False),
         sa.Column('state', sa.String(length=16), nullable=False),
         sa.Column('attempts', sa.Integer(), nullable=False),
@@ -59,8 +66,8 @@ def _rows_table(name: str, *, address: str, address_length: int, with_channel: b
         sa.Column('claimed_by', sa.String(length=64), nullable=True),
         sa.Column('claimed_until', rota.models.UTCDateTime(), nullable=True),
         sa.Column('sent_at', rota.models.UTCDateTime(), nullable=True),
-        sa.Column('message_channel', sa.String(length=32), nullable=True),
-        sa.Column('message_ts', sa.String(length=32), nullable=True),
+        sa.Column('message_channel', sa.String(length=254 if wide else 32), nullable=True),
+        sa.Column('message_ts', sa.String(length=255 if wide else 32), nullable=True),
         sa.Column('late', sa.Boolean(), nullable=False),
         sa.Column('last_error', sa.String(length=500), nullable=True),
         sa.Column('detail', sa.Text(), nullable=True),
@@ -114,7 +121,7 @@ def upgrade() -> None:
     op.execute('ALTER TABLE targets RENAME COLUMN target TO spec')
     if _is_sqlite():
         op.execute('PRAGMA defer_foreign_keys = ON')
-        _rows_table('outbox', address='address', address_length=254, with_channel=True)
+        _rows_table('outbox', address='address', wide=True)
         columns = ", ".join(SHARED)
         op.execute(
             f'INSERT INTO outbox ({columns}, address) SELECT {columns}, channel_id FROM prompts'
@@ -128,6 +135,10 @@ def upgrade() -> None:
         existing_type=sa.String(length=32), type_=sa.String(length=254),
     )
     op.add_column('outbox', sa.Column('channel', sa.String(length=16), nullable=True))
+    for column, length in (('message_channel', 254), ('message_ts', 255)):
+        op.alter_column(
+            'outbox', column, existing_type=sa.String(length=32), type_=sa.String(length=length)
+        )
 
 
 def downgrade() -> None:
@@ -135,18 +146,24 @@ def downgrade() -> None:
     op.execute('ALTER TABLE targets RENAME COLUMN spec TO target')
     if _is_sqlite():
         op.execute('PRAGMA defer_foreign_keys = ON')
-        _rows_table('prompts', address='channel_id', address_length=32, with_channel=False)
-        columns = ", ".join(SHARED)
+        _rows_table('prompts', address='channel_id', wide=False)
+        columns = ", ".join(c for c in SHARED if c not in _WIDENED)
+        cut = ", ".join(f"substr({c}, 1, 32)" for c in _WIDENED)
         op.execute(
-            f'INSERT INTO prompts ({columns}, channel_id) '
-            f'SELECT {columns}, substr(address, 1, 32) FROM outbox'
+            f'INSERT INTO prompts ({columns}, {", ".join(_WIDENED)}, channel_id) '
+            f'SELECT {columns}, {cut}, substr(address, 1, 32) FROM outbox'
         )
         _point_responses_at('outbox', 'prompts')
         _drop_rows_table('outbox')
         return
     op.drop_column('outbox', 'channel')
-    # An email address does not fit the old column: only Slack IDs were ever stored there.
-    op.execute('UPDATE outbox SET address = substr(address, 1, 32)')
+    # Only Slack's IDs fit the old columns (nothing else was stored before this revision).
+    for column in ('address', *_WIDENED):
+        op.execute(f'UPDATE outbox SET {column} = substr({column}, 1, 32)')
+        if column != 'address':
+            op.alter_column(
+                'outbox', column, existing_type=sa.String(), type_=sa.String(length=32)
+            )
     op.alter_column(
         'outbox', 'address', new_column_name='channel_id',
         existing_type=sa.String(length=254), type_=sa.String(length=32),

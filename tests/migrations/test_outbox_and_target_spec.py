@@ -15,6 +15,8 @@ from bot.migrate import alembic_config, upgrade
 from tests.conftest import postgres_database
 
 BEFORE = "cc42eadf25bb"
+EMAIL = "dr.owen.jones.northgate-surgery@nhs-trust.example.org"
+MESSAGE_ID = "<handover.prompt.123456.HO-7K2M9Q@handover.example.gov.uk>"
 REVISION = "087bdca35682"
 
 
@@ -76,11 +78,13 @@ def test_rows_survive_the_upgrade_and_the_downgrade(empty_url: str) -> None:
         (prompt_id, "prompt", "U0HVJO", None, "1.000001")
     ]
     assert run(empty_url, "SELECT spec FROM targets") == [("person:hv-jo",)]
-    # The response still names its prompt's row, and new rows get fresh ids.
+    # The response still names its prompt's row, and new rows get fresh ids; an email address
+    # and a Message-ID fit where Slack's IDs did.
     assert run(
         empty_url,
-        "INSERT INTO outbox (referral_id, kind, due_at, state, attempts, late) "
-        "VALUES ('HO-1', 'card', '2026-11-16 09:00:00', 'pending', 0, false)",
+        "INSERT INTO outbox (referral_id, kind, due_at, state, attempts, late, channel, address, "
+        f"message_channel, message_ts) VALUES ('HO-1', 'card', '2026-11-16 09:00:00', "
+        f"'pending', 0, false, 'email', '{EMAIL}', '{EMAIL}', '{MESSAGE_ID}')",
         "SELECT r.prompt_id, o.kind FROM responses r JOIN outbox o ON o.id = r.prompt_id",
     ) == [(prompt_id, "prompt")]
 
@@ -88,9 +92,9 @@ def test_rows_survive_the_upgrade_and_the_downgrade(empty_url: str) -> None:
     tables = shape(empty_url)
     assert "outbox" not in tables and "channel_id" in tables["prompts"]
     assert "target" in tables["targets"]
-    assert run(empty_url, "SELECT id, kind, channel_id FROM prompts ORDER BY id") == [
-        (prompt_id, "prompt", "U0HVJO"),
-        (prompt_id + 1, "card", None),
+    assert run(empty_url, "SELECT id, kind, channel_id, message_ts FROM prompts ORDER BY id") == [
+        (prompt_id, "prompt", "U0HVJO", "1.000001"),
+        (prompt_id + 1, "card", EMAIL[:32], MESSAGE_ID[:32]),  # cut to fit, never refused
     ]
     assert run(empty_url, "SELECT prompt_id FROM responses") == [(prompt_id,)]
 
