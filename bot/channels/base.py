@@ -135,7 +135,8 @@ class Channel(Protocol):
         ...
 
 
-def _first_channel(contact: Contact) -> str | None:
+def _no_preference(contact: Contact) -> str | None:
+    """Everyone is reached by the first channel."""
     return None
 
 
@@ -146,7 +147,7 @@ class Channels:
         self,
         channels: Iterable[Channel],
         *,
-        for_person: Callable[[Contact], str | None] = _first_channel,
+        for_person: Callable[[Contact], str | None] = _no_preference,
     ) -> None:
         self._by_name = {channel.name: channel for channel in channels}
         if not self._by_name:

@@ -486,6 +486,17 @@ def _escalation_progress(
     return progress
 
 
+def _prompts_of_open_referrals() -> Select:
+    """Each prompt row of an open referral, with its target."""
+    return (
+        select(OutboxMessage, Target)
+        .join(Target, Target.id == OutboxMessage.target_id)
+        .join(Referral, Referral.referral_id == OutboxMessage.referral_id)
+        .where(Referral.status == ReferralStatus.OPEN)
+        .where(OutboxMessage.kind == OutboxKind.PROMPT)
+    )
+
+
 def overdue_prompts(
     session: Session, now: datetime, policy: EscalationPolicy, tz: ZoneInfo
 ) -> list[Overdue]:
@@ -493,11 +504,7 @@ def overdue_prompts(
     working time), or never sent (`held`, or `failed`) past due; oldest first."""
     found: list[Overdue] = []
     held = session.execute(
-        select(OutboxMessage, Target)
-        .join(Target, Target.id == OutboxMessage.target_id)
-        .join(Referral, Referral.referral_id == OutboxMessage.referral_id)
-        .where(Referral.status == ReferralStatus.OPEN)
-        .where(OutboxMessage.kind == OutboxKind.PROMPT)
+        _prompts_of_open_referrals()
         .where(OutboxMessage.state.in_((RowState.PENDING, RowState.CLAIMED, RowState.FAILED)))
         .where(Target.state.in_((TargetState.HELD, TargetState.FAILED)))
         .where(OutboxMessage.due_at <= now - OVERDUE_GRACE)
@@ -516,11 +523,7 @@ def overdue_prompts(
     # A reminder is at least `reminder_minutes` of wall-clock time after the send.
     earliest = now - timedelta(minutes=policy.reminder_minutes)
     prompted = session.execute(
-        select(OutboxMessage, Target)
-        .join(Target, Target.id == OutboxMessage.target_id)
-        .join(Referral, Referral.referral_id == OutboxMessage.referral_id)
-        .where(Referral.status == ReferralStatus.OPEN)
-        .where(OutboxMessage.kind == OutboxKind.PROMPT)
+        _prompts_of_open_referrals()
         .where(OutboxMessage.state == RowState.SENT)
         .where(Target.state.in_(UNANSWERED_TARGET_STATES))
         .where(OutboxMessage.sent_at <= earliest)
