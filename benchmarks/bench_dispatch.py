@@ -162,7 +162,10 @@ def run_processes(url: str, slack: SlackStandIn, dispatchers: int, clock_file: s
 def check(url: str, slack: SlackStandIn, count: int) -> None:
     engine = create_db_engine(url)
     with make_session_factory(engine)() as session:
-        states = Counter(session.scalars(select(OutboxMessage.state)))
+        # The prompts (each sent schedules its first escalation step, pending for later).
+        states = Counter(
+            session.scalars(select(OutboxMessage.state).where(OutboxMessage.kind == "prompt"))
+        )
     engine.dispose()
     per_prompt = Counter(
         (m.get("metadata") or {}).get("event_payload", {}).get("prompt_id")
