@@ -31,8 +31,9 @@ from bot.channels.slack import make_web_client  # noqa: E402
 from bot.clock import FixedClock  # noqa: E402
 from bot.db import create_db_engine, make_session_factory  # noqa: E402
 from bot.delivery.dispatcher import Dispatcher  # noqa: E402
+from bot.delivery.kinds import RowState  # noqa: E402
 from bot.migrate import upgrade  # noqa: E402
-from bot.models import PENDING, SENT, Prompt, Referral, Target  # noqa: E402
+from bot.models import OutboxMessage, Referral, Target  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from bot.slack_standin import SlackStandIn, StandInUser  # noqa: E402
 from rota.models import RotaVersion  # noqa: E402
@@ -97,7 +98,7 @@ def seed(url: str, count: int) -> None:
             target = Target(
                 referral_id=f"HO-B{i // 10:05d}",
                 position=i % 10,
-                target=f"person:p{i}",
+                spec=f"person:p{i}",
                 planned_via="self",
                 planned_recipient=f"p{i}",
                 due_at=NOW,
@@ -106,12 +107,12 @@ def seed(url: str, count: int) -> None:
             session.add(target)
             session.flush()
             session.add(
-                Prompt(
+                OutboxMessage(
                     referral_id=target.referral_id,
                     target_id=target.id,
                     kind="prompt",
                     due_at=NOW,
-                    state=PENDING,
+                    state=RowState.PENDING,
                     attempts=0,
                 )
             )
@@ -161,13 +162,16 @@ def run_processes(url: str, slack: SlackStandIn, dispatchers: int, clock_file: s
 def check(url: str, slack: SlackStandIn, count: int) -> None:
     engine = create_db_engine(url)
     with make_session_factory(engine)() as session:
-        states = Counter(session.scalars(select(Prompt.state)))
+        # The prompts (each sent schedules its first escalation step, pending for later).
+        states = Counter(
+            session.scalars(select(OutboxMessage.state).where(OutboxMessage.kind == "prompt"))
+        )
     engine.dispose()
     per_prompt = Counter(
         (m.get("metadata") or {}).get("event_payload", {}).get("prompt_id")
         for m in slack.messages()
     )
-    assert states == Counter({SENT: count}), states
+    assert states == Counter({RowState.SENT: count}), states
     assert len(per_prompt) == count and set(per_prompt.values()) == {1}, "duplicates or gaps"
 
 

@@ -1,8 +1,9 @@
-"""SQLAlchemy models of referrals, their targets, the prompt outbox and the audit log."""
+"""SQLAlchemy models of referrals, their targets, the outbox and the audit log."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     Boolean,
@@ -15,9 +16,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from bot.delivery.kinds import RowState, TargetState
 from rota.models import Base, UTCDateTime
 
-# Referral vocabulary (CONTRACT §5): what a referral is about and how soon it matters
+# Referral vocabulary (docs/reference/http.md): what a referral is about and how soon it matters
 CATEGORIES = (
     "domestic_abuse",
     "physical_abuse",
@@ -30,52 +32,12 @@ CATEGORIES = (
 )
 URGENCIES = ("urgent", "standard")
 
-# Referral states
-OPEN = "open"
-CLOSED = "closed"
 
-# Outbox (prompt) states
-PENDING = "pending"  # waiting for due_at
-CLAIMED = "claimed"  # a dispatcher took it; confirmed by `sent` or released
-SENT = "sent"
-FAILED = "failed"  # gave up after a permanent error (an alert was raised)
-CANCELLED = "cancelled"
+class ReferralStatus(StrEnum):
+    """Whether a referral still owes anything."""
 
-# Outbox kinds (Prompt.kind): what a row delivers
-KIND_PROMPT = "prompt"  # the question to a target's recipient
-KIND_ON_CALL = "on_call"  # a new referral, to whoever holds an alert role
-KIND_LONG_GAP = "long_gap"
-KIND_UNROUTABLE = "unroutable"
-KIND_CARD = "card"  # the referral's card in the EDT channel, posted then updated
-KIND_ESCALATION = "escalation"  # one escalation step (reminder, escalation, breach, ...)
-KIND_DELIVERY_FAILURE = "delivery_failure"  # the dispatcher could not deliver a prompt
-# Alerts the outbox delivers; `slack_auth` is posted directly, never as a row.
-ALERT_KINDS = (KIND_ON_CALL, KIND_LONG_GAP, KIND_UNROUTABLE, KIND_DELIVERY_FAILURE)
-KIND_SLACK_AUTH = "slack_auth"
-
-# Response kinds: what each prompt button records, as Response.kind, the Target's state and
-# the audit event alike
-RESPONSE_ACKNOWLEDGED = "acknowledged"
-RESPONSE_HAS_INFORMATION = "has_information"
-RESPONSE_NOT_KNOWN = "not_known"
-RESPONSE_REDIRECTED = "redirected"
-RESPONSE_KINDS = (
-    RESPONSE_ACKNOWLEDGED,
-    RESPONSE_HAS_INFORMATION,
-    RESPONSE_NOT_KNOWN,
-    RESPONSE_REDIRECTED,
-)
-
-# Target states: held until the prompt is sent, then prompted until a response (one of
-# RESPONSE_KINDS) is recorded; failed, unroutable and cancelled are the other ends
-TARGET_HELD = "held"
-TARGET_PROMPTED = "prompted"
-TARGET_ESCALATED = "escalated"
-TARGET_FAILED = "failed"  # its prompt could not be delivered
-TARGET_UNROUTABLE = "unroutable"  # nobody in its chain at work within 7 days
-TARGET_CANCELLED = "cancelled"  # the referral was closed first
-# Sent, and nobody has answered yet
-TARGET_UNANSWERED_STATES = (TARGET_PROMPTED, TARGET_ESCALATED)
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 class Referral(Base):
@@ -93,7 +55,7 @@ class Referral(Base):
     request_hash: Mapped[str] = mapped_column(String(64))  # idempotency comparison
     rota_version: Mapped[int] = mapped_column(Integer)
     plan_json: Mapped[str] = mapped_column(Text)  # the plan and alerts as answered at intake
-    status: Mapped[str] = mapped_column(String(16), default=OPEN, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ReferralStatus.OPEN, index=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     closed_by: Mapped[str | None] = mapped_column(String(64))
     close_reason: Mapped[str | None] = mapped_column(String(500))
@@ -109,41 +71,47 @@ class Target(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
     position: Mapped[int] = mapped_column(Integer)
-    target: Mapped[str] = mapped_column(String(140))  # person:ID | team:ID | role:NAME
+    spec: Mapped[str] = mapped_column(String(140))  # person:ID | team:ID | role:NAME
     planned_via: Mapped[str] = mapped_column(String(16))
     planned_recipient: Mapped[str | None] = mapped_column(String(64))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # T0; None if unroutable
-    state: Mapped[str] = mapped_column(String(16), default=TARGET_HELD)
+    state: Mapped[str] = mapped_column(String(16), default=TargetState.HELD)
     redirected_from_id: Mapped[int | None] = mapped_column(ForeignKey("targets.id"))
 
     __table_args__ = (UniqueConstraint("referral_id", "position"),)
 
 
-class Prompt(Base):
-    """The outbox: every Slack message the bot owes, with due time, state and attempts."""
+class OutboxMessage(Base):
+    """A row of the outbox: one message the bot owes (a prompt, an alert, a card update, an
+    escalation step or one of its messages), with its due time, state and attempts.
 
-    __tablename__ = "prompts"
+    A prompt's `prompt_id` (in its metadata, on its buttons, in Response) is its row's id.
+    """
+
+    __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
     target_id: Mapped[int | None] = mapped_column(ForeignKey("targets.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(24))
+    kind: Mapped[str] = mapped_column(String(24))  # an OutboxKind
     recipient_id: Mapped[str | None] = mapped_column(String(64))  # person_id, resolved late
-    channel_id: Mapped[str | None] = mapped_column(String(32))  # Slack channel when known
+    channel: Mapped[str | None] = mapped_column(String(16))  # how it goes (slack), once chosen
+    address: Mapped[str | None] = mapped_column(String(254))  # where on that channel, once known
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    state: Mapped[str] = mapped_column(String(16), default=PENDING)
+    state: Mapped[str] = mapped_column(String(16), default=RowState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    message_channel: Mapped[str | None] = mapped_column(String(32))
-    message_ts: Mapped[str | None] = mapped_column(String(32))
+    # Where the sent message lives: its conversation and its id there (Slack's channel and ts).
+    message_channel: Mapped[str | None] = mapped_column(String(254))
+    message_ts: Mapped[str | None] = mapped_column(String(255))
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     last_error: Mapped[str | None] = mapped_column(String(500))
     detail: Mapped[str | None] = mapped_column(Text)  # JSON, kind-specific (no summary)
 
-    __table_args__ = (Index("ix_prompts_state_due", "state", "due_at"),)
+    __table_args__ = (Index("ix_outbox_state_due", "state", "due_at"),)
 
 
 class Response(Base):
@@ -152,7 +120,7 @@ class Response(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
     target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"), index=True)
-    prompt_id: Mapped[int | None] = mapped_column(ForeignKey("prompts.id"))
+    prompt_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
     kind: Mapped[str] = mapped_column(String(24))
     responder_id: Mapped[str] = mapped_column(String(64))
     on_behalf_of: Mapped[str | None] = mapped_column(String(64))
@@ -161,7 +129,7 @@ class Response(Base):
 
 
 class AuditEvent(Base):
-    """The append-only log (CONTRACT §7); triggers refuse UPDATE and DELETE."""
+    """The append-only log (docs/reference/audit-events.md); triggers refuse UPDATE and DELETE."""
 
     __tablename__ = "audit_log"
 

@@ -1,7 +1,11 @@
-"""Settings read once from the environment into a frozen object (CONTRACT §1)."""
+"""Settings read once from the environment into a frozen object.
+
+The variables are docs/reference/configuration.md's.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -13,6 +17,7 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite:///handover.db"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_DISPATCH_INTERVAL_SECONDS = 30.0
 
 _ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
 
@@ -64,6 +69,8 @@ class Settings:
     api_secret: str | None = field(default=None, repr=False)
     alert_roles: tuple[str, ...] = ("edt_manager",)
     escalation: EscalationPolicy = EscalationPolicy()
+    # Seconds between the dispatcher's safety passes (it also wakes at every due time).
+    dispatch_interval_seconds: float = DEFAULT_DISPATCH_INTERVAL_SECONDS
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -114,6 +121,18 @@ class Settings:
         if not (policy.reminder_minutes < policy.escalate_minutes < policy.channel_minutes):
             raise SettingsError("escalation offsets must increase: reminder < escalate < channel")
 
+        interval_text = get("HANDOVER_DISPATCH_INTERVAL")
+        interval = DEFAULT_DISPATCH_INTERVAL_SECONDS
+        if interval_text is not None:
+            try:
+                interval = float(interval_text)
+            except ValueError:
+                interval = math.nan
+            if not math.isfinite(interval):
+                raise SettingsError("HANDOVER_DISPATCH_INTERVAL must be a number of seconds")
+            if interval <= 0:
+                raise SettingsError("HANDOVER_DISPATCH_INTERVAL must be positive")
+
         api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
         if not api_url.endswith("/"):
             api_url += "/"
@@ -131,4 +150,5 @@ class Settings:
             api_secret=get("HANDOVER_API_SECRET"),
             alert_roles=roles,
             escalation=policy,
+            dispatch_interval_seconds=interval,
         )

@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
-from bot.models import RESPONSE_HAS_INFORMATION
+from bot.delivery.kinds import ResponseKind
 from bot.services.responses import check_response
 from handlers import ids
 from handlers.blocks.response import build_has_info_modal, build_redirect_modal, modal_metadata
@@ -78,7 +78,7 @@ def _make_modal_opener(services: Services, kind: str) -> Callable[..., None]:
             tell_privately(client, user_id, channel, refusal_for(outcome, services), referral_id)
             return
         metadata = modal_metadata(prompt_id, channel, message_ts)
-        if kind == RESPONSE_HAS_INFORMATION:
+        if kind == ResponseKind.HAS_INFORMATION:
             view = build_has_info_modal(
                 outcome.referral,
                 outcome.contact_slots,

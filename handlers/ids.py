@@ -1,6 +1,11 @@
-"""Identifiers shared by Block Kit builders and the listeners that handle them (CONTRACT §6)."""
+"""Identifiers shared by Block Kit builders and the listeners that handle them.
+
+The command name, action_ids, callback_ids and block_ids are external names:
+docs/reference/slack.md.
+"""
 
 from bot import models
+from bot.delivery.kinds import ResponseKind
 
 COMMAND = "/handover"
 
@@ -11,20 +16,12 @@ NOT_KNOWN = "handover_not_known"
 REDIRECT = "handover_redirect"
 RESPONSE_ACTIONS = (ACK, HAS_INFO, NOT_KNOWN, REDIRECT)
 # The response kind each prompt button records
-RESPONSE_KIND_BY_ACTION: dict[str, str] = {
-    ACK: models.RESPONSE_ACKNOWLEDGED,
-    HAS_INFO: models.RESPONSE_HAS_INFORMATION,
-    NOT_KNOWN: models.RESPONSE_NOT_KNOWN,
-    REDIRECT: models.RESPONSE_REDIRECTED,
+RESPONSE_KIND_BY_ACTION: dict[str, ResponseKind] = {
+    ACK: ResponseKind.ACKNOWLEDGED,
+    HAS_INFO: ResponseKind.HAS_INFORMATION,
+    NOT_KNOWN: ResponseKind.NOT_KNOWN,
+    REDIRECT: ResponseKind.REDIRECTED,
 }
-
-# Message metadata
-PROMPT_EVENT_TYPE = "handover_prompt"  # a prompt DM: {"referral_id", "prompt_id"} (CONTRACT §6)
-# The bot's other messages carry their own types, so "the handover_prompt message in X's DM" is
-# always a prompt. Each payload names the referral and the outbox row (`row_id`) it delivers.
-CARD_EVENT_TYPE = "handover_card"  # the referral's card in the EDT channel
-ALERT_EVENT_TYPE = "handover_alert"  # on call, long gap, unroutable, delivery failure, Slack auth
-ESCALATION_EVENT_TYPE = "handover_escalation"  # reminder, escalation DMs, channel post, breach
 
 # Referral modal
 REFERRAL_MODAL = "handover_referral_modal"

@@ -10,6 +10,7 @@ from slack_bolt import Respond
 
 from bot.context import Services
 from bot.services.directory import person_for_slack_user
+from bot.services.home import ReferralRow
 from bot.services.logbook import (
     count_open_referrals,
     coverage_for_referrals,
@@ -18,7 +19,6 @@ from bot.services.logbook import (
     referral_history,
 )
 from handlers.blocks.home import (
-    ReferralRow,
     build_log_open_message,
     build_log_overdue_message,
     build_log_referral_message,

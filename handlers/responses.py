@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
-from bot.models import RESPONSE_HAS_INFORMATION, RESPONSE_REDIRECTED
+from bot.delivery.kinds import ResponseKind
 from bot.services.directory import search_people, search_text
 from bot.services.responses import ResponseOutcome, record_response
 from handlers import ids
@@ -46,14 +46,23 @@ def register(app: App, services: Services) -> None:
         contact_by, method = read_has_info_modal(state_values(view))
         answers = {"contact_by": contact_by, "method": method}
         submit(
-            services, ack, body, view, client, RESPONSE_HAS_INFORMATION, BLOCK_CONTACT_BY, **answers
+            services,
+            ack,
+            body,
+            view,
+            client,
+            ResponseKind.HAS_INFORMATION,
+            BLOCK_CONTACT_BY,
+            **answers,
         )
 
     @app.view(ids.REDIRECT_MODAL)
     def submit_redirect(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
         colleague = read_redirect_modal(state_values(view))
         answers = {"colleague": colleague}
-        submit(services, ack, body, view, client, RESPONSE_REDIRECTED, BLOCK_COLLEAGUE, **answers)
+        submit(
+            services, ack, body, view, client, ResponseKind.REDIRECTED, BLOCK_COLLEAGUE, **answers
+        )
 
     @app.options(ACTION_COLLEAGUE)
     def load_colleagues(ack: Ack, payload: dict) -> None:

@@ -1,4 +1,4 @@
-"""Escalation decisions for a prompt nobody has responded to (CONTRACT §3): pure, no clock.
+"""Escalation decisions for a prompt nobody has responded to (docs/timing.md): pure, no clock.
 
 From the instant a prompt is sent, counted in the recipient team's working time (wall-clock
 time for a shift-only recipient): a reminder at +60 min, an escalation to the rest of the chain

@@ -1,4 +1,5 @@
-"""The values the routing planner returns (CONTRACT §3, §4 `plan --format json`)."""
+"""The values the routing planner returns (docs/timing.md; `plan --format json` in
+docs/reference/commands.md)."""
 
 from __future__ import annotations
 

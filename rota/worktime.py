@@ -1,8 +1,9 @@
-"""Working time of a prompt's recipient, for the escalation offsets and the breach (CONTRACT §3).
+"""Working time of a prompt's recipient, for the escalation offsets and the breach.
 
 Offsets are counted in the recipient's team's working time: team hours on working days of its
 region, minus the closures that apply to the team. A shift-only recipient (effective hours
-`none`) counts wall-clock time instead.
+`none`) counts wall-clock time instead. `working_time_for` is the one rule deciding which
+working time a prompt is measured in (docs/timing.md); everything that measures a prompt uses it.
 """
 
 from __future__ import annotations
@@ -135,3 +136,55 @@ def working_time_for_recipient(store: RotaStore, person_id: str, tz: ZoneInfo) -
     return WorkingTime(
         tz=tz, hours=hours, region=team.region, team=team, store=store, person_id=person_id
     )
+
+
+def _target_team(store: RotaStore, target: str) -> Team | None:
+    """The team a `person:ID` or `team:ID` target belongs to (a role's has none of its own)."""
+    kind, _, ref = target.partition(":")
+    if kind == "team":
+        return store.team(ref)
+    if kind == "person":
+        person = store.person(ref)
+        return store.team(person.team_id) if person is not None else None
+    return None
+
+
+class WorkingTimes:
+    """`working_time_for`, remembered per person and per team (each keeps its closure cache)."""
+
+    def __init__(self, store: RotaStore, tz: ZoneInfo) -> None:
+        self.store = store
+        self.tz = tz
+        self._known: dict[tuple[str, str], WorkingTime] = {}
+
+    def of_prompt(self, recipient: str | None, target: str) -> WorkingTime:
+        """The working time a prompt to `recipient` (a person_id, or the channel ID of a team
+        channel) for `target` is measured in.
+
+        A person's is theirs (`working_time_for_recipient`). A prompt to a team channel, or to
+        someone no longer in the rota, is measured in the target's team's hours; a role target
+        has no team of its own, and a team without fixed hours has none: wall-clock time.
+        """
+        if recipient and self.store.person(recipient) is not None:
+            key = ("person", recipient)
+            if key not in self._known:
+                self._known[key] = working_time_for_recipient(self.store, recipient, self.tz)
+            return self._known[key]
+        team = _target_team(self.store, target)
+        hours = parse_hours(team.hours) if team is not None else None
+        if team is None or hours is None or hours.is_none:
+            return WorkingTime(tz=self.tz, store=self.store)
+        key = ("team", team.team_id)
+        if key not in self._known:
+            self._known[key] = WorkingTime(
+                tz=self.tz, hours=hours, region=team.region, team=team, store=self.store
+            )
+        return self._known[key]
+
+
+def working_time_for(
+    store: RotaStore, recipient: str | None, target: str, tz: ZoneInfo
+) -> WorkingTime:
+    """The working time a prompt to `recipient` for `target` is measured in: its respond-by
+    time, its escalation steps and its breach (see `WorkingTimes.of_prompt`)."""
+    return WorkingTimes(store, tz).of_prompt(recipient, target)

@@ -1,9 +1,10 @@
-"""The Slack Web API client and the edge where its failures become a few typed exceptions.
+"""Slack as a channel: the Web API client, and the edge where its failures become typed errors.
 
 `chat.postMessage` is not idempotent: a 5xx or a dropped connection may come after Slack stored
 the message. So the HTTP layer retries it only when the request certainly had no effect (429,
-connection refused); other failures surface as an *ambiguous* `SlackTransientError`, and the
-dispatcher looks in the channel's history for the message before it ever posts again.
+connection refused); other failures surface as an *ambiguous* `SlackTransientError`, and
+delivery looks in the conversation's history for the message before it ever posts again.
+`SlackChannel` is the `bot.channels.base.Channel` the dispatcher delivers through.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from datetime import datetime
 from http.client import HTTPException
 from typing import Any
 from urllib.error import URLError
@@ -29,7 +30,19 @@ from slack_sdk.http_retry import (
 )
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
+from bot.channels.base import (
+    ChannelError,
+    Contact,
+    CredentialsRefused,
+    Message,
+    RecipientUnreachable,
+    RequestRefused,
+    Sent,
+    TransientError,
+)
+from bot.delivery.metadata import MessageTag
 from bot.settings import Settings
+from rota.models import Person
 
 logger = logging.getLogger(__name__)
 
@@ -77,45 +90,23 @@ TRANSIENT_ERRORS = frozenset(
 AMBIGUOUS_ERRORS = frozenset({"internal_error", "fatal_error", "request_timeout"})
 
 
-class SlackError(Exception):
+class SlackError(ChannelError):
     """A Slack call failed; `error` is Slack's error code (or a short description)."""
 
-    def __init__(self, message: str, *, method: str, error: str) -> None:
-        super().__init__(message)
-        self.method = method
-        self.error = error
+
+class SlackTransientError(SlackError, TransientError):
+    """Slack could not be reached or was overloaded: try again later (see TransientError)."""
 
 
-class SlackTransientError(SlackError):
-    """Slack could not be reached or was overloaded: try again later.
-
-    `ambiguous` is True when the request may have taken effect anyway (timeout, 5xx after
-    sending); `retry_after` is Slack's Retry-After in seconds when it gave one.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        method: str,
-        error: str,
-        ambiguous: bool,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, method=method, error=error)
-        self.ambiguous = ambiguous
-        self.retry_after = retry_after
-
-
-class SlackRecipientError(SlackError):
+class SlackRecipientError(SlackError, RecipientUnreachable):
     """This recipient (user or channel) cannot be reached: retrying will not help."""
 
 
-class SlackAuthError(SlackError):
+class SlackAuthError(SlackError, CredentialsRefused):
     """The bot's token is refused (revoked, invalid, missing scope): nothing can be sent."""
 
 
-class SlackRequestError(SlackError):
+class SlackRequestError(SlackError, RequestRefused):
     """Slack refused the request itself (e.g. invalid_blocks): a bug, not worth retrying."""
 
 
@@ -230,7 +221,11 @@ def translate_connection_error(exc: BaseException, method: str) -> SlackTransien
     kind = type(exc).__name__
     ambiguous = method in NON_IDEMPOTENT_METHODS and not _nothing_was_sent(exc)
     return SlackTransientError(
-        f"{method} failed: {kind}", method=method, error=f"connection:{kind}", ambiguous=ambiguous
+        f"{method} failed: {kind}",
+        method=method,
+        error=f"connection:{kind}",
+        ambiguous=ambiguous,
+        unreachable=True,
     )
 
 
@@ -254,71 +249,114 @@ def slack_edge(method: str) -> Iterator[None]:
         ) from exc
 
 
-@dataclass(frozen=True)
-class PostedMessage:
-    """Where a message lives in Slack."""
+class SlackChannel:
+    """The Web API calls delivery makes, each translated at the edge (a `Channel`)."""
 
-    channel: str
-    ts: str
-
-
-class SlackMessenger:
-    """The few Web API calls the dispatcher makes, each translated at the edge."""
+    name = "slack"
 
     def __init__(self, client: WebClient) -> None:
         self.client = client
 
-    def post_message(
-        self, channel: str, *, text: str, blocks: list[dict[str, Any]], metadata: dict[str, Any]
-    ) -> PostedMessage:
-        """chat.postMessage; `channel` may be a user ID (the bot's DM with them)."""
-        with slack_edge("chat.postMessage"):
+    # ----- people ----------------------------------------------------------------------------
+
+    def address_of(self, contact: Contact) -> str | None:
+        """Their Slack user ID from the rota (given, or found by email earlier)."""
+        return contact.slack_user
+
+    def look_up(self, contact: Contact) -> str:
+        """users.lookupByEmail; RecipientUnreachable when there is no email or no such user."""
+        if not contact.email:
+            raise SlackRecipientError(
+                f"{contact.person_id} has no Slack user and no email",
+                method="users.lookupByEmail",
+                error="no_slack_user",
+            )
+        try:
+            with slack_edge("users.lookupByEmail"):
+                response = self.client.users_lookupByEmail(email=contact.email)
+        except SlackRecipientError as exc:
+            raise SlackRecipientError(
+                f"no Slack user for {contact.person_id}",
+                method="users.lookupByEmail",
+                error="users_not_found",
+            ) from exc
+        return str(response["user"]["id"])
+
+    def remember(self, person: Person, address: str) -> None:
+        """Store the user ID found by email beside the one people.csv may give later."""
+        person.slack_user_found = address
+
+    @staticmethod
+    def is_user(address: str) -> bool:
+        """Whether an address is a Slack user (the bot's DM with them), not a conversation."""
+        return address[:1] in ("U", "W")
+
+    # ----- messages --------------------------------------------------------------------------
+
+    def send(self, address: str, message: Message) -> Sent:
+        """chat.postMessage; `address` may be a user ID (the bot's DM with them)."""
+        with self._telling_a_dead_bot_apart(), slack_edge("chat.postMessage"):
             response = self.client.chat_postMessage(
-                channel=channel, text=text, blocks=blocks, metadata=metadata, unfurl_links=False
+                channel=address,
+                text=message.text,
+                blocks=list(message.blocks),
+                metadata=message.tag.metadata,
+                unfurl_links=False,
             )
-        return PostedMessage(channel=str(response["channel"]), ts=str(response["ts"]))
+        return Sent(conversation=str(response["channel"]), ts=str(response["ts"]))
 
-    def update_message(
-        self,
-        channel: str,
-        ts: str,
-        *,
-        text: str,
-        blocks: list[dict[str, Any]],
-        metadata: dict[str, Any] | None = None,
-    ) -> PostedMessage:
+    def update(self, sent: Sent, message: Message) -> Sent:
         """chat.update of a message the bot posted (idempotent, so retried freely)."""
-        with slack_edge("chat.update"):
+        with self._telling_a_dead_bot_apart(), slack_edge("chat.update"):
             response = self.client.chat_update(
-                channel=channel, ts=ts, text=text, blocks=blocks, metadata=metadata
+                channel=sent.conversation,
+                ts=sent.ts,
+                text=message.text,
+                blocks=list(message.blocks),
             )
-        return PostedMessage(channel=str(response["channel"]), ts=str(response["ts"]))
+        return Sent(conversation=str(response["channel"]), ts=str(response["ts"]))
 
-    def open_dm(self, user_id: str) -> str:
+    def find(self, address: str, tag: MessageTag, since: datetime | None) -> Sent | None:
+        """The bot's message in the conversation of `address` whose metadata matches `tag`."""
+        with self._telling_a_dead_bot_apart():
+            conversation = self._open_dm(address) if self.is_user(address) else address
+            return self._find_in_history(
+                conversation,
+                event_type=tag.event_type,
+                payload_match=tag.identity,
+                oldest=since.timestamp() if since is not None else None,
+            )
+
+    # ----- Slack's own ------------------------------------------------------------------------
+
+    def _open_dm(self, user_id: str) -> str:
         """The ID of the bot's DM channel with a user (conversations.open)."""
         with slack_edge("conversations.open"):
             response = self.client.conversations_open(users=user_id)
         return str(response["channel"]["id"])
 
-    def lookup_user_by_email(self, email: str) -> str | None:
-        """The Slack user ID for an email address, or None when Slack knows nobody by it."""
+    @contextmanager
+    def _telling_a_dead_bot_apart(self) -> Iterator[None]:
+        """account_inactive names the recipient's account or the bot's own: auth.test tells."""
         try:
-            with slack_edge("users.lookupByEmail"):
-                response = self.client.users_lookupByEmail(email=email)
-        except SlackRecipientError:
-            return None
-        return str(response["user"]["id"])
+            yield
+        except SlackRecipientError as exc:
+            if exc.error == "account_inactive" and not self._bot_token_works():
+                raise SlackAuthError(str(exc), method=exc.method, error=exc.error) from exc
+            raise
 
-    def bot_token_works(self) -> bool:
-        """Whether auth.test accepts the token (tells a dead bot from a dead recipient)."""
+    def _bot_token_works(self) -> bool:
+        """Whether auth.test accepts the token; True when it cannot tell (no guess stops all)."""
         try:
             with slack_edge("auth.test"):
                 self.client.auth_test()
         except (SlackAuthError, SlackRecipientError):
             return False
+        except SlackError:
+            return True
         return True
 
-    def find_message(
+    def _find_in_history(
         self,
         channel: str,
         *,
@@ -326,8 +364,7 @@ class SlackMessenger:
         payload_match: Mapping[str, Any],
         oldest: float | None,
         page_size: int = 200,
-    ) -> PostedMessage | None:
-        """The bot's message in `channel` whose metadata matches, searching history from oldest."""
+    ) -> Sent | None:
         cursor: str | None = None
         while True:
             kwargs: dict[str, Any] = {
@@ -343,7 +380,7 @@ class SlackMessenger:
                 response = self.client.conversations_history(**kwargs)
             for message in response.get("messages") or []:
                 if _metadata_matches(message, event_type, payload_match):
-                    return PostedMessage(channel=channel, ts=str(message["ts"]))
+                    return Sent(conversation=channel, ts=str(message["ts"]))
             cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor or not response.get("has_more", True):
                 return None

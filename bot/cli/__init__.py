@@ -1,4 +1,4 @@
-"""The `handover` command line (CONTRACT §4). It only parses arguments and wires."""
+"""The `handover` command line (docs/reference/commands.md). It only parses arguments and wires."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.delivery.dispatcher import dispatch_command
+    from bot.cli.dispatch import dispatch_command
 
     return dispatch_command(args, settings)
 

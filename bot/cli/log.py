@@ -1,4 +1,7 @@
-"""`handover log` and `handover report` (CONTRACT §4): the escalation log and its figures."""
+"""`handover log` and `handover report`: the escalation log and its figures.
+
+The commands are docs/reference/commands.md's.
+"""
 
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
-"""The outbox of Slack messages the bot owes (`Prompt` rows): claiming, confirming, retrying.
+"""The outbox: every message the bot owes, as `OutboxMessage` rows; creating, claiming, settling.
 
-A dispatcher *claims* due rows with a lease, commits, talks to Slack outside any transaction,
-then confirms in a second short transaction. Every state change is a compare-and-set on
+This is the only place that creates outbox rows (the `enqueue_*` functions). A dispatcher
+*claims* due rows with a lease, commits, talks to the channel outside any transaction, then
+settles each in a second short transaction. Every state change is a compare-and-set on
 (state, claimed_by), so two dispatchers never both own a row, and a dispatcher whose lease ran
-out cannot confirm over another's. A claim whose lease expired (its dispatcher died between
-post and confirm) is claimed again with `needs_check`: the message may already be in Slack.
+out cannot settle over another's. A claim whose lease expired (its dispatcher died between
+sending and confirming) is claimed again with `needs_check`: the message may already be sent.
 
 These functions take a session and never commit (the caller scopes the transaction).
 """
@@ -12,18 +13,27 @@ These functions take a session and never commit (the caller scopes the transacti
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot.models import CANCELLED, CLAIMED, FAILED, KIND_CARD, PENDING, SENT, Prompt
+from bot.delivery.kinds import OutboxKind, RowState
+from bot.models import OutboxMessage, Referral, Target
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=15)
 DEFAULT_LEASE = timedelta(minutes=10)
-DISPATCH_KEY = "dispatch"  # our bookkeeping inside Prompt.detail, beside intake's keys
+DISPATCH_KEY = "dispatch"  # our bookkeeping inside OutboxMessage.detail, beside the kind's keys
+# How far before the first claim a message for the row could carry a timestamp: covers clock
+# skew between us and the channel.
+HISTORY_MARGIN = timedelta(minutes=10)
+# Kinds a response or a close leaves alone: the prompt itself, the EDT card, and the messages
+# of an escalation step already performed (in flight, as a step being sent always was).
+_NOT_CHASED_KINDS = (OutboxKind.PROMPT, OutboxKind.CARD, OutboxKind.STEP_MESSAGE)
+_NOT_CANCELLED_ON_CLOSE = (OutboxKind.CARD, OutboxKind.STEP_MESSAGE)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -33,66 +43,242 @@ def backoff(attempts: int) -> timedelta:
     return min(BACKOFF_CAP, BACKOFF_BASE * (2 ** min(attempts - 1, 16)))
 
 
-def load_detail(prompt: Prompt) -> dict[str, Any]:
+# ----- the row's detail and the dispatcher's bookkeeping in it ----------------------------------
+
+
+def load_detail(row: OutboxMessage) -> dict[str, Any]:
     """The row's detail JSON as a dict (empty when absent or not an object)."""
-    if not prompt.detail:
+    if not row.detail:
         return {}
     try:
-        value = json.loads(prompt.detail)
+        value = json.loads(row.detail)
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
 
 
-def dispatch_state(prompt: Prompt) -> dict[str, Any]:
-    """The dispatcher's bookkeeping for this row (needs_check, first_claimed_at, …)."""
-    state = load_detail(prompt).get(DISPATCH_KEY)
-    return dict(state) if isinstance(state, dict) else {}
-
-
-def dumps(detail: dict[str, Any]) -> str:
+def dumps(detail: Mapping[str, Any]) -> str:
     """Detail JSON as stored (keys sorted, so equal details compare equal)."""
     return json.dumps(detail, sort_keys=True)
 
 
-def note(prompt: Prompt, **changes: Any) -> None:
+def update_detail(row: OutboxMessage, **changes: Any) -> None:
+    """Set keys of the row's detail."""
+    row.detail = dumps({**load_detail(row), **changes})
+
+
+def dispatch_state(row: OutboxMessage) -> dict[str, Any]:
+    """The dispatcher's bookkeeping for this row (needs_check, first_claimed_at, …)."""
+    state = load_detail(row).get(DISPATCH_KEY)
+    return dict(state) if isinstance(state, dict) else {}
+
+
+def note(row: OutboxMessage, **changes: Any) -> None:
     """Record dispatcher bookkeeping in the row's detail (e.g. the via chosen at send time)."""
-    _set_dispatch_state(prompt, **changes)
+    update_detail(row, **{DISPATCH_KEY: {**dispatch_state(row), **changes}})
 
 
-def _set_dispatch_state(prompt: Prompt, **changes: Any) -> None:
-    detail = load_detail(prompt)
-    state = detail.get(DISPATCH_KEY)
-    state = dict(state) if isinstance(state, dict) else {}
-    state.update(changes)
-    detail[DISPATCH_KEY] = state
-    prompt.detail = dumps(detail)
+def needs_check(row: OutboxMessage) -> bool:
+    """Whether the message may already be sent, so the channel must be searched first."""
+    return bool(dispatch_state(row).get("needs_check"))
 
 
-def needs_check(prompt: Prompt) -> bool:
-    """Whether the message may already be in Slack, so history must be searched before posting."""
-    return bool(dispatch_state(prompt).get("needs_check"))
+def _instant(row: OutboxMessage, key: str) -> datetime | None:
+    text = dispatch_state(row).get(key)
+    return datetime.fromisoformat(text) if text else None
 
 
-def first_claimed_at(prompt: Prompt) -> datetime | None:
+def first_claimed_at(row: OutboxMessage) -> datetime | None:
     """When the row was first claimed: no message for it can be older."""
-    text = dispatch_state(prompt).get("first_claimed_at")
-    return datetime.fromisoformat(text) if text else None
+    return _instant(row, "first_claimed_at")
 
 
-def last_post_attempt_at(prompt: Prompt) -> datetime | None:
-    """When the latest attempt to post this row began (it may have reached Slack)."""
-    text = dispatch_state(prompt).get("last_post_attempt_at")
-    return datetime.fromisoformat(text) if text else None
+def last_post_attempt_at(row: OutboxMessage) -> datetime | None:
+    """When the latest attempt to send this row began (it may have reached the channel)."""
+    return _instant(row, "last_post_attempt_at")
+
+
+def history_since(row: OutboxMessage) -> datetime | None:
+    """How far back a message of this row could be: its first claim by our clock or by the wall
+    clock (the channel stamps messages with its own; ours may be simulated), less a margin."""
+    starts = [t for t in (first_claimed_at(row), _instant(row, "first_claimed_wall")) if t]
+    return min(starts) - HISTORY_MARGIN if starts else None
+
+
+# ----- creating rows ----------------------------------------------------------------------------
+
+
+def _add(session: Session, **fields: Any) -> OutboxMessage:
+    detail = fields.pop("detail", None)
+    row = OutboxMessage(state=RowState.PENDING, attempts=0, **fields)
+    if detail is not None:
+        row.detail = dumps({k: v for k, v in detail.items() if v is not None})
+    session.add(row)
+    session.flush()
+    return row
+
+
+def enqueue_prompt(
+    session: Session, target: Target, due_at: datetime, **detail: Any
+) -> OutboxMessage:
+    """The prompt of a routable target, due at its T0; `detail` says how it was planned."""
+    return _add(
+        session,
+        referral_id=target.referral_id,
+        target_id=target.id,
+        kind=OutboxKind.PROMPT,
+        due_at=due_at,
+        detail=detail,
+    )
+
+
+def enqueue_alert(
+    session: Session,
+    kind: OutboxKind,
+    referral_id: str,
+    *,
+    due_at: datetime,
+    target_id: int | None = None,
+    recipient_id: str | None = None,
+    address: str | None = None,
+    **detail: Any,
+) -> OutboxMessage:
+    """An alert: a DM to `recipient_id` (an on-call holder), or a post at `address`."""
+    if kind not in (
+        OutboxKind.ON_CALL,
+        OutboxKind.LONG_GAP,
+        OutboxKind.UNROUTABLE,
+        OutboxKind.DELIVERY_FAILURE,
+    ):
+        raise ValueError(f"{kind!r} is not an alert")
+    return _add(
+        session,
+        referral_id=referral_id,
+        target_id=target_id,
+        kind=kind,
+        recipient_id=recipient_id,
+        address=address,
+        due_at=due_at,
+        detail=detail,
+    )
+
+
+def enqueue_card(
+    session: Session, referral_id: str, now: datetime, address: str | None
+) -> OutboxMessage:
+    """The first posting of a referral's card (in the EDT channel at `address`)."""
+    return _add(session, referral_id=referral_id, kind=OutboxKind.CARD, address=address, due_at=now)
+
+
+def enqueue_card_refresh(session: Session, referral_id: str, now: datetime) -> OutboxMessage:
+    """Ask for the referral's card to be redrawn; at most one pending card row per referral."""
+    pending = session.scalars(
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.referral_id == referral_id,
+            OutboxMessage.kind == OutboxKind.CARD,
+            OutboxMessage.state == RowState.PENDING,
+        )
+        .order_by(OutboxMessage.id)
+        .limit(1)
+    ).first()
+    if pending is not None:
+        if pending.due_at > now:
+            pending.due_at = now
+        return pending
+    return _add(session, referral_id=referral_id, kind=OutboxKind.CARD, due_at=now)
+
+
+def redraw_card(
+    session: Session, referral: Referral, now: datetime, *, edt_channel: str | None
+) -> None:
+    """Ask for the referral's card to be redrawn, when it has (or can have) one."""
+    if referral.card_channel or edt_channel:
+        enqueue_card_refresh(session, referral.referral_id, now)
+
+
+def enqueue_escalation_step(
+    session: Session, prompt: OutboxMessage, step: str, due_at: datetime
+) -> OutboxMessage:
+    """One escalation step of a sent prompt, at its own instant (even one already past)."""
+    return _add(
+        session,
+        referral_id=prompt.referral_id,
+        target_id=prompt.target_id,
+        kind=OutboxKind.ESCALATION,
+        recipient_id=prompt.recipient_id,
+        due_at=due_at,
+        detail={"prompt_id": prompt.id, "step": step},
+    )
+
+
+def enqueue_step_message(
+    session: Session,
+    step_row: OutboxMessage,
+    *,
+    recipient_id: str | None,
+    address: str | None,
+    **detail: Any,
+) -> OutboxMessage:
+    """One message of a performed escalation step: to a person (`recipient_id`, resolved when
+    sent) or to a conversation (`address`), due when its step was."""
+    return _add(
+        session,
+        referral_id=step_row.referral_id,
+        target_id=step_row.target_id,
+        kind=OutboxKind.STEP_MESSAGE,
+        recipient_id=recipient_id,
+        address=address,
+        due_at=step_row.due_at,
+        detail={"step_row_id": step_row.id, **detail},
+    )
+
+
+# ----- cancelling what is no longer owed --------------------------------------------------------
+
+
+def cancel_chasers(session: Session, target_id: int) -> int:
+    """Cancel a target's pending reminders, escalation steps and alerts (it was answered)."""
+    return session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.target_id == target_id,
+            OutboxMessage.state == RowState.PENDING,
+            OutboxMessage.kind.not_in(_NOT_CHASED_KINDS),
+        )
+        .values(state=RowState.CANCELLED)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
+def cancel_owed_by(session: Session, referral_id: str) -> list[OutboxMessage]:
+    """Cancel every pending row of a closed referral but its card; the rows cancelled."""
+    rows = list(
+        session.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.referral_id == referral_id,
+                OutboxMessage.state == RowState.PENDING,
+                OutboxMessage.kind.not_in(_NOT_CANCELLED_ON_CLOSE),
+            )
+            .order_by(OutboxMessage.id)
+        )
+    )
+    for row in rows:
+        row.state = RowState.CANCELLED
+    return rows
+
+
+# ----- claiming ---------------------------------------------------------------------------------
 
 
 def _due_clause(now: datetime):
     ready = and_(
-        Prompt.state == PENDING,
-        Prompt.due_at <= now,
-        or_(Prompt.next_attempt_at.is_(None), Prompt.next_attempt_at <= now),
+        OutboxMessage.state == RowState.PENDING,
+        OutboxMessage.due_at <= now,
+        or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now),
     )
-    abandoned = and_(Prompt.state == CLAIMED, Prompt.claimed_until < now)
+    abandoned = and_(OutboxMessage.state == RowState.CLAIMED, OutboxMessage.claimed_until < now)
     return or_(ready, abandoned)
 
 
@@ -103,54 +289,55 @@ def claim_due(
     instance_id: str,
     limit: int,
     lease: timedelta = DEFAULT_LEASE,
-) -> list[Prompt]:
+) -> list[OutboxMessage]:
     """Claim up to `limit` due rows for `instance_id` until now + lease, oldest due first.
 
     Due: pending with due_at and next_attempt_at passed, or claimed with an expired lease
     (marked needs_check). PostgreSQL skips rows other dispatchers hold locked; SQLite
     (already serialised by BEGIN IMMEDIATE) claims with a compare-and-set per row.
     """
-    query = select(Prompt).where(_due_clause(now)).order_by(Prompt.due_at, Prompt.id).limit(limit)
+    order = (OutboxMessage.due_at, OutboxMessage.id)
     abandoned: set[int] = set()
-    claimed: list[Prompt] = []
+    claimed: list[OutboxMessage] = []
     if session.get_bind().dialect.name == "postgresql":
-        for prompt in session.scalars(query.with_for_update(skip_locked=True)):
-            if prompt.state == CLAIMED:
-                abandoned.add(prompt.id)
-            claimed.append(prompt)
+        query = select(OutboxMessage).where(_due_clause(now)).order_by(*order).limit(limit)
+        for row in session.scalars(query.with_for_update(skip_locked=True)):
+            if row.state == RowState.CLAIMED:
+                abandoned.add(row.id)
+            claimed.append(row)
     else:
         candidates = session.execute(
-            select(Prompt.id, Prompt.state, Prompt.claimed_until)
+            select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.claimed_until)
             .where(_due_clause(now))
-            .order_by(Prompt.due_at, Prompt.id)
+            .order_by(*order)
             .limit(limit)
         ).all()
-        for prompt_id, state, claimed_until in candidates:
-            guard = [Prompt.id == prompt_id, Prompt.state == state]
-            if state == CLAIMED:
-                guard.append(Prompt.claimed_until == claimed_until)
+        for row_id, state, claimed_until in candidates:
+            guard = [OutboxMessage.id == row_id, OutboxMessage.state == state]
+            if state == RowState.CLAIMED:
+                guard.append(OutboxMessage.claimed_until == claimed_until)
             result = session.execute(
-                update(Prompt)
+                update(OutboxMessage)
                 .where(*guard)
-                .values(state=CLAIMED, claimed_by=instance_id, claimed_until=now + lease)
+                .values(state=RowState.CLAIMED, claimed_by=instance_id, claimed_until=now + lease)
                 .execution_options(synchronize_session=False)
             )
             if result.rowcount != 1:
                 continue  # another dispatcher took it first
-            if state == CLAIMED:
-                abandoned.add(prompt_id)
-            claimed.append(session.get(Prompt, prompt_id, populate_existing=True))
-    for prompt in claimed:
+            if state == RowState.CLAIMED:
+                abandoned.add(row_id)
+            claimed.append(session.get(OutboxMessage, row_id, populate_existing=True))
+    for row in claimed:
         changes: dict[str, Any] = {}
-        if dispatch_state(prompt).get("first_claimed_at") is None:
+        if dispatch_state(row).get("first_claimed_at") is None:
             changes["first_claimed_at"] = now.isoformat()
-        if prompt.id in abandoned:
+        if row.id in abandoned:
             changes["needs_check"] = True
-        prompt.state = CLAIMED
-        prompt.claimed_by = instance_id
-        prompt.claimed_until = now + lease
+        row.state = RowState.CLAIMED
+        row.claimed_by = instance_id
+        row.claimed_until = now + lease
         if changes:
-            _set_dispatch_state(prompt, **changes)
+            note(row, **changes)
     session.flush()
     return claimed
 
@@ -158,11 +345,14 @@ def claim_due(
 def next_due_at(session: Session) -> datetime | None:
     """The earliest instant at which some row becomes due (for scheduling the next wake-up)."""
     ready_at = case(
-        (Prompt.next_attempt_at > Prompt.due_at, Prompt.next_attempt_at), else_=Prompt.due_at
+        (OutboxMessage.next_attempt_at > OutboxMessage.due_at, OutboxMessage.next_attempt_at),
+        else_=OutboxMessage.due_at,
     )
-    pending = session.scalar(select(func.min(ready_at)).where(Prompt.state == PENDING))
+    pending = session.scalar(
+        select(func.min(ready_at)).where(OutboxMessage.state == RowState.PENDING)
+    )
     lease_ends = session.scalar(
-        select(func.min(Prompt.claimed_until)).where(Prompt.state == CLAIMED)
+        select(func.min(OutboxMessage.claimed_until)).where(OutboxMessage.state == RowState.CLAIMED)
     )
     # min() over a CASE loses the column type on some backends: normalise to aware UTC.
     candidates = [_aware(t) for t in (pending, lease_ends) if t is not None]
@@ -175,168 +365,156 @@ def _aware(value: datetime | str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def owned(session: Session, prompt_id: int, instance_id: str) -> Prompt | None:
+# ----- settling a claimed row -------------------------------------------------------------------
+
+
+def owned(session: Session, row_id: int, instance_id: str) -> OutboxMessage | None:
     """The row, locked and fresh, if `instance_id` still holds its claim; else None."""
     return session.scalars(
-        select(Prompt)
-        .where(Prompt.id == prompt_id, Prompt.state == CLAIMED, Prompt.claimed_by == instance_id)
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.id == row_id,
+            OutboxMessage.state == RowState.CLAIMED,
+            OutboxMessage.claimed_by == instance_id,
+        )
         .with_for_update()
         .execution_options(populate_existing=True)
     ).first()
 
 
 def renew_claim(
-    session: Session, prompt_id: int, *, instance_id: str, now: datetime, lease: timedelta
-) -> Prompt | None:
-    """Extend our lease just before talking to Slack; None when the claim is no longer ours."""
-    prompt = owned(session, prompt_id, instance_id)
-    if prompt is not None:
-        prompt.claimed_until = now + lease
-    return prompt
+    session: Session, row_id: int, *, instance_id: str, now: datetime, lease: timedelta
+) -> OutboxMessage | None:
+    """Extend our lease just before talking to the channel; None when the claim is lost."""
+    row = owned(session, row_id, instance_id)
+    if row is not None:
+        row.claimed_until = now + lease
+    return row
 
 
 def mark_sent(
     session: Session,
-    prompt_id: int,
+    row_id: int,
     *,
     instance_id: str,
     now: datetime,
-    channel: str,
-    ts: str,
+    channel: str | None,
+    ts: str | None,
     late: bool,
-) -> Prompt | None:
-    """Confirm delivery (message `channel`/`ts`); None if our claim was lost meanwhile."""
-    prompt = owned(session, prompt_id, instance_id)
-    if prompt is None:
+) -> OutboxMessage | None:
+    """Settle as sent (the message at `channel`/`ts`; none for an escalation step, which became
+    its messages); None if our claim was lost meanwhile."""
+    row = owned(session, row_id, instance_id)
+    if row is None:
         return None
-    prompt.state = SENT
-    prompt.sent_at = now
-    prompt.message_channel = channel
-    prompt.message_ts = ts
-    prompt.late = late
-    prompt.claimed_until = None
-    prompt.last_error = None
-    _set_dispatch_state(prompt, needs_check=False)
-    return prompt
+    row.state = RowState.SENT
+    row.sent_at = now
+    row.message_channel = channel
+    row.message_ts = ts
+    row.late = late
+    row.claimed_until = None
+    row.last_error = None
+    note(row, needs_check=False)
+    return row
 
 
 def release_for_retry(
     session: Session,
-    prompt_id: int,
+    row_id: int,
     *,
     instance_id: str,
     now: datetime,
     error: str,
     may_have_posted: bool = False,
     not_before: datetime | None = None,
-) -> Prompt | None:
+) -> OutboxMessage | None:
     """Back to pending with attempts+1 and next_attempt_at = now + backoff (or not_before).
 
-    `may_have_posted` (an ambiguous failure) makes the next attempt search history first.
+    `may_have_posted` (an ambiguous failure) makes the next attempt search the channel first.
     """
-    prompt = owned(session, prompt_id, instance_id)
-    if prompt is None:
+    row = owned(session, row_id, instance_id)
+    if row is None:
         return None
-    prompt.attempts = (prompt.attempts or 0) + 1
-    retry_at = now + backoff(prompt.attempts)
+    row.attempts = (row.attempts or 0) + 1
+    retry_at = now + backoff(row.attempts)
     if not_before is not None and not_before > retry_at:
         retry_at = not_before
-    _release(prompt, next_attempt_at=retry_at)
-    prompt.last_error = error[:500]
+    _release(row, next_attempt_at=retry_at)
+    row.last_error = error[:500]
     if may_have_posted:
-        _set_dispatch_state(prompt, needs_check=True)
-    return prompt
-
-
-def _release(prompt: Prompt, *, next_attempt_at: datetime | None) -> None:
-    """Hand a claimed row back to pending, to be claimed again from `next_attempt_at`."""
-    prompt.state = PENDING
-    prompt.next_attempt_at = next_attempt_at
-    prompt.claimed_by = None
-    prompt.claimed_until = None
-
-
-def defer(session: Session, prompt_id: int, *, instance_id: str, until: datetime) -> Prompt | None:
-    """Back to pending without counting an attempt (waiting on something else, not failing)."""
-    prompt = owned(session, prompt_id, instance_id)
-    if prompt is None:
-        return None
-    _release(prompt, next_attempt_at=until)
-    return prompt
-
-
-def reschedule(
-    session: Session, prompt_id: int, *, instance_id: str, due_at: datetime
-) -> Prompt | None:
-    """Move a claimed row to a new due time (the rota changed: nobody is at work now)."""
-    prompt = owned(session, prompt_id, instance_id)
-    if prompt is None:
-        return None
-    original = dispatch_state(prompt).get("original_due_at") or prompt.due_at.isoformat()
-    prompt.due_at = due_at
-    _release(prompt, next_attempt_at=None)
-    _set_dispatch_state(prompt, original_due_at=original)
-    return prompt
-
-
-def mark_failed(
-    session: Session, prompt_id: int, *, instance_id: str, now: datetime, error: str
-) -> Prompt | None:
-    """Give up on a row after a permanent error (the caller raises an alert)."""
-    prompt = owned(session, prompt_id, instance_id)
-    if prompt is None:
-        return None
-    prompt.state = FAILED
-    prompt.attempts = (prompt.attempts or 0) + 1
-    prompt.claimed_until = None
-    prompt.last_error = error[:500]
-    return prompt
-
-
-def mark_cancelled(
-    session: Session, prompt_id: int, *, instance_id: str, reason: str
-) -> Prompt | None:
-    """Cancel a claimed row that is no longer owed (its referral was closed)."""
-    prompt = owned(session, prompt_id, instance_id)
-    if prompt is None:
-        return None
-    prompt.state = CANCELLED
-    prompt.claimed_until = None
-    prompt.last_error = reason[:500]
-    return prompt
-
-
-def enqueue_card_refresh(session: Session, referral_id: str, now: datetime) -> Prompt:
-    """Ask for the referral's card to be redrawn; at most one pending card row per referral."""
-    pending = session.scalars(
-        select(Prompt)
-        .where(
-            Prompt.referral_id == referral_id,
-            Prompt.kind == KIND_CARD,
-            Prompt.state == PENDING,
-        )
-        .order_by(Prompt.id)
-        .limit(1)
-    ).first()
-    if pending is not None:
-        if pending.due_at > now:
-            pending.due_at = now
-        return pending
-    row = Prompt(referral_id=referral_id, kind=KIND_CARD, due_at=now, state=PENDING, attempts=0)
-    session.add(row)
-    session.flush()
+        note(row, needs_check=True)
     return row
 
 
-def unfinished_card_before(session: Session, referral_id: str, prompt_id: int) -> bool:
+def _release(row: OutboxMessage, *, next_attempt_at: datetime | None) -> None:
+    """Hand a claimed row back to pending, to be claimed again from `next_attempt_at`."""
+    row.state = RowState.PENDING
+    row.next_attempt_at = next_attempt_at
+    row.claimed_by = None
+    row.claimed_until = None
+
+
+def defer(
+    session: Session, row_id: int, *, instance_id: str, until: datetime
+) -> OutboxMessage | None:
+    """Back to pending without counting an attempt (waiting on something else, not failing)."""
+    row = owned(session, row_id, instance_id)
+    if row is None:
+        return None
+    _release(row, next_attempt_at=until)
+    return row
+
+
+def reschedule(
+    session: Session, row_id: int, *, instance_id: str, due_at: datetime
+) -> OutboxMessage | None:
+    """Move a claimed row to a new due time (the rota changed: nobody is at work now)."""
+    row = owned(session, row_id, instance_id)
+    if row is None:
+        return None
+    original = dispatch_state(row).get("original_due_at") or row.due_at.isoformat()
+    row.due_at = due_at
+    _release(row, next_attempt_at=None)
+    note(row, original_due_at=original)
+    return row
+
+
+def mark_failed(
+    session: Session, row_id: int, *, instance_id: str, now: datetime, error: str
+) -> OutboxMessage | None:
+    """Give up on a row after a permanent error (the caller raises an alert)."""
+    row = owned(session, row_id, instance_id)
+    if row is None:
+        return None
+    row.state = RowState.FAILED
+    row.attempts = (row.attempts or 0) + 1
+    row.claimed_until = None
+    row.last_error = error[:500]
+    return row
+
+
+def mark_cancelled(
+    session: Session, row_id: int, *, instance_id: str, reason: str
+) -> OutboxMessage | None:
+    """Cancel a claimed row that is no longer owed (its referral was closed, say)."""
+    row = owned(session, row_id, instance_id)
+    if row is None:
+        return None
+    row.state = RowState.CANCELLED
+    row.claimed_until = None
+    row.last_error = reason[:500]
+    return row
+
+
+def unfinished_card_before(session: Session, referral_id: str, row_id: int) -> bool:
     """Whether an earlier card row of the referral is still pending or in flight."""
     return (
         session.scalar(
-            select(func.count(Prompt.id)).where(
-                Prompt.referral_id == referral_id,
-                Prompt.kind == KIND_CARD,
-                Prompt.id < prompt_id,
-                Prompt.state.in_((PENDING, CLAIMED)),
+            select(func.count(OutboxMessage.id)).where(
+                OutboxMessage.referral_id == referral_id,
+                OutboxMessage.kind == OutboxKind.CARD,
+                OutboxMessage.id < row_id,
+                OutboxMessage.state.in_((RowState.PENDING, RowState.CLAIMED)),
             )
         )
         or 0

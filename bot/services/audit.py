@@ -1,4 +1,4 @@
-"""The single writer of the append-only audit log (CONTRACT §7)."""
+"""The single writer of the append-only audit log (docs/reference/audit-events.md)."""
 
 from __future__ import annotations
 

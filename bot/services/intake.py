@@ -19,20 +19,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.delivery import outbox
+from bot.delivery.kinds import OutboxKind, TargetState
 from bot.models import (
     CATEGORIES,
-    KIND_CARD,
-    KIND_LONG_GAP,
-    KIND_ON_CALL,
-    KIND_PROMPT,
-    KIND_UNROUTABLE,
-    OPEN,
-    TARGET_HELD,
-    TARGET_UNROUTABLE,
     URGENCIES,
     AuditEvent,
-    Prompt,
     Referral,
+    ReferralStatus,
     Target,
 )
 from bot.services import audit
@@ -412,7 +406,7 @@ def receive_referral(
         referral_id = _unused_referral_id(session)
         body = {
             "referral_id": referral_id,
-            "status": OPEN,
+            "status": ReferralStatus.OPEN,
             "rota_version": plan.rota_version,
             "plan": plan_json["plan"],
             "alerts": plan_json["alerts"],
@@ -430,7 +424,7 @@ def receive_referral(
             request_hash=request_hash,
             rota_version=plan.rota_version,
             plan_json=json.dumps(body, ensure_ascii=False),
-            status=OPEN,
+            status=ReferralStatus.OPEN,
         )
         try:
             # A savepoint, so a concurrent twin's unique external_ref leaves our
@@ -511,24 +505,17 @@ def _write_plan(
         targets[entry.target] = target
     session.flush()
 
-    session.add(
-        Prompt(
-            referral_id=referral_id,
-            kind=KIND_CARD,
-            channel_id=settings.edt_channel,
-            due_at=now,
-        )
-    )
+    outbox.enqueue_card(session, referral_id, now, settings.edt_channel)
     for alert in plan.alerts:
-        if alert.kind == KIND_ON_CALL:
-            session.add(
-                Prompt(
-                    referral_id=referral_id,
-                    kind=KIND_ON_CALL,
-                    recipient_id=alert.recipient,
-                    due_at=now,
-                    detail=json.dumps({"role": alert.target, "detail": alert.detail}),
-                )
+        if alert.kind == OutboxKind.ON_CALL:
+            outbox.enqueue_alert(
+                session,
+                OutboxKind.ON_CALL,
+                referral_id,
+                due_at=now,
+                recipient_id=alert.recipient,
+                role=alert.target,
+                detail=alert.detail,
             )
 
     for entry in plan.entries:
@@ -556,16 +543,16 @@ def schedule_target(
     de-duplicated), so the log shows who knew. `extra` (e.g. `redirected_from`) goes into the
     unroutable event and into the prompt's row and event.
     """
-    if target.state == TARGET_UNROUTABLE:
+    if target.state == TargetState.UNROUTABLE:
         reasons = [
-            a.detail for a in alerts if a.kind == KIND_UNROUTABLE and a.target == entry.target
+            a.detail for a in alerts if a.kind == OutboxKind.UNROUTABLE and a.target == entry.target
         ]
         reason = reasons[0] if reasons else "nobody to reach within 7 days"
         log("unroutable", target=entry.target, detail={"reason": reason, **extra})
         return
     schedule_prompt(session, target, entry, log=log, tz=tz, **extra)
     for alert in alerts:
-        if alert.kind == KIND_LONG_GAP and alert.target == entry.target:
+        if alert.kind == OutboxKind.LONG_GAP and alert.target == entry.target:
             log(
                 "long_gap_alert",
                 target=entry.target,
@@ -584,18 +571,17 @@ def queue_target_alerts(
 ) -> None:
     """One outbox row for each long-gap or unroutable alert of the plan (one per on-call holder)."""
     for alert in alerts:
-        if alert.kind in (KIND_LONG_GAP, KIND_UNROUTABLE):
+        if alert.kind in (OutboxKind.LONG_GAP, OutboxKind.UNROUTABLE):
             target = targets.get(alert.target)
-            session.add(
-                alert_prompt(
-                    referral_id,
-                    target.id if target is not None else None,
-                    alert.kind,
-                    alert.recipient,
-                    target=alert.target,
-                    detail=alert.detail,
-                    now=now,
-                )
+            outbox.enqueue_alert(
+                session,
+                OutboxKind(alert.kind),
+                referral_id,
+                due_at=now,
+                target_id=target.id if target is not None else None,
+                recipient_id=alert.recipient,
+                target=alert.target,
+                detail=alert.detail,
             )
 
 
@@ -604,11 +590,11 @@ def planned_target(referral_id: str, entry: PlanEntry, **fields: Any) -> Target:
     routable = entry.due_at is not None and entry.via != "unroutable"
     return Target(
         referral_id=referral_id,
-        target=entry.target,
+        spec=entry.target,
         planned_via=entry.via,
         planned_recipient=entry.recipient,
         due_at=entry.due_at,
-        state=TARGET_HELD if routable else TARGET_UNROUTABLE,
+        state=TargetState.HELD if routable else TargetState.UNROUTABLE,
         **fields,
     )
 
@@ -627,16 +613,13 @@ def schedule_prompt(
     `extra` (e.g. `redirected_from`) goes into both the row's detail and the event's.
     """
     assert entry.due_at is not None
-    session.add(
-        Prompt(
-            referral_id=target.referral_id,
-            target_id=target.id,
-            kind=KIND_PROMPT,
-            due_at=entry.due_at,
-            detail=json.dumps(
-                {"planned_via": entry.via, "planned_recipient": entry.recipient, **extra}
-            ),
-        )
+    outbox.enqueue_prompt(
+        session,
+        target,
+        entry.due_at,
+        planned_via=entry.via,
+        planned_recipient=entry.recipient,
+        **extra,
     )
     log(
         "prompt_scheduled",
@@ -648,27 +631,6 @@ def schedule_prompt(
             "immediate": entry.immediate,
             **extra,
         },
-    )
-
-
-def alert_prompt(
-    referral_id: str,
-    target_id: int | None,
-    kind: str,
-    recipient: str | None,
-    *,
-    target: str,
-    detail: str,
-    now: datetime,
-) -> Prompt:
-    """An outbox row alerting one on-call holder (or the EDT channel) about a target, due now."""
-    return Prompt(
-        referral_id=referral_id,
-        target_id=target_id,
-        kind=kind,
-        recipient_id=recipient,
-        due_at=now,
-        detail=json.dumps({"target": target, "detail": detail}),
     )
 
 
@@ -713,7 +675,7 @@ def referral_detail(session: Session, referral_id: str, tz: tzinfo) -> dict[str,
         "targets": [
             {
                 "position": target.position,
-                "target": target.target,
+                "target": target.spec,
                 "state": target.state,
                 "due_at": _local_iso(target.due_at, tz),
                 "planned_recipient": target.planned_recipient,

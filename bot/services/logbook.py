@@ -3,7 +3,8 @@
 Two kinds of question are answered here:
 
 - *What does the log say?* `iter_log` streams audit rows in order, filtered by referral and a
-  time window (`LogWindow`), and `log_record` renders one row as CONTRACT §4's JSON object.
+  time window (`LogWindow`), and `log_record` renders one row as `log --format jsonl` prints it
+  (docs/reference/commands.md).
 - *What is the state now?* open referrals, overdue prompts, a referral's history (who was asked,
   when, who answered, who never did), a person's open prompts, and the strategy-discussion
   coverage of each referral.
@@ -34,32 +35,20 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from bot.errors import InputError
-from bot.models import (
-    CLAIMED,
-    FAILED,
-    KIND_ESCALATION,
-    KIND_PROMPT,
-    OPEN,
-    PENDING,
+from bot.delivery.kinds import (
     RESPONSE_KINDS,
-    SENT,
-    TARGET_FAILED,
-    TARGET_HELD,
-    TARGET_PROMPTED,
-    TARGET_UNANSWERED_STATES,
-    AuditEvent,
-    Prompt,
-    Referral,
-    Response,
-    Target,
+    UNANSWERED_TARGET_STATES,
+    OutboxKind,
+    RowState,
+    TargetState,
 )
+from bot.errors import InputError
+from bot.models import AuditEvent, OutboxMessage, Referral, ReferralStatus, Response, Target
 from bot.settings import EscalationPolicy
 from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND, STEPS
-from rota.hours import parse_hours
 from rota.models import Person, Team
 from rota.store import RotaStore
-from rota.worktime import WorkingTime, working_time_for_recipient
+from rota.worktime import WorkingTime, WorkingTimes
 
 LOG_FIELDS = ("at", "referral_id", "event", "actor", "recipient", "target", "detail")
 STRATEGY_AGENCIES = ("social_care", "police", "health")
@@ -69,7 +58,7 @@ RESPONDED = "responded"
 ASKED = "asked"
 NOT_ASKED = "not_asked"
 
-AWAITING_STATES = (TARGET_HELD, *TARGET_UNANSWERED_STATES)  # asked, or about to be
+AWAITING_STATES = (TargetState.HELD, *UNANSWERED_TARGET_STATES)  # asked, or about to be
 
 # The log's event for each escalation step (as bot.delivery.escalation records them)
 STEP_BY_EVENT = {
@@ -191,7 +180,8 @@ def detail_value(text: str | None) -> Any:
 
 
 def log_record(row: AuditEvent, tz: ZoneInfo) -> dict[str, Any]:
-    """One audit row as CONTRACT §4's object; `at` is ISO 8601 with the local offset."""
+    """One audit row as `log --format jsonl` prints it (docs/reference/commands.md); `at` is
+    ISO 8601 with the local offset."""
     return {
         "at": row.at.astimezone(tz).isoformat(),
         "referral_id": row.referral_id,
@@ -220,21 +210,13 @@ def working_minutes_between(working_time: WorkingTime, start: datetime, end: dat
     return total.total_seconds() / 60
 
 
-def working_time_for_team(team: Team, store: RotaStore, tz: ZoneInfo) -> WorkingTime:
-    """The working time of a team as a whole (for a message sent to its channel)."""
-    hours = parse_hours(team.hours)
-    if hours.is_none:
-        return WorkingTime(tz=tz, store=store)
-    return WorkingTime(tz=tz, hours=hours, region=team.region, team=team, store=store)
-
-
 class AgencyResolver:
     """Agency types and working time of targets and recipients, cached for one session."""
 
     def __init__(self, store: RotaStore, tz: ZoneInfo) -> None:
         self.store = store
         self.tz = tz
-        self._working: dict[tuple[str, str], WorkingTime] = {}
+        self._working_times = WorkingTimes(store, tz)
 
     def preload(self, targets: Iterable[str], recipients: Iterable[str | None]) -> None:
         """Read the people and teams these targets and recipients name, in a few queries."""
@@ -269,18 +251,7 @@ class AgencyResolver:
 
     def working_time(self, target: str, recipient: str | None) -> WorkingTime:
         """The working time a prompt to `recipient` for `target` is measured in."""
-        if recipient and self.store.person(recipient) is not None:
-            key = ("person", recipient)
-            if key not in self._working:
-                self._working[key] = working_time_for_recipient(self.store, recipient, self.tz)
-            return self._working[key]
-        team = self.team_for(target, recipient)
-        if team is None:
-            return WorkingTime(tz=self.tz, store=self.store)
-        key = ("team", team.team_id)
-        if key not in self._working:
-            self._working[key] = working_time_for_team(team, self.store, self.tz)
-        return self._working[key]
+        return self._working_times.of_prompt(recipient, target)
 
 
 # ----- coverage -------------------------------------------------------------------------------
@@ -325,11 +296,11 @@ def _latest_prompt_recipients(session: Session, target_ids: Sequence[int]) -> di
     found: dict[int, str] = {}
     for chunk in _chunks(target_ids):
         rows = session.execute(
-            select(Prompt.target_id, Prompt.recipient_id)
-            .where(Prompt.target_id.in_(chunk))
-            .where(Prompt.kind == KIND_PROMPT)
-            .where(Prompt.recipient_id.is_not(None))
-            .order_by(Prompt.id)
+            select(OutboxMessage.target_id, OutboxMessage.recipient_id)
+            .where(OutboxMessage.target_id.in_(chunk))
+            .where(OutboxMessage.kind == OutboxKind.PROMPT)
+            .where(OutboxMessage.recipient_id.is_not(None))
+            .order_by(OutboxMessage.id)
         ).all()
         for target_id, recipient_id in rows:
             found[target_id] = recipient_id
@@ -355,7 +326,7 @@ def coverage_for_referrals(
     def recipient_of(t: Target) -> str | None:
         return recipients.get(t.id) or t.planned_recipient
 
-    resolver.preload((t.target for t in targets), (recipient_of(t) for t in targets))
+    resolver.preload((t.spec for t in targets), (recipient_of(t) for t in targets))
     by_referral: dict[str, list[tuple[str | None, str]]] = {r: [] for r in referral_ids}
     for t in targets:
         if t.id in answered or t.state in RESPONSE_KINDS:
@@ -364,7 +335,7 @@ def coverage_for_referrals(
             status = ASKED
         else:
             status = NOT_ASKED
-        by_referral[t.referral_id].append((resolver.agency_type(t.target, recipient_of(t)), status))
+        by_referral[t.referral_id].append((resolver.agency_type(t.spec, recipient_of(t)), status))
     return {r: coverage_of(entries) for r, entries in by_referral.items()}
 
 
@@ -395,7 +366,9 @@ class ReferralFacts:
 
 def count_open_referrals(session: Session) -> int:
     """How many referrals are open."""
-    return session.scalar(select(func.count()).select_from(Referral).where(Referral.status == OPEN))
+    return session.scalar(
+        select(func.count()).select_from(Referral).where(Referral.status == ReferralStatus.OPEN)
+    )
 
 
 def open_referrals(
@@ -404,7 +377,7 @@ def open_referrals(
     """Open referrals, most recently received first."""
     statement = (
         select(Referral)
-        .where(Referral.status == OPEN)
+        .where(Referral.status == ReferralStatus.OPEN)
         .order_by(Referral.received_at.desc(), Referral.referral_id)
         .offset(offset)
     )
@@ -441,7 +414,7 @@ class _Progress:
     next_step_at: datetime | None = None
 
 
-def _step_of(row: Prompt) -> str | None:
+def _step_of(row: OutboxMessage) -> str | None:
     try:
         detail = json.loads(row.detail or "{}")
     except ValueError:
@@ -458,7 +431,7 @@ def _later(current: tuple[str, datetime] | None, step: str, at: datetime) -> tup
 
 
 def _escalation_progress(
-    session: Session, prompted: Sequence[tuple[Prompt, Target]], now: datetime
+    session: Session, prompted: Sequence[tuple[OutboxMessage, Target]], now: datetime
 ) -> dict[int, _Progress]:
     """Each sent prompt's latest escalation step performed by `now`, and the next one due.
 
@@ -470,20 +443,22 @@ def _escalation_progress(
     upcoming: dict[int, tuple[str, datetime]] = {}
     for chunk in _chunks(list(by_target)):
         rows = session.scalars(
-            select(Prompt).where(Prompt.kind == KIND_ESCALATION, Prompt.target_id.in_(chunk))
+            select(OutboxMessage).where(
+                OutboxMessage.kind == OutboxKind.ESCALATION, OutboxMessage.target_id.in_(chunk)
+            )
         )
         for row in rows:
             step = _step_of(row)
             assert row.target_id is not None
             if step is None:
                 continue
-            if row.state == SENT and row.sent_at is not None and row.sent_at <= now:
+            if row.state == RowState.SENT and row.sent_at is not None and row.sent_at <= now:
                 last[row.target_id] = _later(last.get(row.target_id), step, row.sent_at)
-            elif row.state in (PENDING, CLAIMED):
+            elif row.state in (RowState.PENDING, RowState.CLAIMED):
                 known = upcoming.get(row.target_id)
                 if known is None or row.due_at < known[1]:
                     upcoming[row.target_id] = (step, row.due_at)
-    by_name = {(t.referral_id, t.target): t.id for _, t in prompted}
+    by_name = {(t.referral_id, t.spec): t.id for _, t in prompted}
     referral_ids = sorted({t.referral_id for _, t in prompted})
     for chunk in _chunks(referral_ids):
         events = session.execute(
@@ -511,6 +486,17 @@ def _escalation_progress(
     return progress
 
 
+def _prompts_of_open_referrals() -> Select:
+    """Each prompt row of an open referral, with its target."""
+    return (
+        select(OutboxMessage, Target)
+        .join(Target, Target.id == OutboxMessage.target_id)
+        .join(Referral, Referral.referral_id == OutboxMessage.referral_id)
+        .where(Referral.status == ReferralStatus.OPEN)
+        .where(OutboxMessage.kind == OutboxKind.PROMPT)
+    )
+
+
 def overdue_prompts(
     session: Session, now: datetime, policy: EscalationPolicy, tz: ZoneInfo
 ) -> list[Overdue]:
@@ -518,20 +504,16 @@ def overdue_prompts(
     working time), or never sent (`held`, or `failed`) past due; oldest first."""
     found: list[Overdue] = []
     held = session.execute(
-        select(Prompt, Target)
-        .join(Target, Target.id == Prompt.target_id)
-        .join(Referral, Referral.referral_id == Prompt.referral_id)
-        .where(Referral.status == OPEN)
-        .where(Prompt.kind == KIND_PROMPT)
-        .where(Prompt.state.in_((PENDING, CLAIMED, FAILED)))
-        .where(Target.state.in_((TARGET_HELD, TARGET_FAILED)))
-        .where(Prompt.due_at <= now - OVERDUE_GRACE)
+        _prompts_of_open_referrals()
+        .where(OutboxMessage.state.in_((RowState.PENDING, RowState.CLAIMED, RowState.FAILED)))
+        .where(Target.state.in_((TargetState.HELD, TargetState.FAILED)))
+        .where(OutboxMessage.due_at <= now - OVERDUE_GRACE)
     ).all()
     for prompt, target in held:
         found.append(
             Overdue(
                 referral_id=prompt.referral_id,
-                target=target.target,
+                target=target.spec,
                 prompt_id=prompt.id,
                 recipient_id=prompt.recipient_id or target.planned_recipient,
                 state=target.state,
@@ -541,21 +523,17 @@ def overdue_prompts(
     # A reminder is at least `reminder_minutes` of wall-clock time after the send.
     earliest = now - timedelta(minutes=policy.reminder_minutes)
     prompted = session.execute(
-        select(Prompt, Target)
-        .join(Target, Target.id == Prompt.target_id)
-        .join(Referral, Referral.referral_id == Prompt.referral_id)
-        .where(Referral.status == OPEN)
-        .where(Prompt.kind == KIND_PROMPT)
-        .where(Prompt.state == SENT)
-        .where(Target.state.in_(TARGET_UNANSWERED_STATES))
-        .where(Prompt.sent_at <= earliest)
+        _prompts_of_open_referrals()
+        .where(OutboxMessage.state == RowState.SENT)
+        .where(Target.state.in_(UNANSWERED_TARGET_STATES))
+        .where(OutboxMessage.sent_at <= earliest)
     ).all()
     resolver = AgencyResolver(RotaStore(session), tz)
-    resolver.preload((t.target for _, t in prompted), (p.recipient_id for p, _ in prompted))
-    late: list[tuple[Prompt, Target, datetime]] = []
+    resolver.preload((t.spec for _, t in prompted), (p.recipient_id for p, _ in prompted))
+    late: list[tuple[OutboxMessage, Target, datetime]] = []
     for prompt, target in prompted:
         assert prompt.sent_at is not None
-        working = resolver.working_time(target.target, prompt.recipient_id)
+        working = resolver.working_time(target.spec, prompt.recipient_id)
         reminder_at = working.add_working_minutes(prompt.sent_at, policy.reminder_minutes)
         if reminder_at <= now:
             late.append((prompt, target, reminder_at))
@@ -565,10 +543,10 @@ def overdue_prompts(
         found.append(
             Overdue(
                 referral_id=prompt.referral_id,
-                target=target.target,
+                target=target.spec,
                 prompt_id=prompt.id,
                 recipient_id=prompt.recipient_id,
-                state=TARGET_PROMPTED,
+                state=TargetState.PROMPTED,
                 since=reminder_at,
                 last_step=steps.last_step,
                 last_step_at=steps.last_step_at,
@@ -587,7 +565,7 @@ class Asked:
     prompt_id: int
     kind: str
     recipient_id: str | None
-    channel_id: str | None
+    address: str | None
     sent_at: datetime
     late: bool
 
@@ -639,11 +617,13 @@ def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> Referr
         )
     )
     prompts = session.scalars(
-        select(Prompt)
-        .where(Prompt.referral_id == referral_id)
-        .where(Prompt.target_id.is_not(None))
-        .where(Prompt.sent_at.is_not(None))
-        .order_by(Prompt.sent_at, Prompt.id)
+        select(OutboxMessage)
+        .where(OutboxMessage.referral_id == referral_id)
+        .where(OutboxMessage.target_id.is_not(None))
+        # The prompt and each step performed; a step's own messages are that step.
+        .where(OutboxMessage.kind.in_((OutboxKind.PROMPT, OutboxKind.ESCALATION)))
+        .where(OutboxMessage.sent_at.is_not(None))
+        .order_by(OutboxMessage.sent_at, OutboxMessage.id)
     ).all()
     responses = session.scalars(
         select(Response)
@@ -654,7 +634,7 @@ def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> Referr
     for p in prompts:
         assert p.target_id is not None and p.sent_at is not None
         asked.setdefault(p.target_id, []).append(
-            Asked(p.id, p.kind, p.recipient_id, p.channel_id, p.sent_at, bool(p.late))
+            Asked(p.id, p.kind, p.recipient_id, p.address, p.sent_at, bool(p.late))
         )
     answers: dict[int, list[Answer]] = {}
     for r in responses:
@@ -663,7 +643,7 @@ def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> Referr
         )
     history = [
         TargetHistory(
-            target=t.target,
+            target=t.spec,
             state=t.state,
             due_at=t.due_at,
             planned_recipient=t.planned_recipient,
@@ -693,19 +673,19 @@ def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt
     reminders and escalation steps are about the same question, not new ones to answer.
     """
     rows = session.execute(
-        select(Prompt, Target, Referral)
-        .join(Target, Target.id == Prompt.target_id)
-        .join(Referral, Referral.referral_id == Prompt.referral_id)
-        .where(Prompt.recipient_id == person_id)
-        .where(Prompt.kind == KIND_PROMPT)
-        .where(Prompt.state == SENT)
-        .where(Target.state.in_(TARGET_UNANSWERED_STATES))
-        .where(Referral.status == OPEN)
-        .order_by(Prompt.sent_at, Prompt.id)
+        select(OutboxMessage, Target, Referral)
+        .join(Target, Target.id == OutboxMessage.target_id)
+        .join(Referral, Referral.referral_id == OutboxMessage.referral_id)
+        .where(OutboxMessage.recipient_id == person_id)
+        .where(OutboxMessage.kind == OutboxKind.PROMPT)
+        .where(OutboxMessage.state == RowState.SENT)
+        .where(Target.state.in_(UNANSWERED_TARGET_STATES))
+        .where(Referral.status == ReferralStatus.OPEN)
+        .order_by(OutboxMessage.sent_at, OutboxMessage.id)
     ).all()
     latest: dict[int, OpenPrompt] = {}
     for prompt, target, referral in rows:
         assert prompt.sent_at is not None
         # A target is prompted once; were it prompted again, the latest prompt is answered.
-        latest[target.id] = OpenPrompt(prompt.id, target.target, prompt.sent_at, referral)
+        latest[target.id] = OpenPrompt(prompt.id, target.spec, prompt.sent_at, referral)
     return sorted(latest.values(), key=lambda p: (p.sent_at, p.prompt_id))

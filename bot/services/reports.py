@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from bot.models import RESPONSE_KINDS
+from bot.delivery.kinds import RESPONSE_KINDS
 from bot.services.logbook import (
     STRATEGY_AGENCIES,
     AgencyResolver,

@@ -21,28 +21,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.delivery.outbox import enqueue_card_refresh
-from bot.models import (
-    CANCELLED,
-    CLOSED,
-    KIND_CARD,
-    KIND_ESCALATION,
-    KIND_PROMPT,
-    OPEN,
-    PENDING,
-    RESPONSE_HAS_INFORMATION,
-    RESPONSE_KINDS,
-    RESPONSE_REDIRECTED,
-    TARGET_CANCELLED,
-    TARGET_ESCALATED,
-    TARGET_FAILED,
-    TARGET_HELD,
-    TARGET_PROMPTED,
-    Prompt,
-    Referral,
-    Response,
-    Target,
-)
+from bot.delivery import outbox
+from bot.delivery.kinds import RESPONSE_KINDS, OutboxKind, ResponseKind, TargetState
+from bot.models import OutboxMessage, Referral, ReferralStatus, Response, Target
 from bot.services import audit
 from bot.services.directory import person_for_slack_user
 from bot.services.intake import planned_target, queue_target_alerts, schedule_target
@@ -57,13 +38,11 @@ from rota.store import RotaStore
 # Target states after a response (each response kind is also the target's state).
 RESPONDED_STATES = frozenset(RESPONSE_KINDS)
 # A target in one of these states takes no further response.
-FINAL_STATES = RESPONDED_STATES | {TARGET_CANCELLED}
+FINAL_STATES = RESPONDED_STATES | {TargetState.CANCELLED}
 # Target states a close cancels (the target was still waiting to be asked or to answer).
-WAITING_STATES = (TARGET_HELD, TARGET_PROMPTED, TARGET_ESCALATED, TARGET_FAILED)
+WAITING_STATES = (TargetState.HELD, TargetState.PROMPTED, TargetState.ESCALATED, TargetState.FAILED)
 
 CONTACT_METHODS = ("phone", "case_system")
-# Outbox kinds a response leaves alone: the prompt itself and the EDT card.
-NOT_ESCALATION_KINDS = (KIND_PROMPT, KIND_CARD)
 
 CONTACT_SLOT_STEP = timedelta(hours=1)
 CONTACT_SLOT_MARGIN = timedelta(minutes=15)
@@ -151,7 +130,7 @@ class OnCallAnswer:
 
 @dataclass(frozen=True)
 class _Context:
-    prompt: Prompt
+    prompt: OutboxMessage
     target: Target
     referral: Referral
     person: Person | None
@@ -176,7 +155,7 @@ def check_response(
         return outcome
     assert context is not None
     slots: tuple[datetime, ...] = ()
-    if kind == RESPONSE_HAS_INFORMATION and context.person is not None:
+    if kind == ResponseKind.HAS_INFORMATION and context.person is not None:
         slots = tuple(contact_slots(session, context.person, now, settings.timezone))
     return _outcome(context, "allowed", kind, slack_user_id, now, contact_slots=slots)
 
@@ -206,7 +185,7 @@ def record_response(
 
     detail: dict[str, Any] = {"prompt_id": context.prompt.id}
     errors: dict[str, str] = {}
-    if kind == RESPONSE_HAS_INFORMATION:
+    if kind == ResponseKind.HAS_INFORMATION:
         when, error = _parse_contact_by(contact_by, now)
         if error:
             errors["contact_by"] = error
@@ -215,7 +194,7 @@ def record_response(
         if when is not None:
             detail["contact_by"] = when.astimezone(settings.timezone).isoformat()
         detail["method"] = method
-    elif kind == RESPONSE_REDIRECTED:
+    elif kind == ResponseKind.REDIRECTED:
         error = _colleague_error(session, store, context, colleague)
         if error:
             errors["colleague"] = error
@@ -249,12 +228,12 @@ def record_response(
     )
     version = store.current_rota_version()
     redirected_to: str | None = None
-    if kind == RESPONSE_REDIRECTED:
+    if kind == ResponseKind.REDIRECTED:
         assert colleague is not None
         new_target = _add_redirect_target(
             session, store, context, colleague, now=now, settings=settings, version=version
         )
-        redirected_to = new_target.target
+        redirected_to = new_target.spec
         detail["target_id"] = new_target.id
     if on_behalf_of:
         detail["on_behalf_of"] = on_behalf_of
@@ -277,12 +256,12 @@ def record_response(
         referral_id=referral.referral_id,
         actor=person.person_id,
         recipient=context.recipient_id,
-        target=target.target,
+        target=target.spec,
         detail=detail,
         rota_version=version,
     )
-    _cancel_escalations(session, target.id)
-    enqueue_card_refresh(session, referral.referral_id, now)
+    outbox.cancel_chasers(session, target.id)
+    outbox.enqueue_card_refresh(session, referral.referral_id, now)
     session.flush()
     return _outcome(
         context,
@@ -350,7 +329,7 @@ def _load(
     settings: Settings,
 ) -> tuple[_Context | None, ResponseOutcome | None]:
     """The prompt's context, or the outcome that ends the attempt (not found, refused, …)."""
-    prompt = session.get(Prompt, prompt_id) if prompt_id is not None else None
+    prompt = session.get(OutboxMessage, prompt_id) if prompt_id is not None else None
     target = session.get(Target, prompt.target_id) if prompt and prompt.target_id else None
     if prompt is None or target is None:
         return None, ResponseOutcome("not_found", kind, slack_user_id, now)
@@ -367,7 +346,7 @@ def _load(
             referral_id=referral.referral_id,
             actor=person.person_id if person is not None else slack_user_id,
             recipient=context.recipient_id,
-            target=target.target,
+            target=target.spec,
             detail={
                 "response": kind,
                 "prompt_id": prompt.id,
@@ -383,7 +362,7 @@ def _load(
             "manager of their team, may respond to this prompt."
         )
         return None, _outcome(context, "refused", kind, slack_user_id, now, reason=reason)
-    if referral.status != OPEN:
+    if referral.status != ReferralStatus.OPEN:
         return None, _outcome(context, "closed", kind, slack_user_id, now)
     if target.state in FINAL_STATES:
         earlier = _earlier_response(session, target.id)
@@ -391,18 +370,18 @@ def _load(
     return context, None
 
 
-def _recipient_of(session: Session, prompt: Prompt, target: Target) -> str | None:
+def _recipient_of(session: Session, prompt: OutboxMessage, target: Target) -> str | None:
     """Whom the target's prompt went to: the clicked prompt's recipient, else the sent prompt's."""
-    if prompt.kind == KIND_PROMPT and prompt.recipient_id:
+    if prompt.kind == OutboxKind.PROMPT and prompt.recipient_id:
         return prompt.recipient_id
     sent = session.scalars(
-        select(Prompt.recipient_id)
+        select(OutboxMessage.recipient_id)
         .where(
-            Prompt.target_id == target.id,
-            Prompt.kind == KIND_PROMPT,
-            Prompt.recipient_id.is_not(None),
+            OutboxMessage.target_id == target.id,
+            OutboxMessage.kind == OutboxKind.PROMPT,
+            OutboxMessage.recipient_id.is_not(None),
         )
-        .order_by(Prompt.id.desc())
+        .order_by(OutboxMessage.id.desc())
         .limit(1)
     ).first()
     return sent or target.planned_recipient
@@ -414,8 +393,8 @@ def _may_respond(store: RotaStore, context: _Context, person: Person, now: datet
     if pid == context.recipient_id:
         return True
     try:
-        chain = chain_for(store, context.target.target, now)
-        kind, ref = parse_target(context.target.target)
+        chain = chain_for(store, context.target.spec, now)
+        kind, ref = parse_target(context.target.spec)
     except TargetError:
         # The target's person or team has since left the rota: only the recipient remains.
         chain, kind, ref = [], "", ""
@@ -449,31 +428,20 @@ def _earlier_response(session: Session, target_id: int) -> EarlierResponse | Non
 
 def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str], ...]:
     rows = session.execute(
-        select(Prompt.message_channel, Prompt.message_ts)
+        select(OutboxMessage.message_channel, OutboxMessage.message_ts)
         .where(
-            Prompt.target_id == target_id,
-            # The prompt and its reminders/escalations; alerts to the on-call stay as they are.
-            Prompt.kind.in_((KIND_PROMPT, KIND_ESCALATION)),
-            Prompt.message_channel.is_not(None),
-            Prompt.message_ts.is_not(None),
+            OutboxMessage.target_id == target_id,
+            # The prompt and its escalation steps' messages (older versions kept a step's first
+            # message on the step's row); alerts to the on-call stay as they are.
+            OutboxMessage.kind.in_(
+                (OutboxKind.PROMPT, OutboxKind.ESCALATION, OutboxKind.STEP_MESSAGE)
+            ),
+            OutboxMessage.message_channel.is_not(None),
+            OutboxMessage.message_ts.is_not(None),
         )
-        .order_by(Prompt.id)
+        .order_by(OutboxMessage.id)
     ).all()
     return tuple(dict.fromkeys((str(c), str(ts)) for c, ts in rows))
-
-
-def _cancel_escalations(session: Session, target_id: int) -> int:
-    """Cancel the target's pending reminders and escalations; the prompt and card stay."""
-    return session.execute(
-        update(Prompt)
-        .where(
-            Prompt.target_id == target_id,
-            Prompt.state == PENDING,
-            Prompt.kind.not_in(NOT_ESCALATION_KINDS),
-        )
-        .values(state=CANCELLED)
-        .execution_options(synchronize_session=False)
-    ).rowcount
 
 
 def _colleague_error(
@@ -492,7 +460,7 @@ def _colleague_error(
         .select_from(Target)
         .where(
             Target.referral_id == context.referral.referral_id,
-            Target.target == f"person:{colleague}",
+            Target.spec == f"person:{colleague}",
             Target.state.not_in(sorted(FINAL_STATES)),
         )
     )
@@ -553,7 +521,7 @@ def _add_redirect_target(
         log=log,
         t0=plan.at,
         tz=tz,
-        redirected_from=context.target.target,
+        redirected_from=context.target.spec,
     )
     queue_target_alerts(session, referral_id, alerts, {target_text: new}, now=now)
     return new
@@ -579,7 +547,7 @@ def _outcome(
         responder_id=person.person_id if person is not None else None,
         responder_slack_id=slack_user_id,
         recipient_id=context.recipient_id,
-        target=context.target.target,
+        target=context.target.spec,
         referral=ReferralFacts.of(context.referral),
         card=card,
         **fields,
@@ -615,8 +583,13 @@ def close_referral(
         return CloseOutcome("not_found", referral_id)
     closed = session.execute(
         update(Referral)
-        .where(Referral.referral_id == referral_id, Referral.status == OPEN)
-        .values(status=CLOSED, closed_at=now, closed_by=person.person_id, close_reason=reason)
+        .where(Referral.referral_id == referral_id, Referral.status == ReferralStatus.OPEN)
+        .values(
+            status=ReferralStatus.CLOSED,
+            closed_at=now,
+            closed_by=person.person_id,
+            close_reason=reason,
+        )
         .execution_options(synchronize_session=False)
     ).rowcount
     if closed != 1:
@@ -624,24 +597,13 @@ def close_referral(
     session.refresh(referral)
     version = RotaStore(session).current_rota_version()
 
-    pending = list(
-        session.scalars(
-            select(Prompt)
-            .where(
-                Prompt.referral_id == referral_id,
-                Prompt.state == PENDING,
-                Prompt.kind != KIND_CARD,
-            )
-            .order_by(Prompt.id)
-        )
-    )
+    pending = outbox.cancel_owed_by(session, referral_id)
     targets = {
         t.id: t for t in session.scalars(select(Target).where(Target.referral_id == referral_id))
     }
     cancelled_prompts = 0
     for row in pending:
-        row.state = CANCELLED
-        if row.kind != KIND_PROMPT:
+        if row.kind != OutboxKind.PROMPT:
             continue
         cancelled_prompts += 1
         target = targets.get(row.target_id) if row.target_id is not None else None
@@ -652,14 +614,14 @@ def close_referral(
             referral_id=referral_id,
             actor=person.person_id,
             recipient=row.recipient_id or (target.planned_recipient if target else None),
-            target=target.target if target else None,
+            target=target.spec if target else None,
             detail={"prompt_id": row.id, "reason": "referral closed"},
             rota_version=version,
         )
     cancelled_targets = session.execute(
         update(Target)
         .where(Target.referral_id == referral_id, Target.state.in_(WAITING_STATES))
-        .values(state=TARGET_CANCELLED)
+        .values(state=TargetState.CANCELLED)
         .execution_options(synchronize_session=False)
     ).rowcount
     audit.record(
@@ -675,7 +637,7 @@ def close_referral(
         },
         rota_version=version,
     )
-    enqueue_card_refresh(session, referral_id, now)
+    outbox.enqueue_card_refresh(session, referral_id, now)
     session.flush()
     return CloseOutcome(
         "closed",

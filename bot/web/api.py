@@ -1,4 +1,6 @@
-"""`POST /api/referrals` and `GET /api/referrals/<id>` for case-management systems (CONTRACT §5).
+"""`POST /api/referrals` and `GET /api/referrals/<id>` for case-management systems.
+
+The endpoints are docs/reference/http.md's.
 
 The handlers authenticate, parse and render; the rules live in `bot.services.intake`.
 """

@@ -5,39 +5,30 @@ from __future__ import annotations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.models import ALERT_KINDS as OUTBOX_ALERT_KINDS
-from bot.models import (
-    KIND_DELIVERY_FAILURE,
-    KIND_LONG_GAP,
-    KIND_ON_CALL,
-    KIND_SLACK_AUTH,
-    KIND_UNROUTABLE,
-)
+from bot.delivery.kinds import AlertKind
 from handlers.blocks.prompt import (
     ReferralFacts,
     mrkdwn_escape,
     notification_text,
     referral_fields,
 )
-from handlers.ids import ALERT_EVENT_TYPE
 
-# The outbox's alerts, and the credentials alert the dispatcher posts directly.
-ALERT_KINDS = (*OUTBOX_ALERT_KINDS, KIND_SLACK_AUTH)
+ALERT_KINDS = tuple(AlertKind)
 
 _HEADLINES = {
-    KIND_ON_CALL: "New referral: you are on call",
-    KIND_LONG_GAP: "Long gap before a target can be reached",
-    KIND_UNROUTABLE: "Nobody to reach for a target",
-    KIND_DELIVERY_FAILURE: "A prompt could not be delivered",
-    KIND_SLACK_AUTH: "Slack refused the bot's credentials",
+    AlertKind.ON_CALL: "New referral: you are on call",
+    AlertKind.LONG_GAP: "Long gap before a target can be reached",
+    AlertKind.UNROUTABLE: "Nobody to reach for a target",
+    AlertKind.DELIVERY_FAILURE: "A prompt could not be delivered",
+    AlertKind.SLACK_AUTH: "Slack refused the bot's credentials",
 }
 
 _NOTIFICATIONS = {
-    KIND_ON_CALL: "new referral (on call)",
-    KIND_LONG_GAP: "long gap alert",
-    KIND_UNROUTABLE: "unroutable target",
-    KIND_DELIVERY_FAILURE: "prompt not delivered",
-    KIND_SLACK_AUTH: "Slack credentials refused",
+    AlertKind.ON_CALL: "new referral (on call)",
+    AlertKind.LONG_GAP: "long gap alert",
+    AlertKind.UNROUTABLE: "unroutable target",
+    AlertKind.DELIVERY_FAILURE: "prompt not delivered",
+    AlertKind.SLACK_AUTH: "Slack credentials refused",
 }
 
 
@@ -53,14 +44,14 @@ def _body(
     detail: str | None,
     reason: str | None,
 ) -> str:
-    if kind == KIND_ON_CALL:
+    if kind == AlertKind.ON_CALL:
         role = target.removeprefix("role:") if target else "on call"
         text = f"A referral was received while you are on call as {_code(role)}."
-    elif kind == KIND_LONG_GAP:
+    elif kind == AlertKind.LONG_GAP:
         text = f"Target {_code(target or '?')} cannot be reached for more than 48 hours."
-    elif kind == KIND_UNROUTABLE:
+    elif kind == AlertKind.UNROUTABLE:
         text = f"Nobody in the chain of {_code(target or '?')} is at work within 7 days."
-    elif kind == KIND_DELIVERY_FAILURE:
+    elif kind == AlertKind.DELIVERY_FAILURE:
         who = f" to {_code(recipient)}" if recipient else ""
         text = f"The prompt for {_code(target or '?')}{who} could not be delivered by Slack."
         text += " Please contact them by phone or another route."
@@ -71,14 +62,6 @@ def _body(
     if reason:
         text += f"\nSlack said: {_code(reason)}"
     return text
-
-
-def alert_metadata(kind: str, referral_id: str, row_id: int | None = None) -> dict[str, Any]:
-    """An alert's message metadata: its kind, and the outbox row that delivers it (if any)."""
-    payload: dict[str, Any] = {"referral_id": referral_id, "kind": kind}
-    if row_id is not None:
-        payload["row_id"] = row_id
-    return {"event_type": ALERT_EVENT_TYPE, "event_payload": payload}
 
 
 def build_alert_message(

@@ -7,20 +7,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.models import (
-    CLOSED,
-    OPEN,
-    RESPONSE_ACKNOWLEDGED,
-    RESPONSE_HAS_INFORMATION,
-    RESPONSE_NOT_KNOWN,
-    RESPONSE_REDIRECTED,
-    TARGET_CANCELLED,
-    TARGET_ESCALATED,
-    TARGET_FAILED,
-    TARGET_HELD,
-    TARGET_PROMPTED,
-    TARGET_UNROUTABLE,
-)
+from bot.delivery.kinds import ResponseKind, TargetState
+from bot.models import ReferralStatus
 from handlers.blocks.prompt import (
     ReferralFacts,
     format_local,
@@ -28,46 +16,45 @@ from handlers.blocks.prompt import (
     notification_text,
     referral_fields,
 )
-from handlers.ids import CARD_EVENT_TYPE
 
 SECTION_TEXT_LIMIT = 3000
 MAX_TARGET_SECTIONS = 40  # leaves room for header, facts and context within 50 blocks
 
 STATE_ICONS = {
-    TARGET_HELD: ":hourglass_flowing_sand:",
-    TARGET_PROMPTED: ":envelope:",
-    RESPONSE_ACKNOWLEDGED: ":white_check_mark:",
-    RESPONSE_HAS_INFORMATION: ":information_source:",
-    RESPONSE_NOT_KNOWN: ":heavy_minus_sign:",
-    RESPONSE_REDIRECTED: ":arrow_right:",
-    TARGET_ESCALATED: ":arrow_up:",
+    TargetState.HELD: ":hourglass_flowing_sand:",
+    TargetState.PROMPTED: ":envelope:",
+    ResponseKind.ACKNOWLEDGED: ":white_check_mark:",
+    ResponseKind.HAS_INFORMATION: ":information_source:",
+    ResponseKind.NOT_KNOWN: ":heavy_minus_sign:",
+    ResponseKind.REDIRECTED: ":arrow_right:",
+    TargetState.ESCALATED: ":arrow_up:",
     "breach": ":rotating_light:",
-    TARGET_UNROUTABLE: ":warning:",
-    TARGET_FAILED: ":x:",
-    TARGET_CANCELLED: ":no_entry_sign:",
+    TargetState.UNROUTABLE: ":warning:",
+    TargetState.FAILED: ":x:",
+    TargetState.CANCELLED: ":no_entry_sign:",
 }
 
 
 def target_state_line(target: Any, tz: ZoneInfo, recipient: str | None = None) -> str:
     """One line of the card: the target and its state (`held until`, `prompted <@U1>`, …)."""
     state = target.state
-    name = f"`{mrkdwn_escape(target.target)}`"
-    if state == TARGET_HELD:
+    name = f"`{mrkdwn_escape(target.spec)}`"
+    if state == TargetState.HELD:
         when = format_local(target.due_at, tz) if target.due_at else "its next working time"
         what = f"held until {when}"
-    elif state == TARGET_PROMPTED:
+    elif state == TargetState.PROMPTED:
         what = f"prompted {recipient}" if recipient else "prompted"
-    elif state == TARGET_UNROUTABLE:
+    elif state == TargetState.UNROUTABLE:
         what = "unroutable: nobody to reach within 7 days"
-    elif state == RESPONSE_HAS_INFORMATION:
+    elif state == ResponseKind.HAS_INFORMATION:
         what = "holds information"
-    elif state == RESPONSE_NOT_KNOWN:
+    elif state == ResponseKind.NOT_KNOWN:
         what = "not known"
-    elif state == TARGET_FAILED:
+    elif state == TargetState.FAILED:
         what = "prompt could not be delivered"
     else:
         what = state.replace("_", " ")
-    if recipient and state not in (TARGET_HELD, TARGET_PROMPTED, TARGET_UNROUTABLE):
+    if recipient and state not in (TargetState.HELD, TargetState.PROMPTED, TargetState.UNROUTABLE):
         what += f" ({recipient})"
     icon = STATE_ICONS.get(state, ":grey_question:")
     return f"{icon} {name}: {what}"
@@ -92,14 +79,6 @@ def _sections_of(lines: Sequence[str]) -> list[dict[str, Any]]:
     ]
 
 
-def card_metadata(referral_id: str, row_id: int) -> dict[str, Any]:
-    """The card's message metadata: how a retry finds the card its outbox row posted."""
-    return {
-        "event_type": CARD_EVENT_TYPE,
-        "event_payload": {"referral_id": referral_id, "row_id": row_id},
-    }
-
-
 def build_card(
     referral: Any,
     targets: Sequence[Any],
@@ -116,8 +95,10 @@ def build_card(
     recipients = recipients or {}
     ordered = sorted(targets, key=lambda t: t.position)
     lines = [target_state_line(t, tz, recipients.get(t.id)) for t in ordered]
-    status = getattr(referral, "status", OPEN)
-    header = f"Referral {facts.referral_id}" + (" (closed)" if status == CLOSED else "")
+    status = getattr(referral, "status", ReferralStatus.OPEN)
+    header = f"Referral {facts.referral_id}" + (
+        " (closed)" if status == ReferralStatus.CLOSED else ""
+    )
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": header}},
         {"type": "section", "fields": referral_fields(facts, tz)},

@@ -1,8 +1,9 @@
 """Block Kit for escalation: the reminder DM, escalation DMs, the channel post and the breach.
 
-Minimal data (CONTRACT §6): the referral ID, the case reference, category, urgency, who was asked
-and since when, and what is asked. Builders take the referral's safe fields through
-ReferralFacts, so the summary cannot slip in; the notification `text` names only the referral ID.
+Minimal data (docs/reference/slack.md): the referral ID, the case reference, category,
+urgency, who was asked and since when, and what is asked. Builders take the referral's safe
+fields through ReferralFacts, so the summary cannot slip in; the notification `text` names only
+the referral ID.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from handlers.blocks.prompt import (
     referral_fields,
     response_buttons,
 )
-from handlers.ids import ESCALATION_EVENT_TYPE
 
 NO_PERSONAL_DATA = "The details are in the case system; this message holds no personal data."
 
@@ -34,20 +34,6 @@ ESCALATION_ROLES = {
     "self": "named on the referral",
     "shift": "on shift",
 }
-
-
-def escalation_metadata(referral_id: str, prompt_id: int, row_id: int, step: str) -> dict[str, Any]:
-    """The metadata of every message of an escalation step: the prompt it chases, the step and
-    its outbox row (how a retry finds the messages an earlier attempt posted)."""
-    return {
-        "event_type": ESCALATION_EVENT_TYPE,
-        "event_payload": {
-            "referral_id": referral_id,
-            "prompt_id": prompt_id,
-            "step": step,
-            "row_id": row_id,
-        },
-    }
 
 
 def recipient_label(person_id: str | None, slack_user: str | None = None) -> str:

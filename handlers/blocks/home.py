@@ -1,21 +1,27 @@
 """Block Kit for the App Home tab and for `/handover log` answers (pure builders).
 
-Minimal data (CONTRACT §6): only referral IDs, case references, categories, urgencies, times,
-targets and people's rota IDs appear; never a summary or anything a person typed. Every view
-stays within Block Kit's limits: at most 100 blocks in a Home tab (50 in a message), section
-text at most 3000 characters. Long lists are paginated (Home) or cut with a pointer (messages).
+Minimal data (docs/reference/slack.md): only referral IDs, case references, categories,
+urgencies, times, targets and people's rota IDs appear; never a summary or anything a person
+typed. Every view stays within Block Kit's limits: at most 100 blocks in a Home tab (50 in a
+message), section text at most 3000 characters. Long lists are paginated (Home) or cut with a
+pointer (messages).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.models import KIND_PROMPT, TARGET_FAILED, TARGET_HELD, TARGET_UNROUTABLE
+from bot.delivery.kinds import OutboxKind, TargetState
+from bot.services.home import (
+    PROMPTS_PER_PAGE,
+    REFERRALS_PER_PAGE,
+    HomeContent,
+    ManagerHome,
+    ReferralRow,
+)
 from bot.services.logbook import (
     AGENCY_LABELS,
     ASKED,
@@ -45,8 +51,6 @@ PAGINATION_ACTIONS = (HOME_NEXT, HOME_PREVIOUS)
 MAX_VIEW_BLOCKS = 100
 MAX_MESSAGE_BLOCKS = 50
 SECTION_TEXT_LIMIT = 3000
-REFERRALS_PER_PAGE = 20  # one section each
-PROMPTS_PER_PAGE = 20  # a section and an actions block each
 MAX_OVERDUE_LINES = 15
 MAX_OWN_PROMPTS_FOR_MANAGER = 5
 MAX_MESSAGE_SECTIONS = 40
@@ -67,25 +71,6 @@ STEP_DUE = {
 
 COVERAGE_ICONS = {RESPONDED: "✅", ASKED: "⏳", NOT_ASKED: "❌"}
 COVERAGE_WORDS = {RESPONDED: "responded", ASKED: "asked", NOT_ASKED: "not asked"}
-
-
-@dataclass(frozen=True)
-class ReferralRow:
-    """One open referral on the manager's Home: its safe facts, coverage and overdue count."""
-
-    facts: ReferralFacts
-    coverage: Coverage
-    overdue: int = 0
-
-
-def page_count(total: int, per_page: int) -> int:
-    """The number of pages for `total` items (at least one)."""
-    return max(1, math.ceil(total / per_page))
-
-
-def clamp_page(page: int, pages: int) -> int:
-    """`page` kept within 1..pages."""
-    return min(max(1, page), pages)
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -152,9 +137,9 @@ def overdue_line(item: Overdue, tz: ZoneInfo) -> str:
     """One overdue target: referral, target, recipient, and the latest escalation step taken
     (or, before any, the next one due)."""
     who = f" → `{mrkdwn_escape(item.recipient_id)}`" if item.recipient_id else ""
-    if item.state == TARGET_HELD:
+    if item.state == TargetState.HELD:
         what = f"not sent, due {format_local(item.since, tz)}"
-    elif item.state == TARGET_FAILED:
+    elif item.state == TargetState.FAILED:
         what = f"could not be delivered, due {format_local(item.since, tz)}"
     elif item.last_step is not None and item.last_step_at is not None:
         what = f"no response, {STEP_DONE[item.last_step]} {format_local(item.last_step_at, tz)}"
@@ -297,6 +282,26 @@ def build_professional_home(
     return _home(blocks, page)
 
 
+def build_home(content: HomeContent, *, tz: ZoneInfo, now: datetime) -> dict[str, Any]:
+    """The Home view of `bot.services.home.home_content`'s answer."""
+    if content is None:
+        return build_unknown_user_home()
+    if isinstance(content, ManagerHome):
+        return build_manager_home(
+            referrals=content.referrals,
+            total_open=content.total_open,
+            overdue=content.overdue,
+            own_prompts=content.own_prompts,
+            page=content.page,
+            pages=content.pages,
+            tz=tz,
+            now=now,
+        )
+    return build_professional_home(
+        prompts=content.prompts, total=content.total, page=content.page, pages=content.pages, tz=tz
+    )
+
+
 def build_unknown_user_home() -> dict[str, Any]:
     """The Home of a Slack user who is not in the rota."""
     return _home(
@@ -366,16 +371,16 @@ def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[d
         name = f"`{mrkdwn_escape(t.target)}`"
         parts = [f"*{name}* ({t.state.replace('_', ' ')})"]
         if not t.asked:
-            if t.state == TARGET_HELD and t.due_at is not None:
+            if t.state == TargetState.HELD and t.due_at is not None:
                 parts.append(f"not asked yet, due {format_local(t.due_at, tz)}")
-            elif t.state == TARGET_UNROUTABLE:
+            elif t.state == TargetState.UNROUTABLE:
                 parts.append("unroutable: nobody to reach within 7 days")
             else:
                 parts.append("not asked")
         for a in t.asked:
-            to = f"`{mrkdwn_escape(a.recipient_id or a.channel_id or '?')}`"
+            to = f"`{mrkdwn_escape(a.recipient_id or a.address or '?')}`"
             late = " (late)" if a.late else ""
-            kind = "asked" if a.kind == KIND_PROMPT else a.kind.replace("_", " ")
+            kind = "asked" if a.kind == OutboxKind.PROMPT else a.kind.replace("_", " ")
             parts.append(f"{kind} {to} at {format_local(a.sent_at, tz)}{late}")
         for r in t.answers:
             behalf = f" for `{mrkdwn_escape(r.on_behalf_of)}`" if r.on_behalf_of else ""

@@ -1,4 +1,5 @@
-"""The referral modal (CONTRACT §6: block_ids are fixed) and the plan shown to its submitter."""
+"""The referral modal (its block_ids are fixed: docs/reference/slack.md) and the plan shown to
+its submitter."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Block Kit for a prompt DM and for the same DM once someone has responded (CONTRACT §6).
+"""Block Kit for a prompt DM and for the same DM once someone has responded.
+
+The prompt's metadata and buttons are docs/reference/slack.md's.
 
 Minimal data: only the referral ID, the case system's reference, category, urgency, times and
 what is asked. The notification `text` (lock screens) names the referral ID and nothing else.
@@ -11,12 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.models import (
-    RESPONSE_ACKNOWLEDGED,
-    RESPONSE_HAS_INFORMATION,
-    RESPONSE_NOT_KNOWN,
-    RESPONSE_REDIRECTED,
-)
+from bot.delivery.kinds import ResponseKind
 from bot.services.logbook import ReferralFacts
 from handlers.ids import ACK, HAS_INFO, NOT_KNOWN, REDIRECT, RESPONSE_ACTIONS
 
@@ -32,10 +29,10 @@ BUTTON_LABELS = {
 
 # What each response kind reads as once recorded (the `kind` of a Response row).
 RESPONSE_LABELS = {
-    RESPONSE_ACKNOWLEDGED: "Acknowledged",
-    RESPONSE_HAS_INFORMATION: "Holds information",
-    RESPONSE_NOT_KNOWN: "Not known",
-    RESPONSE_REDIRECTED: "Redirected",
+    ResponseKind.ACKNOWLEDGED: "Acknowledged",
+    ResponseKind.HAS_INFORMATION: "Holds information",
+    ResponseKind.NOT_KNOWN: "Not known",
+    ResponseKind.REDIRECTED: "Redirected",
 }
 
 VIA_LABELS = {

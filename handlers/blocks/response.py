@@ -13,12 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.models import (
-    RESPONSE_ACKNOWLEDGED,
-    RESPONSE_HAS_INFORMATION,
-    RESPONSE_NOT_KNOWN,
-    RESPONSE_REDIRECTED,
-)
+from bot.delivery.kinds import ResponseKind
 from handlers import ids
 from handlers.blocks.prompt import (
     RESPONSE_LABELS,
@@ -53,10 +48,10 @@ NO_SUCH_ROLE = "That role is not in the rota."
 
 # The card's thread reply for each response kind ("hv-kpatel acknowledged at 09:12").
 CARD_VERBS = {
-    RESPONSE_ACKNOWLEDGED: "acknowledged",
-    RESPONSE_HAS_INFORMATION: "holds information",
-    RESPONSE_NOT_KNOWN: "answered not known to their service",
-    RESPONSE_REDIRECTED: "redirected",
+    ResponseKind.ACKNOWLEDGED: "acknowledged",
+    ResponseKind.HAS_INFORMATION: "holds information",
+    ResponseKind.NOT_KNOWN: "answered not known to their service",
+    ResponseKind.REDIRECTED: "redirected",
 }
 
 
@@ -235,10 +230,10 @@ def build_card_reply(
     detail = detail or {}
     who = responder_id if not on_behalf_of else f"{responder_id} (for {on_behalf_of})"
     text = f"{who} {CARD_VERBS.get(kind, kind.replace('_', ' '))}"
-    if kind == RESPONSE_REDIRECTED and redirected_to:
+    if kind == ResponseKind.REDIRECTED and redirected_to:
         text += f" to {redirected_to}"
     text += f" at {clock_time(at, tz)}"
-    if kind == RESPONSE_HAS_INFORMATION and detail.get("contact_by"):
+    if kind == ResponseKind.HAS_INFORMATION and detail.get("contact_by"):
         method = METHOD_LABELS.get(str(detail.get("method")), "").lower()
         when = datetime.fromisoformat(str(detail["contact_by"]))
         text += f"; will contact the social worker by {slot_label(when, at, tz).lower()}"

@@ -30,16 +30,9 @@ from werkzeug.serving import make_server
 
 from bot.clock import FixedClock
 from bot.db import create_db_engine, make_session_factory
-from bot.models import AUDIT_EVENTS, AuditEvent, Prompt, Referral, Target
-from bot.services.intake import (
-    FIELDS,
-    KIND_CARD,
-    KIND_LONG_GAP,
-    KIND_ON_CALL,
-    KIND_PROMPT,
-    REQUIRED_FIELDS,
-    SOURCES,
-)
+from bot.delivery.kinds import OutboxKind
+from bot.models import AUDIT_EVENTS, AuditEvent, OutboxMessage, Referral, Target
+from bot.services.intake import FIELDS, REQUIRED_FIELDS, SOURCES
 from bot.settings import Settings
 from bot.web.api import MAX_BODY_BYTES, create_api_blueprint
 from handlers.ids import CATEGORIES, URGENCIES
@@ -177,11 +170,11 @@ def counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
     with session_factory() as session:
         return {
             model.__tablename__: session.scalar(select(func.count()).select_from(model))
-            for model in (Referral, Target, Prompt, AuditEvent)
+            for model in (Referral, Target, OutboxMessage, AuditEvent)
         }
 
 
-NOTHING = {"referrals": 0, "targets": 0, "prompts": 0, "audit_log": 0}
+NOTHING = {"referrals": 0, "targets": 0, "outbox": 0, "audit_log": 0}
 
 
 def audit_rows(session: Session) -> list[AuditEvent]:
@@ -283,7 +276,7 @@ def test_weekend_referral_is_planned_and_every_row_written(
             select(Target).where(Target.referral_id == referral_id).order_by(Target.position)
         ).all()
         assert [
-            (t.position, t.target, t.planned_via, t.planned_recipient, t.due_at, t.state)
+            (t.position, t.spec, t.planned_via, t.planned_recipient, t.due_at, t.state)
             for t in targets
         ] == [
             (0, "person:hv-jsmith", "self", "hv-jsmith", MON_0900, "held"),
@@ -293,25 +286,25 @@ def test_weekend_referral_is_planned_and_every_row_written(
         ]
         position = {t.id: t.position for t in targets}
 
-        prompts = session.scalars(select(Prompt).order_by(Prompt.id)).all()
+        prompts = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
         assert [
             (
                 p.kind,
                 position.get(p.target_id),
                 p.recipient_id,
-                p.channel_id,
+                p.address,
                 p.due_at,
                 p.state,
                 p.attempts,
             )
             for p in prompts
         ] == [
-            (KIND_CARD, None, None, EDT_CARD_CHANNEL, T0, "pending", 0),
-            (KIND_ON_CALL, None, "edt-mgr", None, T0, "pending", 0),
-            (KIND_PROMPT, 0, None, None, MON_0900, "pending", 0),
-            (KIND_PROMPT, 1, None, None, TUE_0800, "pending", 0),
-            (KIND_PROMPT, 2, None, None, T0, "pending", 0),
-            (KIND_LONG_GAP, 1, "edt-mgr", None, T0, "pending", 0),
+            (OutboxKind.CARD, None, None, EDT_CARD_CHANNEL, T0, "pending", 0),
+            (OutboxKind.ON_CALL, None, "edt-mgr", None, T0, "pending", 0),
+            (OutboxKind.PROMPT, 0, None, None, MON_0900, "pending", 0),
+            (OutboxKind.PROMPT, 1, None, None, TUE_0800, "pending", 0),
+            (OutboxKind.PROMPT, 2, None, None, T0, "pending", 0),
+            (OutboxKind.LONG_GAP, 1, "edt-mgr", None, T0, "pending", 0),
             ("unroutable", 3, "edt-mgr", None, T0, "pending", 0),
         ]
         assert all(p.referral_id == referral_id for p in prompts)
@@ -375,7 +368,7 @@ def test_summary_is_kept_in_the_referral_but_nowhere_else(
         assert "NARRATIVE" not in session.scalar(select(Referral.plan_json))
         for row in audit_rows(session):
             assert "NARRATIVE" not in (row.detail or "")
-        for prompt in session.scalars(select(Prompt)):
+        for prompt in session.scalars(select(OutboxMessage)):
             assert "NARRATIVE" not in (prompt.detail or "")
 
 
@@ -468,7 +461,7 @@ def test_two_identical_requests_at_once_make_one_referral(
     with session_factory() as session:
         assert session.scalar(select(func.count()).select_from(Referral)) == 1
         assert [e.event for e in audit_rows(session)].count("referral_duplicate") == 1
-        assert session.scalar(select(func.count()).select_from(Prompt)) == 7
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 7
 
 
 # Authentication ----------------------------------------------------------------------------
@@ -919,7 +912,7 @@ def test_503_when_the_database_fails_midway_writes_nothing(
     caplog.set_level(logging.DEBUG)
 
     def fail_on_outbox(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO PROMPTS"):
+        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
             raise OperationalError(statement, parameters, ConnectionError("server closed"))
 
     event.listen(engine, "before_cursor_execute", fail_on_outbox)

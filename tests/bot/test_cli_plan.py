@@ -417,6 +417,7 @@ def test_errors_past_the_checks_are_a_message_and_exit_1_not_a_traceback(
     assert (code, out, err) == (1, "", message)
 
 
+@pytest.mark.slow  # starts a process
 def test_a_real_process_given_bytes_that_are_not_utf8_prints_no_traceback(
     cli_rota: Session, tmp_path: Path
 ) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import AuditEvent, Prompt, Referral, Target
+from bot.models import AuditEvent, OutboxMessage, Referral, Target
 from bot.services import audit, intake
 from bot.services.intake import (
     REFERRAL_ID_ALPHABET,
@@ -294,8 +294,8 @@ def test_a_summer_referral_with_an_unroutable_target_and_nobody_on_call(
         }
     ]
     with rota_factory() as session:
-        prompts = session.scalars(select(Prompt).order_by(Prompt.id)).all()
-        assert [(p.kind, p.recipient_id, p.channel_id, p.due_at) for p in prompts] == [
+        prompts = session.scalars(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+        assert [(p.kind, p.recipient_id, p.address, p.due_at) for p in prompts] == [
             ("card", None, "C0EDTCARD", JUNE_SATURDAY),
             ("prompt", None, None, datetime(2026, 6, 15, 8, 0, tzinfo=UTC)),
             ("unroutable", None, None, JUNE_SATURDAY),

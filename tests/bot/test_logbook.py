@@ -25,8 +25,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.delivery.kinds import RowState
 from bot.errors import InputError
-from bot.models import CLOSED, OPEN, PENDING, SENT, Prompt, Referral, Response, Target
+from bot.models import OutboxMessage, Referral, ReferralStatus, Response, Target
 from bot.services import audit
 from bot.services.logbook import (
     ASKED,
@@ -124,7 +125,7 @@ def build_rota(session: Session) -> None:
 
 
 def add_referral(
-    session: Session, referral_id: str, received: datetime, *, status: str = OPEN
+    session: Session, referral_id: str, received: datetime, *, status: str = ReferralStatus.OPEN
 ) -> Referral:
     referral = Referral(
         referral_id=referral_id,
@@ -167,7 +168,7 @@ def add_target(
     row = Target(
         referral_id=referral.referral_id,
         position=position,
-        target=target,
+        spec=target,
         planned_via="self" if target.startswith("person") else "duty",
         planned_recipient=recipient,
         due_at=due,
@@ -205,14 +206,14 @@ def add_prompt(
     sent: datetime | None,
     *,
     late: bool = False,
-) -> Prompt:
-    prompt = Prompt(
+) -> OutboxMessage:
+    prompt = OutboxMessage(
         referral_id=target.referral_id,
         target_id=target.id,
         kind="prompt",
         recipient_id=recipient,
         due_at=due,
-        state=SENT if sent else PENDING,
+        state=RowState.SENT if sent else RowState.PENDING,
         sent_at=sent,
         late=late,
     )
@@ -224,7 +225,7 @@ def add_prompt(
             "prompt_sent_late" if late else "prompt_sent",
             at=sent,
             referral_id=target.referral_id,
-            target=target.target,
+            target=target.spec,
             recipient=recipient,
             detail={"prompt_id": prompt.id},
         )
@@ -232,7 +233,7 @@ def add_prompt(
 
 
 def add_response(
-    session: Session, target: Target, prompt: Prompt, kind: str, by: str, at: datetime
+    session: Session, target: Target, prompt: OutboxMessage, kind: str, by: str, at: datetime
 ) -> None:
     session.add(
         Response(
@@ -251,7 +252,7 @@ def add_response(
         at=at,
         referral_id=target.referral_id,
         actor=by,
-        target=target.target,
+        target=target.spec,
         detail={"prompt_id": prompt.id},
     )
 
@@ -274,7 +275,7 @@ def build_scenario(session_factory: sessionmaker[Session]) -> Scenario:
         add_response(session, police, p, "acknowledged", "pc-pat", utc(12, 17, 15))
         p = add_prompt(session, hv, "hv-jo", utc(12, 16, 50), utc(12, 16, 50))
         add_response(session, hv, p, "acknowledged", "hv-jo", utc(13, 9, 40))
-        r4.status = CLOSED
+        r4.status = ReferralStatus.CLOSED
         r4.closed_at = utc(13, 12)
         audit.record(
             session, "referral_closed", at=utc(13, 12), referral_id="HO-R4", actor="mgr-mia"
@@ -630,7 +631,7 @@ def test_a_prompt_that_failed_is_overdue_and_asked_nobody(
     session_factory: sessionmaker[Session], scenario: Scenario
 ) -> None:
     with session_factory.begin() as session:
-        prompt = session.get(Prompt, scenario.prompts["R3 hv"])
+        prompt = session.get(OutboxMessage, scenario.prompts["R3 hv"])
         assert prompt is not None
         prompt.state = "failed"
         target = session.get(Target, prompt.target_id)
@@ -648,17 +649,17 @@ def test_a_prompt_that_failed_is_overdue_and_asked_nobody(
 
 def add_step_row(
     session: Session, prompt_id: int, step: str, due: datetime, sent: datetime | None
-) -> Prompt:
+) -> OutboxMessage:
     """An escalation step's outbox row for a prompt, as bot.delivery.escalation writes it."""
-    prompt = session.get(Prompt, prompt_id)
+    prompt = session.get(OutboxMessage, prompt_id)
     assert prompt is not None
-    row = Prompt(
+    row = OutboxMessage(
         referral_id=prompt.referral_id,
         target_id=prompt.target_id,
         kind="escalation",
         recipient_id=prompt.recipient_id,
         due_at=due,
-        state=SENT if sent else PENDING,
+        state=RowState.SENT if sent else RowState.PENDING,
         sent_at=sent,
         detail=json.dumps({"prompt_id": prompt_id, "step": step}),
     )

@@ -12,17 +12,8 @@ from slack_sdk import WebClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import (
-    RESPONSE_ACKNOWLEDGED,
-    RESPONSE_HAS_INFORMATION,
-    RESPONSE_NOT_KNOWN,
-    RESPONSE_REDIRECTED,
-    AuditEvent,
-    Prompt,
-    Referral,
-    Response,
-    Target,
-)
+from bot.delivery.kinds import ResponseKind
+from bot.models import AuditEvent, OutboxMessage, Referral, Response, Target
 from bot.services.responses import (
     ResponseOutcome,
     check_response,
@@ -57,7 +48,7 @@ def respond(
     session_factory: sessionmaker[Session],
     prompt_id: int | None,
     person_id: str,
-    kind: str = RESPONSE_ACKNOWLEDGED,
+    kind: str = ResponseKind.ACKNOWLEDGED,
     **answers: str,
 ) -> ResponseOutcome:
     with session_factory.begin() as session:
@@ -109,7 +100,7 @@ def test_who_may_respond_to_a_person_target(
             refused = session.scalars(select(AuditEvent)).one()
             assert refused.event == "response_refused"
             assert refused.actor == who
-            assert json.loads(refused.detail)["response"] == RESPONSE_ACKNOWLEDGED
+            assert json.loads(refused.detail)["response"] == ResponseKind.ACKNOWLEDGED
             assert session.get(Target, scenario.target_id).state == "prompted"
 
 
@@ -131,7 +122,9 @@ def test_concurrent_responses_record_one(
 
     def one(person_id: str) -> None:
         barrier.wait()
-        outcomes.append(respond(session_factory, scenario.prompt_id, person_id, RESPONSE_NOT_KNOWN))
+        outcomes.append(
+            respond(session_factory, scenario.prompt_id, person_id, ResponseKind.NOT_KNOWN)
+        )
 
     people = ("hv-kpatel", "hv-lead", "hv-cover")
     threads = [threading.Thread(target=one, args=(p,)) for p in people]
@@ -176,7 +169,7 @@ def test_check_response_before_a_modal_changes_nothing(
             session,
             scenario.prompt_id,
             slack_user("hv-kpatel"),
-            RESPONSE_HAS_INFORMATION,
+            ResponseKind.HAS_INFORMATION,
             now=NOW,
             settings=SETTINGS,
         )
@@ -191,14 +184,16 @@ def test_check_response_before_a_modal_changes_nothing(
 def test_has_information_needs_a_time_and_a_method(
     session_factory: sessionmaker[Session], scenario: Scenario
 ) -> None:
-    outcome = respond(session_factory, scenario.prompt_id, "hv-kpatel", RESPONSE_HAS_INFORMATION)
+    outcome = respond(
+        session_factory, scenario.prompt_id, "hv-kpatel", ResponseKind.HAS_INFORMATION
+    )
     assert outcome.status == "invalid"
     assert set(outcome.field_errors) == {"contact_by", "method"}
     later = respond(
         session_factory,
         scenario.prompt_id,
         "hv-kpatel",
-        RESPONSE_HAS_INFORMATION,
+        ResponseKind.HAS_INFORMATION,
         contact_by="2026-12-25T10:00:00+00:00",
         method="phone",
     )
@@ -212,18 +207,24 @@ def test_redirect_to_someone_already_asked_is_refused(
     session_factory: sessionmaker[Session], scenario: Scenario
 ) -> None:
     first = respond(
-        session_factory, scenario.prompt_id, "hv-kpatel", RESPONSE_REDIRECTED, colleague="hv-jones"
+        session_factory,
+        scenario.prompt_id,
+        "hv-kpatel",
+        ResponseKind.REDIRECTED,
+        colleague="hv-jones",
     )
     assert first.status == "recorded" and first.redirected_to == "person:hv-jones"
     with session_factory() as session:
-        new = session.scalars(select(Target).where(Target.target == "person:hv-jones")).one()
-        new_prompt = session.scalars(select(Prompt).where(Prompt.target_id == new.id)).one()
+        new = session.scalars(select(Target).where(Target.spec == "person:hv-jones")).one()
+        new_prompt = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.target_id == new.id)
+        ).one()
     # hv-jones is now asked; the role target cannot be redirected to them as well.
     again = respond(
         session_factory,
         scenario.role_prompt_id,
         "pc-jones",
-        RESPONSE_REDIRECTED,
+        ResponseKind.REDIRECTED,
         colleague="hv-jones",
     )
     assert again.field_errors == {
@@ -233,13 +234,13 @@ def test_redirect_to_someone_already_asked_is_refused(
         session_factory,
         scenario.role_prompt_id,
         "pc-jones",
-        RESPONSE_REDIRECTED,
+        ResponseKind.REDIRECTED,
         colleague="nobody",
     )
     assert unknown.field_errors == {"colleague": "Choose someone in the current rota."}
     # The redirected target's own prompt may be answered by its new recipient.
     with session_factory.begin() as session:
-        new_prompt = session.get(Prompt, new_prompt.id)
+        new_prompt = session.get(OutboxMessage, new_prompt.id)
         new_prompt.state, new_prompt.recipient_id = "sent", "hv-jones"
         session.get(Target, new.id).state = "prompted"
     assert respond(session_factory, new_prompt.id, "hv-jones").status == "recorded"
@@ -270,14 +271,14 @@ def redirect_on_friday_evening(
             session,
             scenario.prompt_id,
             slack_user("hv-kpatel"),
-            RESPONSE_REDIRECTED,
+            ResponseKind.REDIRECTED,
             now=FRIDAY_EVENING,
             settings=settings,
             colleague="hv-jones",
         )
     assert outcome.status == "recorded"
     with session_factory() as session:
-        return session.scalars(select(Target.id).where(Target.target == "person:hv-jones")).one()
+        return session.scalars(select(Target.id).where(Target.spec == "person:hv-jones")).one()
 
 
 def test_redirect_to_someone_away_raises_a_long_gap(
@@ -288,7 +289,11 @@ def test_redirect_to_someone_away_raises_a_long_gap(
         new = session.get_one(Target, new_id)
         assert new.state == "held"
         assert new.due_at == datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # Monday morning
-        kinds = sorted(session.scalars(select(Prompt.kind).where(Prompt.target_id == new.id)).all())
+        kinds = sorted(
+            session.scalars(
+                select(OutboxMessage.kind).where(OutboxMessage.target_id == new.id)
+            ).all()
+        )
         assert kinds == ["long_gap", "prompt"]
         gap = session.scalars(select(AuditEvent).where(AuditEvent.event == "long_gap_alert")).one()
         assert gap.target == "person:hv-jones"
@@ -297,7 +302,9 @@ def test_redirect_to_someone_away_raises_a_long_gap(
 
 def alerts_and_events(session: Session, target_id: int, kind: str, event: str) -> tuple:
     rows = session.scalars(
-        select(Prompt).where(Prompt.target_id == target_id, Prompt.kind == kind)
+        select(OutboxMessage).where(
+            OutboxMessage.target_id == target_id, OutboxMessage.kind == kind
+        )
     ).all()
     logged = session.scalars(
         select(AuditEvent).where(AuditEvent.event == event).order_by(AuditEvent.id)

@@ -613,6 +613,7 @@ def test_control_endpoints_from_another_client(standin: SlackStandIn, client: We
     assert client.users_info(user="U0EVE")["ok"]
 
 
+@pytest.mark.slow  # starts a process
 def test_the_cli_prints_its_url_and_serves(tmp_path: Any) -> None:
     users = tmp_path / "users.json"
     users.write_text(json.dumps([{"id": "U0ANN", "name": "ann", "email": "ann@example.org"}]))

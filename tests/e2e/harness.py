@@ -424,19 +424,20 @@ class Deployment:
         from sqlalchemy import and_, func, or_, select
         from sqlalchemy.orm import Session
 
-        from bot.models import CLAIMED, PENDING, Prompt
+        from bot.delivery.kinds import RowState
+        from bot.models import OutboxMessage
 
         now = self.now()
         due = or_(
-            Prompt.state == CLAIMED,
+            OutboxMessage.state == RowState.CLAIMED,
             and_(
-                Prompt.state == PENDING,
-                Prompt.due_at <= now,
-                or_(Prompt.next_attempt_at.is_(None), Prompt.next_attempt_at <= now),
+                OutboxMessage.state == RowState.PENDING,
+                OutboxMessage.due_at <= now,
+                or_(OutboxMessage.next_attempt_at.is_(None), OutboxMessage.next_attempt_at <= now),
             ),
         )
         with Session(self.engine) as session:
-            return session.scalar(select(func.count()).select_from(Prompt).where(due)) or 0
+            return session.scalar(select(func.count()).select_from(OutboxMessage).where(due)) or 0
 
     def settle(self, timeout: float = 30.0) -> None:
         """Wait until the dispatchers have delivered everything due at the simulated now."""
@@ -455,7 +456,7 @@ class Deployment:
 
     def prompt_ids(self, referral_id: str | None = None) -> dict[int, tuple[str, str, str]]:
         """Prompt rows (kind `prompt`): id -> (referral_id, state, recipient_id)."""
-        sql = "SELECT id, referral_id, state, recipient_id FROM prompts WHERE kind = 'prompt'"
+        sql = "SELECT id, referral_id, state, recipient_id FROM outbox WHERE kind = 'prompt'"
         rows = self.query(sql)
         return {
             row[0]: (row[1], row[2], row[3])

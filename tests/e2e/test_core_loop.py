@@ -90,7 +90,7 @@ def prompt_dms(deployment: Deployment, user: str) -> list[dict[str, Any]]:
 
 
 def assert_prompt(message: dict[str, Any], referral_id: str, *secrets: str) -> int:
-    """A prompt DM as CONTRACT §6 has it; returns its prompt_id."""
+    """A prompt DM as docs/reference/slack.md has it; returns its prompt_id."""
     metadata = message["metadata"]
     prompt_id = metadata["event_payload"]["prompt_id"]
     assert metadata == {
@@ -393,7 +393,7 @@ def test_forged_missing_and_stale_signatures_are_refused_with_nothing_written(
 
     deployment.wait_idle(settle=0.5)
     assert deployment.query("SELECT count(*) FROM referrals") == [(0,)]
-    assert deployment.query("SELECT count(*) FROM prompts") == [(0,)]
+    assert deployment.query("SELECT count(*) FROM outbox") == [(0,)]
     assert deployment.query("SELECT count(*) FROM audit_log") == [(0,)]
     assert deployment.standin.calls()[calls_before:] == []
     assert "SUMMARY-FORGED" not in deployment.standin.all_text()
@@ -483,7 +483,7 @@ def kill_between_post_and_commit(
     (stored,) = wait_for(lambda: deployment.standin.prompt_messages().get(prompt_id))
     assert stored["channel"] == deployment.standin.get("dm", user=HV_KPATEL)["channel"]
     deployment.kill(server)
-    assert deployment.query("SELECT state FROM prompts WHERE id = :id", id=prompt_id) == [
+    assert deployment.query("SELECT state FROM outbox WHERE id = :id", id=prompt_id) == [
         ("claimed",)
     ]
     deployment.standin.clear_faults()
@@ -492,7 +492,7 @@ def kill_between_post_and_commit(
     restarted = deployment.start_server()
     deployment.set_clock(datetime(2026, 12, 29, 9, 5, tzinfo=LONDON))
     deployment.wait_idle(restarted, settle=1.0)
-    assert deployment.query("SELECT state FROM prompts WHERE id = :id", id=prompt_id) == [
+    assert deployment.query("SELECT state FROM outbox WHERE id = :id", id=prompt_id) == [
         ("claimed",)
     ]
     # ...then finds the message in the DM's history instead of posting it again.
@@ -514,7 +514,7 @@ def test_killed_between_post_and_commit_the_prompt_is_found_not_posted_again(
     assert sent["detail"]["found_in_history"] is True
     assert (sent["detail"]["channel"], sent["detail"]["ts"]) == (stored["channel"], stored["ts"])
     assert deployment.query(
-        "SELECT state, message_channel, message_ts FROM prompts WHERE id = :id", id=prompt_id
+        "SELECT state, message_channel, message_ts FROM outbox WHERE id = :id", id=prompt_id
     ) == [("sent", stored["channel"], stored["ts"])]
     assert_each_prompt_sent_once(deployment)
     assert "SUMMARY-KILL" not in deployment.standin.all_text()
@@ -534,7 +534,7 @@ def test_a_prompt_found_in_history_is_logged_as_sent_when_it_was_posted(
     assert sent["detail"]["sent_at"] == "2026-12-29T09:00:00+00:00"
     assert sent["detail"]["found_at"] == "2026-12-29T09:11:00+00:00"
     assert "delay_minutes" not in sent["detail"]
-    assert deployment.query("SELECT late FROM prompts WHERE id = :id", id=prompt_id) == [(False,)]
+    assert deployment.query("SELECT late FROM outbox WHERE id = :id", id=prompt_id) == [(False,)]
 
 
 def test_down_at_nine_back_at_half_past_eleven_the_prompt_goes_late_and_says_so(
@@ -565,6 +565,6 @@ def test_down_at_nine_back_at_half_past_eleven_the_prompt_goes_late_and_says_so(
     assert late["detail"]["due_at"] == "2026-12-29T09:00:00+00:00"
     assert late["detail"]["sent_at"] == "2026-12-29T11:30:00+00:00"
     assert late["detail"]["delay_minutes"] == 150
-    assert deployment.query("SELECT late FROM prompts WHERE id = :id", id=prompt_id) == [(True,)]
+    assert deployment.query("SELECT late FROM outbox WHERE id = :id", id=prompt_id) == [(True,)]
     assert_each_prompt_sent_once(deployment)
     assert "SUMMARY-KILL" not in deployment.standin.all_text()

@@ -10,8 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.demo.story import CASE_REF, SUMMARY
 from tests.e2e.harness import HANDOVER, SAMPLE_ROTA
+
+pytestmark = pytest.mark.slow  # starts processes
 
 # A hostile environment: the demo must not touch any of it (it uses a temporary SQLite file
 # and an in-process Slack stand-in on 127.0.0.1).

@@ -28,6 +28,8 @@ import pytest
 
 from tests.e2e.harness import Deployment, deploy, slack_user_of, wait_for
 
+pytestmark = pytest.mark.slow  # starts processes
+
 LONDON = ZoneInfo("Europe/London")
 REFERRER = "edt-amy"
 SUMMARY = "Scenario summary HV-NARRATIVE-88231: never to be seen in Slack"

@@ -32,7 +32,8 @@ from werkzeug.serving import make_server
 
 from bot.clock import FixedClock
 from bot.context import Services
-from bot.models import OPEN, PENDING, SENT, Prompt, Referral, Target
+from bot.delivery.kinds import RowState
+from bot.models import OutboxMessage, Referral, ReferralStatus, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from bot.web.app import create_app
@@ -437,33 +438,33 @@ def build_scenario(session_factory: sessionmaker[Session], client: WebClient) ->
             request_hash="0" * 64,
             rota_version=7,
             plan_json="{}",
-            status=OPEN,
+            status=ReferralStatus.OPEN,
         )
         session.add(referral)
         session.flush()
         card = client.chat_postMessage(channel=EDT_CHANNEL, text="Handover referral HO-TEST01")
         referral.card_channel, referral.card_ts = card["channel"], card["ts"]
-        target = Target(referral_id=REFERRAL_ID, position=0, target="person:hv-kpatel",
+        target = Target(referral_id=REFERRAL_ID, position=0, spec="person:hv-kpatel",
                         planned_via="self", planned_recipient="hv-kpatel",
                         due_at=NOW - timedelta(minutes=12), state="prompted")  # fmt: skip
-        held = Target(referral_id=REFERRAL_ID, position=1, target="team:gp-northgate",
+        held = Target(referral_id=REFERRAL_ID, position=1, spec="team:gp-northgate",
                       planned_via="duty", planned_recipient="gp-mgr",
                       due_at=NOW + timedelta(days=1), state="held")  # fmt: skip
-        role = Target(referral_id=REFERRAL_ID, position=2, target="role:police_dau",
+        role = Target(referral_id=REFERRAL_ID, position=2, spec="role:police_dau",
                       planned_via="shift", planned_recipient="pc-jones",
                       due_at=received, state="prompted")  # fmt: skip
         session.add_all([target, held, role])
         session.flush()
 
-        def sent_prompt(t: Target, recipient: str) -> tuple[Prompt, str, str]:
-            prompt = Prompt(referral_id=REFERRAL_ID, target_id=t.id, kind="prompt",
-                            recipient_id=recipient, due_at=t.due_at or NOW, state=SENT,
+        def sent_prompt(t: Target, recipient: str) -> tuple[OutboxMessage, str, str]:
+            prompt = OutboxMessage(referral_id=REFERRAL_ID, target_id=t.id, kind="prompt",
+                            recipient_id=recipient, due_at=t.due_at or NOW, state=RowState.SENT,
                             sent_at=t.due_at)  # fmt: skip
             session.add(prompt)
             session.flush()
             message = build_prompt_message(
                 referral, prompt.id, due_at=prompt.due_at, respond_by=NOW + timedelta(hours=4),
-                tz=tz, via=t.planned_via, target=t.target,
+                tz=tz, via=t.planned_via, target=t.spec,
             )  # fmt: skip
             posted = client.chat_postMessage(
                 channel=slack_user(recipient),
@@ -478,14 +479,14 @@ def build_scenario(session_factory: sessionmaker[Session], client: WebClient) ->
 
         prompt, dm_channel, dm_ts = sent_prompt(target, "hv-kpatel")
         role_prompt, role_channel, role_ts = sent_prompt(role, "pc-jones")
-        held_prompt = Prompt(referral_id=REFERRAL_ID, target_id=held.id, kind="prompt",
-                             due_at=held.due_at, state=PENDING)  # fmt: skip
-        reminder = Prompt(referral_id=REFERRAL_ID, target_id=target.id, kind="reminder",
+        held_prompt = OutboxMessage(referral_id=REFERRAL_ID, target_id=held.id, kind="prompt",
+                             due_at=held.due_at, state=RowState.PENDING)  # fmt: skip
+        reminder = OutboxMessage(referral_id=REFERRAL_ID, target_id=target.id, kind="reminder",
                           recipient_id="hv-kpatel", due_at=NOW + timedelta(minutes=48),
-                          state=PENDING)  # fmt: skip
-        escalation = Prompt(referral_id=REFERRAL_ID, target_id=target.id, kind="escalation",
+                          state=RowState.PENDING)  # fmt: skip
+        escalation = OutboxMessage(referral_id=REFERRAL_ID, target_id=target.id, kind="escalation",
                             recipient_id="hv-cover", due_at=NOW + timedelta(minutes=108),
-                            state=PENDING)  # fmt: skip
+                            state=RowState.PENDING)  # fmt: skip
         session.add_all([held_prompt, reminder, escalation])
         session.flush()
         return Scenario(

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import AuditEvent, Prompt, Response, Target
+from bot.models import AuditEvent, OutboxMessage, Response, Target
 from handlers import ids
 from handlers.blocks.response import (
     ACTION_COLLEAGUE,
@@ -128,11 +128,13 @@ def test_recipient_acknowledges(
         )
         assert session.get(Target, scenario.target_id).state == "acknowledged"
         for row_id in scenario.escalation_ids:
-            assert session.get(Prompt, row_id).state == "cancelled"
+            assert session.get(OutboxMessage, row_id).state == "cancelled"
         # Other targets' rows are untouched; the card is asked to refresh.
-        assert session.get(Prompt, scenario.held_prompt_id).state == "pending"
+        assert session.get(OutboxMessage, scenario.held_prompt_id).state == "pending"
         cards = session.scalars(
-            select(Prompt).where(Prompt.kind == "card", Prompt.state == "pending")
+            select(OutboxMessage).where(
+                OutboxMessage.kind == "card", OutboxMessage.state == "pending"
+            )
         ).all()
         assert len(cards) == 1
     assert bot.wakes
@@ -189,8 +191,8 @@ def test_unrelated_user_is_refused_privately(
         assert responses(session) == []
         assert session.get(Target, scenario.target_id).state == "prompted"
         for row_id in scenario.escalation_ids:
-            assert session.get(Prompt, row_id).state == "pending"
-        assert session.scalar(select(func.count()).where(Prompt.kind == "card")) == 0
+            assert session.get(OutboxMessage, row_id).state == "pending"
+        assert session.scalar(select(func.count()).where(OutboxMessage.kind == "card")) == 0
     assert bot.calls("chat.update") == []
 
 
@@ -341,11 +343,13 @@ def test_redirect_to_a_colleague(
     reply = wait_for(lambda: thread_replies(bot, scenario))[0]
     assert reply_detail(reply) == "hv-kpatel redirected to person:hv-jones at 09:12"
     with session_factory() as session:
-        new = session.scalars(select(Target).where(Target.target == "person:hv-jones")).one()
+        new = session.scalars(select(Target).where(Target.spec == "person:hv-jones")).one()
         assert new.redirected_from_id == scenario.target_id
         assert (new.state, new.planned_recipient, new.due_at) == ("held", "hv-jones", NOW)
         assert new.position == 3
-        prompt = session.scalars(select(Prompt).where(Prompt.target_id == new.id)).one()
+        prompt = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.target_id == new.id)
+        ).one()
         assert (prompt.kind, prompt.state, prompt.due_at) == ("prompt", "pending", NOW)
         [event] = events(session, "redirected")
         assert json.loads(event.detail)["to"] == "person:hv-jones"

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import AuditEvent, Prompt, Referral, Target
+from bot.models import AuditEvent, OutboxMessage, Referral, Target
 from handlers.commands import HELP_TEXT
 from tests.handlers.slack_payloads import (
     SAMPLE_KEYS,
@@ -61,10 +61,10 @@ def test_close_by_a_referrer(
             REASON,
         )
         assert referral.closed_at == bot.clock.now()
-        assert session.get(Prompt, scenario.held_prompt_id).state == "cancelled"
+        assert session.get(OutboxMessage, scenario.held_prompt_id).state == "cancelled"
         for row_id in scenario.escalation_ids:
-            assert session.get(Prompt, row_id).state == "cancelled"
-        assert session.get(Prompt, scenario.prompt_id).state == "sent"
+            assert session.get(OutboxMessage, row_id).state == "cancelled"
+        assert session.get(OutboxMessage, scenario.prompt_id).state == "sent"
         assert session.get(Target, scenario.held_target_id).state == "cancelled"
         assert session.get(Target, scenario.target_id).state == "cancelled"
         events = audit_rows(session)
@@ -75,7 +75,9 @@ def test_close_by_a_referrer(
         assert json.loads(events[1].detail)["reason"] == REASON
         assert events[1].actor == "edt-amy"
         pending_cards = session.scalars(
-            select(Prompt).where(Prompt.kind == "card", Prompt.state == "pending")
+            select(OutboxMessage).where(
+                OutboxMessage.kind == "card", OutboxMessage.state == "pending"
+            )
         ).all()
         assert len(pending_cards) == 1
     # What a person typed stays in the log: not in any Slack call, not even in the private answer.
@@ -114,7 +116,7 @@ def test_close_refusals_change_nothing(
     assert answer["text"].startswith(expected)
     with session_factory() as session:
         assert session.get(Referral, scenario.referral_id).status == "open"
-        assert session.get(Prompt, scenario.held_prompt_id).state == "pending"
+        assert session.get(OutboxMessage, scenario.held_prompt_id).state == "pending"
         assert audit_rows(session) == []
 
 

@@ -24,7 +24,9 @@ from werkzeug.serving import make_server
 
 from bot.clock import FixedClock
 from bot.context import Services
+from bot.delivery.home import refresh_homes
 from bot.models import Referral, Target
+from bot.services.home import manager_slack_user_ids
 from bot.services.logbook import Overdue
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
@@ -37,7 +39,7 @@ from handlers.blocks.home import (
     build_unknown_user_home,
     overdue_line,
 )
-from handlers.home import build_home_view, manager_slack_user_ids, refresh_homes
+from handlers.home import build_home_view
 from handlers.ids import RESPONSE_ACTIONS
 from handlers.log_command import REFUSAL, handle_log
 from tests.bot.test_logbook import (
@@ -221,7 +223,7 @@ def add_many_open_referrals(session_factory: sessionmaker[Session], count: int) 
                 Target(
                     referral_id=referral_id,
                     position=0,
-                    target="team:mash",
+                    spec="team:mash",
                     planned_via="duty",
                     planned_recipient="sw-sam",
                     due_at=received,

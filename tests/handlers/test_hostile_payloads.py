@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db import create_db_engine, make_session_factory
-from bot.models import AuditEvent, Prompt, Referral, Response, Target
+from bot.models import AuditEvent, OutboxMessage, Referral, Response, Target
 from handlers import ids
 from handlers.blocks.home import HOME_NEXT
 from handlers.blocks.response import (
@@ -71,7 +71,7 @@ def nothing_recorded(session_factory: sessionmaker[Session], scenario: Scenario)
         assert session.get(Target, scenario.target_id).state == "prompted"
         assert session.scalar(select(func.count()).select_from(Target)) == 3
         for row_id in scenario.escalation_ids:
-            assert session.get(Prompt, row_id).state == "pending"
+            assert session.get(OutboxMessage, row_id).state == "pending"
 
 
 def modal_answer(answer: HttpAnswer) -> dict[str, Any]:

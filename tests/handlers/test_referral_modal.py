@@ -149,7 +149,7 @@ def test_a_submission_records_the_referral_and_shows_the_plan_privately(
             SUMMARY,
         )
         targets = session.scalars(select(Target).order_by(Target.position))
-        assert [t.target for t in targets] == [
+        assert [t.spec for t in targets] == [
             "person:hv-kpatel",
             "team:gp-northgate",
             "role:police_dau",

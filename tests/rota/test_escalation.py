@@ -1,4 +1,4 @@
-"""Escalation decisions at exact instants, in the recipient team's working time (CONTRACT §3)."""
+"""Escalation decisions at exact instants, in the recipient team's working time (docs/timing.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Escalation steps performed through the outbox against the Slack stand-in, on both databases.
 
-Rows are claimed here with plain queries, as the dispatcher would claim them, and each step is
-performed by calling bot.delivery.escalation directly.
+A real dispatcher runs at each instant: a step row that falls due becomes its messages, and each
+message is delivered on its own (claimed, looked for after a crash, logged as its step).
 """
 
 from __future__ import annotations
@@ -18,19 +18,17 @@ from slack_sdk import WebClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.channels.slack import SlackMessenger
+from bot.channels.base import Message
+from bot.channels.slack import SlackChannel
 from bot.clock import FixedClock
-from bot.delivery.escalation import (
-    KIND_ESCALATION,
-    StepOutcome,
-    perform_escalation_step,
-    plan_step,
-    record_step,
-    schedule_escalation,
-    send_step,
-)
-from bot.delivery.outbox import load_detail, note
-from bot.models import CLAIMED, CLOSED, OPEN, PENDING, SENT, AuditEvent, Prompt, Referral, Target
+from bot.delivery import outbox, pipeline
+from bot.delivery.dispatcher import Dispatcher
+from bot.delivery.escalation import schedule_escalation
+from bot.delivery.kinds import OutboxKind, Outcome, RowState
+from bot.delivery.metadata import prompt_tag
+from bot.delivery.outbox import load_detail
+from bot.delivery.results import RowResult
+from bot.models import AuditEvent, OutboxMessage, Referral, ReferralStatus, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from handlers.blocks.escalation import (
@@ -137,14 +135,14 @@ def sent_prompt(
             request_hash="0" * 64,
             rota_version=1,
             plan_json="{}",
-            status=OPEN,
+            status=ReferralStatus.OPEN,
         )
         session.add(referral)
         session.flush()
         row = Target(
             referral_id=REFERRAL_ID,
             position=0,
-            target=target,
+            spec=target,
             planned_via="self",
             planned_recipient=recipient,
             due_at=sent_at,
@@ -152,49 +150,40 @@ def sent_prompt(
         )
         session.add(row)
         session.flush()
-        prompt = Prompt(
+        prompt = OutboxMessage(
             referral_id=REFERRAL_ID,
             target_id=row.id,
             kind="prompt",
             recipient_id=recipient,
-            channel_id=slack_id(recipient),
+            channel="slack",
+            address=slack_id(recipient),
             due_at=sent_at,
-            state=SENT,
+            state=RowState.SENT,
             attempts=0,
             sent_at=sent_at,
         )
         session.add(prompt)
         session.flush()
-        message = build_prompt_message(
+        built = build_prompt_message(
             referral, prompt.id, due_at=sent_at, respond_by=sent_at, tz=LONDON
         )
-        posted = SlackMessenger(client).post_message(
+        posted = SlackChannel(client).send(
             slack_id(recipient),
-            text=message["text"],
-            blocks=message["blocks"],
-            metadata={
-                "event_type": "handover_prompt",
-                "event_payload": {"referral_id": REFERRAL_ID, "prompt_id": prompt.id},
-            },
+            Message(built["text"], built["blocks"], prompt_tag(REFERRAL_ID, prompt.id)),
         )
-        prompt.message_channel, prompt.message_ts = posted.channel, posted.ts
+        prompt.message_channel, prompt.message_ts = posted.conversation, posted.ts
         assert schedule_escalation(session, prompt, now=sent_at, settings=settings) is not None
         return prompt.id
 
 
-def claim_next(factory: sessionmaker[Session], now: datetime) -> int | None:
-    """Claim the earliest due escalation row, as the dispatcher would."""
-    with factory.begin() as session:
-        row = session.scalars(
-            select(Prompt)
-            .where(Prompt.kind == KIND_ESCALATION, Prompt.state == PENDING, Prompt.due_at <= now)
-            .order_by(Prompt.due_at, Prompt.id)
-            .limit(1)
-        ).first()
-        if row is None:
-            return None
-        row.state, row.claimed_by, row.claimed_until = CLAIMED, "test", now + timedelta(minutes=10)
-        return row.id
+def make_dispatcher(
+    factory: sessionmaker[Session],
+    client: WebClient,
+    clock: FixedClock,
+    settings: Settings,
+    name: str = "test",
+) -> Dispatcher:
+    return Dispatcher(settings, factory, client, clock, instance_id=name, interval_seconds=30)
 
 
 def run_due(
@@ -203,18 +192,23 @@ def run_due(
     clock: FixedClock,
     now: datetime,
     settings: Settings,
-) -> list[StepOutcome]:
-    """Perform every escalation row due at `now`, one claim at a time, until none is left."""
+    name: str = "test",
+) -> list[RowResult]:
+    """A dispatcher pass at `now`; what became of each escalation step row due."""
     clock.set(now)
-    outcomes = []
-    while (row_id := claim_next(factory, now)) is not None:
-        with factory.begin() as session:
-            outcomes.append(
-                perform_escalation_step(
-                    session, client, row_id, now=now, settings=settings, instance_id="test"
-                )
-            )
-    return outcomes
+    stats = make_dispatcher(factory, client, clock, settings, name).run_once()
+    return [r for r in stats.results if r.kind == OutboxKind.ESCALATION]
+
+
+def performed(results: list[RowResult]) -> list[tuple[Outcome, str | None, bool]]:
+    return [(r.outcome, r.step, r.late) for r in results]
+
+
+def claim_first(factory: sessionmaker[Session], now: datetime, who: str = "test") -> int:
+    """Claim the earliest due row for `who`, as a dispatcher's pass would."""
+    with factory.begin() as session:
+        [row] = outbox.claim_due(session, now, instance_id=who, limit=1)
+        return row.id
 
 
 def steps_of(messages: list[dict]) -> list[str]:
@@ -230,6 +224,10 @@ def steps_of(messages: list[dict]) -> list[str]:
     return steps
 
 
+def kinds_of(messages: list[dict]) -> list[str]:
+    return [m["metadata"]["event_type"] for m in messages]
+
+
 def dm_steps(standin: SlackStandIn, person_id: str) -> list[str]:
     channel = standin.dm_channel_for(slack_id(person_id))
     return steps_of(standin.messages(channel)) if channel else []
@@ -243,13 +241,14 @@ def events(factory: sessionmaker[Session], *names: str) -> list[AuditEvent]:
         return list(session.scalars(query))
 
 
-def escalation_rows(factory: sessionmaker[Session]) -> list[Prompt]:
+def rows_of(factory: sessionmaker[Session], kind: OutboxKind) -> list[OutboxMessage]:
     with factory() as session:
-        return list(
-            session.scalars(
-                select(Prompt).where(Prompt.kind == KIND_ESCALATION).order_by(Prompt.id)
-            )
-        )
+        query = select(OutboxMessage).where(OutboxMessage.kind == kind)
+        return list(session.scalars(query.order_by(OutboxMessage.id)))
+
+
+def escalation_rows(factory: sessionmaker[Session]) -> list[OutboxMessage]:
+    return rows_of(factory, OutboxKind.ESCALATION)
 
 
 STEP_EVENTS = ("reminder_sent", "escalated", "escalated_channel", "breach")
@@ -263,7 +262,7 @@ def test_every_step_at_its_exact_instant_each_once(
     session_factory, client, clock, standin, settings
 ) -> None:
     sent_prompt(session_factory, client, clock, settings=settings)
-    performed = {}
+    done = {}
     for instant in (
         at(2026, 11, 16, 9, 59),
         at(2026, 11, 16, 10),
@@ -276,16 +275,16 @@ def test_every_step_at_its_exact_instant_each_once(
         at(2026, 11, 17, 9),
     ):
         outcomes = run_due(session_factory, client, clock, instant, settings)
-        performed[instant.strftime("%a %H:%M")] = [(o.result, o.step, o.late) for o in outcomes]
-    assert performed == {
+        done[instant.strftime("%a %H:%M")] = performed(outcomes)
+    assert done == {
         "Mon 09:59": [],
-        "Mon 10:00": [("sent", "remind", False)],
+        "Mon 10:00": [(Outcome.PERFORMED, "remind", False)],
         "Mon 10:59": [],
-        "Mon 11:00": [("sent", "escalate", False)],
+        "Mon 11:00": [(Outcome.PERFORMED, "escalate", False)],
         "Mon 12:59": [],
-        "Mon 13:00": [("sent", "escalate_channel", False)],
+        "Mon 13:00": [(Outcome.PERFORMED, "escalate_channel", False)],
         "Mon 16:59": [],
-        "Mon 17:00": [("sent", "breach", False)],
+        "Mon 17:00": [(Outcome.PERFORMED, "breach", False)],
         "Tue 09:00": [],
     }
 
@@ -296,7 +295,8 @@ def test_every_step_at_its_exact_instant_each_once(
     assert dm_steps(standin, "hv-duty") == ["escalate"]
     assert dm_steps(standin, "hv-lead") == ["escalate", "breach"]
     assert steps_of(standin.messages("C0MASH")) == ["escalate_channel", "breach"]
-    assert standin.messages("C0EDT") == []
+    # The EDT channel gets the referral's card (redrawn as the target is escalated), no step.
+    assert kinds_of(standin.messages("C0EDT")) == ["handover_card"]
 
     logged = [(e.event, e.recipient) for e in events(session_factory, *STEP_EVENTS)]
     assert logged == [
@@ -314,10 +314,20 @@ def test_every_step_at_its_exact_instant_each_once(
         ("escalate_channel", "2026-11-16T13:00:00+00:00", False),
         ("breach", "2026-11-16T17:00:00+00:00", False),
     }
+    steps = {r.id: load_detail(r)["step"] for r in escalation_rows(session_factory)}
+    assert all(steps[d["row_id"]] == d["step"] for d in details)
     breach = next(d for d in details if d["step"] == "breach")
     assert {n["recipient"] for n in breach["notified"]} == {"C0MASH", "hv-lead"}
     assert all(e.target == "person:hv-jsmith" for e in events(session_factory, *STEP_EVENTS))
-    assert [r.state for r in escalation_rows(session_factory)] == [SENT] * 4
+    assert [r.state for r in escalation_rows(session_factory)] == [RowState.SENT] * 4
+    # One message row per message, each sent once.
+    messages = rows_of(session_factory, OutboxKind.STEP_MESSAGE)
+    assert [(load_detail(r)["step"], r.state) for r in messages] == [
+        ("remind", RowState.SENT),
+        *[("escalate", RowState.SENT)] * 3,
+        ("escalate_channel", RowState.SENT),
+        *[("breach", RowState.SENT)] * 2,
+    ]
 
 
 @pytest.mark.usefixtures("rota")
@@ -329,15 +339,16 @@ def test_messages_carry_step_metadata_and_never_the_summary(
 
     text = standin.all_text()
     assert "SUMMARY-MARKER" not in text and "Example Road" not in text and "943 476" not in text
-    rows = {r.id: load_detail(r)["step"] for r in escalation_rows(session_factory)}
+    rows = {r.id: load_detail(r) for r in rows_of(session_factory, OutboxKind.STEP_MESSAGE)}
     # The prompt alone is a handover_prompt; every step message is a handover_escalation that
-    # names the prompt it chases, its step and its outbox row.
+    # names the prompt it chases, its step and its own outbox row.
     [prompt] = [m for m in standin.messages() if m["metadata"]["event_type"] == "handover_prompt"]
     assert prompt["metadata"]["event_payload"] == {
         "referral_id": REFERRAL_ID,
         "prompt_id": prompt_id,
     }
-    steps = [m for m in standin.messages() if m != prompt]
+    [card] = [m for m in standin.messages() if m["metadata"]["event_type"] == "handover_card"]
+    steps = [m for m in standin.messages() if m not in (prompt, card)]
     # The reminder, the escalation (performed at 18:00: only the manager, always told), the
     # channel post, and the breach in the channel and to the manager.
     assert steps_of(steps) == ["remind", "escalate", "escalate_channel", "breach", "breach"]
@@ -346,7 +357,8 @@ def test_messages_carry_step_metadata_and_never_the_summary(
         payload = message["metadata"]["event_payload"]
         assert set(payload) == {"referral_id", "prompt_id", "step", "row_id"}
         assert payload["referral_id"] == REFERRAL_ID and payload["prompt_id"] == prompt_id
-        assert rows[payload["row_id"]] == payload["step"]
+        assert rows[payload["row_id"]]["step"] == payload["step"]
+    assert len({m["metadata"]["event_payload"]["row_id"] for m in steps}) == len(steps)
     # Lock-screen text names the referral ID only: no category, no case reference.
     for call in standin.calls("chat.postMessage"):
         notification = call.args["text"]
@@ -354,52 +366,61 @@ def test_messages_carry_step_metadata_and_never_the_summary(
         assert EXTERNAL_REF not in notification and "abuse" not in notification.lower()
 
 
+class Died(BaseException):
+    """The dispatcher's process ends here (not an error it could catch and handle)."""
+
+
 @pytest.mark.usefixtures("rota")
 def test_a_restart_between_sending_and_recording_sends_nothing_twice(
-    session_factory, client, clock, standin, settings
+    session_factory, client, clock, standin, settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     prompt_id = sent_prompt(session_factory, client, clock, settings=settings)
     run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
 
-    # 11:00: the escalation goes out to two of its three people, then the process dies before
-    # anything is recorded (the planning transaction is gone, the claim is left behind).
+    # 11:00: the escalation goes out to two of its three people, then the process dies while
+    # recording the second (its claims on the second and third messages are left behind).
     now = at(2026, 11, 16, 11)
     clock.set(now)
-    row_id = claim_next(session_factory, now)
-    assert row_id is not None
-    with session_factory() as session:
-        plan = plan_step(session, row_id, now=now, settings=settings)
-    assert [m.recipient for m in plan.messages] == ["hv-cover", "hv-duty", "hv-lead"]
-    partial = dataclasses.replace(plan, messages=plan.messages[:2])
-    send_step(SlackMessenger(client), partial)
+    confirmed = []
+    real_confirm = pipeline.confirm
 
-    # Restart: the abandoned claim is claimed again and marked as possibly posted.
+    def confirm_then_die(*args, **kwargs):
+        confirmed.append(args[2].row_id)
+        if len(confirmed) == 2:
+            raise Died
+        return real_confirm(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "confirm", confirm_then_die)
+    with pytest.raises(Died):
+        make_dispatcher(session_factory, client, clock, settings, "dead").run_once()
+    monkeypatch.undo()
+    assert dm_steps(standin, "hv-cover") == ["escalate"]
+    assert dm_steps(standin, "hv-duty") == ["escalate"]
+    assert dm_steps(standin, "hv-lead") == []
+    assert [e.recipient for e in events(session_factory, "escalated")] == ["hv-cover"]
+
+    # Restart: the abandoned claims are taken over once their lease ends; the message already
+    # in Slack is found there, the other sent.
     later = now + timedelta(minutes=11)
     clock.set(later)
-    with session_factory.begin() as session:
-        row = session.get(Prompt, row_id)
-        assert row is not None and row.state == CLAIMED
-        row.claimed_by, row.claimed_until = "test-2", later + timedelta(minutes=10)
-        note(row, needs_check=True)
-    with session_factory.begin() as session:
-        outcome = perform_escalation_step(
-            session, client, row_id, now=later, settings=settings, instance_id="test-2"
-        )
-    assert outcome.result == "sent"
-    assert [(r.recipient, r.found_existing) for r in outcome.results] == [
-        ("hv-cover", True),
-        ("hv-duty", True),
-        ("hv-lead", False),
+    stats = make_dispatcher(session_factory, client, clock, settings, "test-2").run_once()
+    messages = [r for r in stats.results if r.kind == OutboxKind.STEP_MESSAGE]
+    assert [(r.outcome, r.found) for r in messages] == [
+        (Outcome.DELIVERED, True),
+        (Outcome.DELIVERED, False),
     ]
 
-    # The same row again, and scheduling the prompt's escalation again: nothing doubles.
+    # The same step row again, and scheduling the prompt's escalation again: nothing doubles.
+    [escalate] = [
+        r for r in escalation_rows(session_factory) if load_detail(r)["step"] == "escalate"
+    ]
+    again = make_dispatcher(session_factory, client, clock, settings, "test-2").process(escalate.id)
+    assert [r.outcome for r in again.results] == [Outcome.LOST]  # not ours: already performed
     with session_factory.begin() as session:
-        again = perform_escalation_step(session, client, row_id, now=later, settings=settings)
-        prompt = session.get(Prompt, prompt_id)
+        prompt = session.get(OutboxMessage, prompt_id)
         assert prompt is not None
         first = schedule_escalation(session, prompt, now=later, settings=settings)
         assert first is not None and load_detail(first)["step"] == "remind"
-    assert again.result == "skipped"
     assert run_due(session_factory, client, clock, later, settings) == []
 
     for person in ("hv-cover", "hv-duty", "hv-lead"):
@@ -475,29 +496,25 @@ def target_state(factory: sessionmaker[Session]) -> str:
         return session.scalars(select(Target.state)).one()
 
 
-def pending_cards(factory: sessionmaker[Session]) -> list[tuple[str, datetime]]:
-    with factory() as session:
-        rows = session.scalars(select(Prompt).where(Prompt.kind == "card", Prompt.state == PENDING))
-        return [(r.referral_id, r.due_at) for r in rows]
-
-
 @pytest.mark.usefixtures("rota")
 def test_the_escalate_step_marks_the_target_escalated_and_redraws_the_card(
     session_factory, client, clock, standin, settings
 ) -> None:
     sent_prompt(session_factory, client, clock, settings=settings)
     run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
-    assert (target_state(session_factory), pending_cards(session_factory)) == ("prompted", [])
+    assert (target_state(session_factory), standin.messages("C0EDT")) == ("prompted", [])
 
     run_due(session_factory, client, clock, at(2026, 11, 16, 11), settings)
     assert target_state(session_factory) == "escalated"
-    assert pending_cards(session_factory) == [(REFERRAL_ID, at(2026, 11, 16, 11))]
+    [card] = standin.messages("C0EDT")
+    assert card["metadata"]["event_type"] == "handover_card"
+    assert "`person:hv-jsmith`: escalated" in json.dumps(card["blocks"])
 
     # Still waiting: the channel post and the breach go out, and the state stays escalated.
     outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 17), settings)
-    assert [(o.result, o.step) for o in outcomes] == [
-        ("sent", "escalate_channel"),
-        ("sent", "breach"),
+    assert [(o.outcome, o.step) for o in outcomes] == [
+        (Outcome.PERFORMED, "escalate_channel"),
+        (Outcome.PERFORMED, "breach"),
     ]
     assert target_state(session_factory) == "escalated"
 
@@ -510,40 +527,65 @@ def test_a_response_recorded_while_the_escalation_goes_out_is_kept(
     run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
     now = at(2026, 11, 16, 11)
     clock.set(now)
-    row_id = claim_next(session_factory, now)
-    with session_factory() as session:
-        plan = plan_step(session, row_id, now=now, settings=settings)
-    results = send_step(SlackMessenger(client), plan)
+    dispatcher = make_dispatcher(session_factory, client, clock, settings)
+    step = dispatcher.process(claim_first(session_factory, now))
+    assert [(r.outcome, r.step) for r in step.results] == [(Outcome.PERFORMED, "escalate")]
     with session_factory.begin() as session:  # hv-jsmith answers as the DMs go out
         session.scalars(select(Target)).one().state = "acknowledged"
-    with session_factory.begin() as session:
-        outcome = record_step(
-            session, row_id, plan, results, now=now, settings=settings, instance_id="test"
-        )
-    assert (outcome.result, outcome.next_step) == ("sent", None)
+    run_due(session_factory, client, clock, now, settings)
+
+    # The messages already on their way are delivered and logged; the answer stands, and the
+    # next step finds it and goes no further.
+    assert escalated_to(session_factory) == [
+        ("hv-cover", "deputy"),
+        ("hv-duty", "duty"),
+        ("hv-lead", "manager"),
+    ]
     assert target_state(session_factory) == "acknowledged"
-    assert pending_cards(session_factory) == []
+    outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 13), settings)
+    assert [(o.outcome, o.step, o.reason) for o in outcomes] == [
+        (Outcome.CANCELLED, "escalate_channel", "responded")
+    ]
+    assert standin.messages("C0MASH") == []
+    assert target_state(session_factory) == "acknowledged"
 
 
 @pytest.mark.usefixtures("rota")
-def test_a_lost_claim_records_nothing(session_factory, client, clock, standin, settings) -> None:
+def test_a_lost_claim_records_nothing(
+    session_factory, client, clock, standin, settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sent_prompt(session_factory, client, clock, settings=settings)
     now = at(2026, 11, 16, 10)
     clock.set(now)
-    row_id = claim_next(session_factory, now)
-    with session_factory() as session:
-        plan = plan_step(session, row_id, now=now, settings=settings)
-    results = send_step(SlackMessenger(client), plan)
+    dispatcher = make_dispatcher(session_factory, client, clock, settings)
+
+    # A step whose claim another dispatcher took over performs nothing.
+    row_id = claim_first(session_factory, now)
     with session_factory.begin() as session:
-        row = session.get(Prompt, row_id)
-        row.claimed_by = "another-dispatcher"  # our lease ran out and another took the row
-    with session_factory.begin() as session:
-        outcome = record_step(
-            session, row_id, plan, results, now=now, settings=settings, instance_id="test"
-        )
-    assert outcome.result == "skipped"
-    assert events(session_factory, *STEP_EVENTS) == []
+        session.get(OutboxMessage, row_id).claimed_by = "another-dispatcher"
+    assert [r.outcome for r in dispatcher.process(row_id).results] == [Outcome.LOST]
+    assert rows_of(session_factory, OutboxKind.STEP_MESSAGE) == []
     assert len(escalation_rows(session_factory)) == 1
+
+    # A message whose claim is lost while it is being sent is logged by whoever holds it.
+    with session_factory.begin() as session:
+        session.get(OutboxMessage, row_id).claimed_by = "test"
+    assert [r.outcome for r in dispatcher.process(row_id).results] == [Outcome.PERFORMED]
+    message_id = claim_first(session_factory, now)
+    real_send = pipeline.find_or_send
+
+    def send_after_losing_the_claim(channel, delivery):
+        with session_factory.begin() as session:
+            session.get(OutboxMessage, message_id).claimed_by = "another-dispatcher"
+        return real_send(channel, delivery)
+
+    monkeypatch.setattr(pipeline, "find_or_send", send_after_losing_the_claim)
+    assert [r.outcome for r in dispatcher.process(message_id).results] == [Outcome.LOST]
+    assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
+    assert events(session_factory, *STEP_EVENTS) == []
+    with session_factory() as session:
+        row = session.get(OutboxMessage, message_id)
+        assert (row.state, row.claimed_by) == (RowState.CLAIMED, "another-dispatcher")
 
 
 @pytest.mark.parametrize(
@@ -567,16 +609,21 @@ def test_a_response_before_a_step_cancels_it_and_nothing_is_sent(
     with session_factory.begin() as session:
         if change == "closed":
             referral = session.get(Referral, REFERRAL_ID)
-            referral.status = CLOSED
+            referral.status = ReferralStatus.CLOSED
         else:
             target = session.scalars(select(Target)).one()
             target.state = change
 
     outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 11), settings)
-    assert [(o.result, o.step, o.reason) for o in outcomes] == [("cancelled", "escalate", reason)]
+    assert [(o.outcome, o.step, o.reason) for o in outcomes] == [
+        (Outcome.CANCELLED, "escalate", reason)
+    ]
     assert len(standin.calls("chat.postMessage")) == calls_before
     assert [e.event for e in events(session_factory, *STEP_EVENTS)] == ["reminder_sent"]
-    assert [r.state for r in escalation_rows(session_factory)] == [SENT, "cancelled"]
+    assert [r.state for r in escalation_rows(session_factory)] == [
+        RowState.SENT,
+        RowState.CANCELLED,
+    ]
     assert run_due(session_factory, client, clock, at(2026, 11, 16, 18), settings) == []
 
 
@@ -656,7 +703,9 @@ def test_without_an_escalation_channel_the_edt_channel_is_used(
     settings = dataclasses.replace(settings, escalation_channel=None)
     sent_prompt(session_factory, client, clock, settings=settings)
     run_due(session_factory, client, clock, at(2026, 11, 16, 13), settings)
-    assert steps_of(standin.messages("C0EDT")) == ["escalate_channel"]
+    # The card (drawn when the target was escalated at 11:00), then the +240 post.
+    card, post = standin.messages("C0EDT")
+    assert kinds_of([card]) == ["handover_card"] and steps_of([post]) == ["escalate_channel"]
     [event] = events(session_factory, "escalated_channel")
     assert event.recipient == "C0EDT"
 
@@ -674,24 +723,67 @@ def test_a_person_slack_refuses_does_not_stop_the_others(
     assert escalated["hv-cover"]["delivered"] is False and escalated["hv-cover"]["error"]
     assert escalated["hv-duty"]["delivered"] is True
     assert load_detail(escalation_rows(session_factory)[-1])["step"] == "escalate_channel"
+    # Not a prompt that failed: nobody is alerted, the step is logged as not reaching them.
+    assert events(session_factory, "prompt_failed") == []
+    assert rows_of(session_factory, OutboxKind.DELIVERY_FAILURE) == []
 
 
 @pytest.mark.usefixtures("rota")
-def test_someone_without_a_slack_user_is_logged_as_not_reached(
+def test_someone_without_a_slack_user_is_looked_up_by_email_as_for_a_prompt(
     session_factory, client, clock, standin, settings
 ) -> None:
+    # hv-cover's Slack account is found by email and remembered; nobody in Slack has
+    # hv-duty's email, so the escalation says it did not reach them.
+    standin.add_users(
+        [{"id": "U0COVERBYMAIL", "name": "hv-cover", "email": "hv-cover@example.org"}]
+    )
     with session_factory.begin() as session:
         session.get(Person, "hv-cover").slack_user = None
+        session.get(Person, "hv-duty").slack_user = None
     sent_prompt(session_factory, client, clock, settings=settings)
     run_due(session_factory, client, clock, at(2026, 11, 16, 11), settings)
     escalated = {e.recipient: json.loads(e.detail) for e in events(session_factory, "escalated")}
-    assert escalated["hv-cover"] == {
-        **escalated["hv-cover"],
-        "via": "deputy",
+    assert escalated["hv-cover"] == {**escalated["hv-cover"], "via": "deputy", "delivered": True}
+    assert escalated["hv-duty"] == {
+        **escalated["hv-duty"],
+        "via": "duty",
         "delivered": False,
-        "error": "no_slack_user",
+        "error": "users_not_found",
     }
     assert escalated["hv-lead"]["delivered"] is True
+    assert steps_of(standin.messages(standin.dm_channel_for("U0COVERBYMAIL"))) == ["escalate"]
+    with session_factory() as session:
+        assert session.get(Person, "hv-cover").slack_user_found == "U0COVERBYMAIL"
+    assert [c.args["email"] for c in standin.calls("users.lookupByEmail")] == [
+        "hv-cover@example.org",
+        "hv-duty@example.org",
+    ]
+
+
+@pytest.mark.usefixtures("rota")
+def test_the_breach_is_logged_once_its_last_message_settles(
+    session_factory, client, clock, standin, settings
+) -> None:
+    standin.add_users([{"id": slack_id("hv-lead"), "name": "hv-lead", "deleted": True}])
+    sent_prompt(session_factory, client, clock, settings=settings)
+    run_due(session_factory, client, clock, at(2026, 11, 16, 16, 59), settings)
+    now = at(2026, 11, 16, 17)
+    clock.set(now)
+    dispatcher = make_dispatcher(session_factory, client, clock, settings)
+    dispatcher.process(claim_first(session_factory, now))  # the breach step: two messages
+
+    dispatcher.process(claim_first(session_factory, now))  # the channel post
+    assert events(session_factory, "breach") == []
+    dispatcher.process(claim_first(session_factory, now))  # the manager, whom Slack refuses
+    [breach] = events(session_factory, "breach")
+    detail = json.loads(breach.detail)
+    assert breach.recipient == "C0MASH"
+    assert detail["notified"] == [
+        {"recipient": "C0MASH", "via": "channel", "delivered": True},
+        {"recipient": "hv-lead", "via": "manager", "delivered": False, "error": "user_disabled"},
+    ]
+    assert run_due(session_factory, client, clock, now, settings) == []
+    assert len(events(session_factory, "breach")) == 1
 
 
 @pytest.mark.usefixtures("rota")
@@ -703,11 +795,13 @@ def test_a_closure_added_after_the_prompt_moves_the_step_later(
         add_closure(session, date(2026, 11, 16), "hv-north", time(9, 30), time(12))
     outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
     # 30 working minutes before the closure, 30 after it.
-    assert [(o.result, o.next_due_at) for o in outcomes] == [("deferred", at(2026, 11, 16, 12, 30))]
+    assert [(o.outcome, o.next_due_at) for o in outcomes] == [
+        (Outcome.RESCHEDULED, at(2026, 11, 16, 12, 30))
+    ]
     assert dm_steps(standin, "hv-jsmith") == ["prompt"]
     assert run_due(session_factory, client, clock, at(2026, 11, 16, 12, 29), settings) == []
     outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 12, 30), settings)
-    assert [(o.result, o.step, o.late) for o in outcomes] == [("sent", "remind", False)]
+    assert performed(outcomes) == [(Outcome.PERFORMED, "remind", False)]
     assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
 
 

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery import outbox
-from bot.models import CLAIMED, FAILED, PENDING, SENT, Prompt, Referral
+from bot.delivery.kinds import RowState
+from bot.models import OutboxMessage, Referral
 
 T = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # a Monday morning
 LEASE = timedelta(minutes=10)
@@ -36,11 +37,11 @@ def add_referral(session: Session, referral_id: str = "HO-AAAAAA") -> Referral:
     return referral
 
 
-def add_prompt(session: Session, due_at: datetime, **fields) -> Prompt:
+def add_prompt(session: Session, due_at: datetime, **fields) -> OutboxMessage:
     fields.setdefault("referral_id", "HO-AAAAAA")
     fields.setdefault("kind", "prompt")
-    fields.setdefault("state", PENDING)
-    prompt = Prompt(due_at=due_at, attempts=0, **fields)
+    fields.setdefault("state", RowState.PENDING)
+    prompt = OutboxMessage(due_at=due_at, attempts=0, **fields)
     session.add(prompt)
     session.flush()
     return prompt
@@ -61,17 +62,17 @@ def test_only_due_rows_are_claimed_and_they_carry_the_lease(session_factory) -> 
         backing_off = add_prompt(
             session, T - timedelta(hours=1), next_attempt_at=T + timedelta(1)
         ).id
-        add_prompt(session, T - timedelta(hours=1), state=SENT)
+        add_prompt(session, T - timedelta(hours=1), state=RowState.SENT)
         retry_ready = add_prompt(session, T - timedelta(hours=2), next_attempt_at=T).id
 
     assert claim(session_factory, T, "a") == [retry_ready, due]
     with session_factory() as session:
-        row = session.get(Prompt, due)
-        assert row.state == CLAIMED and row.claimed_by == "a"
+        row = session.get(OutboxMessage, due)
+        assert row.state == RowState.CLAIMED and row.claimed_by == "a"
         assert row.claimed_until == T + LEASE
         assert outbox.first_claimed_at(row) == T
         assert not outbox.needs_check(row)
-        assert session.get(Prompt, backing_off).state == PENDING
+        assert session.get(OutboxMessage, backing_off).state == RowState.PENDING
     assert claim(session_factory, T, "b") == []  # a claim is not due while its lease runs
 
 
@@ -83,7 +84,7 @@ def test_expired_claim_is_claimed_again_with_needs_check(session_factory) -> Non
     assert claim(session_factory, T + LEASE, "b") == []  # the lease ends after, not at, T+LEASE
     assert claim(session_factory, T + LEASE + timedelta(seconds=1), "b") == [prompt_id]
     with session_factory() as session:
-        row = session.get(Prompt, prompt_id)
+        row = session.get(OutboxMessage, prompt_id)
         assert row.claimed_by == "b"
         assert outbox.needs_check(row)
         assert outbox.first_claimed_at(row) == T  # the history search starts at the first claim
@@ -109,9 +110,9 @@ def test_only_the_owner_can_confirm(session_factory) -> None:
         )
         assert row is not None
     with session_factory() as session:
-        row = session.get(Prompt, prompt_id)
+        row = session.get(OutboxMessage, prompt_id)
         assert (row.state, row.message_channel, row.message_ts, row.late) == (
-            SENT,
+            RowState.SENT,
             "D1",
             "1.0",
             True,
@@ -136,8 +137,8 @@ def test_release_for_retry_backs_off_30s_doubling_to_15_min(session_factory) -> 
         assert claim(session_factory, now - timedelta(seconds=1), "a") == []
     assert [d.total_seconds() for d in delays] == [30, 60, 120, 240, 480, 900, 900, 900]
     with session_factory() as session:
-        row = session.get(Prompt, prompt_id)
-        assert row.attempts == 8 and row.state == PENDING and row.last_error == "http_503"
+        row = session.get(OutboxMessage, prompt_id)
+        assert row.attempts == 8 and row.state == RowState.PENDING and row.last_error == "http_503"
 
 
 def test_retry_after_beyond_the_backoff_is_honoured_and_doubt_is_kept(session_factory) -> None:
@@ -158,7 +159,7 @@ def test_retry_after_beyond_the_backoff_is_honoured_and_doubt_is_kept(session_fa
         assert row.next_attempt_at == T + timedelta(seconds=90)
     assert claim(session_factory, T + timedelta(seconds=90), "b") == [prompt_id]
     with session_factory() as session:
-        assert outbox.needs_check(session.get(Prompt, prompt_id))
+        assert outbox.needs_check(session.get(OutboxMessage, prompt_id))
 
 
 def test_mark_failed_is_final(session_factory) -> None:
@@ -170,8 +171,8 @@ def test_mark_failed_is_final(session_factory) -> None:
         outbox.mark_failed(session, prompt_id, instance_id="a", now=T, error="user_not_found")
     assert claim(session_factory, T + timedelta(days=1), "a") == []
     with session_factory() as session:
-        row = session.get(Prompt, prompt_id)
-        assert row.state == FAILED and row.last_error == "user_not_found"
+        row = session.get(OutboxMessage, prompt_id)
+        assert row.state == RowState.FAILED and row.last_error == "user_not_found"
 
 
 def test_next_due_at_sees_backoff_and_leases(session_factory) -> None:
@@ -231,8 +232,8 @@ def test_card_refresh_keeps_one_pending_row_per_referral(session_factory) -> Non
         assert newer != first
         assert outbox.unfinished_card_before(session, "HO-AAAAAA", newer)
         count = session.scalar(
-            select(func.count(Prompt.id)).where(
-                Prompt.referral_id == "HO-AAAAAA", Prompt.state == PENDING
+            select(func.count(OutboxMessage.id)).where(
+                OutboxMessage.referral_id == "HO-AAAAAA", OutboxMessage.state == RowState.PENDING
             )
         )
         assert count == 1
@@ -246,8 +247,8 @@ def test_reschedule_keeps_the_original_due_time(session_factory) -> None:
     with session_factory.begin() as session:
         outbox.reschedule(session, prompt_id, instance_id="a", due_at=T + timedelta(days=1))
     with session_factory() as session:
-        row = session.get(Prompt, prompt_id)
-        assert row.state == PENDING and row.due_at == T + timedelta(days=1)
+        row = session.get(OutboxMessage, prompt_id)
+        assert row.state == RowState.PENDING and row.due_at == T + timedelta(days=1)
         detail = outbox.load_detail(row)
         assert detail["planned_via"] == "self"  # intake's keys survive
         assert detail["dispatch"]["original_due_at"] == T.isoformat()

@@ -25,7 +25,8 @@ from bot.channels.slack import make_web_client
 from bot.clock import FileClock, FixedClock
 from bot.delivery import outbox
 from bot.delivery.dispatcher import Dispatcher, DispatchStats
-from bot.models import CLAIMED, FAILED, PENDING, SENT, AuditEvent, Prompt, Referral, Target
+from bot.delivery.kinds import RowState
+from bot.models import AuditEvent, OutboxMessage, Referral, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from handlers.blocks.prompt import build_prompt_message
@@ -37,7 +38,7 @@ MONDAY_9 = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # 09:00 GMT on an ordinary M
 TOKEN = "xoxb-handover-test"
 EDT = "C0EDT"
 SUMMARY = "SECRET-NARRATIVE baby Sam at 12 Acacia Avenue"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # ----- fixtures ----------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def add_prompt_for(
     target = Target(
         referral_id=referral_id,
         position=position,
-        target=f"person:{person_id}",
+        spec=f"person:{person_id}",
         planned_via="self",
         planned_recipient=person_id,
         due_at=due_at,
@@ -146,12 +147,12 @@ def add_prompt_for(
     )
     session.add(target)
     session.flush()
-    prompt = Prompt(
+    prompt = OutboxMessage(
         referral_id=referral_id,
         target_id=target.id,
         kind="prompt",
         due_at=due_at,
-        state=PENDING,
+        state=RowState.PENDING,
         attempts=0,
         detail=json.dumps({"planned_via": "self", "planned_recipient": person_id}),
     )
@@ -201,9 +202,9 @@ def events(factory: sessionmaker[Session], *names: str) -> list[AuditEvent]:
         return list(session.scalars(query))
 
 
-def prompt_row(factory: sessionmaker[Session], prompt_id: int) -> Prompt:
+def prompt_row(factory: sessionmaker[Session], prompt_id: int) -> OutboxMessage:
     with factory() as session:
-        return session.get(Prompt, prompt_id)
+        return session.get(OutboxMessage, prompt_id)
 
 
 def run_until_quiet(dispatcher: Dispatcher, clock: FixedClock, passes: int = 12) -> DispatchStats:
@@ -257,9 +258,9 @@ def test_nothing_is_sent_before_due_then_exactly_at_due(
         [call] = [c for c in slack.calls("chat.postMessage") if c.args["channel"] != EDT]
         assert call.args["channel"] == "U0HV1"  # a DM: the user ID, no conversations.open
 
-        row = session.get(Prompt, prompt_id)
+        row = session.get(OutboxMessage, prompt_id)
         assert (row.state, row.recipient_id, row.sent_at, row.late) == (
-            SENT,
+            RowState.SENT,
             "hv-jsmith",
             MONDAY_9,
             False,
@@ -308,7 +309,7 @@ def test_nobody_at_work_any_more_reschedules_to_the_chains_next_start(
     assert [c.args["channel"] for c in slack.calls("chat.postMessage")] == [EDT]  # the card
     tuesday_9 = MONDAY_9 + timedelta(days=1)
     row = prompt_row(session_factory, prompt_id)
-    assert (row.state, row.due_at) == (PENDING, tuesday_9)
+    assert (row.state, row.due_at) == (RowState.PENDING, tuesday_9)
     [scheduled] = events(session_factory, "prompt_scheduled")
     assert json.loads(scheduled.detail)["rescheduled"] is True
     assert json.loads(scheduled.detail)["due_at"] == "2027-01-12T09:00:00+00:00"
@@ -335,7 +336,7 @@ def test_a_claimed_but_unconfirmed_prompt_is_found_in_history_not_sent_again(
         )
         assert claimed.id == prompt_id
     posted = post_prompt_to_jo(slack, prompt_id)
-    assert prompt_row(session_factory, prompt_id).state == CLAIMED
+    assert prompt_row(session_factory, prompt_id).state == RowState.CLAIMED
 
     dispatcher = make_dispatcher(settings, session_factory, clock, "survivor")
     assert dispatcher.run_once().sent == 0  # the lease still runs: hands off
@@ -347,7 +348,7 @@ def test_a_claimed_but_unconfirmed_prompt_is_found_in_history_not_sent_again(
     assert len(dm_posts) == 1  # only the dead dispatcher's post
     assert len(messages_for(slack, prompt_id)) == 1
     row = prompt_row(session_factory, prompt_id)
-    assert (row.state, row.message_ts, row.claimed_by) == (SENT, posted["ts"], "survivor")
+    assert (row.state, row.message_ts, row.claimed_by) == (RowState.SENT, posted["ts"], "survivor")
     [sent] = events(session_factory, "prompt_sent", "prompt_sent_late")
     assert json.loads(sent.detail)["found_in_history"] is True
     history = slack.calls("conversations.history")
@@ -377,10 +378,12 @@ def test_a_prompt_found_in_history_is_logged_as_sent_at_its_first_claim(
     )
     assert "delay_minutes" not in detail
     row = prompt_row(session_factory, prompt_id)
-    assert (row.state, row.sent_at, row.late) == (SENT, MONDAY_9, False)
+    assert (row.state, row.sent_at, row.late) == (RowState.SENT, MONDAY_9, False)
     # The escalation clock started at 09:00: the reminder is due at 10:00, not 10:11.
     with session_factory() as session:
-        [reminder] = session.scalars(select(Prompt).where(Prompt.kind == "escalation"))
+        [reminder] = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "escalation")
+        )
         assert (outbox.load_detail(reminder)["step"], reminder.due_at) == (
             "remind",
             MONDAY_9 + timedelta(hours=1),
@@ -446,12 +449,12 @@ def test_an_on_call_alert_posted_then_failed_is_found_by_its_own_event_type(
     with session_factory.begin() as session:
         add_rota(session)
         add_referral(session)
-        alert = Prompt(
+        alert = OutboxMessage(
             referral_id="HO-K7M3QX",
             kind="on_call",
             recipient_id="edt-mgr",
             due_at=MONDAY_9,
-            state=PENDING,
+            state=RowState.PENDING,
             attempts=0,
             detail=json.dumps({"role": "role:edt_manager"}),
         )
@@ -488,7 +491,7 @@ def test_a_post_applied_then_failed_is_not_duplicated(
     assert (stats.sent, stats.retrying) == (0, 1)
     assert len(messages_for(slack, prompt_id)) == 1  # Slack stored it anyway
     row = prompt_row(session_factory, prompt_id)
-    assert row.state == PENDING and outbox.needs_check(row)
+    assert row.state == RowState.PENDING and outbox.needs_check(row)
     assert row.next_attempt_at == MONDAY_9 + timedelta(seconds=30)
     [failed] = events(session_factory, "prompt_failed")
     assert json.loads(failed.detail)["will_retry"] is True
@@ -501,7 +504,7 @@ def test_a_post_applied_then_failed_is_not_duplicated(
         if "handover_prompt" in str(c.args.get("metadata"))
     ]
     assert len(prompt_posts) == 1
-    assert prompt_row(session_factory, prompt_id).state == SENT
+    assert prompt_row(session_factory, prompt_id).state == RowState.SENT
     assert len(events(session_factory, "prompt_sent", "prompt_sent_late")) == 1
 
 
@@ -525,8 +528,8 @@ def test_rate_limit_storms_and_server_errors_deliver_everything_once(
     assert stats.sent == 6
     assert {pid: len(messages_for(slack, pid)) for pid in ids} == dict.fromkeys(ids, 1)
     with session_factory() as session:
-        states = session.scalars(select(Prompt.state).where(Prompt.id.in_(ids))).all()
-    assert set(states) == {SENT}
+        states = session.scalars(select(OutboxMessage.state).where(OutboxMessage.id.in_(ids))).all()
+    assert set(states) == {RowState.SENT}
     assert len(events(session_factory, "prompt_sent", "prompt_sent_late")) == 6
 
 
@@ -552,8 +555,10 @@ def _assert_each_sent_once(factory: sessionmaker[Session], slack: SlackStandIn, 
     )
     assert {pid: counts[pid] for pid in ids} == dict.fromkeys(ids, 1)
     with factory() as session:
-        states = Counter(session.scalars(select(Prompt.state).where(Prompt.id.in_(ids))))
-    assert states == Counter({SENT: len(ids)})
+        states = Counter(
+            session.scalars(select(OutboxMessage.state).where(OutboxMessage.id.in_(ids)))
+        )
+    assert states == Counter({RowState.SENT: len(ids)})
     assert len(events(factory, "prompt_sent", "prompt_sent_late")) == len(ids)
 
 
@@ -629,7 +634,7 @@ def test_user_not_found_fails_the_prompt_and_alerts_the_edt_channel(
     assert stats.failed == 1
 
     row = prompt_row(session_factory, prompt_id)
-    assert (row.state, row.last_error) == (FAILED, "user_not_found")
+    assert (row.state, row.last_error) == (RowState.FAILED, "user_not_found")
     with session_factory() as session:
         assert session.get(Target, row.target_id).state == "failed"
     [failed] = events(session_factory, "prompt_failed")
@@ -639,7 +644,9 @@ def test_user_not_found_fails_the_prompt_and_alerts_the_edt_channel(
 
     [alert] = [m for m in slack.messages(EDT) if m["metadata"]["event_type"] == "handover_alert"]
     with session_factory() as session:
-        alert_row = session.scalars(select(Prompt).where(Prompt.kind == "delivery_failure")).one()
+        alert_row = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "delivery_failure")
+        ).one()
     assert alert["metadata"] == {
         "event_type": "handover_alert",
         "event_payload": {
@@ -668,7 +675,7 @@ def test_a_revoked_token_loses_nothing_and_sends_after_the_fix(
     assert "SLACK REFUSED THE BOT TOKEN (token_revoked)" in caplog.text
     assert slack.messages() == []
     for prompt_id in (first, second):
-        assert prompt_row(session_factory, prompt_id).state == PENDING  # nothing dropped
+        assert prompt_row(session_factory, prompt_id).state == RowState.PENDING  # nothing dropped
     assert prompt_row(session_factory, first).last_error == "token_revoked"
     # One attempt, then the rest of the batch waits instead of hammering Slack.
     assert len([c for c in slack.calls("chat.postMessage") if c.args["channel"] != EDT]) == 1
@@ -690,12 +697,12 @@ def test_on_call_alert_goes_to_the_holder_and_is_logged(
         add_rota(session)
         add_referral(session)
         session.add(
-            Prompt(
+            OutboxMessage(
                 referral_id="HO-K7M3QX",
                 kind="on_call",
                 recipient_id="edt-mgr",
                 due_at=MONDAY_9,
-                state=PENDING,
+                state=RowState.PENDING,
                 attempts=0,
                 detail=json.dumps({"role": "role:edt_manager", "detail": "on call as edt_manager"}),
             )
@@ -703,7 +710,9 @@ def test_on_call_alert_goes_to_the_holder_and_is_logged(
     assert make_dispatcher(settings, session_factory, clock).run_once().alerts == 1
     [message] = slack.messages(slack.dm_channel_for("U0MGR"))
     with session_factory() as session:
-        row_id = session.scalars(select(Prompt.id).where(Prompt.kind == "on_call")).one()
+        row_id = session.scalars(
+            select(OutboxMessage.id).where(OutboxMessage.kind == "on_call")
+        ).one()
     assert message["metadata"] == {
         "event_type": "handover_alert",
         "event_payload": {"referral_id": "HO-K7M3QX", "kind": "on_call", "row_id": row_id},
@@ -720,12 +729,12 @@ def test_card_is_posted_once_then_updated_as_targets_change(
         add_rota(session)
         add_referral(session)
         session.add(
-            Prompt(
+            OutboxMessage(
                 referral_id="HO-K7M3QX",
                 kind="card",
-                channel_id=EDT,
+                address=EDT,
                 due_at=MONDAY_9,
-                state=PENDING,
+                state=RowState.PENDING,
                 attempts=0,
             )
         )
@@ -738,7 +747,10 @@ def test_card_is_posted_once_then_updated_as_targets_change(
     [card] = slack.messages(EDT)
     with session_factory() as session:
         first_card_row = session.scalars(
-            select(Prompt.id).where(Prompt.kind == "card").order_by(Prompt.id).limit(1)
+            select(OutboxMessage.id)
+            .where(OutboxMessage.kind == "card")
+            .order_by(OutboxMessage.id)
+            .limit(1)
         ).one()
     assert card["metadata"] == {
         "event_type": "handover_card",
@@ -782,12 +794,12 @@ def test_the_recipients_app_home_is_refreshed_once_the_prompt_is_delivered(
         add_referral(session)
         add_prompt_for(session, "hv-jsmith")
         session.add(
-            Prompt(
+            OutboxMessage(
                 referral_id="HO-K7M3QX",
                 kind="on_call",
                 recipient_id="edt-mgr",
                 due_at=MONDAY_9,
-                state=PENDING,
+                state=RowState.PENDING,
                 attempts=0,
                 detail=json.dumps({"role": "role:edt_manager"}),
             )
@@ -814,10 +826,10 @@ def test_a_failed_home_refresh_does_not_fail_the_delivery(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("database gone away")
 
-    monkeypatch.setattr("bot.delivery.dispatcher.refresh_homes", broken)
+    monkeypatch.setattr("bot.delivery.home.refresh_homes", broken)
     stats = make_dispatcher(settings, session_factory, clock).run_once()
     assert (stats.sent, stats.retrying, stats.failed) == (1, 0, 0)
-    assert prompt_row(session_factory, prompt_id).state == SENT
+    assert prompt_row(session_factory, prompt_id).state == RowState.SENT
     assert len(messages_for(slack, prompt_id)) == 1
     assert events(session_factory, "prompt_failed") == []
     assert f"could not refresh the App Home of U0HV1 after prompt {prompt_id}" in caplog.text
@@ -848,4 +860,4 @@ def test_background_dispatcher_wakes_for_new_work_and_stops_cleanly(
         started = time.monotonic()
         dispatcher.shutdown()
         assert time.monotonic() - started < 5
-    assert prompt_row(session_factory, prompt_id).state == SENT
+    assert prompt_row(session_factory, prompt_id).state == RowState.SENT

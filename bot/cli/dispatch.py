@@ -1,0 +1,55 @@
+"""`handover dispatch [--once]`: the dispatcher alone, for one pass or until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from typing import Any
+
+from bot.settings import Settings, SettingsError
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_SERVICE = 0, 3
+
+
+def dispatch_command(args: argparse.Namespace, settings: Settings) -> int:
+    """One pass and a summary (`--once`), or run until SIGTERM/SIGINT."""
+    from bot.channels.slack import make_web_client
+    from bot.clock import clock_from_env
+    from bot.db import create_db_engine, make_session_factory
+    from bot.delivery.dispatcher import Dispatcher
+
+    if not settings.slack_bot_token:
+        raise SettingsError("SLACK_BOT_TOKEN is required by `handover dispatch`")
+    engine = create_db_engine(settings.database_url)
+    try:
+        dispatcher = Dispatcher(
+            settings, make_session_factory(engine), make_web_client(settings), clock_from_env()
+        )
+        if args.once:
+            stats = dispatcher.run_once()
+            print(stats.summary(), flush=True)
+            if stats.unreachable and not (stats.sent or stats.alerts or stats.cards):
+                return EXIT_SERVICE  # Slack unavailable: nothing could be delivered
+            return EXIT_OK
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            logger.info("signal %s: finishing the current row", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        dispatcher.start()
+        print(f"handover: dispatcher {dispatcher.instance_id} running", flush=True)
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            dispatcher.shutdown()
+        return EXIT_OK
+    finally:
+        engine.dispose()

@@ -1,0 +1,84 @@
+"""Step 1 of delivering a row: deciding, in one short transaction, what the row means now.
+
+A claimed row becomes a `Delivery` (which message goes to which address on which channel), a
+`NeedsAddress` (a person only the channel can find, by a call made outside the transaction), or
+`Settled` (cancelled, rescheduled, deferred, failed, or an escalation step that became its
+messages). One module per row kind: `prompt`, `alert`, `card`, `escalation`; Block Kit comes
+from the pure `handlers.blocks` builders.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from bot.delivery import outbox
+from bot.delivery.compose import alert, card, escalation, prompt
+from bot.delivery.compose.base import (
+    Composed,
+    Composer,
+    Delivery,
+    DeliveryContext,
+    NeedsAddress,
+    Settled,
+    fail,
+)
+from bot.delivery.kinds import ALERT_ROW_KINDS, OutboxKind, Outcome
+from bot.models import Referral, ReferralStatus
+
+__all__ = ["Composed", "Delivery", "DeliveryContext", "NeedsAddress", "Settled", "compose"]
+
+logger = logging.getLogger(__name__)
+
+COMPOSERS: dict[str, Composer] = {
+    OutboxKind.PROMPT: prompt.compose_prompt,
+    OutboxKind.CARD: card.compose_card,
+    OutboxKind.ESCALATION: escalation.compose_step,
+    OutboxKind.STEP_MESSAGE: escalation.compose_step_message,
+    **dict.fromkeys(ALERT_ROW_KINDS, alert.compose_alert),
+}
+# What a closed referral no longer owes (a card shows the close; a step decides for itself; a
+# step's messages are in flight, as the messages of a step being sent always were).
+_CANCELLED_WHEN_CLOSED = frozenset({OutboxKind.PROMPT, *ALERT_ROW_KINDS})
+
+
+def compose(ctx: DeliveryContext, session: Session, row_id: int, now: datetime) -> Composed:
+    """What the claimed row `row_id` means at `now` (renewing our lease on it)."""
+    row = outbox.renew_claim(session, row_id, instance_id=ctx.instance_id, now=now, lease=ctx.lease)
+    if row is None:
+        return Settled(Outcome.LOST, reason="claim lost")
+    referral = session.get(Referral, row.referral_id)
+    if referral is None:
+        return replace(fail(ctx, session, row, now, "no referral"), kind=row.kind)
+    composer = COMPOSERS.get(row.kind)
+    if composer is None:
+        # A kind this version does not know (written by newer code): keep it, loudly.
+        logger.error("outbox row %s has unknown kind %r; retrying later", row.id, row.kind)
+        outbox.release_for_retry(
+            session, row.id, instance_id=ctx.instance_id, now=now, error="unknown kind"
+        )
+        return Settled(Outcome.RETRYING, kind=row.kind, reason="unknown kind")
+    if referral.status == ReferralStatus.CLOSED and row.kind in _CANCELLED_WHEN_CLOSED:
+        composed: Composed = prompt.cancel_row(ctx, session, row, now, "referral closed")
+    else:
+        composed = composer(ctx, session, row, referral, now)
+    if isinstance(composed, Settled):
+        return replace(composed, kind=row.kind)
+    if isinstance(composed, Delivery):
+        # Committed before the send: if this attempt's message reaches the channel but the
+        # process dies, the next attempt finds it there and dates it to this attempt.
+        composed = replace(
+            composed,
+            earlier_attempt_at=outbox.last_post_attempt_at(row),
+            first_claimed_at=outbox.first_claimed_at(row),
+        )
+        wall = outbox.dispatch_state(row).get("first_claimed_wall")
+        outbox.note(
+            row,
+            last_post_attempt_at=now.isoformat(),
+            first_claimed_wall=wall or ctx.wall_clock.now().isoformat(),
+        )
+    return composed

@@ -1,0 +1,143 @@
+"""What every row kind's composer shares: its context, what it may answer, and the one
+resolution of a person to an address."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from bot.channels.base import Channel, Channels, Contact, Message, Sent
+from bot.clock import Clock
+from bot.delivery import outbox
+from bot.delivery.kinds import Outcome
+from bot.delivery.results import RowResult
+from bot.models import OutboxMessage, Referral
+from bot.settings import Settings
+from rota.models import Person
+
+
+@dataclass(frozen=True)
+class DeliveryContext:
+    """What composing and settling rows needs: settings, channels, and whose claims they are."""
+
+    settings: Settings
+    channels: Channels
+    instance_id: str
+    lease: timedelta
+    wall_clock: Clock  # the real clock: channels stamp messages with it, whatever ours says
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What step 2 sends for one row, decided in step 1's transaction."""
+
+    row_id: int
+    kind: str
+    referral_id: str
+    channel: str  # the channel's name
+    address: str  # a person's or a room's address on it
+    message: Message
+    update: Sent | None = None  # replace this message instead of sending a new one
+    check_history: bool = False  # an earlier attempt may have sent it: look first
+    since: datetime | None = None  # no message of the row can be older
+    due_at: datetime | None = None
+    first_claimed_at: datetime | None = None
+    earlier_attempt_at: datetime | None = None  # the latest earlier attempt that may have sent
+    # What the log names once it is delivered (prompts and on-call alerts).
+    recipient: str | None = None
+    target: str | None = None
+    via: str | None = None
+    log_detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+def delivery_of(
+    row: OutboxMessage, channel: Channel, address: str, message: Message, **kind_specific: Any
+) -> Delivery:
+    """A delivery of `message` for `row`: the fields every kind shares, plus its own."""
+    fields: dict[str, Any] = {
+        "check_history": outbox.needs_check(row),
+        "since": outbox.history_since(row),
+        "due_at": row.due_at,
+        **kind_specific,
+    }
+    return Delivery(
+        row_id=row.id,
+        kind=row.kind,
+        referral_id=row.referral_id,
+        channel=channel.name,
+        address=address,
+        message=message,
+        **fields,
+    )
+
+
+@dataclass(frozen=True)
+class NeedsAddress:
+    """Step 1 needs a person's address that only a call to their channel can give."""
+
+    person_id: str
+    channel: str
+    contact: Contact
+
+
+@dataclass(frozen=True)
+class Settled:
+    """Step 1 settled the row without sending anything."""
+
+    outcome: Outcome
+    kind: str = ""  # the row's (set by `compose`)
+    step: str | None = None
+    late: bool = False
+    reason: str | None = None
+    next_due_at: datetime | None = None
+
+    def result(self, row_id: int) -> RowResult:
+        """As the pass reports it."""
+        return RowResult(
+            row_id,
+            self.kind,
+            self.outcome,
+            late=self.late,
+            step=self.step,
+            reason=self.reason,
+            next_due_at=self.next_due_at,
+        )
+
+
+Composed = Delivery | NeedsAddress | Settled
+Composer = Callable[[DeliveryContext, Session, OutboxMessage, Referral, datetime], Composed]
+
+
+def reach_person(
+    ctx: DeliveryContext, session: Session, person_id: str
+) -> tuple[Channel, str] | NeedsAddress:
+    """The one resolution of a person, for every kind of message: the channel that reaches
+    them and their stored address on it, else NeedsAddress (the channel is asked, the answer
+    stored, and the row composed again)."""
+    person = session.get(Person, person_id)
+    contact = Contact.of(person) if person is not None else Contact(person_id)
+    channel = ctx.channels.for_person(contact)
+    address = channel.address_of(contact)
+    if address is None:
+        return NeedsAddress(person_id, channel.name, contact)
+    return channel, address
+
+
+def cancel(
+    ctx: DeliveryContext, session: Session, row: OutboxMessage, reason: str, step: str | None = None
+) -> Settled:
+    """Settle a row no longer owed."""
+    outbox.mark_cancelled(session, row.id, instance_id=ctx.instance_id, reason=reason)
+    return Settled(Outcome.CANCELLED, step=step, reason=reason)
+
+
+def fail(
+    ctx: DeliveryContext, session: Session, row: OutboxMessage, now: datetime, error: str
+) -> Settled:
+    """Settle a row that can never be delivered (loudly: the caller says why to a person)."""
+    outbox.mark_failed(session, row.id, instance_id=ctx.instance_id, now=now, error=error)
+    return Settled(Outcome.FAILED, reason=error)

@@ -1,0 +1,183 @@
+"""Composing a prompt row: who is asked now, by which channel, and with what respond-by time.
+
+The recipient is decided at send time, the first in the target's chain at work now (the rota
+may have changed since intake). Nobody at work any more: the prompt is held until someone is,
+or, with nobody within 7 days, the target is unroutable and the EDT is alerted.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from bot.channels.base import Message
+from bot.delivery import outbox
+from bot.delivery.compose.alert import raise_alert
+from bot.delivery.compose.base import (
+    Composed,
+    DeliveryContext,
+    NeedsAddress,
+    Settled,
+    cancel,
+    delivery_of,
+    fail,
+    reach_person,
+)
+from bot.delivery.kinds import ACTOR, ANSWERED_TARGET_STATES, OutboxKind, Outcome, TargetState
+from bot.delivery.metadata import prompt_tag
+from bot.models import OutboxMessage, Referral, Target
+from bot.services import audit
+from handlers.blocks.prompt import build_prompt_message
+from rota.planner import TargetError, plan_referral, resolve_recipient
+from rota.store import RotaStore
+from rota.worktime import working_time_for
+
+logger = logging.getLogger(__name__)
+
+# Target states after which a held prompt is no longer owed.
+FINISHED_TARGET_STATES = frozenset({*ANSWERED_TARGET_STATES, TargetState.CANCELLED})
+
+
+def cancel_row(
+    ctx: DeliveryContext, session: Session, row: OutboxMessage, now: datetime, reason: str
+) -> Settled:
+    """Cancel a row no longer owed; a prompt's cancellation is logged."""
+    settled = cancel(ctx, session, row, reason)
+    if row.kind == OutboxKind.PROMPT:
+        target = session.get(Target, row.target_id) if row.target_id else None
+        audit.record(
+            session,
+            "prompt_cancelled",
+            at=now,
+            referral_id=row.referral_id,
+            actor=ACTOR,
+            target=target.spec if target else None,
+            detail={"reason": reason, "prompt_id": row.id},
+        )
+    return settled
+
+
+def compose_prompt(
+    ctx: DeliveryContext, session: Session, row: OutboxMessage, referral: Referral, now: datetime
+) -> Composed:
+    """The prompt to the first in the target's chain at work now."""
+    target = session.get(Target, row.target_id) if row.target_id else None
+    if target is None:
+        return fail(ctx, session, row, now, "no target")
+    if target.state in FINISHED_TARGET_STATES:
+        return cancel_row(ctx, session, row, now, f"target already {target.state}")
+    check = outbox.needs_check(row)
+    store = RotaStore(session)
+    tz = ctx.settings.timezone
+    if check and row.recipient_id and row.address:
+        # An earlier attempt chose a recipient: look where it would have posted.
+        recipient, via = row.recipient_id, outbox.dispatch_state(row).get("via")
+        channel, address = ctx.channels.named(row.channel), row.address
+    else:
+        link = resolve_recipient(store, target.spec, now, tz)
+        if link is None:
+            return _hold_or_give_up(ctx, session, store, row, referral, target, now)
+        recipient, via = link.recipient, link.via
+        if via == "channel":
+            channel, address = ctx.channels.for_rooms(), recipient
+        else:
+            row.recipient_id = recipient  # named in the alert if they cannot be found
+            reached = reach_person(ctx, session, recipient)
+            if isinstance(reached, NeedsAddress):
+                return reached
+            channel, address = reached
+    # Remember the choice, so a later check searches the same place.
+    row.recipient_id, row.channel, row.address = recipient, channel.name, address
+    outbox.note(row, via=via)
+    respond_by = working_time_for(store, recipient, target.spec, tz).end_of_working_day(now)
+    built = build_prompt_message(
+        referral,
+        row.id,
+        due_at=row.due_at,
+        respond_by=respond_by,
+        tz=tz,
+        via=via,
+        target=target.spec,
+    )
+    message = Message(built["text"], built["blocks"], prompt_tag(referral.referral_id, row.id))
+    return delivery_of(
+        row,
+        channel,
+        address,
+        message,
+        check_history=check,
+        recipient=recipient,
+        target=target.spec,
+        via=via,
+        log_detail={"respond_by": respond_by.astimezone(tz).isoformat()},
+    )
+
+
+def _hold_or_give_up(
+    ctx: DeliveryContext,
+    session: Session,
+    store: RotaStore,
+    row: OutboxMessage,
+    referral: Referral,
+    target: Target,
+    now: datetime,
+) -> Settled:
+    """Nobody in the chain is at work now (the rota changed): hold until someone is."""
+    tz = ctx.settings.timezone
+    try:
+        plan = plan_referral(store, [target.spec], now, alert_roles=(), tz=tz)
+        entry = plan.entries[0]
+    except TargetError as exc:
+        logger.warning(
+            "target %s of %s no longer routable: %s", target.spec, referral.referral_id, exc
+        )
+        entry = None
+    if entry is not None and entry.due_at is not None and entry.due_at > now:
+        outbox.reschedule(session, row.id, instance_id=ctx.instance_id, due_at=entry.due_at)
+        target.due_at = entry.due_at
+        audit.record(
+            session,
+            "prompt_scheduled",
+            at=now,
+            referral_id=referral.referral_id,
+            actor=ACTOR,
+            recipient=entry.recipient,
+            target=target.spec,
+            detail={
+                "rescheduled": True,
+                "reason": "nobody in the chain is at work now",
+                "due_at": entry.due_at.astimezone(tz).isoformat(),
+                "via": entry.via,
+                "previous_due_at": row.due_at.astimezone(tz).isoformat(),
+            },
+            rota_version=store.current_rota_version(),
+        )
+        outbox.redraw_card(session, referral, now, edt_channel=ctx.settings.edt_channel)
+        return Settled(Outcome.RESCHEDULED, reason="nobody at work", next_due_at=entry.due_at)
+    # Nobody within 7 days: a person must act, so say so where the EDT will see it.
+    outbox.mark_failed(session, row.id, instance_id=ctx.instance_id, now=now, error="unroutable")
+    target.state = TargetState.UNROUTABLE
+    detail = "nobody in the chain is at work within 7 days (the rota changed)"
+    audit.record(
+        session,
+        "unroutable",
+        at=now,
+        referral_id=referral.referral_id,
+        actor=ACTOR,
+        target=target.spec,
+        detail={"reason": detail, "prompt_id": row.id},
+        rota_version=store.current_rota_version(),
+    )
+    raise_alert(
+        session,
+        ctx.settings,
+        OutboxKind.UNROUTABLE,
+        referral.referral_id,
+        now,
+        target=target.spec,
+        detail=detail,
+    )
+    outbox.redraw_card(session, referral, now, edt_channel=ctx.settings.edt_channel)
+    return Settled(Outcome.FAILED, reason="unroutable")

@@ -1,0 +1,139 @@
+"""Step 3 of delivering a row: confirm it sent, and write what the log and the referral show.
+
+In one short transaction, and only while our claim holds (else another dispatcher has the row
+and will find the message itself): the row is sent, with where its message lives; a prompt is
+logged `prompt_sent` (or `prompt_sent_late`), its target becomes prompted and its first
+escalation step is scheduled; an on-call alert is logged `on_call_alerted`; a card's place is
+kept on the referral; a step's message is logged as its step's event.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.channels.base import Sent
+from bot.delivery import escalation, outbox
+from bot.delivery.compose import Delivery, DeliveryContext
+from bot.delivery.kinds import ACTOR, OutboxKind, Outcome, TargetState
+from bot.delivery.results import RowResult
+from bot.models import OutboxMessage, Referral, Target
+from bot.services import audit
+from rota.store import RotaStore
+
+logger = logging.getLogger(__name__)
+
+LATE_GRACE = timedelta(minutes=2)
+
+
+def sent_at(delivery: Delivery, found: bool, now: datetime) -> datetime:
+    """When the message reached the channel: now, or for one an earlier attempt sent (found
+    there), when the latest earlier attempt began (rows from before that bookkeeping: the first
+    claim), never before the row was due, never after now."""
+    posted_at = delivery.earlier_attempt_at or delivery.first_claimed_at
+    if not found or posted_at is None:
+        return now
+    if delivery.due_at is not None and delivery.due_at > posted_at:
+        posted_at = delivery.due_at
+    return min(posted_at, now)
+
+
+def confirm(
+    ctx: DeliveryContext,
+    session_factory: sessionmaker[Session],
+    delivery: Delivery,
+    sent: Sent,
+    found: bool,
+    now: datetime,
+) -> RowResult:
+    """Settle a delivered row and record it; LOST when our claim ran out meanwhile."""
+    when = sent_at(delivery, found, now)
+    late = (
+        delivery.kind == OutboxKind.PROMPT
+        and delivery.due_at is not None
+        and when - delivery.due_at > LATE_GRACE
+    )
+    with session_factory.begin() as session:
+        row = outbox.mark_sent(
+            session,
+            delivery.row_id,
+            instance_id=ctx.instance_id,
+            now=when,
+            channel=sent.conversation,
+            ts=sent.ts,
+            late=late,
+        )
+        if row is None:
+            # Our lease ran out and another dispatcher took the row; it will find this
+            # message in the channel and confirm it, so nothing is logged twice.
+            logger.warning("lost the claim on row %s after sending it", delivery.row_id)
+            return RowResult(delivery.row_id, delivery.kind, Outcome.LOST, reason="claim lost")
+        referral = session.get(Referral, delivery.referral_id)
+        assert referral is not None
+        where: dict[str, Any] = {"channel": sent.conversation, "ts": sent.ts}
+        if found:
+            where["found_in_history"] = True
+            where["found_at"] = now.astimezone(ctx.settings.timezone).isoformat()
+        if delivery.kind == OutboxKind.PROMPT:
+            _prompt_sent(ctx, session, row, referral, delivery, where, when=when, now=now)
+        elif delivery.kind == OutboxKind.ON_CALL:
+            audit.record(
+                session,
+                "on_call_alerted",
+                at=when,
+                referral_id=referral.referral_id,
+                actor=ACTOR,
+                recipient=delivery.recipient,
+                target=delivery.target,
+                detail={**delivery.log_detail, **where},
+            )
+        elif delivery.kind == OutboxKind.CARD and referral.card_ts is None:
+            referral.card_channel, referral.card_ts = sent.conversation, sent.ts
+        elif delivery.kind == OutboxKind.STEP_MESSAGE:
+            escalation.record_step_message(session, row, delivered=True, error=None, now=now)
+    return RowResult(delivery.row_id, delivery.kind, Outcome.DELIVERED, late=late, found=found)
+
+
+def _prompt_sent(
+    ctx: DeliveryContext,
+    session: Session,
+    row: OutboxMessage,
+    referral: Referral,
+    delivery: Delivery,
+    where: dict[str, Any],
+    *,
+    when: datetime,
+    now: datetime,
+) -> None:
+    tz = ctx.settings.timezone
+    detail: dict[str, Any] = {
+        "via": delivery.via,
+        "due_at": delivery.due_at.astimezone(tz).isoformat() if delivery.due_at else None,
+        "sent_at": when.astimezone(tz).isoformat(),
+        "prompt_id": row.id,
+        **delivery.log_detail,
+        **where,
+    }
+    late = row.late
+    if late and delivery.due_at is not None:
+        detail["delay_minutes"] = int((when - delivery.due_at).total_seconds() // 60)
+    audit.record(
+        session,
+        "prompt_sent_late" if late else "prompt_sent",
+        at=when,
+        referral_id=referral.referral_id,
+        actor=ACTOR,
+        recipient=delivery.recipient,
+        target=delivery.target,
+        detail=detail,
+        rota_version=RotaStore(session).current_rota_version(),
+    )
+    target = session.get(Target, row.target_id) if row.target_id else None
+    if target is not None and target.state in (TargetState.HELD, TargetState.FAILED):
+        target.state = TargetState.PROMPTED
+        outbox.redraw_card(session, referral, now, edt_channel=ctx.settings.edt_channel)
+    # The escalation clock runs from the send; a step already past is performed at once, late.
+    escalation.schedule_escalation(session, row, now=now, settings=ctx.settings)

@@ -1,0 +1,220 @@
+"""When a row cannot be delivered: retry, give up loudly, or hold everything.
+
+- *Transient* (the channel is down, overloaded, slow): the row goes back to pending with a
+  backoff (or the channel's Retry-After); an *ambiguous* failure (it may have been sent) makes
+  the next attempt look for the message before sending it again.
+- *Unreachable* recipient, or a request the channel *refused*: the row is given up. A prompt's
+  target is marked failed and the EDT channel is told (`delivery_failure`); an escalation
+  step's message is logged as not delivered.
+- *Credentials refused*: nothing can be sent on that channel, so the row is released and the
+  pass stops; the EDT channel is told (at most every 15 minutes), if the channel still allows.
+- A *bug* or the database: the row is released, doubted (it may have been sent).
+
+Nothing is dropped: a released row is claimed again; a failed one is in front of a person.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.channels.base import ChannelError, Message, TransientError
+from bot.clock import Clock
+from bot.delivery import escalation, outbox
+from bot.delivery.compose import DeliveryContext
+from bot.delivery.compose.alert import raise_alert
+from bot.delivery.kinds import ACTOR, AlertKind, OutboxKind, Outcome, TargetState
+from bot.delivery.metadata import alert_tag
+from bot.delivery.results import RowResult
+from bot.models import OutboxMessage, Referral, Target
+from bot.services import audit
+from handlers.blocks.alerts import build_alert_message
+
+logger = logging.getLogger(__name__)
+
+CREDENTIALS_ALERT_EVERY = timedelta(minutes=15)
+# Rows whose failures are logged as `prompt_failed` (alerts and cards have no event of their own).
+_LOGGED_KINDS = (OutboxKind.PROMPT, OutboxKind.ON_CALL)
+
+
+class Failures:
+    """Settles rows whose delivery failed, each in its own short transaction."""
+
+    def __init__(
+        self, ctx: DeliveryContext, session_factory: sessionmaker[Session], clock: Clock
+    ) -> None:
+        self.ctx = ctx
+        self.session_factory = session_factory
+        self.clock = clock
+        self._last_credentials_alert: datetime | None = None
+
+    def transient(self, row_id: int, exc: TransientError) -> RowResult:
+        """Try again after a backoff (or the channel's Retry-After), searching first if the
+        failure was ambiguous."""
+        now = self.clock.now()
+        not_before = now + timedelta(seconds=exc.retry_after) if exc.retry_after else None
+        with self.session_factory.begin() as session:
+            row = outbox.release_for_retry(
+                session,
+                row_id,
+                instance_id=self.ctx.instance_id,
+                now=now,
+                error=exc.error,
+                may_have_posted=exc.ambiguous,
+                not_before=not_before,
+            )
+            if row is None:
+                return _lost(row_id)
+            self._log_failure(session, row, now, exc.error, retry_at=row.next_attempt_at)
+        return RowResult(
+            row_id, row.kind, Outcome.RETRYING, reason=exc.error, unreachable=exc.unreachable
+        )
+
+    def permanent(self, row_id: int, exc: ChannelError) -> RowResult:
+        """Give the row up, and put it in front of a person."""
+        now = self.clock.now()
+        with self.session_factory.begin() as session:
+            row = outbox.mark_failed(
+                session, row_id, instance_id=self.ctx.instance_id, now=now, error=exc.error
+            )
+            if row is None:
+                return _lost(row_id)
+            self._log_failure(session, row, now, exc.error)
+            if row.kind in _LOGGED_KINDS:
+                self._alert_delivery_failure(session, row, now, exc.error)
+            elif row.kind == OutboxKind.STEP_MESSAGE:
+                escalation.record_step_message(
+                    session, row, delivered=False, error=exc.error, now=now
+                )
+            else:
+                logger.error("could not send %s for %s: %s", row.kind, row.referral_id, exc.error)
+        return RowResult(row_id, row.kind, Outcome.FAILED, reason=exc.error)
+
+    def credentials(self, row_id: int, exc: ChannelError) -> RowResult:
+        """The channel refuses the bot: keep the row, and say so once in a while."""
+        now = self.clock.now()
+        referral_id: str | None = None
+        channel_name = self.ctx.channels.for_rooms().name
+        with self.session_factory.begin() as session:
+            row = outbox.release_for_retry(
+                session, row_id, instance_id=self.ctx.instance_id, now=now, error=exc.error
+            )
+            if row is not None:
+                referral_id, channel_name = row.referral_id, row.channel or channel_name
+                self._log_failure(session, row, now, exc.error, retry_at=row.next_attempt_at)
+        logger.error(
+            "%s REFUSED THE BOT TOKEN (%s): nothing can be delivered until it is fixed; "
+            "prompts stay in the outbox and are retried",
+            channel_name.upper(),
+            exc.error,
+        )
+        if row is None:
+            return _lost(row_id)
+        if referral_id is not None:
+            self._try_credentials_alert(referral_id, exc.error, now)
+        return RowResult(row_id, row.kind, Outcome.RETRYING, reason=exc.error)
+
+    def internal(self, row_id: int, *, may_have_posted: bool) -> RowResult | None:
+        """A bug or the database: keep the row (this release, or its lease, brings it back)."""
+        try:
+            with self.session_factory.begin() as session:
+                row = outbox.release_for_retry(
+                    session,
+                    row_id,
+                    instance_id=self.ctx.instance_id,
+                    now=self.clock.now(),
+                    error="internal error",
+                    may_have_posted=may_have_posted,
+                )
+        except Exception:
+            logger.exception("could not release row %s; its lease will expire", row_id)
+            return None
+        if row is None:
+            return None
+        return RowResult(row_id, row.kind, Outcome.RETRYING, reason="internal error")
+
+    # ----- what people are told ---------------------------------------------------------------
+
+    def _log_failure(
+        self,
+        session: Session,
+        row: OutboxMessage,
+        now: datetime,
+        reason: str,
+        *,
+        retry_at: datetime | None = None,
+    ) -> None:
+        if row.kind not in _LOGGED_KINDS:
+            return
+        target = session.get(Target, row.target_id) if row.target_id else None
+        detail: dict[str, Any] = {
+            "kind": row.kind,
+            "reason": reason,
+            "attempts": row.attempts,
+            "will_retry": retry_at is not None,
+            "prompt_id": row.id,
+        }
+        if retry_at is not None:
+            detail["retry_at"] = retry_at.astimezone(self.ctx.settings.timezone).isoformat()
+        audit.record(
+            session,
+            "prompt_failed",
+            at=now,
+            referral_id=row.referral_id,
+            actor=ACTOR,
+            recipient=row.recipient_id,
+            target=target.spec if target else outbox.load_detail(row).get("role"),
+            detail=detail,
+        )
+
+    def _alert_delivery_failure(
+        self, session: Session, row: OutboxMessage, now: datetime, reason: str
+    ) -> None:
+        target = session.get(Target, row.target_id) if row.target_id else None
+        if target is not None and target.state == TargetState.HELD:
+            target.state = TargetState.FAILED
+        raise_alert(
+            session,
+            self.ctx.settings,
+            OutboxKind.DELIVERY_FAILURE,
+            row.referral_id,
+            now,
+            target=target.spec if target else outbox.load_detail(row).get("role"),
+            person_id=row.recipient_id,
+            reason=reason,
+        )
+        referral = session.get(Referral, row.referral_id)
+        if referral is not None and target is not None:
+            outbox.redraw_card(session, referral, now, edt_channel=self.ctx.settings.edt_channel)
+
+    def _try_credentials_alert(self, referral_id: str, error: str, now: datetime) -> None:
+        """Best effort: with a revoked token this fails too, but a scope problem may not."""
+        room = self.ctx.settings.edt_channel
+        if not room:
+            return
+        last = self._last_credentials_alert
+        if last is not None and now - last < CREDENTIALS_ALERT_EVERY:
+            return
+        self._last_credentials_alert = now
+        with self.session_factory() as session:
+            referral = session.get(Referral, referral_id)
+            if referral is None:
+                return
+            built = build_alert_message(
+                AlertKind.SLACK_AUTH, referral, tz=self.ctx.settings.timezone, reason=error
+            )
+        message = Message(
+            built["text"], built["blocks"], alert_tag(AlertKind.SLACK_AUTH, referral_id)
+        )
+        try:
+            self.ctx.channels.for_rooms().send(room, message)
+        except ChannelError:
+            logger.error("could not post the credentials alert either (%s)", error)
+
+
+def _lost(row_id: int) -> RowResult:
+    """Our claim ran out and another dispatcher has the row (its kind is theirs to report)."""
+    return RowResult(row_id, "", Outcome.LOST, reason="claim lost")

@@ -1,0 +1,98 @@
+"""The delivery vocabulary: outbox kinds, row and target states, responses, dispatch outcomes.
+
+Each is a `StrEnum`, so a member is stored, compared and written to JSON as its plain value
+("prompt", "pending", …): rows written by an earlier version read back as members. This module
+imports nothing of ours, so the models, the services and the Block Kit builders can share it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+ACTOR = "dispatcher"  # the log's actor for everything delivery does
+
+
+class OutboxKind(StrEnum):
+    """What an outbox row delivers."""
+
+    PROMPT = "prompt"  # the question to a target's recipient
+    ON_CALL = "on_call"  # a new referral, to whoever holds an alert role
+    LONG_GAP = "long_gap"  # a target nobody can be asked of for more than 48 hours
+    UNROUTABLE = "unroutable"  # a target nobody can be asked of within 7 days
+    DELIVERY_FAILURE = "delivery_failure"  # a prompt could not be delivered
+    CARD = "card"  # the referral's card in the EDT channel, posted then updated
+    ESCALATION = "escalation"  # one escalation step; when due it becomes its messages
+    STEP_MESSAGE = "step_message"  # one message of a performed escalation step
+
+
+class AlertKind(StrEnum):
+    """What an alert is about (its Block Kit and its metadata name it)."""
+
+    ON_CALL = "on_call"
+    LONG_GAP = "long_gap"
+    UNROUTABLE = "unroutable"
+    DELIVERY_FAILURE = "delivery_failure"
+    SLACK_AUTH = "slack_auth"  # the bot's credentials were refused: posted at once, never a row
+
+
+# The outbox kinds that are alerts (each delivers the alert of the same name).
+ALERT_ROW_KINDS = frozenset(
+    {OutboxKind.ON_CALL, OutboxKind.LONG_GAP, OutboxKind.UNROUTABLE, OutboxKind.DELIVERY_FAILURE}
+)
+
+
+class RowState(StrEnum):
+    """Where an outbox row is in its life."""
+
+    PENDING = "pending"  # waiting for due_at (and next_attempt_at after a failure)
+    CLAIMED = "claimed"  # a dispatcher holds it until its lease ends
+    SENT = "sent"  # delivered (or, for an escalation step, performed)
+    FAILED = "failed"  # given up after a permanent error (an alert was raised)
+    CANCELLED = "cancelled"  # no longer owed
+
+
+class ResponseKind(StrEnum):
+    """What a prompt's buttons record: the Response's kind, the target's state and the event."""
+
+    ACKNOWLEDGED = "acknowledged"
+    HAS_INFORMATION = "has_information"
+    NOT_KNOWN = "not_known"
+    REDIRECTED = "redirected"
+
+
+RESPONSE_KINDS: tuple[ResponseKind, ...] = tuple(ResponseKind)
+
+
+class TargetState(StrEnum):
+    """A target's live state: held until its prompt is sent, then prompted until answered."""
+
+    HELD = "held"
+    PROMPTED = "prompted"
+    ESCALATED = "escalated"  # prompted, and the +120 step was performed
+    FAILED = "failed"  # its prompt could not be delivered
+    UNROUTABLE = "unroutable"  # nobody in its chain at work within 7 days
+    CANCELLED = "cancelled"  # the referral was closed first
+    # Answered: the state is the response's kind.
+    ACKNOWLEDGED = ResponseKind.ACKNOWLEDGED.value
+    HAS_INFORMATION = ResponseKind.HAS_INFORMATION.value
+    NOT_KNOWN = ResponseKind.NOT_KNOWN.value
+    REDIRECTED = ResponseKind.REDIRECTED.value
+
+
+# Answered: one of the response kinds.
+ANSWERED_TARGET_STATES = frozenset(TargetState(kind.value) for kind in ResponseKind)
+# Sent, and nobody has answered yet.
+UNANSWERED_TARGET_STATES = frozenset({TargetState.PROMPTED, TargetState.ESCALATED})
+
+
+class Outcome(StrEnum):
+    """What processing one claimed outbox row came to in a dispatch pass."""
+
+    DELIVERED = "delivered"  # the message is in the channel (posted, updated or found there)
+    PERFORMED = "performed"  # an escalation step became its messages
+    RETRYING = "retrying"  # released to be tried again after a backoff
+    FAILED = "failed"  # given up: a permanent error
+    RESCHEDULED = "rescheduled"  # due later now (the rota changed)
+    CANCELLED = "cancelled"  # no longer owed
+    DEFERRED = "deferred"  # handed back unchanged, to be looked at again soon
+    LOST = "lost"  # our claim ran out and another dispatcher has the row

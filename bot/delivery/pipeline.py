@@ -1,0 +1,124 @@
+"""One claimed row through its three steps, the one path for every kind of message.
+
+1. *compose* (short transaction): what the row means now (`compose`); a person only their
+   channel can find is looked up outside the transaction, stored, and the row composed again;
+2. *find or send* (no transaction): `send.find_or_send`;
+3. *confirm* (short transaction): `confirm.confirm`.
+
+A channel failure at any step is settled by `failures.Failures`. A dispatcher that dies between
+2 and 3 leaves a claimed row whose lease expires; whoever claims it next looks for the message
+before sending, so it is neither lost nor sent twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.channels.base import (
+    CredentialsRefused,
+    RecipientUnreachable,
+    RequestRefused,
+    TransientError,
+)
+from bot.clock import Clock
+from bot.delivery.compose import (
+    Composed,
+    Delivery,
+    DeliveryContext,
+    NeedsAddress,
+    Settled,
+    compose,
+)
+from bot.delivery.confirm import confirm
+from bot.delivery.failures import Failures
+from bot.delivery.kinds import Outcome
+from bot.delivery.results import RowResult
+from bot.delivery.send import find_or_send
+from rota.models import Person
+
+logger = logging.getLogger(__name__)
+
+LOOKUP_ROUNDS = 2  # compose, look the person up, compose again
+
+
+class CredentialsHeld(Exception):
+    """Raised to stop a pass: the channel refuses the bot, so every row would fail alike."""
+
+    def __init__(self, result: RowResult) -> None:
+        super().__init__(result.reason)
+        self.result = result
+
+
+class RowPipeline:
+    """Delivers one claimed row at a time."""
+
+    def __init__(
+        self,
+        ctx: DeliveryContext,
+        session_factory: sessionmaker[Session],
+        clock: Clock,
+        *,
+        on_delivered: Callable[[Delivery], None] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.session_factory = session_factory
+        self.clock = clock
+        self.failures = Failures(ctx, session_factory, clock)
+        self.on_delivered = on_delivered
+
+    def process(self, row_id: int) -> RowResult | None:
+        """Steps 1 to 3 for one claimed row; None when an internal error left it to its lease.
+
+        Raises CredentialsHeld (after releasing the row) when the channel refuses the bot.
+        """
+        attempted = False
+        try:
+            composed = self._compose(row_id)
+            if isinstance(composed, Settled):
+                return composed.result(row_id)
+            if isinstance(composed, NeedsAddress):
+                raise RecipientUnreachable(
+                    f"no address for {composed.person_id}", method="resolve", error="no_address"
+                )
+            attempted = True
+            channel = self.ctx.channels.named(composed.channel)
+            sent, found = find_or_send(channel, composed)
+            result = confirm(
+                self.ctx, self.session_factory, composed, sent, found, self.clock.now()
+            )
+            if result.outcome is Outcome.DELIVERED and self.on_delivered is not None:
+                self.on_delivered(composed)
+            return result
+        except TransientError as exc:
+            return self.failures.transient(row_id, exc)
+        except CredentialsRefused as exc:
+            raise CredentialsHeld(self.failures.credentials(row_id, exc)) from exc
+        except (RecipientUnreachable, RequestRefused) as exc:
+            return self.failures.permanent(row_id, exc)
+        except Exception:
+            logger.exception("dispatching row %s failed", row_id)
+            # It may already be sent once the channel was called: doubt it.
+            return self.failures.internal(row_id, may_have_posted=attempted)
+
+    def _compose(self, row_id: int) -> Composed:
+        composed: Composed | None = None
+        for _ in range(LOOKUP_ROUNDS):
+            with self.session_factory.begin() as session:
+                composed = compose(self.ctx, session, row_id, self.clock.now())
+            if not isinstance(composed, NeedsAddress):
+                break
+            self._look_up(composed)
+        assert composed is not None
+        return composed
+
+    def _look_up(self, needed: NeedsAddress) -> None:
+        """Ask the person's channel for their address (no transaction open), and store it."""
+        channel = self.ctx.channels.named(needed.channel)
+        address = channel.look_up(needed.contact)
+        with self.session_factory.begin() as session:
+            person = session.get(Person, needed.person_id)
+            if person is not None:
+                channel.remember(person, address)

@@ -1,0 +1,138 @@
+"""What a person's App Home shows: for managers the open referrals, what is overdue and each
+referral's coverage; for everyone else their own open prompts. Values only: the Block Kit is
+`handlers.blocks.home.build_home`'s, and publishing it `bot.delivery.home`'s.
+
+These functions take a session and never commit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from bot.services.directory import person_for_slack_user
+from bot.services.logbook import (
+    Coverage,
+    OpenPrompt,
+    Overdue,
+    ReferralFacts,
+    count_open_referrals,
+    coverage_for_referrals,
+    open_prompts_for_person,
+    open_referrals,
+    overdue_prompts,
+)
+from bot.settings import Settings
+from rota.models import Person
+
+MANAGER = "manager"
+# A Home tab holds at most 100 blocks: a referral takes one section, a prompt two blocks.
+REFERRALS_PER_PAGE = 20
+PROMPTS_PER_PAGE = 20
+
+
+def page_count(total: int, per_page: int) -> int:
+    """How many pages `total` items fill (at least one)."""
+    return max(1, math.ceil(total / per_page))
+
+
+def clamp_page(page: int, pages: int) -> int:
+    """`page` within 1..pages."""
+    return min(max(1, page), pages)
+
+
+@dataclass(frozen=True)
+class ReferralRow:
+    """One open referral on the manager's Home: its safe facts, coverage and overdue count."""
+
+    facts: ReferralFacts
+    coverage: Coverage
+    overdue: int = 0
+
+
+@dataclass(frozen=True)
+class ManagerHome:
+    """A manager's Home: one page of open referrals, what is overdue, their own prompts."""
+
+    referrals: list[ReferralRow]
+    total_open: int
+    overdue: list[Overdue]
+    own_prompts: list[OpenPrompt]
+    page: int
+    pages: int
+
+
+@dataclass(frozen=True)
+class ProfessionalHome:
+    """Anyone else's Home: one page of their unanswered prompts."""
+
+    prompts: list[OpenPrompt]
+    total: int
+    page: int
+    pages: int
+
+
+HomeContent = ManagerHome | ProfessionalHome | None  # None: a Slack user not in the rota
+
+
+def home_content(
+    session: Session, slack_user_id: str, now: datetime, settings: Settings, page: int = 1
+) -> HomeContent:
+    """What `slack_user_id`'s Home shows now (page `page` of a long list)."""
+    tz = settings.timezone
+    person = person_for_slack_user(session, slack_user_id)
+    if person is None:
+        return None
+    if person.has_permission(MANAGER):
+        total = count_open_referrals(session)
+        pages = page_count(total, REFERRALS_PER_PAGE)
+        page = clamp_page(page, pages)
+        referrals = open_referrals(
+            session, offset=(page - 1) * REFERRALS_PER_PAGE, limit=REFERRALS_PER_PAGE
+        )
+        coverage = coverage_for_referrals(session, [r.referral_id for r in referrals], tz)
+        overdue = overdue_prompts(session, now, settings.escalation, tz)
+        overdue_by_referral = Counter(o.referral_id for o in overdue)
+        rows = [
+            ReferralRow(
+                facts=ReferralFacts.of(r),
+                coverage=coverage[r.referral_id],
+                overdue=overdue_by_referral[r.referral_id],
+            )
+            for r in referrals
+        ]
+        return ManagerHome(
+            referrals=rows,
+            total_open=total,
+            overdue=overdue,
+            own_prompts=open_prompts_for_person(session, person.person_id),
+            page=page,
+            pages=pages,
+        )
+    prompts = open_prompts_for_person(session, person.person_id)
+    pages = page_count(len(prompts), PROMPTS_PER_PAGE)
+    page = clamp_page(page, pages)
+    start = (page - 1) * PROMPTS_PER_PAGE
+    return ProfessionalHome(
+        prompts=prompts[start : start + PROMPTS_PER_PAGE],
+        total=len(prompts),
+        page=page,
+        pages=pages,
+    )
+
+
+def manager_slack_user_ids(session: Session) -> list[str]:
+    """Slack user IDs of active people with the `manager` permission (whose Home shows all)."""
+    people = session.scalars(
+        select(Person)
+        .where(Person.active.is_(True))
+        .where(Person.permissions.contains(MANAGER))
+        .where(or_(Person.slack_user.is_not(None), Person.slack_user_found.is_not(None)))
+        .order_by(Person.person_id)
+    )
+    return [p.slack_user_id for p in people if p.has_permission(MANAGER) and p.slack_user_id]
