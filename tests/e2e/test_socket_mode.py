@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.delivery import metadata
 from handlers import ids
 from tests.e2e.conftest import DeploymentFactory
 from tests.e2e.harness import (
@@ -106,7 +107,7 @@ def test_a_weekend_in_socket_mode(new_deployment: DeploymentFactory) -> None:
     deployment.settle()
     alerts = [
         m["metadata"]["event_payload"]
-        for m in by_type(standin.dm(EDT_MGR_RAJ), ids.ALERT_EVENT_TYPE)
+        for m in by_type(standin.dm(EDT_MGR_RAJ), metadata.ALERT_EVENT_TYPE)
         if m["metadata"]["event_payload"]["kind"] == "on_call"
     ]
     assert [a["referral_id"] for a in alerts] == [referral_id]
@@ -119,9 +120,9 @@ def test_a_weekend_in_socket_mode(new_deployment: DeploymentFactory) -> None:
     assert len(standin.calls("apps.connections.open")) == 2
 
     # Nothing for the health visitor's deputy until Tuesday 09:00.
-    assert by_type(standin.dm(HV_KPATEL), ids.PROMPT_EVENT_TYPE) == []
+    assert by_type(standin.dm(HV_KPATEL), metadata.PROMPT_EVENT_TYPE) == []
     deployment.advance(TUESDAY_0900)
-    [prompt] = by_type(standin.dm(HV_KPATEL), ids.PROMPT_EVENT_TYPE)
+    [prompt] = by_type(standin.dm(HV_KPATEL), metadata.PROMPT_EVENT_TYPE)
     assert prompt["metadata"]["event_payload"]["referral_id"] == referral_id
     (sent,) = [
         e
