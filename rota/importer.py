@@ -29,6 +29,16 @@ from typing import Any, NamedTuple
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from rota.bulk import (
+    SPILL_BUFFER,
+    Group,
+    ShiftSpill,
+    apply_shifts,
+    source_and_line,
+    stored_people,
+    stored_teams,
+    stored_text,
+)
 from rota.hours import HoursSyntaxError, parse_hours
 from rota.ical import read_ical_table
 from rota.models import (
@@ -40,7 +50,6 @@ from rota.models import (
     Closure,
     Person,
     RotaVersion,
-    Shift,
     Team,
 )
 from rota.problems import DeactivationRefused, Problem, ProblemLog, RotaImportError
@@ -216,12 +225,37 @@ class RotaBatch:
     sources: dict[str, list[int]] = field(default_factory=dict)  # kind -> its places
     teams: list[TeamRow] | None = None
     people: list[PersonRow] | None = None
-    shifts: list[ShiftRow] | None = None
+    # Shifts can be a million: spilled to disk, with only their keys in memory.
+    shift_spill: ShiftSpill | None = None
     absences: list[AbsenceRow] | None = None
     closures: list[ClosureRow] | None = None
     # When shifts came from calendars alone: the roles whose shifts they replace.
     shift_roles: frozenset[str] | None = None
     references: list[Reference] = field(default_factory=list, repr=False)
+
+    @property
+    def shifts(self) -> list[ShiftRow] | None:
+        """The shifts read, in file order, as rows (for tests and small batches)."""
+        if self.shift_spill is None:
+            return None
+        rows = []
+        for loc, key, start, end in self.shift_spill.stored_rows():
+            source, line = source_and_line(loc)
+            start_at = datetime.fromtimestamp(start, UTC)
+            end_at = datetime.fromtimestamp(end, UTC)
+            rows.append(ShiftRow(line, key.person_id, key.role, start_at, end_at, source))
+        return rows
+
+    def close(self) -> None:
+        """Remove the spill file; the batch cannot be applied after."""
+        if self.shift_spill is not None:
+            self.shift_spill.close()
+
+    def __enter__(self) -> RotaBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -238,7 +272,12 @@ class RotaBatch:
 
     def row_count(self) -> int:
         """The number of data rows in the batch."""
-        return sum(len(getattr(self, kind)) for kind in self.kinds)
+        return sum(
+            self.shift_spill.count
+            if kind == "shifts" and self.shift_spill is not None
+            else len(getattr(self, kind) or ())
+            for kind in self.kinds
+        )
 
 
 @dataclass(frozen=True)
@@ -347,22 +386,39 @@ class _Reader:
 
     def read(self, paths: Sequence[str | Path]) -> RotaBatch:
         calendars: list[SourceFile] = []
-        for source in source_files(paths, self.problems):
-            if source.format == "csv":
-                self._read_table(read_csv_table(source, self.problems, cp1252=self.cp1252))
-            elif source.format == "workbook":
-                for table in read_workbook_tables(source, self.problems):
-                    self._read_table(table)
-            else:
-                calendars.append(source)
-        # Calendars last: their attendees are matched to the people of the files above.
-        for source in calendars:
-            self._read_calendar(source)
+        tables: list[Table] = []
+        closers: list[Callable[[], None]] = []
+        try:
+            for source in source_files(paths, self.problems):
+                if source.format == "csv":
+                    tables.append(read_csv_table(source, self.problems, cp1252=self.cp1252))
+                elif source.format == "workbook":
+                    sheets, close = read_workbook_tables(source, self.problems)
+                    tables.extend(sheets)
+                    closers.append(close)
+                else:
+                    calendars.append(source)
+            # Teams and people first, so that the rows naming them are checked as they come.
+            for table in sorted(tables, key=lambda t: KINDS.index(t.kind)):
+                self._read_table(table)
+            # Calendars last: their attendees are matched to the people of the files above.
+            for source in calendars:
+                self._read_calendar(source)
+        except BaseException:
+            self.batch.close()
+            raise
+        finally:
+            for table in tables:
+                table.close()
+            for close in closers:
+                close()
         batch = self.batch
         _check_overlaps(batch, self.problems)
         team_ids = None if "teams" in self.broken else frozenset(self.ids["teams"])
         person_ids = None if "people" in self.broken else frozenset(self.ids["people"])
         _check_references(batch, self.known, self.problems, team_ids, person_ids)
+        if self.problems.total:
+            batch.close()
         self.problems.raise_if_any()
         return batch
 
@@ -388,9 +444,13 @@ class _Reader:
         spreadsheet_shifts = "shifts" in self.batch.sources and any(
             not self.batch.places[i].event for i in self.batch.sources["shifts"]
         )
-        self._read_table(table, additive=True)
+        try:
+            self._read_table(table, additive=True)
+        finally:
+            table.close()
         if not spreadsheet_shifts and "shifts" in self.batch.sources:
-            roles = {row.role for row in self.batch.shifts or ()}
+            spill = self.batch.shift_spill
+            roles = {key.role for key in spill.shift_keys()} if spill is not None else set()
             if self.ical_role is not None:
                 roles.add(self.ical_role)
             self.batch.shift_roles = frozenset(roles)
@@ -426,10 +486,15 @@ class _Reader:
             )
             return
         self.batch.sources.setdefault(kind, []).append(source)
-        rows = getattr(self.batch, kind)
-        if rows is None:
-            rows = []
-            setattr(self.batch, kind, rows)
+        if kind == "shifts":
+            if self.batch.shift_spill is None:
+                self.batch.shift_spill = ShiftSpill()
+            rows: Any = None
+        else:
+            rows = getattr(self.batch, kind)
+            if rows is None:
+                rows = []
+                setattr(self.batch, kind, rows)
         header_ok = not table.broken and (
             table.event_numbers
             or _check_header(place, table.header_line, table.columns, COLUMNS[kind], self.problems)
@@ -438,24 +503,148 @@ class _Reader:
             self.broken.add(kind)
             return
         index = [table.columns.index(column) for column in COLUMNS[kind]]
-        parse_row = _ROW_PARSERS[kind]
         context = _FileContext(place, source, self, table.flagged)
         stage = f"reading {place.display}"
         total = table.total_lines
         self.progress(stage, 0, total)
+        if kind == "shifts":
+            assert self.batch.shift_spill is not None
+            line = _ShiftReader(self, context, self.batch.shift_spill).read(table, index, stage)
+        else:
+            parse_row = _ROW_PARSERS[kind]
+            countdown = PROGRESS_EVERY
+            line = 0
+            for line, record in table.rows:
+                countdown -= 1
+                if not countdown:
+                    countdown = PROGRESS_EVERY
+                    self.progress(stage, line, total)
+                row = parse_row(context, line, [record[i].strip() for i in index])
+                if row is not None and line not in table.flagged:
+                    rows.append(row)
+        self.progress(stage, total if total is not None else line, total)
+        if table.broken:
+            self.broken.add(kind)
+
+    def person_ids(self) -> frozenset[str] | None:
+        """The people rows may name: those of the people file read, else the stored ones."""
+        if "people" in self.broken:
+            return None
+        if self.batch.people is not None:
+            return frozenset(self.ids["people"])
+        return self.known.people if self.known else None
+
+    def team_ids(self) -> frozenset[str] | None:
+        """The teams rows may name: those of the teams file read, else the stored ones."""
+        if "teams" in self.broken:
+            return None
+        if self.batch.teams is not None:
+            return frozenset(self.ids["teams"])
+        return self.known.teams if self.known else None
+
+
+class _ShiftReader:
+    """Checks shift rows fast: each distinct person and role, and start and end, once.
+
+    A row that passes every check goes straight to the spill; any other row is checked again
+    by `_shift_row`, which says exactly what is wrong with it.
+    """
+
+    def __init__(self, reader: _Reader, context: _FileContext, spill: ShiftSpill) -> None:
+        self.reader = reader
+        self.context = context
+        self.spill = spill
+        self.people = reader.person_ids()
+        self.teams = reader.team_ids()
+        # (person text, role text) -> its group of shifts, or None when either is wrong.
+        self.groups: dict[tuple[str, str], Group | None] = {}
+        # (start text, end text) -> (start, end in epoch seconds, the spill's end of line),
+        # or None when either is wrong or the shift is too long.
+        self.times: dict[tuple[str, str], tuple[int, int, str] | None] = {}
+        self.max_seconds = MAX_SHIFT_HOURS * 3600
+
+    def read(self, table: Table, index: list[int], stage: str) -> int:
+        """Every row of the table into the spill; the last line read."""
+        spill, context, flagged = self.spill, self.context, table.flagged
+        groups, times, buffer = self.groups, self.times, spill.buffer
+        loc_base = context.source << 32
+        i_person, i_role, i_start, i_end = index
+        progress, total = self.reader.progress, table.total_lines
         countdown = PROGRESS_EVERY
         line = 0
+        missing = _MISSING
         for line, record in table.rows:
             countdown -= 1
             if not countdown:
                 countdown = PROGRESS_EVERY
-                self.progress(stage, line, total)
-            row = parse_row(context, line, [record[i].strip() for i in index])
-            if row is not None and line not in table.flagged:
-                rows.append(row)
-        self.progress(stage, total if total is not None else line, total)
-        if table.broken:
-            self.broken.add(kind)
+                progress(stage, line, total)
+            who = (record[i_person].strip(), record[i_role].strip())
+            when = (record[i_start].strip(), record[i_end].strip())
+            group = groups.get(who, missing)
+            if group is missing:
+                group = groups[who] = self._group(*who)
+            span = times.get(when, missing)
+            if span is missing:
+                if len(times) >= _TIMES_CACHED:
+                    times.clear()  # a file of ever new times must not grow the cache for ever
+                span = times[when] = self._span(*when)
+            if group is None or span is None or (flagged and line in flagged):
+                # Let the full check say what is wrong (it reports nothing for a good row).
+                row = _shift_row(context, line, [*who, *when])
+                if row is not None and line not in flagged:
+                    spill.add(
+                        row.person_id,
+                        row.role,
+                        int(row.start_at.timestamp()),
+                        int(row.end_at.timestamp()),
+                        loc_base | line,
+                        stored_text(row.start_at),
+                        stored_text(row.end_at),
+                    )
+                continue
+            # ShiftSpill.add, inlined: this loop runs once a row of a million.
+            start, end, tail = span
+            if start < group.last_start:
+                group.in_order = False
+            group.last_start = start
+            group.triples.extend((start, end, loc_base | line))
+            buffer.append(group.prefix + tail)
+            if len(buffer) >= SPILL_BUFFER:
+                spill.flush()
+        return line
+
+    def _group(self, person: str, role: str) -> Group | None:
+        if not person or len(person) > ID_MAX or not _ID_RE.match(person):
+            return None
+        if self.people is not None and person not in self.people:
+            return None
+        if not role or len(role) > ROLE_MAX or not _ROLE_RE.match(role):
+            return None
+        if role.startswith("duty:"):
+            team = role[len("duty:") :]
+            if not team or (self.teams is not None and team not in self.teams):
+                return None
+        return self.spill.group(sys.intern(person), sys.intern(role))
+
+    def _span(self, start_text: str, end_text: str) -> tuple[int, int, str] | None:
+        tz = self.reader.tz
+        start = _parse_instant(start_text, tz) if start_text else None
+        end = _parse_instant(end_text, tz) if end_text else None
+        if start is None or end is None:
+            return None
+        seconds = int(end.timestamp()) - int(start.timestamp())
+        if not 0 < seconds <= self.max_seconds:
+            return None
+        return (
+            int(start.timestamp()),
+            int(end.timestamp()),
+            f"{stored_text(start)}\t{stored_text(end)}\n",
+        )
+
+
+_MISSING: Any = object()
+# Start and end pairs remembered while reading shifts: a year's rota repeats a few thousand.
+_TIMES_CACHED = 100_000
 
 
 def _check_header(
@@ -819,18 +1008,12 @@ _ROW_PARSERS: dict[str, Callable[[_FileContext, int, list[str]], Any]] = {
 
 def _check_overlaps(batch: RotaBatch, problems: ProblemLog) -> None:
     """Overlapping rows that can only be mistakes: shifts, absences and closures."""
-    if batch.shifts:
-        _report_overlaps(
-            batch,
-            batch.shifts,
-            group=lambda r: (r.person_id, r.role),
-            start=lambda r: r.start_at,
-            end=lambda r: r.end_at,
-            inclusive=False,
-            what="shift",
-            scope="the same person and role",
-            problems=problems,
-        )
+    if batch.shift_spill is not None:
+        for first_loc, second_loc, same in batch.shift_spill.overlaps():
+            first, second = source_and_line(first_loc), source_and_line(second_loc)
+            _report_overlap(
+                batch, first, second, same, "shift", "the same person and role", problems
+            )
     if batch.absences:
         _report_overlaps(
             batch,
@@ -882,21 +1065,42 @@ def _report_overlaps(
             if overlaps:
                 first, second = sorted((reach, row), key=lambda r: (r.source, r.line))
                 same = start(first) == start(second) and end(first) == end(second)
-                verb = "duplicates" if same else "overlaps"
-                place = batch.places[second.source]
-                where = batch.places[first.source].where(first.line)
-                if first.source != second.source:
-                    where += f" of {batch.places[first.source].display}"
-                problems.add(
-                    place.file,
-                    second.line,
-                    "-",
-                    f"{verb} the {what} on {where} ({scope})",
-                    sheet=place.sheet,
-                    event=place.event,
+                _report_overlap(
+                    batch,
+                    (first.source, first.line),
+                    (second.source, second.line),
+                    same,
+                    what,
+                    scope,
+                    problems,
                 )
             if end(row) > end(reach):
                 reach = row
+
+
+def _report_overlap(
+    batch: RotaBatch,
+    first: tuple[int, int],
+    second: tuple[int, int],
+    same: bool,
+    what: str,
+    scope: str,
+    problems: ProblemLog,
+) -> None:
+    """`second` (source, line) overlaps or duplicates `first`, reported at `second`."""
+    verb = "duplicates" if same else "overlaps"
+    place = batch.places[second[0]]
+    where = batch.places[first[0]].where(first[1])
+    if first[0] != second[0]:
+        where += f" of {batch.places[first[0]].display}"
+    problems.add(
+        place.file,
+        second[1],
+        "-",
+        f"{verb} the {what} on {where} ({scope})",
+        sheet=place.sheet,
+        event=place.event,
+    )
 
 
 def _check_references(
@@ -1044,19 +1248,15 @@ def _diff_upserts(
 
 def _diff_set(
     session: Session,
-    model: type[Shift] | type[Absence] | type[Closure],
+    model: type[Absence] | type[Closure],
     fields: tuple[str, ...],
     rows: Sequence[Any],
-    roles: frozenset[str] | None = None,
 ) -> _KindChanges:
-    """Rows to add and stored rows to remove (of `roles` only, when given) to match `rows`."""
+    """Rows to add and stored rows to remove to match `rows`."""
     changes = _KindChanges(upsert=False)
     stored: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     columns = [getattr(model, name) for name in fields]
-    query = select(model.id, *columns)
-    if roles is not None:
-        query = query.where(model.role.in_(sorted(roles)))
-    for row in session.execute(query).tuples():
+    for row in session.execute(select(model.id, *columns)).tuples():
         stored[_normalise(row[1:])].append(row[0])
     wanted: set[tuple[Any, ...]] = set()
     for row in rows:
@@ -1081,7 +1281,6 @@ def _normalise(values: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 _SET_FIELDS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
-    "shifts": (Shift, ("person_id", "role", "start_at", "end_at")),
     "absences": (Absence, ("person_id", "start_date", "end_date", "reason")),
     "closures": (Closure, ("date", "applies_to", "from_time", "to_time", "reason")),
 }
@@ -1106,9 +1305,48 @@ def _diff_rota(session: Session, batch: RotaBatch) -> dict[str, _KindChanges]:
     for kind, (model, fields) in _SET_FIELDS.items():
         rows = getattr(batch, kind)
         if rows is not None:
-            roles = batch.shift_roles if kind == "shifts" else None
-            changes[kind] = _diff_set(session, model, fields, rows, roles)
+            changes[kind] = _diff_set(session, model, fields, rows)
     return changes
+
+
+def _recheck_shift_references(session: Session, batch: RotaBatch, spill: ShiftSpill) -> None:
+    """The people and duty teams the shifts name, against the store as this import leaves it.
+
+    Checked over the distinct people and roles, not a million rows; every row of a bad one is
+    named, as reading names them.
+    """
+    people, teams = stored_people(session), stored_teams(session)
+    bad_people = {key.person_id for key in spill.shift_keys() if not people.get(key.person_id)}
+    bad_roles = {
+        key.role
+        for key in spill.shift_keys()
+        if key.role.startswith("duty:") and not teams.get(key.role[len("duty:") :])
+    }
+    if not bad_people and not bad_roles:
+        return
+    problems = ProblemLog()
+    for place in batch.places:
+        problems.place_order(place.file, place.sheet)
+    stale_people = "people" not in batch.sources
+    stale_teams = "teams" not in batch.sources
+    for key, loc in spill.locs_of(lambda k: k.person_id in bad_people or k.role in bad_roles):
+        source, line = source_and_line(loc)
+        place = batch.places[source]
+        found: list[tuple[str, str]] = []
+        if key.person_id in bad_people:
+            note = (
+                " (inactive: not in the last people.csv)"
+                if stale_people and key.person_id in people
+                else ""
+            )
+            found.append(("person_id", f"unknown person {key.person_id!r}{note}"))
+        if key.role in bad_roles:
+            team = key.role[len("duty:") :]
+            note = " (inactive: not in the last teams.csv)" if stale_teams and team in teams else ""
+            found.append(("role", f"unknown team {team!r} in role {key.role}{note}"))
+        for column, message in found:
+            problems.add(place.file, line, column, message, sheet=place.sheet, event=place.event)
+    problems.raise_if_any()
 
 
 def _guard_deactivations(batch: RotaBatch, changes: dict[str, _KindChanges]) -> None:
@@ -1165,11 +1403,6 @@ def apply_rota(
     if not allow_deactivate:
         _guard_deactivations(batch, changes)
     version = current_rota_version(session)
-    counts = {kind: c.counts() for kind, c in changes.items()}
-    files = batch.displays()
-    roles = tuple(sorted(batch.shift_roles)) if batch.shift_roles is not None else None
-    if not any(c.changed for c in changes.values()):
-        return ImportResult(version, False, counts, files, shift_roles=roles)
 
     # Teams before people (people.team_id is a foreign key), people before shifts/absences.
     for kind, model, key in (("teams", Team, "team_id"), ("people", Person, "person_id")):
@@ -1186,6 +1419,13 @@ def apply_rota(
                 .values(active=False)
                 .execution_options(synchronize_session=False)
             )
+    counts = {kind: c.counts() for kind, c in changes.items()}
+    changed = any(c.changed for c in changes.values())
+    spill = batch.shift_spill
+    if spill is not None:
+        _recheck_shift_references(session, batch, spill)
+        counts["shifts"] = apply_shifts(session, spill, batch.shift_roles, report)
+        changed = changed or bool(counts["shifts"]["added"] or counts["shifts"]["removed"])
     for kind, (model, _fields) in _SET_FIELDS.items():
         change = changes.get(kind)
         if change is None:
@@ -1198,6 +1438,12 @@ def apply_rota(
             )
         _insert(session, model, change.inserts, report, kind)
 
+    counts = {kind: counts[kind] for kind in KINDS if kind in counts}
+    files = batch.displays()
+    roles = tuple(sorted(batch.shift_roles)) if batch.shift_roles is not None else None
+    if not changed:
+        # Every statement above changed nothing: no new version.
+        return ImportResult(version, False, counts, files, shift_roles=roles)
     session.add(
         RotaVersion(
             version=version + 1,

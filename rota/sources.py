@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import re
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -61,7 +60,15 @@ _OTHER_SPREADSHEETS = {
 }
 
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_CONTROL_BUT_LINE_BREAKS_RE = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+# The same in a file's bytes (UTF-8; in Windows-1252 0x80-0x9F are letters), line breaks apart.
+_CONTROL_BYTES_RE = re.compile(
+    rb"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]"
+)
+# Every byte but the C0 controls (line breaks apart) and DEL: deleting them leaves the suspects.
+_PLAIN_BYTES = bytes(b for b in range(256) if b in (0x0A, 0x0D) or 0x20 <= b < 0x7F or b > 0x7F)
+_NOT_CP1252_RE = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")  # bytes Windows-1252 leaves undefined
+_SCAN_CHUNK = 1 << 20
+_HEAD_CHARS = 1 << 16  # enough of a file to find its header and delimiter
 _CONTROL_NAMES = {
     0x00: "NUL",
     0x09: "a tab",
@@ -109,6 +116,7 @@ class Table:
     total_lines: int | None  # for progress: the lines or rows of the whole table
     broken: bool = False  # reading stopped at a problem that makes the rest unreadable
     event_numbers: bool = False  # rows are numbered by the events of a calendar
+    close: Callable[[], None] = field(default=lambda: None)  # releases the file
     # Rows yielded although a cell has a problem already reported (a control character, an
     # Excel error): line -> those columns. The row is checked for its ids, then left out.
     flagged: dict[int, set[str]] = field(default_factory=dict)
@@ -205,35 +213,50 @@ class _MalformedCsv(Exception):
 
 
 def read_csv_table(source: SourceFile, problems: ProblemLog, *, cp1252: bool) -> Table:
-    """The CSV file as a table; a broken one (with problems) when it cannot be read at all."""
+    """The CSV file as a table read as it goes; broken (with problems) when it cannot be read.
+
+    A first pass over the bytes decides the encoding, counts the lines and looks for control
+    characters, so that the rows are then read one at a time: a million rows in little memory.
+    """
     assert source.kind is not None
     place = _Place(problems, source.display)
     try:
-        data = source.path.read_bytes()
+        scan = _scan(source.path)
     except OSError as exc:
         place.bad(1, "-", f"cannot read the file: {exc.strerror}")
         return broken_table(source.kind, place.file)
-    content = _decode(data, place, cp1252)
-    if content is None:
+    if scan.utf16:
+        place.bad(
+            1,
+            "-",
+            'a UTF-16 file (Excel\'s "Unicode Text"); save it as "CSV UTF-8 (Comma delimited)"',
+        )
         return broken_table(source.kind, place.file)
-    del data
-    total_lines = content.count("\n") + (not content.endswith("\n"))
-    delimiter, skip = _dialect(content)
-    records = _csv_records(content, delimiter)
-    # Without any control character but line breaks in the file, only a value spanning
-    # lines (quoted) can hold one: checking every value of a million rows would be waste.
-    check_every_value = _CONTROL_BUT_LINE_BREAKS_RE.search(content) is not None
+    if scan.utf8:
+        encoding = "utf-8-sig"
+    elif cp1252 and scan.cp1252:
+        encoding = "cp1252"
+    else:
+        _name_undecodable_lines(source.path.read_bytes(), place, cp1252)
+        return broken_table(source.kind, place.file)
+    handle = open(source.path, encoding=encoding, newline="")  # noqa: SIM115 - closed by Table
     try:
-        header = _csv_header(records, skip)
+        delimiter, skip = _dialect(handle.read(_HEAD_CHARS))
+        handle.seek(0)
+        records = _CsvRecords(handle, delimiter)
+        header = records.header(skip)
     except _MalformedCsv as exc:
+        handle.close()
         place.bad(exc.line, "-", f"malformed CSV: {exc}")
         return broken_table(source.kind, place.file)
     if header is None:
+        handle.close()
         return _empty_table(source.kind, place)
     header_line, names = header
     for value in names:
         message = control_character(value)
         if message:
+            handle.close()
             place.bad(header_line, "header", message)
             return broken_table(source.kind, place.file)
     table = Table(
@@ -243,11 +266,69 @@ def read_csv_table(source: SourceFile, problems: ProblemLog, *, cp1252: bool) ->
         header_line=header_line,
         columns=[name.strip().lower() for name in names],
         rows=iter(()),
-        total_lines=total_lines,
+        total_lines=scan.lines,
         flagged=place.flagged,
+        close=handle.close,
     )
-    table.rows = _csv_rows(table, records, place, check_every_value)
+    # Without any control character but line breaks in the file, only a value spanning
+    # lines (quoted) can hold one: checking every value of a million rows would be waste.
+    table.rows = records.rows(table, place, scan.controls)
     return table
+
+
+@dataclass
+class _Scan:
+    """What one pass over a file's bytes tells."""
+
+    utf8: bool = True
+    cp1252: bool = True  # every byte is defined in Windows-1252
+    utf16: bool = False
+    controls: bool = False  # a control character other than a line break somewhere
+    newlines: int = 0
+    last_byte: bytes = b""
+
+    @property
+    def lines(self) -> int:
+        return self.newlines + (self.last_byte not in (b"", b"\n"))
+
+
+def _may_hold_control(data: bytes) -> bool:
+    """Whether the bytes hold a control character other than a line break (UTF-8 or 1252)."""
+    if data.translate(None, _PLAIN_BYTES):
+        return True
+    # C1 controls and the Unicode line and paragraph separators, encoded in UTF-8.
+    return (b"\xc2" in data or b"\xe2\x80" in data) and bool(_CONTROL_BYTES_RE.search(data))
+
+
+def _scan(path: Path) -> _Scan:
+    scan = _Scan()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    tail = b""
+    with open(path, "rb") as handle:
+        first = True
+        while chunk := handle.read(_SCAN_CHUNK):
+            if first and chunk.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                scan.utf16 = True
+                return scan
+            first = False
+            if scan.utf8:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    scan.utf8 = False
+            if scan.cp1252 and _NOT_CP1252_RE.search(chunk):
+                scan.cp1252 = False
+            if not scan.controls and _may_hold_control(tail + chunk):
+                scan.controls = True
+            tail = chunk[-2:]  # a character's bytes may straddle two chunks
+            scan.newlines += chunk.count(b"\n")
+            scan.last_byte = chunk[-1:]
+    if scan.utf8:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            scan.utf8 = False
+    return scan
 
 
 def _empty_table(kind: str, place: _Place) -> Table:
@@ -259,25 +340,8 @@ def broken_table(kind: str, file: str, sheet: str | None = None) -> Table:
     return Table(kind, file, sheet, 1, [], iter(()), 0, broken=True)
 
 
-def _decode(data: bytes, place: _Place, cp1252: bool) -> str | None:
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        place.bad(
-            1,
-            "-",
-            'a UTF-16 file (Excel\'s "Unicode Text"); save it as "CSV UTF-8 (Comma delimited)"',
-        )
-        return None
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    if cp1252:
-        try:
-            return data.decode("cp1252")
-        except UnicodeDecodeError:
-            pass  # bytes Windows-1252 leaves undefined: named line by line below
+def _name_undecodable_lines(data: bytes, place: _Place, cp1252: bool) -> None:
+    """Report each line that is not UTF-8, with how it reads in Windows-1252, and the fix."""
     # Name every offending line; 0x0A never occurs inside a UTF-8 multi-byte sequence.
     readable = True
     for number, raw in enumerate(data.split(b"\n"), start=1):
@@ -302,7 +366,6 @@ def _decode(data: bytes, place: _Place, cp1252: bool) -> str | None:
     else:
         fix = 'save it from Excel as "CSV UTF-8 (Comma delimited)"'
     place.bad(1, "-", f"the file is not UTF-8: {fix}")
-    return None
 
 
 def _cp1252_cell(raw: bytes, position: int) -> str | None:
@@ -337,59 +400,63 @@ def _dialect(content: str) -> tuple[str, bool]:
     return ",", False
 
 
-def _csv_records(content: str, delimiter: str) -> Iterator[tuple[int, int, list[str]]]:
-    """CSV records with the physical lines each starts and ends on (values may span lines)."""
-    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, strict=True)
-    previous = 0
-    while True:
+class _CsvRecords:
+    """A CSV reader that knows the physical line each record starts on (values may span)."""
+
+    def __init__(self, lines: Iterable[str], delimiter: str) -> None:
+        self.reader = csv.reader(lines, delimiter=delimiter, strict=True)
+        self.previous = 0  # the last physical line read
+
+    def header(self, skip_sep_line: bool) -> tuple[int, list[str]] | None:
+        """The first record with a value (after Excel's `sep=` line), and its line."""
+        for record in self._records():
+            if _is_blank(record):
+                continue
+            if skip_sep_line:
+                skip_sep_line = False
+                continue
+            return self.previous_start, record
+        return None
+
+    def _records(self) -> Iterator[list[str]]:
+        reader = self.reader
+        while True:
+            start = self.previous + 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise _MalformedCsv(start, str(exc)) from exc
+            self.previous_start, self.previous = start, reader.line_num
+            yield record
+
+    def rows(
+        self, table: Table, place: _Place, check_every_value: bool
+    ) -> Iterator[tuple[int, list[str]]]:
+        """The records after the header as (line, values), with row problems reported."""
+        reader, columns = self.reader, table.columns
+        width = len(columns)
+        previous = self.previous
         try:
-            record = next(reader)
-        except StopIteration:
-            return
+            for record in reader:
+                line = previous + 1
+                previous = reader.line_num
+                if not record or (not record[0].strip() and not "".join(record).strip()):
+                    continue  # a blank line, or one of empty cells (,,,) as spreadsheets write
+                if len(record) != width:
+                    place.bad(line, "-", f"{len(record)} values, expected {width} (as the header)")
+                    continue
+                if check_every_value or previous != line:
+                    _check_controls(line, record, columns, place)
+                yield line, record
         except csv.Error as exc:
-            raise _MalformedCsv(previous + 1, str(exc)) from exc
-        line = previous + 1
-        previous = reader.line_num
-        yield line, previous, record
+            place.bad(previous + 1, "-", f"malformed CSV: {exc}")
+            table.broken = True
 
 
 def _is_blank(record: Sequence[str]) -> bool:
     return not record or all(not value.strip() for value in record)
-
-
-def _csv_header(
-    records: Iterator[tuple[int, int, list[str]]], skip_sep_line: bool
-) -> tuple[int, list[str]] | None:
-    for line, _last, record in records:
-        if _is_blank(record):
-            continue
-        if skip_sep_line:
-            skip_sep_line = False
-            continue
-        return line, record
-    return None
-
-
-def _csv_rows(
-    table: Table,
-    records: Iterator[tuple[int, int, list[str]]],
-    place: _Place,
-    check_every_value: bool,
-) -> Iterator[tuple[int, list[str]]]:
-    width = len(table.columns)
-    try:
-        for line, last, record in records:
-            if not "".join(record).strip():
-                continue  # a blank line, or one of empty cells (,,,) as spreadsheets write
-            if len(record) != width:
-                place.bad(line, "-", f"{len(record)} values, expected {width} (as the header)")
-                continue
-            if check_every_value or last != line:
-                _check_controls(line, record, table.columns, place)
-            yield line, record
-    except _MalformedCsv as exc:
-        place.bad(exc.line, "-", f"malformed CSV: {exc}")
-        table.broken = True
 
 
 def _check_controls(
@@ -404,8 +471,10 @@ def _check_controls(
 # --- workbooks --------------------------------------------------------------------------------
 
 
-def read_workbook_tables(source: SourceFile, problems: ProblemLog) -> Iterator[Table]:
-    """The workbook's sheets as tables, one per kind; problems for the sheets that are not."""
+def read_workbook_tables(
+    source: SourceFile, problems: ProblemLog
+) -> tuple[list[Table], Callable[[], None]]:
+    """The workbook's sheets as tables, one per kind, and how to close the workbook after."""
     # Imported here: a large package that only workbooks need.
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
@@ -416,25 +485,24 @@ def read_workbook_tables(source: SourceFile, problems: ProblemLog) -> Iterator[T
     except (OSError, zipfile.BadZipFile, InvalidFileException, KeyError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         place.bad(1, "-", f"cannot read the workbook ({reason}); save it again as .xlsx")
-        return
-    try:
-        expected = ", ".join(KINDS)
-        if not workbook.worksheets:
-            place.bad(1, "-", f"no sheets; expected sheets named {expected}")
-        for sheet in workbook.worksheets:
-            kind = sheet.title.strip().lower()
-            if kind not in KINDS:
-                place.bad(
-                    1,
-                    "-",
-                    f"unknown sheet {sheet.title!r} (expected sheets named {expected}); "
-                    "remove or rename it",
-                )
-                continue
-            problems.place_order(source.display, sheet.title)
-            yield _sheet_table(kind, source.display, sheet, problems)
-    finally:
-        workbook.close()
+        return [], lambda: None
+    expected = ", ".join(KINDS)
+    if not workbook.worksheets:
+        place.bad(1, "-", f"no sheets; expected sheets named {expected}")
+    tables: list[Table] = []
+    for sheet in workbook.worksheets:
+        kind = sheet.title.strip().lower()
+        if kind not in KINDS:
+            place.bad(
+                1,
+                "-",
+                f"unknown sheet {sheet.title!r} (expected sheets named {expected}); "
+                "remove or rename it",
+            )
+            continue
+        problems.place_order(source.display, sheet.title)
+        tables.append(_sheet_table(kind, source.display, sheet, problems))
+    return tables, workbook.close
 
 
 def _sheet_table(kind: str, file: str, sheet: Any, problems: ProblemLog) -> Table:

@@ -98,7 +98,7 @@ def rota_import(args: argparse.Namespace, settings: Settings) -> int:
                 ical_role=ical_role,
                 now=now,
             )
-            with factory() as session:
+            with batch, factory() as session:
                 result = apply_rota(
                     session,
                     batch,

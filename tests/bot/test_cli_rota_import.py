@@ -506,3 +506,67 @@ def test_the_domain_draws_nothing_on_a_terminal() -> None:
     for module in Path(SAMPLE.parent).glob("*.py"):
         imported |= imported_modules(module)
     assert not {m for m in imported if m.split(".")[0] in ("tqdm", "bot", "handlers")}
+
+
+# --- calendar feeds -----------------------------------------------------------------------------
+
+FEED = """\
+BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//Rota tool//EN
+X-HANDOVER-ROLE:edt_manager
+BEGIN:VEVENT
+UID:xmas@rota
+DTSTART;TZID=Europe/London:20261224T170000
+DTEND;TZID=Europe/London:20261229T090000
+ATTENDEE;CN=Raj Malhotra:mailto:raj.malhotra@wexcombe.example
+END:VEVENT
+BEGIN:VEVENT
+UID:ny@rota
+DTSTART;TZID=Europe/London:20261231T170000
+DTEND;TZID=Europe/London:20270104T090000
+ATTENDEE:mailto:RAJ.MALHOTRA@wexcombe.example
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def test_a_feed_alone_replaces_the_shifts_of_its_role_and_keeps_the_others(
+    cli_env: str, tmp_path: Path, session_factory: sessionmaker[Session], capsys
+) -> None:
+    write_rota(tmp_path / "rota", **BASE)
+    assert main(["rota", "import", "rota"]) == 0
+    with session_factory() as session:
+        kept = {
+            role: ids
+            for role, ids in session.execute(select(Shift.role, Shift.id)).tuples()
+            if role != "edt_manager"
+        }
+    (tmp_path / "oncall.ics").write_text(FEED.replace("\n", "\r\n"), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["rota", "import", "oncall.ics"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "shifts of edt_manager: 1 added, 0 removed, 1 unchanged",
+        "rota version 2",
+    ]
+    with session_factory() as session:
+        stored = session.execute(
+            select(Shift.id, Shift.person_id, Shift.role, Shift.start_at, Shift.end_at).order_by(
+                Shift.start_at
+            )
+        ).all()
+        version = session.get(RotaVersion, 2)
+    assert {r.role: r.id for r in stored if r.role != "edt_manager"} == kept
+    assert [(r.person_id, r.start_at, r.end_at) for r in stored if r.role == "edt_manager"] == [
+        ("edt-mgr", datetime(2026, 12, 24, 17, tzinfo=UTC), datetime(2026, 12, 29, 9, tzinfo=UTC)),
+        ("edt-mgr", datetime(2026, 12, 31, 17, tzinfo=UTC), datetime(2027, 1, 4, 9, tzinfo=UTC)),
+    ]
+    assert version.files == "oncall.ics"
+    # The same feed again changes nothing; the shifts file again takes back the whole set.
+    assert main(["rota", "import", "oncall.ics"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "no changes; rota version 2"
+    assert main(["rota", "import", "rota/shifts.csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "shifts: 0 added, 1 removed, 3 unchanged",
+        "rota version 3",
+    ]

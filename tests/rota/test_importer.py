@@ -125,8 +125,7 @@ def import_folder(
 ) -> object:
     with factory() as session:
         known = load_known_ids(session)
-    batch = read_rota_files(paths, LONDON, known=known)
-    with factory.begin() as session:
+    with read_rota_files(paths, LONDON, known=known) as batch, factory.begin() as session:
         return apply_rota(session, batch, now)
 
 
