@@ -174,4 +174,5 @@ AUDIT_EVENTS = (
     "redirected",
     "response_refused",
     "prompt_cancelled",
+    "rota_imported",
 )

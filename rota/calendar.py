@@ -46,6 +46,21 @@ def bank_holidays(region: str, year: int) -> frozenset[date]:
     return frozenset(holidays.country_holidays("GB", subdiv=subdiv, years=year).keys())
 
 
+@lru_cache(maxsize=256)
+def _bank_holiday_names(region: str, year: int) -> dict[date, str]:
+    subdiv = REGION_SUBDIVISIONS[region]
+    return dict(holidays.country_holidays("GB", subdiv=subdiv, years=year).items())
+
+
+def bank_holiday_name(day: date, region: str) -> str | None:
+    """The name of the bank holiday of the nation `region` on `day` (e.g. Boxing Day), or None."""
+    if not is_bank_holiday(day, region):
+        return None
+    name = _bank_holiday_names(region, day.year).get(day)
+    # The UK calls the weekday that stands in for a weekend holiday a substitute day.
+    return name.replace("(observed)", "(substitute day)") if name else None
+
+
 def is_bank_holiday(day: date, region: str) -> bool:
     """Whether `day` is a bank holiday of the nation `region`."""
     return day in bank_holidays(region, day.year)

@@ -1,17 +1,19 @@
-"""Reading, validating and applying the rota CSV files (CONTRACT §2).
+"""Reading, validating and applying rota files (docs/reference/rota-files.md).
 
-`read_rota_files` is pure: it reads and checks every row of every file and either returns a
-`RotaBatch` or raises `RotaImportError` with every problem found. `apply_rota` writes a batch
-into the caller's transaction as a diff against what is stored, so importing the same files
-twice changes nothing and creates no new rota version.
+`read_rota_files` is pure: it reads and checks every row of every file (CSV, the sheets of an
+`.xlsx` workbook, the events of an `.ics` calendar) and either returns a `RotaBatch` or raises
+`RotaImportError` with every problem found. `apply_rota` writes a batch into the caller's
+transaction as a diff against what is stored, so importing the same files twice changes
+nothing and creates no new rota version; it refuses an import that would deactivate many
+people at once. A dry run is `apply_rota` in a transaction that is rolled back: it runs
+exactly the checks of a real import.
+
+Nothing here draws on a terminal: long steps report through a `Progress` callback.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import gc
-import io
 import json
 import re
 import sys
@@ -26,9 +28,19 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
-from tqdm import tqdm
 
+from rota.bulk import (
+    SPILL_BUFFER,
+    Group,
+    ShiftSpill,
+    apply_shifts,
+    source_and_line,
+    stored_people,
+    stored_teams,
+    stored_text,
+)
 from rota.hours import HoursSyntaxError, parse_hours
+from rota.ical import read_ical_table
 from rota.models import (
     AGENCY_TYPES,
     MAX_SHIFT_HOURS,
@@ -38,36 +50,49 @@ from rota.models import (
     Closure,
     Person,
     RotaVersion,
-    Shift,
     Team,
 )
+from rota.problems import DeactivationRefused, Problem, ProblemLog, RotaImportError
+from rota.sources import (
+    COLUMNS,
+    KINDS,
+    SourceFile,
+    Table,
+    read_csv_table,
+    read_workbook_tables,
+    source_files,
+)
 
-KINDS = ("teams", "people", "shifts", "absences", "closures")
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "teams": ("team_id", "name", "agency", "agency_type", "region", "hours", "manager", "channel"),
-    "people": (
-        "person_id",
-        "name",
-        "slack_user",
-        "email",
-        "team_id",
-        "role",
-        "hours",
-        "deputy",
-        "permissions",
-    ),
-    "shifts": ("person_id", "role", "start", "end"),
-    "absences": ("person_id", "start", "end", "reason"),
-    "closures": ("date", "applies_to", "from", "to", "reason"),
-}
+__all__ = [
+    "COLUMNS",
+    "KINDS",
+    "DeactivationRefused",
+    "ImportResult",
+    "KnownIds",
+    "Problem",
+    "RotaBatch",
+    "RotaImportError",
+    "apply_rota",
+    "current_rota_version",
+    "load_known_ids",
+    "local_to_utc",
+    "parse_rota_date",
+    "read_rota_files",
+]
 
-# Problems kept in memory; the rest are only counted (a wrong file can have a million).
-PROBLEM_LIMIT = 10_000
 # Rows per bulk statement: large enough to be fast, small enough for SQLite's parameter limit.
 INSERT_CHUNK = 5_000
 DELETE_CHUNK = 500
 # Serialises concurrent imports on PostgreSQL (SQLite's BEGIN IMMEDIATE already does).
 _PG_IMPORT_LOCK = 0x48_414E_444F  # "HANDO"
+# The deactivation guard (docs/reference/rota-files.md): more than this share of the active
+# people or teams, and more than DEACTIVATE_AT_MOST of them, is refused without --allow-deactivate.
+DEACTIVATE_SHARE = 0.10
+DEACTIVATE_AT_MOST = 3
+# Repeating calendar events are expanded this far past `now` (or the feed's last event).
+ICAL_HORIZON = timedelta(days=366)
+# A progress report every this many rows.
+PROGRESS_EVERY = 5_000
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
@@ -75,8 +100,10 @@ _SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_CHANNEL_RE = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_UK_DATE_RE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
 _TIME_RE = re.compile(r"^\d{1,2}:\d{2}(?::\d{2})?$")
 _DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?(?:Z|[+-]\d{2}:\d{2})?$")
+_UK_DATETIME_RE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})[T ](\d{1,2}):(\d{2})(?::(\d{2}))?$")
 
 # Column widths of the schema, checked here so PostgreSQL never refuses a row mid-import.
 ID_MAX = 64
@@ -87,27 +114,31 @@ EMAIL_MAX = 254
 SLACK_MAX = 32
 REASON_MAX = 200
 
+Progress = Callable[[str, int, int | None], None]
+"""Told (stage, done, total) as a long step goes on; total is None when unknown."""
 
-@dataclass(frozen=True)
-class Problem:
-    """One problem in a rota file, printed as `FILE:LINE: column: message`."""
+
+def _no_progress(stage: str, done: int, total: int | None) -> None:
+    return None
+
+
+class Place(NamedTuple):
+    """A table rows come from: a CSV file, a sheet of a workbook or a calendar."""
 
     file: str
-    line: int
-    column: str  # a column name, `header`, or `-` for the whole row or file
-    message: str
+    sheet: str | None = None
+    event: bool = False  # its rows are numbered by event
 
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.column}: {self.message}"
+    @property
+    def display(self) -> str:
+        """As named in messages and recorded with the rota version."""
+        return self.file if self.sheet is None else f"{self.file}:{self.sheet}"
 
-
-class RotaImportError(Exception):
-    """The rota files have problems; nothing was changed."""
-
-    def __init__(self, problems: list[Problem], total: int | None = None) -> None:
-        self.problems = problems
-        self.total = max(total or 0, len(problems))  # problems beyond PROBLEM_LIMIT are counted
-        super().__init__(f"{self.total} problem(s) in the rota files; nothing imported")
+    def where(self, line: int) -> str:
+        """How a message points at one of its rows: `line 4`, `row 4` or `EVENT 4`."""
+        if self.event:
+            return f"EVENT {line}"
+        return f"row {line}" if self.sheet is not None else f"line {line}"
 
 
 class TeamRow(NamedTuple):
@@ -120,6 +151,7 @@ class TeamRow(NamedTuple):
     hours: str | None
     manager_id: str | None
     channel: str | None
+    source: int = 0  # the index of its Place in the batch
 
 
 class PersonRow(NamedTuple):
@@ -133,6 +165,7 @@ class PersonRow(NamedTuple):
     hours: str | None
     deputy_id: str | None
     permissions: str
+    source: int = 0
 
 
 class ShiftRow(NamedTuple):
@@ -141,6 +174,7 @@ class ShiftRow(NamedTuple):
     role: str
     start_at: datetime  # aware UTC
     end_at: datetime  # aware UTC
+    source: int = 0
 
 
 class AbsenceRow(NamedTuple):
@@ -149,6 +183,7 @@ class AbsenceRow(NamedTuple):
     start_date: date
     end_date: date  # inclusive
     reason: str
+    source: int = 0
 
 
 class ClosureRow(NamedTuple):
@@ -158,12 +193,13 @@ class ClosureRow(NamedTuple):
     from_time: time | None
     to_time: time | None
     reason: str
+    source: int = 0
 
 
 class Reference(NamedTuple):
     """A value that must name a team or person, checked once all files are read."""
 
-    file: str
+    source: int
     line: int
     column: str
     kind: str  # team | person | duty | applies_to
@@ -178,27 +214,70 @@ class KnownIds:
     people: frozenset[str] = frozenset()
     inactive_teams: frozenset[str] = frozenset()
     inactive_people: frozenset[str] = frozenset()
+    emails: dict[str, tuple[str, ...]] = field(default_factory=dict)  # active people's, lower
 
 
 @dataclass
 class RotaBatch:
     """Validated rows of the rota files given; a kind not given is None and left as stored."""
 
-    files: dict[str, str] = field(default_factory=dict)  # kind -> path as given
+    places: list[Place] = field(default_factory=list)  # every table read, by source index
+    sources: dict[str, list[int]] = field(default_factory=dict)  # kind -> its places
     teams: list[TeamRow] | None = None
     people: list[PersonRow] | None = None
-    shifts: list[ShiftRow] | None = None
+    # Shifts can be a million: spilled to disk, with only their keys in memory.
+    shift_spill: ShiftSpill | None = None
     absences: list[AbsenceRow] | None = None
     closures: list[ClosureRow] | None = None
+    # When shifts came from calendars alone: the roles whose shifts they replace.
+    shift_roles: frozenset[str] | None = None
     references: list[Reference] = field(default_factory=list, repr=False)
 
     @property
+    def shifts(self) -> list[ShiftRow] | None:
+        """The shifts read, in file order, as rows (for tests and small batches)."""
+        if self.shift_spill is None:
+            return None
+        rows = []
+        for loc, key, start, end in self.shift_spill.stored_rows():
+            source, line = source_and_line(loc)
+            start_at = datetime.fromtimestamp(start, UTC)
+            end_at = datetime.fromtimestamp(end, UTC)
+            rows.append(ShiftRow(line, key.person_id, key.role, start_at, end_at, source))
+        return rows
+
+    def close(self) -> None:
+        """Remove the spill file; the batch cannot be applied after."""
+        if self.shift_spill is not None:
+            self.shift_spill.close()
+
+    def __enter__(self) -> RotaBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
     def kinds(self) -> tuple[str, ...]:
-        return tuple(kind for kind in KINDS if kind in self.files)
+        return tuple(kind for kind in KINDS if kind in self.sources)
+
+    @property
+    def files(self) -> dict[str, str]:
+        """The first table of each kind, as named."""
+        return {kind: self.places[self.sources[kind][0]].display for kind in self.kinds}
+
+    def displays(self) -> tuple[str, ...]:
+        """Every table read, kind by kind, as named."""
+        return tuple(self.places[i].display for kind in self.kinds for i in self.sources[kind])
 
     def row_count(self) -> int:
         """The number of data rows in the batch."""
-        return sum(len(getattr(self, kind)) for kind in self.kinds)
+        return sum(
+            self.shift_spill.count
+            if kind == "shifts" and self.shift_spill is not None
+            else len(getattr(self, kind) or ())
+            for kind in self.kinds
+        )
 
 
 @dataclass(frozen=True)
@@ -210,13 +289,16 @@ class ImportResult:
     counts: dict[str, dict[str, int]]
     files: tuple[str, ...]
     dry_run: bool = False
+    shift_roles: tuple[str, ...] | None = None  # shifts replaced for these roles only
 
     def lines(self) -> list[str]:
         """Human-readable lines for the command line: counts per kind, then the version."""
-        out = [
-            f"{kind}: " + ", ".join(f"{n} {what}" for what, n in counts.items())
-            for kind, counts in self.counts.items()
-        ]
+        out = []
+        for kind, counts in self.counts.items():
+            label = kind
+            if kind == "shifts" and self.shift_roles is not None:
+                label = f"shifts of {', '.join(self.shift_roles) or 'no role'}"
+            out.append(f"{label}: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
         if not self.changed:
             out.append(f"no changes; rota version {self.version}")
         elif self.dry_run:
@@ -225,25 +307,17 @@ class ImportResult:
             out.append(f"rota version {self.version}")
         return out
 
-
-class _Problems:
-    """Collects problems, keeping the first PROBLEM_LIMIT and counting all."""
-
-    def __init__(self) -> None:
-        self.items: list[Problem] = []
-        self.total = 0
-
-    def add(self, file: str, line: int, column: str, message: str) -> None:
-        self.total += 1
-        if len(self.items) < PROBLEM_LIMIT:
-            self.items.append(Problem(file, line, column, message))
-
-    def raise_if_any(self, file_order: Sequence[str]) -> None:
-        if not self.total:
-            return
-        order = {name: i for i, name in enumerate(file_order)}
-        items = sorted(self.items, key=lambda p: (order.get(p.file, len(order)), p.line))
-        raise RotaImportError(items, self.total)
+    def audit_detail(self) -> dict[str, Any]:
+        """What the `rota_imported` audit event records."""
+        detail: dict[str, Any] = {
+            "version": self.version,
+            "changed": self.changed,
+            "files": list(self.files),
+            "counts": self.counts,
+        }
+        if self.shift_roles is not None:
+            detail["shift_roles"] = list(self.shift_roles)
+        return detail
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -254,15 +328,20 @@ def read_rota_files(
     tz: tzinfo,
     *,
     known: KnownIds | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
+    cp1252: bool = False,
+    ical_role: str | None = None,
+    now: datetime | None = None,
 ) -> RotaBatch:
     """Read and validate rota files or folders; raise RotaImportError listing every problem.
 
     References to kinds not given (a shifts.csv alone naming people) are checked against
     `known`; without it they are left to `apply_rota`, which always checks them again.
+    `cp1252` reads CSV files that are not UTF-8 as Windows-1252; `ical_role` is the role of
+    calendar events that name none; `now` bounds the expansion of repeating events.
     """
     with _bulk_objects():
-        return _read_rota_files(paths, tz, known, progress)
+        return _Reader(tz, known, progress or _no_progress, cp1252, ical_role, now).read(paths)
 
 
 @contextmanager
@@ -280,224 +359,349 @@ def _bulk_objects() -> Iterator[None]:
             gc.enable()
 
 
-def _read_rota_files(
-    paths: Sequence[str | Path], tz: tzinfo, known: KnownIds | None, progress: bool
-) -> RotaBatch:
-    problems = _Problems()
-    batch = RotaBatch()
-    order: list[str] = []
-    broken: set[str] = set()  # kinds whose file could not be read: their ids are unknowable
-    ids: dict[str, set[str]] = {"teams": set(), "people": set()}
+class _Reader:
+    """One reading of rota files into a batch."""
 
-    for kind, display, path in _rota_files(paths, problems, order):
-        if kind in batch.files:
-            problems.add(
-                display,
+    def __init__(
+        self,
+        tz: tzinfo,
+        known: KnownIds | None,
+        progress: Progress,
+        cp1252: bool,
+        ical_role: str | None,
+        now: datetime | None,
+    ) -> None:
+        self.tz = tz
+        self.known = known
+        self.progress = progress
+        self.cp1252 = cp1252
+        self.ical_role = ical_role
+        self.now = now
+        self.problems = ProblemLog()
+        self.batch = RotaBatch()
+        self.broken: set[str] = set()  # kinds a table of which could not be read
+        self.ids: dict[str, set[str]] = {"teams": set(), "people": set()}
+        self.first_line: dict[tuple[str, str], tuple[int, int]] = {}  # duplicate ids
+        self._emails: dict[str, tuple[str, ...]] | None = None
+
+    def read(self, paths: Sequence[str | Path]) -> RotaBatch:
+        calendars: list[SourceFile] = []
+        tables: list[Table] = []
+        closers: list[Callable[[], None]] = []
+        try:
+            for source in source_files(paths, self.problems):
+                if source.format == "csv":
+                    tables.append(read_csv_table(source, self.problems, cp1252=self.cp1252))
+                elif source.format == "workbook":
+                    sheets, close = read_workbook_tables(source, self.problems)
+                    tables.extend(sheets)
+                    closers.append(close)
+                else:
+                    calendars.append(source)
+            # Teams and people first, so that the rows naming them are checked as they come.
+            for table in sorted(tables, key=lambda t: KINDS.index(t.kind)):
+                self._read_table(table)
+            # Calendars last: their attendees are matched to the people of the files above.
+            for source in calendars:
+                self._read_calendar(source)
+        except BaseException:
+            self.batch.close()
+            raise
+        finally:
+            for table in tables:
+                table.close()
+            for close in closers:
+                close()
+        batch = self.batch
+        _check_overlaps(batch, self.problems)
+        team_ids = None if "teams" in self.broken else frozenset(self.ids["teams"])
+        person_ids = None if "people" in self.broken else frozenset(self.ids["people"])
+        _check_references(batch, self.known, self.problems, team_ids, person_ids)
+        if self.problems.total:
+            batch.close()
+        self.problems.raise_if_any()
+        return batch
+
+    def _read_calendar(self, source: SourceFile) -> None:
+        if self.now is None:
+            raise ValueError("reading a calendar needs `now`")
+        if self.ical_role is not None and not _ROLE_RE.match(self.ical_role):
+            self.problems.add(
+                source.display,
                 1,
                 "-",
-                f"{kind}.csv is given twice (also {batch.files[kind]}); give each kind once",
+                f"--ical-role {self.ical_role!r} is not a role (lower-case letters, digits, _ : -)",
             )
-            continue
-        batch.files[kind] = display
-        rows = _read_file(kind, display, path, tz, problems, batch.references, ids, progress)
-        if rows is None:
-            broken.add(kind)
-            rows = []
-        setattr(batch, kind, rows)
-
-    _check_overlaps(batch, problems)
-    team_ids = None if "teams" in broken else frozenset(ids["teams"])
-    person_ids = None if "people" in broken else frozenset(ids["people"])
-    _check_references(batch, known, problems, team_ids, person_ids)
-    problems.raise_if_any(order)
-    return batch
-
-
-def _rota_files(
-    paths: Sequence[str | Path], problems: _Problems, order: list[str]
-) -> Iterator[tuple[str, str, Path]]:
-    """Expand folders into their CSV files; yield (kind, path as given, path)."""
-    for given in paths:
-        display = str(given)
-        path = Path(given)
-        order.append(display)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
-            if not files:
-                problems.add(display, 1, "-", "no rota CSV files in this folder")
-            for file in files:
-                file_display = str(path / file.name)
-                order.append(file_display)
-                kind = _kind_of(file, file_display, problems)
-                if kind:
-                    yield kind, file_display, file
-        elif path.is_file():
-            kind = _kind_of(path, display, problems)
-            if kind:
-                yield kind, display, path
-        elif path.exists():  # a device, a pipe or a socket, such as /dev/null
-            problems.add(display, 1, "-", "not a regular file or a folder of CSV files")
-        else:
-            problems.add(display, 1, "-", "no such file or folder")
-
-
-def _kind_of(path: Path, display: str, problems: _Problems) -> str | None:
-    kind = path.name[: -len(".csv")] if path.name.endswith(".csv") else None
-    if kind in KINDS:
-        return kind
-    expected = ", ".join(f"{k}.csv" for k in KINDS)
-    problems.add(display, 1, "-", f"unknown rota file name {path.name!r} (expected {expected})")
-    return None
-
-
-def _decode(path: Path, display: str, problems: _Problems) -> str | None:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        problems.add(display, 1, "-", f"cannot read the file: {exc.strerror}")
-        return None
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8) :]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    # Name every offending line; 0x0A never occurs inside a UTF-8 multi-byte sequence.
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problems.add(
-                display,
-                number,
-                "-",
-                f"not UTF-8 (byte 0x{raw[exc.start]:02X} at position {exc.start + 1}); "
-                "save the file as UTF-8",
-            )
-    return None
-
-
-def _records(text_: str) -> Iterator[tuple[int, list[str]]]:
-    """CSV records with the physical line each starts on (quoted values may span lines)."""
-    reader = csv.reader(io.StringIO(text_, newline=""), strict=True)
-    previous = 0
-    while True:
-        try:
-            record = next(reader)
-        except StopIteration:
             return
-        except csv.Error as exc:
-            raise _MalformedCsv(previous + 1, str(exc)) from exc
-        line = previous + 1
-        previous = reader.line_num
-        yield line, record
+        table = read_ical_table(
+            source,
+            self.problems,
+            tz=self.tz,
+            until=self.now + ICAL_HORIZON,
+            default_role=self.ical_role,
+            people_for_email=self._people_for_email,
+        )
+        spreadsheet_shifts = "shifts" in self.batch.sources and any(
+            not self.batch.places[i].event for i in self.batch.sources["shifts"]
+        )
+        try:
+            self._read_table(table, additive=True)
+        finally:
+            table.close()
+        if not spreadsheet_shifts and "shifts" in self.batch.sources:
+            spill = self.batch.shift_spill
+            roles = {key.role for key in spill.shift_keys()} if spill is not None else set()
+            if self.ical_role is not None:
+                roles.add(self.ical_role)
+            self.batch.shift_roles = frozenset(roles)
 
+    def _people_for_email(self, email: str) -> tuple[str, ...]:
+        """The people an address belongs to: in the people file given, else in the store."""
+        if self.batch.people is None and "people" not in self.broken:
+            return self.known.emails.get(email, ()) if self.known else ()
+        if self._emails is None:
+            found: dict[str, list[str]] = defaultdict(list)
+            for person in self.batch.people or ():
+                if person.email:
+                    found[person.email.lower()].append(person.person_id)
+            self._emails = {address: tuple(ids) for address, ids in found.items()}
+        return self._emails.get(email, ())
 
-class _MalformedCsv(Exception):
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-
-
-def _read_file(
-    kind: str,
-    display: str,
-    path: Path,
-    tz: tzinfo,
-    problems: _Problems,
-    references: list[Reference],
-    ids: dict[str, set[str]],
-    progress: bool,
-) -> list[Any] | None:
-    """Check one file row by row; None when it cannot be read at all."""
-    content = _decode(path, display, problems)
-    if content is None:
-        return None
-    records = _records(content)
-    expected = COLUMNS[kind]
-    try:
-        header_line, header = 1, []
-        for header_line, header in records:  # noqa: B007 - the first non-blank record
-            if any(value.strip() for value in header):
-                break
-        header_names = [name.strip().lower() for name in header]
-        if not _check_header(display, header_line, header_names, expected, problems):
-            return None
-        index = [header_names.index(column) for column in expected]
-        parse_row = _ROW_PARSERS[kind]
-        rows: list[Any] = []
-        context = _FileContext(display, tz, problems, references, ids, {})
-        width = len(header_names)
-        with tqdm(
-            desc=display, unit=" rows", disable=not progress, file=sys.stderr, leave=False
-        ) as bar:
-            for line, record in records:
-                bar.update()
-                if not record or (len(record) == 1 and not record[0].strip()):
-                    continue  # blank line
-                if len(record) != width:
-                    problems.add(
-                        display,
-                        line,
-                        "-",
-                        f"{len(record)} values, expected {width} (as the header)",
-                    )
-                    continue
-                values = [record[i].strip() for i in index]
-                row = parse_row(context, line, values)
-                if row is not None:
+    def _read_table(self, table: Table, *, additive: bool = False) -> None:
+        """Check one table row by row into the batch (`additive`: more rows of its kind)."""
+        kind = table.kind
+        place = Place(table.file, table.sheet, table.event_numbers)
+        source = len(self.batch.places)
+        self.batch.places.append(place)
+        self.problems.place_order(table.file, table.sheet)
+        given = self.batch.sources.get(kind)
+        if given and not (additive or all(self.batch.places[i].event for i in given)):
+            first = self.batch.places[given[0]].display
+            self.problems.add(
+                table.file,
+                table.header_line or 1,
+                "-",
+                f"the {kind} are given twice (also {first}); give each kind once",
+                sheet=table.sheet,
+            )
+            return
+        self.batch.sources.setdefault(kind, []).append(source)
+        if kind == "shifts":
+            if self.batch.shift_spill is None:
+                self.batch.shift_spill = ShiftSpill()
+            rows: Any = None
+        else:
+            rows = getattr(self.batch, kind)
+            if rows is None:
+                rows = []
+                setattr(self.batch, kind, rows)
+        header_ok = not table.broken and (
+            table.event_numbers
+            or _check_header(place, table.header_line, table.columns, COLUMNS[kind], self.problems)
+        )
+        if not header_ok:
+            self.broken.add(kind)
+            return
+        index = [table.columns.index(column) for column in COLUMNS[kind]]
+        context = _FileContext(place, source, self, table.flagged)
+        stage = f"reading {place.display}"
+        total = table.total_lines
+        self.progress(stage, 0, total)
+        if kind == "shifts":
+            assert self.batch.shift_spill is not None
+            line = _ShiftReader(self, context, self.batch.shift_spill).read(table, index, stage)
+        else:
+            parse_row = _ROW_PARSERS[kind]
+            countdown = PROGRESS_EVERY
+            line = 0
+            for line, record in table.rows:
+                countdown -= 1
+                if not countdown:
+                    countdown = PROGRESS_EVERY
+                    self.progress(stage, line, total)
+                row = parse_row(context, line, [record[i].strip() for i in index])
+                if row is not None and line not in table.flagged:
                     rows.append(row)
-    except _MalformedCsv as exc:
-        problems.add(display, exc.line, "-", f"malformed CSV: {exc}")
-        return None
-    return rows
+        self.progress(stage, total if total is not None else line, total)
+        if table.broken:
+            self.broken.add(kind)
+
+    def person_ids(self) -> frozenset[str] | None:
+        """The people rows may name: those of the people file read, else the stored ones."""
+        if "people" in self.broken:
+            return None
+        if self.batch.people is not None:
+            return frozenset(self.ids["people"])
+        return self.known.people if self.known else None
+
+    def team_ids(self) -> frozenset[str] | None:
+        """The teams rows may name: those of the teams file read, else the stored ones."""
+        if "teams" in self.broken:
+            return None
+        if self.batch.teams is not None:
+            return frozenset(self.ids["teams"])
+        return self.known.teams if self.known else None
+
+
+class _ShiftReader:
+    """Checks shift rows fast: each distinct person and role, and start and end, once.
+
+    A row that passes every check goes straight to the spill; any other row is checked again
+    by `_shift_row`, which says exactly what is wrong with it.
+    """
+
+    def __init__(self, reader: _Reader, context: _FileContext, spill: ShiftSpill) -> None:
+        self.reader = reader
+        self.context = context
+        self.spill = spill
+        self.people = reader.person_ids()
+        self.teams = reader.team_ids()
+        # (person text, role text) -> its group of shifts, or None when either is wrong.
+        self.groups: dict[tuple[str, str], Group | None] = {}
+        # (start text, end text) -> (start, end in epoch seconds, the spill's end of line),
+        # or None when either is wrong or the shift is too long.
+        self.times: dict[tuple[str, str], tuple[int, int, str] | None] = {}
+        self.max_seconds = MAX_SHIFT_HOURS * 3600
+
+    def read(self, table: Table, index: list[int], stage: str) -> int:
+        """Every row of the table into the spill; the last line read."""
+        spill, context, flagged = self.spill, self.context, table.flagged
+        groups, times, buffer = self.groups, self.times, spill.buffer
+        loc_base = context.source << 32
+        i_person, i_role, i_start, i_end = index
+        progress, total = self.reader.progress, table.total_lines
+        countdown = PROGRESS_EVERY
+        line = 0
+        missing = _MISSING
+        for line, record in table.rows:
+            countdown -= 1
+            if not countdown:
+                countdown = PROGRESS_EVERY
+                progress(stage, line, total)
+            who = (record[i_person].strip(), record[i_role].strip())
+            when = (record[i_start].strip(), record[i_end].strip())
+            group = groups.get(who, missing)
+            if group is missing:
+                group = groups[who] = self._group(*who)
+            span = times.get(when, missing)
+            if span is missing:
+                if len(times) >= _TIMES_CACHED:
+                    times.clear()  # a file of ever new times must not grow the cache for ever
+                span = times[when] = self._span(*when)
+            if group is None or span is None or (flagged and line in flagged):
+                # Let the full check say what is wrong (it reports nothing for a good row).
+                row = _shift_row(context, line, [*who, *when])
+                if row is not None and line not in flagged:
+                    spill.add(
+                        row.person_id,
+                        row.role,
+                        int(row.start_at.timestamp()),
+                        int(row.end_at.timestamp()),
+                        loc_base | line,
+                        stored_text(row.start_at),
+                        stored_text(row.end_at),
+                    )
+                continue
+            # ShiftSpill.add, inlined: this loop runs once a row of a million.
+            start, end, tail = span
+            if start < group.last_start:
+                group.in_order = False
+            group.last_start = start
+            group.triples.extend((start, end, loc_base | line))
+            buffer.append(group.prefix + tail)
+            if len(buffer) >= SPILL_BUFFER:
+                spill.flush()
+        return line
+
+    def _group(self, person: str, role: str) -> Group | None:
+        if not person or len(person) > ID_MAX or not _ID_RE.match(person):
+            return None
+        if self.people is not None and person not in self.people:
+            return None
+        if not role or len(role) > ROLE_MAX or not _ROLE_RE.match(role):
+            return None
+        if role.startswith("duty:"):
+            team = role[len("duty:") :]
+            if not team or (self.teams is not None and team not in self.teams):
+                return None
+        return self.spill.group(sys.intern(person), sys.intern(role))
+
+    def _span(self, start_text: str, end_text: str) -> tuple[int, int, str] | None:
+        tz = self.reader.tz
+        start = _parse_instant(start_text, tz) if start_text else None
+        end = _parse_instant(end_text, tz) if end_text else None
+        if start is None or end is None:
+            return None
+        seconds = int(end.timestamp()) - int(start.timestamp())
+        if not 0 < seconds <= self.max_seconds:
+            return None
+        return (
+            int(start.timestamp()),
+            int(end.timestamp()),
+            f"{stored_text(start)}\t{stored_text(end)}\n",
+        )
+
+
+_MISSING: Any = object()
+# Start and end pairs remembered while reading shifts: a year's rota repeats a few thousand.
+_TIMES_CACHED = 100_000
 
 
 def _check_header(
-    display: str,
+    place: Place,
     line: int,
     names: list[str],
     expected: tuple[str, ...],
-    problems: _Problems,
+    problems: ProblemLog,
 ) -> bool:
+    def bad(message: str) -> None:
+        problems.add(place.file, line, "header", message, sheet=place.sheet)
+
     if not any(names):
-        problems.add(
-            display, line, "header", f"empty file; expected the header {','.join(expected)}"
-        )
+        bad(f"empty file; expected the header {','.join(expected)}")
         return False
     ok = True
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            problems.add(display, line, "header", f"column {name!r} given twice")
+            bad(f"column {name!r} given twice")
             ok = False
         seen.add(name)
         if name not in expected:
-            problems.add(
-                display, line, "header", f"unknown column {name!r} (expected {','.join(expected)})"
-            )
+            bad(f"unknown column {name!r} (expected {','.join(expected)})")
             ok = False
     for name in expected:
         if name not in seen:
-            problems.add(display, line, "header", f"missing column {name!r}")
+            bad(f"missing column {name!r}")
             ok = False
     return ok
 
 
-@dataclass
 class _FileContext:
-    file: str
-    tz: tzinfo
-    problems: _Problems
-    references: list[Reference]
-    ids: dict[str, set[str]]
-    first_line: dict[str, int]  # id -> line it first appeared on (duplicate detection)
+    """What the row checks of one table share: where its rows come from, and the reader."""
+
+    __slots__ = ("flagged", "place", "problems", "reader", "references", "source", "tz")
+
+    def __init__(
+        self, place: Place, source: int, reader: _Reader, flagged: dict[int, set[str]]
+    ) -> None:
+        self.place = place
+        self.source = source
+        self.reader = reader
+        self.flagged = flagged  # cells whose problem the reading already reported
+        self.tz = reader.tz
+        self.problems = reader.problems
+        self.references = reader.batch.references
 
     def bad(self, line: int, column: str, message: str) -> None:
-        self.problems.add(self.file, line, column, message)
+        flagged = self.flagged.get(line)
+        if flagged is not None and column in flagged:
+            return  # one problem a cell: its reading already said what is wrong
+        place = self.place
+        self.problems.add(place.file, line, column, message, sheet=place.sheet, event=place.event)
 
     def refer(self, line: int, column: str, kind: str, value: str) -> None:
-        self.references.append(Reference(self.file, line, column, kind, value))
+        self.references.append(Reference(self.source, line, column, kind, value))
 
 
 class _RowCheck:
@@ -564,9 +768,9 @@ class _RowCheck:
     def date(self, column: str, value: str) -> date | None:
         if not self.required(column, value):
             return None
-        parsed = _parse_date(value) if _DATE_RE.match(value) else None
+        parsed = _parse_date(value)
         if parsed is None:
-            self.bad(column, f"{value!r} is not a date like 2026-12-21")
+            self.bad(column, f"{value!r} is not a date like 2026-12-21 or 21/12/2026")
         return parsed
 
     def time_of_day(self, column: str, value: str) -> time | None:
@@ -582,24 +786,44 @@ class _RowCheck:
             return None
         parsed = _parse_instant(value, self.ctx.tz)
         if parsed is None:
-            self.bad(column, f"{value!r} is not a local date-time like 2026-12-26T17:00")
+            self.bad(
+                column,
+                f"{value!r} is not a local date-time like 2026-12-26T17:00 or 26/12/2026 17:00",
+            )
         return parsed
 
     def unique(self, column: str, kind: str, value: str | None) -> None:
         """Record the id for references and report a second row with the same id."""
         if not value:
             return
-        self.ctx.ids[kind].add(value)
-        first = self.ctx.first_line.setdefault(value, self.line)
-        if first != self.line:
-            self.bad(column, f"duplicate {column} {value!r} (also on line {first})")
+        reader = self.ctx.reader
+        reader.ids[kind].add(value)
+        here = (self.ctx.source, self.line)
+        first = reader.first_line.setdefault((kind, value), here)
+        if first != here:
+            where = reader.batch.places[first[0]].where(first[1])
+            if first[0] != self.ctx.source:
+                where += f" of {reader.batch.places[first[0]].display}"
+            self.bad(column, f"duplicate {column} {value!r} (also on {where})")
 
 
 def _parse_date(text_: str) -> date | None:
+    """An ISO date (2026-12-21) or a UK one (21/12/2026), or None."""
     try:
-        return date.fromisoformat(text_)
+        if _DATE_RE.match(text_):
+            return date.fromisoformat(text_)
+        uk = _UK_DATE_RE.match(text_)
+        if uk:
+            day, month, year = (int(part) for part in uk.groups())
+            return date(year, month, day)
     except ValueError:
-        return None
+        pass
+    return None
+
+
+def parse_rota_date(text_: str) -> date | None:
+    """A date as rota files write it: ISO (2026-12-21) or UK (21/12/2026); None otherwise."""
+    return _parse_date(text_)
 
 
 def _parse_time(text_: str) -> time | None:
@@ -612,14 +836,19 @@ def _parse_time(text_: str) -> time | None:
 
 @lru_cache(maxsize=1 << 16)
 def _parse_instant(text_: str, tz: tzinfo) -> datetime | None:
-    """A date-time as aware UTC; without an offset it is local time in `tz`.
+    """A date-time (ISO, or UK `26/12/2026 17:00`) as aware UTC; without an offset, local.
 
     Cached: a year's rota repeats the same few start and end times over and over.
     """
-    if not _DATETIME_RE.match(text_):
-        return None
     try:
-        parsed = datetime.fromisoformat(text_)
+        if _DATETIME_RE.match(text_):
+            parsed = datetime.fromisoformat(text_)
+        else:
+            uk = _UK_DATETIME_RE.match(text_)
+            if uk is None:
+                return None
+            day, month, year, hour, minute, second = (int(part or 0) for part in uk.groups())
+            parsed = datetime(year, month, day, hour, minute, second)  # noqa: DTZ001 - local
     except ValueError:
         return None
     if parsed.tzinfo is None:
@@ -659,6 +888,7 @@ def _team_row(ctx: _FileContext, line: int, values: list[str]) -> TeamRow | None
         hours or None,
         manager or None,
         channel or None,
+        ctx.source,
     )
 
 
@@ -703,6 +933,7 @@ def _person_row(ctx: _FileContext, line: int, values: list[str]) -> PersonRow | 
         hours or None,
         deputy or None,
         ";".join(p for p in PERMISSIONS if p in granted),
+        ctx.source,
     )
 
 
@@ -731,7 +962,7 @@ def _shift_row(ctx: _FileContext, line: int, values: list[str]) -> ShiftRow | No
     if not check.ok or start_at is None or end_at is None:
         return None
     # Interning shares the few distinct ids and roles among a year's rows.
-    return ShiftRow(line, sys.intern(person_id), sys.intern(role), start_at, end_at)
+    return ShiftRow(line, sys.intern(person_id), sys.intern(role), start_at, end_at, ctx.source)
 
 
 def _absence_row(ctx: _FileContext, line: int, values: list[str]) -> AbsenceRow | None:
@@ -746,7 +977,7 @@ def _absence_row(ctx: _FileContext, line: int, values: list[str]) -> AbsenceRow 
     check.fits("reason", reason, REASON_MAX)
     if not check.ok or start_date is None or end_date is None:
         return None
-    return AbsenceRow(line, person_id, start_date, end_date, reason)
+    return AbsenceRow(line, person_id, start_date, end_date, reason, ctx.source)
 
 
 def _closure_row(ctx: _FileContext, line: int, values: list[str]) -> ClosureRow | None:
@@ -763,7 +994,7 @@ def _closure_row(ctx: _FileContext, line: int, values: list[str]) -> ClosureRow 
     check.fits("reason", reason, REASON_MAX)
     if not check.ok or closed_on is None:
         return None
-    return ClosureRow(line, closed_on, applies_to, from_time, to_time, reason)
+    return ClosureRow(line, closed_on, applies_to, from_time, to_time, reason, ctx.source)
 
 
 _ROW_PARSERS: dict[str, Callable[[_FileContext, int, list[str]], Any]] = {
@@ -775,23 +1006,17 @@ _ROW_PARSERS: dict[str, Callable[[_FileContext, int, list[str]], Any]] = {
 }
 
 
-def _check_overlaps(batch: RotaBatch, problems: _Problems) -> None:
+def _check_overlaps(batch: RotaBatch, problems: ProblemLog) -> None:
     """Overlapping rows that can only be mistakes: shifts, absences and closures."""
-    if batch.shifts:
-        _report_overlaps(
-            batch.files["shifts"],
-            batch.shifts,
-            group=lambda r: (r.person_id, r.role),
-            start=lambda r: r.start_at,
-            end=lambda r: r.end_at,
-            inclusive=False,
-            what="shift",
-            scope="the same person and role",
-            problems=problems,
-        )
+    if batch.shift_spill is not None:
+        for first_loc, second_loc, same in batch.shift_spill.overlaps():
+            first, second = source_and_line(first_loc), source_and_line(second_loc)
+            _report_overlap(
+                batch, first, second, same, "shift", "the same person and role", problems
+            )
     if batch.absences:
         _report_overlaps(
-            batch.files["absences"],
+            batch,
             batch.absences,
             group=lambda r: r.person_id,
             start=lambda r: r.start_date,
@@ -803,7 +1028,7 @@ def _check_overlaps(batch: RotaBatch, problems: _Problems) -> None:
         )
     if batch.closures:
         _report_overlaps(
-            batch.files["closures"],
+            batch,
             batch.closures,
             group=lambda r: (r.date, r.applies_to),
             start=lambda r: r.from_time or time.min,
@@ -816,7 +1041,7 @@ def _check_overlaps(batch: RotaBatch, problems: _Problems) -> None:
 
 
 def _report_overlaps(
-    file: str,
+    batch: RotaBatch,
     rows: Sequence[Any],
     *,
     group: Callable[[Any], Any],
@@ -825,7 +1050,7 @@ def _report_overlaps(
     inclusive: bool,
     what: str,
     scope: str,
-    problems: _Problems,
+    problems: ProblemLog,
 ) -> None:
     groups: dict[Any, list[Any]] = defaultdict(list)
     for row in rows:
@@ -833,25 +1058,55 @@ def _report_overlaps(
     for members in groups.values():
         if len(members) < 2:
             continue
-        members.sort(key=lambda r: (start(r), r.line))
+        members.sort(key=lambda r: (start(r), r.source, r.line))
         reach = members[0]  # the row reaching furthest so far
         for row in members[1:]:
             overlaps = start(row) <= end(reach) if inclusive else start(row) < end(reach)
             if overlaps:
-                first, second = sorted((reach, row), key=lambda r: r.line)
+                first, second = sorted((reach, row), key=lambda r: (r.source, r.line))
                 same = start(first) == start(second) and end(first) == end(second)
-                verb = "duplicates" if same else "overlaps"
-                problems.add(
-                    file, second.line, "-", f"{verb} the {what} on line {first.line} ({scope})"
+                _report_overlap(
+                    batch,
+                    (first.source, first.line),
+                    (second.source, second.line),
+                    same,
+                    what,
+                    scope,
+                    problems,
                 )
             if end(row) > end(reach):
                 reach = row
 
 
+def _report_overlap(
+    batch: RotaBatch,
+    first: tuple[int, int],
+    second: tuple[int, int],
+    same: bool,
+    what: str,
+    scope: str,
+    problems: ProblemLog,
+) -> None:
+    """`second` (source, line) overlaps or duplicates `first`, reported at `second`."""
+    verb = "duplicates" if same else "overlaps"
+    place = batch.places[second[0]]
+    where = batch.places[first[0]].where(first[1])
+    if first[0] != second[0]:
+        where += f" of {batch.places[first[0]].display}"
+    problems.add(
+        place.file,
+        second[1],
+        "-",
+        f"{verb} the {what} on {where} ({scope})",
+        sheet=place.sheet,
+        event=place.event,
+    )
+
+
 def _check_references(
     batch: RotaBatch,
     known: KnownIds | None,
-    problems: _Problems,
+    problems: ProblemLog,
     team_ids: frozenset[str] | None,
     person_ids: frozenset[str] | None,
 ) -> None:
@@ -860,18 +1115,20 @@ def _check_references(
     A kind given in the batch replaces the stored one, so its ids come from the file alone
     (None when that file could not be read: nothing can be said about references to it).
     """
-    teams = team_ids if "teams" in batch.files else (known.teams if known else None)
-    people = person_ids if "people" in batch.files else (known.people if known else None)
-    stale_teams = known.inactive_teams if known and "teams" not in batch.files else frozenset()
-    stale_people = known.inactive_people if known and "people" not in batch.files else frozenset()
+    teams = team_ids if "teams" in batch.sources else (known.teams if known else None)
+    people = person_ids if "people" in batch.sources else (known.people if known else None)
+    stale_teams = known.inactive_teams if known and "teams" not in batch.sources else frozenset()
+    stale_people = known.inactive_people if known and "people" not in batch.sources else frozenset()
     for ref in batch.references:
+        place = batch.places[ref.source]
         if ref.kind == "person":
-            if people is not None and ref.value not in people:
-                note = (
-                    " (inactive: not in the last people.csv)" if ref.value in stale_people else ""
-                )
-                problems.add(ref.file, ref.line, ref.column, f"unknown person {ref.value!r}{note}")
-        elif teams is not None and ref.value not in teams:
+            if people is None or ref.value in people:
+                continue
+            note = " (inactive: not in the last people.csv)" if ref.value in stale_people else ""
+            message = f"unknown person {ref.value!r}{note}"
+        else:
+            if teams is None or ref.value in teams:
+                continue
             note = " (inactive: not in the last teams.csv)" if ref.value in stale_teams else ""
             if ref.kind == "team":
                 message = f"unknown team {ref.value!r}{note}"
@@ -881,21 +1138,28 @@ def _check_references(
                 message = (
                     f"{ref.value!r} is not all, a region ({', '.join(REGIONS)}) or a known team"
                 )
-            problems.add(ref.file, ref.line, ref.column, message)
+        problems.add(
+            place.file, ref.line, ref.column, message, sheet=place.sheet, event=place.event
+        )
 
 
 # --- applying ----------------------------------------------------------------------------
 
 
 def load_known_ids(session: Session) -> KnownIds:
-    """The stored team and person ids, active and inactive."""
+    """The stored team and person ids, active and inactive, and the active people's emails."""
     teams = session.execute(select(Team.team_id, Team.active)).all()
-    people = session.execute(select(Person.person_id, Person.active)).all()
+    people = session.execute(select(Person.person_id, Person.active, Person.email)).all()
+    emails: dict[str, list[str]] = defaultdict(list)
+    for person_id, active, email in people:
+        if active and email:
+            emails[email.lower()].append(person_id)
     return KnownIds(
         teams=frozenset(t for t, active in teams if active),
-        people=frozenset(p for p, active in people if active),
+        people=frozenset(p for p, active, _ in people if active),
         inactive_teams=frozenset(t for t, active in teams if not active),
-        inactive_people=frozenset(p for p, active in people if not active),
+        inactive_people=frozenset(p for p, active, _ in people if not active),
+        emails={email: tuple(ids) for email, ids in emails.items()},
     )
 
 
@@ -912,6 +1176,7 @@ class _KindChanges:
     deactivate: list[str] = field(default_factory=list)
     delete_ids: list[int] = field(default_factory=list)
     unchanged: int = 0
+    active_before: int = 0
 
     @property
     def changed(self) -> bool:
@@ -977,15 +1242,17 @@ def _diff_upserts(
     changes.deactivate = sorted(
         ident for ident, old in stored.items() if old.active and ident not in given
     )
+    changes.active_before = sum(1 for old in stored.values() if old.active)
     return changes
 
 
 def _diff_set(
     session: Session,
-    model: type[Shift] | type[Absence] | type[Closure],
+    model: type[Absence] | type[Closure],
     fields: tuple[str, ...],
     rows: Sequence[Any],
 ) -> _KindChanges:
+    """Rows to add and stored rows to remove to match `rows`."""
     changes = _KindChanges(upsert=False)
     stored: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     columns = [getattr(model, name) for name in fields]
@@ -1014,18 +1281,19 @@ def _normalise(values: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 _SET_FIELDS: dict[str, tuple[type[Any], tuple[str, ...]]] = {
-    "shifts": (Shift, ("person_id", "role", "start_at", "end_at")),
     "absences": (Absence, ("person_id", "start_date", "end_date", "reason")),
     "closures": (Closure, ("date", "applies_to", "from_time", "to_time", "reason")),
 }
 
 
 def _diff_rota(session: Session, batch: RotaBatch) -> dict[str, _KindChanges]:
-    problems = _Problems()
+    problems = ProblemLog()
+    for place in batch.places:
+        problems.place_order(place.file, place.sheet)
     team_ids = frozenset(t.team_id for t in batch.teams) if batch.teams is not None else None
     person_ids = frozenset(p.person_id for p in batch.people) if batch.people is not None else None
     _check_references(batch, load_known_ids(session), problems, team_ids, person_ids)
-    problems.raise_if_any(list(batch.files.values()))
+    problems.raise_if_any()
 
     changes: dict[str, _KindChanges] = {}
     if batch.teams is not None:
@@ -1041,47 +1309,107 @@ def _diff_rota(session: Session, batch: RotaBatch) -> dict[str, _KindChanges]:
     return changes
 
 
-def preview_rota(session: Session, batch: RotaBatch) -> ImportResult:
-    """What `apply_rota` would change, without writing anything (`--dry-run`)."""
-    with _bulk_objects():
-        changes = _diff_rota(session, batch)
-    changed = any(c.changed for c in changes.values())
-    version = current_rota_version(session)
-    return ImportResult(
-        version=version + 1 if changed else version,
-        changed=changed,
-        counts={kind: c.counts() for kind, c in changes.items()},
-        files=tuple(batch.files[kind] for kind in batch.kinds),
-        dry_run=True,
-    )
+def _recheck_shift_references(session: Session, batch: RotaBatch, spill: ShiftSpill) -> None:
+    """The people and duty teams the shifts name, against the store as this import leaves it.
+
+    Checked over the distinct people and roles, not a million rows; every row of a bad one is
+    named, as reading names them.
+    """
+    people, teams = stored_people(session), stored_teams(session)
+    bad_people = {key.person_id for key in spill.shift_keys() if not people.get(key.person_id)}
+    bad_roles = {
+        key.role
+        for key in spill.shift_keys()
+        if key.role.startswith("duty:") and not teams.get(key.role[len("duty:") :])
+    }
+    if not bad_people and not bad_roles:
+        return
+    problems = ProblemLog()
+    for place in batch.places:
+        problems.place_order(place.file, place.sheet)
+    stale_people = "people" not in batch.sources
+    stale_teams = "teams" not in batch.sources
+    for key, loc in spill.locs_of(lambda k: k.person_id in bad_people or k.role in bad_roles):
+        source, line = source_and_line(loc)
+        place = batch.places[source]
+        found: list[tuple[str, str]] = []
+        if key.person_id in bad_people:
+            note = (
+                " (inactive: not in the last people.csv)"
+                if stale_people and key.person_id in people
+                else ""
+            )
+            found.append(("person_id", f"unknown person {key.person_id!r}{note}"))
+        if key.role in bad_roles:
+            team = key.role[len("duty:") :]
+            note = " (inactive: not in the last teams.csv)" if stale_teams and team in teams else ""
+            found.append(("role", f"unknown team {team!r} in role {key.role}{note}"))
+        for column, message in found:
+            problems.add(place.file, line, column, message, sheet=place.sheet, event=place.event)
+    problems.raise_if_any()
+
+
+def _guard_deactivations(batch: RotaBatch, changes: dict[str, _KindChanges]) -> None:
+    """Refuse deactivating more than 10% (and more than 3) of the active people or teams.
+
+    A truncated people.csv must not empty the rota (docs/reference/rota-files.md).
+    """
+    problems = ProblemLog()
+    for kind in ("people", "teams"):
+        change = changes.get(kind)
+        if change is None:
+            continue
+        count, active = len(change.deactivate), change.active_before
+        if count <= DEACTIVATE_AT_MOST or count <= DEACTIVATE_SHARE * active:
+            continue
+        place = batch.places[batch.sources[kind][0]]
+        shown = ", ".join(change.deactivate[:10])
+        if count > 10:
+            shown += f" and {count - 10} more"
+        problems.add(
+            place.file,
+            1,
+            "-",
+            f"this import would deactivate {count} of the {active} active {kind} "
+            f"({shown}): more than {DEACTIVATE_SHARE:.0%} and more than {DEACTIVATE_AT_MOST}. "
+            "Is the file complete? If this is intended, import again with --allow-deactivate",
+            sheet=place.sheet,
+        )
+    if problems.total:
+        raise DeactivationRefused(problems.sorted(), problems.total)
 
 
 def apply_rota(
-    session: Session, batch: RotaBatch, now: datetime, *, progress: bool = False
+    session: Session,
+    batch: RotaBatch,
+    now: datetime,
+    *,
+    allow_deactivate: bool = False,
+    progress: Progress | None = None,
 ) -> ImportResult:
     """Write a validated batch as a diff into the caller's transaction; never commits.
 
     References are checked again against the store inside the transaction, since the
-    store may have changed since the files were read; RotaImportError before any write.
+    store may have changed since the files were read; RotaImportError (DeactivationRefused
+    for the guard) before any write. A dry run is this, rolled back by the caller.
     """
     if now.tzinfo is None:
         raise ValueError("apply_rota needs an aware `now`")
+    report = progress or _no_progress
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_IMPORT_LOCK})
     with _bulk_objects():
         changes = _diff_rota(session, batch)
+    if not allow_deactivate:
+        _guard_deactivations(batch, changes)
     version = current_rota_version(session)
-    counts = {kind: c.counts() for kind, c in changes.items()}
-    files = tuple(batch.files[kind] for kind in batch.kinds)
-    if not any(c.changed for c in changes.values()):
-        return ImportResult(version=version, changed=False, counts=counts, files=files)
 
     # Teams before people (people.team_id is a foreign key), people before shifts/absences.
     for kind, model, key in (("teams", Team, "team_id"), ("people", Person, "person_id")):
         change = changes.get(kind)
         if change is None:
             continue
-        _insert(session, model, change.inserts, progress, kind)
+        _insert(session, model, change.inserts, report, kind)
         if change.updates:
             session.execute(update(model), change.updates)
         for chunk in _chunks(change.deactivate, DELETE_CHUNK):
@@ -1091,6 +1419,13 @@ def apply_rota(
                 .values(active=False)
                 .execution_options(synchronize_session=False)
             )
+    counts = {kind: c.counts() for kind, c in changes.items()}
+    changed = any(c.changed for c in changes.values())
+    spill = batch.shift_spill
+    if spill is not None:
+        _recheck_shift_references(session, batch, spill)
+        counts["shifts"] = apply_shifts(session, spill, batch.shift_roles, report)
+        changed = changed or bool(counts["shifts"]["added"] or counts["shifts"]["removed"])
     for kind, (model, _fields) in _SET_FIELDS.items():
         change = changes.get(kind)
         if change is None:
@@ -1101,8 +1436,14 @@ def apply_rota(
                 .where(model.id.in_(chunk))
                 .execution_options(synchronize_session=False)
             )
-        _insert(session, model, change.inserts, progress, kind)
+        _insert(session, model, change.inserts, report, kind)
 
+    counts = {kind: counts[kind] for kind in KINDS if kind in counts}
+    files = batch.displays()
+    roles = tuple(sorted(batch.shift_roles)) if batch.shift_roles is not None else None
+    if not changed:
+        # Every statement above changed nothing: no new version.
+        return ImportResult(version, False, counts, files, shift_roles=roles)
     session.add(
         RotaVersion(
             version=version + 1,
@@ -1112,26 +1453,22 @@ def apply_rota(
         )
     )
     session.flush()
-    return ImportResult(version=version + 1, changed=True, counts=counts, files=files)
+    return ImportResult(version + 1, True, counts, files, shift_roles=roles)
 
 
 def _insert(
-    session: Session, model: type[Any], rows: list[dict[str, Any]], progress: bool, kind: str
+    session: Session, model: type[Any], rows: list[dict[str, Any]], report: Progress, kind: str
 ) -> None:
     if not rows:
         return
-    with tqdm(
-        total=len(rows),
-        desc=f"writing {kind}",
-        unit=" rows",
-        disable=not progress,
-        file=sys.stderr,
-        leave=False,
-    ) as bar:
-        for chunk in _chunks(rows, INSERT_CHUNK):
-            # Core insert on the table: one executemany per chunk, no ORM bookkeeping.
-            session.execute(insert(model.__table__), chunk)
-            bar.update(len(chunk))
+    stage = f"writing {kind}"
+    report(stage, 0, len(rows))
+    done = 0
+    for chunk in _chunks(rows, INSERT_CHUNK):
+        # Core insert on the table: one executemany per chunk, no ORM bookkeeping.
+        session.execute(insert(model.__table__), chunk)
+        done += len(chunk)
+        report(stage, done, len(rows))
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

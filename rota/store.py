@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from rota.calendar import ClosureWindow, is_working_day, working_periods
+from rota.calendar import (
+    ClosureWindow,
+    bank_holiday_name,
+    is_working_day,
+    local_instant,
+    working_periods,
+)
 from rota.hours import WeeklyHours, parse_hours
 from rota.models import MAX_SHIFT_HOURS, Absence, Closure, Person, RotaVersion, Shift, Team
 
@@ -78,6 +84,15 @@ class AtWork:
     person: Person
     team: Team | None
     why: str  # "shift ROLE" or "hours TEXT"
+
+
+@dataclass(frozen=True)
+class Away:
+    """One line of `rota who`'s absent people: within their hours, yet not at work, and why."""
+
+    person: Person
+    team: Team
+    why: str  # "absent: REASON (FIRST to LAST)", "bank holiday: NAME" or "closed: REASON"
 
 
 class RotaStore:
@@ -294,3 +309,64 @@ class RotaStore:
         absent = self.absences_for_people([a.person.person_id for a in by_hours], day, day)
         result.extend(a for a in by_hours if a.person.person_id not in absent)
         return result
+
+    def people_away(self, t: datetime, tz: ZoneInfo) -> list[Away]:
+        """Active people whose weekly hours include t but who are not at work, and why.
+
+        Someone on shift is at work whatever the calendar says, so is never away.
+        """
+        day = t.astimezone(tz).date()
+        on_shift = {person.person_id for person, _ in self.people_on_shift(t)}
+        teams = {team.team_id: team for team in self.session.scalars(select(Team))}
+        closures = self.closures_between(
+            day, day, {"all"} | {t.region for t in teams.values()} | set(teams)
+        )
+        scheduled: list[Person] = []
+        for chunk in _chunks(sorted(teams)):
+            members = self.session.scalars(
+                select(Person)
+                .where(Person.team_id.in_(chunk), Person.active.is_(True))
+                .order_by(Person.person_id)
+            )
+            for person in members:
+                if person.person_id in on_shift:
+                    continue
+                hours = parse_hours(effective_hours_text(person, teams[person.team_id]))
+                if any(
+                    local_instant(day, start, tz) <= t < local_instant(day, end, tz)
+                    for start, end in hours.periods(day.weekday())
+                ):
+                    scheduled.append(person)
+        absences = self.absences_for_people([p.person_id for p in scheduled], day, day)
+        away: list[Away] = []
+        for person in sorted(scheduled, key=lambda p: (p.team_id, p.person_id)):
+            team = teams[person.team_id]
+            why = _why_away(team, t, day, tz, absences.get(person.person_id, []), closures)
+            if why is not None:
+                away.append(Away(person, team, why))
+        return away
+
+
+def _why_away(
+    team: Team,
+    t: datetime,
+    day: date,
+    tz: ZoneInfo,
+    absences: list[Absence],
+    closures: list[Closure],
+) -> str | None:
+    """Why someone within their hours at t is not at work, or None when they are."""
+    if absences:
+        absence = absences[0]
+        reason = absence.reason or "absence"
+        return f"absent: {reason} ({absence.start_date:%d %b %Y} to {absence.end_date:%d %b %Y})"
+    holiday = bank_holiday_name(day, team.region)
+    if holiday is not None:
+        return f"bank holiday: {holiday}"
+    for closure in closures:
+        if closure.date != day or not closure_applies(closure, team):
+            continue
+        start = local_instant(day, closure.from_time or time(0), tz)
+        if start <= t < local_instant(day, closure.to_time, tz):
+            return f"closed: {closure.reason or 'closure'} ({closure.applies_to})"
+    return None

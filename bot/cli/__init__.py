@@ -33,6 +33,18 @@ def _cmd_rota_import(args: argparse.Namespace, settings: Settings) -> int:
     return rota_import(args, settings)
 
 
+def _cmd_rota_check(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli.rota import rota_check
+
+    return rota_check(args, settings)
+
+
+def _cmd_rota_ical(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli.rota import rota_ical
+
+    return rota_ical(args, settings)
+
+
 def _cmd_rota_who(args: argparse.Namespace, settings: Settings) -> int:
     from bot.cli.plan import rota_who
 
@@ -75,6 +87,12 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return demo_command(args, settings)
 
 
+def _day_count(text: str) -> int:
+    from bot.cli.rota import day_count
+
+    return day_count(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="handover",
@@ -95,10 +113,57 @@ def build_parser() -> argparse.ArgumentParser:
     rota = sub.add_parser("rota", help="the rota store")
     rota_sub = rota.add_subparsers(dest="rota_command", metavar="ACTION")
     rota_sub.required = True
-    imp = rota_sub.add_parser("import", help="validate and import rota CSV files or folders")
+    imp = rota_sub.add_parser(
+        "import",
+        help="validate and import rota files: CSV files or folders, .xlsx workbooks, .ics feeds",
+    )
     imp.add_argument("paths", nargs="+", metavar="PATH")
-    imp.add_argument("--dry-run", action="store_true", help="validate only; change nothing")
+    imp.add_argument(
+        "--dry-run", action="store_true", help="run every check of an import; change nothing"
+    )
+    imp.add_argument(
+        "--allow-deactivate",
+        action="store_true",
+        help="let an import deactivate more than 10%% (and more than 3) of the active people",
+    )
+    imp.add_argument(
+        "--cp1252",
+        action="store_true",
+        help='read CSV files that are not UTF-8 as Windows-1252 (Excel\'s "CSV (Comma delimited)")',
+    )
+    imp.add_argument(
+        "--ical-role",
+        metavar="ROLE",
+        help="the role of .ics events that carry no X-HANDOVER-ROLE",
+    )
     imp.set_defaults(func=_cmd_rota_import)
+    check = rota_sub.add_parser(
+        "check", help="gaps in the on-call cover of the alert roles (exit 1 when there is one)"
+    )
+    check.add_argument(
+        "--from",
+        dest="start",
+        metavar="TIME",
+        help="ISO time, local without an offset; default now",
+    )
+    check.add_argument(
+        "--days", type=_day_count, default=14, metavar="N", help="days to look at (default 14)"
+    )
+    check.set_defaults(func=_cmd_rota_check)
+    ical = rota_sub.add_parser("ical", help="an iCalendar (.ics) of shifts on stdout")
+    whose = ical.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--role", metavar="ROLE", help="the shifts of this role")
+    whose.add_argument("--person", metavar="ID", help="the shifts of this person")
+    ical.add_argument(
+        "--from",
+        dest="start",
+        metavar="DATE",
+        help="first day (2026-12-21 or 21/12/2026); default today",
+    )
+    ical.add_argument(
+        "--days", type=_day_count, default=90, metavar="N", help="days to include (default 90)"
+    )
+    ical.set_defaults(func=_cmd_rota_ical)
     who = rota_sub.add_parser("who", help="who is at work or on shift at a time")
     who.add_argument("--at", metavar="TIME", help="ISO time; without an offset it is local")
     who.add_argument("--role", metavar="ROLE", help="only holders of shifts of this role")

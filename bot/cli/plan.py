@@ -38,17 +38,19 @@ def text_argument(option: str, value: str) -> str:
     return value
 
 
-def parse_at(text: str | None, tz: ZoneInfo) -> datetime:
+def parse_at(text: str | None, tz: ZoneInfo, option: str = "--at") -> datetime:
     """`--at` as an aware instant: ISO 8601, local to `tz` without an offset; default now."""
     if text is None or not text.strip():
         return clock_from_env().now()
     try:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError as exc:
-        raise InputError(f"--at {text!r} is not an ISO 8601 time (e.g. 2026-12-24T18:00)") from exc
+        raise InputError(
+            f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-12-24T18:00)"
+        ) from exc
     if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
         # Far dates overflow the calendar's arithmetic, and no rota reaches them.
-        raise InputError(f"--at {text!r} is outside the years {EARLIEST_YEAR} to {LATEST_YEAR}")
+        raise InputError(f"{option} {text!r} is outside the years {EARLIEST_YEAR} to {LATEST_YEAR}")
     if parsed.tzinfo is None:
         # Wall-clock input goes through the calendar so clock-change gaps are handled alike.
         return local_instant(parsed.date(), parsed.time(), tz)
@@ -56,7 +58,8 @@ def parse_at(text: str | None, tz: ZoneInfo) -> datetime:
 
 
 @contextmanager
-def _rota_session(settings: Settings) -> Iterator[Session]:
+def rota_session(settings: Settings) -> Iterator[Session]:
+    """A read session on the rota store; a clear error when there is no migrated database."""
     path = sqlite_path(settings.database_url)
     if path is not None and not path.exists():
         # Opening it would create an empty file; say what is missing instead.
@@ -116,7 +119,7 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
     t0 = parse_at(args.at, tz)
     targets = [text_argument("--notify", target) for target in args.notify]
     repeats = repeated_targets(targets)
-    with _rota_session(settings) as session:
+    with rota_session(settings) as session:
         store = RotaStore(session)
         # As at intake, a repeated target's one error is that it repeats an earlier one.
         errors = [
@@ -143,7 +146,8 @@ def rota_who(args: argparse.Namespace, settings: Settings) -> int:
     t = parse_at(args.at, tz)
     if args.role:
         text_argument("--role", args.role)
-    with _rota_session(settings) as session:
+    away: list[tuple[str, str, str, str]] = []
+    with rota_session(settings) as session:
         store = RotaStore(session)
         if args.role:
             if not store.role_known(args.role):
@@ -157,19 +161,22 @@ def rota_who(args: argparse.Namespace, settings: Settings) -> int:
                 (a.person.person_id, a.person.name, a.person.team_id, a.why)
                 for a in store.people_at_work(t, tz)
             ]
+            away = [
+                (a.person.person_id, a.person.name, a.team.team_id, a.why)
+                for a in store.people_away(t, tz)
+            ]
     if getattr(args, "format", "table") == "json":
-        print(
-            json.dumps(
-                {
-                    "at": t.astimezone(tz).isoformat(),
-                    "people": [
-                        {"person_id": p, "name": n, "team": team, "why": why}
-                        for p, n, team, why in rows
-                    ],
-                },
-                indent=2,
-            )
-        )
+        body: dict[str, object] = {
+            "at": t.astimezone(tz).isoformat(),
+            "people": [
+                {"person_id": p, "name": n, "team": team, "why": why} for p, n, team, why in rows
+            ],
+        }
+        if not args.role:
+            body["away"] = [
+                {"person_id": p, "name": n, "team": team, "why": why} for p, n, team, why in away
+            ]
+        print(json.dumps(body, indent=2))
         return 0
     local = t.astimezone(tz)
     print(f"at work {local:%a %d %b %Y %H:%M} ({local.isoformat()})")
@@ -177,4 +184,9 @@ def rota_who(args: argparse.Namespace, settings: Settings) -> int:
         print(_table([["PERSON", "NAME", "TEAM", "WHY"], *[list(r) for r in rows]]))
     else:
         print("nobody")
+    if away:
+        # Within their hours, yet not at work: the coordinator sees who is missing and why.
+        print("")
+        print("away within their hours")
+        print(_table([["PERSON", "NAME", "TEAM", "WHY"], *[list(r) for r in away]]))
     return 0

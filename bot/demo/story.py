@@ -198,8 +198,10 @@ class Demo:
         upgrade(database_url)
         engine = create_db_engine(database_url)
         self._stack.callback(engine.dispose)
-        batch = read_rota_files([SAMPLE_ROTA], TZ)
-        with make_session_factory(engine).begin() as session:
+        with (
+            read_rota_files([SAMPLE_ROTA], TZ) as batch,
+            make_session_factory(engine).begin() as session,
+        ):
             apply_rota(session, batch, self.clock.now())
 
         standin = SlackStandIn(

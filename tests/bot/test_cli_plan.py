@@ -248,6 +248,7 @@ def test_rota_who(cli_rota: Session, capsys: pytest.CaptureFixture[str]) -> None
                 "why": "shift edt_manager",
             },
         ],
+        "away": [],
     }
     code, out, _ = run(capsys, "rota", "who", "--at", "2026-12-23T10:00")
     assert code == 0

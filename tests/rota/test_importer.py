@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,7 +23,6 @@ from rota.importer import (
     apply_rota,
     load_known_ids,
     local_to_utc,
-    preview_rota,
     read_rota_files,
 )
 from rota.models import Absence, Closure, Person, RotaVersion, Shift, Team
@@ -125,8 +125,7 @@ def import_folder(
 ) -> object:
     with factory() as session:
         known = load_known_ids(session)
-    batch = read_rota_files(paths, LONDON, known=known)
-    with factory.begin() as session:
+    with read_rota_files(paths, LONDON, known=known) as batch, factory.begin() as session:
         return apply_rota(session, batch, now)
 
 
@@ -169,10 +168,18 @@ BAD_ROWS = [
     ("people", "x-1,Someone,U0X00001", "-: 3 values, expected 9 (as the header)"),
     ("shifts", "ghost,edt_worker,2026-12-27T09:00,2026-12-27T17:00",
      "person_id: unknown person 'ghost'"),
-    ("shifts", "edt-amy,edt_worker,26/12/2026 17:00,2026-12-27T09:00",
-     "start: '26/12/2026 17:00' is not a local date-time like 2026-12-26T17:00"),
+    ("shifts", "edt-amy,edt_worker,26.12.2026 17:00,2026-12-27T09:00",
+     "start: '26.12.2026 17:00' is not a local date-time like 2026-12-26T17:00 or "
+     "26/12/2026 17:00"),
     ("shifts", "edt-amy,edt_worker,2026-12-27T09:00,2026-02-30T17:00",
-     "end: '2026-02-30T17:00' is not a local date-time like 2026-12-26T17:00"),
+     "end: '2026-02-30T17:00' is not a local date-time like 2026-12-26T17:00 or "
+     "26/12/2026 17:00"),
+    ("shifts", "edt-amy,edt_worker,27/12/2026 09:00,30/02/2026 17:00",
+     "end: '30/02/2026 17:00' is not a local date-time like 2026-12-26T17:00 or "
+     "26/12/2026 17:00"),
+    ("shifts", "edt-amy,edt_worker,12/27/2026 09:00,2026-12-27T17:00",
+     "start: '12/27/2026 09:00' is not a local date-time like 2026-12-26T17:00 or "
+     "26/12/2026 17:00"),
     ("shifts", "edt-amy,edt_worker,2026-12-27T09:00,",
      "end: required but empty"),
     ("shifts", "edt-amy,edt_worker,2026-12-27T09:00,2026-12-27T08:00",
@@ -192,8 +199,10 @@ BAD_ROWS = [
     ("shifts", "edt-amy,edt_worker,2026-12-26T09:00,2026-12-26T17:00",
      "-: duplicates the shift on line 3 (the same person and role)"),
     ("absences", "ghost,2027-02-01,2027-02-05,", "person_id: unknown person 'ghost'"),
-    ("absences", "edt-amy,21/12/2026,2027-01-08,",
-     "start: '21/12/2026' is not a date like 2026-12-21"),
+    ("absences", "edt-amy,21-12-2026,2027-01-08,",
+     "start: '21-12-2026' is not a date like 2026-12-21 or 21/12/2026"),
+    ("absences", "edt-amy,21/12/26,2027-01-08,",
+     "start: '21/12/26' is not a date like 2026-12-21 or 21/12/2026"),
     ("absences", "edt-amy,2027-02-05,2027-02-01,",
      "end: end 2027-02-01 is before start 2027-02-05"),
     ("absences", "hv-jsmith,2027-01-08,2027-01-10,",
@@ -201,7 +210,8 @@ BAD_ROWS = [
     ("closures", "2027-02-01,narnia,,,", "applies_to: 'narnia' is not all, a region "
      "(england, wales, scotland, northern_ireland) or a known team"),
     ("closures", "2027-02-01,,,,", "applies_to: required but empty"),
-    ("closures", "2027-02-30,all,,,", "date: '2027-02-30' is not a date like 2026-12-21"),
+    ("closures", "2027-02-30,all,,,",
+     "date: '2027-02-30' is not a date like 2026-12-21 or 21/12/2026"),
     ("closures", "2027-02-01,all,noon,,", "from: 'noon' is not a time of day like 12:00"),
     ("closures", "2027-02-01,all,14:00,13:00,", "to: to 13:00 is not after from 14:00"),
     ("closures", "2026-12-24,all,12:00,,again", "-: duplicates the closure on line 2 "
@@ -284,7 +294,11 @@ def test_a_file_that_is_not_utf8_names_the_line(in_tmp: Path) -> None:
     latin1 = (PEOPLE + "x-1,Zoë Renée,U0X00001,,edt,worker,,,\n").encode("latin-1")
     write_rota(in_tmp / "rota", people=latin1)
     assert problems_of(["rota/people.csv"]) == [
-        "rota/people.csv:7: -: not UTF-8 (byte 0xEB at position 7); save the file as UTF-8"
+        "rota/people.csv:1: -: the file is not UTF-8: save it from Excel as "
+        '"CSV UTF-8 (Comma delimited)", or, if the values below read right, import it '
+        "with --cp1252",
+        "rota/people.csv:7: -: not UTF-8: byte 0xEB at position 7; in Windows-1252 this "
+        "value reads 'Zoë Renée'",
     ]
 
 
@@ -297,7 +311,11 @@ def test_a_utf8_byte_order_mark_is_accepted(in_tmp: Path) -> None:
 def test_line_numbers_are_physical_lines_across_quoted_newlines(in_tmp: Path) -> None:
     people = PEOPLE.replace("Amy Carter", '"Amy\nCarter"') + "x-1,,U0X00001,,edt,worker,,,\n"
     write_rota(in_tmp / "rota", teams=TEAMS, people=people)
-    assert problems_of(["rota"]) == ["rota/people.csv:8: name: required but empty"]
+    assert problems_of(["rota"]) == [
+        "rota/people.csv:3: name: a line break (U+000A) at character 4; control characters are "
+        "not allowed in rota files",
+        "rota/people.csv:8: name: required but empty",
+    ]
 
 
 def test_blank_lines_are_skipped_but_counted(in_tmp: Path) -> None:
@@ -315,7 +333,8 @@ def test_unknown_file_names_and_missing_paths_are_errors(in_tmp: Path) -> None:
     (in_tmp / "rota" / "README.md").write_text("not a rota file\n", encoding="utf-8")
     assert problems_of(["rota", "elsewhere/shifts.csv"]) == [
         "rota/staff.csv:1: -: unknown rota file name 'staff.csv' "
-        "(expected teams.csv, people.csv, shifts.csv, absences.csv, closures.csv)",
+        "(expected teams.csv, people.csv, shifts.csv, absences.csv, closures.csv, an .xlsx "
+        "workbook or an .ics calendar)",
         "elsewhere/shifts.csv:1: -: no such file or folder",
     ]
 
@@ -331,7 +350,7 @@ def test_the_same_kind_twice_is_an_error(in_tmp: Path) -> None:
     write_rota(in_tmp / "a", teams=TEAMS)
     write_rota(in_tmp / "b", teams=TEAMS)
     assert problems_of(["a/teams.csv", "b/teams.csv"]) == [
-        "b/teams.csv:1: -: teams.csv is given twice (also a/teams.csv); give each kind once"
+        "b/teams.csv:1: -: the teams are given twice (also a/teams.csv); give each kind once"
     ]
 
 
@@ -386,7 +405,7 @@ def test_local_times_across_both_clock_changes() -> None:
 def test_too_many_problems_are_counted_beyond_the_kept_ones(
     in_tmp: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("rota.importer.PROBLEM_LIMIT", 5)
+    monkeypatch.setattr("rota.problems.PROBLEM_LIMIT", 5)
     rows = "".join(f"p{i},,U0X00001,,edt,worker,,,\n" for i in range(12))
     teams = TEAMS.replace(",edt-mgr,", ",,").replace(",hv-mgr,", ",,")
     write_rota(in_tmp / "rota", teams=teams, people=PEOPLE.splitlines(True)[0] + rows)
@@ -587,16 +606,16 @@ def test_slack_user_found_is_kept_unless_the_email_changes(tmp_path: Path, sessi
         assert session.get(Person, "hv-jsmith").slack_user_found is None
 
 
-def test_preview_writes_nothing(tmp_path: Path, session_factory) -> None:
+def test_a_dry_run_is_the_import_rolled_back(tmp_path: Path, session_factory) -> None:
     import_folder(session_factory, [write_rota(tmp_path / "v1", **BASE)])
     before = snapshot(session_factory)
     shifts = SHIFTS + "hv-jsmith,duty:hv-north,2026-12-30T09:00,2026-12-30T17:00\n"
     batch = read_rota_files([write_rota(tmp_path / "v2", shifts=shifts)], LONDON)
     with session_factory() as session:
-        result = preview_rota(session, batch)
+        result = apply_rota(session, batch, NOW)
         session.rollback()
-    assert result.dry_run and result.changed and result.version == 2
-    assert result.lines() == [
+    assert result.changed and result.version == 2
+    assert replace(result, dry_run=True).lines() == [
         "shifts: 1 added, 0 removed, 3 unchanged",
         "dry run: nothing written; would become rota version 2",
     ]
