@@ -17,7 +17,6 @@ from bot.cli import main
 from bot.models import AuditEvent
 from rota.importer import KINDS
 from rota.models import Closure, Person, RotaVersion, Shift, Team
-from tests.bot.test_layering import imported_modules
 from tests.rota.test_importer import (
     BASE,
     CLOSURES,
@@ -499,13 +498,6 @@ def test_no_bar_when_stderr_is_not_a_terminal(
     write_rota(tmp_path / "rota", **BASE)
     assert main(["rota", "import", "rota"]) == 0
     assert "reading" not in capsys.readouterr().err
-
-
-def test_the_domain_draws_nothing_on_a_terminal() -> None:
-    imported = set()
-    for module in Path(SAMPLE.parent).glob("*.py"):
-        imported |= imported_modules(module)
-    assert not {m for m in imported if m.split(".")[0] in ("tqdm", "bot", "handlers")}
 
 
 # --- calendar feeds -----------------------------------------------------------------------------
