@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.db import create_db_engine, make_session_factory
+from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
 from bot.migrate import upgrade
 from rota.importer import apply_rota, load_known_ids, read_rota_files
 
@@ -62,7 +62,7 @@ def scratch_database(server_url: str | None) -> Iterator[str]:
 def run(folder: Path, url: str, label: str) -> None:
     """Import the folder twice into `url`, printing timings and rates."""
     tz = ZoneInfo("Europe/London")
-    engine = create_db_engine(url)
+    engine = create_db_engine(url, timeouts=BATCH_TIMEOUTS)
     factory = make_session_factory(engine)
     for attempt in ("first import", "same files again"):
         with factory() as session:

@@ -185,6 +185,16 @@ class SlackEvent(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class SlackRequest(Base):
+    """Signatures of Slack requests already answered: a replay within the signature window is
+    refused (docs/security.md). Kept until its timestamp is too old to pass the signature check."""
+
+    __tablename__ = "slack_requests"
+
+    signature: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex HMAC-SHA256
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 AUDIT_EVENTS = (
     "referral_received",
     "referral_duplicate",

@@ -12,6 +12,7 @@ from dotenv import load_dotenv
 from sqlalchemy.exc import OperationalError
 
 from bot.errors import HandoverError, ServiceUnavailable
+from bot.logfilter import install_repeat_filter
 from bot.settings import Settings, SettingsError
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
@@ -150,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # A database outage fails every request alike: one traceback a minute, with a count.
+    install_repeat_filter()
     # APScheduler logs every dispatcher pass and Alembic every plugin at INFO: keep it for events.
     for noisy in ("apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from bot.cli.plan import text_argument
-from bot.db import create_db_engine, make_session_factory
+from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
 from bot.models import AuditEvent
 from bot.services.logbook import (
     LOG_FIELDS,
@@ -46,7 +46,7 @@ AGENCY_NAMES = {
 
 @contextmanager
 def _session(settings: Settings) -> Iterator[Session]:
-    engine = create_db_engine(settings.database_url)
+    engine = create_db_engine(settings.database_url, timeouts=BATCH_TIMEOUTS)
     try:
         with make_session_factory(engine)() as session:
             yield session

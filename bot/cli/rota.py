@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import clock_from_env
-from bot.db import create_db_engine, make_session_factory, sqlite_path
+from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory, sqlite_path
 from bot.errors import ServiceUnavailable
 from bot.settings import Settings
 from rota.importer import (
@@ -75,7 +75,7 @@ def _open_engine(url: str) -> Engine:
         raise ServiceUnavailable(
             f"no database at {path}; create it with `handover db upgrade` first"
         )
-    return create_db_engine(url)
+    return create_db_engine(url, timeouts=BATCH_TIMEOUTS)
 
 
 def _stored_ids(factory: sessionmaker[Session], url: str) -> KnownIds:

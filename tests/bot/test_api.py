@@ -46,7 +46,7 @@ from handlers.ids import CATEGORIES, URGENCIES
 from rota.plan import AlertKind, Via
 from tests.bot.rota_fixtures import ROTA_VERSION, build_rota
 
-SECRET = "test-secret-not-for-production"
+SECRET = "test-secret-not-for-production-0123456789"
 T0 = datetime(2026, 11, 14, 10, 30, tzinfo=UTC)  # Saturday, GMT
 EDT_CARD_CHANNEL = "C0EDTCARD"
 SUMMARY = "Mother assaulted while holding baby NARRATIVE-7731; father known to probation"

@@ -31,7 +31,7 @@ from tests.bot.rota_fixtures import ROTA_VERSION, build_rota
 LONDON = ZoneInfo("Europe/London")
 NOW = datetime(2026, 11, 14, 10, 30, tzinfo=UTC)  # Saturday, GMT
 JUNE_SATURDAY = datetime(2026, 6, 13, 9, 0, tzinfo=UTC)  # 10:00 BST
-SETTINGS = Settings(api_secret="unused", edt_channel="C0EDTCARD")
+SETTINGS = Settings(api_secret="unused-in-these-tests-but-32-bytes-long", edt_channel="C0EDTCARD")
 
 
 def valid_data(**changes: object) -> dict[str, object]:
