@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 REPEAT_INTERVAL_SECONDS = 60.0
 
@@ -57,9 +57,8 @@ class RepeatedErrorFilter(logging.Filter):
         return True
 
 
-def install_repeat_filter(logger: logging.Logger | None = None) -> None:
-    """Give every handler of `logger` (default: the root) a RepeatedErrorFilter of its own."""
-    target = logger or logging.getLogger()
-    for handler in target.handlers:
+def install_repeat_filter(handlers: Iterable[logging.Handler]) -> None:
+    """Give each handler a RepeatedErrorFilter of its own (once)."""
+    for handler in handlers:
         if not any(isinstance(f, RepeatedErrorFilter) for f in handler.filters):
             handler.addFilter(RepeatedErrorFilter())

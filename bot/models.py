@@ -161,7 +161,12 @@ class Response(Base):
 
 
 class AuditEvent(Base):
-    """The append-only log (CONTRACT §7); triggers refuse UPDATE and DELETE."""
+    """The append-only log (CONTRACT §7); triggers refuse UPDATE and DELETE.
+
+    A hash chain makes tampering evident (docs/security.md): each row names the row before it
+    (`prev_id`, `prev_hash`) and carries the SHA-256 of its own contents and that hash
+    (`row_hash`); bot/services/audit.py is its only writer and `handover log verify` checks it.
+    """
 
     __tablename__ = "audit_log"
 
@@ -174,6 +179,20 @@ class AuditEvent(Base):
     target: Mapped[str | None] = mapped_column(String(140))
     detail: Mapped[str | None] = mapped_column(Text)
     rota_version: Mapped[int | None] = mapped_column(Integer)
+    prev_id: Mapped[int | None] = mapped_column(Integer)  # None for the first row
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """The last row of the audit log's hash chain: one row, locked by each writer, so that the
+    chain has one order and a deleted tail is evident."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
+    last_id: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
 
 
 class SlackEvent(Base):

@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from bot.cli.plan import text_argument
 from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
+from bot.errors import UsageError
 from bot.models import AuditEvent
+from bot.services.audit import verify_chain
 from bot.services.logbook import (
     LOG_FIELDS,
     LogWindow,
@@ -30,6 +32,7 @@ from bot.services.reports import Report, build_report
 from bot.settings import Settings
 
 EXIT_OK = 0
+EXIT_BROKEN = 1
 # Column widths of the table are fitted to the first rows; later, longer values overflow.
 TABLE_FIT_ROWS = 1000
 TABLE_HEADERS = ("time", "referral", "event", "actor", "recipient", "target", "detail")
@@ -149,6 +152,27 @@ def log_command(args: argparse.Namespace, settings: Settings) -> int:
     window = parse_window(args.since, args.until, tz, referral_id=referral_id)
     with _session(settings) as session:
         write_log(session, window, args.format, tz, sys.stdout)
+    return EXIT_OK
+
+
+def verify_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`handover log verify`: check the hash chain; exit 1 naming the first broken row."""
+    given = [f"--{name}" for name in ("referral", "since", "until") if getattr(args, name)]
+    if given or args.format != "table":
+        raise UsageError(f"`handover log verify` takes no {', '.join(given) or '--format'}")
+    with _session(settings) as session:
+        check = verify_chain(session)
+    if not check.intact:
+        print(f"handover: audit log broken: {check.problem}", file=sys.stderr)
+        print(f"(checked {check.rows} rows before it)", file=sys.stderr)
+        return EXIT_BROKEN
+    if check.last_id is None:
+        print("audit log intact: no rows yet")
+    else:
+        print(
+            f"audit log intact: {check.rows} rows, the last is row {check.last_id} with hash "
+            f"{check.last_hash}"
+        )
     return EXIT_OK
 
 

@@ -176,15 +176,16 @@ def test_referral_ids_use_crockford_base32() -> None:
     assert not set("ILOU") & set(REFERRAL_ID_ALPHABET)
 
 
-def test_audit_record_refuses_unknown_events_and_serializes_detail() -> None:
-    session = Session()
-    with pytest.raises(ValueError, match="unknown audit event"):
-        audit.record(session, "referral_deleted", at=NOW)
-    row = audit.record(session, "breach", at=NOW, detail={"b": 1, "a": "é"})
-    assert row.detail == '{"b": 1, "a": "é"}'
-    with pytest.raises(ValueError, match="aware"):
-        audit.record(session, "breach", at=datetime(2026, 1, 1))
-    session.close()
+def test_audit_record_refuses_unknown_events_and_serializes_detail(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as session:
+        with pytest.raises(ValueError, match="unknown audit event"):
+            audit.record(session, "referral_deleted", at=NOW)
+        row = audit.record(session, "breach", at=NOW, detail={"b": 1, "a": "é"})
+        assert row.detail == '{"b": 1, "a": "é"}'
+        with pytest.raises(ValueError, match="aware"):
+            audit.record(session, "breach", at=datetime(2026, 1, 1))
 
 
 # With the rota (both databases) -------------------------------------------------------------

@@ -68,8 +68,8 @@ def test_each_handler_counts_for_itself() -> None:
     first, second = io.StringIO(), io.StringIO()
     logger.handlers = [logging.StreamHandler(first), logging.StreamHandler(second)]
     logger.propagate = False
-    install_repeat_filter(logger)
-    install_repeat_filter(logger)  # installing twice changes nothing
+    install_repeat_filter(logger.handlers)
+    install_repeat_filter(logger.handlers)  # installing twice changes nothing
     for _ in range(5):
         logger.error("boom")
     assert first.getvalue() == second.getvalue() == "boom\n"
