@@ -99,6 +99,8 @@ class Referral(Base):
     close_reason: Mapped[str | None] = mapped_column(String(500))
     card_channel: Mapped[str | None] = mapped_column(String(32))
     card_ts: Mapped[str | None] = mapped_column(String(32))
+    # When `handover purge` erased its personal data (bot/services/retention.py)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Target(Base):
@@ -235,4 +237,5 @@ AUDIT_EVENTS = (
     "redirected",
     "response_refused",
     "prompt_cancelled",
+    "referral_purged",  # retention erased its personal data (bot/services/retention.py)
 )

@@ -99,6 +99,12 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return report_command(args, settings)
 
 
+def _cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli.purge import purge_command
+
+    return purge_command(args, settings)
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from bot.demo.story import demo_command
 
@@ -178,6 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--until", metavar="DATE")
     report.add_argument("--format", choices=("table", "csv"), default="table")
     report.set_defaults(func=_cmd_report)
+
+    purge = sub.add_parser(
+        "purge",
+        help="erase the personal data of referrals closed before DATE, keeping a record",
+    )
+    purge.add_argument(
+        "--before",
+        metavar="DATE",
+        help="closed before this date (local midnight) or time (default: HANDOVER_RETENTION_DAYS)",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="list them; change nothing")
+    purge.set_defaults(func=_cmd_purge)
 
     demo = sub.add_parser("demo", help="a simulated weekend against a local Slack stand-in")
     demo.add_argument("--html", metavar="FILE", default="demo-transcript.html")

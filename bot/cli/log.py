@@ -48,7 +48,8 @@ AGENCY_NAMES = {
 
 
 @contextmanager
-def _session(settings: Settings) -> Iterator[Session]:
+def database_session(settings: Settings) -> Iterator[Session]:
+    """A session on DATABASE_URL for one command (batch timeouts); the engine is disposed."""
     engine = create_db_engine(settings.database_url, timeouts=BATCH_TIMEOUTS)
     try:
         with make_session_factory(engine)() as session:
@@ -150,7 +151,7 @@ def log_command(args: argparse.Namespace, settings: Settings) -> int:
     tz = settings.timezone
     referral_id = text_argument("--referral", args.referral) if args.referral else None
     window = parse_window(args.since, args.until, tz, referral_id=referral_id)
-    with _session(settings) as session:
+    with database_session(settings) as session:
         write_log(session, window, args.format, tz, sys.stdout)
     return EXIT_OK
 
@@ -160,7 +161,7 @@ def verify_command(args: argparse.Namespace, settings: Settings) -> int:
     given = [f"--{name}" for name in ("referral", "since", "until") if getattr(args, name)]
     if given or args.format != "table":
         raise UsageError(f"`handover log verify` takes no {', '.join(given) or '--format'}")
-    with _session(settings) as session:
+    with database_session(settings) as session:
         check = verify_chain(session)
     if not check.intact:
         print(f"handover: audit log broken: {check.problem}", file=sys.stderr)
@@ -259,7 +260,7 @@ def report_command(args: argparse.Namespace, settings: Settings) -> int:
     """`handover report`: figures for managers, as a table or CSV."""
     tz = settings.timezone
     window = parse_window(args.since, args.until, tz)
-    with _session(settings) as session:
+    with database_session(settings) as session:
         report = build_report(session, window, tz)
     if args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
