@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 SLACK_MAX_BODY = 1024 * 1024
 DEFAULT_DATABASE_SLOTS = 24
-SLOT_WAIT_SECONDS = 0.5
+SLOT_WAIT_SECONDS = 0.25
 REPLAY_CHECK_SECONDS = 1.0
 # Kinds of Slack request answered without the database.
 _NO_DATABASE = (URL_VERIFICATION, SSL_CHECK, APP_RATE_LIMITED)
