@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
@@ -15,11 +16,15 @@ from bot.settings import Settings
 logger = logging.getLogger(__name__)
 
 MAX_EVENT_ID = 64  # SlackEvent.event_id
+LISTENER_THREADS = 48
 
 
 def create_app(settings: Settings, client: WebClient, *, services: Services) -> App:
     """Build the Bolt app; `client` carries the base URL, token and retry handlers."""
     app = App(
+        # Listeners ack from these threads: Bolt's default of 5 let a slow database hold them
+        # all, and later commands missed Slack's 3 seconds (docs/security.md).
+        listener_executor=ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="bolt"),
         client=client,
         signing_secret=settings.slack_signing_secret or "",
         # HTTP mode verifies signatures; Socket Mode has no signature to verify.

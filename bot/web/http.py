@@ -2,8 +2,9 @@
 
 A slow or stalled database must not starve what needs no database: Slack's `url_verification`,
 a bad signature's 401 and a malformed body's 400 are answered before any database work, and
-requests that do need the database share a bounded number of slots (`DatabaseSlots`), so some
-of the server's threads are always free for the others.
+requests that do need the database take one of a bounded number of slots (`DatabaseSlots`), one
+set for Slack and one for the case-system API, so that some of the server's threads are always
+free for the others and a flood on one surface cannot shut out the other.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from bot.web.slack_guard import (
 logger = logging.getLogger(__name__)
 
 SLACK_MAX_BODY = 1024 * 1024
-DEFAULT_DATABASE_SLOTS = 24
-SLOT_WAIT_SECONDS = 0.25
+DEFAULT_DATABASE_SLOTS = 16  # for each of Slack and the API
+SLOT_WAIT_SECONDS = 0.05
 REPLAY_CHECK_SECONDS = 1.0
 # Kinds of Slack request answered without the database.
 _NO_DATABASE = (URL_VERIFICATION, SSL_CHECK, APP_RATE_LIMITED)
@@ -116,7 +117,7 @@ def create_web_app(
     web = Flask("handover")
     web.config["MAX_CONTENT_LENGTH"] = SLACK_MAX_BODY
     slack_handler = SlackRequestHandler(bolt_app)
-    slots = DatabaseSlots(database_slots)
+    slack_slots, api_slots = DatabaseSlots(database_slots), DatabaseSlots(database_slots)
     health = HealthCheck(services.session_factory, code_revision())
     replays = ReplayGuard(services.session_factory, workers=max(2, database_slots // 4))
     signing_secret = services.settings.slack_signing_secret or ""
@@ -136,7 +137,7 @@ def create_web_app(
             return jsonify(error=verdict.reason), verdict.status
         if not signing_secret or verdict.kind in _NO_DATABASE:
             return slack_handler.handle(request)
-        with slots.held() as free:
+        with slack_slots.held() as free:
             if not free:
                 return busy()
             replayed = verdict.replay_guarded and (
@@ -155,7 +156,7 @@ def create_web_app(
     @web.before_request
     def take_a_database_slot():
         if request.path.startswith("/api/"):
-            if not slots.acquire():
+            if not api_slots.acquire():
                 return busy()
             g.database_slot = True
         return None
@@ -163,7 +164,7 @@ def create_web_app(
     @web.teardown_request
     def give_back_the_database_slot(_error):
         if g.pop("database_slot", False):
-            slots.release()
+            api_slots.release()
 
     web.register_blueprint(
         create_api_blueprint(services.settings, services.session_factory, services.clock)

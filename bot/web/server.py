@@ -26,11 +26,12 @@ from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-# Requests that wait on the database take at most DATABASE_SLOTS threads; the rest stay free
-# for what needs no database (Slack's url_verification, signature refusals, /healthz), so a
-# stalled database cannot starve them. Each waits a bounded time (bot/db.py).
-WAITRESS_THREADS = 32
-DATABASE_SLOTS = 24
+# Requests that wait on the database take at most DATABASE_SLOTS threads for Slack and as many
+# for the API; the rest stay free for what needs no database (Slack's url_verification,
+# signature refusals, /healthz), so a stalled database cannot starve them. Each waits a bounded
+# time (bot/db.py).
+WAITRESS_THREADS = 48
+DATABASE_SLOTS = 16
 
 
 @dataclass

@@ -166,6 +166,16 @@ def test_purge_erases_the_personal_data_of_referrals_closed_before_the_cutoff(
 
     with session_factory.begin() as session:  # a second run finds nothing more
         assert run_retention(session, now=NOW, before=CUTOFF).referrals == []
+    with session_factory.begin() as session:  # its content can no longer be compared
+        request = validate_referral(
+            session,
+            {"external_ref": "LCS-OLD", "category": "neglect", "urgency": "standard",
+             "referrer": "edt-amy", "notify": ["person:hv-kpatel", "role:police_dau"],
+             "summary": summary_of("OLD")},
+            tz=LONDON, now=NOW,
+        )  # fmt: skip
+        again = receive_referral(session, request, now=NOW, settings=SETTINGS, source=SOURCE_API)
+    assert (again.status, again.referral.referral_id) == ("conflict", old)
 
 
 def test_a_dry_run_lists_and_changes_nothing(
