@@ -26,6 +26,7 @@ from bot.models import AUDIT_EVENTS, AuditChainHead, AuditEvent
 GENESIS_HASH = "0" * 64
 CHAIN_FORMAT = 1  # bump if the canonical serialisation ever changes
 HEAD_ID = 1
+_HEAD_KEY = "audit_chain_head"  # in Session.info: (transaction, locked head)
 
 
 class ChainHeadMissing(RuntimeError):
@@ -122,7 +123,23 @@ def record(
 
 
 def _lock_head(session: Session) -> AuditChainHead:
-    """The chain head, locked until the transaction ends; created for an empty log."""
+    """The chain head, locked until the transaction ends; created for an empty log.
+
+    Locked once per transaction: later events in the same transaction reuse it (re-selecting
+    would flush every pending row each time, which grows with the transaction). A lock taken
+    inside a savepoint is not reused, since rolling the savepoint back releases it.
+    """
+    transaction = session.get_transaction()
+    cached = session.info.get(_HEAD_KEY)
+    if cached is not None and cached[0] is transaction and cached[1] in session:
+        return cached[1]
+    head = _select_head(session)
+    if transaction is not None and not session.in_nested_transaction():
+        session.info[_HEAD_KEY] = (transaction, head)
+    return head
+
+
+def _select_head(session: Session) -> AuditChainHead:
     query = select(AuditChainHead).where(AuditChainHead.id == HEAD_ID).with_for_update()
     head = session.scalars(query).one_or_none()
     if head is not None:

@@ -239,3 +239,21 @@ def test_the_migration_chains_the_rows_already_in_the_log(backend: str, tmp_path
                     conn.execute(text(statement))
         finally:
             engine.dispose()
+
+
+def test_many_events_in_one_transaction_and_a_rolled_back_savepoint(
+    session_factory: sessionmaker[Session],
+) -> None:
+    write(session_factory, 1)
+    with session_factory.begin() as session:
+        for i in range(50):
+            audit.record(session, "prompt_sent", at=AT + timedelta(minutes=i))
+        with pytest.raises(RuntimeError), session.begin_nested():
+            audit.record(session, "breach", at=AT)
+            raise RuntimeError("this part is rolled back")
+        audit.record(session, "acknowledged", at=AT)
+    with session_factory() as session:
+        rows = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [r.id for r in rows] == list(range(1, 53))
+    assert [r.event for r in rows[-2:]] == ["prompt_sent", "acknowledged"]
+    assert check(session_factory).intact
