@@ -13,6 +13,12 @@ class InputError(HandoverError):
     exit_code = 1
 
 
+class UsageError(HandoverError):
+    """The command line is used wrongly: options that do not go together (exit 2)."""
+
+    exit_code = 2
+
+
 class ServiceUnavailable(HandoverError):
     """The database or Slack cannot be reached (exit 3, HTTP 503)."""
 

@@ -61,6 +61,8 @@ class Referral(Base):
     close_reason: Mapped[str | None] = mapped_column(String(500))
     card_channel: Mapped[str | None] = mapped_column(String(32))
     card_ts: Mapped[str | None] = mapped_column(String(32))
+    # When `handover purge` erased its personal data (bot/services/retention.py)
+    purged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Target(Base):
@@ -129,7 +131,12 @@ class Response(Base):
 
 
 class AuditEvent(Base):
-    """The append-only log (docs/reference/audit-events.md); triggers refuse UPDATE and DELETE."""
+    """The append-only log (docs/reference/audit-events.md); triggers refuse UPDATE and DELETE.
+
+    A hash chain makes tampering evident (docs/security.md): each row names the row before it
+    (`prev_id`, `prev_hash`) and carries the SHA-256 of its own contents and that hash
+    (`row_hash`); bot/services/audit.py is its only writer and `handover log verify` checks it.
+    """
 
     __tablename__ = "audit_log"
 
@@ -142,6 +149,20 @@ class AuditEvent(Base):
     target: Mapped[str | None] = mapped_column(String(140))
     detail: Mapped[str | None] = mapped_column(Text)
     rota_version: Mapped[int | None] = mapped_column(Integer)
+    prev_id: Mapped[int | None] = mapped_column(Integer)  # None for the first row
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """The last row of the audit log's hash chain: one row, locked by each writer, so that the
+    chain has one order and a deleted tail is evident."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
+    last_id: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
 
 
 class SlackEvent(Base):
@@ -151,6 +172,16 @@ class SlackEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SlackRequest(Base):
+    """Signatures of Slack requests already answered: a replay within the signature window is
+    refused (docs/security.md). Kept until its timestamp is too old to pass the signature check."""
+
+    __tablename__ = "slack_requests"
+
+    signature: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex HMAC-SHA256
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
 AUDIT_EVENTS = (
@@ -175,4 +206,5 @@ AUDIT_EVENTS = (
     "response_refused",
     "prompt_cancelled",
     "rota_imported",
+    "referral_purged",  # retention erased its personal data (bot/services/retention.py)
 )

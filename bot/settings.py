@@ -20,6 +20,10 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_DISPATCH_INTERVAL_SECONDS = 30.0
 
 _ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
+# An HMAC key shorter than its hash's output (SHA-256: 32 bytes) can be guessed offline from
+# one signed request; see docs/security.md.
+MIN_API_SECRET_BYTES = 32
+MAX_RETENTION_DAYS = 36_500  # a hundred years: beyond it a date overflows
 
 
 class SettingsError(ValueError):
@@ -44,6 +48,19 @@ def normalize_database_url(url: str) -> str:
             "postgresql+psycopg"
         )
     return parsed.render_as_string(hide_password=False)
+
+
+def check_api_secret(secret: str | None) -> None:
+    """Refuse an API secret shorter than MIN_API_SECRET_BYTES (naming its length, never it)."""
+    if secret is None:
+        return
+    length = len(secret.encode("utf-8"))
+    if length < MIN_API_SECRET_BYTES:
+        raise SettingsError(
+            f"HANDOVER_API_SECRET must be at least {MIN_API_SECRET_BYTES} bytes (it has "
+            f"{length}); generate one with: python -c 'import secrets; "
+            "print(secrets.token_hex(32))'"
+        )
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,10 @@ class Settings:
     escalation: EscalationPolicy = EscalationPolicy()
     # Seconds between the dispatcher's safety passes (it also wakes at every due time).
     dispatch_interval_seconds: float = DEFAULT_DISPATCH_INTERVAL_SECONDS
+    retention_days: int | None = None
+
+    def __post_init__(self) -> None:
+        check_api_secret(self.api_secret)
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -132,6 +153,16 @@ class Settings:
                 raise SettingsError("HANDOVER_DISPATCH_INTERVAL must be a number of seconds")
             if interval <= 0:
                 raise SettingsError("HANDOVER_DISPATCH_INTERVAL must be positive")
+        retention_text = get("HANDOVER_RETENTION_DAYS")
+        if retention_text is not None and (
+            not retention_text.isascii()
+            or not retention_text.isdigit()
+            or not 1 <= int(retention_text) <= MAX_RETENTION_DAYS
+        ):
+            raise SettingsError(
+                f"HANDOVER_RETENTION_DAYS must be a whole number of days from 1 to "
+                f"{MAX_RETENTION_DAYS}"
+            )
 
         api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
         if not api_url.endswith("/"):
@@ -151,4 +182,5 @@ class Settings:
             alert_roles=roles,
             escalation=policy,
             dispatch_interval_seconds=interval,
+            retention_days=int(retention_text) if retention_text is not None else None,
         )

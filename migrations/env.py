@@ -7,7 +7,7 @@ import os
 from alembic import context
 
 import bot.models  # noqa: F401  (registers the referral tables on the metadata)
-from bot.db import create_db_engine
+from bot.db import BATCH_TIMEOUTS, create_db_engine
 from bot.settings import DEFAULT_DATABASE_URL, normalize_database_url
 from rota.models import Base
 
@@ -40,7 +40,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_db_engine(_url())
+    engine = create_db_engine(_url(), timeouts=BATCH_TIMEOUTS)
     try:
         with engine.connect() as connection:
             _run(connection)

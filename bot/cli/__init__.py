@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from dotenv import load_dotenv
 from sqlalchemy.exc import OperationalError
 
-from bot.errors import HandoverError, ServiceUnavailable
+from bot.errors import HandoverError, InputError, ServiceUnavailable
+from bot.logfilter import install_repeat_filter
 from bot.settings import Settings, SettingsError
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
@@ -24,6 +25,33 @@ def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
 
     upgrade(settings.database_url)
     print("database is at the latest schema")
+    return EXIT_OK
+
+
+def _cmd_db_runtime_role(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.db import BATCH_TIMEOUTS, create_db_engine
+    from bot.dbroles import create_runtime_role
+
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise InputError("--password-stdin: no password on standard input")
+    engine = create_db_engine(settings.database_url, timeouts=BATCH_TIMEOUTS)
+    try:
+        role = create_runtime_role(engine, args.name, password)
+    finally:
+        engine.dispose()
+    print(
+        f"runtime role {role.name} {'created' if role.created else 'brought into line'}: "
+        f"SELECT, INSERT, UPDATE, DELETE on the working tables; audit_log SELECT and INSERT "
+        f"only; no TRUNCATE, ALTER or trigger changes (the tables stay {role.owner}'s)"
+    )
+    if password is None and role.created:
+        print(
+            f"it has no password: set one with `\\password {role.name}` in psql, or rerun "
+            "with --password-stdin"
+        )
     return EXIT_OK
 
 
@@ -70,8 +98,10 @@ def _cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_log(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.cli.log import log_command
+    from bot.cli.log import log_command, verify_command
 
+    if args.action == "verify":
+        return verify_command(args, settings)
     return log_command(args, settings)
 
 
@@ -79,6 +109,12 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from bot.cli.log import report_command
 
     return report_command(args, settings)
+
+
+def _cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli.purge import purge_command
+
+    return purge_command(args, settings)
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("upgrade", help="apply the migrations to DATABASE_URL").set_defaults(
         func=_cmd_db_upgrade
     )
+    runtime_role = db_sub.add_parser(
+        "create-runtime-role",
+        help="PostgreSQL: a role for serve and dispatch that can append to the log, never alter it",
+    )
+    runtime_role.add_argument("name", metavar="NAME")
+    runtime_role.add_argument(
+        "--password-stdin", action="store_true", help="read the role's password from stdin"
+    )
+    runtime_role.set_defaults(func=_cmd_db_runtime_role)
 
     rota = sub.add_parser("rota", help="the rota store")
     rota_sub = rota.add_subparsers(dest="rota_command", metavar="ACTION")
@@ -186,7 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     dispatch.add_argument("--once", action="store_true", help="one pass over due work, then exit")
     dispatch.set_defaults(func=_cmd_dispatch)
 
-    log = sub.add_parser("log", help="the escalation log")
+    log = sub.add_parser("log", help="the escalation log; `log verify` checks its hash chain")
+    log.add_argument(
+        "action",
+        nargs="?",
+        choices=("verify",),
+        help="verify: check the audit log's hash chain (exit 1 naming the first broken row)",
+    )
     log.add_argument("--referral", metavar="ID")
     log.add_argument("--since", metavar="DATE")
     log.add_argument("--until", metavar="DATE")
@@ -199,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=("table", "csv"), default="table")
     report.set_defaults(func=_cmd_report)
 
+    purge = sub.add_parser(
+        "purge",
+        help="erase the personal data of referrals closed before DATE, keeping a record",
+    )
+    purge.add_argument(
+        "--before",
+        metavar="DATE",
+        help="closed before this date (local midnight) or time (default: HANDOVER_RETENTION_DAYS)",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="list them; change nothing")
+    purge.set_defaults(func=_cmd_purge)
+
     demo = sub.add_parser("demo", help="a simulated weekend against a local Slack stand-in")
     demo.add_argument("--html", metavar="FILE", default="demo-transcript.html")
     demo.set_defaults(func=_cmd_demo)
@@ -210,11 +273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_dotenv()
     parser = build_parser()
     args = parser.parse_args(argv)
+    existing = list(logging.getLogger().handlers)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # A database outage fails every request alike: one traceback a minute, with a count (on
+    # the handler set up here, not on one an embedding program brought).
+    install_repeat_filter(h for h in logging.getLogger().handlers if h not in existing)
     # APScheduler logs every dispatcher pass and Alembic every plugin at INFO: keep it for events.
     for noisy in ("apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)

@@ -19,8 +19,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from bot.cli.plan import text_argument
-from bot.db import create_db_engine, make_session_factory
+from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
+from bot.errors import UsageError
 from bot.models import AuditEvent
+from bot.services.audit import verify_chain
 from bot.services.logbook import (
     LOG_FIELDS,
     LogWindow,
@@ -33,6 +35,7 @@ from bot.services.reports import Report, build_report
 from bot.settings import Settings
 
 EXIT_OK = 0
+EXIT_BROKEN = 1
 # Column widths of the table are fitted to the first rows; later, longer values overflow.
 TABLE_FIT_ROWS = 1000
 TABLE_HEADERS = ("time", "referral", "event", "actor", "recipient", "target", "detail")
@@ -48,8 +51,9 @@ AGENCY_NAMES = {
 
 
 @contextmanager
-def _session(settings: Settings) -> Iterator[Session]:
-    engine = create_db_engine(settings.database_url)
+def database_session(settings: Settings) -> Iterator[Session]:
+    """A session on DATABASE_URL for one command (batch timeouts); the engine is disposed."""
+    engine = create_db_engine(settings.database_url, timeouts=BATCH_TIMEOUTS)
     try:
         with make_session_factory(engine)() as session:
             yield session
@@ -150,8 +154,29 @@ def log_command(args: argparse.Namespace, settings: Settings) -> int:
     tz = settings.timezone
     referral_id = text_argument("--referral", args.referral) if args.referral else None
     window = parse_window(args.since, args.until, tz, referral_id=referral_id)
-    with _session(settings) as session:
+    with database_session(settings) as session:
         write_log(session, window, args.format, tz, sys.stdout)
+    return EXIT_OK
+
+
+def verify_command(args: argparse.Namespace, settings: Settings) -> int:
+    """`handover log verify`: check the hash chain; exit 1 naming the first broken row."""
+    given = [f"--{name}" for name in ("referral", "since", "until") if getattr(args, name)]
+    if given or args.format != "table":
+        raise UsageError(f"`handover log verify` takes no {', '.join(given) or '--format'}")
+    with database_session(settings) as session:
+        check = verify_chain(session)
+    if not check.intact:
+        print(f"handover: audit log broken: {check.problem}", file=sys.stderr)
+        print(f"(checked {check.rows} rows before it)", file=sys.stderr)
+        return EXIT_BROKEN
+    if check.last_id is None:
+        print("audit log intact: no rows yet")
+    else:
+        print(
+            f"audit log intact: {check.rows} rows, the last is row {check.last_id} with hash "
+            f"{check.last_hash}"
+        )
     return EXIT_OK
 
 
@@ -238,7 +263,7 @@ def report_command(args: argparse.Namespace, settings: Settings) -> int:
     """`handover report`: figures for managers, as a table or CSV."""
     tz = settings.timezone
     window = parse_window(args.since, args.until, tz)
-    with _session(settings) as session:
+    with database_session(settings) as session:
         report = build_report(session, window, tz)
     if args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")

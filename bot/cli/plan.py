@@ -14,7 +14,7 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 from bot.clock import clock_from_env
-from bot.db import create_db_engine, sqlite_path
+from bot.db import BATCH_TIMEOUTS, create_db_engine, sqlite_path
 from bot.errors import InputError, ServiceUnavailable
 from bot.services.intake import repeated_targets
 from bot.settings import Settings
@@ -64,7 +64,7 @@ def rota_session(settings: Settings) -> Iterator[Session]:
     if path is not None and not path.exists():
         # Opening it would create an empty file; say what is missing instead.
         raise ServiceUnavailable(f"no database file {path}; run `handover db upgrade` first")
-    engine = create_db_engine(settings.database_url)
+    engine = create_db_engine(settings.database_url, timeouts=BATCH_TIMEOUTS)
     try:
         if not inspect(engine).has_table("people"):
             raise ServiceUnavailable(_NOT_MIGRATED)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from bot.cli.plan import parse_at, rota_session, text_argument
 from bot.clock import clock_from_env
-from bot.db import create_db_engine, make_session_factory, sqlite_path
+from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory, sqlite_path
 from bot.errors import InputError, ServiceUnavailable
 from bot.services import audit
 from bot.settings import Settings
@@ -178,7 +178,7 @@ def _open_engine(url: str) -> Engine:
         raise ServiceUnavailable(
             f"no database at {path}; create it with `handover db upgrade` first"
         )
-    return create_db_engine(url)
+    return create_db_engine(url, timeouts=BATCH_TIMEOUTS)
 
 
 def _stored_ids(factory: sessionmaker[Session], url: str) -> KnownIds:

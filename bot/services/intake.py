@@ -666,11 +666,12 @@ def referral_detail(session: Session, referral_id: str, tz: tzinfo) -> dict[str,
         "received_at": _local_iso(referral.received_at, tz),
         "referrer": referral.referrer_id,
         "source": referral.source,
-        "summary": referral.summary,
+        # No summary: the case system that sent it holds it (docs/openapi.yaml, minimal data).
         "status": referral.status,
         "closed_at": _local_iso(referral.closed_at, tz),
         "closed_by": referral.closed_by,
         "close_reason": referral.close_reason,
+        "purged_at": _local_iso(referral.purged_at, tz),
         "rota_version": referral.rota_version,
         "targets": [
             {

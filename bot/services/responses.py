@@ -630,8 +630,9 @@ def close_referral(
         at=now,
         referral_id=referral_id,
         actor=person.person_id,
+        # The reason is free text a person typed: it is kept with the referral (and erased by
+        # retention), never in the log, whose rows can never be erased (docs/security.md).
         detail={
-            "reason": reason,
             "cancelled_outbox_rows": len(pending),
             "cancelled_prompts": cancelled_prompts,
         },

@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock
@@ -170,7 +171,7 @@ def create_api_blueprint(
                 refused.message,
             )
             return _error(refused.status, refused.message)
-        except (DBAPIError, ServiceUnavailable) as exc:
+        except (DBAPIError, PoolTimeout, ServiceUnavailable) as exc:
             # The transaction has rolled back. The traceback goes to the log, but not the
             # statement's parameters: they may hold the summary.
             if isinstance(exc, DBAPIError):

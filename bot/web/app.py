@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from bot.context import Services
 from bot.models import SlackEvent
@@ -15,12 +15,16 @@ from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-EVENT_ID_RETENTION = timedelta(days=2)
+MAX_EVENT_ID = 64  # SlackEvent.event_id
+LISTENER_THREADS = 48
 
 
 def create_app(settings: Settings, client: WebClient, *, services: Services) -> App:
     """Build the Bolt app; `client` carries the base URL, token and retry handlers."""
     app = App(
+        # Listeners ack from these threads: Bolt's default of 5 let a slow database hold them
+        # all, and later commands missed Slack's 3 seconds (docs/security.md).
+        listener_executor=ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="bolt"),
         client=client,
         signing_secret=settings.slack_signing_secret or "",
         # HTTP mode verifies signatures; Socket Mode has no signature to verify.
@@ -37,21 +41,36 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
     return app
 
 
+def _event_id(body: object) -> str | None:
+    """The event_id of an Events API delivery, when it is one the table can hold."""
+    if not isinstance(body, dict) or body.get("type") != "event_callback":
+        return None
+    event_id = body.get("event_id")
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID:
+        return None
+    if not event_id.isascii() or not event_id.isprintable():
+        return None
+    return event_id
+
+
 def _make_event_dedupe(services: Services):
-    """Slack retries event deliveries it thinks failed; process each event_id once."""
+    """Slack retries event deliveries it thinks failed; process each event_id once.
+
+    Total: whatever the body holds and whatever the database does, it answers or hands on,
+    never raises (a request that Bolt could not route is refused before it, in bot/web/http.py).
+    """
 
     def dedupe_events(body: dict, next, logger: logging.Logger) -> BoltResponse | None:
-        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if not event_id:
+        event_id = _event_id(body)
+        if event_id is None:
             return next()
-        now = services.clock.now()
         try:
             with services.session_factory.begin() as session:
-                session.add(SlackEvent(event_id=event_id, received_at=now))
+                session.add(SlackEvent(event_id=event_id, received_at=services.clock.now()))
         except IntegrityError:
             logger.info("ignoring a repeated delivery of event %s", event_id)
             return BoltResponse(status=200, body="")
-        except SQLAlchemyError:
+        except Exception:
             # Cannot remember the event: handle it anyway (its listener copes with the outage);
             # a repeat at worst redraws a Home tab twice.
             logger.exception("could not record event %s", event_id)

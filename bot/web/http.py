@@ -1,43 +1,170 @@
-"""The HTTP surface of `serve`: Slack's endpoint, the case-system API and the health check."""
+"""The HTTP surface of `serve`: Slack's endpoint, the case-system API and the health check.
+
+A slow or stalled database must not starve what needs no database: Slack's `url_verification`,
+a bad signature's 401 and a malformed body's 400 are answered before any database work, and
+requests that do need the database take one of a bounded number of slots (`DatabaseSlots`), one
+set for Slack and one for the case-system API, so that some of the server's threads are always
+free for the others and a flood on one surface cannot shut out the other.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from slack_bolt import App
 from slack_bolt.adapter.flask import SlackRequestHandler
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from bot.context import Services
+from bot.migrate import code_revision
+from bot.services.replay import remember_request
 from bot.web.api import create_api_blueprint
+from bot.web.health import HealthCheck
+from bot.web.slack_guard import (
+    APP_RATE_LIMITED,
+    SSL_CHECK,
+    URL_VERIFICATION,
+    Refused,
+    check_slack_request,
+)
 
 logger = logging.getLogger(__name__)
 
 SLACK_MAX_BODY = 1024 * 1024
+DEFAULT_DATABASE_SLOTS = 16  # for each of Slack and the API
+SLOT_WAIT_SECONDS = 0.05
+REPLAY_CHECK_SECONDS = 1.0
+# Kinds of Slack request answered without the database.
+_NO_DATABASE = (URL_VERIFICATION, SSL_CHECK, APP_RATE_LIMITED)
 
 
-def create_web_app(bolt_app: App, services: Services) -> Flask:
+class DatabaseSlots:
+    """At most `size` requests at a time may wait on the database; others are told 503."""
+
+    def __init__(self, size: int, wait: float = SLOT_WAIT_SECONDS) -> None:
+        self._slots = threading.BoundedSemaphore(size)
+        self._wait = wait
+
+    def acquire(self) -> bool:
+        return self._slots.acquire(timeout=self._wait)
+
+    def release(self) -> None:
+        self._slots.release()
+
+    @contextmanager
+    def held(self) -> Iterator[bool]:
+        """Yields whether a slot was free within the wait; releases it afterwards."""
+        got = self.acquire()
+        try:
+            yield got
+        finally:
+            if got:
+                self.release()
+
+
+class ReplayGuard:
+    """Remembers each signed Slack request so that a replay is answered once, within
+    REPLAY_CHECK_SECONDS whatever the database does.
+
+    When the database cannot answer in time the request goes on to its handler (fail open):
+    the handler meets the same database and tells the user privately that it cannot record
+    anything, which is better than Slack's own timeout error; and a handler's side effects are
+    idempotent (a second close or click is answered "already"), so a replay that slips through
+    an outage repeats nothing. Answers go to the request's `response_url`, to the user Slack
+    signed it for, never to whoever replays it.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session], workers: int) -> None:
+        self._session_factory = session_factory
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="replay-guard")
+        self._queue = threading.BoundedSemaphore(workers * 2)  # checks waiting or running
+
+    def first_time(self, signature: str, timestamp: int) -> bool | None:
+        """True the first time, False for a replay, None when the database did not answer."""
+        if not self._queue.acquire(blocking=False):
+            logger.warning("replay check skipped: the database is not keeping up")
+            return None
+        future = self._executor.submit(self._remember, signature, timestamp)
+        try:
+            return future.result(timeout=REPLAY_CHECK_SECONDS)
+        except TimeoutError:
+            logger.warning("replay check: no answer from the database within %.1f s",
+                           REPLAY_CHECK_SECONDS)  # fmt: skip
+        except Exception as exc:
+            # The handler meets the same database and logs its traceback: one is enough.
+            logger.warning("replay check: database unavailable (%s)", exc.__class__.__name__)
+        return None
+
+    def _remember(self, signature: str, timestamp: int) -> bool:
+        try:
+            with self._session_factory.begin() as session:
+                return remember_request(session, signature, timestamp)
+        finally:
+            self._queue.release()
+
+
+def create_web_app(
+    bolt_app: App, services: Services, *, database_slots: int = DEFAULT_DATABASE_SLOTS
+) -> Flask:
     """The Flask (WSGI) application served by waitress."""
     web = Flask("handover")
     web.config["MAX_CONTENT_LENGTH"] = SLACK_MAX_BODY
     slack_handler = SlackRequestHandler(bolt_app)
+    slack_slots, api_slots = DatabaseSlots(database_slots), DatabaseSlots(database_slots)
+    health = HealthCheck(services.session_factory, code_revision())
+    replays = ReplayGuard(services.session_factory, workers=max(2, database_slots // 4))
+    signing_secret = services.settings.slack_signing_secret or ""
+
+    def busy() -> tuple[Response, int]:
+        logger.warning("all database slots busy: %s %s answered 503", request.method, request.path)
+        return jsonify(error="busy: the database is slow; try again"), 503
 
     @web.post("/slack/events")
     def slack_events():
-        return slack_handler.handle(request)
+        body = request.get_data(cache=True)
+        verdict = check_slack_request(
+            body, request.headers, signing_secret=signing_secret, now=time.time()
+        )
+        if isinstance(verdict, Refused):
+            logger.info("slack request refused %d: %s", verdict.status, verdict.reason)
+            return jsonify(error=verdict.reason), verdict.status
+        if not signing_secret or verdict.kind in _NO_DATABASE:
+            return slack_handler.handle(request)
+        with slack_slots.held() as free:
+            if not free:
+                return busy()
+            replayed = verdict.replay_guarded and (
+                replays.first_time(verdict.signature, verdict.timestamp) is False
+            )
+            if replayed:
+                logger.warning("slack request replayed (%s): ignored", verdict.kind)
+                return Response(status=200)
+            return slack_handler.handle(request)
 
     @web.get("/healthz")
     def healthz():
-        try:
-            with services.session_factory() as session:
-                session.execute(text("SELECT 1"))
-        except SQLAlchemyError:
-            logger.exception("health check: database unreachable")
-            return jsonify(status="unavailable", database="unreachable"), 503
-        return jsonify(status="ok")
+        answer = health.check()
+        return jsonify(answer.body), answer.status
+
+    @web.before_request
+    def take_a_database_slot():
+        if request.path.startswith("/api/"):
+            if not api_slots.acquire():
+                return busy()
+            g.database_slot = True
+        return None
+
+    @web.teardown_request
+    def give_back_the_database_slot(_error):
+        if g.pop("database_slot", False):
+            api_slots.release()
 
     web.register_blueprint(
         create_api_blueprint(services.settings, services.session_factory, services.clock)

@@ -26,7 +26,12 @@ from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-WAITRESS_THREADS = 8
+# Requests that wait on the database take at most DATABASE_SLOTS threads for Slack and as many
+# for the API; the rest stay free for what needs no database (Slack's url_verification,
+# signature refusals, /healthz), so a stalled database cannot starve them. Each waits a bounded
+# time (bot/db.py).
+WAITRESS_THREADS = 48
+DATABASE_SLOTS = 16
 
 
 @dataclass
@@ -117,7 +122,7 @@ def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> 
 
     from bot.web.http import create_web_app
 
-    web = create_web_app(runtime.bolt_app, runtime.services)
+    web = create_web_app(runtime.bolt_app, runtime.services, database_slots=DATABASE_SLOTS)
     host = os.environ.get("HOST", "0.0.0.0")
     server = create_server(web, host=host, port=settings.port, threads=WAITRESS_THREADS)
 

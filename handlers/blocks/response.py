@@ -296,7 +296,7 @@ def close_answer(
         return (
             f"Referral {referral_id} is closed. Cancelled {cancelled_prompts} prompt(s) "
             f"still held and {cancelled_rows - cancelled_prompts} other pending message(s). "
-            "The reason is recorded in the log."
+            "The reason is kept with the referral (never in Slack or the log)."
         )
     if status == "usage":
         return "Usage: `/handover close REFERRAL_ID REASON`"

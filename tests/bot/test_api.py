@@ -39,7 +39,7 @@ from handlers.ids import CATEGORIES, URGENCIES
 from rota.plan import AlertKind, Via
 from tests.bot.rota_fixtures import ROTA_VERSION, build_rota
 
-SECRET = "test-secret-not-for-production"
+SECRET = "test-secret-not-for-production-0123456789"
 T0 = datetime(2026, 11, 14, 10, 30, tzinfo=UTC)  # Saturday, GMT
 EDT_CARD_CHANNEL = "C0EDTCARD"
 SUMMARY = "Mother assaulted while holding baby NARRATIVE-7731; father known to probation"
@@ -951,13 +951,15 @@ def test_get_answers_the_referral_its_targets_and_events(api: ApiClient, clock: 
         "received_at": "2026-11-14T10:30:00+00:00",
         "referrer": "edt-amy",
         "source": "api",
-        "summary": SUMMARY,
         "status": "open",
         "closed_at": None,
         "closed_by": None,
         "close_reason": None,
+        "purged_at": None,
         "rota_version": ROTA_VERSION,
     }
+    # The case system sent the summary and holds it: the GET never gives it back.
+    assert "NARRATIVE-7731" not in answer.text
     assert detail["targets"] == [
         {
             "position": 0,

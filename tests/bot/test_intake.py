@@ -31,7 +31,7 @@ from tests.bot.rota_fixtures import ROTA_VERSION, build_rota
 LONDON = ZoneInfo("Europe/London")
 NOW = datetime(2026, 11, 14, 10, 30, tzinfo=UTC)  # Saturday, GMT
 JUNE_SATURDAY = datetime(2026, 6, 13, 9, 0, tzinfo=UTC)  # 10:00 BST
-SETTINGS = Settings(api_secret="unused", edt_channel="C0EDTCARD")
+SETTINGS = Settings(api_secret="unused-in-these-tests-but-32-bytes-long", edt_channel="C0EDTCARD")
 
 
 def valid_data(**changes: object) -> dict[str, object]:
@@ -176,15 +176,16 @@ def test_referral_ids_use_crockford_base32() -> None:
     assert not set("ILOU") & set(REFERRAL_ID_ALPHABET)
 
 
-def test_audit_record_refuses_unknown_events_and_serializes_detail() -> None:
-    session = Session()
-    with pytest.raises(ValueError, match="unknown audit event"):
-        audit.record(session, "referral_deleted", at=NOW)
-    row = audit.record(session, "breach", at=NOW, detail={"b": 1, "a": "é"})
-    assert row.detail == '{"b": 1, "a": "é"}'
-    with pytest.raises(ValueError, match="aware"):
-        audit.record(session, "breach", at=datetime(2026, 1, 1))
-    session.close()
+def test_audit_record_refuses_unknown_events_and_serializes_detail(
+    session_factory: sessionmaker[Session],
+) -> None:
+    with session_factory() as session:
+        with pytest.raises(ValueError, match="unknown audit event"):
+            audit.record(session, "referral_deleted", at=NOW)
+        row = audit.record(session, "breach", at=NOW, detail={"b": 1, "a": "é"})
+        assert row.detail == '{"b": 1, "a": "é"}'
+        with pytest.raises(ValueError, match="aware"):
+            audit.record(session, "breach", at=datetime(2026, 1, 1))
 
 
 # With the rota (both databases) -------------------------------------------------------------

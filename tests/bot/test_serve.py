@@ -27,6 +27,7 @@ from tests.e2e.harness import (
     slack_user_of,
     wait_for,
 )
+from tests.handlers.slack_payloads import app_home_opened
 
 pytestmark = pytest.mark.slow
 
@@ -100,26 +101,6 @@ def test_serve_without_a_bot_token_exits_1_with_a_clear_message(
     assert result.returncode == 1
     assert "SLACK_SIGNING_SECRET is required" in result.stderr
     assert "xoxb-e2e-token" not in result.stderr + result.stdout
-
-
-def app_home_opened(event_id: str, user: str) -> dict:
-    """An Events API delivery of `app_home_opened` (Slack's event_callback envelope)."""
-    return {
-        "token": "verification-token-unused",
-        "team_id": "T0STANDIN",
-        "api_app_id": "A0HANDOVER",
-        "event": {
-            "type": "app_home_opened",
-            "user": user,
-            "channel": "D0HOME0001",
-            "tab": "home",
-            "event_ts": f"{time.time():.6f}",
-        },
-        "type": "event_callback",
-        "event_id": event_id,
-        "event_time": int(time.time()),
-        "authorizations": [{"team_id": "T0STANDIN", "user_id": "U0HANDOVER", "is_bot": True}],
-    }
 
 
 def test_a_retried_events_api_delivery_is_processed_once(

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from bot.settings import Settings, SettingsError
+from bot.settings import MIN_API_SECRET_BYTES, Settings, SettingsError
+
+GOOD_SECRET = "k" * MIN_API_SECRET_BYTES
 
 
 def test_the_dispatch_interval_defaults_to_30_seconds() -> None:
@@ -30,3 +36,64 @@ def test_the_dispatch_interval_is_read_once_into_settings() -> None:
 def test_a_bad_dispatch_interval_is_a_configuration_error(text: str, message: str) -> None:
     with pytest.raises(SettingsError, match=f"^{message}$"):
         Settings.from_env({"HANDOVER_DISPATCH_INTERVAL": text})
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["Q", "Zq" * 15 + "Z", "é" * 15 + "Z"],  # 1, 31 and 31 bytes
+    ids=["one-byte", "31-ascii", "31-bytes-of-utf8"],
+)
+def test_an_api_secret_shorter_than_32_bytes_is_a_configuration_error(secret: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"HANDOVER_API_SECRET": secret})
+    message = str(refused.value)
+    assert message.startswith("HANDOVER_API_SECRET must be at least 32 bytes (it has ")
+    assert secret not in message
+    with pytest.raises(SettingsError):
+        Settings(api_secret=secret)
+
+
+def test_an_api_secret_of_32_bytes_or_none_is_accepted() -> None:
+    assert Settings.from_env({"HANDOVER_API_SECRET": GOOD_SECRET}).api_secret == GOOD_SECRET
+    assert Settings.from_env({"HANDOVER_API_SECRET": "é" * 16}).api_secret == "é" * 16
+    assert Settings.from_env({}).api_secret is None
+    assert "k" * 8 not in repr(Settings(api_secret=GOOD_SECRET))
+
+
+def test_serve_refuses_to_start_with_a_short_api_secret(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'h.db'}",
+        SLACK_BOT_TOKEN="xoxb-not-used",
+        SLACK_SIGNING_SECRET="not-used",
+        HANDOVER_API_SECRET="hunter2-short",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "handover: configuration: HANDOVER_API_SECRET must be at least 32 bytes (it has 13); "
+        "generate one with: python -c 'import secrets; print(secrets.token_hex(32))'"
+    )
+    assert "hunter2" not in result.stdout + result.stderr
+    assert not (tmp_path / "h.db").exists()  # refused before touching anything
+
+
+@pytest.mark.parametrize(
+    ("text", "days"), [(None, None), ("30", 30), (" 2555 ", 2555), ("36500", 36500)]
+)
+def test_retention_days(text: str | None, days: int | None) -> None:
+    env = {} if text is None else {"HANDOVER_RETENTION_DAYS": text}
+    assert Settings.from_env(env).retention_days == days
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "1.5", "ten", "٣", "36501", "9" * 40])
+def test_retention_days_must_be_a_sensible_whole_number(text: str) -> None:
+    with pytest.raises(SettingsError, match="HANDOVER_RETENTION_DAYS must be a whole number"):
+        Settings.from_env({"HANDOVER_RETENTION_DAYS": text})

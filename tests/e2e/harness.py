@@ -35,7 +35,7 @@ from tests.conftest import PG_URL, postgres_database
 SAMPLE_ROTA = Path(__file__).resolve().parents[2] / "rota" / "sample"
 HANDOVER = [sys.executable, "-m", "bot"]
 SIGNING_SECRET = "e2e-signing-secret"
-API_SECRET = "e2e-api-secret"
+API_SECRET = "e2e-api-secret-of-at-least-32-bytes"
 EDT_CHANNEL = "C0EDTCARDS"
 ESCALATION_CHANNEL = "C0MASHMGRS"
 

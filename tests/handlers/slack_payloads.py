@@ -174,6 +174,27 @@ def block_suggestion(user_id: str, action_id: str, block_id: str, value: str) ->
     }
 
 
+def app_home_opened(event_id: str, user: str, *, at: float | None = None) -> dict[str, Any]:
+    """An Events API delivery of `app_home_opened` (Slack's event_callback envelope)."""
+    at = time.time() if at is None else at
+    return {
+        "token": "verification-token-unused",
+        "team_id": TEAM_ID,
+        "api_app_id": APP_ID,
+        "event": {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": "D0HOME0001",
+            "tab": "home",
+            "event_ts": f"{at:.6f}",
+        },
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": int(at),
+        "authorizations": [{"team_id": TEAM_ID, "user_id": "U0HANDOVER", "is_bot": True}],
+    }
+
+
 def slash_command(
     user_id: str, text: str, *, response_url: str, channel_id: str = "C0SOMEWHERE"
 ) -> dict[str, str]:

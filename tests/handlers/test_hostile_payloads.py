@@ -8,9 +8,12 @@ changes nothing; nothing a person typed is echoed into Slack.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import create_engine, func, select, text
@@ -40,6 +43,7 @@ from tests.handlers.slack_payloads import (
     block_suggestion,
     build_scenario,
     running_bot,
+    sign,
     slack_user,
     view_submission,
     wait_for,
@@ -536,3 +540,102 @@ def test_modal_submissions_answer_in_the_modal_when_the_database_is_down(
         answer = modal_answer(bot.send_payload(payload))
         assert answer == {"response_action": "errors", "errors": {block: DATABASE_DOWN}}
     assert bot.calls("chat.postEphemeral") == [] and bot.wakes == []
+
+
+# ----- bodies Bolt could not parse: 400 before it sees them --------------------------------
+
+
+def _form_payload(payload: Any) -> bytes:
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def _click(scenario: Scenario, **changes: Any) -> dict[str, Any]:
+    payload = block_actions(
+        KPATEL, ids.ACK, str(scenario.prompt_id), channel_id=scenario.dm_channel,
+        message_ts=scenario.dm_ts,
+    )  # fmt: skip
+    payload.update(changes)
+    return payload
+
+
+FORM = "application/x-www-form-urlencoded"
+UNPARSEABLE: dict[str, tuple[Any, str, str]] = {
+    "team is a number": (lambda s: _form_payload(_click(s, team=5)), FORM, "team must be"),
+    "user is a string": (
+        lambda s: _form_payload(_click(s, user=KPATEL)),
+        FORM,
+        "user must be an object with an id",
+    ),
+    "payload is not JSON": (lambda s: b"payload=%7Bnot-json", FORM, "payload is not valid JSON"),
+    "invalid UTF-8": (
+        lambda s: _form_payload(_click(s)).replace(b"UHVKPATEL", b"%FF%FEPATEL", 1),
+        FORM,
+        "the form is malformed or not UTF-8",
+    ),
+    "raw invalid UTF-8": (lambda s: b"payload=\xff", FORM, "the body is not UTF-8"),
+    "deep nesting": (
+        lambda s: b"payload=" + b"%5B" * 5000 + b"%5D" * 5000,
+        FORM,
+        "payload is not valid JSON",
+    ),
+    "wrong content type": (
+        lambda s: _form_payload(_click(s)),
+        "text/plain",
+        "content type must be",
+    ),
+    "event is a list": (
+        lambda s: b'{"type":"event_callback","event_id":"Ev1","event":[]}',
+        "application/json",
+        "event must be an object",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNPARSEABLE))
+def test_a_signed_body_bolt_cannot_parse_is_400_and_changes_nothing(
+    bot: Harness, scenario: Scenario, session_factory: sessionmaker[Session], case: str
+) -> None:
+    make, content_type, reason = UNPARSEABLE[case]
+    body = make(scenario)
+    answer = bot.post(body, content_type, sign(body))
+    assert answer.status == 400
+    assert answer.json["error"].startswith(reason)
+    nothing_recorded(session_factory, scenario)
+    assert bot.calls("chat.postEphemeral") == [] and bot.calls("chat.update") == []
+
+
+def test_an_unsigned_body_is_401_whatever_it_holds(bot: Harness, scenario: Scenario) -> None:
+    for body in (b"payload=\xff", _form_payload(_click(scenario))):
+        answer = bot.post(body, FORM, sign(body, secret="not-the-signing-secret"))
+        assert (answer.status, answer.json) == (401, {"error": "invalid signature"})
+
+
+def test_the_event_dedupe_middleware_never_raises(bot: Harness) -> None:
+    from bot.web.app import _make_event_dedupe
+
+    class Broken:
+        def begin(self):
+            raise RuntimeError("the database driver fell over")
+
+    dedupe = _make_event_dedupe(replace(bot.services, session_factory=Broken()))
+    handed_on: list[object] = []
+
+    def next_() -> str:
+        handed_on.append(1)
+        return "next"
+
+    quiet = logging.getLogger("test.dedupe")
+    bodies: list[Any] = [
+        None,
+        [],
+        "event_callback",
+        {"type": "event_callback"},
+        {"type": "event_callback", "event_id": ["Ev1"]},
+        {"type": "event_callback", "event_id": {"id": 1}},
+        {"type": "event_callback", "event_id": "E" * 65},
+        {"type": "event_callback", "event_id": "Ev\x00"},
+        {"type": "event_callback", "event_id": "Ev1"},  # valid: the broken database is met
+    ]
+    for body in bodies:
+        assert dedupe(body, next_, quiet) == "next"
+    assert len(handed_on) == len(bodies)
