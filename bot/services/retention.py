@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from bot.models import CLOSED, Referral, SlackEvent
+from bot.models import Referral, ReferralStatus, SlackEvent
 from bot.services import audit
 from bot.services.replay import forget_expired_requests
 from bot.settings import Settings
@@ -57,7 +57,7 @@ def referrals_to_purge(session: Session, *, before: datetime) -> list[Referral]:
         session.scalars(
             select(Referral)
             .where(
-                Referral.status == CLOSED,
+                Referral.status == ReferralStatus.CLOSED,
                 Referral.closed_at < before,
                 Referral.purged_at.is_(None),
             )

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import String, Text, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import AuditEvent, Prompt, Referral, SlackEvent, SlackRequest, Target
+from bot.models import AuditEvent, OutboxMessage, Referral, SlackEvent, SlackRequest, Target
 from bot.services.audit import verify_chain
 from bot.services.intake import (
     SOURCE_API,
@@ -110,7 +110,7 @@ def counts(factory: sessionmaker[Session], referral_id: str) -> tuple[int, int, 
         return tuple(
             session.scalar(select(func.count()).select_from(model).where(
                 model.referral_id == referral_id))
-            for model in (Target, Prompt, AuditEvent)
+            for model in (Target, OutboxMessage, AuditEvent)
         )  # type: ignore[return-value]  # fmt: skip
 
 
