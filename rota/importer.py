@@ -31,6 +31,7 @@ from tqdm import tqdm
 from rota.hours import HoursSyntaxError, parse_hours
 from rota.models import (
     AGENCY_TYPES,
+    CONTACT_METHODS,
     MAX_SHIFT_HOURS,
     PERMISSIONS,
     REGIONS,
@@ -60,6 +61,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "absences": ("person_id", "start", "end", "reason"),
     "closures": ("date", "applies_to", "from", "to", "reason"),
 }
+# Columns a file may leave out (a file without them stays valid); an absent one reads as empty.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"people": ("contact",)}
 
 # Problems kept in memory; the rest are only counted (a wrong file can have a million).
 PROBLEM_LIMIT = 10_000
@@ -133,6 +136,7 @@ class PersonRow(NamedTuple):
     hours: str | None
     deputy_id: str | None
     permissions: str
+    contact: str = CONTACT_METHODS[0]
 
 
 class ShiftRow(NamedTuple):
@@ -421,9 +425,11 @@ def _read_file(
             if any(value.strip() for value in header):
                 break
         header_names = [name.strip().lower() for name in header]
-        if not _check_header(display, header_line, header_names, expected, problems):
+        optional = OPTIONAL_COLUMNS.get(kind, ())
+        if not _check_header(display, header_line, header_names, expected, optional, problems):
             return None
-        index = [header_names.index(column) for column in expected]
+        index: list[int | None] = [header_names.index(column) for column in expected]
+        index += [header_names.index(c) if c in header_names else None for c in optional]
         parse_row = _ROW_PARSERS[kind]
         rows: list[Any] = []
         context = _FileContext(display, tz, problems, references, ids, {})
@@ -443,7 +449,7 @@ def _read_file(
                         f"{len(record)} values, expected {width} (as the header)",
                     )
                     continue
-                values = [record[i].strip() for i in index]
+                values = [record[i].strip() if i is not None else "" for i in index]
                 row = parse_row(context, line, values)
                 if row is not None:
                     rows.append(row)
@@ -458,6 +464,7 @@ def _check_header(
     line: int,
     names: list[str],
     expected: tuple[str, ...],
+    optional: tuple[str, ...],
     problems: _Problems,
 ) -> bool:
     if not any(names):
@@ -472,10 +479,11 @@ def _check_header(
             problems.add(display, line, "header", f"column {name!r} given twice")
             ok = False
         seen.add(name)
-        if name not in expected:
-            problems.add(
-                display, line, "header", f"unknown column {name!r} (expected {','.join(expected)})"
-            )
+        if name not in expected and name not in optional:
+            known = ",".join(expected)
+            if optional:
+                known += f"; optional: {','.join(optional)}"
+            problems.add(display, line, "header", f"unknown column {name!r} (expected {known})")
             ok = False
     for name in expected:
         if name not in seen:
@@ -663,7 +671,7 @@ def _team_row(ctx: _FileContext, line: int, values: list[str]) -> TeamRow | None
 
 
 def _person_row(ctx: _FileContext, line: int, values: list[str]) -> PersonRow | None:
-    person_id, name, slack_user, email, team_id, role, hours, deputy, permissions = values
+    person_id, name, slack_user, email, team_id, role, hours, deputy, permissions, contact = values
     check = _RowCheck(ctx, line)
     check.identifier("person_id", person_id)
     check.unique("person_id", "people", person_id)
@@ -690,6 +698,11 @@ def _person_row(ctx: _FileContext, line: int, values: list[str]) -> PersonRow | 
             )
         elif permission and permission not in granted:
             granted.append(permission)
+    contact = contact.lower() or CONTACT_METHODS[0]
+    if contact not in CONTACT_METHODS:
+        check.bad("contact", f"{contact!r} is not one of {', '.join(CONTACT_METHODS)}")
+    elif "email" in contact and not email:
+        check.bad("contact", f"{contact!r} needs an email address")
     if not check.ok:
         return None
     return PersonRow(
@@ -703,6 +716,7 @@ def _person_row(ctx: _FileContext, line: int, values: list[str]) -> PersonRow | 
         hours or None,
         deputy or None,
         ";".join(p for p in PERMISSIONS if p in granted),
+        contact,
     )
 
 
@@ -942,6 +956,7 @@ _PERSON_FIELDS = (
     "hours",
     "deputy_id",
     "permissions",
+    "contact",
 )
 
 

@@ -66,6 +66,7 @@ EDT_CHANNEL = "C0EDTCARDS"  # the EDT team's channel in the sample rota: the ref
 ESCALATION_CHANNEL = "C0MASHMGRS"  # MASH managers: the last escalation step and breaches
 EXTRA_CHANNELS = {EDT_CHANNEL: "#edt-referrals", ESCALATION_CHANNEL: "#mash-managers"}
 # People of the sample rota without a Slack ID are found by email; the stand-in knows them.
+# (Riverside's practice manager, reached by email only, is not in Slack at all.)
 EMAIL_ONLY_IDS = {"gp-drjones": "U0GPJONE01"}
 
 REFERRER = "edt-amy"
@@ -153,7 +154,11 @@ class Demo:
         self.clock = FixedClock(SAT_0210 - timedelta(minutes=5))
         self.entries: list[Entry] = []
         self.signing_secret = secrets.token_hex(16)
-        self.people = _sample_people()
+        self.people = [
+            row
+            for row in _sample_people()
+            if row["slack_user"] or row["person_id"] in EMAIL_ONLY_IDS
+        ]
         self.slack_ids = {
             row["person_id"]: row["slack_user"] or EMAIL_ONLY_IDS[row["person_id"]]
             for row in self.people
