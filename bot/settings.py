@@ -80,7 +80,9 @@ def parse_smtp_url(url: str) -> SmtpRelay:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise SettingsError("HANDOVER_SMTP_URL is not a URL like smtp://user:pass@host:587") from None
+        raise SettingsError(
+            "HANDOVER_SMTP_URL is not a URL like smtp://user:pass@host:587"
+        ) from None
     if parts.scheme not in SMTP_DEFAULT_PORTS:
         raise SettingsError(
             "HANDOVER_SMTP_URL must start with smtp:// (STARTTLS) or smtps:// (implicit TLS)"
@@ -104,7 +106,7 @@ def parse_smtp_url(url: str) -> SmtpRelay:
 
 def parse_mail_from(value: str) -> str:
     """HANDOVER_MAIL_FROM: an address, optionally with a display name ("Handover <h@x.gov.uk>")."""
-    name, address = parseaddr(value)
+    _, address = parseaddr(value)
     try:
         Address(addr_spec=address)
     except (ValueError, IndexError):
