@@ -86,7 +86,7 @@ def _recipient_labels(session: Session, referral_id: str) -> dict[int, str]:
             continue
         if channel not in (None, "slack"):
             # Reached by another channel (email): named by their rota id, never an address.
-            labels[target_id] = f"`{recipient_id}` ({channel})"
+            labels[target_id] = f"`{recipient_id}` by {channel}"
         elif address and address[:1] in ("U", "W"):
             labels[target_id] = f"<@{address}>"
         elif address and address[:1] in ("C", "G"):

@@ -134,7 +134,7 @@ def test_a_person_who_asked_for_email_is_prompted_by_email(
     # Nothing went to Slack but the EDT card, which names Sam by her rota id.
     posts = slack.calls("chat.postMessage")
     assert [c.args["channel"] for c in posts] == [EDT]
-    assert "`gp-sam` (email)" in json.dumps(posts[0].args["blocks"])
+    assert "`gp-sam` by email" in json.dumps(posts[0].args["blocks"])
 
 
 def test_someone_slack_does_not_know_gets_email_instead_of_being_passed_over(
