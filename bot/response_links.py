@@ -128,9 +128,9 @@ class ResponseLinks:
         if not isinstance(payload, dict) or payload.get("l") != _digest(link_token):
             return False
         issued = payload.get("i")
-        if not isinstance(issued, int):
+        served = _instant(issued) if isinstance(issued, int) else None
+        if served is None:
             return False
-        served = datetime.fromtimestamp(issued, UTC)
         return served - timedelta(minutes=5) <= now <= served + FORM_MAX_AGE
 
 
@@ -148,6 +148,15 @@ def _claim(payload: object) -> LinkClaim | None:
         return None
     if answer not in set(ResponseKind):
         return None
-    return LinkClaim(
-        prompt_id, person_id, ResponseKind(answer), datetime.fromtimestamp(expires, UTC)
-    )
+    expires_at = _instant(expires)
+    if expires_at is None:
+        return None
+    return LinkClaim(prompt_id, person_id, ResponseKind(answer), expires_at)
+
+
+def _instant(seconds: int) -> datetime | None:
+    """Unix seconds as an aware instant; None when out of range (a changed link may say so)."""
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
