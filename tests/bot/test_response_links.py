@@ -43,7 +43,12 @@ def test_forged_and_altered_links_are_told_apart_and_both_refused() -> None:
     body, signature = token.split(".")
     serializer = URLSafeSerializer("any key")
     payload = serializer.load_payload(body.encode())
-    for field, value in (("p", 13), ("u", "gp-drshah"), ("a", "acknowledged"), ("x", int((NOW + timedelta(days=30)).timestamp()))):
+    for field, value in (
+        ("p", 13),
+        ("u", "gp-drshah"),
+        ("a", "acknowledged"),
+        ("x", int((NOW + timedelta(days=30)).timestamp())),
+    ):
         changed = serializer.dump_payload({**payload, field: value}).decode()
         assert reason(f"{changed}.{signature}") == "altered"
     other_key = ResponseLinks("another-secret", "https://handover.example.gov.uk")
