@@ -18,7 +18,7 @@ from pathlib import Path
 
 import holidays
 
-from rota.importer import COLUMNS  # the header of each file
+from rota.importer import COLUMNS, OPTIONAL_COLUMNS  # the header of each file
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT / "rota" / "sample"
@@ -38,6 +38,8 @@ SAMPLE_TEAMS = [
      "england", "Mon-Fri 09:00-17:00", "hv-mgr-lee", "C0HVNORTH1"),
     ("gp-northgate", "Northgate Surgery", "Northgate Surgery", "health", "england",
      "Mon-Fri 08:00-18:00", "gp-mgr-okoro", "C0GPNGATE1"),
+    ("gp-riverside", "Riverside Medical Practice", "Riverside Medical Practice", "health",
+     "england", "Mon-Fri 08:00-18:30", "gp-riv-pm-bell", ""),
     ("maternity", "Wexcombe General midwifery", "Wexcombe Hospitals NHS Foundation Trust",
      "health", "england", "", "mat-mgr-adeyemi", "C0MATERNTY"),
     ("probation-north", "Probation North Wexcombe", "Probation Service", "probation", "england",
@@ -53,7 +55,8 @@ SAMPLE_TEAMS = [
 ]  # fmt: skip
 
 SAMPLE_PEOPLE = [
-    # person_id, name, slack_user, email, team_id, role, hours, deputy, permissions
+    # person_id, name, slack_user, email, team_id, role, hours, deputy, permissions (contact:
+    # SAMPLE_CONTACT)
     ("edt-amy", "Amy Carter", "U0EDTAMY01", "amy.carter@wexcombe.example", "edt",
      "EDT social worker", "none", "", "referrer"),
     ("edt-ben", "Ben Okafor", "U0EDTBEN01", "ben.okafor@wexcombe.example", "edt",
@@ -80,6 +83,8 @@ SAMPLE_PEOPLE = [
      "GP partner", "Mon-Thu 08:00-18:00", "gp-drshah", ""),
     ("gp-mgr-okoro", "Chidi Okoro", "U0GPOKOR01", "chidi.okoro@wexcombe.example",
      "gp-northgate", "practice manager", "", "", "manager"),
+    ("gp-riv-pm-bell", "Sam Bell", "", "sam.bell@riverside.nhs.example", "gp-riverside",
+     "practice manager", "", "", "manager"),
     ("mw-rhughes", "Rhiannon Hughes", "U0MWRHUG01", "rhiannon.hughes@wexcombe.example",
      "maternity", "community midwife", "Mon-Fri 08:00-16:00", "mat-mgr-adeyemi", ""),
     ("mat-mgr-adeyemi", "Funmi Adeyemi", "U0MATADE01", "funmi.adeyemi@wexcombe.example",
@@ -111,6 +116,10 @@ SAMPLE_PEOPLE = [
     ("hv-bel-doherty", "Ciaran Doherty", "U0BELDOH01", "ciaran.doherty@belfast.example",
      "hv-belfast", "health visitor", "", "hv-bel-quinn", ""),
 ]  # fmt: skip
+
+# people.csv's optional `contact` column; everyone else is reached in Slack (the default).
+# Riverside Medical Practice is on NHSmail, not on the council's Slack.
+SAMPLE_CONTACT = {"gp-riv-pm-bell": "email"}
 
 SAMPLE_ABSENCES = [
     ("hv-jsmith", "2026-12-21", "2027-01-08", "annual leave"),
@@ -230,12 +239,12 @@ def sample_closures() -> list[tuple[str, str, str, str, str]]:
     return sorted(rows)
 
 
-def _write(out: Path, kind: str, rows) -> int:
+def _write(out: Path, kind: str, rows, optional: tuple[str, ...] = ()) -> int:
     out.mkdir(parents=True, exist_ok=True)
     count = 0
     with (out / f"{kind}.csv").open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(COLUMNS[kind])
+        writer.writerow(COLUMNS[kind] + optional)
         for row in rows:
             writer.writerow(row)
             count += 1
@@ -246,7 +255,12 @@ def write_sample(out: Path = SAMPLE_DIR) -> dict[str, int]:
     """Write the Wexcombe sample rota to `out`; returns the rows written per kind."""
     return {
         "teams": _write(out, "teams", SAMPLE_TEAMS),
-        "people": _write(out, "people", SAMPLE_PEOPLE),
+        "people": _write(
+            out,
+            "people",
+            [(*row, SAMPLE_CONTACT.get(row[0], "")) for row in SAMPLE_PEOPLE],
+            OPTIONAL_COLUMNS["people"],
+        ),
         "shifts": _write(out, "shifts", sample_shifts()),
         "absences": _write(out, "absences", SAMPLE_ABSENCES),
         "closures": _write(out, "closures", sample_closures()),

@@ -5,11 +5,15 @@ The variables are docs/reference/configuration.md's.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.headerregistry import Address
+from email.utils import parseaddr
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import make_url
@@ -64,6 +68,82 @@ def check_api_secret(secret: str | None) -> None:
 
 
 @dataclass(frozen=True)
+class SmtpRelay:
+    """Where emails go: HANDOVER_SMTP_URL, parsed (the password never shows in a repr)."""
+
+    host: str
+    port: int
+    implicit_tls: bool  # smtps:// (TLS from the first byte); smtp:// upgrades with STARTTLS
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def loopback(self) -> bool:
+        """A relay on this machine (a local MTA): the only one spoken to without TLS."""
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+SMTP_DEFAULT_PORTS = {"smtp": 587, "smtps": 465}
+
+
+def parse_smtp_url(url: str) -> SmtpRelay:
+    """HANDOVER_SMTP_URL as a relay; the error message never repeats the URL (it holds a secret)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(
+            "HANDOVER_SMTP_URL is not a URL like smtp://user:pass@host:587"
+        ) from None
+    if parts.scheme not in SMTP_DEFAULT_PORTS:
+        raise SettingsError(
+            "HANDOVER_SMTP_URL must start with smtp:// (STARTTLS) or smtps:// (implicit TLS)"
+        )
+    if not parts.hostname:
+        raise SettingsError("HANDOVER_SMTP_URL names no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise SettingsError("HANDOVER_SMTP_URL takes no path or query: smtp://user:pass@host:port")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if username and not password:
+        raise SettingsError("HANDOVER_SMTP_URL gives a user without a password")
+    return SmtpRelay(
+        host=parts.hostname,
+        port=port or SMTP_DEFAULT_PORTS[parts.scheme],
+        implicit_tls=parts.scheme == "smtps",
+        username=username,
+        password=password,
+    )
+
+
+def parse_mail_from(value: str) -> str:
+    """HANDOVER_MAIL_FROM: an address, optionally with a display name ("Handover <h@x.gov.uk>")."""
+    _, address = parseaddr(value)
+    try:
+        Address(addr_spec=address)
+    except (ValueError, IndexError):
+        address = ""
+    if "@" not in address or "\n" in value or "\r" in value:
+        raise SettingsError(f"HANDOVER_MAIL_FROM {value!r} is not an email address")
+    return value
+
+
+def parse_public_url(value: str) -> str:
+    """HANDOVER_PUBLIC_URL: the bot's https:// (or, on a test machine, http://) base URL."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query:
+        raise SettingsError(
+            f"HANDOVER_PUBLIC_URL {value!r} is not a base URL like https://handover.example.gov.uk"
+        )
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
 class EscalationPolicy:
     """Offsets of the escalation steps, in working minutes after a prompt is sent."""
 
@@ -88,10 +168,25 @@ class Settings:
     escalation: EscalationPolicy = EscalationPolicy()
     # Seconds between the dispatcher's safety passes (it also wakes at every due time).
     dispatch_interval_seconds: float = DEFAULT_DISPATCH_INTERVAL_SECONDS
+    # Email reach (docs/reference/configuration.md): the relay, the From address, and the base
+    # URL of the response pages that email links point at.
+    smtp_url: str | None = field(default=None, repr=False)
+    mail_from: str | None = None
+    public_url: str | None = None
     retention_days: int | None = None
 
     def __post_init__(self) -> None:
         check_api_secret(self.api_secret)
+
+    @property
+    def smtp(self) -> SmtpRelay | None:
+        """The SMTP relay, when HANDOVER_SMTP_URL is set."""
+        return parse_smtp_url(self.smtp_url) if self.smtp_url else None
+
+    @property
+    def email_enabled(self) -> bool:
+        """Whether people can be reached by email (HANDOVER_SMTP_URL is set)."""
+        return bool(self.smtp_url)
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -168,6 +263,24 @@ class Settings:
         if not api_url.endswith("/"):
             api_url += "/"
 
+        smtp_url = get("HANDOVER_SMTP_URL")
+        mail_from = get("HANDOVER_MAIL_FROM")
+        public_url = get("HANDOVER_PUBLIC_URL")
+        if public_url is not None:
+            public_url = parse_public_url(public_url)
+        if mail_from is not None:
+            parse_mail_from(mail_from)
+        if smtp_url is not None:
+            parse_smtp_url(smtp_url)
+            for name, value in (
+                ("HANDOVER_MAIL_FROM", mail_from),
+                ("HANDOVER_PUBLIC_URL", public_url),
+                # Response links are signed with a key derived from it (docs/email.md).
+                ("SLACK_SIGNING_SECRET", get("SLACK_SIGNING_SECRET")),
+            ):
+                if value is None:
+                    raise SettingsError(f"HANDOVER_SMTP_URL is set, so {name} is required too")
+
         return cls(
             database_url=normalize_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL),
             slack_bot_token=get("SLACK_BOT_TOKEN"),
@@ -183,4 +296,7 @@ class Settings:
             escalation=policy,
             dispatch_interval_seconds=interval,
             retention_days=int(retention_text) if retention_text is not None else None,
+            smtp_url=smtp_url,
+            mail_from=mail_from,
+            public_url=public_url,
         )

@@ -43,6 +43,7 @@ from rota.hours import HoursSyntaxError, parse_hours
 from rota.ical import read_ical_table
 from rota.models import (
     AGENCY_TYPES,
+    CONTACT_METHODS,
     MAX_SHIFT_HOURS,
     PERMISSIONS,
     REGIONS,
@@ -56,6 +57,7 @@ from rota.problems import DeactivationRefused, Problem, ProblemLog, RotaImportEr
 from rota.sources import (
     COLUMNS,
     KINDS,
+    OPTIONAL_COLUMNS,
     SourceFile,
     Table,
     read_csv_table,
@@ -165,6 +167,7 @@ class PersonRow(NamedTuple):
     hours: str | None
     deputy_id: str | None
     permissions: str
+    contact: str = CONTACT_METHODS[0]
     source: int = 0
 
 
@@ -497,12 +500,23 @@ class _Reader:
                 setattr(self.batch, kind, rows)
         header_ok = not table.broken and (
             table.event_numbers
-            or _check_header(place, table.header_line, table.columns, COLUMNS[kind], self.problems)
+            or _check_header(
+                place,
+                table.header_line,
+                table.columns,
+                COLUMNS[kind],
+                OPTIONAL_COLUMNS.get(kind, ()),
+                self.problems,
+            )
         )
         if not header_ok:
             self.broken.add(kind)
             return
-        index = [table.columns.index(column) for column in COLUMNS[kind]]
+        index: list[int | None] = [table.columns.index(column) for column in COLUMNS[kind]]
+        index += [
+            table.columns.index(c) if c in table.columns else None
+            for c in OPTIONAL_COLUMNS.get(kind, ())
+        ]
         context = _FileContext(place, source, self, table.flagged)
         stage = f"reading {place.display}"
         total = table.total_lines
@@ -519,7 +533,8 @@ class _Reader:
                 if not countdown:
                     countdown = PROGRESS_EVERY
                     self.progress(stage, line, total)
-                row = parse_row(context, line, [record[i].strip() for i in index])
+                values = [record[i].strip() if i is not None else "" for i in index]
+                row = parse_row(context, line, values)
                 if row is not None and line not in table.flagged:
                     rows.append(row)
         self.progress(stage, total if total is not None else line, total)
@@ -652,6 +667,7 @@ def _check_header(
     line: int,
     names: list[str],
     expected: tuple[str, ...],
+    optional: tuple[str, ...],
     problems: ProblemLog,
 ) -> bool:
     def bad(message: str) -> None:
@@ -667,8 +683,11 @@ def _check_header(
             bad(f"column {name!r} given twice")
             ok = False
         seen.add(name)
-        if name not in expected:
-            bad(f"unknown column {name!r} (expected {','.join(expected)})")
+        if name not in expected and name not in optional:
+            known = ",".join(expected)
+            if optional:
+                known += f"; optional: {','.join(optional)}"
+            bad(f"unknown column {name!r} (expected {known})")
             ok = False
     for name in expected:
         if name not in seen:
@@ -893,7 +912,7 @@ def _team_row(ctx: _FileContext, line: int, values: list[str]) -> TeamRow | None
 
 
 def _person_row(ctx: _FileContext, line: int, values: list[str]) -> PersonRow | None:
-    person_id, name, slack_user, email, team_id, role, hours, deputy, permissions = values
+    person_id, name, slack_user, email, team_id, role, hours, deputy, permissions, contact = values
     check = _RowCheck(ctx, line)
     check.identifier("person_id", person_id)
     check.unique("person_id", "people", person_id)
@@ -920,6 +939,11 @@ def _person_row(ctx: _FileContext, line: int, values: list[str]) -> PersonRow | 
             )
         elif permission and permission not in granted:
             granted.append(permission)
+    contact = contact.lower() or CONTACT_METHODS[0]
+    if contact not in CONTACT_METHODS:
+        check.bad("contact", f"{contact!r} is not one of {', '.join(CONTACT_METHODS)}")
+    elif "email" in contact and not email:
+        check.bad("contact", f"{contact!r} needs an email address")
     if not check.ok:
         return None
     return PersonRow(
@@ -933,6 +957,7 @@ def _person_row(ctx: _FileContext, line: int, values: list[str]) -> PersonRow | 
         hours or None,
         deputy or None,
         ";".join(p for p in PERMISSIONS if p in granted),
+        contact,
         ctx.source,
     )
 
@@ -1207,6 +1232,7 @@ _PERSON_FIELDS = (
     "hours",
     "deputy_id",
     "permissions",
+    "contact",
 )
 
 

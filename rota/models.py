@@ -87,6 +87,8 @@ class Person(Base):
     hours: Mapped[str | None] = mapped_column(String(500))  # None: the team's hours
     deputy_id: Mapped[str | None] = mapped_column(String(64))
     permissions: Mapped[str] = mapped_column(String(100), default="")  # ';'-joined
+    # How prompts reach them (one of CONTACT_METHODS): the optional `contact` column.
+    contact: Mapped[str] = mapped_column(String(16), default="slack", server_default="slack")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
     __table_args__ = (
@@ -147,3 +149,5 @@ MAX_SHIFT_HOURS = 168  # a week on call; longer shifts are refused at import
 AGENCY_TYPES = ("social_care", "police", "health", "probation", "education", "other")
 REGIONS = ("england", "wales", "scotland", "northern_ireland")
 PERMISSIONS = ("referrer", "manager")
+# people.csv's optional `contact` column: how prompts reach a person (the first is the default).
+CONTACT_METHODS = ("slack", "email", "slack+email")

@@ -316,6 +316,10 @@ class SlackChannel:
             )
         return Sent(conversation=str(response["channel"]), ts=str(response["ts"]))
 
+    def describe(self, sent: Sent) -> dict[str, Any]:
+        """The log's words for a sent Slack message: its conversation and ts."""
+        return {"channel": sent.conversation, "ts": sent.ts}
+
     def find(self, address: str, tag: MessageTag, since: datetime | None) -> Sent | None:
         """The bot's message in the conversation of `address` whose metadata matches `tag`."""
         with self._telling_a_dead_bot_apart():

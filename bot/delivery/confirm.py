@@ -4,7 +4,9 @@ In one short transaction, and only while our claim holds (else another dispatche
 and will find the message itself): the row is sent, with where its message lives; a prompt is
 logged `prompt_sent` (or `prompt_sent_late`), its target becomes prompted and its first
 escalation step is scheduled; an on-call alert is logged `on_call_alerted`; a card's place is
-kept on the referral; a step's message is logged as its step's event.
+kept on the referral; a step's message is logged as its step's event. The log names where the
+message went as its channel describes it (`detail.channel`: a Slack conversation, or `"email"`),
+the channels that could not reach the person first, and the copies owed by another channel.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.channels.base import Sent
 from bot.delivery import escalation, outbox
 from bot.delivery.compose import Delivery, DeliveryContext
+from bot.delivery.compose.copy import message_record
 from bot.delivery.kinds import ACTOR, OutboxKind, Outcome, TargetState
 from bot.delivery.results import RowResult
 from bot.models import OutboxMessage, Referral, Target
@@ -73,10 +76,28 @@ def confirm(
             return RowResult(delivery.row_id, delivery.kind, Outcome.LOST, reason="claim lost")
         referral = session.get(Referral, delivery.referral_id)
         assert referral is not None
-        where: dict[str, Any] = {"channel": sent.conversation, "ts": sent.ts}
+        where = ctx.channels.named(delivery.channel).describe(sent)
         if found:
             where["found_in_history"] = True
             where["found_at"] = now.astimezone(ctx.settings.timezone).isoformat()
+        elif delivery.check_history:
+            # An earlier attempt may have sent it and it was not found (a relay cannot be
+            # asked at all): sent again, under the same identity (an email's Message-ID).
+            where["sent_again"] = True
+        passed_over = outbox.unreachable_on(row)
+        if passed_over:
+            where["unreachable_on"] = passed_over
+        if delivery.person is not None and delivery.copies:
+            where["copies"] = list(delivery.copies)
+            for name in delivery.copies:
+                outbox.enqueue_copy(
+                    session,
+                    row,
+                    channel=name,
+                    person_id=delivery.person,
+                    message=message_record(delivery.message),
+                    now=now,
+                )
         if delivery.kind == OutboxKind.PROMPT:
             _prompt_sent(ctx, session, row, referral, delivery, where, when=when, now=now)
         elif delivery.kind == OutboxKind.ON_CALL:
@@ -93,7 +114,11 @@ def confirm(
         elif delivery.kind == OutboxKind.CARD and referral.card_ts is None:
             referral.card_channel, referral.card_ts = sent.conversation, sent.ts
         elif delivery.kind == OutboxKind.STEP_MESSAGE:
-            escalation.record_step_message(session, row, delivered=True, error=None, now=now)
+            # Slack step messages are logged as they always were; another channel says so.
+            other = delivery.channel != ctx.channels.for_rooms().name
+            escalation.record_step_message(
+                session, row, delivered=True, error=None, now=now, where=where if other else None
+            )
     return RowResult(delivery.row_id, delivery.kind, Outcome.DELIVERED, late=late, found=found)
 
 

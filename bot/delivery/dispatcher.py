@@ -64,7 +64,9 @@ class Dispatcher:
         self.interval_seconds = interval_seconds or settings.dispatch_interval_seconds
         self.batch_size = batch_size
         self.lease = lease
-        self.channels = channels or build_channels(client)
+        self.channels = channels or build_channels(
+            client, settings, clock=clock, session_factory=session_factory
+        )
         self.context = DeliveryContext(
             settings=settings,
             channels=self.channels,

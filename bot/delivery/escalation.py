@@ -327,9 +327,16 @@ def record_step_without_messages(
 
 
 def record_step_message(
-    session: Session, row: OutboxMessage, *, delivered: bool, error: str | None, now: datetime
+    session: Session,
+    row: OutboxMessage,
+    *,
+    delivered: bool,
+    error: str | None,
+    now: datetime,
+    where: Mapping[str, Any] | None = None,
 ) -> None:
-    """Log a step's message that was delivered or given up on.
+    """Log a step's message that was delivered or given up on (`where`: how a channel other
+    than Slack describes it, e.g. `{"channel": "email", ...}`).
 
     Each reminder, escalation DM and channel post is its own event. A breach is one event for
     its channel post and manager DM together, written when the last of them settles: the step
@@ -341,6 +348,7 @@ def record_step_message(
         "recipient": row.recipient_id or row.address,
         "via": info.get("via"),
         "delivered": delivered,
+        **(where or {}),
     }
     if error:
         outcome["error"] = error
@@ -384,9 +392,9 @@ def record_step_message(
 
 
 def _in_order(outcome: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        key: outcome[key] for key in ("recipient", "via", "delivered", "error") if key in outcome
-    }
+    keys = ("recipient", "via", "delivered", "error")
+    ordered = {key: outcome[key] for key in keys if key in outcome}
+    return {**ordered, **{k: v for k, v in outcome.items() if k not in keys}}
 
 
 def step_messages(session: Session, step_row: OutboxMessage) -> list[OutboxMessage]:

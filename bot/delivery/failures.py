@@ -49,7 +49,7 @@ class Failures:
         self.ctx = ctx
         self.session_factory = session_factory
         self.clock = clock
-        self._last_credentials_alert: datetime | None = None
+        self._last_credentials_alert: dict[str, datetime] = {}
 
     def transient(self, row_id: int, exc: TransientError) -> RowResult:
         """Try again after a backoff (or the channel's Retry-After), searching first if the
@@ -93,11 +93,13 @@ class Failures:
                 logger.error("could not send %s for %s: %s", row.kind, row.referral_id, exc.error)
         return RowResult(row_id, row.kind, Outcome.FAILED, reason=exc.error)
 
-    def credentials(self, row_id: int, exc: ChannelError) -> RowResult:
+    def credentials(
+        self, row_id: int, exc: ChannelError, *, channel: str | None = None
+    ) -> RowResult:
         """The channel refuses the bot: keep the row, and say so once in a while."""
         now = self.clock.now()
         referral_id: str | None = None
-        channel_name = self.ctx.channels.for_rooms().name
+        channel_name = channel or self.ctx.channels.for_rooms().name
         with self.session_factory.begin() as session:
             row = outbox.release_for_retry(
                 session, row_id, instance_id=self.ctx.instance_id, now=now, error=exc.error
@@ -114,7 +116,7 @@ class Failures:
         if row is None:
             return _lost(row_id)
         if referral_id is not None:
-            self._try_credentials_alert(referral_id, exc.error, now)
+            self._try_credentials_alert(referral_id, exc.error, now, channel_name)
         return RowResult(row_id, row.kind, Outcome.RETRYING, reason=exc.error)
 
     def internal(self, row_id: int, *, may_have_posted: bool) -> RowResult | None:
@@ -147,7 +149,10 @@ class Failures:
         *,
         retry_at: datetime | None = None,
     ) -> None:
-        if row.kind not in _LOGGED_KINDS:
+        info = outbox.load_detail(row)
+        # A copy of a prompt (slack+email) is logged as the prompt's own failures are.
+        copy_of = info.get("copy_of") if row.kind == OutboxKind.COPY else None
+        if row.kind not in _LOGGED_KINDS and info.get("copy_of_kind") not in _LOGGED_KINDS:
             return
         target = session.get(Target, row.target_id) if row.target_id else None
         detail: dict[str, Any] = {
@@ -155,8 +160,10 @@ class Failures:
             "reason": reason,
             "attempts": row.attempts,
             "will_retry": retry_at is not None,
-            "prompt_id": row.id,
+            "prompt_id": copy_of or row.id,
         }
+        if copy_of is not None:
+            detail.update(copy_of=copy_of, channel=row.channel)
         if retry_at is not None:
             detail["retry_at"] = retry_at.astimezone(self.ctx.settings.timezone).isoformat()
         audit.record(
@@ -185,26 +192,34 @@ class Failures:
             target=target.spec if target else outbox.load_detail(row).get("role"),
             person_id=row.recipient_id,
             reason=reason,
+            channel=",".join(dict.fromkeys([*outbox.unreachable_on(row), row.channel or ""])),
         )
         referral = session.get(Referral, row.referral_id)
         if referral is not None and target is not None:
             outbox.redraw_card(session, referral, now, edt_channel=self.ctx.settings.edt_channel)
 
-    def _try_credentials_alert(self, referral_id: str, error: str, now: datetime) -> None:
-        """Best effort: with a revoked token this fails too, but a scope problem may not."""
+    def _try_credentials_alert(
+        self, referral_id: str, error: str, now: datetime, channel_name: str
+    ) -> None:
+        """Best effort: with a revoked token this fails too, but a scope problem may not (and
+        the EDT channel in Slack hears of a mail relay refusing us)."""
         room = self.ctx.settings.edt_channel
         if not room:
             return
-        last = self._last_credentials_alert
+        last = self._last_credentials_alert.get(channel_name)
         if last is not None and now - last < CREDENTIALS_ALERT_EVERY:
             return
-        self._last_credentials_alert = now
+        self._last_credentials_alert[channel_name] = now
         with self.session_factory() as session:
             referral = session.get(Referral, referral_id)
             if referral is None:
                 return
             built = build_alert_message(
-                AlertKind.SLACK_AUTH, referral, tz=self.ctx.settings.timezone, reason=error
+                AlertKind.SLACK_AUTH,
+                referral,
+                tz=self.ctx.settings.timezone,
+                reason=error,
+                channel=channel_name,
             )
         message = Message(
             built["text"], built["blocks"], alert_tag(AlertKind.SLACK_AUTH, referral_id)

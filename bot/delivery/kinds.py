@@ -23,6 +23,7 @@ class OutboxKind(StrEnum):
     CARD = "card"  # the referral's card in the EDT channel, posted then updated
     ESCALATION = "escalation"  # one escalation step; when due it becomes its messages
     STEP_MESSAGE = "step_message"  # one message of a performed escalation step
+    COPY = "copy"  # a message delivered to a person, sent again by their other channel
 
 
 class AlertKind(StrEnum):

@@ -83,6 +83,14 @@ def needs_check(row: OutboxMessage) -> bool:
     return bool(dispatch_state(row).get("needs_check"))
 
 
+def unreachable_on(row: OutboxMessage) -> dict[str, str]:
+    """The channels that could not reach this row's person, with why (in the order tried)."""
+    # Kept as [channel, error] pairs: the detail's keys are stored sorted, not in order.
+    tried = dispatch_state(row).get("unreachable_on")
+    pairs = tried if isinstance(tried, list) else []
+    return {str(pair[0]): str(pair[1]) for pair in pairs if len(pair) == 2}
+
+
 def _instant(row: OutboxMessage, key: str) -> datetime | None:
     text = dispatch_state(row).get(key)
     return datetime.fromisoformat(text) if text else None
@@ -231,6 +239,30 @@ def enqueue_step_message(
         address=address,
         due_at=step_row.due_at,
         detail={"step_row_id": step_row.id, **detail},
+    )
+
+
+def enqueue_copy(
+    session: Session,
+    row: OutboxMessage,
+    *,
+    channel: str,
+    person_id: str,
+    message: Mapping[str, Any],
+    now: datetime,
+) -> OutboxMessage:
+    """A copy of a message `row` delivered, for the same person by another `channel` (their
+    contact is slack+email); `message` is what was delivered, as `copy.message_record` keeps
+    it. Due at once; chased and cancelled with `row`'s target."""
+    return _add(
+        session,
+        referral_id=row.referral_id,
+        target_id=row.target_id,
+        kind=OutboxKind.COPY,
+        recipient_id=person_id,
+        channel=channel,
+        due_at=now,
+        detail={"copy_of": row.id, "copy_of_kind": str(row.kind), "message": dict(message)},
     )
 
 
@@ -476,6 +508,22 @@ def reschedule(
     row.due_at = due_at
     _release(row, next_attempt_at=None)
     note(row, original_due_at=original)
+    return row
+
+
+def hand_to_next_channel(
+    session: Session, row_id: int, *, instance_id: str, channel: str, error: str
+) -> OutboxMessage | None:
+    """`channel` cannot reach this row's person: note why, and forget the address it chose, so
+    the row is composed again for their next channel (still claimed); None if the claim was
+    lost."""
+    row = owned(session, row_id, instance_id)
+    if row is None:
+        return None
+    row.channel, row.address = None, None
+    # Nothing of this row was sent on the next channel yet: no history to search there.
+    tried = [[name, why] for name, why in unreachable_on(row).items() if name != channel]
+    note(row, unreachable_on=[*tried, [channel, error]], needs_check=False)
     return row
 
 

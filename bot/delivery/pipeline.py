@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +25,7 @@ from bot.channels.base import (
     TransientError,
 )
 from bot.clock import Clock
+from bot.delivery import outbox
 from bot.delivery.compose import (
     Composed,
     Delivery,
@@ -42,6 +44,16 @@ from rota.models import Person
 logger = logging.getLogger(__name__)
 
 LOOKUP_ROUNDS = 2  # compose, look the person up, compose again
+MAX_CHANNELS = 4  # a row is handed from channel to channel at most this often in one pass
+
+
+@dataclass
+class _Attempt:
+    """How far one attempt at a row got: the channel in use, and whether it is a person's."""
+
+    channel: str | None = None
+    person_channel: str | None = None
+    sending: bool = False
 
 
 class CredentialsHeld(Exception):
@@ -72,47 +84,88 @@ class RowPipeline:
     def process(self, row_id: int) -> RowResult | None:
         """Steps 1 to 3 for one claimed row; None when an internal error left it to its lease.
 
-        Raises CredentialsHeld (after releasing the row) when the channel refuses the bot.
+        A channel that cannot reach the row's person hands the row to their next channel
+        (email for someone Slack does not know), in the same pass. Raises CredentialsHeld
+        (after releasing the row) when the rooms' channel refuses the bot.
         """
-        attempted = False
-        try:
-            composed = self._compose(row_id)
-            if isinstance(composed, Settled):
-                return composed.result(row_id)
-            if isinstance(composed, NeedsAddress):
-                raise RecipientUnreachable(
-                    f"no address for {composed.person_id}", method="resolve", error="no_address"
-                )
-            attempted = True
-            channel = self.ctx.channels.named(composed.channel)
-            sent, found = find_or_send(channel, composed)
-            result = confirm(
-                self.ctx, self.session_factory, composed, sent, found, self.clock.now()
-            )
-            if result.outcome is Outcome.DELIVERED and self.on_delivered is not None:
-                self.on_delivered(composed)
-            return result
-        except TransientError as exc:
-            return self.failures.transient(row_id, exc)
-        except CredentialsRefused as exc:
-            raise CredentialsHeld(self.failures.credentials(row_id, exc)) from exc
-        except (RecipientUnreachable, RequestRefused) as exc:
-            return self.failures.permanent(row_id, exc)
-        except Exception:
-            logger.exception("dispatching row %s failed", row_id)
-            # It may already be sent once the channel was called: doubt it.
-            return self.failures.internal(row_id, may_have_posted=attempted)
+        for _ in range(MAX_CHANNELS):
+            attempt = _Attempt()
+            try:
+                return self._deliver(row_id, attempt)
+            except RecipientUnreachable as exc:
+                if attempt.person_channel is None or not self._hand_on(row_id, attempt, exc):
+                    return self.failures.permanent(row_id, exc)
+            except TransientError as exc:
+                return self.failures.transient(row_id, exc)
+            except CredentialsRefused as exc:
+                result = self.failures.credentials(row_id, exc, channel=attempt.channel)
+                if attempt.channel in (None, self.ctx.channels.for_rooms().name):
+                    raise CredentialsHeld(result) from exc
+                # Another channel refuses us: its rows wait; Slack's go on.
+                return result
+            except RequestRefused as exc:
+                return self.failures.permanent(row_id, exc)
+            except Exception:
+                logger.exception("dispatching row %s failed", row_id)
+                # It may already be sent once the channel was called: doubt it.
+                return self.failures.internal(row_id, may_have_posted=attempt.sending)
+        return self.failures.permanent(
+            row_id,
+            RecipientUnreachable("no channel left", method="resolve", error="no_channel"),
+        )
 
-    def _compose(self, row_id: int) -> Composed:
+    def _deliver(self, row_id: int, attempt: _Attempt) -> RowResult:
+        composed = self._compose(row_id, attempt)
+        if isinstance(composed, Settled):
+            return composed.result(row_id)
+        if isinstance(composed, NeedsAddress):
+            raise RecipientUnreachable(
+                f"no address for {composed.person_id}", method="resolve", error="no_address"
+            )
+        attempt.channel = composed.channel
+        attempt.person_channel = composed.channel if composed.person is not None else None
+        attempt.sending = True
+        channel = self.ctx.channels.named(composed.channel)
+        sent, found = find_or_send(channel, composed)
+        result = confirm(self.ctx, self.session_factory, composed, sent, found, self.clock.now())
+        if result.outcome is Outcome.DELIVERED and self.on_delivered is not None:
+            self.on_delivered(composed)
+        return result
+
+    def _compose(self, row_id: int, attempt: _Attempt) -> Composed:
         composed: Composed | None = None
         for _ in range(LOOKUP_ROUNDS):
             with self.session_factory.begin() as session:
                 composed = compose(self.ctx, session, row_id, self.clock.now())
             if not isinstance(composed, NeedsAddress):
                 break
+            attempt.channel = attempt.person_channel = composed.channel
             self._look_up(composed)
         assert composed is not None
         return composed
+
+    def _hand_on(self, row_id: int, attempt: _Attempt, exc: RecipientUnreachable) -> bool:
+        """The person's channel cannot reach them: note it on the row, for their next one."""
+        assert attempt.person_channel is not None
+        with self.session_factory.begin() as session:
+            row = outbox.hand_to_next_channel(
+                session,
+                row_id,
+                instance_id=self.ctx.instance_id,
+                channel=attempt.person_channel,
+                error=exc.error,
+            )
+            if row is None:
+                return False
+            logger.warning(
+                "%s cannot reach %s for %s %s (%s): trying their next channel",
+                attempt.person_channel,
+                row.recipient_id,
+                row.kind,
+                row_id,
+                exc.error,
+            )
+        return True
 
     def _look_up(self, needed: NeedsAddress) -> None:
         """Ask the person's channel for their address (no transaction open), and store it."""

@@ -2,7 +2,8 @@
 
 The demo records every Web API call the bot made to the Slack stand-in; this module turns those
 calls into transcript entries (who saw what, when, in the simulated time) and draws them, never
-as JSON. Everything drawn in HTML passes through `html.escape`.
+as JSON. Emails (their plain-text part) and the bot's own web pages (read as text) are entries
+too. Everything drawn in HTML passes through `html.escape`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from html.parser import HTMLParser
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -43,6 +45,8 @@ EPHEMERAL = "ephemeral"
 MODAL = "modal"
 HOME = "home"
 NOTE = "note"  # something the bot did that nobody sees as a message (an email lookup)
+EMAIL = "email"  # an email someone received (its plain text)
+PAGE = "page"  # one of the bot's web pages as someone saw it (read as text)
 CHECK = "check"  # the demo's own verdict
 
 BODY_WIDTH = 96
@@ -365,6 +369,11 @@ def entry_lines(entry: Entry, directory: Directory, tz: ZoneInfo) -> list[str]:
     head = f"{stamp}  {entry.audience}"
     if entry.title:
         head += f": \u201c{entry.title}\u201d"
+    if entry.kind in (EMAIL, PAGE):
+        lines = [head]
+        for line in entry.text.splitlines():
+            lines.extend(_wrap(line, f"{_INDENT}\u2502 ") if line else [f"{_INDENT}\u2502"])
+        return lines
     body = block_lines(entry.blocks, directory, skip_fields=entry.kind == UPDATE)
     if not body and entry.text:
         body = [entry.text]
@@ -372,6 +381,82 @@ def entry_lines(entry: Entry, directory: Directory, tz: ZoneInfo) -> list[str]:
     for line in body:
         lines.extend(_wrap(line, f"{_INDENT}\u2502 "))
     return lines
+
+
+class _PageReader(HTMLParser):
+    """The text of a page's <main>, a line per block, its controls drawn in brackets."""
+
+    BLOCKS = frozenset({"h1", "h2", "p", "li", "legend", "div", "form", "fieldset", "tr"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.current: list[str] = []
+        self.depth = 0  # inside <main>
+        self.in_select = self.in_option = False
+        self.option_shown = False
+
+    def _flush(self) -> None:
+        text = " ".join("".join(self.current).split())
+        if text:
+            self.lines.append(text)
+        self.current = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "main":
+            self.depth += 1
+        if not self.depth:
+            return
+        if tag in self.BLOCKS or tag == "dt":
+            self._flush()
+        if tag == "dd":
+            self.current = [" ".join("".join(self.current).split()), ": "]
+        elif tag == "select":
+            self.in_select, self.option_shown = True, False
+            self.current.append("[")
+        elif tag == "option":
+            self.in_option = True
+        elif tag == "input" and found.get("type") == "radio":
+            self.current.append("(\u2022) " if "checked" in found else "( ) ")
+        elif tag == "input" and found.get("type") == "search":
+            self.current.append(f"[{found.get('value') or ' '}]")
+        elif tag == "button":
+            self.current.append("[ ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.depth:
+            return
+        if tag == "main":
+            self._flush()
+            self.depth -= 1
+        elif tag == "select":
+            self.in_select = False
+            self.current.append(" \u25be]")
+        elif tag == "option":
+            self.in_option = False
+        elif tag == "button":
+            self.current.append(" ]")
+        elif tag in self.BLOCKS:
+            self._flush()
+
+    def handle_data(self, data: str) -> None:
+        if not self.depth:
+            return
+        if self.in_option:
+            if not self.option_shown:  # a select shows its first (or chosen) option
+                self.current.append(data.strip())
+                self.option_shown = True
+            return
+        self.current.append(data)
+
+
+def page_text(page: str) -> str:
+    """What a person reads on one of the bot's pages (its <main>), as plain lines."""
+    reader = _PageReader()
+    reader.feed(page)
+    reader.close()
+    return "\n".join(reader.lines)
 
 
 def day_heading(day: datetime, tz: ZoneInfo) -> str:
@@ -429,6 +514,9 @@ h2.day { margin:36px 0 12px; font-size:18px; color:var(--accent);
 .card.ephemeral { background:#fbfbf6; }
 .card.modal { border-top:4px solid var(--accent); }
 .card.home { border-top:4px solid var(--blue); }
+.card.email { border-top:4px solid var(--green); }
+.card.page { border-top:4px solid var(--ink); }
+.card pre.plain { white-space:pre-wrap; font-family:inherit; margin:0; }
 .card .bot { font-weight:800; margin-bottom:4px; }
 .card .bot .app { font-size:11px; background:#eee; color:var(--muted); border-radius:3px;
                   padding:1px 4px; margin-left:6px; font-weight:600; }
@@ -541,6 +629,13 @@ def entry_html(entry: Entry, directory: Directory, tz: ZoneInfo) -> str:
             f'<div class="note">{label}{html.escape(entry.text)}</div></div>'
         )
     title = f'<div class="title">{html.escape(entry.title)}</div>' if entry.title else ""
+    if entry.kind in (EMAIL, PAGE):
+        return (
+            f'<div class="entry {entry.kind}">{time_html}'
+            f'<div class="where"><b>{html.escape(entry.audience)}</b></div>'
+            f'<div class="card {entry.kind}">{title}'
+            f'<pre class="plain">{html.escape(entry.text)}</pre></div></div>'
+        )
     body = blocks_html(entry.blocks, directory, skip_fields=entry.kind == UPDATE)
     if not body:
         body = f'<div class="blk-section">{html.escape(entry.text)}</div>'

@@ -21,9 +21,11 @@ import csv
 import hashlib
 import hmac
 import io
+import itertools
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -44,14 +46,17 @@ from bot.clock import FixedClock
 from bot.delivery import outbox
 from bot.demo.render import (
     CHECK,
+    EMAIL,
     NARRATION,
     NOTE,
+    PAGE,
     Directory,
     Entry,
     day_heading,
     entry_for_call,
     entry_for_response_url,
     entry_lines,
+    page_text,
     transcript_html,
 )
 from bot.settings import Settings
@@ -66,6 +71,7 @@ EDT_CHANNEL = "C0EDTCARDS"  # the EDT team's channel in the sample rota: the ref
 ESCALATION_CHANNEL = "C0MASHMGRS"  # MASH managers: the last escalation step and breaches
 EXTRA_CHANNELS = {EDT_CHANNEL: "#edt-referrals", ESCALATION_CHANNEL: "#mash-managers"}
 # People of the sample rota without a Slack ID are found by email; the stand-in knows them.
+# (Riverside's practice manager, reached by email only, is not in Slack at all.)
 EMAIL_ONLY_IDS = {"gp-drjones": "U0GPJONE01"}
 
 REFERRER = "edt-amy"
@@ -77,7 +83,11 @@ SUMMARY = (
     "with maternal grandmother tonight. Partner on probation licence."
 )
 NOTIFY_PEOPLE = ("hv-jsmith", "mw-rhughes", "prob-tward")
-NOTIFY_TEAMS = ("gp-northgate",)
+NOTIFY_TEAMS = ("gp-northgate", "gp-riverside")
+# Riverside Medical Practice is on NHSmail, not on the council's Slack: its practice manager's
+# `contact` is `email` in the sample rota, so she is prompted by email and answers on a page.
+PRACTICE_MANAGER = "gp-riv-pm-bell"
+MAIL_FROM = "Handover <handover@wexcombe.example>"
 NOTIFY_ROLES = ("police_dau",)
 
 TITLE = "Handover demo: a referral over Christmas 2026 in Wexcombe"
@@ -153,7 +163,11 @@ class Demo:
         self.clock = FixedClock(SAT_0210 - timedelta(minutes=5))
         self.entries: list[Entry] = []
         self.signing_secret = secrets.token_hex(16)
-        self.people = _sample_people()
+        self.people = [
+            row
+            for row in _sample_people()
+            if row["slack_user"] or row["person_id"] in EMAIL_ONLY_IDS
+        ]
         self.slack_ids = {
             row["person_id"]: row["slack_user"] or EMAIL_ONLY_IDS[row["person_id"]]
             for row in self.people
@@ -167,6 +181,7 @@ class Demo:
         )
         self._calls_seen = 0
         self._responses_seen = 0
+        self._mails_seen = 0
         self._trigger_count = 0
         self._stack = contextlib.ExitStack()
         self.referral_id: str | None = None
@@ -188,6 +203,7 @@ class Demo:
         from waitress import create_server
 
         from bot.db import create_db_engine, make_session_factory
+        from bot.mail_standin import MailStandIn, free_port
         from bot.migrate import upgrade
         from bot.slack_standin import SlackStandIn
         from bot.web.http import create_web_app
@@ -219,6 +235,10 @@ class Demo:
         ).start()
         self._stack.callback(standin.stop)
         self.standin = standin
+        self.relay = MailStandIn().start()  # the council's mail relay, on this machine
+        self._stack.callback(self.relay.stop)
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
 
         self.settings = Settings(
             database_url=database_url,
@@ -228,6 +248,9 @@ class Demo:
             timezone_name=TZ.key,
             edt_channel=EDT_CHANNEL,
             escalation_channel=ESCALATION_CHANNEL,
+            smtp_url=self.relay.url,
+            mail_from=MAIL_FROM,
+            public_url=self.base_url,
         )
         runtime = build_runtime(self.settings, with_dispatcher=True, clock=self.clock)
         self._stack.callback(runtime.shutdown)
@@ -239,12 +262,11 @@ class Demo:
         self.dispatcher = runtime.dispatcher
 
         web = create_web_app(runtime.bolt_app, runtime.services)
-        server = create_server(web, host="127.0.0.1", port=0, threads=4)
+        server = create_server(web, host="127.0.0.1", port=port, threads=4)
         thread = threading.Thread(target=_run_quietly, args=(server,), daemon=True)
         thread.start()
         self._stack.callback(thread.join, 5)
         self._stack.callback(server.close)
-        self.base_url = f"http://127.0.0.1:{server.effective_port}"
         self.collect()  # auth.test at start-up: nobody sees it
 
     # ----- the transcript ------------------------------------------------------------------
@@ -299,10 +321,63 @@ class Demo:
                 (response["timestamp"], entry_for_response_url(response["body"], now, audience))
             )
         timed.sort(key=lambda pair: pair[0])
+        timed.extend((float("inf"), entry) for entry in self._new_emails(now))
         entries = [entry for _, entry in timed]
         for entry in entries:
             self.add(entry)
         return entries
+
+    def _new_emails(self, now: datetime) -> list[Entry]:
+        """The emails the relay took since the last look, as their recipients read them."""
+        mails = self.relay.messages()
+        new, self._mails_seen = mails[self._mails_seen :], len(mails)
+        names = {row["email"]: row["name"] for row in _sample_people()}
+        return [
+            Entry(
+                at=now,
+                kind=EMAIL,
+                audience=f"Email to {names.get(mail.rcpt_tos[0], '')} <{mail.rcpt_tos[0]}>",
+                title=str(mail.email["Subject"]),
+                text=f"Message-ID: {mail.message_id}\n\n{self._short_links(mail.body().strip())}",
+            )
+            for mail in new
+        ]
+
+    def _short_links(self, text: str) -> str:
+        """The email's links as the transcript shows them: to the page, the token cut short (the
+        demo's server is gone once it ends, and the transcript links nowhere)."""
+        return re.sub(
+            re.escape(self.base_url) + r"/respond/(\S{12})\S*",
+            r"[link to Handover's page /respond/\1…]",
+            text,
+        )
+
+    # ----- the bot's own pages ---------------------------------------------------------------
+
+    def open_page(self, url: str, who: str) -> str:
+        """A person opens one of the bot's pages in a browser; returns its HTML."""
+        status, page = _http(url)
+        if status != 200:
+            raise StoryError(f"{url} answered HTTP {status}")
+        self.show_page(page, who)
+        return page
+
+    def show_page(self, page: str, who: str) -> None:
+        title = page.split("<h1>", 1)[-1].split("</h1>", 1)[0]
+        self.add(
+            Entry(at=self.clock.now(), kind=PAGE, audience=f"Page seen by {who}", title=title,
+                  text=page_text(page))
+        )  # fmt: skip
+
+    def submit_page(self, url: str, page: str, who: str, **fields: str) -> str:
+        """Submit the page's form (with its CSRF token) as a browser would; the page it ends on."""
+        token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+        body = urllib.parse.urlencode({"csrf_token": token, **fields}).encode()
+        status, answer = _http(url, body)  # urllib follows the 303 to the answer's page
+        if status != 200:
+            raise StoryError(f"submitting {url} answered HTTP {status}")
+        self.show_page(answer, who)
+        return answer
 
     # ----- time ----------------------------------------------------------------------------
 
@@ -670,9 +745,10 @@ def tell_story(demo: Demo) -> None:
 
     demo.narrate(
         f"Amy fills in the case system's reference {CASE_REF}, domestic abuse, urgent; picks "
-        "the health visitor Jo Smith, Northgate Surgery, the midwife Rhiannon Hughes, the "
-        "probation officer Tessa Ward and the police domestic abuse desk; and types a summary "
-        "for the record (it stays in Handover's database and never reaches Slack). Send."
+        "the health visitor Jo Smith, Northgate Surgery (the mother's GP), Riverside Medical "
+        "Practice (the partner's), the midwife Rhiannon Hughes, the probation officer Tessa "
+        "Ward and the police domestic abuse desk; and types a summary for the record (it "
+        "stays in Handover's database and never reaches Slack). Send."
     )
     seen = len(demo.standin.calls())
     answer = demo.submit_view(
@@ -713,6 +789,7 @@ def tell_story(demo: Demo) -> None:
             for target in (
                 "person:hv-jsmith",
                 "team:gp-northgate",
+                "team:gp-riverside",
                 "person:mw-rhughes",
                 "person:prob-tward",
             )
@@ -757,10 +834,18 @@ def tell_story(demo: Demo) -> None:
         local(2026, 12, 29, 8, 0),
         "Tuesday 29 December, 08:00, the first working morning: Northgate Surgery opens. Its "
         "duty doctor today is Dr Owen Jones, who has no Slack ID in the rota: Handover finds "
-        "him by his email address. The community midwife starts at 08:00 too.",
-        {"gp-drjones": "team:gp-northgate", "mw-rhughes": "person:mw-rhughes"},
-        "08:00: the GP practice's duty doctor and the midwife were prompted.",
+        "him by his email address. The community midwife starts at 08:00 too. Riverside "
+        "Medical Practice opens as well; it is on NHSmail, not on the council's Slack, so its "
+        "practice manager Sam Bell is asked by email.",
+        {
+            "gp-drjones": "team:gp-northgate",
+            PRACTICE_MANAGER: "team:gp-riverside",
+            "mw-rhughes": "person:mw-rhughes",
+        },
+        "08:00: the GP practice's duty doctor, the midwife and, by email, Riverside's "
+        "practice manager were prompted.",
     )
+    _email_sent(demo, local(2026, 12, 29, 8, 0))
 
     _respond(
         demo,
@@ -796,6 +881,8 @@ def tell_story(demo: Demo) -> None:
     demo.settle(lambda: demo._calls_after("chat.update", seen), "updating Dr Jones's prompt")
     demo.collect()
     demo.expect(Expected("has_information", local(2026, 12, 29, 8, 40)))
+
+    _answer_by_email(demo, local(2026, 12, 29, 8, 50))
 
     _prompted(
         demo,
@@ -853,14 +940,35 @@ def tell_story(demo: Demo) -> None:
     demo.open_home("mash-mgr-osei")
 
     text = demo.standin.all_text()
+    emails = "".join(mail.raw.decode("utf-8", "replace") for mail in demo.relay.messages())
     for fragment in _summary_fragments():
-        if fragment in text:
-            raise StoryError("the referral's summary reached Slack")
-    demo.check("The summary Amy typed never reached Slack.")
+        if fragment in text or fragment in emails:
+            raise StoryError("the referral's summary reached Slack or an email")
+    demo.check("The summary Amy typed never reached Slack, nor any email.")
 
 
 def _summary_fragments() -> list[str]:
     return [SUMMARY, "Linden Road", "maternal grandmother"]
+
+
+def _http(url: str, body: bytes | None = None) -> tuple[int, str]:
+    """GET (or POST a form to) one of the bot's pages, following redirects."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
+    request = urllib.request.Request(url, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8", "replace")
+
+
+def _link_in(text: str, label: str) -> str:
+    """The link an email gives for one answer ('I hold information:' then the URL)."""
+    lines = [line.strip() for line in text.splitlines()]
+    for first, second in itertools.pairwise(lines):
+        if first == f"{label}:" and "/respond/" in second:
+            return second
+    raise StoryError(f"the email has no link for {label!r}")
 
 
 def _referral_id_of(args: dict[str, Any]) -> str:
@@ -883,6 +991,65 @@ def _prompted(
         )
     )
     demo.check(check)
+
+
+def _email_sent(demo: Demo, instant: datetime) -> None:
+    """The prompt to Riverside's practice manager went by email, and the log says so."""
+    [sent] = [
+        r
+        for r in demo.log_records()
+        if r["event"] == "prompt_sent" and r["recipient"] == PRACTICE_MANAGER
+    ]
+    mails = demo.relay.messages()
+    if sent["detail"].get("channel") != "email" or not mails:
+        raise StoryError("the prompt to Riverside's practice manager did not go by email")
+    if sent["detail"].get("message_id") != mails[-1].message_id:
+        raise StoryError("the log does not name the email's Message-ID")
+    demo.check(
+        f"At {instant.astimezone(TZ):%H:%M} the log records the prompt sent by email, with its "
+        f"Message-ID {mails[-1].message_id}; the email names only the referral in its subject."
+    )
+
+
+def _answer_by_email(demo: Demo, instant: datetime) -> None:
+    """Riverside's practice manager answers on Handover's page, from the email's link."""
+    demo.advance_to(
+        instant,
+        "Sam Bell, Riverside's practice manager, reads Handover's email on her phone. The "
+        "practice saw the father last month. She taps I hold information.",
+    )
+    [mail] = demo.relay.messages(to="sam.bell@riverside.nhs.example")
+    url = _link_in(mail.body(), "I hold information")
+    who = "Sam Bell (gp-riv-pm-bell)"
+    page = demo.open_page(url, who)
+    demo.narrate(
+        "She will phone the social worker by 10:00 and taps Record. The page needs no "
+        "JavaScript and no Slack account; the link works only for her, for this prompt."
+    )
+    seen = len(demo.standin.calls())
+    answered = demo.submit_page(
+        url, page, who, contact_by=_option_value(page, "Today 10:00"), method="phone"
+    )
+    if "Thank you: your answer is recorded" not in answered:
+        raise StoryError("the page did not record Sam Bell's answer")
+    demo.settle(
+        lambda: [c for c in demo.standin.calls()[seen:] if c.args.get("thread_ts")],
+        "the reply under the referral's card",
+    )
+    demo.run_due()  # the card shows her answer
+    demo.expect(Expected("has_information", instant, target="team:gp-riverside"))
+    demo.check(
+        "08:50: Sam Bell's answer is in the log and on the EDT card, as if she had clicked in "
+        "Slack; the social worker knows to expect her call by 10:00."
+    )
+
+
+def _option_value(page: str, label: str) -> str:
+    """The value of the page's select option labelled `label`."""
+    for value, text in re.findall(r'<option value="([^"]*)"[^>]*>([^<]*)</option>', page):
+        if text.strip() == label:
+            return value
+    raise StoryError(f"the page offers no {label!r}")
 
 
 def _respond(

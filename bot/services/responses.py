@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,7 @@ FINAL_STATES = RESPONDED_STATES | {TargetState.CANCELLED}
 WAITING_STATES = (TargetState.HELD, TargetState.PROMPTED, TargetState.ESCALATED, TargetState.FAILED)
 
 CONTACT_METHODS = ("phone", "case_system")
+SLACK_CHANNEL = "slack"  # an outbox row's channel whose messages show a response
 
 CONTACT_SLOT_STEP = timedelta(hours=1)
 CONTACT_SLOT_MARGIN = timedelta(minutes=15)
@@ -148,9 +149,13 @@ def check_response(
     *,
     now: datetime,
     settings: Settings,
+    person_id: str | None = None,
 ) -> ResponseOutcome:
-    """Whether this Slack user may respond to the prompt now (logs a refusal), before a modal."""
-    context, outcome = _load(session, prompt_id, slack_user_id, kind, now=now, settings=settings)
+    """Whether this Slack user (or, from an email link, this person) may respond to the prompt
+    now (logs a refusal), before a form."""
+    context, outcome = _load(
+        session, prompt_id, slack_user_id, kind, now=now, settings=settings, person_id=person_id
+    )
     if outcome is not None:
         return outcome
     assert context is not None
@@ -171,12 +176,16 @@ def record_response(
     contact_by: str | None = None,
     method: str | None = None,
     colleague: str | None = None,
+    person_id: str | None = None,
 ) -> ResponseOutcome:
     """Record one response (`kind`, one of RESPONSE_KINDS) to a prompt's target, once, by
-    someone allowed to give it."""
+    someone allowed to give it: the Slack user who clicked, or the person an email link was
+    made for (`person_id`; docs/email.md)."""
     if kind not in RESPONSE_KINDS:
         raise ValueError(f"unknown response kind {kind!r}")
-    context, outcome = _load(session, prompt_id, slack_user_id, kind, now=now, settings=settings)
+    context, outcome = _load(
+        session, prompt_id, slack_user_id, kind, now=now, settings=settings, person_id=person_id
+    )
     if outcome is not None:
         return outcome
     assert context is not None and context.person is not None
@@ -327,6 +336,7 @@ def _load(
     *,
     now: datetime,
     settings: Settings,
+    person_id: str | None = None,
 ) -> tuple[_Context | None, ResponseOutcome | None]:
     """The prompt's context, or the outcome that ends the attempt (not found, refused, …)."""
     prompt = session.get(OutboxMessage, prompt_id) if prompt_id is not None else None
@@ -335,7 +345,12 @@ def _load(
         return None, ResponseOutcome("not_found", kind, slack_user_id, now)
     referral = session.get(Referral, target.referral_id)
     assert referral is not None
-    person = person_for_slack_user(session, slack_user_id)
+    if person_id is not None:
+        # An email link: the person it was made for, while still in the rota.
+        found = session.get(Person, person_id)
+        person = found if found is not None and found.active else None
+    else:
+        person = person_for_slack_user(session, slack_user_id)
     context = _Context(prompt, target, referral, person, _recipient_of(session, prompt, target))
     store = RotaStore(session)
     if person is None or not _may_respond(store, context, person, now):
@@ -344,13 +359,13 @@ def _load(
             "response_refused",
             at=now,
             referral_id=referral.referral_id,
-            actor=person.person_id if person is not None else slack_user_id,
+            actor=person.person_id if person is not None else (person_id or slack_user_id),
             recipient=context.recipient_id,
             target=target.spec,
             detail={
                 "response": kind,
                 "prompt_id": prompt.id,
-                "slack_user": slack_user_id,
+                **({"via": "email link"} if person_id else {"slack_user": slack_user_id}),
                 "in_rota": person is not None,
             },
             rota_version=store.current_rota_version(),
@@ -438,6 +453,8 @@ def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str], ...
             ),
             OutboxMessage.message_channel.is_not(None),
             OutboxMessage.message_ts.is_not(None),
+            # Slack's messages: an email cannot be changed once sent.
+            or_(OutboxMessage.channel.is_(None), OutboxMessage.channel == SLACK_CHANNEL),
         )
         .order_by(OutboxMessage.id)
     ).all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from slack_bolt import App, BoltResponse
@@ -11,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from bot.context import Services
 from bot.models import SlackEvent
+from bot.services.responses import ResponseOutcome
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -77,3 +79,15 @@ def _make_event_dedupe(services: Services):
         return next()
 
     return dedupe_events
+
+
+def slack_follow_up(client: WebClient, services: Services) -> Callable[[ResponseOutcome], None]:
+    """What Slack shows once an answer is given outside it (on an email's response page): the
+    same as after a click, the prompt's Slack messages updated and a reply on the EDT card."""
+
+    def follow_up(outcome: ResponseOutcome) -> None:
+        from handlers.responses import show_recorded
+
+        show_recorded(client, outcome, services)
+
+    return follow_up

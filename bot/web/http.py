@@ -1,4 +1,5 @@
-"""The HTTP surface of `serve`: Slack's endpoint, the case-system API and the health check.
+"""The HTTP surface of `serve`: Slack's endpoint, the case-system API, the health check and,
+with email reach, the response pages (`/respond/{token}`).
 
 A slow or stalled database must not starve what needs no database: Slack's `url_verification`,
 a bad signature's 401 and a malformed body's 400 are answered before any database work, and
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from slack_bolt import App
 from slack_bolt.adapter.flask import SlackRequestHandler
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,9 +25,13 @@ from werkzeug.exceptions import HTTPException
 
 from bot.context import Services
 from bot.migrate import code_revision
+from bot.response_links import ResponseLinks
 from bot.services.replay import remember_request
+from bot.settings import SettingsError
 from bot.web.api import create_api_blueprint
+from bot.web.app import slack_follow_up
 from bot.web.health import HealthCheck
+from bot.web.respond import create_respond_blueprint
 from bot.web.slack_guard import (
     APP_RATE_LIMITED,
     SSL_CHECK,
@@ -110,6 +115,16 @@ class ReplayGuard:
             self._queue.release()
 
 
+def respond_pages(bolt_app: App, services: Services) -> Blueprint:
+    """The email response pages, their links signed with a key derived from the signing secret."""
+    settings = services.settings
+    if not settings.slack_signing_secret or not settings.public_url:
+        raise SettingsError("email needs SLACK_SIGNING_SECRET and HANDOVER_PUBLIC_URL")
+    links = ResponseLinks(settings.slack_signing_secret, settings.public_url)
+    follow_up = slack_follow_up(bolt_app.client, services)
+    return create_respond_blueprint(services, links, after_response=follow_up)
+
+
 def create_web_app(
     bolt_app: App, services: Services, *, database_slots: int = DEFAULT_DATABASE_SLOTS
 ) -> Flask:
@@ -169,6 +184,8 @@ def create_web_app(
     web.register_blueprint(
         create_api_blueprint(services.settings, services.session_factory, services.clock)
     )
+    if services.settings.email_enabled:
+        web.register_blueprint(respond_pages(bolt_app, services))
 
     @web.errorhandler(404)
     def not_found(_error):

@@ -106,6 +106,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     if runtime.dispatcher is not None:
         runtime.dispatcher.start()
+    if settings.socket_mode and settings.email_enabled:
+        # Socket Mode serves no HTTP: the response pages must be served by an HTTP-mode `serve`.
+        logger.warning(
+            "email links point at HANDOVER_PUBLIC_URL/respond/, which a Socket Mode process "
+            "does not serve: run `handover serve --no-dispatcher` in HTTP mode there too"
+        )
     try:
         if settings.socket_mode:
             _serve_socket_mode(runtime, settings, stop)

@@ -36,6 +36,17 @@ def _code(text: str) -> str:
     return f"`{mrkdwn_escape(text)}`"
 
 
+# How an alert names the channels that failed (`channel`: outbox channel names, joined by ","
+# when several were tried in turn; the last one's reason is shown).
+_CHANNEL_WORDS = {"slack": ("Slack", "Slack said"), "email": ("email", "The mail relay said")}
+
+
+def _channel_words(channel: str | None) -> tuple[str, str]:
+    names = [name for name in (channel or "slack").split(",") if name] or ["slack"]
+    words = [_CHANNEL_WORDS.get(name, (name, f"{name} said")) for name in names]
+    return " or ".join(by for by, _ in words), words[-1][1]
+
+
 def _body(
     kind: str,
     *,
@@ -43,6 +54,7 @@ def _body(
     recipient: str | None,
     detail: str | None,
     reason: str | None,
+    channel: str | None = None,
 ) -> str:
     if kind == AlertKind.ON_CALL:
         role = target.removeprefix("role:") if target else "on call"
@@ -53,14 +65,20 @@ def _body(
         text = f"Nobody in the chain of {_code(target or '?')} is at work within 7 days."
     elif kind == AlertKind.DELIVERY_FAILURE:
         who = f" to {_code(recipient)}" if recipient else ""
-        text = f"The prompt for {_code(target or '?')}{who} could not be delivered by Slack."
+        by = _channel_words(channel)[0]
+        text = f"The prompt for {_code(target or '?')}{who} could not be delivered by {by}."
         text += " Please contact them by phone or another route."
+    elif channel not in (None, "slack"):
+        text = (
+            f"Messages by {_channel_words(channel)[0]} are held and retried until the mail "
+            "relay accepts Handover again; nothing is dropped."
+        )
     else:
         text = "Prompts are held and retried until the token is fixed; nothing is dropped."
     if detail:
         text += f"\n{mrkdwn_escape(detail)}"
     if reason:
-        text += f"\nSlack said: {_code(reason)}"
+        text += f"\n{_channel_words(channel)[1]}: {_code(reason)}"
     return text
 
 
@@ -73,23 +91,33 @@ def build_alert_message(
     recipient: str | None = None,
     detail: str | None = None,
     reason: str | None = None,
+    channel: str | None = None,
 ) -> dict[str, Any]:
     """An alert about a referral (`kind` one of ALERT_KINDS); `detail` is planner text only.
 
     `target` is a notify target (`role:NAME` for on_call), `recipient` a person_id, `reason` a
-    Slack error code: none of them is free text a person typed.
+    channel's error code (`channel` names it; Slack when None): none of them is free text a
+    person typed.
     """
     if kind not in ALERT_KINDS:
         raise ValueError(f"unknown alert kind {kind!r}")
     facts = ReferralFacts.of(referral)
+    headline = _HEADLINES[kind]
+    if kind == AlertKind.SLACK_AUTH and channel not in (None, "slack"):
+        headline = "The mail relay refused Handover"
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _HEADLINES[kind]}},
+        {"type": "header", "text": {"type": "plain_text", "text": headline}},
         {
             "type": "section",
             "text": {
                 "type": "mrkdwn",
                 "text": _body(
-                    kind, target=target, recipient=recipient, detail=detail, reason=reason
+                    kind,
+                    target=target,
+                    recipient=recipient,
+                    detail=detail,
+                    reason=reason,
+                    channel=channel,
                 )[:3000],
             },
         },

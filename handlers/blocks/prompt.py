@@ -15,9 +15,18 @@ from zoneinfo import ZoneInfo
 
 from bot.delivery.kinds import ResponseKind
 from bot.services.logbook import ReferralFacts
-from handlers.ids import ACK, HAS_INFO, NOT_KNOWN, REDIRECT, RESPONSE_ACTIONS
+from handlers.ids import (
+    ACK,
+    HAS_INFO,
+    NOT_KNOWN,
+    REDIRECT,
+    RESPONSE_ACTIONS,
+    RESPONSE_KIND_BY_ACTION,
+)
 
 PROMPT_ACTIONS_BLOCK = "handover_prompt_actions"
+# The response each prompt button records: a channel without buttons (email) links to them.
+ANSWER_BY_ACTION = RESPONSE_KIND_BY_ACTION
 QUESTION = "Do you hold information about this child or family?"
 
 BUTTON_LABELS = {

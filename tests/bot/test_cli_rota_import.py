@@ -192,7 +192,7 @@ def test_the_sample_rota_imports(
     assert main(["rota", "import", str(SAMPLE)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "rota version 1"
     with session_factory() as session:
-        assert session.scalar(select(func.count()).select_from(Team)) == 10
+        assert session.scalar(select(func.count()).select_from(Team)) == 11
         assert session.scalar(select(func.count()).select_from(Shift)) > 1000
 
 

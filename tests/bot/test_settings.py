@@ -97,3 +97,78 @@ def test_retention_days(text: str | None, days: int | None) -> None:
 def test_retention_days_must_be_a_sensible_whole_number(text: str) -> None:
     with pytest.raises(SettingsError, match="HANDOVER_RETENTION_DAYS must be a whole number"):
         Settings.from_env({"HANDOVER_RETENTION_DAYS": text})
+
+
+# ----- email reach -------------------------------------------------------------------------------
+
+EMAIL = {
+    "HANDOVER_SMTP_URL": "smtp://handover%40wexcombe.gov.uk:s3cr%2Ft@send.nhs.net:587",
+    "HANDOVER_MAIL_FROM": "Handover <handover@wexcombe.gov.uk>",
+    "HANDOVER_PUBLIC_URL": "https://handover.wexcombe.gov.uk/",
+    "SLACK_SIGNING_SECRET": "signing-secret",
+}
+
+
+def test_email_settings_are_read_and_the_password_never_shows() -> None:
+    settings = Settings.from_env(EMAIL)
+    relay = settings.smtp
+    assert relay is not None and settings.email_enabled
+    assert (relay.host, relay.port, relay.implicit_tls) == ("send.nhs.net", 587, False)
+    assert (relay.username, relay.password) == ("handover@wexcombe.gov.uk", "s3cr/t")
+    assert settings.public_url == "https://handover.wexcombe.gov.uk"
+    assert "s3cr" not in repr(settings) and "s3cr" not in repr(relay)
+    implicit = Settings.from_env({**EMAIL, "HANDOVER_SMTP_URL": "smtps://relay.example"}).smtp
+    assert implicit is not None and (implicit.port, implicit.implicit_tls) == (465, True)
+    assert not Settings.from_env({}).email_enabled
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"HANDOVER_SMTP_URL": "http://u:s3cr@relay"},
+            "HANDOVER_SMTP_URL must start with smtp:// (STARTTLS) or smtps:// (implicit TLS)",
+        ),
+        ({"HANDOVER_SMTP_URL": "smtp://u:s3cr@"}, "HANDOVER_SMTP_URL names no host"),
+        (
+            {"HANDOVER_SMTP_URL": "smtp://u@relay"},
+            "HANDOVER_SMTP_URL gives a user without a password",
+        ),
+        (
+            {"HANDOVER_SMTP_URL": "smtp://u:s3cr@relay:99999"},
+            "HANDOVER_SMTP_URL is not a URL like smtp://user:pass@host:587",
+        ),
+        (
+            {"HANDOVER_SMTP_URL": "smtp://u:s3cr@relay/path"},
+            "HANDOVER_SMTP_URL takes no path or query: smtp://user:pass@host:port",
+        ),
+        (
+            {"HANDOVER_MAIL_FROM": ""},
+            "HANDOVER_SMTP_URL is set, so HANDOVER_MAIL_FROM is required too",
+        ),
+        (
+            {"HANDOVER_PUBLIC_URL": ""},
+            "HANDOVER_SMTP_URL is set, so HANDOVER_PUBLIC_URL is required too",
+        ),
+        (
+            {"SLACK_SIGNING_SECRET": ""},
+            "HANDOVER_SMTP_URL is set, so SLACK_SIGNING_SECRET is required too",
+        ),
+        (
+            {"HANDOVER_MAIL_FROM": "handover"},
+            "HANDOVER_MAIL_FROM 'handover' is not an email address",
+        ),
+        (
+            {"HANDOVER_PUBLIC_URL": "handover.example.gov.uk"},
+            "HANDOVER_PUBLIC_URL 'handover.example.gov.uk' is not a base URL like "
+            "https://handover.example.gov.uk",
+        ),
+    ],
+)
+def test_a_bad_email_setting_is_a_configuration_error_without_its_secret(
+    changes: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({**EMAIL, **changes})
+    assert str(refused.value) == message
+    assert "s3cr" not in str(refused.value)

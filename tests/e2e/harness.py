@@ -207,6 +207,7 @@ class Deployment:
     port: int
     processes: list[subprocess.Popen] = field(default_factory=list)
     started: int = 0  # processes started so far; names their log files
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the mail relay's settings
     _engine: Any = field(default=None, repr=False)
 
     @property
@@ -225,6 +226,7 @@ class Deployment:
             PORT=str(self.port),
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         return env
 
     # -- time ------------------------------------------------------------------------------

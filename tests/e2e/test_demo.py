@@ -59,7 +59,15 @@ def test_demo_tells_the_whole_weekend_and_writes_the_transcript(tmp_path: Path) 
         r"LONG GAP BEFORE A TARGET CAN BE REACHED",
         r"Monday 28 December 2026",
         r"Tue 29 Dec 08:00  DM to Dr Owen Jones \(gp-drjones\)",
+        r"Tue 29 Dec 08:00  Email to Sam Bell <sam.bell@riverside.nhs.example>: .Handover "
+        r"referral HO-\w+: please respond.",
+        r"I hold information:\n\s+│ \[link to Handover's page /respond/",
         r"Tue 29 Dec 08:40  Modal opened for Dr Owen Jones \(gp-drjones\): .I hold information.",
+        r"Tue 29 Dec 08:50  Page seen by Sam Bell \(gp-riv-pm-bell\): .I hold information.",
+        r"│ I will contact the social worker by \[ Choose a time ▾\]",
+        r"Tue 29 Dec 08:50  Page seen by Sam Bell \(gp-riv-pm-bell\): .Thank you: your answer is "
+        r"recorded.",
+        r"gp-riv-pm-bell holds information at 08:50; will contact the social worker by today 10:00",
         r"Tue 29 Dec 09:00  DM to Kiran Patel \(hv-kpatel\)",
         r"Tue 29 Dec 09:00  DM to Tessa Ward \(prob-tward\)",
         r"Tue 29 Dec 09:12  DM of Kiran Patel \(hv-kpatel\): message updated",

@@ -254,7 +254,8 @@ def test_header_problems_name_the_missing_and_unknown_columns(in_tmp: Path) -> N
     write_rota(in_tmp / "rota", people=people)
     assert problems_of(["rota/people.csv"]) == [
         "rota/people.csv:1: header: unknown column 'mail' (expected "
-        "person_id,name,slack_user,email,team_id,role,hours,deputy,permissions)",
+        "person_id,name,slack_user,email,team_id,role,hours,deputy,permissions; "
+        "optional: contact)",
         "rota/people.csv:1: header: missing column 'email'",
     ]
 
@@ -427,9 +428,12 @@ def test_the_sample_rota_imports_cleanly(session_factory: sessionmaker[Session])
         jsmith = session.get(Person, "hv-jsmith")
         assert jsmith.deputy_id == "hv-kpatel" and jsmith.hours == "Mon-Wed 09:00-17:00"
         assert session.get(Team, "hv-fife").region == "scotland"
+        # The optional contact column: Riverside's practice manager is on NHSmail only.
+        assert session.get(Person, "gp-riv-pm-bell").contact == "email"
+        assert jsmith.contact == "slack"
         version = session.get(RotaVersion, 1)
     counts = json.loads(version.summary)
-    assert counts["teams"]["added"] == 10
+    assert counts["teams"]["added"] == 11
     assert counts["shifts"]["added"] == result.counts["shifts"]["added"] > 1000
     assert version.imported_at == NOW
     assert version.files == ",".join(str(SAMPLE / f"{kind}.csv") for kind in KINDS)
@@ -695,3 +699,48 @@ def test_a_generated_large_rota_is_valid(tmp_path: Path) -> None:
     module.write_large(tmp_path, people=500, shifts=3000)
     batch = read_rota_files([tmp_path], LONDON)
     assert (len(batch.people), len(batch.shifts)) == (500, 3000)
+
+
+# --- the optional contact column ----------------------------------------------------------------
+
+
+def with_contact(contacts: dict[str, str]) -> str:
+    """PEOPLE with a `contact` column, set for the people named."""
+    lines = PEOPLE.splitlines()
+    rows = [lines[0] + ",contact"]
+    rows += [f"{line},{contacts.get(line.split(',')[0], '')}" for line in lines[1:]]
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("contact", "problem"),
+    [
+        ("sms", "rota/people.csv:5: contact: 'sms' is not one of slack, email, slack+email"),
+        ("email", "rota/people.csv:6: contact: 'email' needs an email address"),
+    ],
+)
+def test_a_bad_contact_names_its_line_and_column(in_tmp: Path, contact: str, problem: str) -> None:
+    # hv-jsmith is on line 5; hv-kpatel (line 6) has no email address.
+    who = "hv-kpatel" if contact == "email" else "hv-jsmith"
+    write_rota(in_tmp / "rota", **{**BASE, "people": with_contact({who: contact})})
+    assert problems_of(["rota"]) == [problem]
+
+
+def test_contact_is_read_when_given_and_slack_when_not(tmp_path: Path, session_factory) -> None:
+    people = with_contact({"hv-jsmith": "email", "hv-mgr": "Slack+Email"})
+    import_folder(session_factory, [write_rota(tmp_path / "v1", **{**BASE, "people": people})])
+    with session_factory() as session:
+        rows = session.execute(select(Person.person_id, Person.contact)).tuples()
+        contacts = {person_id: contact for person_id, contact in rows}
+    assert contacts == {
+        "edt-mgr": "slack",
+        "edt-amy": "slack",
+        "hv-mgr": "slack+email",
+        "hv-jsmith": "email",
+        "hv-kpatel": "slack",
+    }
+    # A later file without the column is valid, and everyone is back to the default.
+    result = import_folder(session_factory, [write_rota(tmp_path / "v2", people=PEOPLE)])
+    assert result.counts["people"] == {"added": 0, "updated": 2, "deactivated": 0, "unchanged": 3}
+    with session_factory() as session:
+        assert set(session.scalars(select(Person.contact))) == {"slack"}

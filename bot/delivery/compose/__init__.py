@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from bot.delivery import outbox
-from bot.delivery.compose import alert, card, escalation, prompt
+from bot.delivery.compose import alert, card, copy, escalation, prompt
 from bot.delivery.compose.base import (
     Composed,
     Composer,
@@ -24,10 +24,11 @@ from bot.delivery.compose.base import (
     DeliveryContext,
     NeedsAddress,
     Settled,
+    contact_of,
     fail,
 )
 from bot.delivery.kinds import ALERT_ROW_KINDS, OutboxKind, Outcome
-from bot.models import Referral, ReferralStatus
+from bot.models import OutboxMessage, Referral, ReferralStatus
 
 __all__ = ["Composed", "Delivery", "DeliveryContext", "NeedsAddress", "Settled", "compose"]
 
@@ -38,11 +39,12 @@ COMPOSERS: dict[str, Composer] = {
     OutboxKind.CARD: card.compose_card,
     OutboxKind.ESCALATION: escalation.compose_step,
     OutboxKind.STEP_MESSAGE: escalation.compose_step_message,
+    OutboxKind.COPY: copy.compose_copy,
     **dict.fromkeys(ALERT_ROW_KINDS, alert.compose_alert),
 }
 # What a closed referral no longer owes (a card shows the close; a step decides for itself; a
 # step's messages are in flight, as the messages of a step being sent always were).
-_CANCELLED_WHEN_CLOSED = frozenset({OutboxKind.PROMPT, *ALERT_ROW_KINDS})
+_CANCELLED_WHEN_CLOSED = frozenset({OutboxKind.PROMPT, OutboxKind.COPY, *ALERT_ROW_KINDS})
 
 
 def compose(ctx: DeliveryContext, session: Session, row_id: int, now: datetime) -> Composed:
@@ -68,6 +70,7 @@ def compose(ctx: DeliveryContext, session: Session, row_id: int, now: datetime) 
     if isinstance(composed, Settled):
         return replace(composed, kind=row.kind)
     if isinstance(composed, Delivery):
+        composed = _for_its_person(ctx, session, row, composed)
         # Committed before the send: if this attempt's message reaches the channel but the
         # process dies, the next attempt finds it there and dates it to this attempt.
         composed = replace(
@@ -82,3 +85,20 @@ def compose(ctx: DeliveryContext, session: Session, row_id: int, now: datetime) 
             first_claimed_wall=wall or ctx.wall_clock.now().isoformat(),
         )
     return composed
+
+
+def _for_its_person(
+    ctx: DeliveryContext, session: Session, row: OutboxMessage, delivery: Delivery
+) -> Delivery:
+    """A message to a person names them (a channel that links answers binds the links to
+    them), and lists the channels that send them a copy once it is delivered."""
+    if delivery.person is None or row.kind == OutboxKind.COPY:
+        return delivery
+    contact = contact_of(session, delivery.person)
+    copies = tuple(
+        channel.name
+        for channel in ctx.channels.copies_for(contact, delivery.channel)
+        if channel.name not in outbox.unreachable_on(row)
+    )
+    message = replace(delivery.message, recipient=delivery.person)
+    return replace(delivery, message=message, copies=copies)

@@ -67,7 +67,7 @@ def compose_alert(
             # An earlier attempt chose the DM: look (and post) where it would have posted.
             channel, address = ctx.channels.named(row.channel), row.address
         else:
-            reached = reach_person(ctx, session, row.recipient_id)
+            reached = reach_person(ctx, session, row, row.recipient_id)
             if isinstance(reached, NeedsAddress):
                 return reached
             channel, address = reached
@@ -87,15 +87,18 @@ def compose_alert(
         recipient=detail.get("person_id"),
         detail=detail.get("detail"),
         reason=detail.get("reason"),
+        channel=detail.get("channel"),
     )
     message = Message(
         built["text"], built["blocks"], alert_tag(row.kind, referral.referral_id, row.id)
     )
+    to_person = bool(row.recipient_id) and row.kind != OutboxKind.DELIVERY_FAILURE
     return delivery_of(
         row,
         channel,
         address,
         message,
+        person=row.recipient_id if to_person else None,
         recipient=row.recipient_id,
         target=target,
         log_detail={"detail": detail["detail"]} if detail.get("detail") else {},

@@ -10,7 +10,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from bot.channels.base import Channel, Channels, Contact, Message, Sent
+from bot.channels.base import (
+    Channel,
+    Channels,
+    Contact,
+    Message,
+    RecipientUnreachable,
+    Sent,
+)
 from bot.clock import Clock
 from bot.delivery import outbox
 from bot.delivery.kinds import Outcome
@@ -47,6 +54,10 @@ class Delivery:
     due_at: datetime | None = None
     first_claimed_at: datetime | None = None
     earlier_attempt_at: datetime | None = None  # the latest earlier attempt that may have sent
+    # The person the message is for, when it goes to them directly (not to a room): a channel
+    # that cannot reach them hands it to their next one, and their copies follow it.
+    person: str | None = None
+    copies: tuple[str, ...] = ()  # channels that send the person a copy once it is delivered
     # What the log names once it is delivered (prompts and on-call alerts).
     recipient: str | None = None
     target: str | None = None
@@ -112,15 +123,29 @@ Composed = Delivery | NeedsAddress | Settled
 Composer = Callable[[DeliveryContext, Session, OutboxMessage, Referral, datetime], Composed]
 
 
+def contact_of(session: Session, person_id: str) -> Contact:
+    """A person's contact details (only their id when they left the rota)."""
+    person = session.get(Person, person_id)
+    return Contact.of(person) if person is not None else Contact(person_id)
+
+
 def reach_person(
-    ctx: DeliveryContext, session: Session, person_id: str
+    ctx: DeliveryContext, session: Session, row: OutboxMessage, person_id: str
 ) -> tuple[Channel, str] | NeedsAddress:
     """The one resolution of a person, for every kind of message: the channel that reaches
-    them and their stored address on it, else NeedsAddress (the channel is asked, the answer
-    stored, and the row composed again)."""
-    person = session.get(Person, person_id)
-    contact = Contact.of(person) if person is not None else Contact(person_id)
-    channel = ctx.channels.for_person(contact)
+    them (passing over those that could not reach them for this row) and their stored address
+    on it, else NeedsAddress (the channel is asked, the answer stored, and the row composed
+    again). RecipientUnreachable when no channel is left."""
+    contact = contact_of(session, person_id)
+    tried = outbox.unreachable_on(row)
+    channel = ctx.channels.for_person(contact, excluding=tried)
+    if channel is None:
+        reasons = ", ".join(f"{name}: {error}" for name, error in tried.items()) or "none"
+        raise RecipientUnreachable(
+            f"no channel reaches {person_id} ({reasons})",
+            method="resolve",
+            error=next(reversed(tried.values()), "no_channel"),
+        )
     address = channel.address_of(contact)
     if address is None:
         return NeedsAddress(person_id, channel.name, contact)

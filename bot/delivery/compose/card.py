@@ -67,7 +67,12 @@ def compose_card(
 def _recipient_labels(session: Session, referral_id: str) -> dict[int, str]:
     """How each prompted target's recipient shows on the card (`<@U1>`, `<#C1>`)."""
     rows = session.execute(
-        select(OutboxMessage.target_id, OutboxMessage.recipient_id, OutboxMessage.address)
+        select(
+            OutboxMessage.target_id,
+            OutboxMessage.recipient_id,
+            OutboxMessage.address,
+            OutboxMessage.channel,
+        )
         .where(
             OutboxMessage.referral_id == referral_id,
             OutboxMessage.kind == OutboxKind.PROMPT,
@@ -76,10 +81,13 @@ def _recipient_labels(session: Session, referral_id: str) -> dict[int, str]:
         .order_by(OutboxMessage.sent_at)
     ).all()
     labels: dict[int, str] = {}
-    for target_id, recipient_id, address in rows:
+    for target_id, recipient_id, address, channel in rows:
         if target_id is None:
             continue
-        if address and address[:1] in ("U", "W"):
+        if channel not in (None, "slack"):
+            # Reached by another channel (email): named by their rota id, never an address.
+            labels[target_id] = f"`{recipient_id}` by {channel}"
+        elif address and address[:1] in ("U", "W"):
             labels[target_id] = f"<@{address}>"
         elif address and address[:1] in ("C", "G"):
             labels[target_id] = f"<#{address}>"

@@ -50,6 +50,7 @@ from rota.escalation import (
     escalation_schedule,
     steps_before,
 )
+from rota.models import Person
 from rota.store import RotaStore
 from rota.worktime import working_time_for
 
@@ -153,6 +154,11 @@ def compose_step(
     )
 
 
+def store_has(session: Session, person_id: str) -> bool:
+    """Whether `person_id` names a person of the rota (not a room)."""
+    return session.get(Person, person_id) is not None
+
+
 def _asked(store: RotaStore, prompt: OutboxMessage) -> str:
     """Who the prompt asked, as the step's messages name them."""
     person = store.person(prompt.recipient_id) if prompt.recipient_id else None
@@ -174,12 +180,14 @@ def _plan_messages(
     tz = ctx.settings.timezone
     asked = {"asked": _asked(store, prompt)}
     if step == REMIND:
-        # Under the prompt, in the conversation it went to; else to the recipient afresh.
+        # To the person asked, as any message to them (by their channel: a Slack DM is the
+        # prompt's conversation; an email is filed under the prompt's); a room asked is
+        # reminded where the prompt went.
         recipient = prompt.recipient_id
-        if prompt.message_channel:
-            return [_Planned(recipient, prompt.message_channel, "recipient")]
         if recipient and store.person(recipient) is not None:
             return [_Planned(recipient, None, "recipient")]
+        if prompt.message_channel and prompt.channel in (None, ctx.channels.for_rooms().name):
+            return [_Planned(recipient, prompt.message_channel, "recipient")]
         return [_Planned(recipient, prompt.address, "recipient")] if prompt.address else []
     if step == ESCALATE:
         return [
@@ -217,7 +225,7 @@ def compose_step_message(
         channel, address = ctx.channels.named(row.channel), row.address
     else:
         assert row.recipient_id is not None
-        reached = reach_person(ctx, session, row.recipient_id)
+        reached = reach_person(ctx, session, row, row.recipient_id)
         if isinstance(reached, NeedsAddress):
             return reached
         channel, address = reached
@@ -260,4 +268,8 @@ def compose_step_message(
             tz=tz,
         )
     tag = escalation_tag(referral.referral_id, prompt.id, row.id, step)
-    return delivery_of(row, channel, address, Message(built["text"], built["blocks"], tag))
+    asks = step in (REMIND, ESCALATE)  # these carry the response buttons
+    message = Message(built["text"], built["blocks"], tag, respond_by=breach_at if asks else None)
+    # A person of the rota (a room asked is reminded in the room, as no one's).
+    person = row.recipient_id if row.recipient_id and store_has(session, row.recipient_id) else None
+    return delivery_of(row, channel, address, message, person=person)

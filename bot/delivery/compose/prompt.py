@@ -84,7 +84,7 @@ def compose_prompt(
             channel, address = ctx.channels.for_rooms(), recipient
         else:
             row.recipient_id = recipient  # named in the alert if they cannot be found
-            reached = reach_person(ctx, session, recipient)
+            reached = reach_person(ctx, session, row, recipient)
             if isinstance(reached, NeedsAddress):
                 return reached
             channel, address = reached
@@ -101,13 +101,19 @@ def compose_prompt(
         via=via,
         target=target.spec,
     )
-    message = Message(built["text"], built["blocks"], prompt_tag(referral.referral_id, row.id))
+    message = Message(
+        built["text"],
+        built["blocks"],
+        prompt_tag(referral.referral_id, row.id),
+        respond_by=respond_by,
+    )
     return delivery_of(
         row,
         channel,
         address,
         message,
         check_history=check,
+        person=recipient if via != "channel" else None,
         recipient=recipient,
         target=target.spec,
         via=via,

@@ -75,6 +75,9 @@ class Notebook:
     def update(self, sent: Sent, message: Message) -> Sent:
         return self.send(sent.conversation, message)
 
+    def describe(self, sent: Sent) -> dict[str, str]:
+        return {"channel": self.name, "to": sent.conversation, "id": sent.ts}
+
 
 @pytest.fixture
 def clock() -> FixedClock:
@@ -188,10 +191,12 @@ def test_each_person_is_reached_by_their_own_channel_through_the_same_path(
         logged = session.scalars(
             select(AuditEvent).where(AuditEvent.event == "prompt_sent").order_by(AuditEvent.id)
         ).all()
+    # Each channel says in the log where its message went.
     assert [(e.recipient, json.loads(e.detail)["channel"]) for e in logged] == [
         ("hv-jsmith", slack.dm_channel_for("U0HV1")),
-        ("gp-lee", "g.lee@gp.example"),
+        ("gp-lee", "notebook"),
     ]
+    assert json.loads(logged[1].detail)["to"] == "g.lee@gp.example"
 
 
 def test_an_ambiguous_failure_on_the_second_channel_is_found_not_sent_twice(
