@@ -1,0 +1,288 @@
+"""What routing reads of the rota, as plain values, and the statements that read it.
+
+Each statement is built once per dialect and binds every list as one parameter (an array on
+PostgreSQL, JSON on SQLite), so its SQL is the same whatever the number of people or roles
+asked about: SQLAlchemy, sqlite3 and PostgreSQL's prepared statements reuse their work, and no
+list needs splitting under a backend's parameter limit. Handover runs on these two databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, time
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    CompoundSelect,
+    Date,
+    Integer,
+    Select,
+    String,
+    Time,
+    any_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal_column,
+    null,
+    select,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.selectable import TableValuedAlias
+
+from rota.models import Absence, Closure, Person, RotaVersion, Shift, Team
+
+# Start instants read ahead per role: the first held by an active person is almost always
+# among them; when it is not, one more query finds it.
+NEXT_STARTS = 3
+_SPAN_COLUMNS = (Shift.person_id, Shift.role, Shift.start_at, Shift.end_at)
+
+
+class ChainPerson(NamedTuple):
+    """What routing reads of a person: plain values, cheaper to load than an ORM row."""
+
+    person_id: str
+    team_id: str
+    hours: str | None
+    deputy_id: str | None
+    active: bool
+
+
+class ChainTeam(NamedTuple):
+    """What routing reads of a team."""
+
+    team_id: str
+    region: str
+    hours: str | None
+    manager_id: str | None
+    channel: str | None
+    active: bool
+
+
+class ClosureRow(NamedTuple):
+    """A closure as plain values (the columns closure_applies and closure_window read)."""
+
+    applies_to: str
+    date: date
+    from_time: time | None
+    to_time: time | None
+
+
+class ShiftSpan(NamedTuple):
+    """A shift as plain values: cheaper than an ORM row when thousands are read."""
+
+    person_id: str
+    role: str
+    start_at: datetime
+    end_at: datetime
+
+
+def _list_values(name: str, dialect: str) -> TableValuedAlias:
+    """The strings of the list bound as `name`, as a table with one column, `value`."""
+    if dialect == "postgresql":
+        values = func.unnest(bindparam(name, type_=ARRAY(String)))
+        return values.table_valued("value").render_derived()
+    return func.json_each(bindparam(name, type_=JSON)).table_valued("value")
+
+
+def _in_list(column: ColumnElement[str], name: str, dialect: str) -> ColumnElement[bool]:
+    """`column IN (the list bound as `name`)`, usable as an index condition."""
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(String)))
+    return column.in_(select(_list_values(name, dialect).c.value))
+
+
+def _chain_columns(person: Any, team: Any) -> list[ColumnElement[Any]]:
+    fields = [getattr(person, f) for f in ChainPerson._fields]
+    return fields + [getattr(team, f) for f in ChainTeam._fields]
+
+
+_CHAIN_ROW = (ChainPerson, ChainTeam) * 3  # a person, their deputy and manager; each's team
+
+
+@lru_cache(maxsize=4)
+def targets_query(dialect: str) -> CompoundSelect:
+    """People with their chains, teams with their managers, and which roles shifts name.
+
+    A 'person' row is a person, their deputy and their team's manager, each with their own
+    team; a 'team' row has only the team and its manager (with theirs); a 'role' row names
+    a role of the list that some shift, past or future, names (one index probe each).
+    """
+    member, member_team = aliased(Person), aliased(Team)
+    deputy, deputy_team = aliased(Person), aliased(Team)
+    manager, manager_team = aliased(Person), aliased(Team)
+
+    def with_manager(query: Select[Any]) -> Select[Any]:
+        """`query` joined to the manager of member_team, and the manager's own team."""
+        return query.outerjoin(manager, manager.person_id == member_team.manager_id).outerjoin(
+            manager_team, manager_team.team_id == manager.team_id
+        )
+
+    people = (
+        select(
+            literal_column("'person'"),
+            *_chain_columns(member, member_team),
+            *_chain_columns(deputy, deputy_team),
+            *_chain_columns(manager, manager_team),
+        )
+        .select_from(member)
+        .outerjoin(member_team, member_team.team_id == member.team_id)
+        .outerjoin(deputy, deputy.person_id == member.deputy_id)
+        .outerjoin(deputy_team, deputy_team.team_id == deputy.team_id)
+    )
+    people = with_manager(people).where(_in_list(member.person_id, "people", dialect))
+    no_person, no_team = [null()] * len(ChainPerson._fields), [null()] * len(ChainTeam._fields)
+    teams = select(
+        literal_column("'team'"),
+        *no_person,
+        *(getattr(member_team, f) for f in ChainTeam._fields),
+        *no_person,
+        *no_team,
+        *_chain_columns(manager, manager_team),
+    ).select_from(member_team)
+    teams = with_manager(teams).where(_in_list(member_team.team_id, "teams", dialect))
+    roles = _list_values("roles", dialect)
+    # The role's name stands where a person's id would.
+    role_row = (literal_column("'role'"), roles.c.value, *no_person[1:], *no_team)
+    named_roles = select(*role_row, *(no_person + no_team) * 2).where(
+        exists().where(Shift.role == roles.c.value)
+    )
+    return union_all(people, teams, named_roles)
+
+
+def people_and_teams(row: Sequence[Any]) -> list[Any]:
+    """The people and teams of a row of targets_query (None where there is none)."""
+    found: list[Any] = []
+    at = 1
+    for kind in _CHAIN_ROW:
+        values = row[at : at + len(kind._fields)]
+        at += len(kind._fields)
+        found.append(kind(*values) if values[0] is not None else None)
+    return found
+
+
+def _held_by_active(person_id: ColumnElement[str]) -> ColumnElement[bool]:
+    # A subquery per row found, not a join: with a join PostgreSQL misjudges how few shifts
+    # cover an instant and hashes the whole people table.
+    return select(Person.active).where(Person.person_id == person_id).scalar_subquery()
+
+
+def _spans(kind: str) -> Select[Any]:
+    """Shift spans tagged with the part of a union they come from, and the holder's activity."""
+    return select(literal_column(f"'{kind}'"), *_SPAN_COLUMNS, _held_by_active(Shift.person_id))
+
+
+@lru_cache(maxsize=4)
+def shifts_near_query(dialect: str) -> CompoundSelect:
+    """Shifts of some people meeting a window, and who holds some roles from its start.
+
+    A 'person' row is a shift of one of the people; a 'cover' row a shift of one of the
+    roles covering `start`; a 'next' row a shift at one of the role's first start instants
+    after `start`. Each comes with whether its holder is active.
+    """
+    lookback, start, until = bindparam("lookback"), bindparam("start"), bindparam("until")
+    for_people = _spans("person").where(
+        _in_list(Shift.person_id, "people", dialect),
+        Shift.start_at >= lookback,
+        Shift.start_at < bindparam("after_until"),
+        Shift.end_at > start,
+    )
+    covering = _spans("cover").where(
+        _in_list(Shift.role, "roles", dialect),
+        Shift.start_at >= lookback,
+        Shift.start_at <= start,
+        Shift.end_at > start,
+    )
+    # The shifts at each role's first NEXT_STARTS start instants after `start`: for each
+    # role, a few steps along ix_shifts_role_start, never the role's whole week.
+    roles, later = _list_values("roles", dialect), aliased(Shift)
+    first_starts = (
+        select(later.start_at)
+        .where(
+            later.role == roles.c.value,
+            later.start_at > start,
+            later.start_at <= until,
+            later.end_at > later.start_at,
+        )
+        .distinct()
+        .order_by(later.start_at)
+        .limit(NEXT_STARTS)
+    )
+    if dialect == "postgresql":
+        # PostgreSQL runs an IN (subquery) once per shift of the role; an array, once.
+        at_first_starts = Shift.start_at == any_(func.array(first_starts.scalar_subquery()))
+    else:
+        at_first_starts = Shift.start_at.in_(first_starts)
+    following = (
+        _spans("next")
+        .select_from(roles)
+        .join(Shift, Shift.role == roles.c.value)
+        .where(at_first_starts, Shift.end_at > Shift.start_at)
+    )
+    return union_all(for_people, covering, following)
+
+
+@lru_cache(maxsize=4)
+def calendar_query(dialect: str) -> CompoundSelect:
+    """Absences of some people and closures applying to some teams in [first, last] (local
+    dates), and the rota version: one statement, a row per absence, closure and the version."""
+    first, last = bindparam("first", type_=Date), bindparam("last", type_=Date)
+    absences = select(
+        literal_column("'absence'"),
+        Absence.person_id,
+        Absence.start_date,
+        Absence.end_date,
+        cast(null(), Time),
+        cast(null(), Time),
+        cast(null(), Integer),
+    ).where(
+        _in_list(Absence.person_id, "people", dialect),
+        Absence.start_date <= last,
+        Absence.end_date >= first,
+    )
+    closures = select(
+        literal_column("'closure'"),
+        Closure.applies_to,
+        Closure.date,
+        Closure.date,
+        Closure.from_time,
+        Closure.to_time,
+        null(),
+    ).where(
+        Closure.date >= first,
+        Closure.date <= last,
+        _in_list(Closure.applies_to, "applies_to", dialect),
+    )
+    version = select(literal_column("'version'"), *[null()] * 5, func.max(RotaVersion.version))
+    return union_all(absences, closures, version)
+
+
+@lru_cache(maxsize=1)
+def first_active_start_query() -> Select[Any]:
+    """The shifts of a role at its first start in (start, until] with an active holder."""
+    # ORDER BY ... LIMIT 1 walks ix_shifts_role_start from `start` and stops at the first
+    # active holder; min() over a join would read every shift of the role in the window.
+    role, start, until = bindparam("role"), bindparam("start"), bindparam("until")
+    first = (
+        select(Shift.start_at)
+        .join(Person, Person.person_id == Shift.person_id)
+        .where(
+            Shift.role == role,
+            Shift.start_at > start,
+            Shift.start_at <= until,
+            Shift.end_at > Shift.start_at,
+            Person.active.is_(True),
+        )
+        .order_by(Shift.start_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return _spans("next").where(
+        Shift.role == role, Shift.start_at == first, Shift.end_at > Shift.start_at
+    )
