@@ -8,7 +8,6 @@ list needs splitting under a backend's parameter limit. Handover runs on these t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date, datetime, time
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -30,6 +29,7 @@ from sqlalchemy import (
     literal_column,
     null,
     select,
+    union,
     union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -98,73 +98,42 @@ def _in_list(column: ColumnElement[str], name: str, dialect: str) -> ColumnEleme
     return column.in_(select(_list_values(name, dialect).c.value))
 
 
-def _chain_columns(person: Any, team: Any) -> list[ColumnElement[Any]]:
-    fields = [getattr(person, f) for f in ChainPerson._fields]
-    return fields + [getattr(team, f) for f in ChainTeam._fields]
-
-
-_CHAIN_ROW = (ChainPerson, ChainTeam) * 3  # a person, their deputy and manager; each's team
+_PERSON_COLUMNS = [getattr(Person, f) for f in ChainPerson._fields]
+_TEAM_COLUMNS = [getattr(Team, f) for f in ChainTeam._fields]
 
 
 @lru_cache(maxsize=4)
 def targets_query(dialect: str) -> CompoundSelect:
-    """People with their chains, teams with their managers, and which roles shifts name.
+    """People and everyone their chains name, teams, and which roles some shift names.
 
-    A 'person' row is a person, their deputy and their team's manager, each with their own
-    team; a 'team' row has only the team and its manager (with theirs); a 'role' row names
-    a role of the list that some shift, past or future, names (one index probe each).
+    A 'person' row is one of the people, their deputy or their team's manager, with the
+    person's team; a 'team' row is one of the teams; a 'role' row names a role of the list
+    that some shift, past or future, names (one index probe each).
     """
-    member, member_team = aliased(Person), aliased(Team)
-    deputy, deputy_team = aliased(Person), aliased(Team)
-    manager, manager_team = aliased(Person), aliased(Team)
-
-    def with_manager(query: Select[Any]) -> Select[Any]:
-        """`query` joined to the manager of member_team, and the manager's own team."""
-        return query.outerjoin(manager, manager.person_id == member_team.manager_id).outerjoin(
-            manager_team, manager_team.team_id == manager.team_id
-        )
-
-    people = (
-        select(
-            literal_column("'person'"),
-            *_chain_columns(member, member_team),
-            *_chain_columns(deputy, deputy_team),
-            *_chain_columns(manager, manager_team),
-        )
-        .select_from(member)
-        .outerjoin(member_team, member_team.team_id == member.team_id)
-        .outerjoin(deputy, deputy.person_id == member.deputy_id)
-        .outerjoin(deputy_team, deputy_team.team_id == deputy.team_id)
+    target, named_team = aliased(Person), aliased(Team)
+    named = union(
+        select(_list_values("people", dialect).c.value),
+        select(target.deputy_id).where(_in_list(target.person_id, "people", dialect)),
+        select(named_team.manager_id)
+        .join(target, target.team_id == named_team.team_id)
+        .where(_in_list(target.person_id, "people", dialect)),
+        select(named_team.manager_id).where(_in_list(named_team.team_id, "teams", dialect)),
     )
-    people = with_manager(people).where(_in_list(member.person_id, "people", dialect))
-    no_person, no_team = [null()] * len(ChainPerson._fields), [null()] * len(ChainTeam._fields)
-    teams = select(
-        literal_column("'team'"),
-        *no_person,
-        *(getattr(member_team, f) for f in ChainTeam._fields),
-        *no_person,
-        *no_team,
-        *_chain_columns(manager, manager_team),
-    ).select_from(member_team)
-    teams = with_manager(teams).where(_in_list(member_team.team_id, "teams", dialect))
+    people = (
+        select(literal_column("'person'"), *_PERSON_COLUMNS, *_TEAM_COLUMNS)
+        .outerjoin(Team, Team.team_id == Person.team_id)
+        .where(Person.person_id.in_(named))
+    )
+    no_person = [null()] * len(_PERSON_COLUMNS)
+    teams = select(literal_column("'team'"), *no_person, *_TEAM_COLUMNS).where(
+        _in_list(Team.team_id, "teams", dialect)
+    )
     roles = _list_values("roles", dialect)
     # The role's name stands where a person's id would.
-    role_row = (literal_column("'role'"), roles.c.value, *no_person[1:], *no_team)
-    named_roles = select(*role_row, *(no_person + no_team) * 2).where(
-        exists().where(Shift.role == roles.c.value)
-    )
+    named_roles = select(
+        literal_column("'role'"), roles.c.value, *no_person[1:], *[null()] * len(_TEAM_COLUMNS)
+    ).where(exists().where(Shift.role == roles.c.value))
     return union_all(people, teams, named_roles)
-
-
-def people_and_teams(row: Sequence[Any]) -> list[Any]:
-    """The people and teams of a row of targets_query (None where there is none)."""
-    found: list[Any] = []
-    at = 1
-    for kind in _CHAIN_ROW:
-        values = row[at : at + len(kind._fields)]
-        at += len(kind._fields)
-        found.append(kind(*values) if values[0] is not None else None)
-    return found
 
 
 def _held_by_active(person_id: ColumnElement[str]) -> ColumnElement[bool]:

@@ -33,7 +33,6 @@ from rota.queries import (
     ShiftSpan,
     calendar_query,
     first_active_start_query,
-    people_and_teams,
     shifts_near_query,
     targets_query,
 )
@@ -201,9 +200,9 @@ class RotaStore:
     ) -> None:
         """Read these people and teams, with everyone their chains name, and these roles.
 
-        One query: a person comes with their team, their deputy and the team's manager; a
-        team with its manager; each deputy and manager with their own team; a role with
-        whether any shift names it.
+        One query: a person comes with their team, their deputy and their team's manager; a
+        team with its manager; each of them with their own team; a role with whether any
+        shift names it.
         """
         people = [i for i in dict.fromkeys(person_ids) if i not in self._chain_people]
         teams = [i for i in dict.fromkeys(team_ids) if i not in self._chain_teams]
@@ -211,34 +210,31 @@ class RotaStore:
         if not (people or teams or wanted):
             return
         params = {"people": people, "teams": teams, "roles": wanted}
-        for row in self._rows(targets_query(self._dialect()), params):
-            if row[0] == "role":
-                self._roles[row[1]] = True
+        width = len(ChainPerson._fields)
+        for kind, *values in self._rows(targets_query(self._dialect()), params):
+            if kind == "role":
+                self._roles[values[0]] = True
                 continue
-            person, team, deputy, deputy_team, manager, manager_team = people_and_teams(row)
-            if person is not None:
-                self._keep(person.person_id, person, team)
-                self._keep(person.deputy_id, deputy, deputy_team)
+            team = ChainTeam(*values[width:]) if values[width] is not None else None
+            if kind == "person":
+                person = ChainPerson(*values[:width])
+                self._chain_people[person.person_id] = person
+                self._chain_teams[person.team_id] = team
             elif team is not None:
                 self._chain_teams[team.team_id] = team
-            if team is not None:
-                self._keep(team.manager_id, manager, manager_team)
-        for person_id in people:
-            self._chain_people.setdefault(person_id, None)
+        # Whoever the query looked for and did not find does not exist.
+        looked_for: list[str | None] = [*people]
+        for person in filter(None, (self._chain_people.get(i) for i in people)):
+            team = self._chain_teams.get(person.team_id)
+            looked_for += [person.deputy_id, team.manager_id if team else None]
         for team_id in teams:
             self._chain_teams.setdefault(team_id, None)
+            team = self._chain_teams[team_id]
+            looked_for.append(team.manager_id if team else None)
+        for person_id in filter(None, looked_for):
+            self._chain_people.setdefault(person_id, None)
         for role in wanted:
             self._roles.setdefault(role, False)
-
-    def _keep(
-        self, person_id: str | None, person: ChainPerson | None, team: ChainTeam | None
-    ) -> None:
-        """Remember a person named by id (None when nobody has that id) and their team."""
-        if not person_id:
-            return
-        self._chain_people[person_id] = person
-        if person is not None:
-            self._chain_teams[person.team_id] = team
 
     def chain_person(self, person_id: str) -> ChainPerson | None:
         """The person with this id (active or not) as routing reads them, or None."""
