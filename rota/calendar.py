@@ -26,6 +26,7 @@ REGION_SUBDIVISIONS = {
 }
 
 _ONE_MINUTE = timedelta(minutes=1)
+_ONE_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,7 @@ class Availability:
         return [p for p in merge(found) if p[0] < end and p[1] > start]
 
     def _day_periods(self, day: date, tz: ZoneInfo) -> Sequence[Interval]:
-        if self.hours.is_none or self.is_absent(day):
+        if self.hours.is_none or (self.absences and self.is_absent(day)):
             return ()
         closures = self.closures.get(day)
         if not closures:
@@ -212,17 +213,20 @@ class Availability:
             if t < start < end and (earliest is None or start < earliest):
                 earliest = start
         if not self.hours.is_none:
-            for day in local_days(t, until + _ONE_MINUTE, tz):
-                later = None
+            # The days of local_days(t, until + 1 min), one at a time.
+            day = t.astimezone(tz).date() - _ONE_DAY
+            last = (until + _ONE_MINUTE).astimezone(tz).date() + _ONE_DAY
+            later = None
+            while later is None and day <= last:
                 for start, end in self._day_periods(day, tz):
                     if start <= t < end:
                         return t if t <= until else None
                     if start > t:
                         later = start
                         break
-                if later is not None:
-                    earliest = later if earliest is None else min(earliest, later)
-                    break
+                day += _ONE_DAY
+            if later is not None and (earliest is None or later < earliest):
+                earliest = later
         return earliest if earliest is not None and earliest <= until else None
 
 
