@@ -164,10 +164,12 @@ class _Window:
         days = local_days(start, end, tz)
         self.first_day, self.last_day = days[0], days[-1]
         roles = [m.role for m in members if m.role] + list(also_roles)
-        self.person_shifts, self.roles = store.shifts_near(person_ids, roles, start, end)
         applies = {"all"} | {t.region for t in teams.values()} | set(teams)
-        calendar = store.calendar(person_ids, applies, self.first_day, self.last_day)
-        self.closures, self.absences = calendar.closures, calendar.absences
+        window = store.read_window(
+            person_ids, roles, applies, start, end, (self.first_day, self.last_day)
+        )
+        self.person_shifts, self.roles = window.shifts, window.roles
+        self.closures, self.absences = window.closures, window.absences
         self._availability: dict[_Member, Availability] = {}
         self._closures_of: dict[str, dict[date, list[ClosureWindow]]] = {}
 

@@ -147,13 +147,70 @@ def _spans(kind: str) -> Select[Any]:
     return select(literal_column(f"'{kind}'"), *_SPAN_COLUMNS, _held_by_active(Shift.person_id))
 
 
-@lru_cache(maxsize=4)
-def shifts_near_query(dialect: str) -> CompoundSelect:
-    """Shifts of some people meeting a window, and who holds some roles from its start.
+# The columns a shift row leaves empty, typed so that SQLite's dates and times are read as
+# such; and those a calendar row leaves empty.
+_NO_CALENDAR = (
+    cast(null(), Date),
+    cast(null(), Date),
+    cast(null(), Time),
+    cast(null(), Time),
+    cast(null(), Integer),
+)
+_NO_SHIFT = (null(),) * 4  # role, start_at, end_at, active
 
-    A 'person' row is a shift of one of the people; a 'cover' row a shift of one of the
-    roles covering `start`; a 'next' row a shift at one of the role's first start instants
-    after `start`. Each comes with whether its holder is active.
+
+def _calendar_arms(dialect: str) -> tuple[Select[Any], ...]:
+    """The absence, closure and version rows of window_query."""
+    first, last = bindparam("first", type_=Date), bindparam("last", type_=Date)
+    absences = select(
+        literal_column("'absence'"),
+        Absence.person_id,
+        *_NO_SHIFT,
+        Absence.start_date,
+        Absence.end_date,
+        null(),
+        null(),
+        null(),
+    ).where(
+        _in_list(Absence.person_id, "people", dialect),
+        Absence.start_date <= last,
+        Absence.end_date >= first,
+    )
+    closures = select(
+        literal_column("'closure'"),
+        Closure.applies_to,
+        *_NO_SHIFT,
+        Closure.date,
+        Closure.date,
+        Closure.from_time,
+        Closure.to_time,
+        null(),
+    ).where(
+        Closure.date >= first,
+        Closure.date <= last,
+        _in_list(Closure.applies_to, "applies_to", dialect),
+    )
+    version = select(
+        literal_column("'version'"),
+        null(),
+        *_NO_SHIFT,
+        *[null()] * 4,
+        func.max(RotaVersion.version),
+    )
+    return absences, closures, version
+
+
+@lru_cache(maxsize=4)
+def window_query(dialect: str) -> CompoundSelect:
+    """What routing reads of a window once it knows the people, roles and teams concerned.
+
+    Every row is (kind, ref, role, start_at, end_at, active, first, last, from_time, to_time,
+    version), filled as its kind needs: a 'person' row is a shift of one of the people; a
+    'cover' row a shift of one of the roles covering `start`; a 'next' row a shift at one of
+    the role's first NEXT_STARTS start instants after `start` (each with whether its holder
+    is active); an 'absence' row an absence of one of the people, and a 'closure' row a
+    closure applying to `applies_to`, meeting the local dates [first, last]; the 'version'
+    row the rota version.
     """
     lookback, start, until = bindparam("lookback"), bindparam("start"), bindparam("until")
     for_people = _spans("person").where(
@@ -194,42 +251,10 @@ def shifts_near_query(dialect: str) -> CompoundSelect:
         .join(Shift, Shift.role == roles.c.value)
         .where(at_first_starts, Shift.end_at > Shift.start_at)
     )
-    return union_all(for_people, covering, following)
-
-
-@lru_cache(maxsize=4)
-def calendar_query(dialect: str) -> CompoundSelect:
-    """Absences of some people and closures applying to some teams in [first, last] (local
-    dates), and the rota version: one statement, a row per absence, closure and the version."""
-    first, last = bindparam("first", type_=Date), bindparam("last", type_=Date)
-    absences = select(
-        literal_column("'absence'"),
-        Absence.person_id,
-        Absence.start_date,
-        Absence.end_date,
-        cast(null(), Time),
-        cast(null(), Time),
-        cast(null(), Integer),
-    ).where(
-        _in_list(Absence.person_id, "people", dialect),
-        Absence.start_date <= last,
-        Absence.end_date >= first,
+    return union_all(
+        *(arm.add_columns(*_NO_CALENDAR) for arm in (for_people, covering, following)),
+        *_calendar_arms(dialect),
     )
-    closures = select(
-        literal_column("'closure'"),
-        Closure.applies_to,
-        Closure.date,
-        Closure.date,
-        Closure.from_time,
-        Closure.to_time,
-        null(),
-    ).where(
-        Closure.date >= first,
-        Closure.date <= last,
-        _in_list(Closure.applies_to, "applies_to", dialect),
-    )
-    version = select(literal_column("'version'"), *[null()] * 5, func.max(RotaVersion.version))
-    return union_all(absences, closures, version)
 
 
 @lru_cache(maxsize=1)

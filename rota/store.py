@@ -1,7 +1,7 @@
 """Read-only, indexed queries on the rota; one store per request, caching what it reads.
 
 Services read whole rows (ORM objects: `person`, `team`, ...); routing reads what it needs as
-plain values, several kinds in one statement (`load_targets`, `shifts_near`, `calendar`).
+plain values, several kinds in one statement (`load_targets`, then `read_window`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ from rota.queries import (
     ChainTeam,
     ClosureRow,
     ShiftSpan,
-    calendar_query,
     first_active_start_query,
-    shifts_near_query,
     targets_query,
+    window_query,
 )
 
 _Row = TypeVar("_Row", Person, Team)
@@ -84,10 +83,12 @@ def closure_window(closure: Closure | ClosureRow) -> ClosureWindow:
     return ClosureWindow(closure.date, closure.from_time, closure.to_time)
 
 
-class Calendar(NamedTuple):
-    """The calendar data of a window: absences per person, closures, and the rota version."""
+class Window(NamedTuple):
+    """What routing reads of a window of time (RotaStore.read_window)."""
 
-    absences: dict[str, list[tuple[date, date]]]
+    shifts: dict[str, list[ShiftSpan]]  # per person, by start
+    roles: dict[str, RoleShifts]
+    absences: dict[str, list[tuple[date, date]]]  # per person, inclusive local dates
     closures: list[ClosureRow]
     rota_version: int
 
@@ -258,39 +259,69 @@ class RotaStore:
         self.load_targets(roles=wanted)
         return {role for role in wanted if self._roles[role]}
 
-    def shifts_near(
-        self, person_ids: Iterable[str], roles: Iterable[str], start: datetime, until: datetime
-    ) -> tuple[dict[str, list[ShiftSpan]], dict[str, RoleShifts]]:
-        """The people's shifts meeting [start, until], and who holds each role from start on.
+    def read_window(
+        self,
+        person_ids: Iterable[str],
+        roles: Iterable[str],
+        applies_to: Iterable[str],
+        start: datetime,
+        until: datetime,
+        days: tuple[date, date],
+    ) -> Window:
+        """What routing reads of [start, until], in one statement, usually.
 
-        One statement, usually: a role's part reads the shifts covering `start` and those
-        of its first few start instants after it, never every shift of a busy role.
+        The people's shifts meeting it; who holds each role at `start`, and the shifts of its
+        first few start instants after (never every shift of a busy role); the people's
+        absences and the closures applying to `applies_to` (all, regions, team ids) on the
+        local dates `days` (first, last); the rota version.
         """
         wanted = list(dict.fromkeys(roles))
         params = {
             "people": list(dict.fromkeys(person_ids)),
             "roles": wanted,
+            "applies_to": list(dict.fromkeys(applies_to)),
             "lookback": start - _MAX_SHIFT,
             "start": start,
             "until": until,
             # Shifts ending exactly at `until` must still count as at work at `until`.
             "after_until": until + _SECOND,
+            "first": days[0],
+            "last": days[1],
         }
         by_person: dict[str, list[ShiftSpan]] = {}
         covers: dict[str, list[ShiftSpan]] = {role: [] for role in wanted}
         nexts: dict[str, list[tuple[ShiftSpan, bool]]] = {role: [] for role in wanted}
-        for kind, *values, active in self._rows(shifts_near_query(self._dialect()), params):
-            span = ShiftSpan(*values)
+        absences: dict[str, list[tuple[date, date]]] = {}
+        closures: list[ClosureRow] = []
+        for (
+            kind,
+            ref,
+            role,
+            start_at,
+            end_at,
+            active,
+            first,
+            last,
+            from_time,
+            to_time,
+            version,
+        ) in self._rows(window_query(self._dialect()), params):
             if kind == "person":
-                by_person.setdefault(span.person_id, []).append(span)
+                by_person.setdefault(ref, []).append(ShiftSpan(ref, role, start_at, end_at))
             elif kind == "cover":
                 if active:
-                    covers[span.role].append(span)
+                    covers[role].append(ShiftSpan(ref, role, start_at, end_at))
+            elif kind == "next":
+                nexts[role].append((ShiftSpan(ref, role, start_at, end_at), bool(active)))
+            elif kind == "absence":
+                absences.setdefault(ref, []).append((first, last))
+            elif kind == "closure":
+                closures.append(ClosureRow(ref, first, from_time, to_time))
             else:
-                nexts[span.role].append((span, bool(active)))
+                self._version = version or 0
         for spans in by_person.values():
             spans.sort(key=_span_order)
-        return by_person, {
+        held = {
             role: RoleShifts(
                 start,
                 until,
@@ -299,6 +330,7 @@ class RotaStore:
             )
             for role in wanted
         }
+        return Window(by_person, held, absences, closures, self.current_rota_version())
 
     def _first_held(
         self,
@@ -321,30 +353,6 @@ class RotaStore:
             (ShiftSpan(*values) for _, *values, active in rows if active), key=_span_order
         )
         return (spans[0].start_at if spans else None), tuple(spans)
-
-    def calendar(
-        self, person_ids: Iterable[str], applies_to: Iterable[str], first_day: date, last_day: date
-    ) -> Calendar:
-        """The people's absences and the closures applying to `applies_to` (all, regions,
-        team ids) that meet [first_day, last_day], with the rota version, in one query."""
-        params = {
-            "people": list(dict.fromkeys(person_ids)),
-            "applies_to": list(dict.fromkeys(applies_to)),
-            "first": first_day,
-            "last": last_day,
-        }
-        absences: dict[str, list[tuple[date, date]]] = {}
-        closures: list[ClosureRow] = []
-        for kind, ref, first, last, from_time, to_time, version in self._rows(
-            calendar_query(self._dialect()), params
-        ):
-            if kind == "absence":
-                absences.setdefault(ref, []).append((first, last))
-            elif kind == "closure":
-                closures.append(ClosureRow(ref, first, from_time, to_time))
-            else:
-                self._version = version or 0
-        return Calendar(absences, closures, self.current_rota_version())
 
     # Shifts -------------------------------------------------------------------------------
 
