@@ -141,7 +141,7 @@ def _members(store: RotaStore, target: str) -> list[_Member]:
 
 
 class _Window:
-    """The rota data of [start, end] for a set of chain members, fetched in a few queries."""
+    """The rota data of [start, end] for a set of chain members, read in two queries at most."""
 
     def __init__(
         self,
