@@ -26,6 +26,7 @@ REGION_SUBDIVISIONS = {
 }
 
 _ONE_MINUTE = timedelta(minutes=1)
+_ONE_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -137,18 +138,28 @@ def working_periods(
     tz: ZoneInfo,
 ) -> list[Interval]:
     """The periods of `day` inside `hours`, on a working day of `region`, minus closures."""
-    if absent or hours.is_none or not is_working_day(day, region):
+    if absent or hours.is_none:
         return []
-    periods = [
-        (local_instant(day, start, tz), local_instant(day, end, tz))
-        for start, end in hours.periods(day.weekday())
-    ]
+    periods = _open_periods(day, hours, region, tz)
     removals = [
         (local_instant(day, c.from_time or time(0), tz), local_instant(day, c.to_time, tz))
         for c in closures
         if c.day == day
     ]
-    return subtract(periods, removals)
+    return subtract(periods, removals) if removals else list(periods)
+
+
+@lru_cache(maxsize=8192)
+def _open_periods(day: date, hours: WeeklyHours, region: str, tz: ZoneInfo) -> tuple[Interval, ...]:
+    # Planning asks about the same few days for every person; building them (zoneinfo
+    # conversions, bank holidays) once per (day, hours, region) keeps a plan cheap.
+    if not is_working_day(day, region):
+        return ()
+    periods = [
+        (local_instant(day, start, tz), local_instant(day, end, tz))
+        for start, end in hours.periods(day.weekday())
+    ]
+    return tuple(merge(periods))
 
 
 def local_days(start: datetime, end: datetime, tz: ZoneInfo) -> list[date]:
@@ -181,29 +192,57 @@ class Availability:
         found: list[Interval] = [s for s in self.shifts if s[0] < end and s[1] > start]
         if not self.hours.is_none:
             for day in local_days(start, end, tz):
-                found.extend(
-                    working_periods(
-                        day,
-                        self.hours,
-                        self.region,
-                        self.closures.get(day, ()),
-                        self.is_absent(day),
-                        tz,
-                    )
-                )
+                found.extend(self._day_periods(day, tz))
         return [p for p in merge(found) if p[0] < end and p[1] > start]
+
+    def _day_periods(self, day: date, tz: ZoneInfo) -> Sequence[Interval]:
+        if self.hours.is_none or (self.absences and self.is_absent(day)):
+            return ()
+        closures = self.closures.get(day)
+        if not closures:
+            return _open_periods(day, self.hours, self.region, tz)
+        return working_periods(day, self.hours, self.region, closures, False, tz)
 
     def is_at_work(self, t: datetime, tz: ZoneInfo) -> bool:
         """Whether t falls in an at-work interval (half-open: an end is not at work)."""
-        return any(s <= t < e for s, e in self.periods(t, t + _ONE_MINUTE, tz))
+        if any(s <= t < e for s, e in self.shifts):
+            return True
+        if self.hours.is_none:
+            return False
+        day = t.astimezone(tz).date()
+        return any(
+            s <= t < e
+            for offset in (-1, 0, 1)
+            for s, e in self._day_periods(day + timedelta(days=offset), tz)
+        )
 
     def next_at_work(self, t: datetime, until: datetime, tz: ZoneInfo) -> datetime | None:
         """The earliest instant in [t, until] at work, or None."""
-        for start, end in self.periods(t, until + _ONE_MINUTE, tz):
-            if end > t:
-                candidate = max(start, t)
-                return candidate if candidate <= until else None
-        return None
+        # t is at work when an interval covers it; otherwise the answer is the earliest start
+        # after t, since touching intervals leave no gap. Days are read in order and the
+        # first start found after t ends the search (a later day's periods start later).
+        earliest: datetime | None = None
+        for start, end in self.shifts:
+            if start <= t < end:
+                return t if t <= until else None
+            if t < start < end and (earliest is None or start < earliest):
+                earliest = start
+        if not self.hours.is_none:
+            # The days of local_days(t, until + 1 min), one at a time.
+            day = t.astimezone(tz).date() - _ONE_DAY
+            last = (until + _ONE_MINUTE).astimezone(tz).date() + _ONE_DAY
+            later = None
+            while later is None and day <= last:
+                for start, end in self._day_periods(day, tz):
+                    if start <= t < end:
+                        return t if t <= until else None
+                    if start > t:
+                        later = start
+                        break
+                day += _ONE_DAY
+            if later is not None and (earliest is None or later < earliest):
+                earliest = later
+        return earliest if earliest is not None and earliest <= until else None
 
 
 def closures_by_day(windows: Iterable[ClosureWindow]) -> dict[date, list[ClosureWindow]]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
+from functools import lru_cache
 
 DEFAULT_HOURS_TEXT = "Mon-Fri 09:00-17:00"
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -24,10 +25,16 @@ class WeeklyHours:
     """Working periods per weekday (0 = Monday), each a sorted tuple of (start, end)."""
 
     days: tuple[tuple[tuple[time, time], ...], ...]
+    # Worked out once: the calendar asks both for every person on every day it plans.
+    is_none: bool = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def is_none(self) -> bool:
-        return not any(self.days)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_none", not any(self.days))
+        object.__setattr__(self, "_hash", hash(self.days))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def periods(self, weekday: int) -> tuple[tuple[time, time], ...]:
         return self.days[weekday]
@@ -59,8 +66,10 @@ def _parse_days(text: str, whole: str) -> list[int]:
     return days
 
 
+@lru_cache(maxsize=1024)
 def parse_hours(text: str | None) -> WeeklyHours:
     """Parse the weekly hours syntax; empty text means the default Mon-Fri 09:00-17:00."""
+    # Cached: a rota has a few dozen distinct hours texts, read for every person planned.
     whole = (text or "").strip()
     if not whole:
         whole = DEFAULT_HOURS_TEXT

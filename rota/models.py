@@ -115,7 +115,8 @@ class Shift(Base):
     end_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     __table_args__ = (
-        Index("ix_shifts_role_start", "role", "start_at"),
+        # end_at and person_id too, so "who holds this role at t" reads the index alone.
+        Index("ix_shifts_role_start", "role", "start_at", "end_at", "person_id"),
         Index("ix_shifts_person_start", "person_id", "start_at"),
         Index("ix_shifts_start", "start_at"),
     )

@@ -13,9 +13,15 @@ from zoneinfo import ZoneInfo
 
 from rota.calendar import Availability, ClosureWindow, closures_by_day, local_days
 from rota.hours import parse_hours
-from rota.models import Closure, Person, Shift, Team
 from rota.plan import Alert, Plan, PlanEntry, TargetError, Via
-from rota.store import RotaStore, closure_applies, closure_window, effective_hours
+from rota.queries import ChainPerson, ChainTeam
+from rota.store import (
+    RoleShifts,
+    RotaStore,
+    closure_applies,
+    closure_window,
+    effective_hours,
+)
 
 HORIZON = timedelta(days=7)
 LONG_GAP = timedelta(hours=48)
@@ -56,13 +62,13 @@ def _target_error(store: RotaStore, text: str) -> str | None:
     except TargetError as exc:
         return str(exc)
     if kind == "person":
-        person = store.person(ref)
+        person = store.chain_person(ref)
         if person is None:
             return f"unknown person {ref}"
         if not person.active:
             return f"person {ref} is inactive"
     elif kind == "team":
-        team = store.team(ref)
+        team = store.chain_team(ref)
         if team is None:
             return f"unknown team {ref}"
         if not team.active:
@@ -74,10 +80,13 @@ def _target_error(store: RotaStore, text: str) -> str | None:
 
 def validate_targets(store: RotaStore, targets: Sequence[str]) -> list[tuple[int, str]]:
     """Every bad target as (index, message), so all can be reported at once."""
-    # Fetch the named people and teams in two queries rather than one per target.
-    kinds = [text.strip().partition(":") for text in targets]
-    store.people_by_ids(ref.strip() for kind, _, ref in kinds if kind == "person")
-    store.teams_by_ids(ref.strip() for kind, _, ref in kinds if kind == "team")
+    # Read the named people, teams and roles (with the chains, which planning reads next)
+    # in one query rather than one per target.
+    refs: dict[str, list[str]] = {kind: [] for kind in TARGET_KINDS}
+    for text in targets:
+        kind, _, ref = text.strip().partition(":")
+        refs.get(kind, []).append(ref.strip())
+    store.load_targets(refs["person"], refs["team"], refs["role"])
     errors = []
     for index, text in enumerate(targets):
         message = _target_error(store, text)
@@ -93,24 +102,11 @@ def _check_target(store: RotaStore, target: str) -> tuple[str, str]:
     return parse_target(target)
 
 
-def _active_person(store: RotaStore, person_id: str | None) -> Person | None:
+def _active_person(store: RotaStore, person_id: str | None) -> ChainPerson | None:
     if not person_id:
         return None
-    person = store.person(person_id)
+    person = store.chain_person(person_id)
     return person if person is not None and person.active else None
-
-
-def _prefetch_chains(store: RotaStore, targets: Sequence[str]) -> None:
-    """Load the teams, deputies and managers of valid targets in a few queries."""
-    refs = [parse_target(t) for t in targets]
-    people = store.people_by_ids(ref for kind, ref in refs if kind == "person")
-    teams = store.teams_by_ids(
-        [p.team_id for p in people.values()] + [ref for kind, ref in refs if kind == "team"]
-    )
-    store.people_by_ids(
-        [p.deputy_id for p in people.values() if p.deputy_id]
-        + [t.manager_id for t in teams.values() if t.manager_id]
-    )
 
 
 def _members(store: RotaStore, target: str) -> list[_Member]:
@@ -127,15 +123,15 @@ def _members(store: RotaStore, target: str) -> list[_Member]:
             members.append(_Member(via, person_id=person_id))
 
     if kind == "person":
-        person = store.person(ref)
+        person = store.chain_person(ref)
         assert person is not None
-        team = store.team(person.team_id)
+        team = store.chain_team(person.team_id)
         add_person(ref, "self")
         add_person(person.deputy_id, "deputy")
         members.append(_Member("duty", role=f"duty:{person.team_id}"))
         add_person(team.manager_id if team else None, "manager")
         return members
-    team = store.team(ref)
+    team = store.chain_team(ref)
     assert team is not None
     members.append(_Member("duty", role=f"duty:{ref}"))
     add_person(team.manager_id, "manager")
@@ -145,7 +141,7 @@ def _members(store: RotaStore, target: str) -> list[_Member]:
 
 
 class _Window:
-    """The rota data of [start, end] for a set of chain members, fetched in a few queries."""
+    """The rota data of [start, end] for a set of chain members, read in two queries at most."""
 
     def __init__(
         self,
@@ -154,43 +150,45 @@ class _Window:
         start: datetime,
         end: datetime,
         tz: ZoneInfo,
+        *,
+        also_roles: Iterable[str] = (),
     ) -> None:
         self.store, self.start, self.end, self.tz = store, start, end, tz
         members = list(members)
-        # Prefetch the people named and their teams, so chains cost no query per link.
+        # The people named and their teams, so chains cost no query per link.
         person_ids = {m.person_id for m in members if m.person_id}
-        people = store.people_by_ids(person_ids)
-        team_ids = {p.team_id for p in people.values()} | {m.team_id for m in members if m.team_id}
-        teams = store.teams_by_ids(team_ids)
+        store.load_targets(person_ids, {m.team_id for m in members if m.team_id})
+        people = [p for i in person_ids if (p := store.chain_person(i)) is not None]
+        team_ids = {p.team_id for p in people} | {m.team_id for m in members if m.team_id}
+        teams = {i: t for i in team_ids if (t := store.chain_team(i)) is not None}
         days = local_days(start, end, tz)
         self.first_day, self.last_day = days[0], days[-1]
-        # Shifts ending exactly at `end` must still count as at work at `end`.
-        self.person_shifts = store.shift_spans_for_people(person_ids, start, end + _SECOND)
-        self.role_shifts = store.active_shift_spans_for_roles(
-            {m.role for m in members if m.role}, start, end + _SECOND
-        )
+        roles = [m.role for m in members if m.role] + list(also_roles)
         applies = {"all"} | {t.region for t in teams.values()} | set(teams)
-        self.closures: list[Closure] = store.closures_between(
-            self.first_day, self.last_day, applies
+        window = store.read_window(
+            person_ids, roles, applies, start, end, (self.first_day, self.last_day)
         )
-        self.absences = store.absences_for_people(person_ids, self.first_day, self.last_day)
+        self.person_shifts, self.roles = window.shifts, window.roles
+        self.closures, self.absences = window.closures, window.absences
         self._availability: dict[_Member, Availability] = {}
+        self._closures_of: dict[str, dict[date, list[ClosureWindow]]] = {}
 
-    def _team_closures(self, team: Team) -> dict[date, list[ClosureWindow]]:
-        return closures_by_day(closure_window(c) for c in self.closures if closure_applies(c, team))
+    def _team_closures(self, team: ChainTeam) -> dict[date, list[ClosureWindow]]:
+        if team.team_id not in self._closures_of:
+            self._closures_of[team.team_id] = closures_by_day(
+                closure_window(c) for c in self.closures if closure_applies(c, team)
+            )
+        return self._closures_of[team.team_id]
 
     def availability(self, member: _Member) -> Availability:
-        """When this member is at work within the window."""
+        """When this member (a person or a team channel) is at work within the window."""
         if member not in self._availability:
             self._availability[member] = self._build(member)
         return self._availability[member]
 
     def _build(self, member: _Member) -> Availability:
-        if member.role is not None:
-            shifts = self.role_shifts.get(member.role, [])
-            return Availability(shifts=[(s.start_at, s.end_at) for s in shifts])
         if member.channel is not None:
-            team = self.store.team(member.team_id or "")
+            team = self.store.chain_team(member.team_id or "")
             if team is None:
                 return Availability()
             return Availability(
@@ -198,10 +196,10 @@ class _Window:
                 region=team.region,
                 closures=self._team_closures(team),
             )
-        person = self.store.person(member.person_id or "")
+        person = self.store.chain_person(member.person_id or "")
         if person is None or not person.active:
             return Availability()
-        team = self.store.team(person.team_id)
+        team = self.store.chain_team(person.team_id)
         shifts = [(s.start_at, s.end_at) for s in self.person_shifts.get(person.person_id, [])]
         if team is None:
             return Availability(shifts=shifts)
@@ -209,21 +207,18 @@ class _Window:
             hours=effective_hours(person, team),
             region=team.region,
             closures=self._team_closures(team),
-            absences=[(a.start_date, a.end_date) for a in self.absences.get(person.person_id, [])],
+            absences=self.absences.get(person.person_id, ()),
             shifts=shifts,
         )
 
-    def holder(self, role: str, t: datetime) -> str | None:
-        """The first active holder of a shift of `role` at t (earliest start, then person_id)."""
-        for shift in self.role_shifts.get(role, []):
-            if shift.start_at <= t < shift.end_at:
-                return shift.person_id
-        return None
+    def holders(self, role: str) -> RoleShifts:
+        """Who holds `role` from the window's start on."""
+        return self.roles[role]
 
     def link_at(self, member: _Member, t: datetime) -> ChainLink | None:
         """The member as a concrete link if at work at t, else None."""
         if member.role is not None:
-            holder = self.holder(member.role, t)
+            holder = self.holders(member.role).holder(t)
             return ChainLink(holder, member.via) if holder is not None else None
         if not self.availability(member).is_at_work(t, self.tz):
             return None
@@ -231,9 +226,19 @@ class _Window:
         assert recipient is not None
         return ChainLink(recipient, member.via)
 
-    def next_at_work(self, member: _Member, t: datetime, until: datetime) -> datetime | None:
-        """The earliest instant in [t, until] at which the member is at work."""
-        return self.availability(member).next_at_work(t, until, self.tz)
+    def next_at_work(self, member: _Member, until: datetime) -> datetime | None:
+        """The earliest instant in [start, until] at which the member is at work."""
+        if member.role is not None:
+            return self.holders(member.role).next_held(until)
+        return self.availability(member).next_at_work(self.start, until, self.tz)
+
+    def on_call(self, roles: Sequence[str]) -> list[tuple[str, str]]:
+        """(role, person_id) for each active holder of these roles at the start, role by role."""
+        holders: list[tuple[str, str]] = []
+        for role in dict.fromkeys(roles):
+            for person_id in dict.fromkeys(s.person_id for s in self.roles[role].at_start):
+                holders.append((role, person_id))
+        return holders
 
 
 def _first_at_work(window: _Window, members: Sequence[_Member], t: datetime) -> ChainLink | None:
@@ -248,7 +253,8 @@ def _due(
     window: _Window, members: Sequence[_Member], t0: datetime
 ) -> tuple[datetime, ChainLink] | None:
     """T0 and the recipient at T0 for a chain, or None when nobody is at work within 7 days."""
-    candidates = [window.next_at_work(m, t0, t0 + HORIZON) for m in members]
+    assert t0 == window.start
+    candidates = [window.next_at_work(m, t0 + HORIZON) for m in members]
     found = [c for c in candidates if c is not None]
     if not found:
         return None
@@ -266,7 +272,7 @@ def chain_for(store: RotaStore, target: str, t: datetime) -> list[ChainLink]:
     seen: set[str] = set()
     for member in members:
         if member.role is not None:
-            recipient = window.holder(member.role, t)
+            recipient = window.holders(member.role).holder(t)
         elif member.channel is not None:
             recipient = member.channel
         else:
@@ -299,7 +305,7 @@ def next_at_work(
 ) -> datetime | None:
     """The earliest instant in [t, t + horizon] at which the person is at work, or None."""
     member = _Member("self", person_id=person_id)
-    return _Window(store, [member], t, t + horizon, tz).next_at_work(member, t, t + horizon)
+    return _Window(store, [member], t, t + horizon, tz).next_at_work(member, t + horizon)
 
 
 def format_gap(gap: timedelta) -> str:
@@ -312,20 +318,6 @@ def format_gap(gap: timedelta) -> str:
 def _local_label(t: datetime, tz: ZoneInfo) -> str:
     local = t.astimezone(tz)
     return f"{local:%a} {local.day} {local:%b %H:%M}"
-
-
-def on_call_holders(
-    store: RotaStore, t0: datetime, alert_roles: Sequence[str]
-) -> list[tuple[str, Person, Shift]]:
-    """(role, person, shift) for each active holder of an alert role at t0, role by role."""
-    holders: list[tuple[str, Person, Shift]] = []
-    for role in dict.fromkeys(alert_roles):
-        seen: set[str] = set()
-        for person, shift in store.people_on_shift(t0, role):
-            if person.person_id not in seen:
-                seen.add(person.person_id)
-                holders.append((role, person, shift))
-    return holders
 
 
 def plan_referral(
@@ -342,21 +334,21 @@ def plan_referral(
     errors = validate_targets(store, targets)
     if errors:
         raise TargetError("; ".join(message for _, message in errors))
-    _prefetch_chains(store, targets)
     chains = [_members(store, target) for target in targets]
-    window = _Window(store, (m for chain in chains for m in chain), t0, t0 + HORIZON, tz)
+    members = (m for chain in chains for m in chain)
+    window = _Window(store, members, t0, t0 + HORIZON, tz, also_roles=alert_roles)
 
-    holders = on_call_holders(store, t0, alert_roles)
+    holders = window.on_call(alert_roles)
     alerts: list[Alert] = [
         Alert(
             "on_call",
             f"role:{role}",
-            person.person_id,
+            person_id,
             f"on call as {role}: referral received {_local_label(t0, tz)}",
         )
-        for role, person, _ in holders
+        for role, person_id in holders
     ]
-    on_call_ids = list(dict.fromkeys(person.person_id for _, person, _ in holders)) or [None]
+    on_call_ids = list(dict.fromkeys(person_id for _, person_id in holders)) or [None]
 
     entries: list[PlanEntry] = []
     for target, chain in zip(targets, chains, strict=True):

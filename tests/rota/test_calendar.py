@@ -6,6 +6,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rota.calendar import (
     Availability,
@@ -194,3 +196,84 @@ def test_closures_by_day_groups_windows() -> None:
     a = ClosureWindow(date(2026, 8, 3))
     b = ClosureWindow(date(2026, 8, 3), time(9), time(10))
     assert closures_by_day([a, b]) == {date(2026, 8, 3): [a, b]}
+
+
+# The fast paths of Availability against its plain definition -----------------------------
+
+_HOURS_TEXTS = ["", "none", "Mon-Wed 09:00-17:00", "Sat-Sun 00:00-24:00", "Mon-Fri 01:00-02:30"]
+_QUARTER = timedelta(minutes=15)
+_BASES = [(3, 27), (10, 23), (12, 22)]  # both clock changes of 2026 and Christmas
+
+
+def _reference_next_at_work(
+    availability: Availability, t: datetime, until: datetime
+) -> datetime | None:
+    """The first merged period ending after t, as the calendar defines it."""
+    for start, end in availability.periods(t, until + timedelta(minutes=1), LONDON):
+        if end > t:
+            candidate = max(start, t)
+            return candidate if candidate <= until else None
+    return None
+
+
+@st.composite
+def _availabilities(draw: st.DrawFn) -> tuple[Availability, datetime]:
+    # Quarter hours of UTC over six days after a base date.
+    base = draw(st.sampled_from([datetime(2026, m, d, tzinfo=UTC) for m, d in _BASES]))
+    t = base + _QUARTER * draw(st.integers(0, 4 * 24 * 6))
+    day = t.date()
+    closures = closures_by_day(
+        ClosureWindow(day + timedelta(days=draw(st.integers(-1, 6))), *window)
+        for window in draw(
+            st.lists(
+                st.sampled_from([(None, None), (time(12), None), (time(1), time(10))]),
+                max_size=3,
+            )
+        )
+    )
+    absences = [
+        (first, first + timedelta(days=draw(st.integers(0, 3))))
+        for first in draw(
+            st.lists(st.integers(-2, 7).map(lambda n: day + timedelta(days=n)), max_size=2)
+        )
+    ]
+    shifts = []
+    for _ in range(draw(st.integers(0, 3))):
+        start = t + _QUARTER * draw(st.integers(-40, 7 * 96))
+        shifts.append((start, start + _QUARTER * draw(st.integers(0, 60))))
+    availability = Availability(
+        hours=parse_hours(draw(st.sampled_from(_HOURS_TEXTS))),
+        region=draw(st.sampled_from(["england", "scotland", "northern_ireland"])),
+        closures=closures,
+        absences=absences,
+        shifts=shifts,
+    )
+    return availability, t
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=_availabilities(), days=st.integers(0, 7), offset=st.integers(-2, 2))
+def test_next_at_work_and_is_at_work_agree_with_the_merged_periods(
+    case: tuple[Availability, datetime], days: int, offset: int
+) -> None:
+    availability, t = case
+    until = t + timedelta(days=days) + _QUARTER * offset
+    assert availability.next_at_work(t, until, LONDON) == _reference_next_at_work(
+        availability, t, until
+    )
+    covered = any(s <= t < e for s, e in availability.periods(t, t + _QUARTER, LONDON))
+    assert availability.is_at_work(t, LONDON) is covered
+
+
+def test_a_day_already_worked_out_still_loses_its_closed_hours() -> None:
+    eve = date(2026, 12, 24)
+    assert periods_iso(working_periods(eve, OFFICE, "england", [], False, LONDON)) == [
+        ("2026-12-24T09:00:00+00:00", "2026-12-24T17:00:00+00:00")
+    ]
+    closed = [ClosureWindow(eve, time(12), None)]
+    assert periods_iso(working_periods(eve, OFFICE, "england", closed, False, LONDON)) == [
+        ("2026-12-24T09:00:00+00:00", "2026-12-24T12:00:00+00:00")
+    ]
+    assert working_periods(eve, OFFICE, "england", [], True, LONDON) == []
+    # And the open day is unchanged for the next caller.
+    assert len(working_periods(eve, OFFICE, "england", [], False, LONDON)) == 1
