@@ -47,6 +47,7 @@ _Row = TypeVar("_Row", Person, Team)
 _MAX_SHIFT = timedelta(hours=MAX_SHIFT_HOURS)
 _SECOND = timedelta(seconds=1)
 _CHUNK = 500  # ids per IN list, well under every backend's parameter limit
+_SPAN_COLUMNS = (Shift.person_id, Shift.role, Shift.start_at, Shift.end_at)
 
 
 def _chunks(ids: list[str]) -> Iterable[list[str]]:
@@ -263,6 +264,34 @@ class RotaStore:
         if team_id not in self._chain_teams:
             self.load_targets(team_ids=[team_id])
         return self._chain_teams[team_id]
+
+    def shift_spans_for_people(
+        self, person_ids: Iterable[str], start: datetime, end: datetime
+    ) -> dict[str, list[ShiftSpan]]:
+        """Each person's shifts overlapping [start, end), as plain values, by start."""
+        result: dict[str, list[ShiftSpan]] = {}
+        for chunk in _chunks(list(dict.fromkeys(person_ids))):
+            query = _overlapping(select(*_SPAN_COLUMNS), Shift.person_id.in_(chunk), start, end)
+            for row in self.session.execute(query):
+                result.setdefault(row.person_id, []).append(ShiftSpan(*row))
+        return result
+
+    def active_shift_spans_for_roles(
+        self, roles: Iterable[str], start: datetime, end: datetime
+    ) -> dict[str, list[ShiftSpan]]:
+        """Shifts of each role overlapping [start, end) held by active people, by start
+        (`rota check` and `rota ical`)."""
+        wanted = list(dict.fromkeys(roles))
+        if not wanted:
+            return {}
+        held = select(*_SPAN_COLUMNS).join(Person, Person.person_id == Shift.person_id)
+        query = _overlapping(held, Shift.role.in_(wanted), start, end).where(
+            Person.active.is_(True)
+        )
+        result: dict[str, list[ShiftSpan]] = {}
+        for row in self.session.execute(query):
+            result.setdefault(row.role, []).append(ShiftSpan(*row))
+        return result
 
     def role_known(self, role: str) -> bool:
         """Whether any shift in the rota, past or future, names this role."""
