@@ -1,0 +1,288 @@
+"""Button clicks and slash commands at 50 concurrent users: Handover against a no-op Bolt app.
+
+    python benchmarks/bench_clicks.py [--clients 50] [--requests 20] [--backend sqlite|postgresql]
+
+`handover serve` (HTTP mode, its dispatcher in-process, the stand-in as Slack) with the sample
+rota and prompts delivered, and `benchmarks/noop_bolt.py` (the same listeners, each only
+acking, served the same way) are each sent the same signed requests by `--clients` threads at
+once: Acknowledge clicks on real prompts by their recipients, then `/handover oncall`. Prints
+p50, p99, throughput and the count of 404s (Bolt's answer when no ack came within 3 s),
+timeouts and other failures for both side by side, and the ratio of the p99s (goal: ≤ 1.5).
+Then how long Handover took to finish the work the clicks started (after their acks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from handlers import ids  # noqa: E402
+from tests.e2e.harness import (  # noqa: E402
+    SIGNING_SECRET,
+    Deployment,
+    deployments,
+    free_port,
+    slack_signature,
+    slack_user_of,
+    wait_for,
+)
+
+LONDON = ZoneInfo("Europe/London")
+START = datetime(2027, 1, 5, 10, 0, tzinfo=LONDON)  # a Tuesday morning: prompts go at once
+# People of the sample rota reached on Slack and at work on a Tuesday morning.
+RECIPIENTS = ["hv-kpatel", "mash-tkelly", "prob-tward", "sch-dsl-moore", "gp-drshah"]
+TIMEOUT = 10.0
+
+
+@dataclass
+class Figures:
+    latencies: list[float]
+    statuses: Counter
+    elapsed: float
+    answered: list[bytes]  # the bodies answered 200
+
+    def line(self, name: str) -> str:
+        ordered = sorted(self.latencies)
+        p50 = statistics.median(ordered) if ordered else float("nan")
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
+        failures = sum(n for s, n in self.statuses.items() if s != 200)
+        return (
+            f"{name:<9} p50 {p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  "
+            f"{len(self.latencies) / self.elapsed:6.0f}/s  404: {self.statuses.get(404, 0)}  "
+            f"timeouts: {self.statuses.get('timeout', 0)}  other failures: "
+            f"{failures - self.statuses.get(404, 0) - self.statuses.get('timeout', 0)}"
+            + (f" {dict(self.statuses)}" if failures else "")
+        )
+
+    def p99(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def post(port: int, body: bytes) -> int | str:
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        **slack_signature(body, secret=SIGNING_SECRET),
+    }
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        connection.request("POST", "/slack/events", body, headers)
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    except TimeoutError:
+        return "timeout"
+    except OSError:
+        return "error"
+    finally:
+        connection.close()
+
+
+def load(port: int, bodies: list[list[bytes]]) -> Figures:
+    """Each client thread posts its bodies one after another; all clients start together."""
+    latencies: list[float] = []
+    statuses: Counter = Counter()
+    answered: list[bytes] = []
+    lock = threading.Lock()
+    start = threading.Barrier(len(bodies) + 1)
+
+    def client(mine: list[bytes]) -> None:
+        start.wait()
+        for body in mine:
+            began = time.perf_counter()
+            status = post(port, body)
+            took = time.perf_counter() - began
+            with lock:
+                latencies.append(took)
+                statuses[status] += 1
+                if status == 200:
+                    answered.append(body)
+
+    threads = [threading.Thread(target=client, args=(mine,)) for mine in bodies]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return Figures(latencies, statuses, time.perf_counter() - began, answered)
+
+
+def click_body(d: Deployment, prompt: dict, user_id: str, person: str, n: int) -> bytes:
+    button = next(
+        element
+        for block in prompt["blocks"]
+        if block["type"] == "actions"
+        for element in block["elements"]
+        if element["action_id"] == ids.ACK
+    )
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T0STANDIN", "domain": "handover-standin"},
+        "user": {"id": user_id, "username": person, "name": person, "team_id": "T0STANDIN"},
+        "api_app_id": "A0HANDOVER",
+        "token": "verification-token-unused",
+        "container": {
+            "type": "message",
+            "message_ts": prompt["ts"],
+            "channel_id": prompt["channel"],
+            "is_ephemeral": False,
+        },
+        "trigger_id": f"{n}.1.bench",
+        "channel": {"id": prompt["channel"], "name": "directmessage"},
+        "message": {"type": "message", "ts": prompt["ts"], "text": prompt["text"]},
+        "response_url": d.standin.response_url(f"click-{n}"),
+        "actions": [
+            {
+                "action_id": ids.ACK,
+                "block_id": "handover_prompt_actions",
+                "text": button["text"],
+                "value": button["value"],
+                "type": "button",
+                "action_ts": f"{time.time():.6f}.{n}",
+            }
+        ],
+    }
+    return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def command_body(d: Deployment, user_id: str, n: int) -> bytes:
+    form = {
+        "token": "verification-token-unused",
+        "api_app_id": "A0HANDOVER",
+        "team_id": "T0STANDIN",
+        "team_domain": "handover-standin",
+        "channel_id": "C0EDTCARDS",
+        "channel_name": "edt",
+        "user_id": user_id,
+        "user_name": "bench",
+        "command": ids.COMMAND,
+        "text": "oncall",
+        "response_url": d.standin.response_url(f"cmd-{n}"),
+        "trigger_id": f"{n}.2.bench",
+        "is_enterprise_install": "false",
+    }
+    return urllib.parse.urlencode(form).encode()
+
+
+def prepare(d: Deployment, referrals: int) -> list[tuple[dict, str, str]]:
+    """Post referrals, let serve deliver their prompts: (prompt message, user id, person)."""
+    for r in range(referrals):
+        status, answer = d.api(
+            "POST",
+            "/api/referrals",
+            {
+                "external_ref": f"BENCH-{r}",
+                "category": "neglect",
+                "urgency": "standard",
+                "referrer": "edt-amy",
+                "notify": [f"person:{p}" for p in RECIPIENTS],
+                "summary": "bench",
+            },
+        )
+        assert status == 201, (status, answer)
+    d.settle(timeout=120)
+    recipient_of = {pid: row[2] for pid, row in d.prompt_ids().items()}
+    prompts = []
+    for message in d.standin.messages():
+        metadata = message.get("metadata") or {}
+        if metadata.get("event_type") != "handover_prompt":
+            continue
+        person = recipient_of[int(metadata["event_payload"]["prompt_id"])]
+        prompts.append((message, slack_user_of(person), person))
+    return prompts
+
+
+def value_of(body: bytes) -> str:
+    payload = json.loads(urllib.parse.parse_qs(body.decode())["payload"][0])
+    return payload["actions"][0]["value"]
+
+
+def acknowledged(d: Deployment) -> int:
+    return d.query("SELECT count(*) FROM responses")[0][0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=20, help="per client and phase")
+    parser.add_argument("--referrals", type=int, default=40)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    args = parser.parse_args()
+    rng = random.Random(13)
+    with tempfile.TemporaryDirectory() as tmp, deployments(Path(tmp)) as make:
+        d = make(args.backend, START)
+        d.start_server()
+        prompts = prepare(d, args.referrals)
+        noop_port = free_port()
+        noop = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "noop_bolt.py"), "--port", str(noop_port),
+             "--signing-secret", SIGNING_SECRET, "--slack-api-url", d.standin.url],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            noop.stdout.readline()
+            print(
+                f"{args.clients} clients × {args.requests} requests, {args.backend}, "
+                f"{len(prompts)} prompts to click"
+            )
+            for phase in ("clicks", "commands"):
+                n = 0
+                bodies_of = {}
+                for target in ("handover", "noop"):
+                    bodies = []
+                    for _ in range(args.clients):
+                        mine = []
+                        for _ in range(args.requests):
+                            n += 1
+                            prompt, user_id, person = rng.choice(prompts)
+                            if phase == "clicks":
+                                mine.append(click_body(d, prompt, user_id, person, n))
+                            else:
+                                mine.append(command_body(d, user_id, n))
+                        bodies.append(mine)
+                    bodies_of[target] = bodies
+                handover = load(d.port, bodies_of["handover"])
+                acked_at = time.perf_counter()
+                print(f"-- {phase}")
+                print(handover.line("handover"), flush=True)
+                drained = ""
+                if phase == "clicks":
+                    # The work after the acks: each prompt clicked (answered 200) is acknowledged.
+                    clicked = {value_of(b) for b in handover.answered}
+                    try:
+                        wait_for(lambda: acknowledged(d) >= len(clicked), timeout=120)
+                    except AssertionError:
+                        print(d.logs()[-4000:])
+                        raise
+                    drained = (
+                        f" ({len(clicked)} prompts acknowledged; the work after the acks "
+                        f"finished {time.perf_counter() - acked_at:.1f} s after the last ack)"
+                    )
+                reference = load(noop_port, bodies_of["noop"])
+                print(reference.line("no-op"))
+                print(f"p99 ratio: {handover.p99() / reference.p99():.2f} (goal ≤ 1.5){drained}")
+        finally:
+            noop.terminate()
+            noop.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
