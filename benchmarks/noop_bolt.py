@@ -57,9 +57,8 @@ def main() -> None:
     parser.add_argument("--signing-secret", required=True)
     parser.add_argument("--slack-api-url", required=True, help="Slack's API (the stand-in)")
     args = parser.parse_args()
-    server = create_server(
-        build(args.signing_secret, args.slack_api_url), host="127.0.0.1", port=args.port, threads=WAITRESS_THREADS
-    )
+    web = build(args.signing_secret, args.slack_api_url)
+    server = create_server(web, host="127.0.0.1", port=args.port, threads=WAITRESS_THREADS)
     print(f"noop: listening on port {server.effective_port}", flush=True)
     server.run()
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from slack_bolt import Ack, App
+from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -16,6 +17,7 @@ from bot.delivery.kinds import ResponseKind
 from bot.services.responses import check_response
 from handlers import ids
 from handlers.blocks.response import build_has_info_modal, build_redirect_modal, modal_metadata
+from handlers.deferred import BUSY, after_ack
 from handlers.guards import DATABASE_DOWN, as_int, dict_at, first_action, text_or_none
 from handlers.responses import record_now, refusal_for, show_recorded, tell_privately
 
@@ -23,11 +25,30 @@ logger = logging.getLogger(__name__)
 
 
 def register(app: App, services: Services) -> None:
-    """Listen for the prompt buttons."""
+    """Listen for the prompt buttons: each acks at once, then works (handlers/deferred.py)."""
     for action in (ids.ACK, ids.NOT_KNOWN):
-        app.action(action)(_make_direct(services, ids.RESPONSE_KIND_BY_ACTION[action]))
+        work = _make_direct(services, ids.RESPONSE_KIND_BY_ACTION[action])
+        app.action(action)(_ack_then(services, work))
     for action in (ids.HAS_INFO, ids.REDIRECT):
-        app.action(action)(_make_modal_opener(services, ids.RESPONSE_KIND_BY_ACTION[action]))
+        work = _make_modal_opener(services, ids.RESPONSE_KIND_BY_ACTION[action])
+        app.action(action)(_ack_then(services, work))
+
+
+Work = Callable[[dict, WebClient], None]
+
+
+def _ack_then(services: Services, work: Work) -> Callable[..., None]:
+    def acknowledge_click(ack: Ack, body: dict, client: WebClient, request: BoltRequest) -> None:
+        ack()
+        user_id, _, channel, _ = _click(body)
+        after_ack(
+            services,
+            request,
+            lambda: work(body, client),
+            busy=lambda: tell_privately(client, user_id, channel, BUSY),
+        )
+
+    return acknowledge_click
 
 
 def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
@@ -40,9 +61,8 @@ def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
     return body["user"]["id"], prompt_id, channel, text_or_none(container.get("message_ts"))
 
 
-def _make_direct(services: Services, kind: str) -> Callable[..., None]:
-    def respond_now(ack: Ack, body: dict, client: WebClient) -> None:
-        ack()
+def _make_direct(services: Services, kind: str) -> Work:
+    def respond_now(body: dict, client: WebClient) -> None:
         user_id, prompt_id, channel, message_ts = _click(body)
         try:
             outcome = record_now(services, prompt_id, user_id, kind)
@@ -59,9 +79,8 @@ def _make_direct(services: Services, kind: str) -> Callable[..., None]:
     return respond_now
 
 
-def _make_modal_opener(services: Services, kind: str) -> Callable[..., None]:
-    def open_modal(ack: Ack, body: dict, client: WebClient) -> None:
-        ack()
+def _make_modal_opener(services: Services, kind: str) -> Work:
+    def open_modal(body: dict, client: WebClient) -> None:
         user_id, prompt_id, channel, message_ts = _click(body)
         now = services.clock.now()
         try:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from slack_bolt import Ack, App, Respond
+from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -16,6 +17,7 @@ from bot.services.responses import close_referral, on_call_now
 from handlers import ids
 from handlers.blocks.modal import build_referral_modal
 from handlers.blocks.response import close_answer, oncall_answer
+from handlers.deferred import BUSY, after_ack
 from handlers.guards import DATABASE_DOWN, is_role_name
 
 logger = logging.getLogger(__name__)
@@ -98,24 +100,36 @@ def register(app: App, services: Services) -> None:
     """Listen for `/handover`."""
 
     @app.command(ids.COMMAND)
-    def handle_command(ack: Ack, command: dict, client: WebClient, respond: Respond) -> None:
-        words = (command.get("text") or "").split()
-        if not words:
-            # Open the modal inside ack's 3 seconds: the trigger_id expires quickly.
-            ack()
-            try:
-                open_referral_modal(services, command, client, respond)
-            except SQLAlchemyError:
-                logger.exception("/handover: database unavailable")
-                respond(text=DATABASE_DOWN, response_type="ephemeral")
-            return
+    def handle_command(
+        ack: Ack, command: dict, client: WebClient, respond: Respond, request: BoltRequest
+    ) -> None:
+        # Ack first, then work on the queue (handlers/deferred.py); the modal's trigger_id
+        # lasts 3 seconds, which the queue's short wait leaves room for.
         ack()
-        handler = SUBCOMMANDS.get(words[0].lower(), _help)
+        after_ack(
+            services,
+            request,
+            lambda: run_command(services, command, client, respond),
+            busy=lambda: respond(text=BUSY, response_type="ephemeral"),
+        )
+
+
+def run_command(services: Services, command: dict, client: WebClient, respond: Respond) -> None:
+    """What `/handover [SUBCOMMAND ...]` does after its ack."""
+    words = (command.get("text") or "").split()
+    if not words:
         try:
-            handler(services, command, words[1:], respond)
+            open_referral_modal(services, command, client, respond)
         except SQLAlchemyError:
-            logger.exception("/handover %s: database unavailable", handler.__name__.lstrip("_"))
+            logger.exception("/handover: database unavailable")
             respond(text=DATABASE_DOWN, response_type="ephemeral")
+        return
+    handler = SUBCOMMANDS.get(words[0].lower(), _help)
+    try:
+        handler(services, command, words[1:], respond)
+    except SQLAlchemyError:
+        logger.exception("/handover %s: database unavailable", handler.__name__.lstrip("_"))
+        respond(text=DATABASE_DOWN, response_type="ephemeral")
 
 
 def open_referral_modal(

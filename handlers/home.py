@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from slack_bolt import Ack, App
+from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -24,6 +25,7 @@ from bot.services.home import home_content, manager_slack_user_ids
 from bot.settings import Settings
 from handlers.blocks.home import HOME_NEXT, HOME_PREVIOUS, build_home
 from handlers.blocks.response import build_private_notice
+from handlers.deferred import BUSY, after_ack
 from handlers.guards import DATABASE_DOWN, first_action
 
 logger = logging.getLogger(__name__)
@@ -47,8 +49,16 @@ def _requested_page(body: dict[str, Any]) -> int:
 def register(app: App, services: Services) -> None:
     """Listen for the Home tab's Previous/Next buttons."""
 
-    def turn_page(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        ack()
+    def turn_page(ack: Ack, body: dict[str, Any], client: WebClient, request: BoltRequest) -> None:
+        ack()  # then work on the queue (handlers/deferred.py)
+        after_ack(
+            services, request, lambda: show_page(body, client), busy=lambda: busy(body, client)
+        )
+
+    def busy(body: dict[str, Any], client: WebClient) -> None:
+        tell_directly(client, body["user"]["id"], BUSY)
+
+    def show_page(body: dict[str, Any], client: WebClient) -> None:
         slack_user_id = body["user"]["id"]
         try:
             with services.session_factory() as session:
@@ -62,16 +72,19 @@ def register(app: App, services: Services) -> None:
                 )
         except SQLAlchemyError:
             logger.exception("could not turn a Home page: database unavailable")
-            try:
-                with slack_edge("chat.postMessage"):
-                    client.chat_postMessage(
-                        channel=slack_user_id, **build_private_notice(DATABASE_DOWN)
-                    )
-            except SlackError:
-                pass  # logged at the edge; nothing else can reach this user
+            tell_directly(client, slack_user_id, DATABASE_DOWN)
 
     app.action(HOME_NEXT)(turn_page)
     app.action(HOME_PREVIOUS)(turn_page)
+
+
+def tell_directly(client: WebClient, slack_user_id: str, text: str) -> None:
+    """A private note in the user's DM with the bot (a Home tab has no channel to reply in)."""
+    try:
+        with slack_edge("chat.postMessage"):
+            client.chat_postMessage(channel=slack_user_id, **build_private_notice(text))
+    except SlackError:
+        pass  # logged at the edge; nothing else can reach this user
 
 
 def refresh_after_change(

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
 from sqlalchemy.exc import IntegrityError
 
-from bot.context import Services
+from bot.context import Services, run_now
 from bot.models import SlackEvent
 from bot.services.responses import ResponseOutcome
 from bot.settings import Settings
+from bot.web.work import WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +24,17 @@ LISTENER_THREADS = 48
 
 
 def create_app(settings: Settings, client: WebClient, *, services: Services) -> App:
-    """Build the Bolt app; `client` carries the base URL, token and retry handlers."""
+    """Build the Bolt app; `client` carries the base URL, token and retry handlers.
+
+    Listeners ack first and queue their work on `services.after_ack`: when that is the
+    default (run at once), the app gets its own bounded queue (bot/web/work.py).
+    """
+    if services.after_ack is run_now:
+        services = replace(services, after_ack=WorkQueue().submit)
     app = App(
-        # Listeners ack from these threads: Bolt's default of 5 let a slow database hold them
-        # all, and later commands missed Slack's 3 seconds (docs/security.md).
+        # Listeners ack from these threads; clicks and commands then queue their work
+        # (handlers/deferred.py). Bolt's default of 5 let a slow database hold them all, and
+        # later requests missed Slack's 3 seconds (docs/security.md).
         listener_executor=ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="bolt"),
         client=client,
         signing_secret=settings.slack_signing_secret or "",

@@ -150,7 +150,9 @@ def create_web_app(
         if isinstance(verdict, Refused):
             logger.info("slack request refused %d: %s", verdict.status, verdict.reason)
             return jsonify(error=verdict.reason), verdict.status
-        if not signing_secret or verdict.kind in _NO_DATABASE:
+        if not signing_secret or verdict.kind in _NO_DATABASE or verdict.acked_first:
+            # Clicks and commands ack before any database work (handlers/deferred.py): no
+            # database slot, no replay check here; both happen after the ack.
             return slack_handler.handle(request)
         with slack_slots.held() as free:
             if not free:

@@ -23,6 +23,7 @@ from bot.context import Services
 from bot.db import create_db_engine, make_session_factory
 from bot.errors import InputError, ServiceUnavailable
 from bot.settings import Settings
+from bot.web.work import WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +42,12 @@ class Runtime:
     services: Services
     bolt_app: App
     dispatcher: object | None
+    work: WorkQueue
 
     def shutdown(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.shutdown()
+        self.work.shutdown(wait=False)
 
 
 def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | None = None):
@@ -61,6 +64,7 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
     engine = create_db_engine(settings.database_url)
     factory = make_session_factory(engine)
     client = make_web_client(settings)
+    work = WorkQueue()
     dispatcher = None
     if with_dispatcher:
         dispatcher = Dispatcher(settings, factory, client, clock)
@@ -69,9 +73,10 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
         session_factory=factory,
         clock=clock,
         wake_dispatcher=dispatcher.wake if dispatcher else Services.wake_dispatcher,
+        after_ack=work.submit,
     )
     bolt_app = _create_bolt_app(create_app, settings, client, services)
-    return Runtime(services=services, bolt_app=bolt_app, dispatcher=dispatcher)
+    return Runtime(services=services, bolt_app=bolt_app, dispatcher=dispatcher, work=work)
 
 
 def _create_bolt_app(create_app, settings: Settings, client, services: Services) -> App:

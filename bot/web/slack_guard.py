@@ -40,6 +40,9 @@ INTERACTIVE_TYPES = frozenset(
 # options request (block_suggestion) changes nothing, shows only rota names to a Slack user,
 # and the same query typed twice within a second is a genuine second request.
 REPLAY_GUARDED = (INTERACTIVE_TYPES - {"block_suggestion"}) | {COMMAND}
+# Kinds whose listeners ack before any database work and guard against replays themselves,
+# after the ack (handlers/deferred.py): the HTTP layer hands them to Bolt at once.
+ACKED_FIRST = frozenset({COMMAND, "block_actions"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class Accepted:
     @property
     def replay_guarded(self) -> bool:
         return self.kind in REPLAY_GUARDED
+
+    @property
+    def acked_first(self) -> bool:
+        """Answered without the database: its listener acks, then works (and guards replays)."""
+        return self.kind in ACKED_FIRST
 
 
 def check_slack_request(
