@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from sqlalchemy import (
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -182,6 +183,18 @@ class SlackRequest(Base):
 
     signature: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex HMAC-SHA256
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class SlackRateBucket(Base):
+    """A token bucket of Slack calls, one per workspace token and rate tier, shared by every
+    dispatcher (bot/delivery/pacing.py). Times are unix seconds."""
+
+    __tablename__ = "slack_rate_buckets"
+
+    bucket: Mapped[str] = mapped_column(String(80), primary_key=True)  # token digest:tier
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    blocked_until: Mapped[float | None] = mapped_column(Float)
 
 
 AUDIT_EVENTS = (

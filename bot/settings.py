@@ -30,6 +30,10 @@ MIN_API_SECRET_BYTES = 32
 MAX_RETENTION_DAYS = 36_500  # a hundred years: beyond it a date overflows
 
 
+DEFAULT_SLACK_RATE = 10.0  # docs/reference/configuration.md
+MAX_SLACK_RATE = 1000.0
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message never contains a secret."""
 
@@ -174,6 +178,8 @@ class Settings:
     mail_from: str | None = None
     public_url: str | None = None
     retention_days: int | None = None
+    # Messages a second to one workspace, shared by every dispatcher (bot/delivery/pacing.py).
+    slack_rate: float = DEFAULT_SLACK_RATE
 
     def __post_init__(self) -> None:
         check_api_secret(self.api_secret)
@@ -248,6 +254,18 @@ class Settings:
                 raise SettingsError("HANDOVER_DISPATCH_INTERVAL must be a number of seconds")
             if interval <= 0:
                 raise SettingsError("HANDOVER_DISPATCH_INTERVAL must be positive")
+        slack_rate = DEFAULT_SLACK_RATE
+        rate_text = get("HANDOVER_SLACK_RATE")
+        if rate_text is not None:
+            try:
+                slack_rate = float(rate_text)
+            except ValueError:
+                slack_rate = math.nan
+            if not math.isfinite(slack_rate) or not 0 < slack_rate <= MAX_SLACK_RATE:
+                raise SettingsError(
+                    f"HANDOVER_SLACK_RATE must be a number of messages a second, "
+                    f"above 0 and at most {MAX_SLACK_RATE:g}"
+                )
         retention_text = get("HANDOVER_RETENTION_DAYS")
         if retention_text is not None and (
             not retention_text.isascii()
@@ -296,6 +314,7 @@ class Settings:
             escalation=policy,
             dispatch_interval_seconds=interval,
             retention_days=int(retention_text) if retention_text is not None else None,
+            slack_rate=slack_rate,
             smtp_url=smtp_url,
             mail_from=mail_from,
             public_url=public_url,

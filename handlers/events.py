@@ -19,9 +19,8 @@ def register(app: App, services: Services) -> None:
         # The same event fires for the Messages tab; only the Home tab is ours to draw.
         if event.get("tab", "home") != "home":
             return
-        with services.session_factory() as session:
-            home.publish_home(
-                client, session, event["user"], services.clock.now(), services.settings
-            )
+        home.publish_home(
+            client, services.session_factory, event["user"], services.clock.now(), services.settings
+        )
 
     home.register(app, services)

@@ -61,15 +61,14 @@ def register(app: App, services: Services) -> None:
     def show_page(body: dict[str, Any], client: WebClient) -> None:
         slack_user_id = body["user"]["id"]
         try:
-            with services.session_factory() as session:
-                publish_home(
-                    client,
-                    session,
-                    slack_user_id,
-                    services.clock.now(),
-                    services.settings,
-                    page=_requested_page(body),
-                )
+            publish_home(
+                client,
+                services.session_factory,
+                slack_user_id,
+                services.clock.now(),
+                services.settings,
+                page=_requested_page(body),
+            )
         except SQLAlchemyError:
             logger.exception("could not turn a Home page: database unavailable")
             tell_directly(client, slack_user_id, DATABASE_DOWN)

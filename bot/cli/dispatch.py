@@ -31,6 +31,7 @@ def dispatch_command(args: argparse.Namespace, settings: Settings) -> int:
         )
         if args.once:
             stats = dispatcher.run_once()
+            dispatcher.homes.drain()  # the Homes of those just prompted, before exiting
             print(stats.summary(), flush=True)
             if stats.unreachable and not (stats.sent or stats.alerts or stats.cards):
                 return EXIT_SERVICE  # Slack unavailable: nothing could be delivered

@@ -15,6 +15,7 @@ import threading
 from datetime import datetime, timedelta
 
 from slack_sdk import WebClient
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.channels import build_channels
@@ -22,8 +23,9 @@ from bot.channels.base import Channels
 from bot.clock import Clock, SystemClock
 from bot.delivery import outbox
 from bot.delivery.compose import Delivery, DeliveryContext
-from bot.delivery.home import refresh_recipient_home
+from bot.delivery.home import HomeRefreshes
 from bot.delivery.kinds import Outcome
+from bot.delivery.pacing import Pacer, tiers_for
 from bot.delivery.pipeline import CredentialsHeld, RowPipeline
 from bot.delivery.results import DispatchStats, RowResult
 from bot.delivery.wakeups import Wakeups
@@ -74,8 +76,16 @@ class Dispatcher:
             lease=lease,
             wall_clock=SystemClock(),
         )
+        # Slack calls wait for their rate tier's token, shared with every other dispatcher.
+        self.pacer = Pacer(_engine_of(session_factory), tiers_for(settings))
+        self.pacer.watch(client)
+        self.homes = HomeRefreshes(session_factory, settings, clock, self.pacer)
         self.rows = RowPipeline(
-            self.context, session_factory, clock, on_delivered=self._after_delivery
+            self.context,
+            session_factory,
+            clock,
+            on_delivered=self._after_delivery,
+            pacer=self.pacer,
         )
         self._stopping = threading.Event()
         self._pass_lock = threading.Lock()
@@ -136,13 +146,7 @@ class Dispatcher:
                     stats.record(RowResult(row_id, row.kind, Outcome.DEFERRED))
 
     def _after_delivery(self, delivery: Delivery) -> None:
-        refresh_recipient_home(
-            self.channels.named(delivery.channel),
-            self.session_factory,
-            delivery,
-            self.clock.now(),
-            self.settings,
-        )
+        self.homes.after_delivery(self.channels.named(delivery.channel), delivery)
 
     # ----- running in the background -------------------------------------------------------
 
@@ -174,3 +178,9 @@ class Dispatcher:
     def _next_due(self) -> datetime | None:
         with self.session_factory() as session:
             return outbox.next_due_at(session)
+
+
+def _engine_of(session_factory: sessionmaker[Session]) -> Engine:
+    bind = session_factory.kw.get("bind")
+    assert isinstance(bind, Engine), "the dispatcher's sessions are bound to one engine"
+    return bind

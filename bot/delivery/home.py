@@ -8,6 +8,7 @@ the Bolt app, `handover dispatch`) can redraw a recipient's Home without a Slack
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -17,8 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.channels.base import Channel
 from bot.channels.slack import SlackChannel
+from bot.clock import Clock
 from bot.delivery.compose import Delivery
 from bot.delivery.kinds import OutboxKind
+from bot.delivery.pacing import Pacer
 from bot.services.home import home_content
 from bot.settings import Settings
 from handlers.blocks.home import build_home
@@ -28,14 +31,20 @@ logger = logging.getLogger(__name__)
 
 def publish_home(
     client: WebClient,
-    session: Session,
+    session_factory: sessionmaker[Session],
     slack_user_id: str,
     now: datetime,
     settings: Settings,
     page: int = 1,
 ) -> None:
-    """Build `slack_user_id`'s Home (page `page`) and publish it (`views.publish`)."""
-    content = home_content(session, slack_user_id, now, settings, page)
+    """Build `slack_user_id`'s Home (page `page`) and publish it (`views.publish`).
+
+    The Home is read in a transaction of its own, closed before Slack is called: an open
+    transaction across an HTTP call held SQLite's write lock (BEGIN IMMEDIATE) for its whole
+    length and stalled every other writer.
+    """
+    with session_factory() as session:
+        content = home_content(session, slack_user_id, now, settings, page)
     view = build_home(content, tz=settings.timezone, now=now)
     client.views_publish(user_id=slack_user_id, view=view)
 
@@ -50,30 +59,82 @@ def refresh_homes(
     """Republish each user's Home (first page); a Slack error for one does not stop the rest."""
     for slack_user_id in dict.fromkeys(slack_user_ids):
         try:
-            with session_factory() as session:
-                publish_home(client, session, slack_user_id, now, settings)
+            publish_home(client, session_factory, slack_user_id, now, settings)
         except SlackApiError:
             logger.exception("could not refresh the Home tab of Slack user %s", slack_user_id)
 
 
-def refresh_recipient_home(
-    channel: Channel,
-    session_factory: sessionmaker[Session],
-    delivery: Delivery,
-    now: datetime,
-    settings: Settings,
-) -> None:
-    """Best effort: show a prompt just delivered on its recipient's App Home (a Slack user's)."""
-    if delivery.kind != OutboxKind.PROMPT or not isinstance(channel, SlackChannel):
-        return
-    if not channel.is_user(delivery.address):
-        return  # a team channel was prompted: nobody's Home to redraw
-    try:
-        refresh_homes(channel.client, session_factory, [delivery.address], now, settings)
-    except Exception:
-        # The prompt is delivered and recorded; a stale Home is redrawn when next opened.
-        logger.exception(
-            "could not refresh the App Home of %s after prompt %s",
-            delivery.address,
-            delivery.row_id,
-        )
+class HomeRefreshes:
+    """Redraws of recipients' App Homes after their prompts are delivered.
+
+    Best effort, and never in a prompt's way: a redraw is queued here and published from a
+    thread of its own, coalesced per user (ten prompts to one person in a burst redraw their
+    Home once, when its turn comes) and paced on `views.publish`'s own rate tier. A Home still
+    waiting when the process stops is redrawn when its user next opens it (app_home_opened).
+    """
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        clock: Clock,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.clock = clock
+        self.pacer = pacer
+        self._pending: dict[str, WebClient] = {}  # Slack user -> the client of their workspace
+        self._busy = False
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def after_delivery(self, channel: Channel, delivery: Delivery) -> None:
+        """Queue a redraw of the recipient's Home when `delivery` was a prompt to a user."""
+        if delivery.kind != OutboxKind.PROMPT or not isinstance(channel, SlackChannel):
+            return
+        if not channel.is_user(delivery.address):
+            return  # a team channel was prompted: nobody's Home to redraw
+        with self._changed:
+            self._pending[delivery.address] = channel.client
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="home-refreshes", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify_all()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every queued Home is redrawn; False when `timeout` came first."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._pending and not self._busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                if not self._pending:
+                    self._changed.notify_all()
+                    if not self._changed.wait(timeout=60) and not self._pending:
+                        self._thread = None
+                        return
+                    continue
+                slack_user_id = next(iter(self._pending))
+                client = self._pending.pop(slack_user_id)
+                self._busy = True
+            try:
+                self._publish(client, slack_user_id)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+    def _publish(self, client: WebClient, slack_user_id: str) -> None:
+        try:
+            if self.pacer is not None:
+                self.pacer.wait(client.token, "views.publish")
+            refresh_homes(
+                client, self.session_factory, [slack_user_id], self.clock.now(), self.settings
+            )
+        except Exception:
+            # The prompt is delivered and recorded; a stale Home is redrawn when next opened.
+            logger.exception("could not refresh the App Home of %s", slack_user_id)

@@ -37,6 +37,7 @@ from bot.delivery.compose import (
 from bot.delivery.confirm import confirm
 from bot.delivery.failures import Failures
 from bot.delivery.kinds import Outcome
+from bot.delivery.pacing import Pacer
 from bot.delivery.results import RowResult
 from bot.delivery.send import find_or_send
 from rota.models import Person
@@ -74,8 +75,10 @@ class RowPipeline:
         clock: Clock,
         *,
         on_delivered: Callable[[Delivery], None] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.ctx = ctx
+        self.pacer = pacer
         self.session_factory = session_factory
         self.clock = clock
         self.failures = Failures(ctx, session_factory, clock)
@@ -126,7 +129,7 @@ class RowPipeline:
         attempt.person_channel = composed.channel if composed.person is not None else None
         attempt.sending = True
         channel = self.ctx.channels.named(composed.channel)
-        sent, found = find_or_send(channel, composed)
+        sent, found = find_or_send(channel, composed, self.pacer)
         result = confirm(self.ctx, self.session_factory, composed, sent, found, self.clock.now())
         if result.outcome is Outcome.DELIVERED and self.on_delivered is not None:
             self.on_delivered(composed)

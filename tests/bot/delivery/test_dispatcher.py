@@ -804,8 +804,10 @@ def test_the_recipients_app_home_is_refreshed_once_the_prompt_is_delivered(
                 detail=json.dumps({"role": "role:edt_manager"}),
             )
         )
-    stats = make_dispatcher(settings, session_factory, clock).run_once()
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+    stats = dispatcher.run_once()
     assert (stats.sent, stats.alerts) == (1, 1)
+    assert dispatcher.homes.drain(timeout=10)  # redrawn on a thread of their own
     # Jo's Home, and only Jo's: an alert is not a prompt of the manager's own.
     [publish] = slack.calls("views.publish")
     assert publish.args["user_id"] == "U0HV1"

@@ -1,0 +1,239 @@
+"""Pacing Slack calls to Slack's rate limits, shared by every dispatcher through the database.
+
+Slack limits each Web API method per workspace ("tiers", counted per minute, short bursts
+tolerated) and posting messages per workspace; beyond them it answers HTTP 429 with
+`Retry-After`. Rather than meeting 429s, each call first takes a token from the bucket of its
+tier for its workspace's token: one row of `slack_rate_buckets`, refilled and taken in a single
+UPDATE, so that two dispatchers (two processes, two hosts) share one allowance. A 429 that
+comes anyway empties the bucket until its `Retry-After` has passed, for every dispatcher.
+The rates are docs/reference/configuration.md's (`HANDOVER_SLACK_RATE` for messages).
+
+Times here are real unix seconds (Slack's limits run on real time, whatever a simulated clock
+says); the clock and the sleep are injected for the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from slack_sdk import WebClient
+from slack_sdk.http_retry import (
+    HttpRequest,
+    HttpResponse,
+    RateLimitErrorRetryHandler,
+    RetryState,
+)
+from sqlalchemy import Engine, and_, case, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from bot.models import SlackRateBucket
+from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """A bucket's rate: `per_second` on average, `burst` at once."""
+
+    per_second: float
+    burst: float
+
+
+_WHOLE = 1.0 - 1e-5  # a token, give or take the rounding of unix seconds (~1e-7 s)
+MESSAGES = "messages"  # chat.postMessage and chat.update: HANDOVER_SLACK_RATE a second
+# Slack's published tiers (per minute, a tenth of a minute's allowance at once).
+TIER_3 = Tier(per_second=50 / 60, burst=5)
+TIER_4 = Tier(per_second=100 / 60, burst=10)
+TIER_OF_METHOD: Mapping[str, str] = {
+    "chat.postMessage": MESSAGES,
+    "chat.update": MESSAGES,
+    "conversations.open": "tier3",
+    "conversations.history": "tier3",
+    "users.lookupByEmail": "tier3",
+    "chat.postEphemeral": "tier4",
+    "views.publish": "tier4",
+}
+
+
+def tiers_for(settings: Settings) -> dict[str, Tier]:
+    """The buckets and their rates: messages at HANDOVER_SLACK_RATE, Slack's tiers 3 and 4."""
+    rate = settings.slack_rate
+    return {MESSAGES: Tier(per_second=rate, burst=max(1.0, rate)), "tier3": TIER_3, "tier4": TIER_4}
+
+
+def bucket_name(token: str | None, tier: str) -> str:
+    """The row of a workspace's tier: a digest of its token (never the token), and the tier."""
+    digest = hashlib.sha256((token or "").encode()).hexdigest()[:32]
+    return f"{digest}:{tier}"
+
+
+class Pacer:
+    """Takes tokens from the shared buckets, waiting when they are empty."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        tiers: Mapping[str, Tier],
+        *,
+        now: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.engine = engine
+        self.tiers = dict(tiers)
+        self._now = now
+        self._sleep = sleep
+
+    def wait(self, token: str | None, method: str) -> float:
+        """Take a token for `method` in `token`'s workspace, waiting as long as needed; returns
+        the seconds waited (0 for a method no tier paces)."""
+        tier = TIER_OF_METHOD.get(method)
+        if tier is None or tier not in self.tiers:
+            return 0.0
+        waited = 0.0
+        while True:
+            pause = self.take(bucket_name(token, tier), self.tiers[tier])
+            if pause <= 0:
+                return waited
+            self._sleep(pause)
+            waited += pause
+
+    def take(self, bucket: str, tier: Tier) -> float:
+        """One token now (0.0), else the seconds until one is due. One UPDATE, atomic."""
+        now = self._now()
+        table = SlackRateBucket.__table__
+        elapsed = case((table.c.updated_at < now, now - table.c.updated_at), else_=0.0)
+        filled = table.c.tokens + elapsed * tier.per_second
+        refilled = case((filled > tier.burst, tier.burst), else_=filled)
+        taking = (
+            update(table)
+            .where(
+                table.c.bucket == bucket,
+                or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
+                refilled >= _WHOLE,
+            )
+            .values(
+                tokens=refilled - 1.0,
+                updated_at=case((table.c.updated_at < now, now), else_=table.c.updated_at),
+                blocked_until=None,
+            )
+        )
+        with self.engine.begin() as conn:
+            if conn.execute(taking).rowcount == 1:
+                return 0.0
+            row = conn.execute(
+                select(table.c.tokens, table.c.updated_at, table.c.blocked_until).where(
+                    table.c.bucket == bucket
+                )
+            ).first()
+        if row is None:
+            self._create(bucket, tier, now)
+            return self.take(bucket, tier)
+        tokens = min(tier.burst, row.tokens + max(0.0, now - row.updated_at) * tier.per_second)
+        until_token = (1.0 - tokens) / tier.per_second if tokens < _WHOLE else 0.0
+        until_open = (row.blocked_until - now) if row.blocked_until else 0.0
+        return max(until_token, until_open, 1e-6)
+
+    def hold(self, token: str | None, method: str, retry_after: float) -> None:
+        """Slack answered 429: empty the bucket of `method` until `retry_after` seconds from
+        now, for every dispatcher."""
+        tier = TIER_OF_METHOD.get(method)
+        if tier is None or tier not in self.tiers:
+            return
+        bucket = bucket_name(token, tier)
+        now = self._now()
+        until = now + max(retry_after, 1.0)
+        table = SlackRateBucket.__table__
+        with self.engine.begin() as conn:
+            held = conn.execute(
+                update(table)
+                .where(
+                    table.c.bucket == bucket,
+                    or_(table.c.blocked_until.is_(None), table.c.blocked_until < until),
+                )
+                .values(tokens=0.0, updated_at=until, blocked_until=until)
+            ).rowcount
+            exists = (
+                held
+                or conn.execute(
+                    select(table.c.bucket).where(and_(table.c.bucket == bucket))
+                ).first()
+            )
+        if not exists:
+            self._create(bucket, self.tiers[tier], now, tokens=0.0, blocked_until=until)
+        logger.warning("Slack rate-limited %s: its bucket waits %.0f s", method, retry_after)
+
+    def _create(
+        self,
+        bucket: str,
+        tier: Tier,
+        now: float,
+        *,
+        tokens: float | None = None,
+        blocked_until: float | None = None,
+    ) -> None:
+        values = {
+            "bucket": bucket,
+            "tokens": tier.burst if tokens is None else tokens,
+            "updated_at": blocked_until or now,
+            "blocked_until": blocked_until,
+        }
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(SlackRateBucket.__table__).values(**values))
+        except IntegrityError:
+            pass  # another dispatcher made it first: use theirs
+
+    def watch(self, client: WebClient) -> None:
+        """Make `client`'s 429 retries empty the bucket for everyone before they wait."""
+        handlers = [
+            h for h in client.retry_handlers if not isinstance(h, RateLimitErrorRetryHandler)
+        ]
+        limit = next(
+            (h for h in client.retry_handlers if isinstance(h, RateLimitErrorRetryHandler)), None
+        )
+        retries = limit.max_retry_count if limit is not None else 1
+        client.retry_handlers = [PacingRateLimitRetryHandler(self, client, retries), *handlers]
+
+
+class PacingRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 retry (it waits `Retry-After`), which first empties the shared bucket."""
+
+    def __init__(self, pacer: Pacer, client: WebClient, max_retry_count: int) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.pacer = pacer
+        self.client = client
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        if response is not None:
+            method = request.url.rsplit("/", 1)[-1].split("?", 1)[0]
+            retry_after = _retry_after_seconds(response.headers)
+            try:
+                self.pacer.hold(self.client.token, method, retry_after)
+            except Exception:
+                logger.exception("could not share a 429 of %s with the other dispatchers", method)
+        super().prepare_for_next_attempt(
+            state=state, request=request, response=response, error=error
+        )
+
+
+def _retry_after_seconds(headers: Mapping[str, object]) -> float:
+    for key, value in headers.items():
+        if key.lower() == "retry-after":
+            raw = value[0] if isinstance(value, list | tuple) else value
+            try:
+                return float(raw)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                break
+    return 1.0

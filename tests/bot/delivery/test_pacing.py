@@ -1,0 +1,95 @@
+"""Pacing Slack calls through buckets shared in the database (bot/delivery/pacing.py).
+
+Two pacers on one database stand for two dispatchers. Time is simulated: each pacer's sleep
+moves the shared clock on, so the instants are exact. Each test runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import pytest
+from slack_sdk import WebClient
+from sqlalchemy import Engine, select
+
+from bot.channels.slack import make_retry_handlers
+from bot.delivery.pacing import MESSAGES, Pacer, Tier, bucket_name
+from bot.models import SlackRateBucket
+from bot.slack_standin import SlackStandIn
+
+TOKEN = "xoxb-pacing"
+RATE = Tier(per_second=10.0, burst=10.0)
+START = 1_800_000_000.0
+
+
+class SimulatedTime:
+    """A clock that only a sleep moves on."""
+
+    def __init__(self) -> None:
+        self.now = START
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def pacer(engine: Engine, time: SimulatedTime) -> Pacer:
+    return Pacer(engine, {MESSAGES: RATE}, now=lambda: time.now, sleep=time.sleep)
+
+
+def test_two_dispatchers_never_exceed_the_bucket_together(engine: Engine) -> None:
+    time = SimulatedTime()
+    first, second = pacer(engine, time), pacer(engine, time)
+    granted: list[float] = []
+    for call in range(60):
+        (first if call % 2 else second).wait(TOKEN, "chat.postMessage")
+        granted.append(time.now)
+    # The burst at once, then one every tenth of a second: no window holds more than the
+    # burst plus what the rate earns in it.
+    assert granted[:10] == [START] * 10
+    assert granted[10:] == pytest.approx([START + 0.1 * n for n in range(1, 51)])
+    for i, at in enumerate(granted):
+        in_window = [t for t in granted[i:] if t < at + 1.0]
+        assert len(in_window) <= RATE.burst + RATE.per_second * 1.0
+
+
+def test_a_429_empties_the_bucket_until_retry_after_for_every_dispatcher(engine: Engine) -> None:
+    time = SimulatedTime()
+    first, second = pacer(engine, time), pacer(engine, time)
+    first.wait(TOKEN, "chat.postMessage")
+    first.hold(TOKEN, "chat.update", 30)  # chat.update shares the message bucket
+    time.slept.clear()
+    waited = second.wait(TOKEN, "chat.postMessage")
+    # Closed for 30 s, then refilled from empty: the first token is a tenth of a second later.
+    assert waited == pytest.approx(30.1)
+    assert time.now == pytest.approx(START + 30.1)
+
+
+def test_methods_no_tier_paces_do_not_wait_and_workspaces_have_their_own_buckets(
+    engine: Engine,
+) -> None:
+    time = SimulatedTime()
+    paced = pacer(engine, time)
+    assert paced.wait(TOKEN, "auth.test") == 0.0
+    for _ in range(10):
+        paced.wait(TOKEN, "chat.postMessage")
+    assert paced.wait("xoxb-partner", "chat.postMessage") == 0.0  # another workspace
+    assert paced.wait(TOKEN, "chat.postMessage") == pytest.approx(0.1)
+    with engine.connect() as conn:
+        buckets = set(conn.scalars(select(SlackRateBucket.bucket)))
+    assert buckets == {bucket_name(TOKEN, MESSAGES), bucket_name("xoxb-partner", MESSAGES)}
+    assert all(TOKEN not in bucket for bucket in buckets)  # a digest, never the token
+
+
+def test_a_429_from_slack_is_shared_through_the_bucket_before_the_retry(engine: Engine) -> None:
+    time = SimulatedTime()
+    paced = pacer(engine, time)
+    with SlackStandIn(allow_unknown_users=True, rate_limit=None) as slack:
+        client = WebClient(base_url=slack.url, token=TOKEN, retry_handlers=make_retry_handlers())
+        paced.watch(client)
+        slack.rate_limit_storm("chat.postMessage", count=1, retry_after=1)
+        response = client.chat_postMessage(channel="U0PACING1", text="hello")
+        assert response["ok"] is True  # slack_sdk waited Retry-After and tried again
+        assert slack.rate_limits()["ratelimited"] == {"chat.postMessage": 1}
+    with engine.connect() as conn:
+        row = conn.execute(select(SlackRateBucket)).one()
+    assert (row.tokens, row.blocked_until) == (0.0, START + 1)
