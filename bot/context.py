@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,3 +32,5 @@ class Services:
     # Where a Slack listener's work after its ack runs: bot/web/work.py's queue under `serve`.
     # False when the job was refused (the queue is full).
     after_ack: Callable[[Callable[[], None]], bool] = field(default=run_now)
+    # Queues App Home redraws (bot/delivery/home.py's HomeRefreshes); None: redraw at once.
+    homes: Any = None

@@ -89,7 +89,11 @@ def tell_directly(client: WebClient, slack_user_id: str, text: str) -> None:
 def refresh_after_change(
     client: WebClient, services: Services, slack_user_ids: Iterable[str]
 ) -> None:
-    """Republish the Homes a change shows on: the people involved and every manager."""
+    """Republish the Homes a change shows on: the people involved and every manager (queued,
+    coalesced and paced when the app has a HomeRefreshes, bot/delivery/home.py)."""
     with services.session_factory() as session:
         users = [u for u in slack_user_ids if u] + manager_slack_user_ids(session)
+    if services.homes is not None:
+        services.homes.request(client, users)
+        return
     refresh_homes(client, services.session_factory, users, services.clock.now(), services.settings)

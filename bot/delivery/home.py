@@ -95,8 +95,13 @@ class HomeRefreshes:
             return
         if not channel.is_user(delivery.address):
             return  # a team channel was prompted: nobody's Home to redraw
+        self.request(channel.client, [delivery.address])
+
+    def request(self, client: WebClient, slack_user_ids: Iterable[str]) -> None:
+        """Queue a redraw of each user's Home (once, however often asked before its turn)."""
         with self._changed:
-            self._pending[delivery.address] = channel.client
+            for slack_user_id in slack_user_ids:
+                self._pending[slack_user_id] = client
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="home-refreshes", daemon=True

@@ -12,6 +12,7 @@ from slack_sdk import WebClient
 from sqlalchemy.exc import IntegrityError
 
 from bot.context import Services, run_now
+from bot.delivery.home import HomeRefreshes
 from bot.models import SlackEvent
 from bot.services.responses import ResponseOutcome
 from bot.settings import Settings
@@ -27,10 +28,15 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
     """Build the Bolt app; `client` carries the base URL, token and retry handlers.
 
     Listeners ack first and queue their work on `services.after_ack`: when that is the
-    default (run at once), the app gets its own bounded queue (bot/web/work.py).
+    default (run at once), the app gets its own bounded queue (bot/web/work.py). Home redraws
+    after a response are queued and coalesced per user (bot/delivery/home.py).
     """
     if services.after_ack is run_now:
         services = replace(services, after_ack=WorkQueue().submit)
+    if services.homes is None:
+        services = replace(services, homes=HomeRefreshes(
+            services.session_factory, settings, services.clock
+        ))  # fmt: skip
     app = App(
         # Listeners ack from these threads; clicks and commands then queue their work
         # (handlers/deferred.py). Bolt's default of 5 let a slow database hold them all, and

@@ -23,7 +23,7 @@ from bot.context import Services
 from bot.db import create_db_engine, make_session_factory
 from bot.errors import InputError, ServiceUnavailable
 from bot.settings import Settings
-from bot.web.work import WorkQueue
+from bot.web.work import SQLITE_WORKERS, WORKERS, WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
     engine = create_db_engine(settings.database_url)
     factory = make_session_factory(engine)
     client = make_web_client(settings)
-    work = WorkQueue()
+    # SQLite takes one writer at a time: more workers only queue on its lock (and time out).
+    work = WorkQueue(workers=SQLITE_WORKERS if engine.dialect.name == "sqlite" else WORKERS)
     dispatcher = None
     if with_dispatcher:
         dispatcher = Dispatcher(settings, factory, client, clock)
@@ -74,6 +75,7 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
         clock=clock,
         wake_dispatcher=dispatcher.wake if dispatcher else Services.wake_dispatcher,
         after_ack=work.submit,
+        homes=dispatcher.homes if dispatcher else None,
     )
     bolt_app = _create_bolt_app(create_app, settings, client, services)
     return Runtime(services=services, bolt_app=bolt_app, dispatcher=dispatcher, work=work)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 logger = logging.getLogger(__name__)
 
 WORKERS = 8
+SQLITE_WORKERS = 2
 CAPACITY = 2000
 
 
