@@ -167,6 +167,7 @@ class Dispatcher:
     def shutdown(self) -> None:
         """Stop after the current row; wait for the running pass to end."""
         self._stopping.set()
+        self.homes.stop()
         if self._wakeups.stop():
             logger.info("dispatcher %s stopped", self.instance_id)
 

@@ -109,6 +109,12 @@ class HomeRefreshes:
                 self._thread.start()
             self._changed.notify_all()
 
+    def stop(self) -> None:
+        """Forget the redraws still queued (each is redrawn when its user opens the Home)."""
+        with self._changed:
+            self._pending.clear()
+            self._changed.notify_all()
+
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queued Home is redrawn; False when `timeout` came first."""
         with self._changed:

@@ -61,9 +61,22 @@ TIER_OF_METHOD: Mapping[str, str] = {
 
 
 def tiers_for(settings: Settings) -> dict[str, Tier]:
-    """The buckets and their rates: messages at HANDOVER_SLACK_RATE, Slack's tiers 3 and 4."""
+    """The buckets and their rates: messages at HANDOVER_SLACK_RATE, Slack's tiers 3 and 4.
+
+    Each bucket holds one token less than Slack's: Slack's bucket starts at our first call,
+    a moment after ours, so a full burst then a token at once would find Slack's a fraction
+    short (a 429); one token in hand absorbs that lag at no cost to the steady rate.
+    """
     rate = settings.slack_rate
-    return {MESSAGES: Tier(per_second=rate, burst=max(1.0, rate)), "tier3": TIER_3, "tier4": TIER_4}
+    return {
+        MESSAGES: _under(Tier(per_second=rate, burst=max(1.0, rate))),
+        "tier3": _under(TIER_3),
+        "tier4": _under(TIER_4),
+    }
+
+
+def _under(tier: Tier) -> Tier:
+    return Tier(per_second=tier.per_second, burst=max(1.0, tier.burst - 1.0))
 
 
 def bucket_name(token: str | None, tier: str) -> str:
