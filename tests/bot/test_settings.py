@@ -38,6 +38,20 @@ def test_a_bad_dispatch_interval_is_a_configuration_error(text: str, message: st
         Settings.from_env({"HANDOVER_DISPATCH_INTERVAL": text})
 
 
+def test_the_slack_rate_is_read_once_into_settings() -> None:
+    assert Settings.from_env({}).slack_rate == 10.0
+    assert Settings.from_env({"HANDOVER_SLACK_RATE": "2.5"}).slack_rate == 2.5
+
+
+@pytest.mark.parametrize("text", ["fast", "0", "-3", "nan", "inf", "1001"])
+def test_a_bad_slack_rate_is_a_configuration_error(text: str) -> None:
+    message = (
+        "HANDOVER_SLACK_RATE must be a number of messages a second, above 0 and at most 1000"
+    )
+    with pytest.raises(SettingsError, match=f"^{message}$"):
+        Settings.from_env({"HANDOVER_SLACK_RATE": text})
+
+
 @pytest.mark.parametrize(
     "secret",
     ["Q", "Zq" * 15 + "Z", "é" * 15 + "Z"],  # 1, 31 and 31 bytes
