@@ -45,9 +45,7 @@ def test_the_slack_rate_is_read_once_into_settings() -> None:
 
 @pytest.mark.parametrize("text", ["fast", "0", "-3", "nan", "inf", "1001"])
 def test_a_bad_slack_rate_is_a_configuration_error(text: str) -> None:
-    message = (
-        "HANDOVER_SLACK_RATE must be a number of messages a second, above 0 and at most 1000"
-    )
+    message = "HANDOVER_SLACK_RATE must be a number of messages a second, above 0 and at most 1000"
     with pytest.raises(SettingsError, match=f"^{message}$"):
         Settings.from_env({"HANDOVER_SLACK_RATE": text})
 

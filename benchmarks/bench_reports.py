@@ -1,0 +1,136 @@
+"""`handover report` and `handover log` over a growing audit log (10k, 100k, 1M rows).
+
+    python benchmarks/bench_reports.py [--rows 10000 100000 1000000] [--database-url sqlite]
+
+Each size gets a fresh database (a SQLite file, or PostgreSQL beside HANDOVER_TEST_PG_URL's),
+the sample rota, and an audit log of realistic referrals (received, three prompts scheduled and
+sent, two answered, a reminder and a breach for the third) written straight into `audit_log`
+(the hash chain is not what is measured). Then the installed commands run as processes:
+`handover report` and `handover log --format jsonl` (to /dev/null). Prints wall time, the
+process's peak RSS, and the time per 1,000 rows, so growth is read across the sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import insert
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_dispatch import drop_database, fresh_database  # noqa: E402
+
+from bot.db import BATCH_TIMEOUTS, create_db_engine  # noqa: E402
+from bot.migrate import upgrade  # noqa: E402
+from bot.models import AuditEvent  # noqa: E402
+
+START = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
+TARGETS = ["person:hv-kpatel", "team:gp-northgate", "role:police_dau"]
+RECIPIENTS = ["hv-kpatel", "gp-drshah", "pol-pc-ahmed"]
+ROWS_PER_REFERRAL = 10
+
+
+def referral_rows(n: int) -> list[dict]:
+    """The ten audit rows of referral number `n`."""
+    referral_id = f"HO-{n:06d}"[:32]
+    at = START + timedelta(minutes=7 * n)
+    rows = [dict(at=at, referral_id=referral_id, event="referral_received", actor="edt-amy")]
+    for target, recipient in zip(TARGETS, RECIPIENTS, strict=True):
+        rows.append(dict(at=at, referral_id=referral_id, event="prompt_scheduled",
+                         target=target, recipient=recipient))  # fmt: skip
+    sent = at + timedelta(hours=15)
+    for target, recipient in zip(TARGETS, RECIPIENTS, strict=True):
+        rows.append(dict(at=sent, referral_id=referral_id, event="prompt_sent",
+                         target=target, recipient=recipient))  # fmt: skip
+    rows.append(dict(at=sent + timedelta(minutes=20), referral_id=referral_id,
+                     event="acknowledged", target=TARGETS[0], actor=RECIPIENTS[0]))  # fmt: skip
+    rows.append(dict(at=sent + timedelta(minutes=50), referral_id=referral_id,
+                     event="not_known", target=TARGETS[1], actor=RECIPIENTS[1]))  # fmt: skip
+    rows.append(dict(at=sent + timedelta(hours=4), referral_id=referral_id, event="breach",
+                     target=TARGETS[2], recipient=RECIPIENTS[2]))  # fmt: skip
+    return rows
+
+
+def fill(url: str, count: int) -> None:
+    engine = create_db_engine(url, timeouts=BATCH_TIMEOUTS)
+    batch: list[dict] = []
+    row_id = 0
+    with engine.begin() as conn:
+        for n in range(count // ROWS_PER_REFERRAL):
+            for row in referral_rows(n):
+                row_id += 1
+                batch.append({
+                    "actor": None, "recipient": None, "target": None,
+                    "detail": json.dumps({"bench": True}), "rota_version": 1,
+                    "prev_id": row_id - 1 or None, "prev_hash": "0" * 64, "row_hash": "0" * 64,
+                    **row,
+                })  # fmt: skip
+            if len(batch) >= 20_000:
+                conn.execute(insert(AuditEvent), batch)
+                batch.clear()
+        if batch:
+            conn.execute(insert(AuditEvent), batch)
+    engine.dispose()
+
+
+def timed(url: str, *args: str) -> tuple[float, float]:
+    """Seconds and peak RSS (MB) of `handover ARGS`, its output thrown away."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
+    env["DATABASE_URL"] = url
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "bot", *args], env=env, check=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return elapsed, max(peak, before) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--database-url", help="'sqlite' for a SQLite file (default PostgreSQL)")
+    args = parser.parse_args()
+    backend = "SQLite" if args.database_url == "sqlite" else "PostgreSQL"
+    print(f"handover report and handover log --format jsonl, {backend}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for count in args.rows:
+            name = f"handover_reports_{os.getpid()}_{count}"
+            if args.database_url == "sqlite":
+                url = f"sqlite:///{tmp}/{name}.db"
+                upgrade(url)
+            else:
+                url = fresh_database(name)
+            try:
+                env = {**os.environ, "DATABASE_URL": url}
+                subprocess.run(
+                    [sys.executable, "-m", "bot", "rota", "import", str(ROOT / "rota" / "sample")],
+                    env=env, check=True, stdout=subprocess.DEVNULL,
+                )  # fmt: skip
+                fill(url, count)
+                for command in (["report"], ["log", "--format", "jsonl"]):
+                    seconds, rss = timed(url, *command)
+                    print(
+                        f"  {count:>9,} rows  {' '.join(command):<22} {seconds:6.2f} s  "
+                        f"{seconds / count * 1e6:6.1f} µs a row  peak RSS {rss:5.0f} MB"
+                    )
+            finally:
+                if args.database_url != "sqlite":
+                    drop_database(name)
+
+
+if __name__ == "__main__":
+    main()
