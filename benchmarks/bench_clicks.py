@@ -8,7 +8,8 @@ acking, served the same way) are each sent the same signed requests by `--client
 once: Acknowledge clicks on real prompts by their recipients, then `/handover oncall`. Prints
 p50, p99, throughput and the count of 404s (Bolt's answer when no ack came within 3 s),
 timeouts and other failures for both side by side, and the ratio of the p99s (goal: ≤ 1.5).
-Then how long Handover took to finish the work the clicks started (after their acks).
+Then how long Handover took to finish the work the clicks started (after their acks), and
+the resident memory of `serve` and of the no-op app after the load.
 """
 
 from __future__ import annotations
@@ -211,6 +212,15 @@ def prepare(d: Deployment, referrals: int) -> list[tuple[dict, str, str]]:
     return prompts
 
 
+def memory(pid: int) -> str:
+    """Resident memory now and at its peak (VmRSS, VmHWM) of process `pid`."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return f"RSS {fields.get('VmRSS')}, peak {fields.get('VmHWM')}"
+
+
 def value_of(body: bytes) -> str:
     payload = json.loads(urllib.parse.parse_qs(body.decode())["payload"][0])
     return payload["actions"][0]["value"]
@@ -293,6 +303,8 @@ def main() -> None:
                 reference = load(noop_port, bodies_of["noop"])
                 print(reference.line("no-op"))
                 print(f"p99 ratio: {handover.p99() / reference.p99():.2f} (goal ≤ 1.5){drained}")
+            print(f"serve's memory after the load: {memory(d.processes[0].pid)}")
+            print(f"the no-op app's memory: {memory(noop.pid)}")
         finally:
             noop.terminate()
             noop.wait(timeout=10)
