@@ -127,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=10.0)
-    parser.add_argument("--dispatchers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--dispatchers", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--database-url", help="'sqlite' for a SQLite file (default PostgreSQL)")
     parser.add_argument("--growth", type=int, nargs="*", default=[])
     args = parser.parse_args()
