@@ -574,10 +574,10 @@ def test_a_lost_claim_records_nothing(
     message_id = claim_first(session_factory, now)
     real_send = pipeline.find_or_send
 
-    def send_after_losing_the_claim(channel, delivery):
+    def send_after_losing_the_claim(channel, delivery, pacer=None):
         with session_factory.begin() as session:
             session.get(OutboxMessage, message_id).claimed_by = "another-dispatcher"
-        return real_send(channel, delivery)
+        return real_send(channel, delivery, pacer)
 
     monkeypatch.setattr(pipeline, "find_or_send", send_after_losing_the_claim)
     assert [r.outcome for r in dispatcher.process(message_id).results] == [Outcome.LOST]
