@@ -75,10 +75,22 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
         clock=clock,
         wake_dispatcher=dispatcher.wake if dispatcher else Services.wake_dispatcher,
         after_ack=work.submit,
-        homes=dispatcher.homes if dispatcher else None,
+        homes=dispatcher.homes
+        if dispatcher
+        else _paced_homes(engine, factory, client, settings, clock),
     )
     bolt_app = _create_bolt_app(create_app, settings, client, services)
     return Runtime(services=services, bolt_app=bolt_app, dispatcher=dispatcher, work=work)
+
+
+def _paced_homes(engine, factory, client, settings: Settings, clock: Clock):
+    """Home redraws paced through the shared buckets, for a `serve` without a dispatcher."""
+    from bot.delivery.home import HomeRefreshes
+    from bot.delivery.pacing import Pacer, tiers_for
+
+    pacer = Pacer(engine, tiers_for(settings))
+    pacer.watch(client)
+    return HomeRefreshes(factory, settings, clock, pacer)
 
 
 def _create_bolt_app(create_app, settings: Settings, client, services: Services) -> App:
