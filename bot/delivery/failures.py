@@ -53,9 +53,9 @@ from rota.store import RotaStore
 logger = logging.getLogger(__name__)
 
 CREDENTIALS_ALERT_EVERY = timedelta(minutes=15)
-# Rows whose failures are logged as `prompt_failed` (with their `kind`): the prompts and every
-# alert (escalation messages are logged as their step's event).
-_LOGGED_KINDS = (OutboxKind.PROMPT, *sorted(ALERT_ROW_KINDS))
+# Rows whose failures are logged as `prompt_failed` (with their `kind`): the prompts, every
+# alert and the card (escalation messages are logged as their step's event).
+_LOGGED_KINDS = (OutboxKind.PROMPT, OutboxKind.CARD, *sorted(ALERT_ROW_KINDS))
 # Alerts about a failure: when one fails too, only the error log says so (an `unreachable` DM
 # that fails goes to the EDT channel first).
 _ABOUT_FAILURES = (OutboxKind.DELIVERY_FAILURE, OutboxKind.UNREACHABLE)
@@ -313,7 +313,7 @@ class Failures:
                 reason=error,
                 channel=",".join(dict.fromkeys([*outbox.unreachable_on(row), row.channel or ""])),
             )
-        elif row.kind in _LOGGED_KINDS and (row.kind == OutboxKind.PROMPT or row.recipient_id):
+        elif row.kind == OutboxKind.PROMPT or (row.kind in ALERT_ROW_KINDS and row.recipient_id):
             self._alert_delivery_failure(session, row, now, error)
         else:
             # A post in a room (the card, an alert, an escalation post): the EDT channel hears

@@ -141,8 +141,9 @@ def build_alert_message(
     headline = _HEADLINES[kind]
     if kind == AlertKind.SLACK_AUTH and channel not in (None, "slack"):
         headline = "The mail relay refused Handover"
+    notification = _NOTIFICATIONS[kind]
     if kind == AlertKind.DELIVERY_FAILURE and what not in (None, "prompt"):
-        headline = "A message could not be delivered"
+        headline, notification = "A message could not be delivered", "message not delivered"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": headline}},
         {
@@ -163,4 +164,4 @@ def build_alert_message(
         },
         {"type": "section", "fields": referral_fields(facts, tz)},
     ]
-    return {"text": notification_text(facts.referral_id, _NOTIFICATIONS[kind]), "blocks": blocks}
+    return {"text": notification_text(facts.referral_id, notification), "blocks": blocks}
