@@ -219,7 +219,11 @@ def _plan_messages(
             people = escalation.escalation_people(store, prompt, target, now, tz)
             reached = [(person_id, True) for person_id, _ in people]
         told = [escalation.person_label(store, p) for p, delivered in reached if delivered]
-        missed = [escalation.person_label(store, p) for p, delivered in reached if not delivered]
+        # Those the prompt passed over (nobody could reach them), then the escalation's: by
+        # their rota id, as a mention of an account Slack does not know would be no use.
+        missed = [recipient_label(p) for p in outbox.passed_over(prompt)] + [
+            recipient_label(p) for p, delivered in reached if not delivered
+        ]
         extra = {**asked, "escalated_to": told, "not_reached": missed}
         return [_Planned(None, room, "channel", extra)]
     planned = [_Planned(None, room, "channel", asked)] if room is not None else []

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.delivery import outbox
 from bot.delivery.kinds import OutboxKind, RowState
 from bot.models import AuditEvent, OutboxMessage, Referral, ReferralStatus, Target
+from bot.services.logbook import coverage_for_referrals
 from rota.models import Person
 from tests.bot.delivery import test_escalation as escalation_tests
 from tests.bot.delivery.test_escalation import (
@@ -157,6 +158,11 @@ def test_someone_slack_does_not_know_is_passed_over_to_the_deputy_at_once(
     assert "The prompt went to `hv-cover` instead." in body
     assert "Slack said: `no_slack_user`" in body
     assert "SUMMARY-MARKER" not in standin.all_text()
+
+    # Health was asked all along: the target never shows as "not asked".
+    with session_factory() as session:
+        coverage = coverage_for_referrals(session, [REFERRAL_ID], settings.timezone)
+        assert coverage[REFERRAL_ID].statuses["health"] == "asked"
 
     # The clock runs for the deputy: their reminder at +60 working minutes.
     with session_factory() as session:
