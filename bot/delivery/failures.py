@@ -56,6 +56,8 @@ CREDENTIALS_ALERT_EVERY = timedelta(minutes=15)
 # Rows whose failures are logged as `prompt_failed` (with their `kind`): the prompts, every
 # alert and the card (escalation messages are logged as their step's event).
 _LOGGED_KINDS = (OutboxKind.PROMPT, OutboxKind.CARD, *sorted(ALERT_ROW_KINDS))
+# Rows whose retries are logged too (a card redrawn through an outage would flood the log).
+_RETRIES_LOGGED = (OutboxKind.PROMPT, OutboxKind.ON_CALL)
 # Alerts about a failure: when one fails too, only the error log says so (an `unreachable` DM
 # that fails goes to the EDT channel first).
 _ABOUT_FAILURES = (OutboxKind.DELIVERY_FAILURE, OutboxKind.UNREACHABLE)
@@ -251,8 +253,11 @@ class Failures:
         info = outbox.load_detail(row)
         # A copy of a prompt (slack+email) is logged as the prompt's own failures are.
         copy_of = info.get("copy_of") if row.kind == OutboxKind.COPY else None
-        if row.kind not in _LOGGED_KINDS and info.get("copy_of_kind") not in _LOGGED_KINDS:
+        kind = info.get("copy_of_kind") if row.kind == OutboxKind.COPY else row.kind
+        if kind not in _LOGGED_KINDS:
             return
+        if retry_at is not None and kind not in _RETRIES_LOGGED:
+            return  # a card or an alert being retried: only its giving up is logged
         target = session.get(Target, row.target_id) if row.target_id else None
         detail: dict[str, Any] = {
             "kind": row.kind,
