@@ -325,15 +325,16 @@ class Failures:
             # of it; when the EDT channel itself refused it, the on-call holders do.
             logger.error("could not post %s for %s: %s", row.kind, row.referral_id, error)
             target = session.get(Target, row.target_id) if row.target_id else None
+            in_edt = row.kind == OutboxKind.CARD or (bool(edt) and row.address == edt)
             raise_alert(
                 session,
                 self.ctx.settings,
                 OutboxKind.DELIVERY_FAILURE,
                 row.referral_id,
                 now,
-                to_on_call=bool(edt) and row.address == edt,
+                to_on_call=in_edt,
                 target=target.spec if target else None,
-                person_id=row.address,
+                person_id=row.address or row.message_channel or edt,
                 reason=error,
                 channel=row.channel or None,
                 what=str(row.kind),
