@@ -149,40 +149,31 @@ class Failures:
                 channel=",".join(channels),
                 instead=instead,
             )
-            audit.record(
-                session,
-                "unreachable",
-                at=now,
-                referral_id=row.referral_id,
-                actor=ACTOR,
-                recipient=person,
-                target=target.spec,
-                detail={
-                    "reason": exc.error,
-                    "channels": channels,
-                    "prompt_id": row.id,
-                    "alerted": alerted,
-                    "instead": instead,
-                },
-                rota_version=version,
-            )
-            if link is not None:
+
+            def log(event: str, recipient: str, detail: dict[str, Any]) -> None:
                 audit.record(
                     session,
-                    "prompt_rerouted",
+                    event,
                     at=now,
                     referral_id=row.referral_id,
                     actor=ACTOR,
-                    recipient=link.recipient,
+                    recipient=recipient,
                     target=target.spec,
-                    detail={
-                        "from": person,
-                        "reason": f"{person} could not be reached ({exc.error})",
-                        "error": exc.error,
-                        "via": link.via,
-                        "prompt_id": row.id,
-                    },
+                    detail={**detail, "prompt_id": row.id},
                     rota_version=version,
+                )
+
+            log(
+                "unreachable",
+                person,
+                {"reason": exc.error, "channels": channels, "alerted": alerted, "instead": instead},
+            )
+            if link is not None:
+                reason = f"{person} could not be reached ({exc.error})"
+                log(
+                    "prompt_rerouted",
+                    link.recipient,
+                    {"from": person, "reason": reason, "error": exc.error, "via": link.via},
                 )
             logger.warning(
                 "nobody can reach %s for %s %s (%s): the prompt goes to %s",
