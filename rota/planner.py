@@ -215,10 +215,13 @@ class _Window:
         """Who holds `role` from the window's start on."""
         return self.roles[role]
 
-    def link_at(self, member: _Member, t: datetime) -> ChainLink | None:
-        """The member as a concrete link if at work at t, else None."""
+    def link_at(
+        self, member: _Member, t: datetime, excluding: Collection[str] = ()
+    ) -> ChainLink | None:
+        """The member as a concrete link if at work at t, else None (a role: its first holder
+        at t but those `excluding` names)."""
         if member.role is not None:
-            holder = self.holders(member.role).holder(t)
+            holder = self.holders(member.role).holder(t, excluding)
             return ChainLink(holder, member.via) if holder is not None else None
         if not self.availability(member).is_at_work(t, self.tz):
             return None
@@ -245,7 +248,7 @@ def _first_at_work(
     window: _Window, members: Sequence[_Member], t: datetime, excluding: Collection[str] = ()
 ) -> ChainLink | None:
     for member in members:
-        link = window.link_at(member, t)
+        link = window.link_at(member, t, excluding)
         if link is not None and link.recipient not in excluding:
             return link
     return None
