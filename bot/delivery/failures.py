@@ -290,8 +290,22 @@ class Failures:
                 error,
             )
         elif row.kind == OutboxKind.COPY:
-            # The person has the message by their first channel; the copy is logged.
+            # The person has the message by their first channel: the EDT channel is told, no
+            # one is paged.
             logger.error("could not send the copy %s of %s: %s", row.id, row.referral_id, error)
+            target = session.get(Target, row.target_id) if row.target_id else None
+            raise_alert(
+                session,
+                self.ctx.settings,
+                OutboxKind.DELIVERY_FAILURE,
+                row.referral_id,
+                now,
+                target=target.spec if target else None,
+                person_id=row.recipient_id,
+                reason=error,
+                channel=row.channel or None,
+                what=str(row.kind),
+            )
         elif row.kind == OutboxKind.STEP_MESSAGE and row.recipient_id:
             # An escalation DM, a breach DM: the step's event and channel post say so too.
             target = session.get(Target, row.target_id) if row.target_id else None

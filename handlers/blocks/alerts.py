@@ -78,6 +78,13 @@ def _body(
         text = f"Target {_code(target or '?')} cannot be reached for more than 48 hours."
     elif kind == AlertKind.UNROUTABLE:
         text = f"Nobody in the chain of {_code(target or '?')} is at work within 7 days."
+    elif kind == AlertKind.DELIVERY_FAILURE and what == "copy":
+        about = f" (target {_code(target)})" if target else ""
+        by = _channel_words(channel)[0]
+        text = (
+            f"The copy by {by} for {_code(recipient or '?')}{about} could not be delivered; "
+            "they have the message by their first channel."
+        )
     elif kind == AlertKind.DELIVERY_FAILURE and what not in (None, "prompt"):
         where = f" in {_code(recipient)}" if recipient else ""
         about = f" (target {_code(target)})" if target else ""

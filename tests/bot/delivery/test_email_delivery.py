@@ -272,3 +272,26 @@ def test_without_smtp_an_email_contact_is_still_tried_in_slack(
     assert client_dispatcher.run_once().sent == 1
     assert relay.messages() == []
     assert len(slack.messages(slack.dm_channel_for("U0RIA1"))) == 1
+
+
+def test_a_copy_the_relay_refuses_is_put_before_the_edt_channel_without_paging(
+    session_factory, slack: SlackStandIn, relay: MailStandIn, settings: Settings, clock
+) -> None:
+    add_people(session_factory)
+    prompt(session_factory, "hv-ria")
+    relay.refuse(RIA)
+    make_dispatcher(settings, session_factory, clock).run_once()
+    assert len(slack.messages(slack.dm_channel_for("U0RIA1"))) == 1  # Ria has it by Slack
+    [failed] = events(session_factory, "prompt_failed")
+    assert (detail(failed)["kind"], detail(failed)["reason"]) == ("copy", "smtp:550")
+    [alert] = [
+        m
+        for m in slack.messages(EDT)
+        if m["metadata"]["event_type"] == "handover_alert"
+        and m["metadata"]["event_payload"]["kind"] == "delivery_failure"
+    ]
+    assert alert["text"] == "Handover referral HO-K7M3QX: message not delivered"
+    assert alert["blocks"][1]["text"]["text"] == (
+        "The copy by email for `hv-ria` (target `person:hv-ria`) could not be delivered; they "
+        "have the message by their first channel.\nThe mail relay said: `smtp:550`"
+    )
