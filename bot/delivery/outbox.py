@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import OutboxKind, RowState
@@ -25,7 +25,11 @@ from bot.models import OutboxMessage, Referral, Target
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=15)
-DEFAULT_LEASE = timedelta(minutes=10)
+# A claim lasts this long unless its holder renews it (`renew_claims`, every LEASE_RENEWAL while
+# it works, also while it waits out a rate limit): a dead dispatcher's rows are free again
+# within a lease, and taken over at once by a running one, which wakes at the lease's end.
+DEFAULT_LEASE = timedelta(seconds=30)
+LEASE_RENEWAL = timedelta(seconds=10)
 DISPATCH_KEY = "dispatch"  # our bookkeeping inside OutboxMessage.detail, beside the kind's keys
 # How far before the first claim a message for the row could carry a timestamp: covers clock
 # skew between us and the channel.
@@ -115,6 +119,24 @@ def history_since(row: OutboxMessage) -> datetime | None:
 
 # ----- creating rows ----------------------------------------------------------------------------
 
+NOTIFY_CHANNEL = "handover_outbox"  # what `wakeups.OutboxWatch` LISTENs to on PostgreSQL
+_ANNOUNCED = "handover_outbox_announced"  # session.info: the transaction that announced rows
+
+
+def announce(session: Session) -> None:
+    """Tell every dispatcher, when this transaction commits, that rows are new or due sooner.
+
+    On PostgreSQL a NOTIFY (once a transaction; sent at commit, dropped on rollback); on SQLite
+    nothing is needed: the dispatchers watch the file's data_version (`wakeups.OutboxWatch`).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    transaction = session.get_transaction()
+    if transaction is None or session.info.get(_ANNOUNCED) is transaction:
+        return
+    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+    session.info[_ANNOUNCED] = transaction
+
 
 def _add(session: Session, **fields: Any) -> OutboxMessage:
     detail = fields.pop("detail", None)
@@ -123,6 +145,7 @@ def _add(session: Session, **fields: Any) -> OutboxMessage:
         row.detail = dumps({k: v for k, v in detail.items() if v is not None})
     session.add(row)
     session.flush()
+    announce(session)
     return row
 
 
@@ -193,6 +216,7 @@ def enqueue_card_refresh(session: Session, referral_id: str, now: datetime) -> O
     if pending is not None:
         if pending.due_at > now:
             pending.due_at = now
+            announce(session)
         return pending
     return _add(session, referral_id=referral_id, kind=OutboxKind.CARD, due_at=now)
 
@@ -424,6 +448,26 @@ def renew_claim(
     return row
 
 
+def renew_claims(session: Session, *, instance_id: str, now: datetime, lease: timedelta) -> int:
+    """Extend the lease of every row `instance_id` holds (its heartbeat); how many it holds.
+
+    Only rows still ours are touched, so a claim already taken over stays with its new holder.
+    On PostgreSQL a row locked at that moment is skipped rather than waited for: the one
+    transaction that locks a row we hold is our own, renewing or settling it.
+    """
+    ours = select(OutboxMessage.id).where(
+        OutboxMessage.state == RowState.CLAIMED, OutboxMessage.claimed_by == instance_id
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        ours = ours.with_for_update(skip_locked=True)
+    return session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ours.scalar_subquery()))
+        .values(claimed_until=now + lease)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
 def mark_sent(
     session: Session,
     row_id: int,
@@ -494,6 +538,7 @@ def defer(
     if row is None:
         return None
     _release(row, next_attempt_at=until)
+    announce(session)  # another dispatcher may take it at once (this one is stopping)
     return row
 
 
