@@ -50,7 +50,15 @@ def test_the_environment_wins_over_the_env_file(
 
 @pytest.mark.parametrize(
     "argv",
-    [("log",), ("log", "--referral", "HO-X"), ("report",), ("rota", "who"), ("log", "verify")],
+    [
+        ("log",),
+        ("log", "--referral", "HO-X"),
+        ("log", "verify"),
+        ("report",),
+        ("rota", "who"),
+        ("serve",),
+        ("dispatch", "--once"),
+    ],
 )
 def test_a_missing_sqlite_file_is_refused_not_created(
     bare_env: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
