@@ -13,15 +13,19 @@ These functions take a session and never commit (the caller scopes the transacti
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, text, update
+from sqlalchemy import and_, case, event, func, or_, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import OutboxKind, RowState
 from bot.models import OutboxMessage, Referral, Target
+
+logger = logging.getLogger(__name__)
 
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=15)
@@ -120,22 +124,38 @@ def history_since(row: OutboxMessage) -> datetime | None:
 # ----- creating rows ----------------------------------------------------------------------------
 
 NOTIFY_CHANNEL = "handover_outbox"  # what `wakeups.OutboxWatch` LISTENs to on PostgreSQL
-_ANNOUNCED = "handover_outbox_announced"  # session.info: the transaction that announced rows
+_ANNOUNCE = "handover_outbox_announce"  # session.info: this transaction wrote rows to announce
 
 
 def announce(session: Session) -> None:
-    """Tell every dispatcher, when this transaction commits, that rows are new or due sooner.
+    """Tell every dispatcher, once this transaction commits, that rows are new or due sooner.
 
-    On PostgreSQL a NOTIFY (once a transaction; sent at commit, dropped on rollback); on SQLite
+    On PostgreSQL a NOTIFY, sent after the commit on a connection of its own (a rollback sends
+    nothing). Not inside the transaction: PostgreSQL serialises the commits of notifying
+    transactions on one lock, and a wait there must never fail the write itself. On SQLite
     nothing is needed: the dispatchers watch the file's data_version (`wakeups.OutboxWatch`).
     """
-    if session.get_bind().dialect.name != "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
+        session.info[_ANNOUNCE] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _notify_after_commit(session: Session) -> None:
+    if not session.info.pop(_ANNOUNCE, False):
         return
-    transaction = session.get_transaction()
-    if transaction is None or session.info.get(_ANNOUNCED) is transaction:
-        return
-    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
-    session.info[_ANNOUNCED] = transaction
+    try:
+        with session.get_bind().connect() as connection:
+            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+            connection.commit()
+    except SQLAlchemyError:
+        # The rows are committed; a dispatcher's safety pass finds them.
+        logger.warning("could not announce new outbox rows; the safety pass will find them")
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_announcement(session: Session, _previous_transaction: Any) -> None:
+    if not session.in_transaction():  # the whole transaction, not a savepoint, rolled back
+        session.info.pop(_ANNOUNCE, None)
 
 
 def _add(session: Session, **fields: Any) -> OutboxMessage:
