@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, event, func, or_, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import OutboxKind, RowState
@@ -144,11 +143,12 @@ def _notify_after_commit(session: Session) -> None:
     if not session.info.pop(_ANNOUNCE, False):
         return
     try:
-        with session.get_bind().connect() as connection:
+        # `.engine`: the session may be bound to an engine or to one of its connections.
+        with session.get_bind().engine.connect() as connection:
             connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
             connection.commit()
-    except SQLAlchemyError:
-        # The rows are committed; a dispatcher's safety pass finds them.
+    except Exception:
+        # The rows are committed, whatever happens here; a dispatcher's safety pass finds them.
         logger.warning("could not announce new outbox rows; the safety pass will find them")
 
 
