@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.e2e.conftest import DeploymentFactory
-from tests.e2e.harness import EDT_CHANNEL, Deployment, slack_user_of, wait_for
+from tests.e2e.harness import EDT_CHANNEL, Deployment, modal_state, slack_user_of, wait_for
+from tests.e2e.test_core_loop import submit_modal_referral
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +38,13 @@ TUESDAY_0900 = datetime(2026, 12, 29, 9, 0, tzinfo=LONDON)
 EDT_MGR_RAJ = slack_user_of("edt-mgr-raj")
 POLICE_AHMED = slack_user_of("pol-pc-ahmed")
 HV_KPATEL = slack_user_of("hv-kpatel")
+EDT_AMY = slack_user_of("edt-amy")
+IMMEDIATE = [
+    ("handover_alert", EDT_MGR_RAJ),  # on call
+    ("handover_alert", EDT_MGR_RAJ),  # long gap: hv-jsmith's deputy is asked on Tuesday
+    ("handover_card", EDT_CHANNEL),
+    ("handover_prompt", POLICE_AHMED),
+]
 
 
 def referral(external_ref: str, notify: list[str]) -> dict[str, Any]:
@@ -126,16 +134,37 @@ def test_a_referral_by_the_api_reaches_slack_within_2_s_of_its_201(
 
     # The immediate messages: two alerts to the on-call manager, the police prompt, the card.
     messages = wait_for(lambda: (found := posted(deployment)) and len(found) >= 4 and found)
-    assert sorted((m["tag"][0], m["channel"]) for m in messages) == [
-        ("handover_alert", EDT_MGR_RAJ),
-        ("handover_alert", EDT_MGR_RAJ),
-        ("handover_card", EDT_CHANNEL),
-        ("handover_prompt", POLICE_AHMED),
-    ]
+    assert sorted((m["tag"][0], m["channel"]) for m in messages) == IMMEDIATE
     delays = sorted(round(m["at"] - accepted, 3) for m in messages)
     assert delays[-1] < 2.0, delays
     deployment.settle()
     assert len(posted(deployment)) == 4  # and nothing twice
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_referral_by_the_slack_modal_reaches_slack_within_2_s_of_its_ack(
+    new_deployment: DeploymentFactory, backend: str
+) -> None:
+    # `serve --no-dispatcher` takes it; a `dispatch` process of its own sends it.
+    deployment = deploy_at_default_interval(new_deployment, backend)
+    deployment.run_clock(SATURDAY)
+    start_bot(deployment, "serve and dispatch")
+    state = modal_state(
+        external_ref="LCS-TIMING-4",
+        category="neglect",
+        urgency="standard",
+        people=("hv-jsmith",),
+        roles=("police_dau",),
+        summary="kept for the record; never sent to Slack",
+    )
+    assert not submit_modal_referral(deployment, EDT_AMY, state)  # a plain ack
+    accepted = time.time()
+    messages = wait_for(lambda: (found := posted(deployment)) and len(found) >= 4 and found)
+    assert sorted((m["tag"][0], m["channel"]) for m in messages) == IMMEDIATE
+    delays = sorted(round(m["at"] - accepted, 3) for m in messages)
+    assert delays[-1] < 2.0, delays
+    deployment.settle()
+    assert len(posted(deployment)) == 4
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
