@@ -2,9 +2,10 @@
 
 The database is the timer: after each pass the next wake-up is the earliest due time in the
 outbox (`outbox.next_due_at`). Whatever writes outbox rows, in whichever process, wakes the
-dispatcher (`OutboxWatch`): on PostgreSQL the transaction that adds rows sends a NOTIFY that
-the dispatcher LISTENs for; on SQLite the dispatcher polls `PRAGMA data_version` (which moves
-when another connection commits) every `SQLITE_POLL_SECONDS`. A pass then sends what is due
+dispatcher (`OutboxWatch`): on PostgreSQL a transaction that adds rows is followed by a NOTIFY
+(`outbox.announce`) that the dispatcher LISTENs for; on SQLite the dispatcher polls
+`PRAGMA data_version` (which moves when another connection commits) every
+`SQLITE_POLL_SECONDS`. A pass then sends what is due
 and schedules the next wake-up at the earliest due row, so a row due later is sent at its
 instant. A safety pass runs every interval in case a signal was missed (a reconnect). The
 scheduler (APScheduler, in memory) decides only when to look, never what is owed.
@@ -185,7 +186,6 @@ class OutboxWatch:
         assert path is not None
         while not self._stopping.is_set():
             try:
-                # Read-only and autocommit: this connection never holds a lock or a snapshot.
                 # mode=rw: never create the file; autocommit: never hold a lock or a snapshot.
                 connection = sqlite3.connect(
                     f"{Path(path).absolute().as_uri()}?mode=rw",
@@ -228,8 +228,8 @@ class OutboxWatch:
                         # Wakes at least once a second to notice `stop`.
                         for _ in connection.notifies(timeout=1.0, stop_after=1):
                             self._changed()
-            except psycopg.Error as exc:
-                # The message only: a connection error can quote the conninfo.
+            except Exception as exc:
+                # The error's type only: a connection error can quote the conninfo.
                 logger.warning(
                     "lost the outbox LISTEN connection (%s); reconnecting in %s s",
                     type(exc).__name__,
