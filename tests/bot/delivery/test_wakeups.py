@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.channels.slack import make_web_client
@@ -164,6 +164,36 @@ def test_the_watch_sees_outbox_rows_another_connection_commits(
         enqueue_prompt_to_jo(other_process)
         assert woken.wait(1.0)
         assert time.monotonic() - started < 0.5
+    finally:
+        watch.stop()
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_listener_comes_back_after_its_connection_is_cut(
+    db_url: str, engine, other_process: sessionmaker[Session]
+) -> None:
+    woken = threading.Event()
+    watch = OutboxWatch(engine, woken.set)
+    watch.start()
+    try:
+        assert woken.wait(5)
+        woken.clear()
+        # The server ends the listening session (a restart, a failover, an idle-session reaper).
+        with engine.connect() as connection:
+            ended = connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            ).all()
+        assert ended == [(True,)]
+        # Back within a reconnect (1 s) and a wait on the dead socket (at most 1 s): it calls once,
+        # since rows written meanwhile sent no signal it could see...
+        assert woken.wait(5)
+        woken.clear()
+        # ...and hears the next commit again.
+        enqueue_prompt_to_jo(other_process)
+        assert woken.wait(1.0)
     finally:
         watch.stop()
 
