@@ -7,9 +7,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
 
 from dotenv import load_dotenv
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from bot.errors import HandoverError, InputError, ServiceUnavailable
 from bot.logfilter import install_repeat_filter
@@ -129,6 +132,37 @@ def _day_count(text: str) -> int:
     return day_count(text)
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's, for an editable install too)."""
+    try:
+        return metadata.version("handover")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+# Commands that may meet a database that does not exist yet: `db upgrade` creates it, the demo
+# brings its own.
+_MAY_CREATE_THE_DATABASE = frozenset({"db", "demo"})
+
+
+def _require_database_file(settings: Settings) -> None:
+    """An SQLite DATABASE_URL naming a file that does not exist is a mistake (a typo, or the
+    wrong working directory), not a new empty database to create silently."""
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        return  # not a URL at all: the engine says so
+    path = url.database
+    if url.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        return
+    if path.startswith("file:") or Path(path).exists():
+        return
+    raise ServiceUnavailable(
+        f"database unavailable: the SQLite file {Path(path).absolute()} does not exist "
+        "(check DATABASE_URL and the working directory, or create it with `handover db upgrade`)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="handover",
@@ -136,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "at the start of their next working morning.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action="version", version=f"handover {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -270,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `handover` and `python -m bot`."""
-    load_dotenv()
+    # The .env of the directory the command runs in (not of wherever the package is installed);
+    # the environment wins over it.
+    load_dotenv(Path.cwd() / ".env", override=False)
     parser = build_parser()
     args = parser.parse_args(argv)
     existing = list(logging.getLogger().handlers)
@@ -288,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # The demo brings its own settings: a broken environment must not stop it.
         settings = Settings() if args.command == "demo" else Settings.from_env()
+        if args.command not in _MAY_CREATE_THE_DATABASE:
+            _require_database_file(settings)
         return args.func(args, settings)
     except SettingsError as exc:
         print(f"handover: configuration: {exc}", file=sys.stderr)

@@ -16,12 +16,13 @@ from itertools import islice
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.cli.plan import text_argument
 from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
-from bot.errors import UsageError
-from bot.models import AuditEvent
+from bot.errors import InputError, UsageError
+from bot.models import AuditEvent, Referral
 from bot.services.audit import verify_chain
 from bot.services.logbook import (
     LOG_FIELDS,
@@ -149,12 +150,22 @@ def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: 
     raise ValueError(f"unknown log format {fmt!r}")
 
 
+def referral_known(session: Session, referral_id: str) -> bool:
+    """Whether the referral exists, or existed: a purged one keeps its rows in the log."""
+    if session.get(Referral, referral_id) is not None:
+        return True
+    logged = select(AuditEvent.id).where(AuditEvent.referral_id == referral_id).limit(1)
+    return session.scalar(logged) is not None
+
+
 def log_command(args: argparse.Namespace, settings: Settings) -> int:
     """`handover log`: print the escalation log, filtered, in order of time."""
     tz = settings.timezone
-    referral_id = text_argument("--referral", args.referral) if args.referral else None
+    referral_id = text_argument("--referral", args.referral) if args.referral is not None else None
     window = parse_window(args.since, args.until, tz, referral_id=referral_id)
     with database_session(settings) as session:
+        if referral_id is not None and not referral_known(session, referral_id):
+            raise InputError(f"--referral: no referral {referral_id or '(empty)'}")
         write_log(session, window, args.format, tz, sys.stdout)
     return EXIT_OK
 

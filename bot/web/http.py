@@ -182,7 +182,12 @@ def create_web_app(
             api_slots.release()
 
     web.register_blueprint(
-        create_api_blueprint(services.settings, services.session_factory, services.clock)
+        create_api_blueprint(
+            services.settings,
+            services.session_factory,
+            services.clock,
+            wake_dispatcher=services.wake_dispatcher,
+        )
     )
     if services.settings.email_enabled:
         web.register_blueprint(respond_pages(bolt_app, services))
