@@ -12,8 +12,8 @@ from dotenv import load_dotenv
 from sqlalchemy.exc import OperationalError
 
 from bot.errors import HandoverError, InputError, ServiceUnavailable
-from bot.logfilter import install_repeat_filter
-from bot.settings import Settings, SettingsError
+from bot.logconfig import configure_logging
+from bot.settings import Settings, SettingsError, log_settings
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
 
@@ -273,18 +273,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_dotenv()
     parser = build_parser()
     args = parser.parse_args(argv)
-    existing = list(logging.getLogger().handlers)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # A database outage fails every request alike: one traceback a minute, with a count (on
-    # the handler set up here, not on one an embedding program brought).
-    install_repeat_filter(h for h in logging.getLogger().handlers if h not in existing)
-    # APScheduler logs every dispatcher pass and Alembic every plugin at INFO: keep it for events.
-    for noisy in ("apscheduler", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        log_level, log_format = log_settings()
+    except SettingsError as exc:
+        print(f"handover: configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(log_level, log_format, verbose=args.verbose)
     try:
         # The demo brings its own settings: a broken environment must not stop it.
         settings = Settings() if args.command == "demo" else Settings.from_env()

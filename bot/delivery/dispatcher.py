@@ -169,7 +169,9 @@ class Dispatcher:
     def _scheduled_pass(self) -> None:
         stats = self.run_once()
         if stats.claimed:
-            logger.info("%s", stats.summary())
+            logger.info(
+                "%s", stats.summary(), extra={"dispatcher": self.instance_id, **stats.fields()}
+            )
 
     def _next_due(self) -> datetime | None:
         with self.session_factory() as session:
