@@ -97,6 +97,12 @@ class Dispatcher:
                         lease=self.lease,
                     )
                     ids = [row.id for row in claimed]
+                logger.debug(
+                    "dispatcher %s claimed %d due rows",
+                    self.instance_id,
+                    len(ids),
+                    extra={"dispatcher": self.instance_id, "claimed": len(ids)},
+                )
                 if not ids:
                     break
                 stats.claimed += len(ids)
