@@ -248,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", metavar="DATE")
     report.add_argument("--until", metavar="DATE")
     report.add_argument("--format", choices=("table", "csv"), default="table")
+    report.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the report as one self-contained HTML page with charts to FILE",
+    )
     report.set_defaults(func=_cmd_report)
 
     purge = sub.add_parser(
