@@ -57,6 +57,8 @@ CHART_STYLE = Style(
     title_font_size=15,
 )
 _SVG_OPEN = re.compile(r"<svg ")
+# pygal writes its chart's config into a <script> for its tooltips, which the page leaves out.
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.DOTALL)
 
 
 def _chart_config() -> dict:
@@ -77,7 +79,7 @@ def _chart_config() -> dict:
 
 def svg(chart: pygal.graph.graph.Graph, label: str) -> Markup:
     """The chart as inline SVG, labelled for assistive technology."""
-    rendered = chart.render(is_unicode=True)
+    rendered = _SCRIPT.sub("", chart.render(is_unicode=True))
     attrs = f'<svg role="img" aria-label="{escape(label)}" focusable="false" '
     return Markup(_SVG_OPEN.sub(attrs, rendered, count=1))
 

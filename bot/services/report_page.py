@@ -223,7 +223,7 @@ def _step_words(event: str, actor: str, recipient: str, detail: object, tz: Zone
     if event == "unroutable":
         return "Nobody in the chain can be asked within 7 days"
     if event == "long_gap_alert":
-        return f"On call ({recipient}) told nobody can be asked for more than 48 hours"
+        return f"Nobody can be asked for more than 48 hours: on call told ({recipient})"
     if event == "prompt_cancelled":
         return "Prompt cancelled: no longer needed"
     return event.replace("_", " ").capitalize()
