@@ -57,8 +57,11 @@ CHART_STYLE = Style(
     title_font_size=15,
 )
 _SVG_OPEN = re.compile(r"<svg ")
-# pygal writes its chart's config into a <script> for its tooltips, which the page leaves out.
-_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.DOTALL)
+# pygal writes its chart's config into a <script> for its tooltips, which the page leaves out,
+# and comments naming its web site; inline SVG in HTML needs no namespace declarations.
+_LEFT_OUT = re.compile(
+    r"<script\b[^>]*>.*?</script>|<!--.*?-->|\sxmlns(?::\w+)?=\"[^\"]*\"", re.DOTALL
+)
 
 
 def _chart_config() -> dict:
@@ -79,7 +82,7 @@ def _chart_config() -> dict:
 
 def svg(chart: pygal.graph.graph.Graph, label: str) -> Markup:
     """The chart as inline SVG, labelled for assistive technology."""
-    rendered = _SCRIPT.sub("", chart.render(is_unicode=True))
+    rendered = _LEFT_OUT.sub("", chart.render(is_unicode=True))
     attrs = f'<svg role="img" aria-label="{escape(label)}" focusable="false" '
     return Markup(_SVG_OPEN.sub(attrs, rendered, count=1))
 
@@ -222,8 +225,11 @@ def render_transcript(
     days: Sequence[tuple[str, Sequence[Markup]]],
     page: ReportPage | None,
     window_label: str,
+    css: Markup,
 ) -> str:
     """The demo's transcript on the report's layout: the story day by day, then the report."""
     template = environment().get_template("transcript.html")
     context = report_context(page, window_label) if page is not None else {}
-    return template.render(title=title, intro=intro, verdict=verdict, ok=ok, days=days, **context)
+    return template.render(
+        title=title, intro=intro, verdict=verdict, ok=ok, days=days, css=css, **context
+    )
