@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from functools import cache
+from zoneinfo import ZoneInfo
 
 import pygal
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 from pygal.style import Style
 
+from bot.services.logbook import LogWindow
 from bot.services.report_page import ReportPage, local_time
 from bot.services.reports import UNKNOWN_AGENCY
 
@@ -99,6 +101,18 @@ def minutes_text(value: float | None) -> str:
     if whole < 60:
         return f"{whole} min"
     return f"{whole // 60} h {whole % 60:02d} min"
+
+
+def window_words(window: LogWindow, tz: ZoneInfo) -> str:
+    """'from Mon 9 Nov 2026 00:00 to Mon 23 Nov 2026 00:00' in local time, in words."""
+
+    def when(at: datetime) -> str:
+        local = at.astimezone(tz)
+        return f"{local:%a} {local.day} {local:%b %Y %H:%M}"
+
+    start = when(window.since) if window.since else "the beginning"
+    end_at = window.before or window.until
+    return f"from {start} to {when(end_at) if end_at else 'now'}"
 
 
 def week_label(start: date) -> str:

@@ -273,7 +273,7 @@ def report_channels(settings: Settings) -> dict[str, str]:
 def write_report_html(path: Path, window: LogWindow, settings: Settings) -> int:
     """`handover report --html FILE`: the report as one self-contained page."""
     from bot.clock import clock_from_env
-    from bot.pages import render_report
+    from bot.pages import render_report, window_words
     from bot.services.report_page import build_report_page
 
     tz = settings.timezone
@@ -281,7 +281,7 @@ def write_report_html(path: Path, window: LogWindow, settings: Settings) -> int:
         page = build_report_page(
             session, window, tz, clock_from_env().now(), channels=report_channels(settings)
         )
-    html = render_report(page, window_label=f"Handover report {_window_label(window, tz)}")
+    html = render_report(page, window_label=f"Handover report {window_words(window, tz)}")
     try:
         path.write_text(html, encoding="utf-8")
     except OSError as exc:

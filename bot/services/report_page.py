@@ -65,7 +65,28 @@ STAGES = {
     "prompt_rerouted": ("rerouted", "warn"),
     **{kind.value: ("answered", "ok") for kind in RESPONSE_KINDS},
 }
-TARGET_OUTCOMES = ("answered", "breached", "escalated", "waiting", "not sent")
+# A target's outcome is that of the first of these stages it reached.
+OUTCOME_OF_STAGE = (
+    ("answered", "answered"),
+    ("breached", "breached"),
+    ("escalated to a channel", "escalated"),
+    ("escalated", "escalated"),
+    ("sent", "waiting"),
+    ("sent late", "waiting"),
+    ("could not be sent", "not sent"),
+    ("nobody to ask", "nobody to ask"),
+    ("cancelled", "cancelled"),
+)
+TARGET_OUTCOMES = (
+    "answered",
+    "breached",
+    "escalated",
+    "waiting",
+    "not sent",
+    "nobody to ask",
+    "cancelled",
+    "held",
+)
 
 
 @dataclass(frozen=True)
@@ -88,19 +109,12 @@ class TargetTimeline:
 
     @property
     def outcome(self) -> str:
-        """answered, breached, escalated, waiting (sent, not yet answered) or not sent."""
+        """Where the target ended: one of TARGET_OUTCOMES."""
         stages = {step.stage for step in self.steps}
-        for stage, outcome in (
-            ("answered", "answered"),
-            ("breached", "breached"),
-            ("escalated", "escalated"),
-            ("escalated to a channel", "escalated"),
-            ("sent", "waiting"),
-            ("sent late", "waiting"),
-        ):
+        for stage, outcome in OUTCOME_OF_STAGE:
             if stage in stages:
                 return outcome
-        return "not sent"
+        return "held"
 
 
 @dataclass
@@ -223,7 +237,8 @@ def _step_words(event: str, actor: str, recipient: str, detail: object, tz: Zone
     if event == "unroutable":
         return "Nobody in the chain can be asked within 7 days"
     if event == "long_gap_alert":
-        return f"Nobody can be asked for more than 48 hours: on call told ({recipient})"
+        told = f": on call told ({recipient})" if recipient != "nobody" else ""
+        return f"Nobody can be asked for more than 48 hours{told}"
     if event == "prompt_cancelled":
         return "Prompt cancelled: no longer needed"
     return event.replace("_", " ").capitalize()
