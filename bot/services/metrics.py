@@ -127,14 +127,24 @@ def read_snapshot(
     ]
 
     dialect = session.get_bind().dialect.name
-    late_by = cast(_seconds_between(row.sent_at, row.due_at, dialect), Float)
+    # Each row's lateness is computed once (a materialized CTE), then counted into the buckets.
+    delivered = (
+        select(
+            channel.label("channel"),
+            cast(_seconds_between(row.sent_at, row.due_at, dialect), Float).label("late_by"),
+        )
+        .where(row.state == RowState.SENT, row.kind != OutboxKind.ESCALATION)
+        .where(row.sent_at.is_not(None))
+        .cte("delivered")
+        .prefix_with("MATERIALIZED")
+    )
+    late_by = delivered.c.late_by
     bucket_sums = [func.sum(case((late_by <= bound, 1), else_=0)) for bound in buckets]
     lateness = []
     for channel_name, count, total, *cumulative in session.execute(
-        select(channel, func.count(), func.sum(late_by), *bucket_sums)
-        .where(row.state == RowState.SENT, row.kind != OutboxKind.ESCALATION)
-        .where(row.sent_at.is_not(None))
-        .group_by(channel)
+        select(delivered.c.channel, func.count(), func.sum(late_by), *bucket_sums).group_by(
+            delivered.c.channel
+        )
     ):
         lateness.append(
             Lateness(

@@ -16,9 +16,10 @@ size. Rendering is bot/pages.py's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -27,10 +28,10 @@ from sqlalchemy.orm import Session
 from bot.delivery.kinds import RESPONSE_KINDS
 from bot.models import AuditEvent
 from bot.services.logbook import (
+    YIELD_PER,
     AgencyResolver,
     LogWindow,
     detail_value,
-    iter_log,
     working_minutes_between,
 )
 from bot.services.reports import (
@@ -165,6 +166,39 @@ class ReportPage:
     generated_at: datetime
 
 
+class LogRow(NamedTuple):
+    """The columns of an audit row the page reads (plain values, not ORM objects)."""
+
+    at: datetime
+    referral_id: str | None
+    event: str
+    actor: str | None
+    recipient: str | None
+    target: str | None
+    detail: str | None
+
+
+# Events whose detail a timeline reads (the rest are never parsed).
+_DETAIL_EVENTS = frozenset({"referral_received", "prompt_scheduled", "prompt_sent_late"})
+
+
+def read_log_rows(session: Session, window: LogWindow) -> Iterator[LogRow]:
+    """The window's audit rows by time then id, as plain tuples, streamed in batches."""
+    statement = window.apply(
+        select(
+            AuditEvent.at,
+            AuditEvent.referral_id,
+            AuditEvent.event,
+            AuditEvent.actor,
+            AuditEvent.recipient,
+            AuditEvent.target,
+            AuditEvent.detail,
+        )
+    ).order_by(AuditEvent.at, AuditEvent.id)
+    for row in session.execute(statement.execution_options(yield_per=YIELD_PER)):
+        yield LogRow(*row)
+
+
 class Names:
     """People's and teams' names from the rota, for 'Name (id)' labels; channels by role."""
 
@@ -244,27 +278,11 @@ def _step_words(event: str, actor: str, recipient: str, detail: object, tz: Zone
     return event.replace("_", " ").capitalize()
 
 
-def build_timelines(
-    session: Session, window: LogWindow, tz: ZoneInfo, names: Names
-) -> list[ReferralTimeline]:
-    """Each referral's timeline from the log window, in the order referrals first appear."""
-    rows: list[tuple[datetime, str, str, str, str, str, object]] = []
+def build_timelines(rows: Sequence[LogRow], tz: ZoneInfo, names: Names) -> list[ReferralTimeline]:
+    """Each referral's timeline from the log rows, in the order referrals first appear."""
     people: set[str] = set()
     teams: set[str] = set()
-    for row in iter_log(session, window):
-        if not row.referral_id:
-            continue
-        rows.append(
-            (
-                row.at,
-                row.referral_id,
-                row.event,
-                row.actor or "",
-                row.recipient or "",
-                row.target or "",
-                detail_value(row.detail),
-            )
-        )
+    for row in rows:
         people.update(p for p in (row.actor, row.recipient) if p)
         if row.target:
             kind, _, ident = row.target.partition(":")
@@ -272,7 +290,11 @@ def build_timelines(
     names.load(people, teams)
 
     timelines: dict[str, ReferralTimeline] = {}
-    for at, referral_id, event, actor, recipient, target, detail in rows:
+    for at, referral_id, event, actor_id, recipient_id, target, raw_detail in rows:
+        if not referral_id:
+            continue
+        actor, recipient = actor_id or "", recipient_id or ""
+        detail = detail_value(raw_detail) if event in _DETAIL_EVENTS else None
         timeline = timelines.setdefault(referral_id, ReferralTimeline(referral_id))
         local = at.astimezone(tz)
         info = detail if isinstance(detail, dict) else {}
@@ -300,13 +322,13 @@ def build_timelines(
 
 
 def team_figures(
-    session: Session, window: LogWindow, tz: ZoneInfo
+    session: Session, rows: Iterable[LogRow], tz: ZoneInfo
 ) -> tuple[list[TeamTimes], dict[str, int]]:
     """Time to respond and breaches by team, and breaches by agency type, as the report counts."""
     first_send: dict[tuple[str | None, str], tuple[datetime, str | None]] = {}
     answered: dict[tuple[str | None, str], datetime] = {}
     breaches: list[tuple[str, str | None]] = []
-    for row in iter_log(session, window):
+    for row in rows:
         if not row.target:
             continue
         key = (row.referral_id, row.target)
@@ -409,9 +431,9 @@ def build_report_page(
     weeks = [
         Week(start, build_report(session, w, tz)) for start, w in week_windows(session, window, tz)
     ]
-    teams, by_agency = team_figures(session, window, tz)
-    names = Names(RotaStore(session), channels or {})
-    timelines = build_timelines(session, window, tz, names)
+    rows = list(read_log_rows(session, window))  # one pass for the teams and the timelines
+    teams, by_agency = team_figures(session, rows, tz)
+    timelines = build_timelines(rows, tz, Names(RotaStore(session), channels or {}))
     return ReportPage(
         report=report,
         weeks=weeks,
