@@ -129,13 +129,25 @@ def response_time_chart(page: ReportPage) -> Markup:
     return svg(chart, "Bar chart: median and 90th percentile time to respond by agency type")
 
 
-def team_chart(page: ReportPage) -> Markup:
+# A county has hundreds of teams: the chart shows the slowest; the table beside it has them all.
+CHART_TEAMS = 15
+
+
+def charted_teams(page: ReportPage) -> list:
+    """The teams in the by-team chart: those with responses, slowest median first, at most
+    CHART_TEAMS of them."""
     teams = [t for t in page.teams if t.responses]
+    teams.sort(key=lambda t: (-(t.median_minutes or 0), t.name))
+    return teams[:CHART_TEAMS]
+
+
+def team_chart(page: ReportPage) -> Markup:
+    teams = charted_teams(page)
     config = {**_chart_config(), "height": max(220, 60 + 34 * len(teams))}
     chart = pygal.HorizontalBar(**config, title="Median time to respond by team (working minutes)")
-    chart.x_labels = [t.name for t in teams]
-    chart.add("Median", [_minutes(t.median_minutes) for t in teams])
-    return svg(chart, "Bar chart: median time to respond by team")
+    chart.x_labels = [t.name for t in reversed(teams)]  # pygal draws the first at the bottom
+    chart.add("Median", [_minutes(t.median_minutes) for t in reversed(teams)])
+    return svg(chart, "Bar chart: median time to respond by team, slowest at the top")
 
 
 def breach_chart(page: ReportPage) -> Markup:
@@ -215,6 +227,7 @@ def report_context(page: ReportPage, window_label: str) -> dict:
             "coverage": coverage_chart(page),
             "trend": trend_chart(page),
         },
+        "teams_charted": len(charted_teams(page)),
         "trend_changes": {
             "Referrals": _change([w.report.referrals_received for w in weeks]),
             "Prompts sent": _change([w.report.prompts_sent for w in weeks]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -10,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.cli import main
-from bot.pages import render_report
+from bot.pages import charted_teams, render_report
 from bot.services.logbook import parse_window
 from bot.services.report_page import TeamTimes, build_report_page
 from bot.services.reports import build_report
@@ -117,3 +118,20 @@ def test_report_html_writes_the_file_and_a_bad_path_is_a_clear_error(
     err = capsys.readouterr().err
     assert err == f"handover: --html {missing}: No such file or directory\n"
     assert not missing.exists()
+
+
+def test_a_county_of_teams_charts_the_slowest_fifteen_and_tables_them_all(page) -> None:
+    teams = [
+        TeamTimes(f"team-{n:02d}", f"Team {n:02d}", "health", 1, float(n), float(n), 0)
+        for n in range(1, 41)
+    ]
+    county = replace(page, teams=teams)
+
+    assert [t.team_id for t in charted_teams(county)] == [
+        f"team-{n:02d}" for n in range(40, 25, -1)
+    ]
+    html = render_report(county, window_label="Handover report")
+    chart = html.split('id="chart-teams"')[1].split("<table>")[0]
+    assert "Team 40" in chart and "Team 26" in chart and "Team 25" not in chart
+    assert html.count('<th scope="row">Team ') == 40
+    assert "the chart shows the 15 slowest, the table every team" in html
