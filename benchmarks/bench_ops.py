@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import insert  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory  # noqa: E402
@@ -76,6 +76,8 @@ def fill(url: str, audit_rows: int) -> int:
     engine = create_db_engine(url, timeouts=BATCH_TIMEOUTS)
     factory = make_session_factory(engine)
     batch = 2000
+    with factory() as session:  # audit ids are the chain's, not a sequence: carry on from its last
+        next_id = (session.scalar(select(func.max(AuditEvent.id))) or 0) + 1
     for first in range(0, referrals, batch):
         refs, events, rows = [], [], []
         for n in range(first, min(referrals, first + batch)):
@@ -119,6 +121,7 @@ def fill(url: str, audit_rows: int) -> int:
                 insert(AuditEvent),
                 [
                     {
+                        "id": next_id + i,
                         "at": at,
                         "referral_id": rid,
                         "event": event,
@@ -131,9 +134,10 @@ def fill(url: str, audit_rows: int) -> int:
                         "prev_hash": "0" * 64,
                         "row_hash": "0" * 64,
                     }
-                    for event, at, rid, actor, recipient, target in events
+                    for i, (event, at, rid, actor, recipient, target) in enumerate(events)
                 ],
             )
+            next_id += len(events)
             session.execute(
                 insert(OutboxMessage),
                 [
