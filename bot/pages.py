@@ -75,7 +75,9 @@ def _chart_config() -> dict:
         "height": 320,
         "explicit_size": False,
         "print_values": True,
+        "print_values_position": "top",  # above the bar, dark on white: readable contrast
         "print_zeroes": False,
+        "value_colors": ("#1b1b1b",),
         "legend_at_bottom": True,
         "truncate_label": 30,
         "margin": 16,
