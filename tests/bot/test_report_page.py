@@ -95,6 +95,10 @@ def test_the_page_is_self_contained_accessible_and_holds_no_summary(page) -> Non
     assert '<th scope="row">Hv-North (hv-north)</th><td>Health</td>' in html
     assert '<th scope="row">w/c 9 Nov</th><td class="num">4</td>' in html
     assert '<span class="when">Mon 16 Nov 17:00</span> <span class="stage">breached</span>' in html
+    assert (
+        "Latest week: referrals -4 on the week before; prompts sent -6 on the week before; "
+        "responses -5 on the week before; breaches +1 on the week before." in html
+    )
     assert "2026-11" not in html.split("<footer>")[0].split("</header>")[1]  # no ISO times
 
 
