@@ -2,7 +2,7 @@
 (four grouped, indexed queries) and the report page (computed, then rendered), at several sizes
 of audit log and outbox, on the sample rota.
 
-    python benchmarks/bench_ops.py [--sizes 10000 100000 1000000] [--postgresql]
+    python benchmarks/bench_ops.py [--sizes 10000 100000] [--postgresql] [--metrics-only]
 
 Each referral has three targets and about 13 audit rows (received; per target held, sent, then
 answered or reminded, escalated and breached) and 8 outbox rows, over 8 weeks. The rows are
@@ -158,7 +158,7 @@ def fill(url: str, audit_rows: int) -> int:
     return referrals
 
 
-def measure(url: str, size: int) -> None:
+def measure(url: str, size: int, *, page_too: bool = True) -> None:
     referrals = fill(url, size)
     engine = create_db_engine(url, timeouts=BATCH_TIMEOUTS)
     factory = make_session_factory(engine)
@@ -170,6 +170,11 @@ def measure(url: str, size: int) -> None:
             started = time.perf_counter()
             read_snapshot(session, now)
             scrapes.append(time.perf_counter() - started)
+        if not page_too:
+            scrape = statistics.median(scrapes)
+            print(f"{events:>9,} audit rows ({referrals:,} referrals): /metrics "
+                  f"{scrape * 1000:7.1f} ms", flush=True)  # fmt: skip
+            return
         started = time.perf_counter()
         page = build_report_page(session, LogWindow(), TZ, now)
         computed = time.perf_counter() - started
@@ -191,12 +196,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--postgresql", action="store_true")
+    parser.add_argument("--metrics-only", action="store_true", help="time /metrics, not the page")
     args = parser.parse_args()
     print(f"{'PostgreSQL' if args.postgresql else 'SQLite'}, load average {os.getloadavg()[0]:.1f}")
     for size in args.sizes:
         with database(args.postgresql, size) as url:
             upgrade(url)
-            measure(url, size)
+            measure(url, size, page_too=not args.metrics_only)
 
 
 if __name__ == "__main__":
