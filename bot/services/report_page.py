@@ -9,9 +9,10 @@ holds, the page shows) and three things more, all read from the same log window:
 - a timeline per referral: for each target, held -> sent -> reminded -> escalated -> answered
   or breached, each step at its local time, with people's names beside their IDs.
 
-Nothing here is a referral's summary or a child's details: the log holds none. The log is read
-once for the timelines and once more, a week at a time, for the weekly figures: linear in its
-size. Rendering is bot/pages.py's.
+Nothing here is a referral's summary or a child's details: the log holds none. The window is
+read three times, each in one stream: by the report, by the report a week at a time, and here
+(plain columns, once) for the teams and the timelines: linear in its size. Rendering is
+bot/pages.py's.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ STAGES = {
     "prompt_rerouted": ("rerouted", "warn"),
     **{kind.value: ("answered", "ok") for kind in RESPONSE_KINDS},
 }
+RESPONSE_EVENTS = frozenset(kind.value for kind in RESPONSE_KINDS)
 # A target's outcome is that of the first of these stages it reached.
 OUTCOME_OF_STAGE = (
     ("answered", "answered"),
@@ -334,7 +336,7 @@ def team_figures(
         key = (row.referral_id, row.target)
         if row.event in SENT_EVENTS:
             first_send.setdefault(key, (row.at, row.recipient))
-        elif row.event in RESPONSE_RESPONSES:
+        elif row.event in RESPONSE_EVENTS:
             if key in first_send and key not in answered and row.at >= first_send[key][0]:
                 answered[key] = row.at
         elif row.event == "breach":
@@ -384,9 +386,6 @@ def team_figures(
         for team_id, (name, agency) in sorted(team_info.items(), key=lambda kv: kv[1][0])
     ]
     return teams, by_agency
-
-
-RESPONSE_RESPONSES = frozenset(kind.value for kind in RESPONSE_KINDS)
 
 
 def _monday(day: date) -> date:
