@@ -47,6 +47,7 @@ TARGETS = (
     ("role:police_dau", "pol-pc-ahmed"),
 )
 ROWS_PER_REFERRAL = 13
+MS = timedelta(milliseconds=1)
 
 
 @contextmanager
@@ -148,6 +149,7 @@ def fill(url: str, audit_rows: int) -> int:
                         "channel": "slack",
                         "due_at": due,
                         "sent_at": sent,
+                        "lateness_ms": None if sent is None else (sent - due) // MS,
                         "attempts": 1,
                         "late": False,
                     }

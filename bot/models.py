@@ -110,13 +110,15 @@ class OutboxMessage(Base):
     message_channel: Mapped[str | None] = mapped_column(String(254))
     message_ts: Mapped[str | None] = mapped_column(String(255))
     late: Mapped[bool] = mapped_column(Boolean, default=False)
+    # sent_at - due_at in milliseconds, set when sent: /metrics' lateness histogram counts it.
+    lateness_ms: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(String(500))
     detail: Mapped[str | None] = mapped_column(Text)  # JSON, kind-specific (no summary)
 
     __table_args__ = (
         Index("ix_outbox_state_due", "state", "due_at"),
         # GET /metrics counts settled rows and their lateness from this index alone.
-        Index("ix_outbox_metrics", "state", "kind", "channel", "late", "due_at", "sent_at"),
+        Index("ix_outbox_metrics", "state", "kind", "channel", "late", "lateness_ms"),
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Float, and_, case, cast, func, literal, select
+from sqlalchemy import and_, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import OutboxKind, RowState
@@ -82,14 +82,6 @@ class Snapshot:
         return 0.0
 
 
-def _seconds_between(later: ColumnElement, earlier: ColumnElement, dialect: str) -> ColumnElement:
-    """`later - earlier` in seconds, as the database computes it."""
-    if dialect == "postgresql":
-        return func.extract("epoch", later - earlier)
-    # julianday is a float of days: rounded to the millisecond, 3 s is 3.0, not 3.0000016.
-    return func.round((func.julianday(later) - func.julianday(earlier)) * literal(86400.0), 3)
-
-
 def read_snapshot(
     session: Session, now: datetime, buckets: Sequence[float] = LATENESS_BUCKETS
 ) -> Snapshot:
@@ -126,32 +118,23 @@ def read_snapshot(
         )
     ]
 
-    dialect = session.get_bind().dialect.name
-    # Each row's lateness is computed once (a materialized CTE), then counted into the buckets.
-    delivered = (
-        select(
-            channel.label("channel"),
-            cast(_seconds_between(row.sent_at, row.due_at, dialect), Float).label("late_by"),
-        )
-        .where(row.state == RowState.SENT, row.kind != OutboxKind.ESCALATION)
-        .where(row.sent_at.is_not(None))
-        .cte("delivered")
-        .prefix_with("MATERIALIZED")
-    )
-    late_by = delivered.c.late_by
-    bucket_sums = [func.sum(case((late_by <= bound, 1), else_=0)) for bound in buckets]
+    late_ms = row.lateness_ms
+    bucket_sums = [
+        func.sum(case((late_ms <= round(bound * 1000), 1), else_=0)) for bound in buckets
+    ]
     lateness = []
     for channel_name, count, total, *cumulative in session.execute(
-        select(delivered.c.channel, func.count(), func.sum(late_by), *bucket_sums).group_by(
-            delivered.c.channel
-        )
+        select(channel, func.count(), func.sum(late_ms), *bucket_sums)
+        .where(row.state == RowState.SENT, row.kind != OutboxKind.ESCALATION)
+        .where(late_ms.is_not(None))
+        .group_by(channel)
     ):
         lateness.append(
             Lateness(
                 channel=channel_name,
                 buckets=tuple(zip(buckets, (int(c or 0) for c in cumulative), strict=True)),
                 count=int(count),
-                total_seconds=float(total or 0.0),
+                total_seconds=(total or 0) / 1000,
             )
         )
 

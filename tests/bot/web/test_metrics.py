@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.delivery import outbox
 from bot.delivery.kinds import OutboxKind, RowState
 from bot.services import audit
 from bot.web.metrics import create_metrics_blueprint
@@ -34,24 +35,25 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
+def sent(session: Session, at: datetime, *, due: datetime = T, late: bool = False, **fields):
+    """A row claimed and settled as sent at `at` the way the dispatcher settles it."""
+    row = add_prompt(session, due, state=RowState.CLAIMED, claimed_by="metrics-test", **fields)
+    assert outbox.mark_sent(
+        session, row.id, instance_id="metrics-test", now=at, channel="D1", ts="1.1", late=late
+    )
+
+
 def seed(session: Session) -> None:
     """A morning's outbox and log: sent, late, failed, due, held rows; escalations, a breach."""
     add_referral(session)
     # Delivered on time (3 s after its time), late (40 min), by email (90 s), and a failure.
-    add_prompt(session, T, state=RowState.SENT, channel="slack", sent_at=T + timedelta(seconds=3))
-    add_prompt(
-        session,
-        T,
-        state=RowState.SENT,
-        channel="slack",
-        late=True,
-        sent_at=T + timedelta(minutes=40),
-    )
-    add_prompt(session, T, state=RowState.SENT, channel="email", sent_at=T + timedelta(seconds=90))
+    sent(session, T + timedelta(seconds=3), channel="slack")
+    sent(session, T + timedelta(minutes=40), channel="slack", late=True)
+    sent(session, T + timedelta(seconds=90), channel="email")
     add_prompt(session, T, state=RowState.FAILED, channel="slack")
-    add_prompt(session, T, kind=OutboxKind.ON_CALL, state=RowState.SENT, channel="slack", sent_at=T)
+    sent(session, T, kind=OutboxKind.ON_CALL, channel="slack")
     # An escalation step performed: not a message, not counted as a send.
-    add_prompt(session, T, kind=OutboxKind.ESCALATION, state=RowState.SENT, sent_at=T)
+    sent(session, T, kind=OutboxKind.ESCALATION)
     # Due 25 and 5 minutes ago and still waiting (one held by a dispatcher); one due tomorrow.
     add_prompt(session, T + timedelta(minutes=5))
     add_prompt(session, T + timedelta(minutes=25), state=RowState.CLAIMED)
