@@ -1,14 +1,14 @@
 """What `GET /metrics` shows, read from the database (docs/operations.md).
 
 Every figure is a count over the outbox or the audit log, so every instance of `serve` answers
-the same and a restart loses nothing. Four grouped queries, each answered from an index
+the same and a restart loses nothing. Three grouped queries, each answered from an index
 (`ix_outbox_state_due`, `ix_outbox_metrics`, `ix_audit_log_event`) and bounded by the
 service's statement timeout (bot/db.py):
 
 - the outbox's open rows (pending or claimed) by kind: how many are due now, how many wait for
   a later time, and the oldest due time;
-- the settled rows (sent or failed) by kind, channel and outcome;
-- how late delivered rows went out (`sent_at - due_at`), by channel, counted into buckets;
+- the settled rows (sent or failed) by kind, channel and outcome, and how late those
+  delivered went out (`lateness_ms`: `sent_at - due_at`) counted into buckets, in one scan;
 - the audit log's events by name (escalation steps and breaches among them).
 """
 
@@ -85,7 +85,7 @@ class Snapshot:
 def read_snapshot(
     session: Session, now: datetime, buckets: Sequence[float] = LATENESS_BUCKETS
 ) -> Snapshot:
-    """Read the figures of /metrics at `now` (four grouped, indexed queries)."""
+    """Read the figures of /metrics at `now` (three grouped, indexed queries)."""
     row = OutboxMessage
     is_due = row.due_at <= now
     open_rows = [
@@ -102,41 +102,49 @@ def read_snapshot(
         )
     ]
 
+    # One scan of the settled messages: counted by kind, channel and outcome, and (for those
+    # delivered) into the lateness buckets, which are then summed by channel.
     outcome = case(
         (row.state == RowState.FAILED, literal("failed")),
         (row.late.is_(True), literal("delivered_late")),
         else_=literal("delivered"),
     )
     channel = func.coalesce(row.channel, NO_CHANNEL)
-    messages = and_(row.state.in_(SETTLED_STATES), row.kind != OutboxKind.ESCALATION)
-    sends = [
-        Sends(kind=kind, channel=channel_name, outcome=result, count=int(count))
-        for kind, channel_name, result, count in session.execute(
-            select(row.kind, channel, outcome, func.count())
-            .where(messages)
-            .group_by(row.kind, channel, outcome)
-        )
-    ]
-
     late_ms = row.lateness_ms
+    timed = and_(row.state == RowState.SENT, late_ms.is_not(None))
     bucket_sums = [
-        func.sum(case((late_ms <= round(bound * 1000), 1), else_=0)) for bound in buckets
+        func.sum(case((and_(timed, late_ms <= round(bound * 1000)), 1), else_=0))
+        for bound in buckets
     ]
-    lateness = []
-    for channel_name, count, total, *cumulative in session.execute(
-        select(channel, func.count(), func.sum(late_ms), *bucket_sums)
-        .where(row.state == RowState.SENT, row.kind != OutboxKind.ESCALATION)
-        .where(late_ms.is_not(None))
-        .group_by(channel)
-    ):
-        lateness.append(
-            Lateness(
-                channel=channel_name,
-                buckets=tuple(zip(buckets, (int(c or 0) for c in cumulative), strict=True)),
-                count=int(count),
-                total_seconds=(total or 0) / 1000,
-            )
+    sends: list[Sends] = []
+    by_channel: dict[str, list[float]] = {}  # channel -> [count, total ms, *cumulative]
+    for kind, channel_name, result, count, timed_count, total_ms, *cumulative in session.execute(
+        select(
+            row.kind,
+            channel,
+            outcome,
+            func.count(),
+            func.sum(case((timed, 1), else_=0)),
+            func.sum(case((timed, late_ms), else_=0)),
+            *bucket_sums,
         )
+        .where(row.state.in_(SETTLED_STATES), row.kind != OutboxKind.ESCALATION)
+        .group_by(row.kind, channel, outcome)
+    ):
+        sends.append(Sends(kind=kind, channel=channel_name, outcome=result, count=int(count)))
+        if timed_count:
+            sums = by_channel.setdefault(channel_name, [0] * (2 + len(buckets)))
+            for i, value in enumerate((timed_count, total_ms, *cumulative)):
+                sums[i] += int(value or 0)
+    lateness = [
+        Lateness(
+            channel=channel_name,
+            buckets=tuple(zip(buckets, (int(c) for c in sums[2:]), strict=True)),
+            count=int(sums[0]),
+            total_seconds=sums[1] / 1000,
+        )
+        for channel_name, sums in sorted(by_channel.items())
+    ]
 
     events = {
         name: int(count)
