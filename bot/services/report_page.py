@@ -64,7 +64,8 @@ STAGES = {
     "unroutable": ("nobody to ask", "bad"),
     "long_gap_alert": ("long gap: on call told", "warn"),
     "prompt_cancelled": ("cancelled", "info"),
-    "prompt_rerouted": ("rerouted", "warn"),
+    "unreachable": ("unreachable", "bad"),
+    "prompt_rerouted": ("passed on", "warn"),
     **{kind.value: ("answered", "ok") for kind in RESPONSE_KINDS},
 }
 RESPONSE_EVENTS = frozenset(kind.value for kind in RESPONSE_KINDS)
@@ -275,6 +276,10 @@ def _step_words(event: str, actor: str, recipient: str, detail: object, tz: Zone
     if event == "long_gap_alert":
         told = f": on call told ({recipient})" if recipient != "nobody" else ""
         return f"Nobody can be asked for more than 48 hours{told}"
+    if event == "unreachable":
+        return f"{recipient} could not be reached: passed over, on call told"
+    if event == "prompt_rerouted":
+        return f"Passed on to {recipient}"
     if event == "prompt_cancelled":
         return "Prompt cancelled: no longer needed"
     return event.replace("_", " ").capitalize()

@@ -13,9 +13,10 @@ import pytest
 from bot.cli import main
 from bot.pages import charted_teams, render_report
 from bot.services.logbook import parse_window
-from bot.services.report_page import TeamTimes, build_report_page
+from bot.services.report_page import LogRow, Names, TeamTimes, build_report_page, build_timelines
 from bot.services.reports import build_report
-from tests.bot.test_logbook import SUMMARY, build_scenario
+from rota.store import RotaStore
+from tests.bot.test_logbook import SUMMARY, build_rota, build_scenario
 
 LONDON = ZoneInfo("Europe/London")
 GENERATED = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -139,3 +140,24 @@ def test_a_county_of_teams_charts_the_slowest_fifteen_and_tables_them_all(page) 
     assert "Team 40" in chart and "Team 26" in chart and "Team 25" not in chart
     assert html.count('<th scope="row">Team ') == 40
     assert "the chart shows the 15 slowest, the table every team" in html
+
+
+def test_a_recipient_nobody_could_reach_is_passed_over_in_words(session_factory) -> None:
+    with session_factory.begin() as session:
+        build_rota(session)
+    at = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
+    rows = [
+        LogRow(at, "HO-R9", "prompt_scheduled", None, "hv-jo", "person:hv-jo", None),
+        LogRow(at, "HO-R9", "unreachable", "dispatcher", "hv-jo", "person:hv-jo", None),
+        LogRow(at, "HO-R9", "prompt_rerouted", "dispatcher", "sw-sam", "person:hv-jo", None),
+        LogRow(at, "HO-R9", "prompt_sent", "dispatcher", "sw-sam", "person:hv-jo", None),
+    ]
+    with session_factory() as session:
+        (timeline,) = build_timelines(rows, LONDON, Names(RotaStore(session), {}))
+    target = timeline.targets["person:hv-jo"]
+    assert [(s.stage, s.words) for s in target.steps[1:]] == [
+        ("unreachable", "Hv-Jo (hv-jo) could not be reached: passed over, on call told"),
+        ("passed on", "Passed on to Sw-Sam (sw-sam)"),
+        ("sent", "Prompt sent to Sw-Sam (sw-sam)"),
+    ]
+    assert target.outcome == "waiting"
