@@ -15,8 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from bot.errors import HandoverError, InputError, ServiceUnavailable
-from bot.logfilter import install_repeat_filter
-from bot.settings import Settings, SettingsError
+from bot.logconfig import configure_logging
+from bot.settings import Settings, SettingsError, log_settings
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
 
@@ -283,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", metavar="DATE")
     report.add_argument("--until", metavar="DATE")
     report.add_argument("--format", choices=("table", "csv"), default="table")
+    report.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the report as one self-contained HTML page with charts to FILE",
+    )
     report.set_defaults(func=_cmd_report)
 
     purge = sub.add_parser(
@@ -310,18 +315,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_dotenv(Path.cwd() / ".env", override=False)
     parser = build_parser()
     args = parser.parse_args(argv)
-    existing = list(logging.getLogger().handlers)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # A database outage fails every request alike: one traceback a minute, with a count (on
-    # the handler set up here, not on one an embedding program brought).
-    install_repeat_filter(h for h in logging.getLogger().handlers if h not in existing)
-    # APScheduler logs every dispatcher pass and Alembic every plugin at INFO: keep it for events.
-    for noisy in ("apscheduler", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        log_level, log_format = log_settings()
+    except SettingsError as exc:
+        print(f"handover: configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(log_level, log_format, verbose=args.verbose)
     try:
         # The demo brings its own settings: a broken environment must not stop it.
         settings = Settings() if args.command == "demo" else Settings.from_env()

@@ -106,6 +106,12 @@ class Dispatcher:
                         lease=self.lease,
                     )
                     ids = [row.id for row in claimed]
+                logger.debug(
+                    "dispatcher %s claimed %d due rows",
+                    self.instance_id,
+                    len(ids),
+                    extra={"dispatcher": self.instance_id, "claimed": len(ids)},
+                )
                 if not ids:
                     break
                 stats.claimed += len(ids)
@@ -213,7 +219,9 @@ class Dispatcher:
     def _scheduled_pass(self) -> None:
         stats = self.run_once()
         if stats.claimed:
-            logger.info("%s", stats.summary())
+            logger.info(
+                "%s", stats.summary(), extra={"dispatcher": self.instance_id, **stats.fields()}
+            )
 
     def _next_due(self) -> datetime | None:
         with self.session_factory() as session:

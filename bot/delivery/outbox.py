@@ -507,6 +507,7 @@ def mark_sent(
         return None
     row.state = RowState.SENT
     row.sent_at = now
+    row.lateness_ms = round((now - row.due_at).total_seconds() * 1000)  # for /metrics
     row.message_channel = channel
     row.message_ts = ts
     row.late = late
