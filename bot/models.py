@@ -116,6 +116,28 @@ class OutboxMessage(Base):
     __table_args__ = (Index("ix_outbox_state_due", "state", "due_at"),)
 
 
+class OnCallAcknowledgement(Base):
+    """Who acknowledged an on-call alert, and when (docs/reference/slack.md, "On-call alerts").
+
+    An alert is every DM of one alert row's facts to the holders of the alert (`alert_key`, the
+    same for each holder's row); one row here per alert, so one holder's click stops the
+    re-paging of all of them, and two clicks at once leave one acknowledgement.
+    """
+
+    __tablename__ = "oncall_acknowledgements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
+    alert_key: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(24))  # the alert's OutboxKind
+    alert_row_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"))  # the alert clicked
+    person_id: Mapped[str] = mapped_column(String(64))
+    slack_user_id: Mapped[str | None] = mapped_column(String(32))
+    acknowledged_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("referral_id", "alert_key"),)
+
+
 class Response(Base):
     __tablename__ = "responses"
 
@@ -207,4 +229,8 @@ AUDIT_EVENTS = (
     "prompt_cancelled",
     "rota_imported",
     "referral_purged",  # retention erased its personal data (bot/services/retention.py)
+    # On-call alerts (docs/reference/slack.md, "On-call alerts")
+    "on_call_acknowledged",
+    "on_call_repaged",
+    "on_call_unanswered",
 )

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.headerregistry import Address
 from email.utils import parseaddr
 from urllib.parse import unquote, urlsplit
@@ -152,6 +153,10 @@ class EscalationPolicy:
     channel_minutes: int = 240
 
 
+URGENT_POLICY = EscalationPolicy(reminder_minutes=15, escalate_minutes=30, channel_minutes=60)
+DEFAULT_ONCALL_REPAGE_MINUTES = 10
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -166,6 +171,11 @@ class Settings:
     api_secret: str | None = field(default=None, repr=False)
     alert_roles: tuple[str, ...] = ("edt_manager",)
     escalation: EscalationPolicy = EscalationPolicy()
+    # An urgent referral's own offsets (HANDOVER_URGENT_*_MINUTES; docs/timing.md).
+    urgent_escalation: EscalationPolicy = URGENT_POLICY
+    # Wall-clock minutes before an unacknowledged on-call alert is sent again (and twice that
+    # before it goes to the EDT channel): docs/reference/slack.md, "On-call alerts".
+    oncall_repage_minutes: int = DEFAULT_ONCALL_REPAGE_MINUTES
     # Seconds between the dispatcher's safety passes (it also wakes at every due time).
     dispatch_interval_seconds: float = DEFAULT_DISPATCH_INTERVAL_SECONDS
     # Email reach (docs/reference/configuration.md): the relay, the From address, and the base
@@ -177,6 +187,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_api_secret(self.api_secret)
+
+    def policy_for(self, urgency: str | None) -> EscalationPolicy:
+        """The escalation offsets of a referral of this urgency (`urgent` or `standard`)."""
+        return self.urgent_escalation if urgency == "urgent" else self.escalation
+
+    @property
+    def oncall_repage(self) -> timedelta:
+        """How long an on-call alert waits for its acknowledgement before it is sent again."""
+        return timedelta(minutes=self.oncall_repage_minutes)
 
     @property
     def smtp(self) -> SmtpRelay | None:
@@ -236,6 +255,16 @@ class Settings:
         )
         if not (policy.reminder_minutes < policy.escalate_minutes < policy.channel_minutes):
             raise SettingsError("escalation offsets must increase: reminder < escalate < channel")
+        urgent = EscalationPolicy(
+            reminder_minutes=minutes("HANDOVER_URGENT_REMINDER_MINUTES", 15),
+            escalate_minutes=minutes("HANDOVER_URGENT_ESCALATE_MINUTES", 30),
+            channel_minutes=minutes("HANDOVER_URGENT_CHANNEL_MINUTES", 60),
+        )
+        if not (urgent.reminder_minutes < urgent.escalate_minutes < urgent.channel_minutes):
+            raise SettingsError(
+                "urgent escalation offsets must increase: reminder < escalate < channel"
+            )
+        repage_minutes = minutes("HANDOVER_ONCALL_REPAGE_MINUTES", DEFAULT_ONCALL_REPAGE_MINUTES)
 
         interval_text = get("HANDOVER_DISPATCH_INTERVAL")
         interval = DEFAULT_DISPATCH_INTERVAL_SECONDS
@@ -294,6 +323,8 @@ class Settings:
             api_secret=get("HANDOVER_API_SECRET"),
             alert_roles=roles,
             escalation=policy,
+            urgent_escalation=urgent,
+            oncall_repage_minutes=repage_minutes,
             dispatch_interval_seconds=interval,
             retention_days=int(retention_text) if retention_text is not None else None,
             smtp_url=smtp_url,

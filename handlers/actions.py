@@ -1,5 +1,6 @@
 """Prompt buttons: acknowledge and not known record at once; has information and redirect
-open a modal first (after checking that the clicker may respond)."""
+open a modal first (after checking that the clicker may respond). The on-call alerts' button is
+handlers/oncall.py."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def register(app: App, services: Services) -> None:
         app.action(action)(_make_modal_opener(services, ids.RESPONSE_KIND_BY_ACTION[action]))
 
 
-def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
+def button_click(body: dict) -> tuple[str, int | None, str | None, str | None]:
     """(user, prompt id, channel, message ts) of a button click; a garbled value is no prompt."""
     container = dict_at(body, "container")
     channel = text_or_none(dict_at(body, "channel").get("id")) or text_or_none(
@@ -43,7 +44,7 @@ def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
 def _make_direct(services: Services, kind: str) -> Callable[..., None]:
     def respond_now(ack: Ack, body: dict, client: WebClient) -> None:
         ack()
-        user_id, prompt_id, channel, message_ts = _click(body)
+        user_id, prompt_id, channel, message_ts = button_click(body)
         try:
             outcome = record_now(services, prompt_id, user_id, kind)
         except SQLAlchemyError:
@@ -62,7 +63,7 @@ def _make_direct(services: Services, kind: str) -> Callable[..., None]:
 def _make_modal_opener(services: Services, kind: str) -> Callable[..., None]:
     def open_modal(ack: Ack, body: dict, client: WebClient) -> None:
         ack()
-        user_id, prompt_id, channel, message_ts = _click(body)
+        user_id, prompt_id, channel, message_ts = button_click(body)
         now = services.clock.now()
         try:
             with services.session_factory.begin() as session:
