@@ -59,8 +59,7 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
             referrals = open_referrals(session, limit=MAX_OPEN_IN_MESSAGE)
             coverage = coverage_for_referrals(session, [r.referral_id for r in referrals], tz)
             overdue = Counter(
-                o.referral_id
-                for o in overdue_prompts(session, now, services.settings.escalation, tz)
+                o.referral_id for o in overdue_prompts(session, now, services.settings, tz)
             )
             rows = [
                 ReferralRow(ReferralFacts.of(r), coverage[r.referral_id], overdue[r.referral_id])
@@ -69,7 +68,7 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
             _private(respond, f"{total} open referrals", build_log_open_message(rows, total, tz))
             return
         if what.lower() == "overdue":
-            overdue_list = overdue_prompts(session, now, services.settings.escalation, tz)
+            overdue_list = overdue_prompts(session, now, services.settings, tz)
             _private(
                 respond,
                 f"{len(overdue_list)} overdue",

@@ -133,7 +133,9 @@ def schedule_next_step(
     store = RotaStore(session)
     working_time = working_time_for(store, prompt.recipient_id, target.spec, settings.timezone)
     state = escalation_state(prompt, target, referral, done)
-    upcoming = decide(state, now=now, working_time=working_time, policy=settings.escalation)
+    upcoming = decide(
+        state, now=now, working_time=working_time, policy=settings.policy_for(referral.urgency)
+    )
     if upcoming.action == "stop" or upcoming.step is None or upcoming.due_at is None:
         return None
     return outbox.enqueue_escalation_step(session, prompt, upcoming.step, upcoming.due_at)

@@ -96,7 +96,7 @@ def home_content(
             session, offset=(page - 1) * REFERRALS_PER_PAGE, limit=REFERRALS_PER_PAGE
         )
         coverage = coverage_for_referrals(session, [r.referral_id for r in referrals], tz)
-        overdue = overdue_prompts(session, now, settings.escalation, tz)
+        overdue = overdue_prompts(session, now, settings, tz)
         overdue_by_referral = Counter(o.referral_id for o in overdue)
         rows = [
             ReferralRow(

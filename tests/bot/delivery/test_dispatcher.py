@@ -249,10 +249,17 @@ def test_nothing_is_sent_before_due_then_exactly_at_due(
             referral,
             prompt_id,
             due_at=MONDAY_9,
-            respond_by=datetime(2027, 1, 11, 17, 0, tzinfo=UTC),  # end of Jo's working day
+            # An urgent referral: respond by its +15 reminder; breach at the end of Jo's day.
+            respond_by=datetime(2027, 1, 11, 9, 15, tzinfo=UTC),
             tz=LONDON,
             via="self",
             target="person:hv-jsmith",
+            steps=[
+                ("remind", datetime(2027, 1, 11, 9, 15, tzinfo=UTC)),
+                ("escalate", datetime(2027, 1, 11, 9, 30, tzinfo=UTC)),
+                ("escalate_channel", datetime(2027, 1, 11, 10, 0, tzinfo=UTC)),
+                ("breach", datetime(2027, 1, 11, 17, 0, tzinfo=UTC)),
+            ],
         )
         assert message["blocks"] == expected["blocks"]
         [call] = [c for c in slack.calls("chat.postMessage") if c.args["channel"] != EDT]
