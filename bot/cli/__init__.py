@@ -219,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--notify", action="append", required=True, metavar="TARGET")
     plan.add_argument("--at", metavar="TIME", help="ISO time; without an offset it is local")
     plan.add_argument("--format", choices=("table", "json"), default="table")
+    plan.add_argument(
+        "--urgency",
+        choices=("standard", "urgent"),
+        help="also show when the prompt asks a response by and when each escalation step falls",
+    )
     plan.set_defaults(func=_cmd_plan)
 
     serve = sub.add_parser("serve", help="run the bot (HTTP, or Socket Mode with SLACK_APP_TOKEN)")
