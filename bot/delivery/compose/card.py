@@ -14,6 +14,7 @@ from bot.delivery.compose.base import Composed, DeliveryContext, Settled, cancel
 from bot.delivery.kinds import OutboxKind, Outcome, RowState
 from bot.delivery.metadata import card_tag
 from bot.models import OutboxMessage, Referral, Target
+from bot.settings import EscalationPolicy
 from handlers.blocks.card import build_card
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def compose_card(
         tz=ctx.settings.timezone,
         recipients=_recipient_labels(session, referral.referral_id),
         updated_at=now,
+        offsets=_offsets(ctx.settings.policy_for(referral.urgency)),
     )
     posted = None
     if referral.card_channel and referral.card_ts:
@@ -62,6 +64,10 @@ def compose_card(
         # An update replaces whatever is there; only a first post can be doubled.
         check_history=outbox.needs_check(row) and posted is None,
     )
+
+
+def _offsets(policy: EscalationPolicy) -> tuple[int, int, int]:
+    return policy.reminder_minutes, policy.escalate_minutes, policy.channel_minutes
 
 
 def _recipient_labels(session: Session, referral_id: str) -> dict[int, str]:
