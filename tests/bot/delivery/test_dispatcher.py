@@ -108,12 +108,15 @@ def add_person(
     session.add(new_person(person_id, team_id, name=name, slack_user=slack_user, email=email))
 
 
-def add_referral(session: Session, referral_id: str = "HO-K7M3QX") -> Referral:
+def add_referral(
+    session: Session, referral_id: str = "HO-K7M3QX", urgency: str = "standard"
+) -> Referral:
+    """A referral (standard: its prompts escalate at +60/+120/+240 working minutes)."""
     referral = Referral(
         referral_id=referral_id,
         external_ref=f"LCS-{referral_id[3:]}",
         category="domestic_abuse",
-        urgency="urgent",
+        urgency=urgency,
         referred_at=datetime(2027, 1, 9, 2, 10, tzinfo=UTC),
         received_at=datetime(2027, 1, 9, 2, 14, tzinfo=UTC),
         referrer_id="edt-amy",
@@ -249,15 +252,14 @@ def test_nothing_is_sent_before_due_then_exactly_at_due(
             referral,
             prompt_id,
             due_at=MONDAY_9,
-            # An urgent referral: respond by its +15 reminder; breach at the end of Jo's day.
-            respond_by=datetime(2027, 1, 11, 9, 15, tzinfo=UTC),
+            respond_by=datetime(2027, 1, 11, 17, 0, tzinfo=UTC),  # end of Jo's working day
             tz=LONDON,
             via="self",
             target="person:hv-jsmith",
             steps=[
-                ("remind", datetime(2027, 1, 11, 9, 15, tzinfo=UTC)),
-                ("escalate", datetime(2027, 1, 11, 9, 30, tzinfo=UTC)),
-                ("escalate_channel", datetime(2027, 1, 11, 10, 0, tzinfo=UTC)),
+                ("remind", datetime(2027, 1, 11, 10, 0, tzinfo=UTC)),
+                ("escalate", datetime(2027, 1, 11, 11, 0, tzinfo=UTC)),
+                ("escalate_channel", datetime(2027, 1, 11, 13, 0, tzinfo=UTC)),
                 ("breach", datetime(2027, 1, 11, 17, 0, tzinfo=UTC)),
             ],
         )

@@ -77,7 +77,7 @@ def test_steps_fall_at_the_urgencys_offsets_and_the_breach_at_the_end_of_her_own
         add_rota(session)
         # Jo works 08:00-16:00 in a 09:00-17:00 team.
         session.get(Person, "hv-jsmith").hours = "Mon-Fri 08:00-16:00"
-        add_referral(session).urgency = urgency
+        add_referral(session, urgency=urgency)
         add_prompt_for(session, "hv-jsmith", MONDAY_9)
     run_until_quiet(make_dispatcher(settings, session_factory, clock), clock, passes=30)
 
