@@ -20,6 +20,7 @@ class OutboxKind(StrEnum):
     LONG_GAP = "long_gap"  # a target nobody can be asked of for more than 48 hours
     UNROUTABLE = "unroutable"  # a target nobody can be asked of within 7 days
     DELIVERY_FAILURE = "delivery_failure"  # a prompt could not be delivered
+    UNREACHABLE = "unreachable"  # a person could not be reached and was passed over
     CARD = "card"  # the referral's card in the EDT channel, posted then updated
     ESCALATION = "escalation"  # one escalation step; when due it becomes its messages
     STEP_MESSAGE = "step_message"  # one message of a performed escalation step
@@ -37,18 +38,25 @@ class AlertKind(StrEnum):
     LONG_GAP = "long_gap"
     UNROUTABLE = "unroutable"
     DELIVERY_FAILURE = "delivery_failure"
+    UNREACHABLE = "unreachable"
     SLACK_AUTH = "slack_auth"  # the bot's credentials were refused: posted at once, never a row
     ONCALL_UNANSWERED = "oncall_unanswered"  # nobody acknowledged an on-call alert
 
 
 # The outbox kinds that are alerts (each delivers the alert of the same name).
 ALERT_ROW_KINDS = frozenset(
-    {OutboxKind.ON_CALL, OutboxKind.LONG_GAP, OutboxKind.UNROUTABLE, OutboxKind.DELIVERY_FAILURE}
+    {
+        OutboxKind.ON_CALL,
+        OutboxKind.LONG_GAP,
+        OutboxKind.UNROUTABLE,
+        OutboxKind.DELIVERY_FAILURE,
+        OutboxKind.UNREACHABLE,
+    }
 )
 # On-call alerts: an alert row of one of these kinds addressed to a person (an on-call holder)
-# carries the `handover_oncall_ack` button and is re-paged until acknowledged. Every alert kind
-# but a delivery failure (which goes to the EDT channel): a kind added to ALERT_ROW_KINDS is
-# acknowledged and re-paged too.
+# carries the `handover_oncall_ack` button and is re-paged until acknowledged: on call, long gap,
+# unroutable, unreachable (docs/reference/slack.md). Not a delivery failure, which is a report,
+# not a page; a kind added to ALERT_ROW_KINDS is acknowledged and re-paged too.
 ACKNOWLEDGED_ALERT_KINDS = ALERT_ROW_KINDS - {OutboxKind.DELIVERY_FAILURE}
 # The follow-ups of an unacknowledged on-call alert.
 ONCALL_FOLLOW_UP_KINDS = frozenset({OutboxKind.ONCALL_REPAGE, OutboxKind.ONCALL_UNANSWERED})

@@ -1,4 +1,5 @@
-"""Block Kit for alerts: on call, long gap, unroutable target, and a prompt that failed to go."""
+"""Block Kit for alerts: on call, long gap, unroutable target, a person nobody could reach, and
+a message that failed to go."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ _HEADLINES = {
     AlertKind.LONG_GAP: "Long gap before a target can be reached",
     AlertKind.UNROUTABLE: "Nobody to reach for a target",
     AlertKind.DELIVERY_FAILURE: "A prompt could not be delivered",
+    AlertKind.UNREACHABLE: "Someone could not be reached",
     AlertKind.SLACK_AUTH: "Slack refused the bot's credentials",
     AlertKind.ONCALL_UNANSWERED: "An on-call alert was not acknowledged",
 }
@@ -33,6 +35,7 @@ _NOTIFICATIONS = {
     AlertKind.LONG_GAP: "long gap alert",
     AlertKind.UNROUTABLE: "unroutable target",
     AlertKind.DELIVERY_FAILURE: "prompt not delivered",
+    AlertKind.UNREACHABLE: "someone could not be reached",
     AlertKind.SLACK_AUTH: "Slack credentials refused",
     AlertKind.ONCALL_UNANSWERED: "on-call alert not acknowledged",
 }
@@ -41,9 +44,20 @@ _ABOUT = {
     AlertKind.ON_CALL: "a new referral, to the on-call holders",
     AlertKind.LONG_GAP: "a long gap before a target can be reached",
     AlertKind.UNROUTABLE: "a target with nobody to reach",
+    AlertKind.UNREACHABLE: "someone who could not be reached",
 }
 ACK_BUTTON_LABEL = "Acknowledge"
 REPAGE_PREFIX = "Not yet acknowledged: "
+
+
+# What a failed post was (an outbox kind), as a delivery-failure alert names it.
+_WHAT = {
+    "card": "The referral's card",
+    "step_message": "An escalation post",
+    "on_call": "An on-call alert",
+    "long_gap": "A long-gap alert",
+    "unroutable": "An unroutable alert",
+}
 
 
 def _code(text: str) -> str:
@@ -69,6 +83,8 @@ def _body(
     detail: str | None,
     reason: str | None,
     channel: str | None = None,
+    instead: str | None = None,
+    what: str | None = None,
 ) -> str:
     if kind == AlertKind.ON_CALL:
         role = target.removeprefix("role:") if target else "on call"
@@ -77,6 +93,19 @@ def _body(
         text = f"Target {_code(target or '?')} cannot be reached for more than 48 hours."
     elif kind == AlertKind.UNROUTABLE:
         text = f"Nobody in the chain of {_code(target or '?')} is at work within 7 days."
+    elif kind == AlertKind.DELIVERY_FAILURE and what == "copy":
+        about = f" (target {_code(target)})" if target else ""
+        by = _channel_words(channel)[0]
+        text = (
+            f"The copy by {by} for {_code(recipient or '?')}{about} could not be delivered; "
+            "they have the message by their first channel."
+        )
+    elif kind == AlertKind.DELIVERY_FAILURE and what not in (None, "prompt"):
+        where = f" in {_code(recipient)}" if recipient else ""
+        about = f" (target {_code(target)})" if target else ""
+        by = _channel_words(channel)[0]
+        text = f"{_WHAT.get(what, 'A message')}{where}{about} could not be delivered by {by}."
+        text += " Please check the channel and the bot's place in it."
     elif kind == AlertKind.DELIVERY_FAILURE:
         who = f" to {_code(recipient)}" if recipient else ""
         by = _channel_words(channel)[0]
@@ -84,6 +113,18 @@ def _body(
         text += " Please contact them by phone or another route."
     elif kind == AlertKind.ONCALL_UNANSWERED:
         text = "Nobody on call acknowledged an alert about this referral."
+    elif kind == AlertKind.UNREACHABLE:
+        by = _channel_words(channel)[0]
+        text = (
+            f"{_code(recipient or '?')} could not be reached by {by} for target "
+            f"{_code(target or '?')}."
+        )
+        if instead == "unroutable":
+            text += " Nobody else in its chain can be reached: please find someone to ask."
+        elif instead:
+            text += f" The prompt went to {_code(instead)} instead."
+        else:
+            text += " Please contact them by phone or another route."
     elif channel not in (None, "slack"):
         text = (
             f"Messages by {_channel_words(channel)[0]} are held and retried until the mail "
@@ -108,6 +149,8 @@ def build_alert_message(
     detail: str | None = None,
     reason: str | None = None,
     channel: str | None = None,
+    instead: str | None = None,
+    what: str | None = None,
     ack_row_id: int | None = None,
     repage: bool = False,
     acknowledged: tuple[str, datetime] | None = None,
@@ -115,10 +158,12 @@ def build_alert_message(
     """An alert about a referral (`kind` one of ALERT_KINDS); `detail` is planner text only.
 
     `target` is a notify target (`role:NAME` for on_call), `recipient` a person_id, `reason` a
-    channel's error code (`channel` names it; Slack when None): none of them is free text a
-    person typed. An on-call DM carries the `handover_oncall_ack` button valued `ack_row_id`
-    (its alert's first row); `repage` marks it sent again; once `acknowledged` (who, as a
-    mention or a person_id, and when) the button gives way to who took it.
+    channel's error code (`channel` names it; Slack when None), `instead` whom the target went
+    to in their place (a person_id, or "unroutable"), `what` the kind of message that failed (a
+    prompt when None): none of them is free text a person typed. An on-call DM carries the
+    `handover_oncall_ack` button valued `ack_row_id` (its alert's first row); `repage` marks it
+    sent again; once `acknowledged` (who, as a mention or a person_id, and when) the button
+    gives way to who took it.
     """
     if kind not in ALERT_KINDS:
         raise ValueError(f"unknown alert kind {kind!r}")
@@ -126,8 +171,12 @@ def build_alert_message(
     headline = _HEADLINES[kind]
     if kind == AlertKind.SLACK_AUTH and channel not in (None, "slack"):
         headline = "The mail relay refused Handover"
+    notification = _NOTIFICATIONS[kind]
+    if kind == AlertKind.DELIVERY_FAILURE and what not in (None, "prompt"):
+        headline, notification = "A message could not be delivered", "message not delivered"
     if repage:
         headline = REPAGE_PREFIX + headline
+        notification += " (not yet acknowledged)"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": headline}},
         {
@@ -141,6 +190,8 @@ def build_alert_message(
                     detail=detail,
                     reason=reason,
                     channel=channel,
+                    instead=instead,
+                    what=what,
                 )[:3000],
             },
         },
@@ -150,8 +201,7 @@ def build_alert_message(
         blocks.append(acknowledged_block(*acknowledged, tz=tz))
     elif ack_row_id is not None:
         blocks.append(ack_button_block(ack_row_id))
-    what = _NOTIFICATIONS[kind] + (" (not yet acknowledged)" if repage else "")
-    return {"text": notification_text(facts.referral_id, what), "blocks": blocks}
+    return {"text": notification_text(facts.referral_id, notification), "blocks": blocks}
 
 
 def ack_button_block(ack_row_id: int) -> dict[str, Any]:
