@@ -100,6 +100,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
 _SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_CHANNEL_RE = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_SLACK_TEAM_RE = re.compile(r"^T[A-Z0-9]{2,31}$")
 _EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UK_DATE_RE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
@@ -153,6 +154,7 @@ class TeamRow(NamedTuple):
     hours: str | None
     manager_id: str | None
     channel: str | None
+    workspace: str | None = None  # a partner's Slack team ID; None: the home workspace
     source: int = 0  # the index of its Place in the batch
 
 
@@ -883,7 +885,7 @@ def local_to_utc(value: datetime, tz: tzinfo) -> datetime:
 
 
 def _team_row(ctx: _FileContext, line: int, values: list[str]) -> TeamRow | None:
-    team_id, name, agency, agency_type, region, hours, manager, channel = values
+    team_id, name, agency, agency_type, region, hours, manager, channel, workspace = values
     check = _RowCheck(ctx, line)
     check.identifier("team_id", team_id)
     check.unique("team_id", "teams", team_id)
@@ -895,6 +897,9 @@ def _team_row(ctx: _FileContext, line: int, values: list[str]) -> TeamRow | None
     if check.identifier("manager", manager, required=False):
         ctx.refer(line, "manager", "person", manager)
     check.matches("channel", channel, _SLACK_CHANNEL_RE, "a Slack channel ID (like C0EDTCARDS)")
+    check.matches(
+        "workspace", workspace, _SLACK_TEAM_RE, "a Slack workspace (team) ID (like T0POLICE)"
+    )
     if not check.ok:
         return None
     return TeamRow(
@@ -907,6 +912,7 @@ def _team_row(ctx: _FileContext, line: int, values: list[str]) -> TeamRow | None
         hours or None,
         manager or None,
         channel or None,
+        workspace or None,
         ctx.source,
     )
 
@@ -1222,7 +1228,16 @@ class _KindChanges:
         }
 
 
-_TEAM_FIELDS = ("name", "agency", "agency_type", "region", "hours", "manager_id", "channel")
+_TEAM_FIELDS = (
+    "name",
+    "agency",
+    "agency_type",
+    "region",
+    "hours",
+    "manager_id",
+    "channel",
+    "workspace",
+)
 _PERSON_FIELDS = (
     "name",
     "slack_user",
