@@ -8,13 +8,14 @@ from collections.abc import Callable
 from slack_sdk import WebClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.channels.base import Channel, Channels, Contact
-from bot.channels.slack import (
-    PartnerSlackChannel,
-    SlackChannel,
+from bot.channels.base import (
+    Channel,
+    Channels,
+    Contact,
     workspace_channel_name,
     workspace_of_channel,
 )
+from bot.channels.slack import PartnerSlackChannel, SlackChannel
 from bot.clock import Clock, SystemClock
 from bot.settings import Settings, SettingsError
 

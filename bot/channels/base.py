@@ -151,6 +151,21 @@ class Channel(Protocol):
         ...
 
 
+WORKSPACE_CHANNEL_PREFIX = "slack:"
+
+
+def workspace_channel_name(workspace: str | None) -> str:
+    """The channel name of a workspace's Slack: `slack` at home, `slack:T…` for a partner."""
+    return f"{WORKSPACE_CHANNEL_PREFIX}{workspace}" if workspace else "slack"
+
+
+def workspace_of_channel(name: str | None) -> str | None:
+    """The partner workspace a channel name stands for (None for any other channel)."""
+    if name and name.startswith(WORKSPACE_CHANNEL_PREFIX):
+        return name[len(WORKSPACE_CHANNEL_PREFIX) :] or None
+    return None
+
+
 # A person's rule: the names of the channels to try in order (or one name; None: the first
 # channel the bot has).
 PersonRule = Callable[[Contact], str | Sequence[str] | None]

@@ -39,6 +39,7 @@ from bot.channels.base import (
     RequestRefused,
     Sent,
     TransientError,
+    workspace_channel_name,
 )
 from bot.delivery.metadata import MessageTag
 from bot.settings import Settings
@@ -253,6 +254,7 @@ class SlackChannel:
     """The Web API calls delivery makes, each translated at the edge (a `Channel`)."""
 
     name = "slack"
+    workspace: str | None = None  # the home workspace's (a partner's: PartnerSlackChannel)
 
     def __init__(self, client: WebClient) -> None:
         self.client = client
@@ -402,20 +404,6 @@ def _metadata_matches(
 
 
 # ----- partner workspaces (docs/partner-workspaces.md) ------------------------------------------
-
-WORKSPACE_CHANNEL_PREFIX = "slack:"
-
-
-def workspace_channel_name(workspace: str | None) -> str:
-    """The channel name of a workspace's Slack: `slack` at home, `slack:T…` for a partner."""
-    return f"{WORKSPACE_CHANNEL_PREFIX}{workspace}" if workspace else "slack"
-
-
-def workspace_of_channel(name: str | None) -> str | None:
-    """The partner workspace a channel name stands for (None for any other channel)."""
-    if name and name.startswith(WORKSPACE_CHANNEL_PREFIX):
-        return name[len(WORKSPACE_CHANNEL_PREFIX) :] or None
-    return None
 
 
 class PartnerSlackChannel(SlackChannel):
