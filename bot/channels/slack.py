@@ -442,6 +442,7 @@ class PartnerSlackChannel(SlackChannel):
             ) from exc
 
     def look_up(self, contact: Contact) -> str:
+        self.client  # noqa: B018  (not installed: said before asking Slack for anyone)
         with self._not_installed_when_refused():
             return super().look_up(contact)
 

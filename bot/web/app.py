@@ -43,6 +43,10 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
     if settings.oauth_enabled:
         # tokens_revoked and app_uninstalled delete the workspace's installation.
         app.enable_token_revocation_listeners()
+    else:
+        from handlers import events
+
+        events.register_home_revocation(app)
 
     from handlers import actions, commands, events, options, responses, views
 
