@@ -3,6 +3,7 @@ its installation (decrypted from the installation store when asked for)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,9 @@ from sqlalchemy.engine import Engine
 
 from bot.settings import Settings
 from bot.workspaces.store import EncryptedInstallationStore, OAuthStateStore
-from bot.workspaces.tokens import TokenCipher
+from bot.workspaces.tokens import TokenCipher, TokenKeyError
+
+logger = logging.getLogger(__name__)
 
 # How long a partner's token is reused before the store is read again. A token revoked in the
 # meantime is refused by Slack, which the channel reads as "not installed" (bot/channels/slack.py).
@@ -61,7 +64,12 @@ class WorkspaceClients:
             cached = self._cached.get(workspace)
         if cached is not None and now - cached[0] < TOKEN_CACHE_SECONDS:
             return cached[1]
-        bot = self.store.find_bot(enterprise_id=None, team_id=workspace)
+        try:
+            bot = self.store.find_bot(enterprise_id=None, team_id=workspace)
+        except TokenKeyError:
+            # The key that encrypted it is not in HANDOVER_TOKEN_KEY: as if not installed.
+            logger.exception("cannot read the token of workspace %s", workspace)
+            bot = None
         client = self._client(bot.bot_token) if bot is not None and bot.bot_token else None
         with self._lock:
             self._cached[workspace] = (now, client)

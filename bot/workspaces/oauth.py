@@ -24,6 +24,7 @@ from slack_sdk.oauth.installation_store import InstallationStore
 from slack_sdk.oauth.state_store import OAuthStateStore
 
 from bot.settings import Settings
+from bot.workspaces.tokens import TokenKeyError
 
 logger = logging.getLogger(__name__)
 
@@ -118,13 +119,17 @@ class WorkspaceAuthorize(InstallationStoreAuthorize):
                 user_id=user_id,
             )
         context[WORKSPACE_KEY] = team_id
-        found = super().__call__(
-            context=context,
-            enterprise_id=enterprise_id,
-            team_id=team_id,
-            user_id=user_id,
-            **actor,
-        )
+        try:
+            found = super().__call__(
+                context=context,
+                enterprise_id=enterprise_id,
+                team_id=team_id,
+                user_id=user_id,
+                **actor,
+            )
+        except TokenKeyError:
+            logger.exception("cannot read the token of workspace %s", team_id)
+            return None
         if found is None:
             logger.warning("a request from workspace %s, where the app is not installed", team_id)
         return found

@@ -131,3 +131,19 @@ def test_workspace_clients_reuse_a_token_for_a_while_then_read_the_store_again()
     now[0] += 11
     assert clients.client_for(POLICE) is None and store.reads == 2
     assert WorkspaceClients(home, None).client_for(POLICE) is None
+
+
+def test_a_token_no_key_opens_is_as_if_not_installed(caplog: pytest.LogCaptureFixture) -> None:
+    from bot.workspaces.tokens import TokenKeyError
+
+    class Store:
+        def find_bot(self, *, enterprise_id: str | None, team_id: str | None):
+            raise TokenKeyError("a stored workspace token opens under no key of HANDOVER_TOKEN_KEY")
+
+    home = WebClient(base_url="http://127.0.0.1:9/api/", token="xoxb-home")
+    clients = WorkspaceClients(home, Store())  # type: ignore[arg-type]
+    assert clients.client_for(POLICE) is None
+    assert f"cannot read the token of workspace {POLICE}" in caplog.text
+    with pytest.raises(RecipientUnreachable) as raised:
+        PartnerSlackChannel(POLICE, clients.client_for).send("U0PCSAM", message())
+    assert raised.value.error == "workspace_not_installed"
