@@ -1420,6 +1420,17 @@ def _guard_deactivations(batch: RotaBatch, changes: dict[str, _KindChanges]) -> 
         raise DeactivationRefused(problems.sorted(), problems.total)
 
 
+def _teams_changing_workspace(session: Session, change: _KindChanges | None) -> list[str]:
+    """The stored teams whose Slack workspace this import changes."""
+    if change is None or not change.updates:
+        return []
+    new = {row["team_id"]: row.get("workspace") for row in change.updates}
+    stored = session.execute(
+        select(Team.team_id, Team.workspace).where(Team.team_id.in_(list(new)))
+    ).tuples()
+    return sorted(team for team, workspace in stored if workspace != new[team])
+
+
 def apply_rota(
     session: Session,
     batch: RotaBatch,
@@ -1445,6 +1456,7 @@ def apply_rota(
         _guard_deactivations(batch, changes)
     version = current_rota_version(session)
 
+    moved = _teams_changing_workspace(session, changes.get("teams"))
     # Teams before people (people.team_id is a foreign key), people before shifts/absences.
     for kind, model, key in (("teams", Team, "team_id"), ("people", Person, "person_id")):
         change = changes.get(kind)
@@ -1460,6 +1472,14 @@ def apply_rota(
                 .values(active=False)
                 .execution_options(synchronize_session=False)
             )
+    if moved:
+        # A Slack ID found by email belongs to the workspace it was found in: look again.
+        session.execute(
+            update(Person)
+            .where(Person.team_id.in_(moved), Person.slack_user_found.is_not(None))
+            .values(slack_user_found=None)
+            .execution_options(synchronize_session=False)
+        )
     counts = {kind: c.counts() for kind, c in changes.items()}
     changed = any(c.changed for c in changes.values())
     spill = batch.shift_spill

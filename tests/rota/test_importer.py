@@ -780,3 +780,22 @@ def test_workspace_is_read_when_given_and_home_when_not(tmp_path: Path, session_
     assert result.counts["teams"] == {"added": 0, "updated": 1, "deactivated": 0, "unchanged": 1}
     with session_factory() as session:
         assert set(session.scalars(select(Team.workspace))) == {None}
+
+
+def test_a_team_moving_workspace_forgets_the_slack_ids_found_by_email(
+    tmp_path: Path, session_factory
+) -> None:
+    import_folder(session_factory, [write_rota(tmp_path / "v1", **BASE)])
+    with session_factory.begin() as session:
+        session.execute(update(Person).values(slack_user_found="U0FOUND"))
+    teams = with_workspace({"hv-north": "T0NHSTRUST"})
+    import_folder(session_factory, [write_rota(tmp_path / "v2", **{**BASE, "teams": teams})])
+    with session_factory() as session:
+        found = dict(session.execute(select(Person.person_id, Person.slack_user_found)).all())
+        teams_of = dict(session.execute(select(Person.person_id, Person.team_id)).all())
+    assert {p for p, value in found.items() if value} == {
+        p for p, team in teams_of.items() if team != "hv-north"
+    }
+    assert {p for p, value in found.items() if not value} == {
+        p for p, team in teams_of.items() if team == "hv-north"
+    }

@@ -187,3 +187,38 @@ def test_the_cli_refuses_workspaces_without_oauth_settings(
     assert "partner workspaces need SLACK_CLIENT_ID" in capsys.readouterr().err
     assert main(["workspaces", "rekey"]) == 1
     assert "HANDOVER_TOKEN_KEY is not set" in capsys.readouterr().err
+
+
+def test_the_cli_removes_the_app_from_a_workspace(
+    cli_env: str, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from slack_sdk import WebClient
+    from slack_sdk.errors import SlackApiError
+
+    from bot.slack_standin import SlackStandIn, StandInUser
+
+    with SlackStandIn(
+        rate_limit=None, client_id=CLIENT_ID, client_secret="cli-test-client-secret"
+    ) as standin:
+        standin.add_workspace(
+            "T0POLICE", users=[StandInUser(id="U0PC", name="pc")], token=POLICE_TOKEN
+        )
+        monkeypatch.setenv("SLACK_API_URL", standin.url)
+        store = EncryptedInstallationStore(CLIENT_ID, engine, TokenCipher(OLD))
+        store.save(installation("T0POLICE", POLICE_TOKEN, "Police"))
+
+        assert main(["workspaces", "remove", "t0police"]) == 1
+        assert "is not a Slack workspace (team) ID" in capsys.readouterr().err
+        assert main(["workspaces", "remove", "T0SCHOOL"]) == 1
+        assert "not installed in workspace T0SCHOOL" in capsys.readouterr().err
+
+        assert main(["workspaces", "remove", "T0POLICE"]) == 0
+        assert capsys.readouterr().out == (
+            "removed the app from workspace T0POLICE and deleted its tokens\n"
+        )
+        [uninstall] = standin.calls("apps.uninstall")
+        assert uninstall.team_id == "T0POLICE"
+        with pytest.raises(SlackApiError):
+            WebClient(base_url=standin.url, token=POLICE_TOKEN).auth_test()
+        assert store.find_bot(enterprise_id=None, team_id="T0POLICE") is None
+        assert stored_tokens(engine) == []
