@@ -35,6 +35,7 @@ from tests.e2e.harness import (
     start_standin,
     wait_for,
 )
+from tests.e2e.test_multi_instance import sent_by_each_dispatcher
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +44,7 @@ LONDON = ZoneInfo("Europe/London")
 SUNDAY_2200 = datetime(2026, 11, 1, 22, 0, tzinfo=LONDON)
 SUNDAY_2230 = datetime(2026, 11, 1, 22, 30, tzinfo=LONDON)
 MONDAY_0900 = datetime(2026, 11, 2, 9, 0, tzinfo=LONDON)
+BURST = 12  # referrals at once, each naming the constable twice (as himself, and by his role)
 POLICE = "T0POLICE"
 CLIENT_ID = "4242.1717"
 CLIENT_SECRET = "e2e-oauth-client-secret"
@@ -258,16 +260,47 @@ def test_a_police_workspace_installs_the_app_and_its_officer_is_prompted_there(
     ]
     assert updated and set(updated) == {POLICE}
 
+    # --- a burst in both workspaces, shared by the two dispatchers: every message once ---------
+    burst = [
+        post_referral(
+            deployment, f"LCS-2026-PW-1{n:02d}", ["person:pol-pc-ahmed", "role:police_dau"]
+        )
+        for n in range(BURST)
+    ]
+    deployment.settle()
+    rows = {pid for pid, (ref, state, _) in deployment.prompt_ids().items() if ref in burst}
+    assert len(rows) == 2 * BURST
+    assert {deployment.prompt_ids()[pid][1:] for pid in rows} == {("sent", "pol-pc-ahmed")}
+    dms = deployment.standin.prompt_messages()
+    assert {pid: len(dms[pid]) for pid in rows} == dict.fromkeys(rows, 1)
+    assert {m["team"] for pid in rows for m in dms[pid]} == {POLICE}
+    # The on-call alerts and cards of the burst stayed at home, once each.
+    at_home = deployment.standin.prompt_messages(alerts=True)
+    assert at_home and all(len(m) == 1 for m in at_home.values())
+    assert {m["team"] for messages in at_home.values() for m in messages} == {"T0STANDIN"}
+    per_dispatcher = sent_by_each_dispatcher(deployment)
+    assert len(per_dispatcher) == 2 and sum(per_dispatcher) == 2 * BURST + 1, per_dispatcher
+    police_posts = len(
+        [c for c in deployment.standin.calls("chat.postMessage") if c["team_id"] == POLICE]
+    )
+
     # --- the police admin removes the app: its installation is deleted -------------------------
     deployment.standin.post(f"workspaces/{POLICE}/uninstall", {})
-    wait_for(lambda: deployment.query("SELECT count(*) FROM slack_bots") == [(0,)])
-    assert deployment.query("SELECT count(*) FROM slack_installations") == [(0,)]
+    # tokens_revoked deletes the bot, app_uninstalled (just after) the installations too.
+    wait_for(
+        lambda: (
+            deployment.query(
+                "SELECT (SELECT count(*) FROM slack_bots) + (SELECT count(*) FROM slack_installations)"
+            )
+            == [(0,)]
+        )
+    )
 
     deployment.set_clock(SUNDAY_2230)
     later = post_referral(deployment, "LCS-2026-PW-002", ["person:pol-pc-ahmed"])
     deployment.settle()
     posts = [c for c in deployment.standin.calls("chat.postMessage") if c["team_id"] == POLICE]
-    assert len(posts) == 1  # only the first referral's prompt ever went there
+    assert len(posts) == police_posts  # nothing went there after the removal
     log = deployment.log(later)
     assert not [e for e in log if e["event"] == "prompt_sent"], json.dumps(log, indent=1)
     unreached = [
@@ -288,5 +321,5 @@ def test_a_police_workspace_installs_the_app_and_its_officer_is_prompted_there(
     assert ack["actor"] == "hv-jsmith"
     # Each prompt once, though two dispatchers share the work; no summary reached either Slack.
     prompts = deployment.standin.prompt_messages()
-    assert sorted(len(m) for m in prompts.values()) == [1, 1]
+    assert len(prompts) == 2 + 2 * BURST and all(len(m) == 1 for m in prompts.values())
     assert "SUMMARY-" not in deployment.standin.all_text()
