@@ -58,7 +58,12 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
 def _partner_workspaces(settings: Settings, client: WebClient, services: Services) -> dict:
     """Bolt's arguments for installs into partner workspaces: the stores and `authorize`."""
     from bot.workspaces.clients import installation_store, state_store
-    from bot.workspaces.oauth import WorkspaceAuthorize, home_identity, oauth_settings
+    from bot.workspaces.oauth import (
+        WorkspaceAuthorize,
+        home_identity,
+        not_installed_message,
+        oauth_settings,
+    )
 
     engine = services.session_factory.kw["bind"]
     installations = installation_store(settings, engine)
@@ -71,6 +76,8 @@ def _partner_workspaces(settings: Settings, client: WebClient, services: Service
         ),
         "installation_store": installations,
         "oauth_settings": oauth_settings(settings, installations, state_store(engine)),
+        # What someone of a workspace without the app is told (their click or command).
+        "user_facing_authorize_error_message": not_installed_message(settings),
     }
 
 

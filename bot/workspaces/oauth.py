@@ -70,6 +70,14 @@ def oauth_settings(
     )
 
 
+def not_installed_message(settings: Settings) -> str:
+    """What Bolt tells someone whose workspace has no installation of the app."""
+    return (
+        "Handover is not installed in this Slack workspace (or was removed from it), so it "
+        f"cannot act here. A Slack admin can install it from {settings.public_url}{INSTALL_PATH}."
+    )
+
+
 def home_identity(client: WebClient) -> dict[str, Any]:
     """auth.test of SLACK_BOT_TOKEN: the home workspace's team ID and the bot's user.
 

@@ -290,7 +290,8 @@ def test_a_police_workspace_installs_the_app_and_its_officer_is_prompted_there(
     wait_for(
         lambda: (
             deployment.query(
-                "SELECT (SELECT count(*) FROM slack_bots) + (SELECT count(*) FROM slack_installations)"
+                "SELECT (SELECT count(*) FROM slack_bots)"
+                " + (SELECT count(*) FROM slack_installations)"
             )
             == [(0,)]
         )

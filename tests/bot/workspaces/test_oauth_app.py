@@ -153,7 +153,11 @@ def test_each_workspace_is_answered_with_its_own_token_and_one_without_the_app_i
     # Home and police get /handover help; the school, where the app is not installed, is told so.
     helped = [standin.responses(t)[0]["body"]["text"] for t in ("T0STANDIN", POLICE)]
     assert helped[0] == helped[1] and "/handover" in helped[0]
-    assert "installation" in standin.responses("T0SCHOOL")[0]["body"]["text"]
+    assert standin.responses("T0SCHOOL")[0]["body"]["text"] == (
+        "Handover is not installed in this Slack workspace (or was removed from it), so it "
+        "cannot act here. A Slack admin can install it from "
+        "https://handover.example.gov.uk/slack/install."
+    )
 
     # app_uninstalled from the police workspace deletes its installation.
     event = json.dumps(
