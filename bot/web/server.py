@@ -122,6 +122,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             "email links point at HANDOVER_PUBLIC_URL/respond/, which a Socket Mode process "
             "does not serve: run `handover serve --no-dispatcher` in HTTP mode there too"
         )
+    if settings.socket_mode and settings.oauth_enabled:
+        logger.warning(
+            "partner workspaces install from HANDOVER_PUBLIC_URL/slack/install, which a Socket "
+            "Mode process does not serve: run `handover serve --no-dispatcher` in HTTP mode there"
+        )
     try:
         if settings.socket_mode:
             _serve_socket_mode(runtime, settings, stop)
