@@ -7,6 +7,8 @@ re-encrypts what is stored under the first (docs/partner-workspaces.md, "Rotatin
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 # Marks a stored value as ciphertext, so a plaintext token never passes for one.
@@ -52,25 +54,22 @@ class TokenCipher:
         """The token of a stored value; TokenKeyError when no key opens it."""
         if stored is None:
             return None
-        if not stored.startswith(PREFIX):
-            raise TokenKeyError("a stored workspace token is not encrypted")
-        try:
-            return self._fernet.decrypt(stored[len(PREFIX) :].encode("ascii")).decode("utf-8")
-        except InvalidToken:
-            raise TokenKeyError(
-                "a stored workspace token opens under no key of HANDOVER_TOKEN_KEY"
-            ) from None
+        return self._open(stored, self._fernet.decrypt).decode("utf-8")
 
     def rotate(self, stored: str | None) -> str | None:
         """The same token encrypted under the first key (what `workspaces rekey` writes)."""
         if stored is None:
             return None
+        return PREFIX + self._open(stored, self._fernet.rotate).decode("ascii")
+
+    @staticmethod
+    def _open(stored: str, operation: Callable[[bytes], bytes]) -> bytes:
+        """`operation` (decrypt or rotate) on the ciphertext of a stored value."""
         if not stored.startswith(PREFIX):
             raise TokenKeyError("a stored workspace token is not encrypted")
         try:
-            rotated = self._fernet.rotate(stored[len(PREFIX) :].encode("ascii"))
+            return operation(stored[len(PREFIX) :].encode("ascii"))
         except InvalidToken:
             raise TokenKeyError(
                 "a stored workspace token opens under no key of HANDOVER_TOKEN_KEY"
             ) from None
-        return PREFIX + rotated.decode("ascii")
