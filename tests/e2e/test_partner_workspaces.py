@@ -224,6 +224,9 @@ def test_a_police_workspace_installs_the_app_and_its_officer_is_prompted_there(
     assert ahmed_sent["detail"]["workspace"] == POLICE
     [ahmed_prompt] = deployment.standin.get("messages", user="U0PCAHMED", team=POLICE)["messages"]
     assert ahmed_prompt["team"] == POLICE
+    # His App Home, in his workspace, shows the open prompt.
+    home = wait_for(lambda: deployment.standin.get("home", user="U0PCAHMED", team=POLICE)["view"])
+    assert home["team_id"] == POLICE and referral in json.dumps(home)
     # The constable was found by email in the police workspace, through its own token.
     lookups = deployment.standin.calls("users.lookupByEmail")
     assert [(c["team_id"], c["args"]["email"]) for c in lookups] == [
