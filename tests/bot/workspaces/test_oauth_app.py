@@ -102,6 +102,20 @@ def test_the_install_page_asks_slack_for_the_partner_scopes(
     assert refused.status_code == 400
 
 
+def _signed(body: str, content_type: str = "application/json") -> BoltRequest:
+    """A request as Slack signs it with the app's signing secret."""
+    stamp = str(int(time.time()))
+    signature = SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=body)
+    return BoltRequest(
+        body=body,
+        headers={
+            "content-type": content_type,
+            "x-slack-request-timestamp": stamp,
+            "x-slack-signature": signature,
+        },
+    )
+
+
 def _signed_command(team_id: str, user_id: str, response_url: str) -> BoltRequest:
     body = urlencode(
         {
@@ -114,16 +128,7 @@ def _signed_command(team_id: str, user_id: str, response_url: str) -> BoltReques
             "trigger_id": "1.2.3",
         }
     )
-    stamp = str(int(time.time()))
-    signature = SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=body)
-    return BoltRequest(
-        body=body,
-        headers={
-            "content-type": "application/x-www-form-urlencoded",
-            "x-slack-request-timestamp": stamp,
-            "x-slack-signature": signature,
-        },
-    )
+    return _signed(body, "application/x-www-form-urlencoded")
 
 
 def test_each_workspace_is_answered_with_its_own_token_and_one_without_the_app_is_refused(
@@ -170,20 +175,36 @@ def test_each_workspace_is_answered_with_its_own_token_and_one_without_the_app_i
             "event": {"type": "app_uninstalled"},
         }
     )
-    stamp = str(int(time.time()))
-    signature = SignatureVerifier(SECRET).generate_signature(timestamp=stamp, body=event)
-    answer = bolt.dispatch(
-        BoltRequest(
-            body=event,
-            headers={
-                "content-type": "application/json",
-                "x-slack-request-timestamp": stamp,
-                "x-slack-signature": signature,
-            },
-        )
-    )
+    answer = bolt.dispatch(_signed(event))
     assert answer.status == 200
     deadline = time.monotonic() + 5
     while store.find_bot(enterprise_id=None, team_id=POLICE) is not None:
         assert time.monotonic() < deadline, "the installation was not deleted"
         time.sleep(0.05)
+
+
+def test_without_partners_the_home_workspace_removing_the_app_is_logged_as_an_error(
+    standin: SlackStandIn,
+    db_url: str,
+    session_factory: sessionmaker[Session],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bolt, _ = build(standin, settings_for(standin, db_url, oauth=False), session_factory)
+    for n, kind in enumerate(("tokens_revoked", "app_uninstalled")):
+        event = json.dumps(
+            {
+                "type": "event_callback",
+                "team_id": "T0STANDIN",
+                "api_app_id": "A0HANDOVER",
+                "event_id": f"Ev0HOME{n}",
+                "event_time": int(time.time()),
+                "event": {"type": kind, "tokens": {"bot": ["U0HANDOVER"]}},
+            }
+        )
+        assert bolt.dispatch(_signed(event)).status == 200
+    deadline = time.monotonic() + 5
+    while "uninstalled from workspace T0STANDIN" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.05)
+    assert "revoked the bot's token in workspace T0STANDIN" in caplog.text
+    assert HOME_TOKEN not in caplog.text
