@@ -27,6 +27,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.e2e.harness import (
+    EDT_CHANNEL,
     SAMPLE_ROTA,
     SIGNING_SECRET,
     Deployment,
@@ -224,6 +225,16 @@ def test_a_police_workspace_installs_the_app_and_its_officer_is_prompted_there(
     assert ahmed_sent["detail"]["workspace"] == POLICE
     [ahmed_prompt] = deployment.standin.get("messages", user="U0PCAHMED", team=POLICE)["messages"]
     assert ahmed_prompt["team"] == POLICE
+    # The EDT card (the council's workspace) names him without a cross-workspace mention.
+    card = wait_for(
+        lambda: [
+            m
+            for m in deployment.standin.channel(EDT_CHANNEL)
+            if "in their agency's Slack" in json.dumps(m)
+        ]
+    )
+    assert "`pol-pc-ahmed` in their agency's Slack" in json.dumps(card[-1])
+    assert "U0PCAHMED" not in json.dumps(deployment.standin.channel(EDT_CHANNEL))
     # His App Home, in his workspace, shows the open prompt.
     home = wait_for(lambda: deployment.standin.get("home", user="U0PCAHMED", team=POLICE)["view"])
     assert home["team_id"] == POLICE and referral in json.dumps(home)
