@@ -12,6 +12,10 @@ reach them hands it to the next) and the channels that also get a copy once it i
 docs/email.md). An outbox row records the name of the channel it goes by (`channel`), so its
 retries and history checks stay on it. `bot.channels.email.EmailChannel` is the second channel;
 the dispatcher, the composing of each row kind, escalation, the models and intake do not know it.
+
+**Slack per workspace.** A partner agency's own Slack workspace is a channel of its own,
+`slack:T…`, made when first named (`Channels(more=…)`): the rule picks it for the people of teams
+whose `workspace` names it (docs/partner-workspaces.md), and rows record it like any channel.
 """
 
 from __future__ import annotations

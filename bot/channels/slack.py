@@ -4,7 +4,9 @@
 the message. So the HTTP layer retries it only when the request certainly had no effect (429,
 connection refused); other failures surface as an *ambiguous* `SlackTransientError`, and
 delivery looks in the conversation's history for the message before it ever posts again.
-`SlackChannel` is the `bot.channels.base.Channel` the dispatcher delivers through.
+`SlackChannel` is the `bot.channels.base.Channel` the dispatcher delivers through;
+`PartnerSlackChannel` is the same in a partner's own workspace, with its installed token
+(docs/partner-workspaces.md).
 """
 
 from __future__ import annotations
