@@ -182,16 +182,19 @@ def _show_on_messages_and_card(
 ) -> None:
     assert outcome.referral is not None and outcome.kind is not None
     tz = services.settings.timezone
-    message = build_prompt_response_message(
-        outcome.referral,
-        response=outcome.kind,
-        responder=responder_label(
-            outcome.responder_id, outcome.responder_slack_id, outcome.on_behalf_of
-        ),
-        responded_at=outcome.at,
-        tz=tz,
-        redirected_to=outcome.redirected_to,
-    )
+
+    def shown_in(where: str | None) -> dict:
+        # A mention resolves only in the responder's own workspace; elsewhere, their rota id.
+        slack_id = outcome.responder_slack_id if where == workspace else None
+        return build_prompt_response_message(
+            outcome.referral,
+            response=outcome.kind,
+            responder=responder_label(outcome.responder_id, slack_id, outcome.on_behalf_of),
+            responded_at=outcome.at,
+            tz=tz,
+            redirected_to=outcome.redirected_to,
+        )
+
     messages = list(outcome.messages)
     if clicked[0] and clicked[1] and (clicked[0], clicked[1], workspace) not in messages:
         messages.append((clicked[0], clicked[1], workspace))
@@ -201,7 +204,7 @@ def _show_on_messages_and_card(
             continue  # that workspace removed the app: its message cannot change
         try:
             with slack_edge("chat.update"):
-                updater.chat_update(channel=channel, ts=ts, **message)
+                updater.chat_update(channel=channel, ts=ts, **shown_in(where))
         except SlackError:
             pass  # logged at the edge; the response itself is recorded
     if outcome.card is None or outcome.responder_id is None or outcome.target is None:
