@@ -75,11 +75,6 @@ class WorkspaceClients:
             self._cached[workspace] = (now, client)
         return client
 
-    def forget(self, workspace: str) -> None:
-        """Read the workspace's installation again next time (it was just removed)."""
-        with self._lock:
-            self._cached.pop(workspace, None)
-
     def _client(self, token: str) -> WebClient:
         return WebClient(
             base_url=self.home.base_url,
