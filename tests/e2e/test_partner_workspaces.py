@@ -33,6 +33,7 @@ from tests.e2e.harness import (
     Deployment,
     free_port,
     fresh_database,
+    slack_user_of,
     start_standin,
     wait_for,
 )
@@ -58,6 +59,9 @@ POLICE_USERS = [
     {"id": "U0PCADMIN", "name": "it-admin", "email": "slack-admin@police.example"},
 ]
 POLICE_IDS = {"pol-pc-ahmed": "", "pol-sgt-evans": "U0PCEVANS"}
+# While his force's Slack is out of reach, the constable's referrals pass to his deputy: here the
+# EDT worker on shift on Sunday night, in the council's workspace.
+DEPUTIES = {"pol-pc-ahmed": "edt-ben"}
 
 
 def partner_rota(directory: Path) -> tuple[Path, Path]:
@@ -89,6 +93,8 @@ def partner_rota(directory: Path) -> tuple[Path, Path]:
             for person in rows:
                 if person["person_id"] in police:
                     person = {**person, "slack_user": POLICE_IDS.get(person["person_id"], "")}
+                if person["person_id"] in DEPUTIES:
+                    person = {**person, "deputy": DEPUTIES[person["person_id"]]}
                 writer.writerow(person)
     return full, home
 
@@ -194,6 +200,16 @@ def post_referral(deployment: Deployment, ref: str, notify: list[str]) -> str:
     )
     assert status == 201, (status, answer)
     return answer["referral_id"]
+
+
+def prompt_id_of(messages: list[dict], referral_id: str) -> list[int]:
+    """The prompts of `referral_id` among `messages` (by their metadata)."""
+    return [
+        m["metadata"]["event_payload"]["prompt_id"]
+        for m in messages
+        if (m.get("metadata") or {}).get("event_type") == "handover_prompt"
+        and m["metadata"]["event_payload"]["referral_id"] == referral_id
+    ]
 
 
 def events(deployment: Deployment, referral_id: str, name: str) -> list[dict]:
@@ -317,12 +333,24 @@ def test_a_police_workspace_installs_the_app_and_its_officer_is_prompted_there(
     posts = [c for c in deployment.standin.calls("chat.postMessage") if c["team_id"] == POLICE]
     assert len(posts) == police_posts  # nothing went there after the removal
     log = deployment.log(later)
-    assert not [e for e in log if e["event"] == "prompt_sent"], json.dumps(log, indent=1)
-    # Unreachable (no email reach here): given up, and put before the EDT.
-    [failed] = [e for e in log if e["event"] == "prompt_failed"]
-    assert failed["recipient"] == "pol-pc-ahmed" and failed["detail"]["will_retry"] is False
+    # He is unreachable (and has no email reach here): passed over at once to his deputy, in the
+    # council's workspace, with the unreachable alert to the EDT manager on call.
+    [unreachable] = [e for e in log if e["event"] == "unreachable"]
+    assert unreachable["recipient"] == "pol-pc-ahmed"
+    assert unreachable["target"] == "person:pol-pc-ahmed"
     # Not installed; or, within the seconds a dispatcher keeps a token, refused by Slack.
-    assert failed["detail"]["reason"] in ("workspace_not_installed", "workspace_token_revoked")
+    assert unreachable["detail"]["reason"] in ("workspace_not_installed", "workspace_token_revoked")
+    assert unreachable["detail"]["channels"] == [f"slack:{POLICE}"]
+    assert unreachable["detail"]["alerted"] == ["edt-mgr-raj"]
+    assert unreachable["detail"]["instead"] == "edt-ben"
+    [rerouted] = [e for e in log if e["event"] == "prompt_rerouted"]
+    assert (rerouted["recipient"], rerouted["detail"]["via"]) == ("edt-ben", "deputy")
+    assert rerouted["detail"]["from"] == "pol-pc-ahmed"
+    [moved] = [e for e in log if e["event"] == "prompt_sent"]
+    assert moved["recipient"] == "edt-ben" and "workspace" not in moved["detail"]
+    assert prompt_id_of(deployment.standin.dm(slack_user_of("edt-ben")), later)
+    raj_alerts = json.dumps(deployment.standin.dm(slack_user_of("edt-mgr-raj")))
+    assert "pol-pc-ahmed" in raj_alerts and later in raj_alerts
 
     # --- Monday nine: the health visitor, in the council's workspace, answers too --------------
     deployment.advance(MONDAY_0900)
@@ -336,5 +364,6 @@ def test_a_police_workspace_installs_the_app_and_its_officer_is_prompted_there(
     assert ack["actor"] == "hv-jsmith"
     # Each prompt once, though two dispatchers share the work; no summary reached either Slack.
     prompts = deployment.standin.prompt_messages()
-    assert len(prompts) == 2 + 2 * BURST and all(len(m) == 1 for m in prompts.values())
+    # The first referral's two, the burst's, and the one the removed workspace passed on.
+    assert len(prompts) == 3 + 2 * BURST and all(len(m) == 1 for m in prompts.values())
     assert "SUMMARY-" not in deployment.standin.all_text()
