@@ -5,7 +5,7 @@ slack_sdk's SQLAlchemy installation and state stores' tables (token columns wide
 their Fernet ciphertext), and teams.csv's optional `workspace` column (empty: the home one).
 
 Revision ID: cfb35ddc9e27
-Revises: de33a134eae9
+Revises: a7c3e9f1b2d4
 Create Date: 2026-11-30 01:59:22.667812
 
 """
@@ -18,7 +18,7 @@ import rota.models  # noqa: F401  (custom column types)
 
 # revision identifiers, used by Alembic.
 revision: str = 'cfb35ddc9e27'
-down_revision: Union[str, Sequence[str], None] = 'de33a134eae9'
+down_revision: Union[str, Sequence[str], None] = 'a7c3e9f1b2d4'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
