@@ -209,6 +209,11 @@ class Settings:
     mail_from: str | None = None
     public_url: str | None = None
     retention_days: int | None = None
+    # Partner workspaces (docs/partner-workspaces.md): the app's OAuth credentials and the keys
+    # that encrypt installed workspaces' tokens (the first encrypts, every one decrypts).
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = field(default=None, repr=False)
+    token_keys: tuple[str, ...] = field(default=(), repr=False)
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -233,6 +238,11 @@ class Settings:
     def email_enabled(self) -> bool:
         """Whether people can be reached by email (HANDOVER_SMTP_URL is set)."""
         return bool(self.smtp_url)
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """Whether partner workspaces can install the app (SLACK_CLIENT_ID is set)."""
+        return bool(self.slack_client_id)
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -337,6 +347,26 @@ class Settings:
                 if value is None:
                     raise SettingsError(f"HANDOVER_SMTP_URL is set, so {name} is required too")
 
+        client_id = get("SLACK_CLIENT_ID")
+        token_key = get("HANDOVER_TOKEN_KEY")
+        token_keys: tuple[str, ...] = ()
+        if token_key is not None:
+            from bot.workspaces.tokens import TokenKeyError, parse_token_keys
+
+            try:
+                token_keys = parse_token_keys(token_key)
+            except TokenKeyError as exc:
+                raise SettingsError(str(exc)) from None
+        if client_id is not None:
+            for name, value in (
+                ("SLACK_CLIENT_SECRET", get("SLACK_CLIENT_SECRET")),
+                ("HANDOVER_TOKEN_KEY", token_key),
+                # Slack sends the admin back to {HANDOVER_PUBLIC_URL}/slack/oauth_redirect.
+                ("HANDOVER_PUBLIC_URL", public_url),
+            ):
+                if value is None:
+                    raise SettingsError(f"SLACK_CLIENT_ID is set, so {name} is required too")
+
         log_level, log_format = log_settings(env)
         return cls(
             log_level=log_level,
@@ -360,4 +390,7 @@ class Settings:
             smtp_url=smtp_url,
             mail_from=mail_from,
             public_url=public_url,
+            slack_client_id=client_id,
+            slack_client_secret=get("SLACK_CLIENT_SECRET"),
+            token_keys=token_keys,
         )

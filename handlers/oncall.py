@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
 from bot.services.oncall import AckOutcome, acknowledge_alert
+from bot.workspaces.oauth import workspace_of
 from handlers import ids
 from handlers.actions import button_click
 from handlers.blocks.alerts import build_alert_message
@@ -35,12 +36,15 @@ def register(app: App, services: Services) -> None:
 def make_acknowledge(services: Services) -> Callable[..., None]:
     """The listener of `handover_oncall_ack`."""
 
-    def acknowledge(ack: Ack, body: dict, client: WebClient) -> None:
+    def acknowledge(ack: Ack, body: dict, client: WebClient, context: BoltContext) -> None:
         ack()
         user_id, row_id, channel, message_ts = button_click(body)
+        workspace = workspace_of(context)  # a user is known by (workspace, user)
         try:
             with services.session_factory.begin() as session:
-                outcome = acknowledge_alert(session, row_id, user_id, now=services.clock.now())
+                outcome = acknowledge_alert(
+                    session, row_id, user_id, now=services.clock.now(), workspace=workspace
+                )
         except SQLAlchemyError:
             logger.exception("could not record an on-call acknowledgement: database unavailable")
             tell_privately(client, user_id, channel, DATABASE_DOWN)

@@ -97,10 +97,16 @@ def _target_of(row: OutboxMessage) -> str | None:
 
 
 def acknowledge_alert(
-    session: Session, row_id: int | None, slack_user_id: str, *, now: datetime
+    session: Session,
+    row_id: int | None,
+    slack_user_id: str,
+    *,
+    now: datetime,
+    workspace: str | None = None,
 ) -> AckOutcome:
-    """Record that `slack_user_id` acknowledged the alert of row `row_id` (any holder's row of
-    it), cancel its pending re-pages and EDT-channel post, and say which messages to update."""
+    """Record that `slack_user_id` (of `workspace`; None: the home one) acknowledged the alert
+    of row `row_id` (any holder's row of it), cancel its pending re-pages and EDT-channel post,
+    and say which messages to update."""
     row = session.get(OutboxMessage, row_id) if row_id is not None else None
     key = outbox.alert_key(row) if row is not None else None
     if row is None or key is None:
@@ -114,7 +120,7 @@ def acknowledge_alert(
     kind = str(outbox.load_detail(row).get("alert_kind", row.kind))
     target = _target_of(first)
     holders = list(dict.fromkeys(r.recipient_id for r in alerts if r.recipient_id))
-    person = person_for_slack_user(session, slack_user_id)
+    person = person_for_slack_user(session, slack_user_id, workspace)
     common = {"referral": facts, "kind": kind, "target": target}
     if person is None or person.person_id not in holders:
         audit.record(

@@ -4,7 +4,7 @@ One row per acknowledged on-call alert (docs/reference/slack.md, "On-call alerts
 (referral_id, alert_key) makes one holder's click stop the re-paging of every holder, once.
 
 Revision ID: e50866b53342
-Revises: a7c3e9f1b2d4
+Revises: cfb35ddc9e27
 Create Date: 2026-11-30 01:56:48
 
 """
@@ -17,7 +17,7 @@ import rota.models  # noqa: F401  (custom column types)
 
 # revision identifiers, used by Alembic.
 revision: str = 'e50866b53342'
-down_revision: Union[str, Sequence[str], None] = 'a7c3e9f1b2d4'
+down_revision: Union[str, Sequence[str], None] = 'cfb35ddc9e27'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -90,7 +90,10 @@ def _recipient_labels(session: Session, referral_id: str) -> dict[int, str]:
     for target_id, recipient_id, address, channel in rows:
         if target_id is None:
             continue
-        if channel not in (None, "slack"):
+        if channel and channel.startswith("slack:"):
+            # In a partner's own workspace: a mention would not resolve in the council's.
+            labels[target_id] = f"`{recipient_id}` in their agency's Slack"
+        elif channel not in (None, "slack"):
             # Reached by another channel (email): named by their rota id, never an address.
             labels[target_id] = f"`{recipient_id}` by {channel}"
         elif address and address[:1] in ("U", "W"):

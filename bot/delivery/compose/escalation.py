@@ -169,7 +169,7 @@ def _asked(store: RotaStore, prompt: OutboxMessage) -> str:
     """Who the prompt asked, as the step's messages name them."""
     person = store.person(prompt.recipient_id) if prompt.recipient_id else None
     if person is not None:
-        return recipient_label(person.person_id, person.slack_user_id)
+        return escalation.person_label(store, person.person_id)
     room = prompt.address or prompt.message_channel or prompt.recipient_id
     return channel_label(room) if room else recipient_label(None)
 
