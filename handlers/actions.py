@@ -1,12 +1,13 @@
 """Prompt buttons: acknowledge and not known record at once; has information and redirect
-open a modal first (after checking that the clicker may respond)."""
+open a modal first (after checking that the clicker may respond). The on-call alerts' button is
+handlers/oncall.py."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,6 +16,7 @@ from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
 from bot.delivery.kinds import ResponseKind
 from bot.services.responses import check_response
+from bot.workspaces.oauth import workspace_of
 from handlers import ids
 from handlers.blocks.response import build_has_info_modal, build_redirect_modal, modal_metadata
 from handlers.deferred import BUSY, after_ack
@@ -28,30 +30,37 @@ def register(app: App, services: Services) -> None:
     """Listen for the prompt buttons: each acks at once, then works (handlers/deferred.py)."""
     for action in (ids.ACK, ids.NOT_KNOWN):
         work = _make_direct(services, ids.RESPONSE_KIND_BY_ACTION[action])
-        app.action(action)(_ack_then(services, work))
+        app.action(action)(ack_then(services, work))
     for action in (ids.HAS_INFO, ids.REDIRECT):
         work = _make_modal_opener(services, ids.RESPONSE_KIND_BY_ACTION[action])
-        app.action(action)(_ack_then(services, work))
+        app.action(action)(ack_then(services, work))
 
 
-Work = Callable[[dict, WebClient], None]
+# A click's work after its ack: the body, the request's client, the clicker's workspace.
+Work = Callable[[dict, WebClient, str | None], None]
 
 
-def _ack_then(services: Services, work: Work) -> Callable[..., None]:
-    def acknowledge_click(ack: Ack, body: dict, client: WebClient, request: BoltRequest) -> None:
+def ack_then(services: Services, work: Work) -> Callable[..., None]:
+    """A click listener that acks, then queues `work` (told the clicker's workspace, which a
+    BoltContext gives only while the request is in hand)."""
+
+    def acknowledge_click(
+        ack: Ack, body: dict, client: WebClient, context: BoltContext, request: BoltRequest
+    ) -> None:
         ack()
-        user_id, _, channel, _ = _click(body)
+        user_id, _, channel, _ = button_click(body)
+        workspace = workspace_of(context)
         after_ack(
             services,
             request,
-            lambda: work(body, client),
+            lambda: work(body, client, workspace),
             busy=lambda: tell_privately(client, user_id, channel, BUSY),
         )
 
     return acknowledge_click
 
 
-def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
+def button_click(body: dict) -> tuple[str, int | None, str | None, str | None]:
     """(user, prompt id, channel, message ts) of a button click; a garbled value is no prompt."""
     container = dict_at(body, "container")
     channel = text_or_none(dict_at(body, "channel").get("id")) or text_or_none(
@@ -62,16 +71,17 @@ def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
 
 
 def _make_direct(services: Services, kind: str) -> Work:
-    def respond_now(body: dict, client: WebClient) -> None:
-        user_id, prompt_id, channel, message_ts = _click(body)
+    def respond_now(body: dict, client: WebClient, workspace: str | None) -> None:
+        # A user is known by (workspace, user).
+        user_id, prompt_id, channel, message_ts = button_click(body)
         try:
-            outcome = record_now(services, prompt_id, user_id, kind)
+            outcome = record_now(services, prompt_id, user_id, kind, workspace=workspace)
         except SQLAlchemyError:
             logger.exception("could not record a %s click: database unavailable", kind)
             tell_privately(client, user_id, channel, DATABASE_DOWN)
             return
         if outcome.status == "recorded":
-            show_recorded(client, outcome, services, (channel, message_ts))
+            show_recorded(client, outcome, services, (channel, message_ts), workspace=workspace)
             return
         referral_id = outcome.referral.referral_id if outcome.referral else None
         tell_privately(client, user_id, channel, refusal_for(outcome, services), referral_id)
@@ -80,13 +90,19 @@ def _make_direct(services: Services, kind: str) -> Work:
 
 
 def _make_modal_opener(services: Services, kind: str) -> Work:
-    def open_modal(body: dict, client: WebClient) -> None:
-        user_id, prompt_id, channel, message_ts = _click(body)
+    def open_modal(body: dict, client: WebClient, workspace: str | None) -> None:
+        user_id, prompt_id, channel, message_ts = button_click(body)
         now = services.clock.now()
         try:
             with services.session_factory.begin() as session:
                 outcome = check_response(
-                    session, prompt_id, user_id, kind, now=now, settings=services.settings
+                    session,
+                    prompt_id,
+                    user_id,
+                    kind,
+                    now=now,
+                    settings=services.settings,
+                    workspace=workspace,
                 )
         except SQLAlchemyError:
             logger.exception("could not check a %s click: database unavailable", kind)

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltContext, Respond
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.context import Services
 from bot.services.directory import person_for_slack_user
 from bot.services.responses import close_referral, on_call_now
+from bot.workspaces.oauth import WORKSPACE_KEY, workspace_of
 from handlers import ids
 from handlers.blocks.modal import build_referral_modal
 from handlers.blocks.response import close_answer, oncall_answer
@@ -84,6 +85,7 @@ def _close(services: Services, command: dict, args: list[str], respond: Respond)
             " ".join(args[1:]),
             now=services.clock.now(),
             settings=services.settings,
+            workspace=command.get(WORKSPACE_KEY),
         )
     if outcome.status == "closed":
         services.wake_dispatcher()
@@ -101,8 +103,16 @@ def register(app: App, services: Services) -> None:
 
     @app.command(ids.COMMAND)
     def handle_command(
-        ack: Ack, command: dict, client: WebClient, respond: Respond, request: BoltRequest
+        ack: Ack,
+        command: dict,
+        client: WebClient,
+        respond: Respond,
+        context: BoltContext,
+        request: BoltRequest,
     ) -> None:
+        # Who typed it is (workspace, user): the subcommands read both from the command, which
+        # the work after the ack is given (a BoltContext is the request's only).
+        command = {**command, WORKSPACE_KEY: workspace_of(context)}
         # Ack first, then work on the queue (handlers/deferred.py); the modal's trigger_id
         # lasts 3 seconds, which the queue's short wait leaves room for.
         ack()
@@ -137,7 +147,7 @@ def open_referral_modal(
 ) -> None:
     """Open the referral modal for referrers; tell anyone else privately why not."""
     with services.session_factory() as session:
-        person = person_for_slack_user(session, command["user_id"])
+        person = person_for_slack_user(session, command["user_id"], command.get(WORKSPACE_KEY))
         allowed = person is not None and person.has_permission("referrer")
     if not allowed:
         logger.info("refused referral modal for Slack user %s", command["user_id"])

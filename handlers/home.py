@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,8 +21,9 @@ from sqlalchemy.orm import Session
 from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
 from bot.delivery.home import publish_home, refresh_homes
-from bot.services.home import home_content, manager_slack_user_ids
+from bot.services.home import home_content, manager_slack_users
 from bot.settings import Settings
+from bot.workspaces.oauth import workspace_of
 from handlers.blocks.home import HOME_NEXT, HOME_PREVIOUS, build_home
 from handlers.blocks.response import build_private_notice
 from handlers.deferred import BUSY, after_ack
@@ -49,16 +50,26 @@ def _requested_page(body: dict[str, Any]) -> int:
 def register(app: App, services: Services) -> None:
     """Listen for the Home tab's Previous/Next buttons."""
 
-    def turn_page(ack: Ack, body: dict[str, Any], client: WebClient, request: BoltRequest) -> None:
+    def turn_page(
+        ack: Ack,
+        body: dict[str, Any],
+        client: WebClient,
+        context: BoltContext,
+        request: BoltRequest,
+    ) -> None:
         ack()  # then work on the queue (handlers/deferred.py)
+        workspace = workspace_of(context)
         after_ack(
-            services, request, lambda: show_page(body, client), busy=lambda: busy(body, client)
+            services,
+            request,
+            lambda: show_page(body, client, workspace),
+            busy=lambda: busy(body, client),
         )
 
     def busy(body: dict[str, Any], client: WebClient) -> None:
         tell_directly(client, body["user"]["id"], BUSY)
 
-    def show_page(body: dict[str, Any], client: WebClient) -> None:
+    def show_page(body: dict[str, Any], client: WebClient, workspace: str | None) -> None:
         slack_user_id = body["user"]["id"]
         try:
             publish_home(
@@ -68,6 +79,7 @@ def register(app: App, services: Services) -> None:
                 services.clock.now(),
                 services.settings,
                 page=_requested_page(body),
+                workspace=workspace,
             )
         except SQLAlchemyError:
             logger.exception("could not turn a Home page: database unavailable")
@@ -87,13 +99,28 @@ def tell_directly(client: WebClient, slack_user_id: str, text: str) -> None:
 
 
 def refresh_after_change(
-    client: WebClient, services: Services, slack_user_ids: Iterable[str]
+    client: WebClient, services: Services, slack_users: Iterable[tuple[str | None, str]]
 ) -> None:
-    """Republish the Homes a change shows on: the people involved and every manager (queued,
-    coalesced and paced when the app has a HomeRefreshes, bot/delivery/home.py)."""
+    """Republish the Homes a change shows on: the people involved, as (workspace, user), and
+    every manager; each through their own workspace's client (`client` is the request's).
+    Queued, coalesced and paced when the app has a HomeRefreshes (bot/delivery/home.py)."""
     with services.session_factory() as session:
-        users = [u for u in slack_user_ids if u] + manager_slack_user_ids(session)
-    if services.homes is not None:
-        services.homes.request(client, users)
-        return
-    refresh_homes(client, services.session_factory, users, services.clock.now(), services.settings)
+        users = [(w, u) for w, u in slack_users if u] + manager_slack_users(session)
+    by_workspace: dict[str | None, list[str]] = {}
+    for workspace, user in users:
+        by_workspace.setdefault(workspace, []).append(user)
+    for workspace, ids_there in by_workspace.items():
+        there = services.client_for(workspace, client)
+        if there is None:
+            continue  # the app was removed from that workspace: no Home to draw there
+        if services.homes is not None:
+            services.homes.request(there, ids_there, workspace)
+            continue
+        refresh_homes(
+            there,
+            services.session_factory,
+            ids_there,
+            services.clock.now(),
+            services.settings,
+            workspace=workspace,
+        )

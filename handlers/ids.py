@@ -23,6 +23,9 @@ RESPONSE_KIND_BY_ACTION: dict[str, ResponseKind] = {
     REDIRECT: ResponseKind.REDIRECTED,
 }
 
+# On-call alerts: the button that stops their re-paging (docs/reference/slack.md)
+ONCALL_ACK = "handover_oncall_ack"
+
 # Referral modal
 REFERRAL_MODAL = "handover_referral_modal"
 BLOCK_EXTERNAL_REF = "external_ref"

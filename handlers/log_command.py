@@ -18,6 +18,7 @@ from bot.services.logbook import (
     overdue_prompts,
     referral_history,
 )
+from bot.workspaces.oauth import WORKSPACE_KEY
 from handlers.blocks.home import (
     build_log_open_message,
     build_log_overdue_message,
@@ -48,7 +49,7 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
     tz = services.settings.timezone
     what = args[0] if args else "open"
     with services.session_factory() as session:
-        person = person_for_slack_user(session, command["user_id"])
+        person = person_for_slack_user(session, command["user_id"], command.get(WORKSPACE_KEY))
         if person is None or not person.has_permission("manager"):
             logger.info("refused /handover log for Slack user %s", command["user_id"])
             _private(respond, REFUSAL)
@@ -59,8 +60,7 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
             referrals = open_referrals(session, limit=MAX_OPEN_IN_MESSAGE)
             coverage = coverage_for_referrals(session, [r.referral_id for r in referrals], tz)
             overdue = Counter(
-                o.referral_id
-                for o in overdue_prompts(session, now, services.settings.escalation, tz)
+                o.referral_id for o in overdue_prompts(session, now, services.settings, tz)
             )
             rows = [
                 ReferralRow(ReferralFacts.of(r), coverage[r.referral_id], overdue[r.referral_id])
@@ -69,7 +69,7 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
             _private(respond, f"{total} open referrals", build_log_open_message(rows, total, tz))
             return
         if what.lower() == "overdue":
-            overdue_list = overdue_prompts(session, now, services.settings.escalation, tz)
+            overdue_list = overdue_prompts(session, now, services.settings, tz)
             _private(
                 respond,
                 f"{len(overdue_list)} overdue",

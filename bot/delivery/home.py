@@ -16,7 +16,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.channels.base import Channel
+from bot.channels.base import Channel, RecipientUnreachable
 from bot.channels.slack import SlackChannel
 from bot.clock import Clock
 from bot.delivery.compose import Delivery
@@ -36,15 +36,17 @@ def publish_home(
     now: datetime,
     settings: Settings,
     page: int = 1,
+    workspace: str | None = None,
 ) -> None:
-    """Build `slack_user_id`'s Home (page `page`) and publish it (`views.publish`).
+    """Build `slack_user_id`'s Home (page `page`) and publish it (`views.publish`); `client`
+    and `workspace` are the user's workspace's (None: home).
 
     The Home is read in a transaction of its own, closed before Slack is called: an open
     transaction across an HTTP call held SQLite's write lock (BEGIN IMMEDIATE) for its whole
     length and stalled every other writer.
     """
     with session_factory() as session:
-        content = home_content(session, slack_user_id, now, settings, page)
+        content = home_content(session, slack_user_id, now, settings, page, workspace)
     view = build_home(content, tz=settings.timezone, now=now)
     client.views_publish(user_id=slack_user_id, view=view)
 
@@ -55,11 +57,13 @@ def refresh_homes(
     slack_user_ids: Iterable[str],
     now: datetime,
     settings: Settings,
+    workspace: str | None = None,
 ) -> None:
-    """Republish each user's Home (first page); a Slack error for one does not stop the rest."""
+    """Republish each user's Home (first page); a Slack error for one does not stop the rest.
+    The users are of one workspace (None: home), whose client `client` is."""
     for slack_user_id in dict.fromkeys(slack_user_ids):
         try:
-            publish_home(client, session_factory, slack_user_id, now, settings)
+            publish_home(client, session_factory, slack_user_id, now, settings, workspace=workspace)
         except SlackApiError:
             logger.exception("could not refresh the Home tab of Slack user %s", slack_user_id)
 
@@ -84,7 +88,8 @@ class HomeRefreshes:
         self.settings = settings
         self.clock = clock
         self.pacer = pacer
-        self._pending: dict[str, WebClient] = {}  # Slack user -> the client of their workspace
+        # (workspace, Slack user) -> the client of that workspace (workspace None: home)
+        self._pending: dict[tuple[str | None, str], WebClient] = {}
         self._busy = False
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -95,13 +100,21 @@ class HomeRefreshes:
             return
         if not channel.is_user(delivery.address):
             return  # a team channel was prompted: nobody's Home to redraw
-        self.request(channel.client, [delivery.address])
+        try:
+            client = channel.client  # a partner's: its installation's (gone: nothing to redraw)
+        except RecipientUnreachable:
+            logger.warning("no client to redraw the App Home of %s", delivery.address)
+            return
+        self.request(client, [delivery.address], channel.workspace)
 
-    def request(self, client: WebClient, slack_user_ids: Iterable[str]) -> None:
-        """Queue a redraw of each user's Home (once, however often asked before its turn)."""
+    def request(
+        self, client: WebClient, slack_user_ids: Iterable[str], workspace: str | None = None
+    ) -> None:
+        """Queue a redraw of each user's Home (once, however often asked before its turn); the
+        users are of `workspace` (None: home), whose client `client` is."""
         with self._changed:
             for slack_user_id in slack_user_ids:
-                self._pending[slack_user_id] = client
+                self._pending[(workspace, slack_user_id)] = client
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="home-refreshes", daemon=True
@@ -129,22 +142,27 @@ class HomeRefreshes:
                         self._thread = None
                         return
                     continue
-                slack_user_id = next(iter(self._pending))
-                client = self._pending.pop(slack_user_id)
+                workspace, slack_user_id = key = next(iter(self._pending))
+                client = self._pending.pop(key)
                 self._busy = True
             try:
-                self._publish(client, slack_user_id)
+                self._publish(client, slack_user_id, workspace)
             finally:
                 with self._changed:
                     self._busy = False
                     self._changed.notify_all()
 
-    def _publish(self, client: WebClient, slack_user_id: str) -> None:
+    def _publish(self, client: WebClient, slack_user_id: str, workspace: str | None) -> None:
         try:
             if self.pacer is not None:
                 self.pacer.wait(client.token, "views.publish")
             refresh_homes(
-                client, self.session_factory, [slack_user_id], self.clock.now(), self.settings
+                client,
+                self.session_factory,
+                [slack_user_id],
+                self.clock.now(),
+                self.settings,
+                workspace=workspace,
             )
         except Exception:
             # The prompt is delivered and recorded; a stale Home is redrawn when next opened.

@@ -233,12 +233,26 @@ class PacingRateLimitRetryHandler(RateLimitErrorRetryHandler):
             method = request.url.rsplit("/", 1)[-1].split("?", 1)[0]
             retry_after = _retry_after_seconds(response.headers)
             try:
-                self.pacer.hold(self.client.token, method, retry_after)
+                # The token of the request that met the 429: a partner workspace's client
+                # copies the home one's handlers (bot/workspaces/clients.py), so this handler's
+                # own client may be another workspace's.
+                token = _token_of(request) or self.client.token
+                self.pacer.hold(token, method, retry_after)
             except Exception:
                 logger.exception("could not share a 429 of %s with the other dispatchers", method)
         super().prepare_for_next_attempt(
             state=state, request=request, response=response, error=error
         )
+
+
+def _token_of(request: HttpRequest) -> str | None:
+    """The bearer token a Web API request was sent with (None without one)."""
+    for key, values in request.headers.items():
+        if key.lower() == "authorization":
+            value = values[0] if isinstance(values, list) else values
+            if isinstance(value, str) and value.startswith("Bearer "):
+                return value.removeprefix("Bearer ")
+    return None
 
 
 def _retry_after_seconds(headers: Mapping[str, object]) -> float:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import Response
+from bot.models import OnCallAcknowledgement, Response
 from handlers import ids
 from tests.handlers.slack_payloads import (
     Harness,
@@ -26,6 +26,7 @@ from tests.handlers.slack_payloads import (
     slack_user,
     wait_for,
 )
+from tests.handlers.test_oncall_ack import click, send_alert
 
 
 class Gate:
@@ -105,3 +106,19 @@ def test_a_slash_command_is_acked_while_the_database_is_stalled_then_answered(
     [reply] = wait_for(lambda: bot.catcher.answers(url))
     assert reply["response_type"] == "ephemeral"
     assert "on call" in reply["text"].lower()
+
+
+def test_an_on_call_acknowledgement_is_acked_while_the_database_is_stalled_then_recorded(
+    bot: Harness, gate: Gate, session_factory: sessionmaker[Session]
+) -> None:
+    alert = send_alert(bot, session_factory)
+    gate.shut()
+    click(bot, alert, slack_user("edt-bob"), holder_index=1)  # asserts the 200
+    wait_for(lambda: gate.threads)
+    assert {name.split("_")[0] for name in gate.threads} == {"slack-work"}, gate.threads
+    assert bot.calls("chat.update") == []
+    gate.open()
+    wait_for(lambda: len(bot.calls("chat.update")) == 2)
+    with session_factory() as session:
+        [ack] = session.scalars(select(OnCallAcknowledgement)).all()
+        assert ack.person_id == "edt-bob"

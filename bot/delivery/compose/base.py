@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.channels.base import (
@@ -24,7 +25,7 @@ from bot.delivery.kinds import Outcome
 from bot.delivery.results import RowResult
 from bot.models import OutboxMessage, Referral
 from bot.settings import Settings
-from rota.models import Person
+from rota.models import Person, Team
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,16 @@ Composer = Callable[[DeliveryContext, Session, OutboxMessage, Referral, datetime
 
 def contact_of(session: Session, person_id: str) -> Contact:
     """A person's contact details (only their id when they left the rota)."""
-    person = session.get(Person, person_id)
-    return Contact.of(person) if person is not None else Contact(person_id)
+    # One SELECT for the person and their team's workspace (a prompt's SQL budget counts it).
+    found = session.execute(
+        select(Person, Team.workspace)
+        .outerjoin(Team, Team.team_id == Person.team_id)
+        .where(Person.person_id == person_id)
+    ).first()
+    if found is None:
+        return Contact(person_id)
+    person, workspace = found
+    return Contact.of(person, workspace=workspace)
 
 
 def reach_person(

@@ -14,6 +14,7 @@ from bot.channels.slack import make_retry_handlers
 from bot.delivery.pacing import MESSAGES, Pacer, Tier, bucket_name
 from bot.models import SlackRateBucket
 from bot.slack_standin import SlackStandIn
+from bot.workspaces.clients import WorkspaceClients
 
 TOKEN = "xoxb-pacing"
 RATE = Tier(per_second=10.0, burst=10.0)
@@ -94,3 +95,29 @@ def test_a_429_from_slack_is_shared_through_the_bucket_before_the_retry(engine: 
     with engine.connect() as conn:
         row = conn.execute(select(SlackRateBucket).where(mine)).one()
     assert (row.tokens, row.blocked_until) == (0.0, START + 1)
+
+
+def test_a_429_in_a_partner_workspace_empties_that_workspace_s_bucket_only(
+    engine: Engine,
+) -> None:
+    """A partner's client copies the home client's retry handlers (bot/workspaces/clients.py):
+    its 429 is held on its own token's bucket, the home workspace's keeps its tokens."""
+    time = SimulatedTime()
+    paced = pacer(engine, time)
+    partner_token = "xoxb-partner-pacing"
+    with SlackStandIn(allow_unknown_users=True, rate_limit=None) as slack:
+        home = WebClient(base_url=slack.url, token=TOKEN, retry_handlers=make_retry_handlers())
+        paced.watch(home)
+        partner = WorkspaceClients(home, None)._client(partner_token)
+        assert paced.wait(TOKEN, "chat.postMessage") == 0.0  # the home bucket exists, 9 left
+        slack.rate_limit_storm("chat.postMessage", count=1, retry_after=1)
+        response = partner.chat_postMessage(channel="U0PACING1", text="hello")
+        assert response["ok"] is True
+        assert slack.rate_limits()["ratelimited"] == {"chat.postMessage": 1}
+    with engine.connect() as conn:
+        rows = {
+            row.bucket: (row.tokens, row.blocked_until)
+            for row in conn.execute(select(SlackRateBucket))
+        }
+    assert rows[bucket_name(partner_token, MESSAGES)] == (0.0, START + 1)
+    assert rows[bucket_name(TOKEN, MESSAGES)] == (RATE.burst - 1, None)
