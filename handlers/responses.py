@@ -173,6 +173,7 @@ def _show_on_messages_and_card(
         responded_at=outcome.at,
         tz=tz,
         redirected_to=outcome.redirected_to,
+        prompt_id=outcome.detail.get("prompt_id"),
     )
     messages = list(outcome.messages)
     if clicked[0] and clicked[1] and (clicked[0], clicked[1]) not in messages:

@@ -39,6 +39,18 @@ from rota.store import RotaStore
 RESPONDED_STATES = frozenset(RESPONSE_KINDS)
 # A target in one of these states takes no further response.
 FINAL_STATES = RESPONDED_STATES | {TargetState.CANCELLED}
+# An acknowledgement only says the prompt was seen: whoever acknowledged may still say what
+# they hold or that the family is not known, which is what coverage counts (docs/coverage.md).
+AFTER_ACK = frozenset({ResponseKind.HAS_INFORMATION, ResponseKind.NOT_KNOWN})
+
+
+def final_states_for(kind: str) -> frozenset[str]:
+    """The target states in which a response of `kind` is no longer taken."""
+    if kind in AFTER_ACK:
+        return FINAL_STATES - {TargetState.ACKNOWLEDGED}
+    return FINAL_STATES
+
+
 # Target states a close cancels (the target was still waiting to be asked or to answer).
 WAITING_STATES = (TargetState.HELD, TargetState.PROMPTED, TargetState.ESCALATED, TargetState.FAILED)
 
@@ -214,7 +226,7 @@ def record_response(
     # The compare-and-set that makes a response count once, whoever clicks and however often.
     claimed = session.execute(
         update(Target)
-        .where(Target.id == target.id, Target.state.not_in(sorted(FINAL_STATES)))
+        .where(Target.id == target.id, Target.state.not_in(sorted(final_states_for(kind))))
         .values(state=kind)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -379,7 +391,7 @@ def _load(
         return None, _outcome(context, "refused", kind, slack_user_id, now, reason=reason)
     if referral.status != ReferralStatus.OPEN:
         return None, _outcome(context, "closed", kind, slack_user_id, now)
-    if target.state in FINAL_STATES:
+    if target.state in final_states_for(kind):
         earlier = _earlier_response(session, target.id)
         return None, _outcome(context, "already", kind, slack_user_id, now, earlier=earlier)
     return context, None

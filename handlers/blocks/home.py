@@ -15,6 +15,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.delivery.kinds import OutboxKind, TargetState
+from bot.services.coverage import (
+    AGENCY_LABELS,
+    COVERAGE_WORDS,
+    STRATEGY_AGENCIES,
+    Coverage,
+    CoverageState,
+)
 from bot.services.home import (
     PROMPTS_PER_PAGE,
     REFERRALS_PER_PAGE,
@@ -23,12 +30,6 @@ from bot.services.home import (
     ReferralRow,
 )
 from bot.services.logbook import (
-    AGENCY_LABELS,
-    ASKED,
-    NOT_ASKED,
-    RESPONDED,
-    STRATEGY_AGENCIES,
-    Coverage,
     OpenPrompt,
     Overdue,
     ReferralHistory,
@@ -69,8 +70,16 @@ STEP_DUE = {
     BREACH: "breach due",
 }
 
-COVERAGE_ICONS = {RESPONDED: "✅", ASKED: "⏳", NOT_ASKED: "❌"}
-COVERAGE_WORDS = {RESPONDED: "responded", ASKED: "asked", NOT_ASKED: "not asked"}
+# A screen reader reads the words: the icon is never the only sign of a state.
+COVERAGE_ICONS = {
+    CoverageState.COVERED: "✅",
+    CoverageState.PENDING: "⏳",
+    CoverageState.MISSED: "🚫",
+    CoverageState.NOT_ASKED: "❌",
+}
+COVERAGE_KEY = "coverage: " + ", ".join(
+    f"{COVERAGE_ICONS[s]} {COVERAGE_WORDS[s]}" for s in CoverageState
+)
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -113,14 +122,19 @@ def pack_lines(lines: Iterable[str], limit: int = SECTION_TEXT_LIMIT) -> list[st
 
 
 def coverage_line(coverage: Coverage) -> str:
-    """'Social care ✅ · Police ⏳ · Health ❌', then the gaps in bold."""
+    """'Social care ✅ covered · Police ⏳ pending · Health 🚫 missed', then the gaps in bold."""
     parts = [
-        f"{AGENCY_LABELS[a]} {COVERAGE_ICONS[coverage.statuses[a]]}" for a in STRATEGY_AGENCIES
+        f"{AGENCY_LABELS[a]} {COVERAGE_ICONS[coverage.states[a]]} "
+        f"{COVERAGE_WORDS[coverage.states[a]]}"
+        for a in STRATEGY_AGENCIES
     ]
     line = " · ".join(parts)
     if coverage.gaps:
-        missing = ", ".join(AGENCY_LABELS[a].lower() for a in coverage.gaps)
-        line += f"  :warning: *Gap: {missing} not asked*"
+        missing = ", ".join(
+            f"{AGENCY_LABELS[a].lower()} {COVERAGE_WORDS[coverage.states[a]]}"
+            for a in coverage.gaps
+        )
+        line += f"  :warning: *Gap: {missing}*"
     return line
 
 
@@ -235,7 +249,7 @@ def build_manager_home(
         _context(
             f"{total_open} open referral{'s' if total_open != 1 else ''} · "
             f"{len(overdue)} overdue · updated {format_local(now, tz)} · "
-            "coverage: ✅ responded, ⏳ asked, ❌ not asked"
+            f"{COVERAGE_KEY}"
         ),
     ]
     if own_prompts:

@@ -957,6 +957,8 @@ def test_get_answers_the_referral_its_targets_and_events(api: ApiClient, clock: 
         "close_reason": None,
         "purged_at": None,
         "rota_version": ROTA_VERSION,
+        # The referrer is in the EDT (social care); police and health are asked, not answered.
+        "coverage": {"social_care": "covered", "police": "pending", "health": "pending"},
     }
     # The case system sent the summary and holds it: the GET never gives it back.
     assert "NARRATIVE-7731" not in answer.text

@@ -88,15 +88,17 @@ def test_manager_home_shows_overdue_referrals_and_coverage(
     texts = section_texts(view)
     referral_texts = {t.split("*")[1]: t for t in texts if t.startswith("*HO-")}
     assert list(referral_texts) == ["HO-R3", "HO-R2", "HO-R1"]
-    assert "Social care ✅ · Police ✅ · Health ✅" in referral_texts["HO-R1"]
+    assert (
+        "Social care ✅ covered · Police ⏳ pending · Health ✅ covered" in referral_texts["HO-R1"]
+    )
     assert ":warning:" not in referral_texts["HO-R1"]
-    assert "Social care ❌ · Police ✅ · Health ⏳" in referral_texts["HO-R2"]
-    assert "*Gap: social care not asked*" in referral_texts["HO-R2"]
+    assert "Social care ✅ covered · Police 🚫 missed · Health 🚫 missed" in referral_texts["HO-R2"]
+    assert "*Gap: police missed, health missed*" in referral_texts["HO-R2"]
     assert "`LCS-HO-R2`" in referral_texts["HO-R2"]
     assert (
         "Domestic abuse · Standard · received Sat 14 Nov 2026 02:00 GMT" in referral_texts["HO-R2"]
     )
-    assert "*Gap: social care, police not asked*" in referral_texts["HO-R3"]
+    assert "*Gap: police not asked*" in referral_texts["HO-R3"]
     overdue = next(t for t in texts if t.startswith(":alarm_clock:"))
     assert overdue.splitlines() == [
         ":alarm_clock: *HO-R3* `person:hv-jo` → `hv-jo`: not sent, due Mon 16 Nov 2026 09:00 GMT",
@@ -259,7 +261,9 @@ def test_manager_home_paginates_300_open_referrals_within_block_kit_limits(
     assert nav(pages[15]) == {HOME_PREVIOUS: "14"}
     assert beyond == pages[15] or "page 15 of 15" in all_text(beyond)
     assert "300 open referrals" in all_text(pages[1])
-    assert "Social care ⏳ · Police ❌ · Health ❌" in all_text(pages[1])
+    assert "Social care ✅ covered · Police ❌ not asked · Health ❌ not asked" in all_text(
+        pages[1]
+    )
     assert "NARRATIVE-SECRET" not in all_text(pages[1])
 
 
@@ -317,7 +321,7 @@ def test_log_command_for_a_manager_open_overdue_and_one_referral(
 
     open_text = all_text(answers["open"]["blocks"])
     assert open_text.index("HO-R3") < open_text.index("HO-R2") < open_text.index("HO-R1")
-    assert "Gap: social care not asked" in open_text
+    assert "Gap: police missed, health missed" in open_text
 
     overdue_texts = [b["text"]["text"] for b in answers["overdue"]["blocks"][1:]]
     assert overdue_texts[0].splitlines()[0].startswith(":alarm_clock: *HO-R3*")
@@ -445,7 +449,9 @@ def test_app_home_opened_publishes_the_home_over_http(
     assert all(call.response["ok"] for call in standin.calls("views.publish"))
     manager = standin.home_view("UMIA")
     assert manager is not None
-    assert "Social care ❌ · Police ✅ · Health ⏳" in all_text(manager["blocks"])
+    assert "Social care ✅ covered · Police 🚫 missed · Health 🚫 missed" in all_text(
+        manager["blocks"]
+    )
     professional = standin.home_view("UHVJO")
     assert professional is not None
     values = {
