@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery.kinds import ResponseKind
 from bot.models import AuditEvent, OutboxMessage, Referral, Response, Target
+from bot.services.coverage import coverage_for_referrals
 from bot.services.responses import (
     ResponseOutcome,
     check_response,
@@ -453,3 +454,42 @@ def test_on_call_now_without_a_role_lists_every_role_on_shift(
         ("edt_manager", ["edt-mgr"]),
         ("hospital_safeguarding", ["pol-sgt", "gp-mgr"]),
     ]
+
+
+def test_acknowledged_then_answered_counts_for_coverage(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    """An acknowledgement only says the prompt was seen: the same target may still answer."""
+    assert respond(session_factory, scenario.prompt_id, "hv-kpatel").status == "recorded"
+    again = respond(session_factory, scenario.prompt_id, "hv-kpatel")
+    assert again.status == "already"
+    redirect = respond(
+        session_factory,
+        scenario.prompt_id,
+        "hv-kpatel",
+        ResponseKind.REDIRECTED,
+        colleague="hv-jones",
+    )
+    assert redirect.status == "already"
+    with session_factory() as session:
+        before = coverage_for_referrals(session, [scenario.referral_id], LONDON)
+    assert str(before[scenario.referral_id].states["health"]) == "pending"
+
+    answered = respond(session_factory, scenario.prompt_id, "hv-kpatel", ResponseKind.NOT_KNOWN)
+    assert answered.status == "recorded"
+    assert (
+        respond(
+            session_factory, scenario.prompt_id, "hv-kpatel", ResponseKind.HAS_INFORMATION
+        ).status
+        == "already"
+    )
+    with session_factory() as session:
+        kinds = session.scalars(select(Response.kind).order_by(Response.id)).all()
+        events = session.scalars(
+            select(AuditEvent.event).where(AuditEvent.event.in_(("acknowledged", "not_known")))
+        ).all()
+        assert session.get(Target, scenario.target_id).state == "not_known"
+        after = coverage_for_referrals(session, [scenario.referral_id], LONDON)
+    assert kinds == ["acknowledged", "not_known"]
+    assert events == ["acknowledged", "not_known"]
+    assert str(after[scenario.referral_id].states["health"]) == "covered"
