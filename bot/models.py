@@ -130,6 +130,34 @@ class Response(Base):
     detail: Mapped[str | None] = mapped_column(Text)  # JSON; never free-text narrative
 
 
+class ContactState(StrEnum):
+    """Whether a contact promised with "I hold information" happened (docs/closing-the-loop.md)."""
+
+    AWAITING = "awaiting"
+    CONFIRMED = "confirmed"
+    MISSED = "missed"
+
+
+class ContactFollowup(Base):
+    """A contact a professional promised with "I hold information": who, how, by when, and
+    whether the social worker says it happened. One a has_information response."""
+
+    __tablename__ = "contact_followups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"))
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"), unique=True)
+    professional_id: Mapped[str] = mapped_column(String(64))  # who offered the information
+    method: Mapped[str] = mapped_column(String(16))  # phone | case_system
+    contact_by: Mapped[datetime] = mapped_column(UTCDateTime())
+    referrer_id: Mapped[str] = mapped_column(String(64))
+    owner_team: Mapped[str | None] = mapped_column(String(64))  # HANDOVER_OWNER_TEAM then
+    state: Mapped[str] = mapped_column(String(16), default=ContactState.AWAITING)
+    answered_by: Mapped[str | None] = mapped_column(String(64))
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class AuditEvent(Base):
     """The append-only log (docs/reference/audit-events.md); triggers refuse UPDATE and DELETE.
 
@@ -206,5 +234,9 @@ AUDIT_EVENTS = (
     "response_refused",
     "prompt_cancelled",
     "rota_imported",
+    # Closing the loop (docs/closing-the-loop.md)
+    "information_notice_sent",
+    "contact_confirmed",
+    "contact_missed",
     "referral_purged",  # retention erased its personal data (bot/services/retention.py)
 )
