@@ -23,6 +23,11 @@ RESPONSE_KIND_BY_ACTION: dict[str, ResponseKind] = {
     REDIRECT: ResponseKind.REDIRECTED,
 }
 
+# Closing the loop: did the contact promised with "I hold information" happen?
+CONTACT_MADE = "handover_contact_made"
+CONTACT_MISSED = "handover_contact_missed"
+CONTACT_ACTIONS = (CONTACT_MADE, CONTACT_MISSED)
+
 # Referral modal
 REFERRAL_MODAL = "handover_referral_modal"
 BLOCK_EXTERNAL_REF = "external_ref"

@@ -111,6 +111,17 @@ def confirm(
                 target=delivery.target,
                 detail={**delivery.log_detail, **where},
             )
+        elif delivery.kind == OutboxKind.INFO_NOTICE:
+            audit.record(
+                session,
+                "information_notice_sent",
+                at=when,
+                referral_id=referral.referral_id,
+                actor=ACTOR,
+                recipient=delivery.recipient,
+                target=delivery.target,
+                detail={**delivery.log_detail, **where},
+            )
         elif delivery.kind == OutboxKind.CARD and referral.card_ts is None:
             referral.card_channel, referral.card_ts = sent.conversation, sent.ts
         elif delivery.kind == OutboxKind.STEP_MESSAGE:

@@ -24,6 +24,27 @@ class OutboxKind(StrEnum):
     ESCALATION = "escalation"  # one escalation step; when due it becomes its messages
     STEP_MESSAGE = "step_message"  # one message of a performed escalation step
     COPY = "copy"  # a message delivered to a person, sent again by their other channel
+    # Closing the loop (docs/closing-the-loop.md): what a partner offered reaches social care.
+    INFO_NOTICE = "info_notice"  # "I hold information": to the referrer and the daytime owner
+    CONTACT_CHECK = "contact_check"  # at the promised time +30 min: did the contact happen?
+    CONTACT_DEADLINE = "contact_deadline"  # the end of that working day: no answer is "missed"
+    CONTACT_MISSED = "contact_missed"  # to the professional and their team manager
+
+
+# The rows of a promised contact: they follow a has_information answer, so an answer never
+# cancels them as it cancels a target's reminders; a close does.
+LOOP_ROW_KINDS = frozenset(
+    {
+        OutboxKind.INFO_NOTICE,
+        OutboxKind.CONTACT_CHECK,
+        OutboxKind.CONTACT_DEADLINE,
+        OutboxKind.CONTACT_MISSED,
+    }
+)
+# Messages of a promised contact, to a person or a room.
+LOOP_MESSAGE_KINDS = frozenset(
+    {OutboxKind.INFO_NOTICE, OutboxKind.CONTACT_CHECK, OutboxKind.CONTACT_MISSED}
+)
 
 
 class AlertKind(StrEnum):

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from bot.delivery import outbox
 from bot.delivery.kinds import RESPONSE_KINDS, OutboxKind, ResponseKind, TargetState
 from bot.models import OutboxMessage, Referral, ReferralStatus, Response, Target
-from bot.services import audit
+from bot.services import audit, loop
 from bot.services.directory import person_for_slack_user
 from bot.services.intake import planned_target, queue_target_alerts, schedule_target
 from bot.services.logbook import ReferralFacts
@@ -206,6 +206,7 @@ def record_response(
 
     detail: dict[str, Any] = {"prompt_id": context.prompt.id}
     errors: dict[str, str] = {}
+    when: datetime | None = None
     if kind == ResponseKind.HAS_INFORMATION:
         when, error = _parse_contact_by(contact_by, now)
         if error:
@@ -258,18 +259,31 @@ def record_response(
         detail["target_id"] = new_target.id
     if on_behalf_of:
         detail["on_behalf_of"] = on_behalf_of
-    session.add(
-        Response(
-            referral_id=referral.referral_id,
-            target_id=target.id,
-            prompt_id=context.prompt.id,
-            kind=kind,
-            responder_id=person.person_id,
-            on_behalf_of=on_behalf_of,
-            at=now,
-            detail=json.dumps(detail, sort_keys=True),
-        )
+    response = Response(
+        referral_id=referral.referral_id,
+        target_id=target.id,
+        prompt_id=context.prompt.id,
+        kind=kind,
+        responder_id=person.person_id,
+        on_behalf_of=on_behalf_of,
+        at=now,
+        detail=json.dumps(detail, sort_keys=True),
     )
+    session.add(response)
+    if kind == ResponseKind.HAS_INFORMATION:
+        session.flush()
+        assert when is not None and isinstance(method, str)
+        followup = loop.record_offer(
+            session,
+            referral=referral,
+            target=target,
+            response=response,
+            contact_by=when,
+            method=method,
+            now=now,
+            settings=settings,
+        )
+        detail["followup_id"] = followup.id
     audit.record(
         session,
         kind,

@@ -36,9 +36,9 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
     )
     app.middleware(_make_event_dedupe(services))
 
-    from handlers import actions, commands, events, options, responses, views
+    from handlers import actions, commands, contacts, events, options, responses, views
 
-    for surface in (commands, views, options, actions, responses, events):
+    for surface in (commands, views, options, actions, contacts, responses, events):
         surface.register(app, services)
     return app
 

@@ -330,7 +330,7 @@ class Harness:
 
 @contextmanager
 def running_bot(
-    session_factory: sessionmaker[Session], *, now: datetime = NOW
+    session_factory: sessionmaker[Session], *, now: datetime = NOW, **settings_overrides: Any
 ) -> Iterator[Harness]:
     """The stand-in, the response_url catcher and the bot served over HTTP on free ports."""
     standin = SlackStandIn(channels=[EDT_CHANNEL], allow_unknown_users=True, rate_limit=None)
@@ -343,6 +343,7 @@ def running_bot(
         slack_api_url=standin.url,
         edt_channel=EDT_CHANNEL,
         alert_roles=("edt_manager",),
+        **settings_overrides,
     )
     wakes: list[int] = []
     services = Services(settings, session_factory, clock, lambda: wakes.append(1))

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from bot.delivery import outbox
-from bot.delivery.compose import alert, card, copy, escalation, prompt
+from bot.delivery.compose import alert, card, copy, escalation, loop, prompt
 from bot.delivery.compose.base import (
     Composed,
     Composer,
@@ -27,7 +27,7 @@ from bot.delivery.compose.base import (
     contact_of,
     fail,
 )
-from bot.delivery.kinds import ALERT_ROW_KINDS, OutboxKind, Outcome
+from bot.delivery.kinds import ALERT_ROW_KINDS, LOOP_MESSAGE_KINDS, OutboxKind, Outcome
 from bot.models import OutboxMessage, Referral, ReferralStatus
 
 __all__ = ["Composed", "Delivery", "DeliveryContext", "NeedsAddress", "Settled", "compose"]
@@ -41,10 +41,14 @@ COMPOSERS: dict[str, Composer] = {
     OutboxKind.STEP_MESSAGE: escalation.compose_step_message,
     OutboxKind.COPY: copy.compose_copy,
     **dict.fromkeys(ALERT_ROW_KINDS, alert.compose_alert),
+    **dict.fromkeys(LOOP_MESSAGE_KINDS, loop.compose_loop_message),
+    OutboxKind.CONTACT_DEADLINE: loop.compose_contact_deadline,
 }
 # What a closed referral no longer owes (a card shows the close; a step decides for itself; a
 # step's messages are in flight, as the messages of a step being sent always were).
-_CANCELLED_WHEN_CLOSED = frozenset({OutboxKind.PROMPT, OutboxKind.COPY, *ALERT_ROW_KINDS})
+_CANCELLED_WHEN_CLOSED = frozenset(
+    {OutboxKind.PROMPT, OutboxKind.COPY, *ALERT_ROW_KINDS, OutboxKind.CONTACT_CHECK}
+)
 
 
 def compose(ctx: DeliveryContext, session: Session, row_id: int, now: datetime) -> Composed:
