@@ -40,6 +40,7 @@ from bot.services.coverage import (
     Coverage,
     coverage_for_referrals,
 )
+from bot.services.visibility import Scope
 from bot.settings import EscalationPolicy
 from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND, STEPS
 from rota.store import RotaStore
@@ -229,22 +230,35 @@ class ReferralFacts:
         )
 
 
-def count_open_referrals(session: Session) -> int:
-    """How many referrals are open."""
+def _in_scope(statement: Select, scope: Scope | None) -> Select:
+    """Only the referrals `scope` may read (all of them without a scope)."""
+    if scope is None or scope.everything:
+        return statement
+    return statement.where(Referral.referral_id.in_(scope.referral_ids()))
+
+
+def count_open_referrals(session: Session, scope: Scope | None = None) -> int:
+    """How many referrals are open (of those in `scope`)."""
     return session.scalar(
-        select(func.count()).select_from(Referral).where(Referral.status == ReferralStatus.OPEN)
+        _in_scope(
+            select(func.count())
+            .select_from(Referral)
+            .where(Referral.status == ReferralStatus.OPEN),
+            scope,
+        )
     )
 
 
 def open_referrals(
-    session: Session, *, offset: int = 0, limit: int | None = None
+    session: Session, *, offset: int = 0, limit: int | None = None, scope: Scope | None = None
 ) -> list[Referral]:
-    """Open referrals, most recently received first."""
-    statement = (
+    """Open referrals (of those in `scope`), most recently received first."""
+    statement = _in_scope(
         select(Referral)
         .where(Referral.status == ReferralStatus.OPEN)
         .order_by(Referral.received_at.desc(), Referral.referral_id)
-        .offset(offset)
+        .offset(offset),
+        scope,
     )
     if limit is not None:
         statement = statement.limit(limit)
@@ -351,25 +365,30 @@ def _escalation_progress(
     return progress
 
 
-def _prompts_of_open_referrals() -> Select:
-    """Each prompt row of an open referral, with its target."""
-    return (
+def _prompts_of_open_referrals(scope: Scope | None = None) -> Select:
+    """Each prompt row of an open referral (in `scope`), with its target."""
+    return _in_scope(
         select(OutboxMessage, Target)
         .join(Target, Target.id == OutboxMessage.target_id)
         .join(Referral, Referral.referral_id == OutboxMessage.referral_id)
         .where(Referral.status == ReferralStatus.OPEN)
-        .where(OutboxMessage.kind == OutboxKind.PROMPT)
+        .where(OutboxMessage.kind == OutboxKind.PROMPT),
+        scope,
     )
 
 
 def overdue_prompts(
-    session: Session, now: datetime, policy: EscalationPolicy, tz: ZoneInfo
+    session: Session,
+    now: datetime,
+    policy: EscalationPolicy,
+    tz: ZoneInfo,
+    scope: Scope | None = None,
 ) -> list[Overdue]:
-    """Open referrals' targets still `prompted` past their reminder time (in the recipient's
-    working time), or never sent (`held`, or `failed`) past due; oldest first."""
+    """Open referrals' targets (in `scope`) still `prompted` past their reminder time (in the
+    recipient's working time), or never sent (`held`, or `failed`) past due; oldest first."""
     found: list[Overdue] = []
     held = session.execute(
-        _prompts_of_open_referrals()
+        _prompts_of_open_referrals(scope)
         .where(OutboxMessage.state.in_((RowState.PENDING, RowState.CLAIMED, RowState.FAILED)))
         .where(Target.state.in_((TargetState.HELD, TargetState.FAILED)))
         .where(OutboxMessage.due_at <= now - OVERDUE_GRACE)
@@ -388,7 +407,7 @@ def overdue_prompts(
     # A reminder is at least `reminder_minutes` of wall-clock time after the send.
     earliest = now - timedelta(minutes=policy.reminder_minutes)
     prompted = session.execute(
-        _prompts_of_open_referrals()
+        _prompts_of_open_referrals(scope)
         .where(OutboxMessage.state == RowState.SENT)
         .where(Target.state.in_(UNANSWERED_TARGET_STATES))
         .where(OutboxMessage.sent_at <= earliest)

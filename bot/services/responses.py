@@ -28,6 +28,7 @@ from bot.services import audit, loop
 from bot.services.directory import person_for_slack_user
 from bot.services.intake import planned_target, queue_target_alerts, schedule_target
 from bot.services.logbook import ReferralFacts
+from bot.services.visibility import scope_of
 from bot.settings import Settings
 from rota.calendar import is_working_day
 from rota.models import Person, Team
@@ -63,7 +64,7 @@ CONTACT_DAY_END = time(17, 0)
 NEXT_DAY_SLOTS = (time(10, 0), time(12, 0), time(14, 0), time(16, 0))
 CONTACT_HORIZON = timedelta(days=15)
 MAX_CLOSE_REASON = 500
-CLOSE_PERMISSIONS = ("referrer", "manager")
+CLOSE_PERMISSIONS = ("referrer", "manager", "oversight")
 _WORKING_DAY_SEARCH = 14
 _POSITION_ATTEMPTS = 10
 
@@ -600,6 +601,15 @@ def _outcome(
 # ----- closing --------------------------------------------------------------------------------
 
 
+def may_close(session: Session, person: Person, referral: Referral) -> bool:
+    """Its referrer, a manager of a team it concerns, or oversight (need to know)."""
+    if person.person_id == referral.referrer_id or person.has_permission("oversight"):
+        return True
+    if not person.has_permission("manager"):
+        return False
+    return scope_of(session, person).allows(session, referral.referral_id)
+
+
 def close_referral(
     session: Session,
     referral_id: str | None,
@@ -624,6 +634,8 @@ def close_referral(
     referral = session.get(Referral, referral_id)
     if referral is None:
         return CloseOutcome("not_found", referral_id)
+    if not may_close(session, person, referral):
+        return CloseOutcome("forbidden", referral_id)
     closed = session.execute(
         update(Referral)
         .where(Referral.referral_id == referral_id, Referral.status == ReferralStatus.OPEN)

@@ -27,6 +27,7 @@ from bot.services.home import (
     REFERRALS_PER_PAGE,
     HomeContent,
     ManagerHome,
+    MyReferral,
     ReferralRow,
 )
 from bot.services.logbook import (
@@ -138,6 +139,57 @@ def coverage_line(coverage: Coverage) -> str:
     return line
 
 
+# A target's state in words (docs/reference/slack.md): what a screen reader reads.
+TARGET_STATE_WORDS = {
+    TargetState.HELD: "waiting for their working day",
+    TargetState.PROMPTED: "asked, no answer yet",
+    TargetState.ESCALATED: "asked, escalated, no answer yet",
+    TargetState.FAILED: "could not be reached",
+    TargetState.UNROUTABLE: "nobody to ask within 7 days",
+    TargetState.CANCELLED: "cancelled",
+    TargetState.ACKNOWLEDGED: "acknowledged, no answer yet",
+    TargetState.HAS_INFORMATION: "holds information",
+    TargetState.NOT_KNOWN: "not known to them",
+    TargetState.REDIRECTED: "redirected to a colleague",
+}
+CONTACT_WORDS = {
+    "awaiting": "contact not yet confirmed",
+    "confirmed": "contact made",
+    "missed": "contact missed",
+}
+
+
+def target_state_words(state: str) -> str:
+    """A target's state for people: 'holds information'."""
+    return TARGET_STATE_WORDS.get(state, state.replace("_", " "))
+
+
+def my_referral_text(row: MyReferral, tz: ZoneInfo) -> str:
+    """A referral the person made: its line, coverage, each target's state and the offers."""
+    lines = [referral_line(row.facts, tz), coverage_line(row.coverage)]
+    lines += [
+        f"• `{mrkdwn_escape(target)}`: {target_state_words(state)}" for target, state in row.targets
+    ]
+    for offer in row.offers:
+        lines.append(
+            f":telephone_receiver: *{mrkdwn_escape(offer.name)}* offered information, "
+            f"{offer.method.replace('_', ' ')} by {format_local(offer.contact_by, tz)} "
+            f"({CONTACT_WORDS.get(offer.state, offer.state)})"
+        )
+    return "\n".join(lines)
+
+
+def my_referral_blocks(rows: Sequence[MyReferral], tz: ZoneInfo) -> list[dict[str, Any]]:
+    """'Referrals you made': each with its targets' states and who offered information."""
+    if not rows:
+        return []
+    blocks: list[dict[str, Any]] = [_header(f"Referrals you made ({len(rows)} open)")]
+    blocks += [
+        _section(my_referral_text(r, tz), block_id=f"home_mine_{r.facts.referral_id}") for r in rows
+    ]
+    return blocks
+
+
 def referral_line(facts: ReferralFacts, tz: ZoneInfo) -> str:
     """'*HO-ABC123* · `LCS-1` · Domestic abuse · URGENT · received Sat 14 Nov 2026 02:10 GMT'."""
     return (
@@ -242,12 +294,16 @@ def build_manager_home(
     pages: int,
     tz: ZoneInfo,
     now: datetime,
+    my_referrals: Sequence[MyReferral] = (),
+    everything: bool = True,
 ) -> dict[str, Any]:
-    """A manager's Home: what is overdue, then one page of open referrals with their coverage."""
+    """A manager's Home: what is overdue, then one page of open referrals with their coverage
+    (those concerning their teams, or all of them for `oversight`)."""
+    which = "" if everything else " concerning your teams"
     blocks: list[dict[str, Any]] = [
         _header("Handover: referrals"),
         _context(
-            f"{total_open} open referral{'s' if total_open != 1 else ''} · "
+            f"{total_open} open referral{'s' if total_open != 1 else ''}{which} · "
             f"{len(overdue)} overdue · updated {format_local(now, tz)} · "
             f"{COVERAGE_KEY}"
         ),
@@ -271,11 +327,18 @@ def build_manager_home(
             text += f"\n:alarm_clock: {row.overdue} overdue"
         blocks.append(_section(text, block_id=f"home_referral_{row.facts.referral_id}"))
     blocks.extend(build_pagination(page, pages, "Open referrals"))
+    blocks.extend(my_referral_blocks(my_referrals, tz))
     return _home(blocks, page)
 
 
 def build_professional_home(
-    *, prompts: Sequence[OpenPrompt], total: int, page: int, pages: int, tz: ZoneInfo
+    *,
+    prompts: Sequence[OpenPrompt],
+    total: int,
+    page: int,
+    pages: int,
+    tz: ZoneInfo,
+    my_referrals: Sequence[MyReferral] = (),
 ) -> dict[str, Any]:
     """A professional's Home: their own unanswered prompts, each with the four buttons."""
     blocks: list[dict[str, Any]] = [
@@ -293,6 +356,7 @@ def build_professional_home(
     if total:
         blocks.append(_context(f"{total} waiting in all."))
     blocks.extend(build_pagination(page, pages, "Your prompts"))
+    blocks.extend(my_referral_blocks(my_referrals, tz))
     return _home(blocks, page)
 
 
@@ -310,9 +374,16 @@ def build_home(content: HomeContent, *, tz: ZoneInfo, now: datetime) -> dict[str
             pages=content.pages,
             tz=tz,
             now=now,
+            my_referrals=content.my_referrals,
+            everything=content.everything,
         )
     return build_professional_home(
-        prompts=content.prompts, total=content.total, page=content.page, pages=content.pages, tz=tz
+        prompts=content.prompts,
+        total=content.total,
+        page=content.page,
+        pages=content.pages,
+        tz=tz,
+        my_referrals=content.my_referrals,
     )
 
 
@@ -383,7 +454,7 @@ def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[d
     never: list[str] = []
     for t in history.targets:
         name = f"`{mrkdwn_escape(t.target)}`"
-        parts = [f"*{name}* ({t.state.replace('_', ' ')})"]
+        parts = [f"*{name}* ({target_state_words(t.state)})"]
         if not t.asked:
             if t.state == TargetState.HELD and t.due_at is not None:
                 parts.append(f"not asked yet, due {format_local(t.due_at, tz)}")

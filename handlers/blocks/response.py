@@ -301,7 +301,10 @@ def close_answer(
     if status == "usage":
         return "Usage: `/handover close REFERRAL_ID REASON`"
     if status == "forbidden":
-        return "Only referrers and managers in the rota may close referrals."
+        return (
+            "Only its referrer, a manager of a team it concerns, or someone with oversight may "
+            "close a referral."
+        )
     if status == "missing_reason":
         return f"Give a reason: `/handover close {shown_id or 'REFERRAL_ID'} REASON`"
     if status == "not_found":

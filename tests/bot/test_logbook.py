@@ -73,6 +73,7 @@ def build_rota(session: Session) -> None:
         ("hv-north", "health", None),
         ("police-dau", "police", "none"),
         ("paediatrics", "health", None),
+        ("school", "education", None),
     ]
     for team_id, agency_type, hours in teams:
         session.add(
@@ -90,7 +91,9 @@ def build_rota(session: Session) -> None:
     session.flush()
     people = [
         ("edt-amy", "edt", "referrer", "UAMY"),
-        ("mgr-mia", "edt", "referrer;manager", "UMIA"),
+        ("mgr-mia", "edt", "referrer;manager;oversight", "UMIA"),  # the EDT manager sees all
+        ("head-sue", "school", "manager", "UHEADSUE"),  # a school head: no referral concerns her
+        ("hv-lee", "hv-north", "manager", "UHVLEE"),  # manages the health visitors
         ("hv-jo", "hv-north", "", "UHVJO"),
         ("pc-pat", "police-dau", "", "UPAT"),
         ("sw-sam", "mash", "", "USAM"),

@@ -270,7 +270,8 @@ def test_manager_home_paginates_300_open_referrals_within_block_kit_limits(
 def test_manager_slack_user_ids(session_factory: sessionmaker[Session]) -> None:
     build_scenario(session_factory)
     with session_factory() as session:
-        assert manager_slack_user_ids(session) == ["UMIA"]
+        # Managers and oversight: each Home shows referrals.
+        assert manager_slack_user_ids(session) == ["UHEADSUE", "UHVLEE", "UMIA"]
 
 
 # ----- /handover log --------------------------------------------------------------------------
@@ -336,6 +337,62 @@ def test_log_command_for_a_manager_open_overdue_and_one_referral(
     assert ":warning: *Never answered:* `person:hv-jo`" in history
     # Not the referral ID format (HO- and 6 Crockford base32 characters): not echoed.
     assert answers["HO-NOPE"]["text"].startswith("No referral with that ID.")
+
+
+def test_need_to_know_an_unrelated_manager_sees_nothing_oversight_sees_all(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    """A school head sees no health and police referral; the health visitors' manager sees
+    those concerning her team; the EDT manager (oversight) sees every one."""
+    build_scenario(session_factory)
+    settings = settings_for(db_url)
+    services = services_for(db_url, session_factory)
+
+    def home_ids(user: str) -> list[str]:
+        with session_factory() as session:
+            view = build_home_view(session, user, NOW, settings)
+        assert check_view(view, allowed_types=("home",)) == []
+        return [t.split("*")[1] for t in section_texts(view) if t.startswith("*HO-")]
+
+    def log(user: str, *args: str) -> str:
+        respond = Responses()
+        handle_log(services, {"user_id": user}, list(args), respond)
+        [answer] = respond.calls
+        return all_text(answer)
+
+    assert home_ids("UHEADSUE") == []
+    assert "HO-R" not in log("UHEADSUE", "open")
+    assert "HO-R" not in log("UHEADSUE", "overdue")
+    assert "HO-R2" not in log("UHEADSUE", "HO-R2")
+    with session_factory() as session:
+        view = build_home_view(session, "UHEADSUE", NOW, settings)
+    assert "0 open referrals concerning your teams" in all_text(view)
+
+    # hv-jo is asked in R1, R2 and R3 (R4 is closed).
+    assert home_ids("UHVLEE") == ["HO-R3", "HO-R2", "HO-R1"]
+    assert "HO-R2" in log("UHVLEE", "HO-R2")
+    assert home_ids("UMIA") == ["HO-R3", "HO-R2", "HO-R1"]
+    assert all(f"HO-R{n}" in log("UMIA", "open") for n in (1, 2, 3))
+
+
+def test_a_referrer_sees_the_referrals_they_made_with_states_and_offers(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    build_scenario(session_factory)
+    with session_factory() as session:
+        view = build_home_view(session, "UAMY", NOW, settings_for(db_url))
+    assert check_view(view, allowed_types=("home",)) == []
+    mine = {
+        b["block_id"]: b["text"]["text"]
+        for b in view["blocks"]
+        if b.get("block_id", "").startswith("home_mine_")
+    }
+    assert list(mine) == ["home_mine_HO-R3", "home_mine_HO-R2", "home_mine_HO-R1"]
+    assert "• `person:hv-jo`: holds information" in mine["home_mine_HO-R1"]
+    assert "• `role:police_dau`: acknowledged, no answer yet" in mine["home_mine_HO-R1"]
+    assert "• `role:police_dau`: redirected to a colleague" in mine["home_mine_HO-R2"]
+    assert "Police 🚫 missed" in mine["home_mine_HO-R2"]
+    assert "NARRATIVE-SECRET" not in all_text(view)
 
 
 def test_log_command_open_within_message_limits_for_300_referrals(
