@@ -413,7 +413,7 @@ def build_rota(session: Session) -> None:
         ("gp-mgr", "gp-northgate", "manager", None),
         ("edt-amy", "edt", "referrer", None),
         ("edt-bob", "edt", "", None),
-        ("edt-mgr", "edt", "referrer;manager", None),
+        ("edt-mgr", "edt", "referrer;manager;oversight", None),  # the EDT manager sees all
         ("pc-jones", "police-dau", "", None),
         ("pol-sgt", "police-dau", "manager", None),
     ]
