@@ -36,7 +36,6 @@ BLOCK_URGENCY = "urgency"
 BLOCK_NOTIFY_PEOPLE = "notify_people"
 BLOCK_NOTIFY_TEAMS = "notify_teams"
 BLOCK_NOTIFY_ROLES = "notify_roles"
-BLOCK_SUMMARY = "summary"
 # action_ids inside the modal's input blocks (external selects load options by these)
 ACTION_EXTERNAL_REF = "external_ref_input"
 ACTION_CATEGORY = "category_select"
@@ -44,7 +43,6 @@ ACTION_URGENCY = "urgency_select"
 ACTION_NOTIFY_PEOPLE = "notify_people_select"
 ACTION_NOTIFY_TEAMS = "notify_teams_select"
 ACTION_NOTIFY_ROLES = "notify_roles_select"
-ACTION_SUMMARY = "summary_input"
 
 # Response modals
 HAS_INFO_MODAL = "handover_has_info_modal"

@@ -311,10 +311,6 @@ REFERRAL_STATES: dict[str, tuple[Any, set[str]]] = {
         _set(good_referral(), "external_ref", "external_ref_input", "value", 12345),
         {"external_ref"},
     ),
-    "summary with a lone surrogate": (
-        _set(good_referral(), "summary", "summary_input", "value", "Baby \ud800 seen"),
-        {"summary"},
-    ),
     "block is a list": ({**good_referral(), "urgency": ["urgent"]}, {"urgency"}),
     "state is null": (None, {"external_ref", "category", "urgency", "notify_people"}),
 }
