@@ -156,7 +156,7 @@ BAD_ROWS = [
     ("people", "x-1,Someone,U0X00001,,edt,worker,Mon-Fry 09:00-17:00,,",
      f"hours: {hours_error('Mon-Fry 09:00-17:00')}"),
     ("people", "x-1,Someone,U0X00001,,edt,worker,,,admin",
-     "permissions: 'admin' is not a permission (referrer, manager)"),
+     "permissions: 'admin' is not a permission (referrer, manager, oversight)"),
     ("people", "x-1,Someone,u123,,edt,worker,,,",
      "slack_user: 'u123' is not a Slack user ID (like U0EDTAMY01)"),
     ("people", "x-1,Someone,,amy-at-example,edt,worker,,,",
