@@ -108,8 +108,10 @@ def events(session_factory: sessionmaker[Session], *names: str) -> list[AuditEve
         )
 
 
-def offer_information_by_10_by_phone(bot: Harness, scenario: Scenario) -> None:
-    """hv-kpatel clicks "I hold information" and submits 10:00, by phone."""
+def offer_information_by_10_by_phone(
+    bot: Harness, scenario: Scenario, contact_by: str = "2026-11-16T10:00:00+00:00"
+) -> None:
+    """hv-kpatel clicks "I hold information" and submits 10:00 (or `contact_by`), by phone."""
     answer = bot.send_payload(
         block_actions(
             slack_user("hv-kpatel"),
@@ -131,7 +133,7 @@ def offer_information_by_10_by_phone(bot: Harness, scenario: Scenario) -> None:
                 BLOCK_CONTACT_BY: {
                     ACTION_CONTACT_BY: {
                         "type": "static_select",
-                        "selected_option": {"value": "2026-11-16T10:00:00+00:00"},
+                        "selected_option": {"value": contact_by},
                     }
                 },
                 BLOCK_METHOD: {
@@ -274,3 +276,25 @@ def test_a_confirmed_contact_ends_it(
     dispatch(bot, session_factory, utc(17))
     assert events(session_factory, "contact_missed") == []
     assert loop_messages(bot, "hv-kpatel", "contact_missed") == []
+
+
+def test_an_offer_after_hours_reaches_the_mash_at_the_start_of_its_next_working_period(
+    bot: Harness, scenario: Scenario, session_factory: sessionmaker[Session]
+) -> None:
+    bot.clock.set(utc(18, 30))  # the duty shift ended at 18:00; the MASH works 09:00-17:00
+    offer_information_by_10_by_phone(bot, scenario, "2026-11-17T10:00:00+00:00")
+    dispatch(bot, session_factory, utc(18, 30))
+    assert len(loop_messages(bot, "edt-amy", "info_notice")) == 1  # the referrer, at once
+    assert loop_messages(bot, "mash-duty", "info_notice") == []
+    assert loop_messages(bot, "mash-mgr", "info_notice") == []
+    dispatch(bot, session_factory, utc(8, 59, day=17))
+    assert loop_messages(bot, "mash-mgr", "info_notice") == []
+    # Tuesday 09:00: nobody holds the duty shift, so the team manager is the first at work.
+    dispatch(bot, session_factory, utc(9, day=17))
+    [notice] = loop_messages(bot, "mash-mgr", "info_notice")
+    assert "daytime owner of this referral" in text_of(notice)
+    sent = events(session_factory, "information_notice_sent")
+    assert [(e.recipient, e.at) for e in sent] == [
+        ("edt-amy", utc(18, 30)),
+        ("mash-mgr", utc(9, day=17)),
+    ]
