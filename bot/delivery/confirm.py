@@ -30,6 +30,11 @@ from rota.store import RotaStore
 logger = logging.getLogger(__name__)
 
 LATE_GRACE = timedelta(minutes=2)
+# The event a delivered message of these kinds is logged as (a prompt has its own, below).
+EVENT_WHEN_DELIVERED = {
+    OutboxKind.ON_CALL: "on_call_alerted",
+    OutboxKind.INFO_NOTICE: "information_notice_sent",  # docs/closing-the-loop.md
+}
 
 
 def sent_at(delivery: Delivery, found: bool, now: datetime) -> datetime:
@@ -100,21 +105,10 @@ def confirm(
                 )
         if delivery.kind == OutboxKind.PROMPT:
             _prompt_sent(ctx, session, row, referral, delivery, where, when=when, now=now)
-        elif delivery.kind == OutboxKind.ON_CALL:
+        elif delivery.kind in EVENT_WHEN_DELIVERED:
             audit.record(
                 session,
-                "on_call_alerted",
-                at=when,
-                referral_id=referral.referral_id,
-                actor=ACTOR,
-                recipient=delivery.recipient,
-                target=delivery.target,
-                detail={**delivery.log_detail, **where},
-            )
-        elif delivery.kind == OutboxKind.INFO_NOTICE:
-            audit.record(
-                session,
-                "information_notice_sent",
+                EVENT_WHEN_DELIVERED[delivery.kind],
                 at=when,
                 referral_id=referral.referral_id,
                 actor=ACTOR,
