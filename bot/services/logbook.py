@@ -542,16 +542,19 @@ def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> Referr
 
 @dataclass(frozen=True)
 class OpenPrompt:
-    """A message a person was sent and has not answered: what the Home tab's buttons act on."""
+    """A message a person was sent and has not answered: what the Home tab's buttons act on.
+    `acknowledged`: seen, and still to be answered (docs/coverage.md)."""
 
     prompt_id: int
     target: str
     sent_at: datetime
     referral: Referral
+    acknowledged: bool = False
 
 
 def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt]:
-    """Prompts sent to `person_id` whose target is unanswered, oldest first (one a target).
+    """Prompts sent to `person_id` whose target is unanswered (or only acknowledged: still to
+    be answered), oldest first (one a target).
 
     Each is the target's prompt itself (kind `prompt`), with the time it was sent: its
     reminders and escalation steps are about the same question, not new ones to answer.
@@ -563,7 +566,7 @@ def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt
         .where(OutboxMessage.recipient_id == person_id)
         .where(OutboxMessage.kind == OutboxKind.PROMPT)
         .where(OutboxMessage.state == RowState.SENT)
-        .where(Target.state.in_(UNANSWERED_TARGET_STATES))
+        .where(Target.state.in_([*UNANSWERED_TARGET_STATES, TargetState.ACKNOWLEDGED]))
         .where(Referral.status == ReferralStatus.OPEN)
         .order_by(OutboxMessage.sent_at, OutboxMessage.id)
     ).all()
@@ -571,5 +574,11 @@ def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt
     for prompt, target, referral in rows:
         assert prompt.sent_at is not None
         # A target is prompted once; were it prompted again, the latest prompt is answered.
-        latest[target.id] = OpenPrompt(prompt.id, target.spec, prompt.sent_at, referral)
+        latest[target.id] = OpenPrompt(
+            prompt.id,
+            target.spec,
+            prompt.sent_at,
+            referral,
+            acknowledged=target.state == TargetState.ACKNOWLEDGED,
+        )
     return sorted(latest.values(), key=lambda p: (p.sent_at, p.prompt_id))

@@ -44,6 +44,7 @@ from handlers.blocks.prompt import (
     response_buttons,
     urgency_label,
 )
+from handlers.ids import HAS_INFO, NOT_KNOWN
 from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND
 
 HOME_NEXT = "handover_home_next"
@@ -257,19 +258,24 @@ def _overdue_blocks(overdue: Sequence[Overdue], tz: ZoneInfo) -> list[dict[str, 
 
 
 def prompt_blocks(prompt: OpenPrompt, tz: ZoneInfo) -> list[dict[str, Any]]:
-    """A section naming an open prompt and the four response buttons (value: the prompt id)."""
+    """A section naming an open prompt and the four response buttons (value: the prompt id);
+    once acknowledged, only "I hold information" and "Not known to us" remain."""
     facts = ReferralFacts.of(prompt.referral)
+    seen = " You acknowledged it: please answer." if prompt.acknowledged else ""
     text = (
         f"{referral_line(facts, tz)}\n"
         f"Asked of `{mrkdwn_escape(prompt.target)}` at {format_local(prompt.sent_at, tz)}. "
-        "Do you hold information about this child or family?"
+        f"Do you hold information about this child or family?{seen}"
     )
+    buttons = response_buttons(prompt.prompt_id)
+    if prompt.acknowledged:
+        buttons = [b for b in buttons if b["action_id"] in (HAS_INFO, NOT_KNOWN)]
     return [
         _section(text),
         {
             "type": "actions",
             "block_id": f"home_prompt_{prompt.prompt_id}",
-            "elements": response_buttons(prompt.prompt_id),
+            "elements": buttons,
         },
     ]
 

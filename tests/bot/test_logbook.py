@@ -506,10 +506,12 @@ def test_open_prompts_for_person_only_unanswered_sent_prompts(
 ) -> None:
     with session_factory() as session:
         prompts = open_prompts_for_person(session, "hv-jo")
-        assert open_prompts_for_person(session, "pc-pat") == []
+        police = open_prompts_for_person(session, "pc-pat")
     assert [(p.prompt_id, p.target, p.referral.referral_id) for p in prompts] == [
         (scenario.prompts["R2 hv"], "person:hv-jo", "HO-R2")
     ]
+    # Police only acknowledged R1: still to be answered (R4's acknowledgement is closed).
+    assert [(p.referral.referral_id, p.acknowledged) for p in police] == [("HO-R1", True)]
 
 
 # ----- the report ------------------------------------------------------------------------------

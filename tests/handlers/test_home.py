@@ -128,8 +128,8 @@ def test_professional_home_lists_their_open_prompts_with_the_four_buttons(
     assert "*HO-R2*" in section_texts(view)[0]
     assert "HO-R3" not in all_text(view)  # held, not yet sent
     assert "NARRATIVE-SECRET" not in all_text(view)
-    assert "Nothing is waiting for your answer" in all_text(police_view)
-    assert not [b for b in police_view["blocks"] if b["type"] == "actions"]
+    # Police only acknowledged R1: it stays, to be answered (see the test below).
+    assert "*HO-R1*" in all_text(police_view)
 
 
 def test_professional_home_after_escalation_shows_the_prompt_and_when_it_was_sent(
@@ -337,6 +337,20 @@ def test_log_command_for_a_manager_open_overdue_and_one_referral(
     assert ":warning: *Never answered:* `person:hv-jo`" in history
     # Not the referral ID format (HO- and 6 Crockford base32 characters): not echoed.
     assert answers["HO-NOPE"]["text"].startswith("No referral with that ID.")
+
+
+def test_an_acknowledged_prompt_stays_on_the_home_with_the_two_answers(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    build_scenario(session_factory)
+    with session_factory() as session:
+        view = build_home_view(session, "UPAT", NOW, settings_for(db_url))
+    [actions] = [b for b in view["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == [
+        "handover_has_info",
+        "handover_not_known",
+    ]
+    assert "You acknowledged it: please answer." in all_text(view)
 
 
 def test_need_to_know_an_unrelated_manager_sees_nothing_oversight_sees_all(
