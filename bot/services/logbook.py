@@ -34,7 +34,15 @@ from bot.delivery.kinds import (
     TargetState,
 )
 from bot.errors import InputError
-from bot.models import AuditEvent, OutboxMessage, Referral, ReferralStatus, Response, Target
+from bot.models import (
+    AuditEvent,
+    ContactFollowup,
+    OutboxMessage,
+    Referral,
+    ReferralStatus,
+    Response,
+    Target,
+)
 from bot.services.agencies import AgencyResolver
 from bot.services.coverage import (
     Coverage,
@@ -482,12 +490,24 @@ class TargetHistory:
 
 
 @dataclass(frozen=True)
+class OfferHistory:
+    """Information a professional offered, and whether the contact happened."""
+
+    professional_id: str
+    method: str
+    contact_by: datetime
+    state: str  # awaiting | confirmed | missed
+    answered_by: str | None
+
+
+@dataclass(frozen=True)
 class ReferralHistory:
-    """A referral with each target's history and its coverage."""
+    """A referral with each target's history, its coverage and the contacts offered."""
 
     referral: Referral
     targets: list[TargetHistory]
     coverage: Coverage
+    offers: list[OfferHistory] = field(default_factory=list)
 
 
 def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> ReferralHistory | None:
@@ -537,7 +557,15 @@ def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> Referr
         for t in targets
     ]
     coverage = coverage_for_referrals(session, [referral_id], tz)[referral_id]
-    return ReferralHistory(referral=referral, targets=history, coverage=coverage)
+    offers = [
+        OfferHistory(f.professional_id, f.method, f.contact_by, f.state, f.answered_by)
+        for f in session.scalars(
+            select(ContactFollowup)
+            .where(ContactFollowup.referral_id == referral_id)
+            .order_by(ContactFollowup.id)
+        )
+    ]
+    return ReferralHistory(referral=referral, targets=history, coverage=coverage, offers=offers)
 
 
 @dataclass(frozen=True)

@@ -485,4 +485,13 @@ def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[d
     blocks += _message_sections(lines, "More targets: run `handover log --referral` for all.")
     if never:
         blocks.append(_section(f":warning: *Never answered:* {', '.join(never)}"[:3000]))
+    offers = [
+        f":telephone_receiver: `{mrkdwn_escape(o.professional_id)}` offered information, "
+        f"{o.method.replace('_', ' ')} by {format_local(o.contact_by, tz)}: "
+        f"{CONTACT_WORDS.get(o.state, o.state)}"
+        + (f" (said by `{mrkdwn_escape(o.answered_by)}`)" if o.answered_by else "")
+        for o in history.offers
+    ]
+    if offers:
+        blocks += _message_sections(offers, "More offers: run `handover log --referral` for all.")
     return blocks[:MAX_MESSAGE_BLOCKS]

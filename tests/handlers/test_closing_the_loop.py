@@ -26,6 +26,7 @@ from handlers.blocks.response import (
     BLOCK_CONTACT_BY,
     BLOCK_METHOD,
 )
+from handlers.log_command import handle_log
 from rota.models import Person, Shift, Team
 from tests.handlers.slack_payloads import (
     SUMMARY,
@@ -225,6 +226,17 @@ def test_information_offered_reaches_the_referrer_and_the_mash_then_a_missed_cal
     with session_factory() as session:
         [followup] = session.scalars(select(ContactFollowup)).all()
         assert (followup.state, followup.answered_by) == ("missed", "mash-duty")
+
+    # The MASH manager's log of the referral names the offer and what came of it.
+    respond = []
+    handle_log(
+        bot.services, {"user_id": slack_user("sg-lead")}, [scenario.referral_id],
+        lambda **kw: respond.append(kw),
+    )  # fmt: skip
+    assert (
+        "`hv-kpatel` offered information, phone by Mon 16 Nov 2026 10:00 GMT: contact missed "
+        "(said by `mash-duty`)"
+    ) in json.dumps(respond[0]["blocks"], ensure_ascii=False)
 
     # A second answer changes nothing.
     click_check(bot, "edt-amy", ids.CONTACT_MADE, checks["edt-amy"][0])
