@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
 from bot.delivery.kinds import ResponseKind
+from bot.models import Referral
 from bot.services.directory import search_people, search_text
 from bot.services.responses import ResponseOutcome, record_response
 from handlers import ids
@@ -142,10 +143,20 @@ def show_recorded(
     finally:
         try:
             recipient = _slack_id_of(services, outcome.recipient_id)
-            refresh_after_change(client, services, [outcome.slack_user_id, recipient or ""])
+            # The referrer's Home lists their referrals' states (docs/closing-the-loop.md).
+            referrer = _slack_id_of(services, _referrer_of(services, outcome.referral.referral_id))
+            refresh_after_change(
+                client, services, [outcome.slack_user_id, recipient or "", referrer or ""]
+            )
         except SQLAlchemyError:
             # The response is committed and shown; only the Home tabs stay as they were.
             logger.exception("could not refresh Home tabs after a response")
+
+
+def _referrer_of(services: Services, referral_id: str) -> str | None:
+    with services.session_factory() as session:
+        referral = session.get(Referral, referral_id)
+        return referral.referrer_id if referral is not None else None
 
 
 def _slack_id_of(services: Services, person_id: str | None) -> str | None:
