@@ -147,7 +147,7 @@ def record_offer(
     return followup
 
 
-def may_answer_contact(session: Session, followup: ContactFollowup, person: Person) -> bool:
+def may_answer_contact(followup: ContactFollowup, person: Person) -> bool:
     """The referrer, a person of the owner team, or someone with oversight."""
     return (
         person.person_id == followup.referrer_id
@@ -184,7 +184,7 @@ def record_contact(
         return ContactOutcome("not_found")
     person = person_for_slack_user(session, slack_user_id)
     version = RotaStore(session).current_rota_version()
-    if person is None or not may_answer_contact(session, followup, person):
+    if person is None or not may_answer_contact(followup, person):
         audit.record(
             session,
             "response_refused",
