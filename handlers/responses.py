@@ -197,6 +197,11 @@ def _show_on_messages_and_card(
             pass  # logged at the edge; the response itself is recorded
     if outcome.card is None or outcome.responder_id is None or outcome.target is None:
         return
+    phone = None
+    if outcome.kind == ResponseKind.HAS_INFORMATION:
+        with services.session_factory() as session:
+            responder = session.get(Person, outcome.responder_id)
+            phone = responder.phone if responder is not None else None
     reply = build_card_reply(
         referral_id=outcome.referral.referral_id,
         kind=outcome.kind,
@@ -207,6 +212,7 @@ def _show_on_messages_and_card(
         tz=tz,
         detail=outcome.detail,
         redirected_to=outcome.redirected_to,
+        phone=phone,
     )
     channel, ts = outcome.card
     try:

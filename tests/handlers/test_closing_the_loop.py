@@ -180,6 +180,9 @@ def test_information_offered_reaches_the_referrer_and_the_mash_then_a_missed_cal
         assert f"Phone: {PHONE}" in text
         assert SUMMARY not in text
         assert notice["text"] == f"Handover referral {scenario.referral_id}: information offered"
+    # The EDT card's thread names her work phone too.
+    replies = [c.args for c in bot.calls("chat.postMessage") if c.args.get("thread_ts")]
+    assert any(f"; phone {PHONE}" in json.dumps(r["blocks"]) for r in replies)
     sent = events(session_factory, "information_notice_sent")
     assert [(e.recipient, e.target, e.actor) for e in sent] == [
         ("edt-amy", "person:hv-kpatel", "dispatcher"),
