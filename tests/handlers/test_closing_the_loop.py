@@ -26,6 +26,7 @@ from handlers.blocks.response import (
     BLOCK_CONTACT_BY,
     BLOCK_METHOD,
 )
+from handlers.home import build_home_view
 from handlers.log_command import handle_log
 from rota.models import Person, Shift, Team
 from tests.handlers.slack_payloads import (
@@ -194,6 +195,18 @@ def test_information_offered_reaches_the_referrer_and_the_mash_then_a_missed_cal
         "phone",
         "2026-11-16T10:00:00+00:00",
     )
+
+    # The referrer's Home shows her referral, each target's state and who offered information.
+    with session_factory() as session:
+        home = build_home_view(session, slack_user("edt-amy"), utc(9, 13), bot.services.settings)
+    mine = next(
+        b["text"]["text"] for b in home["blocks"] if b.get("block_id") == "home_mine_HO-TEST01"
+    )
+    assert "• `person:hv-kpatel`: holds information" in mine
+    assert (
+        "*Hv Kpatel* offered information, phone by Mon 16 Nov 2026 10:00 GMT "
+        "(contact not yet confirmed)"
+    ) in mine
 
     # Not before 10:30; at 10:30 both are asked, with the two buttons.
     dispatch(bot, session_factory, utc(10, 29))
