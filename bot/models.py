@@ -234,6 +234,8 @@ AUDIT_EVENTS = (
     "response_refused",
     "prompt_cancelled",
     "rota_imported",
+    "prompt_rerouted",  # a prompt passed over someone nobody could reach (bot/delivery/failures.py)
+    "unreachable",  # someone could not be reached by any channel; the on-call holders were told
     # Closing the loop (docs/closing-the-loop.md)
     "information_notice_sent",
     "contact_confirmed",
