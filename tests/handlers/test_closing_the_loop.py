@@ -182,8 +182,13 @@ def test_information_offered_reaches_the_referrer_and_the_mash_then_a_missed_cal
         assert SUMMARY not in text
         assert notice["text"] == f"Handover referral {scenario.referral_id}: information offered"
     # The EDT card's thread names her work phone too.
-    replies = [c.args for c in bot.calls("chat.postMessage") if c.args.get("thread_ts")]
-    assert any(f"; phone {PHONE}" in json.dumps(r["blocks"]) for r in replies)
+    wait_for(  # posted once the modal's submission is answered
+        lambda: [
+            c
+            for c in bot.calls("chat.postMessage")
+            if c.args.get("thread_ts") and f"; phone {PHONE}" in json.dumps(c.args["blocks"])
+        ]
+    )
     sent = events(session_factory, "information_notice_sent")
     assert [(e.recipient, e.target, e.actor) for e in sent] == [
         ("edt-amy", "person:hv-kpatel", "dispatcher"),
