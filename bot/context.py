@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from slack_sdk import WebClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock
@@ -21,3 +22,13 @@ class Services:
     session_factory: sessionmaker[Session]
     clock: Clock
     wake_dispatcher: Callable[[], None] = field(default=_no_wake)
+    # The Web API client of a workspace (None: the home one), or None where the app is not
+    # installed; unset when there are no partner workspaces (SLACK_CLIENT_ID unset), so the
+    # client of the request in hand is the only one (docs/partner-workspaces.md).
+    slack_client_for: Callable[[str | None], WebClient | None] | None = None
+
+    def client_for(self, workspace: str | None, default: WebClient) -> WebClient | None:
+        """The client that reaches `workspace`; `default` (the request's) without partners."""
+        if self.slack_client_for is None:
+            return default
+        return self.slack_client_for(workspace)

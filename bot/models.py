@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.delivery.kinds import RowState, TargetState
+from bot.workspaces import store as _workspace_tables  # noqa: F401  (the OAuth stores' tables)
 from rota.models import Base, UTCDateTime
 
 # Referral vocabulary (docs/reference/http.md): what a referral is about and how soon it matters
@@ -120,6 +121,28 @@ class OutboxMessage(Base):
         # GET /metrics counts settled rows and their lateness from this index alone.
         Index("ix_outbox_metrics", "state", "kind", "channel", "late", "lateness_ms"),
     )
+
+
+class OnCallAcknowledgement(Base):
+    """Who acknowledged an on-call alert, and when (docs/reference/slack.md, "On-call alerts").
+
+    An alert is every DM of one alert row's facts to the holders of the alert (`alert_key`, the
+    same for each holder's row); one row here per alert, so one holder's click stops the
+    re-paging of all of them, and two clicks at once leave one acknowledgement.
+    """
+
+    __tablename__ = "oncall_acknowledgements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
+    alert_key: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(24))  # the alert's OutboxKind
+    alert_row_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"))  # the alert clicked
+    person_id: Mapped[str] = mapped_column(String(64))
+    slack_user_id: Mapped[str | None] = mapped_column(String(32))
+    acknowledged_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("referral_id", "alert_key"),)
 
 
 class Response(Base):
@@ -247,4 +270,8 @@ AUDIT_EVENTS = (
     "contact_confirmed",
     "contact_missed",
     "referral_purged",  # retention erased its personal data (bot/services/retention.py)
+    # On-call alerts (docs/reference/slack.md, "On-call alerts")
+    "on_call_acknowledged",
+    "on_call_repaged",
+    "on_call_unanswered",
 )

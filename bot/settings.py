@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.headerregistry import Address
 from email.utils import parseaddr
 from urllib.parse import unquote, urlsplit
@@ -177,6 +178,10 @@ class EscalationPolicy:
     channel_minutes: int = 240
 
 
+URGENT_POLICY = EscalationPolicy(reminder_minutes=15, escalate_minutes=30, channel_minutes=60)
+DEFAULT_ONCALL_REPAGE_MINUTES = 10
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -193,6 +198,11 @@ class Settings:
     api_secret: str | None = field(default=None, repr=False)
     alert_roles: tuple[str, ...] = ("edt_manager",)
     escalation: EscalationPolicy = EscalationPolicy()
+    # An urgent referral's own offsets (HANDOVER_URGENT_*_MINUTES; docs/timing.md).
+    urgent_escalation: EscalationPolicy = URGENT_POLICY
+    # Wall-clock minutes before an unacknowledged on-call alert is sent again (and twice that
+    # before it goes to the EDT channel): docs/reference/slack.md, "On-call alerts".
+    oncall_repage_minutes: int = DEFAULT_ONCALL_REPAGE_MINUTES
     # Seconds between the dispatcher's safety passes (it also wakes at every due time).
     dispatch_interval_seconds: float = DEFAULT_DISPATCH_INTERVAL_SECONDS
     # Email reach (docs/reference/configuration.md): the relay, the From address, and the base
@@ -201,11 +211,25 @@ class Settings:
     mail_from: str | None = None
     public_url: str | None = None
     retention_days: int | None = None
+    # Partner workspaces (docs/partner-workspaces.md): the app's OAuth credentials and the keys
+    # that encrypt installed workspaces' tokens (the first encrypts, every one decrypts).
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = field(default=None, repr=False)
+    token_keys: tuple[str, ...] = field(default=(), repr=False)
     log_level: str = "INFO"
     log_format: str = "text"
 
     def __post_init__(self) -> None:
         check_api_secret(self.api_secret)
+
+    def policy_for(self, urgency: str | None) -> EscalationPolicy:
+        """The escalation offsets of a referral of this urgency (`urgent` or `standard`)."""
+        return self.urgent_escalation if urgency == "urgent" else self.escalation
+
+    @property
+    def oncall_repage(self) -> timedelta:
+        """How long an on-call alert waits for its acknowledgement before it is sent again."""
+        return timedelta(minutes=self.oncall_repage_minutes)
 
     @property
     def smtp(self) -> SmtpRelay | None:
@@ -216,6 +240,11 @@ class Settings:
     def email_enabled(self) -> bool:
         """Whether people can be reached by email (HANDOVER_SMTP_URL is set)."""
         return bool(self.smtp_url)
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """Whether partner workspaces can install the app (SLACK_CLIENT_ID is set)."""
+        return bool(self.slack_client_id)
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -265,6 +294,16 @@ class Settings:
         )
         if not (policy.reminder_minutes < policy.escalate_minutes < policy.channel_minutes):
             raise SettingsError("escalation offsets must increase: reminder < escalate < channel")
+        urgent = EscalationPolicy(
+            reminder_minutes=minutes("HANDOVER_URGENT_REMINDER_MINUTES", 15),
+            escalate_minutes=minutes("HANDOVER_URGENT_ESCALATE_MINUTES", 30),
+            channel_minutes=minutes("HANDOVER_URGENT_CHANNEL_MINUTES", 60),
+        )
+        if not (urgent.reminder_minutes < urgent.escalate_minutes < urgent.channel_minutes):
+            raise SettingsError(
+                "urgent escalation offsets must increase: reminder < escalate < channel"
+            )
+        repage_minutes = minutes("HANDOVER_ONCALL_REPAGE_MINUTES", DEFAULT_ONCALL_REPAGE_MINUTES)
 
         interval_text = get("HANDOVER_DISPATCH_INTERVAL")
         interval = DEFAULT_DISPATCH_INTERVAL_SECONDS
@@ -310,6 +349,26 @@ class Settings:
                 if value is None:
                     raise SettingsError(f"HANDOVER_SMTP_URL is set, so {name} is required too")
 
+        client_id = get("SLACK_CLIENT_ID")
+        token_key = get("HANDOVER_TOKEN_KEY")
+        token_keys: tuple[str, ...] = ()
+        if token_key is not None:
+            from bot.workspaces.tokens import TokenKeyError, parse_token_keys
+
+            try:
+                token_keys = parse_token_keys(token_key)
+            except TokenKeyError as exc:
+                raise SettingsError(str(exc)) from None
+        if client_id is not None:
+            for name, value in (
+                ("SLACK_CLIENT_SECRET", get("SLACK_CLIENT_SECRET")),
+                ("HANDOVER_TOKEN_KEY", token_key),
+                # Slack sends the admin back to {HANDOVER_PUBLIC_URL}/slack/oauth_redirect.
+                ("HANDOVER_PUBLIC_URL", public_url),
+            ):
+                if value is None:
+                    raise SettingsError(f"SLACK_CLIENT_ID is set, so {name} is required too")
+
         log_level, log_format = log_settings(env)
         return cls(
             log_level=log_level,
@@ -327,9 +386,14 @@ class Settings:
             api_secret=get("HANDOVER_API_SECRET"),
             alert_roles=roles,
             escalation=policy,
+            urgent_escalation=urgent,
+            oncall_repage_minutes=repage_minutes,
             dispatch_interval_seconds=interval,
             retention_days=int(retention_text) if retention_text is not None else None,
             smtp_url=smtp_url,
             mail_from=mail_from,
             public_url=public_url,
+            slack_client_id=client_id,
+            slack_client_secret=get("SLACK_CLIENT_SECRET"),
+            token_keys=token_keys,
         )

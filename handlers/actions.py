@@ -1,12 +1,13 @@
 """Prompt buttons: acknowledge and not known record at once; has information and redirect
-open a modal first (after checking that the clicker may respond)."""
+open a modal first (after checking that the clicker may respond). The on-call alerts' button is
+handlers/oncall.py."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -14,6 +15,7 @@ from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
 from bot.delivery.kinds import ResponseKind
 from bot.services.responses import check_response
+from bot.workspaces.oauth import workspace_of
 from handlers import ids
 from handlers.blocks.response import build_has_info_modal, build_redirect_modal, modal_metadata
 from handlers.guards import DATABASE_DOWN, as_int, dict_at, first_action, text_or_none
@@ -30,7 +32,7 @@ def register(app: App, services: Services) -> None:
         app.action(action)(_make_modal_opener(services, ids.RESPONSE_KIND_BY_ACTION[action]))
 
 
-def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
+def button_click(body: dict) -> tuple[str, int | None, str | None, str | None]:
     """(user, prompt id, channel, message ts) of a button click; a garbled value is no prompt."""
     container = dict_at(body, "container")
     channel = text_or_none(dict_at(body, "channel").get("id")) or text_or_none(
@@ -41,17 +43,18 @@ def _click(body: dict) -> tuple[str, int | None, str | None, str | None]:
 
 
 def _make_direct(services: Services, kind: str) -> Callable[..., None]:
-    def respond_now(ack: Ack, body: dict, client: WebClient) -> None:
+    def respond_now(ack: Ack, body: dict, client: WebClient, context: BoltContext) -> None:
         ack()
-        user_id, prompt_id, channel, message_ts = _click(body)
+        user_id, prompt_id, channel, message_ts = button_click(body)
+        workspace = workspace_of(context)  # a user is known by (workspace, user)
         try:
-            outcome = record_now(services, prompt_id, user_id, kind)
+            outcome = record_now(services, prompt_id, user_id, kind, workspace=workspace)
         except SQLAlchemyError:
             logger.exception("could not record a %s click: database unavailable", kind)
             tell_privately(client, user_id, channel, DATABASE_DOWN)
             return
         if outcome.status == "recorded":
-            show_recorded(client, outcome, services, (channel, message_ts))
+            show_recorded(client, outcome, services, (channel, message_ts), workspace=workspace)
             return
         referral_id = outcome.referral.referral_id if outcome.referral else None
         tell_privately(client, user_id, channel, refusal_for(outcome, services), referral_id)
@@ -60,14 +63,20 @@ def _make_direct(services: Services, kind: str) -> Callable[..., None]:
 
 
 def _make_modal_opener(services: Services, kind: str) -> Callable[..., None]:
-    def open_modal(ack: Ack, body: dict, client: WebClient) -> None:
+    def open_modal(ack: Ack, body: dict, client: WebClient, context: BoltContext) -> None:
         ack()
-        user_id, prompt_id, channel, message_ts = _click(body)
+        user_id, prompt_id, channel, message_ts = button_click(body)
         now = services.clock.now()
         try:
             with services.session_factory.begin() as session:
                 outcome = check_response(
-                    session, prompt_id, user_id, kind, now=now, settings=services.settings
+                    session,
+                    prompt_id,
+                    user_id,
+                    kind,
+                    now=now,
+                    settings=services.settings,
+                    workspace=workspace_of(context),
                 )
         except SQLAlchemyError:
             logger.exception("could not check a %s click: database unavailable", kind)

@@ -6,13 +6,14 @@ import json
 import logging
 from collections.abc import Callable
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.context import Services
 from bot.services.directory import person_for_slack_user
 from bot.services.responses import close_referral, on_call_now
+from bot.workspaces.oauth import WORKSPACE_KEY, workspace_of
 from handlers import ids
 from handlers.blocks.modal import build_referral_modal
 from handlers.blocks.response import close_answer, oncall_answer
@@ -82,6 +83,7 @@ def _close(services: Services, command: dict, args: list[str], respond: Respond)
             " ".join(args[1:]),
             now=services.clock.now(),
             settings=services.settings,
+            workspace=command.get(WORKSPACE_KEY),
         )
     if outcome.status == "closed":
         services.wake_dispatcher()
@@ -98,7 +100,11 @@ def register(app: App, services: Services) -> None:
     """Listen for `/handover`."""
 
     @app.command(ids.COMMAND)
-    def handle_command(ack: Ack, command: dict, client: WebClient, respond: Respond) -> None:
+    def handle_command(
+        ack: Ack, command: dict, client: WebClient, respond: Respond, context: BoltContext
+    ) -> None:
+        # Who typed it is (workspace, user): the subcommands read both from the command.
+        command = {**command, WORKSPACE_KEY: workspace_of(context)}
         words = (command.get("text") or "").split()
         if not words:
             # Open the modal inside ack's 3 seconds: the trigger_id expires quickly.
@@ -123,7 +129,7 @@ def open_referral_modal(
 ) -> None:
     """Open the referral modal for referrers; tell anyone else privately why not."""
     with services.session_factory() as session:
-        person = person_for_slack_user(session, command["user_id"])
+        person = person_for_slack_user(session, command["user_id"], command.get(WORKSPACE_KEY))
         allowed = person is not None and person.has_permission("referrer")
     if not allowed:
         logger.info("refused referral modal for Slack user %s", command["user_id"])

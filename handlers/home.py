@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
 from bot.delivery.home import publish_home, refresh_homes
-from bot.services.home import home_content, manager_slack_user_ids
+from bot.services.home import home_content, manager_slack_users
 from bot.settings import Settings
+from bot.workspaces.oauth import workspace_of
 from handlers.blocks.home import HOME_NEXT, HOME_PREVIOUS, build_home
 from handlers.blocks.response import build_private_notice
 from handlers.guards import DATABASE_DOWN, first_action
@@ -47,7 +48,7 @@ def _requested_page(body: dict[str, Any]) -> int:
 def register(app: App, services: Services) -> None:
     """Listen for the Home tab's Previous/Next buttons."""
 
-    def turn_page(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+    def turn_page(ack: Ack, body: dict[str, Any], client: WebClient, context: BoltContext) -> None:
         ack()
         slack_user_id = body["user"]["id"]
         try:
@@ -59,6 +60,7 @@ def register(app: App, services: Services) -> None:
                     services.clock.now(),
                     services.settings,
                     page=_requested_page(body),
+                    workspace=workspace_of(context),
                 )
         except SQLAlchemyError:
             logger.exception("could not turn a Home page: database unavailable")
@@ -75,9 +77,24 @@ def register(app: App, services: Services) -> None:
 
 
 def refresh_after_change(
-    client: WebClient, services: Services, slack_user_ids: Iterable[str]
+    client: WebClient, services: Services, slack_users: Iterable[tuple[str | None, str]]
 ) -> None:
-    """Republish the Homes a change shows on: the people involved and every manager."""
+    """Republish the Homes a change shows on: the people involved, as (workspace, user), and
+    every manager; each through their own workspace's client (`client` is the request's)."""
     with services.session_factory() as session:
-        users = [u for u in slack_user_ids if u] + manager_slack_user_ids(session)
-    refresh_homes(client, services.session_factory, users, services.clock.now(), services.settings)
+        users = [(w, u) for w, u in slack_users if u] + manager_slack_users(session)
+    by_workspace: dict[str | None, list[str]] = {}
+    for workspace, user in users:
+        by_workspace.setdefault(workspace, []).append(user)
+    for workspace, ids_there in by_workspace.items():
+        there = services.client_for(workspace, client)
+        if there is None:
+            continue  # the app was removed from that workspace: no Home to draw there
+        refresh_homes(
+            there,
+            services.session_factory,
+            ids_there,
+            services.clock.now(),
+            services.settings,
+            workspace=workspace,
+        )

@@ -23,6 +23,9 @@ RESPONSE_KIND_BY_ACTION: dict[str, ResponseKind] = {
     REDIRECT: ResponseKind.REDIRECTED,
 }
 
+# On-call alerts: the button that stops their re-paging (docs/reference/slack.md)
+ONCALL_ACK = "handover_oncall_ack"
+
 # Closing the loop: did the contact promised with "I hold information" happen?
 CONTACT_MADE = "handover_contact_made"
 CONTACT_MISSED = "handover_contact_missed"

@@ -19,6 +19,7 @@ from bot.services.logbook import (
     referral_history,
 )
 from bot.services.visibility import reads_the_log, scope_of
+from bot.workspaces.oauth import WORKSPACE_KEY
 from handlers.blocks.home import (
     build_log_open_message,
     build_log_overdue_message,
@@ -50,7 +51,7 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
     tz = services.settings.timezone
     what = args[0] if args else "open"
     with services.session_factory() as session:
-        person = person_for_slack_user(session, command["user_id"])
+        person = person_for_slack_user(session, command["user_id"], command.get(WORKSPACE_KEY))
         if person is None or not reads_the_log(person):
             logger.info("refused /handover log for Slack user %s", command["user_id"])
             _private(respond, REFUSAL)
@@ -62,8 +63,7 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
             referrals = open_referrals(session, limit=MAX_OPEN_IN_MESSAGE, scope=scope)
             coverage = coverage_for_referrals(session, [r.referral_id for r in referrals], tz)
             overdue = Counter(
-                o.referral_id
-                for o in overdue_prompts(session, now, services.settings.escalation, tz, scope)
+                o.referral_id for o in overdue_prompts(session, now, services.settings, tz, scope)
             )
             rows = [
                 ReferralRow(ReferralFacts.of(r), coverage[r.referral_id], overdue[r.referral_id])
@@ -72,7 +72,7 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
             _private(respond, f"{total} open referrals", build_log_open_message(rows, total, tz))
             return
         if what.lower() == "overdue":
-            overdue_list = overdue_prompts(session, now, services.settings.escalation, tz, scope)
+            overdue_list = overdue_prompts(session, now, services.settings, tz, scope)
             _private(
                 respond,
                 f"{len(overdue_list)} overdue",

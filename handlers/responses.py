@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -14,8 +14,9 @@ from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
 from bot.delivery.kinds import ResponseKind
 from bot.models import Referral
-from bot.services.directory import search_people, search_text
+from bot.services.directory import search_people, search_text, workspace_of_person
 from bot.services.responses import ResponseOutcome, record_response
+from bot.workspaces.oauth import workspace_of
 from handlers import ids
 from handlers.blocks.modal import build_options
 from handlers.blocks.prompt import build_prompt_response_message
@@ -43,9 +44,11 @@ def register(app: App, services: Services) -> None:
     """Listen for the response modals' submissions and the colleague search."""
 
     @app.view(ids.HAS_INFO_MODAL)
-    def submit_has_info(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
+    def submit_has_info(
+        ack: Ack, body: dict, view: dict, client: WebClient, context: BoltContext
+    ) -> None:
         contact_by, method = read_has_info_modal(state_values(view))
-        answers = {"contact_by": contact_by, "method": method}
+        answers = {"contact_by": contact_by, "method": method, "workspace": workspace_of(context)}
         submit(
             services,
             ack,
@@ -58,9 +61,11 @@ def register(app: App, services: Services) -> None:
         )
 
     @app.view(ids.REDIRECT_MODAL)
-    def submit_redirect(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
+    def submit_redirect(
+        ack: Ack, body: dict, view: dict, client: WebClient, context: BoltContext
+    ) -> None:
         colleague = read_redirect_modal(state_values(view))
-        answers = {"colleague": colleague}
+        answers = {"colleague": colleague, "workspace": workspace_of(context)}
         submit(
             services, ack, body, view, client, ResponseKind.REDIRECTED, BLOCK_COLLEAGUE, **answers
         )
@@ -86,7 +91,8 @@ def submit(
     first_block: str,
     **answers: str | None,
 ) -> None:
-    """Record a modal's response; answer problems in the modal, then show the outcome."""
+    """Record a modal's response (`answers` name the workspace it came from); answer problems
+    in the modal, then show the outcome."""
     metadata = read_modal_metadata(view)
     prompt_id = as_int(metadata.get("prompt_id"))
     try:
@@ -103,7 +109,7 @@ def submit(
         return
     ack()
     clicked = (text_or_none(metadata.get("channel")), text_or_none(metadata.get("message_ts")))
-    show_recorded(client, outcome, services, clicked)
+    show_recorded(client, outcome, services, clicked, workspace=answers.get("workspace"))
 
 
 def record_now(
@@ -131,22 +137,34 @@ def show_recorded(
     outcome: ResponseOutcome,
     services: Services,
     clicked: tuple[str | None, str | None] = (None, None),
+    *,
+    workspace: str | None = None,
 ) -> None:
     """After the commit: update the prompt's messages and reply on the referral's EDT card.
 
+    `client` is the one of the workspace the response came from (`workspace`, None: home);
     `clicked` is the message whose button was used, in case the outbox does not know it.
+    Each message is updated through its own workspace's client, the card through the home's.
     """
     services.wake_dispatcher()
     assert outcome.referral is not None and outcome.kind is not None
     try:
-        _show_on_messages_and_card(client, outcome, services, clicked)
+        _show_on_messages_and_card(client, outcome, services, clicked, workspace)
     finally:
         try:
-            recipient = _slack_id_of(services, outcome.recipient_id)
+            recipient, recipient_workspace = _slack_id_of(services, outcome.recipient_id)
             # The referrer's Home lists their referrals' states (docs/closing-the-loop.md).
-            referrer = _slack_id_of(services, _referrer_of(services, outcome.referral.referral_id))
+            referrer, referrer_workspace = _slack_id_of(
+                services, _referrer_of(services, outcome.referral.referral_id)
+            )
             refresh_after_change(
-                client, services, [outcome.slack_user_id, recipient or "", referrer or ""]
+                client,
+                services,
+                [
+                    (workspace, outcome.slack_user_id),
+                    (recipient_workspace, recipient or ""),
+                    (referrer_workspace, referrer or ""),
+                ],
             )
         except SQLAlchemyError:
             # The response is committed and shown; only the Home tabs stay as they were.
@@ -159,12 +177,15 @@ def _referrer_of(services: Services, referral_id: str) -> str | None:
         return referral.referrer_id if referral is not None else None
 
 
-def _slack_id_of(services: Services, person_id: str | None) -> str | None:
+def _slack_id_of(services: Services, person_id: str | None) -> tuple[str | None, str | None]:
+    """A person's Slack user and their workspace (None: home)."""
     if person_id is None:
-        return None
+        return None, None
     with services.session_factory() as session:
         person = session.get(Person, person_id)
-        return person.slack_user_id if person else None
+        if person is None:
+            return None, None
+        return person.slack_user_id, workspace_of_person(session, person_id)
 
 
 def _show_on_messages_and_card(
@@ -172,27 +193,34 @@ def _show_on_messages_and_card(
     outcome: ResponseOutcome,
     services: Services,
     clicked: tuple[str | None, str | None],
+    workspace: str | None,
 ) -> None:
     assert outcome.referral is not None and outcome.kind is not None
     tz = services.settings.timezone
-    message = build_prompt_response_message(
-        outcome.referral,
-        response=outcome.kind,
-        responder=responder_label(
-            outcome.responder_id, outcome.responder_slack_id, outcome.on_behalf_of
-        ),
-        responded_at=outcome.at,
-        tz=tz,
-        redirected_to=outcome.redirected_to,
-        prompt_id=outcome.detail.get("prompt_id"),
-    )
+
+    def shown_in(where: str | None) -> dict:
+        # A mention resolves only in the responder's own workspace; elsewhere, their rota id.
+        slack_id = outcome.responder_slack_id if where == workspace else None
+        return build_prompt_response_message(
+            outcome.referral,
+            response=outcome.kind,
+            responder=responder_label(outcome.responder_id, slack_id, outcome.on_behalf_of),
+            responded_at=outcome.at,
+            tz=tz,
+            redirected_to=outcome.redirected_to,
+            prompt_id=outcome.detail.get("prompt_id"),
+        )
+
     messages = list(outcome.messages)
-    if clicked[0] and clicked[1] and (clicked[0], clicked[1]) not in messages:
-        messages.append((clicked[0], clicked[1]))
-    for channel, ts in messages:
+    if clicked[0] and clicked[1] and (clicked[0], clicked[1], workspace) not in messages:
+        messages.append((clicked[0], clicked[1], workspace))
+    for channel, ts, where in messages:
+        updater = client if where == workspace else services.client_for(where, client)
+        if updater is None:
+            continue  # that workspace removed the app: its message cannot change
         try:
             with slack_edge("chat.update"):
-                client.chat_update(channel=channel, ts=ts, **message)
+                updater.chat_update(channel=channel, ts=ts, **shown_in(where))
         except SlackError:
             pass  # logged at the edge; the response itself is recorded
     if outcome.card is None or outcome.responder_id is None or outcome.target is None:
@@ -215,9 +243,12 @@ def _show_on_messages_and_card(
         phone=phone,
     )
     channel, ts = outcome.card
+    home = client if workspace is None else services.client_for(None, client)
+    if home is None:
+        return
     try:
         with slack_edge("chat.postMessage"):
-            client.chat_postMessage(channel=channel, thread_ts=ts, **reply)
+            home.chat_postMessage(channel=channel, thread_ts=ts, **reply)
     except SlackError:
         pass  # logged at the edge; the card itself is refreshed by the dispatcher
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, BoltContext
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,6 +21,7 @@ from bot.services.intake import (
     receive_referral,
     validate_referral,
 )
+from bot.workspaces.oauth import workspace_of
 from handlers import ids
 from handlers.blocks.modal import build_plan_message
 from handlers.commands import private_metadata
@@ -54,10 +55,14 @@ def register(app: App, services: Services) -> None:
     """Listen for the referral modal's submission."""
 
     @app.view(ids.REFERRAL_MODAL)
-    def submit_referral(ack: Ack, body: dict, view: dict, client: WebClient) -> None:
+    def submit_referral(
+        ack: Ack, body: dict, view: dict, client: WebClient, context: BoltContext
+    ) -> None:
         data, origins = read_referral_modal(state_values(view))
         try:
-            errors, result = _receive(services, body["user"]["id"], data, origins)
+            errors, result = _receive(
+                services, body["user"]["id"], data, origins, workspace_of(context)
+            )
         except SQLAlchemyError:
             logger.exception("could not record a referral from Slack: database unavailable")
             ack(response_action="errors", errors={ids.BLOCK_EXTERNAL_REF: DATABASE_DOWN})
@@ -72,13 +77,17 @@ def register(app: App, services: Services) -> None:
 
 
 def _receive(
-    services: Services, slack_user_id: str, data: dict, origins: list[str]
+    services: Services,
+    slack_user_id: str,
+    data: dict,
+    origins: list[str],
+    workspace: str | None = None,
 ) -> tuple[dict[str, str], IntakeResult | None]:
     """Record the referral in one transaction: (modal errors, result); errors when refused."""
     now = services.clock.now()
     settings = services.settings
     with services.session_factory.begin() as session:
-        person = person_for_slack_user(session, slack_user_id)
+        person = person_for_slack_user(session, slack_user_id, workspace)
         if person is None or not person.has_permission("referrer"):
             return {ids.BLOCK_EXTERNAL_REF: "Only EDT referrers may post referrals."}, None
         data["referrer"] = person.person_id

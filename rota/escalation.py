@@ -2,8 +2,9 @@
 
 From the instant a prompt is sent, counted in the recipient team's working time (wall-clock
 time for a shift-only recipient): a reminder at +60 min, an escalation to the rest of the chain
-and the team manager at +120 min, a post in the escalation channel at +240 min, and a breach at
-the end of the working day in which the +240 step falls. `decide` says which step to perform
+and the team manager at +120 min, a post in the escalation channel at +240 min (an urgent
+referral: +15, +30, +60), and a breach at the end of the recipient's own working day in which
+the channel step falls. `decide` says which step to perform
 now; the caller performs it (STYLE habit 4). Steps whose instant passed while the bot was down
 are performed late, one at a time and in order, never skipped.
 """
@@ -112,6 +113,17 @@ def escalation_schedule(
         (ESCALATE_CHANNEL, channel_at),
         (BREACH, breach_at),
     ]
+
+
+def respond_by(
+    sent_at: datetime, working_time: WorkingClock, policy: StepOffsets, *, urgent: bool
+) -> datetime:
+    """The "respond by" a prompt sent at `sent_at` shows (docs/timing.md): for an urgent
+    referral its reminder's instant (+15 working minutes by default), else the end of the
+    recipient's own working day."""
+    if urgent:
+        return working_time.add_working_minutes(sent_at, policy.reminder_minutes)
+    return working_time.end_of_working_day(sent_at)
 
 
 def stop_reason(state: EscalationState) -> str | None:

@@ -100,6 +100,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
 _SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_CHANNEL_RE = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_SLACK_TEAM_RE = re.compile(r"^T[A-Z0-9]{2,31}$")
 # A work phone as people write it: digits, spaces, +, brackets, dots and dashes; 6 digits at least.
 _PHONE_RE = re.compile(r"^\+?[0-9 ().-]{6,32}$")
 _EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
@@ -156,6 +157,7 @@ class TeamRow(NamedTuple):
     hours: str | None
     manager_id: str | None
     channel: str | None
+    workspace: str | None = None  # a partner's Slack team ID; None: the home workspace
     source: int = 0  # the index of its Place in the batch
 
 
@@ -887,7 +889,7 @@ def local_to_utc(value: datetime, tz: tzinfo) -> datetime:
 
 
 def _team_row(ctx: _FileContext, line: int, values: list[str]) -> TeamRow | None:
-    team_id, name, agency, agency_type, region, hours, manager, channel = values
+    team_id, name, agency, agency_type, region, hours, manager, channel, workspace = values
     check = _RowCheck(ctx, line)
     check.identifier("team_id", team_id)
     check.unique("team_id", "teams", team_id)
@@ -899,6 +901,9 @@ def _team_row(ctx: _FileContext, line: int, values: list[str]) -> TeamRow | None
     if check.identifier("manager", manager, required=False):
         ctx.refer(line, "manager", "person", manager)
     check.matches("channel", channel, _SLACK_CHANNEL_RE, "a Slack channel ID (like C0EDTCARDS)")
+    check.matches(
+        "workspace", workspace, _SLACK_TEAM_RE, "a Slack workspace (team) ID (like T0POLICE)"
+    )
     if not check.ok:
         return None
     return TeamRow(
@@ -911,6 +916,7 @@ def _team_row(ctx: _FileContext, line: int, values: list[str]) -> TeamRow | None
         hours or None,
         manager or None,
         channel or None,
+        workspace or None,
         ctx.source,
     )
 
@@ -1244,7 +1250,16 @@ class _KindChanges:
         }
 
 
-_TEAM_FIELDS = ("name", "agency", "agency_type", "region", "hours", "manager_id", "channel")
+_TEAM_FIELDS = (
+    "name",
+    "agency",
+    "agency_type",
+    "region",
+    "hours",
+    "manager_id",
+    "channel",
+    "workspace",
+)
 _PERSON_FIELDS = (
     "name",
     "slack_user",
@@ -1428,6 +1443,17 @@ def _guard_deactivations(batch: RotaBatch, changes: dict[str, _KindChanges]) -> 
         raise DeactivationRefused(problems.sorted(), problems.total)
 
 
+def _teams_changing_workspace(session: Session, change: _KindChanges | None) -> list[str]:
+    """The stored teams whose Slack workspace this import changes."""
+    if change is None or not change.updates:
+        return []
+    new = {row["team_id"]: row.get("workspace") for row in change.updates}
+    stored = session.execute(
+        select(Team.team_id, Team.workspace).where(Team.team_id.in_(list(new)))
+    ).tuples()
+    return sorted(team for team, workspace in stored if workspace != new[team])
+
+
 def apply_rota(
     session: Session,
     batch: RotaBatch,
@@ -1453,6 +1479,7 @@ def apply_rota(
         _guard_deactivations(batch, changes)
     version = current_rota_version(session)
 
+    moved = _teams_changing_workspace(session, changes.get("teams"))
     # Teams before people (people.team_id is a foreign key), people before shifts/absences.
     for kind, model, key in (("teams", Team, "team_id"), ("people", Person, "person_id")):
         change = changes.get(kind)
@@ -1468,6 +1495,14 @@ def apply_rota(
                 .values(active=False)
                 .execution_options(synchronize_session=False)
             )
+    if moved:
+        # A Slack ID found by email belongs to the workspace it was found in: look again.
+        session.execute(
+            update(Person)
+            .where(Person.team_id.in_(moved), Person.slack_user_found.is_not(None))
+            .values(slack_user_found=None)
+            .execution_options(synchronize_session=False)
+        )
     counts = {kind: c.counts() for kind, c in changes.items()}
     changed = any(c.changed for c in changes.values())
     spill = batch.shift_spill

@@ -71,6 +71,8 @@ class Team(Base):
     hours: Mapped[str | None] = mapped_column(String(500))  # None: Mon-Fri 09:00-17:00
     manager_id: Mapped[str | None] = mapped_column(String(64))
     channel: Mapped[str | None] = mapped_column(String(32))
+    # The Slack team ID (T…) of the partner workspace its people use; None: the home workspace.
+    workspace: Mapped[str | None] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 

@@ -1,9 +1,12 @@
-"""Working time of a prompt's recipient, for the escalation offsets and the breach.
+"""Working time of a prompt's recipient, for the escalation offsets, the respond-by and the breach.
 
 Offsets are counted in the recipient's team's working time: team hours on working days of its
-region, minus the closures that apply to the team. A shift-only recipient (effective hours
-`none`) counts wall-clock time instead. `working_time_for` is the one rule deciding which
-working time a prompt is measured in (docs/timing.md); everything that measures a prompt uses it.
+region, minus the closures that apply to the team. The respond-by time and the breach are the
+end of the recipient's *own* working day (their hours, else the team's, on the same calendar): a
+midwife working 08:00-16:00 in a 09:00-17:00 team breaches at 16:00. A shift-only recipient
+(effective hours `none`) counts wall-clock time instead. `working_time_for` is the one rule
+deciding which working time a prompt is measured in (docs/timing.md); everything that measures
+a prompt uses it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ class WorkingTime:
 
     tz: ZoneInfo
     hours: WeeklyHours | None = None  # None: wall-clock time
+    # The recipient's own hours, whose working day ends the respond-by and the breach (None:
+    # `hours`, e.g. a team channel's).
+    own_hours: WeeklyHours | None = None
     region: str = "england"
     team: Team | None = None
     store: RotaStore | None = None
@@ -59,17 +65,17 @@ class WorkingTime:
             self._loaded_from, self._loaded_until = first, last
         return self._closures.get(day, [])
 
-    def _day_periods(self, day: date) -> list[Interval]:
-        assert self.hours is not None
-        return working_periods(
-            day, self.hours, self.region, self._closures_for(day), False, self.tz
-        )
+    def _day_periods(self, day: date, hours: WeeklyHours) -> list[Interval]:
+        return working_periods(day, hours, self.region, self._closures_for(day), False, self.tz)
 
-    def periods_from(self, start: datetime) -> Iterator[Interval]:
-        """Working periods ending after `start`, in order, for up to SEARCH_DAYS days."""
+    def periods_from(self, start: datetime, hours: WeeklyHours | None = None) -> Iterator[Interval]:
+        """Working periods (of `hours`, else the offsets' hours) ending after `start`, in
+        order, for up to SEARCH_DAYS days."""
+        hours = hours or self.hours
+        assert hours is not None
         first = start.astimezone(self.tz).date() - timedelta(days=1)
         for n in range(SEARCH_DAYS):
-            for period_start, period_end in self._day_periods(first + timedelta(days=n)):
+            for period_start, period_end in self._day_periods(first + timedelta(days=n), hours):
                 if period_end > start:
                     yield period_start, period_end
 
@@ -86,13 +92,15 @@ class WorkingTime:
         return start + timedelta(minutes=minutes)
 
     def end_of_working_day(self, t: datetime) -> datetime:
-        """The end of the working day in which t falls (or, outside working time, the next one).
+        """The end of the recipient's own working day in which t falls (or, outside their
+        working time, the next one): their respond-by, and their breach.
 
         For a shift-only recipient it is the end of the shift they hold at t, else 24 h after t.
         """
         if self.wall_clock:
             return self._end_of_shift(t)
-        periods = self.periods_from(t)
+        own = self.own_hours if self.own_hours is not None and not self.own_hours.is_none else None
+        periods = self.periods_from(t, own)
         first = next(periods, None)
         if first is None:
             return t + WALL_CLOCK_DAY
@@ -134,7 +142,13 @@ def working_time_for_recipient(store: RotaStore, person_id: str, tz: ZoneInfo) -
     # A team without fixed hours (e.g. shift-based) measures its day-workers by their own hours.
     hours = own if team_hours.is_none else team_hours
     return WorkingTime(
-        tz=tz, hours=hours, region=team.region, team=team, store=store, person_id=person_id
+        tz=tz,
+        hours=hours,
+        own_hours=own,
+        region=team.region,
+        team=team,
+        store=store,
+        person_id=person_id,
     )
 
 

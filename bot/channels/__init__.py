@@ -8,8 +8,14 @@ from collections.abc import Callable
 from slack_sdk import WebClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.channels.base import Channel, Channels, Contact
-from bot.channels.slack import SlackChannel
+from bot.channels.base import (
+    Channel,
+    Channels,
+    Contact,
+    workspace_channel_name,
+    workspace_of_channel,
+)
+from bot.channels.slack import PartnerSlackChannel, SlackChannel
 from bot.clock import Clock, SystemClock
 from bot.settings import Settings, SettingsError
 
@@ -20,7 +26,8 @@ EMAIL = "email"
 def channel_order(contact: Contact) -> tuple[str, ...]:
     """The channels tried for a person, in order: `email` first for those who asked for it;
     Slack first for everyone else, and email when Slack cannot reach them."""
-    order = (EMAIL, SLACK) if contact.contact == EMAIL else (SLACK, EMAIL)
+    slack = workspace_channel_name(contact.workspace)  # their team's workspace's Slack
+    order = (EMAIL, slack) if contact.contact == EMAIL else (slack, EMAIL)
     return tuple(name for name in order if name != EMAIL or contact.email)
 
 
@@ -37,11 +44,39 @@ def build_channels(
     session_factory: sessionmaker[Session] | None = None,
 ) -> Channels:
     """The channels the dispatcher delivers through: Slack for everyone and every room, and
-    email when HANDOVER_SMTP_URL is set."""
+    email when HANDOVER_SMTP_URL is set; with SLACK_CLIENT_ID, the Slack of each partner
+    workspace (`slack:T…`) for the people of teams that name it (docs/partner-workspaces.md)."""
     channels: list[Channel] = [SlackChannel(client)]
     if settings is not None and settings.email_enabled:
         channels.append(build_email_channel(settings, clock or SystemClock(), session_factory))
-    return Channels(channels, for_person=channel_order, copies=channel_copies)
+    partners = partner_channels(client, settings, session_factory)
+    return Channels(channels, for_person=channel_order, copies=channel_copies, more=partners)
+
+
+def partner_channels(
+    client: WebClient,
+    settings: Settings | None,
+    session_factory: sessionmaker[Session] | None,
+) -> Callable[[str], Channel | None]:
+    """The channel of a partner workspace by name (`slack:T…`). Without SLACK_CLIENT_ID no
+    workspace is installed, so each is one that reaches nobody."""
+    from bot.workspaces.clients import WorkspaceClients, installation_store
+
+    store = None
+    if settings is not None and settings.oauth_enabled and session_factory is not None:
+        store = installation_store(settings, session_factory.kw["bind"])
+    clients = WorkspaceClients(client, store)
+    made: dict[str, Channel] = {}
+
+    def channel_named(name: str) -> Channel | None:
+        workspace = workspace_of_channel(name)
+        if workspace is None:
+            return None
+        if workspace not in made:
+            made[workspace] = PartnerSlackChannel(workspace, clients.client_for)
+        return made[workspace]
+
+    return channel_named
 
 
 def build_email_channel(

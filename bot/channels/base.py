@@ -12,6 +12,10 @@ reach them hands it to the next) and the channels that also get a copy once it i
 docs/email.md). An outbox row records the name of the channel it goes by (`channel`), so its
 retries and history checks stay on it. `bot.channels.email.EmailChannel` is the second channel;
 the dispatcher, the composing of each row kind, escalation, the models and intake do not know it.
+
+**Slack per workspace.** A partner agency's own Slack workspace is a channel of its own,
+`slack:T…`, made when first named (`Channels(more=…)`): the rule picks it for the people of teams
+whose `workspace` names it (docs/partner-workspaces.md), and rows record it like any channel.
 """
 
 from __future__ import annotations
@@ -33,11 +37,19 @@ class Contact:
     slack_user: str | None = None  # given in people.csv, or found by email and stored
     email: str | None = None
     contact: str = "slack"  # people.csv's `contact`: slack | email | slack+email
+    # Their team's Slack workspace (teams.csv `workspace`); None: the home workspace.
+    workspace: str | None = None
 
     @classmethod
-    def of(cls, person: Person) -> Contact:
-        """The contact details of a rota row."""
-        return cls(person.person_id, person.slack_user_id, person.email, person.contact or "slack")
+    def of(cls, person: Person, workspace: str | None = None) -> Contact:
+        """The contact details of a rota row (and the workspace of the person's team)."""
+        return cls(
+            person.person_id,
+            person.slack_user_id,
+            person.email,
+            person.contact or "slack",
+            workspace,
+        )
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,21 @@ class Channel(Protocol):
         ...
 
 
+WORKSPACE_CHANNEL_PREFIX = "slack:"
+
+
+def workspace_channel_name(workspace: str | None) -> str:
+    """The channel name of a workspace's Slack: `slack` at home, `slack:T…` for a partner."""
+    return f"{WORKSPACE_CHANNEL_PREFIX}{workspace}" if workspace else "slack"
+
+
+def workspace_of_channel(name: str | None) -> str | None:
+    """The partner workspace a channel name stands for (None for any other channel)."""
+    if name and name.startswith(WORKSPACE_CHANNEL_PREFIX):
+        return name[len(WORKSPACE_CHANNEL_PREFIX) :] or None
+    return None
+
+
 # A person's rule: the names of the channels to try in order (or one name; None: the first
 # channel the bot has).
 PersonRule = Callable[[Contact], str | Sequence[str] | None]
@@ -176,8 +203,12 @@ class Channels:
         *,
         for_person: PersonRule = _no_preference,
         copies: Callable[[Contact], Sequence[str]] = _no_copies,
+        more: Callable[[str], Channel | None] | None = None,
     ) -> None:
         self._by_name = {channel.name: channel for channel in channels}
+        # Channels made when asked for by name (a partner workspace's Slack, whose token is
+        # installed and removed while the bot runs); None for a name it does not know.
+        self._more = more
         if not self._by_name:
             raise ValueError("at least one channel is needed")
         self._default = next(iter(self._by_name.values()))
@@ -186,17 +217,24 @@ class Channels:
 
     def named(self, name: str | None) -> Channel:
         """The channel of that name (a row's recorded channel); the first one for None."""
-        return self._by_name[name] if name else self._default
+        if not name:
+            return self._default
+        found = self._by_name.get(name)
+        if found is None and self._more is not None:
+            found = self._more(name)
+        if found is None:
+            raise KeyError(name)
+        return found
 
     def has(self, name: str) -> bool:
         """Whether the bot has a channel of that name (email only with HANDOVER_SMTP_URL)."""
-        return name in self._by_name
+        return name in self._by_name or (self._more is not None and self._more(name) is not None)
 
     def preferences(self, contact: Contact) -> list[Channel]:
         """The channels that may reach this person, in the order they are tried."""
         chosen = self._for_person(contact)
         names = [chosen] if chosen is None or isinstance(chosen, str) else list(chosen)
-        found = [self.named(name) for name in names if name is None or name in self._by_name]
+        found = [self.named(name) for name in names if name is None or self.has(name)]
         return list({channel.name: channel for channel in found}.values())
 
     def for_person(self, contact: Contact, *, excluding: Collection[str] = ()) -> Channel | None:
@@ -207,9 +245,9 @@ class Channels:
     def copies_for(self, contact: Contact, sent_by: str) -> list[Channel]:
         """The channels that also send this person a copy of what `sent_by` delivered."""
         return [
-            self._by_name[name]
+            self.named(name)
             for name in dict.fromkeys(self._copies(contact))
-            if name in self._by_name and name != sent_by
+            if name != sent_by and self.has(name)
         ]
 
     def for_rooms(self) -> Channel:

@@ -4,14 +4,16 @@
 the message. So the HTTP layer retries it only when the request certainly had no effect (429,
 connection refused); other failures surface as an *ambiguous* `SlackTransientError`, and
 delivery looks in the conversation's history for the message before it ever posts again.
-`SlackChannel` is the `bot.channels.base.Channel` the dispatcher delivers through.
+`SlackChannel` is the `bot.channels.base.Channel` the dispatcher delivers through;
+`PartnerSlackChannel` is the same in a partner's own workspace, with its installed token
+(docs/partner-workspaces.md).
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
@@ -40,6 +42,7 @@ from bot.channels.base import (
     RequestRefused,
     Sent,
     TransientError,
+    workspace_channel_name,
 )
 from bot.delivery.metadata import MessageTag
 from bot.settings import Settings
@@ -302,6 +305,7 @@ class SlackChannel:
     """The Web API calls delivery makes, each translated at the edge (a `Channel`)."""
 
     name = "slack"
+    workspace: str | None = None  # the home workspace's (a partner's: PartnerSlackChannel)
 
     def __init__(self, client: WebClient) -> None:
         self.client = client
@@ -448,3 +452,63 @@ def _metadata_matches(
     payload = metadata.get("event_payload") or {}
     # Compare as text: a JSON round trip may turn 7 into "7".
     return all(str(payload.get(k)) == str(v) for k, v in payload_match.items())
+
+
+# ----- partner workspaces (docs/partner-workspaces.md) ------------------------------------------
+
+
+class PartnerSlackChannel(SlackChannel):
+    """Slack in a partner's workspace, through its installation's token.
+
+    A workspace without an installation, or whose token Slack refuses (the app was removed),
+    cannot reach its people: that is `RecipientUnreachable` (their email, else the unreachable
+    path), never a hold on everything as a refused home token is.
+    """
+
+    def __init__(self, workspace: str, client_for: Callable[[str], WebClient | None]) -> None:
+        self.workspace = workspace
+        self.name = workspace_channel_name(workspace)
+        self._client_for = client_for
+
+    @property
+    def client(self) -> WebClient:  # type: ignore[override]
+        client = self._client_for(self.workspace)
+        if client is None:
+            raise SlackRecipientError(
+                f"Handover is not installed in workspace {self.workspace}",
+                method="installation",
+                error="workspace_not_installed",
+            )
+        return client
+
+    @contextmanager
+    def _not_installed_when_refused(self) -> Iterator[None]:
+        try:
+            yield
+        except SlackAuthError as exc:
+            raise SlackRecipientError(
+                f"workspace {self.workspace} refuses the app ({exc.error})",
+                method=exc.method,
+                error=f"workspace_{exc.error}",
+            ) from exc
+
+    def look_up(self, contact: Contact) -> str:
+        self.client  # noqa: B018  (not installed: said before asking Slack for anyone)
+        with self._not_installed_when_refused():
+            return super().look_up(contact)
+
+    def send(self, address: str, message: Message) -> Sent:
+        with self._not_installed_when_refused():
+            return super().send(address, message)
+
+    def update(self, sent: Sent, message: Message) -> Sent:
+        with self._not_installed_when_refused():
+            return super().update(sent, message)
+
+    def find(self, address: str, tag: MessageTag, since: datetime | None) -> Sent | None:
+        with self._not_installed_when_refused():
+            return super().find(address, tag, since)
+
+    def describe(self, sent: Sent) -> dict[str, Any]:
+        """As at home, naming the workspace too."""
+        return {**super().describe(sent), "workspace": self.workspace}

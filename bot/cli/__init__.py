@@ -126,6 +126,12 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return demo_command(args, settings)
 
 
+def _cmd_workspaces(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.cli import workspaces
+
+    return getattr(workspaces, f"workspaces_{args.action}")(args, settings)
+
+
 def _day_count(text: str) -> int:
     from bot.cli.rota import day_count
 
@@ -254,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--notify", action="append", required=True, metavar="TARGET")
     plan.add_argument("--at", metavar="TIME", help="ISO time; without an offset it is local")
     plan.add_argument("--format", choices=("table", "json"), default="table")
+    plan.add_argument(
+        "--urgency",
+        choices=("standard", "urgent"),
+        help="also show when the prompt asks a response by and when each escalation step falls",
+    )
     plan.set_defaults(func=_cmd_plan)
 
     serve = sub.add_parser("serve", help="run the bot (HTTP, or Socket Mode with SLACK_APP_TOKEN)")
@@ -301,6 +312,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--dry-run", action="store_true", help="list them; change nothing")
     purge.set_defaults(func=_cmd_purge)
+
+    workspaces = sub.add_parser(
+        "workspaces", help="partner workspaces the app is installed in, and their tokens"
+    )
+    workspaces_sub = workspaces.add_subparsers(dest="action", required=True)
+    workspaces_sub.add_parser("list", help="each installed workspace").set_defaults(
+        func=_cmd_workspaces
+    )
+    workspaces_sub.add_parser(
+        "rekey", help="re-encrypt stored tokens under the first key of HANDOVER_TOKEN_KEY"
+    ).set_defaults(func=_cmd_workspaces)
+    remove = workspaces_sub.add_parser(
+        "remove", help="uninstall the app from a partner workspace and delete its tokens"
+    )
+    remove.add_argument("team_id", metavar="TEAM_ID", help="the workspace's Slack team ID (T…)")
+    remove.set_defaults(func=_cmd_workspaces)
 
     demo = sub.add_parser("demo", help="a simulated weekend against a local Slack stand-in")
     demo.add_argument("--html", metavar="FILE", default="demo-transcript.html")

@@ -19,9 +19,11 @@ from bot.errors import InputError, ServiceUnavailable
 from bot.services.intake import repeated_targets
 from bot.settings import Settings
 from rota.calendar import local_instant
+from rota.escalation import escalation_schedule, respond_by
 from rota.plan import Plan
 from rota.planner import plan_referral, validate_targets
 from rota.store import RotaStore
+from rota.worktime import working_time_for
 
 EARLIEST_YEAR, LATEST_YEAR = 2000, 2999
 _NOT_MIGRATED = "the database has no rota tables; run `handover db upgrade` and import a rota"
@@ -133,11 +135,63 @@ def plan(args: argparse.Namespace, settings: Settings) -> int:
                 + "\n".join(f"  notify[{i}] {targets[i]!r}: {message}" for i, message in errors)
             )
         result = plan_referral(store, targets, t0, alert_roles=settings.alert_roles, tz=tz)
+        urgency = getattr(args, "urgency", None)
+        steps = plan_steps(store, result, settings, urgency, tz) if urgency else None
     if args.format == "json":
-        print(json.dumps(result.to_json(tz), indent=2))
+        body = result.to_json(tz)
+        if steps is not None:
+            body["urgency"] = urgency
+            body["escalation"] = [
+                {k: v.astimezone(tz).isoformat() if isinstance(v, datetime) else v
+                 for k, v in row.items()}
+                for row in steps
+            ]  # fmt: skip
+        print(json.dumps(body, indent=2))
     else:
         print(render_plan_table(result, tz))
+        if steps is not None:
+            print()
+            print(render_steps_table(steps, urgency or "", tz))
     return 0
+
+
+STEP_COLUMNS = ("respond_by", "remind", "escalate", "escalate_channel", "breach")
+
+
+def plan_steps(
+    store: RotaStore, result: Plan, settings: Settings, urgency: str, tz: ZoneInfo
+) -> list[dict[str, object]]:
+    """For each routable target: when its prompt asks a response by and when each escalation
+    step falls if nobody responds, counted from its due time in its recipient's working time
+    at `urgency`'s offsets (docs/timing.md)."""
+    policy = settings.policy_for(urgency)
+    rows: list[dict[str, object]] = []
+    for entry in result.entries:
+        if entry.due_at is None:
+            continue
+        working = working_time_for(store, entry.recipient, entry.target, tz)
+        schedule = dict(escalation_schedule(entry.due_at, working, policy))
+        rows.append(
+            {
+                "target": entry.target,
+                "respond_by": respond_by(entry.due_at, working, policy, urgent=urgency == "urgent"),
+                **schedule,
+            }
+        )
+    return rows
+
+
+def render_steps_table(steps: list[dict[str, object]], urgency: str, tz: ZoneInfo) -> str:
+    """The escalation table of `handover plan --urgency`."""
+    rows = [["TARGET", "RESPOND BY", "REMIND", "ESCALATE", "CHANNEL", "BREACH"]]
+    for step in steps:
+        cells = [str(step["target"])]
+        for column in STEP_COLUMNS:
+            at = step[column]
+            assert isinstance(at, datetime)
+            cells.append(at.astimezone(tz).isoformat())
+        rows.append(cells)
+    return f"if nobody responds ({urgency} offsets):\n" + _table(rows)
 
 
 def rota_who(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,7 +3,9 @@
 In one short transaction, and only while our claim holds (else another dispatcher has the row
 and will find the message itself): the row is sent, with where its message lives; a prompt is
 logged `prompt_sent` (or `prompt_sent_late`), its target becomes prompted and its first
-escalation step is scheduled; an on-call alert is logged `on_call_alerted`; a card's place is
+escalation step is scheduled; an on-call alert is logged `on_call_alerted` and, sent to a
+holder, its re-page and EDT-channel post are scheduled (`on_call_repaged`,
+`on_call_unanswered` when they go); a card's place is
 kept on the referral; a step's message is logged as its step's event. The log names where the
 message went as its channel describes it (`detail.channel`: a Slack conversation, or `"email"`),
 the channels that could not reach the person first, and the copies owed by another channel.
@@ -21,10 +23,18 @@ from bot.channels.base import Sent
 from bot.delivery import escalation, outbox
 from bot.delivery.compose import Delivery, DeliveryContext
 from bot.delivery.compose.copy import message_record
-from bot.delivery.kinds import ACTOR, OutboxKind, Outcome, TargetState
+from bot.delivery.kinds import (
+    ACKNOWLEDGED_ALERT_KINDS,
+    ACTOR,
+    ONCALL_FOLLOW_UP_KINDS,
+    OutboxKind,
+    Outcome,
+    TargetState,
+)
 from bot.delivery.results import RowResult
 from bot.models import OutboxMessage, Referral, Target
 from bot.services import audit
+from bot.services.oncall import acknowledgement_of
 from rota.store import RotaStore
 
 logger = logging.getLogger(__name__)
@@ -103,12 +113,27 @@ def confirm(
                     message=message_record(delivery.message),
                     now=now,
                 )
+        if delivery.kind in ACKNOWLEDGED_ALERT_KINDS and delivery.person is not None:
+            _page_until_acknowledged(ctx, session, row, when)
         if delivery.kind == OutboxKind.PROMPT:
             _prompt_sent(ctx, session, row, referral, delivery, where, when=when, now=now)
         elif delivery.kind in EVENT_WHEN_DELIVERED:
             audit.record(
                 session,
                 EVENT_WHEN_DELIVERED[delivery.kind],
+                at=when,
+                referral_id=referral.referral_id,
+                actor=ACTOR,
+                recipient=delivery.recipient,
+                target=delivery.target,
+                detail={**delivery.log_detail, **where},
+            )
+        elif delivery.kind in ONCALL_FOLLOW_UP_KINDS:
+            audit.record(
+                session,
+                "on_call_repaged"
+                if delivery.kind == OutboxKind.ONCALL_REPAGE
+                else "on_call_unanswered",
                 at=when,
                 referral_id=referral.referral_id,
                 actor=ACTOR,
@@ -125,6 +150,19 @@ def confirm(
                 session, row, delivered=True, error=None, now=now, where=where if other else None
             )
     return RowResult(delivery.row_id, delivery.kind, Outcome.DELIVERED, late=late, found=found)
+
+
+def _page_until_acknowledged(
+    ctx: DeliveryContext, session: Session, row: OutboxMessage, when: datetime
+) -> None:
+    """An on-call DM is sent: it is owed again, then to the EDT channel, until acknowledged
+    (its alert may already be, by another holder whose DM went first)."""
+    key = outbox.alert_key(row)
+    if key is None or acknowledgement_of(session, row.referral_id, key) is not None:
+        return
+    outbox.enqueue_oncall_follow_ups(
+        session, row, sent_at=when, repage_after=ctx.settings.oncall_repage
+    )
 
 
 def _prompt_sent(

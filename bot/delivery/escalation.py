@@ -133,7 +133,9 @@ def schedule_next_step(
     store = RotaStore(session)
     working_time = working_time_for(store, prompt.recipient_id, target.spec, settings.timezone)
     state = escalation_state(prompt, target, referral, done)
-    upcoming = decide(state, now=now, working_time=working_time, policy=settings.escalation)
+    upcoming = decide(
+        state, now=now, working_time=working_time, policy=settings.policy_for(referral.urgency)
+    )
     if upcoming.action == "stop" or upcoming.step is None or upcoming.due_at is None:
         return None
     return outbox.enqueue_escalation_step(session, prompt, upcoming.step, upcoming.due_at)
@@ -254,9 +256,14 @@ def escalation_channel(settings: Settings) -> str | None:
 
 
 def person_label(store: RotaStore, person_id: str) -> str:
-    """A person as a Slack mention when known, else their rota id."""
+    """A person as a Slack mention when known, else their rota id. Someone of a partner's own
+    workspace is named by rota id: a mention does not resolve across workspaces."""
     person = store.person(person_id)
-    return recipient_label(person_id, person.slack_user_id if person is not None else None)
+    if person is None:
+        return recipient_label(person_id)
+    team = store.team(person.team_id)
+    at_home = team is None or team.workspace is None
+    return recipient_label(person_id, person.slack_user_id if at_home else None)
 
 
 # ----- what the log says ------------------------------------------------------------------------

@@ -33,9 +33,11 @@ def publish_home(
     now: datetime,
     settings: Settings,
     page: int = 1,
+    workspace: str | None = None,
 ) -> None:
-    """Build `slack_user_id`'s Home (page `page`) and publish it (`views.publish`)."""
-    content = home_content(session, slack_user_id, now, settings, page)
+    """Build `slack_user_id`'s Home (page `page`) and publish it (`views.publish`); `client`
+    and `workspace` are the user's workspace's (None: home)."""
+    content = home_content(session, slack_user_id, now, settings, page, workspace)
     view = build_home(content, tz=settings.timezone, now=now)
     client.views_publish(user_id=slack_user_id, view=view)
 
@@ -46,12 +48,14 @@ def refresh_homes(
     slack_user_ids: Iterable[str],
     now: datetime,
     settings: Settings,
+    workspace: str | None = None,
 ) -> None:
-    """Republish each user's Home (first page); a Slack error for one does not stop the rest."""
+    """Republish each user's Home (first page); a Slack error for one does not stop the rest.
+    The users are of one workspace (None: home), whose client `client` is."""
     for slack_user_id in dict.fromkeys(slack_user_ids):
         try:
             with session_factory() as session:
-                publish_home(client, session, slack_user_id, now, settings)
+                publish_home(client, session, slack_user_id, now, settings, workspace=workspace)
         except SlackApiError:
             logger.exception("could not refresh the Home tab of Slack user %s", slack_user_id)
 
@@ -69,7 +73,14 @@ def refresh_recipient_home(
     if not channel.is_user(delivery.address):
         return  # a team channel was prompted: nobody's Home to redraw
     try:
-        refresh_homes(channel.client, session_factory, [delivery.address], now, settings)
+        refresh_homes(
+            channel.client,
+            session_factory,
+            [delivery.address],
+            now,
+            settings,
+            workspace=getattr(channel, "workspace", None),
+        )
     except Exception:
         # The prompt is delivered and recorded; a stale Home is redrawn when next opened.
         logger.exception(

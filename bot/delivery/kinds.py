@@ -25,6 +25,10 @@ class OutboxKind(StrEnum):
     ESCALATION = "escalation"  # one escalation step; when due it becomes its messages
     STEP_MESSAGE = "step_message"  # one message of a performed escalation step
     COPY = "copy"  # a message delivered to a person, sent again by their other channel
+    # On-call acknowledgement (docs/reference/slack.md, "On-call alerts"): an on-call DM nobody
+    # acknowledged is sent again to its holder, then posted to the EDT channel.
+    ONCALL_REPAGE = "oncall_repage"
+    ONCALL_UNANSWERED = "oncall_unanswered"
     # Closing the loop (docs/closing-the-loop.md): what a partner offered reaches social care.
     INFO_NOTICE = "info_notice"  # "I hold information": to the referrer and the daytime owner
     CONTACT_CHECK = "contact_check"  # at the promised time +30 min: did the contact happen?
@@ -57,6 +61,7 @@ class AlertKind(StrEnum):
     DELIVERY_FAILURE = "delivery_failure"
     UNREACHABLE = "unreachable"
     SLACK_AUTH = "slack_auth"  # the bot's credentials were refused: posted at once, never a row
+    ONCALL_UNANSWERED = "oncall_unanswered"  # nobody acknowledged an on-call alert
 
 
 # The outbox kinds that are alerts (each delivers the alert of the same name).
@@ -69,6 +74,13 @@ ALERT_ROW_KINDS = frozenset(
         OutboxKind.UNREACHABLE,
     }
 )
+# On-call alerts: an alert row of one of these kinds addressed to a person (an on-call holder)
+# carries the `handover_oncall_ack` button and is re-paged until acknowledged: on call, long gap,
+# unroutable, unreachable (docs/reference/slack.md). Not a delivery failure, which is a report,
+# not a page; a kind added to ALERT_ROW_KINDS is acknowledged and re-paged too.
+ACKNOWLEDGED_ALERT_KINDS = ALERT_ROW_KINDS - {OutboxKind.DELIVERY_FAILURE}
+# The follow-ups of an unacknowledged on-call alert.
+ONCALL_FOLLOW_UP_KINDS = frozenset({OutboxKind.ONCALL_REPAGE, OutboxKind.ONCALL_UNANSWERED})
 
 
 class RowState(StrEnum):

@@ -12,6 +12,7 @@ These functions take a session and never commit (the caller scopes the transacti
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -21,7 +22,14 @@ from typing import Any
 from sqlalchemy import and_, case, event, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from bot.delivery.kinds import ALERT_ROW_KINDS, LOOP_ROW_KINDS, OutboxKind, RowState
+from bot.delivery.kinds import (
+    ACKNOWLEDGED_ALERT_KINDS,
+    ALERT_ROW_KINDS,
+    LOOP_ROW_KINDS,
+    ONCALL_FOLLOW_UP_KINDS,
+    OutboxKind,
+    RowState,
+)
 from bot.models import OutboxMessage, Referral, Target
 
 logger = logging.getLogger(__name__)
@@ -101,6 +109,16 @@ def unreachable_on(row: OutboxMessage) -> dict[str, str]:
     tried = dispatch_state(row).get("unreachable_on")
     pairs = tried if isinstance(tried, list) else []
     return {str(pair[0]): str(pair[1]) for pair in pairs if len(pair) == 2}
+
+
+def parse_instant(text: object) -> datetime | None:
+    """An instant kept in a detail as ISO text (None when absent or garbled)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def passed_over(row: OutboxMessage) -> dict[str, str]:
@@ -206,9 +224,15 @@ def enqueue_alert(
     address: str | None = None,
     **detail: Any,
 ) -> OutboxMessage:
-    """An alert: a DM to `recipient_id` (an on-call holder), or a post at `address`."""
+    """An alert: a DM to `recipient_id` (an on-call holder), or a post at `address`.
+
+    Every holder's row of one alert (the same kind and facts) carries the same `alert_key`, so
+    one acknowledgement answers for all of them (docs/reference/slack.md, "On-call alerts").
+    """
     if kind not in ALERT_ROW_KINDS:
         raise ValueError(f"{kind!r} is not an alert")
+    if kind in ACKNOWLEDGED_ALERT_KINDS and recipient_id is not None:
+        detail["alert_key"] = _alert_key(kind, target_id, detail)
     return _add(
         session,
         referral_id=referral_id,
@@ -219,6 +243,97 @@ def enqueue_alert(
         due_at=due_at,
         detail=detail,
     )
+
+
+def _alert_key(kind: str, target_id: int | None, detail: Mapping[str, Any]) -> str:
+    """What identifies one alert among a referral's, whoever holds it: its kind and facts."""
+    facts = {k: v for k, v in detail.items() if v is not None and k != "alert_key"}
+    text = dumps({"kind": str(kind), "target_id": target_id, "facts": facts})
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def alert_key(row: OutboxMessage) -> str | None:
+    """The alert an on-call alert row (or one of its follow-ups) belongs to; None when the row
+    is not one (a post to a room, a delivery failure)."""
+    if row.kind in ONCALL_FOLLOW_UP_KINDS:
+        return load_detail(row).get("alert_key")
+    if row.kind not in ACKNOWLEDGED_ALERT_KINDS or row.recipient_id is None:
+        return None
+    detail = load_detail(row)
+    key = detail.get("alert_key")
+    if key is None:  # written before alerts were acknowledged
+        facts = {k: v for k, v in detail.items() if k != DISPATCH_KEY}
+        key = _alert_key(row.kind, row.target_id, facts)
+    return key
+
+
+def rows_of_alert(
+    session: Session, referral_id: str, key: str, kinds: frozenset[str] | None = None
+) -> list[OutboxMessage]:
+    """The rows of one alert (every holder's DM, and the follow-ups), oldest first."""
+    wanted = kinds if kinds is not None else ACKNOWLEDGED_ALERT_KINDS | ONCALL_FOLLOW_UP_KINDS
+    rows = session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.referral_id == referral_id, OutboxMessage.kind.in_(wanted))
+        .order_by(OutboxMessage.id)
+    )
+    return [row for row in rows if alert_key(row) == key]
+
+
+def enqueue_oncall_follow_ups(
+    session: Session, alert: OutboxMessage, *, sent_at: datetime, repage_after: timedelta
+) -> list[OutboxMessage]:
+    """What an on-call alert DM owes until it is acknowledged: the DM again to its holder at
+    `sent_at + repage_after`, and at twice that a post in the EDT channel naming every holder
+    who did not answer (one per alert: not made again when another holder's row made it)."""
+    key = alert_key(alert)
+    if key is None:
+        raise ValueError(f"row {alert.id} is not an on-call alert")
+    facts = {k: v for k, v in load_detail(alert).items() if k != DISPATCH_KEY}
+    common = {
+        **facts,
+        "alert_key": key,
+        "alert_kind": str(alert.kind),
+        "alert_row_id": alert.id,
+        "alert_sent_at": sent_at.isoformat(),
+    }
+    made = [
+        _add(
+            session,
+            referral_id=alert.referral_id,
+            target_id=alert.target_id,
+            kind=OutboxKind.ONCALL_REPAGE,
+            recipient_id=alert.recipient_id,
+            due_at=sent_at + repage_after,
+            detail=common,
+        )
+    ]
+    owed = rows_of_alert(session, alert.referral_id, key, frozenset({OutboxKind.ONCALL_UNANSWERED}))
+    if not owed:
+        made.append(
+            _add(
+                session,
+                referral_id=alert.referral_id,
+                target_id=alert.target_id,
+                kind=OutboxKind.ONCALL_UNANSWERED,
+                due_at=sent_at + 2 * repage_after,
+                detail=common,
+            )
+        )
+    return made
+
+
+def cancel_alert_follow_ups(session: Session, referral_id: str, key: str) -> int:
+    """Cancel an acknowledged alert's pending re-pages and EDT-channel post."""
+    rows = [
+        row
+        for row in rows_of_alert(session, referral_id, key, ONCALL_FOLLOW_UP_KINDS)
+        if row.state == RowState.PENDING
+    ]
+    for row in rows:
+        row.state = RowState.CANCELLED
+        row.last_error = "acknowledged"
+    return len(rows)
 
 
 def enqueue_card(

@@ -62,6 +62,7 @@ from bot.demo.render import (
 from bot.services.coverage import COVERAGE_WORDS, STRATEGY_AGENCIES, coverage_for_referrals
 from bot.services.report_page import ReportPage
 from bot.settings import Settings
+from handlers.blocks.alerts import ONCALL_ACK
 
 logger = logging.getLogger(__name__)
 
@@ -531,8 +532,25 @@ class Demo:
 
     def click(self, person_id: str, action_id: str) -> None:
         """A person clicks a button of the prompt in their DM."""
+        self.click_in(person_id, self.prompt_message(person_id), action_id)
+
+    def on_call_alerts(self, person_id: str) -> list[dict[str, Any]]:
+        """The on-call alerts in a person's DM that still carry their Acknowledge button."""
+        channel = self.standin.dm_channel_for(self.slack_ids[person_id])
+        return [
+            {**message, "channel": channel}
+            for message in (self.standin.messages(channel) if channel else [])
+            if any(
+                element.get("action_id") == ONCALL_ACK
+                for block in message.get("blocks") or []
+                if block.get("type") == "actions"
+                for element in block.get("elements") or []
+            )
+        ]
+
+    def click_in(self, person_id: str, message: dict[str, Any], action_id: str) -> None:
+        """A person clicks a button of `message` (with its `channel`) in their DM."""
         user_id = self.slack_ids[person_id]
-        message = self.prompt_message(person_id)
         button = next(
             (
                 element
@@ -544,7 +562,7 @@ class Demo:
             None,
         )
         if button is None:
-            raise StoryError(f"the prompt of {person_id} has no {action_id} button")
+            raise StoryError(f"the message to {person_id} has no {action_id} button")
         payload = {
             "type": "block_actions",
             "team": {"id": "T0STANDIN", "domain": "handover-standin"},
@@ -725,6 +743,15 @@ def first_option(view: dict[str, Any], block_id: str) -> str:
 # ----- the story -----------------------------------------------------------------------------
 
 
+LONG_GAP_TARGETS = (
+    "person:hv-jsmith",
+    "team:gp-northgate",
+    "team:gp-riverside",
+    "person:mw-rhughes",
+    "person:prob-tward",
+)
+
+
 def tell_story(demo: Demo) -> None:
     """The weekend, beat by beat; raises StoryError when a beat does not happen."""
     amy = demo.slack_ids[REFERRER]
@@ -782,16 +809,7 @@ def tell_story(demo: Demo) -> None:
     demo.expect(
         Expected("on_call_alerted", SAT_0210, recipient="edt-mgr-raj"),
         Expected("prompt_sent", SAT_0210, recipient="pol-pc-ahmed", target="role:police_dau"),
-        *(
-            Expected("long_gap_alert", SAT_0210, target=target)
-            for target in (
-                "person:hv-jsmith",
-                "team:gp-northgate",
-                "team:gp-riverside",
-                "person:mw-rhughes",
-                "person:prob-tward",
-            )
-        ),
+        *(Expected("long_gap_alert", SAT_0210, target=target) for target in LONG_GAP_TARGETS),
     )
     demo.check(
         "At 02:10 the on-call EDT manager Raj Malhotra was alerted, with a long-gap alert for "
@@ -799,14 +817,45 @@ def tell_story(demo: Demo) -> None:
         "shift at the police domestic abuse desk, was prompted."
     )
 
+    demo.advance_to(
+        local(2026, 12, 26, 2, 13),
+        "Raj reads the alerts on his phone and acknowledges each one: the new referral, and "
+        "every long gap he will now plan around. Unacknowledged, each would be sent to him "
+        "again at 02:20 and posted to the EDT channel at 02:30.",
+    )
+    alerts = demo.on_call_alerts("edt-mgr-raj")
+    seen = len(demo.standin.calls())
+    for alert in alerts:
+        demo.click_in("edt-mgr-raj", alert, ONCALL_ACK)
+    demo.settle(
+        lambda: len(demo._calls_after("chat.update", seen)) >= len(alerts),
+        "showing Raj's acknowledgements on his alerts",
+    )
+    demo.collect()
+    demo.expect(
+        *(
+            Expected("on_call_acknowledged", local(2026, 12, 26, 2, 13), target=target)
+            for target in ("role:edt_manager", *LONG_GAP_TARGETS)
+        )
+    )
     _respond(
         demo,
         local(2026, 12, 26, 2, 24),
-        "PC Ahmed reads the prompt and clicks Acknowledge.",
+        "PC Ahmed reads the prompt and clicks Acknowledge, inside the 15 minutes an urgent "
+        "referral allows.",
         "pol-pc-ahmed",
         "handover_ack",
         "acknowledged",
     )
+    demo.advance_to(local(2026, 12, 26, 2, 40))
+    for event in ("on_call_repaged", "on_call_unanswered"):
+        demo.expect_none(
+            event,
+            since=SAT_0210,
+            until=local(2026, 12, 27, 0, 0),
+            why="Raj acknowledged every alert at 02:13",
+        )
+    demo.check("02:40: Raj acknowledged all six alerts at 02:13; none was sent again.")
 
     demo.advance_to(
         local(2026, 12, 27, 12, 0),
@@ -847,7 +896,8 @@ def tell_story(demo: Demo) -> None:
 
     _respond(
         demo,
-        local(2026, 12, 29, 8, 31),
+        local(2026, 12, 29, 8, 10),
+        "The referral is urgent: each prompt asks for a response within 15 working minutes. "
         "The midwife checks her records: the family is not known to her service.",
         "mw-rhughes",
         "handover_not_known",
@@ -855,7 +905,7 @@ def tell_story(demo: Demo) -> None:
     )
 
     demo.advance_to(
-        local(2026, 12, 29, 8, 40),
+        local(2026, 12, 29, 8, 12),
         "Dr Jones remembers the mother's last appointment and clicks I hold information.",
     )
     seen = len(demo.standin.calls())
@@ -878,9 +928,9 @@ def tell_story(demo: Demo) -> None:
         raise StoryError(f"the has-information modal refused: {answer.get('errors')}")
     demo.settle(lambda: demo._calls_after("chat.update", seen), "updating Dr Jones's prompt")
     demo.collect()
-    demo.expect(Expected("has_information", local(2026, 12, 29, 8, 40)))
+    demo.expect(Expected("has_information", local(2026, 12, 29, 8, 12)))
 
-    _answer_by_email(demo, local(2026, 12, 29, 8, 50))
+    _answer_by_email(demo, local(2026, 12, 29, 8, 14))
 
     _prompted(
         demo,
@@ -893,7 +943,7 @@ def tell_story(demo: Demo) -> None:
 
     _respond(
         demo,
-        local(2026, 12, 29, 9, 12),
+        local(2026, 12, 29, 9, 10),
         "Kiran acknowledges; she will look up the family's records this morning.",
         "hv-kpatel",
         "handover_ack",
@@ -902,16 +952,20 @@ def tell_story(demo: Demo) -> None:
 
     demo.narrate("Tessa Ward is in court all day and does not see the prompt.")
     steps = (
-        (local(2026, 12, 29, 10, 0), "reminder_sent", "10:00, one working hour on: a reminder."),
         (
-            local(2026, 12, 29, 11, 0),
-            "escalated",
-            "11:00, two working hours on: escalation to her chain and her manager.",
+            local(2026, 12, 29, 9, 15),
+            "reminder_sent",
+            "09:15, fifteen working minutes on (urgent): a reminder.",
         ),
         (
-            local(2026, 12, 29, 13, 0),
+            local(2026, 12, 29, 9, 30),
+            "escalated",
+            "09:30, thirty working minutes on: escalation to her chain and her manager.",
+        ),
+        (
+            local(2026, 12, 29, 10, 0),
             "escalated_channel",
-            "13:00, four working hours on: escalation to the MASH managers' channel.",
+            "10:00, an hour on: escalation to the MASH managers' channel.",
         ),
         (
             local(2026, 12, 29, 17, 0),
@@ -1042,8 +1096,8 @@ def _answer_by_email(demo: Demo, instant: datetime) -> None:
     demo.run_due()  # the card shows her answer
     demo.expect(Expected("has_information", instant, target="team:gp-riverside"))
     demo.check(
-        "08:50: Sam Bell's answer is in the log and on the EDT card, as if she had clicked in "
-        "Slack; the social worker knows to expect her call by 10:00."
+        f"{instant.astimezone(TZ):%H:%M}: Sam Bell's answer is in the log and on the EDT card, "
+        "as if she had clicked in Slack; the social worker knows to expect her call by 10:00."
     )
 
 

@@ -145,6 +145,11 @@ def _select_head(session: Session) -> AuditChainHead:
     if head is not None:
         return head
     if session.scalar(select(func.max(AuditEvent.id))) is not None:
+        # The first writer of an empty log may have committed its head and first event between
+        # our two statements: look again before calling the head missing.
+        head = session.scalars(query.execution_options(populate_existing=True)).one_or_none()
+        if head is not None:
+            return head
         raise ChainHeadMissing(
             "the audit log's chain head (table audit_chain) is missing: the log may have been "
             "tampered with; run `handover log verify`"

@@ -12,14 +12,31 @@ SEARCH_LIMIT = 50
 MAX_QUERY_CHARS = 100
 
 
-def person_for_slack_user(session: Session, slack_user_id: str) -> Person | None:
-    """The active person whose Slack user (given or looked up by email) is `slack_user_id`."""
+def person_for_slack_user(
+    session: Session, slack_user_id: str, workspace: str | None = None
+) -> Person | None:
+    """The active person whose Slack identity is (`workspace`, `slack_user_id`): their Slack
+    user (given or looked up by email) in their team's workspace (None: the home one). A user
+    of one workspace never matches a person of another (docs/partner-workspaces.md)."""
+    in_workspace = Team.workspace.is_(None) if workspace is None else Team.workspace == workspace
     return session.scalars(
         select(Person)
-        .where(Person.active.is_(True))
+        .join(Team, Team.team_id == Person.team_id)
+        .where(Person.active.is_(True), in_workspace)
         .where(or_(Person.slack_user == slack_user_id, Person.slack_user_found == slack_user_id))
         .limit(1)
     ).first()
+
+
+def workspace_of_person(session: Session, person_id: str | None) -> str | None:
+    """The Slack workspace of a person's team (None: the home one, or no such person)."""
+    if person_id is None:
+        return None
+    return session.scalar(
+        select(Team.workspace)
+        .join(Person, Person.team_id == Team.team_id)
+        .where(Person.person_id == person_id)
+    )
 
 
 def search_text(query: object) -> str:

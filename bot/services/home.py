@@ -33,7 +33,7 @@ from bot.services.logbook import (
 )
 from bot.services.visibility import OVERSIGHT, REFERRER, reads_the_log, scope_of
 from bot.settings import Settings
-from rota.models import Person
+from rota.models import Person, Team
 
 MANAGER = "manager"
 # A Home tab holds at most 100 blocks: a referral takes one section, a prompt two blocks.
@@ -156,11 +156,16 @@ HomeContent = ManagerHome | ProfessionalHome | None  # None: a Slack user not in
 
 
 def home_content(
-    session: Session, slack_user_id: str, now: datetime, settings: Settings, page: int = 1
+    session: Session,
+    slack_user_id: str,
+    now: datetime,
+    settings: Settings,
+    page: int = 1,
+    workspace: str | None = None,
 ) -> HomeContent:
-    """What `slack_user_id`'s Home shows now (page `page` of a long list)."""
+    """What the Home of `slack_user_id` of `workspace` (None: home) shows now (page `page`)."""
     tz = settings.timezone
-    person = person_for_slack_user(session, slack_user_id)
+    person = person_for_slack_user(session, slack_user_id, workspace)
     if person is None:
         return None
     mine = (
@@ -178,7 +183,7 @@ def home_content(
             scope=scope,
         )
         coverage = coverage_for_referrals(session, [r.referral_id for r in referrals], tz)
-        overdue = overdue_prompts(session, now, settings.escalation, tz, scope)
+        overdue = overdue_prompts(session, now, settings, tz, scope)
         overdue_by_referral = Counter(o.referral_id for o in overdue)
         rows = [
             ReferralRow(
@@ -209,6 +214,23 @@ def home_content(
         pages=pages,
         my_referrals=mine,
     )
+
+
+def manager_slack_users(session: Session) -> list[tuple[str | None, str]]:
+    """(workspace, Slack user) of active people with the `manager` permission."""
+    rows = session.execute(
+        select(Person, Team.workspace)
+        .join(Team, Team.team_id == Person.team_id)
+        .where(Person.active.is_(True))
+        .where(Person.permissions.contains(MANAGER))
+        .where(or_(Person.slack_user.is_not(None), Person.slack_user_found.is_not(None)))
+        .order_by(Person.person_id)
+    ).all()
+    return [
+        (workspace, p.slack_user_id)
+        for p, workspace in rows
+        if p.has_permission(MANAGER) and p.slack_user_id
+    ]
 
 
 def manager_slack_user_ids(session: Session) -> list[str]:

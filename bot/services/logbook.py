@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, func, select
@@ -35,6 +35,7 @@ from bot.delivery.kinds import (
 )
 from bot.errors import InputError
 from bot.models import (
+    URGENCIES,
     AuditEvent,
     ContactFollowup,
     OutboxMessage,
@@ -385,15 +386,22 @@ def _prompts_of_open_referrals(scope: Scope | None = None) -> Select:
     )
 
 
+class Policies(Protocol):
+    """The escalation offsets of each urgency (bot.settings.Settings)."""
+
+    def policy_for(self, urgency: str | None) -> EscalationPolicy: ...
+
+
 def overdue_prompts(
     session: Session,
     now: datetime,
-    policy: EscalationPolicy,
+    policies: Policies,
     tz: ZoneInfo,
     scope: Scope | None = None,
 ) -> list[Overdue]:
     """Open referrals' targets (in `scope`) still `prompted` past their reminder time (in the
-    recipient's working time), or never sent (`held`, or `failed`) past due; oldest first."""
+    recipient's working time, at their referral's urgency's offset), or never sent (`held`, or
+    `failed`) past due; oldest first."""
     found: list[Overdue] = []
     held = session.execute(
         _prompts_of_open_referrals(scope)
@@ -412,21 +420,25 @@ def overdue_prompts(
                 since=prompt.due_at,
             )
         )
-    # A reminder is at least `reminder_minutes` of wall-clock time after the send.
-    earliest = now - timedelta(minutes=policy.reminder_minutes)
+    # A reminder is at least `reminder_minutes` (the shorter urgency's) of wall-clock time
+    # after the send.
+    shortest = min(policies.policy_for(u).reminder_minutes for u in URGENCIES)
+    earliest = now - timedelta(minutes=shortest)
     prompted = session.execute(
         _prompts_of_open_referrals(scope)
+        .add_columns(Referral.urgency)
         .where(OutboxMessage.state == RowState.SENT)
         .where(Target.state.in_(UNANSWERED_TARGET_STATES))
         .where(OutboxMessage.sent_at <= earliest)
     ).all()
     resolver = AgencyResolver(RotaStore(session), tz)
-    resolver.preload((t.spec for _, t in prompted), (p.recipient_id for p, _ in prompted))
+    resolver.preload((t.spec for _, t, _ in prompted), (p.recipient_id for p, _, _ in prompted))
     late: list[tuple[OutboxMessage, Target, datetime]] = []
-    for prompt, target in prompted:
+    for prompt, target, urgency in prompted:
         assert prompt.sent_at is not None
         working = resolver.working_time(target.spec, prompt.recipient_id)
-        reminder_at = working.add_working_minutes(prompt.sent_at, policy.reminder_minutes)
+        minutes = policies.policy_for(urgency).reminder_minutes
+        reminder_at = working.add_working_minutes(prompt.sent_at, minutes)
         if reminder_at <= now:
             late.append((prompt, target, reminder_at))
     progress = _escalation_progress(session, [(p, t) for p, t, _ in late], now)

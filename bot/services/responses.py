@@ -21,6 +21,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.channels.base import workspace_of_channel
 from bot.delivery import outbox
 from bot.delivery.kinds import RESPONSE_KINDS, OutboxKind, ResponseKind, TargetState
 from bot.models import OutboxMessage, Referral, ReferralStatus, Response, Target
@@ -103,8 +104,9 @@ class ResponseOutcome:
     detail: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
     earlier: EarlierResponse | None = None
-    # The bot's messages about this target, as (channel, ts), to show the response on.
-    messages: tuple[tuple[str, str], ...] = ()
+    # The bot's messages about this target, as (channel, ts, workspace: None for the home one),
+    # to show the response on.
+    messages: tuple[tuple[str, str, str | None], ...] = ()
     card: tuple[str, str] | None = None
     contact_slots: tuple[datetime, ...] = ()
     redirected_to: str | None = None
@@ -163,11 +165,19 @@ def check_response(
     now: datetime,
     settings: Settings,
     person_id: str | None = None,
+    workspace: str | None = None,
 ) -> ResponseOutcome:
     """Whether this Slack user (or, from an email link, this person) may respond to the prompt
     now (logs a refusal), before a form."""
     context, outcome = _load(
-        session, prompt_id, slack_user_id, kind, now=now, settings=settings, person_id=person_id
+        session,
+        prompt_id,
+        slack_user_id,
+        kind,
+        now=now,
+        settings=settings,
+        person_id=person_id,
+        workspace=workspace,
     )
     if outcome is not None:
         return outcome
@@ -190,6 +200,7 @@ def record_response(
     method: str | None = None,
     colleague: str | None = None,
     person_id: str | None = None,
+    workspace: str | None = None,
 ) -> ResponseOutcome:
     """Record one response (`kind`, one of RESPONSE_KINDS) to a prompt's target, once, by
     someone allowed to give it: the Slack user who clicked, or the person an email link was
@@ -197,7 +208,14 @@ def record_response(
     if kind not in RESPONSE_KINDS:
         raise ValueError(f"unknown response kind {kind!r}")
     context, outcome = _load(
-        session, prompt_id, slack_user_id, kind, now=now, settings=settings, person_id=person_id
+        session,
+        prompt_id,
+        slack_user_id,
+        kind,
+        now=now,
+        settings=settings,
+        person_id=person_id,
+        workspace=workspace,
     )
     if outcome is not None:
         return outcome
@@ -364,6 +382,7 @@ def _load(
     now: datetime,
     settings: Settings,
     person_id: str | None = None,
+    workspace: str | None = None,
 ) -> tuple[_Context | None, ResponseOutcome | None]:
     """The prompt's context, or the outcome that ends the attempt (not found, refused, …)."""
     prompt = session.get(OutboxMessage, prompt_id) if prompt_id is not None else None
@@ -377,7 +396,7 @@ def _load(
         found = session.get(Person, person_id)
         person = found if found is not None and found.active else None
     else:
-        person = person_for_slack_user(session, slack_user_id)
+        person = person_for_slack_user(session, slack_user_id, workspace)
     context = _Context(prompt, target, referral, person, _recipient_of(session, prompt, target))
     store = RotaStore(session)
     if person is None or not _may_respond(store, context, person, now):
@@ -392,7 +411,14 @@ def _load(
             detail={
                 "response": kind,
                 "prompt_id": prompt.id,
-                **({"via": "email link"} if person_id else {"slack_user": slack_user_id}),
+                **(
+                    {"via": "email link"}
+                    if person_id
+                    else {
+                        "slack_user": slack_user_id,
+                        **({"workspace": workspace} if workspace else {}),
+                    }
+                ),
                 "in_rota": person is not None,
             },
             rota_version=store.current_rota_version(),
@@ -468,9 +494,9 @@ def _earlier_response(session: Session, target_id: int) -> EarlierResponse | Non
     return EarlierResponse(row.kind, row.responder_id, row.on_behalf_of, row.at)
 
 
-def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str], ...]:
+def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str, str | None], ...]:
     rows = session.execute(
-        select(OutboxMessage.message_channel, OutboxMessage.message_ts)
+        select(OutboxMessage.message_channel, OutboxMessage.message_ts, OutboxMessage.channel)
         .where(
             OutboxMessage.target_id == target_id,
             # The prompt and its escalation steps' messages (older versions kept a step's first
@@ -481,11 +507,17 @@ def _messages_of(session: Session, target_id: int) -> tuple[tuple[str, str], ...
             OutboxMessage.message_channel.is_not(None),
             OutboxMessage.message_ts.is_not(None),
             # Slack's messages: an email cannot be changed once sent.
-            or_(OutboxMessage.channel.is_(None), OutboxMessage.channel == SLACK_CHANNEL),
+            or_(
+                OutboxMessage.channel.is_(None),
+                OutboxMessage.channel == SLACK_CHANNEL,
+                OutboxMessage.channel.startswith(f"{SLACK_CHANNEL}:"),  # a partner's Slack
+            ),
         )
         .order_by(OutboxMessage.id)
     ).all()
-    return tuple(dict.fromkeys((str(c), str(ts)) for c, ts in rows))
+    return tuple(
+        dict.fromkeys((str(c), str(ts), workspace_of_channel(name)) for c, ts, name in rows)
+    )
 
 
 def _colleague_error(
@@ -618,12 +650,13 @@ def close_referral(
     *,
     now: datetime,
     settings: Settings,
+    workspace: str | None = None,
 ) -> CloseOutcome:
     """Close an open referral and cancel what it still owes (referrers and managers only)."""
     if not referral_id:
         return CloseOutcome("usage")
     referral_id = referral_id.strip().upper()
-    person = person_for_slack_user(session, slack_user_id)
+    person = person_for_slack_user(session, slack_user_id, workspace)
     if person is None or not any(person.has_permission(p) for p in CLOSE_PERMISSIONS):
         return CloseOutcome("forbidden", referral_id)
     reason = " ".join(reason.split())

@@ -22,7 +22,11 @@ LISTENER_THREADS = 48
 
 
 def create_app(settings: Settings, client: WebClient, *, services: Services) -> App:
-    """Build the Bolt app; `client` carries the base URL, token and retry handlers."""
+    """Build the Bolt app; `client` carries the base URL, token and retry handlers.
+
+    With SLACK_CLIENT_ID the app also serves Bolt's OAuth flow (/slack/install,
+    /slack/oauth_redirect) and answers each partner workspace with its installed token
+    (docs/partner-workspaces.md); without it, everything is the home workspace's, as before."""
     app = App(
         # Listeners ack from these threads: Bolt's default of 5 let a slow database hold them
         # all, and later commands missed Slack's 3 seconds (docs/security.md).
@@ -33,14 +37,48 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
         request_verification_enabled=not settings.socket_mode,
         token_verification_enabled=True,
         process_before_response=False,
+        **(_partner_workspaces(settings, client, services) if settings.oauth_enabled else {}),
     )
     app.middleware(_make_event_dedupe(services))
+    if settings.oauth_enabled:
+        # tokens_revoked and app_uninstalled delete the workspace's installation.
+        app.enable_token_revocation_listeners()
+    else:
+        from handlers import events
 
-    from handlers import actions, commands, contacts, events, options, responses, views
+        events.register_home_revocation(app)
 
-    for surface in (commands, views, options, actions, contacts, responses, events):
+    from handlers import actions, commands, contacts, events, oncall, options, responses, views
+
+    for surface in (commands, views, options, actions, oncall, contacts, responses, events):
         surface.register(app, services)
     return app
+
+
+def _partner_workspaces(settings: Settings, client: WebClient, services: Services) -> dict:
+    """Bolt's arguments for installs into partner workspaces: the stores and `authorize`."""
+    from bot.workspaces.clients import installation_store, state_store
+    from bot.workspaces.oauth import (
+        WorkspaceAuthorize,
+        home_identity,
+        not_installed_message,
+        oauth_settings,
+    )
+
+    engine = services.session_factory.kw["bind"]
+    installations = installation_store(settings, engine)
+    assert client.token, "the home workspace needs SLACK_BOT_TOKEN"
+    return {
+        "authorize": WorkspaceAuthorize(
+            home_token=client.token,
+            home=home_identity(client),
+            installation_store=installations,
+        ),
+        "installation_store": installations,
+        "oauth_settings": oauth_settings(settings, installations, state_store(engine)),
+        # What someone of a workspace without the app is told (their click or command).
+        "user_facing_authorize_error_message": not_installed_message(settings),
+    }
 
 
 def _event_id(body: object) -> str | None:

@@ -164,6 +164,18 @@ def create_web_app(
                 return Response(status=200)
             return slack_handler.handle(request)
 
+    if services.settings.oauth_enabled:
+        # Bolt's OAuth flow (docs/partner-workspaces.md); without SLACK_CLIENT_ID both are 404.
+        @web.get("/slack/install")
+        def slack_install():
+            with slack_slots.held() as free:
+                return slack_handler.handle(request) if free else busy()
+
+        @web.get("/slack/oauth_redirect")
+        def slack_oauth_redirect():
+            with slack_slots.held() as free:
+                return slack_handler.handle(request) if free else busy()
+
     @web.get("/healthz")
     def healthz():
         answer = health.check()

@@ -69,9 +69,19 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
         session_factory=factory,
         clock=clock,
         wake_dispatcher=dispatcher.wake if dispatcher else Services.wake_dispatcher,
+        slack_client_for=_workspace_clients(settings, client, engine),
     )
     bolt_app = _create_bolt_app(create_app, settings, client, services)
     return Runtime(services=services, bolt_app=bolt_app, dispatcher=dispatcher)
+
+
+def _workspace_clients(settings: Settings, client, engine):
+    """Each workspace's client, when partner workspaces can install the app (else None)."""
+    if not settings.oauth_enabled:
+        return None
+    from bot.workspaces.clients import WorkspaceClients, installation_store
+
+    return WorkspaceClients(client, installation_store(settings, engine)).client_for
 
 
 def _create_bolt_app(create_app, settings: Settings, client, services: Services) -> App:
@@ -111,6 +121,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         logger.warning(
             "email links point at HANDOVER_PUBLIC_URL/respond/, which a Socket Mode process "
             "does not serve: run `handover serve --no-dispatcher` in HTTP mode there too"
+        )
+    if settings.socket_mode and settings.oauth_enabled:
+        logger.warning(
+            "partner workspaces install from HANDOVER_PUBLIC_URL/slack/install, which a Socket "
+            "Mode process does not serve: run `handover serve --no-dispatcher` in HTTP mode there"
         )
     try:
         if settings.socket_mode:

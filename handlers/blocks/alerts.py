@@ -3,16 +3,20 @@ a message that failed to go."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.delivery.kinds import AlertKind
 from handlers.blocks.prompt import (
     ReferralFacts,
+    format_local,
     mrkdwn_escape,
     notification_text,
     referral_fields,
 )
+from handlers.ids import ONCALL_ACK
 
 ALERT_KINDS = tuple(AlertKind)
 
@@ -23,6 +27,7 @@ _HEADLINES = {
     AlertKind.DELIVERY_FAILURE: "A prompt could not be delivered",
     AlertKind.UNREACHABLE: "Someone could not be reached",
     AlertKind.SLACK_AUTH: "Slack refused the bot's credentials",
+    AlertKind.ONCALL_UNANSWERED: "An on-call alert was not acknowledged",
 }
 
 _NOTIFICATIONS = {
@@ -32,7 +37,17 @@ _NOTIFICATIONS = {
     AlertKind.DELIVERY_FAILURE: "prompt not delivered",
     AlertKind.UNREACHABLE: "someone could not be reached",
     AlertKind.SLACK_AUTH: "Slack credentials refused",
+    AlertKind.ONCALL_UNANSWERED: "on-call alert not acknowledged",
 }
+# What the EDT-channel post calls an alert nobody acknowledged (other kinds: their name).
+_ABOUT = {
+    AlertKind.ON_CALL: "a new referral, to the on-call holders",
+    AlertKind.LONG_GAP: "a long gap before a target can be reached",
+    AlertKind.UNROUTABLE: "a target with nobody to reach",
+    AlertKind.UNREACHABLE: "someone who could not be reached",
+}
+ACK_BUTTON_LABEL = "Acknowledge"
+REPAGE_PREFIX = "Not yet acknowledged: "
 
 
 # What a failed post was (an outbox kind), as a delivery-failure alert names it.
@@ -96,6 +111,8 @@ def _body(
         by = _channel_words(channel)[0]
         text = f"The prompt for {_code(target or '?')}{who} could not be delivered by {by}."
         text += " Please contact them by phone or another route."
+    elif kind == AlertKind.ONCALL_UNANSWERED:
+        text = "Nobody on call acknowledged an alert about this referral."
     elif kind == AlertKind.UNREACHABLE:
         by = _channel_words(channel)[0]
         text = (
@@ -134,13 +151,19 @@ def build_alert_message(
     channel: str | None = None,
     instead: str | None = None,
     what: str | None = None,
+    ack_row_id: int | None = None,
+    repage: bool = False,
+    acknowledged: tuple[str, datetime] | None = None,
 ) -> dict[str, Any]:
     """An alert about a referral (`kind` one of ALERT_KINDS); `detail` is planner text only.
 
     `target` is a notify target (`role:NAME` for on_call), `recipient` a person_id, `reason` a
     channel's error code (`channel` names it; Slack when None), `instead` whom the target went
     to in their place (a person_id, or "unroutable"), `what` the kind of message that failed (a
-    prompt when None): none of them is free text a person typed.
+    prompt when None): none of them is free text a person typed. An on-call DM carries the
+    `handover_oncall_ack` button valued `ack_row_id` (its alert's first row); `repage` marks it
+    sent again; once `acknowledged` (who, as a mention or a person_id, and when) the button
+    gives way to who took it.
     """
     if kind not in ALERT_KINDS:
         raise ValueError(f"unknown alert kind {kind!r}")
@@ -151,6 +174,9 @@ def build_alert_message(
     notification = _NOTIFICATIONS[kind]
     if kind == AlertKind.DELIVERY_FAILURE and what not in (None, "prompt"):
         headline, notification = "A message could not be delivered", "message not delivered"
+    if repage:
+        headline = REPAGE_PREFIX + headline
+        notification += " (not yet acknowledged)"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": headline}},
         {
@@ -171,4 +197,63 @@ def build_alert_message(
         },
         {"type": "section", "fields": referral_fields(facts, tz)},
     ]
+    if acknowledged is not None:
+        blocks.append(acknowledged_block(*acknowledged, tz=tz))
+    elif ack_row_id is not None:
+        blocks.append(ack_button_block(ack_row_id))
     return {"text": notification_text(facts.referral_id, notification), "blocks": blocks}
+
+
+def ack_button_block(ack_row_id: int) -> dict[str, Any]:
+    """The actions block of an on-call DM: one button, valued with its alert's row id."""
+    button = {
+        "type": "button",
+        "action_id": ONCALL_ACK,
+        "text": {"type": "plain_text", "text": ACK_BUTTON_LABEL},
+        "style": "primary",
+        "value": str(ack_row_id),
+    }
+    return {"type": "actions", "elements": [button]}
+
+
+def _who(who: str) -> str:
+    return who if who.startswith("<@") else f"`{mrkdwn_escape(who)}`"
+
+
+def acknowledged_block(who: str, at: datetime, *, tz: ZoneInfo) -> dict[str, Any]:
+    """Who acknowledged an on-call alert, and when (in place of its button)."""
+    text = f":white_check_mark: *Acknowledged* by {_who(who)} at {format_local(at, tz)}."
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def build_unanswered_message(
+    kind: str,
+    referral: Any,
+    *,
+    tz: ZoneInfo,
+    target: str | None,
+    holders: Sequence[str],
+    sent_at: datetime,
+) -> dict[str, Any]:
+    """The EDT-channel post for an on-call alert nobody acknowledged: which alert, since when,
+    and who did not answer (`holders`: mentions or person_ids)."""
+    facts = ReferralFacts.of(referral)
+    about = _ABOUT.get(kind, kind.replace("_", " "))
+    if target:
+        about += f" ({_code(target)})"
+    who = ", ".join(_who(h) for h in holders) or "nobody could be reached"
+    text = (
+        f"An on-call alert was sent at {format_local(sent_at, tz)} and sent again, and nobody "
+        f"has acknowledged it: {about}.\n*Did not answer:* {who}\n"
+        "Please make sure someone on call picks this referral up."
+    )
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": _HEADLINES[AlertKind.ONCALL_UNANSWERED]},
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+        {"type": "section", "fields": referral_fields(facts, tz)},
+    ]
+    what = _NOTIFICATIONS[AlertKind.ONCALL_UNANSWERED]
+    return {"text": notification_text(facts.referral_id, what), "blocks": blocks}

@@ -86,10 +86,13 @@ def build_card(
     tz: ZoneInfo,
     recipients: Mapping[int, str] | None = None,
     updated_at: datetime | None = None,
+    offsets: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
     """The EDT channel card: the referral's facts and one line per target with its state.
 
-    `recipients` maps a target's id to how its current recipient is shown (`<@U1>`, `<#C1>`).
+    `recipients` maps a target's id to how its current recipient is shown (`<@U1>`, `<#C1>`);
+    `offsets` are the referral's escalation offsets (reminder, escalation, channel), in working
+    minutes after each prompt is sent.
     """
     facts = ReferralFacts.of(referral)
     recipients = recipients or {}
@@ -105,6 +108,15 @@ def build_card(
         {"type": "divider"},
         *_sections_of(lines or ["No targets."]),
     ]
+    if offsets is not None:
+        urgency = "urgent" if facts.urgency == "urgent" else "standard"
+        remind, escalate, channel = offsets
+        text = (
+            f"Unanswered prompts escalate on the {urgency} offsets: a reminder at +{remind}, "
+            f"the chain and team manager at +{escalate}, the escalation channel at +{channel} "
+            "working minutes; breach at the end of the recipient's own working day."
+        )
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
     if updated_at is not None:
         blocks.append(
             {

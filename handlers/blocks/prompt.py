@@ -9,6 +9,7 @@ Builders take the referral's safe fields one by one, so the summary cannot slip 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -114,6 +115,21 @@ def _button(action_id: str, prompt_id: int) -> dict[str, Any]:
     return button
 
 
+# How the prompt names each escalation step (rota.escalation.STEPS).
+STEP_LABELS = {
+    "remind": "a reminder",
+    "escalate": "your chain and team manager",
+    "escalate_channel": "the escalation channel",
+    "breach": "breach",
+}
+
+
+def escalation_line(steps: Sequence[tuple[str, datetime]], tz: ZoneInfo, *, urgent: bool) -> str:
+    """'If nobody responds: a reminder at …, … ; breach at … (urgent offsets).'"""
+    parts = [f"{STEP_LABELS.get(step, step)} at {format_local(at, tz)}" for step, at in steps]
+    return "If nobody responds: " + ", ".join(parts) + (" (urgent)." if urgent else ".")
+
+
 def _why_you(via: str | None, target: str | None) -> str | None:
     if via is None or via == "self" or target is None:
         return None
@@ -130,10 +146,17 @@ def build_prompt_message(
     tz: ZoneInfo,
     via: str | None = None,
     target: str | None = None,
+    steps: Sequence[tuple[str, datetime]] = (),
 ) -> dict[str, Any]:
-    """The prompt DM: the referral's facts, the question, the deadline and four buttons."""
+    """The prompt DM: the referral's facts, the question, the deadline and four buttons.
+
+    `steps` are the escalation steps that follow if nobody responds (rota.escalation's names,
+    with their instants), shown under the deadline.
+    """
     facts = ReferralFacts.of(referral)
     question = f"*{QUESTION}*\nPlease respond by *{format_local(respond_by, tz)}*."
+    if steps:
+        question += "\n" + escalation_line(steps, tz, urgent=facts.urgency == "urgent")
     blocks: list[dict[str, Any]] = [
         _header(f"Handover referral {facts.referral_id}"),
         {"type": "section", "text": {"type": "mrkdwn", "text": question}},

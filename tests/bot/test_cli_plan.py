@@ -430,3 +430,43 @@ def test_a_real_process_given_bytes_that_are_not_utf8_prints_no_traceback(
     assert done.stderr.endswith(
         b"handover: --notify 'person:hv-jsmith\\xff' is not valid UTF-8 text\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("urgency", "steps"),
+    [
+        ("urgent", ["10:15", "10:15", "10:30", "11:00", "17:00"]),
+        ("standard", ["17:00", "11:00", "12:00", "14:00", "17:00"]),
+    ],
+)
+def test_plan_with_an_urgency_shows_its_escalation_steps(
+    cli_rota: Session, capsys: pytest.CaptureFixture[str], urgency: str, steps: list[str]
+) -> None:
+    add_absence(cli_rota, "hv-jsmith", date(2027, 1, 4), date(2027, 1, 4))
+    cli_rota.commit()
+    at = ["--notify", "person:hv-jsmith", "--at", "2027-01-04T10:00", "--urgency", urgency]
+    code, out, _ = run(capsys, "plan", *at)
+    assert code == 0
+    instants = "  ".join(f"2027-01-04T{hm}:00+00:00" for hm in steps)
+    assert out.splitlines()[-3:] == [
+        f"if nobody responds ({urgency} offsets):",
+        "TARGET            RESPOND BY                 REMIND                     ESCALATE"
+        "                   CHANNEL                    BREACH",
+        f"person:hv-jsmith  {instants}",
+    ]
+    code, out, _ = run(capsys, "plan", *at, "--format", "json")
+    body = json.loads(out)
+    assert body["urgency"] == urgency
+    assert body["escalation"] == [
+        {
+            "target": "person:hv-jsmith",
+            **{
+                name: f"2027-01-04T{hm}:00+00:00"
+                for name, hm in zip(
+                    ("respond_by", "remind", "escalate", "escalate_channel", "breach"),
+                    steps,
+                    strict=True,
+                )
+            },
+        }
+    ]

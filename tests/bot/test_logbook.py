@@ -43,7 +43,7 @@ from bot.services.logbook import (
     working_minutes_between,
 )
 from bot.services.reports import build_report, median, percentile
-from bot.settings import EscalationPolicy
+from bot.settings import Settings
 from rota.models import Person, RotaVersion, Shift, Team
 from rota.store import RotaStore
 from rota.worktime import working_time_for_recipient
@@ -443,7 +443,7 @@ def test_open_referrals_newest_first(
 def test_overdue_prompts_held_past_due_or_prompted_past_the_reminder(
     session_factory: sessionmaker[Session], scenario: Scenario
 ) -> None:
-    policy = EscalationPolicy()
+    policy = Settings()
     with session_factory() as session:
         overdue = overdue_prompts(session, NOW, policy, LONDON)
         before_reminder = overdue_prompts(session, utc(16, 10, 19), policy, LONDON)
@@ -654,7 +654,7 @@ def test_a_prompt_that_failed_is_overdue_and_asked_nobody(
         assert target is not None
         target.state = "failed"
     with session_factory() as session:
-        overdue = overdue_prompts(session, NOW, EscalationPolicy(), LONDON)
+        overdue = overdue_prompts(session, NOW, Settings(), LONDON)
         coverage = coverage_for_referrals(session, ["HO-R3"], LONDON)
     assert [(o.referral_id, o.state, o.since) for o in overdue[:1]] == [
         ("HO-R3", "failed", utc(16, 9))
@@ -698,7 +698,7 @@ def test_overdue_prompts_show_the_latest_escalation_step_or_the_next(
 
     def steps_at(now: datetime) -> list[tuple]:
         with session_factory() as session:
-            overdue = overdue_prompts(session, now, EscalationPolicy(), LONDON)
+            overdue = overdue_prompts(session, now, Settings(), LONDON)
         return [
             (o.last_step, o.last_step_at, o.next_step, o.next_step_at)
             for o in overdue
@@ -720,7 +720,7 @@ def test_overdue_prompt_before_any_step_shows_the_next_step_due(
     with session_factory() as session:
         [overdue] = [
             o
-            for o in overdue_prompts(session, utc(16, 10, 30), EscalationPolicy(), LONDON)
+            for o in overdue_prompts(session, utc(16, 10, 30), Settings(), LONDON)
             if o.referral_id == "HO-R2"
         ]
     assert (overdue.last_step, overdue.next_step, overdue.next_step_at) == (

@@ -172,3 +172,63 @@ def test_a_bad_email_setting_is_a_configuration_error_without_its_secret(
         Settings.from_env({**EMAIL, **changes})
     assert str(refused.value) == message
     assert "s3cr" not in str(refused.value)
+
+
+def test_urgent_offsets_and_the_repage_interval_default_as_the_contract_says() -> None:
+    settings = Settings.from_env({})
+    urgent, standard = settings.policy_for("urgent"), settings.policy_for("standard")
+    assert (urgent.reminder_minutes, urgent.escalate_minutes, urgent.channel_minutes) == (
+        15,
+        30,
+        60,
+    )
+    assert (standard.reminder_minutes, standard.escalate_minutes, standard.channel_minutes) == (
+        60,
+        120,
+        240,
+    )
+    assert settings.oncall_repage_minutes == 10
+    assert Settings() == Settings.from_env({})
+
+
+def test_urgent_offsets_and_the_repage_interval_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "HANDOVER_URGENT_REMINDER_MINUTES": "5",
+            "HANDOVER_URGENT_ESCALATE_MINUTES": "10",
+            "HANDOVER_URGENT_CHANNEL_MINUTES": "20",
+            "HANDOVER_ONCALL_REPAGE_MINUTES": " 7 ",
+        }
+    )
+    urgent = settings.policy_for("urgent")
+    assert (urgent.reminder_minutes, urgent.escalate_minutes, urgent.channel_minutes) == (5, 10, 20)
+    assert settings.policy_for("standard").reminder_minutes == 60
+    assert settings.oncall_repage.total_seconds() == 7 * 60
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"HANDOVER_URGENT_REMINDER_MINUTES": "0"},
+            "HANDOVER_URGENT_REMINDER_MINUTES must be a positive number of minutes",
+        ),
+        (
+            {"HANDOVER_URGENT_ESCALATE_MINUTES": "soon"},
+            "HANDOVER_URGENT_ESCALATE_MINUTES must be a positive number of minutes",
+        ),
+        (
+            {"HANDOVER_URGENT_REMINDER_MINUTES": "30"},
+            "urgent escalation offsets must increase: reminder < escalate < channel",
+        ),
+        (
+            {"HANDOVER_ONCALL_REPAGE_MINUTES": "-10"},
+            "HANDOVER_ONCALL_REPAGE_MINUTES must be a positive number of minutes",
+        ),
+    ],
+)
+def test_bad_urgent_offsets_or_repage_interval_are_configuration_errors(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=f"^{message}$"):
+        Settings.from_env(env)

@@ -478,6 +478,9 @@ def kill_between_post_and_commit(
     deployment.settle()
     ((prompt_id, (_, state, _)),) = deployment.prompt_ids().items()
     assert state == "pending"
+    # Nobody acknowledges Saturday's on-call alerts: re-paged, then posted, that night (so the
+    # fault below meets the prompt, not them).
+    deployment.advance(datetime(2026, 12, 26, 2, 31, tzinfo=LONDON))
 
     deployment.standin.inject(
         {"kind": "hang", "method": "chat.postMessage", "seconds": 60, "after_apply": True}

@@ -313,3 +313,44 @@ def test_unknown_alert_kind_is_refused() -> None:
 def test_format_local_uses_the_service_time_zone() -> None:
     instant = datetime(2027, 3, 28, 1, 30, tzinfo=UTC)  # just after the spring change
     assert format_local(instant, LONDON) == "Sun 28 Mar 2027 02:30 BST"
+
+
+@pytest.mark.parametrize(
+    ("urgency", "offsets", "words"),
+    [
+        ("urgent", (15, 30, 60), "on the urgent offsets: a reminder at +15, "),
+        ("standard", (60, 120, 240), "on the standard offsets: a reminder at +60, "),
+    ],
+)
+def test_card_names_the_referrals_escalation_offsets(
+    urgency: str, offsets: tuple[int, int, int], words: str
+) -> None:
+    card = build_card(referral(urgency=urgency), [], tz=LONDON, offsets=offsets)
+    [context] = [b for b in card["blocks"] if b["type"] == "context"]
+    _, escalate, channel = offsets
+    assert context["elements"][0]["text"] == (
+        f"Unanswered prompts escalate {words}the chain and team manager at +{escalate}, "
+        f"the escalation channel at +{channel} working minutes; breach at the end of the "
+        "recipient's own working day."
+    )
+    check_block_kit_limits(card)
+
+
+def test_prompt_lists_the_steps_that_follow_and_marks_urgent() -> None:
+    steps = [
+        ("remind", datetime(2027, 1, 11, 9, 15, tzinfo=UTC)),
+        ("escalate", datetime(2027, 1, 11, 9, 30, tzinfo=UTC)),
+        ("escalate_channel", datetime(2027, 1, 11, 10, 0, tzinfo=UTC)),
+        ("breach", datetime(2027, 1, 11, 16, 0, tzinfo=UTC)),
+    ]
+    message = build_prompt_message(
+        referral(urgency="urgent"), 42, due_at=DUE, respond_by=steps[0][1], tz=LONDON, steps=steps
+    )
+    assert message["blocks"][1]["text"]["text"] == (
+        "*Do you hold information about this child or family?*\n"
+        "Please respond by *Mon 11 Jan 2027 09:15 GMT*.\n"
+        "If nobody responds: a reminder at Mon 11 Jan 2027 09:15 GMT, your chain and team "
+        "manager at Mon 11 Jan 2027 09:30 GMT, the escalation channel at Mon 11 Jan 2027 "
+        "10:00 GMT, breach at Mon 11 Jan 2027 16:00 GMT (urgent)."
+    )
+    check_block_kit_limits(message)

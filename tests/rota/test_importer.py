@@ -786,3 +786,58 @@ def test_phone_is_read_when_given_and_none_when_not(tmp_path: Path, session_fact
     assert result.counts["people"]["updated"] == 2
     with session_factory() as session:
         assert set(session.scalars(select(Person.phone))) == {None}
+
+
+# --- the optional workspace column of teams.csv ----------------------------------------------
+
+
+def with_workspace(workspaces: dict[str, str]) -> str:
+    """TEAMS with a `workspace` column, set for the teams named."""
+    lines = TEAMS.splitlines()
+    rows = [lines[0] + ",workspace"]
+    rows += [f"{line},{workspaces.get(line.split(',')[0], '')}" for line in lines[1:]]
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("workspace", ["t0police", "C0EDTCARDS", "T0POLICE!", "T" + "0" * 40])
+def test_a_bad_workspace_names_its_line_and_column(in_tmp: Path, workspace: str) -> None:
+    write_rota(in_tmp / "rota", **{**BASE, "teams": with_workspace({"hv-north": workspace})})
+    assert problems_of(["rota"]) == [
+        f"rota/teams.csv:3: workspace: {workspace!r} is not a Slack workspace (team) ID "
+        "(like T0POLICE)"
+    ]
+
+
+def test_workspace_is_read_when_given_and_home_when_not(tmp_path: Path, session_factory) -> None:
+    teams = with_workspace({"hv-north": "T0NHSTRUST"})
+    import_folder(session_factory, [write_rota(tmp_path / "v1", **{**BASE, "teams": teams})])
+    with session_factory() as session:
+        rows = session.execute(select(Team.team_id, Team.workspace)).tuples()
+        assert {team: workspace for team, workspace in rows} == {
+            "edt": None,
+            "hv-north": "T0NHSTRUST",
+        }
+    # A later file without the column is valid: every team is back in the home workspace.
+    result = import_folder(session_factory, [write_rota(tmp_path / "v2", teams=TEAMS)])
+    assert result.counts["teams"] == {"added": 0, "updated": 1, "deactivated": 0, "unchanged": 1}
+    with session_factory() as session:
+        assert set(session.scalars(select(Team.workspace))) == {None}
+
+
+def test_a_team_moving_workspace_forgets_the_slack_ids_found_by_email(
+    tmp_path: Path, session_factory
+) -> None:
+    import_folder(session_factory, [write_rota(tmp_path / "v1", **BASE)])
+    with session_factory.begin() as session:
+        session.execute(update(Person).values(slack_user_found="U0FOUND"))
+    teams = with_workspace({"hv-north": "T0NHSTRUST"})
+    import_folder(session_factory, [write_rota(tmp_path / "v2", **{**BASE, "teams": teams})])
+    with session_factory() as session:
+        found = dict(session.execute(select(Person.person_id, Person.slack_user_found)).all())
+        teams_of = dict(session.execute(select(Person.person_id, Person.team_id)).all())
+    assert {p for p, value in found.items() if value} == {
+        p for p, team in teams_of.items() if team != "hv-north"
+    }
+    assert {p for p, value in found.items() if not value} == {
+        p for p, team in teams_of.items() if team == "hv-north"
+    }

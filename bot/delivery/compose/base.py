@@ -24,7 +24,7 @@ from bot.delivery.kinds import Outcome
 from bot.delivery.results import RowResult
 from bot.models import OutboxMessage, Referral
 from bot.settings import Settings
-from rota.models import Person
+from rota.models import Person, Team
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,10 @@ Composer = Callable[[DeliveryContext, Session, OutboxMessage, Referral, datetime
 def contact_of(session: Session, person_id: str) -> Contact:
     """A person's contact details (only their id when they left the rota)."""
     person = session.get(Person, person_id)
-    return Contact.of(person) if person is not None else Contact(person_id)
+    if person is None:
+        return Contact(person_id)
+    team = session.get(Team, person.team_id)
+    return Contact.of(person, workspace=team.workspace if team is not None else None)
 
 
 def reach_person(

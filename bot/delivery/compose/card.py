@@ -14,6 +14,7 @@ from bot.delivery.compose.base import Composed, DeliveryContext, Settled, cancel
 from bot.delivery.kinds import OutboxKind, Outcome, RowState
 from bot.delivery.metadata import card_tag
 from bot.models import OutboxMessage, Referral, Target
+from bot.settings import EscalationPolicy
 from handlers.blocks.card import build_card
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def compose_card(
         tz=ctx.settings.timezone,
         recipients=_recipient_labels(session, referral.referral_id),
         updated_at=now,
+        offsets=_offsets(ctx.settings.policy_for(referral.urgency)),
     )
     posted = None
     if referral.card_channel and referral.card_ts:
@@ -62,6 +64,10 @@ def compose_card(
         # An update replaces whatever is there; only a first post can be doubled.
         check_history=outbox.needs_check(row) and posted is None,
     )
+
+
+def _offsets(policy: EscalationPolicy) -> tuple[int, int, int]:
+    return policy.reminder_minutes, policy.escalate_minutes, policy.channel_minutes
 
 
 def _recipient_labels(session: Session, referral_id: str) -> dict[int, str]:
@@ -84,7 +90,10 @@ def _recipient_labels(session: Session, referral_id: str) -> dict[int, str]:
     for target_id, recipient_id, address, channel in rows:
         if target_id is None:
             continue
-        if channel not in (None, "slack"):
+        if channel and channel.startswith("slack:"):
+            # In a partner's own workspace: a mention would not resolve in the council's.
+            labels[target_id] = f"`{recipient_id}` in their agency's Slack"
+        elif channel not in (None, "slack"):
             # Reached by another channel (email): named by their rota id, never an address.
             labels[target_id] = f"`{recipient_id}` by {channel}"
         elif address and address[:1] in ("U", "W"):

@@ -95,7 +95,9 @@ def compose_step(
     store = RotaStore(session)
     working_time = working_time_for(store, prompt.recipient_id, target.spec, settings.timezone)
     state = escalation.escalation_state(prompt, target, referral, steps_before(step) | done)
-    decision = decide(state, now=now, working_time=working_time, policy=settings.escalation)
+    decision = decide(
+        state, now=now, working_time=working_time, policy=settings.policy_for(referral.urgency)
+    )
     if decision.action == "stop":
         return cancel(ctx, session, row, decision.reason or "stopped", step)
     if not decision.performs:
@@ -109,7 +111,9 @@ def compose_step(
 
     # Late against the instant the row was written for, which the log shows.
     late = now - row.due_at > LATE_AFTER
-    schedule = dict(escalation_schedule(prompt.sent_at, working_time, settings.escalation))
+    schedule = dict(
+        escalation_schedule(prompt.sent_at, working_time, settings.policy_for(referral.urgency))
+    )
     tz = settings.timezone
     step_info = {
         "step": step,
@@ -165,7 +169,7 @@ def _asked(store: RotaStore, prompt: OutboxMessage) -> str:
     """Who the prompt asked, as the step's messages name them."""
     person = store.person(prompt.recipient_id) if prompt.recipient_id else None
     if person is not None:
-        return recipient_label(person.person_id, person.slack_user_id)
+        return escalation.person_label(store, person.person_id)
     room = prompt.address or prompt.message_channel or prompt.recipient_id
     return channel_label(room) if room else recipient_label(None)
 

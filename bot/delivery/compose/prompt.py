@@ -32,6 +32,8 @@ from bot.delivery.metadata import prompt_tag
 from bot.models import OutboxMessage, Referral, Target
 from bot.services import audit
 from handlers.blocks.prompt import build_prompt_message
+from rota.escalation import escalation_schedule
+from rota.escalation import respond_by as respond_by_of
 from rota.planner import TargetError, plan_referral, resolve_recipient
 from rota.store import RotaStore
 from rota.worktime import working_time_for
@@ -94,7 +96,10 @@ def compose_prompt(
     # Remember the choice, so a later check searches the same place.
     row.recipient_id, row.channel, row.address = recipient, channel.name, address
     outbox.note(row, via=via)
-    respond_by = working_time_for(store, recipient, target.spec, tz).end_of_working_day(now)
+    working_time = working_time_for(store, recipient, target.spec, tz)
+    policy = ctx.settings.policy_for(referral.urgency)
+    urgent = referral.urgency == "urgent"
+    respond_by = respond_by_of(now, working_time, policy, urgent=urgent)
     built = build_prompt_message(
         referral,
         row.id,
@@ -103,6 +108,7 @@ def compose_prompt(
         tz=tz,
         via=via,
         target=target.spec,
+        steps=escalation_schedule(now, working_time, policy),
     )
     message = Message(
         built["text"],

@@ -108,12 +108,15 @@ def add_person(
     session.add(new_person(person_id, team_id, name=name, slack_user=slack_user, email=email))
 
 
-def add_referral(session: Session, referral_id: str = "HO-K7M3QX") -> Referral:
+def add_referral(
+    session: Session, referral_id: str = "HO-K7M3QX", urgency: str = "standard"
+) -> Referral:
+    """A referral (standard: its prompts escalate at +60/+120/+240 working minutes)."""
     referral = Referral(
         referral_id=referral_id,
         external_ref=f"LCS-{referral_id[3:]}",
         category="domestic_abuse",
-        urgency="urgent",
+        urgency=urgency,
         referred_at=datetime(2027, 1, 9, 2, 10, tzinfo=UTC),
         received_at=datetime(2027, 1, 9, 2, 14, tzinfo=UTC),
         referrer_id="edt-amy",
@@ -253,6 +256,12 @@ def test_nothing_is_sent_before_due_then_exactly_at_due(
             tz=LONDON,
             via="self",
             target="person:hv-jsmith",
+            steps=[
+                ("remind", datetime(2027, 1, 11, 10, 0, tzinfo=UTC)),
+                ("escalate", datetime(2027, 1, 11, 11, 0, tzinfo=UTC)),
+                ("escalate_channel", datetime(2027, 1, 11, 13, 0, tzinfo=UTC)),
+                ("breach", datetime(2027, 1, 11, 17, 0, tzinfo=UTC)),
+            ],
         )
         assert message["blocks"] == expected["blocks"]
         [call] = [c for c in slack.calls("chat.postMessage") if c.args["channel"] != EDT]
@@ -465,7 +474,12 @@ def test_an_on_call_alert_posted_then_failed_is_found_by_its_own_event_type(
     stats = run_until_quiet(make_dispatcher(settings, session_factory, clock), clock)
     assert (stats.alerts, stats.found_in_history) == (1, 1)
 
-    [message] = slack.messages(slack.dm_channel_for("U0MGR"))
+    # (Nobody acknowledges it, so it is re-paged later: that DM is its own row's.)
+    [message] = [
+        m
+        for m in slack.messages(slack.dm_channel_for("U0MGR"))
+        if m["metadata"]["event_payload"]["kind"] == "on_call"
+    ]
     assert message["metadata"] == {
         "event_type": "handover_alert",
         "event_payload": {"referral_id": "HO-K7M3QX", "kind": "on_call", "row_id": alert_id},

@@ -126,7 +126,7 @@ def sent_prompt(
             referral_id=REFERRAL_ID,
             external_ref=EXTERNAL_REF,
             category="domestic_abuse",
-            urgency="urgent",
+            urgency="standard",  # +60/+120/+240; urgent: test_urgent_offsets.py
             referred_at=sent_at - timedelta(hours=60),
             received_at=sent_at - timedelta(hours=59),
             referrer_id="edt-amy",
