@@ -430,6 +430,9 @@ def running_bot(
         yield harness
     finally:
         server.stop()
+        # Listeners run after the ack, in Bolt's threads: let them finish here, not against the
+        # next test's database.
+        bolt.listener_runner.listener_executor.shutdown(wait=True)
         catcher.stop()
         standin.stop()
 

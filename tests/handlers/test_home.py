@@ -356,7 +356,10 @@ def serving_bot(services: Services, standin: SlackStandIn) -> Iterator[Callable[
         headers = {"Content-Type": content_type, **sign(body, secret=SECRET)}
         return bolt.dispatch(BoltRequest(body=body.decode(), headers=headers)).status
 
-    yield post
+    try:
+        yield post
+    finally:
+        bolt.listener_runner.listener_executor.shutdown(wait=True)  # its listeners end here
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
