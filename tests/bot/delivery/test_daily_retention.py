@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import FixedClock
 from bot.delivery.dispatcher import Dispatcher
+from bot.delivery.wakeups import Daily, Wakeups
 from bot.models import AuditEvent, Referral, RetentionRun, SlackEvent
 from bot.services import retention
 from bot.services.retention import (
@@ -243,3 +244,29 @@ def test_the_running_dispatcher_runs_it_at_start_then_at_0300(
     assert purge_events(session_factory) == [
         (ids["DUE"], RUN_AT, (RUN_AT - timedelta(days=30)).isoformat())
     ]
+
+
+def test_a_failing_daily_job_is_logged_and_runs_again_at_its_next_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started = RUN_AT - timedelta(milliseconds=300)
+    clock = FixedClock(started)
+    ran: list[datetime] = []
+
+    def run() -> None:
+        ran.append(clock.now())
+        if len(ran) == 1:
+            raise RuntimeError("the database went away")
+
+    daily = Daily(run=run, next_at=lambda after: next_retention_at(after, LONDON))
+    wakeups = Wakeups(lambda: None, lambda: None, clock, threading.Event(), daily=daily)
+    wakeups.start(interval_seconds=3600)
+    try:
+        wait_until(lambda: ran)
+        clock.set(RUN_AT)
+        wait_until(lambda: len(ran) == 2)
+    finally:
+        wakeups.stop()
+    assert ran == [started, RUN_AT]
+    [failure] = [r for r in caplog.records if r.message.startswith("the daily job failed")]
+    assert failure.exc_info is not None and "the database went away" in str(failure.exc_info[1])
