@@ -220,5 +220,7 @@ AUDIT_EVENTS = (
     "response_refused",
     "prompt_cancelled",
     "rota_imported",
+    "prompt_rerouted",  # a prompt passed over someone nobody could reach (bot/delivery/failures.py)
+    "unreachable",  # someone could not be reached by any channel; the on-call holders were told
     "referral_purged",  # retention erased its personal data (bot/services/retention.py)
 )

@@ -6,7 +6,7 @@ someone in its chain is at work; the recipient is the first in chain order at wo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -215,10 +215,13 @@ class _Window:
         """Who holds `role` from the window's start on."""
         return self.roles[role]
 
-    def link_at(self, member: _Member, t: datetime) -> ChainLink | None:
-        """The member as a concrete link if at work at t, else None."""
+    def link_at(
+        self, member: _Member, t: datetime, excluding: Collection[str] = ()
+    ) -> ChainLink | None:
+        """The member as a concrete link if at work at t, else None (a role: its first holder
+        at t but those `excluding` names)."""
         if member.role is not None:
-            holder = self.holders(member.role).holder(t)
+            holder = self.holders(member.role).holder(t, excluding)
             return ChainLink(holder, member.via) if holder is not None else None
         if not self.availability(member).is_at_work(t, self.tz):
             return None
@@ -241,10 +244,12 @@ class _Window:
         return holders
 
 
-def _first_at_work(window: _Window, members: Sequence[_Member], t: datetime) -> ChainLink | None:
+def _first_at_work(
+    window: _Window, members: Sequence[_Member], t: datetime, excluding: Collection[str] = ()
+) -> ChainLink | None:
     for member in members:
-        link = window.link_at(member, t)
-        if link is not None:
+        link = window.link_at(member, t, excluding)
+        if link is not None and link.recipient not in excluding:
             return link
     return None
 
@@ -283,11 +288,21 @@ def chain_for(store: RotaStore, target: str, t: datetime) -> list[ChainLink]:
     return links
 
 
-def resolve_recipient(store: RotaStore, target: str, t: datetime, tz: ZoneInfo) -> ChainLink | None:
-    """The first in the target's chain at work at t (used at send time), or None."""
+def resolve_recipient(
+    store: RotaStore, target: str, t: datetime, tz: ZoneInfo, *, excluding: Collection[str] = ()
+) -> ChainLink | None:
+    """The first in the target's chain at work at t (used at send time), passing over those
+    `excluding` names (people nobody could reach), or None."""
     members = _members(store, target)
     window = _Window(store, members, t, t + _SECOND, tz)
-    return _first_at_work(window, members, t)
+    return _first_at_work(window, members, t, excluding)
+
+
+def on_call_at(
+    store: RotaStore, roles: Sequence[str], t: datetime, tz: ZoneInfo
+) -> list[tuple[str, str]]:
+    """(role, person_id) for each active holder of these roles on shift at t, role by role."""
+    return _Window(store, [], t, t + _SECOND, tz, also_roles=roles).on_call(roles)
 
 
 def is_at_work(store: RotaStore, person_id: str, t: datetime, tz: ZoneInfo) -> bool:

@@ -6,7 +6,7 @@ plain values, several kinds in one statement (`load_targets`, then `read_window`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple, TypeVar
@@ -115,14 +115,17 @@ class RoleShifts:
     next_start: datetime | None = None  # the first start in (start, until]
     at_next: tuple[ShiftSpan, ...] = ()  # the shifts starting then, by person_id
 
-    def holder(self, t: datetime) -> str | None:
-        """The first holder at t (earliest shift start, then person_id), or None."""
+    def holder(self, t: datetime, excluding: Collection[str] = ()) -> str | None:
+        """The first holder at t (earliest shift start, then person_id) but those `excluding`
+        names, or None."""
         if not self.start <= t <= (self.next_start or self.until):
             raise ValueError(f"{t} is outside what was read of the role")
         for span in self.at_start:
-            if t < span.end_at:
+            if t < span.end_at and span.person_id not in excluding:
                 return span.person_id
-        return self.at_next[0].person_id if t == self.next_start and self.at_next else None
+        if t != self.next_start:
+            return None
+        return next((s.person_id for s in self.at_next if s.person_id not in excluding), None)
 
     def next_held(self, until: datetime) -> datetime | None:
         """The earliest instant in [start, until] at which someone holds the role, or None."""

@@ -98,7 +98,16 @@ class TransientError(ChannelError):
 
 
 class RecipientUnreachable(ChannelError):
-    """This person or room cannot be reached on this channel: retrying will not help."""
+    """This person or room cannot be reached on this channel: retrying will not help.
+
+    `person_id` names them when the error is raised before a row recorded them (resolution).
+    """
+
+    def __init__(
+        self, message: str, *, method: str, error: str, person_id: str | None = None
+    ) -> None:
+        super().__init__(message, method=method, error=error)
+        self.person_id = person_id
 
 
 class RequestRefused(ChannelError):

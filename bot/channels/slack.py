@@ -14,6 +14,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from enum import StrEnum
 from http.client import HTTPException
 from typing import Any
 from urllib.error import URLError
@@ -56,36 +57,87 @@ NON_IDEMPOTENT_METHODS = frozenset(
     {"chat.postMessage", "chat.postEphemeral", "chat.scheduleMessage"}
 )
 
-RECIPIENT_ERRORS = frozenset(
-    {
-        "user_not_found",
-        "users_not_found",
-        "account_inactive",
-        "channel_not_found",
-        "is_archived",
-        "not_in_channel",
-        "user_disabled",
-        "cannot_dm_bot",
-        "messages_tab_disabled",
-    }
-)
-AUTH_ERRORS = frozenset(
-    {
-        "token_revoked",
-        "token_expired",
-        "invalid_auth",
-        "not_authed",
-        "account_inactive",
-        "no_permission",
-        "missing_scope",
-        "not_allowed_token_type",
-        "team_access_not_granted",
-        "ekm_access_denied",
-    }
-)
-TRANSIENT_ERRORS = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
+
+class Verdict(StrEnum):
+    """What a Slack error code means for the message (docs/reference/slack.md, "Failures")."""
+
+    TRANSIENT = "transient"  # Slack is overloaded or busy: the same call later may succeed
+    UNREACHABLE = "unreachable"  # this person or conversation cannot be reached: pass them over
+    FATAL_CREDENTIALS = "fatal: credentials"  # the bot's token is refused: nothing can be sent
+    FATAL_REQUEST = "fatal: request"  # the request itself is wrong (a bug): never worth retrying
+
+
+# Every error code `chat.postMessage`, `conversations.open` and `users.lookupByEmail` can
+# answer (in Slack's Web API spec), and the other codes Slack documents
+# for reaching a person, classified once. Anything else is a fatal request error (logged), or
+# transient when Slack answered 429 or 5xx. `account_inactive` names the recipient's account or
+# the bot's own: `SlackChannel` asks auth.test which.
+SLACK_ERRORS: dict[str, Verdict] = {
+    # transient
+    "ratelimited": Verdict.TRANSIENT,
+    "rate_limited": Verdict.TRANSIENT,
+    "internal_error": Verdict.TRANSIENT,
+    "fatal_error": Verdict.TRANSIENT,  # Slack's own failure, not ours
+    "service_unavailable": Verdict.TRANSIENT,
+    "request_timeout": Verdict.TRANSIENT,
+    "team_added_to_org": Verdict.TRANSIENT,  # the workspace is being migrated
+    # unreachable: not found, deactivated, a DM refused, a conversation closed to the bot
+    "user_not_found": Verdict.UNREACHABLE,
+    "users_not_found": Verdict.UNREACHABLE,
+    "user_not_visible": Verdict.UNREACHABLE,
+    "user_disabled": Verdict.UNREACHABLE,
+    "account_inactive": Verdict.UNREACHABLE,
+    "enterprise_is_restricted": Verdict.UNREACHABLE,
+    "cannot_dm_bot": Verdict.UNREACHABLE,
+    "messages_tab_disabled": Verdict.UNREACHABLE,
+    "channel_not_found": Verdict.UNREACHABLE,
+    "not_in_channel": Verdict.UNREACHABLE,
+    "is_archived": Verdict.UNREACHABLE,
+    "restricted_action": Verdict.UNREACHABLE,
+    "no_slack_user": Verdict.UNREACHABLE,  # ours: no Slack user and no email to look up
+    # fatal: the bot's credentials
+    "not_authed": Verdict.FATAL_CREDENTIALS,
+    "invalid_auth": Verdict.FATAL_CREDENTIALS,
+    "token_revoked": Verdict.FATAL_CREDENTIALS,
+    "token_expired": Verdict.FATAL_CREDENTIALS,
+    "no_permission": Verdict.FATAL_CREDENTIALS,
+    "missing_scope": Verdict.FATAL_CREDENTIALS,
+    "not_allowed_token_type": Verdict.FATAL_CREDENTIALS,
+    "team_access_not_granted": Verdict.FATAL_CREDENTIALS,
+    "ekm_access_denied": Verdict.FATAL_CREDENTIALS,
+    # fatal: the request
+    "msg_too_long": Verdict.FATAL_REQUEST,
+    "no_text": Verdict.FATAL_REQUEST,
+    "too_many_attachments": Verdict.FATAL_REQUEST,
+    "invalid_blocks": Verdict.FATAL_REQUEST,
+    "invalid_metadata_format": Verdict.FATAL_REQUEST,
+    "invalid_arg_name": Verdict.FATAL_REQUEST,
+    "invalid_array_arg": Verdict.FATAL_REQUEST,
+    "invalid_charset": Verdict.FATAL_REQUEST,
+    "invalid_form_data": Verdict.FATAL_REQUEST,
+    "invalid_post_type": Verdict.FATAL_REQUEST,
+    "missing_post_type": Verdict.FATAL_REQUEST,
+    "invalid_json": Verdict.FATAL_REQUEST,
+    "json_not_object": Verdict.FATAL_REQUEST,
+    "upgrade_required": Verdict.FATAL_REQUEST,
+    "method_not_supported_for_channel_type": Verdict.FATAL_REQUEST,
+    "users_list_not_supplied": Verdict.FATAL_REQUEST,
+    "not_enough_users": Verdict.FATAL_REQUEST,
+    "too_many_users": Verdict.FATAL_REQUEST,
+    "invalid_user_combination": Verdict.FATAL_REQUEST,
+}
+
+
+def classify(error: str, status: int = 200) -> Verdict:
+    """The verdict on a Slack error code (and the HTTP status it came with)."""
+    if status == 429 or status >= 500:
+        return Verdict.TRANSIENT
+    verdict = SLACK_ERRORS.get(error)
+    if verdict is not None:
+        return verdict
+    return Verdict.TRANSIENT if status >= 400 else Verdict.FATAL_REQUEST
+
+
 # Slack-side failures that may come after the message was stored.
 AMBIGUOUS_ERRORS = frozenset({"internal_error", "fatal_error", "request_timeout"})
 
@@ -192,7 +244,7 @@ def translate_api_error(exc: SlackApiError, method: str) -> SlackError:
     error = data.get("error", "") if isinstance(data, dict) else ""
     error = str(error)[:100] or f"http_{status}"
     message = f"{method} failed: {error}"
-    if status == 429 or error == "ratelimited":
+    if status == 429 or error in ("ratelimited", "rate_limited"):
         retry_after = _retry_after(getattr(response, "headers", None))
         return SlackTransientError(
             message, method=method, error="ratelimited", ambiguous=False, retry_after=retry_after
@@ -202,17 +254,14 @@ def translate_api_error(exc: SlackApiError, method: str) -> SlackError:
         return SlackTransientError(
             message, method=method, error=f"http_{status}", ambiguous=ambiguous
         )
-    if error in AUTH_ERRORS and error != "account_inactive":
+    verdict = classify(error, status)
+    if verdict is Verdict.FATAL_CREDENTIALS:
         return SlackAuthError(message, method=method, error=error)
-    if error in RECIPIENT_ERRORS:
-        # account_inactive is ambiguous (the user's or the bot's account); the dispatcher
-        # tells them apart with auth.test.
+    if verdict is Verdict.UNREACHABLE:
         return SlackRecipientError(message, method=method, error=error)
-    if error in TRANSIENT_ERRORS:
+    if verdict is Verdict.TRANSIENT:
         ambiguous = method in NON_IDEMPOTENT_METHODS and error in AMBIGUOUS_ERRORS
         return SlackTransientError(message, method=method, error=error, ambiguous=ambiguous)
-    if status >= 400:
-        return SlackTransientError(message, method=method, error=error, ambiguous=False)
     return SlackRequestError(message, method=method, error=error)
 
 
@@ -278,7 +327,7 @@ class SlackChannel:
             raise SlackRecipientError(
                 f"no Slack user for {contact.person_id}",
                 method="users.lookupByEmail",
-                error="users_not_found",
+                error=exc.error,
             ) from exc
         return str(response["user"]["id"])
 

@@ -3,9 +3,16 @@
 - *Transient* (the channel is down, overloaded, slow): the row goes back to pending with a
   backoff (or the channel's Retry-After); an *ambiguous* failure (it may have been sent) makes
   the next attempt look for the message before sending it again.
-- *Unreachable* recipient, or a request the channel *refused*: the row is given up. A prompt's
-  target is marked failed and the EDT channel is told (`delivery_failure`); an escalation
-  step's message is logged as not delivered.
+- *Unreachable* recipient of a prompt, with no other channel: they are passed over
+  (`pass_over`): the prompt goes at once to the next in its target's chain at work
+  (`prompt_rerouted`), and the on-call holders are told (`unreachable`; the EDT channel when
+  nobody is on call). Nobody left in the chain: the target is unroutable, alerted as such.
+- Any other row given up (unreachable, or a request the channel *refused*) is logged and put
+  in front of a person: a prompt or an alert to a person, in the EDT channel
+  (`delivery_failure`); an escalation step's message to a person, to the on-call holders
+  (`unreachable`), and the step's event says it did not reach them; a post the EDT channel
+  itself refuses, to the on-call holders. Only an alert about a failure that fails too is
+  left to the error log (so failures never chase each other).
 - *Credentials refused*: nothing can be sent on that channel, so the row is released and the
   pass stops; the EDT channel is told (at most every 15 minutes), if the channel still allows.
 - A *bug* or the database: the row is released, doubted (it may have been sent).
@@ -21,23 +28,39 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.channels.base import ChannelError, Message, TransientError
+from bot.channels.base import ChannelError, Message, RecipientUnreachable, TransientError
 from bot.clock import Clock
 from bot.delivery import escalation, outbox
 from bot.delivery.compose import DeliveryContext
 from bot.delivery.compose.alert import raise_alert
-from bot.delivery.kinds import ACTOR, AlertKind, OutboxKind, Outcome, TargetState
+from bot.delivery.kinds import (
+    ACTOR,
+    ALERT_ROW_KINDS,
+    ANSWERED_TARGET_STATES,
+    AlertKind,
+    OutboxKind,
+    Outcome,
+    TargetState,
+)
 from bot.delivery.metadata import alert_tag
 from bot.delivery.results import RowResult
 from bot.models import OutboxMessage, Referral, Target
 from bot.services import audit
 from handlers.blocks.alerts import build_alert_message
+from rota.planner import resolve_recipient
+from rota.store import RotaStore
 
 logger = logging.getLogger(__name__)
 
 CREDENTIALS_ALERT_EVERY = timedelta(minutes=15)
-# Rows whose failures are logged as `prompt_failed` (alerts and cards have no event of their own).
-_LOGGED_KINDS = (OutboxKind.PROMPT, OutboxKind.ON_CALL)
+# Rows whose failures are logged as `prompt_failed` (with their `kind`): the prompts, every
+# alert and the card (escalation messages are logged as their step's event).
+_LOGGED_KINDS = (OutboxKind.PROMPT, OutboxKind.CARD, *sorted(ALERT_ROW_KINDS))
+# Rows whose retries are logged too (a card redrawn through an outage would flood the log).
+_RETRIES_LOGGED = (OutboxKind.PROMPT, OutboxKind.ON_CALL)
+# Alerts about a failure: when one fails too, only the error log says so (an `unreachable` DM
+# that fails goes to the EDT channel first).
+_ABOUT_FAILURES = (OutboxKind.DELIVERY_FAILURE, OutboxKind.UNREACHABLE)
 
 
 class Failures:
@@ -83,15 +106,84 @@ class Failures:
             if row is None:
                 return _lost(row_id)
             self._log_failure(session, row, now, exc.error)
-            if row.kind in _LOGGED_KINDS:
-                self._alert_delivery_failure(session, row, now, exc.error)
-            elif row.kind == OutboxKind.STEP_MESSAGE:
-                escalation.record_step_message(
-                    session, row, delivered=False, error=exc.error, now=now
-                )
-            else:
-                logger.error("could not send %s for %s: %s", row.kind, row.referral_id, exc.error)
+            self._put_in_front_of_a_person(session, row, now, exc.error)
         return RowResult(row_id, row.kind, Outcome.FAILED, reason=exc.error)
+
+    def pass_over(self, row_id: int, exc: RecipientUnreachable) -> bool:
+        """No channel reaches a prompt's recipient: pass them over, so the row is composed again
+        at once for the next in its chain at work (`prompt_rerouted`), and tell the on-call
+        holders (`unreachable`). False when the row is not a prompt still owed to a person of
+        its chain (it is then given up as any other)."""
+        now = self.clock.now()
+        settings = self.ctx.settings
+        tz = settings.timezone
+        with self.session_factory.begin() as session:
+            row = outbox.owned(session, row_id, self.ctx.instance_id)
+            if row is None or row.kind != OutboxKind.PROMPT or row.target_id is None:
+                return False
+            target = session.get(Target, row.target_id)
+            person = exc.person_id or row.recipient_id
+            if target is None or not person or target.state in ANSWERED_TARGET_STATES:
+                return False
+            channels = [*outbox.unreachable_on(row)] or [row.channel or exc.method]
+            row = outbox.pass_over(
+                session, row_id, instance_id=self.ctx.instance_id, recipient=person, error=exc.error
+            )
+            assert row is not None
+            store = RotaStore(session)
+            version = store.current_rota_version()
+            link = resolve_recipient(store, target.spec, now, tz, excluding=outbox.passed_over(row))
+            instead = link.recipient if link is not None else "unroutable"
+            alerted = raise_alert(
+                session,
+                settings,
+                OutboxKind.UNREACHABLE,
+                row.referral_id,
+                now,
+                to_on_call=True,
+                not_to=[person],
+                target_id=target.id,
+                target=target.spec,
+                person_id=person,
+                reason=exc.error,
+                channel=",".join(channels),
+                instead=instead,
+            )
+
+            def log(event: str, recipient: str, detail: dict[str, Any]) -> None:
+                audit.record(
+                    session,
+                    event,
+                    at=now,
+                    referral_id=row.referral_id,
+                    actor=ACTOR,
+                    recipient=recipient,
+                    target=target.spec,
+                    detail={**detail, "prompt_id": row.id},
+                    rota_version=version,
+                )
+
+            log(
+                "unreachable",
+                person,
+                {"reason": exc.error, "channels": channels, "alerted": alerted, "instead": instead},
+            )
+            if link is not None:
+                reason = f"{person} could not be reached ({exc.error})"
+                log(
+                    "prompt_rerouted",
+                    link.recipient,
+                    {"from": person, "reason": reason, "error": exc.error, "via": link.via},
+                )
+            logger.warning(
+                "nobody can reach %s for %s %s (%s): the prompt goes to %s",
+                person,
+                row.referral_id,
+                target.spec,
+                exc.error,
+                instead,
+            )
+        return True
 
     def credentials(
         self, row_id: int, exc: ChannelError, *, channel: str | None = None
@@ -152,8 +244,11 @@ class Failures:
         info = outbox.load_detail(row)
         # A copy of a prompt (slack+email) is logged as the prompt's own failures are.
         copy_of = info.get("copy_of") if row.kind == OutboxKind.COPY else None
-        if row.kind not in _LOGGED_KINDS and info.get("copy_of_kind") not in _LOGGED_KINDS:
+        kind = info.get("copy_of_kind") if row.kind == OutboxKind.COPY else row.kind
+        if kind not in _LOGGED_KINDS:
             return
+        if retry_at is not None and kind not in _RETRIES_LOGGED:
+            return  # a card or an alert being retried: only its giving up is logged
         target = session.get(Target, row.target_id) if row.target_id else None
         detail: dict[str, Any] = {
             "kind": row.kind,
@@ -176,6 +271,79 @@ class Failures:
             target=target.spec if target else outbox.load_detail(row).get("role"),
             detail=detail,
         )
+
+    def _put_in_front_of_a_person(
+        self, session: Session, row: OutboxMessage, now: datetime, error: str
+    ) -> None:
+        """Whatever was given up, someone hears of it (and the log says so)."""
+        edt = self.ctx.settings.edt_channel
+        if row.kind == OutboxKind.STEP_MESSAGE:
+            escalation.record_step_message(session, row, delivered=False, error=error, now=now)
+        if row.kind == OutboxKind.DELIVERY_FAILURE or (
+            row.kind in _ABOUT_FAILURES and not row.recipient_id
+        ):
+            logger.critical(
+                "could not deliver the %s alert of %s (row %s): %s",
+                row.kind,
+                row.referral_id,
+                row.id,
+                error,
+            )
+        elif row.kind == OutboxKind.COPY:
+            # The person has the message by their first channel: the EDT channel is told, no
+            # one is paged.
+            logger.error("could not send the copy %s of %s: %s", row.id, row.referral_id, error)
+            target = session.get(Target, row.target_id) if row.target_id else None
+            raise_alert(
+                session,
+                self.ctx.settings,
+                OutboxKind.DELIVERY_FAILURE,
+                row.referral_id,
+                now,
+                target=target.spec if target else None,
+                person_id=row.recipient_id,
+                reason=error,
+                channel=row.channel or None,
+                what=str(row.kind),
+            )
+        elif row.kind == OutboxKind.STEP_MESSAGE and row.recipient_id:
+            # An escalation DM, a breach DM: the step's event and channel post say so too.
+            target = session.get(Target, row.target_id) if row.target_id else None
+            raise_alert(
+                session,
+                self.ctx.settings,
+                OutboxKind.UNREACHABLE,
+                row.referral_id,
+                now,
+                to_on_call=True,
+                not_to=[row.recipient_id],
+                target_id=row.target_id,
+                target=target.spec if target else None,
+                person_id=row.recipient_id,
+                reason=error,
+                channel=",".join(dict.fromkeys([*outbox.unreachable_on(row), row.channel or ""])),
+            )
+        elif row.kind == OutboxKind.PROMPT or (row.kind in ALERT_ROW_KINDS and row.recipient_id):
+            self._alert_delivery_failure(session, row, now, error)
+        else:
+            # A post in a room (the card, an alert, an escalation post): the EDT channel hears
+            # of it; when the EDT channel itself refused it, the on-call holders do.
+            logger.error("could not post %s for %s: %s", row.kind, row.referral_id, error)
+            target = session.get(Target, row.target_id) if row.target_id else None
+            in_edt = row.kind == OutboxKind.CARD or (bool(edt) and row.address == edt)
+            raise_alert(
+                session,
+                self.ctx.settings,
+                OutboxKind.DELIVERY_FAILURE,
+                row.referral_id,
+                now,
+                to_on_call=in_edt,
+                target=target.spec if target else None,
+                person_id=row.address or row.message_channel or edt,
+                reason=error,
+                channel=row.channel or None,
+                what=str(row.kind),
+            )
 
     def _alert_delivery_failure(
         self, session: Session, row: OutboxMessage, now: datetime, reason: str

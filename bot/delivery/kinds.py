@@ -20,6 +20,7 @@ class OutboxKind(StrEnum):
     LONG_GAP = "long_gap"  # a target nobody can be asked of for more than 48 hours
     UNROUTABLE = "unroutable"  # a target nobody can be asked of within 7 days
     DELIVERY_FAILURE = "delivery_failure"  # a prompt could not be delivered
+    UNREACHABLE = "unreachable"  # a person could not be reached and was passed over
     CARD = "card"  # the referral's card in the EDT channel, posted then updated
     ESCALATION = "escalation"  # one escalation step; when due it becomes its messages
     STEP_MESSAGE = "step_message"  # one message of a performed escalation step
@@ -33,12 +34,19 @@ class AlertKind(StrEnum):
     LONG_GAP = "long_gap"
     UNROUTABLE = "unroutable"
     DELIVERY_FAILURE = "delivery_failure"
+    UNREACHABLE = "unreachable"
     SLACK_AUTH = "slack_auth"  # the bot's credentials were refused: posted at once, never a row
 
 
 # The outbox kinds that are alerts (each delivers the alert of the same name).
 ALERT_ROW_KINDS = frozenset(
-    {OutboxKind.ON_CALL, OutboxKind.LONG_GAP, OutboxKind.UNROUTABLE, OutboxKind.DELIVERY_FAILURE}
+    {
+        OutboxKind.ON_CALL,
+        OutboxKind.LONG_GAP,
+        OutboxKind.UNROUTABLE,
+        OutboxKind.DELIVERY_FAILURE,
+        OutboxKind.UNREACHABLE,
+    }
 )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from bot.delivery.kinds import OutboxKind, RowState
+from bot.delivery.kinds import ALERT_ROW_KINDS, OutboxKind, RowState
 from bot.models import OutboxMessage, Referral, Target
 
 BACKOFF_BASE = timedelta(seconds=30)
@@ -91,6 +91,13 @@ def unreachable_on(row: OutboxMessage) -> dict[str, str]:
     return {str(pair[0]): str(pair[1]) for pair in pairs if len(pair) == 2}
 
 
+def passed_over(row: OutboxMessage) -> dict[str, str]:
+    """The people (or rooms) a prompt passed over because nobody could reach them, with why."""
+    given = dispatch_state(row).get("passed_over")
+    pairs = given if isinstance(given, list) else []
+    return {str(pair[0]): str(pair[1]) for pair in pairs if len(pair) == 2}
+
+
 def _instant(row: OutboxMessage, key: str) -> datetime | None:
     text = dispatch_state(row).get(key)
     return datetime.fromisoformat(text) if text else None
@@ -152,12 +159,7 @@ def enqueue_alert(
     **detail: Any,
 ) -> OutboxMessage:
     """An alert: a DM to `recipient_id` (an on-call holder), or a post at `address`."""
-    if kind not in (
-        OutboxKind.ON_CALL,
-        OutboxKind.LONG_GAP,
-        OutboxKind.UNROUTABLE,
-        OutboxKind.DELIVERY_FAILURE,
-    ):
+    if kind not in ALERT_ROW_KINDS:
         raise ValueError(f"{kind!r} is not an alert")
     return _add(
         session,
@@ -524,6 +526,21 @@ def hand_to_next_channel(
     # Nothing of this row was sent on the next channel yet: no history to search there.
     tried = [[name, why] for name, why in unreachable_on(row).items() if name != channel]
     note(row, unreachable_on=[*tried, [channel, error]], needs_check=False)
+    return row
+
+
+def pass_over(
+    session: Session, row_id: int, *, instance_id: str, recipient: str, error: str
+) -> OutboxMessage | None:
+    """No channel reaches this prompt's `recipient`: note them as passed over, and forget the
+    recipient, channel and address chosen, so the row is composed again for the next in its
+    chain (still claimed; nothing was sent to them); None if the claim was lost."""
+    row = owned(session, row_id, instance_id)
+    if row is None:
+        return None
+    row.recipient_id, row.channel, row.address = None, None, None
+    passed = [[who, why] for who, why in passed_over(row).items() if who != recipient]
+    note(row, passed_over=[*passed, [recipient, error]], unreachable_on=[], needs_check=False)
     return row
 
 

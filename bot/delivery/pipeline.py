@@ -44,7 +44,9 @@ from rota.models import Person
 logger = logging.getLogger(__name__)
 
 LOOKUP_ROUNDS = 2  # compose, look the person up, compose again
-MAX_CHANNELS = 4  # a row is handed from channel to channel at most this often in one pass
+# A row is handed from channel to channel, and a prompt from person to person along its chain,
+# at most this often in one pass.
+MAX_HANDS = 16
 
 
 @dataclass
@@ -85,16 +87,21 @@ class RowPipeline:
         """Steps 1 to 3 for one claimed row; None when an internal error left it to its lease.
 
         A channel that cannot reach the row's person hands the row to their next channel
-        (email for someone Slack does not know), in the same pass. Raises CredentialsHeld
+        (email for someone Slack does not know), in the same pass; a prompt whose recipient no
+        channel reaches goes on to the next in its chain at work, in the same pass too
+        (`Failures.pass_over`). Raises CredentialsHeld
         (after releasing the row) when the rooms' channel refuses the bot.
         """
-        for _ in range(MAX_CHANNELS):
+        for _ in range(MAX_HANDS):
             attempt = _Attempt()
             try:
                 return self._deliver(row_id, attempt)
             except RecipientUnreachable as exc:
-                if attempt.person_channel is None or not self._hand_on(row_id, attempt, exc):
-                    return self.failures.permanent(row_id, exc)
+                if attempt.person_channel is not None and self._hand_on(row_id, attempt, exc):
+                    continue
+                if self.failures.pass_over(row_id, exc):
+                    continue  # the next in the prompt's chain, at once
+                return self.failures.permanent(row_id, exc)
             except TransientError as exc:
                 return self.failures.transient(row_id, exc)
             except CredentialsRefused as exc:

@@ -1,4 +1,5 @@
-"""Block Kit for alerts: on call, long gap, unroutable target, and a prompt that failed to go."""
+"""Block Kit for alerts: on call, long gap, unroutable target, a person nobody could reach, and
+a message that failed to go."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ _HEADLINES = {
     AlertKind.LONG_GAP: "Long gap before a target can be reached",
     AlertKind.UNROUTABLE: "Nobody to reach for a target",
     AlertKind.DELIVERY_FAILURE: "A prompt could not be delivered",
+    AlertKind.UNREACHABLE: "Someone could not be reached",
     AlertKind.SLACK_AUTH: "Slack refused the bot's credentials",
 }
 
@@ -28,7 +30,18 @@ _NOTIFICATIONS = {
     AlertKind.LONG_GAP: "long gap alert",
     AlertKind.UNROUTABLE: "unroutable target",
     AlertKind.DELIVERY_FAILURE: "prompt not delivered",
+    AlertKind.UNREACHABLE: "someone could not be reached",
     AlertKind.SLACK_AUTH: "Slack credentials refused",
+}
+
+
+# What a failed post was (an outbox kind), as a delivery-failure alert names it.
+_WHAT = {
+    "card": "The referral's card",
+    "step_message": "An escalation post",
+    "on_call": "An on-call alert",
+    "long_gap": "A long-gap alert",
+    "unroutable": "An unroutable alert",
 }
 
 
@@ -55,6 +68,8 @@ def _body(
     detail: str | None,
     reason: str | None,
     channel: str | None = None,
+    instead: str | None = None,
+    what: str | None = None,
 ) -> str:
     if kind == AlertKind.ON_CALL:
         role = target.removeprefix("role:") if target else "on call"
@@ -63,11 +78,36 @@ def _body(
         text = f"Target {_code(target or '?')} cannot be reached for more than 48 hours."
     elif kind == AlertKind.UNROUTABLE:
         text = f"Nobody in the chain of {_code(target or '?')} is at work within 7 days."
+    elif kind == AlertKind.DELIVERY_FAILURE and what == "copy":
+        about = f" (target {_code(target)})" if target else ""
+        by = _channel_words(channel)[0]
+        text = (
+            f"The copy by {by} for {_code(recipient or '?')}{about} could not be delivered; "
+            "they have the message by their first channel."
+        )
+    elif kind == AlertKind.DELIVERY_FAILURE and what not in (None, "prompt"):
+        where = f" in {_code(recipient)}" if recipient else ""
+        about = f" (target {_code(target)})" if target else ""
+        by = _channel_words(channel)[0]
+        text = f"{_WHAT.get(what, 'A message')}{where}{about} could not be delivered by {by}."
+        text += " Please check the channel and the bot's place in it."
     elif kind == AlertKind.DELIVERY_FAILURE:
         who = f" to {_code(recipient)}" if recipient else ""
         by = _channel_words(channel)[0]
         text = f"The prompt for {_code(target or '?')}{who} could not be delivered by {by}."
         text += " Please contact them by phone or another route."
+    elif kind == AlertKind.UNREACHABLE:
+        by = _channel_words(channel)[0]
+        text = (
+            f"{_code(recipient or '?')} could not be reached by {by} for target "
+            f"{_code(target or '?')}."
+        )
+        if instead == "unroutable":
+            text += " Nobody else in its chain can be reached: please find someone to ask."
+        elif instead:
+            text += f" The prompt went to {_code(instead)} instead."
+        else:
+            text += " Please contact them by phone or another route."
     elif channel not in (None, "slack"):
         text = (
             f"Messages by {_channel_words(channel)[0]} are held and retried until the mail "
@@ -92,12 +132,15 @@ def build_alert_message(
     detail: str | None = None,
     reason: str | None = None,
     channel: str | None = None,
+    instead: str | None = None,
+    what: str | None = None,
 ) -> dict[str, Any]:
     """An alert about a referral (`kind` one of ALERT_KINDS); `detail` is planner text only.
 
     `target` is a notify target (`role:NAME` for on_call), `recipient` a person_id, `reason` a
-    channel's error code (`channel` names it; Slack when None): none of them is free text a
-    person typed.
+    channel's error code (`channel` names it; Slack when None), `instead` whom the target went
+    to in their place (a person_id, or "unroutable"), `what` the kind of message that failed (a
+    prompt when None): none of them is free text a person typed.
     """
     if kind not in ALERT_KINDS:
         raise ValueError(f"unknown alert kind {kind!r}")
@@ -105,6 +148,9 @@ def build_alert_message(
     headline = _HEADLINES[kind]
     if kind == AlertKind.SLACK_AUTH and channel not in (None, "slack"):
         headline = "The mail relay refused Handover"
+    notification = _NOTIFICATIONS[kind]
+    if kind == AlertKind.DELIVERY_FAILURE and what not in (None, "prompt"):
+        headline, notification = "A message could not be delivered", "message not delivered"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": headline}},
         {
@@ -118,9 +164,11 @@ def build_alert_message(
                     detail=detail,
                     reason=reason,
                     channel=channel,
+                    instead=instead,
+                    what=what,
                 )[:3000],
             },
         },
         {"type": "section", "fields": referral_fields(facts, tz)},
     ]
-    return {"text": notification_text(facts.referral_id, _NOTIFICATIONS[kind]), "blocks": blocks}
+    return {"text": notification_text(facts.referral_id, notification), "blocks": blocks}

@@ -149,12 +149,20 @@ def build_channel_escalation_message(
     escalated_to: Sequence[str],
     breach_at: datetime,
     tz: ZoneInfo,
+    not_reached: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The post in the escalation channel: still no response after the chain was asked."""
+    """The post in the escalation channel: still no response after the chain was asked.
+
+    `escalated_to` are those the escalation reached; `not_reached` those it could not (named,
+    never claimed as told)."""
     facts = ReferralFacts.of(referral)
     lines = [_asked_line(target, asked, sent_at, tz)]
     if escalated_to:
         lines.append("Escalated already to " + ", ".join(escalated_to) + ".")
+    if not_reached:
+        lines.append(
+            "Could not be reached: " + ", ".join(not_reached) + ". Please contact them another way."
+        )
     lines.append(
         f"*{QUESTION}* Without a response this becomes a breach at "
         f"*{format_local(breach_at, tz)}*. Please follow up, by phone if need be."

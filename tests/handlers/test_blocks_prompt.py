@@ -255,6 +255,56 @@ def test_alerts_name_the_referral_and_never_the_summary(kind: str) -> None:
         assert "`edt_manager`" in dumped
 
 
+def section_text(message: dict[str, Any]) -> str:
+    return message["blocks"][1]["text"]["text"]
+
+
+@pytest.mark.parametrize(
+    ("instead", "says"),
+    [
+        ("hv-kpatel", "The prompt went to `hv-kpatel` instead."),
+        ("unroutable", "Nobody else in its chain can be reached: please find someone to ask."),
+        (None, "Please contact them by phone or another route."),
+    ],
+)
+def test_an_unreachable_alert_names_the_person_the_target_and_what_became_of_it(
+    instead: str | None, says: str
+) -> None:
+    message = build_alert_message(
+        "unreachable",
+        referral(),
+        tz=LONDON,
+        target="person:hv-jsmith",
+        recipient="hv-jsmith",
+        reason="smtp:550",
+        channel="slack,email",
+        instead=instead,
+    )
+    assert message["text"] == "Handover referral HO-K7M3QX: someone could not be reached"
+    assert message["blocks"][0]["text"]["text"] == "Someone could not be reached"
+    assert section_text(message) == (
+        "`hv-jsmith` could not be reached by Slack or email for target `person:hv-jsmith`. "
+        f"{says}\nThe mail relay said: `smtp:550`"
+    )
+
+
+def test_a_failed_post_is_named_for_what_it_was() -> None:
+    message = build_alert_message(
+        "delivery_failure",
+        referral(),
+        tz=LONDON,
+        recipient="C0EDTCARDS",
+        reason="channel_not_found",
+        what="card",
+    )
+    assert message["text"] == "Handover referral HO-K7M3QX: message not delivered"
+    assert message["blocks"][0]["text"]["text"] == "A message could not be delivered"
+    assert section_text(message) == (
+        "The referral's card in `C0EDTCARDS` could not be delivered by Slack. Please check the "
+        "channel and the bot's place in it.\nSlack said: `channel_not_found`"
+    )
+
+
 def test_unknown_alert_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown alert kind"):
         build_alert_message("gossip", referral(), tz=LONDON)

@@ -488,3 +488,38 @@ def test_shift_only_recipient_counts_wall_clock(rota: Session) -> None:
 def test_format_gap() -> None:
     assert format_gap(timedelta(hours=78, minutes=50)) == "78 h 50 min"
     assert format_gap(timedelta(hours=49)) == "49 h"
+
+
+def test_resolve_recipient_passes_over_those_nobody_could_reach(rota: Session) -> None:
+    store = RotaStore(rota)
+    monday = local(2027, 1, 4, 10)
+    add_shift(rota, "gp-duty", "duty:gp-northgate", local(2027, 1, 4, 8), local(2027, 1, 4, 18))
+    add_shift(rota, "gp-smith", "duty:gp-northgate", local(2027, 1, 4, 9), local(2027, 1, 4, 18))
+    assert resolve_recipient(store, "person:hv-jsmith", monday, LONDON) == ChainLink(
+        "hv-jsmith", "self"
+    )
+    assert resolve_recipient(
+        store, "person:hv-jsmith", monday, LONDON, excluding={"hv-jsmith"}
+    ) == ChainLink("hv-cover", "deputy")
+    assert resolve_recipient(
+        store, "person:hv-jsmith", monday, LONDON, excluding={"hv-jsmith", "hv-cover"}
+    ) == ChainLink("hv-manager", "manager")
+    # A role's next holder at the time, when its first holder is passed over.
+    assert resolve_recipient(store, "role:duty:gp-northgate", monday, LONDON) == ChainLink(
+        "gp-duty", "shift"
+    )
+    assert resolve_recipient(
+        store, "role:duty:gp-northgate", monday, LONDON, excluding={"gp-duty"}
+    ) == ChainLink("gp-smith", "shift")
+    assert (
+        resolve_recipient(
+            store, "role:duty:gp-northgate", monday, LONDON, excluding={"gp-duty", "gp-smith"}
+        )
+        is None
+    )
+    # A team: its duty holders, its manager, then its channel.
+    assert resolve_recipient(
+        store, "team:gp-northgate", monday, LONDON, excluding={"gp-duty"}
+    ) == ChainLink("gp-smith", "duty")
+    everyone = {"gp-duty", "gp-smith", "gp-manager"}
+    assert resolve_recipient(store, "team:gp-northgate", monday, LONDON, excluding=everyone) is None

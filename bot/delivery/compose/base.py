@@ -145,6 +145,7 @@ def reach_person(
             f"no channel reaches {person_id} ({reasons})",
             method="resolve",
             error=next(reversed(tried.values()), "no_channel"),
+            person_id=person_id,
         )
     address = channel.address_of(contact)
     if address is None:

@@ -119,7 +119,9 @@ def compose_step(
         "late": late,
         "breach_at": schedule[BREACH].astimezone(tz).isoformat(),
     }
-    planned = _plan_messages(ctx, store, step, prompt, target, now)
+    planned = _plan_messages(
+        ctx, store, step, prompt, target, now, _escalation_reached(session, prompt)
+    )
     for message in planned:
         outbox.enqueue_step_message(
             session,
@@ -168,6 +170,19 @@ def _asked(store: RotaStore, prompt: OutboxMessage) -> str:
     return channel_label(room) if room else recipient_label(None)
 
 
+def _escalation_reached(session: Session, prompt: OutboxMessage) -> list[tuple[str, bool]] | None:
+    """Whom the prompt's escalation step (+120) was for, each with whether it reached them
+    (a message still retrying has not); None when that step was not performed."""
+    for step_row in escalation.escalation_rows(session, prompt):
+        if outbox.load_detail(step_row).get("step") == ESCALATE and step_row.state == RowState.SENT:
+            return [
+                (message.recipient_id, message.state == RowState.SENT)
+                for message in escalation.step_messages(session, step_row)
+                if message.recipient_id
+            ]
+    return None
+
+
 def _plan_messages(
     ctx: DeliveryContext,
     store: RotaStore,
@@ -175,6 +190,7 @@ def _plan_messages(
     prompt: OutboxMessage,
     target: Target,
     now: datetime,
+    reached: list[tuple[str, bool]] | None,
 ) -> list[_Planned]:
     """The messages of one step, in the order they go."""
     tz = ctx.settings.timezone
@@ -198,11 +214,18 @@ def _plan_messages(
     if step == ESCALATE_CHANNEL:
         if room is None:
             return []
-        told = [
-            escalation.person_label(store, person_id)
-            for person_id, _ in escalation.escalation_people(store, prompt, target, now, tz)
+        if reached is None:
+            # No escalation step was performed (the policy has none): who it would reach now.
+            people = escalation.escalation_people(store, prompt, target, now, tz)
+            reached = [(person_id, True) for person_id, _ in people]
+        told = [escalation.person_label(store, p) for p, delivered in reached if delivered]
+        # Those the prompt passed over (nobody could reach them), then the escalation's: by
+        # their rota id, as a mention of an account Slack does not know would be no use.
+        missed = [recipient_label(p) for p in outbox.passed_over(prompt)] + [
+            recipient_label(p) for p, delivered in reached if not delivered
         ]
-        return [_Planned(None, room, "channel", {**asked, "escalated_to": told})]
+        extra = {**asked, "escalated_to": told, "not_reached": missed}
+        return [_Planned(None, room, "channel", extra)]
     planned = [_Planned(None, room, "channel", asked)] if room is not None else []
     team = escalation.target_team(store, target, prompt.recipient_id)
     manager = escalation.active_manager(store, team)
@@ -255,6 +278,7 @@ def compose_step_message(
             asked=asked,
             sent_at=prompt.sent_at,
             escalated_to=list(info.get("escalated_to") or []),
+            not_reached=list(info.get("not_reached") or []),
             breach_at=breach_at,
             tz=tz,
         )

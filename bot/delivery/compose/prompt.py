@@ -1,8 +1,10 @@
 """Composing a prompt row: who is asked now, by which channel, and with what respond-by time.
 
 The recipient is decided at send time, the first in the target's chain at work now (the rota
-may have changed since intake). Nobody at work any more: the prompt is held until someone is,
-or, with nobody within 7 days, the target is unroutable and the EDT is alerted.
+may have changed since intake), passing over anyone no channel could reach for this prompt
+(`failures.Failures.pass_over`). Nobody at work any more: the prompt is held until someone is,
+or, with nobody within 7 days (or nobody left who can be reached), the target is unroutable
+and the on-call holders are alerted.
 """
 
 from __future__ import annotations
@@ -71,14 +73,15 @@ def compose_prompt(
     check = outbox.needs_check(row)
     store = RotaStore(session)
     tz = ctx.settings.timezone
+    passed = outbox.passed_over(row)
     if check and row.recipient_id and row.address:
         # An earlier attempt chose a recipient: look where it would have posted.
         recipient, via = row.recipient_id, outbox.dispatch_state(row).get("via")
         channel, address = ctx.channels.named(row.channel), row.address
     else:
-        link = resolve_recipient(store, target.spec, now, tz)
+        link = resolve_recipient(store, target.spec, now, tz, excluding=passed)
         if link is None:
-            return _hold_or_give_up(ctx, session, store, row, referral, target, now)
+            return _hold_or_give_up(ctx, session, store, row, referral, target, now, passed)
         recipient, via = link.recipient, link.via
         if via == "channel":
             channel, address = ctx.channels.for_rooms(), recipient
@@ -117,7 +120,10 @@ def compose_prompt(
         recipient=recipient,
         target=target.spec,
         via=via,
-        log_detail={"respond_by": respond_by.astimezone(tz).isoformat()},
+        log_detail={
+            "respond_by": respond_by.astimezone(tz).isoformat(),
+            **({"passed_over": [*passed]} if passed else {}),
+        },
     )
 
 
@@ -129,8 +135,10 @@ def _hold_or_give_up(
     referral: Referral,
     target: Target,
     now: datetime,
+    passed: dict[str, str],
 ) -> Settled:
-    """Nobody in the chain is at work now (the rota changed): hold until someone is."""
+    """Nobody in the chain is at work now (the rota changed), or nobody left that can be
+    reached (`passed`: those no channel reached): hold until someone else is at work."""
     tz = ctx.settings.timezone
     try:
         plan = plan_referral(store, [target.spec], now, alert_roles=(), tz=tz)
@@ -140,7 +148,12 @@ def _hold_or_give_up(
             "target %s of %s no longer routable: %s", target.spec, referral.referral_id, exc
         )
         entry = None
-    if entry is not None and entry.due_at is not None and entry.due_at > now:
+    if (
+        entry is not None
+        and entry.due_at is not None
+        and entry.due_at > now
+        and entry.recipient not in passed
+    ):
         outbox.reschedule(session, row.id, instance_id=ctx.instance_id, due_at=entry.due_at)
         target.due_at = entry.due_at
         audit.record(
@@ -166,6 +179,9 @@ def _hold_or_give_up(
     outbox.mark_failed(session, row.id, instance_id=ctx.instance_id, now=now, error="unroutable")
     target.state = TargetState.UNROUTABLE
     detail = "nobody in the chain is at work within 7 days (the rota changed)"
+    if passed:
+        names = ", ".join(f"{who} ({why})" for who, why in passed.items())
+        detail = f"nobody else in the chain can be reached; could not reach {names}"
     audit.record(
         session,
         "unroutable",
@@ -182,6 +198,8 @@ def _hold_or_give_up(
         OutboxKind.UNROUTABLE,
         referral.referral_id,
         now,
+        to_on_call=bool(passed),
+        target_id=target.id,
         target=target.spec,
         detail=detail,
     )

@@ -625,40 +625,46 @@ def test_two_dispatch_processes_send_300_prompts_exactly_once(
 # ----- failures: never dropped, always visible ---------------------------------------------------
 
 
-def test_user_not_found_fails_the_prompt_and_alerts_the_edt_channel(
+def test_user_not_found_passes_them_over_and_with_nobody_else_alerts_the_edt_channel(
     session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
 ) -> None:
+    # Jo Smith's chain has nobody else, and nobody is on call: the EDT channel hears of both
+    # the person nobody could reach and the target nobody is left to answer.
     prompt_id = setup_one_prompt(session_factory)
     slack.fail_with_error("chat.postMessage", "user_not_found")
     stats = make_dispatcher(settings, session_factory, clock).run_once()
     assert stats.failed == 1
 
     row = prompt_row(session_factory, prompt_id)
-    assert (row.state, row.last_error) == (RowState.FAILED, "user_not_found")
+    assert (row.state, row.last_error) == (RowState.FAILED, "unroutable")
+    assert outbox.passed_over(row) == {"hv-jsmith": "user_not_found"}
     with session_factory() as session:
-        assert session.get(Target, row.target_id).state == "failed"
-    [failed] = events(session_factory, "prompt_failed")
-    assert (failed.recipient, failed.target) == ("hv-jsmith", "person:hv-jsmith")
-    assert json.loads(failed.detail)["reason"] == "user_not_found"
-    assert json.loads(failed.detail)["will_retry"] is False
-
-    [alert] = [m for m in slack.messages(EDT) if m["metadata"]["event_type"] == "handover_alert"]
-    with session_factory() as session:
-        alert_row = session.scalars(
-            select(OutboxMessage).where(OutboxMessage.kind == "delivery_failure")
-        ).one()
-    assert alert["metadata"] == {
-        "event_type": "handover_alert",
-        "event_payload": {
-            "referral_id": "HO-K7M3QX",
-            "kind": "delivery_failure",
-            "row_id": alert_row.id,
-        },
+        assert session.get(Target, row.target_id).state == "unroutable"
+    [unreachable] = events(session_factory, "unreachable")
+    assert (unreachable.recipient, unreachable.target) == ("hv-jsmith", "person:hv-jsmith")
+    assert json.loads(unreachable.detail) == {
+        "reason": "user_not_found",
+        "channels": ["slack"],
+        "prompt_id": prompt_id,
+        "alerted": [EDT],
+        "instead": "unroutable",
     }
-    text = json.dumps(alert)
-    assert "HO-K7M3QX" in text and "hv-jsmith" in text and "user_not_found" in text
+    [unroutable] = events(session_factory, "unroutable")
+    assert json.loads(unroutable.detail)["reason"] == (
+        "nobody else in the chain can be reached; could not reach hv-jsmith (user_not_found)"
+    )
+    assert events(session_factory, "prompt_rerouted", "prompt_failed") == []
+
+    alerts = [m for m in slack.messages(EDT) if m["metadata"]["event_type"] == "handover_alert"]
+    assert [a["metadata"]["event_payload"]["kind"] for a in alerts] == [
+        "unreachable",
+        "unroutable",
+    ]
+    text = json.dumps(alerts[0])
+    assert alerts[0]["text"] == "Handover referral HO-K7M3QX: someone could not be reached"
+    assert "`hv-jsmith` could not be reached by Slack for target `person:hv-jsmith`" in text
+    assert "Nobody else in its chain can be reached" in text
     assert "Jo Smith" not in text and "jo.smith" not in text  # the person_id, not their details
-    assert alert["text"] == "Handover referral HO-K7M3QX: prompt not delivered"
 
 
 def test_a_revoked_token_loses_nothing_and_sends_after_the_fix(

@@ -184,7 +184,7 @@ def test_a_dropped_connection_sends_it_again_with_the_same_message_id_and_says_s
     assert detail(sent)["message_id"] == message_id(prompt_id)
 
 
-def test_a_deferral_is_retried_and_a_refused_mailbox_is_a_delivery_failure(
+def test_a_deferral_is_retried_and_a_refused_mailbox_is_passed_over_with_an_alarm(
     session_factory, slack: SlackStandIn, relay: MailStandIn, settings: Settings, clock
 ) -> None:
     add_people(session_factory)
@@ -201,10 +201,22 @@ def test_a_deferral_is_retried_and_a_refused_mailbox_is_a_delivery_failure(
         (e.recipient, detail(e)["reason"], detail(e)["will_retry"])
         for e in events(session_factory, "prompt_failed")
     ]
-    assert failures == [("gp-sam", "smtp:451", True), ("gp-noor", "smtp:550", False)]
-    [alert] = [m for m in slack.messages(EDT) if m["metadata"]["event_type"] == "handover_alert"]
+    assert failures == [("gp-sam", "smtp:451", True)]
+    # Neither Slack nor email reaches gp-noor: passed over, and the EDT channel is told.
+    [unreachable] = events(session_factory, "unreachable")
+    assert unreachable.recipient == "gp-noor"
+    assert (detail(unreachable)["reason"], detail(unreachable)["channels"]) == (
+        "smtp:550",
+        ["slack", "email"],
+    )
+    [alert] = [
+        m
+        for m in slack.messages(EDT)
+        if m["metadata"]["event_type"] == "handover_alert"
+        and m["metadata"]["event_payload"]["kind"] == "unreachable"
+    ]
     text = json.dumps(alert["blocks"])
-    assert "could not be delivered by Slack or email." in text
+    assert "`gp-noor` could not be reached by Slack or email" in text
     assert "The mail relay said: `smtp:550`" in text
 
 
@@ -260,3 +272,26 @@ def test_without_smtp_an_email_contact_is_still_tried_in_slack(
     assert client_dispatcher.run_once().sent == 1
     assert relay.messages() == []
     assert len(slack.messages(slack.dm_channel_for("U0RIA1"))) == 1
+
+
+def test_a_copy_the_relay_refuses_is_put_before_the_edt_channel_without_paging(
+    session_factory, slack: SlackStandIn, relay: MailStandIn, settings: Settings, clock
+) -> None:
+    add_people(session_factory)
+    prompt(session_factory, "hv-ria")
+    relay.refuse(RIA)
+    make_dispatcher(settings, session_factory, clock).run_once()
+    assert len(slack.messages(slack.dm_channel_for("U0RIA1"))) == 1  # Ria has it by Slack
+    [failed] = events(session_factory, "prompt_failed")
+    assert (detail(failed)["kind"], detail(failed)["reason"]) == ("copy", "smtp:550")
+    [alert] = [
+        m
+        for m in slack.messages(EDT)
+        if m["metadata"]["event_type"] == "handover_alert"
+        and m["metadata"]["event_payload"]["kind"] == "delivery_failure"
+    ]
+    assert alert["text"] == "Handover referral HO-K7M3QX: message not delivered"
+    assert alert["blocks"][1]["text"]["text"] == (
+        "The copy by email for `hv-ria` (target `person:hv-ria`) could not be delivered; they "
+        "have the message by their first channel.\nThe mail relay said: `smtp:550`"
+    )
