@@ -111,10 +111,16 @@ class OutboxMessage(Base):
     message_channel: Mapped[str | None] = mapped_column(String(254))
     message_ts: Mapped[str | None] = mapped_column(String(255))
     late: Mapped[bool] = mapped_column(Boolean, default=False)
+    # sent_at - due_at in milliseconds, set when sent: /metrics' lateness histogram counts it.
+    lateness_ms: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(String(500))
     detail: Mapped[str | None] = mapped_column(Text)  # JSON, kind-specific (no summary)
 
-    __table_args__ = (Index("ix_outbox_state_due", "state", "due_at"),)
+    __table_args__ = (
+        Index("ix_outbox_state_due", "state", "due_at"),
+        # GET /metrics counts settled rows and their lateness from this index alone.
+        Index("ix_outbox_metrics", "state", "kind", "channel", "late", "lateness_ms"),
+    )
 
 
 class Response(Base):
@@ -144,7 +150,7 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     referral_id: Mapped[str | None] = mapped_column(String(32), index=True)
-    event: Mapped[str] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(32), index=True)  # /metrics counts by it
     actor: Mapped[str | None] = mapped_column(String(64))
     recipient: Mapped[str | None] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(140))

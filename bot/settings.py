@@ -34,6 +34,31 @@ class SettingsError(ValueError):
     """A setting is missing or malformed; the message never contains a secret."""
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
+
+
+def log_settings(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """`LOG_LEVEL` and `HANDOVER_LOG_FORMAT` (docs/reference/configuration.md), checked.
+
+    Read on their own, before everything else, because logging is set up first.
+    """
+    env = os.environ if environ is None else environ
+    level = (env.get("LOG_LEVEL", "").strip() or "INFO").upper()
+    if level == "WARN":
+        level = "WARNING"
+    if level not in LOG_LEVELS:
+        raise SettingsError(
+            f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {env.get('LOG_LEVEL')!r}"
+        )
+    log_format = env.get("HANDOVER_LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in LOG_FORMATS:
+        raise SettingsError(
+            f"HANDOVER_LOG_FORMAT must be text or json, got {env.get('HANDOVER_LOG_FORMAT')!r}"
+        )
+    return level, log_format
+
+
 def normalize_database_url(url: str) -> str:
     """Check DATABASE_URL names a database Handover can open; `postgres://` means psycopg 3."""
     try:
@@ -174,6 +199,8 @@ class Settings:
     mail_from: str | None = None
     public_url: str | None = None
     retention_days: int | None = None
+    log_level: str = "INFO"
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         check_api_secret(self.api_secret)
@@ -281,7 +308,10 @@ class Settings:
                 if value is None:
                     raise SettingsError(f"HANDOVER_SMTP_URL is set, so {name} is required too")
 
+        log_level, log_format = log_settings(env)
         return cls(
+            log_level=log_level,
+            log_format=log_format,
             database_url=normalize_database_url(get("DATABASE_URL") or DEFAULT_DATABASE_URL),
             slack_bot_token=get("SLACK_BOT_TOKEN"),
             slack_signing_secret=get("SLACK_SIGNING_SECRET"),

@@ -7,13 +7,16 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
 
 from dotenv import load_dotenv
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from bot.errors import HandoverError, InputError, ServiceUnavailable
-from bot.logfilter import install_repeat_filter
-from bot.settings import Settings, SettingsError
+from bot.logconfig import configure_logging
+from bot.settings import Settings, SettingsError, log_settings
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
 
@@ -129,6 +132,37 @@ def _day_count(text: str) -> int:
     return day_count(text)
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's, for an editable install too)."""
+    try:
+        return metadata.version("handover")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+# Commands that may meet a database that does not exist yet: `db upgrade` creates it, the demo
+# brings its own.
+_MAY_CREATE_THE_DATABASE = frozenset({"db", "demo"})
+
+
+def _require_database_file(settings: Settings) -> None:
+    """An SQLite DATABASE_URL naming a file that does not exist is a mistake (a typo, or the
+    wrong working directory), not a new empty database to create silently."""
+    try:
+        url = make_url(settings.database_url)
+    except ArgumentError:
+        return  # not a URL at all: the engine says so
+    path = url.database
+    if url.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        return
+    if path.startswith("file:") or Path(path).exists():
+        return
+    raise ServiceUnavailable(
+        f"database unavailable: the SQLite file {Path(path).absolute()} does not exist "
+        "(check DATABASE_URL and the working directory, or create it with `handover db upgrade`)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="handover",
@@ -136,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "at the start of their next working morning.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--version", action="version", version=f"handover {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -248,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", metavar="DATE")
     report.add_argument("--until", metavar="DATE")
     report.add_argument("--format", choices=("table", "csv"), default="table")
+    report.add_argument(
+        "--html",
+        metavar="FILE",
+        help="write the report as one self-contained HTML page with charts to FILE",
+    )
     report.set_defaults(func=_cmd_report)
 
     purge = sub.add_parser(
@@ -270,24 +310,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `handover` and `python -m bot`."""
-    load_dotenv()
+    # The .env of the directory the command runs in (not of wherever the package is installed);
+    # the environment wins over it.
+    load_dotenv(Path.cwd() / ".env", override=False)
     parser = build_parser()
     args = parser.parse_args(argv)
-    existing = list(logging.getLogger().handlers)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # A database outage fails every request alike: one traceback a minute, with a count (on
-    # the handler set up here, not on one an embedding program brought).
-    install_repeat_filter(h for h in logging.getLogger().handlers if h not in existing)
-    # APScheduler logs every dispatcher pass and Alembic every plugin at INFO: keep it for events.
-    for noisy in ("apscheduler", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        log_level, log_format = log_settings()
+    except SettingsError as exc:
+        print(f"handover: configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(log_level, log_format, verbose=args.verbose)
     try:
         # The demo brings its own settings: a broken environment must not stop it.
         settings = Settings() if args.command == "demo" else Settings.from_env()
+        if args.command not in _MAY_CREATE_THE_DATABASE:
+            _require_database_file(settings)
         return args.func(args, settings)
     except SettingsError as exc:
         print(f"handover: configuration: {exc}", file=sys.stderr)

@@ -13,15 +13,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import islice
+from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.cli.plan import text_argument
 from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
-from bot.errors import UsageError
-from bot.models import AuditEvent
+from bot.errors import InputError, UsageError
+from bot.models import AuditEvent, Referral
 from bot.services.audit import verify_chain
 from bot.services.logbook import (
     LOG_FIELDS,
@@ -149,12 +151,22 @@ def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: 
     raise ValueError(f"unknown log format {fmt!r}")
 
 
+def referral_known(session: Session, referral_id: str) -> bool:
+    """Whether the referral exists, or existed: a purged one keeps its rows in the log."""
+    if session.get(Referral, referral_id) is not None:
+        return True
+    logged = select(AuditEvent.id).where(AuditEvent.referral_id == referral_id).limit(1)
+    return session.scalar(logged) is not None
+
+
 def log_command(args: argparse.Namespace, settings: Settings) -> int:
     """`handover log`: print the escalation log, filtered, in order of time."""
     tz = settings.timezone
-    referral_id = text_argument("--referral", args.referral) if args.referral else None
+    referral_id = text_argument("--referral", args.referral) if args.referral is not None else None
     window = parse_window(args.since, args.until, tz, referral_id=referral_id)
     with database_session(settings) as session:
+        if referral_id is not None and not referral_known(session, referral_id):
+            raise InputError(f"--referral: no referral {referral_id or '(empty)'}")
         write_log(session, window, args.format, tz, sys.stdout)
     return EXIT_OK
 
@@ -259,10 +271,42 @@ def write_report_table(report: Report, tz: ZoneInfo, out: TextIO) -> None:
     write_table(rows, out, ("agency type", "responses", "median", "90th percentile"))
 
 
+def report_channels(settings: Settings) -> dict[str, str]:
+    """The configured channels by what they are for, as the report page names them."""
+    channels = {}
+    if settings.edt_channel:
+        channels[settings.edt_channel] = "the EDT channel"
+    if settings.escalation_channel:
+        channels[settings.escalation_channel] = "the escalation channel"
+    return channels
+
+
+def write_report_html(path: Path, window: LogWindow, settings: Settings) -> int:
+    """`handover report --html FILE`: the report as one self-contained page."""
+    from bot.clock import clock_from_env
+    from bot.pages import render_report, window_words
+    from bot.services.report_page import build_report_page
+
+    tz = settings.timezone
+    with database_session(settings) as session:
+        page = build_report_page(
+            session, window, tz, clock_from_env().now(), channels=report_channels(settings)
+        )
+    html = render_report(page, window_label=f"Handover report {window_words(window, tz)}")
+    try:
+        path.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--html {path}: {exc.strerror or exc}") from None
+    print(f"report written to {path}")
+    return EXIT_OK
+
+
 def report_command(args: argparse.Namespace, settings: Settings) -> int:
     """`handover report`: figures for managers, as a table or CSV."""
     tz = settings.timezone
     window = parse_window(args.since, args.until, tz)
+    if getattr(args, "html", None):
+        return write_report_html(Path(args.html), window, settings)
     with database_session(settings) as session:
         report = build_report(session, window, tz)
     if args.format == "csv":

@@ -1,8 +1,12 @@
 """The dispatcher: delivers the outbox exactly once, never dropping a row.
 
 A pass claims a batch of due rows and puts each through the one delivery path
-(`pipeline.RowPipeline`), batch after batch until nothing due is left. The database is the only
-source of truth; `wakeups.Wakeups` only decides when to look.
+(`pipeline.RowPipeline`), batch after batch until nothing due is left. While a pass runs, a
+heartbeat renews the short lease of every row this dispatcher holds (also while it waits out a
+rate limit), so a live dispatcher keeps its rows and a dead one's are taken over within a lease;
+each row's claim is checked again just before its message is sent (`compose`). The database is
+the only source of truth; `wakeups.Wakeups` only decides when to look, and `wakeups.OutboxWatch`
+tells it when any process wrote rows.
 
 Running in the background it also runs retention once a day (`run_retention`): at its start
 when the day's run has not happened, then daily at RETENTION_TIME service time
@@ -16,6 +20,8 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from slack_sdk import WebClient
@@ -31,7 +37,7 @@ from bot.delivery.home import refresh_recipient_home
 from bot.delivery.kinds import Outcome
 from bot.delivery.pipeline import CredentialsHeld, RowPipeline
 from bot.delivery.results import DispatchStats, RowResult
-from bot.delivery.wakeups import Daily, Wakeups
+from bot.delivery.wakeups import Daily, OutboxWatch, Wakeups
 from bot.services.retention import RetentionReport, next_retention_at, run_retention_for_the_day
 from bot.settings import Settings
 
@@ -39,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 20
 DEFAULT_LEASE = outbox.DEFAULT_LEASE
+LEASE_RENEWAL = outbox.LEASE_RENEWAL
 
 
 def new_instance_id() -> str:
@@ -92,13 +99,15 @@ class Dispatcher:
         self._wakeups = Wakeups(
             self._scheduled_pass, self._next_due, clock, self._stopping, daily=retention
         )
+        bind = session_factory.kw.get("bind")
+        self._watch = OutboxWatch(bind, self.wake) if bind is not None else None
 
     # ----- one pass ------------------------------------------------------------------------
 
     def run_once(self) -> DispatchStats:
         """Deliver everything due now, batch by batch, until nothing due is left."""
         stats = DispatchStats()
-        with self._pass_lock:
+        with self._pass_lock, self._keeping_claims():
             while not self._stopping.is_set():
                 with self.session_factory.begin() as session:
                     claimed = outbox.claim_due(
@@ -109,6 +118,12 @@ class Dispatcher:
                         lease=self.lease,
                     )
                     ids = [row.id for row in claimed]
+                logger.debug(
+                    "dispatcher %s claimed %d due rows",
+                    self.instance_id,
+                    len(ids),
+                    extra={"dispatcher": self.instance_id, "claimed": len(ids)},
+                )
                 if not ids:
                     break
                 stats.claimed += len(ids)
@@ -136,8 +151,38 @@ class Dispatcher:
     def process(self, row_id: int) -> DispatchStats:
         """One row this dispatcher has claimed, through the whole delivery path."""
         stats = DispatchStats(claimed=1)
-        self._process_batch([row_id], stats)
+        with self._keeping_claims():
+            self._process_batch([row_id], stats)
         return stats
+
+    @contextmanager
+    def _keeping_claims(self) -> Iterator[None]:
+        """Renew our claims every LEASE_RENEWAL (at most a third of the lease) until the block
+        ends: a row waiting its turn in the batch, or its send waiting out a 429, stays ours."""
+        done = threading.Event()
+        every = min(self.lease / 3, LEASE_RENEWAL).total_seconds()
+        renewer = threading.Thread(
+            target=self._renew_claims, args=(done, every), name="handover-lease", daemon=True
+        )
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join()
+
+    def _renew_claims(self, done: threading.Event, every: float) -> None:
+        while not done.wait(every):
+            try:
+                with self.session_factory.begin() as session:
+                    now = self.clock.now()
+                    outbox.renew_claims(
+                        session, instance_id=self.instance_id, now=now, lease=self.lease
+                    )
+            except Exception:
+                # The next renewal tries again; a row whose lease lapses meanwhile is checked
+                # before it is sent, and confirmed only if it is still ours.
+                logger.warning("could not renew the claims of %s", self.instance_id, exc_info=True)
 
     def _hand_back(self, row_ids: list[int], stats: DispatchStats) -> None:
         now = self.clock.now()
@@ -190,26 +235,33 @@ class Dispatcher:
         """Run passes in a background scheduler: at the next due time and every interval."""
         self._stopping.clear()
         self._wakeups.start(self.interval_seconds)
+        if self._watch is not None:
+            self._watch.start()
         logger.info(
-            "dispatcher %s started (safety pass every %s s)",
+            "dispatcher %s started (woken by %s; safety pass every %s s)",
             self.instance_id,
+            self._watch.mechanism if self._watch is not None else None,
             self.interval_seconds,
         )
 
     def wake(self) -> None:
-        """Ask for a pass now (intake calls this after writing rows that are due at once)."""
+        """Ask for a pass now (new rows were written; the outbox watch calls this too)."""
         self._wakeups.wake()
 
     def shutdown(self) -> None:
         """Stop after the current row; wait for the running pass to end."""
         self._stopping.set()
+        if self._watch is not None:
+            self._watch.stop()
         if self._wakeups.stop():
             logger.info("dispatcher %s stopped", self.instance_id)
 
     def _scheduled_pass(self) -> None:
         stats = self.run_once()
         if stats.claimed:
-            logger.info("%s", stats.summary())
+            logger.info(
+                "%s", stats.summary(), extra={"dispatcher": self.instance_id, **stats.fields()}
+            )
 
     def _next_due(self) -> datetime | None:
         with self.session_factory() as session:

@@ -13,19 +13,26 @@ These functions take a session and never commit (the caller scopes the transacti
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, event, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import ALERT_ROW_KINDS, OutboxKind, RowState
 from bot.models import OutboxMessage, Referral, Target
 
+logger = logging.getLogger(__name__)
+
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(minutes=15)
-DEFAULT_LEASE = timedelta(minutes=10)
+# A claim lasts this long unless its holder renews it (`renew_claims`, every LEASE_RENEWAL while
+# it works, also while it waits out a rate limit): a dead dispatcher's rows are free again
+# within a lease, and taken over at once by a running one, which wakes at the lease's end.
+DEFAULT_LEASE = timedelta(seconds=30)
+LEASE_RENEWAL = timedelta(seconds=10)
 DISPATCH_KEY = "dispatch"  # our bookkeeping inside OutboxMessage.detail, beside the kind's keys
 # How far before the first claim a message for the row could carry a timestamp: covers clock
 # skew between us and the channel.
@@ -122,6 +129,41 @@ def history_since(row: OutboxMessage) -> datetime | None:
 
 # ----- creating rows ----------------------------------------------------------------------------
 
+NOTIFY_CHANNEL = "handover_outbox"  # what `wakeups.OutboxWatch` LISTENs to on PostgreSQL
+_ANNOUNCE = "handover_outbox_announce"  # session.info: this transaction wrote rows to announce
+
+
+def announce(session: Session) -> None:
+    """Tell every dispatcher, once this transaction commits, that rows are new or due sooner.
+
+    On PostgreSQL a NOTIFY, sent after the commit on a connection of its own (a rollback sends
+    nothing). Not inside the transaction: PostgreSQL serialises the commits of notifying
+    transactions on one lock, and a wait there must never fail the write itself. On SQLite
+    nothing is needed: the dispatchers watch the file's data_version (`wakeups.OutboxWatch`).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.info[_ANNOUNCE] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _notify_after_commit(session: Session) -> None:
+    if not session.info.pop(_ANNOUNCE, False):
+        return
+    try:
+        # `.engine`: the session may be bound to an engine or to one of its connections.
+        with session.get_bind().engine.connect() as connection:
+            connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+            connection.commit()
+    except Exception:
+        # The rows are committed, whatever happens here; a dispatcher's safety pass finds them.
+        logger.warning("could not announce new outbox rows; the safety pass will find them")
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_announcement(session: Session, _previous_transaction: Any) -> None:
+    if not session.in_transaction():  # the whole transaction, not a savepoint, rolled back
+        session.info.pop(_ANNOUNCE, None)
+
 
 def _add(session: Session, **fields: Any) -> OutboxMessage:
     detail = fields.pop("detail", None)
@@ -130,6 +172,7 @@ def _add(session: Session, **fields: Any) -> OutboxMessage:
         row.detail = dumps({k: v for k, v in detail.items() if v is not None})
     session.add(row)
     session.flush()
+    announce(session)
     return row
 
 
@@ -195,6 +238,7 @@ def enqueue_card_refresh(session: Session, referral_id: str, now: datetime) -> O
     if pending is not None:
         if pending.due_at > now:
             pending.due_at = now
+            announce(session)
         return pending
     return _add(session, referral_id=referral_id, kind=OutboxKind.CARD, due_at=now)
 
@@ -426,6 +470,26 @@ def renew_claim(
     return row
 
 
+def renew_claims(session: Session, *, instance_id: str, now: datetime, lease: timedelta) -> int:
+    """Extend the lease of every row `instance_id` holds (its heartbeat); how many it holds.
+
+    Only rows still ours are touched, so a claim already taken over stays with its new holder.
+    On PostgreSQL a row locked at that moment is skipped rather than waited for: the one
+    transaction that locks a row we hold is our own, renewing or settling it.
+    """
+    ours = select(OutboxMessage.id).where(
+        OutboxMessage.state == RowState.CLAIMED, OutboxMessage.claimed_by == instance_id
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        ours = ours.with_for_update(skip_locked=True)
+    return session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(ours.scalar_subquery()))
+        .values(claimed_until=now + lease)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+
+
 def mark_sent(
     session: Session,
     row_id: int,
@@ -443,6 +507,7 @@ def mark_sent(
         return None
     row.state = RowState.SENT
     row.sent_at = now
+    row.lateness_ms = round((now - row.due_at).total_seconds() * 1000)  # for /metrics
     row.message_channel = channel
     row.message_ts = ts
     row.late = late
@@ -496,6 +561,7 @@ def defer(
     if row is None:
         return None
     _release(row, next_attempt_at=until)
+    announce(session)  # another dispatcher may take it at once (this one is stopping)
     return row
 
 

@@ -106,6 +106,21 @@ class DispatchStats:
     def lost_claims(self) -> int:
         return self.count(Outcome.LOST)
 
+    def fields(self) -> dict[str, int]:
+        """The pass's counts as structured log fields (docs/operations.md)."""
+        return {
+            "claimed": self.claimed,
+            "sent": self.sent,
+            "late": self.late,
+            "alerts": self.alerts,
+            "cards": self.cards,
+            "escalation_steps": self.escalations,
+            "retrying": self.retrying,
+            "failed": self.failed,
+            "rescheduled": self.rescheduled,
+            "cancelled": self.cancelled,
+        }
+
     def summary(self) -> str:
         """One line for `handover dispatch --once`."""
         return (

@@ -1,9 +1,15 @@
-"""When the dispatcher looks at the outbox: at the next due time, when asked, and every interval.
+"""When the dispatcher looks at the outbox: at the next due time, when told, and every interval.
 
 The database is the timer: after each pass the next wake-up is the earliest due time in the
-outbox (`outbox.next_due_at`); intake asks for a pass at once (`wake`) after writing rows due
-now; and a safety pass runs every interval in case another instance wrote something. The
+outbox (`outbox.next_due_at`). Whatever writes outbox rows, in whichever process, wakes the
+dispatcher (`OutboxWatch`): on PostgreSQL a transaction that adds rows is followed by a NOTIFY
+(`outbox.announce`) that the dispatcher LISTENs for; on SQLite the dispatcher polls
+`PRAGMA data_version` (which moves when another connection commits) every
+`SQLITE_POLL_SECONDS`. A pass then sends what is due
+and schedules the next wake-up at the earliest due row, so a row due later is sent at its
+instant. A safety pass runs every interval in case a signal was missed (a reconnect). The
 scheduler (APScheduler, in memory) decides only when to look, never what is owed.
+See docs/timing.md ("How fast").
 
 A daily job (`Daily`: the dispatcher's retention run) goes on the same scheduler: once at start,
 then at each instant its `next_at` names; whether a run is still owed that day is, again, the
@@ -14,19 +20,29 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine
 
 from bot.clock import Clock, SystemClock
+from bot.delivery.outbox import NOTIFY_CHANNEL
 
 logger = logging.getLogger(__name__)
 
 SAFETY_JOB_ID = "handover-dispatch-safety"
+# How often the SQLite watch reads PRAGMA data_version: about 6 µs a read, so 20 reads a second
+# cost nothing, and a row written by another process is seen within 50 ms
+# (benchmarks/bench_wake.py).
+SQLITE_POLL_SECONDS = 0.05
+# How long the PostgreSQL listener waits before connecting again after losing its connection.
+RELISTEN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -161,3 +177,106 @@ class Wakeups:
                     self._wake_job.remove()
             # A fresh id each time: a date job never waits on the previous one's instance.
             self._wake_job = scheduler.add_job(self._scheduled_pass, "date", run_date=run_at)
+
+
+class OutboxWatch:
+    """Calls `on_change` soon after any process commits new outbox rows (see the module doc).
+
+    Runs in a daemon thread of its own with a connection of its own, so it never takes one
+    from the pool the passes use. After (re)connecting it calls `on_change` once, since rows
+    written while it was not listening sent no signal it could see.
+    """
+
+    def __init__(self, engine: Engine, on_change: Callable[[], None]) -> None:
+        self._url = engine.url
+        self._on_change = on_change
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def mechanism(self) -> str | None:
+        """`listen` (PostgreSQL), `data_version` (an SQLite file), or None (in-memory SQLite:
+        only this process writes, and it wakes the dispatcher itself)."""
+        backend = self._url.get_backend_name()
+        if backend == "postgresql":
+            return "listen"
+        if backend == "sqlite" and self._url.database not in (None, "", ":memory:"):
+            return "data_version"
+        return None
+
+    def start(self) -> None:
+        mechanism = self.mechanism
+        if mechanism is None or self._thread is not None:
+            return
+        self._stopping.clear()
+        run = self._listen if mechanism == "listen" else self._poll_data_version
+        self._thread = threading.Thread(target=run, name="handover-outbox-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def _changed(self) -> None:
+        try:
+            self._on_change()
+        except Exception:
+            logger.exception("waking the dispatcher failed; the safety pass will look")
+
+    def _poll_data_version(self) -> None:
+        path = self._url.database
+        assert path is not None
+        while not self._stopping.is_set():
+            try:
+                # mode=rw: never create the file; autocommit: never hold a lock or a snapshot.
+                connection = sqlite3.connect(
+                    f"{Path(path).absolute().as_uri()}?mode=rw",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            except sqlite3.Error:
+                logger.warning("cannot watch %s for new rows; retrying", path, exc_info=True)
+                self._stopping.wait(RELISTEN_SECONDS)
+                continue
+            try:
+                seen = connection.execute("PRAGMA data_version").fetchone()[0]
+                self._changed()
+                while not self._stopping.wait(SQLITE_POLL_SECONDS):
+                    version = connection.execute("PRAGMA data_version").fetchone()[0]
+                    if version != seen:
+                        seen = version
+                        self._changed()
+            except sqlite3.Error:
+                logger.warning("lost the watch on %s; reopening it", path, exc_info=True)
+                self._stopping.wait(RELISTEN_SECONDS)
+            finally:
+                connection.close()
+
+    def _listen(self) -> None:
+        import psycopg
+
+        from bot.db import SERVICE_TIMEOUTS, postgres_connect_args
+
+        conninfo = self._url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    conninfo, autocommit=True, **postgres_connect_args(SERVICE_TIMEOUTS)
+                ) as connection:
+                    connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._changed()
+                    while not self._stopping.is_set():
+                        # Wakes at least once a second to notice `stop`.
+                        for _ in connection.notifies(timeout=1.0, stop_after=1):
+                            self._changed()
+            except Exception as exc:
+                # The error's type only: a connection error can quote the conninfo.
+                logger.warning(
+                    "lost the outbox LISTEN connection (%s); reconnecting in %s s",
+                    type(exc).__name__,
+                    RELISTEN_SECONDS,
+                )
+                self._stopping.wait(RELISTEN_SECONDS)

@@ -18,6 +18,11 @@ from html.parser import HTMLParser
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from markupsafe import Markup
+
+from bot.pages import render_transcript
+from bot.services.report_page import ReportPage
+
 # Slack emoji codes the bot uses, drawn as the characters Slack would show.
 EMOJI = {
     "hourglass_flowing_sand": "\u23f3",
@@ -480,16 +485,9 @@ def transcript_text(entries: Iterable[Entry], directory: Directory, tz: ZoneInfo
 
 # ----- HTML ------------------------------------------------------------------------------------
 
+# The transcript's own rules, on top of the pages' base layout (bot/templates/base.html).
 CSS = """
-:root { --ink:#1d1c1d; --muted:#616061; --line:#e2e2e2; --accent:#4a154b; --bg:#f8f8f8;
-        --blue:#1264a3; --green:#007a5a; --red:#e01e5a; }
-* { box-sizing: border-box; }
-body { margin:0; font:15px/1.46 -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
-       color:var(--ink); background:var(--bg); }
-header.top { background:var(--accent); color:#fff; padding:28px 40px; }
-header.top h1 { margin:0 0 6px; font-size:26px; }
-header.top p { margin:0; opacity:.9; max-width:900px; }
-main { max-width:1000px; margin:0 auto; padding:24px 40px 60px; }
+:root { --blue:#1264a3; --green:#007a5a; --red:#c4164f; }
 .verdict { margin:0 0 24px; padding:12px 16px; border-radius:6px; font-weight:600; }
 .verdict.ok { background:#e3f4ec; color:var(--green); border:1px solid #b7e2cc; }
 .verdict.fail { background:#fde7ee; color:var(--red); border:1px solid #f5b5c8; }
@@ -541,19 +539,9 @@ h2.day { margin:36px 0 12px; font-size:18px; color:var(--accent);
 code { background:#f3f3f3; border:1px solid #e6e6e6; border-radius:3px; padding:0 3px;
        color:#c01343; font-size:13px; }
 .mention { background:#e8f5fa; color:var(--blue); border-radius:3px; padding:0 2px; }
-.note { font-size:13.5px; color:var(--muted); }
+.entry .note { font-size:13.5px; color:var(--muted); }
 .check .note { color:var(--green); font-weight:600; }
 .check.fail .note { color:var(--red); }
-section.panel { margin-top:40px; }
-section.panel h2 { font-size:20px; color:var(--accent); }
-table.log { border-collapse:collapse; width:100%; font-size:12.5px; background:#fff; }
-table.log th, table.log td { border:1px solid var(--line); padding:4px 6px; text-align:left;
-                             vertical-align:top; }
-table.log th { background:#f0eef0; }
-table.log td.event { font-weight:700; white-space:nowrap; }
-pre.report { background:#fff; border:1px solid var(--line); border-radius:6px; padding:12px;
-             overflow-x:auto; font-size:13px; }
-footer { color:var(--muted); font-size:12.5px; margin-top:40px; }
 """
 
 
@@ -649,41 +637,6 @@ def entry_html(entry: Entry, directory: Directory, tz: ZoneInfo) -> str:
     )
 
 
-def log_table_html(records: Sequence[Mapping[str, Any]], tz: ZoneInfo) -> str:
-    """The escalation log as an HTML table."""
-    rows = []
-    for record in records:
-        at = datetime.fromisoformat(str(record["at"])).astimezone(tz)
-        detail = record.get("detail")
-        if isinstance(detail, dict):
-            detail_text = ", ".join(f"{k}={v}" for k, v in detail.items())
-        else:
-            detail_text = "" if detail is None else str(detail)
-        cells = [
-            f"{at:%a %d %b %H:%M}",
-            record.get("referral_id") or "",
-            record.get("event") or "",
-            record.get("actor") or "",
-            record.get("recipient") or "",
-            record.get("target") or "",
-            detail_text,
-        ]
-        rendered = "".join(
-            f'<td class="event">{html.escape(str(c))}</td>'
-            if i == 2
-            else f"<td>{html.escape(str(c))}</td>"
-            for i, c in enumerate(cells)
-        )
-        rows.append(f"<tr>{rendered}</tr>")
-    head = "".join(
-        f"<th>{h}</th>"
-        for h in ("time", "referral", "event", "actor", "recipient", "target", "detail")
-    )
-    return (
-        f'<table class="log"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    )
-
-
 def transcript_html(
     entries: Sequence[Entry],
     directory: Directory,
@@ -693,42 +646,25 @@ def transcript_html(
     intro: str,
     verdict: str,
     ok: bool,
-    log_records: Sequence[Mapping[str, Any]],
-    report_text: str,
+    page: ReportPage | None,
 ) -> str:
-    """The whole transcript as one self-contained HTML page."""
-    body: list[str] = []
+    """The whole transcript as one self-contained HTML page, on the report's layout: the
+    weekend day by day, then the managers' report of it (figures, charts, timelines)."""
+    days: list[tuple[str, list[Markup]]] = []
     day = None
-    open_timeline = False
     for entry in entries:
-        local_day = entry.at.astimezone(tz).date()
-        if local_day != day:
-            if open_timeline:
-                body.append("</div>")
-            local = entry.at.astimezone(tz)
-            body.append(
-                f'<h2 class="day">{html.escape(f"{local:%A} {local.day} {local:%B %Y}")}</h2>'
-            )
-            body.append('<div class="timeline">')
-            open_timeline = True
-            day = local_day
-        body.append(entry_html(entry, directory, tz))
-    if open_timeline:
-        body.append("</div>")
-    verdict_css = "ok" if ok else "fail"
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en-GB"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
-        f'<header class="top"><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p></header>'
-        f'<main><div class="verdict {verdict_css}">{html.escape(verdict)}</div>'
-        f"{''.join(body)}"
-        '<section class="panel"><h2>The manager\'s report</h2>'
-        f'<pre class="report">{html.escape(report_text)}</pre></section>'
-        '<section class="panel"><h2>The escalation log</h2>'
-        f"{log_table_html(log_records, tz)}</section>"
-        "<footer>Written by <code>handover demo</code>: the real bot against a local Slack "
-        "stand-in on a simulated clock. Every name and reference is fictional.</footer>"
-        "</main></body></html>\n"
+        local = entry.at.astimezone(tz)
+        if local.date() != day:
+            days.append((f"{local:%A} {local.day} {local:%B %Y}", []))
+            day = local.date()
+        days[-1][1].append(Markup(entry_html(entry, directory, tz)))
+    return render_transcript(
+        title=title,
+        intro=intro,
+        verdict=verdict,
+        ok=ok,
+        days=days,
+        page=page,
+        window_label="The weekend's report",
+        css=Markup(CSS),
     )

@@ -59,6 +59,7 @@ from bot.demo.render import (
     page_text,
     transcript_html,
 )
+from bot.services.report_page import ReportPage
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -1085,6 +1086,24 @@ def _report_and_log(demo: Demo) -> tuple[str, str]:
     return report.getvalue(), log.getvalue()
 
 
+def _report_page(demo: Demo) -> ReportPage:
+    """The managers' report of the weekend, as `handover report --html` draws it."""
+    from bot.services.logbook import LogWindow
+    from bot.services.report_page import build_report_page
+
+    with demo.session_factory() as session:
+        return build_report_page(
+            session,
+            LogWindow(),
+            TZ,
+            demo.clock.now(),
+            channels={
+                EDT_CHANNEL: "#edt-referrals (the EDT channel)",
+                ESCALATION_CHANNEL: "#mash-managers (the escalation channel)",
+            },
+        )
+
+
 class _Printer:
     """Prints entries as they happen, with a heading for each new day."""
 
@@ -1122,7 +1141,7 @@ def run_demo(html_path: Path, out: TextIO) -> int:
     ok = True
     failure = ""
     report_text = log_text = ""
-    log_records: list[dict[str, Any]] = []
+    report_page = None
     with isolated_environment(), tempfile.TemporaryDirectory(prefix="handover-demo-") as tmp:
         demo = Demo(Path(tmp), printer)
         printer.directory = demo.directory
@@ -1138,7 +1157,7 @@ def run_demo(html_path: Path, out: TextIO) -> int:
                 ok, failure = False, f"{type(exc).__name__}: {exc}"
                 demo.fail(f"The demo broke: {failure}")
             report_text, log_text = _report_and_log(demo)
-            log_records = demo.log_records()
+            report_page = _report_page(demo)
         entries, directory = demo.entries, demo.directory
     printer.say("\n" + "\u2550" * 24 + " handover report " + "\u2550" * 24)
     printer.say(report_text)
@@ -1160,8 +1179,7 @@ def run_demo(html_path: Path, out: TextIO) -> int:
         intro=INTRO,
         verdict=verdict,
         ok=ok,
-        log_records=log_records,
-        report_text=report_text,
+        page=report_page,
     )
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(page, encoding="utf-8")

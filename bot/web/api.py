@@ -147,9 +147,17 @@ def _parse_json(body: bytes) -> Any:
 
 
 def create_api_blueprint(
-    settings: Settings, session_factory: sessionmaker[Session], clock: Clock
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    clock: Clock,
+    *,
+    wake_dispatcher: Callable[[], None] = lambda: None,
 ) -> Blueprint:
-    """The blueprint of the referral API; every endpoint answers 404 while no secret is set."""
+    """The blueprint of the referral API; every endpoint answers 404 while no secret is set.
+
+    A new referral wakes this process's dispatcher at once (`wake_dispatcher`); a dispatcher in
+    another process is woken by the outbox rows themselves (bot/delivery/wakeups.py).
+    """
     blueprint = Blueprint("handover_api", __name__)
     tz = settings.timezone
 
@@ -204,6 +212,8 @@ def create_api_blueprint(
         except InvalidReferral as invalid:
             logger.info("api referral refused: %d field errors", len(invalid.errors))
             return _json({"errors": [error.to_json() for error in invalid.errors]}, 422)
+        if result.status == "created":
+            wake_dispatcher()  # committed: its on-call alerts, prompts due now and card go now
         logger.info(
             "api referral %s (external_ref %s): %s",
             result.body.get("referral_id"),

@@ -31,6 +31,7 @@ from bot.settings import SettingsError
 from bot.web.api import create_api_blueprint
 from bot.web.app import slack_follow_up
 from bot.web.health import HealthCheck
+from bot.web.metrics import create_metrics_blueprint
 from bot.web.respond import create_respond_blueprint
 from bot.web.slack_guard import (
     APP_RATE_LIMITED,
@@ -182,8 +183,14 @@ def create_web_app(
             api_slots.release()
 
     web.register_blueprint(
-        create_api_blueprint(services.settings, services.session_factory, services.clock)
+        create_api_blueprint(
+            services.settings,
+            services.session_factory,
+            services.clock,
+            wake_dispatcher=services.wake_dispatcher,
+        )
     )
+    web.register_blueprint(create_metrics_blueprint(services.session_factory, services.clock.now))
     if services.settings.email_enabled:
         web.register_blueprint(respond_pages(bolt_app, services))
 

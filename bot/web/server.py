@@ -144,7 +144,12 @@ def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    logger.info("listening on http://%s:%s", host, server.effective_port)
+    logger.info(
+        "listening on http://%s:%s",
+        host,
+        server.effective_port,
+        extra={"host": host, "port": server.effective_port},
+    )
     print(f"handover: listening on port {server.effective_port}", flush=True)
     try:
         server.run()

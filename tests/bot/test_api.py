@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -138,11 +138,16 @@ def api_settings(**changes: Any) -> Settings:
 
 @contextmanager
 def serving(
-    settings: Settings, session_factory: sessionmaker[Session], clock: FixedClock
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    clock: FixedClock,
+    wake_dispatcher: Callable[[], None] = lambda: None,
 ) -> Iterator[ApiClient]:
     """Serve a Flask app holding only the API blueprint on a free local port."""
     app = Flask("handover-api-test")
-    app.register_blueprint(create_api_blueprint(settings, session_factory, clock))
+    app.register_blueprint(
+        create_api_blueprint(settings, session_factory, clock, wake_dispatcher=wake_dispatcher)
+    )
     server = make_server("127.0.0.1", 0, app, threaded=True)
     # A short poll: shutdown() waits for it (the default 0.5 s, at every test's teardown).
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
@@ -391,6 +396,26 @@ def test_referred_at_defaults_to_receipt_and_offsets_are_kept(
 
 
 # Idempotency -------------------------------------------------------------------------------
+
+
+def test_a_new_referral_wakes_the_dispatcher_of_this_process_after_its_commit(
+    session_factory: sessionmaker[Session], clock: FixedClock
+) -> None:
+    build_rota(session_factory)
+    seen: list[int] = []
+
+    def wake() -> None:  # what the dispatcher would find: the rows are committed already
+        with session_factory() as session:
+            seen.append(session.scalar(select(func.count()).select_from(OutboxMessage)) or 0)
+
+    with serving(api_settings(), session_factory, clock, wake) as api:
+        assert api.post(weekend_referral()).status == 201
+        assert len(seen) == 1 and seen[0] > 0
+        assert api.post(weekend_referral()).status == 200  # nothing new: no wake-up
+        assert api.post(weekend_referral(summary="other")).status == 409
+        bad = weekend_referral(external_ref="LCS-OTHER", notify=["team:nope"])
+        assert api.post(bad).status == 422
+    assert len(seen) == 1
 
 
 def test_same_external_ref_and_content_answers_200_with_the_first_body(

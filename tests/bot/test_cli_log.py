@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.cli import main
+from bot.services.audit import record
 from tests.bot.test_logbook import EXPECTED_MINUTES, build_scenario, figures_from_log
 
 FIRST_REFERRAL_LINE = (
@@ -151,9 +153,35 @@ def test_log_table_is_aligned_and_in_local_time(
     assert all(line[event_column:].split()[0] in line for line in lines[2:])
     assert {line.index(line[event_column:].split()[0]) for line in lines[2:]} == {event_column}
 
-    code, out, _ = run(capsys, "log", "--referral", "HO-NONE")
-    assert code == 0
-    assert out.splitlines()[-1] == "(no events)"
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "jsonl"])
+def test_log_of_an_unknown_referral_is_an_input_error(
+    cli_db: str, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    assert run(capsys, "log", "--referral", "HO-NONE", "--format", fmt) == (
+        1,
+        "",
+        "handover: --referral: no referral HO-NONE\n",
+    )
+    assert run(capsys, "log", "--referral", "", "--format", fmt) == (
+        1,
+        "",
+        "handover: --referral: no referral (empty)\n",
+    )
+
+
+AT = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def test_log_of_a_referral_known_only_to_the_log_is_printed(
+    cli_db: str, session_factory: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A referral whose row is gone (erased by hand, say) still has its history in the log.
+    with session_factory.begin() as session:
+        record(session, "referral_received", at=AT, referral_id="HO-GONE", actor="edt-amy")
+    code, out, err = run(capsys, "log", "--referral", "HO-GONE", "--format", "jsonl")
+    assert (code, err) == (0, "")
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["referral_received"]
 
 
 def test_log_bad_date_exits_1_with_a_message(

@@ -94,6 +94,12 @@ def bolt_app(standin: SlackStandIn) -> App:
 def bolt(standin: SlackStandIn) -> Iterator[SocketModeHandler]:
     handler = SocketModeHandler(bolt_app(standin), "xapp-1-test")
     handler.connect()
+    # Bolt's connect() returns once its side is open; the stand-in lists the link a moment
+    # later (its own thread), and a test that disconnects before then would find nobody.
+    deadline = time.monotonic() + 10
+    while not standin.socket_info()["connections"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert standin.socket_info()["connections"], "Bolt's Socket Mode client never connected"
     try:
         yield handler
     finally:

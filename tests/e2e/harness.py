@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -23,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +209,10 @@ class Deployment:
     processes: list[subprocess.Popen] = field(default_factory=list)
     started: int = 0  # processes started so far; names their log files
     extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the mail relay's settings
+    # The dispatchers' safety interval; None leaves the bot's default (30 s), as in production.
+    dispatch_interval: str | None = "0.2"
     _engine: Any = field(default=None, repr=False)
+    _clock_runner: Any = field(default=None, repr=False)
 
     @property
     def env(self) -> dict[str, str]:
@@ -222,10 +226,11 @@ class Deployment:
             HANDOVER_EDT_CHANNEL=EDT_CHANNEL,
             HANDOVER_ESCALATION_CHANNEL=ESCALATION_CHANNEL,
             HANDOVER_CLOCK_FILE=str(self.clock_file),
-            HANDOVER_DISPATCH_INTERVAL="0.2",
             PORT=str(self.port),
             PYTHONUNBUFFERED="1",
         )
+        if self.dispatch_interval is not None:
+            env["HANDOVER_DISPATCH_INTERVAL"] = self.dispatch_interval
         env.update(self.extra_env)
         return env
 
@@ -238,6 +243,23 @@ class Deployment:
 
     def now(self) -> datetime:
         return datetime.fromisoformat(self.clock_file.read_text(encoding="utf-8"))
+
+    def run_clock(self, start: datetime) -> None:
+        """Let the clock run from `start` at the pace of the wall clock (the file is rewritten
+        every 10 ms) until `stop_clock`, so a timing can be measured in real seconds."""
+        self.stop_clock()
+        self.set_clock(start)
+        self._clock_runner = _RunningClock(self, start)
+
+    def wall_time_of(self, instant: datetime) -> float:
+        """The wall-clock time (`time.time()`) at which the running clock shows `instant`."""
+        assert self._clock_runner is not None, "the clock is not running"
+        return self._clock_runner.wall_time_of(instant)
+
+    def stop_clock(self) -> None:
+        runner, self._clock_runner = self._clock_runner, None
+        if runner is not None:
+            runner.stop()
 
     # -- commands ------------------------------------------------------------------------
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -286,6 +308,7 @@ class Deployment:
             raise AssertionError(f"process exited with {process.returncode}:\n{self.logs()}")
 
     def stop_all(self) -> None:
+        self.stop_clock()
         for process in self.processes:
             if process.poll() is None:
                 process.terminate()
@@ -470,6 +493,30 @@ class Deployment:
         args = ["log", "--format", "jsonl"] + (["--referral", referral_id] if referral_id else [])
         output = self.run(*args).stdout
         return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+class _RunningClock:
+    """A thread that keeps a deployment's clock file at `start` + the wall time elapsed."""
+
+    def __init__(self, deployment: Deployment, start: datetime) -> None:
+        self.start = start
+        self.wall_start = time.time()
+        self._deployment = deployment
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="e2e-clock", daemon=True)
+        self._thread.start()
+
+    def wall_time_of(self, instant: datetime) -> float:
+        return self.wall_start + (instant - self.start).total_seconds()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            elapsed = timedelta(seconds=time.time() - self.wall_start)
+            self._deployment.set_clock(self.start + elapsed)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def slack_users(rota: Path) -> list[dict[str, str]]:

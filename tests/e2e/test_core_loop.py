@@ -469,7 +469,7 @@ def kill_between_post_and_commit(
     deployment: Deployment, external_ref: str
 ) -> tuple[str, int, dict[str, Any]]:
     """A 09:00 prompt stored by Slack whose answer never reached the bot, which is SIGKILLed and
-    restarted; the clock then passes the dead process's 10-minute lease. Returns the referral,
+    restarted; the clock then passes the dead process's 30-second lease. Returns the referral,
     the prompt_id and the message Slack stored."""
     server = deployment.start_server()
     referral_id = post_referral(
@@ -493,7 +493,7 @@ def kill_between_post_and_commit(
 
     # Restarted, the bot leaves the row alone while the dead process's lease runs...
     restarted = deployment.start_server()
-    deployment.set_clock(datetime(2026, 12, 29, 9, 5, tzinfo=LONDON))
+    deployment.set_clock(datetime(2026, 12, 29, 9, 0, 20, tzinfo=LONDON))
     deployment.wait_idle(restarted, settle=1.0)
     assert deployment.query("SELECT state FROM outbox WHERE id = :id", id=prompt_id) == [
         ("claimed",)

@@ -106,6 +106,14 @@ def test_demo_tells_the_whole_weekend_and_writes_the_transcript(tmp_path: Path) 
     for text in ("Kiran Patel", "Tessa Ward", CASE_REF, "Acknowledge", "breach", "Demo complete"):
         assert text in page
     assert 'class="timeline"' in page and "<style>" in page
+    # The weekend's report as `report --html` draws it, on the same layout: charts, a timeline
+    # per referral, in names, local times and words (no ISO times, Slack IDs or timestamps,
+    # Python values).
+    assert page.count('<svg role="img"') == 5 and 'id="timelines"' in page
+    assert "Held for Kiran Patel (hv-kpatel) until Tue 29 Dec 09:00" in page
+    words = re.sub(r"<style.*?</style>|<svg.*?</svg>|<[^>]+>", " ", page, flags=re.S)
+    for raw in (r"\d{4}-\d\d-\d\dT\d\d", r"\+00:00", r"\bNone\b", r"\{'", r"\b\d{10}\.\d{6}\b"):
+        assert not re.search(raw, words), raw
 
     # The summary typed into the modal appears nowhere.
     for fragment in (SUMMARY, "Linden Road", "maternal grandmother"):

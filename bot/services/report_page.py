@@ -1,0 +1,449 @@
+"""What the managers' report page shows (`handover report --html`), computed from the audit log.
+
+The page is `handover report`'s figures (bot/services/reports.py, unchanged: whatever the report
+holds, the page shows) and three things more, all read from the same log window:
+
+- the same figures week by week (Monday to Sunday, local time), for the trends and coverage;
+- time to respond and breaches by team (the team that answers for a target, as the report
+  finds its agency type);
+- a timeline per referral: for each target, held -> sent -> reminded -> escalated -> answered
+  or breached, each step at its local time, with people's names beside their IDs.
+
+Nothing here is a referral's summary or a child's details: the log holds none. The window is
+read three times, each in one stream: by the report, by the report a week at a time, and here
+(plain columns, once) for the teams and the timelines: linear in its size. Rendering is
+bot/pages.py's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import NamedTuple
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.delivery.kinds import RESPONSE_KINDS
+from bot.models import AuditEvent
+from bot.services.logbook import (
+    YIELD_PER,
+    AgencyResolver,
+    LogWindow,
+    detail_value,
+    working_minutes_between,
+)
+from bot.services.reports import (
+    SENT_EVENTS,
+    UNKNOWN_AGENCY,
+    Report,
+    build_report,
+    median,
+    percentile,
+)
+from rota.store import RotaStore
+
+# How each step reads, and how it is marked (ok, warn, bad, info).
+RESPONSE_WORDS = {
+    "acknowledged": "acknowledged",
+    "has_information": "holds information",
+    "not_known": "not known to them",
+    "redirected": "someone else holds it",
+}
+STAGES = {
+    "prompt_scheduled": ("held", "info"),
+    "prompt_sent": ("sent", "info"),
+    "prompt_sent_late": ("sent late", "warn"),
+    "reminder_sent": ("reminded", "warn"),
+    "escalated": ("escalated", "warn"),
+    "escalated_channel": ("escalated to a channel", "bad"),
+    "breach": ("breached", "bad"),
+    "prompt_failed": ("could not be sent", "bad"),
+    "unroutable": ("nobody to ask", "bad"),
+    "long_gap_alert": ("long gap: on call told", "warn"),
+    "prompt_cancelled": ("cancelled", "info"),
+    "unreachable": ("unreachable", "bad"),
+    "prompt_rerouted": ("passed on", "warn"),
+    **{kind.value: ("answered", "ok") for kind in RESPONSE_KINDS},
+}
+RESPONSE_EVENTS = frozenset(kind.value for kind in RESPONSE_KINDS)
+# A target's outcome is that of the first of these stages it reached.
+OUTCOME_OF_STAGE = (
+    ("answered", "answered"),
+    ("breached", "breached"),
+    ("escalated to a channel", "escalated"),
+    ("escalated", "escalated"),
+    ("sent", "waiting"),
+    ("sent late", "waiting"),
+    ("could not be sent", "not sent"),
+    ("nobody to ask", "nobody to ask"),
+    ("cancelled", "cancelled"),
+)
+TARGET_OUTCOMES = (
+    "answered",
+    "breached",
+    "escalated",
+    "waiting",
+    "not sent",
+    "nobody to ask",
+    "cancelled",
+    "held",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing that happened to a target, in words."""
+
+    at: datetime  # aware, local
+    stage: str  # "held", "sent", "reminded", "escalated", "answered", "breached", …
+    words: str  # "Prompt sent to Kiran Patel (hv-kpatel)"
+    tone: str  # ok | warn | bad | info
+
+
+@dataclass
+class TargetTimeline:
+    """One target of a referral and what happened to it."""
+
+    target: str
+    label: str  # "Jane Smith (hv-jsmith)", "Northgate Surgery (gp-northgate)", "role police_dau"
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def outcome(self) -> str:
+        """Where the target ended: one of TARGET_OUTCOMES."""
+        stages = {step.stage for step in self.steps}
+        for stage, outcome in OUTCOME_OF_STAGE:
+            if stage in stages:
+                return outcome
+        return "held"
+
+
+@dataclass
+class ReferralTimeline:
+    """A referral: when it came, what kind, and each target's timeline."""
+
+    referral_id: str
+    received_at: datetime | None = None  # local
+    category: str = ""
+    urgency: str = ""
+    external_ref: str = ""
+    referrer: str = ""
+    notes: list[Step] = field(default_factory=list)  # the referral's own steps (closed, on call)
+    targets: dict[str, TargetTimeline] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TeamTimes:
+    """Time to respond and breaches of one team, in its working minutes."""
+
+    team_id: str
+    name: str
+    agency_type: str
+    responses: int
+    median_minutes: float | None
+    p90_minutes: float | None
+    breaches: int
+
+
+@dataclass(frozen=True)
+class Week:
+    """The report's figures for one week (Monday 00:00 to the next, local time)."""
+
+    start: date
+    report: Report
+
+
+@dataclass(frozen=True)
+class ReportPage:
+    """Everything the page shows."""
+
+    report: Report
+    weeks: list[Week]
+    teams: list[TeamTimes]
+    breaches_by_agency: dict[str, int]
+    timelines: list[ReferralTimeline]
+    tz: ZoneInfo
+    generated_at: datetime
+
+
+class LogRow(NamedTuple):
+    """The columns of an audit row the page reads (plain values, not ORM objects)."""
+
+    at: datetime
+    referral_id: str | None
+    event: str
+    actor: str | None
+    recipient: str | None
+    target: str | None
+    detail: str | None
+
+
+# Events whose detail a timeline reads (the rest are never parsed).
+_DETAIL_EVENTS = frozenset({"referral_received", "prompt_scheduled", "prompt_sent_late"})
+
+
+def read_log_rows(session: Session, window: LogWindow) -> Iterator[LogRow]:
+    """The window's audit rows by time then id, as plain tuples, streamed in batches."""
+    statement = window.apply(
+        select(
+            AuditEvent.at,
+            AuditEvent.referral_id,
+            AuditEvent.event,
+            AuditEvent.actor,
+            AuditEvent.recipient,
+            AuditEvent.target,
+            AuditEvent.detail,
+        )
+    ).order_by(AuditEvent.at, AuditEvent.id)
+    for row in session.execute(statement.execution_options(yield_per=YIELD_PER)):
+        yield LogRow(*row)
+
+
+class Names:
+    """People's and teams' names from the rota, for 'Name (id)' labels; channels by role."""
+
+    def __init__(self, store: RotaStore, channels: Mapping[str, str]) -> None:
+        self._store = store
+        self._channels = dict(channels)
+        self._people: dict[str, str] = {}
+        self._teams: dict[str, str] = {}
+
+    def load(self, person_ids: Iterable[str], team_ids: Iterable[str]) -> None:
+        people = self._store.people_by_ids({p for p in person_ids if p})
+        self._people.update({pid: person.name for pid, person in people.items()})
+        teams = self._store.teams_by_ids({t for t in team_ids if t})
+        self._teams.update({tid: team.name for tid, team in teams.items()})
+
+    def person(self, ident: str | None) -> str:
+        """'Kiran Patel (hv-kpatel)', 'the escalation channel', or the ID when unknown."""
+        if not ident:
+            return "nobody"
+        if ident in self._channels:
+            return self._channels[ident]
+        if ident == "dispatcher":
+            return "Handover"
+        name = self._people.get(ident)
+        return f"{name} ({ident})" if name else ident
+
+    def target(self, spec: str) -> str:
+        """'Northgate Surgery (gp-northgate)' for team:gp-northgate; 'on-call police_dau'."""
+        kind, _, ident = spec.partition(":")
+        if kind == "person":
+            return self.person(ident)
+        if kind == "team":
+            name = self._teams.get(ident)
+            return f"{name} ({ident})" if name else ident
+        if kind == "role":
+            return f"on-call {ident.replace('_', ' ')}"
+        return spec
+
+
+def local_time(at: datetime, tz: ZoneInfo) -> str:
+    """'Tue 29 Dec 09:00' in local time."""
+    local = at.astimezone(tz)
+    return f"{local:%a} {local.day} {local:%b %H:%M}"
+
+
+def _step_words(event: str, actor: str, recipient: str, detail: object, tz: ZoneInfo) -> str:
+    info = detail if isinstance(detail, dict) else {}
+    if event == "prompt_scheduled":
+        due = info.get("due_at")
+        when = local_time(datetime.fromisoformat(due), tz) if isinstance(due, str) else "later"
+        return f"Held for {recipient} until {when}"
+    if event == "prompt_sent":
+        return f"Prompt sent to {recipient}"
+    if event == "prompt_sent_late":
+        minutes = info.get("delay_minutes")
+        late = f", {minutes} minutes late" if isinstance(minutes, int) else ", late"
+        return f"Prompt sent to {recipient}{late}"
+    if event == "reminder_sent":
+        return f"Reminder sent to {recipient}"
+    if event == "escalated":
+        return f"Escalated to {recipient}"
+    if event == "escalated_channel":
+        return f"Escalated to {recipient}"
+    if event == "breach":
+        return "Breached: no answer by the end of the working day"
+    if event in RESPONSE_WORDS:
+        return f"Answered by {actor}: {RESPONSE_WORDS[event]}"
+    if event == "prompt_failed":
+        return f"The prompt to {recipient} could not be sent"
+    if event == "unroutable":
+        return "Nobody in the chain can be asked within 7 days"
+    if event == "long_gap_alert":
+        told = f": on call told ({recipient})" if recipient != "nobody" else ""
+        return f"Nobody can be asked for more than 48 hours{told}"
+    if event == "unreachable":
+        return f"{recipient} could not be reached: passed over, on call told"
+    if event == "prompt_rerouted":
+        return f"Passed on to {recipient}"
+    if event == "prompt_cancelled":
+        return "Prompt cancelled: no longer needed"
+    return event.replace("_", " ").capitalize()
+
+
+def build_timelines(rows: Sequence[LogRow], tz: ZoneInfo, names: Names) -> list[ReferralTimeline]:
+    """Each referral's timeline from the log rows, in the order referrals first appear."""
+    people: set[str] = set()
+    teams: set[str] = set()
+    for row in rows:
+        people.update(p for p in (row.actor, row.recipient) if p)
+        if row.target:
+            kind, _, ident = row.target.partition(":")
+            (people if kind == "person" else teams).add(ident)
+    names.load(people, teams)
+
+    timelines: dict[str, ReferralTimeline] = {}
+    for at, referral_id, event, actor_id, recipient_id, target, raw_detail in rows:
+        if not referral_id:
+            continue
+        actor, recipient = actor_id or "", recipient_id or ""
+        detail = detail_value(raw_detail) if event in _DETAIL_EVENTS else None
+        timeline = timelines.setdefault(referral_id, ReferralTimeline(referral_id))
+        local = at.astimezone(tz)
+        info = detail if isinstance(detail, dict) else {}
+        if event == "referral_received":
+            timeline.received_at = local
+            timeline.category = str(info.get("category", "")).replace("_", " ")
+            timeline.urgency = str(info.get("urgency", ""))
+            timeline.external_ref = str(info.get("external_ref", ""))
+            timeline.referrer = names.person(actor)
+            continue
+        if event == "referral_closed":
+            timeline.notes.append(Step(local, "closed", f"Closed by {names.person(actor)}", "ok"))
+            continue
+        if event == "on_call_alerted":
+            words = f"On call told: {names.person(recipient)}"
+            timeline.notes.append(Step(local, "on call", words, "info"))
+            continue
+        if event not in STAGES or not target:
+            continue
+        stage, tone = STAGES[event]
+        entry = timeline.targets.setdefault(target, TargetTimeline(target, names.target(target)))
+        words = _step_words(event, names.person(actor), names.person(recipient), detail, tz)
+        entry.steps.append(Step(local, stage, words, tone))
+    return list(timelines.values())
+
+
+def team_figures(
+    session: Session, rows: Iterable[LogRow], tz: ZoneInfo
+) -> tuple[list[TeamTimes], dict[str, int]]:
+    """Time to respond and breaches by team, and breaches by agency type, as the report counts."""
+    first_send: dict[tuple[str | None, str], tuple[datetime, str | None]] = {}
+    answered: dict[tuple[str | None, str], datetime] = {}
+    breaches: list[tuple[str, str | None]] = []
+    for row in rows:
+        if not row.target:
+            continue
+        key = (row.referral_id, row.target)
+        if row.event in SENT_EVENTS:
+            first_send.setdefault(key, (row.at, row.recipient))
+        elif row.event in RESPONSE_EVENTS:
+            if key in first_send and key not in answered and row.at >= first_send[key][0]:
+                answered[key] = row.at
+        elif row.event == "breach":
+            sent = first_send.get(key)
+            breaches.append((row.target, sent[1] if sent else None))
+    resolver = AgencyResolver(RotaStore(session), tz)
+    resolver.preload(
+        [t for _, t in first_send] + [t for t, _ in breaches],
+        [r for _, r in first_send.values()] + [r for _, r in breaches],
+    )
+    minutes: dict[str, list[float]] = {}
+    team_info: dict[str, tuple[str, str]] = {}
+    breach_count: dict[str, int] = {}
+    by_agency: dict[str, int] = {}
+
+    def team_key(target: str, recipient: str | None) -> str:
+        team = resolver.team_for(target, recipient)
+        if team is None:
+            team_info.setdefault(UNKNOWN_AGENCY, ("not in the rota", UNKNOWN_AGENCY))
+            return UNKNOWN_AGENCY
+        team_info.setdefault(team.team_id, (team.name, team.agency_type))
+        return team.team_id
+
+    for key, responded_at in answered.items():
+        sent_at, recipient = first_send[key]
+        team_id = team_key(key[1], recipient)
+        working = resolver.working_time(key[1], recipient)
+        minutes.setdefault(team_id, []).append(
+            working_minutes_between(working, sent_at, responded_at)
+        )
+    for target, recipient in breaches:
+        team_id = team_key(target, recipient)
+        breach_count[team_id] = breach_count.get(team_id, 0) + 1
+        agency = resolver.agency_type(target, recipient) or UNKNOWN_AGENCY
+        by_agency[agency] = by_agency.get(agency, 0) + 1
+
+    teams = [
+        TeamTimes(
+            team_id=team_id,
+            name=name,
+            agency_type=agency,
+            responses=len(minutes.get(team_id, [])),
+            median_minutes=median(minutes.get(team_id, [])),
+            p90_minutes=percentile(minutes.get(team_id, []), 90),
+            breaches=breach_count.get(team_id, 0),
+        )
+        for team_id, (name, agency) in sorted(team_info.items(), key=lambda kv: kv[1][0])
+    ]
+    return teams, by_agency
+
+
+def _monday(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def week_windows(session: Session, window: LogWindow, tz: ZoneInfo) -> list[tuple[date, LogWindow]]:
+    """The window cut into local Monday-to-Monday weeks (the log's first and last events bound
+    a window left open)."""
+    first, last = session.execute(
+        window.apply(select(func.min(AuditEvent.at), func.max(AuditEvent.at)))
+    ).one()
+    if first is None:
+        return []
+    start = window.since or first
+    # The window ends before `before` (exclusive), or at `until` or its last event (inclusive).
+    end, inclusive = (window.before, False) if window.before else (window.until or last, True)
+    monday = _monday(start.astimezone(tz).date())
+    weeks = []
+    while True:
+        begin = datetime.combine(monday, time(0), tzinfo=tz)
+        if begin > end or (begin == end and not inclusive):
+            break
+        after = datetime.combine(monday + timedelta(days=7), time(0), tzinfo=tz)
+        since = max(begin, window.since) if window.since else begin
+        before = min(after, window.before) if window.before else after
+        weeks.append((monday, LogWindow(since=since, before=before, until=window.until)))
+        monday += timedelta(days=7)
+    return weeks
+
+
+def build_report_page(
+    session: Session,
+    window: LogWindow,
+    tz: ZoneInfo,
+    now: datetime,
+    *,
+    channels: Mapping[str, str] | None = None,
+) -> ReportPage:
+    """The report, its weeks, its teams and its timelines for `window`."""
+    report = build_report(session, window, tz)
+    weeks = [
+        Week(start, build_report(session, w, tz)) for start, w in week_windows(session, window, tz)
+    ]
+    rows = list(read_log_rows(session, window))  # one pass for the teams and the timelines
+    teams, by_agency = team_figures(session, rows, tz)
+    timelines = build_timelines(rows, tz, Names(RotaStore(session), channels or {}))
+    return ReportPage(
+        report=report,
+        weeks=weeks,
+        teams=teams,
+        breaches_by_agency=by_agency,
+        timelines=timelines,
+        tz=tz,
+        generated_at=now.astimezone(tz),
+    )
