@@ -1,7 +1,7 @@
 """retention runs
 
 Revision ID: 039cc6627f2b
-Revises: a7c3e9f1b2d4
+Revises: e50866b53342
 Create Date: 2026-11-30 02:00:00.560102
 
 """
@@ -14,7 +14,7 @@ import rota.models  # noqa: F401  (custom column types)
 
 # revision identifiers, used by Alembic.
 revision: str = '039cc6627f2b'
-down_revision: Union[str, Sequence[str], None] = 'a7c3e9f1b2d4'
+down_revision: Union[str, Sequence[str], None] = 'e50866b53342'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
