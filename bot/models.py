@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
     Boolean,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -239,6 +240,19 @@ class SlackRequest(Base):
 
     signature: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex HMAC-SHA256
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class RetentionRun(Base):
+    """One row a day: the dispatcher that claimed the day's retention run, so that several
+    dispatchers run it once a day between them (bot/services/retention.py, docs/security.md).
+    The row is written in the run's own transaction: a run that fails leaves no row."""
+
+    __tablename__ = "retention_runs"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)  # the run's date, service time
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ran_by: Mapped[str] = mapped_column(String(64))  # the dispatcher's instance id
+    referrals_purged: Mapped[int] = mapped_column(Integer)
 
 
 AUDIT_EVENTS = (

@@ -4,7 +4,7 @@ people.csv's optional `phone` column (a work phone shown to the social worker wh
 back), and the contacts promised with "I hold information" (docs/closing-the-loop.md).
 
 Revision ID: a7c3e91f4b20
-Revises: e50866b53342
+Revises: 039cc6627f2b
 Create Date: 2026-11-30 02:30:00
 
 """
@@ -18,7 +18,7 @@ import rota.models
 
 # revision identifiers, used by Alembic.
 revision: str = 'a7c3e91f4b20'
-down_revision: Union[str, Sequence[str], None] = 'e50866b53342'
+down_revision: Union[str, Sequence[str], None] = '039cc6627f2b'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -149,7 +149,8 @@ def serving(
         create_api_blueprint(settings, session_factory, clock, wake_dispatcher=wake_dispatcher)
     )
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll: shutdown() waits for it (the default 0.5 s, at every test's teardown).
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield ApiClient(server.server_port, clock)

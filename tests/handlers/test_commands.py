@@ -26,7 +26,7 @@ REASON = "Duplicate of LCS-2026-000122; child NARRATIVE-REASON-88 already alloca
 
 @pytest.fixture
 def bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
-    with running_bot(session_factory) as harness:
+    with running_bot(session_factory, in_process=True) as harness:
         yield harness
 
 

@@ -1,26 +1,20 @@
 """The App Home tab and `/handover log`: views built from the database, within Block Kit's limits,
-published over real HTTP through Bolt to the local Slack stand-in."""
+published through Bolt (`App.dispatch`, signed requests) to the local Slack stand-in over HTTP."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
 import time
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from flask import Flask, request
-from slack_bolt.adapter.flask import SlackRequestHandler
+from slack_bolt import BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.serving import make_server
 
 from bot.clock import FixedClock
 from bot.context import Services
@@ -51,6 +45,7 @@ from tests.bot.test_logbook import (
     build_scenario,
     utc,
 )
+from tests.handlers.slack_payloads import sign
 
 SECRET = "signing-secret-for-tests"
 TOKEN = "xoxb-test"
@@ -422,48 +417,24 @@ def test_log_command_open_within_message_limits_for_300_referrals(
     assert "Showing 100 of 300" in all_text(blocks)
 
 
-# ----- over real HTTP, through Bolt, to the stand-in ------------------------------------------
-
-
-def signed_post(url: str, body: bytes, content_type: str) -> int:
-    timestamp = str(int(time.time()))
-    base = b"v0:" + timestamp.encode() + b":" + body
-    signature = "v0=" + hmac.new(SECRET.encode(), base, hashlib.sha256).hexdigest()
-    req = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": timestamp,
-            "X-Slack-Signature": signature,
-        },
-    )
-    with urllib.request.urlopen(req, timeout=10) as answer:
-        return answer.status
+# ----- signed requests through Bolt, to the stand-in -------------------------------------------
 
 
 @contextmanager
-def serving_bot(services: Services, standin: SlackStandIn) -> Iterator[str]:
-    """Serve the real Bolt app behind Flask on a free port; yields the events URL."""
+def serving_bot(services: Services, standin: SlackStandIn) -> Iterator[Callable[[bytes, str], int]]:
+    """The real Bolt app; yields `post(body, content_type)`, which signs the body and hands it to
+    `App.dispatch` as the Flask adapter would (tests/handlers/slack_payloads.py)."""
     client = WebClient(base_url=standin.url, token=TOKEN)
     bolt = create_app(services.settings, client, services=services)
-    handler = SlackRequestHandler(bolt)
-    flask_app = Flask("handover-home-test")
 
-    @flask_app.route("/slack/events", methods=["POST"])
-    def slack_events():
-        return handler.handle(request)
+    def post(body: bytes, content_type: str) -> int:
+        headers = {"Content-Type": content_type, **sign(body, secret=SECRET)}
+        return bolt.dispatch(BoltRequest(body=body.decode(), headers=headers)).status
 
-    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/slack/events"
+        yield post
     finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+        bolt.listener_runner.listener_executor.shutdown(wait=True)  # its listeners end here
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
@@ -505,14 +476,14 @@ def home_opened(user: str, event_id: str) -> bytes:
     ).encode()
 
 
-def test_app_home_opened_publishes_the_home_over_http(
+def test_app_home_opened_publishes_the_home(
     db_url: str, session_factory: sessionmaker[Session], standin: SlackStandIn
 ) -> None:
     scenario = build_scenario(session_factory)
     services = services_for(db_url, session_factory, standin.url)
-    with serving_bot(services, standin) as url:
-        assert signed_post(url, home_opened("UMIA", "Ev0MANAGER"), "application/json") == 200
-        assert signed_post(url, home_opened("UHVJO", "Ev0PROF"), "application/json") == 200
+    with serving_bot(services, standin) as post:
+        assert post(home_opened("UMIA", "Ev0MANAGER"), "application/json") == 200
+        assert post(home_opened("UHVJO", "Ev0PROF"), "application/json") == 200
         wait_for(lambda: len(standin.calls("views.publish")) == 2)
 
     published = {call.args["user_id"] for call in standin.calls("views.publish")}
@@ -557,8 +528,8 @@ def test_next_button_publishes_the_next_page_and_refresh_homes(
         ],
     }
     body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
-    with serving_bot(services, standin) as url:
-        assert signed_post(url, body, "application/x-www-form-urlencoded") == 200
+    with serving_bot(services, standin) as post:
+        assert post(body, "application/x-www-form-urlencoded") == 200
         wait_for(lambda: len(standin.calls("views.publish")) == 1)
     view = standin.home_view("UMIA")
     assert view is not None

@@ -47,7 +47,7 @@ BLOCK_IDS = [
 def bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
     with session_factory.begin() as session:
         build_rota(session)
-    with running_bot(session_factory) as harness:
+    with running_bot(session_factory, in_process=True) as harness:
         yield harness
 
 
