@@ -120,6 +120,17 @@ SAMPLE_PEOPLE = [
 # people.csv's optional `contact` column; everyone else is reached in Slack (the default).
 # Riverside Medical Practice is on NHSmail, not on the council's Slack.
 SAMPLE_CONTACT = {"gp-riv-pm-bell": "email"}
+# people.csv's optional `phone` column: work phones shown to the social worker who must call back.
+SAMPLE_PHONE = {
+    "hv-jsmith": "01632 960 101",
+    "hv-kpatel": "01632 960 102",
+    "gp-drshah": "01632 960 210",
+    "mw-rhughes": "01632 960 330",
+    "prob-tward": "01632 960 440",
+    "sch-dsl-moore": "01632 960 550",
+}
+# EDT and MASH managers read every referral (need to know: the others see their teams').
+SAMPLE_OVERSIGHT = frozenset({"edt-mgr-raj", "edt-mgr-sue", "mash-mgr-osei"})
 
 SAMPLE_ABSENCES = [
     ("hv-jsmith", "2026-12-21", "2027-01-08", "annual leave"),
@@ -258,7 +269,15 @@ def write_sample(out: Path = SAMPLE_DIR) -> dict[str, int]:
         "people": _write(
             out,
             "people",
-            [(*row, SAMPLE_CONTACT.get(row[0], "")) for row in SAMPLE_PEOPLE],
+            [
+                (
+                    *row[:8],
+                    f"{row[8]};oversight" if row[0] in SAMPLE_OVERSIGHT else row[8],
+                    SAMPLE_CONTACT.get(row[0], ""),
+                    SAMPLE_PHONE.get(row[0], ""),
+                )
+                for row in SAMPLE_PEOPLE
+            ],
             OPTIONAL_COLUMNS["people"],
         ),
         "shifts": _write(out, "shifts", sample_shifts()),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from sqlalchemy import (
     Boolean,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -160,6 +161,34 @@ class Response(Base):
     detail: Mapped[str | None] = mapped_column(Text)  # JSON; never free-text narrative
 
 
+class ContactState(StrEnum):
+    """Whether a contact promised with "I hold information" happened (docs/closing-the-loop.md)."""
+
+    AWAITING = "awaiting"
+    CONFIRMED = "confirmed"
+    MISSED = "missed"
+
+
+class ContactFollowup(Base):
+    """A contact a professional promised with "I hold information": who, how, by when, and
+    whether the social worker says it happened. One a has_information response."""
+
+    __tablename__ = "contact_followups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    referral_id: Mapped[str] = mapped_column(ForeignKey("referrals.referral_id"), index=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("targets.id"))
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"), unique=True)
+    professional_id: Mapped[str] = mapped_column(String(64))  # who offered the information
+    method: Mapped[str] = mapped_column(String(16))  # phone | case_system
+    contact_by: Mapped[datetime] = mapped_column(UTCDateTime())
+    referrer_id: Mapped[str] = mapped_column(String(64))
+    owner_team: Mapped[str | None] = mapped_column(String(64))  # HANDOVER_OWNER_TEAM then
+    state: Mapped[str] = mapped_column(String(16), default=ContactState.AWAITING)
+    answered_by: Mapped[str | None] = mapped_column(String(64))
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class AuditEvent(Base):
     """The append-only log (docs/reference/audit-events.md); triggers refuse UPDATE and DELETE.
 
@@ -226,6 +255,19 @@ class SlackRateBucket(Base):
     blocked_until: Mapped[float | None] = mapped_column(Float)
 
 
+class RetentionRun(Base):
+    """One row a day: the dispatcher that claimed the day's retention run, so that several
+    dispatchers run it once a day between them (bot/services/retention.py, docs/security.md).
+    The row is written in the run's own transaction: a run that fails leaves no row."""
+
+    __tablename__ = "retention_runs"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)  # the run's date, service time
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ran_by: Mapped[str] = mapped_column(String(64))  # the dispatcher's instance id
+    referrals_purged: Mapped[int] = mapped_column(Integer)
+
+
 AUDIT_EVENTS = (
     "referral_received",
     "referral_duplicate",
@@ -250,6 +292,10 @@ AUDIT_EVENTS = (
     "rota_imported",
     "prompt_rerouted",  # a prompt passed over someone nobody could reach (bot/delivery/failures.py)
     "unreachable",  # someone could not be reached by any channel; the on-call holders were told
+    # Closing the loop (docs/closing-the-loop.md)
+    "information_notice_sent",
+    "contact_confirmed",
+    "contact_missed",
     "referral_purged",  # retention erased its personal data (bot/services/retention.py)
     # On-call alerts (docs/reference/slack.md, "On-call alerts")
     "on_call_acknowledged",

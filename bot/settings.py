@@ -197,6 +197,8 @@ class Settings:
     timezone_name: str = "Europe/London"
     edt_channel: str | None = None
     escalation_channel: str | None = None
+    # team_id of the daytime social-care team (the MASH) told what partners offer
+    owner_team: str | None = None
     api_secret: str | None = field(default=None, repr=False)
     alert_roles: tuple[str, ...] = ("edt_manager",)
     escalation: EscalationPolicy = EscalationPolicy()
@@ -398,6 +400,7 @@ class Settings:
             timezone_name=tz_name,
             edt_channel=get("HANDOVER_EDT_CHANNEL"),
             escalation_channel=get("HANDOVER_ESCALATION_CHANNEL"),
+            owner_team=get("HANDOVER_OWNER_TEAM"),
             api_secret=get("HANDOVER_API_SECRET"),
             alert_roles=roles,
             escalation=policy,

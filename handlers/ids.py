@@ -26,6 +26,11 @@ RESPONSE_KIND_BY_ACTION: dict[str, ResponseKind] = {
 # On-call alerts: the button that stops their re-paging (docs/reference/slack.md)
 ONCALL_ACK = "handover_oncall_ack"
 
+# Closing the loop: did the contact promised with "I hold information" happen?
+CONTACT_MADE = "handover_contact_made"
+CONTACT_MISSED = "handover_contact_missed"
+CONTACT_ACTIONS = (CONTACT_MADE, CONTACT_MISSED)
+
 # Referral modal
 REFERRAL_MODAL = "handover_referral_modal"
 BLOCK_EXTERNAL_REF = "external_ref"
@@ -34,7 +39,6 @@ BLOCK_URGENCY = "urgency"
 BLOCK_NOTIFY_PEOPLE = "notify_people"
 BLOCK_NOTIFY_TEAMS = "notify_teams"
 BLOCK_NOTIFY_ROLES = "notify_roles"
-BLOCK_SUMMARY = "summary"
 # action_ids inside the modal's input blocks (external selects load options by these)
 ACTION_EXTERNAL_REF = "external_ref_input"
 ACTION_CATEGORY = "category_select"
@@ -42,7 +46,6 @@ ACTION_URGENCY = "urgency_select"
 ACTION_NOTIFY_PEOPLE = "notify_people_select"
 ACTION_NOTIFY_TEAMS = "notify_teams_select"
 ACTION_NOTIFY_ROLES = "notify_roles_select"
-ACTION_SUMMARY = "summary_input"
 
 # Response modals
 HAS_INFO_MODAL = "handover_has_info_modal"

@@ -18,6 +18,7 @@ from bot.services.logbook import (
     overdue_prompts,
     referral_history,
 )
+from bot.services.visibility import reads_the_log, scope_of
 from bot.workspaces.oauth import WORKSPACE_KEY
 from handlers.blocks.home import (
     build_log_open_message,
@@ -32,8 +33,8 @@ logger = logging.getLogger(__name__)
 
 MAX_OPEN_IN_MESSAGE = 100  # packed several to a section; the Home tab pages through the rest
 REFUSAL = (
-    "Only managers may read the escalation log. Ask for the `manager` permission on your entry "
-    "in people.csv."
+    "Only managers may read the escalation log. Ask for the `manager` (your teams' referrals) "
+    "or `oversight` (every referral) permission on your entry in people.csv."
 )
 
 
@@ -45,22 +46,24 @@ def _private(respond: Respond, text: str, blocks: list[dict[str, Any]] | None = 
 
 
 def handle_log(services: Services, command: dict, args: list[str], respond: Respond) -> None:
-    """Answer `/handover log ...` privately; refuse anyone without the `manager` permission."""
+    """Answer `/handover log ...` privately, with the referrals the person may read (need to
+    know: bot.services.visibility); refuse anyone without `manager` or `oversight`."""
     tz = services.settings.timezone
     what = args[0] if args else "open"
     with services.session_factory() as session:
         person = person_for_slack_user(session, command["user_id"], command.get(WORKSPACE_KEY))
-        if person is None or not person.has_permission("manager"):
+        if person is None or not reads_the_log(person):
             logger.info("refused /handover log for Slack user %s", command["user_id"])
             _private(respond, REFUSAL)
             return
         now = services.clock.now()
+        scope = scope_of(session, person)
         if what.lower() == "open":
-            total = count_open_referrals(session)
-            referrals = open_referrals(session, limit=MAX_OPEN_IN_MESSAGE)
+            total = count_open_referrals(session, scope)
+            referrals = open_referrals(session, limit=MAX_OPEN_IN_MESSAGE, scope=scope)
             coverage = coverage_for_referrals(session, [r.referral_id for r in referrals], tz)
             overdue = Counter(
-                o.referral_id for o in overdue_prompts(session, now, services.settings, tz)
+                o.referral_id for o in overdue_prompts(session, now, services.settings, tz, scope)
             )
             rows = [
                 ReferralRow(ReferralFacts.of(r), coverage[r.referral_id], overdue[r.referral_id])
@@ -69,7 +72,7 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
             _private(respond, f"{total} open referrals", build_log_open_message(rows, total, tz))
             return
         if what.lower() == "overdue":
-            overdue_list = overdue_prompts(session, now, services.settings, tz)
+            overdue_list = overdue_prompts(session, now, services.settings, tz, scope)
             _private(
                 respond,
                 f"{len(overdue_list)} overdue",
@@ -77,7 +80,12 @@ def handle_log(services: Services, command: dict, args: list[str], respond: Resp
             )
             return
         referral_id = what.upper()
-        history = referral_history(session, referral_id, tz)
+        # A referral that does not concern their teams reads as unknown: need to know.
+        history = (
+            referral_history(session, referral_id, tz)
+            if scope.allows(session, referral_id)
+            else None
+        )
         if history is None:
             # What was typed is echoed only when it has the referral ID format.
             missing = (

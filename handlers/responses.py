@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
 from bot.delivery.kinds import ResponseKind
+from bot.models import Referral
 from bot.services.directory import search_people, search_text, workspace_of_person
 from bot.services.responses import ResponseOutcome, record_response
 from bot.workspaces.oauth import workspace_of
@@ -152,14 +153,28 @@ def show_recorded(
     finally:
         try:
             recipient, recipient_workspace = _slack_id_of(services, outcome.recipient_id)
+            # The referrer's Home lists their referrals' states (docs/closing-the-loop.md).
+            referrer, referrer_workspace = _slack_id_of(
+                services, _referrer_of(services, outcome.referral.referral_id)
+            )
             refresh_after_change(
                 client,
                 services,
-                [(workspace, outcome.slack_user_id), (recipient_workspace, recipient or "")],
+                [
+                    (workspace, outcome.slack_user_id),
+                    (recipient_workspace, recipient or ""),
+                    (referrer_workspace, referrer or ""),
+                ],
             )
         except SQLAlchemyError:
             # The response is committed and shown; only the Home tabs stay as they were.
             logger.exception("could not refresh Home tabs after a response")
+
+
+def _referrer_of(services: Services, referral_id: str) -> str | None:
+    with services.session_factory() as session:
+        referral = session.get(Referral, referral_id)
+        return referral.referrer_id if referral is not None else None
 
 
 def _slack_id_of(services: Services, person_id: str | None) -> tuple[str | None, str | None]:
@@ -193,6 +208,7 @@ def _show_on_messages_and_card(
             responded_at=outcome.at,
             tz=tz,
             redirected_to=outcome.redirected_to,
+            prompt_id=outcome.detail.get("prompt_id"),
         )
 
     messages = list(outcome.messages)
@@ -209,6 +225,11 @@ def _show_on_messages_and_card(
             pass  # logged at the edge; the response itself is recorded
     if outcome.card is None or outcome.responder_id is None or outcome.target is None:
         return
+    phone = None
+    if outcome.kind == ResponseKind.HAS_INFORMATION:
+        with services.session_factory() as session:
+            responder = session.get(Person, outcome.responder_id)
+            phone = responder.phone if responder is not None else None
     reply = build_card_reply(
         referral_id=outcome.referral.referral_id,
         kind=outcome.kind,
@@ -219,6 +240,7 @@ def _show_on_messages_and_card(
         tz=tz,
         detail=outcome.detail,
         redirected_to=outcome.redirected_to,
+        phone=phone,
     )
     channel, ts = outcome.card
     home = client if workspace is None else services.client_for(None, client)

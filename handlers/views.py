@@ -27,12 +27,10 @@ from handlers.blocks.modal import build_plan_message
 from handlers.commands import private_metadata
 from handlers.guards import (
     DATABASE_DOWN,
-    dict_at,
     input_value,
     selected_value,
     selected_values,
     state_values,
-    text_or_none,
 )
 
 logger = logging.getLogger(__name__)
@@ -44,10 +42,8 @@ _FIELD_BLOCKS = {
     "urgency": ids.BLOCK_URGENCY,
     "referrer": ids.BLOCK_EXTERNAL_REF,
     "referred_at": ids.BLOCK_EXTERNAL_REF,
-    "summary": ids.BLOCK_SUMMARY,
     "notify": ids.BLOCK_NOTIFY_PEOPLE,
 }
-UNREADABLE_SUMMARY = "The summary has characters Handover cannot store; type it again."
 _NOTIFY_BLOCKS = (
     (ids.BLOCK_NOTIFY_PEOPLE, ids.ACTION_NOTIFY_PEOPLE, "person"),
     (ids.BLOCK_NOTIFY_TEAMS, ids.ACTION_NOTIFY_TEAMS, "team"),
@@ -63,9 +59,6 @@ def register(app: App, services: Services) -> None:
         ack: Ack, body: dict, view: dict, client: WebClient, context: BoltContext
     ) -> None:
         data, origins = read_referral_modal(state_values(view))
-        if data["summary"] is None:
-            ack(response_action="errors", errors={ids.BLOCK_SUMMARY: UNREADABLE_SUMMARY})
-            return
         try:
             errors, result = _receive(
                 services, body["user"]["id"], data, origins, workspace_of(context)
@@ -114,10 +107,10 @@ def _receive(
 def read_referral_modal(values: dict) -> tuple[dict, list[str]]:
     """The referral fields from the modal's state, and the block each notify target came from.
 
-    A value of the wrong shape reads as not given, so it is answered as a missing field; a
-    summary that is given but cannot be stored (a lone UTF-16 surrogate) reads as None.
+    A value of the wrong shape reads as not given, so it is answered as a missing field. The
+    modal has no free text (docs/migrating-summaries.md): whatever else a submission's state
+    holds, a `summary` included, is ignored, so nothing typed into Slack reaches the database.
     """
-    summary = dict_at(values, ids.BLOCK_SUMMARY, ids.ACTION_SUMMARY).get("value")
     data: dict = {
         # A case reference pasted from the case system often brings a space or a newline along.
         "external_ref": (
@@ -125,7 +118,7 @@ def read_referral_modal(values: dict) -> tuple[dict, list[str]]:
         ).strip(),
         "category": selected_value(values, ids.BLOCK_CATEGORY, ids.ACTION_CATEGORY) or "",
         "urgency": selected_value(values, ids.BLOCK_URGENCY, ids.ACTION_URGENCY) or "",
-        "summary": text_or_none(summary) if summary else "",
+        "summary": "",
     }
     notify: list[str] = []
     origins: list[str] = []

@@ -101,6 +101,8 @@ _ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
 _SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_CHANNEL_RE = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _SLACK_TEAM_RE = re.compile(r"^T[A-Z0-9]{2,31}$")
+# A work phone as people write it: digits, spaces, +, brackets, dots and dashes; 6 digits at least.
+_PHONE_RE = re.compile(r"^\+?[0-9 ().-]{6,32}$")
 _EMAIL_RE = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _UK_DATE_RE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
@@ -114,6 +116,7 @@ NAME_MAX = 200
 ROLE_MAX = 100
 HOURS_MAX = 500
 EMAIL_MAX = 254
+PHONE_MAX = 32
 SLACK_MAX = 32
 REASON_MAX = 200
 
@@ -170,6 +173,7 @@ class PersonRow(NamedTuple):
     deputy_id: str | None
     permissions: str
     contact: str = CONTACT_METHODS[0]
+    phone: str | None = None
     source: int = 0
 
 
@@ -918,7 +922,19 @@ def _team_row(ctx: _FileContext, line: int, values: list[str]) -> TeamRow | None
 
 
 def _person_row(ctx: _FileContext, line: int, values: list[str]) -> PersonRow | None:
-    person_id, name, slack_user, email, team_id, role, hours, deputy, permissions, contact = values
+    (
+        person_id,
+        name,
+        slack_user,
+        email,
+        team_id,
+        role,
+        hours,
+        deputy,
+        permissions,
+        contact,
+        phone,
+    ) = values
     check = _RowCheck(ctx, line)
     check.identifier("person_id", person_id)
     check.unique("person_id", "people", person_id)
@@ -950,6 +966,11 @@ def _person_row(ctx: _FileContext, line: int, values: list[str]) -> PersonRow | 
         check.bad("contact", f"{contact!r} is not one of {', '.join(CONTACT_METHODS)}")
     elif "email" in contact and not email:
         check.bad("contact", f"{contact!r} needs an email address")
+    phone = " ".join(phone.split())
+    if phone and (
+        len(phone) > PHONE_MAX or not _PHONE_RE.match(phone) or sum(c.isdigit() for c in phone) < 6
+    ):
+        check.bad("phone", f"{phone!r} is not a phone number (like 01603 223344)")
     if not check.ok:
         return None
     return PersonRow(
@@ -964,6 +985,7 @@ def _person_row(ctx: _FileContext, line: int, values: list[str]) -> PersonRow | 
         deputy or None,
         ";".join(p for p in PERMISSIONS if p in granted),
         contact,
+        phone or None,
         ctx.source,
     )
 
@@ -1248,6 +1270,7 @@ _PERSON_FIELDS = (
     "deputy_id",
     "permissions",
     "contact",
+    "phone",
 )
 
 

@@ -91,6 +91,8 @@ class Person(Base):
     permissions: Mapped[str] = mapped_column(String(100), default="")  # ';'-joined
     # How prompts reach them (one of CONTACT_METHODS): the optional `contact` column.
     contact: Mapped[str] = mapped_column(String(16), default="slack", server_default="slack")
+    # A work phone shown to the social worker who must call them back: the optional `phone`.
+    phone: Mapped[str | None] = mapped_column(String(32))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
     __table_args__ = (
@@ -151,6 +153,6 @@ class Closure(Base):
 MAX_SHIFT_HOURS = 168  # a week on call; longer shifts are refused at import
 AGENCY_TYPES = ("social_care", "police", "health", "probation", "education", "other")
 REGIONS = ("england", "wales", "scotland", "northern_ireland")
-PERMISSIONS = ("referrer", "manager")
+PERMISSIONS = ("referrer", "manager", "oversight")
 # people.csv's optional `contact` column: how prompts reach a person (the first is the default).
 CONTACT_METHODS = ("slack", "email", "slack+email")

@@ -1,4 +1,4 @@
-"""Routing: who each notify target reaches, and when (CONTRACT §3).
+"""Routing: who each notify target reaches, and when (docs/timing.md).
 
 For a referral received at t0, each target's due time T0 is the earliest instant >= t0 at which
 someone in its chain is at work; the recipient is the first in chain order at work at T0.

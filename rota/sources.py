@@ -46,7 +46,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "closures": ("date", "applies_to", "from", "to", "reason"),
 }
 # Columns a file may leave out (a file without them stays valid); an absent one reads as empty.
-OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {"teams": ("workspace",), "people": ("contact",)}
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "teams": ("workspace",),
+    "people": ("contact", "phone"),
+}
 # Columns holding dates, date-times and times of day: how a workbook's date cells are read.
 DATE_COLUMNS = frozenset({("absences", "start"), ("absences", "end"), ("closures", "date")})
 DATETIME_COLUMNS = frozenset({("shifts", "start"), ("shifts", "end")})

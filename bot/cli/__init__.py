@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="figures for managers")
     report.add_argument("--since", metavar="DATE")
     report.add_argument("--until", metavar="DATE")
-    report.add_argument("--format", choices=("table", "csv"), default="table")
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table")
     report.add_argument(
         "--html",
         metavar="FILE",

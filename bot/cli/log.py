@@ -25,6 +25,7 @@ from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
 from bot.errors import InputError, UsageError
 from bot.models import AuditEvent, Referral
 from bot.services.audit import verify_chain
+from bot.services.coverage import COVERAGE_WORDS, STRATEGY_AGENCIES, CoverageState
 from bot.services.logbook import (
     LOG_FIELDS,
     LogWindow,
@@ -33,8 +34,9 @@ from bot.services.logbook import (
     log_record,
     parse_window,
 )
-from bot.services.reports import Report, build_report
+from bot.services.reports import GroupFigures, Report, build_report, report_json
 from bot.settings import Settings
+from rota.models import Person
 
 EXIT_OK = 0
 EXIT_BROKEN = 1
@@ -81,14 +83,48 @@ def detail_text(detail: Any) -> str:
     return detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
 
 
-def _table_row(row: AuditEvent, tz: ZoneInfo) -> list[str]:
+# A spreadsheet reads a cell starting with one of these as a formula (docs/reference/commands.md).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: str) -> str:
+    """A CSV cell no spreadsheet runs as a formula: such a cell is prefixed with `'`."""
+    return f"'{value}" if value.startswith(FORMULA_PREFIXES) else value
+
+
+def safe_row(cells: Iterable[str]) -> list[str]:
+    """Every cell of a CSV row made safe."""
+    return [safe_cell(cell) for cell in cells]
+
+
+class Names:
+    """People's names from the rota, to show beside their IDs (one lookup a person)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._known: dict[str, str | None] = {}
+
+    def label(self, value: str | None) -> str:
+        """'edt-amy (Amy Shah)' for a person of the rota; anything else as it is."""
+        if not value:
+            return ""
+        if value not in self._known:
+            person = self.session.get(Person, value)
+            self._known[value] = person.name if person is not None else None
+        name = self._known[value]
+        return f"{value} ({name})" if name else value
+
+
+def _table_row(row: AuditEvent, tz: ZoneInfo, names: Names) -> list[str]:
+    target = row.target or ""
+    kind, _, ref = target.partition(":")
     return [
         local_time_label(row.at, tz),
         row.referral_id or "",
         row.event,
-        row.actor or "",
-        row.recipient or "",
-        row.target or "",
+        names.label(row.actor),
+        names.label(row.recipient),
+        f"person:{names.label(ref)}" if kind == "person" else target,
         detail_text(detail_value(row.detail)),
     ]
 
@@ -121,8 +157,9 @@ def write_table(rows: Iterable[list[str]], out: TextIO, headers: Iterable[str]) 
 def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: TextIO) -> int:
     """Stream the log in `fmt` (table, csv or jsonl) to `out`; returns the number of rows."""
     if fmt == "table":
+        names = Names(session)
         count = write_table(
-            (_table_row(row, tz) for row in iter_log(session, window)), out, TABLE_HEADERS
+            (_table_row(row, tz, names) for row in iter_log(session, window)), out, TABLE_HEADERS
         )
         if count == 0:
             out.write("(no events)\n")
@@ -141,10 +178,12 @@ def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: 
         for record in records:
             detail = record["detail"]
             writer.writerow(
-                [
-                    *(record[f] if record[f] is not None else "" for f in LOG_FIELDS[:-1]),
-                    "" if detail is None else json.dumps(detail, ensure_ascii=False),
-                ]
+                safe_row(
+                    [
+                        *(record[f] if record[f] is not None else "" for f in LOG_FIELDS[:-1]),
+                        "" if detail is None else json.dumps(detail, ensure_ascii=False),
+                    ]
+                )
             )
             count += 1
         return count
@@ -203,8 +242,13 @@ def _window_label(window: LogWindow, tz: ZoneInfo) -> str:
     return f"from {start} to {end}"
 
 
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
 def report_rows(report: Report) -> list[tuple[str, str, str]]:
-    """The report as (figure, agency_type, value) rows, as its CSV holds them."""
+    """The report as (figure, group, value) rows, as its CSV holds them: the group is an
+    agency type, or `team:ID` for a team's figures."""
     rows: list[tuple[str, str, str]] = [
         ("referrals_received", "", str(report.referrals_received)),
         ("prompts_sent", "", str(report.prompts_sent)),
@@ -217,19 +261,35 @@ def report_rows(report: Report) -> list[tuple[str, str, str]]:
         ("unroutables", "", str(report.unroutables)),
         ("long_gaps", "", str(report.long_gaps)),
         ("coverage_complete", "", str(report.coverage_complete)),
-        (
-            "coverage_rate",
-            "",
-            "" if report.coverage_rate is None else f"{report.coverage_rate:.4f}",
-        ),
+        ("coverage_rate", "", _rate(report.coverage_rate)),
     ]
+    for agency in STRATEGY_AGENCIES:
+        for state, n in report.coverage.by_agency[agency].items():
+            rows.append((f"coverage_{state}", agency, str(n)))
     for times in report.response_times:
         rows += [
-            ("time_to_respond_count", times.agency_type, str(times.count)),
-            ("time_to_respond_median_minutes", times.agency_type, _minutes(times.median_minutes)),
-            ("time_to_respond_p90_minutes", times.agency_type, _minutes(times.p90_minutes)),
+            ("time_to_answer_count", times.agency_type, str(times.count)),
+            ("time_to_answer_median_minutes", times.agency_type, _minutes(times.median_minutes)),
+            ("time_to_answer_p90_minutes", times.agency_type, _minutes(times.p90_minutes)),
+        ]
+    groups = [(g.key, g) for g in report.by_agency] + [(f"team:{g.key}", g) for g in report.by_team]
+    for name, g in groups:
+        rows += [
+            ("asked", name, str(g.asked)),
+            ("answered", name, str(g.answered)),
+            ("response_rate", name, _rate(g.response_rate)),
+            ("breaches", name, str(g.breaches)),
+            ("unroutables", name, str(g.unroutables)),
         ]
     return rows
+
+
+def _group_row(g: GroupFigures) -> list[str]:
+    rate = "" if g.response_rate is None else f"{g.response_rate:.0%}"
+    return [g.label, str(g.asked), str(g.answered), rate, str(g.breaches), str(g.unroutables)]
+
+
+GROUP_HEADERS = ("asked", "answered", "response rate", "breaches", "unroutable")
 
 
 def write_report_table(report: Report, tz: ZoneInfo, out: TextIO) -> None:
@@ -254,10 +314,40 @@ def write_report_table(report: Report, tz: ZoneInfo, out: TextIO) -> None:
     width = max(len(label) for label, _ in figures)
     for label, value in figures:
         out.write(f"{label.ljust(width)}  {value}\n")
-    out.write("  (coverage: social care, police and health all responded)\n\n")
-    out.write("Time to respond, in working minutes from the send to the first response\n")
+    out.write("  (covered by social care, police and health alike)\n\n")
+    out.write("Coverage by agency type, in referrals\n")
+    states = list(CoverageState)
+    write_table(
+        [
+            [
+                AGENCY_NAMES[a],
+                *(str(report.coverage.by_agency[a][str(state)]) for state in states),
+            ]
+            for a in STRATEGY_AGENCIES
+        ],
+        out,
+        ("agency type", *(COVERAGE_WORDS[state] for state in states)),
+    )
+    out.write(f"{report.coverage.rule}\n\n")
+    out.write("By agency type\n")
+    if report.by_agency:
+        write_table([_group_row(g) for g in report.by_agency], out, ("", *GROUP_HEADERS))
+    else:
+        out.write("(nobody was asked)\n")
+    out.write("\nBy team\n")
+    if report.by_team:
+        write_table(
+            [[f"{g.label} ({g.key})", *_group_row(g)[1:]] for g in report.by_team],
+            out,
+            ("", *GROUP_HEADERS),
+        )
+    else:
+        out.write("(nobody was asked)\n")
+    out.write(
+        "\nTime to answer ('I hold information' or 'not known'), in working minutes from the send\n"
+    )
     if not report.response_times:
-        out.write("(no responses)\n")
+        out.write("(no answers)\n")
         return
     rows = [
         [
@@ -268,7 +358,7 @@ def write_report_table(report: Report, tz: ZoneInfo, out: TextIO) -> None:
         ]
         for t in report.response_times
     ]
-    write_table(rows, out, ("agency type", "responses", "median", "90th percentile"))
+    write_table(rows, out, ("agency type", "answers", "median", "90th percentile"))
 
 
 def report_channels(settings: Settings) -> dict[str, str]:
@@ -302,7 +392,7 @@ def write_report_html(path: Path, window: LogWindow, settings: Settings) -> int:
 
 
 def report_command(args: argparse.Namespace, settings: Settings) -> int:
-    """`handover report`: figures for managers, as a table or CSV."""
+    """`handover report`: figures for managers, as a table, CSV or JSON."""
     tz = settings.timezone
     window = parse_window(args.since, args.until, tz)
     if getattr(args, "html", None):
@@ -312,7 +402,9 @@ def report_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(("figure", "agency_type", "value"))
-        writer.writerows(report_rows(report))
+        writer.writerows(safe_row(row) for row in report_rows(report))
+    elif args.format == "json":
+        print(json.dumps(report_json(report, tz), ensure_ascii=False, indent=2))
     else:
         write_report_table(report, tz, sys.stdout)
     return EXIT_OK

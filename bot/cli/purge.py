@@ -1,4 +1,7 @@
-"""`handover purge [--before DATE] [--dry-run]` (CONTRACT §4): retention of personal data."""
+"""`handover purge [--before DATE] [--dry-run]`: retention of personal data.
+
+The command: docs/reference/commands.md; what is erased and why: docs/security.md.
+"""
 
 from __future__ import annotations
 

@@ -40,6 +40,11 @@ from rota.store import RotaStore
 logger = logging.getLogger(__name__)
 
 LATE_GRACE = timedelta(minutes=2)
+# The event a delivered message of these kinds is logged as (a prompt has its own, below).
+EVENT_WHEN_DELIVERED = {
+    OutboxKind.ON_CALL: "on_call_alerted",
+    OutboxKind.INFO_NOTICE: "information_notice_sent",  # docs/closing-the-loop.md
+}
 
 
 def sent_at(delivery: Delivery, found: bool, now: datetime) -> datetime:
@@ -112,10 +117,10 @@ def confirm(
             _page_until_acknowledged(ctx, session, row, when)
         if delivery.kind == OutboxKind.PROMPT:
             _prompt_sent(ctx, session, row, referral, delivery, where, when=when, now=now)
-        elif delivery.kind == OutboxKind.ON_CALL:
+        elif delivery.kind in EVENT_WHEN_DELIVERED:
             audit.record(
                 session,
-                "on_call_alerted",
+                EVENT_WHEN_DELIVERED[delivery.kind],
                 at=when,
                 referral_id=referral.referral_id,
                 actor=ACTOR,

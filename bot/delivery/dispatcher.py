@@ -7,6 +7,10 @@ rate limit), so a live dispatcher keeps its rows and a dead one's are taken over
 each row's claim is checked again just before its message is sent (`compose`). The database is
 the only source of truth; `wakeups.Wakeups` only decides when to look, and `wakeups.OutboxWatch`
 tells it when any process wrote rows.
+
+Running in the background it also runs retention once a day (`run_retention`): at its start
+when the day's run has not happened, then daily at RETENTION_TIME service time
+(bot/services/retention.py, docs/security.md).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from datetime import datetime, timedelta
 
 from slack_sdk import WebClient
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.channels import build_channels
@@ -34,7 +39,8 @@ from bot.delivery.kinds import Outcome
 from bot.delivery.pacing import Pacer, tiers_for
 from bot.delivery.pipeline import CredentialsHeld, RowPipeline
 from bot.delivery.results import DispatchStats, RowResult
-from bot.delivery.wakeups import OutboxWatch, Wakeups
+from bot.delivery.wakeups import Daily, OutboxWatch, Wakeups
+from bot.services.retention import RetentionReport, next_retention_at, run_retention_for_the_day
 from bot.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -96,7 +102,13 @@ class Dispatcher:
         )
         self._stopping = threading.Event()
         self._pass_lock = threading.Lock()
-        self._wakeups = Wakeups(self._scheduled_pass, self._next_due, clock, self._stopping)
+        retention = Daily(
+            run=self.run_retention,
+            next_at=lambda after: next_retention_at(after, settings.timezone),
+        )
+        self._wakeups = Wakeups(
+            self._scheduled_pass, self._next_due, clock, self._stopping, daily=retention
+        )
         bind = session_factory.kw.get("bind")
         self._watch = OutboxWatch(bind, self.wake) if bind is not None else None
 
@@ -192,6 +204,34 @@ class Dispatcher:
 
     def _after_delivery(self, delivery: Delivery) -> None:
         self.homes.after_delivery(self.channels.named(delivery.channel), delivery)
+
+    # ----- retention, once a day ----------------------------------------------------------
+
+    def run_retention(self) -> RetentionReport | None:
+        """The day's retention run, unless a dispatcher has run it already (then None)."""
+        now = self.clock.now()
+        try:
+            with self.session_factory.begin() as session:
+                report = run_retention_for_the_day(
+                    session, now=now, settings=self.settings, ran_by=self.instance_id
+                )
+        except IntegrityError:
+            # Another dispatcher claimed the same day at the same moment, and ran it.
+            report = None
+        if report is None:
+            logger.debug("retention: the day's run has already happened")
+            return None
+        cutoff = report.before.isoformat() if report.before else "none (no retention period)"
+        logger.info(
+            "retention run by %s: purged %d referral(s) closed before %s; pruned %d Slack "
+            "event id(s) and %d Slack request signature(s)",
+            self.instance_id,
+            len(report.referrals),
+            cutoff,
+            report.slack_events,
+            report.slack_requests,
+        )
+        return report
 
     # ----- running in the background -------------------------------------------------------
 

@@ -29,6 +29,27 @@ class OutboxKind(StrEnum):
     # acknowledged is sent again to its holder, then posted to the EDT channel.
     ONCALL_REPAGE = "oncall_repage"
     ONCALL_UNANSWERED = "oncall_unanswered"
+    # Closing the loop (docs/closing-the-loop.md): what a partner offered reaches social care.
+    INFO_NOTICE = "info_notice"  # "I hold information": to the referrer and the daytime owner
+    CONTACT_CHECK = "contact_check"  # at the promised time +30 min: did the contact happen?
+    CONTACT_DEADLINE = "contact_deadline"  # the end of that working day: no answer is "missed"
+    CONTACT_MISSED = "contact_missed"  # to the professional and their team manager
+
+
+# The rows of a promised contact: they follow a has_information answer, so an answer never
+# cancels them as it cancels a target's reminders; a close does.
+LOOP_ROW_KINDS = frozenset(
+    {
+        OutboxKind.INFO_NOTICE,
+        OutboxKind.CONTACT_CHECK,
+        OutboxKind.CONTACT_DEADLINE,
+        OutboxKind.CONTACT_MISSED,
+    }
+)
+# Messages of a promised contact, to a person or a room.
+LOOP_MESSAGE_KINDS = frozenset(
+    {OutboxKind.INFO_NOTICE, OutboxKind.CONTACT_CHECK, OutboxKind.CONTACT_MISSED}
+)
 
 
 class AlertKind(StrEnum):

@@ -19,6 +19,7 @@ PROMPT_EVENT_TYPE = "handover_prompt"
 CARD_EVENT_TYPE = "handover_card"  # the referral's card in the EDT channel
 ALERT_EVENT_TYPE = "handover_alert"  # on call, long gap, unroutable, delivery failure, Slack auth
 ESCALATION_EVENT_TYPE = "handover_escalation"  # reminder, escalation DMs, channel post, breach
+LOOP_EVENT_TYPE = "handover_loop"  # information notice, contact check, missed contact
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,15 @@ def escalation_tag(referral_id: str, prompt_id: int, row_id: int, step: str) -> 
     """A message of an escalation step: the prompt it chases, the step, and its own outbox row."""
     payload = {"referral_id": referral_id, "prompt_id": prompt_id, "step": step, "row_id": row_id}
     return MessageTag(ESCALATION_EVENT_TYPE, payload, key=("row_id",))
+
+
+def loop_tag(kind: str, referral_id: str, followup_id: int, row_id: int) -> MessageTag:
+    """A message of a promised contact (docs/closing-the-loop.md): its kind, the promise, and
+    its own outbox row."""
+    payload = {
+        "referral_id": referral_id,
+        "kind": kind,
+        "followup_id": followup_id,
+        "row_id": row_id,
+    }
+    return MessageTag(LOOP_EVENT_TYPE, payload, key=("row_id",))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from bot.delivery.kinds import (
     ACKNOWLEDGED_ALERT_KINDS,
     ALERT_ROW_KINDS,
+    LOOP_ROW_KINDS,
     ONCALL_FOLLOW_UP_KINDS,
     OutboxKind,
     RowState,
@@ -46,7 +47,12 @@ DISPATCH_KEY = "dispatch"  # our bookkeeping inside OutboxMessage.detail, beside
 HISTORY_MARGIN = timedelta(minutes=10)
 # Kinds a response or a close leaves alone: the prompt itself, the EDT card, and the messages
 # of an escalation step already performed (in flight, as a step being sent always was).
-_NOT_CHASED_KINDS = (OutboxKind.PROMPT, OutboxKind.CARD, OutboxKind.STEP_MESSAGE)
+_NOT_CHASED_KINDS = (
+    OutboxKind.PROMPT,
+    OutboxKind.CARD,
+    OutboxKind.STEP_MESSAGE,
+    *sorted(LOOP_ROW_KINDS),
+)
 _NOT_CANCELLED_ON_CLOSE = (OutboxKind.CARD, OutboxKind.STEP_MESSAGE)
 
 
@@ -424,6 +430,49 @@ def enqueue_copy(
         due_at=now,
         detail={"copy_of": row.id, "copy_of_kind": str(row.kind), "message": dict(message)},
     )
+
+
+def enqueue_loop_message(
+    session: Session,
+    kind: OutboxKind,
+    referral_id: str,
+    *,
+    target_id: int | None,
+    due_at: datetime,
+    recipient_id: str | None = None,
+    **detail: Any,
+) -> OutboxMessage:
+    """A row of a promised contact (docs/closing-the-loop.md): a notice, a check, the end of
+    the day's look at it, or a missed-contact DM. `recipient_id` is a person, or none for the
+    daytime owner's chain, resolved when due."""
+    if kind not in LOOP_ROW_KINDS:
+        raise ValueError(f"{kind!r} is not a row of a promised contact")
+    return _add(
+        session,
+        referral_id=referral_id,
+        target_id=target_id,
+        kind=kind,
+        recipient_id=recipient_id,
+        due_at=due_at,
+        detail=detail,
+    )
+
+
+def cancel_loop_rows(session: Session, followup_id: int, kinds: Iterable[OutboxKind]) -> int:
+    """Cancel a promised contact's pending rows of `kinds` (it was answered)."""
+    rows = session.scalars(
+        select(OutboxMessage).where(
+            OutboxMessage.kind.in_(sorted(kinds)),
+            OutboxMessage.state == RowState.PENDING,
+            OutboxMessage.detail.contains(f'"followup_id": {followup_id}'),
+        )
+    ).all()
+    cancelled = 0
+    for row in rows:
+        if load_detail(row).get("followup_id") == followup_id:
+            row.state = RowState.CANCELLED
+            cancelled += 1
+    return cancelled
 
 
 # ----- cancelling what is no longer owed --------------------------------------------------------

@@ -10,6 +10,10 @@ and schedules the next wake-up at the earliest due row, so a row due later is se
 instant. A safety pass runs every interval in case a signal was missed (a reconnect). The
 scheduler (APScheduler, in memory) decides only when to look, never what is owed.
 See docs/timing.md ("How fast").
+
+A daily job (`Daily`: the dispatcher's retention run) goes on the same scheduler: once at start,
+then at each instant its `next_at` names; whether a run is still owed that day is, again, the
+database's to say.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -40,6 +45,14 @@ SQLITE_POLL_SECONDS = 0.05
 RELISTEN_SECONDS = 1.0
 
 
+@dataclass(frozen=True)
+class Daily:
+    """A job run at start and then at `next_at(the instant it last ran for)`, on our clock."""
+
+    run: Callable[[], None]
+    next_at: Callable[[datetime], datetime]
+
+
 class Wakeups:
     """Runs `run_pass` in a background scheduler, one pass at a time."""
 
@@ -49,8 +62,10 @@ class Wakeups:
         next_due: Callable[[], datetime | None],
         clock: Clock,
         stopping: threading.Event,
+        daily: Daily | None = None,
     ) -> None:
         self._run_pass = run_pass
+        self._daily = daily
         self._next_due = next_due
         self._clock = clock
         self._stopping = stopping
@@ -75,6 +90,10 @@ class Wakeups:
             id=SAFETY_JOB_ID,
             next_run_time=SystemClock().now(),
         )
+        if self._daily is not None:
+            scheduler.add_job(
+                self._daily_run, "date", run_date=SystemClock().now(), args=[self._clock.now()]
+            )
         self._scheduler = scheduler
         scheduler.start()
 
@@ -107,6 +126,31 @@ class Wakeups:
         finally:
             self._running.release()
             self._plan_next_wake()
+
+    def _daily_run(self, planned: datetime) -> None:
+        """The daily job planned for `planned` (our clock), then the next one: at `next_at` of
+        the later of `planned` and now, so a clock that jumped ahead skips the days between."""
+        daily = self._daily
+        if daily is None or self._stopping.is_set():
+            return
+        if self._clock.now() < planned:
+            # Our clock is simulated and behind the scheduler's: not time yet, look again.
+            self._plan_daily(planned)
+            return
+        try:
+            daily.run()
+        except Exception:
+            logger.exception("the daily job failed; it runs again at its next time")
+        self._plan_daily(daily.next_at(max(planned, self._clock.now())))
+
+    def _plan_daily(self, at: datetime) -> None:
+        scheduler = self._scheduler
+        if scheduler is None or self._stopping.is_set():
+            return
+        # As for wake-ups: convert the wait, not the instant (our clock may be simulated).
+        wait = max(timedelta(0), at - self._clock.now())
+        # A fresh id each time, as for wake-ups: never refused as a second running instance.
+        scheduler.add_job(self._daily_run, "date", run_date=SystemClock().now() + wait, args=[at])
 
     def _plan_next_wake(self) -> None:
         if self._stopping.is_set():

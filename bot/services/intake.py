@@ -30,6 +30,7 @@ from bot.models import (
     Target,
 )
 from bot.services import audit
+from bot.services.coverage import coverage_for_referrals
 from bot.services.logbook import detail_value
 from bot.settings import Settings
 from rota.plan import Alert, Plan, PlanEntry
@@ -695,4 +696,6 @@ def referral_detail(session: Session, referral_id: str, tz: tzinfo) -> dict[str,
             }
             for event in events
         ],
+        # The one rule of docs/coverage.md, as App Home and the report apply it.
+        "coverage": coverage_for_referrals(session, [referral_id], tz)[referral_id].as_json(),
     }

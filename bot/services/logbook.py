@@ -9,15 +9,7 @@ Two kinds of question are answered here:
   when, who answered, who never did), a person's open prompts, and the strategy-discussion
   coverage of each referral.
 
-**Strategy-discussion coverage.** For each of social care, police and health, an agency type has
-*responded* when a target of that agency type has any response at all — acknowledged, holds
-information, not known or redirected: each means that agency engaged with the referral. It was
-*asked* when such a target is still awaiting an answer (held for its next working morning, or
-prompted), and *not asked* otherwise (no such target, or only unroutable, cancelled or failed
-ones: a prompt that could not be delivered asked nobody). The
-agency type of `person:ID` and `team:ID` targets is their team's; a `role:NAME` target takes the
-agency type of the team of the person it was sent (or is planned) to. Only the referral's targets
-count: the referrer's own agency does not.
+Coverage has one rule, in bot.services.coverage (docs/coverage.md).
 
 These functions take a session and never commit.
 """
@@ -26,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
@@ -36,7 +28,6 @@ from sqlalchemy import Row, Select, func, select
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import (
-    RESPONSE_KINDS,
     UNANSWERED_TARGET_STATES,
     OutboxKind,
     RowState,
@@ -46,25 +37,25 @@ from bot.errors import InputError
 from bot.models import (
     URGENCIES,
     AuditEvent,
+    ContactFollowup,
     OutboxMessage,
     Referral,
     ReferralStatus,
     Response,
     Target,
 )
+from bot.services.agencies import AgencyResolver
+from bot.services.coverage import (
+    Coverage,
+    coverage_for_referrals,
+)
+from bot.services.visibility import Scope
 from bot.settings import EscalationPolicy
 from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND, STEPS
-from rota.models import Person, Team
 from rota.store import RotaStore
-from rota.worktime import WorkingTime, WorkingTimes
+from rota.worktime import WorkingTime
 
 LOG_FIELDS = ("at", "referral_id", "event", "actor", "recipient", "target", "detail")
-STRATEGY_AGENCIES = ("social_care", "police", "health")
-AGENCY_LABELS = {"social_care": "Social care", "police": "Police", "health": "Health"}
-
-RESPONDED = "responded"
-ASKED = "asked"
-NOT_ASKED = "not_asked"
 
 AWAITING_STATES = (TargetState.HELD, *UNANSWERED_TARGET_STATES)  # asked, or about to be
 
@@ -220,133 +211,9 @@ def working_minutes_between(working_time: WorkingTime, start: datetime, end: dat
     return total.total_seconds() / 60
 
 
-class AgencyResolver:
-    """Agency types and working time of targets and recipients, cached for one session."""
-
-    def __init__(self, store: RotaStore, tz: ZoneInfo) -> None:
-        self.store = store
-        self.tz = tz
-        self._working_times = WorkingTimes(store, tz)
-
-    def preload(self, targets: Iterable[str], recipients: Iterable[str | None]) -> None:
-        """Read the people and teams these targets and recipients name, in a few queries."""
-        person_ids = {r for r in recipients if r}
-        team_ids: set[str] = set()
-        for text in targets:
-            kind, _, ref = text.partition(":")
-            if kind == "person":
-                person_ids.add(ref)
-            elif kind == "team":
-                team_ids.add(ref)
-        people = self.store.people_by_ids(person_ids)
-        self.store.teams_by_ids(team_ids | {p.team_id for p in people.values()})
-
-    def _team_of_person(self, person_id: str | None) -> Team | None:
-        person: Person | None = self.store.person(person_id) if person_id else None
-        return self.store.team(person.team_id) if person is not None else None
-
-    def team_for(self, target: str, recipient: str | None) -> Team | None:
-        """The team a target belongs to (a role's is the team of whoever it went to)."""
-        kind, _, ref = target.partition(":")
-        if kind == "person":
-            return self._team_of_person(ref)
-        if kind == "team":
-            return self.store.team(ref)
-        return self._team_of_person(recipient)
-
-    def agency_type(self, target: str, recipient: str | None) -> str | None:
-        """The agency type of a target, or None when its team is unknown."""
-        team = self.team_for(target, recipient)
-        return team.agency_type if team is not None else None
-
-    def working_time(self, target: str, recipient: str | None) -> WorkingTime:
-        """The working time a prompt to `recipient` for `target` is measured in."""
-        return self._working_times.of_prompt(recipient, target)
-
-
-# ----- coverage -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """The strategy-discussion minimum of one referral: status by agency type."""
-
-    statuses: dict[str, str]
-
-    @property
-    def complete(self) -> bool:
-        """Whether social care, police and health have all responded."""
-        return all(self.statuses[a] == RESPONDED for a in STRATEGY_AGENCIES)
-
-    @property
-    def gaps(self) -> list[str]:
-        """The agency types not asked at all."""
-        return [a for a in STRATEGY_AGENCIES if self.statuses[a] == NOT_ASKED]
-
-
-_RANK = {NOT_ASKED: 0, ASKED: 1, RESPONDED: 2}
-
-
-def coverage_of(entries: Iterable[tuple[str | None, str]]) -> Coverage:
-    """Coverage from (agency type, status) pairs of a referral's targets: the best status wins."""
-    statuses = dict.fromkeys(STRATEGY_AGENCIES, NOT_ASKED)
-    for agency, status in entries:
-        if agency in statuses and _RANK[status] > _RANK[statuses[agency]]:
-            statuses[agency] = status
-    return Coverage(statuses)
-
-
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for i in range(0, len(values), _CHUNK):
         yield values[i : i + _CHUNK]
-
-
-def _latest_prompt_recipients(session: Session, target_ids: Sequence[int]) -> dict[int, str]:
-    """The recipient of each target's most recent prompt (kind `prompt`) with one."""
-    found: dict[int, str] = {}
-    for chunk in _chunks(target_ids):
-        rows = session.execute(
-            select(OutboxMessage.target_id, OutboxMessage.recipient_id)
-            .where(OutboxMessage.target_id.in_(chunk))
-            .where(OutboxMessage.kind == OutboxKind.PROMPT)
-            .where(OutboxMessage.recipient_id.is_not(None))
-            .order_by(OutboxMessage.id)
-        ).all()
-        for target_id, recipient_id in rows:
-            found[target_id] = recipient_id
-    return found
-
-
-def coverage_for_referrals(
-    session: Session, referral_ids: Sequence[str], tz: ZoneInfo
-) -> dict[str, Coverage]:
-    """The live strategy-discussion coverage of each referral (see the module docstring)."""
-    targets: list[Target] = []
-    for chunk in _chunks(list(referral_ids)):
-        targets.extend(session.scalars(select(Target).where(Target.referral_id.in_(chunk))))
-    target_ids = [t.id for t in targets]
-    answered: set[int] = set()
-    for chunk in _chunks(target_ids):
-        answered.update(
-            session.scalars(select(Response.target_id).where(Response.target_id.in_(chunk)))
-        )
-    recipients = _latest_prompt_recipients(session, target_ids)
-    resolver = AgencyResolver(RotaStore(session), tz)
-
-    def recipient_of(t: Target) -> str | None:
-        return recipients.get(t.id) or t.planned_recipient
-
-    resolver.preload((t.spec for t in targets), (recipient_of(t) for t in targets))
-    by_referral: dict[str, list[tuple[str | None, str]]] = {r: [] for r in referral_ids}
-    for t in targets:
-        if t.id in answered or t.state in RESPONSE_KINDS:
-            status = RESPONDED
-        elif t.state in AWAITING_STATES:
-            status = ASKED
-        else:
-            status = NOT_ASKED
-        by_referral[t.referral_id].append((resolver.agency_type(t.spec, recipient_of(t)), status))
-    return {r: coverage_of(entries) for r, entries in by_referral.items()}
 
 
 # ----- live state -----------------------------------------------------------------------------
@@ -374,22 +241,35 @@ class ReferralFacts:
         )
 
 
-def count_open_referrals(session: Session) -> int:
-    """How many referrals are open."""
+def _in_scope(statement: Select, scope: Scope | None) -> Select:
+    """Only the referrals `scope` may read (all of them without a scope)."""
+    if scope is None or scope.everything:
+        return statement
+    return statement.where(Referral.referral_id.in_(scope.referral_ids()))
+
+
+def count_open_referrals(session: Session, scope: Scope | None = None) -> int:
+    """How many referrals are open (of those in `scope`)."""
     return session.scalar(
-        select(func.count()).select_from(Referral).where(Referral.status == ReferralStatus.OPEN)
+        _in_scope(
+            select(func.count())
+            .select_from(Referral)
+            .where(Referral.status == ReferralStatus.OPEN),
+            scope,
+        )
     )
 
 
 def open_referrals(
-    session: Session, *, offset: int = 0, limit: int | None = None
+    session: Session, *, offset: int = 0, limit: int | None = None, scope: Scope | None = None
 ) -> list[Referral]:
-    """Open referrals, most recently received first."""
-    statement = (
+    """Open referrals (of those in `scope`), most recently received first."""
+    statement = _in_scope(
         select(Referral)
         .where(Referral.status == ReferralStatus.OPEN)
         .order_by(Referral.received_at.desc(), Referral.referral_id)
-        .offset(offset)
+        .offset(offset),
+        scope,
     )
     if limit is not None:
         statement = statement.limit(limit)
@@ -496,14 +376,15 @@ def _escalation_progress(
     return progress
 
 
-def _prompts_of_open_referrals() -> Select:
-    """Each prompt row of an open referral, with its target."""
-    return (
+def _prompts_of_open_referrals(scope: Scope | None = None) -> Select:
+    """Each prompt row of an open referral (in `scope`), with its target."""
+    return _in_scope(
         select(OutboxMessage, Target)
         .join(Target, Target.id == OutboxMessage.target_id)
         .join(Referral, Referral.referral_id == OutboxMessage.referral_id)
         .where(Referral.status == ReferralStatus.OPEN)
-        .where(OutboxMessage.kind == OutboxKind.PROMPT)
+        .where(OutboxMessage.kind == OutboxKind.PROMPT),
+        scope,
     )
 
 
@@ -514,14 +395,18 @@ class Policies(Protocol):
 
 
 def overdue_prompts(
-    session: Session, now: datetime, policies: Policies, tz: ZoneInfo
+    session: Session,
+    now: datetime,
+    policies: Policies,
+    tz: ZoneInfo,
+    scope: Scope | None = None,
 ) -> list[Overdue]:
-    """Open referrals' targets still `prompted` past their reminder time (in the recipient's
-    working time, at their referral's urgency's offset), or never sent (`held`, or `failed`)
-    past due; oldest first."""
+    """Open referrals' targets (in `scope`) still `prompted` past their reminder time (in the
+    recipient's working time, at their referral's urgency's offset), or never sent (`held`, or
+    `failed`) past due; oldest first."""
     found: list[Overdue] = []
     held = session.execute(
-        _prompts_of_open_referrals()
+        _prompts_of_open_referrals(scope)
         .where(OutboxMessage.state.in_((RowState.PENDING, RowState.CLAIMED, RowState.FAILED)))
         .where(Target.state.in_((TargetState.HELD, TargetState.FAILED)))
         .where(OutboxMessage.due_at <= now - OVERDUE_GRACE)
@@ -542,7 +427,7 @@ def overdue_prompts(
     shortest = min(policies.policy_for(u).reminder_minutes for u in URGENCIES)
     earliest = now - timedelta(minutes=shortest)
     prompted = session.execute(
-        _prompts_of_open_referrals()
+        _prompts_of_open_referrals(scope)
         .add_columns(Referral.urgency)
         .where(OutboxMessage.state == RowState.SENT)
         .where(Target.state.in_(UNANSWERED_TARGET_STATES))
@@ -619,12 +504,24 @@ class TargetHistory:
 
 
 @dataclass(frozen=True)
+class OfferHistory:
+    """Information a professional offered, and whether the contact happened."""
+
+    professional_id: str
+    method: str
+    contact_by: datetime
+    state: str  # awaiting | confirmed | missed
+    answered_by: str | None
+
+
+@dataclass(frozen=True)
 class ReferralHistory:
-    """A referral with each target's history and its coverage."""
+    """A referral with each target's history, its coverage and the contacts offered."""
 
     referral: Referral
     targets: list[TargetHistory]
     coverage: Coverage
+    offers: list[OfferHistory] = field(default_factory=list)
 
 
 def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> ReferralHistory | None:
@@ -674,21 +571,32 @@ def referral_history(session: Session, referral_id: str, tz: ZoneInfo) -> Referr
         for t in targets
     ]
     coverage = coverage_for_referrals(session, [referral_id], tz)[referral_id]
-    return ReferralHistory(referral=referral, targets=history, coverage=coverage)
+    offers = [
+        OfferHistory(f.professional_id, f.method, f.contact_by, f.state, f.answered_by)
+        for f in session.scalars(
+            select(ContactFollowup)
+            .where(ContactFollowup.referral_id == referral_id)
+            .order_by(ContactFollowup.id)
+        )
+    ]
+    return ReferralHistory(referral=referral, targets=history, coverage=coverage, offers=offers)
 
 
 @dataclass(frozen=True)
 class OpenPrompt:
-    """A message a person was sent and has not answered: what the Home tab's buttons act on."""
+    """A message a person was sent and has not answered: what the Home tab's buttons act on.
+    `acknowledged`: seen, and still to be answered (docs/coverage.md)."""
 
     prompt_id: int
     target: str
     sent_at: datetime
     referral: Referral
+    acknowledged: bool = False
 
 
 def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt]:
-    """Prompts sent to `person_id` whose target is unanswered, oldest first (one a target).
+    """Prompts sent to `person_id` whose target is unanswered (or only acknowledged: still to
+    be answered), oldest first (one a target).
 
     Each is the target's prompt itself (kind `prompt`), with the time it was sent: its
     reminders and escalation steps are about the same question, not new ones to answer.
@@ -700,7 +608,7 @@ def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt
         .where(OutboxMessage.recipient_id == person_id)
         .where(OutboxMessage.kind == OutboxKind.PROMPT)
         .where(OutboxMessage.state == RowState.SENT)
-        .where(Target.state.in_(UNANSWERED_TARGET_STATES))
+        .where(Target.state.in_([*UNANSWERED_TARGET_STATES, TargetState.ACKNOWLEDGED]))
         .where(Referral.status == ReferralStatus.OPEN)
         .order_by(OutboxMessage.sent_at, OutboxMessage.id)
     ).all()
@@ -708,5 +616,11 @@ def open_prompts_for_person(session: Session, person_id: str) -> list[OpenPrompt
     for prompt, target, referral in rows:
         assert prompt.sent_at is not None
         # A target is prompted once; were it prompted again, the latest prompt is answered.
-        latest[target.id] = OpenPrompt(prompt.id, target.spec, prompt.sent_at, referral)
+        latest[target.id] = OpenPrompt(
+            prompt.id,
+            target.spec,
+            prompt.sent_at,
+            referral,
+            acknowledged=target.state == TargetState.ACKNOWLEDGED,
+        )
     return sorted(latest.values(), key=lambda p: (p.sent_at, p.prompt_id))

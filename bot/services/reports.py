@@ -8,14 +8,22 @@ the report can always be checked against the log:
   them), of which late: `prompt_sent_late`;
 - responses by kind: `acknowledged`, `has_information`, `not_known`, `redirected` events;
 - breaches, unroutable targets, long gaps: `breach`, `unroutable`, `long_gap_alert` events;
-- time to respond, by agency type: for each (referral, target), from its first send to the first
-  response after it, both in the window, in working minutes of the recipient's team (wall-clock
-  minutes for a shift-only recipient; a team channel counts in the team's hours). The median is
-  the usual one (the mean of the two middle values for an even count); the 90th percentile is the
-  nearest-rank value (the ceil(0.9 n)-th smallest);
-- strategy-discussion coverage: referrals received in the window for which a target of each of
-  social care, police and health has a response event in the window, over referrals received.
+- time to answer, by agency type: for each (referral, target), from its first send to the first
+  answer that shares (`has_information` or `not_known`) after it, both in the window, in working
+  minutes of the recipient's team (wall-clock minutes for a shift-only recipient; a team channel
+  counts in the team's hours). An acknowledgement or a redirect is not an answer: a manager who
+  redirects at once has not answered in 0 minutes. The median is the usual one (the mean of the
+  two middle values for an even count); the 90th percentile is the nearest-rank value (the
+  ceil(0.9 n)-th smallest);
+- by agency type and by team: targets asked (a prompt sent in the window), answered (a sharing
+  answer), any response, breaches and unroutables, whether or not the agency ever answered, and
+  the response rate (answered over asked);
+- strategy-discussion coverage: for each referral received in the window, the one rule of
+  bot.services.coverage applied to its targets' events in the window (`COVERAGE_RULE` says it in
+  plain words): how many had each state by agency type, and how many were covered for all three.
 
+The `Report` value holds every figure; the table, CSV and JSON of `handover report` (and its
+HTML page) are renderings of it and compute nothing of their own.
 Agency types come from the current rota (`bot.services.logbook` says how a target gets its type).
 """
 
@@ -27,18 +35,23 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import RESPONSE_KINDS
-from bot.services.logbook import (
+from bot.services.agencies import AgencyResolver
+from bot.services.coverage import (
+    COVERAGE_RULE,
+    ENDING_EVENTS,
+    SHARING_ANSWERS,
     STRATEGY_AGENCIES,
-    AgencyResolver,
-    LogWindow,
-    iter_log,
-    working_minutes_between,
+    CoverageState,
+    TargetOutcome,
+    referral_coverage,
 )
+from bot.services.logbook import LogWindow, iter_log, working_minutes_between
 from rota.models import AGENCY_TYPES
 from rota.store import RotaStore
 
@@ -71,6 +84,35 @@ class ResponseTimes:
 
 
 @dataclass(frozen=True)
+class GroupFigures:
+    """What was asked of one agency type or one team, and what came of it."""
+
+    key: str  # the agency type, or the team_id
+    label: str  # its name for people
+    agency_type: str
+    asked: int  # targets sent a prompt
+    answered: int  # targets that shared (has information, not known)
+    responded: int  # targets with any response (acknowledged and redirected too)
+    breaches: int
+    unroutables: int
+
+    @property
+    def response_rate(self) -> float | None:
+        """Answered over asked (None when nobody was asked)."""
+        return self.answered / self.asked if self.asked else None
+
+
+@dataclass(frozen=True)
+class CoverageFigures:
+    """Strategy-discussion coverage of the referrals received in the window."""
+
+    referrals: int
+    all_covered: int
+    by_agency: dict[str, dict[str, int]]  # agency type -> coverage state -> referrals
+    rule: str = COVERAGE_RULE
+
+
+@dataclass(frozen=True)
 class Report:
     """The figures of one window of the log."""
 
@@ -83,7 +125,9 @@ class Report:
     breaches: int
     unroutables: int
     long_gaps: int
-    coverage_complete: int
+    coverage: CoverageFigures
+    by_agency: list[GroupFigures] = field(default_factory=list)
+    by_team: list[GroupFigures] = field(default_factory=list)
     minutes_by_agency: dict[str, list[float]] = field(repr=False, default_factory=dict)
 
     @property
@@ -92,65 +136,110 @@ class Report:
         return sum(self.responses.values())
 
     @property
+    def coverage_complete(self) -> int:
+        """Referrals covered by social care, police and health alike."""
+        return self.coverage.all_covered
+
+    @property
     def coverage_rate(self) -> float | None:
-        """Share of referrals where social care, police and health all engaged (None if none)."""
+        """Share of referrals covered by all three (None if none)."""
         if not self.referrals_received:
             return None
-        return self.coverage_complete / self.referrals_received
+        return self.coverage.all_covered / self.referrals_received
+
+
+@dataclass
+class _Tally:
+    asked: set[tuple[str | None, str]] = field(default_factory=set)
+    answered: set[tuple[str | None, str]] = field(default_factory=set)
+    responded: set[tuple[str | None, str]] = field(default_factory=set)
+    breaches: int = 0
+    unroutables: int = 0
 
 
 def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
     """Compute the report from the audit rows in `window`, streamed once."""
     counts: Counter[str] = Counter()
-    received: list[str] = []
-    scheduled_to: dict[tuple[str | None, str], str | None] = {}
+    received: dict[str, str | None] = {}  # referral -> referrer
+    recipient_of: dict[tuple[str | None, str], str | None] = {}
     first_send: dict[tuple[str | None, str], tuple[datetime, str | None]] = {}
     answered: dict[tuple[str | None, str], datetime] = {}
-    engaged: dict[str | None, dict[str, str | None]] = {}  # referral -> target -> recipient
+    outcomes: dict[tuple[str | None, str], TargetOutcome] = {}
+    events: list[tuple[str, tuple[str | None, str]]] = []  # per-target events to tally
 
     for row in iter_log(session, window):
         counts[row.event] += 1
         key = (row.referral_id, row.target or "")
         if row.event == "referral_received":
-            received.append(row.referral_id or "")
-        elif row.event == "prompt_scheduled" and row.target:
-            scheduled_to.setdefault(key, row.recipient)
-        elif row.event in SENT_EVENTS and row.target:
+            received[row.referral_id or ""] = row.actor
+            continue
+        if not row.target:
+            continue
+        if row.event == "prompt_scheduled":
+            recipient_of.setdefault(key, row.recipient)
+            outcomes.setdefault(key, TargetOutcome.OPEN)
+        elif row.event in SENT_EVENTS:
             first_send.setdefault(key, (row.at, row.recipient))
-        elif row.event in RESPONSE_KINDS and row.target:
-            if key in first_send and key not in answered and row.at >= first_send[key][0]:
-                answered[key] = row.at
-            sent = first_send.get(key)
-            recipient = (
-                (sent[1] if sent else None) or scheduled_to.get(key) or row.recipient or row.actor
-            )
-            engaged.setdefault(row.referral_id, {}).setdefault(row.target, recipient)
+            if row.recipient:
+                recipient_of[key] = row.recipient
+            outcomes.setdefault(key, TargetOutcome.OPEN)
+            events.append(("asked", key))
+        elif row.event in RESPONSE_KINDS:
+            events.append(("responded", key))
+            recipient_of.setdefault(key, row.recipient or row.actor)
+            if row.event in SHARING_ANSWERS:
+                events.append(("answered", key))
+                outcomes[key] = TargetOutcome.ANSWERED
+                if key in first_send and key not in answered and row.at >= first_send[key][0]:
+                    answered[key] = row.at
+        if row.event in ENDING_EVENTS and outcomes.get(key) != TargetOutcome.ANSWERED:
+            outcomes[key] = TargetOutcome.ENDED
+        if row.event in ("breach", "unroutable"):
+            events.append((row.event, key))
 
     resolver = AgencyResolver(RotaStore(session), tz)
     resolver.preload(
-        [t for _, t in first_send] + [t for targets in engaged.values() for t in targets],
-        [r for _, r in first_send.values()]
-        + [r for targets in engaged.values() for r in targets.values()],
+        [t for _, t in outcomes] + [t for _, t in recipient_of] + [k[1] for _, k in events],
+        list(recipient_of.values()) + list(received.values()),
     )
+
+    def agency_of(key: tuple[str | None, str]) -> str:
+        return resolver.agency_type(key[1], recipient_of.get(key)) or UNKNOWN_AGENCY
 
     minutes: dict[str, list[float]] = {}
     for key, responded_at in answered.items():
         sent_at, recipient = first_send[key]
-        target = key[1]
-        agency = resolver.agency_type(target, recipient) or UNKNOWN_AGENCY
-        working = resolver.working_time(target, recipient)
-        minutes.setdefault(agency, []).append(
+        working = resolver.working_time(key[1], recipient)
+        minutes.setdefault(agency_of(key), []).append(
             working_minutes_between(working, sent_at, responded_at)
         )
 
-    complete = 0
-    for referral_id in received:
-        agencies = {
-            resolver.agency_type(target, recipient)
-            for target, recipient in engaged.get(referral_id, {}).items()
-        }
-        if all(a in agencies for a in STRATEGY_AGENCIES):
-            complete += 1
+    agencies: dict[str, _Tally] = {}
+    teams: dict[str, _Tally] = {}
+    team_info: dict[str, tuple[str, str]] = {}  # team_id -> (name, agency type)
+    for what, key in events:
+        team = resolver.team_for(key[1], recipient_of.get(key))
+        tallies = [agencies.setdefault(agency_of(key), _Tally())]
+        if team is not None:
+            team_info[team.team_id] = (team.name, team.agency_type)
+            tallies.append(teams.setdefault(team.team_id, _Tally()))
+        for tally in tallies:
+            if what in ("asked", "answered", "responded"):
+                getattr(tally, what).add(key)
+            elif what == "breach":
+                tally.breaches += 1
+            else:
+                tally.unroutables += 1
+
+    by_state = {a: dict.fromkeys((str(s) for s in CoverageState), 0) for a in STRATEGY_AGENCIES}
+    all_covered = 0
+    for referral_id, referrer in received.items():
+        entries = [(agency_of(k), o) for k, o in outcomes.items() if k[0] == referral_id]
+        referrer_agency = resolver.agency_type(f"person:{referrer}", None) if referrer else None
+        coverage = referral_coverage(entries, referrer_agency=referrer_agency)
+        for agency in STRATEGY_AGENCIES:
+            by_state[agency][str(coverage.states[agency])] += 1
+        all_covered += coverage.complete
 
     order = [*AGENCY_TYPES, UNKNOWN_AGENCY]
     times = [
@@ -173,6 +262,78 @@ def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
         breaches=counts["breach"],
         unroutables=counts["unroutable"],
         long_gaps=counts["long_gap_alert"],
-        coverage_complete=complete,
+        coverage=CoverageFigures(
+            referrals=counts["referral_received"], all_covered=all_covered, by_agency=by_state
+        ),
+        by_agency=[
+            _figures(a, a.replace("_", " "), a, agencies[a]) for a in order if a in agencies
+        ],
+        by_team=[
+            _figures(t, team_info[t][0], team_info[t][1], teams[t])
+            for t in sorted(teams, key=lambda t: (order.index(team_info[t][1]), t))
+        ],
         minutes_by_agency=minutes,
     )
+
+
+def _figures(key: str, label: str, agency_type: str, tally: _Tally) -> GroupFigures:
+    return GroupFigures(
+        key=key,
+        label=label,
+        agency_type=agency_type,
+        asked=len(tally.asked),
+        answered=len(tally.answered),
+        responded=len(tally.responded),
+        breaches=tally.breaches,
+        unroutables=tally.unroutables,
+    )
+
+
+def report_json(report: Report, tz: ZoneInfo) -> dict[str, Any]:
+    """The report as `handover report --format json` prints it (docs/reference/commands.md)."""
+    window = report.window
+    end = window.before or window.until
+
+    def group(g: GroupFigures) -> dict[str, Any]:
+        return {
+            "label": g.label,
+            "agency_type": g.agency_type,
+            "asked": g.asked,
+            "answered": g.answered,
+            "responded": g.responded,
+            "response_rate": g.response_rate,
+            "breaches": g.breaches,
+            "unroutables": g.unroutables,
+        }
+
+    return {
+        "since": window.since.astimezone(tz).isoformat() if window.since else None,
+        "until": end.astimezone(tz).isoformat() if end else None,
+        "referrals_received": report.referrals_received,
+        "prompts_sent": report.prompts_sent,
+        "prompts_sent_late": report.prompts_late,
+        "responses": dict(report.responses),
+        "breaches": {
+            "total": report.breaches,
+            "by_agency": {g.key: g.breaches for g in report.by_agency},
+            "by_team": {g.key: g.breaches for g in report.by_team},
+        },
+        "unroutables": report.unroutables,
+        "long_gaps": report.long_gaps,
+        "by_agency": {g.key: group(g) for g in report.by_agency},
+        "by_team": {g.key: group(g) for g in report.by_team},
+        "time_to_answer": {
+            t.agency_type: {
+                "count": t.count,
+                "median_minutes": t.median_minutes,
+                "p90_minutes": t.p90_minutes,
+            }
+            for t in report.response_times
+        },
+        "coverage": {
+            "referrals": report.coverage.referrals,
+            "all_covered": report.coverage.all_covered,
+            "by_agency": report.coverage.by_agency,
+            "rule": report.coverage.rule,
+        },
+    }

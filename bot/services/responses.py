@@ -25,10 +25,11 @@ from bot.channels.base import workspace_of_channel
 from bot.delivery import outbox
 from bot.delivery.kinds import RESPONSE_KINDS, OutboxKind, ResponseKind, TargetState
 from bot.models import OutboxMessage, Referral, ReferralStatus, Response, Target
-from bot.services import audit
+from bot.services import audit, loop
 from bot.services.directory import person_for_slack_user
 from bot.services.intake import planned_target, queue_target_alerts, schedule_target
 from bot.services.logbook import ReferralFacts
+from bot.services.visibility import scope_of
 from bot.settings import Settings
 from rota.calendar import is_working_day
 from rota.models import Person, Team
@@ -40,6 +41,18 @@ from rota.store import RotaStore
 RESPONDED_STATES = frozenset(RESPONSE_KINDS)
 # A target in one of these states takes no further response.
 FINAL_STATES = RESPONDED_STATES | {TargetState.CANCELLED}
+# An acknowledgement only says the prompt was seen: whoever acknowledged may still say what
+# they hold or that the family is not known, which is what coverage counts (docs/coverage.md).
+AFTER_ACK = frozenset({ResponseKind.HAS_INFORMATION, ResponseKind.NOT_KNOWN})
+
+
+def final_states_for(kind: str) -> frozenset[str]:
+    """The target states in which a response of `kind` is no longer taken."""
+    if kind in AFTER_ACK:
+        return FINAL_STATES - {TargetState.ACKNOWLEDGED}
+    return FINAL_STATES
+
+
 # Target states a close cancels (the target was still waiting to be asked or to answer).
 WAITING_STATES = (TargetState.HELD, TargetState.PROMPTED, TargetState.ESCALATED, TargetState.FAILED)
 
@@ -52,7 +65,7 @@ CONTACT_DAY_END = time(17, 0)
 NEXT_DAY_SLOTS = (time(10, 0), time(12, 0), time(14, 0), time(16, 0))
 CONTACT_HORIZON = timedelta(days=15)
 MAX_CLOSE_REASON = 500
-CLOSE_PERMISSIONS = ("referrer", "manager")
+CLOSE_PERMISSIONS = ("referrer", "manager", "oversight")
 _WORKING_DAY_SEARCH = 14
 _POSITION_ATTEMPTS = 10
 
@@ -212,6 +225,7 @@ def record_response(
 
     detail: dict[str, Any] = {"prompt_id": context.prompt.id}
     errors: dict[str, str] = {}
+    when: datetime | None = None
     if kind == ResponseKind.HAS_INFORMATION:
         when, error = _parse_contact_by(contact_by, now)
         if error:
@@ -232,7 +246,7 @@ def record_response(
     # The compare-and-set that makes a response count once, whoever clicks and however often.
     claimed = session.execute(
         update(Target)
-        .where(Target.id == target.id, Target.state.not_in(sorted(FINAL_STATES)))
+        .where(Target.id == target.id, Target.state.not_in(sorted(final_states_for(kind))))
         .values(state=kind)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -264,18 +278,31 @@ def record_response(
         detail["target_id"] = new_target.id
     if on_behalf_of:
         detail["on_behalf_of"] = on_behalf_of
-    session.add(
-        Response(
-            referral_id=referral.referral_id,
-            target_id=target.id,
-            prompt_id=context.prompt.id,
-            kind=kind,
-            responder_id=person.person_id,
-            on_behalf_of=on_behalf_of,
-            at=now,
-            detail=json.dumps(detail, sort_keys=True),
-        )
+    response = Response(
+        referral_id=referral.referral_id,
+        target_id=target.id,
+        prompt_id=context.prompt.id,
+        kind=kind,
+        responder_id=person.person_id,
+        on_behalf_of=on_behalf_of,
+        at=now,
+        detail=json.dumps(detail, sort_keys=True),
     )
+    session.add(response)
+    if kind == ResponseKind.HAS_INFORMATION:
+        session.flush()
+        assert when is not None and isinstance(method, str)
+        followup = loop.record_offer(
+            session,
+            referral=referral,
+            target=target,
+            response=response,
+            contact_by=when,
+            method=method,
+            now=now,
+            settings=settings,
+        )
+        detail["followup_id"] = followup.id
     audit.record(
         session,
         kind,
@@ -405,7 +432,7 @@ def _load(
         return None, _outcome(context, "refused", kind, slack_user_id, now, reason=reason)
     if referral.status != ReferralStatus.OPEN:
         return None, _outcome(context, "closed", kind, slack_user_id, now)
-    if target.state in FINAL_STATES:
+    if target.state in final_states_for(kind):
         earlier = _earlier_response(session, target.id)
         return None, _outcome(context, "already", kind, slack_user_id, now, earlier=earlier)
     return context, None
@@ -606,6 +633,15 @@ def _outcome(
 # ----- closing --------------------------------------------------------------------------------
 
 
+def may_close(session: Session, person: Person, referral: Referral) -> bool:
+    """Its referrer, a manager of a team it concerns, or oversight (need to know)."""
+    if person.person_id == referral.referrer_id or person.has_permission("oversight"):
+        return True
+    if not person.has_permission("manager"):
+        return False
+    return scope_of(session, person).allows(session, referral.referral_id)
+
+
 def close_referral(
     session: Session,
     referral_id: str | None,
@@ -631,6 +667,8 @@ def close_referral(
     referral = session.get(Referral, referral_id)
     if referral is None:
         return CloseOutcome("not_found", referral_id)
+    if not may_close(session, person, referral):
+        return CloseOutcome("forbidden", referral_id)
     closed = session.execute(
         update(Referral)
         .where(Referral.referral_id == referral_id, Referral.status == ReferralStatus.OPEN)

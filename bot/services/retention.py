@@ -11,19 +11,23 @@ The audit log is never altered: it must never carry personal data in the first p
 text stays out of it: bot/services/responses.py keeps a close reason with the referral), and a
 `referral_purged` event records each erasure, so the hash chain still verifies.
 
-`run_daily_retention` is what the dispatcher calls once a day; `handover purge` calls the same
-functions. Sessions come from the caller; nothing here commits.
+`run_daily_retention` is what the dispatcher runs once a day, at RETENTION_TIME service time
+and at its start when that day's run has not happened (`run_retention_for_the_day`: a row of
+`retention_runs` a day, written in the run's transaction, makes it once a day however many
+dispatchers run and however often they restart); `handover purge` calls the same functions.
+Sessions come from the caller; nothing here commits.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from bot.models import Referral, ReferralStatus, SlackEvent
+from bot.models import Referral, ReferralStatus, RetentionRun, SlackEvent
 from bot.services import audit
 from bot.services.replay import forget_expired_requests
 from bot.settings import Settings
@@ -32,6 +36,9 @@ from bot.settings import Settings
 EVENT_ID_RETENTION = timedelta(days=2)
 ERASED_FIELDS = ("summary", "close_reason", "request_hash")
 RETENTION_ACTOR = "retention"
+# When the dispatcher's daily run falls, in service time: after the night's work and clear of
+# the clock changes (01:00-02:00 in the UK), so that it falls once every day.
+RETENTION_TIME = time(3, 0)
 
 
 @dataclass(frozen=True)
@@ -130,3 +137,42 @@ def run_retention(
 def run_daily_retention(session: Session, *, now: datetime, settings: Settings) -> RetentionReport:
     """The dispatcher's daily pass: HANDOVER_RETENTION_DAYS (if set) and the dedupe tables."""
     return run_retention(session, now=now, before=retention_cutoff(settings, now))
+
+
+def retention_day(now: datetime, tz: ZoneInfo) -> date:
+    """The day a daily run at `now` counts for: the date, in service time, of the latest
+    RETENTION_TIME at or before `now` (at 02:59 on the 16th it is still the 15th's run)."""
+    local = now.astimezone(tz)
+    return local.date() if local.time() >= RETENTION_TIME else local.date() - timedelta(days=1)
+
+
+def next_retention_at(after: datetime, tz: ZoneInfo) -> datetime:
+    """The first RETENTION_TIME, service time, strictly after `after` (UTC)."""
+    local_day = after.astimezone(tz).date()
+    for day in (local_day, local_day + timedelta(days=1)):
+        at = datetime.combine(day, RETENTION_TIME, tzinfo=tz).astimezone(UTC)
+        if at > after:
+            return at
+    raise AssertionError("unreachable: RETENTION_TIME falls every day")
+
+
+def run_retention_for_the_day(
+    session: Session, *, now: datetime, settings: Settings, ran_by: str
+) -> RetentionReport | None:
+    """The daily run, unless the day (`retention_day`) already had one: then None.
+
+    The day's `retention_runs` row is written first, in the caller's transaction: a dispatcher
+    claiming the same day at the same moment waits on it and then fails with IntegrityError
+    (its transaction changes nothing); a run that fails rolls its row back with it, so the next
+    attempt runs the day again.
+    """
+    day = retention_day(now, settings.timezone)
+    if session.get(RetentionRun, day) is not None:
+        return None
+    run = RetentionRun(day=day, ran_at=now, ran_by=ran_by, referrals_purged=0)
+    session.add(run)
+    session.flush()
+    report = run_daily_retention(session, now=now, settings=settings)
+    run.referrals_purged = len(report.referrals)
+    session.flush()
+    return report

@@ -63,9 +63,9 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
 
         events.register_home_revocation(app)
 
-    from handlers import actions, commands, events, oncall, options, responses, views
+    from handlers import actions, commands, contacts, events, oncall, options, responses, views
 
-    for surface in (commands, views, options, actions, oncall, responses, events):
+    for surface in (commands, views, options, actions, oncall, contacts, responses, events):
         surface.register(app, services)
     return app
 

@@ -15,20 +15,22 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.delivery.kinds import OutboxKind, TargetState
+from bot.services.coverage import (
+    AGENCY_LABELS,
+    COVERAGE_WORDS,
+    STRATEGY_AGENCIES,
+    Coverage,
+    CoverageState,
+)
 from bot.services.home import (
     PROMPTS_PER_PAGE,
     REFERRALS_PER_PAGE,
     HomeContent,
     ManagerHome,
+    MyReferral,
     ReferralRow,
 )
 from bot.services.logbook import (
-    AGENCY_LABELS,
-    ASKED,
-    NOT_ASKED,
-    RESPONDED,
-    STRATEGY_AGENCIES,
-    Coverage,
     OpenPrompt,
     Overdue,
     ReferralHistory,
@@ -42,6 +44,7 @@ from handlers.blocks.prompt import (
     response_buttons,
     urgency_label,
 )
+from handlers.ids import HAS_INFO, NOT_KNOWN
 from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND
 
 HOME_NEXT = "handover_home_next"
@@ -69,8 +72,16 @@ STEP_DUE = {
     BREACH: "breach due",
 }
 
-COVERAGE_ICONS = {RESPONDED: "✅", ASKED: "⏳", NOT_ASKED: "❌"}
-COVERAGE_WORDS = {RESPONDED: "responded", ASKED: "asked", NOT_ASKED: "not asked"}
+# A screen reader reads the words: the icon is never the only sign of a state.
+COVERAGE_ICONS = {
+    CoverageState.COVERED: "✅",
+    CoverageState.PENDING: "⏳",
+    CoverageState.MISSED: "🚫",
+    CoverageState.NOT_ASKED: "❌",
+}
+COVERAGE_KEY = "coverage: " + ", ".join(
+    f"{COVERAGE_ICONS[s]} {COVERAGE_WORDS[s]}" for s in CoverageState
+)
 
 
 def _text(text: str) -> dict[str, Any]:
@@ -113,15 +124,71 @@ def pack_lines(lines: Iterable[str], limit: int = SECTION_TEXT_LIMIT) -> list[st
 
 
 def coverage_line(coverage: Coverage) -> str:
-    """'Social care ✅ · Police ⏳ · Health ❌', then the gaps in bold."""
+    """'Social care ✅ covered · Police ⏳ pending · Health 🚫 missed', then the gaps in bold."""
     parts = [
-        f"{AGENCY_LABELS[a]} {COVERAGE_ICONS[coverage.statuses[a]]}" for a in STRATEGY_AGENCIES
+        f"{AGENCY_LABELS[a]} {COVERAGE_ICONS[coverage.states[a]]} "
+        f"{COVERAGE_WORDS[coverage.states[a]]}"
+        for a in STRATEGY_AGENCIES
     ]
     line = " · ".join(parts)
     if coverage.gaps:
-        missing = ", ".join(AGENCY_LABELS[a].lower() for a in coverage.gaps)
-        line += f"  :warning: *Gap: {missing} not asked*"
+        missing = ", ".join(
+            f"{AGENCY_LABELS[a].lower()} {COVERAGE_WORDS[coverage.states[a]]}"
+            for a in coverage.gaps
+        )
+        line += f"  :warning: *Gap: {missing}*"
     return line
+
+
+# A target's state in words (docs/reference/slack.md): what a screen reader reads.
+TARGET_STATE_WORDS = {
+    TargetState.HELD: "waiting for their working day",
+    TargetState.PROMPTED: "asked, no answer yet",
+    TargetState.ESCALATED: "asked, escalated, no answer yet",
+    TargetState.FAILED: "could not be reached",
+    TargetState.UNROUTABLE: "nobody to ask within 7 days",
+    TargetState.CANCELLED: "cancelled",
+    TargetState.ACKNOWLEDGED: "acknowledged, no answer yet",
+    TargetState.HAS_INFORMATION: "holds information",
+    TargetState.NOT_KNOWN: "not known to them",
+    TargetState.REDIRECTED: "redirected to a colleague",
+}
+CONTACT_WORDS = {
+    "awaiting": "contact not yet confirmed",
+    "confirmed": "contact made",
+    "missed": "contact missed",
+}
+
+
+def target_state_words(state: str) -> str:
+    """A target's state for people: 'holds information'."""
+    return TARGET_STATE_WORDS.get(state, state.replace("_", " "))
+
+
+def my_referral_text(row: MyReferral, tz: ZoneInfo) -> str:
+    """A referral the person made: its line, coverage, each target's state and the offers."""
+    lines = [referral_line(row.facts, tz), coverage_line(row.coverage)]
+    lines += [
+        f"• `{mrkdwn_escape(target)}`: {target_state_words(state)}" for target, state in row.targets
+    ]
+    for offer in row.offers:
+        lines.append(
+            f":telephone_receiver: *{mrkdwn_escape(offer.name)}* offered information, "
+            f"{offer.method.replace('_', ' ')} by {format_local(offer.contact_by, tz)} "
+            f"({CONTACT_WORDS.get(offer.state, offer.state)})"
+        )
+    return "\n".join(lines)
+
+
+def my_referral_blocks(rows: Sequence[MyReferral], tz: ZoneInfo) -> list[dict[str, Any]]:
+    """'Referrals you made': each with its targets' states and who offered information."""
+    if not rows:
+        return []
+    blocks: list[dict[str, Any]] = [_header(f"Referrals you made ({len(rows)} open)")]
+    blocks += [
+        _section(my_referral_text(r, tz), block_id=f"home_mine_{r.facts.referral_id}") for r in rows
+    ]
+    return blocks
 
 
 def referral_line(facts: ReferralFacts, tz: ZoneInfo) -> str:
@@ -191,19 +258,24 @@ def _overdue_blocks(overdue: Sequence[Overdue], tz: ZoneInfo) -> list[dict[str, 
 
 
 def prompt_blocks(prompt: OpenPrompt, tz: ZoneInfo) -> list[dict[str, Any]]:
-    """A section naming an open prompt and the four response buttons (value: the prompt id)."""
+    """A section naming an open prompt and the four response buttons (value: the prompt id);
+    once acknowledged, only "I hold information" and "Not known to us" remain."""
     facts = ReferralFacts.of(prompt.referral)
+    seen = " You acknowledged it: please answer." if prompt.acknowledged else ""
     text = (
         f"{referral_line(facts, tz)}\n"
         f"Asked of `{mrkdwn_escape(prompt.target)}` at {format_local(prompt.sent_at, tz)}. "
-        "Do you hold information about this child or family?"
+        f"Do you hold information about this child or family?{seen}"
     )
+    buttons = response_buttons(prompt.prompt_id)
+    if prompt.acknowledged:
+        buttons = [b for b in buttons if b["action_id"] in (HAS_INFO, NOT_KNOWN)]
     return [
         _section(text),
         {
             "type": "actions",
             "block_id": f"home_prompt_{prompt.prompt_id}",
-            "elements": response_buttons(prompt.prompt_id),
+            "elements": buttons,
         },
     ]
 
@@ -228,14 +300,18 @@ def build_manager_home(
     pages: int,
     tz: ZoneInfo,
     now: datetime,
+    my_referrals: Sequence[MyReferral] = (),
+    everything: bool = True,
 ) -> dict[str, Any]:
-    """A manager's Home: what is overdue, then one page of open referrals with their coverage."""
+    """A manager's Home: what is overdue, then one page of open referrals with their coverage
+    (those concerning their teams, or all of them for `oversight`)."""
+    which = "" if everything else " concerning your teams"
     blocks: list[dict[str, Any]] = [
         _header("Handover: referrals"),
         _context(
-            f"{total_open} open referral{'s' if total_open != 1 else ''} · "
+            f"{total_open} open referral{'s' if total_open != 1 else ''}{which} · "
             f"{len(overdue)} overdue · updated {format_local(now, tz)} · "
-            "coverage: ✅ responded, ⏳ asked, ❌ not asked"
+            f"{COVERAGE_KEY}"
         ),
     ]
     if own_prompts:
@@ -257,11 +333,18 @@ def build_manager_home(
             text += f"\n:alarm_clock: {row.overdue} overdue"
         blocks.append(_section(text, block_id=f"home_referral_{row.facts.referral_id}"))
     blocks.extend(build_pagination(page, pages, "Open referrals"))
+    blocks.extend(my_referral_blocks(my_referrals, tz))
     return _home(blocks, page)
 
 
 def build_professional_home(
-    *, prompts: Sequence[OpenPrompt], total: int, page: int, pages: int, tz: ZoneInfo
+    *,
+    prompts: Sequence[OpenPrompt],
+    total: int,
+    page: int,
+    pages: int,
+    tz: ZoneInfo,
+    my_referrals: Sequence[MyReferral] = (),
 ) -> dict[str, Any]:
     """A professional's Home: their own unanswered prompts, each with the four buttons."""
     blocks: list[dict[str, Any]] = [
@@ -279,6 +362,7 @@ def build_professional_home(
     if total:
         blocks.append(_context(f"{total} waiting in all."))
     blocks.extend(build_pagination(page, pages, "Your prompts"))
+    blocks.extend(my_referral_blocks(my_referrals, tz))
     return _home(blocks, page)
 
 
@@ -296,9 +380,16 @@ def build_home(content: HomeContent, *, tz: ZoneInfo, now: datetime) -> dict[str
             pages=content.pages,
             tz=tz,
             now=now,
+            my_referrals=content.my_referrals,
+            everything=content.everything,
         )
     return build_professional_home(
-        prompts=content.prompts, total=content.total, page=content.page, pages=content.pages, tz=tz
+        prompts=content.prompts,
+        total=content.total,
+        page=content.page,
+        pages=content.pages,
+        tz=tz,
+        my_referrals=content.my_referrals,
     )
 
 
@@ -369,7 +460,7 @@ def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[d
     never: list[str] = []
     for t in history.targets:
         name = f"`{mrkdwn_escape(t.target)}`"
-        parts = [f"*{name}* ({t.state.replace('_', ' ')})"]
+        parts = [f"*{name}* ({target_state_words(t.state)})"]
         if not t.asked:
             if t.state == TargetState.HELD and t.due_at is not None:
                 parts.append(f"not asked yet, due {format_local(t.due_at, tz)}")
@@ -394,4 +485,13 @@ def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[d
     blocks += _message_sections(lines, "More targets: run `handover log --referral` for all.")
     if never:
         blocks.append(_section(f":warning: *Never answered:* {', '.join(never)}"[:3000]))
+    offers = [
+        f":telephone_receiver: `{mrkdwn_escape(o.professional_id)}` offered information, "
+        f"{o.method.replace('_', ' ')} by {format_local(o.contact_by, tz)}: "
+        f"{CONTACT_WORDS.get(o.state, o.state)}"
+        + (f" (said by `{mrkdwn_escape(o.answered_by)}`)" if o.answered_by else "")
+        for o in history.offers
+    ]
+    if offers:
+        blocks += _message_sections(offers, "More offers: run `handover log --referral` for all.")
     return blocks[:MAX_MESSAGE_BLOCKS]

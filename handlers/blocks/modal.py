@@ -85,19 +85,6 @@ def build_referral_modal(private_metadata: dict[str, str] | None = None) -> dict
             _notify_block(ids.BLOCK_NOTIFY_PEOPLE, ids.ACTION_NOTIFY_PEOPLE, "Professionals"),
             _notify_block(ids.BLOCK_NOTIFY_TEAMS, ids.ACTION_NOTIFY_TEAMS, "Teams"),
             _notify_block(ids.BLOCK_NOTIFY_ROLES, ids.ACTION_NOTIFY_ROLES, "On-call roles"),
-            {
-                "type": "input",
-                "block_id": ids.BLOCK_SUMMARY,
-                "optional": True,
-                "label": _plain("Summary for the record"),
-                "hint": _plain("Kept in Handover's database only; never shown in Slack."),
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": ids.ACTION_SUMMARY,
-                    "multiline": True,
-                    "max_length": 3000,
-                },
-            },
         ],
     }
 

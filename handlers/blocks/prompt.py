@@ -184,8 +184,11 @@ def build_prompt_response_message(
     responded_at: datetime,
     tz: ZoneInfo,
     redirected_to: str | None = None,
+    prompt_id: int | None = None,
 ) -> dict[str, Any]:
-    """The prompt DM after a response: who responded, what and when; the buttons are gone.
+    """The prompt DM after a response: who responded, what and when. The buttons are gone,
+    but after an acknowledgement (given `prompt_id`) "I hold information" and "Not known"
+    stay: seeing a prompt is not yet an answer (docs/coverage.md).
 
     `responder` is a Slack mention (`<@U123>`) or a person_id; `redirected_to` a target string.
     """
@@ -200,9 +203,28 @@ def build_prompt_response_message(
         {"type": "section", "text": {"type": "mrkdwn", "text": f"*{QUESTION}*"}},
         {"type": "section", "fields": referral_fields(facts, tz)},
         {"type": "section", "text": {"type": "mrkdwn", "text": outcome}},
+    ]
+    if response == ResponseKind.ACKNOWLEDGED and prompt_id is not None:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": "When you have checked your records, please answer:",
+                },
+            }
+        )
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": "handover_after_ack",
+                "elements": [_button(HAS_INFO, prompt_id), _button(NOT_KNOWN, prompt_id)],
+            }
+        )
+    blocks.append(
         {
             "type": "context",
             "elements": [{"type": "mrkdwn", "text": "Thank you. The response is in the log."}],
-        },
-    ]
+        }
+    )
     return {"text": notification_text(facts.referral_id, label.lower()), "blocks": blocks}

@@ -221,8 +221,10 @@ def build_card_reply(
     tz: ZoneInfo,
     detail: dict[str, Any] | None = None,
     redirected_to: str | None = None,
+    phone: str | None = None,
 ) -> dict[str, Any]:
-    """The thread reply on the referral's EDT card, e.g. 'hv-kpatel acknowledged at 09:12'.
+    """The thread reply on the referral's EDT card, e.g. 'hv-kpatel acknowledged at 09:12';
+    for "I hold information", the responder's work phone when the rota has one.
 
     The detail (who, for whom, what and when) is in the blocks; the notification text names only
     the referral ID, as every notification does.
@@ -239,6 +241,8 @@ def build_card_reply(
         text += f"; will contact the social worker by {slot_label(when, at, tz).lower()}"
         if method:
             text += f" ({method})"
+        if phone:
+            text += f"; phone {phone}"
     if target != f"person:{on_behalf_of or responder_id}":
         text += f" [{target}]"
     return {
@@ -301,7 +305,10 @@ def close_answer(
     if status == "usage":
         return "Usage: `/handover close REFERRAL_ID REASON`"
     if status == "forbidden":
-        return "Only referrers and managers in the rota may close referrals."
+        return (
+            "Only its referrer, a manager of a team it concerns, or someone with oversight may "
+            "close a referral."
+        )
     if status == "missing_reason":
         return f"Give a reason: `/handover close {shown_id or 'REFERRAL_ID'} REASON`"
     if status == "not_found":

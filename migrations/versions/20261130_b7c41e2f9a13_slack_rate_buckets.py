@@ -4,7 +4,7 @@ A token bucket per workspace token and Slack rate tier, shared by every dispatch
 database (bot/delivery/pacing.py).
 
 Revision ID: b7c41e2f9a13
-Revises: e50866b53342
+Revises: a7c3e91f4b20
 Create Date: 2026-11-30 00:00:00
 
 """
@@ -16,7 +16,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = 'b7c41e2f9a13'
-down_revision: Union[str, Sequence[str], None] = 'e50866b53342'
+down_revision: Union[str, Sequence[str], None] = 'a7c3e91f4b20'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.cli import main
+from bot.cli.log import safe_cell
+from bot.services import audit
 from bot.services.audit import record
-from tests.bot.test_logbook import EXPECTED_MINUTES, build_scenario, figures_from_log
+from tests.bot.test_logbook import EXPECTED_MINUTES, build_scenario, figures_from_log, utc
 
 FIRST_REFERRAL_LINE = (
     '{"at": "2026-11-12T16:40:00+00:00", "referral_id": "HO-R4", "event": "referral_received", '
@@ -126,6 +128,27 @@ def test_log_csv_has_a_header_and_json_detail(
     ]
 
 
+def test_csv_cells_never_start_a_formula(
+    cli_db: str, session_factory: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with session_factory.begin() as session:
+        for n, actor in enumerate(("=HYPERLINK(1)", "+1", "-2", "@SUM(A1)", "\tx")):
+            audit.record(
+                session, "response_refused", at=utc(17, 9, n), referral_id="HO-R3", actor=actor
+            )
+    code, out, _ = run(capsys, "log", "--referral", "HO-R3", "--format", "csv")
+    assert code == 0
+    actors = [row[3] for row in csv.reader(io.StringIO(out)) if row[2] == "response_refused"]
+    assert actors == ["'=HYPERLINK(1)", "'+1", "'-2", "'@SUM(A1)", "'\tx"]
+
+
+def test_safe_cell_leaves_ordinary_text_alone() -> None:
+    assert safe_cell("edt-amy") == "edt-amy"
+    assert safe_cell("") == ""
+    assert safe_cell("=1+1") == "'=1+1"
+    assert safe_cell("\rx") == "'\rx"
+
+
 def test_log_table_is_aligned_and_in_local_time(
     cli_db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -147,7 +170,10 @@ def test_log_table_is_aligned_and_in_local_time(
     assert "external_ref=LCS-HO-R2" in lines[2]
     breach = lines[-1]
     assert breach.startswith("2026-11-16 17:00:00 GMT")
-    assert "breach" in breach and "person:hv-jo" in breach
+    assert "breach" in breach and "person:hv-jo (Hv-Jo)" in breach
+    # Names beside IDs: the referrer, and the recipient of the breach.
+    assert "edt-amy (Edt-Amy)" in lines[2]
+    assert "hv-jo (Hv-Jo)" in breach
     # Columns line up: each event starts at the same offset.
     event_column = lines[0].index("event")
     assert all(line[event_column:].split()[0] in line for line in lines[2:])
@@ -210,17 +236,22 @@ def test_report_csv_figures_match_the_log(cli_db: str, capsys: pytest.CaptureFix
     assert figures[("breaches", "")] == str(expected["breaches"]) == "1"
     assert figures[("unroutables", "")] == str(expected["unroutables"]) == "1"
     assert figures[("long_gaps", "")] == str(expected["long_gaps"]) == "1"
-    assert figures[("coverage_complete", "")] == "2"
-    assert figures[("coverage_rate", "")] == "0.5000"
+    assert figures[("coverage_complete", "")] == "0"
+    assert figures[("coverage_rate", "")] == "0.0000"
+    assert figures[("coverage_missed", "police")] == "1"
+    assert figures[("coverage_covered", "social_care")] == "4"
     assert set(expected["pairs"]) == set(EXPECTED_MINUTES)
-    # Health: 50 and 60 working minutes (the second across a weekend, not 64 hours).
-    assert figures[("time_to_respond_count", "health")] == "2"
-    assert figures[("time_to_respond_median_minutes", "health")] == "55.0"
-    assert figures[("time_to_respond_p90_minutes", "health")] == "60.0"
-    assert figures[("time_to_respond_median_minutes", "police")] == "30.0"
-    assert figures[("time_to_respond_p90_minutes", "police")] == "60.0"
-    assert figures[("time_to_respond_median_minutes", "social_care")] == "20.0"
-    assert figures[("time_to_respond_p90_minutes", "social_care")] == "30.0"
+    # Health: 60 working minutes across a weekend, not 64 hours; acknowledgements do not count.
+    assert figures[("time_to_answer_count", "health")] == "1"
+    assert figures[("time_to_answer_median_minutes", "health")] == "60.0"
+    assert ("time_to_answer_count", "police") not in figures
+    assert figures[("time_to_answer_median_minutes", "social_care")] == "20.0"
+    assert figures[("time_to_answer_p90_minutes", "social_care")] == "30.0"
+    # Police were asked three times and never answered; the health visitor breached.
+    assert figures[("asked", "police")] == "3"
+    assert figures[("response_rate", "police")] == "0.0000"
+    assert figures[("breaches", "health")] == "1"
+    assert figures[("breaches", "team:hv-north")] == "1"
 
 
 def test_report_table_is_readable(cli_db: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -233,12 +264,47 @@ def test_report_table_is_readable(cli_db: str, capsys: pytest.CaptureFixture[str
     assert any(line.split() == ["Referrals", "received", "4"] for line in lines)
     assert any(line.split() == ["Prompts", "sent", "8", "(late:", "1)"] for line in lines)
     assert any(
-        "Strategy-discussion coverage" in line and "2 of 4 referrals (50%)" in line
-        for line in lines
+        "Strategy-discussion coverage" in line and "0 of 4 referrals (0%)" in line for line in lines
     )
-    assert any(line.split() == ["health", "2", "55.0", "60.0"] for line in lines)
-    assert any(line.split() == ["police", "3", "30.0", "60.0"] for line in lines)
+    # Coverage by state, in words, and the rule stated in plain words.
+    assert any(line.split() == ["police", "0", "2", "1", "1"] for line in lines)
+    assert any(line.startswith("An agency is covered when") for line in lines)
+    # By agency type and team: asked, answered, response rate, breaches, unroutable.
+    assert any(line.split() == ["police", "3", "0", "0%", "0", "0"] for line in lines)
+    assert any(line.split() == ["health", "3", "1", "33%", "1", "0"] for line in lines)
+    assert any(
+        line.split() == ["Hv-North", "(hv-north)", "3", "1", "33%", "1", "0"] for line in lines
+    )
+    # Time to answer: only has_information and not_known count.
+    assert any(line.split() == ["health", "1", "60.0", "60.0"] for line in lines)
     assert any(line.split() == ["social", "care", "2", "20.0", "30.0"] for line in lines)
+
+
+def test_report_json_has_coverage_and_breaches_by_agency_and_team(
+    cli_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "report", "--format", "json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["coverage"]["referrals"] == 4
+    assert report["coverage"]["all_covered"] == 0
+    assert report["coverage"]["by_agency"] == {
+        "social_care": {"covered": 4, "pending": 0, "missed": 0, "not_asked": 0},
+        "police": {"covered": 0, "pending": 2, "missed": 1, "not_asked": 1},
+        "health": {"covered": 1, "pending": 2, "missed": 1, "not_asked": 0},
+    }
+    assert report["breaches"] == {
+        "total": 1,
+        "by_agency": {"social_care": 0, "police": 0, "health": 1, "unknown": 0},
+        "by_team": {"mash": 0, "police-dau": 0, "hv-north": 1},
+    }
+    assert report["by_agency"]["police"]["asked"] == 3
+    assert report["by_agency"]["police"]["response_rate"] == 0.0
+    assert report["time_to_answer"]["health"] == {
+        "count": 1,
+        "median_minutes": 60.0,
+        "p90_minutes": 60.0,
+    }
 
 
 def test_report_bad_until_exits_1(cli_db: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,13 +29,10 @@ from bot.delivery.kinds import RowState
 from bot.errors import InputError
 from bot.models import OutboxMessage, Referral, ReferralStatus, Response, Target
 from bot.services import audit
+from bot.services.coverage import coverage_for_referrals
 from bot.services.logbook import (
-    ASKED,
-    NOT_ASKED,
-    RESPONDED,
     LogWindow,
     count_open_referrals,
-    coverage_for_referrals,
     iter_log,
     log_record,
     open_prompts_for_person,
@@ -55,6 +52,7 @@ LONDON = ZoneInfo("Europe/London")
 SUMMARY = "Mother assaulted NARRATIVE-SECRET-4471 while holding the baby"
 NOW = datetime(2026, 11, 17, 10, 0, tzinfo=UTC)  # Tue
 RESPONSE_EVENTS = ("acknowledged", "has_information", "not_known", "redirected")
+ANSWER_EVENTS = ("has_information", "not_known")
 
 
 def utc(day: int, hour: int, minute: int = 0, month: int = 11) -> datetime:
@@ -75,6 +73,7 @@ def build_rota(session: Session) -> None:
         ("hv-north", "health", None),
         ("police-dau", "police", "none"),
         ("paediatrics", "health", None),
+        ("school", "education", None),
     ]
     for team_id, agency_type, hours in teams:
         session.add(
@@ -92,7 +91,9 @@ def build_rota(session: Session) -> None:
     session.flush()
     people = [
         ("edt-amy", "edt", "referrer", "UAMY"),
-        ("mgr-mia", "edt", "referrer;manager", "UMIA"),
+        ("mgr-mia", "edt", "referrer;manager;oversight", "UMIA"),  # the EDT manager sees all
+        ("head-sue", "school", "manager", "UHEADSUE"),  # a school head: no referral concerns her
+        ("hv-lee", "hv-north", "manager", "UHVLEE"),  # manages the health visitors
         ("hv-jo", "hv-north", "", "UHVJO"),
         ("pc-pat", "police-dau", "", "UPAT"),
         ("sw-sam", "mash", "", "USAM"),
@@ -455,31 +456,26 @@ def test_overdue_prompts_held_past_due_or_prompted_past_the_reminder(
     assert [o.referral_id for o in at_reminder] == ["HO-R3", "HO-R2"]
 
 
-def test_coverage_responded_asked_or_not_asked(
+def test_coverage_is_covered_pending_missed_or_not_asked(
     session_factory: sessionmaker[Session], scenario: Scenario
 ) -> None:
     with session_factory() as session:
         coverage = coverage_for_referrals(session, ["HO-R1", "HO-R2", "HO-R3", "HO-R4"], LONDON)
-    assert coverage["HO-R1"].statuses == {
-        "social_care": RESPONDED,
-        "police": RESPONDED,
-        "health": RESPONDED,
+    states = {r: {a: str(s) for a, s in c.states.items()} for r, c in coverage.items()}
+    # The referrer works in the EDT (social care): social care is covered by the referral itself.
+    # An acknowledgement is not an answer: police stay pending.
+    assert states["HO-R1"] == {"social_care": "covered", "police": "pending", "health": "covered"}
+    assert not coverage["HO-R1"].complete
+    # A redirect hands the question on (here to nobody of police); the health visitor breached.
+    assert states["HO-R2"] == {"social_care": "covered", "police": "missed", "health": "missed"}
+    assert coverage["HO-R2"].gaps == ["police", "health"]
+    # The health visitor is held for Monday: pending; police were never asked.
+    assert states["HO-R3"] == {
+        "social_care": "covered",
+        "police": "not_asked",
+        "health": "pending",
     }
-    assert coverage["HO-R1"].complete
-    # A redirection is a response: police engaged.
-    assert coverage["HO-R2"].statuses == {
-        "social_care": NOT_ASKED,
-        "police": RESPONDED,
-        "health": ASKED,
-    }
-    assert coverage["HO-R2"].gaps == ["social_care"]
-    # The unroutable paediatrician is not "asked".
-    assert coverage["HO-R3"].statuses == {
-        "social_care": NOT_ASKED,
-        "police": NOT_ASKED,
-        "health": ASKED,
-    }
-    assert coverage["HO-R4"].complete
+    assert states["HO-R4"] == {"social_care": "covered", "police": "pending", "health": "pending"}
 
 
 def test_referral_history_who_was_asked_who_answered_who_never_did(
@@ -510,10 +506,12 @@ def test_open_prompts_for_person_only_unanswered_sent_prompts(
 ) -> None:
     with session_factory() as session:
         prompts = open_prompts_for_person(session, "hv-jo")
-        assert open_prompts_for_person(session, "pc-pat") == []
+        police = open_prompts_for_person(session, "pc-pat")
     assert [(p.prompt_id, p.target, p.referral.referral_id) for p in prompts] == [
         (scenario.prompts["R2 hv"], "person:hv-jo", "HO-R2")
     ]
+    # Police only acknowledged R1: still to be answered (R4's acknowledgement is closed).
+    assert [(p.referral.referral_id, p.acknowledged) for p in police] == [("HO-R1", True)]
 
 
 # ----- the report ------------------------------------------------------------------------------
@@ -530,7 +528,7 @@ def figures_from_log(records: list[dict]) -> dict:
         key = (r["referral_id"], r["target"])
         if r["event"] in ("prompt_sent", "prompt_sent_late"):
             sends.setdefault(key, r["at"])
-        elif r["event"] in RESPONSE_EVENTS and key in sends and key not in pairs:
+        elif r["event"] in ANSWER_EVENTS and key in sends and key not in pairs:
             pairs[key] = (sends[key], r["at"])
     return {
         "referrals": counts.get("referral_received", 0),
@@ -544,15 +542,12 @@ def figures_from_log(records: list[dict]) -> dict:
     }
 
 
-# Working minutes of each send/response pair, worked out by hand from the rota (see the top).
+# Working minutes of each send/answer pair, worked out by hand from the rota (see the top):
+# acknowledgements and redirects are not answers.
 EXPECTED_MINUTES = {
     ("HO-R4", "team:mash"): ("social_care", 10.0),
-    ("HO-R4", "role:police_dau"): ("police", 30.0),
-    ("HO-R4", "person:hv-jo"): ("health", 50.0),
-    ("HO-R1", "role:police_dau"): ("police", 20.0),
     ("HO-R1", "team:mash"): ("social_care", 30.0),
     ("HO-R1", "person:hv-jo"): ("health", 60.0),
-    ("HO-R2", "role:police_dau"): ("police", 60.0),
 }
 
 
@@ -589,15 +584,36 @@ def test_report_figures_match_the_log(
     times = {
         t.agency_type: (t.count, t.median_minutes, t.p90_minutes) for t in report.response_times
     }
-    assert times == {
-        "social_care": (2, 20.0, 30.0),
-        "police": (3, 30.0, 60.0),
-        "health": (2, 55.0, 60.0),
+    assert times == {"social_care": (2, 20.0, 30.0), "health": (1, 60.0, 60.0)}
+    assert [t.agency_type for t in report.response_times] == ["social_care", "health"]
+    # The same rule as the live views (test_coverage_is_covered_pending_missed_or_not_asked).
+    assert report.coverage.by_agency == {
+        "social_care": {"covered": 4, "pending": 0, "missed": 0, "not_asked": 0},
+        "police": {"covered": 0, "pending": 2, "missed": 1, "not_asked": 1},
+        "health": {"covered": 1, "pending": 2, "missed": 1, "not_asked": 0},
     }
-    assert [t.agency_type for t in report.response_times] == ["social_care", "police", "health"]
-    # R4 and R1 had all three agencies respond; R2 and R3 did not.
-    assert report.coverage_complete == 2
-    assert report.coverage_rate == 0.5
+    assert report.coverage_complete == 0
+    assert report.coverage_rate == 0.0
+    groups = {
+        g.key: (g.asked, g.answered, g.responded, g.breaches, g.unroutables)
+        for g in report.by_agency
+    }
+    # Police breaches and asks appear though police never answered.
+    assert groups == {
+        "social_care": (2, 2, 2, 0, 0),
+        "police": (3, 0, 3, 0, 0),
+        "health": (3, 1, 2, 1, 0),
+        "unknown": (0, 0, 0, 0, 1),
+    }
+    teams = {g.key: (g.label, g.asked, g.answered, g.breaches) for g in report.by_team}
+    assert teams == {
+        "mash": ("Mash", 2, 2, 0),
+        "police-dau": ("Police-Dau", 3, 0, 0),
+        "hv-north": ("Hv-North", 3, 1, 1),
+    }
+    assert [g.key for g in report.by_team] == ["mash", "police-dau", "hv-north"]
+    health = next(g for g in report.by_agency if g.key == "health")
+    assert health.response_rate == 1 / 3
 
 
 def test_report_of_one_day_counts_only_that_days_events(
@@ -611,10 +627,10 @@ def test_report_of_one_day_counts_only_that_days_events(
     assert report.referrals_received == expected["referrals"] == 1
     assert report.prompts_sent == expected["sent"] == 3
     assert report.responses == expected["responses"]
-    # Only R1's police and social care answered on Friday; the health visitor's send was Thu.
-    assert set(expected["pairs"]) == {("HO-R1", "role:police_dau"), ("HO-R1", "team:mash")}
+    # Only R1's social care answered on Friday (police only acknowledged).
+    assert set(expected["pairs"]) == {("HO-R1", "team:mash")}
     times = {t.agency_type: (t.count, t.median_minutes) for t in report.response_times}
-    assert times == {"social_care": (1, 30.0), "police": (1, 20.0)}
+    assert times == {"social_care": (1, 30.0)}
     assert report.coverage_complete == 0
     assert report.coverage_rate == 0.0
 
@@ -643,8 +659,9 @@ def test_a_prompt_that_failed_is_overdue_and_asked_nobody(
     assert [(o.referral_id, o.state, o.since) for o in overdue[:1]] == [
         ("HO-R3", "failed", utc(16, 9))
     ]
-    assert coverage["HO-R3"].statuses["health"] == NOT_ASKED
-    assert coverage["HO-R3"].gaps == ["social_care", "police", "health"]
+    # An undeliverable prompt will not be answered; the unroutable role has no agency type.
+    assert coverage["HO-R3"].states["health"] == "missed"
+    assert coverage["HO-R3"].gaps == ["police", "health"]
 
 
 def add_step_row(

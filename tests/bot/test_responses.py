@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery.kinds import ResponseKind
 from bot.models import AuditEvent, OutboxMessage, Referral, Response, Target
+from bot.services.coverage import coverage_for_referrals
 from bot.services.responses import (
     ResponseOutcome,
     check_response,
@@ -24,7 +25,7 @@ from bot.services.responses import (
 )
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
-from rota.models import Absence, Person, Shift
+from rota.models import Absence, Person, Shift, Team
 from tests.handlers.slack_payloads import (
     BOT_TOKEN,
     EDT_CHANNEL,
@@ -453,3 +454,74 @@ def test_on_call_now_without_a_role_lists_every_role_on_shift(
         ("edt_manager", ["edt-mgr"]),
         ("hospital_safeguarding", ["pol-sgt", "gp-mgr"]),
     ]
+
+
+def test_acknowledged_then_answered_counts_for_coverage(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    """An acknowledgement only says the prompt was seen: the same target may still answer."""
+    assert respond(session_factory, scenario.prompt_id, "hv-kpatel").status == "recorded"
+    again = respond(session_factory, scenario.prompt_id, "hv-kpatel")
+    assert again.status == "already"
+    redirect = respond(
+        session_factory,
+        scenario.prompt_id,
+        "hv-kpatel",
+        ResponseKind.REDIRECTED,
+        colleague="hv-jones",
+    )
+    assert redirect.status == "already"
+    with session_factory() as session:
+        before = coverage_for_referrals(session, [scenario.referral_id], LONDON)
+    assert str(before[scenario.referral_id].states["health"]) == "pending"
+
+    answered = respond(session_factory, scenario.prompt_id, "hv-kpatel", ResponseKind.NOT_KNOWN)
+    assert answered.status == "recorded"
+    assert (
+        respond(
+            session_factory, scenario.prompt_id, "hv-kpatel", ResponseKind.HAS_INFORMATION
+        ).status
+        == "already"
+    )
+    with session_factory() as session:
+        kinds = session.scalars(select(Response.kind).order_by(Response.id)).all()
+        events = session.scalars(
+            select(AuditEvent.event).where(AuditEvent.event.in_(("acknowledged", "not_known")))
+        ).all()
+        assert session.get(Target, scenario.target_id).state == "not_known"
+        after = coverage_for_referrals(session, [scenario.referral_id], LONDON)
+    assert kinds == ["acknowledged", "not_known"]
+    assert events == ["acknowledged", "not_known"]
+    assert str(after[scenario.referral_id].states["health"]) == "covered"
+
+
+def test_close_by_a_manager_of_an_unrelated_team_is_refused(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    """Need to know: a school head may not close a referral that does not concern her school."""
+    with session_factory.begin() as session:
+        session.add(
+            Team(team_id="school", name="Northgate Primary", agency="School",
+                 agency_type="education", region="england", hours=None, manager_id=None)
+        )  # fmt: skip
+        session.flush()
+        session.add(
+            Person(person_id="head-sue", name="Sue Head", slack_user=slack_user("head-sue"),
+                   team_id="school", role="head", permissions="manager")
+        )  # fmt: skip
+    with session_factory.begin() as session:
+        refused = close_referral(
+            session, scenario.referral_id, slack_user("head-sue"), "not ours", now=NOW,
+            settings=SETTINGS,
+        )  # fmt: skip
+    assert refused.status == "forbidden"
+    with session_factory() as session:
+        assert session.get(Referral, scenario.referral_id).status == "open"
+        assert count(session, AuditEvent) == 0
+    with session_factory.begin() as session:
+        # A manager of a team it concerns may.
+        allowed = close_referral(
+            session, scenario.referral_id, slack_user("hv-senior"), "held", now=NOW,
+            settings=SETTINGS,
+        )  # fmt: skip
+    assert allowed.status == "closed"

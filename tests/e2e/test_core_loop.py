@@ -121,7 +121,6 @@ def submit_modal_referral(deployment: Deployment, user: str, state: dict[str, An
         "notify_people",
         "notify_teams",
         "notify_roles",
-        "summary",
     ]
     payload = view_submission(
         user,
@@ -201,7 +200,8 @@ def test_weekend_referrals_reach_on_call_now_and_daytime_staff_on_tuesday_at_nin
         "SELECT referral_id, source, referrer_id, summary FROM referrals "
         "WHERE external_ref = 'LCS-2026-000124'"
     )
-    assert len(rows) == 1 and rows[0][1:] == ("slack", "edt-amy", modal_summary)
+    # The modal has no free text: a summary smuggled into its state is ignored.
+    assert len(rows) == 1 and rows[0][1:] == ("slack", "edt-amy", "")
     modal_id = rows[0][0]
     # The submitter is told privately who will be asked, and when.
     ephemeral = wait_for(lambda: deployment.standin.calls("chat.postEphemeral"))[-1]

@@ -1,12 +1,30 @@
-"""Signed Slack requests over real HTTP against the real bot, with the Slack stand-in as its peer.
+"""Signed Slack requests against the real bot, with the Slack stand-in as its peer.
 
 Payload shapes follow /work/shared/slack-specs/samples (`interactive-components_BlockActionPayload`,
 `views_ViewSubmissionPayload`, `slash-commands_SlashCommandPayload`); `SAMPLE_KEYS` holds each
 sample's top-level keys so tests can check that what we send is a subset of what Slack sends.
 
-`Harness` starts the stand-in, a catcher for `response_url` posts, and the bot (create_app and
-create_web_app) on a free port; `build_scenario` writes a small rota and a referral whose prompt
-was sent, directly with the models.
+`running_bot` starts the stand-in, a catcher for `response_url` posts, and the bot (create_app
+and create_web_app); `build_scenario` writes a small rota and a referral whose prompt was sent,
+directly with the models.
+
+How a request reaches the bot (the inbound side only: the bot's Web API calls always go to the
+stand-in over HTTP, and `respond()` posts to the catcher over HTTP):
+
+- `running_bot(factory, in_process=True)`: no server. `Harness.post` hands the signed bytes to
+  Bolt as its Flask adapter would,
+  `app.dispatch(BoltRequest(body=..., headers=...))`: Bolt still checks the signature, runs the
+  middleware (event dedupe), acks and runs the listener in its thread pool, as in production.
+  Use this for handler behaviour; it is what tests/handlers use.
+- `running_bot(factory)` (the default, for tests/chaos and anything about the HTTP layer), or
+  `harness.http` on an in-process harness: a real werkzeug server in front of the Flask app of
+  bot/web/http.py, so the signature guard, the 400 before Bolt, the database slots and the
+  replay guard are in the path. An in-process harness starts that server only when `.http` is
+  first used.
+
+A new handler test module: a `bot` fixture yielding `running_bot(session_factory,
+in_process=True)`, and `build_scenario(session_factory, bot.client)` for the data; then
+`bot.send_payload(block_actions(...))`, `bot.command_answer(user, "text")`, `bot.calls(method)`.
 """
 
 from __future__ import annotations
@@ -19,25 +37,29 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from flask import Flask
+from slack_bolt import App, BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
 from bot.clock import FixedClock
 from bot.context import Services
+from bot.delivery.home import HomeRefreshes
 from bot.delivery.kinds import RowState
 from bot.models import OutboxMessage, Referral, ReferralStatus, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from bot.web.app import create_app
 from bot.web.http import create_web_app
+from bot.web.work import WorkQueue
 from handlers.blocks.prompt import build_prompt_message
 from rota.models import Person, RotaVersion, Shift, Team
 
@@ -242,7 +264,10 @@ class ResponseCatcher:
                 self.wfile.write(b"ok")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: shutdown() waits for it (the default 0.5 s is paid by every test).
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
         self._thread.start()
         self._counter = 0
 
@@ -286,6 +311,35 @@ class HttpAnswer:
         return json.loads(self.body)
 
 
+class _WebServer:
+    """The Flask app of bot/web/http.py on a free port, built and started on first use."""
+
+    def __init__(self, build: Callable[[], Flask]) -> None:
+        self._build = build
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def port(self) -> int:
+        with self._lock:
+            if self._server is None:
+                self._server = make_server("127.0.0.1", 0, self._build(), threaded=True)
+                self._thread = threading.Thread(
+                    target=self._server.serve_forever, args=(0.05,), daemon=True
+                )
+                self._thread.start()
+            return self._server.server_port
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._server is not None:
+                self._server.shutdown()
+                assert self._thread is not None
+                self._thread.join(timeout=5)
+                self._server.server_close()
+
+
 @dataclass
 class Harness:
     standin: SlackStandIn
@@ -293,11 +347,30 @@ class Harness:
     clock: FixedClock
     client: WebClient
     catcher: ResponseCatcher
-    port: int
+    bolt: App
+    server: _WebServer
+    over_http: bool
     wakes: list[int] = field(default_factory=list)
 
+    @property
+    def http(self) -> Harness:
+        """The same bot, its requests sent over real HTTP through bot/web/http.py."""
+        return replace(self, over_http=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
     def post(self, body: bytes, content_type: str, headers: dict[str, str]) -> HttpAnswer:
-        """POST raw bytes to /slack/events."""
+        """POST raw bytes to /slack/events, or hand them to Bolt as its Flask adapter would."""
+        if not self.over_http:
+            request = BoltRequest(
+                # Flask's request.get_data(as_text=True), which the adapter uses.
+                body=body.decode("utf-8", errors="replace"),
+                headers={"Content-Type": content_type, **headers},
+            )
+            response = self.bolt.dispatch(request)
+            return HttpAnswer(response.status, response.body.encode())
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             conn.request("POST", "/slack/events", body, {"Content-Type": content_type, **headers})
@@ -330,9 +403,14 @@ class Harness:
 
 @contextmanager
 def running_bot(
-    session_factory: sessionmaker[Session], *, now: datetime = NOW
+    session_factory: sessionmaker[Session],
+    *,
+    now: datetime = NOW,
+    in_process: bool = False,
+    **settings_overrides: Any,
 ) -> Iterator[Harness]:
-    """The stand-in, the response_url catcher and the bot served over HTTP on free ports."""
+    """The stand-in, the response_url catcher and the bot: served over HTTP on a free port, or
+    (`in_process`) given requests through `App.dispatch`, its server started only if needed."""
     standin = SlackStandIn(channels=[EDT_CHANNEL], allow_unknown_users=True, rate_limit=None)
     standin.start()
     catcher = ResponseCatcher()
@@ -343,19 +421,39 @@ def running_bot(
         slack_api_url=standin.url,
         edt_channel=EDT_CHANNEL,
         alert_roles=("edt_manager",),
+        **settings_overrides,
     )
     wakes: list[int] = []
-    services = Services(settings, session_factory, clock, lambda: wakes.append(1))
+    # The queue of the listeners' work after the ack (handlers/deferred.py) and the Home
+    # redraws, as create_app would make them: here, so the teardown can wait for both.
+    work = WorkQueue()
+    services = Services(
+        settings,
+        session_factory,
+        clock,
+        lambda: wakes.append(1),
+        after_ack=work.submit,
+        homes=HomeRefreshes(session_factory, settings, clock),
+    )
     client = WebClient(base_url=standin.url, token=BOT_TOKEN)
-    web = create_web_app(create_app(settings, client, services=services), services)
-    server = make_server("127.0.0.1", 0, web, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    bolt = create_app(settings, client, services=services)
+    server = _WebServer(lambda: create_web_app(bolt, services))
+    harness = Harness(
+        standin, services, clock, client, catcher, bolt, server, not in_process, wakes
+    )
+    if not in_process:
+        server.port  # noqa: B018  (start serving now)
     try:
-        yield Harness(standin, services, clock, client, catcher, server.server_port, wakes)
+        yield harness
     finally:
-        server.shutdown()
-        thread.join(timeout=5)
+        server.stop()
+        # Listeners run after the ack, in Bolt's threads: let them finish here, not against the
+        # next test's database.
+        bolt.listener_runner.listener_executor.shutdown(wait=True)
+        # ...then the work they queued after their ack, then the Home redraws that work asked for.
+        work.shutdown(wait=True)
+        services.homes.drain(timeout=30)
+        services.homes.stop()
         catcher.stop()
         standin.stop()
 
@@ -412,7 +510,7 @@ def build_rota(session: Session) -> None:
         ("gp-mgr", "gp-northgate", "manager", None),
         ("edt-amy", "edt", "referrer", None),
         ("edt-bob", "edt", "", None),
-        ("edt-mgr", "edt", "referrer;manager", None),
+        ("edt-mgr", "edt", "referrer;manager;oversight", None),  # the EDT manager sees all
         ("pc-jones", "police-dau", "", None),
         ("pol-sgt", "police-dau", "manager", None),
     ]

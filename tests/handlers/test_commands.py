@@ -26,7 +26,7 @@ REASON = "Duplicate of LCS-2026-000122; child NARRATIVE-REASON-88 already alloca
 
 @pytest.fixture
 def bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
-    with running_bot(session_factory) as harness:
+    with running_bot(session_factory, in_process=True) as harness:
         yield harness
 
 
@@ -95,8 +95,8 @@ def test_close_by_a_referrer(
 @pytest.mark.parametrize(
     ("who", "text", "expected"),
     [
-        ("edt-bob", "close HO-TEST01 duplicate", "Only referrers and managers"),
-        ("U0STRANGER", "close HO-TEST01 duplicate", "Only referrers and managers"),
+        ("edt-bob", "close HO-TEST01 duplicate", "Only its referrer, a manager"),
+        ("U0STRANGER", "close HO-TEST01 duplicate", "Only its referrer, a manager"),
         ("edt-amy", "close HO-TEST01", "Give a reason: `/handover close HO-TEST01 REASON`"),
         ("edt-amy", "close HO-ZZZZ99 duplicate", "There is no referral HO-ZZZZ99."),
         ("edt-amy", "close HO-NOPE99 duplicate", "No referral with that ID."),

@@ -1,26 +1,20 @@
 """The App Home tab and `/handover log`: views built from the database, within Block Kit's limits,
-published over real HTTP through Bolt to the local Slack stand-in."""
+published through Bolt (`App.dispatch`, signed requests) to the local Slack stand-in over HTTP."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
 import time
 import urllib.parse
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from flask import Flask, request
-from slack_bolt.adapter.flask import SlackRequestHandler
+from slack_bolt import BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.orm import Session, sessionmaker
-from werkzeug.serving import make_server
 
 from bot.clock import FixedClock
 from bot.context import Services
@@ -51,6 +45,7 @@ from tests.bot.test_logbook import (
     build_scenario,
     utc,
 )
+from tests.handlers.slack_payloads import sign
 
 SECRET = "signing-secret-for-tests"
 TOKEN = "xoxb-test"
@@ -88,15 +83,17 @@ def test_manager_home_shows_overdue_referrals_and_coverage(
     texts = section_texts(view)
     referral_texts = {t.split("*")[1]: t for t in texts if t.startswith("*HO-")}
     assert list(referral_texts) == ["HO-R3", "HO-R2", "HO-R1"]
-    assert "Social care ✅ · Police ✅ · Health ✅" in referral_texts["HO-R1"]
+    assert (
+        "Social care ✅ covered · Police ⏳ pending · Health ✅ covered" in referral_texts["HO-R1"]
+    )
     assert ":warning:" not in referral_texts["HO-R1"]
-    assert "Social care ❌ · Police ✅ · Health ⏳" in referral_texts["HO-R2"]
-    assert "*Gap: social care not asked*" in referral_texts["HO-R2"]
+    assert "Social care ✅ covered · Police 🚫 missed · Health 🚫 missed" in referral_texts["HO-R2"]
+    assert "*Gap: police missed, health missed*" in referral_texts["HO-R2"]
     assert "`LCS-HO-R2`" in referral_texts["HO-R2"]
     assert (
         "Domestic abuse · Standard · received Sat 14 Nov 2026 02:00 GMT" in referral_texts["HO-R2"]
     )
-    assert "*Gap: social care, police not asked*" in referral_texts["HO-R3"]
+    assert "*Gap: police not asked*" in referral_texts["HO-R3"]
     overdue = next(t for t in texts if t.startswith(":alarm_clock:"))
     assert overdue.splitlines() == [
         ":alarm_clock: *HO-R3* `person:hv-jo` → `hv-jo`: not sent, due Mon 16 Nov 2026 09:00 GMT",
@@ -126,8 +123,8 @@ def test_professional_home_lists_their_open_prompts_with_the_four_buttons(
     assert "*HO-R2*" in section_texts(view)[0]
     assert "HO-R3" not in all_text(view)  # held, not yet sent
     assert "NARRATIVE-SECRET" not in all_text(view)
-    assert "Nothing is waiting for your answer" in all_text(police_view)
-    assert not [b for b in police_view["blocks"] if b["type"] == "actions"]
+    # Police only acknowledged R1: it stays, to be answered (see the test below).
+    assert "*HO-R1*" in all_text(police_view)
 
 
 def test_professional_home_after_escalation_shows_the_prompt_and_when_it_was_sent(
@@ -259,14 +256,17 @@ def test_manager_home_paginates_300_open_referrals_within_block_kit_limits(
     assert nav(pages[15]) == {HOME_PREVIOUS: "14"}
     assert beyond == pages[15] or "page 15 of 15" in all_text(beyond)
     assert "300 open referrals" in all_text(pages[1])
-    assert "Social care ⏳ · Police ❌ · Health ❌" in all_text(pages[1])
+    assert "Social care ✅ covered · Police ❌ not asked · Health ❌ not asked" in all_text(
+        pages[1]
+    )
     assert "NARRATIVE-SECRET" not in all_text(pages[1])
 
 
 def test_manager_slack_user_ids(session_factory: sessionmaker[Session]) -> None:
     build_scenario(session_factory)
     with session_factory() as session:
-        assert manager_slack_user_ids(session) == ["UMIA"]
+        # Managers and oversight: each Home shows referrals.
+        assert manager_slack_user_ids(session) == ["UHEADSUE", "UHVLEE", "UMIA"]
 
 
 # ----- /handover log --------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def test_log_command_for_a_manager_open_overdue_and_one_referral(
 
     open_text = all_text(answers["open"]["blocks"])
     assert open_text.index("HO-R3") < open_text.index("HO-R2") < open_text.index("HO-R1")
-    assert "Gap: social care not asked" in open_text
+    assert "Gap: police missed, health missed" in open_text
 
     overdue_texts = [b["text"]["text"] for b in answers["overdue"]["blocks"][1:]]
     assert overdue_texts[0].splitlines()[0].startswith(":alarm_clock: *HO-R3*")
@@ -334,6 +334,76 @@ def test_log_command_for_a_manager_open_overdue_and_one_referral(
     assert answers["HO-NOPE"]["text"].startswith("No referral with that ID.")
 
 
+def test_an_acknowledged_prompt_stays_on_the_home_with_the_two_answers(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    build_scenario(session_factory)
+    with session_factory() as session:
+        view = build_home_view(session, "UPAT", NOW, settings_for(db_url))
+    [actions] = [b for b in view["blocks"] if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == [
+        "handover_has_info",
+        "handover_not_known",
+    ]
+    assert "You acknowledged it: please answer." in all_text(view)
+
+
+def test_need_to_know_an_unrelated_manager_sees_nothing_oversight_sees_all(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    """A school head sees no health and police referral; the health visitors' manager sees
+    those concerning her team; the EDT manager (oversight) sees every one."""
+    build_scenario(session_factory)
+    settings = settings_for(db_url)
+    services = services_for(db_url, session_factory)
+
+    def home_ids(user: str) -> list[str]:
+        with session_factory() as session:
+            view = build_home_view(session, user, NOW, settings)
+        assert check_view(view, allowed_types=("home",)) == []
+        return [t.split("*")[1] for t in section_texts(view) if t.startswith("*HO-")]
+
+    def log(user: str, *args: str) -> str:
+        respond = Responses()
+        handle_log(services, {"user_id": user}, list(args), respond)
+        [answer] = respond.calls
+        return all_text(answer)
+
+    assert home_ids("UHEADSUE") == []
+    assert "HO-R" not in log("UHEADSUE", "open")
+    assert "HO-R" not in log("UHEADSUE", "overdue")
+    assert "HO-R2" not in log("UHEADSUE", "HO-R2")
+    with session_factory() as session:
+        view = build_home_view(session, "UHEADSUE", NOW, settings)
+    assert "0 open referrals concerning your teams" in all_text(view)
+
+    # hv-jo is asked in R1, R2 and R3 (R4 is closed).
+    assert home_ids("UHVLEE") == ["HO-R3", "HO-R2", "HO-R1"]
+    assert "HO-R2" in log("UHVLEE", "HO-R2")
+    assert home_ids("UMIA") == ["HO-R3", "HO-R2", "HO-R1"]
+    assert all(f"HO-R{n}" in log("UMIA", "open") for n in (1, 2, 3))
+
+
+def test_a_referrer_sees_the_referrals_they_made_with_states_and_offers(
+    db_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    build_scenario(session_factory)
+    with session_factory() as session:
+        view = build_home_view(session, "UAMY", NOW, settings_for(db_url))
+    assert check_view(view, allowed_types=("home",)) == []
+    mine = {
+        b["block_id"]: b["text"]["text"]
+        for b in view["blocks"]
+        if b.get("block_id", "").startswith("home_mine_")
+    }
+    assert list(mine) == ["home_mine_HO-R3", "home_mine_HO-R2", "home_mine_HO-R1"]
+    assert "• `person:hv-jo`: holds information" in mine["home_mine_HO-R1"]
+    assert "• `role:police_dau`: acknowledged, no answer yet" in mine["home_mine_HO-R1"]
+    assert "• `role:police_dau`: redirected to a colleague" in mine["home_mine_HO-R2"]
+    assert "Police 🚫 missed" in mine["home_mine_HO-R2"]
+    assert "NARRATIVE-SECRET" not in all_text(view)
+
+
 def test_log_command_open_within_message_limits_for_300_referrals(
     db_url: str, session_factory: sessionmaker[Session]
 ) -> None:
@@ -347,48 +417,24 @@ def test_log_command_open_within_message_limits_for_300_referrals(
     assert "Showing 100 of 300" in all_text(blocks)
 
 
-# ----- over real HTTP, through Bolt, to the stand-in ------------------------------------------
-
-
-def signed_post(url: str, body: bytes, content_type: str) -> int:
-    timestamp = str(int(time.time()))
-    base = b"v0:" + timestamp.encode() + b":" + body
-    signature = "v0=" + hmac.new(SECRET.encode(), base, hashlib.sha256).hexdigest()
-    req = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": timestamp,
-            "X-Slack-Signature": signature,
-        },
-    )
-    with urllib.request.urlopen(req, timeout=10) as answer:
-        return answer.status
+# ----- signed requests through Bolt, to the stand-in -------------------------------------------
 
 
 @contextmanager
-def serving_bot(services: Services, standin: SlackStandIn) -> Iterator[str]:
-    """Serve the real Bolt app behind Flask on a free port; yields the events URL."""
+def serving_bot(services: Services, standin: SlackStandIn) -> Iterator[Callable[[bytes, str], int]]:
+    """The real Bolt app; yields `post(body, content_type)`, which signs the body and hands it to
+    `App.dispatch` as the Flask adapter would (tests/handlers/slack_payloads.py)."""
     client = WebClient(base_url=standin.url, token=TOKEN)
     bolt = create_app(services.settings, client, services=services)
-    handler = SlackRequestHandler(bolt)
-    flask_app = Flask("handover-home-test")
 
-    @flask_app.route("/slack/events", methods=["POST"])
-    def slack_events():
-        return handler.handle(request)
+    def post(body: bytes, content_type: str) -> int:
+        headers = {"Content-Type": content_type, **sign(body, secret=SECRET)}
+        return bolt.dispatch(BoltRequest(body=body.decode(), headers=headers)).status
 
-    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/slack/events"
+        yield post
     finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+        bolt.listener_runner.listener_executor.shutdown(wait=True)  # its listeners end here
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
@@ -430,14 +476,14 @@ def home_opened(user: str, event_id: str) -> bytes:
     ).encode()
 
 
-def test_app_home_opened_publishes_the_home_over_http(
+def test_app_home_opened_publishes_the_home(
     db_url: str, session_factory: sessionmaker[Session], standin: SlackStandIn
 ) -> None:
     scenario = build_scenario(session_factory)
     services = services_for(db_url, session_factory, standin.url)
-    with serving_bot(services, standin) as url:
-        assert signed_post(url, home_opened("UMIA", "Ev0MANAGER"), "application/json") == 200
-        assert signed_post(url, home_opened("UHVJO", "Ev0PROF"), "application/json") == 200
+    with serving_bot(services, standin) as post:
+        assert post(home_opened("UMIA", "Ev0MANAGER"), "application/json") == 200
+        assert post(home_opened("UHVJO", "Ev0PROF"), "application/json") == 200
         wait_for(lambda: len(standin.calls("views.publish")) == 2)
 
     published = {call.args["user_id"] for call in standin.calls("views.publish")}
@@ -445,7 +491,9 @@ def test_app_home_opened_publishes_the_home_over_http(
     assert all(call.response["ok"] for call in standin.calls("views.publish"))
     manager = standin.home_view("UMIA")
     assert manager is not None
-    assert "Social care ❌ · Police ✅ · Health ⏳" in all_text(manager["blocks"])
+    assert "Social care ✅ covered · Police 🚫 missed · Health 🚫 missed" in all_text(
+        manager["blocks"]
+    )
     professional = standin.home_view("UHVJO")
     assert professional is not None
     values = {
@@ -480,8 +528,8 @@ def test_next_button_publishes_the_next_page_and_refresh_homes(
         ],
     }
     body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
-    with serving_bot(services, standin) as url:
-        assert signed_post(url, body, "application/x-www-form-urlencoded") == 200
+    with serving_bot(services, standin) as post:
+        assert post(body, "application/x-www-form-urlencoded") == 200
         wait_for(lambda: len(standin.calls("views.publish")) == 1)
     view = standin.home_view("UMIA")
     assert view is not None

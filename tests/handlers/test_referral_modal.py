@@ -40,7 +40,6 @@ BLOCK_IDS = [
     "notify_people",
     "notify_teams",
     "notify_roles",
-    "summary",
 ]
 
 
@@ -48,7 +47,7 @@ BLOCK_IDS = [
 def bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
     with session_factory.begin() as session:
         build_rota(session)
-    with running_bot(session_factory) as harness:
+    with running_bot(session_factory, in_process=True) as harness:
         yield harness
 
 
@@ -101,6 +100,13 @@ def test_slash_command_opens_the_modal_with_the_contract_block_ids(bot: Harness)
     view = call.args["view"]
     assert view["callback_id"] == ids.REFERRAL_MODAL
     assert [b["block_id"] for b in view["blocks"] if b["type"] == "input"] == BLOCK_IDS
+    # No free text: the only typed field is the case system's reference.
+    typed = [
+        b["block_id"]
+        for b in view["blocks"]
+        if b.get("element", {}).get("type") == "plain_text_input"
+    ]
+    assert typed == ["external_ref"]
     selects = {
         b["block_id"]: b["element"]
         for b in view["blocks"]
@@ -143,11 +149,14 @@ def test_a_submission_records_the_referral_and_shows_the_plan_privately(
             "physical_abuse",
             "urgent",
         )
+        # A summary smuggled into the submission's state is ignored: nothing typed in Slack
+        # reaches the database.
         assert (referral.source, referral.referrer_id, referral.summary) == (
             "slack",
             "edt-amy",
-            SUMMARY,
+            "",
         )
+        assert SUMMARY not in json.dumps([e.detail for e in session.scalars(select(AuditEvent))])
         targets = session.scalars(select(Target).order_by(Target.position))
         assert [t.spec for t in targets] == [
             "person:hv-kpatel",

@@ -156,7 +156,7 @@ BAD_ROWS = [
     ("people", "x-1,Someone,U0X00001,,edt,worker,Mon-Fry 09:00-17:00,,",
      f"hours: {hours_error('Mon-Fry 09:00-17:00')}"),
     ("people", "x-1,Someone,U0X00001,,edt,worker,,,admin",
-     "permissions: 'admin' is not a permission (referrer, manager)"),
+     "permissions: 'admin' is not a permission (referrer, manager, oversight)"),
     ("people", "x-1,Someone,u123,,edt,worker,,,",
      "slack_user: 'u123' is not a Slack user ID (like U0EDTAMY01)"),
     ("people", "x-1,Someone,,amy-at-example,edt,worker,,,",
@@ -255,7 +255,7 @@ def test_header_problems_name_the_missing_and_unknown_columns(in_tmp: Path) -> N
     assert problems_of(["rota/people.csv"]) == [
         "rota/people.csv:1: header: unknown column 'mail' (expected "
         "person_id,name,slack_user,email,team_id,role,hours,deputy,permissions; "
-        "optional: contact)",
+        "optional: contact,phone)",
         "rota/people.csv:1: header: missing column 'email'",
     ]
 
@@ -744,6 +744,48 @@ def test_contact_is_read_when_given_and_slack_when_not(tmp_path: Path, session_f
     assert result.counts["people"] == {"added": 0, "updated": 2, "deactivated": 0, "unchanged": 3}
     with session_factory() as session:
         assert set(session.scalars(select(Person.contact))) == {"slack"}
+
+
+# --- the optional phone column ------------------------------------------------------------------
+
+
+def with_phone(phones: dict[str, str]) -> str:
+    """PEOPLE with a `phone` column (and no `contact` column), set for the people named."""
+    lines = PEOPLE.splitlines()
+    rows = [lines[0] + ",phone"]
+    rows += [f"{line},{phones.get(line.split(',')[0], '')}" for line in lines[1:]]
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("phone", ["call me", "12345", "0" * 40])
+def test_a_bad_phone_names_its_line_and_column(in_tmp: Path, phone: str) -> None:
+    write_rota(in_tmp / "rota", **{**BASE, "people": with_phone({"hv-jsmith": phone})})
+    assert problems_of(["rota"]) == [
+        f"rota/people.csv:5: phone: '{phone}' is not a phone number (like 01603 223344)"
+    ]
+
+
+def test_phone_is_read_when_given_and_none_when_not(tmp_path: Path, session_factory) -> None:
+    people = with_phone({"hv-jsmith": "01603  223344", "hv-mgr": "+44 (0)1603 223 345"})
+    import_folder(session_factory, [write_rota(tmp_path / "v1", **{**BASE, "people": people})])
+    with session_factory() as session:
+        phones = dict(session.execute(select(Person.person_id, Person.phone)).tuples().all())
+    assert phones == {
+        "edt-mgr": None,
+        "edt-amy": None,
+        "hv-mgr": "+44 (0)1603 223 345",
+        "hv-jsmith": "01603 223344",  # spaces folded
+        "hv-kpatel": None,
+    }
+    # Importing the same file again changes nothing; a file without the column clears them.
+    again = import_folder(
+        session_factory, [write_rota(tmp_path / "v2", **{**BASE, "people": people})]
+    )
+    assert again.counts["people"]["unchanged"] == 5
+    result = import_folder(session_factory, [write_rota(tmp_path / "v3", people=PEOPLE)])
+    assert result.counts["people"]["updated"] == 2
+    with session_factory() as session:
+        assert set(session.scalars(select(Person.phone))) == {None}
 
 
 # --- the optional workspace column of teams.csv ----------------------------------------------

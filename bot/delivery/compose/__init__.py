@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from bot.delivery import outbox
-from bot.delivery.compose import alert, card, copy, escalation, prompt
+from bot.delivery.compose import alert, card, copy, escalation, loop, prompt
 from bot.delivery.compose.base import (
     Composed,
     Composer,
@@ -27,7 +27,13 @@ from bot.delivery.compose.base import (
     contact_of,
     fail,
 )
-from bot.delivery.kinds import ALERT_ROW_KINDS, ONCALL_FOLLOW_UP_KINDS, OutboxKind, Outcome
+from bot.delivery.kinds import (
+    ALERT_ROW_KINDS,
+    LOOP_MESSAGE_KINDS,
+    ONCALL_FOLLOW_UP_KINDS,
+    OutboxKind,
+    Outcome,
+)
 from bot.models import OutboxMessage, Referral, ReferralStatus
 
 __all__ = ["Composed", "Delivery", "DeliveryContext", "NeedsAddress", "Settled", "compose"]
@@ -43,11 +49,19 @@ COMPOSERS: dict[str, Composer] = {
     **dict.fromkeys(ALERT_ROW_KINDS, alert.compose_alert),
     OutboxKind.ONCALL_REPAGE: alert.compose_alert,
     OutboxKind.ONCALL_UNANSWERED: alert.compose_unanswered,
+    **dict.fromkeys(LOOP_MESSAGE_KINDS, loop.compose_loop_message),
+    OutboxKind.CONTACT_DEADLINE: loop.compose_contact_deadline,
 }
 # What a closed referral no longer owes (a card shows the close; a step decides for itself; a
 # step's messages are in flight, as the messages of a step being sent always were).
 _CANCELLED_WHEN_CLOSED = frozenset(
-    {OutboxKind.PROMPT, OutboxKind.COPY, *ALERT_ROW_KINDS, *ONCALL_FOLLOW_UP_KINDS}
+    {
+        OutboxKind.PROMPT,
+        OutboxKind.COPY,
+        *ALERT_ROW_KINDS,
+        *ONCALL_FOLLOW_UP_KINDS,
+        OutboxKind.CONTACT_CHECK,
+    }
 )
 
 

@@ -162,7 +162,7 @@ def test_someone_slack_does_not_know_is_passed_over_to_the_deputy_at_once(
     # Health was asked all along: the target never shows as "not asked".
     with session_factory() as session:
         coverage = coverage_for_referrals(session, [REFERRAL_ID], settings.timezone)
-        assert coverage[REFERRAL_ID].statuses["health"] == "asked"
+        assert coverage[REFERRAL_ID].states["health"] == "pending"
 
     # The clock runs for the deputy: their reminder at +60 working minutes.
     with session_factory() as session:

@@ -176,6 +176,7 @@ def test_i_hold_information_offers_the_modals_times_and_methods(pages: Pages) ->
         "prompt_id": None,
         "contact_by": "2026-11-16T12:00:00+00:00",
         "method": "phone",
+        "followup_id": 1,  # the promise the social worker is asked about (closing-the-loop.md)
     }
 
 
@@ -266,7 +267,7 @@ def test_a_replayed_form_and_a_second_answer_show_who_answered_and_are_logged(
     assert "Thank you: your answer is recorded" in replay.text  # it was theirs
 
     # Their deputy opens a link of their own: the answer already given, by whom and when.
-    cover = pages.path(ResponseKind.NOT_KNOWN, person="hv-cover")
+    cover = pages.path(ResponseKind.ACKNOWLEDGED, person="hv-cover")
     page = pages.client.get(cover)
     assert page.status_code == 200
     assert "This prompt has already been answered" in page.text
@@ -280,6 +281,22 @@ def test_a_replayed_form_and_a_second_answer_show_who_answered_and_are_logged(
         ("hv-kpatel", "already answered"),
         ("hv-cover", "already answered"),
     ]
+
+
+def test_an_acknowledged_prompt_may_still_be_answered_not_known_by_email(pages: Pages) -> None:
+    """Seeing a prompt is not an answer (docs/coverage.md): after an acknowledgement, the deputy's
+    "Not known to us" link still records."""
+    path = pages.path(ResponseKind.ACKNOWLEDGED)
+    _, csrf = pages.form(path)
+    assert pages.client.post(path, data={"csrf_token": csrf}).status_code == 303
+    cover = pages.path(ResponseKind.NOT_KNOWN, person="hv-cover")
+    _, csrf = pages.form(cover)
+    assert pages.client.post(cover, data={"csrf_token": csrf}).status_code == 303
+    with pages.factory() as session:
+        kinds = [r.kind for r in session.scalars(select(Response).order_by(Response.id))]
+    assert kinds == ["acknowledged", "not_known"]
+    [event] = pages.events("not_known")
+    assert event.actor == "hv-cover"
 
 
 def test_someone_not_allowed_is_refused_by_the_same_rule_as_in_slack(pages: Pages) -> None:
