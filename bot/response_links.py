@@ -11,6 +11,9 @@ changed field, and *forged* otherwise; both are refused the same way (docs/email
 
 A form token (CSRF) is signed with another purpose, names the link it was served for and when,
 and is accepted for FORM_MAX_AGE.
+
+A contact check (docs/closing-the-loop.md) is answered by the same links: the answer is then
+`contact_made` or `contact_missed` and the id is the contact follow-up's, not an outbox row's.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Literal
 
 from itsdangerous import BadData, BadSignature, URLSafeSerializer
@@ -33,14 +37,31 @@ RESPOND_PATH = "/respond/"
 Refusal = Literal["forged", "altered", "expired"]
 
 
+class ContactAnswer(StrEnum):
+    """The two answers of a contact check, as its Slack buttons record them."""
+
+    MADE = "contact_made"
+    MISSED = "contact_missed"
+
+
+Answer = ResponseKind | ContactAnswer
+
+
 @dataclass(frozen=True)
 class LinkClaim:
-    """What a link stands for: one answer to one prompt by one person, until it expires."""
+    """What a link stands for: one answer to one prompt by one person, until it expires.
+
+    For a contact check's answer (a ContactAnswer), `prompt_id` is the follow-up's id."""
 
     prompt_id: int
     person_id: str
-    answer: ResponseKind
+    answer: Answer
     expires_at: datetime
+
+    @property
+    def is_contact(self) -> bool:
+        """Whether the link answers a contact check rather than a prompt."""
+        return isinstance(self.answer, ContactAnswer)
 
 
 class LinkRefused(Exception):
@@ -146,12 +167,21 @@ def _claim(payload: object) -> LinkClaim | None:
         return None
     if not isinstance(person_id, str) or not isinstance(expires, int):
         return None
-    if answer not in set(ResponseKind):
+    if not isinstance(answer, str):
         return None
+    kind = _answer(answer)
     expires_at = _instant(expires)
-    if expires_at is None:
+    if kind is None or expires_at is None:
         return None
-    return LinkClaim(prompt_id, person_id, ResponseKind(answer), expires_at)
+    return LinkClaim(prompt_id, person_id, kind, expires_at)
+
+
+def _answer(value: str) -> Answer | None:
+    if value in set(ResponseKind):
+        return ResponseKind(value)
+    if value in set(ContactAnswer):
+        return ContactAnswer(value)
+    return None
 
 
 def _instant(seconds: int) -> datetime | None:

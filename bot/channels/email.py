@@ -48,8 +48,9 @@ from bot.channels.email_render import render_email
 from bot.clock import Clock
 from bot.delivery.kinds import ResponseKind
 from bot.delivery.metadata import MessageTag
-from bot.response_links import LinkClaim, ResponseLinks, link_expiry
+from bot.response_links import Answer, ContactAnswer, LinkClaim, ResponseLinks, link_expiry
 from bot.settings import SmtpRelay
+from handlers.blocks.loop import CONTACT_MADE, CONTACT_MISSED
 from handlers.blocks.prompt import ANSWER_BY_ACTION, format_local
 from rota.models import Person
 
@@ -180,10 +181,10 @@ class EmailChannel:
         expires = link_expiry(message.respond_by, now)
 
         def link_for(action_id: str, value: str) -> str | None:
-            answer = ANSWER_BY_ACTION.get(action_id)
+            answer = link_answer(action_id)
             if answer is None or not value.isdigit() or message.recipient is None:
                 return None
-            claim = LinkClaim(int(value), message.recipient, ResponseKind(answer), expires)
+            claim = LinkClaim(int(value), message.recipient, answer, expires)
             return self.links.url(claim)
 
         rendered = render_email(
@@ -333,3 +334,15 @@ def _smtp_edge() -> Iterator[_Phase]:
             ambiguous=ambiguous,
             unreachable=phase.now == "connect",
         ) from exc
+
+
+# The contact check's buttons (docs/closing-the-loop.md), answered by the same links.
+CONTACT_ANSWER_BY_ACTION = {CONTACT_MADE: ContactAnswer.MADE, CONTACT_MISSED: ContactAnswer.MISSED}
+
+
+def link_answer(action_id: str) -> Answer | None:
+    """The answer a button's link records, or None for a button that works only in Slack."""
+    answer = ANSWER_BY_ACTION.get(action_id)
+    if answer is not None:
+        return ResponseKind(answer)
+    return CONTACT_ANSWER_BY_ACTION.get(action_id)

@@ -4,8 +4,9 @@ The email is rendered from the very blocks the Slack message has, so it carries 
 Slack message does not (docs/information-governance.md): the referral ID, the case reference,
 category, urgency, times and what is asked. Slack's mrkdwn becomes plain text and HTML (a
 mention becomes the rota name of a colleague, never a Slack ID); each response button becomes a
-link to the bot's response page; a button that works only in Slack says so. The templates are
-Jinja2's (`bot/channels/templates/`), HTML autoescaped.
+link to the bot's response page (a prompt's answers and a contact check's alike); a button that
+works only in Slack says so. The templates are Jinja2's (`bot/channels/templates/`), HTML
+autoescaped.
 """
 
 from __future__ import annotations

@@ -177,25 +177,33 @@ def record_contact(
     *,
     now: datetime,
     settings: Settings,
+    person_id: str | None = None,
 ) -> ContactOutcome:
-    """Record whether a promised contact happened, once, by someone who may say so."""
+    """Record whether a promised contact happened, once, by someone who may say so: the Slack
+    user who clicked, or the person an email link was made for (`person_id`; docs/email.md)."""
     followup = session.get(ContactFollowup, followup_id) if followup_id is not None else None
     if followup is None:
         return ContactOutcome("not_found")
-    person = person_for_slack_user(session, slack_user_id)
+    if person_id is not None:
+        # An email link: the person it was made for, while still in the rota.
+        found = session.get(Person, person_id)
+        person = found if found is not None and found.active else None
+    else:
+        person = person_for_slack_user(session, slack_user_id)
     version = RotaStore(session).current_rota_version()
     if person is None or not may_answer_contact(followup, person):
+        who = {"via": "email link"} if person_id is not None else {"slack_user": slack_user_id}
         audit.record(
             session,
             "response_refused",
             at=now,
             referral_id=followup.referral_id,
-            actor=person.person_id if person is not None else slack_user_id,
+            actor=person.person_id if person is not None else (person_id or slack_user_id),
             recipient=followup.professional_id,
             detail={
                 "response": "contact_made" if made else "contact_missed",
                 "followup_id": followup.id,
-                "slack_user": slack_user_id,
+                **who,
             },
             rota_version=version,
         )

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.models import OutboxMessage, Target
+from bot.models import ContactFollowup, OutboxMessage, Target
 from bot.response_links import LinkClaim, Refusal
 from bot.services import audit
 from bot.services.directory import SEARCH_LIMIT, search_people
@@ -79,9 +79,19 @@ def log_refused_link(
     **detail: Any,
 ) -> None:
     """`response_refused` for a link or form refused before the response service is asked:
-    forged, altered, expired, a form without its CSRF token, an answer already given."""
+    forged, altered, expired, a form without its CSRF token, an answer already given (of a
+    prompt or of a contact check)."""
     referral_id = target = recipient = None
-    if claim is not None:
+    about: dict[str, Any] = {}
+    if claim is not None and claim.is_contact:
+        about = {"response": claim.answer, "followup_id": claim.prompt_id}
+        followup = session.get(ContactFollowup, claim.prompt_id)
+        if followup is not None:
+            referral_id, recipient = followup.referral_id, followup.professional_id
+            found = session.get(Target, followup.target_id) if followup.target_id else None
+            target = found.spec if found is not None else None
+    elif claim is not None:
+        about = {"response": claim.answer, "prompt_id": claim.prompt_id}
         prompt = session.get(OutboxMessage, claim.prompt_id)
         if prompt is not None:
             referral_id, recipient = prompt.referral_id, prompt.recipient_id
@@ -98,7 +108,7 @@ def log_refused_link(
         detail={
             "via": VIA_EMAIL_LINK,
             "reason": reason,
-            **({"response": claim.answer, "prompt_id": claim.prompt_id} if claim else {}),
+            **about,
             **detail,
         },
         rota_version=RotaStore(session).current_rota_version(),

@@ -9,6 +9,10 @@ needs JavaScript. Refusals: 404 a forged or altered link, 410 an expired one (bo
 `response_refused`), 400 a form without a valid CSRF token (logged), 403 someone not allowed
 (logged by the service), 409 an answer already given (it shows who answered; logged) or a closed
 referral, 422 a form error, 503 the database down. Every response carries SECURITY_HEADERS.
+
+A contact check (docs/closing-the-loop.md) is answered by the same links and the same pages:
+its two answers ("Yes, contact made", "No, contact missed") are recorded through
+`bot.services.loop.record_contact`, the service the Slack buttons use, with the same refusals.
 """
 
 from __future__ import annotations
@@ -24,8 +28,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.context import Services
 from bot.delivery.kinds import ResponseKind
-from bot.response_links import LINK_LIFETIME, LinkClaim, LinkRefused, ResponseLinks
+from bot.models import ContactFollowup, ContactState
+from bot.response_links import (
+    LINK_LIFETIME,
+    ContactAnswer,
+    LinkClaim,
+    LinkRefused,
+    ResponseLinks,
+)
 from bot.services.directory import search_text
+from bot.services.loop import ContactOutcome, record_contact
 from bot.services.response_pages import colleagues, log_refused_link, someone
 from bot.services.responses import ResponseOutcome, check_response, record_response
 from handlers.blocks.prompt import (
@@ -55,6 +67,12 @@ SECURITY_HEADERS = {
 # What each answer's page is called: the words of the Slack button that records it.
 ANSWER_LABELS = {answer: BUTTON_LABELS[action] for action, answer in ANSWER_BY_ACTION.items()}
 ANSWER_ORDER = tuple(ANSWER_BY_ACTION.values())
+# The contact check's answers, in the words of its Slack buttons (handlers/blocks/loop.py).
+CONTACT_LABELS = {
+    ContactAnswer.MADE: "Yes, contact made",
+    ContactAnswer.MISSED: "No, contact missed",
+}
+CONTACT_QUESTION = "Did the contact happen?"
 
 # The page for each way a link or a form is refused: (status, title, explanation).
 REFUSALS: dict[str, tuple[int, str, str]] = {
@@ -142,6 +160,9 @@ def create_respond_blueprint(
             claim = claim_of(token, now)
             if isinstance(claim, Response):
                 return claim
+            if claim.is_contact:
+                with factory.begin() as session:
+                    return contact_page(session, token, claim, now, status=200)
             with factory.begin() as session:
                 outcome = check_response(
                     session,
@@ -168,6 +189,8 @@ def create_respond_blueprint(
                 with factory.begin() as session:
                     log_refused_link(session, "csrf", now=now, claim=claim)
                 return refusal_page("csrf", again=url_for("respond.show", token=token))
+            if claim.is_contact:
+                return answer_contact(token, claim, now)
             answers = _answers(claim.answer)
             with factory.begin() as session:
                 outcome = record_response(
@@ -311,6 +334,88 @@ def create_respond_blueprint(
             yours=earlier.responder_id == claim.person_id,
         )
 
+    def answer_contact(token: str, claim: LinkClaim, now: datetime) -> Response | tuple[str, int]:
+        """Record a contact check's answer as its Slack button does; 303 to the page."""
+        with factory.begin() as session:
+            outcome = record_contact(
+                session,
+                claim.prompt_id,
+                _slack_id(session, claim.person_id),
+                claim.answer == ContactAnswer.MADE,
+                now=now,
+                settings=settings,
+                person_id=claim.person_id,
+            )
+            if outcome.status == "refused":
+                return page(
+                    "respond/message.html",
+                    403,
+                    title="You cannot answer this contact check",
+                    text="Only the referrer, the daytime social-care team and oversight may say "
+                    "whether this contact happened. Nothing was recorded.",
+                )
+            if outcome.status == "not_found":
+                log_refused_link(session, "contact check not found", now=now, claim=claim)
+                status, title, text = REFUSALS["not_found"]
+                return page("respond/message.html", status, title=title, text=text)
+            if outcome.status == "already":
+                log_refused_link(session, "already answered", now=now, claim=claim)
+                return contact_page(session, token, claim, now, status=409, outcome=outcome)
+        return redirect(url_for("respond.show", token=token), code=303)
+
+    def contact_page(
+        session: Any,
+        token: str,
+        claim: LinkClaim,
+        now: datetime,
+        *,
+        status: int,
+        outcome: ContactOutcome | None = None,
+    ) -> tuple[str, int]:
+        """The contact check: its form, or the answer it has (who gave it and when)."""
+        followup = session.get(ContactFollowup, claim.prompt_id)
+        if followup is None:
+            _, title, text = REFUSALS["not_found"]
+            return page(
+                "respond/message.html", 404 if status != 200 else 200, title=title, text=text
+            )
+        assert isinstance(claim.answer, ContactAnswer)
+        context: dict[str, Any] = {
+            "answer": claim.answer,
+            "answer_label": CONTACT_LABELS[claim.answer],
+            "question": CONTACT_QUESTION,
+            "referral_id": followup.referral_id,
+            "facts": [
+                ("Referral", followup.referral_id),
+                ("Who promised", _label(someone(session, followup.professional_id))),
+                ("How", METHOD_LABELS.get(followup.method, followup.method)),
+                ("Promised by", format_local(followup.contact_by, tz)),
+            ],
+            "you": someone(session, claim.person_id),
+        }
+        if followup.state != ContactState.AWAITING:
+            return page(
+                "respond/contact.html",
+                status,
+                **context,
+                given=CONTACT_LABELS[
+                    ContactAnswer.MADE
+                    if followup.state == ContactState.CONFIRMED
+                    else ContactAnswer.MISSED
+                ],
+                by=someone(session, followup.answered_by),
+                at=format_local(followup.answered_at, tz) if followup.answered_at else "",
+                yours=followup.answered_by == claim.person_id and outcome is None,
+            )
+        other = next(a for a in ContactAnswer if a != claim.answer)
+        return page(
+            "respond/contact.html",
+            status,
+            **context,
+            csrf_token=links.form_token(token, now),
+            others=[(CONTACT_LABELS[other], links.token(replace(claim, answer=other)))],
+        )
+
     def refusal_page(reason: str, again: str | None = None) -> Response:
         status, title, text = REFUSALS[reason]
         body, code = page("respond/message.html", status, title=title, text=text, again=again)
@@ -328,6 +433,10 @@ def _slack_id(session: Any, person_id: str) -> str:
     """The person's Slack ID when they have one (how Slack then shows who answered)."""
     person = session.get(Person, person_id)
     return (person.slack_user_id or "") if person is not None else ""
+
+
+def _label(person: Any) -> str:
+    return person.label if person is not None else ""
 
 
 def _answers(answer: ResponseKind) -> dict[str, str | None]:
