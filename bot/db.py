@@ -46,6 +46,11 @@ BATCH_TIMEOUTS = DbTimeouts(
     connect=10, pool=30.0, statement=600.0, lock=60.0, idle_in_transaction=3600.0, unanswered=660.0
 )
 
+# Connections beyond the pool's 5, opened only while needed: `serve` lets 16 Slack and 16 API
+# requests at the database at once (bot/web/http.py), besides its replay checks, /healthz and
+# the dispatcher; SQLAlchemy's default of 10 made the 16th API request wait out `pool` and fail.
+MAX_OVERFLOW = 40
+
 
 def create_db_engine(url: str, *, timeouts: DbTimeouts = SERVICE_TIMEOUTS, **kwargs) -> Engine:
     """An engine for `url` bounded by `timeouts`; SQLite uses WAL, foreign keys and BEGIN
@@ -60,11 +65,13 @@ def create_db_engine(url: str, *, timeouts: DbTimeouts = SERVICE_TIMEOUTS, **kwa
         in_memory = parsed.database in (None, "", ":memory:")
         if not in_memory:
             kwargs.setdefault("pool_timeout", timeouts.pool)
+            kwargs.setdefault("max_overflow", MAX_OVERFLOW)
         engine = create_engine(url, connect_args=connect_args, **kwargs)
         _configure_sqlite(engine, in_memory=in_memory, busy_ms=int(timeouts.statement * 1000))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_timeout", timeouts.pool)
+    kwargs.setdefault("max_overflow", MAX_OVERFLOW)
     connect_args = kwargs.pop("connect_args", {})
     for key, value in postgres_connect_args(timeouts).items():
         connect_args.setdefault(key, value)

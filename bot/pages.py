@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
 from zoneinfo import ZoneInfo
@@ -21,9 +22,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup, escape
 from pygal.style import Style
 
+from bot.services.coverage import COVERAGE_WORDS, STRATEGY_AGENCIES, CoverageState
 from bot.services.logbook import LogWindow
 from bot.services.report_page import ReportPage, local_time
-from bot.services.reports import UNKNOWN_AGENCY
+from bot.services.reports import UNKNOWN_AGENCY, GroupFigures, Report, ResponseTimes
 
 AGENCY_NAMES = {
     "social_care": "Social care",
@@ -135,28 +137,42 @@ def response_time_chart(page: ReportPage) -> Markup:
 CHART_TEAMS = 15
 
 
-def charted_teams(page: ReportPage) -> list:
-    """The teams in the by-team chart: those with responses, slowest median first, at most
+@dataclass(frozen=True)
+class TeamRow:
+    """One team of the report's `by_team`, with its time to answer (the report's own figures)."""
+
+    figures: GroupFigures
+    times: ResponseTimes
+
+
+def team_rows(report: Report) -> list[TeamRow]:
+    """Every team of the report, in its order, with its time to answer."""
+    return [TeamRow(g, report.team_times(g.key)) for g in report.by_team]
+
+
+def charted_teams(report: Report) -> list[TeamRow]:
+    """The teams in the by-team chart: those that answered, slowest median first, at most
     CHART_TEAMS of them."""
-    teams = [t for t in page.teams if t.responses]
-    teams.sort(key=lambda t: (-(t.median_minutes or 0), t.name))
-    return teams[:CHART_TEAMS]
+    rows = [r for r in team_rows(report) if r.times.count]
+    rows.sort(key=lambda r: (-(r.times.median_minutes or 0), r.figures.label))
+    return rows[:CHART_TEAMS]
 
 
-def team_chart(page: ReportPage) -> Markup:
-    teams = charted_teams(page)
-    config = {**_chart_config(), "height": max(220, 60 + 34 * len(teams))}
-    chart = pygal.HorizontalBar(**config, title="Median time to respond by team (working minutes)")
-    chart.x_labels = [t.name for t in reversed(teams)]  # pygal draws the first at the bottom
-    chart.add("Median", [_minutes(t.median_minutes) for t in reversed(teams)])
-    return svg(chart, "Bar chart: median time to respond by team, slowest at the top")
+def team_chart(report: Report) -> Markup:
+    rows = charted_teams(report)
+    config = {**_chart_config(), "height": max(220, 60 + 34 * len(rows))}
+    chart = pygal.HorizontalBar(**config, title="Median time to answer by team (working minutes)")
+    chart.x_labels = [
+        r.figures.label for r in reversed(rows)
+    ]  # pygal draws the first at the bottom
+    chart.add("Median", [_minutes(r.times.median_minutes) for r in reversed(rows)])
+    return svg(chart, "Bar chart: median time to answer by team, slowest at the top")
 
 
-def breach_chart(page: ReportPage) -> Markup:
+def breach_chart(report: Report) -> Markup:
     chart = pygal.Bar(**_chart_config(), title="Breaches by agency type")
-    agencies = sorted(page.breaches_by_agency)
-    chart.x_labels = [AGENCY_NAMES.get(a, a) for a in agencies]
-    chart.add("Breaches", [page.breaches_by_agency[a] for a in agencies])
+    chart.x_labels = [AGENCY_NAMES.get(g.key, g.label) for g in report.by_agency]
+    chart.add("Breaches", [g.breaches for g in report.by_agency])
     return svg(chart, "Bar chart: breaches by agency type")
 
 
@@ -165,7 +181,7 @@ def coverage_chart(page: ReportPage) -> Markup:
     chart = pygal.Bar(**config, title="Strategy-discussion coverage week by week (%)")
     chart.x_labels = [week_label(w.start) for w in page.weeks]
     chart.add(
-        "All three agencies answered",
+        "Social care, police and health all covered",
         [
             None if w.report.coverage_rate is None else 100 * w.report.coverage_rate
             for w in page.weeks
@@ -173,7 +189,7 @@ def coverage_chart(page: ReportPage) -> Markup:
     )
     return svg(
         chart,
-        "Bar chart: share of referrals where social care, police and health all answered, by week",
+        "Bar chart: share of referrals covered by social care, police and health, by week",
     )
 
 
@@ -224,12 +240,15 @@ def report_context(page: ReportPage, window_label: str) -> dict:
         "window_label": window_label,
         "charts": {
             "response_time": response_time_chart(page),
-            "teams": team_chart(page),
-            "breaches": breach_chart(page),
+            "teams": team_chart(page.report),
+            "breaches": breach_chart(page.report),
             "coverage": coverage_chart(page),
             "trend": trend_chart(page),
         },
-        "teams_charted": len(charted_teams(page)),
+        "teams": team_rows(page.report),
+        "teams_charted": len(charted_teams(page.report)),
+        "coverage_agencies": STRATEGY_AGENCIES,
+        "coverage_states": [(str(state), COVERAGE_WORDS[state]) for state in CoverageState],
         "trend_changes": {
             "Referrals": _change([w.report.referrals_received for w in weeks]),
             "Prompts sent": _change([w.report.prompts_sent for w in weeks]),

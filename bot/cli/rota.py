@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from bot.cli.plan import parse_at, rota_session, text_argument
 from bot.clock import clock_from_env
-from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory, sqlite_path
+from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
 from bot.errors import InputError, ServiceUnavailable
 from bot.services import audit
 from bot.settings import Settings
@@ -172,12 +172,7 @@ def _os_user() -> str | None:
 
 
 def _open_engine(url: str) -> Engine:
-    path = sqlite_path(url)
-    if path is not None and not path.exists():
-        # SQLite would quietly create an empty file; say what is missing instead.
-        raise ServiceUnavailable(
-            f"no database at {path}; create it with `handover db upgrade` first"
-        )
+    # A missing SQLite file was already refused by `handover`'s entry point (bot/cli/__init__.py).
     return create_db_engine(url, timeouts=BATCH_TIMEOUTS)
 
 

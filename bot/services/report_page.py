@@ -1,18 +1,17 @@
 """What the managers' report page shows (`handover report --html`), computed from the audit log.
 
-The page is `handover report`'s figures (bot/services/reports.py, unchanged: whatever the report
-holds, the page shows) and three things more, all read from the same log window:
+The page is `handover report`'s `Report` (bot/services/reports.py): its figures by agency type
+and by team, its time to answer, its coverage and the coverage rule are the report's own, so the
+page, the text report and `--format json` cannot disagree. It computes only what is the page's
+alone, from the same log window:
 
-- the same figures week by week (Monday to Sunday, local time), for the trends and coverage;
-- time to respond and breaches by team (the team that answers for a target, as the report
-  finds its agency type);
+- the report week by week (Monday to Sunday, local time), for the trends and coverage;
 - a timeline per referral: for each target, held -> sent -> reminded -> escalated -> answered
   or breached, each step at its local time, with people's names beside their IDs.
 
 Nothing here is a referral's summary or a child's details: the log holds none. The window is
 read three times, each in one stream: by the report, by the report a week at a time, and here
-(plain columns, once) for the teams and the timelines: linear in its size. Rendering is
-bot/pages.py's.
+(plain columns, once) for the timelines: linear in its size. Rendering is bot/pages.py's.
 """
 
 from __future__ import annotations
@@ -30,18 +29,12 @@ from bot.delivery.kinds import RESPONSE_KINDS
 from bot.models import AuditEvent
 from bot.services.logbook import (
     YIELD_PER,
-    AgencyResolver,
     LogWindow,
     detail_value,
-    working_minutes_between,
 )
 from bot.services.reports import (
-    SENT_EVENTS,
-    UNKNOWN_AGENCY,
     Report,
     build_report,
-    median,
-    percentile,
 )
 from rota.store import RotaStore
 
@@ -136,19 +129,6 @@ class ReferralTimeline:
 
 
 @dataclass(frozen=True)
-class TeamTimes:
-    """Time to respond and breaches of one team, in its working minutes."""
-
-    team_id: str
-    name: str
-    agency_type: str
-    responses: int
-    median_minutes: float | None
-    p90_minutes: float | None
-    breaches: int
-
-
-@dataclass(frozen=True)
 class Week:
     """The report's figures for one week (Monday 00:00 to the next, local time)."""
 
@@ -162,8 +142,6 @@ class ReportPage:
 
     report: Report
     weeks: list[Week]
-    teams: list[TeamTimes]
-    breaches_by_agency: dict[str, int]
     timelines: list[ReferralTimeline]
     tz: ZoneInfo
     generated_at: datetime
@@ -328,71 +306,6 @@ def build_timelines(rows: Sequence[LogRow], tz: ZoneInfo, names: Names) -> list[
     return list(timelines.values())
 
 
-def team_figures(
-    session: Session, rows: Iterable[LogRow], tz: ZoneInfo
-) -> tuple[list[TeamTimes], dict[str, int]]:
-    """Time to respond and breaches by team, and breaches by agency type, as the report counts."""
-    first_send: dict[tuple[str | None, str], tuple[datetime, str | None]] = {}
-    answered: dict[tuple[str | None, str], datetime] = {}
-    breaches: list[tuple[str, str | None]] = []
-    for row in rows:
-        if not row.target:
-            continue
-        key = (row.referral_id, row.target)
-        if row.event in SENT_EVENTS:
-            first_send.setdefault(key, (row.at, row.recipient))
-        elif row.event in RESPONSE_EVENTS:
-            if key in first_send and key not in answered and row.at >= first_send[key][0]:
-                answered[key] = row.at
-        elif row.event == "breach":
-            sent = first_send.get(key)
-            breaches.append((row.target, sent[1] if sent else None))
-    resolver = AgencyResolver(RotaStore(session), tz)
-    resolver.preload(
-        [t for _, t in first_send] + [t for t, _ in breaches],
-        [r for _, r in first_send.values()] + [r for _, r in breaches],
-    )
-    minutes: dict[str, list[float]] = {}
-    team_info: dict[str, tuple[str, str]] = {}
-    breach_count: dict[str, int] = {}
-    by_agency: dict[str, int] = {}
-
-    def team_key(target: str, recipient: str | None) -> str:
-        team = resolver.team_for(target, recipient)
-        if team is None:
-            team_info.setdefault(UNKNOWN_AGENCY, ("not in the rota", UNKNOWN_AGENCY))
-            return UNKNOWN_AGENCY
-        team_info.setdefault(team.team_id, (team.name, team.agency_type))
-        return team.team_id
-
-    for key, responded_at in answered.items():
-        sent_at, recipient = first_send[key]
-        team_id = team_key(key[1], recipient)
-        working = resolver.working_time(key[1], recipient)
-        minutes.setdefault(team_id, []).append(
-            working_minutes_between(working, sent_at, responded_at)
-        )
-    for target, recipient in breaches:
-        team_id = team_key(target, recipient)
-        breach_count[team_id] = breach_count.get(team_id, 0) + 1
-        agency = resolver.agency_type(target, recipient) or UNKNOWN_AGENCY
-        by_agency[agency] = by_agency.get(agency, 0) + 1
-
-    teams = [
-        TeamTimes(
-            team_id=team_id,
-            name=name,
-            agency_type=agency,
-            responses=len(minutes.get(team_id, [])),
-            median_minutes=median(minutes.get(team_id, [])),
-            p90_minutes=percentile(minutes.get(team_id, []), 90),
-            breaches=breach_count.get(team_id, 0),
-        )
-        for team_id, (name, agency) in sorted(team_info.items(), key=lambda kv: kv[1][0])
-    ]
-    return teams, by_agency
-
-
 def _monday(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
@@ -430,19 +343,16 @@ def build_report_page(
     *,
     channels: Mapping[str, str] | None = None,
 ) -> ReportPage:
-    """The report, its weeks, its teams and its timelines for `window`."""
+    """The report, its weeks and its timelines for `window`."""
     report = build_report(session, window, tz)
     weeks = [
         Week(start, build_report(session, w, tz)) for start, w in week_windows(session, window, tz)
     ]
-    rows = list(read_log_rows(session, window))  # one pass for the teams and the timelines
-    teams, by_agency = team_figures(session, rows, tz)
+    rows = list(read_log_rows(session, window))
     timelines = build_timelines(rows, tz, Names(RotaStore(session), channels or {}))
     return ReportPage(
         report=report,
         weeks=weeks,
-        teams=teams,
-        breaches_by_agency=by_agency,
         timelines=timelines,
         tz=tz,
         generated_at=now.astimezone(tz),

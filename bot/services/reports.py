@@ -8,13 +8,13 @@ the report can always be checked against the log:
   them), of which late: `prompt_sent_late`;
 - responses by kind: `acknowledged`, `has_information`, `not_known`, `redirected` events;
 - breaches, unroutable targets, long gaps: `breach`, `unroutable`, `long_gap_alert` events;
-- time to answer, by agency type: for each (referral, target), from its first send to the first
-  answer that shares (`has_information` or `not_known`) after it, both in the window, in working
-  minutes of the recipient's team (wall-clock minutes for a shift-only recipient; a team channel
-  counts in the team's hours). An acknowledgement or a redirect is not an answer: a manager who
-  redirects at once has not answered in 0 minutes. The median is the usual one (the mean of the
-  two middle values for an even count); the 90th percentile is the nearest-rank value (the
-  ceil(0.9 n)-th smallest);
+- time to answer, by agency type (and by team, for the HTML page): for each (referral, target), from
+  its first send to the first answer that shares (`has_information` or `not_known`) after it, both
+  in the window, in working minutes of the recipient's team (wall-clock minutes for a shift-only
+  recipient; a team channel counts in the team's hours). An acknowledgement or a redirect is not an
+  answer: a manager who redirects at once has not answered in 0 minutes. The median is the usual one
+  (the mean of the two middle values for an even count); the 90th percentile is the nearest-rank
+  value (the ceil(0.9 n)-th smallest);
 - by agency type and by team: targets asked (a prompt sent in the window), answered (a sharing
   answer), any response, breaches and unroutables, whether or not the agency ever answered, and
   the response rate (answered over asked);
@@ -129,6 +129,13 @@ class Report:
     by_agency: list[GroupFigures] = field(default_factory=list)
     by_team: list[GroupFigures] = field(default_factory=list)
     minutes_by_agency: dict[str, list[float]] = field(repr=False, default_factory=dict)
+    minutes_by_team: dict[str, list[float]] = field(repr=False, default_factory=dict)
+
+    def team_times(self, team_id: str) -> ResponseTimes:
+        """Time to answer of one team of `by_team`, as `response_times` gives an agency's."""
+        found = self.minutes_by_team.get(team_id, [])
+        agency = next((g.agency_type for g in self.by_team if g.key == team_id), UNKNOWN_AGENCY)
+        return ResponseTimes(agency, len(found), median(found), percentile(found, 90))
 
     @property
     def responses_total(self) -> int:
@@ -207,12 +214,15 @@ def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
         return resolver.agency_type(key[1], recipient_of.get(key)) or UNKNOWN_AGENCY
 
     minutes: dict[str, list[float]] = {}
+    team_minutes: dict[str, list[float]] = {}
     for key, responded_at in answered.items():
         sent_at, recipient = first_send[key]
         working = resolver.working_time(key[1], recipient)
-        minutes.setdefault(agency_of(key), []).append(
-            working_minutes_between(working, sent_at, responded_at)
-        )
+        taken = working_minutes_between(working, sent_at, responded_at)
+        minutes.setdefault(agency_of(key), []).append(taken)
+        team = resolver.team_for(key[1], recipient_of.get(key))
+        if team is not None:
+            team_minutes.setdefault(team.team_id, []).append(taken)
 
     agencies: dict[str, _Tally] = {}
     teams: dict[str, _Tally] = {}
@@ -273,6 +283,7 @@ def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
             for t in sorted(teams, key=lambda t: (order.index(team_info[t][1]), t))
         ],
         minutes_by_agency=minutes,
+        minutes_by_team=team_minutes,
     )
 
 

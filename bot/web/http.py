@@ -6,6 +6,12 @@ a bad signature's 401 and a malformed body's 400 are answered before any databas
 requests that do need the database take one of a bounded number of slots (`DatabaseSlots`), one
 set for Slack and one for the case-system API, so that some of the server's threads are always
 free for the others and a flood on one surface cannot shut out the other.
+
+A case-system request queues for its slot up to API_SLOT_WAIT_SECONDS (the database's own
+statement timeout: by then a slot holder has finished or failed), and at most API_SLOT_QUEUE
+requests queue at once, so waiting requests cannot take the threads /healthz and Slack need. A
+Slack request waits only SLOT_WAIT_SECONDS: its 3 seconds are for the handler, and Slack retries
+an event itself. See docs/reference/http.md.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from bot.context import Services
+from bot.db import SERVICE_TIMEOUTS
 from bot.migrate import code_revision
 from bot.response_links import ResponseLinks
 from bot.services.replay import remember_request
@@ -45,21 +52,41 @@ logger = logging.getLogger(__name__)
 
 SLACK_MAX_BODY = 1024 * 1024
 DEFAULT_DATABASE_SLOTS = 16  # for each of Slack and the API
-SLOT_WAIT_SECONDS = 0.05
+SLOT_WAIT_SECONDS = 0.05  # Slack: its 3 seconds are for the handler
+# A referral refused is one the case system must send again: it queues as long as one statement
+# may take (bot/db.py), then is answered 503 with Retry-After.
+API_SLOT_WAIT_SECONDS = SERVICE_TIMEOUTS.statement
+API_SLOT_QUEUE = 8  # API requests queued for a slot at once; more are answered 503 at once
+API_RETRY_AFTER_SECONDS = 5
 REPLAY_CHECK_SECONDS = 1.0
 # Kinds of Slack request answered without the database.
 _NO_DATABASE = (URL_VERIFICATION, SSL_CHECK, APP_RATE_LIMITED)
 
 
 class DatabaseSlots:
-    """At most `size` requests at a time may wait on the database; others are told 503."""
+    """At most `size` requests at a time may wait on the database; others are told 503.
 
-    def __init__(self, size: int, wait: float = SLOT_WAIT_SECONDS) -> None:
+    A request queues for a slot up to `wait` seconds; with `queue`, at most that many queue at
+    once and any more are refused without waiting."""
+
+    def __init__(
+        self, size: int, wait: float = SLOT_WAIT_SECONDS, queue: int | None = None
+    ) -> None:
         self._slots = threading.BoundedSemaphore(size)
         self._wait = wait
+        self._queue = None if queue is None else threading.BoundedSemaphore(queue)
 
     def acquire(self) -> bool:
-        return self._slots.acquire(timeout=self._wait)
+        if self._queue is None:
+            return self._slots.acquire(timeout=self._wait)
+        if self._slots.acquire(blocking=False):
+            return True
+        if not self._queue.acquire(blocking=False):
+            return False
+        try:
+            return self._slots.acquire(timeout=self._wait)
+        finally:
+            self._queue.release()
 
     def release(self) -> None:
         self._slots.release()
@@ -133,7 +160,8 @@ def create_web_app(
     web = Flask("handover")
     web.config["MAX_CONTENT_LENGTH"] = SLACK_MAX_BODY
     slack_handler = SlackRequestHandler(bolt_app)
-    slack_slots, api_slots = DatabaseSlots(database_slots), DatabaseSlots(database_slots)
+    slack_slots = DatabaseSlots(database_slots)
+    api_slots = DatabaseSlots(database_slots, API_SLOT_WAIT_SECONDS, queue=API_SLOT_QUEUE)
     health = HealthCheck(services.session_factory, code_revision())
     replays = ReplayGuard(services.session_factory, workers=max(2, database_slots // 4))
     signing_secret = services.settings.slack_signing_secret or ""
@@ -187,7 +215,9 @@ def create_web_app(
     def take_a_database_slot():
         if request.path.startswith("/api/"):
             if not api_slots.acquire():
-                return busy()
+                answer, status = busy()
+                answer.headers["Retry-After"] = str(API_RETRY_AFTER_SECONDS)
+                return answer, status
             g.database_slot = True
         return None
 

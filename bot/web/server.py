@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 # Requests that wait on the database take at most DATABASE_SLOTS threads for Slack and as many
 # for the API; the rest stay free for what needs no database (Slack's url_verification,
 # signature refusals, /healthz), so a stalled database cannot starve them. Each waits a bounded
-# time (bot/db.py).
+# time (bot/db.py); at most API_SLOT_QUEUE more API requests queue for a slot (bot/web/http.py):
+# 16 + 16 + 8 leaves 8 threads free.
 WAITRESS_THREADS = 48
 DATABASE_SLOTS = 16
 

@@ -274,7 +274,8 @@ def test_missing_sqlite_database_is_a_clear_error(
     cli_env.setenv("DATABASE_URL", f"sqlite:///{path}")
     code, _, err = run(capsys, "plan", "--notify", "person:x", "--at", "2027-01-04T10:00")
     assert code == 3
-    assert "run `handover db upgrade`" in err and "Traceback" not in err
+    assert f"the SQLite file {path} does not exist" in err
+    assert "`handover db upgrade`" in err and "Traceback" not in err
     assert not path.exists()
 
 

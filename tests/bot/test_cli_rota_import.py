@@ -216,7 +216,9 @@ def test_a_missing_sqlite_file_exits_3_and_is_not_created(
     missing = tmp_path / "nowhere.db"
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{missing}")
     assert main(["rota", "import", "rota"]) == 3
-    assert f"no database at {missing}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"the SQLite file {missing} does not exist" in err
+    assert "`handover db upgrade`" in err
     assert not missing.exists()
 
 

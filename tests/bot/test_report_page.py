@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -9,14 +10,25 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from markupsafe import escape
 
 from bot.cli import main
-from bot.pages import charted_teams, render_report
+from bot.pages import charted_teams, render_report, team_rows
+from bot.services import audit
+from bot.services.coverage import COVERAGE_RULE
 from bot.services.logbook import parse_window
-from bot.services.report_page import LogRow, Names, TeamTimes, build_report_page, build_timelines
-from bot.services.reports import build_report
+from bot.services.report_page import LogRow, Names, build_report_page, build_timelines
+from bot.services.reports import GroupFigures, build_report
 from rota.store import RotaStore
-from tests.bot.test_logbook import SUMMARY, build_rota, build_scenario
+from tests.bot.test_logbook import (
+    SUMMARY,
+    add_prompt,
+    add_referral,
+    add_target,
+    build_rota,
+    build_scenario,
+    utc,
+)
 
 LONDON = ZoneInfo("Europe/London")
 GENERATED = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -68,19 +80,147 @@ def test_each_target_has_its_timeline_in_local_times_and_names(page) -> None:
     }
 
 
-def test_teams_breaches_and_weeks_are_the_reports_figures_cut_finer(page) -> None:
-    assert page.teams == [
-        TeamTimes("hv-north", "Hv-North", "health", 2, 55.0, 60.0, 1),
-        TeamTimes("mash", "Mash", "social_care", 2, 20.0, 30.0, 0),
-        TeamTimes("police-dau", "Police-Dau", "police", 3, 30.0, 60.0, 0),
+def test_teams_and_agencies_are_the_reports_own_and_weeks_cut_it_finer(page) -> None:
+    # Time to answer by team is the report's: only 'I hold information' and 'not known' count.
+    assert [
+        (r.figures.key, r.figures.asked, r.figures.answered, r.times.count, r.times.median_minutes)
+        for r in team_rows(page.report)
+    ] == [
+        ("mash", 2, 2, 2, 20.0),
+        ("police-dau", 3, 0, 0, None),
+        ("hv-north", 3, 1, 1, 60.0),
     ]
-    assert page.breaches_by_agency == {"health": 1}
+    assert [r.figures.key for r in charted_teams(page.report)] == ["hv-north", "mash"]
     # Monday-to-Monday local weeks; their figures add up to the whole window's.
     assert [w.start.isoformat() for w in page.weeks] == ["2026-11-09", "2026-11-16"]
     assert [w.report.referrals_received for w in page.weeks] == [4, 0]
     assert [w.report.breaches for w in page.weeks] == [0, 1]
     for figure in ("referrals_received", "prompts_sent", "responses_total", "breaches"):
         assert sum(getattr(w.report, figure) for w in page.weeks) == getattr(page.report, figure)
+
+
+def add_police_breach(session_factory) -> None:
+    """A fifth referral: police are asked and never answer, and the prompt breaches."""
+    with session_factory.begin() as session:
+        r5 = add_referral(session, "HO-R5", utc(17, 2))
+        police = add_target(session, r5, 0, "role:police_dau", "pc-pat", utc(17, 2), "prompted")
+        add_prompt(session, police, "pc-pat", utc(17, 2), utc(17, 2, 5))
+        audit.record(
+            session,
+            "breach",
+            at=utc(17, 23),
+            referral_id="HO-R5",
+            target="role:police_dau",
+            recipient="pc-pat",
+            detail="no response by the end of the working day",
+        )
+
+
+def cells(html: str, section: str) -> list[list[str]]:
+    """The body rows of the first table after `section` (an id), as their cells' text."""
+    body = html.split(f'id="{section}"')[1].split("<tbody>")[1].split("</tbody>")[0]
+    return [
+        [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)]
+        for row in re.findall(r"<tr>(.*?)</tr>", body)
+    ]
+
+
+def test_the_pages_agency_team_and_coverage_figures_are_the_text_and_json_reports(
+    session_factory, db_url: str, monkeypatch, capsys
+) -> None:
+    build_scenario(session_factory)
+    add_police_breach(session_factory)
+    window = parse_window("2026-11-09", "2026-11-22", LONDON)
+    with session_factory() as session:
+        report = build_report(session, window, LONDON)
+        page = build_report_page(session, window, LONDON, GENERATED)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    args = ["report", "--since", "2026-11-09", "--until", "2026-11-22"]
+    assert main([*args, "--format", "json"]) == 0
+    json_report = json.loads(capsys.readouterr().out)
+    assert main(args) == 0
+    text = capsys.readouterr().out
+
+    # The page holds the report's value itself: nothing recomputed beside it.
+    assert page.report == report
+    police = GroupFigures("police", "police", "police", 4, 0, 3, 1, 0)
+    assert [g for g in report.by_agency if g.key == "police"] == [police]
+    assert json_report["breaches"]["by_agency"]["police"] == 1
+    assert json_report["breaches"]["by_team"]["police-dau"] == 1
+    assert json_report["coverage"]["by_agency"]["health"]["missed"] == 1
+    assert json_report["coverage"]["by_agency"]["police"] == {
+        "covered": 0,
+        "pending": 2,
+        "missed": 2,
+        "not_asked": 1,
+    }
+
+    html = render_report(page, window_label="Handover report")
+    # By agency type: asked, answered, response rate, breaches, unroutable, as the JSON has them.
+    agencies = json_report["by_agency"]
+    assert cells(html, "chart-breaches") == [
+        [
+            {"social_care": "Social care", "police": "Police", "health": "Health"}.get(
+                key, "Not in the rota"
+            ),
+            str(g["asked"]),
+            str(g["answered"]),
+            "\u2014" if g["response_rate"] is None else f"{g['response_rate']:.0%}",
+            str(g["breaches"]),
+            str(g["unroutables"]),
+        ]
+        for key, g in agencies.items()
+    ]
+    assert ["Police", "4", "0", "0%", "1", "0"] in cells(html, "chart-breaches")
+    # By team: the same figures, with the report's time to answer.
+    teams = cells(html, "chart-teams")
+    assert [row[0] for row in teams] == [
+        f"{g['label']} ({key})" for key, g in json_report["by_team"].items()
+    ]
+    assert [[row[2], row[3], row[4], row[7], row[8]] for row in teams] == [
+        [
+            str(g["asked"]),
+            str(g["answered"]),
+            f"{g['response_rate']:.0%}",
+            str(g["breaches"]),
+            str(g["unroutables"]),
+        ]
+        for g in json_report["by_team"].values()
+    ]
+    assert teams[1] == [
+        "Police-Dau (police-dau)",
+        "Police",
+        "4",
+        "0",
+        "0%",
+        "\u2014",
+        "\u2014",
+        "1",
+        "0",
+    ]
+    assert teams[2][5:7] == ["1 h 00 min", "1 h 00 min"]
+    # Coverage: each state in words, by agency type, as the JSON counts it, and the one rule.
+    assert cells(html, "coverage") == [
+        [name, *(str(json_report["coverage"]["by_agency"][agency][s]) for s in STATES)]
+        for agency, name in (
+            ("social_care", "Social care"),
+            ("police", "Police"),
+            ("health", "Health"),
+        )
+    ]
+    header = html.split('id="coverage"')[1].split("</thead>")[0]
+    assert re.findall(r'<span class="state (\w+)">([^<]+)</span>', header) == [
+        ("covered", "covered"),
+        ("pending", "pending"),
+        ("missed", "missed"),
+        ("not_asked", "not asked"),
+    ]
+    assert f'<p class="rule">{escape(COVERAGE_RULE)}</p>' in html
+    assert json_report["coverage"]["rule"] == COVERAGE_RULE and COVERAGE_RULE in text
+    assert "all answered" not in html and "All three answered" not in html
+
+
+STATES = ("covered", "pending", "missed", "not_asked")
 
 
 def test_the_page_is_self_contained_accessible_and_holds_no_summary(page) -> None:
@@ -126,13 +266,17 @@ def test_report_html_writes_the_file_and_a_bad_path_is_a_clear_error(
 
 
 def test_a_county_of_teams_charts_the_slowest_fifteen_and_tables_them_all(page) -> None:
-    teams = [
-        TeamTimes(f"team-{n:02d}", f"Team {n:02d}", "health", 1, float(n), float(n), 0)
-        for n in range(1, 41)
-    ]
-    county = replace(page, teams=teams)
+    report = replace(
+        page.report,
+        by_team=[
+            GroupFigures(f"team-{n:02d}", f"Team {n:02d}", "health", 1, 1, 1, 0, 0)
+            for n in range(1, 41)
+        ],
+        minutes_by_team={f"team-{n:02d}": [float(n)] for n in range(1, 41)},
+    )
+    county = replace(page, report=report)
 
-    assert [t.team_id for t in charted_teams(county)] == [
+    assert [r.figures.key for r in charted_teams(report)] == [
         f"team-{n:02d}" for n in range(40, 25, -1)
     ]
     html = render_report(county, window_label="Handover report")

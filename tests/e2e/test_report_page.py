@@ -71,7 +71,10 @@ def test_report_page_after_a_weekend_opens_offline_with_charts_and_timelines(
     deployment.settle()
     deployment.advance(TUESDAY_0900)
     deployment.set_clock(TUESDAY_0930)
-    acknowledge(deployment, "hv-kpatel", referrals[0])  # the deputy answers the first
+    # The deputy answers the first: not known to health (an acknowledgement alone is no answer).
+    acknowledge(
+        deployment, "hv-kpatel", referrals[0], action_id="handover_not_known", event="not_known"
+    )
     deployment.advance(WEDNESDAY_0800)  # the second is never answered: it breaches
 
     page_file = tmp_path / "report.html"
@@ -103,9 +106,38 @@ def test_report_page_after_a_weekend_opens_offline_with_charts_and_timelines(
     # Bars are drawn for the agencies that answered and for the breach.
     assert page.locator("#chart-response-time svg .bar rect").count() >= 1
     breach_rows = page.locator("#chart-breaches tbody tr")
-    assert page.locator("#chart-breaches svg .bar rect").count() == breach_rows.count() == 2
+    assert page.locator("#chart-breaches svg .bar rect").count() == breach_rows.count()
+    by_agency = {
+        row.locator("th").inner_text(): row.locator("td").all_inner_texts()
+        for row in breach_rows.all()
+    }
+    # Police breached without ever answering: they are counted all the same.
+    assert by_agency == {
+        "Police": ["1", "0", "0%", "1", "0"],
+        "Health": ["3", "1", "33%", "2", "0"],
+    }
     breaches = [e for e in deployment.log() if e["event"] == "breach"]
-    assert sum(int(n) for n in breach_rows.locator("td").all_inner_texts()) == len(breaches)
+    assert sum(int(cells[3]) for cells in by_agency.values()) == len(breaches)
+    # Coverage: the states in words by agency type, and the rule in plain words.
+    coverage = page.locator("#coverage")
+    assert coverage.locator("thead").inner_text().split() == [
+        "Agency",
+        "type",
+        "covered",
+        "pending",
+        "missed",
+        "not",
+        "asked",
+    ]
+    assert {
+        row.locator("th").inner_text(): row.locator("td").all_inner_texts()
+        for row in coverage.locator("tbody tr").all()
+    } == {
+        "Social care": ["2", "0", "0", "0"],  # the EDT referrer covers social care
+        "Police": ["0", "0", "1", "1"],
+        "Health": ["1", "0", "1", "0"],
+    }
+    assert "An agency is covered when one of its people answered" in coverage.inner_text()
     figures = page.locator(".figures").inner_text()
     assert "2\nreferrals received" in figures
 
@@ -118,7 +150,9 @@ def test_report_page_after_a_weekend_opens_offline_with_charts_and_timelines(
     assert "Received Sat 26 Dec 02:10 from Amy" in text
     assert "Sat 26 Dec 02:10 held: Held for Kiran Patel (hv-kpatel) until Tue 29 Dec 09:00" in text
     assert "Tue 29 Dec 09:00 sent: Prompt sent to Kiran Patel (hv-kpatel)" in text
-    assert "Tue 29 Dec 09:30 answered: Answered by Kiran Patel (hv-kpatel): acknowledged" in text
+    assert (
+        "Tue 29 Dec 09:30 answered: Answered by Kiran Patel (hv-kpatel): not known to them" in text
+    )
     second = page.locator(f"#ref-{referrals[1]}").locator("xpath=..").inner_text()
     assert "reminded: Reminder sent to Kiran Patel (hv-kpatel)" in second
     assert "breached: Breached: no answer by the end of the working day" in second

@@ -139,8 +139,16 @@ def assert_nothing_due(d: Deployment, referral_id: str) -> None:
     assert not events(d.log(referral_id), "prompt_sent")
 
 
-def acknowledge(d: Deployment, person_id: str, referral_id: str) -> None:
-    """`person_id` clicks Acknowledge on their prompt (a signed block_actions request)."""
+def acknowledge(
+    d: Deployment,
+    person_id: str,
+    referral_id: str,
+    *,
+    action_id: str = "handover_ack",
+    event: str = "acknowledged",
+) -> None:
+    """`person_id` clicks Acknowledge (or the button `action_id`) on their prompt (a signed
+    block_actions request), and the log records `event`."""
     message = prompts_in_dm(d, person_id, referral_id)[-1]
     user_id = slack_user_of(person_id)
     channel = message["channel"]
@@ -149,7 +157,7 @@ def acknowledge(d: Deployment, person_id: str, referral_id: str) -> None:
         for block in message["blocks"]
         if block["type"] == "actions"
         for element in block["elements"]
-        if element["action_id"] == "handover_ack"
+        if element["action_id"] == action_id
     )
     payload = {
         "type": "block_actions",
@@ -169,7 +177,7 @@ def acknowledge(d: Deployment, person_id: str, referral_id: str) -> None:
         "response_url": d.standin.response_url(f"ack-{person_id}"),
         "actions": [
             {
-                "action_id": "handover_ack",
+                "action_id": action_id,
                 "block_id": "handover_prompt_actions",
                 "text": button["text"],
                 "value": button["value"],
@@ -180,7 +188,7 @@ def acknowledge(d: Deployment, person_id: str, referral_id: str) -> None:
     }
     status, _ = d.slack({"payload": json.dumps(payload)})
     assert status == 200
-    wait_for(lambda: events(d.log(referral_id), "acknowledged", actor=person_id), timeout=20)
+    wait_for(lambda: events(d.log(referral_id), event, actor=person_id), timeout=20)
 
 
 def restart(d: Deployment, server: Any, at: datetime, sig: int) -> Any:
