@@ -141,3 +141,24 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session in a transaction that the test may commit; the database is discarded after."""
     with session_factory() as session:
         yield session
+
+
+@pytest.fixture(autouse=True)
+def _dispatchers_are_shut_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every Dispatcher a test makes is shut down after it: otherwise its queue of App Home
+    redraws (paced at views.publish's tier) goes on in the background into later tests, against
+    a stand-in and a database that are gone."""
+    from bot.delivery.dispatcher import Dispatcher
+
+    made: list[Dispatcher] = []
+    original = Dispatcher.__init__
+
+    @functools.wraps(original)
+    def recording(self: Dispatcher, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Dispatcher, "__init__", recording)
+    yield
+    for dispatcher in made:
+        dispatcher.shutdown()

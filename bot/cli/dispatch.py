@@ -13,6 +13,10 @@ from bot.settings import Settings, SettingsError
 logger = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_SERVICE = 0, 3
+# How long `--once` waits for the Homes of those just prompted before exiting. Redraws are paced
+# at views.publish's tier (about 100 a minute), so a big pass could otherwise hold the command
+# for many minutes; a Home not redrawn is redrawn when its user next opens it.
+HOME_DRAIN_SECONDS = 20.0
 
 
 def dispatch_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,7 +35,12 @@ def dispatch_command(args: argparse.Namespace, settings: Settings) -> int:
         )
         if args.once:
             stats = dispatcher.run_once()
-            dispatcher.homes.drain()  # the Homes of those just prompted, before exiting
+            if not dispatcher.homes.drain(timeout=HOME_DRAIN_SECONDS):
+                logger.info(
+                    "App Homes still queued after %.0f s: redrawn when next opened",
+                    HOME_DRAIN_SECONDS,
+                )
+                dispatcher.homes.stop()
             print(stats.summary(), flush=True)
             if stats.unreachable and not (stats.sent or stats.alerts or stats.cards):
                 return EXIT_SERVICE  # Slack unavailable: nothing could be delivered
