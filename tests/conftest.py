@@ -33,6 +33,15 @@ hypothesis_settings.register_profile("handover", derandomize=True)
 hypothesis_settings.load_profile("handover")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (those that start processes: the `slow` mark) first, in their usual order.
+
+    With `-n 2` pyproject's `--dist worksteal` splits the run in two and lets an idle worker take
+    tests still queued on the other: a long end-to-end test started last would leave one worker
+    finishing it alone, while short tests at the end are shared out to the second."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
@@ -46,17 +55,19 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def postgres_database(name: str) -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database `name`, dropped afterwards.
+def postgres_database(name: str, template: str | None = None) -> Iterator[str]:
+    """The URL of a new PostgreSQL database `name`, dropped afterwards: empty, or a copy of the
+    database `template` (which nothing may be connected to).
 
     Under CI=true an unreachable server fails the test; elsewhere it skips it.
     """
     base = make_url(PG_URL)
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    copy = f' TEMPLATE "{template}"' if template else ""
     try:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     except Exception as exc:
         admin.dispose()
         message = f"PostgreSQL at {base.render_as_string(hide_password=True)} unreachable: {exc}"
@@ -79,6 +90,34 @@ def pg_database_url() -> Iterator[str]:
     with postgres_database(name) as url:
         upgrade(url)
         yield url
+
+
+@pytest.fixture(scope="session")
+def pg_template_database() -> Iterator[str]:
+    """The name of a migrated PostgreSQL database of this worker's that nothing connects to:
+    end-to-end deployments are copied from it (CREATE DATABASE ... TEMPLATE, a file copy)
+    rather than each migrating a database of its own with `handover db upgrade`."""
+    name = f"{make_url(PG_URL).database}_template_{_worker()}_{os.getpid()}"
+    with postgres_database(name) as url:
+        upgrade(url)  # its engine is disposed: no connection is left to the template
+        yield name
+
+
+@pytest.fixture
+def new_deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """`new_deployment(backend, start)`: a deployed rota, stand-in and clock; stopped after.
+
+    Each deployment's database is a copy of a migrated template of its backend (made once per
+    worker, and only if a test asks for that backend)."""
+    from tests.e2e.harness import deployments
+
+    def template(backend: str) -> str:
+        if backend == "sqlite":
+            return str(request.getfixturevalue("sqlite_template"))
+        return request.getfixturevalue("pg_template_database")
+
+    with deployments(tmp_path, template) as make:
+        yield make
 
 
 @functools.cache

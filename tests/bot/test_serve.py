@@ -7,9 +7,7 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -22,7 +20,6 @@ from tests.e2e.harness import (
     SIGNING_SECRET,
     DeploymentFactory,
     _http,
-    deployments,
     free_port,
     slack_user_of,
     wait_for,
@@ -33,12 +30,6 @@ pytestmark = pytest.mark.slow
 
 NOW = datetime(2026, 12, 26, 10, 0, tzinfo=ZoneInfo("Europe/London"))
 RAJ = slack_user_of("edt-mgr-raj")
-
-
-@pytest.fixture
-def new_deployment(tmp_path: Path) -> Iterator[DeploymentFactory]:
-    with deployments(tmp_path) as make:
-        yield make
 
 
 def healthz(base_url: str) -> tuple[int, object]:

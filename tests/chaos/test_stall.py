@@ -7,7 +7,6 @@ double nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,17 +16,11 @@ from sqlalchemy.engine import make_url
 
 from tests.chaos.stall_proxy import StallProxy
 from tests.chaos.stall_scenario import run_stall
-from tests.e2e.harness import DeploymentFactory, deployments
+from tests.e2e.harness import DeploymentFactory
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 NOW = datetime(2026, 12, 26, 10, 0, tzinfo=ZoneInfo("Europe/London"))
-
-
-@pytest.fixture
-def new_deployment(tmp_path: Path) -> Iterator[DeploymentFactory]:
-    with deployments(tmp_path) as make:
-        yield make
 
 
 def test_a_stalled_database_starves_nothing_and_loses_nothing(

@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import hmac
+import io
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,9 +29,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from tests.conftest import PG_URL, postgres_database
 
@@ -45,13 +49,17 @@ _names = itertools.count()
 
 
 @contextmanager
-def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
-    """The URL of an empty database (SQLite file, or a PostgreSQL database of its own)."""
+def fresh_database(backend: str, workdir: Path, template: str | None = None) -> Iterator[str]:
+    """The URL of a database of its own (SQLite file, or PostgreSQL database): empty, or a copy
+    of `template` (the SQLite file, or the name of the PostgreSQL database, to copy)."""
     if backend == "sqlite":
-        yield f"sqlite:///{workdir / 'handover.db'}"
+        path = workdir / "handover.db"
+        if template:
+            shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
         return
     name = f"{make_url(PG_URL).database}_e2e_{os.getpid()}_{next(_names)}"
-    with postgres_database(name) as url:
+    with postgres_database(name, template) as url:
         yield url
 
 
@@ -447,7 +455,6 @@ class Deployment:
     def outstanding(self) -> int:
         """Outbox rows due at the simulated now (or held by a dispatcher) and not yet done."""
         from sqlalchemy import and_, func, or_, select
-        from sqlalchemy.orm import Session
 
         from bot.delivery.kinds import RowState
         from bot.models import OutboxMessage
@@ -490,6 +497,22 @@ class Deployment:
         }
 
     def log(self, referral_id: str | None = None) -> list[dict]:
+        """The log as `handover log --format jsonl [--referral ID]` prints it, written by that
+        command's own code (`write_log`) in this process: a `handover log` process costs more
+        than a second of CPU, and tests poll the log. `log_process` runs the command."""
+        from bot.cli.log import referral_known, write_log
+        from bot.services.logbook import parse_window
+
+        tz = ZoneInfo(self.env.get("HANDOVER_TIMEZONE") or "Europe/London")
+        out = io.StringIO()
+        with Session(self.engine) as session:
+            if referral_id is not None:
+                assert referral_known(session, referral_id), f"no referral {referral_id}"
+            write_log(session, parse_window(None, None, tz, referral_id), "jsonl", tz, out)
+        return [json.loads(line) for line in out.getvalue().splitlines()]
+
+    def log_process(self, referral_id: str | None = None) -> list[dict]:
+        """The log from a `handover log --format jsonl [--referral ID]` process."""
         args = ["log", "--format", "jsonl"] + (["--referral", referral_id] if referral_id else [])
         output = self.run(*args).stdout
         return [json.loads(line) for line in output.splitlines() if line.strip()]
@@ -618,8 +641,10 @@ def deploy(
     *,
     import_rota: bool = True,
     standin_args: tuple[str, ...] = (),
+    migrated: bool = False,
 ) -> Deployment:
-    """A migrated database with `rota` imported, a stand-in, and the clock at `start`."""
+    """A migrated database with `rota` imported, a stand-in, and the clock at `start`
+    (`handover db upgrade` runs first unless the database is `migrated` already)."""
     standin = start_standin(workdir, rota, standin_args)
     deployment = Deployment(
         workdir=workdir,
@@ -630,7 +655,8 @@ def deploy(
     )
     try:
         deployment.set_clock(start)
-        deployment.run("db", "upgrade")
+        if not migrated:
+            deployment.run("db", "upgrade")
         if import_rota:
             deployment.run("rota", "import", str(rota))
     except BaseException:
@@ -643,8 +669,13 @@ DeploymentFactory = Callable[..., Deployment]
 
 
 @contextmanager
-def deployments(tmp_path: Path) -> Iterator[DeploymentFactory]:
-    """`make(backend, start)` gives a deployment; all of them are stopped and dropped after."""
+def deployments(
+    tmp_path: Path, template: Callable[[str], str] | None = None
+) -> Iterator[DeploymentFactory]:
+    """`make(backend, start)` gives a deployment; all of them are stopped and dropped after.
+
+    With `template` (backend -> a migrated database to copy, as `fresh_database` takes it),
+    each database is such a copy and `handover db upgrade` is not run for it."""
     with ExitStack() as stack:
 
         def make(
@@ -656,9 +687,15 @@ def deployments(tmp_path: Path) -> Iterator[DeploymentFactory]:
         ) -> Deployment:
             workdir = tmp_path / f"{backend}-{next(_names)}"
             workdir.mkdir()
-            url = stack.enter_context(fresh_database(backend, workdir))
+            copied = template(backend) if template else None
+            url = stack.enter_context(fresh_database(backend, workdir, copied))
             deployment = deploy(
-                workdir, url, start, import_rota=import_rota, standin_args=standin_args
+                workdir,
+                url,
+                start,
+                import_rota=import_rota,
+                standin_args=standin_args,
+                migrated=copied is not None,
             )
             # Callbacks run last-in first-out: processes, then the stand-in, then the database.
             stack.callback(deployment.standin.stop)

@@ -292,6 +292,11 @@ def test_weekend_referrals_reach_on_call_now_and_daytime_staff_on_tuesday_at_nin
     assert "SUMMARY-API-7731" not in sent_text
     assert "SUMMARY-MODAL-4410" not in sent_text
     assert "SUMMARY-" not in json.dumps(deployment.standin.views())
+    # The tests read the log in-process, through the command's own code; `handover log` as a
+    # process prints the same records.
+    whole = deployment.log()
+    assert whole and deployment.log_process() == whole
+    assert deployment.log_process(api_id) == deployment.log(api_id)
 
 
 def test_prompts_keep_to_nine_oclock_local_across_both_clock_changes(

@@ -45,7 +45,7 @@ def deployment_at(db_url: str, tmp_path: Path) -> Iterator[Callable[[datetime], 
     made: list[Deployment] = []
 
     def make(start: datetime) -> Deployment:
-        deployment = deploy(tmp_path, db_url, start)
+        deployment = deploy(tmp_path, db_url, start, migrated=True)  # db_url is migrated
         made.append(deployment)
         return deployment
 

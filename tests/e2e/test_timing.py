@@ -8,7 +8,8 @@ the wall clock's pace, so every delay is measured in real seconds:
   within 2 s of the API's 201, whichever process takes it and whichever database;
 - a held prompt is sent within 1 s of its instant;
 - a dispatcher killed (`kill -9`) while Slack holds its request: the work it held is delivered
-  within 60 s of a restart, each message exactly once.
+  within 60 s of a restart, each message exactly once (on PostgreSQL: the 30 s lease is waited
+  out in real time, once).
 """
 
 from __future__ import annotations
@@ -200,11 +201,14 @@ def test_a_held_prompt_is_sent_within_1_s_of_its_instant(
     assert sent == [("prompt_sent", "hv-kpatel")]  # on time, not late
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_work_held_by_a_killed_dispatcher_is_delivered_within_60_s_exactly_once(
-    new_deployment: DeploymentFactory, backend: str
+    new_deployment: DeploymentFactory,
 ) -> None:
-    deployment = deploy_at_default_interval(new_deployment, backend)
+    # PostgreSQL only: the 60 s is the default lease's, waited out in real time, and one test
+    # at the default settings is enough for the claim. On SQLite too, a killed process's claim
+    # is taken over once its lease ends and the message found, not sent again:
+    # test_core_loop.py's kill tests pass the lease on the simulated clock.
+    deployment = deploy_at_default_interval(new_deployment, "postgresql")
     deployment.run_clock(SATURDAY)
     start_bot(deployment, "serve and dispatch")
     [first_dispatcher] = [p for p in deployment.processes if p.args[-1] == "dispatch"]
