@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -103,18 +104,35 @@ def pg_template_database() -> Iterator[str]:
         yield name
 
 
+@pytest.fixture(scope="session")
+def deployed_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Databases with the sample rota imported at a given instant, made once per worker and
+    copied by each end-to-end deployment starting at that instant (tests/e2e/harness.py)."""
+    from tests.e2e.harness import DatabaseTemplates
+
+    templates = DatabaseTemplates(tmp_path_factory.mktemp("deployed-templates"))
+    yield templates
+    templates.close()
+
+
 @pytest.fixture
 def new_deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     """`new_deployment(backend, start)`: a deployed rota, stand-in and clock; stopped after.
 
-    Each deployment's database is a copy of a migrated template of its backend (made once per
-    worker, and only if a test asks for that backend)."""
+    Each deployment's database is a copy of one made once per worker (and only for the backends
+    and instants tests ask for): migrated, and with the sample rota imported at `start` unless
+    the test imports its own, as `handover db upgrade` and `handover rota import` would leave it.
+    """
     from tests.e2e.harness import deployments
 
-    def template(backend: str) -> str:
+    def template(backend: str, start: datetime | None) -> str:
         if backend == "sqlite":
-            return str(request.getfixturevalue("sqlite_template"))
-        return request.getfixturevalue("pg_template_database")
+            migrated = str(request.getfixturevalue("sqlite_template"))
+        else:
+            migrated = request.getfixturevalue("pg_template_database")
+        if start is None:
+            return migrated
+        return request.getfixturevalue("deployed_templates").with_rota(backend, start, migrated)
 
     with deployments(tmp_path, template) as make:
         yield make

@@ -668,14 +668,58 @@ def deploy(
 DeploymentFactory = Callable[..., Deployment]
 
 
+# A database for a deployment to copy: given the backend, and the instant the sample rota is
+# imported at (None: only migrated), the SQLite file or the PostgreSQL database's name.
+Template = Callable[[str, datetime | None], str]
+
+
+class DatabaseTemplates:
+    """Databases with the sample rota imported at an instant, as `deploy` leaves them, each made
+    once (with `handover rota import` as a process) and then copied for every deployment that
+    starts at that instant; the PostgreSQL ones are dropped by `close`."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._made: dict[tuple[str, str], str] = {}
+        self._stack = ExitStack()
+
+    def with_rota(self, backend: str, start: datetime, migrated: str) -> str:
+        """The template of `backend` with the rota imported at `start`, made from `migrated`."""
+        key = (backend, start.isoformat())
+        if key not in self._made:
+            workdir = self.workdir / f"{backend}-{next(_names)}"
+            workdir.mkdir()
+            if backend == "sqlite":
+                made = str(workdir / "handover.db")
+                shutil.copyfile(migrated, made)
+                url = f"sqlite:///{made}"
+            else:
+                made = f"{make_url(PG_URL).database}_rota_{os.getpid()}_{next(_names)}"
+                url = self._stack.enter_context(postgres_database(made, migrated))
+            importer = Deployment(
+                workdir=workdir,
+                database_url=url,
+                # The import reaches no Slack: nothing listens at this address.
+                standin=StandInProcess(process=None, url="http://127.0.0.1:9/api/"),  # type: ignore[arg-type]
+                clock_file=workdir / "clock",
+                port=free_port(),  # never listened on
+            )
+            importer.set_clock(start)
+            importer.run("rota", "import", str(SAMPLE_ROTA))
+            self._made[key] = made
+        return self._made[key]
+
+    def close(self) -> None:
+        self._stack.close()
+
+
 @contextmanager
-def deployments(
-    tmp_path: Path, template: Callable[[str], str] | None = None
-) -> Iterator[DeploymentFactory]:
+def deployments(tmp_path: Path, template: Template | None = None) -> Iterator[DeploymentFactory]:
     """`make(backend, start)` gives a deployment; all of them are stopped and dropped after.
 
-    With `template` (backend -> a migrated database to copy, as `fresh_database` takes it),
-    each database is such a copy and `handover db upgrade` is not run for it."""
+    With `template`, each database is a copy of `template(backend, start)` (or, if the rota is
+    not to be imported, of `template(backend, None)`): `handover db upgrade` and `handover rota
+    import` are not run again for it."""
     with ExitStack() as stack:
 
         def make(
@@ -687,13 +731,13 @@ def deployments(
         ) -> Deployment:
             workdir = tmp_path / f"{backend}-{next(_names)}"
             workdir.mkdir()
-            copied = template(backend) if template else None
+            copied = template(backend, start if import_rota else None) if template else None
             url = stack.enter_context(fresh_database(backend, workdir, copied))
             deployment = deploy(
                 workdir,
                 url,
                 start,
-                import_rota=import_rota,
+                import_rota=import_rota and copied is None,
                 standin_args=standin_args,
                 migrated=copied is not None,
             )
