@@ -34,13 +34,31 @@ hypothesis_settings.register_profile("handover", derandomize=True)
 hypothesis_settings.load_profile("handover")
 
 
+# The longest files (minutes on the 2-core machine), longest first; then the other slow tests.
+LONGEST_FIRST = (
+    "tests/e2e/test_oncall_repage.py",
+    "tests/e2e/test_partner_workspaces.py",
+    "tests/e2e/test_multi_instance.py",
+    "tests/e2e/test_core_loop.py",
+    "tests/e2e/test_scenarios.py",
+    "tests/e2e/test_timing.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow tests (those that start processes: the `slow` mark) first, in their usual order.
+    """The slow tests (those that start processes: the `slow` mark) first, the longest files
+    first among them; the rest in their usual order.
 
     With `-n 2` pyproject's `--dist worksteal` splits the run in two and lets an idle worker take
     tests still queued on the other: a long end-to-end test started last would leave one worker
     finishing it alone, while short tests at the end are shared out to the second."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        path = item.nodeid.partition("::")[0]
+        rank = LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+        return (item.get_closest_marker("slow") is None, rank)
+
+    items.sort(key=order)
 
 
 def _worker() -> str:
