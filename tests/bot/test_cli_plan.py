@@ -212,6 +212,7 @@ def test_plan_reports_every_bad_target(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # refused before any query
 def test_plan_bad_time(cli_rota: Session, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "plan", "--notify", "person:hv-jsmith", "--at", "next tuesday")
     assert code == 1
@@ -309,6 +310,7 @@ def test_unmigrated_database_is_a_clear_error(
         pytest.param(("rota", "who", "--at", "3000-01-01T00:00+00:00"), id="who-3000"),
     ],
 )
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # refused before any query
 def test_times_outside_2000_to_2999_are_refused(
     cli_rota: Session, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
 ) -> None:
@@ -341,6 +343,7 @@ def test_the_first_and_last_years_are_accepted(
         ),
     ],
 )
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # refused before any query
 def test_arguments_that_are_not_utf8_are_refused(
     cli_rota: Session, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
 ) -> None:
@@ -420,6 +423,7 @@ def test_errors_past_the_checks_are_a_message_and_exit_1_not_a_traceback(
 
 
 @pytest.mark.slow  # starts a process
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # refused before any query
 def test_a_real_process_given_bytes_that_are_not_utf8_prints_no_traceback(
     cli_rota: Session, tmp_path: Path
 ) -> None:
