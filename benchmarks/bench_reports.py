@@ -23,7 +23,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -65,13 +65,15 @@ def referral_rows(n: int) -> list[dict]:
 def fill(url: str, count: int) -> None:
     engine = create_db_engine(url, timeouts=BATCH_TIMEOUTS)
     batch: list[dict] = []
-    row_id = 0
     with engine.begin() as conn:
+        # Ids follow the rota import's row: the log's writer gives ids itself, so a PostgreSQL
+        # sequence has not moved past them.
+        row_id = conn.scalar(select(func.coalesce(func.max(AuditEvent.id), 0)))
         for n in range(count // ROWS_PER_REFERRAL):
             for row in referral_rows(n):
                 row_id += 1
                 batch.append({
-                    "actor": None, "recipient": None, "target": None,
+                    "id": row_id, "actor": None, "recipient": None, "target": None,
                     "detail": json.dumps({"bench": True}), "rota_version": 1,
                     "prev_id": row_id - 1 or None, "prev_hash": "0" * 64, "row_hash": "0" * 64,
                     **row,
