@@ -151,8 +151,8 @@ def _summary_statement(window: LogWindow) -> Select:
                     (e.event.in_(sorted(RESPONSES)), ordered(named)),
                 )
             ),
-            func.min(case((sharing, e.at))),
-            func.max(case((sharing, e.at))),
+            func.min(case((sharing, ordered(empty)))),
+            func.max(case((sharing, ordered(empty)))),
         )
         .where(e.target != empty)
         .where(e.event != RECEIVED)
@@ -187,11 +187,10 @@ def target_facts(session: Session, window: LogWindow) -> Iterator[TargetFacts]:
         answered_at = None
         unsettled = False
         if first_sent is not None and first_answer is not None:
-            sent_at = _instant(first_sent)
-            if first_answer > sent_at:
-                answered_at = first_answer
-            else:  # the same instant, or before: the ids decide
-                unsettled = last_answer >= sent_at
+            if first_answer > first_sent[:_ORDER]:
+                answered_at = _instant(first_answer)
+            else:
+                unsettled = last_answer > first_sent[:_ORDER]
         yield TargetFacts(
             referral_id=referral_id,
             target=target,
@@ -230,5 +229,5 @@ def settle_answers(
             if after is not None and order > after and (key not in found or order < found[key]):
                 found[key] = order
         for f in chunk:
-            order = found.get((f.referral_id, f.target))
-            yield replace(f, answered_at=_instant(order) if order else None, unsettled=False)
+            order = found[(f.referral_id, f.target)]  # there is one: see target_facts
+            yield replace(f, answered_at=_instant(order), unsettled=False)

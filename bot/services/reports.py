@@ -163,6 +163,15 @@ class Report:
         return self.coverage.all_covered / self.referrals_received
 
 
+def response_times(minutes: dict[str, list[float]]) -> list[ResponseTimes]:
+    """Time to answer of each agency type that answered, in the rota's order of agency types."""
+    return [
+        ResponseTimes(agency, len(found), median(found), percentile(found, 90))
+        for agency in [*AGENCY_TYPES, UNKNOWN_AGENCY]
+        if (found := minutes.get(agency))
+    ]
+
+
 @dataclass
 class _Tally:
     asked: int = 0
@@ -171,12 +180,13 @@ class _Tally:
     breaches: int = 0
     unroutables: int = 0
 
-    def add(self, facts: TargetFacts) -> None:
-        self.asked += facts.asked
-        self.answered += facts.answered
-        self.responded += facts.responded
-        self.breaches += facts.breaches
-        self.unroutables += facts.unroutables
+    def add(self, counts: TargetFacts | _Tally) -> None:
+        """Count a target in (asked, answered, responded: 0 or 1), or another tally."""
+        self.asked += counts.asked
+        self.answered += counts.answered
+        self.responded += counts.responded
+        self.breaches += counts.breaches
+        self.unroutables += counts.unroutables
 
 
 def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
@@ -187,13 +197,16 @@ def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
     resolver = AgencyResolver(RotaStore(session), tz)
     groups: dict[tuple[str, str | None], tuple[str, Team | None]] = {}
 
-    def group_of(facts: TargetFacts) -> tuple[str, Team | None]:
-        """The agency type and the team a target counts in."""
-        pair = (facts.target, facts.recipient)
+    def group_of_pair(target: str, recipient: str | None) -> tuple[str, Team | None]:
+        """The agency type and the team a target sent to `recipient` counts in."""
+        pair = (target, recipient)
         if pair not in groups:
-            team = resolver.team_for(*pair)
+            team = resolver.team_for(target, recipient)
             groups[pair] = ((team.agency_type if team else None) or UNKNOWN_AGENCY, team)
         return groups[pair]
+
+    def group_of(facts: TargetFacts) -> tuple[str, Team | None]:
+        return group_of_pair(facts.target, facts.recipient)
 
     answers: list[tuple[datetime, str, str, float]] = []  # (answered at, agency, team, minutes)
 
@@ -205,6 +218,7 @@ def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
         taken = working_minutes_between(working, sent_at, answered_at)
         answers.append((answered_at, agency, team.team_id if team else "", taken))
 
+    pairs: dict[tuple[str, str | None], _Tally] = {}  # (target, recipient): the tally of each
     agencies: dict[str, _Tally] = {}
     teams: dict[str, _Tally] = {}
     team_info: dict[str, tuple[str, str]] = {}  # team_id -> (name, agency type)
@@ -239,15 +253,16 @@ def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
                 unsettled.append(facts)
             elif facts.answered_at is not None:
                 time_answer(facts)
-            if not facts.tallied:
-                continue
-            agency, team = group_of(facts)
-            agencies.setdefault(agency, _Tally()).add(facts)
-            if team is not None:
-                team_info[team.team_id] = (team.name, team.agency_type)
-                teams.setdefault(team.team_id, _Tally()).add(facts)
+            if facts.tallied:
+                pairs.setdefault((facts.target, facts.recipient), _Tally()).add(facts)
     if current is not None:
         count_referral(current, outcomes)
+    for (target, recipient), tally in pairs.items():
+        agency, team = group_of_pair(target, recipient)
+        agencies.setdefault(agency, _Tally()).add(tally)
+        if team is not None:
+            team_info[team.team_id] = (team.name, team.agency_type)
+            teams.setdefault(team.team_id, _Tally()).add(tally)
     for referral_id in list(received):  # received, and no target in the window
         count_referral(referral_id, set())
     for facts in settle_answers(session, window, unsettled):
@@ -270,23 +285,13 @@ def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
             team_minutes.setdefault(team_id, []).append(taken)
 
     order = [*AGENCY_TYPES, UNKNOWN_AGENCY]
-    times = [
-        ResponseTimes(
-            agency_type=agency,
-            count=len(minutes[agency]),
-            median_minutes=median(minutes[agency]),
-            p90_minutes=percentile(minutes[agency], 90),
-        )
-        for agency in order
-        if agency in minutes
-    ]
     return Report(
         window=window,
         referrals_received=counts.get(RECEIVED, 0),
         prompts_sent=sum(counts.get(e, 0) for e in SENT_EVENTS),
         prompts_late=counts.get("prompt_sent_late", 0),
         responses={kind: counts.get(kind, 0) for kind in RESPONSE_KINDS},
-        response_times=times,
+        response_times=response_times(minutes),
         breaches=counts.get("breach", 0),
         unroutables=counts.get("unroutable", 0),
         long_gaps=counts.get("long_gap_alert", 0),
