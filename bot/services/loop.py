@@ -14,7 +14,8 @@ outbox rows like every other message:
 
 A missed contact (clicked, or no answer) sends a DM to the professional and their team manager.
 `record_contact` records a click once (a compare-and-set on the promise's state), by the
-referrer, a person of the owner team, or someone with `oversight`.
+referrer, a person of the owner team, or someone with `oversight`; a clicker is known by
+(workspace, user), as for every other click (docs/partner-workspaces.md).
 
 These functions take a session and never commit.
 """
@@ -178,9 +179,11 @@ def record_contact(
     now: datetime,
     settings: Settings,
     person_id: str | None = None,
+    workspace: str | None = None,
 ) -> ContactOutcome:
     """Record whether a promised contact happened, once, by someone who may say so: the Slack
-    user who clicked, or the person an email link was made for (`person_id`; docs/email.md)."""
+    user who clicked (of `workspace`; None: the home one), or the person an email link was made
+    for (`person_id`; docs/email.md)."""
     followup = session.get(ContactFollowup, followup_id) if followup_id is not None else None
     if followup is None:
         return ContactOutcome("not_found")
@@ -189,10 +192,13 @@ def record_contact(
         found = session.get(Person, person_id)
         person = found if found is not None and found.active else None
     else:
-        person = person_for_slack_user(session, slack_user_id)
+        person = person_for_slack_user(session, slack_user_id, workspace)
     version = RotaStore(session).current_rota_version()
     if person is None or not may_answer_contact(followup, person):
-        who = {"via": "email link"} if person_id is not None else {"slack_user": slack_user_id}
+        if person_id is not None:
+            who = {"via": "email link"}
+        else:
+            who = {"slack_user": slack_user_id, **({"workspace": workspace} if workspace else {})}
         audit.record(
             session,
             "response_refused",

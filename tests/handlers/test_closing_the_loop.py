@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from cryptography.fernet import Fernet
+from slack_sdk.oauth.installation_store import Installation
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery.dispatcher import Dispatcher
 from bot.models import AuditEvent, ContactFollowup, OutboxMessage
+from bot.workspaces.clients import installation_store
 from handlers import ids
 from handlers.blocks.response import (
     ACTION_CONTACT_BY,
@@ -56,6 +59,12 @@ def bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
 
 @pytest.fixture
 def scenario(bot: Harness, session_factory: sessionmaker[Session]) -> Scenario:
+    return build_mash_scenario(bot, session_factory)
+
+
+def build_mash_scenario(bot: Harness, session_factory: sessionmaker[Session]) -> Scenario:
+    """The scenario, with the MASH as the daytime owner team: its duty holder on shift until
+    18:00, its manager, a safeguarding lead with oversight; hv-kpatel's work phone."""
     built = build_scenario(session_factory, bot.client)
     with session_factory.begin() as session:
         session.add(
@@ -149,17 +158,25 @@ def offer_information_by_10_by_phone(
 
 
 def click_check(
-    bot: Harness, person_id: str, action: str, message: dict, *, shown_to: str | None = None
+    bot: Harness,
+    person_id: str,
+    action: str,
+    message: dict,
+    *,
+    shown_to: str | None = None,
+    workspace: str | None = None,
 ) -> None:
-    """`person_id` clicks `action` on `message`, in the DM of `shown_to` (their own)."""
+    """`person_id` clicks `action` on `message`, in the DM of `shown_to` (their own); from
+    `workspace` (a partner's team ID) their Slack user ID, as a user of that workspace."""
     channel = bot.standin.dm_channel_for(slack_user(shown_to or person_id))
     assert channel is not None
     value = str(message["metadata"]["event_payload"]["followup_id"])
-    answer = bot.send_payload(
-        block_actions(
-            slack_user(person_id), action, value, channel_id=channel, message_ts=message["ts"]
-        )
+    payload = block_actions(
+        slack_user(person_id), action, value, channel_id=channel, message_ts=message["ts"]
     )
+    if workspace is not None:
+        payload["team"]["id"] = payload["user"]["team_id"] = workspace
+    answer = bot.send_payload(payload)
     assert answer.status == 200
 
 
@@ -331,3 +348,72 @@ def test_an_offer_after_hours_reaches_the_mash_at_the_start_of_its_next_working_
         ("edt-amy", utc(18, 30)),
         ("mash-mgr", utc(9, day=17)),
     ]
+
+
+POLICE = "T0POLICE"
+POLICE_TOKEN = "xoxb-police-closing-the-loop"
+
+
+@pytest.fixture
+def partner_bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
+    """The bot with partner workspaces (docs/partner-workspaces.md), installed in the police's."""
+    partners = {
+        "slack_client_id": "1111.2222",
+        "slack_client_secret": "client-secret",
+        "token_keys": (Fernet.generate_key().decode(),),
+        "public_url": "https://handover.example.gov.uk",
+    }
+    with running_bot(session_factory, owner_team="mash", **partners) as harness:
+        harness.standin.add_workspace(POLICE, token=POLICE_TOKEN)
+        store = installation_store(harness.services.settings, session_factory.kw["bind"])
+        store.save(
+            Installation(
+                app_id="A0HANDOVER",
+                team_id=POLICE,
+                bot_token=POLICE_TOKEN,
+                bot_id="B0POLICEBOT",
+                bot_user_id="U0POLICEBOT",
+                user_id="U0POLADMIN",
+            )
+        )
+        yield harness
+
+
+def test_a_user_of_another_workspace_with_the_referrers_user_id_is_refused_and_logged(
+    partner_bot: Harness, session_factory: sessionmaker[Session]
+) -> None:
+    bot = partner_bot
+    scenario = build_mash_scenario(bot, session_factory)
+    offer_information_by_10_by_phone(bot, scenario)
+    dispatch(bot, session_factory, utc(9, 12))
+    dispatch(bot, session_factory, utc(10, 30))
+    [check] = loop_messages(bot, "edt-amy", "contact_check")
+    followup_id = check["metadata"]["event_payload"]["followup_id"]
+
+    # The referrer's Slack user ID, clicked from the police workspace: somebody else.
+    click_check(bot, "edt-amy", ids.CONTACT_MADE, check, workspace=POLICE)
+    [refused] = wait_for(lambda: events(session_factory, "response_refused"))
+    assert (refused.actor, refused.recipient) == (slack_user("edt-amy"), "hv-kpatel")
+    assert json.loads(refused.detail) == {
+        "response": "contact_made",
+        "followup_id": followup_id,
+        "slack_user": slack_user("edt-amy"),
+        "workspace": POLICE,
+    }
+    # Told privately, in the police workspace; nothing recorded, the check unchanged.
+    [told] = wait_for(lambda: bot.calls("chat.postEphemeral"))
+    assert (told.team_id, told.args["user"]) == (POLICE, slack_user("edt-amy"))
+    assert "Only the referrer, the daytime social-care team and oversight" in json.dumps(
+        told.args["blocks"]
+    )
+    assert [c for c in bot.calls("chat.update") if c.args.get("ts") == check["ts"]] == []
+    with session_factory() as session:
+        followup = session.get(ContactFollowup, followup_id)
+        assert followup is not None
+        assert (followup.state, followup.answered_by) == ("awaiting", None)
+
+    # The same user ID from the council's own workspace is the referrer, and is recorded.
+    click_check(bot, "edt-amy", ids.CONTACT_MADE, check)
+    [confirmed] = wait_for(lambda: events(session_factory, "contact_confirmed"))
+    assert (confirmed.actor, confirmed.recipient) == ("edt-amy", "hv-kpatel")
+    assert len(events(session_factory, "response_refused")) == 1
