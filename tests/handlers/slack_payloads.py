@@ -54,7 +54,7 @@ from bot.clock import FixedClock
 from bot.context import Services
 from bot.delivery.home import HomeRefreshes
 from bot.delivery.kinds import RowState
-from bot.models import OutboxMessage, Referral, ReferralStatus, Target
+from bot.models import OutboxMessage, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from bot.web.app import create_app
@@ -62,6 +62,7 @@ from bot.web.http import create_web_app
 from bot.web.work import WorkQueue
 from handlers.blocks.prompt import build_prompt_message
 from rota.models import Person, RotaVersion, Shift, Team
+from tests.bot.factories import new_referral
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test"
@@ -544,20 +545,13 @@ def build_scenario(session_factory: sessionmaker[Session], client: WebClient) ->
     received = NOW - timedelta(days=2)
     with session_factory.begin() as session:
         build_rota(session)
-        referral = Referral(
-            referral_id=REFERRAL_ID,
+        referral = new_referral(
+            REFERRAL_ID,
+            received,
             external_ref="LCS-2026-000123",
-            category="domestic_abuse",
-            urgency="standard",
-            referred_at=received,
-            received_at=received,
-            referrer_id="edt-amy",
             summary=SUMMARY,
             source="slack",
-            request_hash="0" * 64,
             rota_version=7,
-            plan_json="{}",
-            status=ReferralStatus.OPEN,
         )
         session.add(referral)
         session.flush()
