@@ -125,18 +125,8 @@ def record_offer(
     if settings.owner_team:
         people.append((OWNER, None))  # the owner's chain, resolved when due
     check_at = contact_by + CHECK_AFTER
-    for to, person_id in people:
-        for kind, due in ((OutboxKind.INFO_NOTICE, now), (OutboxKind.CONTACT_CHECK, check_at)):
-            outbox.enqueue_loop_message(
-                session,
-                kind,
-                referral.referral_id,
-                target_id=target.id,
-                due_at=due,
-                recipient_id=person_id,
-                followup_id=followup.id,
-                to=to,
-            )
+    _owe(session, followup, OutboxKind.INFO_NOTICE, people, due_at=now)
+    _owe(session, followup, OutboxKind.CONTACT_CHECK, people, due_at=check_at)
     outbox.enqueue_loop_message(
         session,
         OutboxKind.CONTACT_DEADLINE,
@@ -268,19 +258,32 @@ def settle_contact(
         return
     store = RotaStore(session)
     professional = store.person(followup.professional_id)
-    told = [(PROFESSIONAL, followup.professional_id)]
+    told: list[tuple[str, str | None]] = [(PROFESSIONAL, followup.professional_id)]
     team = store.team(professional.team_id) if professional is not None else None
     if team is not None and team.manager_id and team.manager_id != followup.professional_id:
         manager = store.person(team.manager_id)
         if manager is not None and manager.active:
             told.append((MANAGER, manager.person_id))
-    for to, person_id in told:
+    _owe(session, followup, OutboxKind.CONTACT_MISSED, told, due_at=now)
+
+
+def _owe(
+    session: Session,
+    followup: ContactFollowup,
+    kind: OutboxKind,
+    people: list[tuple[str, str | None]],
+    *,
+    due_at: datetime,
+) -> None:
+    """A loop message of `kind` about the promise to each of `people` ((whom it is for, their
+    person_id: None for the owner's chain, resolved when due)), due at `due_at`."""
+    for to, person_id in people:
         outbox.enqueue_loop_message(
             session,
-            OutboxKind.CONTACT_MISSED,
+            kind,
             followup.referral_id,
             target_id=followup.target_id,
-            due_at=now,
+            due_at=due_at,
             recipient_id=person_id,
             followup_id=followup.id,
             to=to,

@@ -104,8 +104,8 @@ def sign(body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = N
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
 
 
-def _user(user_id: str) -> dict[str, str]:
-    return {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": TEAM_ID}
+def _user(user_id: str, team: str = TEAM_ID) -> dict[str, str]:
+    return {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": team}
 
 
 def block_actions(
@@ -116,12 +116,14 @@ def block_actions(
     channel_id: str,
     message_ts: str,
     trigger_id: str = "13345224609.738474920.8088930838d88f008e0",
+    team: str = TEAM_ID,
 ) -> dict[str, Any]:
-    """A block_actions payload for a button clicked in a message."""
+    """A block_actions payload for a button clicked in a message (by a user of `team`: the
+    home workspace unless a partner's team ID is given)."""
     return {
         "type": "block_actions",
-        "team": {"id": TEAM_ID, "domain": "handover-standin"},
-        "user": _user(user_id),
+        "team": {"id": team, "domain": "handover-standin"},
+        "user": _user(user_id, team),
         "api_app_id": APP_ID,
         "token": "verification-token-unused",
         "container": {

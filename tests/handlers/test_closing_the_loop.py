@@ -15,13 +15,11 @@ from datetime import UTC, datetime
 
 import pytest
 from cryptography.fernet import Fernet
-from slack_sdk.oauth.installation_store import Installation
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery.dispatcher import Dispatcher
 from bot.models import AuditEvent, ContactFollowup, OutboxMessage
-from bot.workspaces.clients import installation_store
 from handlers import ids
 from handlers.blocks.response import (
     ACTION_CONTACT_BY,
@@ -32,6 +30,7 @@ from handlers.blocks.response import (
 from handlers.home import build_home_view
 from handlers.log_command import handle_log
 from rota.models import Person, Shift, Team
+from tests.bot.workspaces.installs import save_installation
 from tests.handlers.slack_payloads import (
     SUMMARY,
     Harness,
@@ -158,25 +157,17 @@ def offer_information_by_10_by_phone(
 
 
 def click_check(
-    bot: Harness,
-    person_id: str,
-    action: str,
-    message: dict,
-    *,
-    shown_to: str | None = None,
-    workspace: str | None = None,
+    bot: Harness, person_id: str, action: str, message: dict, *, shown_to: str | None = None
 ) -> None:
-    """`person_id` clicks `action` on `message`, in the DM of `shown_to` (their own); from
-    `workspace` (a partner's team ID) their Slack user ID, as a user of that workspace."""
+    """`person_id` clicks `action` on `message`, in the DM of `shown_to` (their own)."""
     channel = bot.standin.dm_channel_for(slack_user(shown_to or person_id))
     assert channel is not None
     value = str(message["metadata"]["event_payload"]["followup_id"])
-    payload = block_actions(
-        slack_user(person_id), action, value, channel_id=channel, message_ts=message["ts"]
+    answer = bot.send_payload(
+        block_actions(
+            slack_user(person_id), action, value, channel_id=channel, message_ts=message["ts"]
+        )
     )
-    if workspace is not None:
-        payload["team"]["id"] = payload["user"]["team_id"] = workspace
-    answer = bot.send_payload(payload)
     assert answer.status == 200
 
 
@@ -365,17 +356,8 @@ def partner_bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
     }
     with running_bot(session_factory, owner_team="mash", **partners) as harness:
         harness.standin.add_workspace(POLICE, token=POLICE_TOKEN)
-        store = installation_store(harness.services.settings, session_factory.kw["bind"])
-        store.save(
-            Installation(
-                app_id="A0HANDOVER",
-                team_id=POLICE,
-                bot_token=POLICE_TOKEN,
-                bot_id="B0POLICEBOT",
-                bot_user_id="U0POLICEBOT",
-                user_id="U0POLADMIN",
-            )
-        )
+        settings, engine = harness.services.settings, session_factory.kw["bind"]
+        save_installation(settings, engine, POLICE, POLICE_TOKEN, installer="U0POLADMIN")
         yield harness
 
 
@@ -391,7 +373,11 @@ def test_a_user_of_another_workspace_with_the_referrers_user_id_is_refused_and_l
     followup_id = check["metadata"]["event_payload"]["followup_id"]
 
     # The referrer's Slack user ID, clicked from the police workspace: somebody else.
-    click_check(bot, "edt-amy", ids.CONTACT_MADE, check, workspace=POLICE)
+    amy, dm = slack_user("edt-amy"), check["channel"]
+    click = block_actions(
+        amy, ids.CONTACT_MADE, str(followup_id), channel_id=dm, message_ts=check["ts"], team=POLICE
+    )
+    assert bot.send_payload(click).status == 200
     [refused] = wait_for(lambda: events(session_factory, "response_refused"))
     assert (refused.actor, refused.recipient) == (slack_user("edt-amy"), "hv-kpatel")
     assert json.loads(refused.detail) == {
