@@ -60,6 +60,7 @@ from bot.slack_standin import SlackStandIn
 from bot.web.app import create_app
 from bot.web.http import create_web_app
 from bot.web.work import WorkQueue
+from handlers.blocks import response as modals
 from handlers.blocks.prompt import build_prompt_message
 from rota.models import Person, RotaVersion, Shift, Team
 from tests.bot.factories import new_referral
@@ -181,6 +182,22 @@ def view_submission(
         },
         "is_enterprise_install": False,
     }
+
+
+def has_info_values(contact_by: Any, method: Any = "phone") -> dict[str, Any]:
+    """The has-information modal's state: the time chosen (its option's value) and the method."""
+    slot = {"type": "static_select", "selected_option": {"value": contact_by}}
+    how = {"type": "radio_buttons", "selected_option": {"value": method}}
+    return {
+        modals.BLOCK_CONTACT_BY: {modals.ACTION_CONTACT_BY: slot},
+        modals.BLOCK_METHOD: {modals.ACTION_METHOD: how},
+    }
+
+
+def redirect_values(colleague: Any) -> dict[str, Any]:
+    """The redirect modal's state: the colleague chosen (their person_id)."""
+    chosen = {"type": "external_select", "selected_option": {"value": colleague}}
+    return {modals.BLOCK_COLLEAGUE: {modals.ACTION_COLLEAGUE: chosen}}
 
 
 def block_suggestion(user_id: str, action_id: str, block_id: str, value: str) -> dict[str, Any]:
@@ -386,6 +403,17 @@ class Harness:
         """A signed interactivity request (`payload=<json>`)."""
         body = urlencode({"payload": json.dumps(payload)}).encode()
         return self.post(body, "application/x-www-form-urlencoded", sign(body, **sign_args))
+
+    def submit_view(self, user_id: str, view: dict[str, Any], values: dict[str, Any]) -> HttpAnswer:
+        """`user_id` submits the modal `view` (as views.open was given it) with state `values`."""
+        return self.send_payload(
+            view_submission(
+                user_id,
+                view["callback_id"],
+                private_metadata=view["private_metadata"],
+                values=values,
+            )
+        )
 
     def send_command(self, user_id: str, text: str, **sign_args: Any) -> tuple[HttpAnswer, str]:
         """A signed `/handover TEXT`; returns the HTTP answer and its response_url."""

@@ -21,12 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.delivery.dispatcher import Dispatcher
 from bot.models import AuditEvent, ContactFollowup, OutboxMessage
 from handlers import ids
-from handlers.blocks.response import (
-    ACTION_CONTACT_BY,
-    ACTION_METHOD,
-    BLOCK_CONTACT_BY,
-    BLOCK_METHOD,
-)
 from handlers.home import build_home_view
 from handlers.log_command import handle_log
 from rota.models import Person, Shift, Team
@@ -37,9 +31,9 @@ from tests.handlers.slack_payloads import (
     Scenario,
     block_actions,
     build_scenario,
+    has_info_values,
     running_bot,
     slack_user,
-    view_submission,
     wait_for,
 )
 
@@ -134,24 +128,7 @@ def offer_information_by_10_by_phone(
     assert answer.status == 200
     [opened] = wait_for(lambda: bot.calls("views.open"))
     view = opened.args["view"]
-    submitted = bot.send_payload(
-        view_submission(
-            slack_user("hv-kpatel"),
-            ids.HAS_INFO_MODAL,
-            private_metadata=view["private_metadata"],
-            values={
-                BLOCK_CONTACT_BY: {
-                    ACTION_CONTACT_BY: {
-                        "type": "static_select",
-                        "selected_option": {"value": contact_by},
-                    }
-                },
-                BLOCK_METHOD: {
-                    ACTION_METHOD: {"type": "radio_buttons", "selected_option": {"value": "phone"}}
-                },
-            },
-        )
-    )
+    submitted = bot.submit_view(slack_user("hv-kpatel"), view, has_info_values(contact_by))
     assert submitted.status == 200
     assert submitted.body in (b"", b"{}") or "errors" not in submitted.json
 
