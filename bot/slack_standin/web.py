@@ -119,6 +119,7 @@ def handler_for(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
             authorization = self.headers.get("Authorization", "")
             bearer = authorization[7:].strip() if authorization.startswith("Bearer ") else None
             client = _client_credentials(authorization)
+            standin.api.wait_if_held(method, args)  # a `hold` fault: the call arrives late
             reply = standin.api.dispatch(method, args, bearer, client)
             if reply.delay:
                 standin.wait_interrupted(reply.delay)
