@@ -15,7 +15,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -143,31 +143,39 @@ class WebAPI:
         with self._lock:
             self._faults.clear()
 
-    def wait_if_held(self, method: str, args: Mapping[str, Any]) -> None:
-        """Hold this call back, before it takes effect, while a `hold` fault says so: until
-        `release_holds` (also when the stand-in stops) or its `seconds` (no lock is held)."""
+    @contextlib.contextmanager
+    def holding_back(self, method: str, args: Mapping[str, Any]) -> Iterator[None]:
+        """Around one call's handling: while a `hold` fault says so, the call waits before it
+        takes effect, until `release_holds` (also when the stand-in stops) or the fault's
+        `seconds`; it is listed by `held` until its answer is written (no lock is held)."""
         channel = args.get("channel")
         with self._lock:
             fault = next(
                 (f for f in self._faults if f.kind == "hold" and f.matches(method, channel)), None
             )
-            if fault is None:
-                return
-            fault.remaining -= 1
-            if fault.remaining == 0:
-                self._faults.remove(fault)
-            held = (method, channel if isinstance(channel, str) else None, threading.Event())
-            self._held.append(held)
+            if fault is not None:
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self._faults.remove(fault)
+                held = (method, channel if isinstance(channel, str) else None, threading.Event())
+                self._held.append(held)
+        if fault is None:
+            yield
+            return
         try:
             held[2].wait(fault.seconds)
+            yield
         finally:
             with self._lock:
                 self._held.remove(held)
 
     def held(self) -> list[dict[str, Any]]:
-        """The calls a `hold` fault is holding back now."""
+        """The calls a `hold` fault holds back, or released and not yet answered."""
         with self._lock:
-            return [{"method": m, "channel": c} for m, c, _ in self._held]
+            return [
+                {"method": m, "channel": c, "released": released.is_set()}
+                for m, c, released in self._held
+            ]
 
     def release_holds(self) -> int:
         """Let every held call go on (to take effect and be answered); how many there were."""

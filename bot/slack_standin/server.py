@@ -380,7 +380,7 @@ class SlackStandIn:
         return self.inject(Fault("hold", method=method, seconds=seconds, channel=channel))
 
     def held(self) -> list[dict[str, Any]]:
-        """The calls being held back now (``method``, ``channel``)."""
+        """The calls held back (``method``, ``channel``, ``released``) until answered."""
         return self.api.held()
 
     def release_holds(self) -> int:

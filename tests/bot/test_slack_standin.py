@@ -218,7 +218,7 @@ def test_every_call_is_checked_against_the_method_table(client: WebClient) -> No
     with pytest.raises(SlackApiError) as unknown_method:
         client.api_call("chat.postMessages", json={"channel": "C0EDT", "text": "x"})
     with pytest.raises(SlackApiError) as not_simulated:
-        client.api_call("chat.delete", json={"channel": "C0EDT", "ts": "1.000001"})
+        client.api_call("chat.meMessage", json={"channel": "C0EDT", "text": "waves"})
     with pytest.raises(SlackApiError) as unknown_argument:
         client.chat_postMessage(channel="C0EDT", text="x", colour="red")
     with pytest.raises(SlackApiError) as missing_argument:
