@@ -193,7 +193,8 @@ def take_back_late_copy(
             at=now,
             referral_id=delivery.referral_id,
             actor=ACTOR,
-            recipient=delivery.recipient,
+            # the person (a step's message names only them) or the room it went to
+            recipient=delivery.recipient or delivery.person or delivery.address,
             target=delivery.target,
             detail=detail,
         )

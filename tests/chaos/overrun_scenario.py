@@ -78,7 +78,10 @@ class Overruns:
             wait_for(lambda: not standin.get("holds")["held"], timeout=30)
             frozen.send_signal(signal.SIGCONT)
             self.report.freeze_seconds.append(time.monotonic() - stopped_at)
-        wait_for(lambda: len(standin.calls("chat.delete")) > deletions, timeout=60)
+        try:
+            wait_for(lambda: len(standin.calls("chat.delete")) > deletions, timeout=60)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{deployment.logs()[-8000:]}") from None
         deployment.kill(frozen, signal.SIGTERM)
         self.report.rounds += 1
         self.report.held.append(slack_user)
