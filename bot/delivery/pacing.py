@@ -209,9 +209,6 @@ class Pacer:
         outbox until its Retry-After, bot/delivery/failures.py). Its other retries (a refused
         connection, a 5xx of a method that cannot have posted) are kept: two each, waiting
         about 0.5 s and 1 s (plus up to 1 s of jitter), far inside a claim's lease."""
-        handlers = [
-            h for h in client.retry_handlers if not isinstance(h, RateLimitErrorRetryHandler)
-        ]
         return WebClient(
             token=client.token,
             base_url=client.base_url,
@@ -219,19 +216,22 @@ class Pacer:
             ssl=client.ssl,
             proxy=client.proxy,
             headers=dict(client.headers),
-            retry_handlers=[PacingRateLimitHandler(self, client), *handlers],
+            retry_handlers=[PacingRateLimitHandler(self, client), *_all_but_429s(client)],
         )
 
     def watch(self, client: WebClient) -> None:
         """Make `client`'s 429 retries empty the bucket for everyone before they wait."""
-        handlers = [
-            h for h in client.retry_handlers if not isinstance(h, RateLimitErrorRetryHandler)
-        ]
+        handlers = _all_but_429s(client)
         limit = next(
             (h for h in client.retry_handlers if isinstance(h, RateLimitErrorRetryHandler)), None
         )
         retries = limit.max_retry_count if limit is not None else 1
         client.retry_handlers = [PacingRateLimitRetryHandler(self, client, retries), *handlers]
+
+
+def _all_but_429s(client: WebClient) -> list[RetryHandler]:
+    """`client`'s retry handlers but slack_sdk's 429 retry."""
+    return [h for h in client.retry_handlers if not isinstance(h, RateLimitErrorRetryHandler)]
 
 
 class PacingRateLimitHandler(RetryHandler):

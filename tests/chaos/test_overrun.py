@@ -10,15 +10,14 @@ escalation DM'd twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.chaos.overrun_scenario import Overruns, copies_by_row
-from tests.e2e.harness import DeploymentFactory, deployments, slack_user_of
+from tests.e2e.conftest import new_deployment  # noqa: F401  (the fixture)
+from tests.e2e.harness import DeploymentFactory, slack_user_of
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -29,14 +28,8 @@ TUESDAY_10 = datetime(2026, 12, 29, 10, 0, tzinfo=LONDON)  # an ordinary working
 TARGETS = ["person:hv-jsmith", "person:prob-tward", "team:hv-north"]
 
 
-@pytest.fixture
-def new_deployment(tmp_path: Path) -> Iterator[DeploymentFactory]:
-    with deployments(tmp_path) as make:
-        yield make
-
-
 def test_a_dispatcher_frozen_past_its_claim_doubles_nothing(
-    new_deployment: DeploymentFactory,
+    new_deployment: DeploymentFactory,  # noqa: F811
 ) -> None:
     deployment = new_deployment("postgresql", TUESDAY_10)
     deployment.start_server("--no-dispatcher")
