@@ -1,4 +1,3 @@
-# ruff: noqa: F401, F811 (the fixtures clock, settings and slack are test_dispatcher's)
 """Claims that cannot be overrun (docs/timing.md, "Claims"): a dispatcher that froze or waited
 past its lease sends nothing; nothing sleeps inside a send (a 429 goes back to the outbox); and
 a copy still posted after the claim was lost is deleted when another dispatcher sent the row too.
@@ -28,18 +27,15 @@ from bot.delivery.results import DispatchStats
 from bot.models import OutboxMessage, SlackRateBucket
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
-from tests.bot.delivery.test_dispatcher import (
+from tests.bot.delivery.dispatch_fixtures import (
     MONDAY_9,
     TOKEN,
-    clock,
     events,
     make_dispatcher,
     messages_for,
-    prompt_row,
-    settings,
     setup_one_prompt,
-    slack,
 )
+from tests.bot.delivery.test_dispatcher import prompt_row
 
 LEASE = timedelta(seconds=30)
 JO = "U0HV1"
