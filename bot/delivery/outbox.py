@@ -626,7 +626,8 @@ def owned(session: Session, row_id: int, instance_id: str) -> OutboxMessage | No
 def renew_claim(
     session: Session, row_id: int, *, instance_id: str, now: datetime, lease: timedelta
 ) -> OutboxMessage | None:
-    """Extend our lease just before talking to the channel; None when the claim is lost."""
+    """Extend our lease as the row is composed (the send checks it again, `hold_claim`); None
+    when the claim is lost."""
     row = owned(session, row_id, instance_id)
     if row is not None:
         row.claimed_until = now + lease
@@ -638,7 +639,8 @@ def hold_claim(
 ) -> bool:
     """Whether `instance_id` still holds the row, renewing its lease if so: one UPDATE, made
     immediately before a message is sent, so that a dispatcher that froze (or waited) past its
-    lease never sends a row another dispatcher has taken over (docs/timing.md)."""
+    lease never sends a row another dispatcher has taken over (docs/timing.md, "Claims that
+    cannot be overrun")."""
     return (
         session.execute(
             update(OutboxMessage)

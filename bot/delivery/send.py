@@ -8,7 +8,8 @@ Immediately before the send, after the history check and the wait for a rate tok
 is checked and renewed in one statement (`outbox.hold_claim`): a dispatcher that froze or
 waited past its lease sends nothing (`ClaimLost`). Nothing in a send sleeps: a 429 goes back to
 the outbox (pacing.py). What a frozen process may still send between that check and the post
-is removed afterwards (`remove_late_copy`, called by confirm.py). docs/timing.md, "Claims".
+is removed afterwards (`remove_late_copy`, called by confirm.py). docs/timing.md, "Claims
+that cannot be overrun".
 """
 
 from __future__ import annotations
