@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -212,6 +213,26 @@ def prepare(d: Deployment, referrals: int) -> list[tuple[dict, str, str]]:
     return prompts
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(pid: int, timeout: float = 60.0) -> float:
+    """Wait until process `pid` uses under a tenth of a core (over half a second), so that the
+    work after Handover's acks does not run beside the reference's load; the seconds waited."""
+    began = time.perf_counter()
+    last = cpu_seconds(pid)
+    while time.perf_counter() - began < timeout:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - last < 0.05:
+            break
+        last = now
+    return time.perf_counter() - began
+
+
 def memory(pid: int) -> str:
     """Resident memory now and at its peak (VmRSS, VmHWM) of process `pid`."""
     fields = {}
@@ -300,6 +321,8 @@ def main() -> None:
                         f"the acks "
                         f"finished {time.perf_counter() - acked_at:.1f} s after the last ack)"
                     )
+                idle = wait_until_idle(d.processes[0].pid)
+                drained += f" (serve idle {idle:.1f} s after the acks' wait)"
                 reference = load(noop_port, bodies_of["noop"])
                 print(reference.line("no-op"))
                 print(f"p99 ratio: {handover.p99() / reference.p99():.2f} (goal ≤ 1.5){drained}")
