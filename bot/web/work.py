@@ -59,20 +59,25 @@ class SlackTraffic:
                     self._idle_since = time.monotonic()
                     self._changed.notify_all()
 
-    def wait_for_a_pause(self, until: float) -> bool:
+    def wait_for_a_pause(self, until: float, give_up: Callable[[], bool] = lambda: False) -> bool:
         """Wait until no request has been in progress for the quiet time (True), or until the
-        monotonic instant `until` (False)."""
+        monotonic instant `until` or `give_up()` after a `wake` (False)."""
         with self._changed:
             while True:
                 now = time.monotonic()
                 if self._in_progress == 0 and now - self._idle_since >= self._quiet:
                     return True
-                if now >= until:
+                if now >= until or give_up():
                     return False
                 if self._in_progress:
                     self._changed.wait(until - now)
                 else:
                     self._changed.wait(min(until - now, self._quiet - (now - self._idle_since)))
+
+    def wake(self) -> None:
+        """Have those waiting for a pause ask `give_up` again."""
+        with self._changed:
+            self._changed.notify_all()
 
 
 class WorkQueue:
@@ -130,8 +135,8 @@ class WorkQueue:
                     return
                 deadline = self._held[0][0]
             self._free.acquire()
-            if self._traffic is not None and not self._stopping:
-                self._traffic.wait_for_a_pause(until=deadline)
+            if self._traffic is not None:
+                self._traffic.wait_for_a_pause(until=deadline, give_up=lambda: self._stopping)
             with self._changed:
                 _, job = self._held.popleft()
             self._start(job, free=self._free)
@@ -161,6 +166,8 @@ class WorkQueue:
         with self._changed:
             self._stopping = True
             self._changed.notify_all()
+        if self._traffic is not None:
+            self._traffic.wake()
         if wait:
             self._gatekeeper.join()
         self._executor.shutdown(wait=wait)
