@@ -8,6 +8,8 @@ acking, served the same way) are each sent the same signed requests by `--client
 once: Acknowledge clicks on real prompts by their recipients, then `/handover oncall`. Prints
 p50, p99, throughput and the count of 404s (Bolt's answer when no ack came within 3 s),
 timeouts and other failures for both side by side, and the ratio of the p99s (goal: ≤ 1.5).
+The no-op's load starts once `serve` is idle again (under a tenth of a core), so that the work
+Handover queued after its acks does not run beside the reference and slow it.
 Then how long Handover took to finish the work the clicks started (after their acks), and
 the resident memory of `serve` and of the no-op app after the load.
 """
