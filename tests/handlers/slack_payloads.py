@@ -59,7 +59,7 @@ from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from bot.web.app import create_app
 from bot.web.http import create_web_app
-from bot.web.work import WorkQueue
+from bot.web.work import SlackTraffic, WorkQueue
 from handlers.blocks import response as modals
 from handlers.blocks.prompt import build_prompt_message
 from rota.models import Person, RotaVersion, Shift, Team
@@ -457,13 +457,15 @@ def running_bot(
     wakes: list[int] = []
     # The queue of the listeners' work after the ack (handlers/deferred.py) and the Home
     # redraws, as create_app would make them: here, so the teardown can wait for both.
-    work = WorkQueue()
+    traffic = SlackTraffic()
+    work = WorkQueue(traffic=traffic)
     services = Services(
         settings,
         session_factory,
         clock,
         lambda: wakes.append(1),
         after_ack=work.submit,
+        slack_traffic=traffic,
         homes=HomeRefreshes(session_factory, settings, clock),
     )
     client = WebClient(base_url=standin.url, token=BOT_TOKEN)
