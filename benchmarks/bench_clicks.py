@@ -8,6 +8,8 @@ acking, served the same way) are each sent the same signed requests by `--client
 once: Acknowledge clicks on real prompts by their recipients, then `/handover oncall`. Prints
 p50, p99, throughput and the count of 404s (Bolt's answer when no ack came within 3 s),
 timeouts and other failures for both side by side, and the ratio of the p99s (goal: ≤ 1.5).
+The no-op's load starts once `serve` is idle again (under a tenth of a core), so that the work
+Handover queued after its acks does not run beside the reference and slow it.
 Then how long Handover took to finish the work the clicks started (after their acks), and
 the resident memory of `serve` and of the no-op app after the load.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -212,6 +215,26 @@ def prepare(d: Deployment, referrals: int) -> list[tuple[dict, str, str]]:
     return prompts
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(pid: int, timeout: float = 60.0) -> float:
+    """Wait until process `pid` uses under a tenth of a core (over half a second), so that the
+    work after Handover's acks does not run beside the reference's load; the seconds waited."""
+    began = time.perf_counter()
+    last = cpu_seconds(pid)
+    while time.perf_counter() - began < timeout:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - last < 0.05:
+            break
+        last = now
+    return time.perf_counter() - began
+
+
 def memory(pid: int) -> str:
     """Resident memory now and at its peak (VmRSS, VmHWM) of process `pid`."""
     fields = {}
@@ -300,6 +323,8 @@ def main() -> None:
                         f"the acks "
                         f"finished {time.perf_counter() - acked_at:.1f} s after the last ack)"
                     )
+                idle = wait_until_idle(d.processes[0].pid)
+                drained += f" (serve idle {idle:.1f} s after the acks' wait)"
                 reference = load(noop_port, bodies_of["noop"])
                 print(reference.line("no-op"))
                 print(f"p99 ratio: {handover.p99() / reference.p99():.2f} (goal ≤ 1.5){drained}")

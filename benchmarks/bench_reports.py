@@ -1,13 +1,16 @@
 """`handover report` and `handover log` over a growing audit log (10k, 100k, 1M rows).
 
-    python benchmarks/bench_reports.py [--rows 10000 100000 1000000] [--database-url sqlite]
+    python benchmarks/bench_reports.py [--rows 10000 100000 1000000] [--database-url sqlite|URL]
 
-Each size gets a fresh database (a SQLite file, or PostgreSQL beside HANDOVER_TEST_PG_URL's),
+Each size gets a fresh database (a SQLite file, or PostgreSQL beside HANDOVER_TEST_PG_URL's, or
+beside the PostgreSQL URL given),
 the sample rota, and an audit log of realistic referrals (received, three prompts scheduled and
 sent, two answered, a reminder and a breach for the third) written straight into `audit_log`
 (the hash chain is not what is measured). Then the installed commands run as processes:
-`handover report` and `handover log --format jsonl` (to /dev/null). Prints wall time, the
-process's peak RSS, and the time per 1,000 rows, so growth is read across the sizes.
+`handover report`, `handover report` over one week (`--since`/`--until`, read through the `at`
+index) and `handover log --format jsonl` (to /dev/null). Prints each process's wall time, its
+CPU time, its own peak RSS and the time per row, so growth is read across the sizes; and the
+load average, since the machine may be shared.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,12 +26,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import bench_dispatch  # noqa: E402
 from bench_dispatch import drop_database, fresh_database  # noqa: E402
 
 from bot.db import BATCH_TIMEOUTS, create_db_engine  # noqa: E402
@@ -65,13 +69,15 @@ def referral_rows(n: int) -> list[dict]:
 def fill(url: str, count: int) -> None:
     engine = create_db_engine(url, timeouts=BATCH_TIMEOUTS)
     batch: list[dict] = []
-    row_id = 0
     with engine.begin() as conn:
+        # Ids follow the rota import's row: the log's writer gives ids itself, so a PostgreSQL
+        # sequence has not moved past them.
+        row_id = conn.scalar(select(func.coalesce(func.max(AuditEvent.id), 0)))
         for n in range(count // ROWS_PER_REFERRAL):
             for row in referral_rows(n):
                 row_id += 1
                 batch.append({
-                    "actor": None, "recipient": None, "target": None,
+                    "id": row_id, "actor": None, "recipient": None, "target": None,
                     "detail": json.dumps({"bench": True}), "rota_version": 1,
                     "prev_id": row_id - 1 or None, "prev_hash": "0" * 64, "row_hash": "0" * 64,
                     **row,
@@ -84,28 +90,56 @@ def fill(url: str, count: int) -> None:
     engine.dispose()
 
 
-def timed(url: str, *args: str) -> tuple[float, float]:
-    """Seconds and peak RSS (MB) of `handover ARGS`, its output thrown away."""
+def peak_rss_mb(pid: int) -> float:
+    """The process's own high-water mark of resident memory so far (Linux), in MB."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    found = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(found.group(1)) / 1024 if found else 0.0
+
+
+def timed(url: str, *args: str) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of `handover ARGS`, its output thrown away.
+
+    The peak is read from the process's own VmHWM while it runs: the rusage of a child counts
+    the memory of this process at the fork (grown by `fill`) as the child's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
     env["DATABASE_URL"] = url
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "bot", *args], env=env, check=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", *args], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    peak = 0.0
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        peak = max(peak, peak_rss_mb(process.pid))
+        time.sleep(0.02)
     elapsed = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return elapsed, max(peak, before) / 1024
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"handover {' '.join(args)} failed")
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return elapsed, usage.ru_utime + usage.ru_stime, peak
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    parser.add_argument("--database-url", help="'sqlite' for a SQLite file (default PostgreSQL)")
+    parser.add_argument(
+        "--database-url",
+        help="'sqlite' for a SQLite file, or a PostgreSQL URL to create the databases beside "
+        "(default HANDOVER_TEST_PG_URL's)",
+    )
     args = parser.parse_args()
     backend = "SQLite" if args.database_url == "sqlite" else "PostgreSQL"
+    if args.database_url and args.database_url != "sqlite":
+        bench_dispatch.PG_URL = args.database_url  # the server to create the databases on
     print(f"handover report and handover log --format jsonl, {backend}")
+    week = ["--since", "2026-03-02", "--until", "2026-03-08"]  # inside every size's log
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.rows:
             name = f"handover_reports_{os.getpid()}_{count}"
@@ -121,11 +155,17 @@ def main() -> None:
                     env=env, check=True, stdout=subprocess.DEVNULL,
                 )  # fmt: skip
                 fill(url, count)
-                for command in (["report"], ["log", "--format", "jsonl"]):
-                    seconds, rss = timed(url, *command)
+                for label, command in (
+                    ("report", ["report"]),
+                    ("report, one week", ["report", *week]),
+                    ("log --format jsonl", ["log", "--format", "jsonl"]),
+                ):
+                    seconds, cpu, rss = timed(url, *command)
                     print(
-                        f"  {count:>9,} rows  {' '.join(command):<22} {seconds:6.2f} s  "
-                        f"{seconds / count * 1e6:6.1f} µs a row  peak RSS {rss:5.0f} MB"
+                        f"  {count:>9,} rows  {label:<19} {seconds:6.2f} s (CPU {cpu:6.2f} s)  "
+                        f"{seconds / count * 1e6:6.1f} µs a row  peak RSS {rss:4.0f} MB  "
+                        f"load average {os.getloadavg()[0]:.1f}",
+                        flush=True,
                     )
             finally:
                 if args.database_url != "sqlite":

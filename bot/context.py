@@ -18,7 +18,7 @@ def _no_wake() -> None:
     """Nothing to wake: no dispatcher runs in this process (a worker polls instead)."""
 
 
-def run_now(job: Callable[[], None]) -> bool:
+def run_now(job: Callable[[], None], *, urgent: bool = False) -> bool:
     """No work queue: run a listener's post-ack `job` at once, in the listener's thread."""
     job()
     return True
@@ -30,9 +30,12 @@ class Services:
     session_factory: sessionmaker[Session]
     clock: Clock
     wake_dispatcher: Callable[[], None] = field(default=_no_wake)
-    # Where a Slack listener's work after its ack runs: bot/web/work.py's queue under `serve`.
-    # False when the job was refused (the queue is full).
-    after_ack: Callable[[Callable[[], None]], bool] = field(default=run_now)
+    # Where a Slack listener's work after its ack runs: bot/web/work.py's queue under `serve`,
+    # called as after_ack(job, urgent=...). False when the job was refused (the queue is full).
+    after_ack: Callable[..., bool] = field(default=run_now)
+    # The Slack requests in progress (bot/web/work.py's SlackTraffic), counted by the HTTP layer
+    # so that the work after the acks can make way for them; None: not counted.
+    slack_traffic: Any = None
     # Queues App Home redraws (bot/delivery/home.py's HomeRefreshes); None: redraw at once.
     homes: Any = None
     # The Web API client of a workspace (None: the home one), or None where the app is not

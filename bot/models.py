@@ -198,6 +198,8 @@ class AuditEvent(Base):
     """
 
     __tablename__ = "audit_log"
+    # The referrals received in a report's window are read through (event, at).
+    __table_args__ = (Index("ix_audit_log_event_at", "event", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
@@ -301,4 +303,7 @@ AUDIT_EVENTS = (
     "on_call_acknowledged",
     "on_call_repaged",
     "on_call_unanswered",
+    # A late copy of a message, sent by a dispatcher that froze past its claim, taken back
+    # (bot/delivery/confirm.py, docs/timing.md "Claims")
+    "duplicate_deleted",
 )

@@ -33,16 +33,17 @@ def register(app: App, services: Services) -> None:
         app.action(action)(ack_then(services, work))
     for action in (ids.HAS_INFO, ids.REDIRECT):
         work = _make_modal_opener(services, ids.RESPONSE_KIND_BY_ACTION[action])
-        app.action(action)(ack_then(services, work))
+        app.action(action)(ack_then(services, work, opens_a_modal=True))
 
 
 # A click's work after its ack: the body, the request's client, the clicker's workspace.
 Work = Callable[[dict, WebClient, str | None], None]
 
 
-def ack_then(services: Services, work: Work) -> Callable[..., None]:
+def ack_then(services: Services, work: Work, *, opens_a_modal: bool = False) -> Callable[..., None]:
     """A click listener that acks, then queues `work` (told the clicker's workspace, which a
-    BoltContext gives only while the request is in hand)."""
+    BoltContext gives only while the request is in hand); work that `opens_a_modal` is urgent
+    (handlers/deferred.py)."""
 
     def acknowledge_click(
         ack: Ack, body: dict, client: WebClient, context: BoltContext, request: BoltRequest
@@ -55,6 +56,7 @@ def ack_then(services: Services, work: Work) -> Callable[..., None]:
             request,
             lambda: work(body, client, workspace),
             busy=lambda: tell_privately(client, user_id, channel, BUSY),
+            urgent=opens_a_modal,
         )
 
     return acknowledge_click

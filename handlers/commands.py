@@ -114,13 +114,16 @@ def register(app: App, services: Services) -> None:
         # the work after the ack is given (a BoltContext is the request's only).
         command = {**command, WORKSPACE_KEY: workspace_of(context)}
         # Ack first, then work on the queue (handlers/deferred.py); the modal's trigger_id
-        # lasts 3 seconds, which the queue's short wait leaves room for.
+        # lasts 3 seconds, so the work that opens it is urgent: it takes the next free thread
+        # without waiting for a pause in Slack's requests (bot/web/work.py).
         ack()
         after_ack(
             services,
             request,
             lambda: run_command(services, command, client, respond),
             busy=lambda: respond(text=BUSY, response_type="ephemeral"),
+            # `/handover` alone opens the referral modal (run_command).
+            urgent=not (command.get("text") or "").split(),
         )
 
 

@@ -40,8 +40,12 @@ def after_ack(
     job: Callable[[], None],
     *,
     busy: Callable[[], None],
+    urgent: bool = False,
 ) -> None:
-    """Queue `job`, to run once per signed request; call `busy` when the queue refuses it."""
+    """Queue `job`, to run once per signed request; call `busy` when the queue refuses it.
+
+    An `urgent` job opens a modal: its trigger_id lasts 3 seconds, so it does not wait for a
+    pause in Slack's requests as other work does (bot/web/work.py)."""
     signed = signature_of(request)
 
     def once() -> None:
@@ -50,7 +54,7 @@ def after_ack(
             return
         job()
 
-    if not services.after_ack(once):
+    if not services.after_ack(once, urgent=urgent):
         busy()
 
 

@@ -44,6 +44,9 @@ class WorkingTime:
     _closures: dict[date, list[ClosureWindow]] = field(default_factory=dict)
     _loaded_until: date | None = None
     _loaded_from: date | None = None
+    # A day's periods, once worked out: a report measures thousands of answers in a few
+    # calendars (the object lives for one computation, like the closures above).
+    _days: dict[tuple[date, WeeklyHours], list[Interval]] = field(default_factory=dict)
 
     @property
     def wall_clock(self) -> bool:
@@ -66,7 +69,11 @@ class WorkingTime:
         return self._closures.get(day, [])
 
     def _day_periods(self, day: date, hours: WeeklyHours) -> list[Interval]:
-        return working_periods(day, hours, self.region, self._closures_for(day), False, self.tz)
+        key = (day, hours)
+        if key not in self._days:
+            closures = self._closures_for(day)
+            self._days[key] = working_periods(day, hours, self.region, closures, False, self.tz)
+        return self._days[key]
 
     def periods_from(self, start: datetime, hours: WeeklyHours | None = None) -> Iterator[Interval]:
         """Working periods (of `hours`, else the offsets' hours) ending after `start`, in

@@ -31,7 +31,7 @@ from bot.services.logbook import (
     LogWindow,
     detail_value,
     iter_log,
-    log_record,
+    log_records,
     parse_window,
 )
 from bot.services.reports import GroupFigures, Report, build_report, report_json
@@ -40,6 +40,8 @@ from rota.models import Person
 
 EXIT_OK = 0
 EXIT_BROKEN = 1
+# json.dumps(value, ensure_ascii=False), without making an encoder for each line.
+JSON_LINE = json.JSONEncoder(ensure_ascii=False).encode
 # Column widths of the table are fitted to the first rows; later, longer values overflow.
 TABLE_FIT_ROWS = 1000
 TABLE_HEADERS = ("time", "referral", "event", "actor", "recipient", "target", "detail")
@@ -164,11 +166,11 @@ def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: 
         if count == 0:
             out.write("(no events)\n")
         return count
-    records = (log_record(row, tz) for row in iter_log(session, window))
+    records = log_records(iter_log(session, window), tz)
     if fmt == "jsonl":
         count = 0
         for record in records:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.write(JSON_LINE(record) + "\n")
             count += 1
         return count
     if fmt == "csv":

@@ -2,8 +2,11 @@
 
 1. *compose* (short transaction): what the row means now (`compose`); a person only their
    channel can find is looked up outside the transaction, stored, and the row composed again;
-2. *find or send* (no transaction): `send.find_or_send`;
-3. *confirm* (short transaction): `confirm.confirm`.
+2. *find or send* (no transaction): `send.find_or_send`, which checks and renews the claim in
+   one statement just before the send, and sends nothing when it is lost;
+3. *confirm* (short transaction): `confirm.confirm`; when the claim turns out lost after all
+   and another dispatcher sent the row too, our copy is taken back
+   (`confirm.take_back_late_copy`).
 
 A channel failure at any step is settled by `failures.Failures`. A dispatcher that dies between
 2 and 3 leaves a claimed row whose lease expires; whoever claims it next looks for the message
@@ -34,12 +37,12 @@ from bot.delivery.compose import (
     Settled,
     compose,
 )
-from bot.delivery.confirm import confirm
+from bot.delivery.confirm import confirm, take_back_late_copy
 from bot.delivery.failures import Failures
 from bot.delivery.kinds import Outcome
 from bot.delivery.pacing import Pacer
 from bot.delivery.results import RowResult
-from bot.delivery.send import find_or_send
+from bot.delivery.send import ClaimLost, find_or_send
 from rota.models import Person
 
 logger = logging.getLogger(__name__)
@@ -136,11 +139,31 @@ class RowPipeline:
         attempt.person_channel = composed.channel if composed.person is not None else None
         attempt.sending = True
         channel = self.ctx.channels.named(composed.channel)
-        sent, found = find_or_send(channel, composed, self.pacer)
+        try:
+            sent, found = find_or_send(
+                channel, composed, self.pacer, hold_claim=lambda: self._hold_claim(row_id)
+            )
+        except ClaimLost:
+            return RowResult(row_id, composed.kind, Outcome.LOST, reason="claim lost")
         result = confirm(self.ctx, self.session_factory, composed, sent, found, self.clock.now())
+        if result.outcome is Outcome.LOST and not found:
+            take_back_late_copy(
+                self.ctx, self.session_factory, composed, sent, self.clock.now(), self.pacer
+            )
         if result.outcome is Outcome.DELIVERED and self.on_delivered is not None:
             self.on_delivered(composed)
         return result
+
+    def _hold_claim(self, row_id: int) -> bool:
+        """Renew our claim on the row just before its send; False when it is no longer ours."""
+        with self.session_factory.begin() as session:
+            return outbox.hold_claim(
+                session,
+                row_id,
+                instance_id=self.ctx.instance_id,
+                now=self.clock.now(),
+                lease=self.ctx.lease,
+            )
 
     def _compose(self, row_id: int, attempt: _Attempt) -> Composed:
         composed: Composed | None = None

@@ -32,9 +32,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -44,19 +45,26 @@ from bot.delivery.kinds import RESPONSE_KINDS
 from bot.services.agencies import AgencyResolver
 from bot.services.coverage import (
     COVERAGE_RULE,
-    ENDING_EVENTS,
-    SHARING_ANSWERS,
     STRATEGY_AGENCIES,
     CoverageState,
     TargetOutcome,
     referral_coverage,
 )
-from bot.services.logbook import LogWindow, iter_log, working_minutes_between
-from rota.models import AGENCY_TYPES
+from bot.services.log_targets import (
+    RECEIVED,
+    SENT_EVENTS,
+    TargetFacts,
+    event_counts,
+    referrers,
+    settle_answers,
+    target_facts,
+)
+from bot.services.logbook import LogWindow, working_minutes_between
+from rota.models import AGENCY_TYPES, Team
 from rota.store import RotaStore
 
-SENT_EVENTS = ("prompt_sent", "prompt_sent_late")
 UNKNOWN_AGENCY = "unknown"
+PRELOAD_BATCH = 5000  # targets whose people and teams are read in one go
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -155,125 +163,140 @@ class Report:
         return self.coverage.all_covered / self.referrals_received
 
 
+def response_times(minutes: dict[str, list[float]]) -> list[ResponseTimes]:
+    """Time to answer of each agency type that answered, in the rota's order of agency types."""
+    return [
+        ResponseTimes(agency, len(found), median(found), percentile(found, 90))
+        for agency in [*AGENCY_TYPES, UNKNOWN_AGENCY]
+        if (found := minutes.get(agency))
+    ]
+
+
 @dataclass
 class _Tally:
-    asked: set[tuple[str | None, str]] = field(default_factory=set)
-    answered: set[tuple[str | None, str]] = field(default_factory=set)
-    responded: set[tuple[str | None, str]] = field(default_factory=set)
+    asked: int = 0
+    answered: int = 0
+    responded: int = 0
     breaches: int = 0
     unroutables: int = 0
 
+    def add(self, counts: TargetFacts | _Tally) -> None:
+        """Count a target in (asked, answered, responded: 0 or 1), or another tally."""
+        self.asked += counts.asked
+        self.answered += counts.answered
+        self.responded += counts.responded
+        self.breaches += counts.breaches
+        self.unroutables += counts.unroutables
+
 
 def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
-    """Compute the report from the audit rows in `window`, streamed once."""
-    counts: Counter[str] = Counter()
-    received: dict[str, str | None] = {}  # referral -> referrer
-    recipient_of: dict[tuple[str | None, str], str | None] = {}
-    first_send: dict[tuple[str | None, str], tuple[datetime, str | None]] = {}
-    answered: dict[tuple[str | None, str], datetime] = {}
-    outcomes: dict[tuple[str | None, str], TargetOutcome] = {}
-    events: list[tuple[str, tuple[str | None, str]]] = []  # per-target events to tally
-
-    for row in iter_log(session, window):
-        counts[row.event] += 1
-        key = (row.referral_id, row.target or "")
-        if row.event == "referral_received":
-            received[row.referral_id or ""] = row.actor
-            continue
-        if not row.target:
-            continue
-        if row.event == "prompt_scheduled":
-            recipient_of.setdefault(key, row.recipient)
-            outcomes.setdefault(key, TargetOutcome.OPEN)
-        elif row.event in SENT_EVENTS:
-            first_send.setdefault(key, (row.at, row.recipient))
-            if row.recipient:
-                recipient_of[key] = row.recipient
-            outcomes.setdefault(key, TargetOutcome.OPEN)
-            events.append(("asked", key))
-        elif row.event in RESPONSE_KINDS:
-            events.append(("responded", key))
-            recipient_of.setdefault(key, row.recipient or row.actor)
-            if row.event in SHARING_ANSWERS:
-                events.append(("answered", key))
-                outcomes[key] = TargetOutcome.ANSWERED
-                if key in first_send and key not in answered and row.at >= first_send[key][0]:
-                    answered[key] = row.at
-        if row.event in ENDING_EVENTS and outcomes.get(key) != TargetOutcome.ANSWERED:
-            outcomes[key] = TargetOutcome.ENDED
-        if row.event in ("breach", "unroutable"):
-            events.append((row.event, key))
-
+    """Compute the report from the audit rows in `window`: the database groups them, one row
+    a target reaches Python (bot.services.log_targets), a referral's at a time."""
+    counts = event_counts(session, window)
+    received = referrers(session, window)
     resolver = AgencyResolver(RotaStore(session), tz)
-    resolver.preload(
-        [t for _, t in outcomes] + [t for _, t in recipient_of] + [k[1] for _, k in events],
-        list(recipient_of.values()) + list(received.values()),
-    )
+    groups: dict[tuple[str, str | None], tuple[str, Team | None]] = {}
 
-    def agency_of(key: tuple[str | None, str]) -> str:
-        return resolver.agency_type(key[1], recipient_of.get(key)) or UNKNOWN_AGENCY
+    def group_of_pair(target: str, recipient: str | None) -> tuple[str, Team | None]:
+        """The agency type and the team a target sent to `recipient` counts in."""
+        pair = (target, recipient)
+        if pair not in groups:
+            team = resolver.team_for(target, recipient)
+            groups[pair] = ((team.agency_type if team else None) or UNKNOWN_AGENCY, team)
+        return groups[pair]
 
-    minutes: dict[str, list[float]] = {}
-    team_minutes: dict[str, list[float]] = {}
-    for key, responded_at in answered.items():
-        sent_at, recipient = first_send[key]
-        working = resolver.working_time(key[1], recipient)
-        taken = working_minutes_between(working, sent_at, responded_at)
-        minutes.setdefault(agency_of(key), []).append(taken)
-        team = resolver.team_for(key[1], recipient_of.get(key))
-        if team is not None:
-            team_minutes.setdefault(team.team_id, []).append(taken)
+    def group_of(facts: TargetFacts) -> tuple[str, Team | None]:
+        return group_of_pair(facts.target, facts.recipient)
 
+    answers: list[tuple[datetime, str, str, float]] = []  # (answered at, agency, team, minutes)
+
+    def time_answer(facts: TargetFacts) -> None:
+        sent_at, answered_at = facts.first_sent_at, facts.answered_at
+        assert sent_at is not None and answered_at is not None
+        working = resolver.working_time(facts.target, facts.first_sent_to)
+        agency, team = group_of(facts)
+        taken = working_minutes_between(working, sent_at, answered_at)
+        answers.append((answered_at, agency, team.team_id if team else "", taken))
+
+    pairs: dict[tuple[str, str | None], _Tally] = {}  # (target, recipient): the tally of each
     agencies: dict[str, _Tally] = {}
     teams: dict[str, _Tally] = {}
     team_info: dict[str, tuple[str, str]] = {}  # team_id -> (name, agency type)
-    for what, key in events:
-        team = resolver.team_for(key[1], recipient_of.get(key))
-        tallies = [agencies.setdefault(agency_of(key), _Tally())]
+    # Referrals alike in which outcomes each agency type has (all the coverage rule reads) and
+    # in their referrer's agency type share one application of the rule.
+    alike: Counter[tuple[frozenset[tuple[str, TargetOutcome]], str | None]] = Counter()
+    referrer_agency: dict[str | None, str | None] = {None: None, "": None}
+
+    def count_referral(referral_id: str, outcomes: set[tuple[str, TargetOutcome]]) -> None:
+        referrer = received.pop(referral_id)
+        if referrer not in referrer_agency:
+            referrer_agency[referrer] = resolver.agency_type(f"person:{referrer}", None)
+        alike[(frozenset(outcomes), referrer_agency[referrer])] += 1
+
+    unsettled: list[TargetFacts] = []
+    current: str | None = None  # the referral whose targets are being read
+    outcomes: set[tuple[str, TargetOutcome]] = set()
+    for batch in _batches(target_facts(session, window), PRELOAD_BATCH):
+        resolver.preload(
+            {f.target for f in batch}, {r for f in batch for r in (f.recipient, f.first_sent_to)}
+        )
+        for facts in batch:
+            if facts.referral_id != current:
+                if current is not None:
+                    count_referral(current, outcomes)
+                current, outcomes = facts.referral_id, set()
+                if current not in received:
+                    current = None  # not received in the window: no coverage of its own
+            if current is not None and facts.outcome is not None:
+                outcomes.add((group_of(facts)[0], facts.outcome))
+            if facts.unsettled:
+                unsettled.append(facts)
+            elif facts.answered_at is not None:
+                time_answer(facts)
+            if facts.tallied:
+                pairs.setdefault((facts.target, facts.recipient), _Tally()).add(facts)
+    if current is not None:
+        count_referral(current, outcomes)
+    for (target, recipient), tally in pairs.items():
+        agency, team = group_of_pair(target, recipient)
+        agencies.setdefault(agency, _Tally()).add(tally)
         if team is not None:
             team_info[team.team_id] = (team.name, team.agency_type)
-            tallies.append(teams.setdefault(team.team_id, _Tally()))
-        for tally in tallies:
-            if what in ("asked", "answered", "responded"):
-                getattr(tally, what).add(key)
-            elif what == "breach":
-                tally.breaches += 1
-            else:
-                tally.unroutables += 1
+            teams.setdefault(team.team_id, _Tally()).add(tally)
+    for referral_id in list(received):  # received, and no target in the window
+        count_referral(referral_id, set())
+    for facts in settle_answers(session, window, unsettled):
+        if facts.answered_at is not None:
+            time_answer(facts)
 
     by_state = {a: dict.fromkeys((str(s) for s in CoverageState), 0) for a in STRATEGY_AGENCIES}
     all_covered = 0
-    for referral_id, referrer in received.items():
-        entries = [(agency_of(k), o) for k, o in outcomes.items() if k[0] == referral_id]
-        referrer_agency = resolver.agency_type(f"person:{referrer}", None) if referrer else None
-        coverage = referral_coverage(entries, referrer_agency=referrer_agency)
+    for (entries, referrer_type), referrals in alike.items():
+        coverage = referral_coverage(entries, referrer_agency=referrer_type)
         for agency in STRATEGY_AGENCIES:
-            by_state[agency][str(coverage.states[agency])] += 1
-        all_covered += coverage.complete
+            by_state[agency][str(coverage.states[agency])] += referrals
+        all_covered += coverage.complete * referrals
+
+    minutes: dict[str, list[float]] = {}
+    team_minutes: dict[str, list[float]] = {}
+    for _, agency, team_id, taken in sorted(answers):  # in order of the answers
+        minutes.setdefault(agency, []).append(taken)
+        if team_id:
+            team_minutes.setdefault(team_id, []).append(taken)
 
     order = [*AGENCY_TYPES, UNKNOWN_AGENCY]
-    times = [
-        ResponseTimes(
-            agency_type=agency,
-            count=len(minutes[agency]),
-            median_minutes=median(minutes[agency]),
-            p90_minutes=percentile(minutes[agency], 90),
-        )
-        for agency in order
-        if agency in minutes
-    ]
     return Report(
         window=window,
-        referrals_received=counts["referral_received"],
-        prompts_sent=sum(counts[e] for e in SENT_EVENTS),
-        prompts_late=counts["prompt_sent_late"],
-        responses={kind: counts[kind] for kind in RESPONSE_KINDS},
-        response_times=times,
-        breaches=counts["breach"],
-        unroutables=counts["unroutable"],
-        long_gaps=counts["long_gap_alert"],
+        referrals_received=counts.get(RECEIVED, 0),
+        prompts_sent=sum(counts.get(e, 0) for e in SENT_EVENTS),
+        prompts_late=counts.get("prompt_sent_late", 0),
+        responses={kind: counts.get(kind, 0) for kind in RESPONSE_KINDS},
+        response_times=response_times(minutes),
+        breaches=counts.get("breach", 0),
+        unroutables=counts.get("unroutable", 0),
+        long_gaps=counts.get("long_gap_alert", 0),
         coverage=CoverageFigures(
-            referrals=counts["referral_received"], all_covered=all_covered, by_agency=by_state
+            referrals=counts.get(RECEIVED, 0), all_covered=all_covered, by_agency=by_state
         ),
         by_agency=[
             _figures(a, a.replace("_", " "), a, agencies[a]) for a in order if a in agencies
@@ -287,14 +310,20 @@ def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
     )
 
 
+def _batches(items: Iterable[TargetFacts], size: int) -> Iterator[list[TargetFacts]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
 def _figures(key: str, label: str, agency_type: str, tally: _Tally) -> GroupFigures:
     return GroupFigures(
         key=key,
         label=label,
         agency_type=agency_type,
-        asked=len(tally.asked),
-        answered=len(tally.answered),
-        responded=len(tally.responded),
+        asked=tally.asked,
+        answered=tally.answered,
+        responded=tally.responded,
         breaches=tally.breaches,
         unroutables=tally.unroutables,
     )

@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from slack_bolt import App, BoltResponse
+from slack_bolt.middleware import Middleware
+from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.exc import IntegrityError
 
@@ -16,7 +18,7 @@ from bot.delivery.home import HomeRefreshes
 from bot.models import SlackEvent
 from bot.services.responses import ResponseOutcome
 from bot.settings import Settings
-from bot.web.work import WorkQueue
+from bot.web.work import SlackTraffic, WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +34,14 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
     (docs/partner-workspaces.md); without it, everything is the home workspace's, as before.
 
     Listeners ack first and queue their work on `services.after_ack`: when that is the
-    default (run at once), the app gets its own bounded queue (bot/web/work.py). Home redraws
+    default (run at once), the app gets its own bounded queue (bot/web/work.py), which makes
+    way for the Slack requests counted in `services.slack_traffic`. Home redraws
     after a response are queued and coalesced per user (bot/delivery/home.py).
     """
     if services.after_ack is run_now:
-        services = replace(services, after_ack=WorkQueue().submit)
+        traffic = services.slack_traffic or SlackTraffic()
+        work = WorkQueue(traffic=traffic)
+        services = replace(services, after_ack=work.submit, slack_traffic=traffic)
     if services.homes is None:
         services = replace(services, homes=HomeRefreshes(
             services.session_factory, settings, services.clock
@@ -54,19 +59,19 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
         process_before_response=False,
         **(_partner_workspaces(settings, client, services) if settings.oauth_enabled else {}),
     )
-    app.middleware(_make_event_dedupe(services))
+    app.use(EventDedupe(_make_event_dedupe(services)))
+    from handlers import actions, commands, contacts, events, oncall, options, responses, views
+
+    # Bolt tries each listener's matcher in the order they were registered, each at the cost of
+    # building every argument a listener could take: the command and the clicks, which come
+    # by the hundred, go first (the matchers never overlap, so the order changes nothing else).
+    for surface in (commands, actions, oncall, contacts, views, options, responses, events):
+        surface.register(app, services)
     if settings.oauth_enabled:
         # tokens_revoked and app_uninstalled delete the workspace's installation.
         app.enable_token_revocation_listeners()
     else:
-        from handlers import events
-
         events.register_home_revocation(app)
-
-    from handlers import actions, commands, contacts, events, oncall, options, responses, views
-
-    for surface in (commands, views, options, actions, oncall, contacts, responses, events):
-        surface.register(app, services)
     return app
 
 
@@ -106,6 +111,19 @@ def _event_id(body: object) -> str | None:
     if not event_id.isascii() or not event_id.isprintable():
         return None
     return event_id
+
+
+class EventDedupe(Middleware):
+    """`dedupe_events` as a Bolt middleware called directly: one given to `app.middleware` is
+    handed its arguments by Bolt's injection, which builds every argument any listener could
+    take, on every request."""
+
+    def __init__(self, dedupe_events) -> None:
+        self._dedupe = dedupe_events
+        self._logger = logging.getLogger(__name__)
+
+    def process(self, *, req: BoltRequest, resp: BoltResponse, next):  # Bolt names it `next`
+        return self._dedupe(req.body, next, self._logger)
 
 
 def _make_event_dedupe(services: Services):

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from flask import Blueprint, Flask, Response, g, jsonify, request
 from slack_bolt import App
 from slack_bolt.adapter.flask import SlackRequestHandler
+from slack_bolt.adapter.flask.handler import to_flask_response
+from slack_bolt.request import BoltRequest
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
@@ -44,6 +46,7 @@ from bot.web.slack_guard import (
     APP_RATE_LIMITED,
     SSL_CHECK,
     URL_VERIFICATION,
+    Accepted,
     Refused,
     check_slack_request,
 )
@@ -143,6 +146,20 @@ class ReplayGuard:
             self._queue.release()
 
 
+def bolt_request(verdict: Accepted, text: str, query: str, headers) -> BoltRequest:
+    """Bolt's request for an accepted Slack request, with the body the guard has parsed.
+
+    Bolt's Flask adapter would parse the body again (an interaction's URL-encoded JSON costs as
+    much as everything else Bolt does for a click). BoltRequest takes a parsed body only in
+    Socket Mode, so the request is made as one and then given its raw body and HTTP mode, as
+    the adapter's would be: Bolt still verifies the signature over the raw body.
+    """
+    request = BoltRequest(body=verdict.body, query=query, headers=headers, mode="socket_mode")
+    request.raw_body = text
+    request.mode = "http"
+    return request
+
+
 def respond_pages(bolt_app: App, services: Services) -> Blueprint:
     """The email response pages, their links signed with a key derived from the signing secret."""
     settings = services.settings
@@ -170,8 +187,16 @@ def create_web_app(
         logger.warning("all database slots busy: %s %s answered 503", request.method, request.path)
         return jsonify(error="busy: the database is slow; try again"), 503
 
+    traffic = services.slack_traffic
+
     @web.post("/slack/events")
     def slack_events():
+        if traffic is None:
+            return answer_slack()
+        with traffic.serving():  # the work after the acks waits for a pause (bot/web/work.py)
+            return answer_slack()
+
+    def answer_slack():
         body = request.get_data(cache=True)
         verdict = check_slack_request(
             body, request.headers, signing_secret=signing_secret, now=time.time()
@@ -179,10 +204,17 @@ def create_web_app(
         if isinstance(verdict, Refused):
             logger.info("slack request refused %d: %s", verdict.status, verdict.reason)
             return jsonify(error=verdict.reason), verdict.status
+
+        def to_bolt():
+            text = body.decode("utf-8")  # the guard has checked that it is UTF-8
+            query = request.query_string.decode("utf-8", "replace")
+            answer = bolt_app.dispatch(bolt_request(verdict, text, query, request.headers))
+            return to_flask_response(answer)
+
         if not signing_secret or verdict.kind in _NO_DATABASE or verdict.acked_first:
             # Clicks and commands ack before any database work (handlers/deferred.py): no
             # database slot, no replay check here; both happen after the ack.
-            return slack_handler.handle(request)
+            return to_bolt()
         with slack_slots.held() as free:
             if not free:
                 return busy()
@@ -192,7 +224,7 @@ def create_web_app(
             if replayed:
                 logger.warning("slack request replayed (%s): ignored", verdict.kind)
                 return Response(status=200)
-            return slack_handler.handle(request)
+            return to_bolt()
 
     if services.settings.oauth_enabled:
         # Bolt's OAuth flow (docs/partner-workspaces.md); without SLACK_CLIENT_ID both are 404.

@@ -23,7 +23,7 @@ from bot.context import Services
 from bot.db import create_db_engine, make_session_factory
 from bot.errors import InputError, ServiceUnavailable
 from bot.settings import Settings
-from bot.web.work import SQLITE_WORKERS, WORKERS, WorkQueue
+from bot.web.work import SQLITE_WORKERS, WORKERS, SlackTraffic, WorkQueue
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,11 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
     factory = make_session_factory(engine)
     client = make_web_client(settings)
     # SQLite takes one writer at a time: more workers only queue on its lock (and time out).
-    work = WorkQueue(workers=SQLITE_WORKERS if engine.dialect.name == "sqlite" else WORKERS)
+    # The work after the acks makes way for the Slack requests the HTTP layer counts.
+    traffic = SlackTraffic()
+    work = WorkQueue(
+        workers=SQLITE_WORKERS if engine.dialect.name == "sqlite" else WORKERS, traffic=traffic
+    )
     dispatcher = None
     if with_dispatcher:
         dispatcher = Dispatcher(settings, factory, client, clock)
@@ -76,6 +80,7 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
         clock=clock,
         wake_dispatcher=dispatcher.wake if dispatcher else Services.wake_dispatcher,
         after_ack=work.submit,
+        slack_traffic=traffic,
         homes=dispatcher.homes
         if dispatcher
         else _paced_homes(engine, factory, client, settings, clock),

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -60,6 +60,9 @@ class Accepted:
     kind: str  # a payload type, `command`, `event_callback`, ...
     signature: str  # the hex HMAC: unique to (timestamp, body)
     timestamp: int
+    # The body as Bolt reads it (the payload of an interaction, the fields of a command, the
+    # JSON of an event), parsed once here and handed on so that Bolt need not parse it again.
+    body: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def replay_guarded(self) -> bool:
@@ -86,14 +89,21 @@ def check_slack_request(
     given = headers.get("X-Slack-Signature", "").strip()
     if not hmac.compare_digest(f"v0={digest}".encode(), given.encode("utf-8", "replace")):
         return Refused(401, "invalid signature")
-    kind = request_kind(body, headers.get("Content-Type", ""))
-    if isinstance(kind, Refused):
-        return kind
-    return Accepted(kind, digest, int(timestamp))
+    parsed = parse_request(body, headers.get("Content-Type", ""))
+    if isinstance(parsed, Refused):
+        return parsed
+    kind, data = parsed
+    return Accepted(kind, digest, int(timestamp), data)
 
 
 def request_kind(body: bytes, content_type: str) -> str | Refused:
     """The kind of a Slack request body, or why it is refused (400)."""
+    parsed = parse_request(body, content_type)
+    return parsed if isinstance(parsed, Refused) else parsed[0]
+
+
+def parse_request(body: bytes, content_type: str) -> tuple[str, dict[str, Any]] | Refused:
+    """The kind of a Slack request body and the body as Bolt reads it, or why it is refused."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -123,24 +133,23 @@ def _parse_object(text: str, what: str) -> dict[str, Any] | Refused:
 
 def _depth(value: Any) -> int:
     """How deep objects and arrays nest in `value` (iteratively: it may be very deep)."""
+    if not isinstance(value, dict | list):
+        return 0
     deepest = 0
-    pending = [(value, 1)]
+    pending = [(value, 1)]  # only objects and arrays: a scalar adds no depth
     while pending:
         item, depth = pending.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            return deepest
-        pending.extend((child, depth + 1) for child in children)
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_DEPTH:
+                return deepest
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                pending.append((child, depth + 1))
     return deepest
 
 
-def _json_kind(text: str) -> str | Refused:
+def _json_kind(text: str) -> tuple[str, dict[str, Any]] | Refused:
     data = _parse_object(text, "the body")
     if isinstance(data, Refused):
         return data
@@ -149,9 +158,9 @@ def _json_kind(text: str) -> str | Refused:
         challenge = data.get("challenge")
         if not isinstance(challenge, str) or not 0 < len(challenge) <= 256:
             return Refused(400, "url_verification needs a challenge string")
-        return kind
+        return kind, data
     if kind == APP_RATE_LIMITED:
-        return kind
+        return kind, data
     if kind != EVENT_CALLBACK:
         return Refused(400, "unknown request type")
     problem = (
@@ -167,7 +176,7 @@ def _json_kind(text: str) -> str | Refused:
     authorizations = data.get("authorizations") or []
     if not all(isinstance(a, dict) for a in authorizations):
         return Refused(400, "authorizations must be objects")
-    return kind
+    return kind, data
 
 
 def _event_id_problem(event_id: Any) -> str | None:
@@ -205,7 +214,7 @@ def _optional(data: dict[str, Any], key: str, types: type | tuple[type, ...]) ->
 _TYPE_NAMES = {str: "a string", dict: "an object", list: "an array"}
 
 
-def _form_kind(text: str) -> str | Refused:
+def _form_kind(text: str) -> tuple[str, dict[str, Any]] | Refused:
     try:
         pairs = parse_qsl(
             text,
@@ -224,7 +233,7 @@ def _form_kind(text: str) -> str | Refused:
     if "payload" in fields:
         return _payload_kind(fields["payload"])
     if "ssl_check" in fields:
-        return SSL_CHECK
+        return SSL_CHECK, fields
     if "command" in fields:
         for name in ("command", "user_id", "response_url"):
             if not fields.get(name):
@@ -234,11 +243,11 @@ def _form_kind(text: str) -> str | Refused:
         problem = _id_problem("user_id", fields["user_id"]) or _url_problem(
             "response_url", fields["response_url"]
         )
-        return Refused(400, problem) if problem else COMMAND
+        return Refused(400, problem) if problem else (COMMAND, fields)
     return Refused(400, "not a Slack request")
 
 
-def _payload_kind(text: str) -> str | Refused:
+def _payload_kind(text: str) -> tuple[str, dict[str, Any]] | Refused:
     payload = _parse_object(text, "payload")
     if isinstance(payload, Refused):
         return payload
@@ -260,7 +269,7 @@ def _payload_kind(text: str) -> str | Refused:
         or _optional(payload, "api_app_id", str)
         or _shape_of(kind, payload)
     )
-    return Refused(400, problem) if problem else kind
+    return Refused(400, problem) if problem else (kind, payload)
 
 
 def _id_problem(name: str, value: Any) -> str | None:

@@ -9,6 +9,7 @@ test runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -21,7 +22,6 @@ from tests.handlers.slack_payloads import (
     Harness,
     Scenario,
     block_actions,
-    build_scenario,
     running_bot,
     slack_user,
     wait_for,
@@ -65,11 +65,6 @@ def gate(engine: Engine) -> Iterator[Gate]:
 def bot(session_factory: sessionmaker[Session], gate: Gate) -> Iterator[Harness]:
     with running_bot(session_factory) as harness:
         yield harness
-
-
-@pytest.fixture
-def scenario(bot: Harness, session_factory: sessionmaker[Session]) -> Scenario:
-    return build_scenario(session_factory, bot.client)
 
 
 def test_a_click_is_acked_while_the_database_is_stalled_then_recorded(
@@ -122,3 +117,31 @@ def test_an_on_call_acknowledgement_is_acked_while_the_database_is_stalled_then_
     with session_factory() as session:
         [ack] = session.scalars(select(OnCallAcknowledgement)).all()
         assert ack.person_id == "edt-bob"
+
+
+def test_the_work_makes_way_for_slack_requests_but_a_modal_opens_at_once(
+    bot: Harness, scenario: Scenario, session_factory: sessionmaker[Session]
+) -> None:
+    def press(action_id: str) -> None:
+        answer = bot.send_payload(
+            block_actions(
+                slack_user("hv-kpatel"), action_id, str(scenario.prompt_id),
+                channel_id=scenario.dm_channel, message_ts=scenario.dm_ts,
+            )
+        )  # fmt: skip
+        assert (answer.status, answer.body) == (200, b"")
+
+    with bot.services.slack_traffic.serving():  # Slack's requests never pause
+        # "I hold information" opens a modal: its trigger_id lasts 3 s, so it does not wait.
+        press(ids.HAS_INFO)
+        [opened] = wait_for(lambda: bot.calls("views.open"))
+        assert opened.args["view"]["callback_id"] == ids.HAS_INFO_MODAL
+        # Acknowledge's work waits for a pause (bot/web/work.py: at most YIELD_SECONDS).
+        press(ids.ACK)
+        time.sleep(0.3)
+        assert bot.calls("chat.update") == []
+        with session_factory() as session:
+            assert session.scalar(select(func.count()).select_from(Response)) == 0
+    wait_for(lambda: bot.calls("chat.update"))
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(Response)) == 1

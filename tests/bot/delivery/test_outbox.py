@@ -7,30 +7,24 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery import outbox
 from bot.delivery.kinds import RowState
 from bot.models import OutboxMessage, Referral
+from tests.bot.factories import new_referral
 
 T = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # a Monday morning
 LEASE = timedelta(minutes=10)
 
 
 def add_referral(session: Session, referral_id: str = "HO-AAAAAA") -> Referral:
-    referral = Referral(
-        referral_id=referral_id,
+    referral = new_referral(
+        referral_id,
+        received_at=T - timedelta(days=2),
         external_ref=f"LCS-{referral_id}",
         category="neglect",
-        urgency="standard",
-        referred_at=T - timedelta(days=2),
-        received_at=T - timedelta(days=2),
-        referrer_id="edt-amy",
-        summary="never sent",
-        source="api",
-        request_hash="0" * 64,
-        rota_version=1,
-        plan_json="{}",
     )
     session.add(referral)
     session.flush()
@@ -200,9 +194,21 @@ def test_concurrent_claims_never_overlap(session_factory) -> None:
     errors: list[BaseException] = []
 
     def worker(name: str) -> None:
+        # Three claimers in a tight loop: on SQLite one can wait out the busy timeout while the
+        # others keep the write lock, which a dispatcher meets as a failed pass and retries.
         got: list[int] = []
+        locked = 0
         try:
-            while batch := claim(session_factory, T, name, limit=7):
+            while True:
+                try:
+                    batch = claim(session_factory, T, name, limit=7)
+                except OperationalError as exc:
+                    if "locked" not in str(exc) or locked == 20:
+                        raise
+                    locked += 1
+                    continue
+                if not batch:
+                    break
                 got.extend(batch)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
