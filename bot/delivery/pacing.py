@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -85,8 +86,27 @@ def bucket_name(token: str | None, tier: str) -> str:
     return f"{digest}:{tier}"
 
 
+@dataclass
+class _Seen:
+    """A bucket as this pacer last saw it, and the tokens it holds taken but not yet used."""
+
+    tokens: float  # at `at`
+    at: float
+    blocked_until: float | None = None
+    held: int = 0
+    held_until: float = 0.0
+
+
 class Pacer:
-    """Takes tokens from the shared buckets, waiting when they are empty."""
+    """Takes tokens from the shared buckets, waiting when they are empty.
+
+    What a take answers (the tokens left) is remembered, so the next call waits out an empty
+    bucket here rather than asking the database for a token it cannot have; and a caller with
+    several calls ahead (a dispatcher's batch) takes as many tokens as the bucket has for them
+    in one UPDATE. A token taken is used at once or not at all: one held longer than a token's
+    time (1 / rate) is dropped, so no call goes later than the bucket allowed by more than the
+    one token each bucket keeps in hand (`tiers_for`).
+    """
 
     def __init__(
         self,
@@ -100,23 +120,52 @@ class Pacer:
         self.tiers = dict(tiers)
         self._now = now
         self._sleep = sleep
+        self._seen: dict[str, _Seen] = {}
+        self._lock = threading.Lock()
 
-    def wait(self, token: str | None, method: str) -> float:
+    def wait(self, token: str | None, method: str, *, ahead: int = 1) -> float:
         """Take a token for `method` in `token`'s workspace, waiting as long as needed; returns
-        the seconds waited (0 for a method no tier paces)."""
-        tier = TIER_OF_METHOD.get(method)
-        if tier is None or tier not in self.tiers:
+        the seconds waited (0 for a method no tier paces). `ahead`: how many calls of this
+        tier the caller is about to make, this one included."""
+        tier_name = TIER_OF_METHOD.get(method)
+        if tier_name is None or tier_name not in self.tiers:
             return 0.0
+        tier = self.tiers[tier_name]
+        bucket = bucket_name(token, tier_name)
         waited = 0.0
         while True:
-            pause = self.take(bucket_name(token, tier), self.tiers[tier])
+            want, pause = self._plan(bucket, tier, ahead)
+            if want == 0:
+                return waited  # a token held from an earlier take
             if pause <= 0:
-                return waited
+                pause = self.take(bucket, tier, want)
+                if pause <= 0:
+                    return waited
             self._sleep(pause)
             waited += pause
 
-    def take(self, bucket: str, tier: Tier) -> float:
-        """One token now (0.0), else the seconds until one is due. One UPDATE, atomic."""
+    def _plan(self, bucket: str, tier: Tier, ahead: int) -> tuple[int, float]:
+        """(0, 0) when a held token is used now; else how many tokens to take, and how long
+        the bucket, as last seen, needs before it has one."""
+        now = self._now()
+        with self._lock:
+            seen = self._seen.get(bucket)
+            if seen is None:
+                return 1, 0.0
+            if seen.held and now <= seen.held_until:
+                seen.held -= 1
+                return 0, 0.0
+            seen.held = 0
+            if seen.blocked_until is not None and now < seen.blocked_until:
+                return 1, seen.blocked_until - now
+            tokens = min(tier.burst, seen.tokens + max(0.0, now - seen.at) * tier.per_second)
+            if tokens < _WHOLE:
+                return 1, (1.0 - tokens) / tier.per_second
+            return max(1, min(ahead, int(tokens + 1e-9))), 0.0
+
+    def take(self, bucket: str, tier: Tier, count: int = 1) -> float:
+        """`count` tokens now (0.0; the first is this call's, the rest are held for the next
+        calls), else the seconds until one is due. One UPDATE, atomic."""
         now = self._now()
         table = SlackRateBucket.__table__
         elapsed = case((table.c.updated_at < now, now - table.c.updated_at), else_=0.0)
@@ -127,16 +176,19 @@ class Pacer:
             .where(
                 table.c.bucket == bucket,
                 or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
-                refilled >= _WHOLE,
+                refilled >= count - 1.0 + _WHOLE,
             )
             .values(
-                tokens=refilled - 1.0,
+                tokens=refilled - float(count),
                 updated_at=case((table.c.updated_at < now, now), else_=table.c.updated_at),
                 blocked_until=None,
             )
+            .returning(table.c.tokens, table.c.updated_at)
         )
         with self.engine.begin() as conn:
-            if conn.execute(taking).rowcount == 1:
+            taken = conn.execute(taking).first()
+            if taken is not None:
+                self._saw(bucket, taken.tokens, taken.updated_at, None, held=count - 1, tier=tier)
                 return 0.0
             row = conn.execute(
                 select(table.c.tokens, table.c.updated_at, table.c.blocked_until).where(
@@ -145,11 +197,27 @@ class Pacer:
             ).first()
         if row is None:
             self._create(bucket, tier, now)
-            return self.take(bucket, tier)
+            return self.take(bucket, tier, count)
+        self._saw(bucket, row.tokens, row.updated_at, row.blocked_until)
         tokens = min(tier.burst, row.tokens + max(0.0, now - row.updated_at) * tier.per_second)
         until_token = (1.0 - tokens) / tier.per_second if tokens < _WHOLE else 0.0
         until_open = (row.blocked_until - now) if row.blocked_until else 0.0
         return max(until_token, until_open, 1e-6)
+
+    def _saw(
+        self,
+        bucket: str,
+        tokens: float,
+        at: float,
+        blocked_until: float | None,
+        *,
+        held: int = 0,
+        tier: Tier | None = None,
+    ) -> None:
+        now = self._now()
+        held_until = now + 1.0 / tier.per_second if tier is not None else 0.0
+        with self._lock:
+            self._seen[bucket] = _Seen(tokens, at, blocked_until, held, held_until)
 
     def hold(self, token: str | None, method: str, retry_after: float) -> None:
         """Slack answered 429: empty the bucket of `method` until `retry_after` seconds from
@@ -160,6 +228,8 @@ class Pacer:
         bucket = bucket_name(token, tier)
         now = self._now()
         until = now + max(retry_after, 1.0)
+        with self._lock:
+            self._seen[bucket] = _Seen(0.0, until, until)
         table = SlackRateBucket.__table__
         with self.engine.begin() as conn:
             held = conn.execute(

@@ -18,11 +18,12 @@ logger = logging.getLogger(__name__)
 
 
 def find_or_send(
-    channel: Channel, delivery: Delivery, pacer: Pacer | None = None
+    channel: Channel, delivery: Delivery, pacer: Pacer | None = None, *, ahead: int = 1
 ) -> tuple[Sent, bool]:
     """Where the row's message now is, and whether it was found rather than sent now.
 
-    With a `pacer`, each Slack call first waits for its rate tier's token (pacing.py).
+    With a `pacer`, each Slack call first waits for its rate tier's token (pacing.py); `ahead`
+    is how many messages the caller's batch still sends, this one included.
     """
     if delivery.check_history:
         _pace(pacer, channel, "conversations.history")
@@ -31,12 +32,12 @@ def find_or_send(
             logger.info("%s %s was already sent (%s)", delivery.kind, delivery.row_id, found.ts)
             return found, True
     if delivery.update is not None:
-        _pace(pacer, channel, "chat.update")
+        _pace(pacer, channel, "chat.update", ahead)
         return channel.update(delivery.update, delivery.message), False
-    _pace(pacer, channel, "chat.postMessage")
+    _pace(pacer, channel, "chat.postMessage", ahead)
     return channel.send(delivery.address, delivery.message), False
 
 
-def _pace(pacer: Pacer | None, channel: Channel, method: str) -> None:
+def _pace(pacer: Pacer | None, channel: Channel, method: str, ahead: int = 1) -> None:
     if pacer is not None and isinstance(channel, SlackChannel):
-        pacer.wait(channel.client.token, method)
+        pacer.wait(channel.client.token, method, ahead=ahead)
