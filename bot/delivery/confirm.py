@@ -29,7 +29,6 @@ from bot.delivery.compose.copy import message_record
 from bot.delivery.kinds import (
     ACKNOWLEDGED_ALERT_KINDS,
     ACTOR,
-    ONCALL_FOLLOW_UP_KINDS,
     OutboxKind,
     Outcome,
     TargetState,
@@ -47,6 +46,8 @@ LATE_GRACE = timedelta(minutes=2)
 EVENT_WHEN_DELIVERED = {
     OutboxKind.ON_CALL: "on_call_alerted",
     OutboxKind.INFO_NOTICE: "information_notice_sent",  # docs/closing-the-loop.md
+    OutboxKind.ONCALL_REPAGE: "on_call_repaged",
+    OutboxKind.ONCALL_UNANSWERED: "on_call_unanswered",
 }
 
 
@@ -140,19 +141,6 @@ def _settle(
         audit.record(
             session,
             EVENT_WHEN_DELIVERED[delivery.kind],
-            at=when,
-            referral_id=referral.referral_id,
-            actor=ACTOR,
-            recipient=delivery.recipient,
-            target=delivery.target,
-            detail={**delivery.log_detail, **where},
-        )
-    elif delivery.kind in ONCALL_FOLLOW_UP_KINDS:
-        audit.record(
-            session,
-            "on_call_repaged"
-            if delivery.kind == OutboxKind.ONCALL_REPAGE
-            else "on_call_unanswered",
             at=when,
             referral_id=referral.referral_id,
             actor=ACTOR,
