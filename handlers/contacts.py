@@ -30,7 +30,7 @@ def register(app: App, services: Services) -> None:
 
 def _make_answer(services: Services, *, made: bool) -> Work:
     def answer(body: dict, client: WebClient, workspace: str | None) -> None:
-        # record_contact knows the clicker by Slack user alone; `workspace` is not used.
+        # A user is known by (workspace, user).
         container = dict_at(body, "container")
         channel = text_or_none(dict_at(body, "channel").get("id")) or text_or_none(
             container.get("channel_id")
@@ -47,6 +47,7 @@ def _make_answer(services: Services, *, made: bool) -> Work:
                     made,
                     now=services.clock.now(),
                     settings=services.settings,
+                    workspace=workspace,
                 )
         except SQLAlchemyError:
             logger.exception("could not record a contact answer: database unavailable")

@@ -14,7 +14,8 @@ outbox rows like every other message:
 
 A missed contact (clicked, or no answer) sends a DM to the professional and their team manager.
 `record_contact` records a click once (a compare-and-set on the promise's state), by the
-referrer, a person of the owner team, or someone with `oversight`.
+referrer, a person of the owner team, or someone with `oversight`; a clicker is known by
+(workspace, user), as for every other click (docs/partner-workspaces.md).
 
 These functions take a session and never commit.
 """
@@ -124,18 +125,8 @@ def record_offer(
     if settings.owner_team:
         people.append((OWNER, None))  # the owner's chain, resolved when due
     check_at = contact_by + CHECK_AFTER
-    for to, person_id in people:
-        for kind, due in ((OutboxKind.INFO_NOTICE, now), (OutboxKind.CONTACT_CHECK, check_at)):
-            outbox.enqueue_loop_message(
-                session,
-                kind,
-                referral.referral_id,
-                target_id=target.id,
-                due_at=due,
-                recipient_id=person_id,
-                followup_id=followup.id,
-                to=to,
-            )
+    _owe(session, followup, OutboxKind.INFO_NOTICE, people, due_at=now)
+    _owe(session, followup, OutboxKind.CONTACT_CHECK, people, due_at=check_at)
     outbox.enqueue_loop_message(
         session,
         OutboxKind.CONTACT_DEADLINE,
@@ -178,9 +169,11 @@ def record_contact(
     now: datetime,
     settings: Settings,
     person_id: str | None = None,
+    workspace: str | None = None,
 ) -> ContactOutcome:
     """Record whether a promised contact happened, once, by someone who may say so: the Slack
-    user who clicked, or the person an email link was made for (`person_id`; docs/email.md)."""
+    user who clicked (of `workspace`; None: the home one), or the person an email link was made
+    for (`person_id`; docs/email.md)."""
     followup = session.get(ContactFollowup, followup_id) if followup_id is not None else None
     if followup is None:
         return ContactOutcome("not_found")
@@ -189,10 +182,13 @@ def record_contact(
         found = session.get(Person, person_id)
         person = found if found is not None and found.active else None
     else:
-        person = person_for_slack_user(session, slack_user_id)
+        person = person_for_slack_user(session, slack_user_id, workspace)
     version = RotaStore(session).current_rota_version()
     if person is None or not may_answer_contact(followup, person):
-        who = {"via": "email link"} if person_id is not None else {"slack_user": slack_user_id}
+        if person_id is not None:
+            who = {"via": "email link"}
+        else:
+            who = {"slack_user": slack_user_id, **({"workspace": workspace} if workspace else {})}
         audit.record(
             session,
             "response_refused",
@@ -262,19 +258,32 @@ def settle_contact(
         return
     store = RotaStore(session)
     professional = store.person(followup.professional_id)
-    told = [(PROFESSIONAL, followup.professional_id)]
+    told: list[tuple[str, str | None]] = [(PROFESSIONAL, followup.professional_id)]
     team = store.team(professional.team_id) if professional is not None else None
     if team is not None and team.manager_id and team.manager_id != followup.professional_id:
         manager = store.person(team.manager_id)
         if manager is not None and manager.active:
             told.append((MANAGER, manager.person_id))
-    for to, person_id in told:
+    _owe(session, followup, OutboxKind.CONTACT_MISSED, told, due_at=now)
+
+
+def _owe(
+    session: Session,
+    followup: ContactFollowup,
+    kind: OutboxKind,
+    people: list[tuple[str, str | None]],
+    *,
+    due_at: datetime,
+) -> None:
+    """A loop message of `kind` about the promise to each of `people` ((whom it is for, their
+    person_id: None for the owner's chain, resolved when due)), due at `due_at`."""
+    for to, person_id in people:
         outbox.enqueue_loop_message(
             session,
-            OutboxKind.CONTACT_MISSED,
+            kind,
             followup.referral_id,
             target_id=followup.target_id,
-            due_at=now,
+            due_at=due_at,
             recipient_id=person_id,
             followup_id=followup.id,
             to=to,

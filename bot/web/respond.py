@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 from sqlalchemy.exc import SQLAlchemyError
@@ -74,20 +74,16 @@ CONTACT_LABELS = {
 }
 CONTACT_QUESTION = "Did the contact happen?"
 
-# The page for each way a link or a form is refused: (status, title, explanation).
+_BROKEN_LINK = (
+    404,
+    "This link does not work",
+    "Check that you opened the whole link from Handover's email. If it still does not "
+    "work, answer in Slack, or phone the team that sent the referral.",
+)
+# The page for each way a link, a form or an answer is refused: (status, title, explanation).
 REFUSALS: dict[str, tuple[int, str, str]] = {
-    "forged": (
-        404,
-        "This link does not work",
-        "Check that you opened the whole link from Handover's email. If it still does not "
-        "work, answer in Slack, or phone the team that sent the referral.",
-    ),
-    "altered": (
-        404,
-        "This link does not work",
-        "Check that you opened the whole link from Handover's email. If it still does not "
-        "work, answer in Slack, or phone the team that sent the referral.",
-    ),
+    "forged": _BROKEN_LINK,
+    "altered": _BROKEN_LINK,
     "expired": (
         410,
         "This link has expired",
@@ -115,9 +111,25 @@ REFUSALS: dict[str, tuple[int, str, str]] = {
         "Handover is unavailable",
         "Nothing was recorded. Please try again in a few minutes.",
     ),
+    # The response service says why (its reason is the page's text).
+    "refused": (403, "You cannot answer this prompt", ""),
+    "contact_refused": (
+        403,
+        "You cannot answer this contact check",
+        "Only the referrer, the daytime social-care team and oversight may say whether this "
+        "contact happened. Nothing was recorded.",
+    ),
 }
+# How the log names an answer refused once its link was read (the services log who may not).
+LOGGED_REFUSALS = {
+    "already": "already answered",
+    "closed": "referral closed",
+    "not_found": "prompt not found",
+}
+LOGGED_CONTACT_REFUSALS = {"already": "already answered", "not_found": "contact check not found"}
 
 AfterResponse = Callable[[ResponseOutcome], None]
+T = TypeVar("T")
 
 
 def _no_follow_up(outcome: ResponseOutcome) -> None:
@@ -138,6 +150,27 @@ def create_respond_blueprint(
     )
     settings, factory, clock = services.settings, services.session_factory, services.clock
     tz = settings.timezone
+
+    def ask(
+        service: Callable[..., T],
+        session: Any,
+        claim: LinkClaim,
+        answer: Any,
+        now: datetime,
+        **form: Any,
+    ) -> T:
+        """`service` (check_response, record_response, record_contact) asked about the link's
+        prompt or contact check for the link's person: the call a Slack click makes."""
+        return service(
+            session,
+            claim.prompt_id,
+            _slack_id(session, claim.person_id),
+            answer,
+            now=now,
+            settings=settings,
+            person_id=claim.person_id,
+            **form,
+        )
 
     @pages.after_request
     def secured(response: Response) -> Response:
@@ -164,15 +197,7 @@ def create_respond_blueprint(
                 with factory.begin() as session:
                     return contact_page(session, token, claim, now, status=200)
             with factory.begin() as session:
-                outcome = check_response(
-                    session,
-                    claim.prompt_id,
-                    _slack_id(session, claim.person_id),
-                    claim.answer,
-                    now=now,
-                    settings=settings,
-                    person_id=claim.person_id,
-                )
+                outcome = ask(check_response, session, claim, claim.answer, now)
                 return outcome_page(session, token, claim, outcome, now, viewing=True)
         except SQLAlchemyError:
             logger.exception("response page: database unavailable")
@@ -193,24 +218,9 @@ def create_respond_blueprint(
                 return answer_contact(token, claim, now)
             answers = _answers(claim.answer)
             with factory.begin() as session:
-                outcome = record_response(
-                    session,
-                    claim.prompt_id,
-                    _slack_id(session, claim.person_id),
-                    claim.answer,
-                    now=now,
-                    settings=settings,
-                    person_id=claim.person_id,
-                    **answers,
-                )
-                if outcome.status in ("already", "closed", "not_found"):
-                    reason = {"already": "already answered", "closed": "referral closed"}
-                    log_refused_link(
-                        session,
-                        reason.get(outcome.status, "prompt not found"),
-                        now=now,
-                        claim=claim,
-                    )
+                outcome = ask(record_response, session, claim, claim.answer, now, **answers)
+                if outcome.status in LOGGED_REFUSALS:
+                    log_refused_link(session, LOGGED_REFUSALS[outcome.status], now=now, claim=claim)
                 if outcome.status != "recorded":
                     return outcome_page(session, token, claim, outcome, now, posted=answers)
         except SQLAlchemyError:
@@ -235,15 +245,9 @@ def create_respond_blueprint(
     ) -> Response | tuple[str, int]:
         """The page for what the service said: the form, the answer given, or a refusal."""
         if outcome.status == "refused":
-            return page(
-                "respond/message.html",
-                403,
-                title="You cannot answer this prompt",
-                text=outcome.reason,
-            )
+            return refusal("refused", text=outcome.reason)
         if outcome.status in ("closed", "not_found"):
-            status, title, text = REFUSALS[outcome.status]
-            return page("respond/message.html", 200 if viewing else status, title=title, text=text)
+            return refusal(outcome.status, status=200 if viewing else None)
         if outcome.status == "already":
             return answered_page(session, claim, outcome, now, status=200 if viewing else 409)
         return form_page(session, token, claim, outcome, now, posted=posted)
@@ -283,15 +287,7 @@ def create_respond_blueprint(
         errors = dict(outcome.field_errors)
         if claim.answer == ResponseKind.HAS_INFORMATION:
             slots = outcome.contact_slots or tuple(
-                check_response(
-                    session,
-                    claim.prompt_id,
-                    "",
-                    claim.answer,
-                    now=now,
-                    settings=settings,
-                    person_id=claim.person_id,
-                ).contact_slots
+                ask(check_response, session, claim, claim.answer, now).contact_slots
             )
             context["slots"] = [(s.isoformat(), slot_label(s, now, tz)) for s in slots]
             context["methods"] = list(METHOD_LABELS.items())
@@ -336,30 +332,17 @@ def create_respond_blueprint(
 
     def answer_contact(token: str, claim: LinkClaim, now: datetime) -> Response | tuple[str, int]:
         """Record a contact check's answer as its Slack button does; 303 to the page."""
+        made = claim.answer == ContactAnswer.MADE
         with factory.begin() as session:
-            outcome = record_contact(
-                session,
-                claim.prompt_id,
-                _slack_id(session, claim.person_id),
-                claim.answer == ContactAnswer.MADE,
-                now=now,
-                settings=settings,
-                person_id=claim.person_id,
-            )
+            outcome = ask(record_contact, session, claim, made, now)
+            if outcome.status in LOGGED_CONTACT_REFUSALS:
+                reason = LOGGED_CONTACT_REFUSALS[outcome.status]
+                log_refused_link(session, reason, now=now, claim=claim)
             if outcome.status == "refused":
-                return page(
-                    "respond/message.html",
-                    403,
-                    title="You cannot answer this contact check",
-                    text="Only the referrer, the daytime social-care team and oversight may say "
-                    "whether this contact happened. Nothing was recorded.",
-                )
+                return refusal("contact_refused")
             if outcome.status == "not_found":
-                log_refused_link(session, "contact check not found", now=now, claim=claim)
-                status, title, text = REFUSALS["not_found"]
-                return page("respond/message.html", status, title=title, text=text)
+                return refusal("not_found")
             if outcome.status == "already":
-                log_refused_link(session, "already answered", now=now, claim=claim)
                 return contact_page(session, token, claim, now, status=409, outcome=outcome)
         return redirect(url_for("respond.show", token=token), code=303)
 
@@ -375,10 +358,7 @@ def create_respond_blueprint(
         """The contact check: its form, or the answer it has (who gave it and when)."""
         followup = session.get(ContactFollowup, claim.prompt_id)
         if followup is None:
-            _, title, text = REFUSALS["not_found"]
-            return page(
-                "respond/message.html", 404 if status != 200 else 200, title=title, text=text
-            )
+            return refusal("not_found", status=200 if status == 200 else None)
         assert isinstance(claim.answer, ContactAnswer)
         context: dict[str, Any] = {
             "answer": claim.answer,
@@ -417,8 +397,7 @@ def create_respond_blueprint(
         )
 
     def refusal_page(reason: str, again: str | None = None) -> Response:
-        status, title, text = REFUSALS[reason]
-        body, code = page("respond/message.html", status, title=title, text=text, again=again)
+        body, code = refusal(reason, again=again)
         return Response(body, status=code, mimetype="text/html")
 
     return pages
@@ -427,6 +406,20 @@ def create_respond_blueprint(
 def page(template: str, status: int, **context: Any) -> tuple[str, int]:
     """A rendered page and its status."""
     return render_template(template, **context), status
+
+
+def refusal(
+    reason: str, *, status: int | None = None, text: str | None = None, again: str | None = None
+) -> tuple[str, int]:
+    """The page of a refusal (REFUSALS), with another status or text when given."""
+    code, title, explanation = REFUSALS[reason]
+    return page(
+        "respond/message.html",
+        code if status is None else status,
+        title=title,
+        text=explanation if text is None else text,
+        again=again,
+    )
 
 
 def _slack_id(session: Any, person_id: str) -> str:

@@ -9,9 +9,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.delivery.kinds import AlertKind
+from handlers.blocks.parts import actions_block, button, fields_block, header_block, section_block
 from handlers.blocks.prompt import (
     ReferralFacts,
     format_local,
+    mention_or_id,
     mrkdwn_escape,
     notification_text,
     referral_fields,
@@ -177,26 +179,17 @@ def build_alert_message(
     if repage:
         headline = REPAGE_PREFIX + headline
         notification += " (not yet acknowledged)"
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": headline}},
-        {
-            "type": "section",
-            "text": {
-                "type": "mrkdwn",
-                "text": _body(
-                    kind,
-                    target=target,
-                    recipient=recipient,
-                    detail=detail,
-                    reason=reason,
-                    channel=channel,
-                    instead=instead,
-                    what=what,
-                )[:3000],
-            },
-        },
-        {"type": "section", "fields": referral_fields(facts, tz)},
-    ]
+    body = _body(
+        kind,
+        target=target,
+        recipient=recipient,
+        detail=detail,
+        reason=reason,
+        channel=channel,
+        instead=instead,
+        what=what,
+    )
+    blocks = [header_block(headline), section_block(body), fields_block(referral_fields(facts, tz))]
     if acknowledged is not None:
         blocks.append(acknowledged_block(*acknowledged, tz=tz))
     elif ack_row_id is not None:
@@ -206,24 +199,13 @@ def build_alert_message(
 
 def ack_button_block(ack_row_id: int) -> dict[str, Any]:
     """The actions block of an on-call DM: one button, valued with its alert's row id."""
-    button = {
-        "type": "button",
-        "action_id": ONCALL_ACK,
-        "text": {"type": "plain_text", "text": ACK_BUTTON_LABEL},
-        "style": "primary",
-        "value": str(ack_row_id),
-    }
-    return {"type": "actions", "elements": [button]}
-
-
-def _who(who: str) -> str:
-    return who if who.startswith("<@") else f"`{mrkdwn_escape(who)}`"
+    return actions_block([button(ONCALL_ACK, ACK_BUTTON_LABEL, str(ack_row_id), "primary")])
 
 
 def acknowledged_block(who: str, at: datetime, *, tz: ZoneInfo) -> dict[str, Any]:
     """Who acknowledged an on-call alert, and when (in place of its button)."""
-    text = f":white_check_mark: *Acknowledged* by {_who(who)} at {format_local(at, tz)}."
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    text = f":white_check_mark: *Acknowledged* by {mention_or_id(who)} at {format_local(at, tz)}."
+    return section_block(text)
 
 
 def build_unanswered_message(
@@ -241,19 +223,16 @@ def build_unanswered_message(
     about = _ABOUT.get(kind, kind.replace("_", " "))
     if target:
         about += f" ({_code(target)})"
-    who = ", ".join(_who(h) for h in holders) or "nobody could be reached"
+    who = ", ".join(mention_or_id(h) for h in holders) or "nobody could be reached"
     text = (
         f"An on-call alert was sent at {format_local(sent_at, tz)} and sent again, and nobody "
         f"has acknowledged it: {about}.\n*Did not answer:* {who}\n"
         "Please make sure someone on call picks this referral up."
     )
-    blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {"type": "plain_text", "text": _HEADLINES[AlertKind.ONCALL_UNANSWERED]},
-        },
-        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
-        {"type": "section", "fields": referral_fields(facts, tz)},
+    blocks = [
+        header_block(_HEADLINES[AlertKind.ONCALL_UNANSWERED]),
+        section_block(text),
+        fields_block(referral_fields(facts, tz)),
     ]
     what = _NOTIFICATIONS[AlertKind.ONCALL_UNANSWERED]
     return {"text": notification_text(facts.referral_id, what), "blocks": blocks}

@@ -9,6 +9,14 @@ from zoneinfo import ZoneInfo
 
 from bot.delivery.kinds import ResponseKind, TargetState
 from bot.models import ReferralStatus
+from handlers.blocks.parts import (
+    SECTION_TEXT_LIMIT,
+    context_block,
+    divider_block,
+    fields_block,
+    header_block,
+    section_block,
+)
 from handlers.blocks.prompt import (
     ReferralFacts,
     format_local,
@@ -17,7 +25,6 @@ from handlers.blocks.prompt import (
     referral_fields,
 )
 
-SECTION_TEXT_LIMIT = 3000
 MAX_TARGET_SECTIONS = 40  # leaves room for header, facts and context within 50 blocks
 
 STATE_ICONS = {
@@ -73,10 +80,7 @@ def _sections_of(lines: Sequence[str]) -> list[dict[str, Any]]:
             current = candidate[:SECTION_TEXT_LIMIT]
     if current:
         sections.append(current)
-    return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-        for text in sections[:MAX_TARGET_SECTIONS]
-    ]
+    return [section_block(text) for text in sections[:MAX_TARGET_SECTIONS]]
 
 
 def build_card(
@@ -103,9 +107,9 @@ def build_card(
         " (closed)" if status == ReferralStatus.CLOSED else ""
     )
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": header}},
-        {"type": "section", "fields": referral_fields(facts, tz)},
-        {"type": "divider"},
+        header_block(header),
+        fields_block(referral_fields(facts, tz)),
+        divider_block(),
         *_sections_of(lines or ["No targets."]),
     ]
     if offsets is not None:
@@ -116,14 +120,7 @@ def build_card(
             f"the chain and team manager at +{escalate}, the escalation channel at +{channel} "
             "working minutes; breach at the end of the recipient's own working day."
         )
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": text}]})
+        blocks.append(context_block(text))
     if updated_at is not None:
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [
-                    {"type": "mrkdwn", "text": f"Updated {format_local(updated_at, tz)}."}
-                ],
-            }
-        )
+        blocks.append(context_block(f"Updated {format_local(updated_at, tz)}."))
     return {"text": notification_text(facts.referral_id, "referral card"), "blocks": blocks}

@@ -13,7 +13,15 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from handlers.blocks.parts import (
+    actions_block,
+    context_block,
+    fields_block,
+    header_block,
+    section_block,
+)
 from handlers.blocks.prompt import (
+    NO_PERSONAL_DATA,
     PROMPT_ACTIONS_BLOCK,
     QUESTION,
     ReferralFacts,
@@ -23,8 +31,6 @@ from handlers.blocks.prompt import (
     referral_fields,
     response_buttons,
 )
-
-NO_PERSONAL_DATA = "The details are in the case system; this message holds no personal data."
 
 # Why an escalation DM reaches this person.
 ESCALATION_ROLES = {
@@ -48,28 +54,6 @@ def channel_label(channel_id: str) -> str:
     return f"<#{channel_id}>"
 
 
-def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-
-
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
-
-
-def _response_buttons(prompt_id: int) -> dict[str, Any]:
-    # The same buttons as the prompt, valued with the original prompt's id, so whoever the
-    # message reaches can answer for the target from here (permissions are checked on click).
-    return {
-        "type": "actions",
-        "block_id": PROMPT_ACTIONS_BLOCK,
-        "elements": response_buttons(prompt_id),
-    }
-
-
 def _message(
     heading: str,
     body: str,
@@ -81,13 +65,15 @@ def _message(
 ) -> dict[str, Any]:
     """Heading, body, the referral's facts, the buttons (given a prompt) and the privacy note."""
     blocks = [
-        _header(f"{heading}: handover referral {facts.referral_id}"),
-        _section(body),
-        {"type": "section", "fields": referral_fields(facts, tz)},
+        header_block(f"{heading}: handover referral {facts.referral_id}"),
+        section_block(body),
+        fields_block(referral_fields(facts, tz)),
     ]
     if prompt_id is not None:
-        blocks.append(_response_buttons(prompt_id))
-    blocks.append(_context(NO_PERSONAL_DATA))
+        # The same buttons as the prompt, valued with the original prompt's id, so whoever the
+        # message reaches can answer for the target from here (permissions are checked on click).
+        blocks.append(actions_block(response_buttons(prompt_id), PROMPT_ACTIONS_BLOCK))
+    blocks.append(context_block(NO_PERSONAL_DATA))
     return {"text": notification_text(facts.referral_id, notice), "blocks": blocks}
 
 

@@ -35,7 +35,17 @@ from bot.services.logbook import (
     Overdue,
     ReferralHistory,
 )
+from handlers.blocks.parts import (
+    SECTION_TEXT_LIMIT,
+    actions_block,
+    button,
+    context_block,
+    divider_block,
+    header_block,
+    section_block,
+)
 from handlers.blocks.prompt import (
+    QUESTION,
     RESPONSE_LABELS,
     ReferralFacts,
     category_label,
@@ -53,7 +63,6 @@ PAGINATION_ACTIONS = (HOME_NEXT, HOME_PREVIOUS)
 
 MAX_VIEW_BLOCKS = 100
 MAX_MESSAGE_BLOCKS = 50
-SECTION_TEXT_LIMIT = 3000
 MAX_OVERDUE_LINES = 15
 MAX_OWN_PROMPTS_FOR_MANAGER = 5
 MAX_MESSAGE_SECTIONS = 40
@@ -82,29 +91,6 @@ COVERAGE_ICONS = {
 COVERAGE_KEY = "coverage: " + ", ".join(
     f"{COVERAGE_ICONS[s]} {COVERAGE_WORDS[s]}" for s in CoverageState
 )
-
-
-def _text(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text[:SECTION_TEXT_LIMIT]}
-
-
-def _section(text: str, block_id: str | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "text": _text(text)}
-    if block_id:
-        block["block_id"] = block_id
-    return block
-
-
-def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
-
-
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [_text(text)]}
-
-
-def _divider() -> dict[str, Any]:
-    return {"type": "divider"}
 
 
 def pack_lines(lines: Iterable[str], limit: int = SECTION_TEXT_LIMIT) -> list[str]:
@@ -184,9 +170,10 @@ def my_referral_blocks(rows: Sequence[MyReferral], tz: ZoneInfo) -> list[dict[st
     """'Referrals you made': each with its targets' states and who offered information."""
     if not rows:
         return []
-    blocks: list[dict[str, Any]] = [_header(f"Referrals you made ({len(rows)} open)")]
+    blocks: list[dict[str, Any]] = [header_block(f"Referrals you made ({len(rows)} open)")]
     blocks += [
-        _section(my_referral_text(r, tz), block_id=f"home_mine_{r.facts.referral_id}") for r in rows
+        section_block(my_referral_text(r, tz), block_id=f"home_mine_{r.facts.referral_id}")
+        for r in rows
     ]
     return blocks
 
@@ -223,38 +210,24 @@ def build_pagination(page: int, pages: int, what: str) -> list[dict[str, Any]]:
         return []
     buttons = []
     if page > 1:
-        buttons.append(
-            {
-                "type": "button",
-                "action_id": HOME_PREVIOUS,
-                "text": {"type": "plain_text", "text": "Previous"},
-                "value": str(page - 1),
-            }
-        )
+        buttons.append(button(HOME_PREVIOUS, "Previous", str(page - 1)))
     if page < pages:
-        buttons.append(
-            {
-                "type": "button",
-                "action_id": HOME_NEXT,
-                "text": {"type": "plain_text", "text": "Next"},
-                "value": str(page + 1),
-            }
-        )
+        buttons.append(button(HOME_NEXT, "Next", str(page + 1)))
     return [
-        _context(f"{what}: page {page} of {pages}"),
-        {"type": "actions", "block_id": "home_pagination", "elements": buttons},
+        context_block(f"{what}: page {page} of {pages}"),
+        actions_block(buttons, "home_pagination"),
     ]
 
 
 def _overdue_blocks(overdue: Sequence[Overdue], tz: ZoneInfo) -> list[dict[str, Any]]:
     if not overdue:
-        return [_section(":white_check_mark: Nothing is overdue.")]
+        return [section_block(":white_check_mark: Nothing is overdue.")]
     lines = [overdue_line(o, tz) for o in overdue[:MAX_OVERDUE_LINES]]
     if len(overdue) > MAX_OVERDUE_LINES:
         lines.append(
             f"…and {len(overdue) - MAX_OVERDUE_LINES} more: `/handover log overdue` lists them all."
         )
-    return [_section(text) for text in pack_lines(lines)[:3]]
+    return [section_block(text) for text in pack_lines(lines)[:3]]
 
 
 def prompt_blocks(prompt: OpenPrompt, tz: ZoneInfo) -> list[dict[str, Any]]:
@@ -265,19 +238,12 @@ def prompt_blocks(prompt: OpenPrompt, tz: ZoneInfo) -> list[dict[str, Any]]:
     text = (
         f"{referral_line(facts, tz)}\n"
         f"Asked of `{mrkdwn_escape(prompt.target)}` at {format_local(prompt.sent_at, tz)}. "
-        f"Do you hold information about this child or family?{seen}"
+        f"{QUESTION}{seen}"
     )
     buttons = response_buttons(prompt.prompt_id)
     if prompt.acknowledged:
         buttons = [b for b in buttons if b["action_id"] in (HAS_INFO, NOT_KNOWN)]
-    return [
-        _section(text),
-        {
-            "type": "actions",
-            "block_id": f"home_prompt_{prompt.prompt_id}",
-            "elements": buttons,
-        },
-    ]
+    return [section_block(text), actions_block(buttons, f"home_prompt_{prompt.prompt_id}")]
 
 
 def _home(blocks: list[dict[str, Any]], page: int) -> dict[str, Any]:
@@ -307,31 +273,31 @@ def build_manager_home(
     (those concerning their teams, or all of them for `oversight`)."""
     which = "" if everything else " concerning your teams"
     blocks: list[dict[str, Any]] = [
-        _header("Handover: referrals"),
-        _context(
+        header_block("Handover: referrals"),
+        context_block(
             f"{total_open} open referral{'s' if total_open != 1 else ''}{which} · "
             f"{len(overdue)} overdue · updated {format_local(now, tz)} · "
             f"{COVERAGE_KEY}"
         ),
     ]
     if own_prompts:
-        blocks.append(_header("Waiting for your answer"))
+        blocks.append(header_block("Waiting for your answer"))
         for prompt in own_prompts[:MAX_OWN_PROMPTS_FOR_MANAGER]:
             blocks.extend(prompt_blocks(prompt, tz))
         if len(own_prompts) > MAX_OWN_PROMPTS_FOR_MANAGER:
             more = len(own_prompts) - MAX_OWN_PROMPTS_FOR_MANAGER
-            blocks.append(_context(f"…and {more} more in your direct messages."))
-    blocks.append(_header(f"Overdue ({len(overdue)})"))
+            blocks.append(context_block(f"…and {more} more in your direct messages."))
+    blocks.append(header_block(f"Overdue ({len(overdue)})"))
     blocks.extend(_overdue_blocks(overdue, tz))
-    blocks.append(_divider())
-    blocks.append(_header(f"Open referrals ({total_open})"))
+    blocks.append(divider_block())
+    blocks.append(header_block(f"Open referrals ({total_open})"))
     if not referrals:
-        blocks.append(_section("No open referrals."))
+        blocks.append(section_block("No open referrals."))
     for row in referrals[:REFERRALS_PER_PAGE]:
         text = f"{referral_line(row.facts, tz)}\n{coverage_line(row.coverage)}"
         if row.overdue:
             text += f"\n:alarm_clock: {row.overdue} overdue"
-        blocks.append(_section(text, block_id=f"home_referral_{row.facts.referral_id}"))
+        blocks.append(section_block(text, block_id=f"home_referral_{row.facts.referral_id}"))
     blocks.extend(build_pagination(page, pages, "Open referrals"))
     blocks.extend(my_referral_blocks(my_referrals, tz))
     return _home(blocks, page)
@@ -348,19 +314,19 @@ def build_professional_home(
 ) -> dict[str, Any]:
     """A professional's Home: their own unanswered prompts, each with the four buttons."""
     blocks: list[dict[str, Any]] = [
-        _header("Handover: waiting for your answer"),
-        _context(
+        header_block("Handover: waiting for your answer"),
+        context_block(
             "Referrals you have been asked about and not yet answered. Only the referral "
             "ID, case reference, category and urgency are shown here; the record is in "
             "the case system."
         ),
     ]
     if not prompts:
-        blocks.append(_section(":white_check_mark: Nothing is waiting for your answer."))
+        blocks.append(section_block(":white_check_mark: Nothing is waiting for your answer."))
     for prompt in prompts[:PROMPTS_PER_PAGE]:
         blocks.extend(prompt_blocks(prompt, tz))
     if total:
-        blocks.append(_context(f"{total} waiting in all."))
+        blocks.append(context_block(f"{total} waiting in all."))
     blocks.extend(build_pagination(page, pages, "Your prompts"))
     blocks.extend(my_referral_blocks(my_referrals, tz))
     return _home(blocks, page)
@@ -397,8 +363,8 @@ def build_unknown_user_home() -> dict[str, Any]:
     """The Home of a Slack user who is not in the rota."""
     return _home(
         [
-            _header("Handover"),
-            _section(
+            header_block("Handover"),
+            section_block(
                 "Handover prompts daytime professionals about out-of-hours safeguarding "
                 "referrals, and shows managers what is open and overdue.\n\n"
                 "You are not in the rota yet, so there is nothing here for you. If you should "
@@ -415,9 +381,9 @@ def build_unknown_user_home() -> dict[str, Any]:
 
 def _message_sections(lines: list[str], overflow: str) -> list[dict[str, Any]]:
     texts = pack_lines(lines)
-    blocks = [_section(t) for t in texts[:MAX_MESSAGE_SECTIONS]]
+    blocks = [section_block(t) for t in texts[:MAX_MESSAGE_SECTIONS]]
     if len(texts) > MAX_MESSAGE_SECTIONS:
-        blocks.append(_context(overflow))
+        blocks.append(context_block(overflow))
     return blocks
 
 
@@ -425,21 +391,21 @@ def build_log_open_message(
     rows: Sequence[ReferralRow], total_open: int, tz: ZoneInfo
 ) -> list[dict[str, Any]]:
     """`/handover log open`: open referrals with their coverage."""
-    blocks: list[dict[str, Any]] = [_header(f"Open referrals ({total_open})")]
+    blocks: list[dict[str, Any]] = [header_block(f"Open referrals ({total_open})")]
     if not rows:
-        return [*blocks, _section("No open referrals.")]
+        return [*blocks, section_block("No open referrals.")]
     lines = [f"{referral_line(r.facts, tz)}\n{coverage_line(r.coverage)}" for r in rows]
     blocks += _message_sections(lines, "More referrals are open: see the Handover Home tab.")
     if total_open > len(rows):
-        blocks.append(_context(f"Showing {len(rows)} of {total_open}: see the Home tab."))
+        blocks.append(context_block(f"Showing {len(rows)} of {total_open}: see the Home tab."))
     return blocks
 
 
 def build_log_overdue_message(overdue: Sequence[Overdue], tz: ZoneInfo) -> list[dict[str, Any]]:
     """`/handover log overdue`: targets unanswered past their reminder, or never sent."""
-    blocks: list[dict[str, Any]] = [_header(f"Overdue ({len(overdue)})")]
+    blocks: list[dict[str, Any]] = [header_block(f"Overdue ({len(overdue)})")]
     if not overdue:
-        return [*blocks, _section(":white_check_mark: Nothing is overdue.")]
+        return [*blocks, section_block(":white_check_mark: Nothing is overdue.")]
     lines = [overdue_line(o, tz) for o in overdue]
     return blocks + _message_sections(lines, "More are overdue: run `handover log` for all.")
 
@@ -453,8 +419,8 @@ def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[d
     referral = history.referral
     facts = ReferralFacts.of(referral)
     blocks: list[dict[str, Any]] = [
-        _header(f"Referral {referral.referral_id} ({referral.status})"),
-        _section(f"{referral_line(facts, tz)}\n{coverage_line(history.coverage)}"),
+        header_block(f"Referral {referral.referral_id} ({referral.status})"),
+        section_block(f"{referral_line(facts, tz)}\n{coverage_line(history.coverage)}"),
     ]
     lines: list[str] = []
     never: list[str] = []
@@ -484,7 +450,7 @@ def build_log_referral_message(history: ReferralHistory, tz: ZoneInfo) -> list[d
         lines.append("\n    ".join(parts))
     blocks += _message_sections(lines, "More targets: run `handover log --referral` for all.")
     if never:
-        blocks.append(_section(f":warning: *Never answered:* {', '.join(never)}"[:3000]))
+        blocks.append(section_block(f":warning: *Never answered:* {', '.join(never)}"[:3000]))
     offers = [
         f":telephone_receiver: `{mrkdwn_escape(o.professional_id)}` offered information, "
         f"{o.method.replace('_', ' ')} by {format_local(o.contact_by, tz)}: "

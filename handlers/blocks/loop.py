@@ -12,7 +12,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.services.loop import Offered
+from handlers.blocks.parts import (
+    actions_block,
+    button,
+    context_block,
+    fields_block,
+    header_block,
+    section_block,
+)
 from handlers.blocks.prompt import (
+    NO_PERSONAL_DATA,
     ReferralFacts,
     format_local,
     mrkdwn_escape,
@@ -23,18 +32,6 @@ from handlers.ids import CONTACT_MADE, CONTACT_MISSED
 
 METHOD_LABELS = {"phone": "by phone", "case_system": "through the case system"}
 CONTACT_BLOCK = "handover_contact"
-
-
-def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-
-
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
 
 
 def method_label(method: str) -> str:
@@ -67,14 +64,14 @@ def build_information_notice(
     facts = ReferralFacts.of(referral)
     who = "the daytime owner of this referral" if owner else "the referrer"
     blocks = [
-        _header(f"Information offered: {facts.referral_id}"),
-        _section(
+        header_block(f"Information offered: {facts.referral_id}"),
+        section_block(
             f"*{mrkdwn_escape(offered.name)} holds information* and will contact the social "
             f"worker {method_label(method)} by *{format_local(contact_by, tz)}*."
         ),
-        _section(professional_lines(offered)),
-        {"type": "section", "fields": referral_fields(facts, tz)},
-        _context(
+        section_block(professional_lines(offered)),
+        fields_block(referral_fields(facts, tz)),
+        context_block(
             f"You receive this as {who}. If the contact does not come, Handover will ask "
             "you after the promised time. The details are in the case system."
         ),
@@ -95,33 +92,20 @@ def build_contact_check(
     facts = ReferralFacts.of(referral)
     value = str(followup_id)
     blocks = [
-        _header(f"Did the contact happen? {facts.referral_id}"),
-        _section(
+        header_block(f"Did the contact happen? {facts.referral_id}"),
+        section_block(
             f"*{mrkdwn_escape(offered.name)}* promised to contact the social worker "
             f"{method_label(method)} by *{format_local(contact_by, tz)}*. Did they?"
         ),
-        _section(professional_lines(offered)),
-        {
-            "type": "actions",
-            "block_id": CONTACT_BLOCK,
-            "elements": [
-                {
-                    "type": "button",
-                    "action_id": CONTACT_MADE,
-                    "text": {"type": "plain_text", "text": "Yes, contact made"},
-                    "style": "primary",
-                    "value": value,
-                },
-                {
-                    "type": "button",
-                    "action_id": CONTACT_MISSED,
-                    "text": {"type": "plain_text", "text": "No, contact missed"},
-                    "style": "danger",
-                    "value": value,
-                },
+        section_block(professional_lines(offered)),
+        actions_block(
+            [
+                button(CONTACT_MADE, "Yes, contact made", value, "primary"),
+                button(CONTACT_MISSED, "No, contact missed", value, "danger"),
             ],
-        },
-        _context(
+            CONTACT_BLOCK,
+        ),
+        context_block(
             "With no answer by the end of the working day, the contact counts as missed and "
             "the professional and their manager are told."
         ),
@@ -140,8 +124,8 @@ def build_contact_answered(
     who = f" by `{mrkdwn_escape(answered_by)}`" if answered_by else ""
     when = f" at {format_local(at, tz)}" if at else ""
     blocks = [
-        _header(f"Contact check: {referral_id}"),
-        _section(
+        header_block(f"Contact check: {referral_id}"),
+        section_block(
             f":white_check_mark: *{outcome}*{who}{when}."
             if made
             else f":x: *{outcome}*{who}{when}. The professional and their manager are told."
@@ -174,9 +158,9 @@ def build_contact_missed_message(
             "reports no contact. Please call the daytime social-care team now."
         )
     blocks = [
-        _header(f"Contact missed: {facts.referral_id}"),
-        _section(f":warning: {lead}"),
-        {"type": "section", "fields": referral_fields(facts, tz)},
-        _context("The details are in the case system; this message holds no personal data."),
+        header_block(f"Contact missed: {facts.referral_id}"),
+        section_block(f":warning: {lead}"),
+        fields_block(referral_fields(facts, tz)),
+        context_block(NO_PERSONAL_DATA),
     ]
     return {"text": notification_text(facts.referral_id, "contact missed"), "blocks": blocks}

@@ -8,6 +8,7 @@ from datetime import tzinfo
 from typing import Any
 
 from handlers import ids
+from handlers.blocks.parts import context_block, option, plain_text, section_block
 
 CATEGORY_LABELS = {
     "domestic_abuse": "Domestic abuse",
@@ -22,64 +23,50 @@ CATEGORY_LABELS = {
 URGENCY_LABELS = {"urgent": "Urgent", "standard": "Standard"}
 
 
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text}
-
-
-def _option(value: str, label: str) -> dict[str, Any]:
-    return {"text": _plain(label), "value": value}
-
-
 def build_referral_modal(private_metadata: dict[str, str] | None = None) -> dict[str, Any]:
     """The modal opened by `/handover`; option values are bare ids and role names."""
     return {
         "type": "modal",
         "callback_id": ids.REFERRAL_MODAL,
-        "title": _plain("New referral"),
-        "submit": _plain("Send"),
-        "close": _plain("Cancel"),
+        "title": plain_text("New referral"),
+        "submit": plain_text("Send"),
+        "close": plain_text("Cancel"),
         "private_metadata": json.dumps(private_metadata or {}),
         "blocks": [
-            {
-                "type": "context",
-                "elements": [
-                    {
-                        "type": "mrkdwn",
-                        "text": "Slack messages show only the case reference, category and "
-                        "urgency. Never type a child's name, address or date of birth here.",
-                    }
-                ],
-            },
+            context_block(
+                "Slack messages show only the case reference, category and "
+                "urgency. Never type a child's name, address or date of birth here."
+            ),
             {
                 "type": "input",
                 "block_id": ids.BLOCK_EXTERNAL_REF,
-                "label": _plain("Case system reference"),
+                "label": plain_text("Case system reference"),
                 "element": {
                     "type": "plain_text_input",
                     "action_id": ids.ACTION_EXTERNAL_REF,
                     "max_length": 64,
-                    "placeholder": _plain("e.g. LCS-2026-000123"),
+                    "placeholder": plain_text("e.g. LCS-2026-000123"),
                 },
             },
             {
                 "type": "input",
                 "block_id": ids.BLOCK_CATEGORY,
-                "label": _plain("Category"),
+                "label": plain_text("Category"),
                 "element": {
                     "type": "static_select",
                     "action_id": ids.ACTION_CATEGORY,
-                    "options": [_option(v, label) for v, label in CATEGORY_LABELS.items()],
+                    "options": [option(v, label) for v, label in CATEGORY_LABELS.items()],
                 },
             },
             {
                 "type": "input",
                 "block_id": ids.BLOCK_URGENCY,
-                "label": _plain("Urgency"),
+                "label": plain_text("Urgency"),
                 "element": {
                     "type": "radio_buttons",
                     "action_id": ids.ACTION_URGENCY,
-                    "initial_option": _option("standard", URGENCY_LABELS["standard"]),
-                    "options": [_option(v, label) for v, label in URGENCY_LABELS.items()],
+                    "initial_option": option("standard", URGENCY_LABELS["standard"]),
+                    "options": [option(v, label) for v, label in URGENCY_LABELS.items()],
                 },
             },
             _notify_block(ids.BLOCK_NOTIFY_PEOPLE, ids.ACTION_NOTIFY_PEOPLE, "Professionals"),
@@ -94,19 +81,19 @@ def _notify_block(block_id: str, action_id: str, label: str) -> dict[str, Any]:
         "type": "input",
         "block_id": block_id,
         "optional": True,
-        "label": _plain(label),
+        "label": plain_text(label),
         "element": {
             "type": "multi_external_select",
             "action_id": action_id,
             "min_query_length": 0,
-            "placeholder": _plain("Type to search the rota"),
+            "placeholder": plain_text("Type to search the rota"),
         },
     }
 
 
 def build_options(choices: list[tuple[str, str]]) -> dict[str, Any]:
     """The answer to an external select's options request (at most 100 options)."""
-    return {"options": [_option(value, label[:75]) for value, label in choices[:100]]}
+    return {"options": [option(value, label) for value, label in choices[:100]]}
 
 
 def build_plan_message(referral_id: str, plan: dict[str, Any], tz: tzinfo) -> dict[str, Any]:
@@ -124,11 +111,8 @@ def build_plan_message(referral_id: str, plan: dict[str, Any], tz: tzinfo) -> di
     alerts = [a for a in plan["alerts"] if a["kind"] != "on_call"]
     on_call = sorted({a["recipient"] for a in plan["alerts"] if a["kind"] == "on_call"})
     blocks: list[dict[str, Any]] = [
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": f"*Referral {referral_id} received.*"},
-        },
-        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:3000]}},
+        section_block(f"*Referral {referral_id} received.*"),
+        section_block("\n".join(lines)),
     ]
     context = []
     if on_call:
@@ -136,7 +120,5 @@ def build_plan_message(referral_id: str, plan: dict[str, Any], tz: tzinfo) -> di
     for alert in alerts:
         context.append(f"{alert['kind'].replace('_', ' ')}: {alert['target']}")
     if context:
-        blocks.append(
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": "\n".join(context)}]}
-        )
+        blocks.append(context_block("\n".join(context)))
     return {"text": f"Handover referral {referral_id} received", "blocks": blocks}

@@ -16,6 +16,15 @@ from zoneinfo import ZoneInfo
 
 from bot.delivery.kinds import ResponseKind
 from bot.services.logbook import ReferralFacts
+from handlers.blocks.parts import (
+    actions_block,
+    button,
+    context_block,
+    fields_block,
+    header_block,
+    mrkdwn_text,
+    section_block,
+)
 from handlers.ids import (
     ACK,
     HAS_INFO,
@@ -29,6 +38,7 @@ PROMPT_ACTIONS_BLOCK = "handover_prompt_actions"
 # The response each prompt button records: a channel without buttons (email) links to them.
 ANSWER_BY_ACTION = RESPONSE_KIND_BY_ACTION
 QUESTION = "Do you hold information about this child or family?"
+NO_PERSONAL_DATA = "The details are in the case system; this message holds no personal data."
 
 BUTTON_LABELS = {
     ACK: "Acknowledge",
@@ -81,6 +91,11 @@ def mrkdwn_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def mention_or_id(who: str) -> str:
+    """A Slack mention (`<@U123>`) as it is; anything else (a person_id) as escaped code."""
+    return who if who.startswith("<@") else f"`{mrkdwn_escape(who)}`"
+
+
 def referral_fields(facts: ReferralFacts, tz: ZoneInfo) -> list[dict[str, str]]:
     """The referral's facts as section fields (at most 10, as Block Kit allows)."""
     pairs = [
@@ -91,11 +106,7 @@ def referral_fields(facts: ReferralFacts, tz: ZoneInfo) -> list[dict[str, str]]:
         ("Referred at", format_local(facts.referred_at, tz)),
         ("Received", format_local(facts.received_at, tz)),
     ]
-    return [{"type": "mrkdwn", "text": f"*{label}*\n{value}"} for label, value in pairs]
-
-
-def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
+    return [mrkdwn_text(f"*{label}*\n{value}") for label, value in pairs]
 
 
 def response_buttons(prompt_id: int) -> list[dict[str, Any]]:
@@ -104,15 +115,8 @@ def response_buttons(prompt_id: int) -> list[dict[str, Any]]:
 
 
 def _button(action_id: str, prompt_id: int) -> dict[str, Any]:
-    button: dict[str, Any] = {
-        "type": "button",
-        "action_id": action_id,
-        "text": {"type": "plain_text", "text": BUTTON_LABELS[action_id]},
-        "value": str(prompt_id),
-    }
-    if action_id == ACK:
-        button["style"] = "primary"
-    return button
+    style = "primary" if action_id == ACK else None
+    return button(action_id, BUTTON_LABELS[action_id], str(prompt_id), style)
 
 
 # How the prompt names each escalation step (rota.escalation.STEPS).
@@ -157,22 +161,18 @@ def build_prompt_message(
     question = f"*{QUESTION}*\nPlease respond by *{format_local(respond_by, tz)}*."
     if steps:
         question += "\n" + escalation_line(steps, tz, urgent=facts.urgency == "urgent")
-    blocks: list[dict[str, Any]] = [
-        _header(f"Handover referral {facts.referral_id}"),
-        {"type": "section", "text": {"type": "mrkdwn", "text": question}},
-        {"type": "section", "fields": referral_fields(facts, tz)},
-        {
-            "type": "actions",
-            "block_id": PROMPT_ACTIONS_BLOCK,
-            "elements": response_buttons(prompt_id),
-        },
-    ]
-    context = [f"Prompt due {format_local(due_at, tz)}."]
+    notes = [f"Prompt due {format_local(due_at, tz)}."]
     why = _why_you(via, target)
     if why:
-        context.append(why)
-    context.append("The details are in the case system; this message holds no personal data.")
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " ".join(context)}]})
+        notes.append(why)
+    notes.append(NO_PERSONAL_DATA)
+    blocks: list[dict[str, Any]] = [
+        header_block(f"Handover referral {facts.referral_id}"),
+        section_block(question),
+        fields_block(referral_fields(facts, tz)),
+        actions_block(response_buttons(prompt_id), PROMPT_ACTIONS_BLOCK),
+        context_block(" ".join(notes)),
+    ]
     return {"text": notification_text(facts.referral_id, "please respond"), "blocks": blocks}
 
 
@@ -194,37 +194,22 @@ def build_prompt_response_message(
     """
     facts = ReferralFacts.of(referral)
     label = RESPONSE_LABELS.get(response, response.replace("_", " ").capitalize())
-    who = responder if responder.startswith("<@") else f"`{mrkdwn_escape(responder)}`"
-    outcome = f"*{label}* by {who} at {format_local(responded_at, tz)}."
+    outcome = f"*{label}* by {mention_or_id(responder)} at {format_local(responded_at, tz)}."
     if redirected_to:
         outcome += f" Redirected to `{mrkdwn_escape(redirected_to)}`."
     blocks: list[dict[str, Any]] = [
-        _header(f"Handover referral {facts.referral_id}"),
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{QUESTION}*"}},
-        {"type": "section", "fields": referral_fields(facts, tz)},
-        {"type": "section", "text": {"type": "mrkdwn", "text": outcome}},
+        header_block(f"Handover referral {facts.referral_id}"),
+        section_block(f"*{QUESTION}*"),
+        fields_block(referral_fields(facts, tz)),
+        section_block(outcome),
     ]
     if response == ResponseKind.ACKNOWLEDGED and prompt_id is not None:
+        blocks.append(section_block("When you have checked your records, please answer:"))
         blocks.append(
-            {
-                "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": "When you have checked your records, please answer:",
-                },
-            }
+            actions_block(
+                [_button(HAS_INFO, prompt_id), _button(NOT_KNOWN, prompt_id)],
+                "handover_after_ack",
+            )
         )
-        blocks.append(
-            {
-                "type": "actions",
-                "block_id": "handover_after_ack",
-                "elements": [_button(HAS_INFO, prompt_id), _button(NOT_KNOWN, prompt_id)],
-            }
-        )
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": "Thank you. The response is in the log."}],
-        }
-    )
+    blocks.append(context_block("Thank you. The response is in the log."))
     return {"text": notification_text(facts.referral_id, label.lower()), "blocks": blocks}

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from bot.delivery.kinds import ResponseKind
 from handlers import ids
+from handlers.blocks.parts import context_block, option, plain_text, section_block
 from handlers.blocks.prompt import (
     RESPONSE_LABELS,
     ReferralFacts,
@@ -55,18 +56,6 @@ CARD_VERBS = {
 }
 
 
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text}
-
-
-def _option(value: str, label: str) -> dict[str, Any]:
-    return {"text": _plain(label[:75]), "value": value}
-
-
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-
-
 def clock_time(instant: datetime, tz: ZoneInfo) -> str:
     """An instant as '09:12' in the service's time zone."""
     return instant.astimezone(tz).strftime("%H:%M")
@@ -95,7 +84,7 @@ def read_modal_metadata(view: dict[str, Any]) -> dict[str, Any]:
 
 
 def _intro(facts: ReferralFacts) -> dict[str, Any]:
-    return _section(
+    return section_block(
         f"*Referral {facts.referral_id}* (case reference `{mrkdwn_escape(facts.external_ref)}`)"
     )
 
@@ -112,43 +101,37 @@ def build_has_info_modal(
     return {
         "type": "modal",
         "callback_id": ids.HAS_INFO_MODAL,
-        "title": _plain("I hold information"),
-        "submit": _plain("Record"),
-        "close": _plain("Cancel"),
+        "title": plain_text("I hold information"),
+        "submit": plain_text("Record"),
+        "close": plain_text("Cancel"),
         "private_metadata": private_metadata,
         "blocks": [
             _intro(facts),
-            {
-                "type": "context",
-                "elements": [
-                    {
-                        "type": "mrkdwn",
-                        "text": "Share what you hold with the social worker directly, by phone "
-                        "or in the case system. Do not put it in Slack.",
-                    }
-                ],
-            },
+            context_block(
+                "Share what you hold with the social worker directly, by phone "
+                "or in the case system. Do not put it in Slack."
+            ),
             {
                 "type": "input",
                 "block_id": BLOCK_CONTACT_BY,
-                "label": _plain("I will contact the social worker by"),
+                "label": plain_text("I will contact the social worker by"),
                 "element": {
                     "type": "static_select",
                     "action_id": ACTION_CONTACT_BY,
-                    "placeholder": _plain("Choose a time"),
+                    "placeholder": plain_text("Choose a time"),
                     "options": [
-                        _option(slot.isoformat(), slot_label(slot, now, tz)) for slot in slots[:100]
+                        option(slot.isoformat(), slot_label(slot, now, tz)) for slot in slots[:100]
                     ],
                 },
             },
             {
                 "type": "input",
                 "block_id": BLOCK_METHOD,
-                "label": _plain("How"),
+                "label": plain_text("How"),
                 "element": {
                     "type": "radio_buttons",
                     "action_id": ACTION_METHOD,
-                    "options": [_option(value, label) for value, label in METHOD_LABELS.items()],
+                    "options": [option(value, label) for value, label in METHOD_LABELS.items()],
                 },
             },
         ],
@@ -160,22 +143,22 @@ def build_redirect_modal(facts: ReferralFacts, *, private_metadata: str) -> dict
     return {
         "type": "modal",
         "callback_id": ids.REDIRECT_MODAL,
-        "title": _plain("Someone else holds it"),
-        "submit": _plain("Redirect"),
-        "close": _plain("Cancel"),
+        "title": plain_text("Someone else holds it"),
+        "submit": plain_text("Redirect"),
+        "close": plain_text("Cancel"),
         "private_metadata": private_metadata,
         "blocks": [
             _intro(facts),
             {
                 "type": "input",
                 "block_id": BLOCK_COLLEAGUE,
-                "label": _plain("Colleague who holds the information"),
-                "hint": _plain("They get their own prompt, at their next working time."),
+                "label": plain_text("Colleague who holds the information"),
+                "hint": plain_text("They get their own prompt, at their next working time."),
                 "element": {
                     "type": "external_select",
                     "action_id": ACTION_COLLEAGUE,
                     "min_query_length": 0,
-                    "placeholder": _plain("Type to search the rota"),
+                    "placeholder": plain_text("Type to search the rota"),
                 },
             },
         ],
@@ -247,7 +230,7 @@ def build_card_reply(
         text += f" [{target}]"
     return {
         "text": notification_text(referral_id, "response recorded"),
-        "blocks": [_section(mrkdwn_escape(text))],
+        "blocks": [section_block(mrkdwn_escape(text))],
     }
 
 
@@ -280,7 +263,7 @@ def refusal_text(
 def build_private_notice(text: str, referral_id: str | None = None) -> dict[str, Any]:
     """An ephemeral (or DM) notice; its notification text names at most the referral ID."""
     fallback = notification_text(referral_id, "notice") if referral_id else "Handover notice"
-    return {"text": fallback, "blocks": [_section(text)]}
+    return {"text": fallback, "blocks": [section_block(text)]}
 
 
 def close_answer(

@@ -47,6 +47,7 @@ from bot.settings import Settings
 from rota.models import Person, RotaVersion, Shift, Team
 from rota.store import RotaStore
 from rota.worktime import working_time_for_recipient
+from tests.bot.factories import new_referral
 
 LONDON = ZoneInfo("Europe/London")
 SUMMARY = "Mother assaulted NARRATIVE-SECRET-4471 while holding the baby"
@@ -128,19 +129,14 @@ def build_rota(session: Session) -> None:
 def add_referral(
     session: Session, referral_id: str, received: datetime, *, status: str = ReferralStatus.OPEN
 ) -> Referral:
-    referral = Referral(
-        referral_id=referral_id,
+    referral = new_referral(
+        referral_id,
+        received,
         external_ref=f"LCS-{referral_id}",
-        category="domestic_abuse",
         urgency="urgent" if referral_id.endswith("1") else "standard",
         referred_at=received - timedelta(minutes=10),
-        received_at=received,
-        referrer_id="edt-amy",
         summary=SUMMARY,
-        source="api",
         request_hash=referral_id.ljust(64, "0"),
-        rota_version=1,
-        plan_json="{}",
         status=status,
     )
     session.add(referral)

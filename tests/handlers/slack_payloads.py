@@ -54,14 +54,16 @@ from bot.clock import FixedClock
 from bot.context import Services
 from bot.delivery.home import HomeRefreshes
 from bot.delivery.kinds import RowState
-from bot.models import OutboxMessage, Referral, ReferralStatus, Target
+from bot.models import OutboxMessage, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from bot.web.app import create_app
 from bot.web.http import create_web_app
 from bot.web.work import WorkQueue
+from handlers.blocks import response as modals
 from handlers.blocks.prompt import build_prompt_message
 from rota.models import Person, RotaVersion, Shift, Team
+from tests.bot.factories import new_referral
 
 SIGNING_SECRET = "test-signing-secret"
 BOT_TOKEN = "xoxb-test"
@@ -103,8 +105,8 @@ def sign(body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = N
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
 
 
-def _user(user_id: str) -> dict[str, str]:
-    return {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": TEAM_ID}
+def _user(user_id: str, team: str = TEAM_ID) -> dict[str, str]:
+    return {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": team}
 
 
 def block_actions(
@@ -115,12 +117,14 @@ def block_actions(
     channel_id: str,
     message_ts: str,
     trigger_id: str = "13345224609.738474920.8088930838d88f008e0",
+    team: str = TEAM_ID,
 ) -> dict[str, Any]:
-    """A block_actions payload for a button clicked in a message."""
+    """A block_actions payload for a button clicked in a message (by a user of `team`: the
+    home workspace unless a partner's team ID is given)."""
     return {
         "type": "block_actions",
-        "team": {"id": TEAM_ID, "domain": "handover-standin"},
-        "user": _user(user_id),
+        "team": {"id": team, "domain": "handover-standin"},
+        "user": _user(user_id, team),
         "api_app_id": APP_ID,
         "token": "verification-token-unused",
         "container": {
@@ -178,6 +182,22 @@ def view_submission(
         },
         "is_enterprise_install": False,
     }
+
+
+def has_info_values(contact_by: Any, method: Any = "phone") -> dict[str, Any]:
+    """The has-information modal's state: the time chosen (its option's value) and the method."""
+    slot = {"type": "static_select", "selected_option": {"value": contact_by}}
+    how = {"type": "radio_buttons", "selected_option": {"value": method}}
+    return {
+        modals.BLOCK_CONTACT_BY: {modals.ACTION_CONTACT_BY: slot},
+        modals.BLOCK_METHOD: {modals.ACTION_METHOD: how},
+    }
+
+
+def redirect_values(colleague: Any) -> dict[str, Any]:
+    """The redirect modal's state: the colleague chosen (their person_id)."""
+    chosen = {"type": "external_select", "selected_option": {"value": colleague}}
+    return {modals.BLOCK_COLLEAGUE: {modals.ACTION_COLLEAGUE: chosen}}
 
 
 def block_suggestion(user_id: str, action_id: str, block_id: str, value: str) -> dict[str, Any]:
@@ -384,6 +404,17 @@ class Harness:
         body = urlencode({"payload": json.dumps(payload)}).encode()
         return self.post(body, "application/x-www-form-urlencoded", sign(body, **sign_args))
 
+    def submit_view(self, user_id: str, view: dict[str, Any], values: dict[str, Any]) -> HttpAnswer:
+        """`user_id` submits the modal `view` (as views.open was given it) with state `values`."""
+        return self.send_payload(
+            view_submission(
+                user_id,
+                view["callback_id"],
+                private_metadata=view["private_metadata"],
+                values=values,
+            )
+        )
+
     def send_command(self, user_id: str, text: str, **sign_args: Any) -> tuple[HttpAnswer, str]:
         """A signed `/handover TEXT`; returns the HTTP answer and its response_url."""
         url = self.catcher.new_url()
@@ -544,20 +575,13 @@ def build_scenario(session_factory: sessionmaker[Session], client: WebClient) ->
     received = NOW - timedelta(days=2)
     with session_factory.begin() as session:
         build_rota(session)
-        referral = Referral(
-            referral_id=REFERRAL_ID,
+        referral = new_referral(
+            REFERRAL_ID,
+            received,
             external_ref="LCS-2026-000123",
-            category="domestic_abuse",
-            urgency="standard",
-            referred_at=received,
-            received_at=received,
-            referrer_id="edt-amy",
             summary=SUMMARY,
             source="slack",
-            request_hash="0" * 64,
             rota_version=7,
-            plan_json="{}",
-            status=ReferralStatus.OPEN,
         )
         session.add(referral)
         session.flush()

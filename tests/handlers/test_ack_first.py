@@ -21,7 +21,6 @@ from tests.handlers.slack_payloads import (
     Harness,
     Scenario,
     block_actions,
-    build_scenario,
     running_bot,
     slack_user,
     wait_for,
@@ -65,11 +64,6 @@ def gate(engine: Engine) -> Iterator[Gate]:
 def bot(session_factory: sessionmaker[Session], gate: Gate) -> Iterator[Harness]:
     with running_bot(session_factory) as harness:
         yield harness
-
-
-@pytest.fixture
-def scenario(bot: Harness, session_factory: sessionmaker[Session]) -> Scenario:
-    return build_scenario(session_factory, bot.client)
 
 
 def test_a_click_is_acked_while_the_database_is_stalled_then_recorded(

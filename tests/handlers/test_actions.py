@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import pytest
@@ -20,10 +19,8 @@ from handlers import ids
 from handlers.blocks.response import (
     ACTION_COLLEAGUE,
     ACTION_CONTACT_BY,
-    ACTION_METHOD,
     BLOCK_COLLEAGUE,
     BLOCK_CONTACT_BY,
-    BLOCK_METHOD,
 )
 from tests.handlers.slack_payloads import (
     NOW,
@@ -33,24 +30,13 @@ from tests.handlers.slack_payloads import (
     Scenario,
     block_actions,
     block_suggestion,
-    build_scenario,
-    running_bot,
+    has_info_values,
+    redirect_values,
     sign,
     slack_user,
     view_submission,
     wait_for,
 )
-
-
-@pytest.fixture
-def bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
-    with running_bot(session_factory, in_process=True) as harness:
-        yield harness
-
-
-@pytest.fixture
-def scenario(bot: Harness, session_factory: sessionmaker[Session]) -> Scenario:
-    return build_scenario(session_factory, bot.client)
 
 
 def click(bot: Harness, scenario: Scenario, person_id: str, action: str) -> None:
@@ -257,24 +243,7 @@ def test_has_information_modal(
         assert responses(session) == []  # nothing recorded until the modal is submitted
 
     def submit(slot: dict) -> None:
-        answer = bot.send_payload(
-            view_submission(
-                slack_user("hv-kpatel"),
-                ids.HAS_INFO_MODAL,
-                private_metadata=view["private_metadata"],
-                values={
-                    BLOCK_CONTACT_BY: {
-                        ACTION_CONTACT_BY: {"type": "static_select", "selected_option": slot}
-                    },
-                    BLOCK_METHOD: {
-                        ACTION_METHOD: {
-                            "type": "radio_buttons",
-                            "selected_option": {"value": "phone"},
-                        }
-                    },
-                },
-            )
-        )
+        answer = bot.submit_view(slack_user("hv-kpatel"), view, has_info_values(slot["value"]))
         assert answer.status == 200
         return answer
 
@@ -318,21 +287,7 @@ def test_redirect_to_a_colleague(
     assert [o["value"] for o in search.json["options"]] == ["hv-jones", "pc-jones"]
 
     def submit(person_id: str):
-        return bot.send_payload(
-            view_submission(
-                slack_user("hv-kpatel"),
-                ids.REDIRECT_MODAL,
-                private_metadata=view["private_metadata"],
-                values={
-                    BLOCK_COLLEAGUE: {
-                        ACTION_COLLEAGUE: {
-                            "type": "external_select",
-                            "selected_option": {"value": person_id},
-                        }
-                    }
-                },
-            )
-        )
+        return bot.submit_view(slack_user("hv-kpatel"), view, redirect_values(person_id))
 
     refused = submit("hv-kpatel")
     assert refused.json["errors"] == {

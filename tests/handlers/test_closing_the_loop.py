@@ -14,30 +14,26 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery.dispatcher import Dispatcher
 from bot.models import AuditEvent, ContactFollowup, OutboxMessage
 from handlers import ids
-from handlers.blocks.response import (
-    ACTION_CONTACT_BY,
-    ACTION_METHOD,
-    BLOCK_CONTACT_BY,
-    BLOCK_METHOD,
-)
 from handlers.home import build_home_view
 from handlers.log_command import handle_log
 from rota.models import Person, Shift, Team
+from tests.bot.workspaces.installs import save_installation
 from tests.handlers.slack_payloads import (
     SUMMARY,
     Harness,
     Scenario,
     block_actions,
     build_scenario,
+    has_info_values,
     running_bot,
     slack_user,
-    view_submission,
     wait_for,
 )
 
@@ -56,6 +52,12 @@ def bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
 
 @pytest.fixture
 def scenario(bot: Harness, session_factory: sessionmaker[Session]) -> Scenario:
+    return build_mash_scenario(bot, session_factory)
+
+
+def build_mash_scenario(bot: Harness, session_factory: sessionmaker[Session]) -> Scenario:
+    """The scenario, with the MASH as the daytime owner team: its duty holder on shift until
+    18:00, its manager, a safeguarding lead with oversight; hv-kpatel's work phone."""
     built = build_scenario(session_factory, bot.client)
     with session_factory.begin() as session:
         session.add(
@@ -126,24 +128,7 @@ def offer_information_by_10_by_phone(
     assert answer.status == 200
     [opened] = wait_for(lambda: bot.calls("views.open"))
     view = opened.args["view"]
-    submitted = bot.send_payload(
-        view_submission(
-            slack_user("hv-kpatel"),
-            ids.HAS_INFO_MODAL,
-            private_metadata=view["private_metadata"],
-            values={
-                BLOCK_CONTACT_BY: {
-                    ACTION_CONTACT_BY: {
-                        "type": "static_select",
-                        "selected_option": {"value": contact_by},
-                    }
-                },
-                BLOCK_METHOD: {
-                    ACTION_METHOD: {"type": "radio_buttons", "selected_option": {"value": "phone"}}
-                },
-            },
-        )
-    )
+    submitted = bot.submit_view(slack_user("hv-kpatel"), view, has_info_values(contact_by))
     assert submitted.status == 200
     assert submitted.body in (b"", b"{}") or "errors" not in submitted.json
 
@@ -331,3 +316,67 @@ def test_an_offer_after_hours_reaches_the_mash_at_the_start_of_its_next_working_
         ("edt-amy", utc(18, 30)),
         ("mash-mgr", utc(9, day=17)),
     ]
+
+
+POLICE = "T0POLICE"
+POLICE_TOKEN = "xoxb-police-closing-the-loop"
+
+
+@pytest.fixture
+def partner_bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
+    """The bot with partner workspaces (docs/partner-workspaces.md), installed in the police's."""
+    partners = {
+        "slack_client_id": "1111.2222",
+        "slack_client_secret": "client-secret",
+        "token_keys": (Fernet.generate_key().decode(),),
+        "public_url": "https://handover.example.gov.uk",
+    }
+    with running_bot(session_factory, owner_team="mash", **partners) as harness:
+        harness.standin.add_workspace(POLICE, token=POLICE_TOKEN)
+        settings, engine = harness.services.settings, session_factory.kw["bind"]
+        save_installation(settings, engine, POLICE, POLICE_TOKEN, installer="U0POLADMIN")
+        yield harness
+
+
+def test_a_user_of_another_workspace_with_the_referrers_user_id_is_refused_and_logged(
+    partner_bot: Harness, session_factory: sessionmaker[Session]
+) -> None:
+    bot = partner_bot
+    scenario = build_mash_scenario(bot, session_factory)
+    offer_information_by_10_by_phone(bot, scenario)
+    dispatch(bot, session_factory, utc(9, 12))
+    dispatch(bot, session_factory, utc(10, 30))
+    [check] = loop_messages(bot, "edt-amy", "contact_check")
+    followup_id = check["metadata"]["event_payload"]["followup_id"]
+
+    # The referrer's Slack user ID, clicked from the police workspace: somebody else.
+    amy, dm = slack_user("edt-amy"), check["channel"]
+    click = block_actions(
+        amy, ids.CONTACT_MADE, str(followup_id), channel_id=dm, message_ts=check["ts"], team=POLICE
+    )
+    assert bot.send_payload(click).status == 200
+    [refused] = wait_for(lambda: events(session_factory, "response_refused"))
+    assert (refused.actor, refused.recipient) == (slack_user("edt-amy"), "hv-kpatel")
+    assert json.loads(refused.detail) == {
+        "response": "contact_made",
+        "followup_id": followup_id,
+        "slack_user": slack_user("edt-amy"),
+        "workspace": POLICE,
+    }
+    # Told privately, in the police workspace; nothing recorded, the check unchanged.
+    [told] = wait_for(lambda: bot.calls("chat.postEphemeral"))
+    assert (told.team_id, told.args["user"]) == (POLICE, slack_user("edt-amy"))
+    assert "Only the referrer, the daytime social-care team and oversight" in json.dumps(
+        told.args["blocks"]
+    )
+    assert [c for c in bot.calls("chat.update") if c.args.get("ts") == check["ts"]] == []
+    with session_factory() as session:
+        followup = session.get(ContactFollowup, followup_id)
+        assert followup is not None
+        assert (followup.state, followup.answered_by) == ("awaiting", None)
+
+    # The same user ID from the council's own workspace is the referrer, and is recorded.
+    click_check(bot, "edt-amy", ids.CONTACT_MADE, check)
+    [confirmed] = wait_for(lambda: events(session_factory, "contact_confirmed"))
+    assert (confirmed.actor, confirmed.recipient) == ("edt-amy", "hv-kpatel")
+    assert len(events(session_factory, "response_refused")) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -15,24 +14,11 @@ from tests.handlers.slack_payloads import (
     SAMPLE_KEYS,
     Harness,
     Scenario,
-    build_scenario,
-    running_bot,
     slack_user,
     slash_command,
 )
 
 REASON = "Duplicate of LCS-2026-000122; child NARRATIVE-REASON-88 already allocated"
-
-
-@pytest.fixture
-def bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
-    with running_bot(session_factory, in_process=True) as harness:
-        yield harness
-
-
-@pytest.fixture
-def scenario(bot: Harness, session_factory: sessionmaker[Session]) -> Scenario:
-    return build_scenario(session_factory, bot.client)
 
 
 def audit_rows(session: Session) -> list[AuditEvent]:

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.clock import FixedClock
 from bot.context import Services
 from bot.delivery.home import refresh_homes
-from bot.models import Referral, Target
 from bot.services.home import manager_slack_user_ids
 from bot.services.logbook import Overdue
 from bot.settings import Settings
@@ -36,6 +35,7 @@ from handlers.blocks.home import (
 from handlers.home import build_home_view
 from handlers.ids import RESPONSE_ACTIONS
 from handlers.log_command import REFUSAL, handle_log
+from tests.bot.factories import new_referral, new_target
 from tests.bot.test_logbook import (
     LONDON,
     NOW,
@@ -200,32 +200,19 @@ def add_many_open_referrals(session_factory: sessionmaker[Session], count: int) 
             received = utc(13, 9) + timedelta(minutes=n)
             referral_id = f"HO-P{n:04d}"
             session.add(
-                Referral(
-                    referral_id=referral_id,
+                new_referral(
+                    referral_id,
+                    received,
                     external_ref=f"LCS-{'X' * 50}-{n:04d}",
                     category="exploitation",
                     urgency="urgent",
-                    referred_at=received,
-                    received_at=received,
-                    referrer_id="edt-amy",
                     summary=SUMMARY,
-                    source="api",
                     request_hash=f"{n:064d}",
-                    rota_version=1,
-                    plan_json="{}",
                 )
             )
             session.flush()
             session.add(
-                Target(
-                    referral_id=referral_id,
-                    position=0,
-                    spec="team:mash",
-                    planned_via="duty",
-                    planned_recipient="sw-sam",
-                    due_at=received,
-                    state="held",
-                )
+                new_target(referral_id, "team:mash", "sw-sam", received, planned_via="duty")
             )
 
 

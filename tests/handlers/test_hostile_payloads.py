@@ -41,7 +41,8 @@ from tests.handlers.slack_payloads import (
     Scenario,
     block_actions,
     block_suggestion,
-    build_scenario,
+    has_info_values,
+    redirect_values,
     running_bot,
     sign,
     slack_user,
@@ -55,17 +56,6 @@ NOT_KNOWN_PROMPT = "This prompt is no longer known to Handover."
 CHOOSE_TIME = "Choose when you will contact the social worker."
 CHOOSE_METHOD = "Choose how you will contact the social worker."
 CHOOSE_COLLEAGUE = "Choose the colleague who holds the information."
-
-
-@pytest.fixture
-def bot(session_factory: sessionmaker[Session]) -> Iterator[Harness]:
-    with running_bot(session_factory, in_process=True) as harness:
-        yield harness
-
-
-@pytest.fixture
-def scenario(bot: Harness, session_factory: sessionmaker[Session]) -> Scenario:
-    return build_scenario(session_factory, bot.client)
 
 
 def nothing_recorded(session_factory: sessionmaker[Session], scenario: Scenario) -> None:
@@ -97,15 +87,6 @@ def phone() -> dict[str, Any]:
     return {ACTION_METHOD: {"type": "radio_buttons", "selected_option": {"value": "phone"}}}
 
 
-def contact_by_value(value: Any) -> dict[str, Any]:
-    return {
-        BLOCK_CONTACT_BY: {
-            ACTION_CONTACT_BY: {"type": "static_select", "selected_option": {"value": value}}
-        },
-        BLOCK_METHOD: phone(),
-    }
-
-
 # ----- malformed modal state ----------------------------------------------------------------
 
 HAS_INFO_STATES: dict[str, tuple[Any, dict[str, str]]] = {
@@ -118,11 +99,11 @@ HAS_INFO_STATES: dict[str, tuple[Any, dict[str, str]]] = {
         {BLOCK_CONTACT_BY: CHOOSE_TIME},
     ),
     "state is null": (None, {BLOCK_CONTACT_BY: CHOOSE_TIME, BLOCK_METHOD: CHOOSE_METHOD}),
-    "value is a number": (contact_by_value(5), {BLOCK_CONTACT_BY: CHOOSE_TIME}),
-    "value is a list": (contact_by_value(["x"]), {BLOCK_CONTACT_BY: CHOOSE_TIME}),
+    "value is a number": (has_info_values(5), {BLOCK_CONTACT_BY: CHOOSE_TIME}),
+    "value is a list": (has_info_values(["x"]), {BLOCK_CONTACT_BY: CHOOSE_TIME}),
     "method is a list": (
         {
-            BLOCK_CONTACT_BY: contact_by_value("2026-11-16T14:00:00+00:00")[BLOCK_CONTACT_BY],
+            BLOCK_CONTACT_BY: has_info_values("2026-11-16T14:00:00+00:00")[BLOCK_CONTACT_BY],
             BLOCK_METHOD: {ACTION_METHOD: {"selected_option": {"value": ["phone"]}}},
         },
         {BLOCK_METHOD: CHOOSE_METHOD},
@@ -155,11 +136,7 @@ def test_malformed_has_info_state_is_a_field_error(
 def test_malformed_redirect_choice_is_a_field_error(
     bot: Harness, scenario: Scenario, session_factory: sessionmaker[Session], value: Any
 ) -> None:
-    values = {
-        BLOCK_COLLEAGUE: {
-            ACTION_COLLEAGUE: {"type": "external_select", "selected_option": {"value": value}}
-        }
-    }
+    values = redirect_values(value)
     payload = view_submission(
         KPATEL, ids.REDIRECT_MODAL, private_metadata=metadata(scenario), values=values
     )
@@ -177,7 +154,7 @@ def test_a_prompt_id_out_of_range_in_modal_metadata(
         KPATEL,
         ids.HAS_INFO_MODAL,
         private_metadata=raw,
-        values=contact_by_value("2026-11-16T14:00:00+00:00"),
+        values=has_info_values("2026-11-16T14:00:00+00:00"),
     )
     answer = modal_answer(bot.send_payload(payload))
     assert answer == {"response_action": "errors", "errors": {BLOCK_CONTACT_BY: NOT_KNOWN_PROMPT}}
@@ -516,7 +493,7 @@ def test_modal_submissions_answer_in_the_modal_when_the_database_is_down(
                 KPATEL,
                 ids.HAS_INFO_MODAL,
                 private_metadata=json.dumps({"prompt_id": 1}),
-                values=contact_by_value("2026-11-16T14:00:00+00:00"),
+                values=has_info_values("2026-11-16T14:00:00+00:00"),
             ),
             BLOCK_CONTACT_BY,
         ),

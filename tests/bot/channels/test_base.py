@@ -28,10 +28,11 @@ from bot.clock import FixedClock
 from bot.delivery.dispatcher import Dispatcher
 from bot.delivery.kinds import OutboxKind, RowState
 from bot.delivery.metadata import MessageTag
-from bot.models import AuditEvent, OutboxMessage, Referral, Target
+from bot.models import AuditEvent, OutboxMessage
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from rota.models import Person, RotaVersion
+from tests.bot.factories import new_referral, new_target
 from tests.rota.factories import new_person, new_team
 
 MONDAY_9 = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)
@@ -106,34 +107,12 @@ def add_prompts(factory: sessionmaker[Session]) -> dict[str, int]:
         session.flush()
         session.add(new_person("hv-jsmith", "hv-north", slack_user="U0HV1"))
         session.add(new_person("gp-lee", "hv-north", slack_user=None, email="g.lee@gp.example"))
-        session.add(
-            Referral(
-                referral_id="HO-K7M3QX",
-                external_ref="LCS-1",
-                category="neglect",
-                urgency="standard",
-                referred_at=MONDAY_9,
-                received_at=MONDAY_9,
-                referrer_id="edt-amy",
-                summary="never sent",
-                source="api",
-                request_hash="0" * 64,
-                rota_version=1,
-                plan_json="{}",
-            )
-        )
+        session.add(new_referral("HO-K7M3QX", MONDAY_9, external_ref="LCS-1", category="neglect"))
         session.flush()
         ids = {}
         for position, person_id in enumerate(("hv-jsmith", "gp-lee")):
-            target = Target(
-                referral_id="HO-K7M3QX",
-                position=position,
-                spec=f"person:{person_id}",
-                planned_via="self",
-                planned_recipient=person_id,
-                due_at=MONDAY_9,
-                state="held",
-            )
+            spec = f"person:{person_id}"
+            target = new_target("HO-K7M3QX", spec, person_id, MONDAY_9, position=position)
             session.add(target)
             session.flush()
             row = OutboxMessage(

@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,7 +20,6 @@ from slack_sdk.web import SlackResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.channels.slack import make_web_client
 from bot.clock import FileClock, FixedClock
 from bot.delivery import outbox, pipeline
 from bot.delivery.dispatcher import Dispatcher, DispatchStats
@@ -31,145 +29,30 @@ from bot.services.audit import verify_chain
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from handlers.blocks.prompt import build_prompt_message
-from rota.models import Person, RotaVersion
-from tests.rota.factories import add_absence, new_person, new_team
+from rota.models import Person
+from tests.bot.delivery.dispatch_fixtures import (
+    EDT,
+    MONDAY_9,
+    TOKEN,
+    add_person,
+    add_prompt_for,
+    add_referral,
+    add_rota,
+    add_row,
+    events,
+    is_prompt,
+    make_dispatcher,
+    messages_for,
+    run_until_quiet,
+    setup_one_prompt,
+)
+from tests.rota.factories import add_absence
 
 LONDON = ZoneInfo("Europe/London")
-MONDAY_9 = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # 09:00 GMT on an ordinary Monday
-TOKEN = "xoxb-handover-test"
-EDT = "C0EDT"
-SUMMARY = "SECRET-NARRATIVE baby Sam at 12 Acacia Avenue"
 ROOT = Path(__file__).resolve().parents[3]
 
 
-# ----- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(MONDAY_9)
-
-
-@pytest.fixture
-def slack(clock: FixedClock) -> Iterator[SlackStandIn]:
-    users = [
-        StandInUser(id="U0HV1", name="jsmith", email="jo.smith@nhs.example"),
-        StandInUser(id="U0GP1", name="glee", email="g.lee@gp.example"),
-        StandInUser(id="U0MGR", name="edtmgr", email="mgr@council.example"),
-    ]
-    with SlackStandIn(
-        users=users, channels=[EDT], clock=lambda: clock.now().timestamp()
-    ) as standin:
-        yield standin
-        # Whatever a test did, the referral's summary never reached Slack.
-        assert "SECRET-NARRATIVE" not in standin.all_text()
-
-
-@pytest.fixture
-def settings(db_url: str, slack: SlackStandIn) -> Settings:
-    return Settings(
-        database_url=db_url, slack_bot_token=TOKEN, slack_api_url=slack.url, edt_channel=EDT
-    )
-
-
-def make_dispatcher(
-    settings: Settings,
-    factory: sessionmaker[Session],
-    clock,
-    name: str = "test",
-    timeout: int = 2,
-) -> Dispatcher:
-    client = make_web_client(settings, timeout=timeout)
-    return Dispatcher(settings, factory, client, clock, instance_id=name, interval_seconds=30)
-
-
-def add_rota(session: Session) -> None:
-    session.add(RotaVersion(version=1, imported_at=MONDAY_9, files="test", summary="{}"))
-    session.add(new_team("hv-north", name="Health visiting North", agency="NHS"))
-    session.add(
-        new_team("edt", name="EDT", agency="Council", agency_type="social_care", hours="none")
-    )
-    session.flush()  # teams before the people who belong to them
-    add_person(session, "hv-jsmith", "Jo Smith", "U0HV1")
-    add_person(session, "gp-lee", "Dr Lee", None, email="g.lee@gp.example")
-    add_person(session, "edt-mgr", "Pat Manager", "U0MGR", team_id="edt")
-    session.flush()
-
-
-def add_person(
-    session: Session,
-    person_id: str,
-    name: str,
-    slack_user: str | None,
-    *,
-    email: str | None = None,
-    team_id: str = "hv-north",
-) -> None:
-    email = email or f"{person_id}@example.org"
-    session.add(new_person(person_id, team_id, name=name, slack_user=slack_user, email=email))
-
-
-def add_referral(
-    session: Session, referral_id: str = "HO-K7M3QX", urgency: str = "standard"
-) -> Referral:
-    """A referral (standard: its prompts escalate at +60/+120/+240 working minutes)."""
-    referral = Referral(
-        referral_id=referral_id,
-        external_ref=f"LCS-{referral_id[3:]}",
-        category="domestic_abuse",
-        urgency=urgency,
-        referred_at=datetime(2027, 1, 9, 2, 10, tzinfo=UTC),
-        received_at=datetime(2027, 1, 9, 2, 14, tzinfo=UTC),
-        referrer_id="edt-amy",
-        summary=SUMMARY,
-        source="api",
-        request_hash="0" * 64,
-        rota_version=1,
-        plan_json="{}",
-    )
-    session.add(referral)
-    session.flush()
-    return referral
-
-
-def add_prompt_for(
-    session: Session,
-    person_id: str,
-    due_at: datetime = MONDAY_9,
-    *,
-    referral_id: str = "HO-K7M3QX",
-    position: int = 0,
-) -> int:
-    target = Target(
-        referral_id=referral_id,
-        position=position,
-        spec=f"person:{person_id}",
-        planned_via="self",
-        planned_recipient=person_id,
-        due_at=due_at,
-        state="held",
-    )
-    session.add(target)
-    session.flush()
-    prompt = OutboxMessage(
-        referral_id=referral_id,
-        target_id=target.id,
-        kind="prompt",
-        due_at=due_at,
-        state=RowState.PENDING,
-        attempts=0,
-        detail=json.dumps({"planned_via": "self", "planned_recipient": person_id}),
-    )
-    session.add(prompt)
-    session.flush()
-    return prompt.id
-
-
-def setup_one_prompt(factory: sessionmaker[Session], due_at: datetime = MONDAY_9) -> int:
-    with factory.begin() as session:
-        add_rota(session)
-        add_referral(session)
-        return add_prompt_for(session, "hv-jsmith", due_at)
+# ----- helpers ----------------------------------------------------------------------------------
 
 
 def post_prompt_to_jo(slack: SlackStandIn, prompt_id: int) -> SlackResponse:
@@ -184,44 +67,9 @@ def post_prompt_to_jo(slack: SlackStandIn, prompt_id: int) -> SlackResponse:
     )
 
 
-def is_prompt(message: dict) -> bool:
-    """A prompt DM (escalation steps, alerts and cards have their own event types)."""
-    return (message.get("metadata") or {}).get("event_type") == "handover_prompt"
-
-
-def messages_for(slack: SlackStandIn, prompt_id: int) -> list[dict]:
-    """The prompt's own messages (its escalation steps name its prompt_id too)."""
-    return [
-        m
-        for m in slack.messages()
-        if is_prompt(m) and m["metadata"]["event_payload"]["prompt_id"] == prompt_id
-    ]
-
-
-def events(factory: sessionmaker[Session], *names: str) -> list[AuditEvent]:
-    with factory() as session:
-        query = select(AuditEvent).order_by(AuditEvent.id)
-        if names:
-            query = query.where(AuditEvent.event.in_(names))
-        return list(session.scalars(query))
-
-
 def prompt_row(factory: sessionmaker[Session], prompt_id: int) -> OutboxMessage:
     with factory() as session:
         return session.get(OutboxMessage, prompt_id)
-
-
-def run_until_quiet(dispatcher: Dispatcher, clock: FixedClock, passes: int = 12) -> DispatchStats:
-    """Passes with the clock moving past each backoff, until nothing is left to do."""
-    total = DispatchStats()
-    for _ in range(passes):
-        total.add(dispatcher.run_once())
-        with dispatcher.session_factory() as session:
-            due = outbox.next_due_at(session)
-        if due is None:
-            break
-        clock.set(max(clock.now(), due) + timedelta(seconds=1))
-    return total
 
 
 # ----- on time, and never early ------------------------------------------------------------------
@@ -459,18 +307,8 @@ def test_an_on_call_alert_posted_then_failed_is_found_by_its_own_event_type(
     with session_factory.begin() as session:
         add_rota(session)
         add_referral(session)
-        alert = OutboxMessage(
-            referral_id="HO-K7M3QX",
-            kind="on_call",
-            recipient_id="edt-mgr",
-            due_at=MONDAY_9,
-            state=RowState.PENDING,
-            attempts=0,
-            detail=json.dumps({"role": "role:edt_manager"}),
-        )
-        session.add(alert)
-        session.flush()
-        alert_id = alert.id
+        detail = json.dumps({"role": "role:edt_manager"})
+        alert_id = add_row(session, "on_call", recipient_id="edt-mgr", detail=detail).id
     slack.fail_with_status("chat.postMessage", 500, after_apply=True)
     stats = run_until_quiet(make_dispatcher(settings, session_factory, clock), clock)
     assert (stats.alerts, stats.found_in_history) == (1, 1)
@@ -717,16 +555,11 @@ def test_on_call_alert_goes_to_the_holder_and_is_logged(
     with session_factory.begin() as session:
         add_rota(session)
         add_referral(session)
-        session.add(
-            OutboxMessage(
-                referral_id="HO-K7M3QX",
-                kind="on_call",
-                recipient_id="edt-mgr",
-                due_at=MONDAY_9,
-                state=RowState.PENDING,
-                attempts=0,
-                detail=json.dumps({"role": "role:edt_manager", "detail": "on call as edt_manager"}),
-            )
+        add_row(
+            session,
+            "on_call",
+            recipient_id="edt-mgr",
+            detail=json.dumps({"role": "role:edt_manager", "detail": "on call as edt_manager"}),
         )
     assert make_dispatcher(settings, session_factory, clock).run_once().alerts == 1
     [message] = slack.messages(slack.dm_channel_for("U0MGR"))
@@ -749,16 +582,7 @@ def test_card_is_posted_once_then_updated_as_targets_change(
     with session_factory.begin() as session:
         add_rota(session)
         add_referral(session)
-        session.add(
-            OutboxMessage(
-                referral_id="HO-K7M3QX",
-                kind="card",
-                address=EDT,
-                due_at=MONDAY_9,
-                state=RowState.PENDING,
-                attempts=0,
-            )
-        )
+        add_row(session, "card", address=EDT)
         session.flush()
         add_prompt_for(session, "hv-jsmith")
         add_prompt_for(session, "gp-lee", MONDAY_9 + timedelta(days=1), position=1)
@@ -814,16 +638,11 @@ def test_the_recipients_app_home_is_refreshed_once_the_prompt_is_delivered(
         add_rota(session)
         add_referral(session)
         add_prompt_for(session, "hv-jsmith")
-        session.add(
-            OutboxMessage(
-                referral_id="HO-K7M3QX",
-                kind="on_call",
-                recipient_id="edt-mgr",
-                due_at=MONDAY_9,
-                state=RowState.PENDING,
-                attempts=0,
-                detail=json.dumps({"role": "role:edt_manager"}),
-            )
+        add_row(
+            session,
+            "on_call",
+            recipient_id="edt-mgr",
+            detail=json.dumps({"role": "role:edt_manager"}),
         )
     dispatcher = make_dispatcher(settings, session_factory, clock)
     stats = dispatcher.run_once()

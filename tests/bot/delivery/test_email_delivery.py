@@ -25,7 +25,7 @@ from bot.models import OutboxMessage
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from rota.models import RotaVersion
-from tests.bot.delivery.test_dispatcher import (
+from tests.bot.delivery.dispatch_fixtures import (
     EDT,
     MONDAY_9,
     TOKEN,

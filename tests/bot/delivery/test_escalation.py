@@ -28,7 +28,7 @@ from bot.delivery.kinds import OutboxKind, Outcome, RowState
 from bot.delivery.metadata import prompt_tag
 from bot.delivery.outbox import load_detail
 from bot.delivery.results import RowResult
-from bot.models import AuditEvent, OutboxMessage, Referral, ReferralStatus, Target
+from bot.models import OutboxMessage, Referral, ReferralStatus, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from handlers.blocks.escalation import (
@@ -39,6 +39,8 @@ from handlers.blocks.escalation import (
 )
 from handlers.blocks.prompt import build_prompt_message
 from rota.models import Person, Shift
+from tests.bot.delivery.dispatch_fixtures import events
+from tests.bot.factories import new_referral, new_target
 from tests.rota.factories import add_absence, add_closure, add_person, add_shift, add_team
 
 LONDON = ZoneInfo("Europe/London")
@@ -122,32 +124,16 @@ def sent_prompt(
     to the stand-in), with its first escalation step scheduled; returns the prompt's id."""
     clock.set(sent_at)
     with factory.begin() as session:
-        referral = Referral(
-            referral_id=REFERRAL_ID,
+        referral = new_referral(  # standard: +60/+120/+240; urgent: test_urgent_offsets.py
+            REFERRAL_ID,
             external_ref=EXTERNAL_REF,
-            category="domestic_abuse",
-            urgency="standard",  # +60/+120/+240; urgent: test_urgent_offsets.py
             referred_at=sent_at - timedelta(hours=60),
             received_at=sent_at - timedelta(hours=59),
-            referrer_id="edt-amy",
             summary=SUMMARY,
-            source="api",
-            request_hash="0" * 64,
-            rota_version=1,
-            plan_json="{}",
-            status=ReferralStatus.OPEN,
         )
         session.add(referral)
         session.flush()
-        row = Target(
-            referral_id=REFERRAL_ID,
-            position=0,
-            spec=target,
-            planned_via="self",
-            planned_recipient=recipient,
-            due_at=sent_at,
-            state="prompted",
-        )
+        row = new_target(REFERRAL_ID, target, recipient, sent_at, state="prompted")
         session.add(row)
         session.flush()
         prompt = OutboxMessage(
@@ -231,14 +217,6 @@ def kinds_of(messages: list[dict]) -> list[str]:
 def dm_steps(standin: SlackStandIn, person_id: str) -> list[str]:
     channel = standin.dm_channel_for(slack_id(person_id))
     return steps_of(standin.messages(channel)) if channel else []
-
-
-def events(factory: sessionmaker[Session], *names: str) -> list[AuditEvent]:
-    with factory() as session:
-        query = select(AuditEvent).order_by(AuditEvent.id)
-        if names:
-            query = query.where(AuditEvent.event.in_(names))
-        return list(session.scalars(query))
 
 
 def rows_of(factory: sessionmaker[Session], kind: OutboxKind) -> list[OutboxMessage]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,12 +17,11 @@ from bot.delivery.kinds import OutboxKind, RowState
 from bot.models import OnCallAcknowledgement, OutboxMessage
 from bot.services.oncall import acknowledge_alert
 from bot.settings import Settings
-from bot.slack_standin import SlackStandIn, StandInUser
+from bot.slack_standin import SlackStandIn
 from handlers import ids
-from tests.bot.delivery.test_dispatcher import (
+from tests.bot.delivery.dispatch_fixtures import (
     EDT,
     MONDAY_9,
-    TOKEN,
     add_person,
     add_referral,
     add_rota,
@@ -36,31 +33,6 @@ REFERRAL = "HO-K7M3QX"
 ROLE = "role:edt_manager"
 DETAIL = "on call as edt_manager: referral received Mon 11 Jan 2027 09:00 GMT"
 HOLDERS = {"edt-mgr": "U0MGR", "hv-jsmith": "U0HV1"}
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(MONDAY_9)
-
-
-@pytest.fixture
-def slack(clock: FixedClock) -> Iterator[SlackStandIn]:
-    users = [
-        StandInUser(id="U0HV1", name="jsmith", email="jo.smith@nhs.example"),
-        StandInUser(id="U0MGR", name="edtmgr", email="mgr@council.example"),
-        StandInUser(id="U0BOB", name="bob", email="bob@council.example"),
-    ]
-    with SlackStandIn(
-        users=users, channels=[EDT], clock=lambda: clock.now().timestamp()
-    ) as standin:
-        yield standin
-
-
-@pytest.fixture
-def settings(db_url: str, slack: SlackStandIn) -> Settings:
-    return Settings(
-        database_url=db_url, slack_bot_token=TOKEN, slack_api_url=slack.url, edt_channel=EDT
-    )
 
 
 def setup_alert(factory: sessionmaker[Session]) -> list[int]:

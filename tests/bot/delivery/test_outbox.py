@@ -12,25 +12,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.delivery import outbox
 from bot.delivery.kinds import RowState
 from bot.models import OutboxMessage, Referral
+from tests.bot.factories import new_referral
 
 T = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # a Monday morning
 LEASE = timedelta(minutes=10)
 
 
 def add_referral(session: Session, referral_id: str = "HO-AAAAAA") -> Referral:
-    referral = Referral(
-        referral_id=referral_id,
+    referral = new_referral(
+        referral_id,
+        received_at=T - timedelta(days=2),
         external_ref=f"LCS-{referral_id}",
         category="neglect",
-        urgency="standard",
-        referred_at=T - timedelta(days=2),
-        received_at=T - timedelta(days=2),
-        referrer_id="edt-amy",
-        summary="never sent",
-        source="api",
-        request_hash="0" * 64,
-        rota_version=1,
-        plan_json="{}",
     )
     session.add(referral)
     session.flush()

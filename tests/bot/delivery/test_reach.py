@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery import outbox
 from bot.delivery.kinds import OutboxKind, RowState
-from bot.models import AuditEvent, OutboxMessage, Referral, ReferralStatus, Target
+from bot.models import AuditEvent, OutboxMessage, Target
 from bot.services.logbook import coverage_for_referrals
 from rota.models import Person
 from tests.bot.delivery import test_escalation as escalation_tests
@@ -27,6 +27,7 @@ from tests.bot.delivery.test_escalation import (
     sent_prompt,
     slack_id,
 )
+from tests.bot.factories import new_referral, new_target
 from tests.rota.factories import add_person, add_shift, add_team
 
 # The escalation tests' rota, stand-in, clock and settings.
@@ -41,32 +42,15 @@ def held_prompt(factory: sessionmaker[Session], target: str = "person:hv-jsmith"
     """A referral whose one target's prompt is due at Monday 09:00; returns the prompt's id."""
     with factory.begin() as session:
         session.add(
-            Referral(
-                referral_id=REFERRAL_ID,
+            new_referral(
+                REFERRAL_ID,
                 external_ref="LCS-2026-000777",
-                category="domestic_abuse",
-                urgency="standard",
-                referred_at=MONDAY_9,
                 received_at=MONDAY_9,
-                referrer_id="edt-amy",
                 summary="SUMMARY-MARKER",
-                source="api",
-                request_hash="0" * 64,
-                rota_version=1,
-                plan_json="{}",
-                status=ReferralStatus.OPEN,
             )
         )
         session.flush()
-        row = Target(
-            referral_id=REFERRAL_ID,
-            position=0,
-            spec=target,
-            planned_via="self",
-            planned_recipient="hv-jsmith",
-            due_at=MONDAY_9,
-            state="held",
-        )
+        row = new_target(REFERRAL_ID, target, "hv-jsmith", MONDAY_9)
         session.add(row)
         session.flush()
         prompt = outbox.enqueue_prompt(session, row, MONDAY_9, planned_via="self")

@@ -24,7 +24,7 @@ from bot.clock import FixedClock
 from bot.delivery.dispatcher import Dispatcher
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
-from tests.bot.delivery.test_dispatcher import (
+from tests.bot.delivery.dispatch_fixtures import (
     MONDAY_9,
     TOKEN,
     add_person,

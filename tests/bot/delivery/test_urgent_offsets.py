@@ -5,7 +5,6 @@ dispatcher and the Slack stand-in, at exact instants, on SQLite and PostgreSQL."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,12 +13,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.clock import FixedClock
 from bot.models import Referral
 from bot.settings import Settings
-from bot.slack_standin import SlackStandIn, StandInUser
+from bot.slack_standin import SlackStandIn
 from rota.models import Person
-from tests.bot.delivery.test_dispatcher import (
-    EDT,
+from tests.bot.delivery.dispatch_fixtures import (
     MONDAY_9,
-    TOKEN,
     add_prompt_for,
     add_referral,
     add_rota,
@@ -31,30 +28,6 @@ from tests.bot.delivery.test_dispatcher import (
 
 def at(hour: int, minute: int = 0) -> datetime:
     return datetime(2027, 1, 11, hour, minute, tzinfo=UTC)  # Monday, GMT
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(MONDAY_9)
-
-
-@pytest.fixture
-def slack(clock: FixedClock) -> Iterator[SlackStandIn]:
-    users = [
-        StandInUser(id="U0HV1", name="jsmith", email="jo.smith@nhs.example"),
-        StandInUser(id="U0MGR", name="edtmgr", email="mgr@council.example"),
-    ]
-    with SlackStandIn(
-        users=users, channels=[EDT], clock=lambda: clock.now().timestamp()
-    ) as standin:
-        yield standin
-
-
-@pytest.fixture
-def settings(db_url: str, slack: SlackStandIn) -> Settings:
-    return Settings(
-        database_url=db_url, slack_bot_token=TOKEN, slack_api_url=slack.url, edt_channel=EDT
-    )
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,3 @@
-# ruff: noqa: F401, F811 (the fixtures clock, settings and slack are test_dispatcher's)
 """When the dispatcher looks: woken by any writer of outbox rows, on time for a row due later, and
 keeping its claims while it works (SQLite and PostgreSQL).
 
@@ -28,15 +27,12 @@ from bot.delivery.wakeups import OutboxWatch
 from bot.models import OutboxMessage, Target
 from bot.settings import DEFAULT_DISPATCH_INTERVAL_SECONDS, Settings
 from bot.slack_standin import SlackStandIn
-from tests.bot.delivery.test_dispatcher import (
+from tests.bot.delivery.dispatch_fixtures import (
     MONDAY_9,
     add_referral,
     add_rota,
-    clock,
     make_dispatcher,
     messages_for,
-    settings,
-    slack,
 )
 
 

@@ -15,7 +15,6 @@ import pytest
 from cryptography.fernet import Fernet
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
-from slack_sdk.oauth.installation_store import Installation
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,8 +24,8 @@ from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from bot.web.app import create_app
 from bot.web.http import create_web_app
-from bot.workspaces.clients import installation_store
 from bot.workspaces.oauth import PARTNER_SCOPES
+from tests.bot.workspaces.installs import save_installation
 
 CLIENT_ID = "1111.2222"
 SECRET = "oauth-app-test-signing-secret"
@@ -136,17 +135,8 @@ def test_each_workspace_is_answered_with_its_own_token_and_one_without_the_app_i
 ) -> None:
     settings = settings_for(standin, db_url, oauth=True)
     bolt, _ = build(standin, settings, session_factory)
-    store = installation_store(settings, session_factory.kw["bind"])
-    store.save(
-        Installation(
-            app_id="A0HANDOVER",
-            team_id=POLICE,
-            bot_token=POLICE_TOKEN,
-            bot_id="B0POLICEBOT",
-            bot_user_id="U0POLICEBOT",
-            user_id="U0PCAHMED",
-        )
-    )
+    engine = session_factory.kw["bind"]
+    store = save_installation(settings, engine, POLICE, POLICE_TOKEN, installer="U0PCAHMED")
 
     for team, user in (("T0STANDIN", "U0ANN"), (POLICE, "U0PCAHMED"), ("T0SCHOOL", "U0HEAD")):
         answer = bolt.dispatch(_signed_command(team, user, standin.response_url(team)))
