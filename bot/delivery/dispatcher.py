@@ -33,7 +33,7 @@ from bot.channels import build_channels
 from bot.channels.base import Channels
 from bot.clock import Clock, SystemClock
 from bot.delivery import outbox
-from bot.delivery.compose import Delivery, DeliveryContext, Settled
+from bot.delivery.compose import Delivery, DeliveryContext
 from bot.delivery.confirm import Posted
 from bot.delivery.home import HomeRefreshes
 from bot.delivery.kinds import Outcome
@@ -147,8 +147,6 @@ class Dispatcher:
         posted confirmed in one transaction (also when the pass stops early). False when the
         pass must stop (stopping, credentials)."""
         composed = self.rows.compose_batch(ids)
-        # Rows that may send (the pacer takes tokens for the sends still ahead at once).
-        may_send = [not isinstance(composed.get(i), Settled) for i in ids]
         posted: list[Posted] = []
         try:
             for index, row_id in enumerate(ids):
@@ -157,9 +155,7 @@ class Dispatcher:
                     self._hand_back(ids[index:], stats)
                     return False
                 try:
-                    outcome = self.rows.deliver(
-                        row_id, composed.get(row_id), ahead=max(1, sum(may_send[index:]))
-                    )
+                    outcome = self.rows.deliver(row_id, composed.get(row_id))
                 except CredentialsHeld as held:
                     stats.record(held.result)
                     self._hand_back(ids[index + 1 :], stats)

@@ -1,10 +1,11 @@
 """The outbox: every message the bot owes, as `OutboxMessage` rows; creating, claiming, settling.
 
 This is the only place that creates outbox rows (the `enqueue_*` functions). A dispatcher
-*claims* due rows with a lease, commits, talks to the channel outside any transaction, then
-settles each in a second short transaction. Every state change is a compare-and-set on
-(state, claimed_by), so two dispatchers never both own a row, and a dispatcher whose lease ran
-out cannot settle over another's. A claim whose lease expired (its dispatcher died between
+*claims* a batch of due rows with a lease, commits, talks to the channel outside any
+transaction, then settles them in a short transaction (a batch's rows in one). Every state
+change is made only while the row is still (state, claimed_by) ours, read locked (`owned`,
+`owned_many`), so two dispatchers never both own a row, and a dispatcher whose lease ran out
+cannot settle over another's. A claim whose lease expired (its dispatcher died between
 sending and confirming) is claimed again with `needs_check`: the message may already be sent.
 
 These functions take a session and never commit (the caller scopes the transaction).

@@ -86,26 +86,25 @@ def bucket_name(token: str | None, tier: str) -> str:
     return f"{digest}:{tier}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Seen:
-    """A bucket as this pacer last saw it, and the tokens it holds taken but not yet used."""
+    """A bucket as this pacer last saw it: its tokens at `at`, and until when it is closed."""
 
-    tokens: float  # at `at`
+    tokens: float
     at: float
     blocked_until: float | None = None
-    held: int = 0
-    held_until: float = 0.0
 
 
 class Pacer:
     """Takes tokens from the shared buckets, waiting when they are empty.
 
-    What a take answers (the tokens left) is remembered, so the next call waits out an empty
-    bucket here rather than asking the database for a token it cannot have; and a caller with
-    several calls ahead (a dispatcher's batch) takes as many tokens as the bucket has for them
-    in one UPDATE. A token taken is used at once or not at all: one held longer than a token's
-    time (1 / rate) is dropped, so no call goes later than the bucket allowed by more than the
-    one token each bucket keeps in hand (`tiers_for`).
+    What a take answers (the tokens left) is remembered, so a call that finds the bucket empty
+    as last seen waits out the refill here and then takes its token in one statement, rather
+    than asking the database for a token it cannot yet have (a refused UPDATE and a SELECT).
+    The bucket as last seen never holds fewer tokens than the real one (others only take
+    more), so that wait is never too long. A token is taken one call at a time, just before the
+    call: one taken early and used later could be spent after the bucket refilled, and the
+    token each bucket keeps in hand (`tiers_for`) is for Slack's lag, not for that.
     """
 
     def __init__(
@@ -123,10 +122,9 @@ class Pacer:
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
 
-    def wait(self, token: str | None, method: str, *, ahead: int = 1) -> float:
+    def wait(self, token: str | None, method: str) -> float:
         """Take a token for `method` in `token`'s workspace, waiting as long as needed; returns
-        the seconds waited (0 for a method no tier paces). `ahead`: how many calls of this
-        tier the caller is about to make, this one included."""
+        the seconds waited (0 for a method no tier paces)."""
         tier_name = TIER_OF_METHOD.get(method)
         if tier_name is None or tier_name not in self.tiers:
             return 0.0
@@ -134,38 +132,28 @@ class Pacer:
         bucket = bucket_name(token, tier_name)
         waited = 0.0
         while True:
-            want, pause = self._plan(bucket, tier, ahead)
-            if want == 0:
-                return waited  # a token held from an earlier take
+            pause = self._until_seen_refills(bucket, tier)
             if pause <= 0:
-                pause = self.take(bucket, tier, want)
+                pause = self.take(bucket, tier)
                 if pause <= 0:
                     return waited
             self._sleep(pause)
             waited += pause
 
-    def _plan(self, bucket: str, tier: Tier, ahead: int) -> tuple[int, float]:
-        """(0, 0) when a held token is used now; else how many tokens to take, and how long
-        the bucket, as last seen, needs before it has one."""
+    def _until_seen_refills(self, bucket: str, tier: Tier) -> float:
+        """Seconds until the bucket, as last seen, has a token (0: it has, or was not seen)."""
         now = self._now()
         with self._lock:
             seen = self._seen.get(bucket)
-            if seen is None:
-                return 1, 0.0
-            if seen.held and now <= seen.held_until:
-                seen.held -= 1
-                return 0, 0.0
-            seen.held = 0
-            if seen.blocked_until is not None and now < seen.blocked_until:
-                return 1, seen.blocked_until - now
-            tokens = min(tier.burst, seen.tokens + max(0.0, now - seen.at) * tier.per_second)
-            if tokens < _WHOLE:
-                return 1, (1.0 - tokens) / tier.per_second
-            return max(1, min(ahead, int(tokens + 1e-9))), 0.0
+        if seen is None:
+            return 0.0
+        if seen.blocked_until is not None and now < seen.blocked_until:
+            return seen.blocked_until - now
+        tokens = min(tier.burst, seen.tokens + max(0.0, now - seen.at) * tier.per_second)
+        return 0.0 if tokens >= _WHOLE else (1.0 - tokens) / tier.per_second
 
-    def take(self, bucket: str, tier: Tier, count: int = 1) -> float:
-        """`count` tokens now (0.0; the first is this call's, the rest are held for the next
-        calls), else the seconds until one is due. One UPDATE, atomic."""
+    def take(self, bucket: str, tier: Tier) -> float:
+        """One token now (0.0), else the seconds until one is due. One UPDATE, atomic."""
         now = self._now()
         table = SlackRateBucket.__table__
         elapsed = case((table.c.updated_at < now, now - table.c.updated_at), else_=0.0)
@@ -176,10 +164,10 @@ class Pacer:
             .where(
                 table.c.bucket == bucket,
                 or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
-                refilled >= count - 1.0 + _WHOLE,
+                refilled >= _WHOLE,
             )
             .values(
-                tokens=refilled - float(count),
+                tokens=refilled - 1.0,
                 updated_at=case((table.c.updated_at < now, now), else_=table.c.updated_at),
                 blocked_until=None,
             )
@@ -188,7 +176,7 @@ class Pacer:
         with self.engine.begin() as conn:
             taken = conn.execute(taking).first()
             if taken is not None:
-                self._saw(bucket, taken.tokens, taken.updated_at, None, held=count - 1, tier=tier)
+                self._saw(bucket, _Seen(taken.tokens, taken.updated_at))
                 return 0.0
             row = conn.execute(
                 select(table.c.tokens, table.c.updated_at, table.c.blocked_until).where(
@@ -197,27 +185,16 @@ class Pacer:
             ).first()
         if row is None:
             self._create(bucket, tier, now)
-            return self.take(bucket, tier, count)
-        self._saw(bucket, row.tokens, row.updated_at, row.blocked_until)
+            return self.take(bucket, tier)
+        self._saw(bucket, _Seen(row.tokens, row.updated_at, row.blocked_until))
         tokens = min(tier.burst, row.tokens + max(0.0, now - row.updated_at) * tier.per_second)
         until_token = (1.0 - tokens) / tier.per_second if tokens < _WHOLE else 0.0
         until_open = (row.blocked_until - now) if row.blocked_until else 0.0
         return max(until_token, until_open, 1e-6)
 
-    def _saw(
-        self,
-        bucket: str,
-        tokens: float,
-        at: float,
-        blocked_until: float | None,
-        *,
-        held: int = 0,
-        tier: Tier | None = None,
-    ) -> None:
-        now = self._now()
-        held_until = now + 1.0 / tier.per_second if tier is not None else 0.0
+    def _saw(self, bucket: str, seen: _Seen) -> None:
         with self._lock:
-            self._seen[bucket] = _Seen(tokens, at, blocked_until, held, held_until)
+            self._seen[bucket] = seen
 
     def hold(self, token: str | None, method: str, retry_after: float) -> None:
         """Slack answered 429: empty the bucket of `method` until `retry_after` seconds from
@@ -228,8 +205,7 @@ class Pacer:
         bucket = bucket_name(token, tier)
         now = self._now()
         until = now + max(retry_after, 1.0)
-        with self._lock:
-            self._seen[bucket] = _Seen(0.0, until, until)
+        self._saw(bucket, _Seen(0.0, until, until))
         table = SlackRateBucket.__table__
         with self.engine.begin() as conn:
             held = conn.execute(

@@ -109,13 +109,10 @@ class RowPipeline:
             return self.confirm([outcome])[0]
         return outcome
 
-    def deliver(
-        self, row_id: int, composed: Composed | None = None, *, ahead: int = 1
-    ) -> RowResult | Posted | None:
+    def deliver(self, row_id: int, composed: Composed | None = None) -> RowResult | Posted | None:
         """Steps 1 and 2 for one claimed row (step 1 already done when `composed` is given):
         Posted when its message is in the channel, its step 3 still owed; None when an
-        internal error left it to its lease. `ahead`: how many sends the caller's batch still
-        has, this one included (the pacer takes tokens for them at once).
+        internal error left it to its lease.
 
         A channel that cannot reach the row's person hands the row to their next channel
         (email for someone Slack does not know), in the same pass; a prompt whose recipient no
@@ -126,7 +123,7 @@ class RowPipeline:
         for _ in range(MAX_HANDS):
             attempt = _Attempt()
             try:
-                return self._deliver(row_id, attempt, composed, ahead)
+                return self._deliver(row_id, attempt, composed)
             except RecipientUnreachable as exc:
                 if attempt.person_channel is not None and self._hand_on(row_id, attempt, exc):
                     continue
@@ -177,7 +174,7 @@ class RowPipeline:
             return self.failures.internal(posted.delivery.row_id, may_have_posted=True)
 
     def _deliver(
-        self, row_id: int, attempt: _Attempt, composed: Composed | None, ahead: int
+        self, row_id: int, attempt: _Attempt, composed: Composed | None
     ) -> RowResult | Posted:
         composed = self._compose(row_id, attempt, composed)
         if isinstance(composed, Settled):
@@ -190,7 +187,7 @@ class RowPipeline:
         attempt.person_channel = composed.channel if composed.person is not None else None
         attempt.sending = True
         channel = self.ctx.channels.named(composed.channel)
-        sent, found = find_or_send(channel, composed, self.pacer, ahead=ahead)
+        sent, found = find_or_send(channel, composed, self.pacer)
         return Posted(composed, sent, found, self.clock.now())
 
     def _compose(self, row_id: int, attempt: _Attempt, first: Composed | None) -> Composed:

@@ -18,12 +18,11 @@ logger = logging.getLogger(__name__)
 
 
 def find_or_send(
-    channel: Channel, delivery: Delivery, pacer: Pacer | None = None, *, ahead: int = 1
+    channel: Channel, delivery: Delivery, pacer: Pacer | None = None
 ) -> tuple[Sent, bool]:
     """Where the row's message now is, and whether it was found rather than sent now.
 
-    With a `pacer`, each Slack call first waits for its rate tier's token (pacing.py); `ahead`
-    is how many messages the caller's batch still sends, this one included.
+    With a `pacer`, each Slack call first waits for its rate tier's token (pacing.py).
     """
     if delivery.check_history:
         _pace(pacer, channel, "conversations.history")
@@ -32,12 +31,12 @@ def find_or_send(
             logger.info("%s %s was already sent (%s)", delivery.kind, delivery.row_id, found.ts)
             return found, True
     if delivery.update is not None:
-        _pace(pacer, channel, "chat.update", ahead)
+        _pace(pacer, channel, "chat.update")
         return channel.update(delivery.update, delivery.message), False
-    _pace(pacer, channel, "chat.postMessage", ahead)
+    _pace(pacer, channel, "chat.postMessage")
     return channel.send(delivery.address, delivery.message), False
 
 
-def _pace(pacer: Pacer | None, channel: Channel, method: str, ahead: int = 1) -> None:
+def _pace(pacer: Pacer | None, channel: Channel, method: str) -> None:
     if pacer is not None and isinstance(channel, SlackChannel):
-        pacer.wait(channel.client.token, method, ahead=ahead)
+        pacer.wait(channel.client.token, method)

@@ -142,35 +142,6 @@ def bucket_statements(engine: Engine) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", count)
 
 
-def tokens_left(engine: Engine) -> float:
-    mine = SlackRateBucket.bucket == bucket_name(TOKEN, MESSAGES)
-    with engine.connect() as conn:
-        return conn.scalar(select(SlackRateBucket.tokens).where(mine))
-
-
-def test_a_batch_takes_the_tokens_for_its_sends_ahead_in_one_update(engine: Engine) -> None:
-    time = SimulatedTime()
-    paced = pacer(engine, time)
-    paced.wait(TOKEN, "chat.postMessage")  # makes the bucket: 9 left
-    with bucket_statements(engine) as seen:
-        for ahead in (4, 3, 2, 1):
-            assert paced.wait(TOKEN, "chat.postMessage", ahead=ahead) == 0.0
-    assert seen == ["UPDATE"]
-    assert tokens_left(engine) == pytest.approx(RATE.burst - 5)
-
-
-def test_tokens_held_longer_than_a_token_s_time_are_dropped_not_used_late(engine: Engine) -> None:
-    time = SimulatedTime()
-    paced = pacer(engine, time)
-    paced.wait(TOKEN, "chat.postMessage")  # 9 left
-    paced.wait(TOKEN, "chat.postMessage", ahead=3)  # one used, two held: 6 left
-    time.now += 0.2  # two tokens' time later the two held are too old to use
-    with bucket_statements(engine) as seen:
-        assert paced.wait(TOKEN, "chat.postMessage") == 0.0
-    assert seen == ["UPDATE"]
-    assert tokens_left(engine) == pytest.approx(6 + 2 - 1)
-
-
 def test_an_empty_bucket_is_waited_out_without_asking_the_database_for_a_token(
     engine: Engine,
 ) -> None:
