@@ -2,6 +2,7 @@
 
     python benchmarks/bench_chaos.py [--stall-seconds 70] [--referrals 100] [--commands 40]
                                      [--events 40] [--replays 60] [--log-rows 1000]
+                                     [--overruns 11] [--only-overruns]
 
 1. A stalled PostgreSQL (a proxy that stops forwarding: packets dropped, not refused) under
    `handover serve` at its default settings, while referrals, commands and events arrive and
@@ -10,6 +11,9 @@
 3. Signed Slack requests (close, log, clicks) each replayed twice within the signature window.
 4. Tampering: every statement the runtime role might try against the log, and rows deleted or
    altered by a superuser, each checked with `handover log verify`'s chain check.
+5. Overruns: a `handover dispatch` SIGSTOPped past its claim in the middle of posting a prompt,
+   another taking the rows over and sending them, then the frozen post landing late
+   (tests/chaos/overrun_scenario.py), once per referral; `--only-overruns` runs this part alone.
 
 Databases are created beside HANDOVER_TEST_PG_URL's (as the tests do) and dropped after.
 """
@@ -39,12 +43,13 @@ from bot.migrate import upgrade  # noqa: E402
 from bot.models import AuditEvent  # noqa: E402
 from bot.services import audit  # noqa: E402
 from tests.chaos.make_corpus import CORPUS, RESPONSE_URL  # noqa: E402
+from tests.chaos.overrun_scenario import Overruns, copies_by_row  # noqa: E402
 from tests.chaos.stall_proxy import StallProxy  # noqa: E402
 from tests.chaos.stall_scenario import run_stall  # noqa: E402
 from tests.chaos.test_corpus import CONTENT_TYPES  # noqa: E402
 from tests.chaos.test_tamper import ATTEMPTS  # noqa: E402
 from tests.conftest import PG_URL, postgres_database  # noqa: E402
-from tests.e2e.harness import deployments  # noqa: E402
+from tests.e2e.harness import deployments, slack_user_of  # noqa: E402
 from tests.handlers.slack_payloads import (  # noqa: E402
     build_scenario,
     running_bot,
@@ -54,6 +59,9 @@ from tests.handlers.slack_payloads import (  # noqa: E402
 )
 
 START = datetime(2026, 12, 26, 10, 0, tzinfo=ZoneInfo("Europe/London"))
+# A working Tuesday morning: Jo Smith's deputy Kiran Patel is prompted at once.
+OVERRUN_START = datetime(2026, 12, 29, 10, 0, tzinfo=ZoneInfo("Europe/London"))
+OVERRUN_TARGETS = ["person:hv-jsmith", "person:prob-tward", "team:hv-north"]
 FORM = "application/x-www-form-urlencoded"
 Row = tuple[str, int, int, int, int]  # fault, tried, survived, lost, doubled
 
@@ -196,6 +204,43 @@ def _runtime_role_refusals(url: str) -> int:
         admin.dispose()
 
 
+def overruns(rounds: int) -> Row:
+    """`rounds` referrals, each with a dispatcher frozen past its claim while posting one of
+    its prompts; what Slack holds at the end."""
+    with tempfile.TemporaryDirectory() as tmp, deployments(Path(tmp)) as make:
+        deployment = make("postgresql", OVERRUN_START)
+        deployment.start_server("--no-dispatcher")
+        scenario = Overruns(deployment)
+        for n in range(rounds):
+
+            def post_referral(n: int = n) -> None:
+                status, answer = deployment.api("POST", "/api/referrals", {
+                    "external_ref": f"LCS-2026-OVR{n:03d}", "category": "neglect",
+                    "urgency": "standard", "referrer": "edt-ben", "notify": OVERRUN_TARGETS,
+                })  # fmt: skip
+                assert status == 201, answer
+
+            scenario.round(slack_user_of("hv-kpatel"), post_referral)
+        deployment.settle()
+        scenario.stop()
+        copies = copies_by_row(deployment)
+        prompts = deployment.prompt_ids()
+        report = scenario.report
+    lost = sum(1 for row in prompts if copies[("handover_prompt", row)] == 0)
+    doubled = sum(1 for count in copies.values() if count > 1)
+    freezes = sorted(report.freeze_seconds)
+    print(
+        f"overruns: {report.rounds} freezes ({freezes[0]:.1f}-{freezes[-1]:.1f} s real time), "
+        f"{len(report.deleted)} late copies deleted, {len(prompts)} prompts, "
+        f"{sum(copies.values())} messages in Slack of {len(copies)} rows"
+    )
+    # Survived: the frozen dispatcher's late copy was found and deleted.
+    return (
+        f"dispatchers SIGSTOPped past their claim mid-delivery ({len(prompts)} prompts, "
+        f"{len(copies)} messages)", report.rounds, len(report.deleted), lost, doubled,
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stall-seconds", type=float, default=70)
@@ -204,7 +249,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=40)
     parser.add_argument("--replays", type=int, default=60)
     parser.add_argument("--log-rows", type=int, default=1000)
+    parser.add_argument("--overruns", type=int, default=11)
+    parser.add_argument("--only-overruns", action="store_true")
     args = parser.parse_args()
+    if args.only_overruns:
+        _print_rows([overruns(args.overruns)])
+        return
     rows: list[Row] = stall(args)
     name = f"{make_url(PG_URL).database}_bench_chaos_{os.getpid()}"
     with tempfile.TemporaryDirectory() as tmp, postgres_database(name) as pg_url:
@@ -223,6 +273,11 @@ def main() -> None:
             conn.execute(text("SET LOCAL session_replication_role = replica"))
             conn.execute(text("TRUNCATE audit_log, audit_chain"))
         rows += tamper(pg_url, args.log_rows)
+    rows.append(overruns(args.overruns))
+    _print_rows(rows)
+
+
+def _print_rows(rows: list[Row]) -> None:
     print()
     print("| fault | tried | survived | lost | doubled |")
     print("| --- | ---: | ---: | ---: | ---: |")

@@ -301,4 +301,7 @@ AUDIT_EVENTS = (
     "on_call_acknowledged",
     "on_call_repaged",
     "on_call_unanswered",
+    # A late copy of a message, sent by a dispatcher that froze past its claim, taken back
+    # (bot/delivery/confirm.py, docs/timing.md "Claims")
+    "duplicate_deleted",
 )

@@ -1,9 +1,9 @@
 """What delivery needs of any way of reaching people: the channel interface.
 
 A `Channel` resolves a person to an address, looks among what it already sent for a row's
-message, sends and updates; its failures are four typed errors, so delivery decides retries,
-history checks, alerts and holds without knowing which channel failed. `Channels` holds the
-channels the bot has and says which one reaches each person and each room.
+message, sends, updates and (where it can) deletes; its failures are four typed errors, so
+delivery decides retries, history checks, alerts and holds without knowing which channel failed.
+`Channels` holds the channels the bot has and says which one reaches each person and each room.
 
 **Choosing a channel per person.** `Channels` is given a rule: for a person's contact details,
 the channels to try in order (the first that reaches them carries the message; one that cannot
@@ -147,8 +147,16 @@ class Channel(Protocol):
         """Store an address `look_up` found on the person's rota row (in the caller's session)."""
         ...
 
-    def find(self, address: str, tag: MessageTag, since: datetime | None) -> Sent | None:
-        """The message tagged like `tag` already sent to `address` since `since`, if any."""
+    def find(
+        self,
+        address: str,
+        tag: MessageTag,
+        since: datetime | None,
+        *,
+        other_than: Sent | None = None,
+    ) -> Sent | None:
+        """The message tagged like `tag` already sent to `address` since `since`, if any
+        (other than the message `other_than`)."""
         ...
 
     def send(self, address: str, message: Message) -> Sent:
@@ -157,6 +165,11 @@ class Channel(Protocol):
 
     def update(self, sent: Sent, message: Message) -> Sent:
         """Replace a message sent earlier (e.g. the referral's card)."""
+        ...
+
+    def delete(self, sent: Sent) -> bool:
+        """Take back a message sent earlier (a late duplicate); False when the channel cannot
+        (an email, once sent, stays sent)."""
         ...
 
     def describe(self, sent: Sent) -> dict[str, Any]:

@@ -144,10 +144,22 @@ class EmailChannel:
 
     # ----- messages --------------------------------------------------------------------------
 
-    def find(self, address: str, tag: MessageTag, since: datetime | None) -> Sent | None:
+    def find(
+        self,
+        address: str,
+        tag: MessageTag,
+        since: datetime | None,
+        *,
+        other_than: Sent | None = None,
+    ) -> Sent | None:
         """A relay cannot be asked what it took: an email in doubt is sent again, with its
         Message-ID unchanged (see the module's docstring)."""
         return None
+
+    def delete(self, sent: Sent) -> bool:
+        """An email cannot be taken back: the claim checked just before sending is its guard
+        against a second copy (docs/email.md)."""
+        return False
 
     def send(self, address: str, message: Message) -> Sent:
         """Send one email to `address`, its Message-ID made from the message's outbox row."""

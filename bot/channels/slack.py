@@ -373,8 +373,16 @@ class SlackChannel:
         """The log's words for a sent Slack message: its conversation and ts."""
         return {"channel": sent.conversation, "ts": sent.ts}
 
-    def find(self, address: str, tag: MessageTag, since: datetime | None) -> Sent | None:
-        """The bot's message in the conversation of `address` whose metadata matches `tag`."""
+    def find(
+        self,
+        address: str,
+        tag: MessageTag,
+        since: datetime | None,
+        *,
+        other_than: Sent | None = None,
+    ) -> Sent | None:
+        """The bot's message in the conversation of `address` whose metadata matches `tag`
+        (other than the message `other_than`)."""
         with self._telling_a_dead_bot_apart():
             conversation = self._open_dm(address) if self.is_user(address) else address
             return self._find_in_history(
@@ -382,7 +390,18 @@ class SlackChannel:
                 event_type=tag.event_type,
                 payload_match=tag.identity,
                 oldest=since.timestamp() if since is not None else None,
+                other_than=other_than.ts if other_than is not None else None,
             )
+
+    def delete(self, sent: Sent) -> bool:
+        """chat.delete of a message the bot posted (one already gone counts as deleted)."""
+        try:
+            with self._telling_a_dead_bot_apart(), slack_edge("chat.delete"):
+                self.client.chat_delete(channel=sent.conversation, ts=sent.ts)
+        except SlackRequestError as exc:
+            if exc.error != "message_not_found":
+                raise
+        return True
 
     # ----- Slack's own ------------------------------------------------------------------------
 
@@ -420,6 +439,7 @@ class SlackChannel:
         event_type: str,
         payload_match: Mapping[str, Any],
         oldest: float | None,
+        other_than: str | None = None,
         page_size: int = 200,
     ) -> Sent | None:
         cursor: str | None = None
@@ -436,6 +456,8 @@ class SlackChannel:
             with slack_edge("conversations.history"):
                 response = self.client.conversations_history(**kwargs)
             for message in response.get("messages") or []:
+                if message.get("ts") == other_than:
+                    continue
                 if _metadata_matches(message, event_type, payload_match):
                     return Sent(conversation=channel, ts=str(message["ts"]))
             cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
@@ -505,9 +527,20 @@ class PartnerSlackChannel(SlackChannel):
         with self._not_installed_when_refused():
             return super().update(sent, message)
 
-    def find(self, address: str, tag: MessageTag, since: datetime | None) -> Sent | None:
+    def find(
+        self,
+        address: str,
+        tag: MessageTag,
+        since: datetime | None,
+        *,
+        other_than: Sent | None = None,
+    ) -> Sent | None:
         with self._not_installed_when_refused():
-            return super().find(address, tag, since)
+            return super().find(address, tag, since, other_than=other_than)
+
+    def delete(self, sent: Sent) -> bool:
+        with self._not_installed_when_refused():
+            return super().delete(sent)
 
     def describe(self, sent: Sent) -> dict[str, Any]:
         """As at home, naming the workspace too."""

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.channels.base import Sent
+from bot.channels.base import ChannelError, Sent
 from bot.delivery import escalation, outbox
 from bot.delivery.compose import Delivery, DeliveryContext
 from bot.delivery.compose.copy import message_record
@@ -33,8 +33,10 @@ from bot.delivery.kinds import (
     Outcome,
     TargetState,
 )
+from bot.delivery.pacing import Pacer
 from bot.delivery.reads import preload, store_of
 from bot.delivery.results import RowResult
+from bot.delivery.send import remove_late_copy
 from bot.models import OutboxMessage, Referral, Target
 from bot.services import audit
 from bot.services.oncall import acknowledgement_of
@@ -105,7 +107,8 @@ def _settle(
     )
     if row is None:
         # Our lease ran out and another dispatcher took the row; it will find this
-        # message in the channel and confirm it, so nothing is logged twice.
+        # message in the channel and confirm it, so nothing is logged twice (or, if it
+        # sent the row too, our copy is taken back: `take_back_late_copy`).
         logger.warning("lost the claim on row %s after sending it", delivery.row_id)
         return RowResult(delivery.row_id, delivery.kind, Outcome.LOST, reason="claim lost")
     outbox.settle_sent(row, now=when, channel=sent.conversation, ts=sent.ts, late=late)
@@ -157,6 +160,52 @@ def _settle(
             session, row, delivered=True, error=None, now=now, where=where if other else None
         )
     return RowResult(delivery.row_id, delivery.kind, Outcome.DELIVERED, late=late, found=found)
+
+
+def take_back_late_copy(
+    ctx: DeliveryContext,
+    session_factory: sessionmaker[Session],
+    delivery: Delivery,
+    sent: Sent,
+    now: datetime,
+    pacer: Pacer | None = None,
+) -> bool:
+    """We posted the row, then found our claim lost (this process froze between the check of
+    its claim and the send, and another dispatcher took the row over). If that one sent the
+    row too, our copy is deleted and the deletion logged (`duplicate_deleted`); True then.
+    Otherwise ours is the only copy, and the row's holder finds it by its tag.
+
+    Called with no transaction open: it talks to the channel.
+    """
+    channel = ctx.channels.named(delivery.channel)
+    try:
+        taken_back = remove_late_copy(channel, delivery, sent, pacer)
+    except ChannelError:
+        logger.exception("could not look for or delete a late copy of row %s", delivery.row_id)
+        return False
+    if taken_back is None or not taken_back[1]:
+        return False
+    kept = taken_back[0]
+    detail: dict[str, Any] = {
+        "kind": str(delivery.kind),
+        "row_id": delivery.row_id,
+        **channel.describe(sent),
+        "kept_ts": kept.ts,
+        "dispatcher": ctx.instance_id,
+    }
+    with session_factory.begin() as session:
+        audit.record(
+            session,
+            "duplicate_deleted",
+            at=now,
+            referral_id=delivery.referral_id,
+            actor=ACTOR,
+            # the person (a step's message names only them) or the room it went to
+            recipient=delivery.recipient or delivery.person or delivery.address,
+            target=delivery.target,
+            detail=detail,
+        )
+    return True
 
 
 def _page_until_acknowledged(

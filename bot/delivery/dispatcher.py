@@ -2,11 +2,12 @@
 
 A pass claims a batch of due rows and puts each through the one delivery path
 (`pipeline.RowPipeline`), batch after batch until nothing due is left. While a pass runs, a
-heartbeat renews the short lease of every row this dispatcher holds (also while it waits out a
-rate limit), so a live dispatcher keeps its rows and a dead one's are taken over within a lease;
-each row's claim is checked again just before its message is sent (`compose`). The database is
-the only source of truth; `wakeups.Wakeups` only decides when to look, and `wakeups.OutboxWatch`
-tells it when any process wrote rows.
+heartbeat renews the short lease of every row this dispatcher holds (also while it waits for a
+rate token), so a live dispatcher keeps its rows and a dead one's are taken over within a lease;
+each row's claim is checked and renewed again, in one statement, immediately before its message
+is sent (`send.find_or_send`), and nothing inside a send sleeps (a 429 goes back to the
+outbox). The database is the only source of truth; `wakeups.Wakeups` only decides when to look,
+and `wakeups.OutboxWatch` tells it when any process wrote rows.
 
 Running in the background it also runs retention once a day (`run_retention`): at its start
 when the day's run has not happened, then daily at RETENTION_TIME service time
@@ -80,8 +81,15 @@ class Dispatcher:
         self.interval_seconds = interval_seconds or settings.dispatch_interval_seconds
         self.batch_size = batch_size
         self.lease = lease
+        # Slack calls wait for their rate tier's token, shared with every other dispatcher; a
+        # 429 is shared too, and a delivery's goes back to the outbox (no sleep inside a send).
+        self.pacer = Pacer(_engine_of(session_factory), tiers_for(settings))
+        self.pacer.watch(client)
         self.channels = channels or build_channels(
-            client, settings, clock=clock, session_factory=session_factory
+            self.pacer.delivery_client(client),
+            settings,
+            clock=clock,
+            session_factory=session_factory,
         )
         self.context = DeliveryContext(
             settings=settings,
@@ -90,9 +98,6 @@ class Dispatcher:
             lease=lease,
             wall_clock=SystemClock(),
         )
-        # Slack calls wait for their rate tier's token, shared with every other dispatcher.
-        self.pacer = Pacer(_engine_of(session_factory), tiers_for(settings))
-        self.pacer.watch(client)
         self.homes = HomeRefreshes(session_factory, settings, clock, self.pacer)
         self.rows = RowPipeline(
             self.context,
@@ -188,7 +193,7 @@ class Dispatcher:
     @contextmanager
     def _keeping_claims(self) -> Iterator[None]:
         """Renew our claims every LEASE_RENEWAL (at most a third of the lease) until the block
-        ends: a row waiting its turn in the batch, or its send waiting out a 429, stays ours."""
+        ends: a row waiting its turn in the batch, or for a rate token, stays ours."""
         done = threading.Event()
         every = min(self.lease / 3, LEASE_RENEWAL).total_seconds()
         renewer = threading.Thread(

@@ -1,8 +1,8 @@
 """When a row cannot be delivered: retry, give up loudly, or hold everything.
 
 - *Transient* (the channel is down, overloaded, slow): the row goes back to pending with a
-  backoff (or the channel's Retry-After); an *ambiguous* failure (it may have been sent) makes
-  the next attempt look for the message before sending it again.
+  backoff (or until the channel's Retry-After, for a 429); an *ambiguous* failure (it may have
+  been sent) makes the next attempt look for the message before sending it again.
 - *Unreachable* recipient of a prompt, with no other channel: they are passed over
   (`pass_over`): the prompt goes at once to the next in its target's chain at work
   (`prompt_rerouted`), and the on-call holders are told (`unreachable`; the EDT channel when
@@ -75,10 +75,13 @@ class Failures:
         self._last_credentials_alert: dict[str, datetime] = {}
 
     def transient(self, row_id: int, exc: TransientError) -> RowResult:
-        """Try again after a backoff (or the channel's Retry-After), searching first if the
-        failure was ambiguous."""
+        """Try again after a backoff, or exactly at the channel's Retry-After (a 429: the
+        send returned at once rather than wait, and the pacing bucket waits too), searching
+        first if the failure was ambiguous."""
         now = self.clock.now()
-        not_before = now + timedelta(seconds=exc.retry_after) if exc.retry_after else None
+        retry_at = None
+        if exc.retry_after is not None:
+            retry_at = now + timedelta(seconds=exc.retry_after)
         with self.session_factory.begin() as session:
             row = outbox.release_for_retry(
                 session,
@@ -87,7 +90,7 @@ class Failures:
                 now=now,
                 error=exc.error,
                 may_have_posted=exc.ambiguous,
-                not_before=not_before,
+                retry_at=retry_at,
             )
             if row is None:
                 return _lost(row_id)

@@ -645,11 +645,34 @@ def owned_many(
 def renew_claim(
     session: Session, row_id: int, *, instance_id: str, now: datetime, lease: timedelta
 ) -> OutboxMessage | None:
-    """Extend our lease just before talking to the channel; None when the claim is lost."""
+    """Extend our lease as the row is composed (the send checks it again, `hold_claim`); None
+    when the claim is lost."""
     row = owned(session, row_id, instance_id)
     if row is not None:
         row.claimed_until = now + lease
     return row
+
+
+def hold_claim(
+    session: Session, row_id: int, *, instance_id: str, now: datetime, lease: timedelta
+) -> bool:
+    """Whether `instance_id` still holds the row, renewing its lease if so: one UPDATE, made
+    immediately before a message is sent, so that a dispatcher that froze (or waited) past its
+    lease never sends a row another dispatcher has taken over (docs/timing.md, "Claims that
+    cannot be overrun")."""
+    return (
+        session.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id == row_id,
+                OutboxMessage.state == RowState.CLAIMED,
+                OutboxMessage.claimed_by == instance_id,
+            )
+            .values(claimed_until=now + lease)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
 
 
 def renew_claims(session: Session, *, instance_id: str, now: datetime, lease: timedelta) -> int:
@@ -714,8 +737,10 @@ def release_for_retry(
     error: str,
     may_have_posted: bool = False,
     not_before: datetime | None = None,
+    retry_at: datetime | None = None,
 ) -> OutboxMessage | None:
-    """Back to pending with attempts+1 and next_attempt_at = now + backoff (or not_before).
+    """Back to pending with attempts+1 and next_attempt_at = now + backoff (or not_before, if
+    later); exactly `retry_at` when given (the channel said when: a 429's Retry-After).
 
     `may_have_posted` (an ambiguous failure) makes the next attempt search the channel first.
     """
@@ -723,9 +748,10 @@ def release_for_retry(
     if row is None:
         return None
     row.attempts = (row.attempts or 0) + 1
-    retry_at = now + backoff(row.attempts)
-    if not_before is not None and not_before > retry_at:
-        retry_at = not_before
+    if retry_at is None:
+        retry_at = now + backoff(row.attempts)
+        if not_before is not None and not_before > retry_at:
+            retry_at = not_before
     _release(row, next_attempt_at=retry_at)
     row.last_error = error[:500]
     if may_have_posted:

@@ -26,6 +26,7 @@ from slack_sdk.http_retry import (
     HttpRequest,
     HttpResponse,
     RateLimitErrorRetryHandler,
+    RetryHandler,
     RetryState,
 )
 from sqlalchemy import Engine, and_, case, insert, or_, select, update
@@ -55,6 +56,7 @@ TIER_OF_METHOD: Mapping[str, str] = {
     "chat.update": MESSAGES,
     "conversations.open": "tier3",
     "conversations.history": "tier3",
+    "chat.delete": "tier3",
     "users.lookupByEmail": "tier3",
     "chat.postEphemeral": "tier4",
     "views.publish": "tier4",
@@ -247,11 +249,25 @@ class Pacer:
         except IntegrityError:
             pass  # another dispatcher made it first: use theirs
 
+    def delivery_client(self, client: WebClient) -> WebClient:
+        """A copy of `client` for deliveries: a 429 empties the bucket for everyone and comes
+        back as an error at once, never waited out inside the send (the row goes back to the
+        outbox until its Retry-After, bot/delivery/failures.py). Its other retries (a refused
+        connection, a 5xx of a method that cannot have posted) are kept: two each, waiting
+        about 0.5 s and 1 s (plus up to 1 s of jitter), far inside a claim's lease."""
+        return WebClient(
+            token=client.token,
+            base_url=client.base_url,
+            timeout=client.timeout,
+            ssl=client.ssl,
+            proxy=client.proxy,
+            headers=dict(client.headers),
+            retry_handlers=[PacingRateLimitHandler(self, client), *_all_but_429s(client)],
+        )
+
     def watch(self, client: WebClient) -> None:
         """Make `client`'s 429 retries empty the bucket for everyone before they wait."""
-        handlers = [
-            h for h in client.retry_handlers if not isinstance(h, RateLimitErrorRetryHandler)
-        ]
+        handlers = _all_but_429s(client)
         limit = next(
             (h for h in client.retry_handlers if isinstance(h, RateLimitErrorRetryHandler)), None
         )
@@ -259,8 +275,51 @@ class Pacer:
         client.retry_handlers = [PacingRateLimitRetryHandler(self, client, retries), *handlers]
 
 
+def _all_but_429s(client: WebClient) -> list[RetryHandler]:
+    """`client`'s retry handlers but slack_sdk's 429 retry."""
+    return [h for h in client.retry_handlers if not isinstance(h, RateLimitErrorRetryHandler)]
+
+
+class PacingRateLimitHandler(RetryHandler):
+    """A 429 empties the shared bucket for its `Retry-After`, and is not retried: the caller
+    gets the error at once (a delivery's row goes back to the outbox until then)."""
+
+    def __init__(self, pacer: Pacer, client: WebClient) -> None:
+        super().__init__(max_retry_count=1)
+        self.pacer = pacer
+        self.client = client
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is not None and response.status_code == 429:
+            _share_429(self.pacer, self.client, request, response)
+        return False
+
+
+def _share_429(
+    pacer: Pacer, client: WebClient, request: HttpRequest, response: HttpResponse
+) -> None:
+    """Empty the bucket of the method that met a 429 until its Retry-After, for everyone."""
+    method = request.url.rsplit("/", 1)[-1].split("?", 1)[0]
+    retry_after = _retry_after_seconds(response.headers)
+    try:
+        # The token of the request that met the 429: a partner workspace's client copies
+        # the home one's handlers (bot/workspaces/clients.py), so the handler's own client
+        # may be another workspace's.
+        pacer.hold(_token_of(request) or client.token, method, retry_after)
+    except Exception:
+        logger.exception("could not share a 429 of %s with the other dispatchers", method)
+
+
 class PacingRateLimitRetryHandler(RateLimitErrorRetryHandler):
-    """slack_sdk's 429 retry (it waits `Retry-After`), which first empties the shared bucket."""
+    """slack_sdk's 429 retry (it waits `Retry-After`), which first empties the shared bucket:
+    for calls outside deliveries (Bolt's handlers answering a click), which may wait."""
 
     def __init__(self, pacer: Pacer, client: WebClient, max_retry_count: int) -> None:
         super().__init__(max_retry_count=max_retry_count)
@@ -276,16 +335,7 @@ class PacingRateLimitRetryHandler(RateLimitErrorRetryHandler):
         error: Exception | None = None,
     ) -> None:
         if response is not None:
-            method = request.url.rsplit("/", 1)[-1].split("?", 1)[0]
-            retry_after = _retry_after_seconds(response.headers)
-            try:
-                # The token of the request that met the 429: a partner workspace's client
-                # copies the home one's handlers (bot/workspaces/clients.py), so this handler's
-                # own client may be another workspace's.
-                token = _token_of(request) or self.client.token
-                self.pacer.hold(token, method, retry_after)
-            except Exception:
-                logger.exception("could not share a 429 of %s with the other dispatchers", method)
+            _share_429(self.pacer, self.client, request, response)
         super().prepare_for_next_attempt(
             state=state, request=request, response=response, error=error
         )

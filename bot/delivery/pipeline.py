@@ -2,8 +2,11 @@
 
 1. *compose* (short transaction): what the row means now (`compose`); a person only their
    channel can find is looked up outside the transaction, stored, and the row composed again;
-2. *find or send* (no transaction): `send.find_or_send`;
-3. *confirm* (short transaction): `confirm.confirm`.
+2. *find or send* (no transaction): `send.find_or_send`, which checks and renews the claim in
+   one statement just before the send, and sends nothing when it is lost;
+3. *confirm* (short transaction): `confirm.confirm`; when the claim turns out lost after all
+   and another dispatcher sent the row too, our copy is taken back
+   (`confirm.take_back_late_copy`).
 
 A dispatcher's batch goes through step 1 in one transaction (`compose_batch`), each row through
 step 2, then step 3 for every row it posted in one transaction: a prompt costs a few SQL
@@ -40,12 +43,12 @@ from bot.delivery.compose import (
     compose,
     compose_batch,
 )
-from bot.delivery.confirm import Posted, confirm
+from bot.delivery.confirm import Posted, confirm, take_back_late_copy
 from bot.delivery.failures import Failures
 from bot.delivery.kinds import Outcome
 from bot.delivery.pacing import Pacer
 from bot.delivery.results import RowResult
-from bot.delivery.send import find_or_send
+from bot.delivery.send import ClaimLost, find_or_send
 from rota.models import Person
 
 logger = logging.getLogger(__name__)
@@ -162,7 +165,19 @@ class RowPipeline:
             logger.exception("confirming %d rows together failed; each alone", len(posted))
             results = [self._confirm_alone(one) for one in posted]
         for one, result in zip(posted, results, strict=True):
-            if result is not None and result.outcome is Outcome.DELIVERED and self.on_delivered:
+            if result is None:
+                continue
+            if result.outcome is Outcome.LOST and not one.found:
+                # Sent, then found no longer ours: if its new holder sent it too, ours goes.
+                take_back_late_copy(
+                    self.ctx,
+                    self.session_factory,
+                    one.delivery,
+                    one.sent,
+                    self.clock.now(),
+                    self.pacer,
+                )
+            elif result.outcome is Outcome.DELIVERED and self.on_delivered is not None:
                 self.on_delivered(one.delivery)
         return results
 
@@ -187,8 +202,24 @@ class RowPipeline:
         attempt.person_channel = composed.channel if composed.person is not None else None
         attempt.sending = True
         channel = self.ctx.channels.named(composed.channel)
-        sent, found = find_or_send(channel, composed, self.pacer)
+        try:
+            sent, found = find_or_send(
+                channel, composed, self.pacer, hold_claim=lambda: self._hold_claim(row_id)
+            )
+        except ClaimLost:
+            return RowResult(row_id, composed.kind, Outcome.LOST, reason="claim lost")
         return Posted(composed, sent, found, self.clock.now())
+
+    def _hold_claim(self, row_id: int) -> bool:
+        """Renew our claim on the row just before its send; False when it is no longer ours."""
+        with self.session_factory.begin() as session:
+            return outbox.hold_claim(
+                session,
+                row_id,
+                instance_id=self.ctx.instance_id,
+                now=self.clock.now(),
+                lease=self.ctx.lease,
+            )
 
     def _compose(self, row_id: int, attempt: _Attempt, first: Composed | None) -> Composed:
         if isinstance(first, NeedsAddress):

@@ -3,11 +3,19 @@
 A row whose earlier attempt may have reached the channel (its dispatcher died after sending, or
 the send failed ambiguously) is looked for first, by its message tag, since the row was first
 claimed; only when it is not there is it sent (or, for a message sent earlier, updated).
+
+Immediately before the send, after the history check and the wait for a rate token, the claim
+is checked and renewed in one statement (`outbox.hold_claim`): a dispatcher that froze or
+waited past its lease sends nothing (`ClaimLost`). Nothing in a send sleeps: a 429 goes back to
+the outbox (pacing.py). What a frozen process may still send between that check and the post
+is removed afterwards (`remove_late_copy`, called by confirm.py). docs/timing.md, "Claims
+that cannot be overrun".
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from bot.channels.base import Channel, Sent
 from bot.channels.slack import SlackChannel
@@ -17,12 +25,22 @@ from bot.delivery.pacing import Pacer
 logger = logging.getLogger(__name__)
 
 
+class ClaimLost(Exception):
+    """Our claim on the row ran out before its message was sent: nothing was sent."""
+
+
 def find_or_send(
-    channel: Channel, delivery: Delivery, pacer: Pacer | None = None
+    channel: Channel,
+    delivery: Delivery,
+    pacer: Pacer | None = None,
+    *,
+    hold_claim: Callable[[], bool],
 ) -> tuple[Sent, bool]:
     """Where the row's message now is, and whether it was found rather than sent now.
 
     With a `pacer`, each Slack call first waits for its rate tier's token (pacing.py).
+    `hold_claim` renews our claim and says whether it is still ours; it is asked last before
+    the send, and ClaimLost is raised (nothing sent) when it is not.
     """
     if delivery.check_history:
         _pace(pacer, channel, "conversations.history")
@@ -30,11 +48,56 @@ def find_or_send(
         if found is not None:
             logger.info("%s %s was already sent (%s)", delivery.kind, delivery.row_id, found.ts)
             return found, True
+    method = "chat.update" if delivery.update is not None else "chat.postMessage"
+    _pace(pacer, channel, method)
+    if not hold_claim():
+        logger.warning(
+            "lost the claim on %s %s before sending it: not sent", delivery.kind, delivery.row_id
+        )
+        raise ClaimLost(f"claim on row {delivery.row_id} lost before sending")
     if delivery.update is not None:
-        _pace(pacer, channel, "chat.update")
         return channel.update(delivery.update, delivery.message), False
-    _pace(pacer, channel, "chat.postMessage")
     return channel.send(delivery.address, delivery.message), False
+
+
+def remove_late_copy(
+    channel: Channel, delivery: Delivery, sent: Sent, pacer: Pacer | None = None
+) -> tuple[Sent, bool] | None:
+    """We posted `sent`, then found our claim lost: if the channel holds another copy of the
+    same row (another dispatcher took the row over and sent it), ours is deleted when the
+    channel can; returns that other copy and whether ours is gone. None: no other copy.
+
+    Only a new post can be a duplicate (an update rewrites the one message, and a message
+    found in history was not sent by us). Without another copy, ours is the row's: the
+    dispatcher that holds the row now finds it by its tag and does not post again.
+    """
+    if delivery.update is not None:
+        return None
+    _pace(pacer, channel, "conversations.history")
+    other = channel.find(delivery.address, delivery.message.tag, delivery.since, other_than=sent)
+    if other is None:
+        return None
+    _pace(pacer, channel, "chat.delete")
+    deleted = channel.delete(sent)
+    if deleted:
+        logger.warning(
+            "%s %s was also sent by another dispatcher (%s): deleted our late copy %s",
+            delivery.kind,
+            delivery.row_id,
+            other.ts,
+            sent.ts,
+        )
+    else:
+        # An email cannot be taken back; the check before sending is its only guard.
+        logger.error(
+            "%s %s was also sent by another dispatcher (%s); %s cannot take back our late copy %s",
+            delivery.kind,
+            delivery.row_id,
+            other.ts,
+            channel.name,
+            sent.ts,
+        )
+    return other, deleted
 
 
 def _pace(pacer: Pacer | None, channel: Channel, method: str) -> None:

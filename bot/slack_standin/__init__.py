@@ -22,8 +22,11 @@ Inspection
   GET  rate_limits                    limits in force and ``ratelimited``: 429s per method
 Setup
   POST users {"team"?, "users": [...]}      POST channels {"team"?, "channels": [...]}
-  POST faults {kind, method, count, status, seconds, retry_after, error, after_apply} | [...]
+  POST faults {kind, method, channel, count, status, seconds, retry_after, error,
+               after_apply} | [...]
   DELETE faults      POST reset      POST response/NAME (a response_url)
+  GET  holds         calls a `hold` fault holds back (listed until answered)
+  POST holds/release  let them take effect and be answered
   POST rate_limit {"burst", "per_second"} | {"enabled": false}   chat.postMessage per channel
   POST rate_limits {"tiers": true, "methods": {M: {"per_minute", "burst"} | null},
                     "workspace": {"per_second", "burst"}, "workspace_methods": [...]}

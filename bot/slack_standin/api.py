@@ -15,7 +15,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -76,6 +76,8 @@ class WebAPI:
         self._calls: list[RecordedCall] = []
         self._responses: list[dict[str, Any]] = []
         self._faults: list[Fault] = []
+        # Calls held back by a `hold` fault: (method, channel, released)
+        self._held: list[tuple[str, str | None, threading.Event]] = []
 
     # ----- workspaces ----------------------------------------------------------------------
 
@@ -140,6 +142,47 @@ class WebAPI:
         """Drop every queued fault."""
         with self._lock:
             self._faults.clear()
+
+    @contextlib.contextmanager
+    def holding_back(self, method: str, args: Mapping[str, Any]) -> Iterator[None]:
+        """Around one call's handling: while a `hold` fault says so, the call waits before it
+        takes effect, until `release_holds` (also when the stand-in stops) or the fault's
+        `seconds`; it is listed by `held` until its answer is written (no lock is held)."""
+        channel = args.get("channel")
+        with self._lock:
+            fault = next(
+                (f for f in self._faults if f.kind == "hold" and f.matches(method, channel)), None
+            )
+            if fault is not None:
+                fault.remaining -= 1
+                if fault.remaining == 0:
+                    self._faults.remove(fault)
+                held = (method, channel if isinstance(channel, str) else None, threading.Event())
+                self._held.append(held)
+        if fault is None:
+            yield
+            return
+        try:
+            held[2].wait(fault.seconds)
+            yield
+        finally:
+            with self._lock:
+                self._held.remove(held)
+
+    def held(self) -> list[dict[str, Any]]:
+        """The calls a `hold` fault holds back, or released and not yet answered."""
+        with self._lock:
+            return [
+                {"method": m, "channel": c, "released": released.is_set()}
+                for m, c, released in self._held
+            ]
+
+    def release_holds(self) -> int:
+        """Let every held call go on (to take effect and be answered); how many there were."""
+        with self._lock:
+            for _, _, released in self._held:
+                released.set()
+            return len(self._held)
 
     def faults(self) -> list[dict[str, Any]]:
         """The faults still queued."""
@@ -282,7 +325,7 @@ class WebAPI:
         problems = spec.problems(args)
         if problems:
             return team_id, _error_reply(SlackError("invalid_arguments", problems))
-        fault = self._take_fault(method)
+        fault = self._take_fault(method, args.get("channel"))
         if fault is not None and not fault.after_apply:
             return team_id, _deliver_before(fault)
         try:
@@ -329,9 +372,9 @@ class WebAPI:
             return _ratelimited_reply(exc.retry_after)
         return Reply(status=200, body={"ok": True, **body})
 
-    def _take_fault(self, method: str) -> Fault | None:
+    def _take_fault(self, method: str, channel: object = None) -> Fault | None:
         for fault in self._faults:
-            if fault.matches(method):
+            if fault.kind != "hold" and fault.matches(method, channel):
                 fault.remaining -= 1
                 if fault.remaining == 0:
                     self._faults.remove(fault)

@@ -57,6 +57,8 @@ def _inspection(
             return {"ok": True, "text": standin.all_text()}
         case ("GET", "faults"):
             return {"ok": True, "faults": standin.api.faults()}
+        case ("GET", "holds"):
+            return {"ok": True, "held": standin.held()}
         case ("GET", "responses"):
             return {"ok": True, "responses": standin.responses(query.get("name"))}
         case ("GET", "rate_limits"):
@@ -76,6 +78,8 @@ def _setup(
         case ("DELETE", "faults"):
             standin.clear_faults()
             return {"ok": True}
+        case ("POST", "holds/release"):
+            return {"ok": True, "released": standin.release_holds()}
         case ("POST", "users"):
             users = [StandInUser.from_dict(item) for item in _items(body, "users", "a user")]
             standin.add_users(users, team=_team(body))

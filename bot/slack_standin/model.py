@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-FAULT_KINDS = ("status", "hang", "ratelimit", "error")
+FAULT_KINDS = ("status", "hang", "ratelimit", "error", "hold")
 
 
 class ControlError(ValueError):
@@ -99,9 +99,13 @@ class Fault:
     """A failure the stand-in delivers on the next ``count`` matching calls.
 
     ``kind`` is ``status`` (HTTP ``status``), ``hang`` (wait ``seconds``), ``ratelimit`` (HTTP 429
-    with ``Retry-After: retry_after``) or ``error`` (Slack ``error`` with HTTP 200). ``method`` is a
-    method name or ``*``. With ``after_apply`` the call takes effect first and only its response
-    fails, as when a response is lost on the way back; otherwise nothing is applied.
+    with ``Retry-After: retry_after``), ``error`` (Slack ``error`` with HTTP 200) or ``hold`` (the
+    call waits *before* it takes effect, until ``POST /_standin/holds/release`` or ``seconds``,
+    then is applied and answered as usual: a request that reaches Slack late, as from a process
+    frozen in the middle of sending it). ``method`` is a method name or ``*``; ``channel``, when
+    given, limits the fault to calls with that ``channel`` argument (a user ID for a DM post).
+    With ``after_apply`` the call takes effect first and only its response fails, as when a
+    response is lost on the way back; otherwise nothing is applied.
     """
 
     kind: str
@@ -112,6 +116,7 @@ class Fault:
     retry_after: int = 1
     error: str = ""
     after_apply: bool = False
+    channel: str | None = None
     remaining: int = field(default=-1)
 
     def __post_init__(self) -> None:
@@ -123,15 +128,19 @@ class Fault:
             raise ControlError("a status fault needs an HTTP status from 400 to 599")
         if self.kind == "error" and not self.error:
             raise ControlError("an error fault needs the Slack 'error' to return")
-        if self.kind == "hang" and self.seconds <= 0:
-            raise ControlError("a hang fault needs 'seconds' > 0")
+        if self.kind in ("hang", "hold") and self.seconds <= 0:
+            raise ControlError(f"a {self.kind} fault needs 'seconds' > 0")
+        if self.kind == "hold" and self.after_apply:
+            raise ControlError("a hold fault holds a call before it takes effect: no after_apply")
         if self.retry_after < 0:
             raise ControlError("retry_after must not be negative")
         if self.remaining < 0:
             self.remaining = self.count
 
-    def matches(self, method: str) -> bool:
-        """Whether this fault applies to a call of ``method``."""
+    def matches(self, method: str, channel: object = None) -> bool:
+        """Whether this fault applies to a call of ``method`` (with that ``channel`` argument)."""
+        if self.channel is not None and channel != self.channel:
+            return False
         return self.remaining > 0 and self.method in ("*", method)
 
     @classmethod
@@ -146,6 +155,7 @@ class Fault:
             "retry_after",
             "error",
             "after_apply",
+            "channel",
         }
         unknown = sorted(set(data) - allowed)
         if unknown:
@@ -162,6 +172,7 @@ class Fault:
                 retry_after=int(data.get("retry_after", 1)),
                 error=str(data.get("error", "")),
                 after_apply=bool(data.get("after_apply", False)),
+                channel=str(data["channel"]) if data.get("channel") else None,
             )
         except ControlError:
             raise

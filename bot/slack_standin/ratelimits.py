@@ -63,6 +63,7 @@ TIER_4 = Limit(per_minute=100, burst=10)
 
 # The tier of each simulated method, from its page in Slack's method catalogue.
 SLACK_TIERS: Mapping[str, Limit] = {
+    "chat.delete": TIER_3,
     "chat.update": TIER_3,
     "conversations.history": TIER_3,
     "conversations.open": TIER_3,

@@ -137,6 +137,7 @@ class SlackStandIn:
         if server is None:
             return
         self._stopping.set()
+        self.api.release_holds()
         server.shutdown()
         server.server_close()
         if self._thread is not None:
@@ -372,6 +373,19 @@ class SlackStandIn:
         return self.inject(
             Fault("hang", method=method, count=count, seconds=seconds, after_apply=after_apply)
         )
+
+    def hold(self, method: str, seconds: float, *, channel: str | None = None) -> Fault:
+        """Hold the next call of ``method`` (to ``channel``) before it takes effect, until
+        ``release_holds`` or ``seconds``; then it is applied and answered as usual."""
+        return self.inject(Fault("hold", method=method, seconds=seconds, channel=channel))
+
+    def held(self) -> list[dict[str, Any]]:
+        """The calls held back (``method``, ``channel``, ``released``) until answered."""
+        return self.api.held()
+
+    def release_holds(self) -> int:
+        """Let the held calls take effect and be answered; how many there were."""
+        return self.api.release_holds()
 
     def rate_limit_storm(self, method: str = "*", *, count: int = 1, retry_after: int = 1) -> Fault:
         """Answer the next ``count`` calls of ``method`` with HTTP 429 and ``Retry-After``."""

@@ -119,10 +119,11 @@ def handler_for(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
             authorization = self.headers.get("Authorization", "")
             bearer = authorization[7:].strip() if authorization.startswith("Bearer ") else None
             client = _client_credentials(authorization)
-            reply = standin.api.dispatch(method, args, bearer, client)
-            if reply.delay:
-                standin.wait_interrupted(reply.delay)
-            self._send(reply.status, reply.body, reply.headers)
+            with standin.api.holding_back(method, args):  # a `hold`: the call arrives late
+                reply = standin.api.dispatch(method, args, bearer, client)
+                if reply.delay:
+                    standin.wait_interrupted(reply.delay)
+                self._send(reply.status, reply.body, reply.headers)
 
         def _authorize(self, query: dict[str, str]) -> None:
             # An admin's answer to Slack's install page, without the page: approve (or, with

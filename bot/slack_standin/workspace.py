@@ -401,6 +401,14 @@ class Workspace:
             "message": copy.deepcopy(message),
         }
 
+    def _chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._existing_channel(str(args["channel"]))
+        message = self._find_message(channel, str(args["ts"]))
+        if message.get("bot_id") != self.bot_id:
+            raise SlackError("cant_delete_message")
+        self._messages[channel].remove(message)
+        return {"channel": channel, "ts": message["ts"]}
+
     def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         self._check_message_content(args, require_content=True)
         user_id = str(args["user"])

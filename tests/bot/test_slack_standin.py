@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -218,7 +219,7 @@ def test_every_call_is_checked_against_the_method_table(client: WebClient) -> No
     with pytest.raises(SlackApiError) as unknown_method:
         client.api_call("chat.postMessages", json={"channel": "C0EDT", "text": "x"})
     with pytest.raises(SlackApiError) as not_simulated:
-        client.api_call("chat.delete", json={"channel": "C0EDT", "ts": "1.000001"})
+        client.api_call("chat.meMessage", json={"channel": "C0EDT", "text": "waves"})
     with pytest.raises(SlackApiError) as unknown_argument:
         client.chat_postMessage(channel="C0EDT", text="x", colour="red")
     with pytest.raises(SlackApiError) as missing_argument:
@@ -544,6 +545,66 @@ def test_a_hang_times_the_client_out(standin: SlackStandIn) -> None:
 
     assert time.monotonic() - started < 1.5
     assert [m["text"] for m in standin.messages("C0EDT")] == ["stored, answer lost"]
+
+
+def test_a_held_post_takes_effect_only_once_released_after_a_later_one(
+    standin: SlackStandIn, client: WebClient
+) -> None:
+    # Held before it takes effect: as from a process frozen while sending it.
+    status, _ = control(
+        standin,
+        "POST",
+        "faults",
+        {"kind": "hold", "method": "chat.postMessage", "channel": "U0ANN", "seconds": 30},
+    )
+    assert status == 200
+    answers: list[Any] = []
+    late = threading.Thread(
+        target=lambda: answers.append(client.chat_postMessage(channel="U0ANN", text="late"))
+    )
+    late.start()
+    deadline = time.monotonic() + 10
+    while not standin.held() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert control(standin, "GET", "holds")[1]["held"] == [
+        {"method": "chat.postMessage", "channel": "U0ANN", "released": False}
+    ]
+    client.chat_postMessage(channel="U0BOB", text="another DM is not held")
+    first = client.chat_postMessage(channel="U0ANN", text="first")  # the hold was used up
+    assert [m["text"] for m in standin.messages()] == ["another DM is not held", "first"]
+
+    assert control(standin, "POST", "holds/release", {})[1] == {"ok": True, "released": 1}
+    late.join(timeout=10)
+    assert answers and answers[0]["ok"] is True
+    assert [m["text"] for m in standin.messages(first["channel"])] == ["first", "late"]
+    assert standin.held() == []
+    assert control(standin, "POST", "faults", {"kind": "hold", "seconds": 0})[0] == 400
+    assert (
+        control(standin, "POST", "faults", {"kind": "hold", "seconds": 5, "after_apply": True})[0]
+        == 400
+    )
+
+
+def test_chat_delete_takes_back_the_bot_s_own_message_only(
+    standin: SlackStandIn, client: WebClient
+) -> None:
+    kept = client.chat_postMessage(channel="C0EDT", text="kept")
+    gone = client.chat_postMessage(channel="C0EDT", text="gone")
+    said = standin.post_as_user("C0EDT", "U0ANN", "a person's message")
+
+    answer = client.chat_delete(channel="C0EDT", ts=gone["ts"])
+    assert (answer["channel"], answer["ts"]) == ("C0EDT", gone["ts"])
+    with pytest.raises(SlackApiError) as again:
+        client.chat_delete(channel="C0EDT", ts=gone["ts"])
+    with pytest.raises(SlackApiError) as not_ours:
+        client.chat_delete(channel="C0EDT", ts=said)
+    with pytest.raises(SlackApiError) as no_channel:
+        client.chat_delete(channel="C0NOWHERE", ts=kept["ts"])
+
+    assert slack_error(again) == "message_not_found"
+    assert slack_error(not_ours) == "cant_delete_message"
+    assert slack_error(no_channel) == "channel_not_found"
+    assert [m["text"] for m in standin.messages("C0EDT")] == ["kept", "a person's message"]
 
 
 # ----- inspection, control API and CLI ---------------------------------------------------------

@@ -72,6 +72,7 @@ def test_tier_3_allows_a_burst_then_answers_429_with_retry_after_per_workspace(
 
 def test_the_published_tiers(standin: SlackStandIn) -> None:
     assert {name: limit.per_minute for name, limit in SLACK_TIERS.items()} == {
+        "chat.delete": 50,
         "chat.update": 50,
         "conversations.history": 50,
         "conversations.open": 50,

@@ -112,11 +112,19 @@ def test_two_dispatchers_share_a_burst_of_240_prompts_through_429s_and_5xx_once_
         "prob-tward",
         "prob-mgr-walsh",
     }
-    # The 429s were waited out inside the call; the 5xx rows went again after their back-off:
-    # those Slack had stored (502 and internal_error after applying) were found, not reposted,
-    # and are logged as sent when Slack had them (at 09:00); only the 4 refused went later.
+    # The 429s went back to the outbox until their Retry-After (nothing waits inside a send)
+    # and the 5xx rows until their back-off: those Slack had stored (502 and internal_error
+    # after applying) were found, not reposted, and are logged as sent when Slack had them (at
+    # 09:00); only the 4 refused and the 4 rate-limited went later, at 09:01.
     at_nine = [e for e in sent if e["at"] == "2026-12-29T09:00:00+00:00"]
-    assert len(at_nine) == len(rows) - 4
+    assert len(at_nine) == len(rows) - 8
+    retried = [e for e in deployment.log() if e["event"] == "prompt_failed"]
+    assert sorted(e["detail"]["reason"] for e in retried) == sorted(
+        ["ratelimited"] * 4 + ["http_500"] * 4 + ["http_502"] * 4 + ["internal_error"] * 2
+    )
+    assert {e["detail"]["retry_at"] for e in retried if e["detail"]["reason"] == "ratelimited"} == {
+        "2026-12-29T09:00:01+00:00"
+    }
     found = [e for e in sent if e["detail"].get("found_in_history")]
     assert len(found) == 6
     assert {(e["event"], e["at"], e["detail"]["sent_at"]) for e in found} == {

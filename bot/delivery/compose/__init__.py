@@ -136,6 +136,9 @@ def compose(
             last_post_attempt_at=now.isoformat(),
             first_claimed_wall=wall or ctx.wall_clock.now().isoformat(),
         )
+        # From the first attempt on, by the wall clock too: a copy sent late by a dispatcher
+        # that lost its claim is looked for among messages the channel stamped (send.py).
+        composed = replace(composed, since=outbox.history_since(row))
     return composed
 
 

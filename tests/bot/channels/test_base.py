@@ -57,12 +57,23 @@ class Notebook:
     def remember(self, person: Person, address: str) -> None:
         """Nothing to store: the address is the rota's own."""
 
-    def find(self, address: str, tag: MessageTag, since: datetime | None) -> Sent | None:
+    def find(
+        self,
+        address: str,
+        tag: MessageTag,
+        since: datetime | None,
+        *,
+        other_than: Sent | None = None,
+    ) -> Sent | None:
         for to, message, sent in self.sent:
-            same = message.tag.event_type == tag.event_type
+            same = message.tag.event_type == tag.event_type and sent != other_than
             if to == address and same and message.tag.identity == tag.identity:
                 return sent
         return None
+
+    def delete(self, sent: Sent) -> bool:
+        self.sent = [entry for entry in self.sent if entry[2] != sent]
+        return True
 
     def send(self, address: str, message: Message) -> Sent:
         identity = ".".join(str(v) for v in message.tag.identity.values())

@@ -92,6 +92,20 @@ def test_a_dm_sent_to_a_user_is_found_by_its_tag_and_nothing_else(
     assert slack.find(dm, prompt_tag("HO-1", 7), None) == sent  # the conversation itself
 
 
+def test_another_copy_of_a_row_is_found_and_ours_deleted(
+    slack: SlackChannel, standin: SlackStandIn
+) -> None:
+    theirs = slack.send("U0ANN", message())
+    ours = slack.send("U0ANN", message())  # the same row, posted late by a frozen dispatcher
+    since = NOW - timedelta(minutes=10)
+    assert slack.find("U0ANN", prompt_tag("HO-1", 7), since) == ours  # the newest first
+    assert slack.find("U0ANN", prompt_tag("HO-1", 7), since, other_than=ours) == theirs
+    assert slack.delete(ours) is True
+    assert slack.delete(ours) is True  # already gone: as good as deleted
+    assert [m["ts"] for m in standin.messages(theirs.conversation)] == [theirs.ts]
+    assert slack.find("U0ANN", prompt_tag("HO-1", 7), since, other_than=theirs) is None
+
+
 def test_an_update_replaces_the_message(slack: SlackChannel, standin: SlackStandIn) -> None:
     sent = slack.send("C0EDT", message(alert_tag("on_call", "HO-1", 3)))
     changed = Message("Handover referral HO-1: updated", [], alert_tag("on_call", "HO-1", 3))

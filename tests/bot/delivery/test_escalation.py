@@ -540,7 +540,7 @@ def test_a_lost_claim_records_nothing(
     assert rows_of(session_factory, OutboxKind.STEP_MESSAGE) == []
     assert len(escalation_rows(session_factory)) == 1
 
-    # A message whose claim is lost while it is being sent is logged by whoever holds it.
+    # A message whose claim is lost before it is sent is not sent: whoever holds it sends it.
     with session_factory.begin() as session:
         session.get(OutboxMessage, row_id).claimed_by = "test"
     assert [r.outcome for r in dispatcher.process(row_id).results] == [Outcome.PERFORMED]
@@ -554,7 +554,7 @@ def test_a_lost_claim_records_nothing(
 
     monkeypatch.setattr(pipeline, "find_or_send", send_after_losing_the_claim)
     assert [r.outcome for r in dispatcher.process(message_id).results] == [Outcome.LOST]
-    assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
+    assert dm_steps(standin, "hv-jsmith") == ["prompt"]
     assert events(session_factory, *STEP_EVENTS) == []
     with session_factory() as session:
         row = session.get(OutboxMessage, message_id)

@@ -35,6 +35,8 @@ from tests.bot.delivery.dispatch_fixtures import (
 )
 
 PROMPTS = 20
+# Each includes the check and renewal of the claim just before the send: one statement in a
+# transaction of its own (docs/timing.md, "Claims").
 STATEMENTS_A_PROMPT = 5  # now: 3.9 on SQLite, 2.9 on PostgreSQL (before: 28.6 and 29.6-34.9)
 # now: 1.3 on SQLite, 1.35 on PostgreSQL (before: 3.2 and 4.2): a batch's three, and a token's
 TRANSACTIONS_A_PROMPT = 1.5

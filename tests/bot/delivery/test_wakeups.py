@@ -22,7 +22,7 @@ from bot.clock import FixedClock
 from bot.db import create_db_engine, make_session_factory
 from bot.delivery import outbox
 from bot.delivery.dispatcher import Dispatcher
-from bot.delivery.kinds import RowState
+from bot.delivery.kinds import Outcome, RowState
 from bot.delivery.wakeups import OutboxWatch
 from bot.models import OutboxMessage, Target
 from bot.settings import DEFAULT_DISPATCH_INTERVAL_SECONDS, Settings
@@ -238,17 +238,20 @@ def test_a_row_due_later_is_taken_at_its_instant(
     assert len(messages_for(slack, prompt_id)) == 1
 
 
-def test_claims_stay_ours_while_a_send_waits_out_a_rate_limit(
+def test_a_429_goes_back_to_the_outbox_and_the_next_row_keeps_its_claim_while_it_waits(
     settings: Settings,
     session_factory: sessionmaker[Session],
     slack: SlackStandIn,
     clock: FixedClock,
 ) -> None:
-    # A lease of 3 s (renewed every second) against a 429 asking for 7 s: without renewal the
-    # claim would lapse twice over during the wait. (The default lease is 30 s, renewed every
-    # 10 s; the short one only keeps this test short. A renewal may be late by 2 s on a busy
-    # machine and the claim still holds.)
-    prompt_id = enqueue_prompt_to_jo(session_factory)
+    # A lease of 3 s (renewed every second) against a 429 asking for 7 s. The row that met it
+    # goes back to the outbox at once (nothing sleeps inside a send); the next row of the batch
+    # waits for the shared bucket to reopen, before its send, and without renewal its claim
+    # would lapse twice over. (The default lease is 30 s, renewed every 10 s; the short one
+    # only keeps this test short. A renewal may be late by 2 s on a busy machine and the claim
+    # still holds.)
+    first = enqueue_prompt_to_jo(session_factory)
+    second = enqueue_prompt_to_jo(session_factory, rota=False)
     holder = Dispatcher(
         settings,
         session_factory,
@@ -266,7 +269,7 @@ def test_claims_stay_ours_while_a_send_waits_out_a_rate_limit(
     taken: list[int] = []
     renewals: set = set()
     try:
-        wait_for_state(session_factory, prompt_id, RowState.CLAIMED)  # the holder has it
+        wait_for_state(session_factory, second, RowState.CLAIMED)  # the holder has it
         while sending.is_alive():
             with session_factory.begin() as session:
                 taken += [
@@ -276,20 +279,25 @@ def test_claims_stay_ours_while_a_send_waits_out_a_rate_limit(
                     )
                 ]
             with session_factory() as session:
-                row = session.get(OutboxMessage, prompt_id)
+                row = session.get(OutboxMessage, second)
                 if row.state == RowState.CLAIMED:
                     renewals.add(row.claimed_until)
             time.sleep(0.1)
     finally:
         sending.join()
         ticker.stop()
-    assert time.monotonic() - ticker.started >= 7.0  # it did wait out the 429
-    assert prompt_id not in taken  # (the card refresh its sending queued is fair game)
+    assert time.monotonic() - ticker.started >= 7.0  # the second row waited for the bucket
+    assert second not in taken  # (the first, due again after 7 s, and cards are fair game)
     assert len(renewals) >= 4  # claimed, then renewed every second of the wait
-    assert results[0].sent == 1
-    assert len(messages_for(slack, prompt_id)) == 1
+    prompts = [(r.row_id, r.outcome, r.reason) for r in results[0].results if r.kind == "prompt"]
+    assert prompts[:2] == [
+        (first, Outcome.RETRYING, "ratelimited"),
+        (second, Outcome.DELIVERED, None),
+    ]
+    assert len(messages_for(slack, second)) == 1
+    assert len(messages_for(slack, first)) <= 1
     with session_factory() as session:
-        row = session.get(OutboxMessage, prompt_id)
+        row = session.get(OutboxMessage, second)
         assert (row.state, row.claimed_by) == (RowState.SENT, "holder")
 
 
