@@ -9,8 +9,9 @@ Each run gets a fresh database (PostgreSQL beside HANDOVER_TEST_PG_URL's, or a S
 `--database-url sqlite`), `--prompts` prompts due at once to distinct people, and
 `--dispatchers` dispatchers as threads of this process sharing the database. Prints the time
 against the bound ((prompts - burst) / rate), the 429s the stand-in answered, SQL statements and
-transactions per prompt (counted with SQLAlchemy events), and how late each prompt went (p50,
-p99). With `--growth`, the same unthrottled, to show the cost per prompt as the queue grows.
+transactions per prompt (counted with SQLAlchemy events; the App Home redraws, on their own
+thread, counted apart, per redraw), and how late each prompt went (p50, p99). With `--growth`,
+the same unthrottled, to show the cost per prompt as the queue grows.
 """
 
 from __future__ import annotations
@@ -45,22 +46,31 @@ from bot.slack_standin.ratelimits import RateLimits  # noqa: E402
 
 
 class SqlCounter:
-    """Statements and transactions (BEGINs) on an engine."""
+    """Statements and transactions (BEGINs) on an engine: the App Home redraws' (their own
+    thread, paced on their own tier) apart from delivery's (the dispatchers and their lease
+    heartbeats)."""
+
+    HOMES = "home-refreshes"  # the redraw thread's name (bot/delivery/home.py)
 
     def __init__(self, engine) -> None:
         self.statements = 0
         self.transactions = 0
+        self.home_statements = 0
         self._lock = threading.Lock()
         event.listen(engine, "before_cursor_execute", self._statement)
         event.listen(engine, "begin", self._begin)
 
     def _statement(self, *args) -> None:
         with self._lock:
-            self.statements += 1
+            if threading.current_thread().name == self.HOMES:
+                self.home_statements += 1
+            else:
+                self.statements += 1
 
     def _begin(self, *args) -> None:
         with self._lock:
-            self.transactions += 1
+            if threading.current_thread().name != self.HOMES:
+                self.transactions += 1
 
 
 def run(url: str, prompts: int, dispatchers: int, rate: float | None) -> dict:
@@ -93,6 +103,7 @@ def run(url: str, prompts: int, dispatchers: int, rate: float | None) -> dict:
         for message in slack.messages():
             sent_at.append(float(message["ts"]) - started)
         statements, transactions = counter.statements, counter.transactions
+        home_statements, redraws = counter.home_statements, len(slack.calls("views.publish"))
         with factory() as session:
             states = Counter(
                 session.scalars(select(OutboxMessage.state).where(OutboxMessage.kind == "prompt"))
@@ -112,6 +123,8 @@ def run(url: str, prompts: int, dispatchers: int, rate: float | None) -> dict:
         "p50": statistics.median(sent_at) if sent_at else float("nan"),
         "p99": sent_at[int(len(sent_at) * 0.99) - 1] if sent_at else float("nan"),
         "homes_pending": homes_pending,
+        "redraws": redraws,
+        "a_redraw": home_statements / redraws if redraws else float("nan"),
     }
 
 
@@ -151,7 +164,8 @@ def main() -> None:
                 f"{r['elapsed'] / bound:.2f}x the bound; 429s: {r['ratelimited'] or 0}; "
                 f"{r['statements']:.1f} SQL statements and {r['transactions']:.2f} transactions "
                 f"a prompt; lateness p50 {r['p50']:.1f} s, p99 {r['p99']:.1f} s; "
-                f"Homes still queued at the end: {r['homes_pending']}"
+                f"App Homes: {r['redraws']} redrawn meanwhile, {r['a_redraw']:.1f} statements "
+                f"each, {r['homes_pending']} still queued at the end"
             )
         if args.growth:
             print(f"growth, unthrottled, 1 dispatcher, {backend}:")
@@ -165,7 +179,9 @@ def main() -> None:
                 print(
                     f"  {count:>6} prompts: {r['elapsed']:.1f} s, "
                     f"{r['elapsed'] / count * 1000:.1f} ms a prompt, "
-                    f"{r['statements']:.1f} statements a prompt"
+                    f"{r['statements']:.1f} statements and {r['transactions']:.2f} transactions "
+                    f"a prompt (App Homes: {r['redraws']} redrawn, {r['a_redraw']:.1f} "
+                    "statements each)"
                 )
 
 

@@ -82,17 +82,22 @@ def validate_targets(store: RotaStore, targets: Sequence[str]) -> list[tuple[int
     """Every bad target as (index, message), so all can be reported at once."""
     # Read the named people, teams and roles (with the chains, which planning reads next)
     # in one query rather than one per target.
-    refs: dict[str, list[str]] = {kind: [] for kind in TARGET_KINDS}
-    for text in targets:
-        kind, _, ref = text.strip().partition(":")
-        refs.get(kind, []).append(ref.strip())
-    store.load_targets(refs["person"], refs["team"], refs["role"])
+    _load_targets(store, targets)
     errors = []
     for index, text in enumerate(targets):
         message = _target_error(store, text)
         if message is not None:
             errors.append((index, message))
     return errors
+
+
+def _load_targets(store: RotaStore, targets: Iterable[str]) -> None:
+    """Read the people, teams and roles these targets name, with their chains, in one query."""
+    refs: dict[str, list[str]] = {kind: [] for kind in TARGET_KINDS}
+    for text in targets:
+        kind, _, ref = text.strip().partition(":")
+        refs.get(kind, []).append(ref.strip())
+    store.load_targets(refs["person"], refs["team"], refs["role"])
 
 
 def _check_target(store: RotaStore, target: str) -> tuple[str, str]:
@@ -296,6 +301,24 @@ def resolve_recipient(
     members = _members(store, target)
     window = _Window(store, members, t, t + _SECOND, tz)
     return _first_at_work(window, members, t, excluding)
+
+
+def resolve_recipients(
+    store: RotaStore, targets: Iterable[str], t: datetime, tz: ZoneInfo
+) -> dict[str, ChainLink | None]:
+    """`resolve_recipient` of several targets at t, reading the rota for all of them at once
+    (two statements for a batch of prompts). A target no longer valid is left out: resolving
+    it alone says why."""
+    specs = list(dict.fromkeys(targets))
+    _load_targets(store, specs)
+    chains: dict[str, list[_Member]] = {}
+    for spec in specs:
+        try:
+            chains[spec] = _members(store, spec)
+        except TargetError:
+            continue
+    window = _Window(store, [m for members in chains.values() for m in members], t, t + _SECOND, tz)
+    return {spec: _first_at_work(window, members, t) for spec, members in chains.items()}
 
 
 def on_call_at(

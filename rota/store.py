@@ -170,6 +170,7 @@ class RotaStore:
         self._chain_people: dict[str, ChainPerson | None] = {}
         self._chain_teams: dict[str, ChainTeam | None] = {}
         self._dialect_name: str | None = None
+        self._closures: dict[tuple[date, date], list[Closure]] = {}
 
     # People and teams -------------------------------------------------------------------
 
@@ -474,15 +475,20 @@ class RotaStore:
     def closures_between(
         self, first_day: date, last_day: date, applies_to: set[str]
     ) -> list[Closure]:
-        """Closures dated in [first_day, last_day] whose applies_to is in the set."""
+        """Closures dated in [first_day, last_day] whose applies_to is in the set.
+
+        The range's closures are read once, whatever they apply to, and kept: working times of
+        many teams over the same days (a batch of prompts) cost one query.
+        """
         if not applies_to:
             return []
-        query = select(Closure).where(
-            Closure.date >= first_day,
-            Closure.date <= last_day,
-            Closure.applies_to.in_(sorted(applies_to)),
-        )
-        return list(self.session.scalars(query.order_by(Closure.date, Closure.id)))
+        key = (first_day, last_day)
+        if key not in self._closures:
+            query = select(Closure).where(Closure.date >= first_day, Closure.date <= last_day)
+            self._closures[key] = list(
+                self.session.scalars(query.order_by(Closure.date, Closure.id))
+            )
+        return [c for c in self._closures[key] if c.applies_to in applies_to]
 
     def current_rota_version(self) -> int:
         """The latest imported rota version, or 0 before any import."""

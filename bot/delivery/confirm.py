@@ -1,7 +1,8 @@
 """Step 3 of delivering a row: confirm it sent, and write what the log and the referral show.
 
-In one short transaction, and only while our claim holds (else another dispatcher has the row
-and will find the message itself): the row is sent, with where its message lives; a prompt is
+In one short transaction for all the rows a batch delivered (`Posted`), and only while our
+claim holds (else another dispatcher has the row and will find the message itself): the row is
+sent, with where its message lives; a prompt is
 logged `prompt_sent` (or `prompt_sent_late`), its target becomes prompted and its first
 escalation step is scheduled; an on-call alert is logged `on_call_alerted` and, sent to a
 holder, its re-page and EDT-channel post are scheduled (`on_call_repaged`,
@@ -14,6 +15,8 @@ the channels that could not reach the person first, and the copies owed by anoth
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,18 +29,17 @@ from bot.delivery.compose.copy import message_record
 from bot.delivery.kinds import (
     ACKNOWLEDGED_ALERT_KINDS,
     ACTOR,
-    ONCALL_FOLLOW_UP_KINDS,
     OutboxKind,
     Outcome,
     TargetState,
 )
 from bot.delivery.pacing import Pacer
+from bot.delivery.reads import preload, store_of
 from bot.delivery.results import RowResult
 from bot.delivery.send import remove_late_copy
 from bot.models import OutboxMessage, Referral, Target
 from bot.services import audit
 from bot.services.oncall import acknowledgement_of
-from rota.store import RotaStore
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,8 @@ LATE_GRACE = timedelta(minutes=2)
 EVENT_WHEN_DELIVERED = {
     OutboxKind.ON_CALL: "on_call_alerted",
     OutboxKind.INFO_NOTICE: "information_notice_sent",  # docs/closing-the-loop.md
+    OutboxKind.ONCALL_REPAGE: "on_call_repaged",
+    OutboxKind.ONCALL_UNANSWERED: "on_call_unanswered",
 }
 
 
@@ -61,97 +65,100 @@ def sent_at(delivery: Delivery, found: bool, now: datetime) -> datetime:
     return min(posted_at, now)
 
 
+@dataclass(frozen=True)
+class Posted:
+    """A row whose message is in its channel (sent now, or found there), not yet confirmed."""
+
+    delivery: Delivery
+    sent: Sent
+    found: bool
+    at: datetime  # when the channel answered
+
+
 def confirm(
-    ctx: DeliveryContext,
-    session_factory: sessionmaker[Session],
-    delivery: Delivery,
-    sent: Sent,
-    found: bool,
-    now: datetime,
+    ctx: DeliveryContext, session_factory: sessionmaker[Session], posted: Sequence[Posted]
+) -> list[RowResult]:
+    """Settle delivered rows and record them, all in one transaction (a batch's reads shared,
+    `reads.preload`); LOST for a row whose claim ran out meanwhile."""
+    with session_factory.begin() as session:
+        held = outbox.owned_many(session, [p.delivery.row_id for p in posted], ctx.instance_id)
+        preload(session, held.values(), tz=ctx.settings.timezone)
+        results = [_settle(ctx, session, p, held.get(p.delivery.row_id)) for p in posted]
+        sent_prompts = [
+            (held[p.delivery.row_id], p.at)
+            for p, result in zip(posted, results, strict=True)
+            if p.delivery.kind == OutboxKind.PROMPT and result.outcome is Outcome.DELIVERED
+        ]
+        # The escalation clock runs from each send; a step already past is performed at once.
+        escalation.schedule_escalations(session, sent_prompts, settings=ctx.settings)
+    return results
+
+
+def _settle(
+    ctx: DeliveryContext, session: Session, posted: Posted, row: OutboxMessage | None
 ) -> RowResult:
-    """Settle a delivered row and record it; LOST when our claim ran out meanwhile."""
+    """Settle one delivered row we still hold (`row`; None: the claim is lost)."""
+    delivery, sent, found, now = posted.delivery, posted.sent, posted.found, posted.at
     when = sent_at(delivery, found, now)
     late = (
         delivery.kind == OutboxKind.PROMPT
         and delivery.due_at is not None
         and when - delivery.due_at > LATE_GRACE
     )
-    with session_factory.begin() as session:
-        row = outbox.mark_sent(
+    if row is None:
+        # Our lease ran out and another dispatcher took the row; it will find this
+        # message in the channel and confirm it, so nothing is logged twice (or, if it
+        # sent the row too, our copy is taken back: `take_back_late_copy`).
+        logger.warning("lost the claim on row %s after sending it", delivery.row_id)
+        return RowResult(delivery.row_id, delivery.kind, Outcome.LOST, reason="claim lost")
+    outbox.settle_sent(row, now=when, channel=sent.conversation, ts=sent.ts, late=late)
+    referral = session.get(Referral, delivery.referral_id)
+    assert referral is not None
+    where = ctx.channels.named(delivery.channel).describe(sent)
+    if found:
+        where["found_in_history"] = True
+        where["found_at"] = now.astimezone(ctx.settings.timezone).isoformat()
+    elif delivery.check_history:
+        # An earlier attempt may have sent it and it was not found (a relay cannot be
+        # asked at all): sent again, under the same identity (an email's Message-ID).
+        where["sent_again"] = True
+    passed_over = outbox.unreachable_on(row)
+    if passed_over:
+        where["unreachable_on"] = passed_over
+    if delivery.person is not None and delivery.copies:
+        where["copies"] = list(delivery.copies)
+        for name in delivery.copies:
+            outbox.enqueue_copy(
+                session,
+                row,
+                channel=name,
+                person_id=delivery.person,
+                message=message_record(delivery.message),
+                now=now,
+            )
+    if delivery.kind in ACKNOWLEDGED_ALERT_KINDS and delivery.person is not None:
+        _page_until_acknowledged(ctx, session, row, when)
+    if delivery.kind == OutboxKind.PROMPT:
+        _prompt_sent(ctx, session, row, referral, delivery, where, when=when, now=now)
+    elif delivery.kind in EVENT_WHEN_DELIVERED:
+        audit.record(
             session,
-            delivery.row_id,
-            instance_id=ctx.instance_id,
-            now=when,
-            channel=sent.conversation,
-            ts=sent.ts,
-            late=late,
+            EVENT_WHEN_DELIVERED[delivery.kind],
+            at=when,
+            referral_id=referral.referral_id,
+            actor=ACTOR,
+            recipient=delivery.recipient,
+            target=delivery.target,
+            detail={**delivery.log_detail, **where},
         )
-        if row is None:
-            # Our lease ran out and another dispatcher took the row; it will find this
-            # message in the channel and confirm it, so nothing is logged twice (or, if it
-            # sent the row too, our copy is taken back: `take_back_late_copy`).
-            logger.warning("lost the claim on row %s after sending it", delivery.row_id)
-            return RowResult(delivery.row_id, delivery.kind, Outcome.LOST, reason="claim lost")
-        referral = session.get(Referral, delivery.referral_id)
-        assert referral is not None
-        where = ctx.channels.named(delivery.channel).describe(sent)
-        if found:
-            where["found_in_history"] = True
-            where["found_at"] = now.astimezone(ctx.settings.timezone).isoformat()
-        elif delivery.check_history:
-            # An earlier attempt may have sent it and it was not found (a relay cannot be
-            # asked at all): sent again, under the same identity (an email's Message-ID).
-            where["sent_again"] = True
-        passed_over = outbox.unreachable_on(row)
-        if passed_over:
-            where["unreachable_on"] = passed_over
-        if delivery.person is not None and delivery.copies:
-            where["copies"] = list(delivery.copies)
-            for name in delivery.copies:
-                outbox.enqueue_copy(
-                    session,
-                    row,
-                    channel=name,
-                    person_id=delivery.person,
-                    message=message_record(delivery.message),
-                    now=now,
-                )
-        if delivery.kind in ACKNOWLEDGED_ALERT_KINDS and delivery.person is not None:
-            _page_until_acknowledged(ctx, session, row, when)
-        if delivery.kind == OutboxKind.PROMPT:
-            _prompt_sent(ctx, session, row, referral, delivery, where, when=when, now=now)
-        elif delivery.kind in EVENT_WHEN_DELIVERED:
-            audit.record(
-                session,
-                EVENT_WHEN_DELIVERED[delivery.kind],
-                at=when,
-                referral_id=referral.referral_id,
-                actor=ACTOR,
-                recipient=delivery.recipient,
-                target=delivery.target,
-                detail={**delivery.log_detail, **where},
-            )
-        elif delivery.kind in ONCALL_FOLLOW_UP_KINDS:
-            audit.record(
-                session,
-                "on_call_repaged"
-                if delivery.kind == OutboxKind.ONCALL_REPAGE
-                else "on_call_unanswered",
-                at=when,
-                referral_id=referral.referral_id,
-                actor=ACTOR,
-                recipient=delivery.recipient,
-                target=delivery.target,
-                detail={**delivery.log_detail, **where},
-            )
-        elif delivery.kind == OutboxKind.CARD and referral.card_ts is None:
-            referral.card_channel, referral.card_ts = sent.conversation, sent.ts
-        elif delivery.kind == OutboxKind.STEP_MESSAGE:
-            # Slack step messages are logged as they always were; another channel says so.
-            other = delivery.channel != ctx.channels.for_rooms().name
-            escalation.record_step_message(
-                session, row, delivered=True, error=None, now=now, where=where if other else None
-            )
+    elif delivery.kind == OutboxKind.CARD and referral.card_ts is None:
+        referral.card_channel, referral.card_ts = sent.conversation, sent.ts
+    elif delivery.kind == OutboxKind.STEP_MESSAGE:
+        # Slack step messages are logged as they always were; another channel says so.
+        other = delivery.channel != ctx.channels.for_rooms().name
+        escalation.record_step_message(
+            session, row, delivered=True, error=None, now=now, where=where if other else None
+        )
     return RowResult(delivery.row_id, delivery.kind, Outcome.DELIVERED, late=late, found=found)
 
 
@@ -246,11 +253,9 @@ def _prompt_sent(
         recipient=delivery.recipient,
         target=delivery.target,
         detail=detail,
-        rota_version=RotaStore(session).current_rota_version(),
+        rota_version=store_of(session).current_rota_version(),
     )
     target = session.get(Target, row.target_id) if row.target_id else None
     if target is not None and target.state in (TargetState.HELD, TargetState.FAILED):
         target.state = TargetState.PROMPTED
         outbox.redraw_card(session, referral, now, edt_channel=ctx.settings.edt_channel)
-    # The escalation clock runs from the send; a step already past is performed at once, late.
-    escalation.schedule_escalation(session, row, now=now, settings=ctx.settings)

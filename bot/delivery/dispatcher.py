@@ -35,6 +35,7 @@ from bot.channels.base import Channels
 from bot.clock import Clock, SystemClock
 from bot.delivery import outbox
 from bot.delivery.compose import Delivery, DeliveryContext
+from bot.delivery.confirm import Posted
 from bot.delivery.home import HomeRefreshes
 from bot.delivery.kinds import Outcome
 from bot.delivery.pacing import Pacer, tiers_for
@@ -147,27 +148,46 @@ class Dispatcher:
         return stats
 
     def _process_batch(self, ids: list[int], stats: DispatchStats) -> bool:
-        """Each claimed row in turn; False when the pass must stop (stopping, credentials)."""
-        for index, row_id in enumerate(ids):
-            if self._stopping.is_set():
-                # Graceful stop: hand the rest back at once rather than at lease end.
-                self._hand_back(ids[index:], stats)
-                return False
-            try:
-                result = self.rows.process(row_id)
-            except CredentialsHeld as held:
-                stats.record(held.result)
-                self._hand_back(ids[index + 1 :], stats)
-                return False
-            if result is not None:
-                stats.record(result)
-        return True
+        """A claimed batch: composed in one transaction, each row sent in turn, then every row
+        posted confirmed in one transaction (also when the pass stops early). False when the
+        pass must stop (stopping, credentials)."""
+        composed = self.rows.compose_batch(ids)
+        posted: list[Posted] = []
+        try:
+            for index, row_id in enumerate(ids):
+                if self._stopping.is_set():
+                    # Graceful stop: hand the rest back at once rather than at lease end.
+                    self._hand_back(ids[index:], stats)
+                    return False
+                try:
+                    outcome = self.rows.deliver(row_id, composed.get(row_id))
+                except CredentialsHeld as held:
+                    stats.record(held.result)
+                    self._hand_back(ids[index + 1 :], stats)
+                    return False
+                if isinstance(outcome, Posted):
+                    posted.append(outcome)
+                elif outcome is not None:
+                    stats.record(outcome)
+            return True
+        finally:
+            for result in self.rows.confirm(posted):
+                if result is not None:
+                    stats.record(result)
 
     def process(self, row_id: int) -> DispatchStats:
         """One row this dispatcher has claimed, through the whole delivery path."""
         stats = DispatchStats(claimed=1)
         with self._keeping_claims():
-            self._process_batch([row_id], stats)
+            if self._stopping.is_set():
+                self._hand_back([row_id], stats)
+                return stats
+            try:
+                result = self.rows.process(row_id)
+            except CredentialsHeld as held:
+                result = held.result
+            if result is not None:
+                stats.record(result)
         return stats
 
     @contextmanager

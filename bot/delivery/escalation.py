@@ -16,7 +16,7 @@ Functions here take a session and never commit.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,6 +33,7 @@ from bot.delivery.kinds import (
     RowState,
     TargetState,
 )
+from bot.delivery.reads import store_of
 from bot.models import OutboxMessage, Referral, ReferralStatus, Target
 from bot.services import audit
 from bot.settings import Settings
@@ -127,10 +128,12 @@ def schedule_next_step(
     *,
     now: datetime,
     settings: Settings,
+    save: bool = True,
 ) -> OutboxMessage | None:
     """The row of the prompt's next step after `done`, at its own instant even when that is
-    already past (catch-up: it is performed at once, marked late); None when nothing follows."""
-    store = RotaStore(session)
+    already past (catch-up: it is performed at once, marked late); None when nothing follows
+    (`save=False`: not yet inserted, for `outbox.insert_rows`)."""
+    store = store_of(session)
     working_time = working_time_for(store, prompt.recipient_id, target.spec, settings.timezone)
     state = escalation_state(prompt, target, referral, done)
     upcoming = decide(
@@ -138,7 +141,9 @@ def schedule_next_step(
     )
     if upcoming.action == "stop" or upcoming.step is None or upcoming.due_at is None:
         return None
-    return outbox.enqueue_escalation_step(session, prompt, upcoming.step, upcoming.due_at)
+    return outbox.enqueue_escalation_step(
+        session, prompt, upcoming.step, upcoming.due_at, save=save
+    )
 
 
 def schedule_escalation(
@@ -149,21 +154,63 @@ def schedule_escalation(
     Returns the step's row (an existing one when called again), or None when nothing is to be
     escalated (the target already answered, the referral is closed).
     """
+    existing = _escalation_rows_of(session, [prompt])
+    if prompt.id in existing:
+        return existing[prompt.id]
+    return _first_step(session, prompt, now=now, settings=settings, save=True)
+
+
+def schedule_escalations(
+    session: Session, prompts: Sequence[tuple[OutboxMessage, datetime]], *, settings: Settings
+) -> None:
+    """`schedule_escalation` of each (prompt, instant it was sent) of a batch: their existing
+    steps read in one statement, the new step rows inserted in one."""
+    existing = _escalation_rows_of(session, [prompt for prompt, _ in prompts])
+    new = [
+        step
+        for prompt, now in prompts
+        if prompt.id not in existing
+        and (step := _first_step(session, prompt, now=now, settings=settings, save=False))
+    ]
+    outbox.insert_rows(session, new)
+
+
+def _first_step(
+    session: Session, prompt: OutboxMessage, *, now: datetime, settings: Settings, save: bool
+) -> OutboxMessage | None:
     if prompt.kind != OutboxKind.PROMPT:
         raise ValueError(f"only prompts escalate, not {prompt.kind!r} rows")
     if prompt.state != RowState.SENT or prompt.target_id is None:
         raise ValueError("escalation is scheduled only for a sent prompt of a target")
-    existing = escalation_rows(session, prompt)
-    if existing:
-        return existing[0]
     target = session.get(Target, prompt.target_id)
     referral = session.get(Referral, prompt.referral_id)
     assert target is not None and referral is not None
     if prompt.sent_at is None:
         prompt.sent_at = now
     return schedule_next_step(
-        session, prompt, target, referral, frozenset(), now=now, settings=settings
+        session, prompt, target, referral, frozenset(), now=now, settings=settings, save=save
     )
+
+
+def _escalation_rows_of(
+    session: Session, prompts: Sequence[OutboxMessage]
+) -> dict[int, OutboxMessage]:
+    """The first escalation step row of each of these prompts that has one, by prompt id."""
+    target_ids = sorted({p.target_id for p in prompts if p.target_id is not None})
+    if not target_ids:
+        return {}
+    wanted = {p.id for p in prompts}
+    rows = session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.kind == OutboxKind.ESCALATION, OutboxMessage.target_id.in_(target_ids))
+        .order_by(OutboxMessage.id)
+    )
+    first: dict[int, OutboxMessage] = {}
+    for row in rows:
+        prompt_id = outbox.load_detail(row).get("prompt_id")
+        if prompt_id in wanted:
+            first.setdefault(prompt_id, row)
+    return first
 
 
 def mark_escalated(
@@ -288,7 +335,7 @@ def _log(
         recipient=recipient,
         target=target.spec if target is not None else None,
         detail=dict(detail),
-        rota_version=RotaStore(session).current_rota_version(),
+        rota_version=store_of(session).current_rota_version(),
     )
 
 

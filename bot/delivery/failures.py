@@ -43,12 +43,12 @@ from bot.delivery.kinds import (
     TargetState,
 )
 from bot.delivery.metadata import alert_tag
+from bot.delivery.reads import store_of
 from bot.delivery.results import RowResult
 from bot.models import OutboxMessage, Referral, Target
 from bot.services import audit
 from handlers.blocks.alerts import build_alert_message
 from rota.planner import resolve_recipient
-from rota.store import RotaStore
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Failures:
                 session, row_id, instance_id=self.ctx.instance_id, recipient=person, error=exc.error
             )
             assert row is not None
-            store = RotaStore(session)
+            store = store_of(session)
             version = store.current_rota_version()
             link = resolve_recipient(store, target.spec, now, tz, excluding=outbox.passed_over(row))
             instead = link.recipient if link is not None else "unroutable"

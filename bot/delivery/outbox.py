@@ -1,10 +1,11 @@
 """The outbox: every message the bot owes, as `OutboxMessage` rows; creating, claiming, settling.
 
 This is the only place that creates outbox rows (the `enqueue_*` functions). A dispatcher
-*claims* due rows with a lease, commits, talks to the channel outside any transaction, then
-settles each in a second short transaction. Every state change is a compare-and-set on
-(state, claimed_by), so two dispatchers never both own a row, and a dispatcher whose lease ran
-out cannot settle over another's. A claim whose lease expired (its dispatcher died between
+*claims* a batch of due rows with a lease, commits, talks to the channel outside any
+transaction, then settles them in a short transaction (a batch's rows in one). Every state
+change is made only while the row is still (state, claimed_by) ours, read locked (`owned`,
+`owned_many`), so two dispatchers never both own a row, and a dispatcher whose lease ran out
+cannot settle over another's. A claim whose lease expired (its dispatcher died between
 sending and confirming) is claimed again with `needs_check`: the message may already be sent.
 
 These functions take a session and never commit (the caller scopes the transaction).
@@ -15,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, event, func, or_, select, text, update
+from sqlalchemy import and_, case, event, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import (
@@ -188,15 +189,29 @@ def _forget_announcement(session: Session, _previous_transaction: Any) -> None:
         session.info.pop(_ANNOUNCE, None)
 
 
-def _add(session: Session, **fields: Any) -> OutboxMessage:
+def _add(session: Session, *, save: bool = True, **fields: Any) -> OutboxMessage:
+    """A new pending row, inserted at once; `save=False`: not yet, for `insert_rows`."""
     detail = fields.pop("detail", None)
     row = OutboxMessage(state=RowState.PENDING, attempts=0, **fields)
     if detail is not None:
         row.detail = dumps({k: v for k, v in detail.items() if v is not None})
-    session.add(row)
-    session.flush()
-    announce(session)
+    if save:
+        session.add(row)
+        session.flush()
+        announce(session)
     return row
+
+
+def insert_rows(session: Session, rows: Sequence[OutboxMessage]) -> None:
+    """Insert new rows (`save=False`) in one statement, their ids not read back: a batch's
+    escalation steps cost one INSERT, not one each."""
+    if not rows:
+        return
+    columns = [column.key for column in OutboxMessage.__table__.columns if column.key != "id"]
+    # What a row leaves unset takes its column's default, as when it is added alone.
+    values = [{k: v for k in columns if (v := getattr(r, k)) is not None} for r in rows]
+    session.execute(insert(OutboxMessage), values)
+    announce(session)
 
 
 def enqueue_prompt(
@@ -372,11 +387,13 @@ def redraw_card(
 
 
 def enqueue_escalation_step(
-    session: Session, prompt: OutboxMessage, step: str, due_at: datetime
+    session: Session, prompt: OutboxMessage, step: str, due_at: datetime, *, save: bool = True
 ) -> OutboxMessage:
-    """One escalation step of a sent prompt, at its own instant (even one already past)."""
+    """One escalation step of a sent prompt, at its own instant (even one already past);
+    `save=False`: the row for `insert_rows`, not yet inserted."""
     return _add(
         session,
+        save=save,
         referral_id=prompt.referral_id,
         target_id=prompt.target_id,
         kind=OutboxKind.ESCALATION,
@@ -534,46 +551,26 @@ def claim_due(
     """Claim up to `limit` due rows for `instance_id` until now + lease, oldest due first.
 
     Due: pending with due_at and next_attempt_at passed, or claimed with an expired lease
-    (marked needs_check). PostgreSQL skips rows other dispatchers hold locked; SQLite
-    (already serialised by BEGIN IMMEDIATE) claims with a compare-and-set per row.
+    (marked needs_check). One SELECT and one UPDATE for the whole batch: PostgreSQL locks the
+    rows, skipping those other dispatchers hold locked; SQLite's writers are already
+    serialised by BEGIN IMMEDIATE (bot/db.py), so the rows read are still due when written.
     """
-    order = (OutboxMessage.due_at, OutboxMessage.id)
-    abandoned: set[int] = set()
-    claimed: list[OutboxMessage] = []
+    query = (
+        select(OutboxMessage)
+        .where(_due_clause(now))
+        .order_by(OutboxMessage.due_at, OutboxMessage.id)
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    )
     if session.get_bind().dialect.name == "postgresql":
-        query = select(OutboxMessage).where(_due_clause(now)).order_by(*order).limit(limit)
-        for row in session.scalars(query.with_for_update(skip_locked=True)):
-            if row.state == RowState.CLAIMED:
-                abandoned.add(row.id)
-            claimed.append(row)
-    else:
-        candidates = session.execute(
-            select(OutboxMessage.id, OutboxMessage.state, OutboxMessage.claimed_until)
-            .where(_due_clause(now))
-            .order_by(*order)
-            .limit(limit)
-        ).all()
-        for row_id, state, claimed_until in candidates:
-            guard = [OutboxMessage.id == row_id, OutboxMessage.state == state]
-            if state == RowState.CLAIMED:
-                guard.append(OutboxMessage.claimed_until == claimed_until)
-            result = session.execute(
-                update(OutboxMessage)
-                .where(*guard)
-                .values(state=RowState.CLAIMED, claimed_by=instance_id, claimed_until=now + lease)
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:
-                continue  # another dispatcher took it first
-            if state == RowState.CLAIMED:
-                abandoned.add(row_id)
-            claimed.append(session.get(OutboxMessage, row_id, populate_existing=True))
+        query = query.with_for_update(skip_locked=True)
+    claimed = list(session.scalars(query))
     for row in claimed:
         changes: dict[str, Any] = {}
         if dispatch_state(row).get("first_claimed_at") is None:
             changes["first_claimed_at"] = now.isoformat()
-        if row.id in abandoned:
-            changes["needs_check"] = True
+        if row.state == RowState.CLAIMED:
+            changes["needs_check"] = True  # abandoned: its holder may have sent it
         row.state = RowState.CLAIMED
         row.claimed_by = instance_id
         row.claimed_until = now + lease
@@ -621,6 +618,28 @@ def owned(session: Session, row_id: int, instance_id: str) -> OutboxMessage | No
         .with_for_update()
         .execution_options(populate_existing=True)
     ).first()
+
+
+def owned_many(
+    session: Session, row_ids: Iterable[int], instance_id: str
+) -> dict[int, OutboxMessage]:
+    """`owned` for a batch in one statement: each row, locked and fresh, that `instance_id`
+    still holds, by id (a row whose claim is lost is missing)."""
+    wanted = list(dict.fromkeys(row_ids))
+    if not wanted:
+        return {}
+    rows = session.scalars(
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.id.in_(wanted),
+            OutboxMessage.state == RowState.CLAIMED,
+            OutboxMessage.claimed_by == instance_id,
+        )
+        .order_by(OutboxMessage.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return {row.id: row for row in rows}
 
 
 def renew_claim(
@@ -689,8 +708,15 @@ def mark_sent(
     """Settle as sent (the message at `channel`/`ts`; none for an escalation step, which became
     its messages); None if our claim was lost meanwhile."""
     row = owned(session, row_id, instance_id)
-    if row is None:
-        return None
+    if row is not None:
+        settle_sent(row, now=now, channel=channel, ts=ts, late=late)
+    return row
+
+
+def settle_sent(
+    row: OutboxMessage, *, now: datetime, channel: str | None, ts: str | None, late: bool
+) -> None:
+    """Settle a row we hold (`owned`, `owned_many`) as sent, its message at `channel`/`ts`."""
     row.state = RowState.SENT
     row.sent_at = now
     row.lateness_ms = round((now - row.due_at).total_seconds() * 1000)  # for /metrics
@@ -700,7 +726,6 @@ def mark_sent(
     row.claimed_until = None
     row.last_error = None
     note(row, needs_check=False)
-    return row
 
 
 def release_for_retry(

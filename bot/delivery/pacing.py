@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -87,8 +88,26 @@ def bucket_name(token: str | None, tier: str) -> str:
     return f"{digest}:{tier}"
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """A bucket as this pacer last saw it: its tokens at `at`, and until when it is closed."""
+
+    tokens: float
+    at: float
+    blocked_until: float | None = None
+
+
 class Pacer:
-    """Takes tokens from the shared buckets, waiting when they are empty."""
+    """Takes tokens from the shared buckets, waiting when they are empty.
+
+    What a take answers (the tokens left) is remembered, so a call that finds the bucket empty
+    as last seen waits out the refill here and then takes its token in one statement, rather
+    than asking the database for a token it cannot yet have (a refused UPDATE and a SELECT).
+    The bucket as last seen never holds fewer tokens than the real one (others only take
+    more), so that wait is never too long. A token is taken one call at a time, just before the
+    call: one taken early and used later could be spent after the bucket refilled, and the
+    token each bucket keeps in hand (`tiers_for`) is for Slack's lag, not for that.
+    """
 
     def __init__(
         self,
@@ -102,20 +121,38 @@ class Pacer:
         self.tiers = dict(tiers)
         self._now = now
         self._sleep = sleep
+        self._seen: dict[str, _Seen] = {}
+        self._lock = threading.Lock()
 
     def wait(self, token: str | None, method: str) -> float:
         """Take a token for `method` in `token`'s workspace, waiting as long as needed; returns
         the seconds waited (0 for a method no tier paces)."""
-        tier = TIER_OF_METHOD.get(method)
-        if tier is None or tier not in self.tiers:
+        tier_name = TIER_OF_METHOD.get(method)
+        if tier_name is None or tier_name not in self.tiers:
             return 0.0
+        tier = self.tiers[tier_name]
+        bucket = bucket_name(token, tier_name)
         waited = 0.0
         while True:
-            pause = self.take(bucket_name(token, tier), self.tiers[tier])
+            pause = self._until_seen_refills(bucket, tier)
             if pause <= 0:
-                return waited
+                pause = self.take(bucket, tier)
+                if pause <= 0:
+                    return waited
             self._sleep(pause)
             waited += pause
+
+    def _until_seen_refills(self, bucket: str, tier: Tier) -> float:
+        """Seconds until the bucket, as last seen, has a token (0: it has, or was not seen)."""
+        now = self._now()
+        with self._lock:
+            seen = self._seen.get(bucket)
+        if seen is None:
+            return 0.0
+        if seen.blocked_until is not None and now < seen.blocked_until:
+            return seen.blocked_until - now
+        tokens = min(tier.burst, seen.tokens + max(0.0, now - seen.at) * tier.per_second)
+        return 0.0 if tokens >= _WHOLE else (1.0 - tokens) / tier.per_second
 
     def take(self, bucket: str, tier: Tier) -> float:
         """One token now (0.0), else the seconds until one is due. One UPDATE, atomic."""
@@ -136,9 +173,12 @@ class Pacer:
                 updated_at=case((table.c.updated_at < now, now), else_=table.c.updated_at),
                 blocked_until=None,
             )
+            .returning(table.c.tokens, table.c.updated_at)
         )
         with self.engine.begin() as conn:
-            if conn.execute(taking).rowcount == 1:
+            taken = conn.execute(taking).first()
+            if taken is not None:
+                self._saw(bucket, _Seen(taken.tokens, taken.updated_at))
                 return 0.0
             row = conn.execute(
                 select(table.c.tokens, table.c.updated_at, table.c.blocked_until).where(
@@ -148,10 +188,15 @@ class Pacer:
         if row is None:
             self._create(bucket, tier, now)
             return self.take(bucket, tier)
+        self._saw(bucket, _Seen(row.tokens, row.updated_at, row.blocked_until))
         tokens = min(tier.burst, row.tokens + max(0.0, now - row.updated_at) * tier.per_second)
         until_token = (1.0 - tokens) / tier.per_second if tokens < _WHOLE else 0.0
         until_open = (row.blocked_until - now) if row.blocked_until else 0.0
         return max(until_token, until_open, 1e-6)
+
+    def _saw(self, bucket: str, seen: _Seen) -> None:
+        with self._lock:
+            self._seen[bucket] = seen
 
     def hold(self, token: str | None, method: str, retry_after: float) -> None:
         """Slack answered 429: empty the bucket of `method` until `retry_after` seconds from
@@ -162,6 +207,7 @@ class Pacer:
         bucket = bucket_name(token, tier)
         now = self._now()
         until = now + max(retry_after, 1.0)
+        self._saw(bucket, _Seen(0.0, until, until))
         table = SlackRateBucket.__table__
         with self.engine.begin() as conn:
             held = conn.execute(

@@ -8,6 +8,11 @@
    and another dispatcher sent the row too, our copy is taken back
    (`confirm.take_back_late_copy`).
 
+A dispatcher's batch goes through step 1 in one transaction (`compose_batch`), each row through
+step 2, then step 3 for every row it posted in one transaction: a prompt costs a few SQL
+statements, not a few dozen (docs: README, Benchmarks). A row whose compose or confirm cannot
+share the batch's transaction goes through its step alone.
+
 A channel failure at any step is settled by `failures.Failures`. A dispatcher that dies between
 2 and 3 leaves a claimed row whose lease expires; whoever claims it next looks for the message
 before sending, so it is neither lost nor sent twice.
@@ -16,7 +21,7 @@ before sending, so it is neither lost nor sent twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,8 +41,9 @@ from bot.delivery.compose import (
     NeedsAddress,
     Settled,
     compose,
+    compose_batch,
 )
-from bot.delivery.confirm import confirm, take_back_late_copy
+from bot.delivery.confirm import Posted, confirm, take_back_late_copy
 from bot.delivery.failures import Failures
 from bot.delivery.kinds import Outcome
 from bot.delivery.pacing import Pacer
@@ -89,8 +95,27 @@ class RowPipeline:
         self.failures = Failures(ctx, session_factory, clock)
         self.on_delivered = on_delivered
 
+    def compose_batch(self, row_ids: Sequence[int]) -> dict[int, Composed]:
+        """Step 1 for a whole claimed batch, in one transaction; {} when that failed (each row
+        is then composed alone, by `deliver`)."""
+        try:
+            with self.session_factory.begin() as session:
+                return compose_batch(self.ctx, session, row_ids, self.clock.now())
+        except Exception:
+            logger.exception("composing a batch of %d rows failed; each alone", len(row_ids))
+            return {}
+
     def process(self, row_id: int) -> RowResult | None:
-        """Steps 1 to 3 for one claimed row; None when an internal error left it to its lease.
+        """Steps 1 to 3 for one claimed row; None when an internal error left it to its lease."""
+        outcome = self.deliver(row_id)
+        if isinstance(outcome, Posted):
+            return self.confirm([outcome])[0]
+        return outcome
+
+    def deliver(self, row_id: int, composed: Composed | None = None) -> RowResult | Posted | None:
+        """Steps 1 and 2 for one claimed row (step 1 already done when `composed` is given):
+        Posted when its message is in the channel, its step 3 still owed; None when an
+        internal error left it to its lease.
 
         A channel that cannot reach the row's person hands the row to their next channel
         (email for someone Slack does not know), in the same pass; a prompt whose recipient no
@@ -101,7 +126,7 @@ class RowPipeline:
         for _ in range(MAX_HANDS):
             attempt = _Attempt()
             try:
-                return self._deliver(row_id, attempt)
+                return self._deliver(row_id, attempt, composed)
             except RecipientUnreachable as exc:
                 if attempt.person_channel is not None and self._hand_on(row_id, attempt, exc):
                     continue
@@ -122,13 +147,51 @@ class RowPipeline:
                 logger.exception("dispatching row %s failed", row_id)
                 # It may already be sent once the channel was called: doubt it.
                 return self.failures.internal(row_id, may_have_posted=attempt.sending)
+            finally:
+                composed = None  # what the batch composed holds for the first attempt only
         return self.failures.permanent(
             row_id,
             RecipientUnreachable("no channel left", method="resolve", error="no_channel"),
         )
 
-    def _deliver(self, row_id: int, attempt: _Attempt) -> RowResult:
-        composed = self._compose(row_id, attempt)
+    def confirm(self, posted: Sequence[Posted]) -> list[RowResult | None]:
+        """Step 3 for the rows a batch posted, in one transaction; when that fails, each row
+        alone (one that fails alone too is left to its lease, then looked for in its channel)."""
+        if not posted:
+            return []
+        try:
+            results: list[RowResult | None] = list(confirm(self.ctx, self.session_factory, posted))
+        except Exception:
+            logger.exception("confirming %d rows together failed; each alone", len(posted))
+            results = [self._confirm_alone(one) for one in posted]
+        for one, result in zip(posted, results, strict=True):
+            if result is None:
+                continue
+            if result.outcome is Outcome.LOST and not one.found:
+                # Sent, then found no longer ours: if its new holder sent it too, ours goes.
+                take_back_late_copy(
+                    self.ctx,
+                    self.session_factory,
+                    one.delivery,
+                    one.sent,
+                    self.clock.now(),
+                    self.pacer,
+                )
+            elif result.outcome is Outcome.DELIVERED and self.on_delivered is not None:
+                self.on_delivered(one.delivery)
+        return results
+
+    def _confirm_alone(self, posted: Posted) -> RowResult | None:
+        try:
+            return confirm(self.ctx, self.session_factory, [posted])[0]
+        except Exception:
+            logger.exception("confirming row %s failed", posted.delivery.row_id)
+            return self.failures.internal(posted.delivery.row_id, may_have_posted=True)
+
+    def _deliver(
+        self, row_id: int, attempt: _Attempt, composed: Composed | None
+    ) -> RowResult | Posted:
+        composed = self._compose(row_id, attempt, composed)
         if isinstance(composed, Settled):
             return composed.result(row_id)
         if isinstance(composed, NeedsAddress):
@@ -145,14 +208,7 @@ class RowPipeline:
             )
         except ClaimLost:
             return RowResult(row_id, composed.kind, Outcome.LOST, reason="claim lost")
-        result = confirm(self.ctx, self.session_factory, composed, sent, found, self.clock.now())
-        if result.outcome is Outcome.LOST and not found:
-            take_back_late_copy(
-                self.ctx, self.session_factory, composed, sent, self.clock.now(), self.pacer
-            )
-        if result.outcome is Outcome.DELIVERED and self.on_delivered is not None:
-            self.on_delivered(composed)
-        return result
+        return Posted(composed, sent, found, self.clock.now())
 
     def _hold_claim(self, row_id: int) -> bool:
         """Renew our claim on the row just before its send; False when it is no longer ours."""
@@ -165,11 +221,16 @@ class RowPipeline:
                 lease=self.ctx.lease,
             )
 
-    def _compose(self, row_id: int, attempt: _Attempt) -> Composed:
+    def _compose(self, row_id: int, attempt: _Attempt, first: Composed | None) -> Composed:
+        if isinstance(first, NeedsAddress):
+            first = None  # an earlier row of the batch may have found the address since
         composed: Composed | None = None
         for _ in range(LOOKUP_ROUNDS):
-            with self.session_factory.begin() as session:
-                composed = compose(self.ctx, session, row_id, self.clock.now())
+            if first is not None:
+                composed, first = first, None
+            else:
+                with self.session_factory.begin() as session:
+                    composed = compose(self.ctx, session, row_id, self.clock.now())
             if not isinstance(composed, NeedsAddress):
                 break
             attempt.channel = attempt.person_channel = composed.channel

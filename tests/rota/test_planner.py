@@ -17,6 +17,7 @@ from rota.planner import (
     parse_target,
     plan_referral,
     resolve_recipient,
+    resolve_recipients,
     validate_targets,
 )
 from rota.store import RotaStore
@@ -31,6 +32,7 @@ from tests.rota.factories import (
     add_version,
     local,
 )
+from tests.rota.test_store_routing import statements
 
 
 def iso(t: datetime | None) -> str | None:
@@ -488,6 +490,37 @@ def test_shift_only_recipient_counts_wall_clock(rota: Session) -> None:
 def test_format_gap() -> None:
     assert format_gap(timedelta(hours=78, minutes=50)) == "78 h 50 min"
     assert format_gap(timedelta(hours=49)) == "49 h"
+
+
+def test_resolving_a_batch_s_targets_at_once_reads_the_rota_once_and_agrees_with_each_alone(
+    rota: Session,
+) -> None:
+    monday = local(2027, 1, 4, 10)
+    add_shift(rota, "gp-duty", "duty:gp-northgate", local(2027, 1, 4, 8), local(2027, 1, 4, 18))
+    add_absence(rota, "hv-alone", date(2027, 1, 4), date(2027, 1, 4))
+    targets = [
+        "person:hv-jsmith",
+        "person:hv-alone",
+        "team:gp-northgate",
+        "role:duty:gp-northgate",
+        "person:hv-scot-1",
+        "person:nobody",  # unknown: left out, resolving it alone says why
+    ]
+    rota.flush()
+    with statements(rota) as seen:
+        together = resolve_recipients(RotaStore(rota), targets, monday, LONDON)
+    assert len(seen) == 2  # the targets with their chains, then the window
+    assert together == {
+        "person:hv-jsmith": ChainLink("hv-jsmith", "self"),
+        "person:hv-alone": ChainLink("hv-manager", "manager"),  # absent, no deputy, no duty
+        "team:gp-northgate": ChainLink("gp-duty", "duty"),
+        "role:duty:gp-northgate": ChainLink("gp-duty", "shift"),
+        "person:hv-scot-1": None,  # Scotland's 2 January holiday, moved to Monday the 4th
+    }
+    for target, link in together.items():
+        assert resolve_recipient(RotaStore(rota), target, monday, LONDON) == link
+    with pytest.raises(TargetError, match="unknown person nobody"):
+        resolve_recipient(RotaStore(rota), "person:nobody", monday, LONDON)
 
 
 def test_resolve_recipient_passes_over_those_nobody_could_reach(rota: Session) -> None:

@@ -10,6 +10,7 @@ from the pure `handlers.blocks` builders.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -34,9 +35,18 @@ from bot.delivery.kinds import (
     OutboxKind,
     Outcome,
 )
+from bot.delivery.reads import preload
 from bot.models import OutboxMessage, Referral, ReferralStatus
 
-__all__ = ["Composed", "Delivery", "DeliveryContext", "NeedsAddress", "Settled", "compose"]
+__all__ = [
+    "Composed",
+    "Delivery",
+    "DeliveryContext",
+    "NeedsAddress",
+    "Settled",
+    "compose",
+    "compose_batch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +75,33 @@ _CANCELLED_WHEN_CLOSED = frozenset(
 )
 
 
-def compose(ctx: DeliveryContext, session: Session, row_id: int, now: datetime) -> Composed:
-    """What the claimed row `row_id` means at `now` (renewing our lease on it)."""
-    row = outbox.renew_claim(session, row_id, instance_id=ctx.instance_id, now=now, lease=ctx.lease)
+def compose_batch(
+    ctx: DeliveryContext, session: Session, row_ids: Sequence[int], now: datetime
+) -> dict[int, Composed]:
+    """`compose` of every row of a claimed batch, in one transaction: the rows locked in one
+    statement, and what they share read once (`reads.preload`)."""
+    held = outbox.owned_many(session, row_ids, ctx.instance_id)
+    preload(session, held.values(), tz=ctx.settings.timezone, resolve_at=now)
+    return {row_id: compose(ctx, session, row_id, now, held=held.get(row_id)) for row_id in row_ids}
+
+
+def compose(
+    ctx: DeliveryContext,
+    session: Session,
+    row_id: int,
+    now: datetime,
+    *,
+    held: OutboxMessage | None = None,
+) -> Composed:
+    """What the claimed row `row_id` means at `now` (renewing our lease on it); `held`: the
+    row, already locked as ours in this transaction (`compose_batch`)."""
+    if held is not None:
+        row: OutboxMessage | None = held
+        held.claimed_until = now + ctx.lease
+    else:
+        row = outbox.renew_claim(
+            session, row_id, instance_id=ctx.instance_id, now=now, lease=ctx.lease
+        )
     if row is None:
         return Settled(Outcome.LOST, reason="claim lost")
     referral = session.get(Referral, row.referral_id)

@@ -32,13 +32,13 @@ from bot.delivery.compose.base import (
 )
 from bot.delivery.kinds import ACKNOWLEDGED_ALERT_KINDS, OutboxKind, RowState
 from bot.delivery.metadata import alert_tag
+from bot.delivery.reads import store_of
 from bot.models import OutboxMessage, Referral
 from bot.services.oncall import acknowledged_label, acknowledgement_of
 from bot.settings import Settings
 from handlers.blocks.alerts import build_alert_message, build_unanswered_message
 from rota.models import Person
 from rota.planner import on_call_at
-from rota.store import RotaStore
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def on_call_holders(
     session: Session, settings: Settings, now: datetime, *, excluding: Collection[str] = ()
 ) -> list[str]:
     """The people on shift now in an alert role (HANDOVER_ALERT_ROLES), but those excluded."""
-    holders = on_call_at(RotaStore(session), settings.alert_roles, now, settings.timezone)
+    holders = on_call_at(store_of(session), settings.alert_roles, now, settings.timezone)
     return [p for p in dict.fromkeys(p for _, p in holders) if p not in excluding]
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.channels.base import (
@@ -22,10 +21,10 @@ from bot.channels.base import (
 from bot.clock import Clock
 from bot.delivery import outbox
 from bot.delivery.kinds import Outcome
+from bot.delivery.reads import store_of
 from bot.delivery.results import RowResult
 from bot.models import OutboxMessage, Referral
 from bot.settings import Settings
-from rota.models import Person, Team
 
 
 @dataclass(frozen=True)
@@ -126,16 +125,13 @@ Composer = Callable[[DeliveryContext, Session, OutboxMessage, Referral, datetime
 
 def contact_of(session: Session, person_id: str) -> Contact:
     """A person's contact details (only their id when they left the rota)."""
-    # One SELECT for the person and their team's workspace (a prompt's SQL budget counts it).
-    found = session.execute(
-        select(Person, Team.workspace)
-        .outerjoin(Team, Team.team_id == Person.team_id)
-        .where(Person.person_id == person_id)
-    ).first()
-    if found is None:
+    # Through the transaction's one store: a batch reads each person and team once.
+    store = store_of(session)
+    person = store.person(person_id)
+    if person is None:
         return Contact(person_id)
-    person, workspace = found
-    return Contact.of(person, workspace=workspace)
+    team = store.team(person.team_id)
+    return Contact.of(person, workspace=team.workspace if team is not None else None)
 
 
 def reach_person(

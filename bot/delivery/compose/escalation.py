@@ -30,6 +30,7 @@ from bot.delivery.compose.base import (
 )
 from bot.delivery.kinds import Outcome, RowState
 from bot.delivery.metadata import escalation_tag
+from bot.delivery.reads import store_of
 from bot.models import OutboxMessage, Referral, Target
 from handlers.blocks.escalation import (
     build_breach_message,
@@ -92,7 +93,7 @@ def compose_step(
         return cancel(ctx, session, row, "step already performed", step)
 
     settings = ctx.settings
-    store = RotaStore(session)
+    store = store_of(session)
     working_time = working_time_for(store, prompt.recipient_id, target.spec, settings.timezone)
     state = escalation.escalation_state(prompt, target, referral, steps_before(step) | done)
     decision = decide(

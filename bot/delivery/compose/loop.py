@@ -29,6 +29,7 @@ from bot.delivery.compose.base import (
 )
 from bot.delivery.kinds import OutboxKind, Outcome
 from bot.delivery.metadata import loop_tag
+from bot.delivery.reads import store_of
 from bot.models import ContactFollowup, ContactState, OutboxMessage, Referral, Target
 from bot.services import loop
 from handlers.blocks.loop import (
@@ -38,7 +39,6 @@ from handlers.blocks.loop import (
 )
 from rota.plan import TargetError
 from rota.planner import plan_referral
-from rota.store import RotaStore
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _owner_address(
     team = ctx.settings.owner_team
     if not team:
         return cancel(ctx, session, row, "no HANDOVER_OWNER_TEAM")
-    store = RotaStore(session)
+    store = store_of(session)
     try:
         plan = plan_referral(store, [f"team:{team}"], now, alert_roles=(), tz=ctx.settings.timezone)
     except TargetError as exc:

@@ -29,12 +29,13 @@ from bot.delivery.compose.base import (
 )
 from bot.delivery.kinds import ACTOR, ANSWERED_TARGET_STATES, OutboxKind, Outcome, TargetState
 from bot.delivery.metadata import prompt_tag
+from bot.delivery.reads import recipient_at, store_of
 from bot.models import OutboxMessage, Referral, Target
 from bot.services import audit
 from handlers.blocks.prompt import build_prompt_message
 from rota.escalation import escalation_schedule
 from rota.escalation import respond_by as respond_by_of
-from rota.planner import TargetError, plan_referral, resolve_recipient
+from rota.planner import TargetError, plan_referral
 from rota.store import RotaStore
 from rota.worktime import working_time_for
 
@@ -73,7 +74,7 @@ def compose_prompt(
     if target.state in FINISHED_TARGET_STATES:
         return cancel_row(ctx, session, row, now, f"target already {target.state}")
     check = outbox.needs_check(row)
-    store = RotaStore(session)
+    store = store_of(session)
     tz = ctx.settings.timezone
     passed = outbox.passed_over(row)
     if check and row.recipient_id and row.address:
@@ -81,7 +82,7 @@ def compose_prompt(
         recipient, via = row.recipient_id, outbox.dispatch_state(row).get("via")
         channel, address = ctx.channels.named(row.channel), row.address
     else:
-        link = resolve_recipient(store, target.spec, now, tz, excluding=passed)
+        link = recipient_at(session, target.spec, now, tz, excluding=passed)
         if link is None:
             return _hold_or_give_up(ctx, session, store, row, referral, target, now, passed)
         recipient, via = link.recipient, link.via

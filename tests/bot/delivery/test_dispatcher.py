@@ -17,14 +17,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from slack_sdk import WebClient
 from slack_sdk.web import SlackResponse
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import FileClock, FixedClock
-from bot.delivery import outbox
+from bot.delivery import outbox, pipeline
 from bot.delivery.dispatcher import Dispatcher, DispatchStats
-from bot.delivery.kinds import RowState
-from bot.models import OutboxMessage, Referral, Target
+from bot.delivery.kinds import OutboxKind, Outcome, RowState
+from bot.models import AuditEvent, OutboxMessage, Referral, Target
+from bot.services.audit import verify_chain
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from handlers.blocks.prompt import build_prompt_message
@@ -706,3 +707,47 @@ def test_background_dispatcher_wakes_for_new_work_and_stops_cleanly(
         dispatcher.shutdown()
         assert time.monotonic() - started < 5
     assert prompt_row(session_factory, prompt_id).state == RowState.SENT
+
+
+def test_a_batch_is_recorded_in_one_transaction_and_a_claim_lost_midway_is_left_to_its_holder(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock, monkeypatch
+) -> None:
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        add_referral(session, "HO-SECOND")
+        first = add_prompt_for(session, "hv-jsmith", position=1)
+        lost = add_prompt_for(session, "hv-jsmith", referral_id="HO-SECOND", position=1)
+        last = add_prompt_for(session, "gp-lee", position=2)
+    real_send = pipeline.find_or_send
+
+    def send_then_lose_the_claim(channel, delivery, pacer=None, **kwargs):
+        sent = real_send(channel, delivery, pacer, **kwargs)
+        if delivery.row_id == lost:  # another dispatcher takes it over after the send
+            with session_factory.begin() as session:
+                session.get(OutboxMessage, lost).claimed_by = "another-dispatcher"
+        return sent
+
+    monkeypatch.setattr(pipeline, "find_or_send", send_then_lose_the_claim)
+    stats = make_dispatcher(settings, session_factory, clock).run_once()
+    prompts = [(r.row_id, r.outcome) for r in stats.results if r.kind == OutboxKind.PROMPT]
+    assert sorted(prompts) == [
+        (first, Outcome.DELIVERED),
+        (lost, Outcome.LOST),
+        (last, Outcome.DELIVERED),
+    ]
+    with session_factory() as session:
+        logged = [
+            json.loads(e.detail)["prompt_id"]
+            for e in session.scalars(select(AuditEvent).where(AuditEvent.event == "prompt_sent"))
+        ]
+        assert sorted(logged) == [first, last]  # the lost one is its holder's to record
+        row = session.get(OutboxMessage, lost)
+        assert (row.state, row.claimed_by) == (RowState.CLAIMED, "another-dispatcher")
+        steps = session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == OutboxKind.ESCALATION)
+        ).all()
+        assert sorted(outbox.load_detail(s)["prompt_id"] for s in steps) == [first, last]
+        check = verify_chain(session)
+        assert check.intact, check.problem
+        assert check.rows == session.scalar(select(func.count(AuditEvent.id)))

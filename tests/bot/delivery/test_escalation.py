@@ -355,38 +355,33 @@ def test_a_restart_between_sending_and_recording_sends_nothing_twice(
     prompt_id = sent_prompt(session_factory, client, clock, settings=settings)
     run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
 
-    # 11:00: the escalation goes out to two of its three people, then the process dies while
-    # recording the second (its claims on the second and third messages are left behind).
+    # 11:00: the escalation goes out to its three people, then the process dies while
+    # recording them (one transaction for the batch: its claims on all three are left behind).
     now = at(2026, 11, 16, 11)
     clock.set(now)
-    confirmed = []
-    real_confirm = pipeline.confirm
+    recording = []
 
-    def confirm_then_die(*args, **kwargs):
-        confirmed.append(args[2].row_id)
-        if len(confirmed) == 2:
-            raise Died
-        return real_confirm(*args, **kwargs)
+    def confirm_then_die(_ctx, _factory, posted):
+        recording.append(sorted(p.delivery.kind for p in posted))
+        raise Died
 
     monkeypatch.setattr(pipeline, "confirm", confirm_then_die)
     with pytest.raises(Died):
         make_dispatcher(session_factory, client, clock, settings, "dead").run_once()
     monkeypatch.undo()
+    assert recording == [[OutboxKind.CARD, *[OutboxKind.STEP_MESSAGE] * 3]]
     assert dm_steps(standin, "hv-cover") == ["escalate"]
     assert dm_steps(standin, "hv-duty") == ["escalate"]
-    assert dm_steps(standin, "hv-lead") == []
-    assert [e.recipient for e in events(session_factory, "escalated")] == ["hv-cover"]
+    assert dm_steps(standin, "hv-lead") == ["escalate"]
+    assert events(session_factory, "escalated") == []
 
-    # Restart: the abandoned claims are taken over once their lease ends; the message already
-    # in Slack is found there, the other sent.
+    # Restart: the abandoned claims are taken over once their lease ends; the messages already
+    # in Slack are found there, none sent again.
     later = now + timedelta(minutes=11)
     clock.set(later)
     stats = make_dispatcher(session_factory, client, clock, settings, "test-2").run_once()
     messages = [r for r in stats.results if r.kind == OutboxKind.STEP_MESSAGE]
-    assert [(r.outcome, r.found) for r in messages] == [
-        (Outcome.DELIVERED, True),
-        (Outcome.DELIVERED, False),
-    ]
+    assert [(r.outcome, r.found) for r in messages] == [(Outcome.DELIVERED, True)] * 3
 
     # The same step row again, and scheduling the prompt's escalation again: nothing doubles.
     [escalate] = [

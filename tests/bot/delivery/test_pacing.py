@@ -6,9 +6,12 @@ moves the shared clock on, so the instants are exact. Each test runs on SQLite a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 from slack_sdk import WebClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from bot.channels.slack import make_retry_handlers
 from bot.delivery.pacing import MESSAGES, Pacer, Tier, bucket_name
@@ -121,3 +124,32 @@ def test_a_429_in_a_partner_workspace_empties_that_workspace_s_bucket_only(
         }
     assert rows[bucket_name(partner_token, MESSAGES)] == (0.0, START + 1)
     assert rows[bucket_name(TOKEN, MESSAGES)] == (RATE.burst - 1, None)
+
+
+@contextmanager
+def bucket_statements(engine: Engine) -> Iterator[list[str]]:
+    """The statements on the buckets' table run inside the block."""
+    seen: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        if "slack_rate_buckets" in statement:
+            seen.append(statement.split()[0])
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def test_an_empty_bucket_is_waited_out_without_asking_the_database_for_a_token(
+    engine: Engine,
+) -> None:
+    time = SimulatedTime()
+    paced = pacer(engine, time)
+    for _ in range(10):
+        paced.wait(TOKEN, "chat.postMessage")
+    with bucket_statements(engine) as seen:
+        assert paced.wait(TOKEN, "chat.postMessage") == pytest.approx(0.1)
+    assert seen == ["UPDATE"]  # the take once a token is due: no refused take, no look
+    assert time.slept == pytest.approx([0.1])
