@@ -33,6 +33,7 @@ SECRET = "manifest-test-secret"
 METHOD_SCOPES = {
     "chat_postMessage": {"chat:write"},
     "chat_update": {"chat:write"},
+    "chat_delete": {"chat:write"},
     "chat_postEphemeral": {"chat:write"},
     "conversations_open": {"im:write"},
     "conversations_history": {"im:history", "channels:history", "groups:history"},

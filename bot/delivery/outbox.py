@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, event, func, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, case, event, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import (
@@ -654,7 +654,7 @@ def renew_claim(
 
 
 def hold_claim(
-    session: Session, row_id: int, *, instance_id: str, now: datetime, lease: timedelta
+    session: Session | Connection, row_id: int, *, instance_id: str, now: datetime, lease: timedelta
 ) -> bool:
     """Whether `instance_id` still holds the row, renewing its lease if so: one UPDATE, made
     immediately before a message is sent, so that a dispatcher that froze (or waited) past its

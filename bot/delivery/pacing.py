@@ -29,7 +29,7 @@ from slack_sdk.http_retry import (
     RetryHandler,
     RetryState,
 )
-from sqlalchemy import Engine, and_, case, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.models import SlackRateBucket
@@ -97,6 +97,10 @@ class _Seen:
     blocked_until: float | None = None
 
 
+class GuardRefused(Exception):
+    """A `Pacer.wait` guard answered False: no token was taken."""
+
+
 class Pacer:
     """Takes tokens from the shared buckets, waiting when they are empty.
 
@@ -124,9 +128,21 @@ class Pacer:
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
 
-    def wait(self, token: str | None, method: str) -> float:
+    def paces(self, method: str) -> bool:
+        """Whether a rate tier paces `method`."""
+        return TIER_OF_METHOD.get(method) in self.tiers
+
+    def wait(
+        self, token: str | None, method: str, *, guard: Callable[[Connection], bool] | None = None
+    ) -> float:
         """Take a token for `method` in `token`'s workspace, waiting as long as needed; returns
-        the seconds waited (0 for a method no tier paces)."""
+        the seconds waited (0 for a method no tier paces).
+
+        A `guard` runs first in each transaction that tries to take the token (a delivery's
+        check of its claim, bot/delivery/send.py): the check and the take cost one transaction,
+        and the check is the last thing before the call. When it answers False, nothing is
+        taken and GuardRefused is raised.
+        """
         tier_name = TIER_OF_METHOD.get(method)
         if tier_name is None or tier_name not in self.tiers:
             return 0.0
@@ -136,7 +152,7 @@ class Pacer:
         while True:
             pause = self._until_seen_refills(bucket, tier)
             if pause <= 0:
-                pause = self.take(bucket, tier)
+                pause = self.take(bucket, tier, guard=guard)
                 if pause <= 0:
                     return waited
             self._sleep(pause)
@@ -154,8 +170,11 @@ class Pacer:
         tokens = min(tier.burst, seen.tokens + max(0.0, now - seen.at) * tier.per_second)
         return 0.0 if tokens >= _WHOLE else (1.0 - tokens) / tier.per_second
 
-    def take(self, bucket: str, tier: Tier) -> float:
-        """One token now (0.0), else the seconds until one is due. One UPDATE, atomic."""
+    def take(
+        self, bucket: str, tier: Tier, *, guard: Callable[[Connection], bool] | None = None
+    ) -> float:
+        """One token now (0.0), else the seconds until one is due. One UPDATE, atomic, after
+        the `guard` (see `wait`) in the same transaction."""
         now = self._now()
         table = SlackRateBucket.__table__
         elapsed = case((table.c.updated_at < now, now - table.c.updated_at), else_=0.0)
@@ -176,6 +195,8 @@ class Pacer:
             .returning(table.c.tokens, table.c.updated_at)
         )
         with self.engine.begin() as conn:
+            if guard is not None and not guard(conn):
+                raise GuardRefused(bucket)
             taken = conn.execute(taking).first()
             if taken is not None:
                 self._saw(bucket, _Seen(taken.tokens, taken.updated_at))
@@ -187,7 +208,7 @@ class Pacer:
             ).first()
         if row is None:
             self._create(bucket, tier, now)
-            return self.take(bucket, tier)
+            return self.take(bucket, tier, guard=guard)
         self._saw(bucket, _Seen(row.tokens, row.updated_at, row.blocked_until))
         tokens = min(tier.burst, row.tokens + max(0.0, now - row.updated_at) * tier.per_second)
         until_token = (1.0 - tokens) / tier.per_second if tokens < _WHOLE else 0.0

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.channels.base import (
@@ -204,22 +205,28 @@ class RowPipeline:
         channel = self.ctx.channels.named(composed.channel)
         try:
             sent, found = find_or_send(
-                channel, composed, self.pacer, hold_claim=lambda: self._hold_claim(row_id)
+                channel,
+                composed,
+                self.pacer,
+                hold_claim=lambda conn: self._hold_claim(row_id, conn),
             )
         except ClaimLost:
             return RowResult(row_id, composed.kind, Outcome.LOST, reason="claim lost")
         return Posted(composed, sent, found, self.clock.now())
 
-    def _hold_claim(self, row_id: int) -> bool:
-        """Renew our claim on the row just before its send; False when it is no longer ours."""
-        with self.session_factory.begin() as session:
-            return outbox.hold_claim(
-                session,
-                row_id,
-                instance_id=self.ctx.instance_id,
-                now=self.clock.now(),
-                lease=self.ctx.lease,
-            )
+    def _hold_claim(self, row_id: int, conn: Connection | None = None) -> bool:
+        """Renew our claim on the row just before its send, in `conn`'s transaction (the one
+        taking the send's token) or in one of its own; False when it is no longer ours."""
+        if conn is None:
+            with self.session_factory.begin() as session:
+                return self._hold_claim(row_id, session.connection())
+        return outbox.hold_claim(
+            conn,
+            row_id,
+            instance_id=self.ctx.instance_id,
+            now=self.clock.now(),
+            lease=self.ctx.lease,
+        )
 
     def _compose(self, row_id: int, attempt: _Attempt, first: Composed | None) -> Composed:
         if isinstance(first, NeedsAddress):

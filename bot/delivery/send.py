@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from sqlalchemy import Connection
+
 from bot.channels.base import Channel, Sent
 from bot.channels.slack import SlackChannel
 from bot.delivery.compose import Delivery
-from bot.delivery.pacing import Pacer
+from bot.delivery.pacing import GuardRefused, Pacer
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +36,15 @@ def find_or_send(
     delivery: Delivery,
     pacer: Pacer | None = None,
     *,
-    hold_claim: Callable[[], bool],
+    hold_claim: Callable[[Connection | None], bool],
 ) -> tuple[Sent, bool]:
     """Where the row's message now is, and whether it was found rather than sent now.
 
     With a `pacer`, each Slack call first waits for its rate tier's token (pacing.py).
     `hold_claim` renews our claim and says whether it is still ours; it is asked last before
-    the send, and ClaimLost is raised (nothing sent) when it is not.
+    the send, and ClaimLost is raised (nothing sent) when it is not. A paced send asks it in
+    the transaction that takes the send's token (given that connection; else None, and it
+    opens its own).
     """
     if delivery.check_history:
         _pace(pacer, channel, "conversations.history")
@@ -49,8 +53,7 @@ def find_or_send(
             logger.info("%s %s was already sent (%s)", delivery.kind, delivery.row_id, found.ts)
             return found, True
     method = "chat.update" if delivery.update is not None else "chat.postMessage"
-    _pace(pacer, channel, method)
-    if not hold_claim():
+    if not _pace_holding(pacer, channel, method, hold_claim):
         logger.warning(
             "lost the claim on %s %s before sending it: not sent", delivery.kind, delivery.row_id
         )
@@ -98,6 +101,23 @@ def remove_late_copy(
             sent.ts,
         )
     return other, deleted
+
+
+def _pace_holding(
+    pacer: Pacer | None,
+    channel: Channel,
+    method: str,
+    hold_claim: Callable[[Connection | None], bool],
+) -> bool:
+    """Wait for `method`'s token and check the claim, in one transaction where the send is
+    paced; whether the claim is still ours."""
+    if pacer is not None and isinstance(channel, SlackChannel) and pacer.paces(method):
+        try:
+            pacer.wait(channel.client.token, method, guard=hold_claim)
+        except GuardRefused:
+            return False
+        return True
+    return hold_claim(None)
 
 
 def _pace(pacer: Pacer | None, channel: Channel, method: str) -> None:

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.chaos.overrun_scenario import Overruns, copies_by_row
-from tests.e2e.conftest import new_deployment  # noqa: F401  (the fixture)
 from tests.e2e.harness import DeploymentFactory, slack_user_of
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
@@ -29,7 +28,7 @@ TARGETS = ["person:hv-jsmith", "person:prob-tward", "team:hv-north"]
 
 
 def test_a_dispatcher_frozen_past_its_claim_doubles_nothing(
-    new_deployment: DeploymentFactory,  # noqa: F811
+    new_deployment: DeploymentFactory,
 ) -> None:
     deployment = new_deployment("postgresql", TUESDAY_10)
     deployment.start_server("--no-dispatcher")

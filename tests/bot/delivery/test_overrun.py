@@ -19,6 +19,7 @@ from slack_sdk.http_retry import RateLimitErrorRetryHandler, RetryHandler
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.channels.slack import SlackChannel
 from bot.delivery import outbox
 from bot.delivery.kinds import OutboxKind, Outcome, RowState
 from bot.delivery.pacing import MESSAGES, Pacer, bucket_name
@@ -55,16 +56,27 @@ def freeze_after_the_check(
     monkeypatch: pytest.MonkeyPatch, instance_id: str, row_id: int, meanwhile: Callable[[], None]
 ) -> None:
     """`instance_id` passes its claim check on `row_id`, then "freezes": `meanwhile()` runs
-    before its post goes out (another dispatcher's work during the freeze)."""
-    real = RowPipeline._hold_claim
+    before its post goes out (another dispatcher's work during the freeze), after the check's
+    transaction has ended."""
+    real_hold, real_send = RowPipeline._hold_claim, SlackChannel.send
+    frozen: list[Callable[[], None]] = []
+    checked_once: list[bool] = []
 
-    def held_then_frozen(pipeline: RowPipeline, checked: int) -> bool:
-        still_ours = real(pipeline, checked)
-        if still_ours and (pipeline.ctx.instance_id, checked) == (instance_id, row_id):
-            meanwhile()
+    def held(pipeline: RowPipeline, checked: int, conn=None) -> bool:
+        still_ours = real_hold(pipeline, checked, conn)
+        ours = (pipeline.ctx.instance_id, checked) == (instance_id, row_id)
+        if still_ours and ours and not checked_once:
+            checked_once.append(True)
+            frozen.append(meanwhile)
         return still_ours
 
-    monkeypatch.setattr(RowPipeline, "_hold_claim", held_then_frozen)
+    def send(channel: SlackChannel, *args, **kwargs):
+        while frozen:
+            frozen.pop()()
+        return real_send(channel, *args, **kwargs)
+
+    monkeypatch.setattr(RowPipeline, "_hold_claim", held)
+    monkeypatch.setattr(SlackChannel, "send", send)
 
 
 def lose_the_claim_to(factory: sessionmaker[Session], row_id: int, rival: str) -> None:
@@ -114,10 +126,10 @@ def test_a_claim_lost_before_the_send_sends_nothing(
     # while "b" took the row over: the check just before the post finds the claim lost.
     real_wait = Pacer.wait
 
-    def slow_token(pacer: Pacer, token: str | None, method: str) -> float:
+    def slow_token(pacer: Pacer, token: str | None, method: str, **guarded) -> float:
         if method == "chat.postMessage":
             lose_the_claim_to(session_factory, prompt_id, "b")
-        return real_wait(pacer, token, method)
+        return real_wait(pacer, token, method, **guarded)
 
     monkeypatch.setattr(Pacer, "wait", slow_token)
     stats = make_dispatcher(settings, session_factory, clock, "a").run_once()
