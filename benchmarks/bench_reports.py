@@ -1,6 +1,7 @@
 """`handover report` and `handover log` over a growing audit log (10k, 100k, 1M rows).
 
     python benchmarks/bench_reports.py [--rows 10000 100000 1000000] [--database-url sqlite|URL]
+        [--baseline PYTHON] [--report-only]
 
 Each size gets a fresh database (a SQLite file, or PostgreSQL beside HANDOVER_TEST_PG_URL's, or
 beside the PostgreSQL URL given),
@@ -10,7 +11,10 @@ sent, two answered, a reminder and a breach for the third) written straight into
 `handover report`, `handover report` over one week (`--since`/`--until`, read through the `at`
 index) and `handover log --format jsonl` (to /dev/null). Prints each process's wall time, its
 CPU time, its own peak RSS and the time per row, so growth is read across the sizes; and the
-load average, since the machine may be shared.
+load average, since the machine may be shared. With `--baseline PYTHON` (another checkout's
+interpreter, e.g. main's .venv/bin/python) each `report` is also run by that installation on the
+same database, right after, with the ratio of the CPU times and a check that both printed the
+same report (table, CSV and JSON); `--report-only` leaves out `log`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ START = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
 TARGETS = ["person:hv-kpatel", "team:gp-northgate", "role:police_dau"]
 RECIPIENTS = ["hv-kpatel", "gp-drshah", "pol-pc-ahmed"]
 ROWS_PER_REFERRAL = 10
+# The commands run from a folder with no `bot` package, so `python -m bot` is the one installed
+# for `python` (else the current folder's checkout would be run by every interpreter).
+NEUTRAL = tempfile.gettempdir()
 
 
 def referral_rows(n: int) -> list[dict]:
@@ -100,8 +107,9 @@ def peak_rss_mb(pid: int) -> float:
     return int(found.group(1)) / 1024 if found else 0.0
 
 
-def timed(url: str, *args: str) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds and peak RSS (MB) of `handover ARGS`, its output thrown away.
+def timed(url: str, *args: str, python: str = sys.executable) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of `handover ARGS` (run by `python`), its
+    output thrown away.
 
     The peak is read from the process's own VmHWM while it runs: the rusage of a child counts
     the memory of this process at the fork (grown by `fill`) as the child's."""
@@ -109,7 +117,7 @@ def timed(url: str, *args: str) -> tuple[float, float, float]:
     env["DATABASE_URL"] = url
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot", *args], env=env,
+        [python, "-m", "bot", *args], env=env, cwd=NEUTRAL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     peak = 0.0
@@ -126,6 +134,33 @@ def timed(url: str, *args: str) -> tuple[float, float, float]:
     return elapsed, usage.ru_utime + usage.ru_stime, peak
 
 
+def report_output(url: str, python: str, *args: str) -> bytes:
+    """What `handover report ARGS` prints (run by `python`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
+    env["DATABASE_URL"] = url
+    command = [python, "-m", "bot", "report", *args]
+    return subprocess.run(command, env=env, cwd=NEUTRAL, check=True, capture_output=True).stdout
+
+
+def compare_report(url: str, baseline: str, count: int, label: str, command: list[str]) -> None:
+    """Time `command` (a report) by the baseline installation, print the ratio of the CPU
+    times, and stop unless both print the same table, CSV and JSON."""
+    seconds, cpu, rss = timed(url, *command)
+    base_seconds, base_cpu, base_rss = timed(url, *command, python=baseline)
+    print(
+        f"  {count:>9,} rows  {label:<19} baseline {base_seconds:6.2f} s (CPU {base_cpu:6.2f} s) "
+        f"peak RSS {base_rss:4.0f} MB; again {seconds:6.2f} s (CPU {cpu:6.2f} s) peak RSS "
+        f"{rss:4.0f} MB: CPU {cpu / base_cpu:.2f}x the baseline's  "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    for form in ([], ["--format", "csv"], ["--format", "json"]):
+        if report_output(url, sys.executable, *command[1:], *form) != report_output(
+            url, baseline, *command[1:], *form
+        ):
+            raise SystemExit(f"report {' '.join(form)} differs from the baseline's at {count} rows")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -134,6 +169,8 @@ def main() -> None:
         help="'sqlite' for a SQLite file, or a PostgreSQL URL to create the databases beside "
         "(default HANDOVER_TEST_PG_URL's)",
     )
+    parser.add_argument("--baseline", metavar="PYTHON", help="also time `report` by this Python")
+    parser.add_argument("--report-only", action="store_true", help="leave out `handover log`")
     args = parser.parse_args()
     backend = "SQLite" if args.database_url == "sqlite" else "PostgreSQL"
     if args.database_url and args.database_url != "sqlite":
@@ -160,6 +197,8 @@ def main() -> None:
                     ("report, one week", ["report", *week]),
                     ("log --format jsonl", ["log", "--format", "jsonl"]),
                 ):
+                    if args.report_only and command[0] != "report":
+                        continue
                     seconds, cpu, rss = timed(url, *command)
                     print(
                         f"  {count:>9,} rows  {label:<19} {seconds:6.2f} s (CPU {cpu:6.2f} s)  "
@@ -167,6 +206,8 @@ def main() -> None:
                         f"load average {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
+                    if args.baseline and command[0] == "report":
+                        compare_report(url, args.baseline, count, label, command)
             finally:
                 if args.database_url != "sqlite":
                     drop_database(name)
