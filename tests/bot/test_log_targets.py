@@ -173,6 +173,50 @@ def test_answers_before_and_after_the_send_at_one_instant_are_told_apart_by_id(
     ]
 
 
+def test_ids_follow_the_writing_not_the_instant_so_first_is_by_instant_then_id(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # The log's writer numbers rows as it chains them, but each row's instant is its caller's
+    # (a confirmed send is logged at its send's instant, after other writers' later rows): so
+    # the first send is the earliest instant, not the smallest id, and min(id) would not do.
+    at = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # Mon
+    with session_factory.begin() as session:
+        build_rota(session)
+        written = [
+            audit.record(session, "referral_received", at=at, referral_id="HO-T", actor="edt-amy"),
+            audit.record(
+                session,
+                "prompt_sent",
+                at=at + timedelta(hours=1),
+                referral_id="HO-T",
+                target="person:hv-jo",
+                recipient="hv-jo",
+            ),
+            audit.record(
+                session,
+                "prompt_sent",
+                at=at,
+                referral_id="HO-T",
+                target="person:hv-jo",
+                recipient="hv-jo",
+            ),
+            audit.record(
+                session,
+                "has_information",
+                at=at + timedelta(hours=2),
+                referral_id="HO-T",
+                target="person:hv-jo",
+                actor="hv-jo",
+            ),
+        ]
+        ids_and_instants = [(row.id, row.at) for row in written]
+    assert [i for i, _ in ids_and_instants] == sorted(i for i, _ in ids_and_instants)
+    assert ids_and_instants[1][1] > ids_and_instants[2][1]
+    with session_factory() as session:
+        report = assert_same_report(session, LogWindow())
+    assert report.minutes_by_agency == {"health": [120.0]}  # from 09:00, not 10:00
+
+
 def test_ordered_text_sorts_as_the_instant_then_the_id(
     session_factory: sessionmaker[Session],
 ) -> None:
