@@ -8,11 +8,11 @@ of audit log and outbox, on the sample rota.
 Each referral has three targets and about 13 audit rows (received; per target held, sent, then
 answered or reminded, escalated and breached) and 8 outbox rows, over 8 weeks. The rows are
 written in bulk (the audit rows outside the hash chain: neither figure reads it). A scrape is
-timed 5 times (median); the page once, in this process (its wall and CPU time, the peak RSS
-it added, and its size). Per-row figures show whether the cost grows linearly. With
-`--baseline PYTHON` (another checkout's interpreter, e.g. main's .venv/bin/python),
-`handover report --html FILE` is then run as a process by this installation and by that one,
-on the same database, one after the other: wall, CPU, peak RSS, page size and the CPU ratio.
+timed 5 times (median); the page once, in this process (its wall and CPU time, and its size).
+Per-row figures show whether the cost grows linearly. With `--baseline PYTHON` (another
+checkout's interpreter, e.g. main's .venv/bin/python), `handover report --html FILE` is then
+run as a process by this installation and by that one, on the same database, one after the
+other: wall, CPU, peak RSS, page size and the CPU ratio.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_reports import peak_rss_mb, timed  # noqa: E402
+from bench_reports import timed  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
@@ -169,12 +169,6 @@ def fill(url: str, audit_rows: int) -> int:
     return referrals
 
 
-def reset_peak_rss() -> float:
-    """Start this process's peak RSS again from its current RSS (Linux); return it in MB."""
-    Path("/proc/self/clear_refs").write_text("5")
-    return peak_rss_mb(os.getpid())
-
-
 def page_processes(url: str, events: int, baseline: str) -> None:
     """`handover report --html FILE` as a process, by this installation, then the baseline's."""
     runs = []
@@ -209,7 +203,6 @@ def measure(url: str, size: int, *, page_too: bool = True, baseline: str | None 
             print(f"{events:>9,} audit rows ({referrals:,} referrals): /metrics "
                   f"{scrape * 1000:7.1f} ms", flush=True)  # fmt: skip
             return
-        before_mb = reset_peak_rss()
         started, cpu_started = time.perf_counter(), time.process_time()
         page = build_report_page(session, LogWindow(), TZ, now)
         computed = time.perf_counter() - started
@@ -218,7 +211,6 @@ def measure(url: str, size: int, *, page_too: bool = True, baseline: str | None 
     html = render_report(page, window_label="Handover report (benchmark)")
     rendered = time.perf_counter() - started
     rendered_cpu = time.process_time() - cpu_started
-    added_mb = peak_rss_mb(os.getpid()) - before_mb
     engine.dispose()
     scrape = statistics.median(scrapes)
     print(
@@ -226,8 +218,8 @@ def measure(url: str, size: int, *, page_too: bool = True, baseline: str | None 
         f"page computed {computed:6.1f} s (CPU {computed_cpu:5.1f} s, "
         f"{computed_cpu / events * 1e6:5.1f} us/row), rendered {rendered:5.1f} s "
         f"(CPU {rendered_cpu:5.1f} s, {rendered_cpu / events * 1e6:5.1f} us/row), "
-        f"{len(html) / 1e6:6.1f} MB, {len(page.timelines):,} timelines, "
-        f"peak RSS +{added_mb:.0f} MB  load average {os.getloadavg()[0]:.1f}",
+        f"{len(html) / 1e6:6.1f} MB, {len(page.timelines):,} timelines  "
+        f"load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     if baseline:
