@@ -26,11 +26,12 @@ from datetime import date, datetime, time, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import RESPONSE_KINDS
 from bot.models import AuditEvent
+from bot.services.log_targets import ordered_text
 from bot.services.logbook import (
     YIELD_PER,
     LogWindow,
@@ -177,10 +178,10 @@ _DETAIL_EVENTS = frozenset({"referral_received", "prompt_scheduled", "prompt_sen
 
 
 def latest_referrals(session: Session, window: LogWindow, limit: int) -> tuple[list[str], int]:
-    """The referrals among the `limit` latest to appear in the window (by their first row's
-    instant; those tied at the cut too), and how many referrals the window's rows name."""
+    """The `limit` referrals that first appear latest in the window (their first row in the
+    order of (`at`, `id`), as the timelines are ordered), and how many referrals its rows name."""
     e = AuditEvent.__table__.c
-    first = func.min(e.at).label("first")
+    first = func.min(ordered_text(e.at, e.id, literal(""))).label("first")
     named = (
         window.apply(select(e.referral_id, first))
         .where(e.referral_id.is_not(None), e.referral_id != "")
@@ -189,7 +190,7 @@ def latest_referrals(session: Session, window: LogWindow, limit: int) -> tuple[l
     )
     ranked = select(
         named.c.referral_id,
-        func.rank().over(order_by=named.c.first.desc()).label("rank"),
+        func.row_number().over(order_by=named.c.first.desc()).label("rank"),
         func.count().over().label("total"),
     ).subquery()
     rows = session.execute(
@@ -393,13 +394,10 @@ def build_report_page(
     ]
     shown, named = latest_referrals(session, window, limit)
     rows = list(read_log_rows(session, window, shown)) if shown else []
-    timelines = build_timelines(rows, tz, Names(RotaStore(session), channels or {}))
     return ReportPage(
         report=report,
         weeks=weeks,
-        # Ties at the cut were read too: the page keeps the latest `limit`, still in the order
-        # they first appear.
-        timelines=timelines[-limit:],
+        timelines=build_timelines(rows, tz, Names(RotaStore(session), channels or {})),
         tz=tz,
         generated_at=now.astimezone(tz),
         referrals_named=named,

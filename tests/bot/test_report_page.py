@@ -14,10 +14,9 @@ from markupsafe import escape
 
 from bot.cli import main
 from bot.pages import charted_teams, render_report, team_rows
-from bot.services import audit
+from bot.services import audit, report_page
 from bot.services.coverage import COVERAGE_RULE
 from bot.services.logbook import parse_window
-from bot.services import report_page
 from bot.services.report_page import LogRow, Names, build_report_page, build_timelines
 from bot.services.reports import GroupFigures, build_report
 from rota.store import RotaStore
@@ -96,7 +95,7 @@ def test_a_long_window_shows_the_latest_referrals_timelines_and_says_how_many(
 
     assert shown(200) == (["HO-R4", "HO-R1", "HO-R2", "HO-R3", "HO-R5"], 5)
     assert shown(3) == (["HO-R2", "HO-R3", "HO-R5"], 5)
-    assert shown(1) == (["HO-R5"], 5)  # of the two tied at the cut, the later row's
+    assert shown(1) == (["HO-R5"], 5)  # of two first rows at one instant, the later id
     with session_factory() as session:
         whole = build_report_page(session, window, LONDON, GENERATED)
         cut = build_report_page(session, window, LONDON, GENERATED, timeline_limit=2)
