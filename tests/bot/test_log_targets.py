@@ -180,34 +180,19 @@ def test_ids_follow_the_writing_not_the_instant_so_first_is_by_instant_then_id(
     # (a confirmed send is logged at its send's instant, after other writers' later rows): so
     # the first send is the earliest instant, not the smallest id, and min(id) would not do.
     at = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # Mon
+    rows = [  # written in this order
+        ("referral_received", at, None, None, "edt-amy"),
+        ("prompt_sent", at + timedelta(hours=1), "person:hv-jo", "hv-jo", None),
+        ("prompt_sent", at, "person:hv-jo", "hv-jo", None),
+        ("has_information", at + timedelta(hours=2), "person:hv-jo", None, "hv-jo"),
+    ]
     with session_factory.begin() as session:
         build_rota(session)
         written = [
-            audit.record(session, "referral_received", at=at, referral_id="HO-T", actor="edt-amy"),
             audit.record(
-                session,
-                "prompt_sent",
-                at=at + timedelta(hours=1),
-                referral_id="HO-T",
-                target="person:hv-jo",
-                recipient="hv-jo",
-            ),
-            audit.record(
-                session,
-                "prompt_sent",
-                at=at,
-                referral_id="HO-T",
-                target="person:hv-jo",
-                recipient="hv-jo",
-            ),
-            audit.record(
-                session,
-                "has_information",
-                at=at + timedelta(hours=2),
-                referral_id="HO-T",
-                target="person:hv-jo",
-                actor="hv-jo",
-            ),
+                session, name, at=when, referral_id="HO-T", target=target, recipient=to, actor=by
+            )
+            for name, when, target, to, by in rows
         ]
         ids_and_instants = [(row.id, row.at) for row in written]
     assert [i for i, _ in ids_and_instants] == sorted(i for i, _ in ids_and_instants)
