@@ -14,11 +14,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.db import create_db_engine, make_session_factory
-from bot.migrate import upgrade
 from bot.models import AuditEvent
 from bot.services import audit
 from bot.services.coverage import STRATEGY_AGENCIES, TargetOutcome, referral_coverage
@@ -26,6 +24,7 @@ from bot.services.log_targets import ordered_text
 from bot.services.logbook import LogWindow, parse_window
 from bot.services.reports import Report, build_report
 from tests.bot.report_oracle import previous_build_report
+from tests.bot.sqlite_plans import audit_reads
 from tests.bot.test_logbook import build_rota, build_scenario
 from tests.bot.test_report_page import add_police_breach
 
@@ -244,37 +243,15 @@ def test_the_rule_reads_only_which_outcomes_each_agency_has() -> None:
 
 
 def test_a_windowed_report_reads_only_its_window_through_an_index(tmp_path: Path) -> None:
-    # On SQLite, whose EXPLAIN QUERY PLAN names the index and the bounds each read uses.
-    url = f"sqlite:///{tmp_path / 'plan.db'}"
-    upgrade(url)
-    engine = create_db_engine(url)
-    statements: list[tuple[str, object]] = []
-
-    def keep(conn, cursor, statement, parameters, context, executemany) -> None:
-        if "audit_log" in statement:
-            statements.append((statement, parameters))
-
-    try:
-        factory = make_session_factory(engine)
+    def fill(factory: sessionmaker[Session]) -> None:
         with factory.begin() as session:
             build_rota(session)
             random_log(session, 1, 40)
-        with factory() as session:
-            event.listen(engine, "before_cursor_execute", keep)
-            build_report(session, parse_window("2026-11-13", "2026-11-14", LONDON), LONDON)
-            event.remove(engine, "before_cursor_execute", keep)
-            plans = [
-                [
-                    row[-1]
-                    for row in session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {s}", p)
-                ]
-                for s, p in statements
-            ]
-    finally:
-        engine.dispose()
-    assert len(plans) == 3
-    for plan in plans:
-        reads = [step for step in plan if "audit_log" in step]
-        assert len(reads) == 1
-        assert reads[0].startswith("SEARCH audit_log USING INDEX ix_audit_log_")
-        assert "at>? AND at<?" in reads[0]
+
+    window = parse_window("2026-11-13", "2026-11-14", LONDON)
+    _, reads = audit_reads(tmp_path, fill, lambda session: build_report(session, window, LONDON))
+    assert len(reads) == 3
+    for read in reads:
+        assert len(read.steps) == 1
+        assert read.steps[0].startswith("SEARCH audit_log USING INDEX ix_audit_log_")
+        assert "at>? AND at<?" in read.steps[0]

@@ -11,11 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from markupsafe import escape
-from sqlalchemy import event
 
 from bot.cli import main
-from bot.db import create_db_engine, make_session_factory
-from bot.migrate import upgrade
 from bot.pages import charted_teams, render_report, team_rows
 from bot.services import audit, report_page
 from bot.services.coverage import COVERAGE_RULE
@@ -23,6 +20,7 @@ from bot.services.logbook import parse_window
 from bot.services.report_page import LogRow, Names, build_report_page, build_timelines
 from bot.services.reports import GroupFigures, build_report
 from rota.store import RotaStore
+from tests.bot.sqlite_plans import audit_reads
 from tests.bot.test_logbook import (
     SUMMARY,
     add_prompt,
@@ -135,41 +133,21 @@ def test_report_html_cuts_the_timelines_at_the_limit(
 
 
 def test_the_page_reads_the_rows_of_the_referrals_it_shows_alone(tmp_path: Path) -> None:
-    # On SQLite, whose EXPLAIN QUERY PLAN names the index a read uses: the only statement that
-    # reads rows' details (the timelines') asks for the two referrals shown, by their index.
-    url = f"sqlite:///{tmp_path / 'page.db'}"
-    upgrade(url)
-    engine = create_db_engine(url)
-    statements: list[tuple[str, tuple]] = []
-
-    def keep(conn, cursor, statement, parameters, context, executemany) -> None:
-        if "audit_log.detail" in statement:
-            statements.append((statement, parameters))
-
-    try:
-        factory = make_session_factory(engine)
-        build_scenario(factory)
-        with factory() as session:
-            event.listen(engine, "before_cursor_execute", keep)
-            built = build_report_page(
-                session, parse_window(None, None, LONDON), LONDON, GENERATED, timeline_limit=2
-            )
-            event.remove(engine, "before_cursor_execute", keep)
-            ((statement, parameters),) = statements
-            plan = [
-                row[-1]
-                for row in session.connection().exec_driver_sql(
-                    f"EXPLAIN QUERY PLAN {statement}", parameters
-                )
-            ]
-    finally:
-        engine.dispose()
+    # The only statement that reads rows' details (the timelines') asks for the two referrals
+    # shown, through their index.
+    built, reads = audit_reads(
+        tmp_path,
+        build_scenario,
+        lambda session: build_report_page(
+            session, parse_window(None, None, LONDON), LONDON, GENERATED, timeline_limit=2
+        ),
+        naming="audit_log.detail",
+    )
     assert [t.referral_id for t in built.timelines] == ["HO-R2", "HO-R3"]
     assert built.referrals_named == 4
-    assert sorted(p for p in parameters if isinstance(p, str)) == ["HO-R2", "HO-R3"]
-    assert [step for step in plan if "audit_log" in step] == [
-        "SEARCH audit_log USING INDEX ix_audit_log_referral_id (referral_id=?)"
-    ]
+    (read,) = reads
+    assert sorted(p for p in read.parameters if isinstance(p, str)) == ["HO-R2", "HO-R3"]
+    assert read.steps == ["SEARCH audit_log USING INDEX ix_audit_log_referral_id (referral_id=?)"]
 
 
 def test_teams_and_agencies_are_the_reports_own_and_weeks_cut_it_finer(page) -> None:
