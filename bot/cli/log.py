@@ -28,10 +28,11 @@ from bot.services.audit import verify_chain
 from bot.services.coverage import COVERAGE_WORDS, STRATEGY_AGENCIES, CoverageState
 from bot.services.log_stream import (
     LOG_BATCH,
-    DetailJson,
     InstantText,
+    detail_json,
     iter_log_stored,
     json_text,
+    stored_detail_value,
 )
 from bot.services.logbook import (
     LOG_FIELDS,
@@ -120,7 +121,6 @@ class Names:
 
 
 def _table_rows(rows: Iterable[Row], label: InstantText, names: Names) -> Iterator[list[str]]:
-    details = DetailJson()
     for at, referral_id, event, actor, recipient, target, detail in rows:
         target_cell = target or ""
         kind, _, ref = target_cell.partition(":")
@@ -131,7 +131,7 @@ def _table_rows(rows: Iterable[Row], label: InstantText, names: Names) -> Iterat
             names.label(actor),
             names.label(recipient),
             f"person:{names.label(ref)}" if kind == "person" else target_cell,
-            "" if detail is None else detail_text(details.value(detail)),
+            "" if detail is None else detail_text(stored_detail_value(detail)),
         ]
 
 
@@ -163,9 +163,9 @@ def write_table(rows: Iterable[list[str]], out: TextIO, headers: Iterable[str]) 
 def _jsonl_lines(rows: Iterable[Row], iso: InstantText) -> Iterator[str]:
     """Each row as `json.dumps(log_record(row, tz), ensure_ascii=False)` gives it, and a newline:
     the keys are fixed, so the line is joined from the values' JSON texts."""
-    detail_json, string = DetailJson().text, json.encoder.encode_basestring
+    string = json.encoder.encode_basestring
     for at, referral_id, event, actor, recipient, target, detail in rows:
-        detail_text_ = detail_json(detail)
+        printed_detail = detail_json(detail)
         yield (
             f'{{"at": "{iso(at)}", '
             f'"referral_id": {"null" if referral_id is None else string(referral_id)}, '
@@ -173,15 +173,14 @@ def _jsonl_lines(rows: Iterable[Row], iso: InstantText) -> Iterator[str]:
             f'"actor": {"null" if actor is None else string(actor)}, '
             f'"recipient": {"null" if recipient is None else string(recipient)}, '
             f'"target": {"null" if target is None else string(target)}, '
-            f'"detail": {"null" if detail_text_ is None else detail_text_}}}\n'
+            f'"detail": {"null" if printed_detail is None else printed_detail}}}\n'
         )
 
 
 def _csv_rows(rows: Iterable[Row], iso: InstantText) -> Iterator[list[str]]:
     """Each row as the CSV's cells: the jsonl values, null as an empty cell, all made safe."""
-    detail_json = DetailJson().text
     for at, referral_id, event, actor, recipient, target, detail in rows:
-        detail_text_ = detail_json(detail)
+        printed_detail = detail_json(detail)
         yield [
             iso(at),  # digits first: never a formula
             "" if referral_id is None else safe_cell(referral_id),
@@ -189,7 +188,7 @@ def _csv_rows(rows: Iterable[Row], iso: InstantText) -> Iterator[list[str]]:
             "" if actor is None else safe_cell(actor),
             "" if recipient is None else safe_cell(recipient),
             "" if target is None else safe_cell(target),
-            "" if detail_text_ is None else safe_cell(detail_text_),
+            "" if printed_detail is None else safe_cell(printed_detail),
         ]
 
 

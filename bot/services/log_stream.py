@@ -3,12 +3,12 @@
 `iter_log` hands out rows whose values SQLAlchemy has already converted, and `log_record` turns
 each into a dict: at 1,000,000 rows the per-row conversions were most of the command's time.
 Here the rows come as the database stores them, and the two conversions every row needs are
-done once per distinct value, with the same functions the straightforward path uses:
+made cheaper, with the same functions the straightforward path uses:
 
 - `InstantText`: the stored instant (SQLite's text, PostgreSQL's naive UTC datetime) to its
-  local ISO 8601 text or terminal label, once per instant (the log is in order of time, and a
-  referral's events often share one).
-- `DetailJson`: the stored detail text to the JSON text `log` prints, which is
+  local ISO 8601 text or terminal label, once for a run of rows at one instant (the log is in
+  order of time, and a referral's events often share one).
+- `detail_json`: the stored detail text to the JSON text `log` prints, which is
   `json.dumps(detail_value(text), ensure_ascii=False)` without building an encoder a row.
 
 The output is byte-for-byte what `log_record` and `json.dumps` give (tests/bot/log_oracle.py).
@@ -105,24 +105,22 @@ def _json_encoder() -> Callable[[Any], str]:
 json_text = _json_encoder()
 
 
-class DetailJson:
-    """Stored detail texts as the JSON text `handover log` prints for them."""
+_decode_json = json.JSONDecoder().raw_decode
 
-    def __init__(self) -> None:
-        self._decode = json.JSONDecoder().raw_decode
 
-    def text(self, stored: str | None) -> str | None:
-        """`json.dumps(detail_value(stored), ensure_ascii=False)`, or None for a null detail."""
-        if stored is None:
-            return None
-        value = self.value(stored)
-        return None if value is None else json_text(value)
+def stored_detail_value(stored: str) -> Any:
+    """`detail_value(stored)`: the JSON value, or the text when it is not JSON."""
+    try:
+        value, end = _decode_json(stored)
+    except (ValueError, TypeError):  # not JSON, or not text: json.loads decides
+        return detail_value(stored)
+    # Whitespace around the document, or more after it: json.loads decides.
+    return value if end == len(stored) else detail_value(stored)
 
-    def value(self, stored: str) -> Any:
-        """`detail_value(stored)`: the JSON value, or the text when it is not JSON."""
-        try:
-            value, end = self._decode(stored)
-        except (ValueError, TypeError):  # not JSON, or not text: json.loads decides
-            return detail_value(stored)
-        # Whitespace around the document, or more after it: json.loads decides.
-        return value if end == len(stored) else detail_value(stored)
+
+def detail_json(stored: str | None) -> str | None:
+    """`json.dumps(detail_value(stored), ensure_ascii=False)`, or None for a null detail."""
+    if stored is None:
+        return None
+    value = stored_detail_value(stored)
+    return None if value is None else json_text(value)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.cli import main
 from bot.cli.log import write_log
 from bot.models import AuditEvent
-from bot.services.log_stream import LOG_BATCH, DetailJson, json_text
+from bot.services.log_stream import LOG_BATCH, detail_json, json_text
 from bot.services.logbook import LogWindow, detail_value, iter_log, parse_window
 from tests.bot.log_oracle import reference_log
 from tests.bot.test_logbook import build_rota
@@ -246,7 +246,7 @@ def test_a_detail_prints_as_json_dumps_of_its_value(
     stored: str | None, printed: str | None
 ) -> None:
     expected = printed if printed is not None or stored in (None, "null") else stored
-    assert DetailJson().text(stored) == expected
+    assert detail_json(stored) == expected
     value = detail_value(stored)
     assert expected == (None if value is None else json.dumps(value, ensure_ascii=False))
     assert json_text(value) == json.dumps(value, ensure_ascii=False)
