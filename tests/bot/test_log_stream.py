@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -222,6 +225,29 @@ def test_handover_log_prints_the_oracle_output(
         with session_factory() as session:
             expected = reference_log(session, window, fmt, LONDON)
         assert capsys.readouterr().out == expected
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "table"])
+def test_handover_log_into_a_reader_that_leaves_early_exits_0(
+    db_url: str, session_factory: sessionmaker[Session], tmp_path: Path, fmt: str
+) -> None:
+    """`handover log | head -1`: the batches after the reader has gone are not an error."""
+    fill_log(session_factory, seed=39)
+    with session_factory() as session:
+        first = reference_log(session, LogWindow(), fmt, LONDON).split("\n")[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HANDOVER_", "SLACK_"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "log", "--format", fmt],
+        cwd=tmp_path,
+        env={**env, "DATABASE_URL": db_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().decode() == first + "\n"
+    process.stdout.close()  # far more than a pipe's buffer is still to come
+    assert process.wait(timeout=60) == 0
+    assert process.stderr.read() == b""
 
 
 @pytest.mark.parametrize(
