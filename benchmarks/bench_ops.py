@@ -3,16 +3,16 @@
 of audit log and outbox, on the sample rota.
 
     python benchmarks/bench_ops.py [--sizes 10000 100000] [--postgresql] [--metrics-only]
-        [--baseline PYTHON]
+        [--baseline DIR]
 
 Each referral has three targets and about 13 audit rows (received; per target held, sent, then
 answered or reminded, escalated and breached) and 8 outbox rows, over 8 weeks. The rows are
 written in bulk (the audit rows outside the hash chain: neither figure reads it). A scrape is
 timed 5 times (median); the page once, in this process (its wall and CPU time, and its size).
-Per-row figures show whether the cost grows linearly. With `--baseline PYTHON` (another
-checkout's interpreter, e.g. main's .venv/bin/python), `handover report --html FILE` is then
-run as a process by this installation and by that one, on the same database, one after the
-other: wall, CPU, peak RSS, page size and the CPU ratio.
+Per-row figures show whether the cost grows linearly. With `--baseline DIR` (another checkout,
+with its .venv: `--baseline /work/main`), `handover report --html FILE` is then run as a
+process by this checkout's code and by that one's, on the same database, one after the other:
+wall, CPU, peak RSS, page size and the CPU ratio.
 """
 
 from __future__ import annotations
@@ -169,13 +169,14 @@ def fill(url: str, audit_rows: int) -> int:
     return referrals
 
 
-def page_processes(url: str, events: int, baseline: str) -> None:
-    """`handover report --html FILE` as a process, by this installation, then the baseline's."""
+def page_processes(url: str, events: int, baseline: Path) -> None:
+    """`handover report --html FILE` as a process, by this checkout's code, then the baseline's."""
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-ops-page-") as tmp:
-        for who, python in (("this", sys.executable), ("baseline", baseline)):
+        for who, checkout in (("this", None), ("baseline", baseline)):
             page = Path(tmp) / f"{who}.html"
-            seconds, cpu, rss = timed(url, "report", *WHOLE_LOG, "--html", str(page), python=python)
+            command = ("report", *WHOLE_LOG, "--html", str(page))
+            seconds, cpu, rss = timed(url, *command, checkout=checkout)
             runs.append(cpu)
             print(
                 f"{events:>9,} audit rows: report --html ({who:<8}) {seconds:6.1f} s "
@@ -186,7 +187,7 @@ def page_processes(url: str, events: int, baseline: str) -> None:
     print(f"{events:>9,} audit rows: report --html CPU {runs[0] / runs[1]:.2f}x the baseline's")
 
 
-def measure(url: str, size: int, *, page_too: bool = True, baseline: str | None = None) -> None:
+def measure(url: str, size: int, *, page_too: bool = True, baseline: Path | None = None) -> None:
     referrals = fill(url, size)
     engine = create_db_engine(url, timeouts=BATCH_TIMEOUTS)
     factory = make_session_factory(engine)
@@ -232,7 +233,7 @@ def main() -> None:
     parser.add_argument("--postgresql", action="store_true")
     parser.add_argument("--metrics-only", action="store_true", help="time /metrics, not the page")
     parser.add_argument(
-        "--baseline", metavar="PYTHON", help="also run report --html by this Python"
+        "--baseline", type=Path, help="a checkout (with its .venv) that also runs report --html"
     )
     args = parser.parse_args()
     print(f"{'PostgreSQL' if args.postgresql else 'SQLite'}, load average {os.getloadavg()[0]:.1f}")

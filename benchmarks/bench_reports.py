@@ -1,7 +1,6 @@
 """`handover report` and `handover log` over a growing audit log (10k, 100k, 1M rows).
 
     python benchmarks/bench_reports.py [--rows 10000 100000 1000000] [--database-url sqlite|URL]
-        [--baseline PYTHON] [--report-only]
 
 Each size gets a fresh database (a SQLite file, or PostgreSQL beside HANDOVER_TEST_PG_URL's, or
 beside the PostgreSQL URL given),
@@ -9,12 +8,15 @@ the sample rota, and an audit log of realistic referrals (received, three prompt
 sent, two answered, a reminder and a breach for the third) written straight into `audit_log`
 (the hash chain is not what is measured). Then the installed commands run as processes:
 `handover report`, `handover report` over one week (`--since`/`--until`, read through the `at`
-index) and `handover log --format jsonl` (to /dev/null). Prints each process's wall time, its
-CPU time, its own peak RSS and the time per row, so growth is read across the sizes; and the
-load average, since the machine may be shared. With `--baseline PYTHON` (another checkout's
-interpreter, e.g. main's .venv/bin/python) each `report` is also run by that installation on the
-same database, right after, with the ratio of the CPU times and a check that both printed the
-same report (table, CSV and JSON); `--report-only` leaves out `log`.
+index) and `handover log` (to /dev/null) in each format, over one week and for one referral.
+Prints each process's wall time, its CPU time, its own peak RSS and the time per row, so growth
+is read across the sizes; and the load average, since the machine may be shared.
+
+`--baseline DIR` also runs each `log` and `report` command with another checkout's code
+(DIR/.venv's Python, in DIR), just before, and prints the two side by side with the ratio of
+their CPU times: `--baseline /work/main` compares a branch with main in one sitting; each
+`report` must then print the same table, CSV and JSON as the baseline's. `--log-only` skips
+`report`, `--report-only` skips `log`.
 """
 
 from __future__ import annotations
@@ -47,9 +49,6 @@ START = datetime(2026, 1, 5, 18, 0, tzinfo=UTC)
 TARGETS = ["person:hv-kpatel", "team:gp-northgate", "role:police_dau"]
 RECIPIENTS = ["hv-kpatel", "gp-drshah", "pol-pc-ahmed"]
 ROWS_PER_REFERRAL = 10
-# The commands run from a folder with no `bot` package, so `python -m bot` is the one installed
-# for `python` (else the current folder's checkout would be run by every interpreter).
-NEUTRAL = tempfile.gettempdir()
 
 
 def referral_rows(n: int) -> list[dict]:
@@ -107,9 +106,14 @@ def peak_rss_mb(pid: int) -> float:
     return int(found.group(1)) / 1024 if found else 0.0
 
 
-def timed(url: str, *args: str, python: str = sys.executable) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds and peak RSS (MB) of `handover ARGS` (run by `python`), its
-    output thrown away.
+def python_of(checkout: Path | None) -> str:
+    """The Python that runs a checkout's code (this one's without a checkout)."""
+    return sys.executable if checkout is None else str(checkout / ".venv" / "bin" / "python")
+
+
+def timed(url: str, *args: str, checkout: Path | None = None) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of `handover ARGS`, its output thrown away;
+    with `checkout`, that checkout's code runs it (its .venv's Python, in its folder).
 
     The peak is read from the process's own VmHWM while it runs: the rusage of a child counts
     the memory of this process at the fork (grown by `fill`) as the child's."""
@@ -117,7 +121,7 @@ def timed(url: str, *args: str, python: str = sys.executable) -> tuple[float, fl
     env["DATABASE_URL"] = url
     started = time.perf_counter()
     process = subprocess.Popen(
-        [python, "-m", "bot", *args], env=env, cwd=NEUTRAL,
+        [python_of(checkout), "-m", "bot", *args], env=env, cwd=checkout,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     peak = 0.0
@@ -134,31 +138,59 @@ def timed(url: str, *args: str, python: str = sys.executable) -> tuple[float, fl
     return elapsed, usage.ru_utime + usage.ru_stime, peak
 
 
-def report_output(url: str, python: str, *args: str) -> bytes:
-    """What `handover report ARGS` prints (run by `python`)."""
+def log_commands(week: list[str]) -> list[tuple[str, list[str]]]:
+    """`handover log` in each format over the whole log, and jsonl over a window and a referral."""
+    referral = ["--referral", "HO-000100"]  # in every size's log
+    return [
+        ("log --format jsonl", ["log", "--format", "jsonl"]),
+        ("log --format csv", ["log", "--format", "csv"]),
+        ("log (table)", ["log"]),
+        ("log jsonl, one week", ["log", "--format", "jsonl", *week]),
+        ("log jsonl, referral", ["log", "--format", "jsonl", *referral]),
+    ]
+
+
+def report_commands(week: list[str]) -> list[tuple[str, list[str]]]:
+    """`handover report` over the whole log and over a week."""
+    return [("report", ["report"]), ("report, one week", ["report", *week])]
+
+
+def figures(seconds: float, cpu: float, rss: float, count: int) -> str:
+    return (
+        f"{seconds:6.2f} s (CPU {cpu:6.2f} s, {cpu / count * 1e6:5.1f} µs a row)  "
+        f"peak RSS {rss:4.0f} MB"
+    )
+
+
+def time_command(
+    url: str, count: int, label: str, command: list[str], baseline: Path | None
+) -> None:
+    """One command's figures, beside the baseline checkout's when there is one."""
+    before = timed(url, *command, checkout=baseline) if baseline is not None else None
+    seconds, cpu, rss = timed(url, *command)
+    line = f"  {count:>9,} rows  {label:<19} {figures(seconds, cpu, rss, count)}"
+    if before is not None:
+        line += (
+            f"  | baseline {figures(*before, count)}  CPU ratio {cpu / before[1]:.2f} "
+            f"({before[1] / cpu:.1f}x faster)"
+        )
+    print(f"{line}  load average {os.getloadavg()[0]:.1f}", flush=True)
+
+
+def same_report(url: str, count: int, command: list[str], baseline: Path) -> None:
+    """Stop unless `command` (a report) prints the same table, CSV and JSON as the baseline's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
     env["DATABASE_URL"] = url
-    command = [python, "-m", "bot", "report", *args]
-    return subprocess.run(command, env=env, cwd=NEUTRAL, check=True, capture_output=True).stdout
-
-
-def compare_report(url: str, baseline: str, count: int, label: str, command: list[str]) -> None:
-    """Time `command` (a report) by the baseline installation, print the ratio of the CPU
-    times, and stop unless both print the same table, CSV and JSON."""
-    seconds, cpu, rss = timed(url, *command)
-    base_seconds, base_cpu, base_rss = timed(url, *command, python=baseline)
-    print(
-        f"  {count:>9,} rows  {label:<19} baseline {base_seconds:6.2f} s (CPU {base_cpu:6.2f} s) "
-        f"peak RSS {base_rss:4.0f} MB; again {seconds:6.2f} s (CPU {cpu:6.2f} s) peak RSS "
-        f"{rss:4.0f} MB: CPU {cpu / base_cpu:.2f}x the baseline's  "
-        f"load average {os.getloadavg()[0]:.1f}",
-        flush=True,
-    )
     for form in ([], ["--format", "csv"], ["--format", "json"]):
-        if report_output(url, sys.executable, *command[1:], *form) != report_output(
-            url, baseline, *command[1:], *form
-        ):
-            raise SystemExit(f"report {' '.join(form)} differs from the baseline's at {count} rows")
+        printed = [
+            subprocess.run(
+                [python_of(checkout), "-m", "bot", *command, *form],
+                env=env, cwd=checkout, check=True, capture_output=True,
+            ).stdout
+            for checkout in (None, baseline)
+        ]  # fmt: skip
+        if printed[0] != printed[1]:
+            raise SystemExit(f"{' '.join(command + form)} differs from the baseline's at {count}")
 
 
 def main() -> None:
@@ -169,13 +201,18 @@ def main() -> None:
         help="'sqlite' for a SQLite file, or a PostgreSQL URL to create the databases beside "
         "(default HANDOVER_TEST_PG_URL's)",
     )
-    parser.add_argument("--baseline", metavar="PYTHON", help="also time `report` by this Python")
-    parser.add_argument("--report-only", action="store_true", help="leave out `handover log`")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout (with its .venv) whose code also runs each command, for the ratio",
+    )
+    parser.add_argument("--log-only", action="store_true", help="skip handover report")
+    parser.add_argument("--report-only", action="store_true", help="skip handover log")
     args = parser.parse_args()
     backend = "SQLite" if args.database_url == "sqlite" else "PostgreSQL"
     if args.database_url and args.database_url != "sqlite":
         bench_dispatch.PG_URL = args.database_url  # the server to create the databases on
-    print(f"handover report and handover log --format jsonl, {backend}")
+    print(f"handover report and handover log, {backend}")
     week = ["--since", "2026-03-02", "--until", "2026-03-08"]  # inside every size's log
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.rows:
@@ -192,22 +229,12 @@ def main() -> None:
                     env=env, check=True, stdout=subprocess.DEVNULL,
                 )  # fmt: skip
                 fill(url, count)
-                for label, command in (
-                    ("report", ["report"]),
-                    ("report, one week", ["report", *week]),
-                    ("log --format jsonl", ["log", "--format", "jsonl"]),
-                ):
-                    if args.report_only and command[0] != "report":
-                        continue
-                    seconds, cpu, rss = timed(url, *command)
-                    print(
-                        f"  {count:>9,} rows  {label:<19} {seconds:6.2f} s (CPU {cpu:6.2f} s)  "
-                        f"{seconds / count * 1e6:6.1f} µs a row  peak RSS {rss:4.0f} MB  "
-                        f"load average {os.getloadavg()[0]:.1f}",
-                        flush=True,
-                    )
-                    if args.baseline and command[0] == "report":
-                        compare_report(url, args.baseline, count, label, command)
+                for label, command in [] if args.report_only else log_commands(week):
+                    time_command(url, count, label, command, args.baseline)
+                for label, command in [] if args.log_only else report_commands(week):
+                    time_command(url, count, label, command, args.baseline)
+                    if args.baseline is not None:
+                        same_report(url, count, command, args.baseline)
             finally:
                 if args.database_url != "sqlite":
                     drop_database(name)
