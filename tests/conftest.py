@@ -21,6 +21,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+# Every table of the schema on the metadata, for emptying them between tests: the models', and
+# the OAuth stores' (which bot/models.py leaves to the code that uses them).
+import bot.models
+import bot.workspaces.store  # noqa: F401
 from bot.db import create_db_engine, make_session_factory
 from bot.migrate import upgrade
 from rota.models import Base

@@ -1,10 +1,7 @@
-"""The code's Alembic head, read from the migration scripts' text without Alembic, and the
-processes that never need Alembic (or SQLAlchemy) not importing it (docs/operations.md)."""
+"""The code's Alembic head, read from the migration scripts' text without Alembic."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -60,32 +57,3 @@ def test_no_scripts_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError) as raised:
         head_revision(tmp_path)
     assert str(raised.value) == f"no Alembic revisions in {tmp_path}"
-
-
-def modules_after(code: str) -> set[str]:
-    """The top-level packages a fresh interpreter has imported after running `code`."""
-    probe = f"{code}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    )
-    return set(result.stdout.split())
-
-
-def test_serves_web_layer_knows_the_revision_without_alembic() -> None:
-    loaded = modules_after(
-        "import bot.web.http, bot.web.server\nfrom bot.migrate import code_revision\n"
-        "assert code_revision()"
-    )
-    assert "bot" in loaded and "flask" in loaded
-    assert "alembic" not in loaded
-    assert "mako" not in loaded
-
-
-def test_the_version_and_help_need_no_database_code() -> None:
-    loaded = modules_after(
-        "from bot.cli import build_parser, main\nbuild_parser()\n"
-        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass"
-    )
-    assert "bot" in loaded
-    assert "sqlalchemy" not in loaded
-    assert "alembic" not in loaded
