@@ -109,7 +109,8 @@ def _settle(
     """Settle one delivered row we still hold (`row`; None: the claim is lost), or one
     cancelled in our batch after its send began (`row` cancelled: sent all the same)."""
     delivery, sent, found, now = posted.delivery, posted.sent, posted.found, posted.at
-    cancelled_as = row.last_error if row is not None and row.state == RowState.CANCELLED else None
+    cancelled = row is not None and row.state == RowState.CANCELLED
+    cancelled_as = ((row.last_error if row else None) or "cancelled") if cancelled else None
     when = sent_at(delivery, found, now)
     late = (
         delivery.kind == OutboxKind.PROMPT
@@ -139,7 +140,7 @@ def _settle(
     if cancelled_as is not None:
         # No longer owed, but it reached the channel: the log says so; nothing follows from it
         # (no copy, re-page or escalation), and the card is redrawn as after the cancellation.
-        where["cancelled_while_sending"] = cancelled_as or "cancelled"
+        where["cancelled_while_sending"] = cancelled_as
         logger.warning(
             "%s %s was cancelled (%s) while its send was under way: sent, and recorded so",
             delivery.kind,
@@ -182,8 +183,15 @@ def _settle(
     elif delivery.kind == OutboxKind.STEP_MESSAGE:
         # Slack step messages are logged as they always were; another channel says so.
         other = delivery.channel != ctx.channels.for_rooms().name
+        if not other and cancelled_as is not None:
+            where = {"cancelled_while_sending": cancelled_as}
         escalation.record_step_message(
-            session, row, delivered=True, error=None, now=now, where=where if other else None
+            session,
+            row,
+            delivered=True,
+            error=None,
+            now=now,
+            where=where if other or cancelled_as is not None else None,
         )
     return RowResult(delivery.row_id, delivery.kind, Outcome.DELIVERED, late=late, found=found)
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import threading
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
-from time import sleep
+from time import monotonic, sleep
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -612,6 +613,66 @@ def test_an_answer_while_a_step_s_messages_wait_in_a_batch_cancels_them_and_noth
         len(before) :
     ] == [(RowState.CANCELLED, "answered")] * wanted
     assert target_state(session_factory) == "acknowledged"
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_reminder_whose_send_is_under_way_when_the_answer_comes_is_sent_once_and_recorded(
+    session_factory, client, clock, standin, settings
+) -> None:
+    prompt_id = sent_prompt(session_factory, client, clock, settings=settings)
+    now = at(2026, 11, 16, 10)
+    clock.set(now)
+    dispatcher = make_dispatcher(session_factory, client, clock, settings)
+    step = dispatcher.process(claim_first(session_factory, now))
+    assert [(r.outcome, r.step) for r in step.results] == [(Outcome.PERFORMED, "remind")]
+    # The reminder passes its claim check, then is held at Slack before it takes effect, while
+    # hv-jsmith acknowledges.
+    standin.hold("chat.postMessage", seconds=30)
+    done: list = []
+    sending = threading.Thread(target=lambda: done.append(dispatcher.run_once()))
+    sending.start()
+    try:
+        deadline = monotonic() + 15
+        while not standin.held() and monotonic() < deadline:
+            sleep(0.02)
+        assert [h["method"] for h in standin.held()] == ["chat.postMessage"]
+        with session_factory.begin() as session:
+            outcome = record_response(
+                session,
+                prompt_id,
+                slack_id("hv-jsmith"),
+                "acknowledged",
+                now=now,
+                settings=settings,
+            )
+        assert outcome.status == "recorded"
+    finally:
+        standin.release_holds()
+        sending.join(timeout=30)
+    [stats] = done
+
+    assert [(r.outcome, r.reason) for r in stats.results if r.kind == OutboxKind.STEP_MESSAGE] == [
+        (Outcome.DELIVERED, None)
+    ]
+    assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
+    [reminder] = events(session_factory, *STEP_EVENTS)
+    detail = json.loads(reminder.detail)
+    assert (reminder.event, reminder.recipient, detail["delivered"]) == (
+        "reminder_sent",
+        "hv-jsmith",
+        True,
+    )
+    assert detail["cancelled_while_sending"] == "answered"
+    [message] = rows_of(session_factory, OutboxKind.STEP_MESSAGE)
+    assert (message.state, message.last_error) == (RowState.SENT, None)
+    # The answer stands, and stopped the next step.
+    assert target_state(session_factory) == "acknowledged"
+    assert [(r.state, r.last_error) for r in escalation_rows(session_factory)] == [
+        (RowState.SENT, None),
+        (RowState.CANCELLED, "answered"),
+    ]
+    assert run_due(session_factory, client, clock, at(2026, 11, 16, 18), settings) == []
+    assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
 
 
 @pytest.mark.usefixtures("rota")
