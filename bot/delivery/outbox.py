@@ -574,20 +574,7 @@ def cancelled_while_sending(
 ) -> dict[int, OutboxMessage]:
     """Of rows `instance_id` has just sent, those cancelled under its claim meanwhile, locked:
     the send was past its check when the cancellation committed."""
-    wanted = list(dict.fromkeys(row_ids))
-    if not wanted:
-        return {}
-    rows = session.scalars(
-        select(OutboxMessage)
-        .where(
-            OutboxMessage.id.in_(wanted),
-            OutboxMessage.state == RowState.CANCELLED,
-            OutboxMessage.claimed_by == instance_id,
-        )
-        .order_by(OutboxMessage.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    rows = _claimed_by_in_state(session, row_ids, instance_id, RowState.CANCELLED)
     return {row.id: row for row in rows if dispatch_state(row).get("cancelled_while_claimed")}
 
 
@@ -689,21 +676,33 @@ def owned_many(
 ) -> dict[int, OutboxMessage]:
     """`owned` for a batch in one statement: each row, locked and fresh, that `instance_id`
     still holds, by id (a row whose claim is lost is missing)."""
+    return {row.id: row for row in _claimed_by_in_state(session, row_ids, instance_id)}
+
+
+def _claimed_by_in_state(
+    session: Session,
+    row_ids: Iterable[int],
+    instance_id: str,
+    state: RowState = RowState.CLAIMED,
+) -> list[OutboxMessage]:
+    """Those of the rows last claimed by `instance_id` that are in `state`, locked and fresh,
+    in one statement."""
     wanted = list(dict.fromkeys(row_ids))
     if not wanted:
-        return {}
-    rows = session.scalars(
-        select(OutboxMessage)
-        .where(
-            OutboxMessage.id.in_(wanted),
-            OutboxMessage.state == RowState.CLAIMED,
-            OutboxMessage.claimed_by == instance_id,
+        return []
+    return list(
+        session.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.id.in_(wanted),
+                OutboxMessage.state == state,
+                OutboxMessage.claimed_by == instance_id,
+            )
+            .order_by(OutboxMessage.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
-        .order_by(OutboxMessage.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
     )
-    return {row.id: row for row in rows}
 
 
 def renew_claim(

@@ -526,6 +526,17 @@ def test_a_response_recorded_while_the_escalation_goes_out_is_kept(
     assert target_state(session_factory) == "acknowledged"
 
 
+def acknowledge(
+    factory: sessionmaker[Session], prompt_id: int, now: datetime, settings: Settings
+) -> str:
+    """hv-jsmith clicks "acknowledge" on the prompt (as the action handler records it)."""
+    with factory.begin() as session:
+        outcome = record_response(
+            session, prompt_id, slack_id("hv-jsmith"), "acknowledged", now=now, settings=settings
+        )
+    return outcome.status
+
+
 def answer_while_the_batch_waits(
     monkeypatch: pytest.MonkeyPatch,
     dispatcher: Dispatcher,
@@ -541,16 +552,7 @@ def answer_while_the_batch_waits(
 
     def answer_then_wait(seconds: float) -> None:
         if not answered:
-            with factory.begin() as session:
-                outcome = record_response(
-                    session,
-                    prompt_id,
-                    slack_id("hv-jsmith"),
-                    "acknowledged",
-                    now=dispatcher.clock.now(),
-                    settings=settings,
-                )
-            answered.append(outcome.status)
+            answered.append(acknowledge(factory, prompt_id, dispatcher.clock.now(), settings))
         sleep(seconds)
 
     monkeypatch.setattr(dispatcher.pacer, "_sleep", answer_then_wait)
@@ -636,16 +638,7 @@ def test_a_reminder_whose_send_is_under_way_when_the_answer_comes_is_sent_once_a
         while not standin.held() and monotonic() < deadline:
             sleep(0.02)
         assert [h["method"] for h in standin.held()] == ["chat.postMessage"]
-        with session_factory.begin() as session:
-            outcome = record_response(
-                session,
-                prompt_id,
-                slack_id("hv-jsmith"),
-                "acknowledged",
-                now=now,
-                settings=settings,
-            )
-        assert outcome.status == "recorded"
+        assert acknowledge(session_factory, prompt_id, now, settings) == "recorded"
     finally:
         standin.release_holds()
         sending.join(timeout=30)
