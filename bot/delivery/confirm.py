@@ -109,8 +109,10 @@ def _settle(
     """Settle one delivered row we still hold (`row`; None: the claim is lost), or one
     cancelled in our batch after its send began (`row` cancelled: sent all the same)."""
     delivery, sent, found, now = posted.delivery, posted.sent, posted.found, posted.at
-    cancelled = row is not None and row.state == RowState.CANCELLED
-    cancelled_as = ((row.last_error if row else None) or "cancelled") if cancelled else None
+    # Why the row was no longer owed, when it was cancelled as its send went out.
+    cancelled_as = None
+    if row is not None and row.state == RowState.CANCELLED:
+        cancelled_as = row.last_error or "cancelled"
     when = sent_at(delivery, found, now)
     late = (
         delivery.kind == OutboxKind.PROMPT

@@ -516,7 +516,7 @@ def _cancel_open(
     A claimed row is cancelled too, keeping `claimed_by`: its dispatcher's check just before
     the send (`hold_claim`) then refuses it, and `cancelled_under_claim` tells that dispatcher
     it was cancelled rather than taken over. A send already past that check goes out, and is
-    recorded as sent (`settle_sent_after_cancel`; docs/timing.md, "Cancelled in a batch").
+    recorded as sent (`cancelled_while_sending`; docs/timing.md, "Cancelled in a batch").
     """
     for row in rows:
         if row.state == RowState.CLAIMED:
@@ -543,8 +543,8 @@ def cancel_chasers(session: Session, target_id: int) -> int:
 
 
 def cancel_owed_by(session: Session, referral_id: str) -> list[OutboxMessage]:
-    """Cancel every row of a closed referral not yet sent but its card, its breach and a step's
-    messages to rooms; the rows cancelled."""
+    """Cancel every row of a closed referral not yet sent but its card and a breach's messages;
+    the rows cancelled."""
     rows = _open_rows(
         session,
         OutboxMessage.referral_id == referral_id,
