@@ -121,6 +121,9 @@ class OutboxMessage(Base):
         Index("ix_outbox_state_due", "state", "due_at"),
         # GET /metrics counts settled rows and their lateness from this index alone.
         Index("ix_outbox_metrics", "state", "kind", "channel", "late", "lateness_ms"),
+        # Leases: an abandoned claim, and a row cancelled under a claim not yet settled
+        # (`outbox.claim_unsettled`), found by their state and the end of their lease.
+        Index("ix_outbox_state_lease", "state", "claimed_until"),
     )
 
 
