@@ -24,7 +24,7 @@ from bot.delivery.pipeline import RowPipeline
 from bot.models import OutboxMessage
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
-from tests.bot.delivery.dispatch_fixtures import MONDAY_9, events, make_dispatcher
+from tests.bot.delivery.dispatch_fixtures import MONDAY_9, events, make_dispatcher, messages_for
 from tests.bot.delivery.test_cancelled_in_batch import (
     close_now,
     kinds_of_rows,
@@ -249,3 +249,105 @@ def test_a_row_is_looked_for_by_one_dispatcher_at_a_time(session_factory, clock)
         assert outbox.unsettled_held(session, prompt_id, "a") is None
         held = session.get(OutboxMessage, prompt_id)
         assert (held.state, held.claimed_by) == (RowState.CANCELLED, "dead")
+
+
+# ----- a send that fails after its row was cancelled -------------------------------------------
+
+
+def closed_as_the_post_fails(
+    factory: sessionmaker[Session],
+    settings: Settings,
+    clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[int, list]:
+    """The prompt passes its check, the referral closes, then its post fails: its id and the
+    pass's prompt results."""
+    prompt_id = one_prompt_and_a_closer(factory)
+    freeze_after_the_check(
+        monkeypatch, "test", prompt_id, lambda: close_now(factory, settings, clock)
+    )
+    stats = make_dispatcher(settings, factory, clock).run_once()
+    return prompt_id, [
+        (r.row_id, r.outcome, r.reason) for r in stats.results if r.kind == OutboxKind.PROMPT
+    ]
+
+
+def in_slack(slack: SlackStandIn, prompt_id: int) -> list[str]:
+    """The ts of each copy of the prompt that is in Slack."""
+    return [m["ts"] for m in messages_for(slack, prompt_id)]
+
+
+def failure_logged(factory: sessionmaker[Session]) -> dict:
+    [failed] = events(factory, "prompt_failed")
+    assert (failed.recipient, failed.target) == ("hv-jsmith", "person:hv-jsmith")
+    return json.loads(failed.detail)
+
+
+def test_a_send_refused_after_its_row_was_cancelled_counts_cancelled_and_logs_the_failure(
+    session_factory, slack: SlackStandIn, settings: Settings, clock, monkeypatch
+) -> None:
+    slack.fail_with_error("chat.postMessage", "msg_too_long")
+    prompt_id, results = closed_as_the_post_fails(session_factory, settings, clock, monkeypatch)
+
+    assert results == [(prompt_id, Outcome.CANCELLED, "referral closed")]
+    assert in_slack(slack, prompt_id) == []
+    assert [e.event for e in events(session_factory)] == [
+        "prompt_cancelled",
+        "referral_closed",
+        "prompt_failed",
+    ]
+    assert failure_logged(session_factory) == {
+        "kind": "prompt",
+        "reason": "msg_too_long",
+        "attempts": 0,
+        "will_retry": False,
+        "prompt_id": prompt_id,
+        "cancelled_while_sending": "referral closed",
+    }
+    # No longer owed: nobody is told of the failure, and nobody looks for it later.
+    assert kinds_of_rows(session_factory) == [
+        (OutboxKind.PROMPT, RowState.CANCELLED),
+        (OutboxKind.CARD, RowState.SENT),
+    ]
+    row = row_of(session_factory, prompt_id)
+    assert (row.state, row.claimed_until, row.last_error) == (
+        RowState.CANCELLED,
+        None,
+        "referral closed",
+    )
+    clock.set(LEASE_ENDS + timedelta(minutes=5))
+    assert make_dispatcher(settings, session_factory, clock, "other").run_once().results == []
+    assert history_looks(slack) == 0
+
+
+def test_a_send_that_may_have_gone_out_after_its_row_was_cancelled_is_looked_for_later(
+    session_factory, slack: SlackStandIn, settings: Settings, clock, monkeypatch
+) -> None:
+    # The post takes effect, and Slack answers 500: it may have gone out.
+    slack.fail_with_status("chat.postMessage", 500, after_apply=True)
+    prompt_id, results = closed_as_the_post_fails(session_factory, settings, clock, monkeypatch)
+
+    assert results == [(prompt_id, Outcome.CANCELLED, "referral closed")]
+    [ts] = in_slack(slack, prompt_id)
+    detail = failure_logged(session_factory)
+    assert (detail["will_retry"], detail["cancelled_while_sending"]) == (False, "referral closed")
+    assert row_of(session_factory, prompt_id).claimed_until == LEASE_ENDS
+
+    clock.set(LEASE_ENDS + timedelta(seconds=1))
+    stats = make_dispatcher(settings, session_factory, clock, "other").run_once()
+    assert [(r.row_id, r.outcome, r.found) for r in stats.results][:1] == [
+        (prompt_id, Outcome.DELIVERED, True)
+    ]
+    assert [e.event for e in events(session_factory)] == [
+        "prompt_cancelled",
+        "referral_closed",
+        "prompt_failed",
+        "prompt_sent",
+    ]
+    [sent] = events(session_factory, "prompt_sent")
+    assert (json.loads(sent.detail)["ts"], json.loads(sent.detail)["cancelled_while_sending"]) == (
+        ts,
+        "referral closed",
+    )
+    assert row_of(session_factory, prompt_id).state == RowState.SENT
+    assert in_slack(slack, prompt_id) == [ts]
