@@ -351,3 +351,38 @@ def test_a_send_that_may_have_gone_out_after_its_row_was_cancelled_is_looked_for
     )
     assert row_of(session_factory, prompt_id).state == RowState.SENT
     assert in_slack(slack, prompt_id) == [ts]
+
+
+def test_a_dispatcher_frozen_past_its_lease_still_records_the_send_it_then_makes(
+    session_factory, slack: SlackStandIn, settings: Settings, clock, monkeypatch
+) -> None:
+    prompt_id = one_prompt_and_a_closer(session_factory)
+    other = make_dispatcher(settings, session_factory, clock, name="other")
+    looked: list = []
+
+    def closed_and_looked_for_while_frozen() -> None:
+        close_now(session_factory, settings, clock)
+        clock.set(LEASE_ENDS + timedelta(seconds=1))
+        looked.extend(other.run_once().results)
+
+    freeze_after_the_check(monkeypatch, "test", prompt_id, closed_and_looked_for_while_frozen)
+    stats = make_dispatcher(settings, session_factory, clock).run_once()
+
+    # While "test" was frozen the row was looked for, not found, and settled cancelled; its
+    # post then went out, and "test" (still the row's holder) recorded it.
+    assert [(r.row_id, r.outcome) for r in looked if r.kind == OutboxKind.PROMPT] == [
+        (prompt_id, Outcome.CANCELLED)
+    ]
+    assert [(r.row_id, r.outcome) for r in stats.results if r.kind == OutboxKind.PROMPT] == [
+        (prompt_id, Outcome.DELIVERED)
+    ]
+    [ts] = in_slack(slack, prompt_id)
+    [sent] = events(session_factory, "prompt_sent", "prompt_sent_late")
+    assert (json.loads(sent.detail)["ts"], json.loads(sent.detail)["cancelled_while_sending"]) == (
+        ts,
+        "referral closed",
+    )
+    row = row_of(session_factory, prompt_id)
+    assert (row.state, row.message_ts) == (RowState.SENT, ts)
+    clock.set(LEASE_ENDS + timedelta(minutes=5))
+    assert other.run_once().results == []
