@@ -356,8 +356,13 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
                 )
             idle = wait_until_all_idle(d)
             drained += f" (idle {idle:.1f} s after the acks' wait)"
+            noop_cpu = cpu_seconds(noop.pid)
             reference = load(noop_port, bodies_of["noop"])
             print(reference.line("no-op"))
+            print(
+                f"   CPU during the load: no-op {cpu_seconds(noop.pid) - noop_cpu:.1f} s "
+                f"over {reference.elapsed:.1f} s"
+            )
             print(f"p99 ratio: {handover.p99() / reference.p99():.2f} (goal ≤ 1.5){drained}")
         print(f"serve's memory after the load: {memory(d.processes[0].pid)}")
         print(f"the no-op app's memory: {memory(noop.pid)}")

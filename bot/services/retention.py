@@ -30,8 +30,8 @@ from sqlalchemy.orm import Session
 from bot.models import Referral, ReferralStatus, RetentionRun, SlackEvent
 from bot.services import audit
 from bot.services.replay import forget_expired_requests
-from bot.slackjobs.queue import forget_finished_jobs
 from bot.settings import Settings
+from bot.slackjobs.queue import forget_finished_jobs
 
 # Slack retries an event delivery for a few minutes at most; two days is ample.
 EVENT_ID_RETENTION = timedelta(days=2)
