@@ -49,8 +49,8 @@ class ClaimedJob:
 
 
 def add_jobs(connection: Connection, jobs: Sequence[NewJob], *, now: datetime) -> list[NewJob]:
-    """Insert `jobs` in one statement; those whose signature is already there (replays) are
-    skipped. Returns the jobs added, in order."""
+    """Insert `jobs` in one statement (up to 1,000 rows); those whose signature is already
+    there (replays) are skipped. Returns the jobs added, in order."""
     if not jobs:
         return []
     rows = [
@@ -66,14 +66,15 @@ def add_jobs(connection: Connection, jobs: Sequence[NewJob], *, now: datetime) -
         }
         for job in jobs
     ]
+    # One statement, compiled once and cached: SQLAlchemy sends the batch as a multi-row
+    # INSERT ("insertmanyvalues"), conflicts skipped, the signatures added returned.
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     statement = (
         insert(SlackJob)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["signature"])
         .returning(SlackJob.signature)
     )
-    added = {signature for (signature,) in connection.execute(statement)}
+    added = {signature for (signature,) in connection.execute(statement, rows)}
     if connection.dialect.name == "postgresql":
         # Delivered at the commit, to every runner's watch (bot/slackjobs/runner.py).
         connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
