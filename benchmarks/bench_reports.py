@@ -8,9 +8,14 @@ the sample rota, and an audit log of realistic referrals (received, three prompt
 sent, two answered, a reminder and a breach for the third) written straight into `audit_log`
 (the hash chain is not what is measured). Then the installed commands run as processes:
 `handover report`, `handover report` over one week (`--since`/`--until`, read through the `at`
-index) and `handover log --format jsonl` (to /dev/null). Prints each process's wall time, its
-CPU time, its own peak RSS and the time per row, so growth is read across the sizes; and the
-load average, since the machine may be shared.
+index) and `handover log` (to /dev/null) in each format, over one week and for one referral.
+Prints each process's wall time, its CPU time, its own peak RSS and the time per row, so growth
+is read across the sizes; and the load average, since the machine may be shared.
+
+`--baseline DIR` also runs each `log` command with another checkout's code (DIR/.venv's Python,
+in DIR), just before, and prints the two side by side with the ratio of their CPU times:
+`--baseline /work/main` compares a branch with main in one sitting. `--log-only` skips
+`report`.
 """
 
 from __future__ import annotations
@@ -100,16 +105,18 @@ def peak_rss_mb(pid: int) -> float:
     return int(found.group(1)) / 1024 if found else 0.0
 
 
-def timed(url: str, *args: str) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds and peak RSS (MB) of `handover ARGS`, its output thrown away.
+def timed(url: str, *args: str, checkout: Path | None = None) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MB) of `handover ARGS`, its output thrown away;
+    with `checkout`, that checkout's code runs it (its .venv's Python, in its folder).
 
     The peak is read from the process's own VmHWM while it runs: the rusage of a child counts
     the memory of this process at the fork (grown by `fill`) as the child's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
     env["DATABASE_URL"] = url
+    python = sys.executable if checkout is None else str(checkout / ".venv" / "bin" / "python")
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "bot", *args], env=env,
+        [python, "-m", "bot", *args], env=env, cwd=checkout,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     peak = 0.0
@@ -126,6 +133,38 @@ def timed(url: str, *args: str) -> tuple[float, float, float]:
     return elapsed, usage.ru_utime + usage.ru_stime, peak
 
 
+def log_commands(week: list[str]) -> list[tuple[str, list[str]]]:
+    """`handover log` in each format over the whole log, and jsonl over a window and a referral."""
+    referral = ["--referral", "HO-000100"]  # in every size's log
+    return [
+        ("log --format jsonl", ["log", "--format", "jsonl"]),
+        ("log --format csv", ["log", "--format", "csv"]),
+        ("log (table)", ["log"]),
+        ("log jsonl, one week", ["log", "--format", "jsonl", *week]),
+        ("log jsonl, referral", ["log", "--format", "jsonl", *referral]),
+    ]
+
+
+def figures(seconds: float, cpu: float, rss: float, count: int) -> str:
+    return (
+        f"{seconds:6.2f} s (CPU {cpu:6.2f} s, {cpu / count * 1e6:5.1f} µs a row)  "
+        f"peak RSS {rss:4.0f} MB"
+    )
+
+
+def time_log(url: str, count: int, label: str, command: list[str], baseline: Path | None) -> None:
+    """One `log` command's figures, beside the baseline checkout's when there is one."""
+    before = timed(url, *command, checkout=baseline) if baseline is not None else None
+    seconds, cpu, rss = timed(url, *command)
+    line = f"  {count:>9,} rows  {label:<19} {figures(seconds, cpu, rss, count)}"
+    if before is not None:
+        line += (
+            f"  | baseline {figures(*before, count)}  CPU ratio {cpu / before[1]:.2f} "
+            f"({before[1] / cpu:.1f}x faster)"
+        )
+    print(f"{line}  load average {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -134,11 +173,17 @@ def main() -> None:
         help="'sqlite' for a SQLite file, or a PostgreSQL URL to create the databases beside "
         "(default HANDOVER_TEST_PG_URL's)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout (with its .venv) whose code also runs each log command, for the ratio",
+    )
+    parser.add_argument("--log-only", action="store_true", help="skip handover report")
     args = parser.parse_args()
     backend = "SQLite" if args.database_url == "sqlite" else "PostgreSQL"
     if args.database_url and args.database_url != "sqlite":
         bench_dispatch.PG_URL = args.database_url  # the server to create the databases on
-    print(f"handover report and handover log --format jsonl, {backend}")
+    print(f"handover report and handover log, {backend}")
     week = ["--since", "2026-03-02", "--until", "2026-03-08"]  # inside every size's log
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.rows:
@@ -155,10 +200,15 @@ def main() -> None:
                     env=env, check=True, stdout=subprocess.DEVNULL,
                 )  # fmt: skip
                 fill(url, count)
+                for label, command in log_commands(week):
+                    time_log(url, count, label, command, args.baseline)
                 for label, command in (
-                    ("report", ["report"]),
-                    ("report, one week", ["report", *week]),
-                    ("log --format jsonl", ["log", "--format", "jsonl"]),
+                    ()
+                    if args.log_only
+                    else (
+                        ("report", ["report"]),
+                        ("report, one week", ["report", *week]),
+                    )
                 ):
                     seconds, cpu, rss = timed(url, *command)
                     print(

@@ -44,7 +44,9 @@ class UTCDateTime(TypeDecorator):
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC)
+        # value.replace(tzinfo=UTC), at a quarter of its cost (replace parses keywords): every
+        # instant read goes through here, a million of them for `handover log` over a long log.
+        return datetime.combine(value, value.timetz(), UTC)
 
 
 class Base(DeclarativeBase):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from bot.cli.plan import text_argument
@@ -26,12 +26,17 @@ from bot.errors import InputError, UsageError
 from bot.models import AuditEvent, Referral
 from bot.services.audit import verify_chain
 from bot.services.coverage import COVERAGE_WORDS, STRATEGY_AGENCIES, CoverageState
+from bot.services.log_stream import (
+    LOG_BATCH,
+    InstantText,
+    detail_json,
+    iter_log_stored,
+    json_text,
+    stored_detail_value,
+)
 from bot.services.logbook import (
     LOG_FIELDS,
     LogWindow,
-    detail_value,
-    iter_log,
-    log_records,
     parse_window,
 )
 from bot.services.reports import GroupFigures, Report, build_report, report_json
@@ -40,8 +45,7 @@ from rota.models import Person
 
 EXIT_OK = 0
 EXIT_BROKEN = 1
-# json.dumps(value, ensure_ascii=False), without making an encoder for each line.
-JSON_LINE = json.JSONEncoder(ensure_ascii=False).encode
+LOG_FORMATS = ("table", "csv", "jsonl")
 # Column widths of the table are fitted to the first rows; later, longer values overflow.
 TABLE_FIT_ROWS = 1000
 TABLE_HEADERS = ("time", "referral", "event", "actor", "recipient", "target", "detail")
@@ -79,10 +83,9 @@ def detail_text(detail: Any) -> str:
         return ""
     if isinstance(detail, dict):
         return ", ".join(
-            f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
-            for k, v in detail.items()
+            f"{k}={v if isinstance(v, str) else json_text(v)}" for k, v in detail.items()
         )
-    return detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
+    return detail if isinstance(detail, str) else json_text(detail)
 
 
 # A spreadsheet reads a cell starting with one of these as a formula (docs/reference/commands.md).
@@ -117,18 +120,19 @@ class Names:
         return f"{value} ({name})" if name else value
 
 
-def _table_row(row: AuditEvent, tz: ZoneInfo, names: Names) -> list[str]:
-    target = row.target or ""
-    kind, _, ref = target.partition(":")
-    return [
-        local_time_label(row.at, tz),
-        row.referral_id or "",
-        row.event,
-        names.label(row.actor),
-        names.label(row.recipient),
-        f"person:{names.label(ref)}" if kind == "person" else target,
-        detail_text(detail_value(row.detail)),
-    ]
+def _table_rows(rows: Iterable[Row], label: InstantText, names: Names) -> Iterator[list[str]]:
+    for at, referral_id, event, actor, recipient, target, detail in rows:
+        target_cell = target or ""
+        kind, _, ref = target_cell.partition(":")
+        yield [
+            label(at),
+            referral_id or "",
+            event,
+            names.label(actor),
+            names.label(recipient),
+            f"person:{names.label(ref)}" if kind == "person" else target_cell,
+            "" if detail is None else detail_text(stored_detail_value(detail)),
+        ]
 
 
 def write_table(rows: Iterable[list[str]], out: TextIO, headers: Iterable[str]) -> int:
@@ -156,40 +160,70 @@ def write_table(rows: Iterable[list[str]], out: TextIO, headers: Iterable[str]) 
     return count
 
 
-def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: TextIO) -> int:
-    """Stream the log in `fmt` (table, csv or jsonl) to `out`; returns the number of rows."""
-    if fmt == "table":
-        names = Names(session)
-        count = write_table(
-            (_table_row(row, tz, names) for row in iter_log(session, window)), out, TABLE_HEADERS
+def _jsonl_lines(rows: Iterable[Row], iso: InstantText) -> Iterator[str]:
+    """Each row as `json.dumps(log_record(row, tz), ensure_ascii=False)` gives it, and a newline:
+    the keys are fixed, so the line is joined from the values' JSON texts."""
+    string = json.encoder.encode_basestring
+    for at, referral_id, event, actor, recipient, target, detail in rows:
+        printed_detail = detail_json(detail)
+        yield (
+            f'{{"at": "{iso(at)}", '
+            f'"referral_id": {"null" if referral_id is None else string(referral_id)}, '
+            f'"event": {string(event)}, '
+            f'"actor": {"null" if actor is None else string(actor)}, '
+            f'"recipient": {"null" if recipient is None else string(recipient)}, '
+            f'"target": {"null" if target is None else string(target)}, '
+            f'"detail": {"null" if printed_detail is None else printed_detail}}}\n'
         )
+
+
+def _csv_rows(rows: Iterable[Row], iso: InstantText) -> Iterator[list[str]]:
+    """Each row as the CSV's cells: the jsonl values, null as an empty cell, all made safe."""
+    for at, referral_id, event, actor, recipient, target, detail in rows:
+        printed_detail = detail_json(detail)
+        yield [
+            iso(at),  # digits first: never a formula
+            "" if referral_id is None else safe_cell(referral_id),
+            safe_cell(event),
+            "" if actor is None else safe_cell(actor),
+            "" if recipient is None else safe_cell(recipient),
+            "" if target is None else safe_cell(target),
+            "" if printed_detail is None else safe_cell(printed_detail),
+        ]
+
+
+def _batches(items: Iterable[Any]) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, LOG_BATCH)):
+        yield batch
+
+
+def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: TextIO) -> int:
+    """Stream the log in `fmt` (table, csv or jsonl) to `out`; returns the number of rows.
+
+    The rows are read as stored (bot/services/log_stream.py) and written a batch at a time."""
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {fmt!r}")
+    rows = iter_log_stored(session, window)
+    if fmt == "table":
+        label = InstantText(session, lambda instant: local_time_label(instant, tz))
+        count = write_table(_table_rows(rows, label, Names(session)), out, TABLE_HEADERS)
         if count == 0:
             out.write("(no events)\n")
         return count
-    records = log_records(iter_log(session, window), tz)
+    iso = InstantText(session, lambda instant: instant.astimezone(tz).isoformat())
+    count = 0
     if fmt == "jsonl":
-        count = 0
-        for record in records:
-            out.write(JSON_LINE(record) + "\n")
-            count += 1
+        for batch in _batches(_jsonl_lines(rows, iso)):
+            out.write("".join(batch))
+            count += len(batch)
         return count
-    if fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(LOG_FIELDS)
-        count = 0
-        for record in records:
-            detail = record["detail"]
-            writer.writerow(
-                safe_row(
-                    [
-                        *(record[f] if record[f] is not None else "" for f in LOG_FIELDS[:-1]),
-                        "" if detail is None else json.dumps(detail, ensure_ascii=False),
-                    ]
-                )
-            )
-            count += 1
-        return count
-    raise ValueError(f"unknown log format {fmt!r}")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(LOG_FIELDS)
+    for batch in _batches(_csv_rows(rows, iso)):
+        writer.writerows(batch)
+        count += len(batch)
+    return count
 
 
 def referral_known(session: Session, referral_id: str) -> bool:

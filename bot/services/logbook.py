@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
@@ -184,17 +184,6 @@ def log_record(row: AuditEvent | Row, tz: ZoneInfo) -> dict[str, Any]:
     """One audit row as `log --format jsonl` prints it (docs/reference/commands.md); `at` is
     ISO 8601 with the local offset."""
     return _record(row, row.at.astimezone(tz).isoformat())
-
-
-def log_records(rows: Iterable[AuditEvent | Row], tz: ZoneInfo) -> Iterator[dict[str, Any]]:
-    """`log_record` of each row, streamed; rows at the same instant (a referral's events often
-    are) share one conversion to local time."""
-    last_at: datetime | None = None
-    local = ""
-    for row in rows:
-        if row.at != last_at:
-            last_at, local = row.at, row.at.astimezone(tz).isoformat()
-        yield _record(row, local)
 
 
 def _record(row: AuditEvent | Row, local_at: str) -> dict[str, Any]:
