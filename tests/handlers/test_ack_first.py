@@ -2,7 +2,8 @@
 
 The database is stalled in-process: every statement waits at a gate until the test opens it.
 The HTTP answer must come back while the gate is shut, and no statement may have come from
-the threads that answer requests; the work then runs on the queue once the gate opens. Each
+the threads that answer requests; once the gate opens, a click's job is written and run
+(bot/slackjobs/) and a command's answer runs on the in-memory queue. Each
 test runs on SQLite and PostgreSQL.
 """
 
@@ -27,7 +28,6 @@ from tests.handlers.slack_payloads import (
     wait_for,
 )
 from tests.handlers.test_oncall_ack import click, send_alert
-
 
 # The threads that may meet the database after an ack: the in-memory queue's (a slash
 # command's answer) and, for a click, the slack_jobs writer's and runner's (bot/slackjobs/).
