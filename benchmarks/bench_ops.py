@@ -3,11 +3,16 @@
 of audit log and outbox, on the sample rota.
 
     python benchmarks/bench_ops.py [--sizes 10000 100000] [--postgresql] [--metrics-only]
+        [--baseline DIR]
 
 Each referral has three targets and about 13 audit rows (received; per target held, sent, then
 answered or reminded, escalated and breached) and 8 outbox rows, over 8 weeks. The rows are
 written in bulk (the audit rows outside the hash chain: neither figure reads it). A scrape is
-timed 5 times (median); the page once. Per-row figures show whether the cost grows linearly.
+timed 5 times (median); the page once, in this process (its wall and CPU time, and its size).
+Per-row figures show whether the cost grows linearly. With `--baseline DIR` (another checkout,
+with its .venv: `--baseline /work/main`), `handover report --html FILE` is then run as a
+process by this checkout's code and by that one's, on the same database, one after the other:
+wall, CPU, peak RSS, page size and the CPU ratio.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_reports import timed  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
@@ -48,6 +55,8 @@ TARGETS = (
 )
 ROWS_PER_REFERRAL = 13
 MS = timedelta(milliseconds=1)
+# The command's window, holding every row written (its default ends now).
+WHOLE_LOG = ("--since", "2026-11-01", "--until", "2027-01-31")
 
 
 @contextmanager
@@ -160,7 +169,25 @@ def fill(url: str, audit_rows: int) -> int:
     return referrals
 
 
-def measure(url: str, size: int, *, page_too: bool = True) -> None:
+def page_processes(url: str, events: int, baseline: Path) -> None:
+    """`handover report --html FILE` as a process, by this checkout's code, then the baseline's."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-ops-page-") as tmp:
+        for who, checkout in (("this", None), ("baseline", baseline)):
+            page = Path(tmp) / f"{who}.html"
+            command = ("report", *WHOLE_LOG, "--html", str(page))
+            seconds, cpu, rss = timed(url, *command, checkout=checkout)
+            runs.append(cpu)
+            print(
+                f"{events:>9,} audit rows: report --html ({who:<8}) {seconds:6.1f} s "
+                f"(CPU {cpu:6.1f} s, {cpu / events * 1e6:5.1f} us/row), peak RSS {rss:4.0f} MB, "
+                f"{page.stat().st_size / 1e6:5.1f} MB  load average {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    print(f"{events:>9,} audit rows: report --html CPU {runs[0] / runs[1]:.2f}x the baseline's")
+
+
+def measure(url: str, size: int, *, page_too: bool = True, baseline: Path | None = None) -> None:
     referrals = fill(url, size)
     engine = create_db_engine(url, timeouts=BATCH_TIMEOUTS)
     factory = make_session_factory(engine)
@@ -177,21 +204,27 @@ def measure(url: str, size: int, *, page_too: bool = True) -> None:
             print(f"{events:>9,} audit rows ({referrals:,} referrals): /metrics "
                   f"{scrape * 1000:7.1f} ms", flush=True)  # fmt: skip
             return
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         page = build_report_page(session, LogWindow(), TZ, now)
         computed = time.perf_counter() - started
-    started = time.perf_counter()
+        computed_cpu = time.process_time() - cpu_started
+    started, cpu_started = time.perf_counter(), time.process_time()
     html = render_report(page, window_label="Handover report (benchmark)")
     rendered = time.perf_counter() - started
+    rendered_cpu = time.process_time() - cpu_started
     engine.dispose()
     scrape = statistics.median(scrapes)
     print(
         f"{events:>9,} audit rows ({referrals:,} referrals): /metrics {scrape * 1000:7.1f} ms; "
-        f"page computed {computed:6.1f} s ({computed / events * 1e6:5.1f} us/row), "
-        f"rendered {rendered:5.1f} s ({rendered / events * 1e6:5.1f} us/row), "
-        f"{len(html) / 1e6:6.1f} MB",
+        f"page computed {computed:6.1f} s (CPU {computed_cpu:5.1f} s, "
+        f"{computed_cpu / events * 1e6:5.1f} us/row), rendered {rendered:5.1f} s "
+        f"(CPU {rendered_cpu:5.1f} s, {rendered_cpu / events * 1e6:5.1f} us/row), "
+        f"{len(html) / 1e6:6.1f} MB, {len(page.timelines):,} timelines  "
+        f"load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
+    if baseline:
+        page_processes(url, events, baseline)
 
 
 def main() -> None:
@@ -199,12 +232,15 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--postgresql", action="store_true")
     parser.add_argument("--metrics-only", action="store_true", help="time /metrics, not the page")
+    parser.add_argument(
+        "--baseline", type=Path, help="a checkout (with its .venv) that also runs report --html"
+    )
     args = parser.parse_args()
     print(f"{'PostgreSQL' if args.postgresql else 'SQLite'}, load average {os.getloadavg()[0]:.1f}")
     for size in args.sizes:
         with database(args.postgresql, size) as url:
             upgrade(url)
-            measure(url, size, page_too=not args.metrics_only)
+            measure(url, size, page_too=not args.metrics_only, baseline=args.baseline)
 
 
 if __name__ == "__main__":

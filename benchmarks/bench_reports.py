@@ -12,10 +12,11 @@ index) and `handover log` (to /dev/null) in each format, over one week and for o
 Prints each process's wall time, its CPU time, its own peak RSS and the time per row, so growth
 is read across the sizes; and the load average, since the machine may be shared.
 
-`--baseline DIR` also runs each `log` command with another checkout's code (DIR/.venv's Python,
-in DIR), just before, and prints the two side by side with the ratio of their CPU times:
-`--baseline /work/main` compares a branch with main in one sitting. `--log-only` skips
-`report`.
+`--baseline DIR` also runs each `log` and `report` command with another checkout's code
+(DIR/.venv's Python, in DIR), just before, and prints the two side by side with the ratio of
+their CPU times: `--baseline /work/main` compares a branch with main in one sitting; each
+`report` must then print the same table, CSV and JSON as the baseline's. `--log-only` skips
+`report`, `--report-only` skips `log`.
 """
 
 from __future__ import annotations
@@ -105,6 +106,11 @@ def peak_rss_mb(pid: int) -> float:
     return int(found.group(1)) / 1024 if found else 0.0
 
 
+def python_of(checkout: Path | None) -> str:
+    """The Python that runs a checkout's code (this one's without a checkout)."""
+    return sys.executable if checkout is None else str(checkout / ".venv" / "bin" / "python")
+
+
 def timed(url: str, *args: str, checkout: Path | None = None) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds and peak RSS (MB) of `handover ARGS`, its output thrown away;
     with `checkout`, that checkout's code runs it (its .venv's Python, in its folder).
@@ -113,10 +119,9 @@ def timed(url: str, *args: str, checkout: Path | None = None) -> tuple[float, fl
     the memory of this process at the fork (grown by `fill`) as the child's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
     env["DATABASE_URL"] = url
-    python = sys.executable if checkout is None else str(checkout / ".venv" / "bin" / "python")
     started = time.perf_counter()
     process = subprocess.Popen(
-        [python, "-m", "bot", *args], env=env, cwd=checkout,
+        [python_of(checkout), "-m", "bot", *args], env=env, cwd=checkout,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     peak = 0.0
@@ -145,6 +150,11 @@ def log_commands(week: list[str]) -> list[tuple[str, list[str]]]:
     ]
 
 
+def report_commands(week: list[str]) -> list[tuple[str, list[str]]]:
+    """`handover report` over the whole log and over a week."""
+    return [("report", ["report"]), ("report, one week", ["report", *week])]
+
+
 def figures(seconds: float, cpu: float, rss: float, count: int) -> str:
     return (
         f"{seconds:6.2f} s (CPU {cpu:6.2f} s, {cpu / count * 1e6:5.1f} µs a row)  "
@@ -152,8 +162,10 @@ def figures(seconds: float, cpu: float, rss: float, count: int) -> str:
     )
 
 
-def time_log(url: str, count: int, label: str, command: list[str], baseline: Path | None) -> None:
-    """One `log` command's figures, beside the baseline checkout's when there is one."""
+def time_command(
+    url: str, count: int, label: str, command: list[str], baseline: Path | None
+) -> None:
+    """One command's figures, beside the baseline checkout's when there is one."""
     before = timed(url, *command, checkout=baseline) if baseline is not None else None
     seconds, cpu, rss = timed(url, *command)
     line = f"  {count:>9,} rows  {label:<19} {figures(seconds, cpu, rss, count)}"
@@ -163,6 +175,22 @@ def time_log(url: str, count: int, label: str, command: list[str], baseline: Pat
             f"({before[1] / cpu:.1f}x faster)"
         )
     print(f"{line}  load average {os.getloadavg()[0]:.1f}", flush=True)
+
+
+def same_report(url: str, count: int, command: list[str], baseline: Path) -> None:
+    """Stop unless `command` (a report) prints the same table, CSV and JSON as the baseline's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
+    env["DATABASE_URL"] = url
+    for form in ([], ["--format", "csv"], ["--format", "json"]):
+        printed = [
+            subprocess.run(
+                [python_of(checkout), "-m", "bot", *command, *form],
+                env=env, cwd=checkout, check=True, capture_output=True,
+            ).stdout
+            for checkout in (None, baseline)
+        ]  # fmt: skip
+        if printed[0] != printed[1]:
+            raise SystemExit(f"{' '.join(command + form)} differs from the baseline's at {count}")
 
 
 def main() -> None:
@@ -176,9 +204,10 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         type=Path,
-        help="a checkout (with its .venv) whose code also runs each log command, for the ratio",
+        help="a checkout (with its .venv) whose code also runs each command, for the ratio",
     )
     parser.add_argument("--log-only", action="store_true", help="skip handover report")
+    parser.add_argument("--report-only", action="store_true", help="skip handover log")
     args = parser.parse_args()
     backend = "SQLite" if args.database_url == "sqlite" else "PostgreSQL"
     if args.database_url and args.database_url != "sqlite":
@@ -200,23 +229,12 @@ def main() -> None:
                     env=env, check=True, stdout=subprocess.DEVNULL,
                 )  # fmt: skip
                 fill(url, count)
-                for label, command in log_commands(week):
-                    time_log(url, count, label, command, args.baseline)
-                for label, command in (
-                    ()
-                    if args.log_only
-                    else (
-                        ("report", ["report"]),
-                        ("report, one week", ["report", *week]),
-                    )
-                ):
-                    seconds, cpu, rss = timed(url, *command)
-                    print(
-                        f"  {count:>9,} rows  {label:<19} {seconds:6.2f} s (CPU {cpu:6.2f} s)  "
-                        f"{seconds / count * 1e6:6.1f} µs a row  peak RSS {rss:4.0f} MB  "
-                        f"load average {os.getloadavg()[0]:.1f}",
-                        flush=True,
-                    )
+                for label, command in [] if args.report_only else log_commands(week):
+                    time_command(url, count, label, command, args.baseline)
+                for label, command in [] if args.log_only else report_commands(week):
+                    time_command(url, count, label, command, args.baseline)
+                    if args.baseline is not None:
+                        same_report(url, count, command, args.baseline)
             finally:
                 if args.database_url != "sqlite":
                     drop_database(name)

@@ -19,7 +19,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.delivery.kinds import RowState, TargetState
-from bot.workspaces import store as _workspace_tables  # noqa: F401  (the OAuth stores' tables)
 from rota.models import Base, UTCDateTime
 
 # Referral vocabulary (docs/reference/http.md): what a referral is about and how soon it matters

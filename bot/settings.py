@@ -28,6 +28,9 @@ _ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
 # An HMAC key shorter than its hash's output (SHA-256: 32 bytes) can be guessed offline from
 # one signed request; see docs/security.md.
 MIN_API_SECRET_BYTES = 32
+# A bearer token for /metrics: long enough not to be guessed, and safe in an HTTP header.
+MIN_METRICS_TOKEN_BYTES = 32
+_METRICS_TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]+$")  # RFC 6750's b64token
 MAX_RETENTION_DAYS = 36_500  # a hundred years: beyond it a date overflows
 
 
@@ -173,6 +176,24 @@ def parse_public_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def check_metrics_token(token: str | None) -> None:
+    """Refuse a /metrics token that is short or cannot be sent in a header (naming its length,
+    never it)."""
+    if token is None:
+        return
+    if not _METRICS_TOKEN_RE.match(token):
+        raise SettingsError(
+            "HANDOVER_METRICS_TOKEN may hold only letters, digits and . _ ~ + / = - (it is sent "
+            "as `Authorization: Bearer <token>`)"
+        )
+    if len(token) < MIN_METRICS_TOKEN_BYTES:
+        raise SettingsError(
+            f"HANDOVER_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_BYTES} characters (it "
+            f"has {len(token)}); generate one with: python -c 'import secrets; "
+            "print(secrets.token_hex(32))'"
+        )
+
+
 @dataclass(frozen=True)
 class EscalationPolicy:
     """Offsets of the escalation steps, in working minutes after a prompt is sent."""
@@ -200,6 +221,8 @@ class Settings:
     # team_id of the daytime social-care team (the MASH) told what partners offer
     owner_team: str | None = None
     api_secret: str | None = field(default=None, repr=False)
+    # When set, GET /metrics needs `Authorization: Bearer <it>` (docs/reference/http.md).
+    metrics_token: str | None = field(default=None, repr=False)
     alert_roles: tuple[str, ...] = ("edt_manager",)
     escalation: EscalationPolicy = EscalationPolicy()
     # An urgent referral's own offsets (HANDOVER_URGENT_*_MINUTES; docs/timing.md).
@@ -227,6 +250,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_api_secret(self.api_secret)
+        check_metrics_token(self.metrics_token)
 
     def policy_for(self, urgency: str | None) -> EscalationPolicy:
         """The escalation offsets of a referral of this urgency (`urgent` or `standard`)."""
@@ -402,6 +426,7 @@ class Settings:
             escalation_channel=get("HANDOVER_ESCALATION_CHANNEL"),
             owner_team=get("HANDOVER_OWNER_TEAM"),
             api_secret=get("HANDOVER_API_SECRET"),
+            metrics_token=get("HANDOVER_METRICS_TOKEN"),
             alert_roles=roles,
             escalation=policy,
             urgent_escalation=urgent,

@@ -6,7 +6,8 @@ import os
 
 from alembic import context
 
-import bot.models  # noqa: F401  (registers the referral tables on the metadata)
+import bot.models  # registers the referral tables on the metadata
+import bot.workspaces.store  # noqa: F401  (registers the OAuth stores' tables on the metadata)
 from bot.db import BATCH_TIMEOUTS, create_db_engine
 from bot.settings import DEFAULT_DATABASE_URL, normalize_database_url
 from rota.models import Base

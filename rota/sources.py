@@ -166,7 +166,11 @@ def source_files(paths: Sequence[str | Path], problems: ProblemLog) -> Iterator[
         path = Path(given)
         problems.place_order(display)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix == CSV_SUFFIX)
+            # Any case, as a file named on the command line: TEAMS.CSV from a Windows share is a
+            # rota file, not one to pass over silently.
+            files = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() == CSV_SUFFIX
+            )
             if not files:
                 problems.add(display, 1, "-", "no rota CSV files in this folder")
             for file in files:

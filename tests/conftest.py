@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,6 +22,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+# Every table of the schema on the metadata, for emptying them between tests: the models', and
+# the OAuth stores' (which bot/models.py leaves to the code that uses them).
+import bot.models
+import bot.workspaces.store  # noqa: F401
 from bot.db import create_db_engine, make_session_factory
 from bot.migrate import upgrade
 from rota.models import Base
@@ -33,6 +38,17 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 hypothesis_settings.register_profile("handover", derandomize=True)
 hypothesis_settings.load_profile("handover")
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The processes the tests start keep their compiled bytecode, when the environment says
+    not to write it (PYTHONDONTWRITEBYTECODE): in a cache outside the source tree, so that the
+    hundreds of `handover` processes of a run compile the project's modules once, not each
+    (tens of milliseconds of CPU a process: benchmarks/bench_startup.py --bytecode-cache)."""
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(BYTECODE_CACHE))
+
+
+BYTECODE_CACHE = Path(tempfile.gettempdir()) / f"handover-tests-bytecode-{os.getuid()}"
 
 # The longest files (minutes on the 2-core machine), longest first; then the other slow tests.
 LONGEST_FIRST = (

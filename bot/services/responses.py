@@ -642,6 +642,15 @@ def may_close(session: Session, person: Person, referral: Referral) -> bool:
     return scope_of(session, person).allows(session, referral.referral_id)
 
 
+def _cancelled_prompt_detail(row: OutboxMessage) -> dict[str, Any]:
+    """A prompt cancelled by a close; one a dispatcher held in its batch is marked `in_batch`
+    (it is not sent, unless its send had already begun: docs/timing.md, "Cancelled in a batch")."""
+    detail: dict[str, Any] = {"prompt_id": row.id, "reason": "referral closed"}
+    if outbox.dispatch_state(row).get("cancelled_while_claimed"):
+        detail["in_batch"] = True
+    return detail
+
+
 def close_referral(
     session: Session,
     referral_id: str | None,
@@ -703,7 +712,7 @@ def close_referral(
             actor=person.person_id,
             recipient=row.recipient_id or (target.planned_recipient if target else None),
             target=target.spec if target else None,
-            detail={"prompt_id": row.id, "reason": "referral closed"},
+            detail=_cancelled_prompt_detail(row),
             rota_version=version,
         )
     cancelled_targets = session.execute(

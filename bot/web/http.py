@@ -266,7 +266,13 @@ def create_web_app(
             wake_dispatcher=services.wake_dispatcher,
         )
     )
-    web.register_blueprint(create_metrics_blueprint(services.session_factory, services.clock.now))
+    web.register_blueprint(
+        create_metrics_blueprint(
+            services.session_factory,
+            services.clock.now,
+            token=services.settings.metrics_token,
+        )
+    )
     if services.settings.email_enabled:
         web.register_blueprint(respond_pages(bolt_app, services))
 

@@ -3,16 +3,19 @@
 A custom collector reads a snapshot (bot/services/metrics.py) at each scrape: nothing is
 counted in the process, so every instance answers the same and a restart loses nothing. A
 database that cannot answer makes the scrape a 503 (Prometheus records the target as down)
-rather than figures that look like zero.
+rather than figures that look like zero. With HANDOVER_METRICS_TOKEN set, a scrape must carry
+it as a bearer token (a 401 otherwise, logged without what was presented).
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 from prometheus_client import generate_latest
 from prometheus_client.core import (
     CollectorRegistry,
@@ -126,16 +129,73 @@ class DatabaseCollector(Collector):
         yield from metric_families(snapshot)
 
 
+def bearer_token_matches(authorization: str | None, token: str) -> bool:
+    """Whether an `Authorization` header carries `Bearer <token>` (compared in constant time)."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """What `serve` warns at start-up when /metrics is open to the network: it listens on a
+    non-loopback `host` and HANDOVER_METRICS_TOKEN is unset; None otherwise."""
+    if token is not None or _is_loopback(host):
+        return None
+    return (
+        f"GET /metrics answers anyone who can reach {host}: set HANDOVER_METRICS_TOKEN to "
+        "require a bearer token, or HOST=127.0.0.1 (docs/operations.md)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
 def create_metrics_blueprint(
-    session_factory: sessionmaker[Session], now: Callable[[], datetime]
+    session_factory: sessionmaker[Session],
+    now: Callable[[], datetime],
+    *,
+    token: str | None = None,
 ) -> Blueprint:
-    """`GET /metrics` on its own registry (no process-local counters)."""
+    """`GET /metrics` on its own registry (no process-local counters); with a `token`, only
+    for a request that carries it as a bearer token (docs/reference/http.md)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DatabaseCollector(session_factory, now))
     blueprint = Blueprint("metrics", __name__)
 
     @blueprint.get("/metrics")
     def metrics():
+        if token is not None and not bearer_token_matches(
+            request.headers.get("Authorization"), token
+        ):
+            # RFC 6750: no credentials is a bare challenge; wrong ones say invalid_token.
+            # Never what was presented. A flood is logged once a minute (bot/logfilter.py).
+            presented = "Authorization" in request.headers
+            if presented:
+                logger.warning(
+                    "metrics: refused a scrape from %s: wrong or malformed bearer token",
+                    request.remote_addr,
+                )
+            else:
+                logger.warning(
+                    "metrics: refused a scrape from %s: no Authorization header",
+                    request.remote_addr,
+                )
+            challenge = 'Bearer realm="handover-metrics"'
+            if presented:
+                challenge += ', error="invalid_token"'
+            return Response(
+                "unauthorized\n",
+                status=401,
+                content_type="text/plain; charset=utf-8",
+                headers={"WWW-Authenticate": challenge},
+            )
         try:
             body = generate_latest(registry)
         except SQLAlchemyError as exc:

@@ -223,10 +223,14 @@ def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> 
     from waitress import create_server
 
     from bot.web.http import create_web_app
+    from bot.web.metrics import exposure_warning
 
     web = create_web_app(runtime.bolt_app, runtime.services, database_slots=DATABASE_SLOTS)
     host = os.environ.get("HOST", "0.0.0.0")
     server = create_server(web, host=host, port=settings.port, threads=WAITRESS_THREADS)
+    exposed = exposure_warning(host, settings.metrics_token)
+    if exposed is not None:
+        logger.warning(exposed)
 
     def on_signal(signum: int, _frame) -> None:
         if stop.is_set():

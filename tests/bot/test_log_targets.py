@@ -14,11 +14,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.db import create_db_engine, make_session_factory
-from bot.migrate import upgrade
 from bot.models import AuditEvent
 from bot.services import audit
 from bot.services.coverage import STRATEGY_AGENCIES, TargetOutcome, referral_coverage
@@ -26,6 +24,7 @@ from bot.services.log_targets import ordered_text
 from bot.services.logbook import LogWindow, parse_window
 from bot.services.reports import Report, build_report
 from tests.bot.report_oracle import previous_build_report
+from tests.bot.sqlite_plans import audit_reads
 from tests.bot.test_logbook import build_rota, build_scenario
 from tests.bot.test_report_page import add_police_breach
 
@@ -173,6 +172,35 @@ def test_answers_before_and_after_the_send_at_one_instant_are_told_apart_by_id(
     ]
 
 
+def test_ids_follow_the_writing_not_the_instant_so_first_is_by_instant_then_id(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # The log's writer numbers rows as it chains them, but each row's instant is its caller's
+    # (a confirmed send is logged at its send's instant, after other writers' later rows): so
+    # the first send is the earliest instant, not the smallest id, and min(id) would not do.
+    at = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # Mon
+    rows = [  # written in this order
+        ("referral_received", at, None, None, "edt-amy"),
+        ("prompt_sent", at + timedelta(hours=1), "person:hv-jo", "hv-jo", None),
+        ("prompt_sent", at, "person:hv-jo", "hv-jo", None),
+        ("has_information", at + timedelta(hours=2), "person:hv-jo", None, "hv-jo"),
+    ]
+    with session_factory.begin() as session:
+        build_rota(session)
+        written = [
+            audit.record(
+                session, name, at=when, referral_id="HO-T", target=target, recipient=to, actor=by
+            )
+            for name, when, target, to, by in rows
+        ]
+        ids_and_instants = [(row.id, row.at) for row in written]
+    assert [i for i, _ in ids_and_instants] == sorted(i for i, _ in ids_and_instants)
+    assert ids_and_instants[1][1] > ids_and_instants[2][1]
+    with session_factory() as session:
+        report = assert_same_report(session, LogWindow())
+    assert report.minutes_by_agency == {"health": [120.0]}  # from 09:00, not 10:00
+
+
 def test_ordered_text_sorts_as_the_instant_then_the_id(
     session_factory: sessionmaker[Session],
 ) -> None:
@@ -215,37 +243,15 @@ def test_the_rule_reads_only_which_outcomes_each_agency_has() -> None:
 
 
 def test_a_windowed_report_reads_only_its_window_through_an_index(tmp_path: Path) -> None:
-    # On SQLite, whose EXPLAIN QUERY PLAN names the index and the bounds each read uses.
-    url = f"sqlite:///{tmp_path / 'plan.db'}"
-    upgrade(url)
-    engine = create_db_engine(url)
-    statements: list[tuple[str, object]] = []
-
-    def keep(conn, cursor, statement, parameters, context, executemany) -> None:
-        if "audit_log" in statement:
-            statements.append((statement, parameters))
-
-    try:
-        factory = make_session_factory(engine)
+    def fill(factory: sessionmaker[Session]) -> None:
         with factory.begin() as session:
             build_rota(session)
             random_log(session, 1, 40)
-        with factory() as session:
-            event.listen(engine, "before_cursor_execute", keep)
-            build_report(session, parse_window("2026-11-13", "2026-11-14", LONDON), LONDON)
-            event.remove(engine, "before_cursor_execute", keep)
-            plans = [
-                [
-                    row[-1]
-                    for row in session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {s}", p)
-                ]
-                for s, p in statements
-            ]
-    finally:
-        engine.dispose()
-    assert len(plans) == 3
-    for plan in plans:
-        reads = [step for step in plan if "audit_log" in step]
-        assert len(reads) == 1
-        assert reads[0].startswith("SEARCH audit_log USING INDEX ix_audit_log_")
-        assert "at>? AND at<?" in reads[0]
+
+    window = parse_window("2026-11-13", "2026-11-14", LONDON)
+    _, reads = audit_reads(tmp_path, fill, lambda session: build_report(session, window, LONDON))
+    assert len(reads) == 3
+    for read in reads:
+        assert len(read.steps) == 1
+        assert read.steps[0].startswith("SEARCH audit_log USING INDEX ix_audit_log_")
+        assert "at>? AND at<?" in read.steps[0]

@@ -14,12 +14,13 @@ from markupsafe import escape
 
 from bot.cli import main
 from bot.pages import charted_teams, render_report, team_rows
-from bot.services import audit
+from bot.services import audit, report_page
 from bot.services.coverage import COVERAGE_RULE
 from bot.services.logbook import parse_window
 from bot.services.report_page import LogRow, Names, build_report_page, build_timelines
 from bot.services.reports import GroupFigures, build_report
 from rota.store import RotaStore
+from tests.bot.sqlite_plans import audit_reads
 from tests.bot.test_logbook import (
     SUMMARY,
     add_prompt,
@@ -78,6 +79,75 @@ def test_each_target_has_its_timeline_in_local_times_and_names(page) -> None:
         "person:hv-jo": "held",
         "role:paediatrician": "nobody to ask",
     }
+
+
+def test_a_long_window_shows_the_latest_referrals_timelines_and_says_how_many(
+    session_factory,
+) -> None:
+    build_scenario(session_factory)
+    with session_factory.begin() as session:  # HO-R5 first appears at HO-R3's instant, later
+        audit.record(session, "referral_received", at=utc(15, 10), referral_id="HO-R5")
+    window = parse_window("2026-11-09", "2026-11-22", LONDON)
+
+    def shown(limit: int) -> tuple[list[str], int]:
+        with session_factory() as session:
+            built = build_report_page(session, window, LONDON, GENERATED, timeline_limit=limit)
+        return [t.referral_id for t in built.timelines], built.referrals_named
+
+    assert shown(200) == (["HO-R4", "HO-R1", "HO-R2", "HO-R3", "HO-R5"], 5)
+    assert shown(3) == (["HO-R2", "HO-R3", "HO-R5"], 5)
+    assert shown(1) == (["HO-R5"], 5)  # of two first rows at one instant, the later id
+    with session_factory() as session:
+        whole = build_report_page(session, window, LONDON, GENERATED)
+        cut = build_report_page(session, window, LONDON, GENERATED, timeline_limit=2)
+    (r3,) = [t for t in cut.timelines if t.referral_id == "HO-R3"]
+    assert r3 == next(t for t in whole.timelines if t.referral_id == "HO-R3")
+    assert cut.report == whole.report and cut.weeks == whole.weeks
+
+    html = render_report(cut, window_label="Handover report")
+    assert html.count('<article class="referral"') == 2
+    assert (
+        "Showing the latest 2 of the 5 referrals in this period, in the order they first appear "
+        "in it; <code>handover log --referral ID</code> prints the log of any referral." in html
+    )
+    assert "Showing the latest" not in render_report(whole, window_label="Handover report")
+
+
+def test_report_html_cuts_the_timelines_at_the_limit(
+    session_factory, db_url: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    build_scenario(session_factory)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setattr(report_page, "TIMELINE_LIMIT", 3)
+    target = tmp_path / "report.html"
+
+    assert main(["report", "--since", "2026-11-09", "--html", str(target)]) == 0
+    assert capsys.readouterr().out == f"report written to {target}\n"
+    html = target.read_text(encoding="utf-8")
+    assert re.findall(r'<article class="referral" aria-labelledby="ref-([^"]+)"', html) == [
+        "HO-R1",
+        "HO-R2",
+        "HO-R3",
+    ]
+    assert "Showing the latest 3 of the 4 referrals in this period" in html
+
+
+def test_the_page_reads_the_rows_of_the_referrals_it_shows_alone(tmp_path: Path) -> None:
+    # The only statement that reads rows' details (the timelines') asks for the two referrals
+    # shown, through their index.
+    built, reads = audit_reads(
+        tmp_path,
+        build_scenario,
+        lambda session: build_report_page(
+            session, parse_window(None, None, LONDON), LONDON, GENERATED, timeline_limit=2
+        ),
+        naming="audit_log.detail",
+    )
+    assert [t.referral_id for t in built.timelines] == ["HO-R2", "HO-R3"]
+    assert built.referrals_named == 4
+    (read,) = reads
+    assert sorted(p for p in read.parameters if isinstance(p, str)) == ["HO-R2", "HO-R3"]
+    assert read.steps == ["SEARCH audit_log USING INDEX ix_audit_log_referral_id (referral_id=?)"]
 
 
 def test_teams_and_agencies_are_the_reports_own_and_weeks_cut_it_finer(page) -> None:

@@ -7,6 +7,8 @@ import json
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -30,6 +32,8 @@ pytestmark = pytest.mark.slow
 
 NOW = datetime(2026, 12, 26, 10, 0, tzinfo=ZoneInfo("Europe/London"))
 RAJ = slack_user_of("edt-mgr-raj")
+METRICS_TOKEN = "prometheus-scrape-" + "9f3a" * 6  # HANDOVER_METRICS_TOKEN
+GUESS = "prometheus-scrape-" + "9f3b" * 6
 
 
 def healthz(base_url: str) -> tuple[int, object]:
@@ -40,12 +44,54 @@ def test_healthz_and_a_graceful_exit_on_sigterm(new_deployment: DeploymentFactor
     deployment = new_deployment("sqlite", NOW)
     server = deployment.start_server()
     assert healthz(deployment.base_url) == (200, {"status": "ok"})
+    # Without HANDOVER_METRICS_TOKEN /metrics answers anyone, and serve says so at start-up.
+    assert scrape(deployment.base_url)[0] == 200
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=15) == 0
     log = deployment.logs()
     assert "signal SIGTERM: stopping" in log and "Traceback" not in log
+    assert (
+        "GET /metrics answers anyone who can reach 0.0.0.0: set HANDOVER_METRICS_TOKEN to "
+        "require a bearer token, or HOST=127.0.0.1 (docs/operations.md)"
+    ) in log
     with pytest.raises(OSError):
         healthz(deployment.base_url)
+
+
+def scrape(base_url: str, authorization: str | None = None) -> tuple[int, str, str | None]:
+    """GET /metrics over HTTP: the status, the body and the WWW-Authenticate header."""
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    request = urllib.request.Request(f"{base_url}/metrics", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read().decode(), answer.headers.get("WWW-Authenticate")
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode(), refused.headers.get("WWW-Authenticate")
+
+
+def test_with_a_metrics_token_a_scrape_needs_it_as_a_bearer_token(
+    new_deployment: DeploymentFactory,
+) -> None:
+    deployment = new_deployment("sqlite", NOW)
+    deployment.extra_env["HANDOVER_METRICS_TOKEN"] = METRICS_TOKEN
+    deployment.start_server("--no-dispatcher")
+    url = deployment.base_url
+
+    assert scrape(url) == (401, "unauthorized\n", 'Bearer realm="handover-metrics"')
+    wrong = 'Bearer realm="handover-metrics", error="invalid_token"'
+    assert scrape(url, f"Bearer {GUESS}") == (401, "unauthorized\n", wrong)
+    assert scrape(url, f"Basic {METRICS_TOKEN}") == (401, "unauthorized\n", wrong)
+    status, body, challenge = scrape(url, f"Bearer {METRICS_TOKEN}")
+    assert (status, challenge) == (200, None)
+    assert "# TYPE handover_outbox_depth gauge" in body
+    assert healthz(url) == (200, {"status": "ok"})  # only /metrics asks for the token
+
+    log = deployment.logs()
+    # Each refusal kind once (more of a kind within a minute are counted, bot/logfilter.py).
+    assert log.count("metrics: refused a scrape from 127.0.0.1: no Authorization header") == 1
+    assert log.count("refused a scrape from 127.0.0.1: wrong or malformed bearer token\n") == 1
+    assert "GET /metrics answers anyone" not in log  # a token is set: no warning
+    assert METRICS_TOKEN not in log and GUESS not in log
 
 
 def test_healthz_is_503_while_the_database_is_unreachable(

@@ -244,3 +244,40 @@ def test_bad_urgent_offsets_or_repage_interval_are_configuration_errors(
 ) -> None:
     with pytest.raises(SettingsError, match=f"^{message}$"):
         Settings.from_env(env)
+
+
+METRICS_TOKEN = "mT0k" * 8  # 32 characters
+
+
+def test_the_metrics_token_is_read_once_and_never_shown() -> None:
+    settings = Settings.from_env({"HANDOVER_METRICS_TOKEN": METRICS_TOKEN})
+    assert settings.metrics_token == METRICS_TOKEN
+    assert METRICS_TOKEN not in repr(settings)
+    assert Settings.from_env({"HANDOVER_METRICS_TOKEN": ""}).metrics_token is None
+    assert Settings.from_env({}).metrics_token is None
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (
+            "Zq" * 15 + "Z",
+            "HANDOVER_METRICS_TOKEN must be at least 32 characters (it has 31); generate one "
+            "with: python -c 'import secrets; print(secrets.token_hex(32))'",
+        ),
+        (
+            'quoted"token' + "x" * 32,
+            "HANDOVER_METRICS_TOKEN may hold only letters, digits and . _ ~ + / = - (it is sent "
+            "as `Authorization: Bearer <token>`)",
+        ),
+    ],
+    ids=["31-characters", "a-quote"],
+)
+def test_a_bad_metrics_token_is_a_configuration_error_without_the_token(
+    token: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"HANDOVER_METRICS_TOKEN": token})
+    assert str(refused.value) == message
+    with pytest.raises(SettingsError):
+        Settings(metrics_token=token)

@@ -439,6 +439,22 @@ def test_the_sample_rota_imports_cleanly(session_factory: sessionmaker[Session])
     assert version.files == ",".join(str(SAMPLE / f"{kind}.csv") for kind in KINDS)
 
 
+def test_a_folders_csv_files_are_read_whatever_the_case_of_their_names(
+    tmp_path: Path, session_factory
+) -> None:
+    folder = write_rota(tmp_path / "rota", **BASE)
+    for file in list(folder.iterdir()):
+        file.rename(folder / file.name.upper())  # TEAMS.CSV, PEOPLE.CSV, ... from a share
+    result = import_folder(session_factory, [folder])
+    assert {kind: counts["added"] for kind, counts in result.counts.items()} == {
+        "teams": 2,
+        "people": 5,
+        "shifts": 3,
+        "absences": 1,
+        "closures": 3,
+    }
+
+
 def test_success_counts_and_version(tmp_path: Path, session_factory) -> None:
     folder = write_rota(tmp_path / "rota", **BASE)
     result = import_folder(session_factory, [folder])

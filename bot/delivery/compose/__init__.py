@@ -62,8 +62,9 @@ COMPOSERS: dict[str, Composer] = {
     **dict.fromkeys(LOOP_MESSAGE_KINDS, loop.compose_loop_message),
     OutboxKind.CONTACT_DEADLINE: loop.compose_contact_deadline,
 }
-# What a closed referral no longer owes (a card shows the close; a step decides for itself; a
-# step's messages are in flight, as the messages of a step being sent always were).
+# What a closed referral no longer owes (a card shows the close; a step decides for itself; the
+# close itself cancels a step's messages that chase, `outbox.cancel_owed_by`, and a breach's
+# messages go: the breach happened).
 _CANCELLED_WHEN_CLOSED = frozenset(
     {
         OutboxKind.PROMPT,
@@ -103,7 +104,7 @@ def compose(
             session, row_id, instance_id=ctx.instance_id, now=now, lease=ctx.lease
         )
     if row is None:
-        return Settled(Outcome.LOST, reason="claim lost")
+        return _not_held(ctx, session, row_id)
     referral = session.get(Referral, row.referral_id)
     if referral is None:
         return replace(fail(ctx, session, row, now, "no referral"), kind=row.kind)
@@ -140,6 +141,21 @@ def compose(
         # that lost its claim is looked for among messages the channel stamped (send.py).
         composed = replace(composed, since=outbox.history_since(row))
     return composed
+
+
+def _not_held(ctx: DeliveryContext, session: Session, row_id: int) -> Settled:
+    """A row of our batch that is no longer ours: cancelled under our claim (its referral was
+    closed, its target answered), or taken over by another dispatcher."""
+    cancelled = outbox.cancelled_under_claim(session, row_id, ctx.instance_id)
+    if cancelled is None:
+        return Settled(Outcome.LOST, reason="claim lost")
+    logger.info(
+        "%s %s was cancelled in our batch (%s): not sent",
+        cancelled.kind,
+        row_id,
+        cancelled.last_error,
+    )
+    return Settled(Outcome.CANCELLED, kind=cancelled.kind, reason=cancelled.last_error)
 
 
 def _for_its_person(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import threading
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
+from time import monotonic, sleep
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -29,6 +31,7 @@ from bot.delivery.metadata import prompt_tag
 from bot.delivery.outbox import load_detail
 from bot.delivery.results import RowResult
 from bot.models import OutboxMessage, Referral, ReferralStatus, Target
+from bot.services.responses import record_response
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from handlers.blocks.escalation import (
@@ -521,6 +524,148 @@ def test_a_response_recorded_while_the_escalation_goes_out_is_kept(
     ]
     assert standin.messages("C0MASH") == []
     assert target_state(session_factory) == "acknowledged"
+
+
+def acknowledge(
+    factory: sessionmaker[Session], prompt_id: int, now: datetime, settings: Settings
+) -> str:
+    """hv-jsmith clicks "acknowledge" on the prompt (as the action handler records it)."""
+    with factory.begin() as session:
+        outcome = record_response(
+            session, prompt_id, slack_id("hv-jsmith"), "acknowledged", now=now, settings=settings
+        )
+    return outcome.status
+
+
+def answer_while_the_batch_waits(
+    monkeypatch: pytest.MonkeyPatch,
+    dispatcher: Dispatcher,
+    factory: sessionmaker[Session],
+    prompt_id: int,
+    settings: Settings,
+) -> list[str]:
+    """hv-jsmith acknowledges (as their click does) while `dispatcher`'s batch waits for a
+    rate token: its one token this second is taken first. Returns the answer's status once it
+    is given."""
+    dispatcher.pacer.wait("xoxb-test", "chat.postMessage")
+    answered: list[str] = []
+
+    def answer_then_wait(seconds: float) -> None:
+        if not answered:
+            answered.append(acknowledge(factory, prompt_id, dispatcher.clock.now(), settings))
+        sleep(seconds)
+
+    monkeypatch.setattr(dispatcher.pacer, "_sleep", answer_then_wait)
+    return answered
+
+
+@pytest.mark.parametrize(
+    ("instant", "step", "before"),
+    [
+        (at(2026, 11, 16, 10), "remind", []),
+        (at(2026, 11, 16, 11), "escalate", ["remind"]),
+    ],
+)
+@pytest.mark.usefixtures("rota")
+def test_an_answer_while_a_step_s_messages_wait_in_a_batch_cancels_them_and_nothing_is_sent(
+    session_factory,
+    client,
+    clock,
+    standin,
+    settings,
+    monkeypatch: pytest.MonkeyPatch,
+    instant: datetime,
+    step: str,
+    before: list[str],
+) -> None:
+    prompt_id = sent_prompt(session_factory, client, clock, settings=settings)
+    if before:
+        run_due(session_factory, client, clock, instant - timedelta(hours=1), settings)
+    assert [e.event for e in events(session_factory, *STEP_EVENTS)] == [
+        "reminder_sent" for _ in before
+    ]
+    clock.set(instant)
+    # One message a second: the step's messages are claimed in a batch that waits for a token.
+    slow = dataclasses.replace(settings, slack_rate=1.0)
+    dispatcher = make_dispatcher(session_factory, client, clock, slow)
+    assert [
+        (r.outcome, r.step)
+        for r in dispatcher.process(claim_first(session_factory, instant)).results
+    ] == [(Outcome.PERFORMED, step)]
+    posts_before = len(standin.calls("chat.postMessage"))
+    answered = answer_while_the_batch_waits(
+        monkeypatch, dispatcher, session_factory, prompt_id, settings
+    )
+    stats = dispatcher.run_once()
+
+    assert answered == ["recorded"]
+    messages = [r for r in stats.results if r.kind == OutboxKind.STEP_MESSAGE]
+    wanted = 1 if step == "remind" else 3  # the reminder; hv-cover, hv-duty and hv-lead
+    assert [(r.outcome, r.reason) for r in messages] == [(Outcome.CANCELLED, "answered")] * wanted
+    # Only the card, redrawn by the answer, is posted.
+    posted = [c.args["channel"] for c in standin.calls("chat.postMessage")][posts_before:]
+    assert posted == ["C0EDT"]
+    assert dm_steps(standin, "hv-jsmith") == ["prompt", *before]
+    assert escalated_to(session_factory) == []
+    assert [e.event for e in events(session_factory, *STEP_EVENTS)] == [
+        "reminder_sent" for _ in before
+    ]
+    assert [e.event for e in events(session_factory, "acknowledged")] == ["acknowledged"]
+    assert [(r.state, r.last_error) for r in rows_of(session_factory, OutboxKind.STEP_MESSAGE)][
+        len(before) :
+    ] == [(RowState.CANCELLED, "answered")] * wanted
+    assert target_state(session_factory) == "acknowledged"
+
+
+@pytest.mark.usefixtures("rota")
+def test_a_reminder_whose_send_is_under_way_when_the_answer_comes_is_sent_once_and_recorded(
+    session_factory, client, clock, standin, settings
+) -> None:
+    prompt_id = sent_prompt(session_factory, client, clock, settings=settings)
+    now = at(2026, 11, 16, 10)
+    clock.set(now)
+    dispatcher = make_dispatcher(session_factory, client, clock, settings)
+    step = dispatcher.process(claim_first(session_factory, now))
+    assert [(r.outcome, r.step) for r in step.results] == [(Outcome.PERFORMED, "remind")]
+    # The reminder passes its claim check, then is held at Slack before it takes effect, while
+    # hv-jsmith acknowledges.
+    standin.hold("chat.postMessage", seconds=30)
+    done: list = []
+    sending = threading.Thread(target=lambda: done.append(dispatcher.run_once()))
+    sending.start()
+    try:
+        deadline = monotonic() + 15
+        while not standin.held() and monotonic() < deadline:
+            sleep(0.02)
+        assert [h["method"] for h in standin.held()] == ["chat.postMessage"]
+        assert acknowledge(session_factory, prompt_id, now, settings) == "recorded"
+    finally:
+        standin.release_holds()
+        sending.join(timeout=30)
+    [stats] = done
+
+    assert [(r.outcome, r.reason) for r in stats.results if r.kind == OutboxKind.STEP_MESSAGE] == [
+        (Outcome.DELIVERED, None)
+    ]
+    assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
+    [reminder] = events(session_factory, *STEP_EVENTS)
+    detail = json.loads(reminder.detail)
+    assert (reminder.event, reminder.recipient, detail["delivered"]) == (
+        "reminder_sent",
+        "hv-jsmith",
+        True,
+    )
+    assert detail["cancelled_while_sending"] == "answered"
+    [message] = rows_of(session_factory, OutboxKind.STEP_MESSAGE)
+    assert (message.state, message.last_error) == (RowState.SENT, None)
+    # The answer stands, and stopped the next step.
+    assert target_state(session_factory) == "acknowledged"
+    assert [(r.state, r.last_error) for r in escalation_rows(session_factory)] == [
+        (RowState.SENT, None),
+        (RowState.CANCELLED, "answered"),
+    ]
+    assert run_due(session_factory, client, clock, at(2026, 11, 16, 18), settings) == []
+    assert dm_steps(standin, "hv-jsmith") == ["prompt", "remind"]
 
 
 @pytest.mark.usefixtures("rota")

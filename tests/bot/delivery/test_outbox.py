@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.delivery import outbox
 from bot.delivery.kinds import RowState
 from bot.models import OutboxMessage, Referral
-from tests.bot.factories import new_referral
+from tests.bot.factories import new_referral, new_target
 
 T = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # a Monday morning
 LEASE = timedelta(minutes=10)
@@ -258,3 +258,65 @@ def test_reschedule_keeps_the_original_due_time(session_factory) -> None:
         detail = outbox.load_detail(row)
         assert detail["planned_via"] == "self"  # intake's keys survive
         assert detail["dispatch"]["original_due_at"] == T.isoformat()
+
+
+def test_every_cancellation_cancels_claimed_rows_so_the_check_before_the_send_refuses_them(
+    session_factory,
+) -> None:
+    """Close, answer, acknowledgement and an answered promise each cancel the rows a
+    dispatcher holds in its batch as well as those pending (docs/timing.md, "Cancelled in a
+    batch"); the holder's check refuses them, and it can tell them from a claim lost."""
+    with session_factory.begin() as session:
+        add_referral(session)
+        target = new_target("HO-AAAAAA", "person:hv-jsmith", "hv-jsmith", T)
+        session.add(target)
+        session.flush()
+        follow_up = {"alert_key": "k1", "alert_kind": "on_call"}
+        kinds = {
+            "repage": ("oncall_repage", follow_up),
+            "contact": ("contact_check", {"followup_id": 7}),
+            "reminder": ("escalation", {"step": "remind"}),
+            "remind_dm": ("step_message", {"step": "remind"}),
+            "breach_post": ("step_message", {"step": "breach"}),
+            "prompt": ("prompt", {}),
+        }
+        ids = {
+            name: add_prompt(
+                session, T, kind=kind, target_id=target.id, detail=json.dumps(detail)
+            ).id
+            for name, (kind, detail) in kinds.items()
+        }
+    assert sorted(claim(session_factory, T, "a")) == sorted(ids.values())
+
+    with session_factory.begin() as session:
+        assert outbox.cancel_alert_follow_ups(session, "HO-AAAAAA", "k1") == 1
+        assert outbox.cancel_loop_rows(session, 7, ["contact_check"]) == 1
+        # An answer: the reminder step and its DM, not the breach's post nor the prompt.
+        assert outbox.cancel_chasers(session, target.id) == 2
+    with session_factory.begin() as session:
+        cancelled = outbox.cancel_owed_by(session, "HO-AAAAAA")  # then the close: the prompt
+    assert [row.id for row in cancelled] == [ids["prompt"]]
+
+    reasons = {
+        "repage": "acknowledged",
+        "contact": "contact answered",
+        "reminder": "answered",
+        "remind_dm": "answered",
+        "prompt": "referral closed",
+    }
+    for name, reason in reasons.items():
+        with session_factory.begin() as session:
+            assert not outbox.hold_claim(session, ids[name], instance_id="a", now=T, lease=LEASE)
+            row = outbox.cancelled_under_claim(session, ids[name], "a")
+            assert row is not None
+            assert (row.state, row.claimed_by, row.claimed_until, row.last_error) == (
+                RowState.CANCELLED,
+                "a",
+                None,
+                reason,
+            )
+            assert outbox.cancelled_under_claim(session, ids[name], "b") is None
+    with session_factory.begin() as session:
+        # The breach's post is still ours to send.
+        assert outbox.hold_claim(session, ids["breach_post"], instance_id="a", now=T, lease=LEASE)
+        assert outbox.cancelled_under_claim(session, ids["breach_post"], "a") is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,10 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.delivery import outbox
 from bot.delivery.kinds import OutboxKind, RowState
 from bot.services import audit
-from bot.web.metrics import create_metrics_blueprint
+from bot.web.metrics import bearer_token_matches, create_metrics_blueprint, exposure_warning
 from tests.bot.delivery.test_outbox import add_prompt, add_referral
 
 T = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)  # a Monday morning
+TOKEN = "scrape-" + "s3cr3t" * 5  # HANDOVER_METRICS_TOKEN (37 characters)
 
 
 def scrape(factory: sessionmaker[Session], now: datetime) -> tuple[int, str, str]:
@@ -149,6 +151,47 @@ def test_a_database_that_cannot_answer_is_a_503_not_zeros(session_factory) -> No
 
     status, _, text = scrape(Down(), T)  # type: ignore[arg-type]
     assert (status, text) == (503, "database unavailable\n")
+
+
+@pytest.mark.parametrize(
+    ("authorization", "matches"),
+    [
+        (f"Bearer {TOKEN}", True),
+        (f"bearer   {TOKEN} ", True),  # the scheme is case-insensitive (RFC 7235)
+        (f"Bearer {TOKEN}x", False),
+        (f"Bearer {TOKEN[:-1]}", False),
+        (f"Basic {TOKEN}", False),
+        (TOKEN, False),
+        ("Bearer", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_a_bearer_token_must_match_exactly(authorization: str | None, matches: bool) -> None:
+    assert bearer_token_matches(authorization, TOKEN) is matches
+
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("0.0.0.0", True),
+        ("::", True),
+        ("10.1.2.3", True),
+        ("handover.internal", True),
+        ("127.0.0.1", False),
+        ("127.0.0.53", False),
+        ("::1", False),
+        ("[::1]", False),
+        ("localhost", False),
+    ],
+)
+def test_serve_warns_when_metrics_are_open_to_the_network(host: str, warned: bool) -> None:
+    expected = (
+        f"GET /metrics answers anyone who can reach {host}: set HANDOVER_METRICS_TOKEN to "
+        "require a bearer token, or HOST=127.0.0.1 (docs/operations.md)"
+    )
+    assert exposure_warning(host, None) == (expected if warned else None)
+    assert exposure_warning(host, TOKEN) is None
 
 
 def test_click_jobs_not_done_are_counted_with_the_oldest_ones_age(session_factory) -> None:
