@@ -6,7 +6,7 @@ docs/timing.md "Cancelled in a batch"). That search, the abandoned claims and th
 end are read from (state, claimed_until).
 
 Revision ID: 5d2f8a61c0e4
-Revises: c3d8e2a41f07
+Revises: e5a1c7d93b62
 Create Date: 2026-11-30 10:10:00
 
 """
@@ -17,7 +17,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '5d2f8a61c0e4'
-down_revision: Union[str, Sequence[str], None] = 'c3d8e2a41f07'
+down_revision: Union[str, Sequence[str], None] = 'e5a1c7d93b62'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
