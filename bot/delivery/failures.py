@@ -249,8 +249,12 @@ class Failures:
         ambiguous = isinstance(exc, TransientError) and exc.ambiguous
         if not ambiguous:
             outbox.settle_cancelled(row)  # nothing went out
-        # else it may have reached the channel: once our lease ends it is looked for there
-        # (reconcile.py), and recorded as sent if it did.
+        elif row.claimed_until is None:
+            # It may have reached the channel after another dispatcher looked for it there and
+            # settled it (our send outlasted our lease): it is looked for again.
+            row.claimed_until = now
+        # An ambiguous failure may have reached the channel: once our lease ends it is looked
+        # for there (reconcile.py), and recorded as sent if it did.
         self._log_failure(session, row, now, exc.error, cancelled_as=row.last_error)
         logger.warning(
             "%s %s was cancelled (%s) while its send was under way, and the send failed (%s)%s",

@@ -386,3 +386,30 @@ def test_a_dispatcher_frozen_past_its_lease_still_records_the_send_it_then_makes
     assert (row.state, row.message_ts) == (RowState.SENT, ts)
     clock.set(LEASE_ENDS + timedelta(minutes=5))
     assert other.run_once().results == []
+
+
+def test_a_send_that_may_have_gone_out_after_the_row_was_settled_is_looked_for_again(
+    session_factory, slack: SlackStandIn, settings: Settings, clock, monkeypatch
+) -> None:
+    prompt_id = one_prompt_and_a_closer(session_factory)
+    other = make_dispatcher(settings, session_factory, clock, name="other")
+
+    def closed_and_looked_for_while_frozen() -> None:
+        close_now(session_factory, settings, clock)
+        clock.set(LEASE_ENDS + timedelta(seconds=1))
+        other.run_once()  # not found: settled cancelled
+        # The frozen post then takes effect, and Slack answers 500: it may have gone out.
+        slack.fail_with_status("chat.postMessage", 500, after_apply=True)
+
+    freeze_after_the_check(monkeypatch, "test", prompt_id, closed_and_looked_for_while_frozen)
+    make_dispatcher(settings, session_factory, clock).run_once()
+    [ts] = in_slack(slack, prompt_id)
+    assert row_of(session_factory, prompt_id).claimed_until == LEASE_ENDS + timedelta(seconds=1)
+
+    clock.set(LEASE_ENDS + timedelta(seconds=2))
+    assert [(r.row_id, r.outcome, r.found) for r in other.run_once().results][:1] == [
+        (prompt_id, Outcome.DELIVERED, True)
+    ]
+    [sent] = events(session_factory, "prompt_sent", "prompt_sent_late")
+    assert json.loads(sent.detail)["ts"] == ts
+    assert [e.event for e in events(session_factory)][-2:] == ["prompt_failed", sent.event]
