@@ -72,21 +72,31 @@ class Reconciler:
                     break
                 row_id, kind, delivery = row.id, row.kind, delivery_sent_by(row)
                 composed_before = outbox.last_post_attempt_at(row) is not None
-            if delivery is None:
-                if composed_before:
-                    # Composed by a version that did not keep what it sent: it cannot be asked.
-                    logger.error(
-                        "%s %s was cancelled under a claim whose holder died; what it sent is "
-                        "not recorded, so it cannot be looked for: settled cancelled",
-                        kind,
-                        row_id,
-                    )
-                result = self._settle_unsent(row_id, kind, why="no message composed")
-            else:
-                result = self._look(row_id, kind, delivery)
+            try:
+                result = self._settle_one(row_id, kind, delivery, composed_before)
+            except Exception:
+                # A bug or the database: the row is looked for again when this look's lease
+                # ends; the pass goes on to deliver what is due.
+                logger.exception("looking for %s %s in its channel failed", kind, row_id)
+                continue
             if result is not None:
                 results.append(result)
         return results
+
+    def _settle_one(
+        self, row_id: int, kind: str, delivery: Delivery | None, composed_before: bool
+    ) -> RowResult | None:
+        if delivery is None:
+            if composed_before:
+                # Composed by a version that did not keep what it sent: it cannot be asked.
+                logger.error(
+                    "%s %s was cancelled under a claim whose holder died; what it sent is "
+                    "not recorded, so it cannot be looked for: settled cancelled",
+                    kind,
+                    row_id,
+                )
+            return self._settle_unsent(row_id, kind, why="no message composed")
+        return self._look(row_id, kind, delivery)
 
     def _look(self, row_id: int, kind: str, delivery: Delivery) -> RowResult | None:
         try:
