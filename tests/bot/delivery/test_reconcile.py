@@ -12,6 +12,8 @@ it was no longer owed, nothing following from it), or settles it cancelled for g
 from __future__ import annotations
 
 import json
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -24,7 +26,13 @@ from bot.delivery.pipeline import RowPipeline
 from bot.models import OutboxMessage
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
-from tests.bot.delivery.dispatch_fixtures import MONDAY_9, events, make_dispatcher, messages_for
+from tests.bot.delivery.dispatch_fixtures import (
+    MONDAY_9,
+    REFERRAL_ID,
+    events,
+    make_dispatcher,
+    messages_for,
+)
 from tests.bot.delivery.test_cancelled_in_batch import (
     close_now,
     kinds_of_rows,
@@ -413,3 +421,31 @@ def test_a_send_that_may_have_gone_out_after_the_row_was_settled_is_looked_for_a
     [sent] = events(session_factory, "prompt_sent", "prompt_sent_late")
     assert json.loads(sent.detail)["ts"] == ts
     assert [e.event for e in events(session_factory)][-2:] == ["prompt_failed", sent.event]
+
+
+def test_two_dispatchers_looking_at_once_take_a_row_once(session_factory) -> None:
+    prompt_id = one_prompt_and_a_closer(session_factory)
+    with session_factory.begin() as session:
+        outbox.claim_due(session, MONDAY_9, instance_id="dead", limit=5)
+        outbox.cancel_owed_by(session, REFERRAL_ID)
+    later = LEASE_ENDS + timedelta(seconds=1)
+    start = threading.Barrier(2)
+    taken: dict[str, int | None] = {}
+
+    def look(name: str) -> None:
+        start.wait()
+        with session_factory.begin() as session:
+            row = outbox.claim_unsettled(session, later, instance_id=name)
+            taken[name] = row.id if row is not None else None
+            time.sleep(0.2)  # still in its transaction while the other one tries
+
+    threads = [threading.Thread(target=look, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(taken.values(), key=lambda v: v is None) == [prompt_id, None]
+    [looking] = [name for name, row_id in taken.items() if row_id is not None]
+    with session_factory() as session:
+        row = session.get(OutboxMessage, prompt_id)
+        assert outbox.dispatch_state(row)["reconciling_by"] == looking
