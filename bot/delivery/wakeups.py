@@ -128,8 +128,9 @@ class Wakeups:
             self._plan_next_wake()
 
     def _daily_run(self, planned: datetime) -> None:
-        """The daily job planned for `planned` (our clock), then the next one: at `next_at` of
-        the later of `planned` and now, so a clock that jumped ahead skips the days between."""
+        """The daily job planned for `planned` (our clock), then the next one: at
+        `next_at(planned)`, or at once when that instant has already passed (a run that
+        overran it, or a clock that jumped ahead: one run then covers the days between)."""
         daily = self._daily
         if daily is None or self._stopping.is_set():
             return
@@ -141,7 +142,9 @@ class Wakeups:
             daily.run()
         except Exception:
             logger.exception("the daily job failed; it runs again at its next time")
-        self._plan_daily(daily.next_at(max(planned, self._clock.now())))
+        # From `planned`, not from now: a run at start that ends after 03:00 must not skip
+        # that day's run until tomorrow.
+        self._plan_daily(max(daily.next_at(planned), self._clock.now()))
 
     def _plan_daily(self, at: datetime) -> None:
         scheduler = self._scheduler

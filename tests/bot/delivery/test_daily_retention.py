@@ -270,3 +270,25 @@ def test_a_failing_daily_job_is_logged_and_runs_again_at_its_next_time(
     assert ran == [started, RUN_AT]
     [failure] = [r for r in caplog.records if r.message.startswith("the daily job failed")]
     assert failure.exc_info is not None and "the database went away" in str(failure.exc_info[1])
+
+
+def test_a_run_at_start_that_ends_after_0300_does_not_skip_that_days_run() -> None:
+    # Started at 02:59:59; the run owed for the day before takes until 03:00:01. The 03:00 run
+    # is then owed at once, not tomorrow (it was planned from the end of the run before).
+    started = RUN_AT - timedelta(seconds=1)
+    clock = FixedClock(started)
+    ran: list[datetime] = []
+
+    def run() -> None:
+        ran.append(clock.now())
+        if len(ran) == 1:
+            clock.set(RUN_AT + timedelta(seconds=1))
+
+    daily = Daily(run=run, next_at=lambda after: next_retention_at(after, LONDON))
+    wakeups = Wakeups(lambda: None, lambda: None, clock, threading.Event(), daily=daily)
+    wakeups.start(interval_seconds=3600)
+    try:
+        wait_until(lambda: len(ran) == 2)
+    finally:
+        wakeups.stop()
+    assert ran == [started, RUN_AT + timedelta(seconds=1)]
