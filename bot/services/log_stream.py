@@ -199,6 +199,14 @@ def _json_encoder() -> Callable[[Any], str]:
     def encode(value: Any) -> str:
         if isinstance(value, str):
             return encode_string(value)
+        # The scalars as the encoder writes them, without its set-up (the table's details).
+        kind = type(value)
+        if kind is bool:
+            return "true" if value else "false"
+        if kind is int:
+            return int.__repr__(value)
+        if value is None:
+            return "null"
         return "".join(chunks(value, 0))
 
     return encode

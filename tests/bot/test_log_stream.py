@@ -348,3 +348,12 @@ def test_instant_text_is_the_long_way_text_of_every_stored_instant(
         printed = [(iso(s), label(s)) for s in stored]
     assert len(printed) == len(rows)
     assert printed == [(local_iso(i, tz), local_time_label(i, tz)) for i in instants]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, False, None, 0, -1, 16, 2**70, -(10**30), 0.1, -0.0, float("nan"), float("-inf"),
+     "", "é\u2028\"", [], {}, [True, None, 1], {"a": {"b": [False, 2.5]}}],
+)  # fmt: skip
+def test_json_text_is_json_dumps(value: Any) -> None:
+    assert json_text(value) == json.dumps(value, ensure_ascii=False)
