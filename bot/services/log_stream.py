@@ -7,7 +7,8 @@ made cheaper, with the same functions the straightforward path uses:
 
 - `InstantText`: the stored instant (SQLite's text, PostgreSQL's naive UTC datetime) to its
   local ISO 8601 text or terminal label, once for a run of rows at one instant (the log is in
-  order of time, and a referral's events often share one).
+  order of time, and a referral's events often share one), and within a UTC hour of one
+  whole-hour offset by putting the stored minutes and seconds after the hour's local text.
 - `detail_json`: the stored detail text to the JSON text `log` prints, which is
   `json.dumps(detail_value(text), ensure_ascii=False)` without building an encoder a row.
 
