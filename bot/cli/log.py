@@ -129,6 +129,14 @@ def _table_rows(rows: Iterable[Row], label: InstantText, names: Names) -> Iterat
         ]
 
 
+def column_widths(header: list[str], rows: Iterable[list[str]]) -> list[int]:
+    """Each column's width: its longest cell, header included."""
+    widths = [len(h) for h in header]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    return widths
+
+
 def write_table(rows: Iterable[list[str]], out: TextIO, headers: Iterable[str]) -> int:
     """Write rows as aligned columns, fitting widths to the first rows; returns the row count.
 
@@ -137,9 +145,7 @@ def write_table(rows: Iterable[list[str]], out: TextIO, headers: Iterable[str]) 
     iterator = iter(rows)
     header = list(headers)
     first = list(islice(iterator, TABLE_FIT_ROWS))
-    widths = [len(h) for h in header]
-    for row in first:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    widths = column_widths(header, first)
     # One format call a line: `str.ljust` a cell and a join cost three times as much.
     padded = "  ".join([*(f"{{:<{width}}}" for width in widths[:-1]), "{}"]).format
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from bot.cli.log import FORMULA_PREFIXES, TABLE_FIT_ROWS, TABLE_HEADERS, Names
+from bot.cli.log import FORMULA_PREFIXES, TABLE_FIT_ROWS, TABLE_HEADERS, Names, column_widths
 from bot.services.logbook import LOG_FIELDS, LogWindow, detail_value, iter_log, log_record
 
 
@@ -42,9 +42,7 @@ def write_table(rows: Iterable[list[str]], out: TextIO, headers: Iterable[str]) 
     iterator = iter(rows)
     header = list(headers)
     first = list(islice(iterator, TABLE_FIT_ROWS))
-    widths = [len(h) for h in header]
-    for row in first:
-        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    widths = column_widths(header, first)
 
     def line(cells: list[str]) -> str:
         padded = [cell.ljust(width) for cell, width in zip(cells[:-1], widths, strict=False)]
