@@ -1,17 +1,21 @@
 """Button clicks and slash commands at 50 concurrent users: Handover against a no-op Bolt app.
 
     python benchmarks/bench_clicks.py [--clients 50] [--requests 20] [--backend sqlite|postgresql]
+        [--layouts single procfile]
 
-`handover serve` (HTTP mode, its dispatcher in-process, the stand-in as Slack) with the sample
-rota and prompts delivered, and `benchmarks/noop_bolt.py` (the same listeners, each only
-acking, served the same way) are each sent the same signed requests by `--clients` threads at
-once: Acknowledge clicks on real prompts by their recipients, then `/handover oncall`. Prints
-p50, p99, throughput and the count of 404s (Bolt's answer when no ack came within 3 s),
-timeouts and other failures for both side by side, and the ratio of the p99s (goal: ≤ 1.5).
-The no-op's load starts once `serve` is idle again (under a tenth of a core), so that the work
-Handover queued after its acks does not run beside the reference and slow it.
-Then how long Handover took to finish the work the clicks started (after their acks), and
-the resident memory of `serve` and of the no-op app after the load.
+Handover in each layout (a fresh deployment each): `single`, `handover serve` with its
+dispatcher in-process (which runs the clicks' jobs too); `procfile`, the Procfile's
+`serve --no-dispatcher` and `handover dispatch` (which runs the clicks' jobs: bot/slackjobs/).
+HTTP mode, the stand-in as Slack, the sample rota and prompts delivered. It and
+`benchmarks/noop_bolt.py` (the same listeners, each only acking, served the same way) are each
+sent the same signed requests by `--clients` threads at once: Acknowledge clicks on real prompts
+by their recipients, then `/handover oncall`. Prints p50, p99, throughput and the count of 404s
+(Bolt's answer when no ack came within 3 s), timeouts and other failures for both side by side,
+the CPU time each Handover process used during the load, and the ratio of the p99s (goal:
+≤ 1.5). The no-op's load starts once Handover's processes are idle again (under a tenth of a
+core), so that the work Handover did after its acks does not run beside the reference and slow
+it. Then how long Handover took to finish the work the clicks started (after their acks), and
+the resident memory of `serve` and of the no-op app after the load; the load average.
 """
 
 from __future__ import annotations
@@ -269,70 +273,125 @@ def wait_until_acknowledged(d: Deployment, goal: int) -> int:
         time.sleep(0.1)
 
 
+LAYOUTS = {
+    # `serve` with its dispatcher, which runs the clicks' jobs too, in one process.
+    "single": "serve (the dispatcher and the clicks' jobs in-process)",
+    # The Procfile's web and worker: the clicks' jobs run in `handover dispatch`.
+    "procfile": "serve --no-dispatcher + handover dispatch (the Procfile)",
+}
+
+
+def start_layout(d: Deployment, layout: str) -> None:
+    if layout == "single":
+        d.start_server()
+        return
+    d.start_server("--no-dispatcher")
+    d.start("dispatch")
+
+
+def wait_until_all_idle(d: Deployment) -> float:
+    """Wait until every process of the deployment is idle (see wait_until_idle)."""
+    return sum(wait_until_idle(process.pid) for process in d.processes if process.poll() is None)
+
+
+def cpu_of(d: Deployment) -> list[float]:
+    return [cpu_seconds(process.pid) for process in d.processes]
+
+
+def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) -> None:
+    """One deployment in `layout`, against the no-op app: clicks, then commands."""
+    d = make(args.backend, START)
+    start_layout(d, layout)
+    prompts = prepare(d, args.referrals)
+    noop_port = free_port()
+    noop = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "noop_bolt.py"), "--port", str(noop_port),
+         "--signing-secret", SIGNING_SECRET, "--slack-api-url", d.standin.url],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    names = ["serve", "dispatch"][: len(d.processes)]
+    try:
+        noop.stdout.readline()
+        wait_until_all_idle(d)
+        print(
+            f"== {LAYOUTS[layout]}: {args.clients} clients x {args.requests} requests, "
+            f"{args.backend}, {len(prompts)} prompts to click (load average {load_average()})"
+        )
+        for phase in ("clicks", "commands"):
+            n = 0
+            bodies_of = {}
+            for target in ("handover", "noop"):
+                bodies = []
+                for _ in range(args.clients):
+                    mine = []
+                    for _ in range(args.requests):
+                        n += 1
+                        prompt, user_id, person = rng.choice(prompts)
+                        if phase == "clicks":
+                            mine.append(click_body(d, prompt, user_id, person, n))
+                        else:
+                            mine.append(command_body(d, user_id, n))
+                    bodies.append(mine)
+                bodies_of[target] = bodies
+            cpu_before = cpu_of(d)
+            handover = load(d.port, bodies_of["handover"])
+            acked_at = time.perf_counter()
+            cpu_after = cpu_of(d)
+            cpu_during = [cpu_after[i] - cpu_before[i] for i in range(len(cpu_after))]
+            print(f"-- {phase}")
+            print(handover.line("handover"), flush=True)
+            print(
+                "   CPU during the load: "
+                + ", ".join(f"{names[i]} {cpu:.1f} s" for i, cpu in enumerate(cpu_during))
+                + f" over {handover.elapsed:.1f} s"
+            )
+            drained = ""
+            if phase == "clicks":
+                # The work after the acks: each prompt clicked (answered 200) is acknowledged.
+                clicked = {value_of(b) for b in handover.answered}
+                done = wait_until_acknowledged(d, len(clicked))
+                drained = (
+                    f" ({done} of {len(clicked)} prompts clicked acknowledged; the work after "
+                    f"the acks finished {time.perf_counter() - acked_at:.1f} s after the last ack)"
+                )
+            idle = wait_until_all_idle(d)
+            drained += f" (idle {idle:.1f} s after the acks' wait)"
+            noop_cpu = cpu_seconds(noop.pid)
+            reference = load(noop_port, bodies_of["noop"])
+            print(reference.line("no-op"))
+            print(
+                f"   CPU during the load: no-op {cpu_seconds(noop.pid) - noop_cpu:.1f} s "
+                f"over {reference.elapsed:.1f} s"
+            )
+            print(f"p99 ratio: {handover.p99() / reference.p99():.2f} (goal ≤ 1.5){drained}")
+        print(f"serve's memory after the load: {memory(d.processes[0].pid)}")
+        print(f"the no-op app's memory: {memory(noop.pid)}")
+    finally:
+        noop.terminate()
+        noop.wait(timeout=10)
+        d.stop_all()
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=20, help="per client and phase")
     parser.add_argument("--referrals", type=int, default=40)
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--layouts", nargs="+", choices=tuple(LAYOUTS), default=list(LAYOUTS),
+        help="single: serve alone; procfile: serve --no-dispatcher and handover dispatch",
+    )  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(13)
     with tempfile.TemporaryDirectory() as tmp, deployments(Path(tmp)) as make:
-        d = make(args.backend, START)
-        d.start_server()
-        prompts = prepare(d, args.referrals)
-        noop_port = free_port()
-        noop = subprocess.Popen(
-            [sys.executable, str(ROOT / "benchmarks" / "noop_bolt.py"), "--port", str(noop_port),
-             "--signing-secret", SIGNING_SECRET, "--slack-api-url", d.standin.url],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            noop.stdout.readline()
-            print(
-                f"{args.clients} clients x {args.requests} requests, {args.backend}, "
-                f"{len(prompts)} prompts to click"
-            )
-            for phase in ("clicks", "commands"):
-                n = 0
-                bodies_of = {}
-                for target in ("handover", "noop"):
-                    bodies = []
-                    for _ in range(args.clients):
-                        mine = []
-                        for _ in range(args.requests):
-                            n += 1
-                            prompt, user_id, person = rng.choice(prompts)
-                            if phase == "clicks":
-                                mine.append(click_body(d, prompt, user_id, person, n))
-                            else:
-                                mine.append(command_body(d, user_id, n))
-                        bodies.append(mine)
-                    bodies_of[target] = bodies
-                handover = load(d.port, bodies_of["handover"])
-                acked_at = time.perf_counter()
-                print(f"-- {phase}")
-                print(handover.line("handover"), flush=True)
-                drained = ""
-                if phase == "clicks":
-                    # The work after the acks: each prompt clicked (answered 200) is acknowledged.
-                    clicked = {value_of(b) for b in handover.answered}
-                    done = wait_until_acknowledged(d, len(clicked))
-                    drained = (
-                        f" ({done} of {len(clicked)} prompts clicked acknowledged; the work after "
-                        f"the acks "
-                        f"finished {time.perf_counter() - acked_at:.1f} s after the last ack)"
-                    )
-                idle = wait_until_idle(d.processes[0].pid)
-                drained += f" (serve idle {idle:.1f} s after the acks' wait)"
-                reference = load(noop_port, bodies_of["noop"])
-                print(reference.line("no-op"))
-                print(f"p99 ratio: {handover.p99() / reference.p99():.2f} (goal ≤ 1.5){drained}")
-            print(f"serve's memory after the load: {memory(d.processes[0].pid)}")
-            print(f"the no-op app's memory: {memory(noop.pid)}")
-        finally:
-            noop.terminate()
-            noop.wait(timeout=10)
+        for layout in args.layouts:
+            run_layout(args, make, layout, rng)
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

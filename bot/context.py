@@ -36,6 +36,9 @@ class Services:
     # The Slack requests in progress (bot/web/work.py's SlackTraffic), counted by the HTTP layer
     # so that the work after the acks can make way for them; None: not counted.
     slack_traffic: Any = None
+    # Writes a click's job to the slack_jobs table after its ack (bot/slackjobs/writer.py's
+    # JobWriter); None: the job runs on `after_ack` instead, in this process.
+    slack_jobs: Any = None
     # Queues App Home redraws (bot/delivery/home.py's HomeRefreshes); None: redraw at once.
     homes: Any = None
     # The Web API client of a workspace (None: the home one), or None where the app is not

@@ -121,6 +121,9 @@ class OutboxMessage(Base):
         Index("ix_outbox_state_due", "state", "due_at"),
         # GET /metrics counts settled rows and their lateness from this index alone.
         Index("ix_outbox_metrics", "state", "kind", "channel", "late", "lateness_ms"),
+        # Leases: an abandoned claim, and a row cancelled under a claim not yet settled
+        # (`outbox.claim_unsettled`), found by their state and the end of their lease.
+        Index("ix_outbox_state_lease", "state", "claimed_until"),
     )
 
 
@@ -244,6 +247,43 @@ class SlackRequest(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 
 
+class SlackJobState(StrEnum):
+    """Where a job of work after a Slack ack stands (bot/slackjobs/queue.py)."""
+
+    WAITING = "waiting"  # ready at `ready_at`
+    RUNNING = "running"  # claimed by `claimed_by` until `claimed_until`
+    DONE = "done"
+    DROPPED = "dropped"  # failed `attempts` times: given up (the slack_job_dropped event)
+
+
+class SlackJob(Base):
+    """The work a click starts after its ack, kept until it is done (docs/operations.md).
+
+    A kind (the button's action_id) and the few fields its work needs, never the message the
+    button was on. The signature of the Slack request that started it is unique: a replay of
+    that request within Slack's window adds nothing (docs/security.md). A finished job stays
+    until `expires_at`, when its signature could no longer pass the signature check.
+    """
+
+    __tablename__ = "slack_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # JSON (bot/slackjobs/queue.py, Click)
+    signature: Mapped[str | None] = mapped_column(String(64), unique=True)  # hex HMAC-SHA256
+    state: Mapped[str] = mapped_column(String(16), default=SlackJobState.WAITING)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ready_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(120))  # an exception's class name
+
+    __table_args__ = (Index("ix_slack_jobs_state_ready", "state", "ready_at"),)
+
+
 class SlackRateBucket(Base):
     """A token bucket of Slack calls, one per workspace token and rate tier, shared by every
     dispatcher (bot/delivery/pacing.py). Times are unix seconds."""
@@ -305,4 +345,6 @@ AUDIT_EVENTS = (
     # A late copy of a message, sent by a dispatcher that froze past its claim, taken back
     # (bot/delivery/confirm.py, docs/timing.md "Claims")
     "duplicate_deleted",
+    # The work of a click, failed past its attempts and given up (bot/slackjobs/runner.py)
+    "slack_job_dropped",
 )

@@ -1,6 +1,6 @@
-"""Prompt buttons: acknowledge and not known record at once; has information and redirect
-open a modal first (after checking that the clicker may respond). The on-call alerts' button is
-handlers/oncall.py."""
+"""Prompt buttons: acknowledge and not known record a response (as a job after the ack, run by
+a dispatcher process); has information and redirect open a modal first (after checking that
+the clicker may respond). The on-call alerts' button is handlers/oncall.py."""
 
 from __future__ import annotations
 
@@ -19,31 +19,45 @@ from bot.services.responses import check_response
 from bot.workspaces.oauth import workspace_of
 from handlers import ids
 from handlers.blocks.response import build_has_info_modal, build_redirect_modal, modal_metadata
-from handlers.deferred import BUSY, after_ack
-from handlers.guards import DATABASE_DOWN, as_int, dict_at, first_action, text_or_none
+from handlers.deferred import BUSY, Click, ClickWork, ack_then_job, after_ack
+from handlers.guards import DATABASE_DOWN
 from handlers.responses import record_now, refusal_for, show_recorded, tell_privately
 
 logger = logging.getLogger(__name__)
 
 
 def register(app: App, services: Services) -> None:
-    """Listen for the prompt buttons: each acks at once, then works (handlers/deferred.py)."""
-    for action in (ids.ACK, ids.NOT_KNOWN):
-        work = _make_direct(services, ids.RESPONSE_KIND_BY_ACTION[action])
-        app.action(action)(ack_then(services, work))
+    """Listen for the prompt buttons: each acks at once, then works (handlers/deferred.py):
+    acknowledge and not known as a job, the modal openers in this process (urgent)."""
+    for kind, work in clicks(services).items():
+        app.action(kind)(ack_then_job(services, kind, work, tell=tell_clicker))
     for action in (ids.HAS_INFO, ids.REDIRECT):
-        work = _make_modal_opener(services, ids.RESPONSE_KIND_BY_ACTION[action])
-        app.action(action)(ack_then(services, work, opens_a_modal=True))
+        opener = _make_modal_opener(services, ids.RESPONSE_KIND_BY_ACTION[action])
+        app.action(action)(ack_then_open(services, opener))
 
 
-# A click's work after its ack: the body, the request's client, the clicker's workspace.
-Work = Callable[[dict, WebClient, str | None], None]
+def clicks(services: Services) -> dict[str, ClickWork]:
+    """The work of the buttons that record a response at once, by action_id (a job's kind)."""
+    return {
+        action: _make_direct(services, ids.RESPONSE_KIND_BY_ACTION[action])
+        for action in (ids.ACK, ids.NOT_KNOWN)
+    }
 
 
-def ack_then(services: Services, work: Work, *, opens_a_modal: bool = False) -> Callable[..., None]:
-    """A click listener that acks, then queues `work` (told the clicker's workspace, which a
-    BoltContext gives only while the request is in hand); work that `opens_a_modal` is urgent
-    (handlers/deferred.py)."""
+def tell_clicker(client: WebClient, click: Click, text: str) -> None:
+    """A private note to the clicker, in the channel of the click (or a DM)."""
+    tell_privately(client, click.user, click.channel, text)
+
+
+# A modal opener's work after its ack: the body (its trigger_id), the request's client, the
+# clicker's workspace.
+OpenerWork = Callable[[dict, WebClient, str | None], None]
+
+
+def ack_then_open(services: Services, work: OpenerWork) -> Callable[..., None]:
+    """A click listener that acks, then opens a modal in this process: the trigger_id lasts 3
+    seconds, so the work is urgent (handlers/deferred.py) and never a job. Told the clicker's
+    workspace, which a BoltContext gives only while the request is in hand."""
 
     def acknowledge_click(
         ack: Ack, body: dict, client: WebClient, context: BoltContext, request: BoltRequest
@@ -56,7 +70,7 @@ def ack_then(services: Services, work: Work, *, opens_a_modal: bool = False) -> 
             request,
             lambda: work(body, client, workspace),
             busy=lambda: tell_privately(client, user_id, channel, BUSY),
-            urgent=opens_a_modal,
+            urgent=True,
         )
 
     return acknowledge_click
@@ -64,26 +78,23 @@ def ack_then(services: Services, work: Work, *, opens_a_modal: bool = False) -> 
 
 def button_click(body: dict) -> tuple[str, int | None, str | None, str | None]:
     """(user, prompt id, channel, message ts) of a button click; a garbled value is no prompt."""
-    container = dict_at(body, "container")
-    channel = text_or_none(dict_at(body, "channel").get("id")) or text_or_none(
-        container.get("channel_id")
-    )
-    prompt_id = as_int(first_action(body).get("value"))
-    return body["user"]["id"], prompt_id, channel, text_or_none(container.get("message_ts"))
+    click = Click.of(body, None)
+    return click.user, click.value, click.channel, click.message_ts
 
 
-def _make_direct(services: Services, kind: str) -> Work:
-    def respond_now(body: dict, client: WebClient, workspace: str | None) -> None:
+def _make_direct(services: Services, kind: str) -> ClickWork:
+    def respond_now(click: Click, client: WebClient) -> None:
         # A user is known by (workspace, user).
-        user_id, prompt_id, channel, message_ts = button_click(body)
+        user_id, channel, workspace = click.user, click.channel, click.workspace
         try:
-            outcome = record_now(services, prompt_id, user_id, kind, workspace=workspace)
+            outcome = record_now(services, click.value, user_id, kind, workspace=workspace)
         except SQLAlchemyError:
             logger.exception("could not record a %s click: database unavailable", kind)
             tell_privately(client, user_id, channel, DATABASE_DOWN)
             return
         if outcome.status == "recorded":
-            show_recorded(client, outcome, services, (channel, message_ts), workspace=workspace)
+            clicked = (channel, click.message_ts)
+            show_recorded(client, outcome, services, clicked, workspace=workspace)
             return
         referral_id = outcome.referral.referral_id if outcome.referral else None
         tell_privately(client, user_id, channel, refusal_for(outcome, services), referral_id)
@@ -91,7 +102,7 @@ def _make_direct(services: Services, kind: str) -> Work:
     return respond_now
 
 
-def _make_modal_opener(services: Services, kind: str) -> Work:
+def _make_modal_opener(services: Services, kind: str) -> OpenerWork:
     def open_modal(body: dict, client: WebClient, workspace: str | None) -> None:
         user_id, prompt_id, channel, message_ts = button_click(body)
         now = services.clock.now()

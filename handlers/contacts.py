@@ -13,9 +13,10 @@ from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
 from bot.services.loop import ContactOutcome, record_contact
 from handlers import ids
-from handlers.actions import Work, ack_then
+from handlers.actions import tell_clicker
 from handlers.blocks.loop import build_contact_answered
-from handlers.guards import DATABASE_DOWN, as_int, dict_at, first_action, text_or_none
+from handlers.deferred import Click, ClickWork, ack_then_job
+from handlers.guards import DATABASE_DOWN
 from handlers.responses import tell_privately
 
 logger = logging.getLogger(__name__)
@@ -24,20 +25,23 @@ logger = logging.getLogger(__name__)
 def register(app: App, services: Services) -> None:
     """Listen for the contact check's two buttons: each acks at once, then works
     (handlers/deferred.py), as the prompt buttons do."""
-    app.action(ids.CONTACT_MADE)(ack_then(services, _make_answer(services, made=True)))
-    app.action(ids.CONTACT_MISSED)(ack_then(services, _make_answer(services, made=False)))
+    for kind, work in clicks(services).items():
+        app.action(kind)(ack_then_job(services, kind, work, tell=tell_clicker))
 
 
-def _make_answer(services: Services, *, made: bool) -> Work:
-    def answer(body: dict, client: WebClient, workspace: str | None) -> None:
+def clicks(services: Services) -> dict[str, ClickWork]:
+    """The contact check's buttons' work, by action_id (a job's kind)."""
+    return {
+        ids.CONTACT_MADE: _make_answer(services, made=True),
+        ids.CONTACT_MISSED: _make_answer(services, made=False),
+    }
+
+
+def _make_answer(services: Services, *, made: bool) -> ClickWork:
+    def answer(click: Click, client: WebClient) -> None:
         # A user is known by (workspace, user).
-        container = dict_at(body, "container")
-        channel = text_or_none(dict_at(body, "channel").get("id")) or text_or_none(
-            container.get("channel_id")
-        )
-        message_ts = text_or_none(container.get("message_ts"))
-        user_id = body["user"]["id"]
-        followup_id = as_int(first_action(body).get("value"))
+        user_id, channel, message_ts = click.user, click.channel, click.message_ts
+        followup_id, workspace = click.value, click.workspace
         try:
             with services.session_factory.begin() as session:
                 outcome = record_contact(

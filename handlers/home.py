@@ -1,7 +1,7 @@
 """The App Home tab: managers see referrals, overdue work and coverage; others their prompts.
 
-`register` handles the Previous/Next buttons of a paginated Home; `refresh_after_change`
-republishes the Homes a change shows on. Building and publishing a Home is
+`register` handles the Previous/Next buttons of a paginated Home (as jobs after the ack);
+`refresh_after_change` republishes the Homes a change shows on. Building and publishing a Home is
 `bot.delivery.home`'s (the dispatcher redraws a recipient's Home too).
 """
 
@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from slack_bolt import Ack, App, BoltContext
-from slack_bolt.request import BoltRequest
+from slack_bolt import App
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -23,11 +22,10 @@ from bot.context import Services
 from bot.delivery.home import publish_home, refresh_homes
 from bot.services.home import home_content, manager_slack_users
 from bot.settings import Settings
-from bot.workspaces.oauth import workspace_of
 from handlers.blocks.home import HOME_NEXT, HOME_PREVIOUS, build_home
 from handlers.blocks.response import build_private_notice
-from handlers.deferred import BUSY, after_ack
-from handlers.guards import DATABASE_DOWN, first_action
+from handlers.deferred import Click, ClickWork, ack_then_job
+from handlers.guards import DATABASE_DOWN
 
 logger = logging.getLogger(__name__)
 
@@ -40,53 +38,36 @@ def build_home_view(
     return build_home(content, tz=settings.timezone, now=now)
 
 
-def _requested_page(body: dict[str, Any]) -> int:
-    try:
-        return int(first_action(body).get("value") or 1)
-    except (TypeError, ValueError):
-        return 1
-
-
 def register(app: App, services: Services) -> None:
-    """Listen for the Home tab's Previous/Next buttons."""
+    """Listen for the Home tab's Previous/Next buttons: each acks, then is a job."""
+    for kind, work in clicks(services).items():
+        app.action(kind)(ack_then_job(services, kind, work, tell=_tell_clicker))
 
-    def turn_page(
-        ack: Ack,
-        body: dict[str, Any],
-        client: WebClient,
-        context: BoltContext,
-        request: BoltRequest,
-    ) -> None:
-        ack()  # then work on the queue (handlers/deferred.py)
-        workspace = workspace_of(context)
-        after_ack(
-            services,
-            request,
-            lambda: show_page(body, client, workspace),
-            busy=lambda: busy(body, client),
-        )
 
-    def busy(body: dict[str, Any], client: WebClient) -> None:
-        tell_directly(client, body["user"]["id"], BUSY)
+def clicks(services: Services) -> dict[str, ClickWork]:
+    """The Home tab's buttons' work, by action_id (a job's kind): the button's value is the
+    page to show."""
 
-    def show_page(body: dict[str, Any], client: WebClient, workspace: str | None) -> None:
-        slack_user_id = body["user"]["id"]
+    def show_page(click: Click, client: WebClient) -> None:
         try:
             publish_home(
                 client,
                 services.session_factory,
-                slack_user_id,
+                click.user,
                 services.clock.now(),
                 services.settings,
-                page=_requested_page(body),
-                workspace=workspace,
+                page=click.value or 1,
+                workspace=click.workspace,
             )
         except SQLAlchemyError:
             logger.exception("could not turn a Home page: database unavailable")
-            tell_directly(client, slack_user_id, DATABASE_DOWN)
+            tell_directly(client, click.user, DATABASE_DOWN)
 
-    app.action(HOME_NEXT)(turn_page)
-    app.action(HOME_PREVIOUS)(turn_page)
+    return {HOME_NEXT: show_page, HOME_PREVIOUS: show_page}
+
+
+def _tell_clicker(client: WebClient, click: Click, text: str) -> None:
+    tell_directly(client, click.user, text)
 
 
 def tell_directly(client: WebClient, slack_user_id: str, text: str) -> None:

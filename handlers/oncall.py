@@ -17,9 +17,10 @@ from bot.channels.slack import SlackError, slack_edge
 from bot.context import Services
 from bot.services.oncall import AckOutcome, acknowledge_alert
 from handlers import ids
-from handlers.actions import Work, ack_then, button_click
+from handlers.actions import tell_clicker
 from handlers.blocks.alerts import build_alert_message
 from handlers.blocks.prompt import format_local
+from handlers.deferred import Click, ClickWork, ack_then_job
 from handlers.guards import DATABASE_DOWN
 from handlers.responses import tell_privately
 
@@ -29,15 +30,22 @@ logger = logging.getLogger(__name__)
 def register(app: App, services: Services) -> None:
     """Listen for the on-call alerts' button: it acks at once, then works (handlers/deferred.py),
     as the prompt buttons do."""
-    app.action(ids.ONCALL_ACK)(ack_then(services, make_acknowledge(services)))
+    for kind, work in clicks(services).items():
+        app.action(kind)(ack_then_job(services, kind, work, tell=tell_clicker))
 
 
-def make_acknowledge(services: Services) -> Work:
+def clicks(services: Services) -> dict[str, ClickWork]:
+    """The on-call alerts' button's work, by action_id (a job's kind)."""
+    return {ids.ONCALL_ACK: make_acknowledge(services)}
+
+
+def make_acknowledge(services: Services) -> ClickWork:
     """The work of a `handover_oncall_ack` click, after its ack."""
 
-    def acknowledge(body: dict, client: WebClient, workspace: str | None) -> None:
+    def acknowledge(click: Click, client: WebClient) -> None:
         # A user is known by (workspace, user).
-        user_id, row_id, channel, message_ts = button_click(body)
+        user_id, row_id, channel = click.user, click.value, click.channel
+        message_ts, workspace = click.message_ts, click.workspace
         try:
             with services.session_factory.begin() as session:
                 outcome = acknowledge_alert(

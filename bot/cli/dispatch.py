@@ -1,4 +1,5 @@
-"""`handover dispatch [--once]`: the dispatcher alone, for one pass or until stopped."""
+"""`handover dispatch [--once]`: the dispatcher alone (with the runner of the clicks' jobs), for
+one pass or until stopped."""
 
 from __future__ import annotations
 
@@ -25,15 +26,20 @@ def dispatch_command(args: argparse.Namespace, settings: Settings) -> int:
     from bot.clock import clock_from_env
     from bot.db import create_db_engine, make_session_factory
     from bot.delivery.dispatcher import Dispatcher
+    from bot.web.server import click_job_runner, dispatcher_services
 
     if not settings.slack_bot_token:
         raise SettingsError("SLACK_BOT_TOKEN is required by `handover dispatch`")
     engine = create_db_engine(settings.database_url)
     try:
-        dispatcher = Dispatcher(
-            settings, make_session_factory(engine), make_web_client(settings), clock_from_env()
-        )
+        client = make_web_client(settings)
+        dispatcher = Dispatcher(settings, make_session_factory(engine), client, clock_from_env())
+        # The clicks' jobs (bot/slackjobs/): the web processes write them, the dispatchers run them.
+        services = dispatcher_services(dispatcher, client, engine)
+        jobs = click_job_runner(services, client, dispatcher.instance_id)
         if args.once:
+            while jobs.run_ready():
+                pass
             stats = dispatcher.run_once()
             if not dispatcher.homes.drain(timeout=HOME_DRAIN_SECONDS):
                 logger.info(
@@ -54,11 +60,13 @@ def dispatch_command(args: argparse.Namespace, settings: Settings) -> int:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         dispatcher.start()
+        jobs.start()
         print(f"handover: dispatcher {dispatcher.instance_id} running", flush=True)
         try:
             while not stop.wait(1.0):
                 pass
         finally:
+            jobs.shutdown()
             dispatcher.shutdown()
         return EXIT_OK
     finally:

@@ -103,6 +103,21 @@ def confirm(
     return results
 
 
+def record_found(
+    ctx: DeliveryContext,
+    session: Session,
+    row: OutboxMessage,
+    delivery: Delivery,
+    found: Sent,
+    now: datetime,
+) -> RowResult:
+    """A row cancelled under a claim whose holder died (`row`, cancelled and locked), its
+    message found in the channel (reconcile.py): recorded as sent, as a send under way when
+    the cancellation came is, with `cancelled_while_sending`; nothing follows from it."""
+    preload(session, [row], tz=ctx.settings.timezone)
+    return _settle(ctx, session, Posted(delivery, found, True, now), row)
+
+
 def _settle(
     ctx: DeliveryContext, session: Session, posted: Posted, row: OutboxMessage | None
 ) -> RowResult:

@@ -1,7 +1,9 @@
 """The dispatcher: delivers the outbox exactly once, never dropping a row.
 
 A pass claims a batch of due rows and puts each through the one delivery path
-(`pipeline.RowPipeline`), batch after batch until nothing due is left. While a pass runs, a
+(`pipeline.RowPipeline`), batch after batch until nothing due is left, then settles rows
+cancelled under a claim whose holder died before saying whether it sent them
+(`reconcile.Reconciler`). While a pass runs, a
 heartbeat renews the short lease of every row this dispatcher holds (also while it waits for a
 rate token), so a live dispatcher keeps its rows and a dead one's are taken over within a lease;
 each row's claim is checked and renewed again, in one statement, immediately before its message
@@ -40,6 +42,7 @@ from bot.delivery.home import HomeRefreshes
 from bot.delivery.kinds import Outcome
 from bot.delivery.pacing import Pacer, tiers_for
 from bot.delivery.pipeline import CredentialsHeld, RowPipeline
+from bot.delivery.reconcile import Reconciler
 from bot.delivery.results import DispatchStats, RowResult
 from bot.delivery.wakeups import Daily, OutboxWatch, Wakeups
 from bot.services.retention import RetentionReport, next_retention_at, run_retention_for_the_day
@@ -106,6 +109,7 @@ class Dispatcher:
             on_delivered=self._after_delivery,
             pacer=self.pacer,
         )
+        self.reconciler = Reconciler(self.context, session_factory, clock, self.pacer)
         self._stopping = threading.Event()
         self._pass_lock = threading.Lock()
         retention = Daily(
@@ -124,6 +128,12 @@ class Dispatcher:
         """Deliver everything due now, batch by batch, until nothing due is left."""
         stats = DispatchStats()
         with self._pass_lock, self._keeping_claims():
+            # First, rows cancelled under a claim whose holder died before saying whether it
+            # sent them (docs/timing.md, "Cancelled in a batch"): what recording one queues
+            # (the card's redraw) goes out in this pass.
+            for result in self.reconciler.run():
+                stats.claimed += 1
+                stats.record(result)
             while not self._stopping.is_set():
                 with self.session_factory.begin() as session:
                     claimed = outbox.claim_due(

@@ -93,7 +93,7 @@ class Failures:
                 retry_at=retry_at,
             )
             if row is None:
-                return _lost(row_id)
+                return self._not_ours(session, row_id, now, exc)
             self._log_failure(session, row, now, exc.error, retry_at=row.next_attempt_at)
         return RowResult(
             row_id, row.kind, Outcome.RETRYING, reason=exc.error, unreachable=exc.unreachable
@@ -107,7 +107,7 @@ class Failures:
                 session, row_id, instance_id=self.ctx.instance_id, now=now, error=exc.error
             )
             if row is None:
-                return _lost(row_id)
+                return self._not_ours(session, row_id, now, exc)
             self._log_failure(session, row, now, exc.error)
             self._put_in_front_of_a_person(session, row, now, exc.error)
         return RowResult(row_id, row.kind, Outcome.FAILED, reason=exc.error)
@@ -195,6 +195,7 @@ class Failures:
         now = self.clock.now()
         referral_id: str | None = None
         channel_name = channel or self.ctx.channels.for_rooms().name
+        not_ours: RowResult | None = None
         with self.session_factory.begin() as session:
             row = outbox.release_for_retry(
                 session, row_id, instance_id=self.ctx.instance_id, now=now, error=exc.error
@@ -202,6 +203,8 @@ class Failures:
             if row is not None:
                 referral_id, channel_name = row.referral_id, row.channel or channel_name
                 self._log_failure(session, row, now, exc.error, retry_at=row.next_attempt_at)
+            else:
+                not_ours = self._not_ours(session, row_id, now, exc)
         logger.error(
             "%s REFUSED THE BOT TOKEN (%s): nothing can be delivered until it is fixed; "
             "prompts stay in the outbox and are retried",
@@ -209,7 +212,8 @@ class Failures:
             exc.error,
         )
         if row is None:
-            return _lost(row_id)
+            assert not_ours is not None
+            return not_ours
         if referral_id is not None:
             self._try_credentials_alert(referral_id, exc.error, now, channel_name)
         return RowResult(row_id, row.kind, Outcome.RETRYING, reason=exc.error)
@@ -233,6 +237,35 @@ class Failures:
             return None
         return RowResult(row_id, row.kind, Outcome.RETRYING, reason="internal error")
 
+    def _not_ours(
+        self, session: Session, row_id: int, now: datetime, exc: ChannelError
+    ) -> RowResult:
+        """The send failed on a row no longer ours: cancelled under our claim while its send
+        was under way (counted cancelled, its failure logged; nobody is told, it is no longer
+        owed), or taken over by another dispatcher (lost; the new holder reports it)."""
+        row = outbox.cancelled_under_claim(session, row_id, self.ctx.instance_id)
+        if row is None:
+            return _lost(row_id)
+        ambiguous = isinstance(exc, TransientError) and exc.ambiguous
+        if not ambiguous:
+            outbox.settle_cancelled(row)  # nothing went out
+        elif row.claimed_until is None:
+            # It may have reached the channel after another dispatcher looked for it there and
+            # settled it (our send outlasted our lease): it is looked for again.
+            row.claimed_until = now
+        # An ambiguous failure may have reached the channel: once our lease ends it is looked
+        # for there (reconcile.py), and recorded as sent if it did.
+        self._log_failure(session, row, now, exc.error, cancelled_as=row.last_error)
+        logger.warning(
+            "%s %s was cancelled (%s) while its send was under way, and the send failed (%s)%s",
+            row.kind,
+            row_id,
+            row.last_error,
+            exc.error,
+            ": it may have gone out, and is looked for once our lease ends" if ambiguous else "",
+        )
+        return RowResult(row_id, row.kind, Outcome.CANCELLED, reason=row.last_error)
+
     # ----- what people are told ---------------------------------------------------------------
 
     def _log_failure(
@@ -243,6 +276,7 @@ class Failures:
         reason: str,
         *,
         retry_at: datetime | None = None,
+        cancelled_as: str | None = None,
     ) -> None:
         info = outbox.load_detail(row)
         # A copy of a prompt (slack+email) is logged as the prompt's own failures are.
@@ -264,6 +298,9 @@ class Failures:
             detail.update(copy_of=copy_of, channel=row.channel)
         if retry_at is not None:
             detail["retry_at"] = retry_at.astimezone(self.ctx.settings.timezone).isoformat()
+        if cancelled_as is not None:
+            # No longer owed when the send failed: not retried, and nobody is told.
+            detail["cancelled_while_sending"] = cancelled_as
         audit.record(
             session,
             "prompt_failed",

@@ -517,12 +517,15 @@ def _cancel_open(
     the send (`hold_claim`) then refuses it, and `cancelled_under_claim` tells that dispatcher
     it was cancelled rather than taken over. A send already past that check goes out, and is
     recorded as sent (`cancelled_while_sending`; docs/timing.md, "Cancelled in a batch").
+    It keeps its holder's lease too (`claimed_until`): until its holder settles it, a row
+    whose lease ends is looked for in its channel by any dispatcher (`claim_unsettled`).
     """
     for row in rows:
         if row.state == RowState.CLAIMED:
             note(row, cancelled_while_claimed=True)
+        else:
+            row.claimed_until = None
         row.state = RowState.CANCELLED
-        row.claimed_until = None
         row.last_error = reason[:500]
     session.flush()
     return list(rows)
@@ -565,6 +568,63 @@ def cancelled_under_claim(session: Session, row_id: int, instance_id: str) -> Ou
         or row.claimed_by != instance_id
         or not dispatch_state(row).get("cancelled_while_claimed")
     ):
+        return None
+    return row
+
+
+def settle_cancelled(row: OutboxMessage) -> None:
+    """A row cancelled under a claim is known not to have been sent: nobody looks for it."""
+    row.claimed_until = None
+
+
+def claim_unsettled(
+    session: Session,
+    now: datetime,
+    *,
+    instance_id: str,
+    lease: timedelta = DEFAULT_LEASE,
+) -> OutboxMessage | None:
+    """Claim, for `instance_id` until now + lease, the oldest row cancelled while a dispatcher
+    held it whose holder's lease ended before it said whether it sent it (it may have died
+    after its post reached the channel); None when there is none.
+
+    Read from the (state, claimed_until) index; PostgreSQL skips a row another dispatcher has
+    locked, and the new lease keeps others off it while it is looked for. The holder stays
+    `claimed_by` (so if it resumes, it still settles what it sent); who looks is in the
+    dispatcher's bookkeeping (`reconciling_by`).
+    """
+    query = (
+        select(OutboxMessage)
+        .where(OutboxMessage.state == RowState.CANCELLED, OutboxMessage.claimed_until < now)
+        .order_by(OutboxMessage.claimed_until, OutboxMessage.id)
+        .limit(1)
+        .execution_options(populate_existing=True)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    row = session.scalars(query).first()
+    if row is not None:
+        row.claimed_until = now + lease
+        note(row, reconciling_by=instance_id)
+        session.flush()
+    return row
+
+
+def unsettled_held(session: Session, row_id: int, instance_id: str) -> OutboxMessage | None:
+    """The row, locked and fresh, if it is still cancelled and unsettled and `instance_id`
+    is the one looking for it (`claim_unsettled`); else None (its holder settled it meanwhile,
+    or another dispatcher took the look over)."""
+    row = session.scalars(
+        select(OutboxMessage)
+        .where(
+            OutboxMessage.id == row_id,
+            OutboxMessage.state == RowState.CANCELLED,
+            OutboxMessage.claimed_until.is_not(None),
+        )
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if row is None or dispatch_state(row).get("reconciling_by") != instance_id:
         return None
     return row
 
@@ -640,8 +700,11 @@ def next_due_at(session: Session) -> datetime | None:
     pending = session.scalar(
         select(func.min(ready_at)).where(OutboxMessage.state == RowState.PENDING)
     )
+    # A claim's lease, or that of a row cancelled under a claim and not yet settled.
     lease_ends = session.scalar(
-        select(func.min(OutboxMessage.claimed_until)).where(OutboxMessage.state == RowState.CLAIMED)
+        select(func.min(OutboxMessage.claimed_until)).where(
+            OutboxMessage.state.in_((RowState.CLAIMED, RowState.CANCELLED))
+        )
     )
     # min() over a CASE loses the column type on some backends: normalise to aware UTC.
     candidates = [_aware(t) for t in (pending, lease_ends) if t is not None]

@@ -222,6 +222,9 @@ class RowPipeline:
             if cancelled is None:
                 logger.warning("lost the claim on %s %s before sending it: not sent", kind, row_id)
                 return RowResult(row_id, kind, Outcome.LOST, reason="claim lost")
+            # Refused before the send (the channel searched first if an earlier attempt may
+            # have sent it): nobody needs to look for it.
+            outbox.settle_cancelled(cancelled)
             logger.info(
                 "%s %s was cancelled in our batch before its send (%s): not sent",
                 kind,

@@ -48,8 +48,7 @@ def find_or_send(
     opens its own).
     """
     if delivery.check_history:
-        _pace(pacer, channel, "conversations.history")
-        found = channel.find(delivery.address, delivery.message.tag, delivery.since)
+        found = look_for(channel, delivery, pacer)
         if found is not None:
             logger.info("%s %s was already sent (%s)", delivery.kind, delivery.row_id, found.ts)
             return found, True
@@ -60,6 +59,13 @@ def find_or_send(
     if delivery.update is not None:
         return channel.update(delivery.update, delivery.message), False
     return channel.send(delivery.address, delivery.message), False
+
+
+def look_for(channel: Channel, delivery: Delivery, pacer: Pacer | None = None) -> Sent | None:
+    """The row's message in its channel, by its tag, sent since the row was first claimed
+    (None: not there, or a channel that cannot be asked, email)."""
+    _pace(pacer, channel, "conversations.history")
+    return channel.find(delivery.address, delivery.message.tag, delivery.since)
 
 
 def remove_late_copy(

@@ -180,16 +180,26 @@ class Wakeups:
 
 
 class OutboxWatch:
-    """Calls `on_change` soon after any process commits new outbox rows (see the module doc).
+    """Calls `on_change` soon after any process commits new outbox rows (see the module doc),
+    or new rows of another table that NOTIFYs its own `channel` (bot/slackjobs/queue.py).
 
     Runs in a daemon thread of its own with a connection of its own, so it never takes one
     from the pool the passes use. After (re)connecting it calls `on_change` once, since rows
     written while it was not listening sent no signal it could see.
     """
 
-    def __init__(self, engine: Engine, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        on_change: Callable[[], None],
+        *,
+        channel: str = NOTIFY_CHANNEL,
+        name: str = "outbox",
+    ) -> None:
         self._url = engine.url
         self._on_change = on_change
+        self._channel = channel  # the NOTIFY channel; the slack_jobs table has its own
+        self._name = name
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -210,7 +220,9 @@ class OutboxWatch:
             return
         self._stopping.clear()
         run = self._listen if mechanism == "listen" else self._poll_data_version
-        self._thread = threading.Thread(target=run, name="handover-outbox-watch", daemon=True)
+        self._thread = threading.Thread(
+            target=run, name=f"handover-{self._name}-watch", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -266,7 +278,7 @@ class OutboxWatch:
                 with psycopg.connect(
                     conninfo, autocommit=True, **postgres_connect_args(SERVICE_TIMEOUTS)
                 ) as connection:
-                    connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    connection.execute(f"LISTEN {self._channel}")
                     self._changed()
                     while not self._stopping.is_set():
                         # Wakes at least once a second to notice `stop`.

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import OutboxKind, RowState
 from bot.models import AuditEvent, OutboxMessage
+from bot.slackjobs.queue import JobCounts, count_jobs
 
 # Upper bounds (seconds) of the lateness histogram: on time is within the dispatcher's
 # 30-second safety pass; a prompt more than 2 minutes after its time is logged late.
@@ -73,6 +74,12 @@ class Snapshot:
     sends: list[Sends]
     lateness: list[Lateness]
     events: dict[str, int]
+    slack_jobs: JobCounts
+
+    def oldest_job_age(self) -> float:
+        """Seconds since the oldest click job not yet done was written (0 when none)."""
+        oldest = self.slack_jobs.oldest_created_at
+        return max(0.0, (self.at - oldest).total_seconds()) if oldest is not None else 0.0
 
     def oldest_due_age(self, kind: str) -> float:
         """Seconds since the oldest due, unsettled row of `kind` was due (0 when none)."""
@@ -85,7 +92,8 @@ class Snapshot:
 def read_snapshot(
     session: Session, now: datetime, buckets: Sequence[float] = LATENESS_BUCKETS
 ) -> Snapshot:
-    """Read the figures of /metrics at `now` (three grouped, indexed queries)."""
+    """Read the figures of /metrics at `now` (three grouped, indexed queries and the click jobs'
+    count)."""
     row = OutboxMessage
     is_due = row.due_at <= now
     open_rows = [
@@ -152,4 +160,11 @@ def read_snapshot(
             select(AuditEvent.event, func.count()).group_by(AuditEvent.event)
         )
     }
-    return Snapshot(at=now, open_rows=open_rows, sends=sends, lateness=lateness, events=events)
+    return Snapshot(
+        at=now,
+        open_rows=open_rows,
+        sends=sends,
+        lateness=lateness,
+        events=events,
+        slack_jobs=count_jobs(session),
+    )

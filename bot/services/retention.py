@@ -31,6 +31,7 @@ from bot.models import Referral, ReferralStatus, RetentionRun, SlackEvent
 from bot.services import audit
 from bot.services.replay import forget_expired_requests
 from bot.settings import Settings
+from bot.slackjobs.queue import forget_finished_jobs
 
 # Slack retries an event delivery for a few minutes at most; two days is ample.
 EVENT_ID_RETENTION = timedelta(days=2)
@@ -130,7 +131,9 @@ def run_retention(
         before,
         referrals,
         slack_events=prune_slack_events(session, now=now),
-        slack_requests=forget_expired_requests(session, now=now),
+        # A finished click job is its request's signature too (bot/slackjobs/queue.py).
+        slack_requests=forget_expired_requests(session, now=now)
+        + forget_finished_jobs(session, now=now),
     )
 
 

@@ -75,6 +75,14 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
     return app
 
 
+def click_jobs(services: Services, client: WebClient) -> dict:
+    """The work of each kind of click job (handlers/clicks.py), for the runner of the
+    slack_jobs table in a process that runs the dispatcher (bot/slackjobs/runner.py)."""
+    from handlers.clicks import click_jobs as registered
+
+    return registered(services, client)
+
+
 def _partner_workspaces(settings: Settings, client: WebClient, services: Services) -> dict:
     """Bolt's arguments for installs into partner workspaces: the stores and `authorize`."""
     from bot.workspaces.clients import installation_store, state_store

@@ -100,6 +100,17 @@ def metric_families(snapshot: Snapshot) -> Iterator[Metric]:
         events.add_metric([name], count)
     yield events
 
+    yield GaugeMetricFamily(
+        "handover_slack_jobs_waiting",
+        "Clicks acknowledged whose work (a job in slack_jobs) is not done yet",
+        value=snapshot.slack_jobs.waiting,
+    )
+    yield GaugeMetricFamily(
+        "handover_slack_jobs_oldest_age_seconds",
+        "Seconds since the oldest click job not yet done was written (0 when none)",
+        value=snapshot.oldest_job_age(),
+    )
+
 
 def _bound(seconds: float) -> str:
     return str(float(seconds))

@@ -1,4 +1,5 @@
-"""`handover serve`: the bot over HTTP (waitress) or Socket Mode, with the dispatcher in-process.
+"""`handover serve`: the bot over HTTP (waitress) or Socket Mode, with the dispatcher (and the
+runner of the clicks' jobs) in-process unless `--no-dispatcher`.
 
 Why waitress: it is a production WSGI server that runs inside our own process, so `serve` can
 host the dispatcher next to the HTTP listener and shut both down together on SIGTERM; it is pure
@@ -23,6 +24,8 @@ from bot.context import Services
 from bot.db import create_db_engine, make_session_factory
 from bot.errors import InputError, ServiceUnavailable
 from bot.settings import Settings
+from bot.slackjobs.runner import JobRunner
+from bot.slackjobs.writer import JobWriter
 from bot.web.work import SQLITE_WORKERS, WORKERS, SlackTraffic, WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -44,8 +47,21 @@ class Runtime:
     bolt_app: App
     dispatcher: object | None
     work: WorkQueue
+    jobs: JobWriter
+    job_runner: JobRunner | None = None
+
+    def start(self) -> None:
+        """Start the dispatcher and the runner of the clicks' jobs, when this process runs them."""
+        if self.dispatcher is not None:
+            self.dispatcher.start()
+        if self.job_runner is not None:
+            self.job_runner.start()
 
     def shutdown(self) -> None:
+        # The clicks acked are written before anything stops (they are owed to their users).
+        self.jobs.shutdown()
+        if self.job_runner is not None:
+            self.job_runner.shutdown()
         if self.dispatcher is not None:
             self.dispatcher.shutdown()
         self.work.shutdown(wait=False)
@@ -74,6 +90,9 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
     dispatcher = None
     if with_dispatcher:
         dispatcher = Dispatcher(settings, factory, client, clock)
+    # A click's work after its ack is a job in the database, run by whoever runs the dispatcher
+    # (this process, or `handover dispatch`: the Procfile's worker).
+    jobs = JobWriter(engine)
     services = Services(
         settings=settings,
         session_factory=factory,
@@ -81,13 +100,51 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
         wake_dispatcher=dispatcher.wake if dispatcher else Services.wake_dispatcher,
         after_ack=work.submit,
         slack_traffic=traffic,
+        slack_jobs=jobs,
         homes=dispatcher.homes
         if dispatcher
         else _paced_homes(engine, factory, client, settings, clock),
-        slack_client_for=_workspace_clients(settings, client, engine),
+        slack_client_for=workspace_clients(settings, client, engine),
     )
     bolt_app = _create_bolt_app(create_app, settings, client, services)
-    return Runtime(services=services, bolt_app=bolt_app, dispatcher=dispatcher, work=work)
+    runtime = Runtime(
+        services=services, bolt_app=bolt_app, dispatcher=dispatcher, work=work, jobs=jobs
+    )
+    if dispatcher is not None:
+        # Here the jobs share the process with the acks: they make way for Slack's requests.
+        runtime.job_runner = click_job_runner(
+            services, client, dispatcher.instance_id, traffic=traffic
+        )
+        jobs.on_written = runtime.job_runner.wake
+    return runtime
+
+
+def dispatcher_services(dispatcher, client, engine) -> Services:
+    """What the clicks' jobs are given in a process that runs only the dispatcher."""
+    return Services(
+        settings=dispatcher.settings,
+        session_factory=dispatcher.session_factory,
+        clock=dispatcher.clock,
+        wake_dispatcher=dispatcher.wake,
+        homes=dispatcher.homes,
+        slack_client_for=workspace_clients(dispatcher.settings, client, engine),
+    )
+
+
+def click_job_runner(
+    services: Services, client, instance_id: str, *, traffic: SlackTraffic | None = None
+) -> JobRunner:
+    """The runner of the clicks' jobs (bot/slackjobs/runner.py), for a process that runs the
+    dispatcher; `client` is the home workspace's."""
+    from bot.web.app import click_jobs
+
+    return JobRunner(
+        services.session_factory,
+        click_jobs(services, client),
+        instance_id=instance_id,
+        clock=services.clock,
+        traffic=traffic,
+    )
 
 
 def _paced_homes(engine, factory, client, settings: Settings, clock: Clock):
@@ -100,7 +157,7 @@ def _paced_homes(engine, factory, client, settings: Settings, clock: Clock):
     return HomeRefreshes(factory, settings, clock, pacer)
 
 
-def _workspace_clients(settings: Settings, client, engine):
+def workspace_clients(settings: Settings, client, engine):
     """Each workspace's client, when partner workspaces can install the app (else None)."""
     if not settings.oauth_enabled:
         return None
@@ -139,8 +196,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the bot until SIGTERM or SIGINT."""
     runtime = build_runtime(settings, with_dispatcher=not args.no_dispatcher)
     stop = threading.Event()
-    if runtime.dispatcher is not None:
-        runtime.dispatcher.start()
+    runtime.start()
     if settings.socket_mode and settings.email_enabled:
         # Socket Mode serves no HTTP: the response pages must be served by an HTTP-mode `serve`.
         logger.warning(

@@ -283,12 +283,15 @@ def test_a_police_workspace_installs_the_app_and_its_officer_is_prompted_there(
     deployment.standin.deliver("click", user="U0PCAHMED", action_id="handover_not_known")
     [answer] = wait_for(lambda: events(deployment, referral, "not_known"))
     assert answer["actor"] == "pol-pc-ahmed"
-    updated = [
-        c["team_id"]
-        for c in deployment.standin.calls("chat.update")
-        if c["args"]["channel"] == ahmed_prompt["channel"]
-    ]
-    assert updated and set(updated) == {POLICE}
+    # The message is updated after the answer is recorded (the click's job, bot/slackjobs/).
+    updated = wait_for(
+        lambda: [
+            c["team_id"]
+            for c in deployment.standin.calls("chat.update")
+            if c["args"]["channel"] == ahmed_prompt["channel"]
+        ]
+    )
+    assert set(updated) == {POLICE}
 
     # --- a burst in both workspaces, shared by the two dispatchers: every message once ---------
     burst = [

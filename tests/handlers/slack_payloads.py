@@ -29,6 +29,7 @@ in_process=True)`, and `build_scenario(session_factory, bot.client)` for the dat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -47,6 +48,7 @@ from urllib.parse import urlencode, urlsplit
 from flask import Flask
 from slack_bolt import App, BoltRequest
 from slack_sdk import WebClient
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
@@ -57,8 +59,11 @@ from bot.delivery.kinds import RowState
 from bot.models import OutboxMessage, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
+from bot.slackjobs.queue import count_jobs
+from bot.slackjobs.writer import JobWriter
 from bot.web.app import create_app
 from bot.web.http import create_web_app
+from bot.web.server import click_job_runner, workspace_clients
 from bot.web.work import SlackTraffic, WorkQueue
 from handlers.blocks import response as modals
 from handlers.blocks.prompt import build_prompt_message
@@ -459,6 +464,11 @@ def running_bot(
     # redraws, as create_app would make them: here, so the teardown can wait for both.
     traffic = SlackTraffic()
     work = WorkQueue(traffic=traffic)
+    # The clicks' jobs: written to slack_jobs after the ack and run by a runner, as under
+    # `serve` with its dispatcher (bot/web/server.py).
+    engine = session_factory.kw["bind"]
+    jobs = JobWriter(engine)
+    client = WebClient(base_url=standin.url, token=BOT_TOKEN)
     services = Services(
         settings,
         session_factory,
@@ -466,10 +476,16 @@ def running_bot(
         lambda: wakes.append(1),
         after_ack=work.submit,
         slack_traffic=traffic,
+        slack_jobs=jobs,
         homes=HomeRefreshes(session_factory, settings, clock),
+        # Each workspace's client, as `serve` has it: the clicks' jobs reach a partner
+        # workspace through it (the request's client is gone by then).
+        slack_client_for=workspace_clients(settings, client, engine),
     )
-    client = WebClient(base_url=standin.url, token=BOT_TOKEN)
     bolt = create_app(settings, client, services=services)
+    runner = click_job_runner(services, client, "test-runner", traffic=traffic)
+    jobs.on_written = runner.wake
+    runner.start()
     server = _WebServer(lambda: create_web_app(bolt, services))
     harness = Harness(
         standin, services, clock, client, catcher, bolt, server, not in_process, wakes
@@ -483,12 +499,24 @@ def running_bot(
         # Listeners run after the ack, in Bolt's threads: let them finish here, not against the
         # next test's database.
         bolt.listener_runner.listener_executor.shutdown(wait=True)
-        # ...then the work they queued after their ack, then the Home redraws that work asked for.
+        # ...then the work they queued after their ack (in memory, and the clicks' jobs), then
+        # the Home redraws that work asked for.
         work.shutdown(wait=True)
+        jobs.shutdown()
+        # A job backing off, or a database the test took away: the test's own doing.
+        with contextlib.suppress(AssertionError, SQLAlchemyError):
+            wait_for(lambda: not open_jobs(session_factory), timeout=10)
+        runner.shutdown()
         services.homes.drain(timeout=30)
         services.homes.stop()
         catcher.stop()
         standin.stop()
+
+
+def open_jobs(session_factory: sessionmaker[Session]) -> int:
+    """Click jobs not yet done or dropped (bot/slackjobs/)."""
+    with session_factory() as session:
+        return count_jobs(session).waiting
 
 
 # ----- the scenario -------------------------------------------------------------------------

@@ -441,7 +441,8 @@ def bot_without_database(unreachable: sessionmaker[Session]) -> Iterator[Harness
 def test_clicks_tell_the_user_privately_when_the_database_is_down(
     bot_without_database: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Over real HTTP: the replay guard meets the dead database first and lets the click through.
+    # Over real HTTP: the replay guard meets the dead database first and lets the click through
+    # (a click's job is refused by its writer instead).
     bot = bot_without_database.http
     for user, action in ((KPATEL, ids.ACK), (AMY, ids.HAS_INFO)):
         answer = bot.send_payload(
@@ -459,8 +460,15 @@ def test_clicks_tell_the_user_privately_when_the_database_is_down(
     assert dm.args["blocks"][0]["text"]["text"] == DATABASE_DOWN
     assert bot.calls("views.open") == [] and bot.calls("chat.update") == []
     assert bot.calls("views.publish") == []
+    # The modal's check meets the database itself; acknowledge and the page button are jobs
+    # whose write the database refused (bot/slackjobs/writer.py), each after its attempts.
     logged = [r for r in caplog.records if r.exc_info and "database unavailable" in r.message]
-    assert len(logged) == 3
+    assert [r.getMessage() for r in logged] == [
+        "could not check a has_information click: database unavailable"
+    ]
+    refused = [r.getMessage() for r in caplog.records if r.name == "bot.slackjobs.writer"]
+    assert refused.count("the database refused 1 slack job(s): their users are told") == 2
+    assert len([m for m in refused if m.startswith("could not write 1 slack job(s)")]) == 6
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from bot.delivery.compose.base import (
     Settled,
     contact_of,
     fail,
+    sending_record,
 )
 from bot.delivery.kinds import (
     ALERT_ROW_KINDS,
@@ -136,6 +137,9 @@ def compose(
             row,
             last_post_attempt_at=now.isoformat(),
             first_claimed_wall=wall or ctx.wall_clock.now().isoformat(),
+            # What this attempt sends, should the row be cancelled under our claim and this
+            # process die before saying whether it went out (reconcile.py looks for it).
+            sending=sending_record(composed),
         )
         # From the first attempt on, by the wall clock too: a copy sent late by a dispatcher
         # that lost its claim is looked for among messages the channel stamped (send.py).
@@ -149,6 +153,9 @@ def _not_held(ctx: DeliveryContext, session: Session, row_id: int) -> Settled:
     cancelled = outbox.cancelled_under_claim(session, row_id, ctx.instance_id)
     if cancelled is None:
         return Settled(Outcome.LOST, reason="claim lost")
+    if not outbox.needs_check(cancelled):
+        # Not sent by this claim, nor by an earlier one: nobody needs to look for it.
+        outbox.settle_cancelled(cancelled)
     logger.info(
         "%s %s was cancelled in our batch (%s): not sent",
         cancelled.kind,

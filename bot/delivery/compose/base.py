@@ -21,6 +21,7 @@ from bot.channels.base import (
 from bot.clock import Clock
 from bot.delivery import outbox
 from bot.delivery.kinds import Outcome
+from bot.delivery.metadata import MessageTag
 from bot.delivery.reads import store_of
 from bot.delivery.results import RowResult
 from bot.models import OutboxMessage, Referral
@@ -83,6 +84,52 @@ def delivery_of(
         address=address,
         message=message,
         **fields,
+    )
+
+
+def sending_record(delivery: Delivery) -> dict[str, Any]:
+    """What an attempt sends, kept on its row (JSON): enough to look for the message in its
+    channel and log it as sent (`delivery_sent_by`), without composing the row again."""
+    tag = delivery.message.tag
+    return {
+        "channel": delivery.channel,
+        "address": delivery.address,
+        "event_type": tag.event_type,
+        "payload": dict(tag.payload),
+        "key": list(tag.key),
+        "person": delivery.person,
+        "recipient": delivery.recipient,
+        "target": delivery.target,
+        "via": delivery.via,
+        "log_detail": dict(delivery.log_detail),
+    }
+
+
+def delivery_sent_by(row: OutboxMessage) -> Delivery | None:
+    """What the row's latest attempt sent (`sending_record`), to be looked for in its channel;
+    None when no attempt got as far as composing a message."""
+    record = outbox.dispatch_state(row).get("sending")
+    if not isinstance(record, dict):
+        return None
+    tag = MessageTag(record["event_type"], record["payload"], key=tuple(record["key"]))
+    return Delivery(
+        row_id=row.id,
+        kind=row.kind,
+        referral_id=row.referral_id,
+        channel=record["channel"],
+        address=record["address"],
+        message=Message("", (), tag, recipient=record.get("person")),
+        check_history=True,
+        since=outbox.history_since(row),
+        due_at=row.due_at,
+        first_claimed_at=outbox.first_claimed_at(row),
+        # The attempt that may have sent it is the latest one.
+        earlier_attempt_at=outbox.last_post_attempt_at(row),
+        person=record.get("person"),
+        recipient=record.get("recipient"),
+        target=record.get("target"),
+        via=record.get("via"),
+        log_detail=record.get("log_detail") or {},
     )
 
 

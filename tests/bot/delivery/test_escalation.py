@@ -499,29 +499,48 @@ def test_the_escalate_step_marks_the_target_escalated_and_redraws_the_card(
 def test_a_response_recorded_while_the_escalation_goes_out_is_kept(
     session_factory, client, clock, standin, settings
 ) -> None:
-    sent_prompt(session_factory, client, clock, settings=settings)
+    prompt_id = sent_prompt(session_factory, client, clock, settings=settings)
     run_due(session_factory, client, clock, at(2026, 11, 16, 10), settings)
     now = at(2026, 11, 16, 11)
     clock.set(now)
     dispatcher = make_dispatcher(session_factory, client, clock, settings)
     step = dispatcher.process(claim_first(session_factory, now))
     assert [(r.outcome, r.step) for r in step.results] == [(Outcome.PERFORMED, "escalate")]
-    with session_factory.begin() as session:  # hv-jsmith answers as the DMs go out
-        session.scalars(select(Target)).one().state = "acknowledged"
-    run_due(session_factory, client, clock, now, settings)
+    assert target_state(session_factory) == "escalated"
+    # The first escalation DM (to the deputy) passes its claim check and is held at Slack
+    # while hv-jsmith acknowledges, as their click does: the answer cancels the step's DMs.
+    standin.hold("chat.postMessage", seconds=30)
+    done: list = []
+    sending = threading.Thread(target=lambda: done.append(dispatcher.run_once()))
+    sending.start()
+    try:
+        deadline = monotonic() + 15
+        while not standin.held() and monotonic() < deadline:
+            sleep(0.02)
+        assert [h["method"] for h in standin.held()] == ["chat.postMessage"]
+        assert acknowledge(session_factory, prompt_id, now, settings) == "recorded"
+    finally:
+        standin.release_holds()
+        sending.join(timeout=30)
+    [stats] = done
 
-    # The messages already on their way are delivered and logged; the answer stands, and the
-    # next step finds it and goes no further.
-    assert escalated_to(session_factory) == [
-        ("hv-cover", "deputy"),
-        ("hv-duty", "duty"),
-        ("hv-lead", "manager"),
+    # The DM already on its way is delivered and logged, saying the answer came first; the
+    # two not yet sent are not sent (counted as the batch goes; the DM sent, as it ends). The
+    # answer stands.
+    assert [(r.outcome, r.reason) for r in stats.results if r.kind == OutboxKind.STEP_MESSAGE] == [
+        (Outcome.CANCELLED, "answered"),
+        (Outcome.CANCELLED, "answered"),
+        (Outcome.DELIVERED, None),
     ]
+    assert escalated_to(session_factory) == [("hv-cover", "deputy")]
+    [escalated] = events(session_factory, "escalated")
+    assert json.loads(escalated.detail)["cancelled_while_sending"] == "answered"
+    assert dm_steps(standin, "hv-cover") == ["escalate"]
+    assert standin.dm_channel_for(slack_id("hv-duty")) is None
+    assert standin.dm_channel_for(slack_id("hv-lead")) is None
     assert target_state(session_factory) == "acknowledged"
-    outcomes = run_due(session_factory, client, clock, at(2026, 11, 16, 13), settings)
-    assert [(o.outcome, o.step, o.reason) for o in outcomes] == [
-        (Outcome.CANCELLED, "escalate_channel", "responded")
-    ]
+    # The next step was cancelled with the DMs: nothing is due at 13:00, nothing is posted.
+    assert run_due(session_factory, client, clock, at(2026, 11, 16, 13), settings) == []
     assert standin.messages("C0MASH") == []
     assert target_state(session_factory) == "acknowledged"
 

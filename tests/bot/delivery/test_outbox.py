@@ -309,10 +309,11 @@ def test_every_cancellation_cancels_claimed_rows_so_the_check_before_the_send_re
             assert not outbox.hold_claim(session, ids[name], instance_id="a", now=T, lease=LEASE)
             row = outbox.cancelled_under_claim(session, ids[name], "a")
             assert row is not None
+            # Its holder's lease is kept: once it ends, unsettled, the row is looked for.
             assert (row.state, row.claimed_by, row.claimed_until, row.last_error) == (
                 RowState.CANCELLED,
                 "a",
-                None,
+                T + LEASE,
                 reason,
             )
             assert outbox.cancelled_under_claim(session, ids[name], "b") is None

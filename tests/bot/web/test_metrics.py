@@ -192,3 +192,26 @@ def test_serve_warns_when_metrics_are_open_to_the_network(host: str, warned: boo
     )
     assert exposure_warning(host, None) == (expected if warned else None)
     assert exposure_warning(host, TOKEN) is None
+
+
+def test_click_jobs_not_done_are_counted_with_the_oldest_ones_age(session_factory) -> None:
+    from bot.slackjobs import queue
+
+    engine = session_factory.kw["bind"]
+    assert samples(scrape(session_factory, T)[2])[("handover_slack_jobs_waiting", ())] == 0
+    jobs = [queue.NewJob(kind="handover_ack", payload={"value": n}) for n in range(3)]
+    with engine.begin() as connection:
+        queue.add_jobs(connection, jobs[:1], now=T - timedelta(seconds=90))
+        queue.add_jobs(connection, jobs[1:], now=T - timedelta(seconds=30))
+    with session_factory.begin() as session:  # one is claimed (still not done), then one done
+        [first] = queue.claim_ready(session, T, instance_id="r", limit=1, lease=timedelta(1))
+        [second] = queue.claim_ready(session, T, instance_id="r", limit=1, lease=timedelta(1))
+        assert queue.finish(session, second.id, instance_id="r", now=T)
+    got = samples(scrape(session_factory, T)[2])
+    assert got[("handover_slack_jobs_waiting", ())] == 2
+    assert got[("handover_slack_jobs_oldest_age_seconds", ())] == 90.0
+    with session_factory.begin() as session:
+        assert queue.finish(session, first.id, instance_id="r", now=T)
+    got = samples(scrape(session_factory, T)[2])
+    assert got[("handover_slack_jobs_waiting", ())] == 1
+    assert got[("handover_slack_jobs_oldest_age_seconds", ())] == 30.0

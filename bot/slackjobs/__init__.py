@@ -1,0 +1,2 @@
+"""Durable work after a Slack ack: a click's job, written after its ack and run by a dispatcher
+process (docs/reference/slack.md, "Acknowledging"; docs/operations.md, "Slack jobs")."""

@@ -1,0 +1,208 @@
+"""Runs the slack_jobs table: whoever runs the dispatcher runs these too (`handover dispatch`,
+or `serve` with its dispatcher in-process).
+
+A few threads each claim a small batch of ready jobs, run each through the work registered for
+its kind (a payload in, Slack and the database changed), and mark it done. A job that raises is
+handed back, to be claimed again after its backoff (queue.BACKOFF); after its last attempt it is
+dropped, logged and recorded in the audit log as `slack_job_dropped` (docs/operations.md).
+
+The runners are woken as the outbox's dispatchers are (bot/delivery/wakeups.py): a NOTIFY on
+PostgreSQL, a change of the SQLite file's data_version, or directly by a writer in the same
+process; between wake-ups they look again at the next retry or lease end, or every
+SAFETY_SECONDS. Under `serve` the work makes way for Slack's requests, as the in-memory queue's
+does (bot/web/work.py's SlackTraffic): a claim waits for a pause, at most YIELD_SECONDS.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.clock import Clock, SystemClock
+from bot.delivery.wakeups import OutboxWatch
+from bot.services import audit
+from bot.slackjobs import queue
+from bot.slackjobs.queue import ClaimedJob
+
+logger = logging.getLogger(__name__)
+
+JobWork = Callable[[dict[str, Any]], None]
+
+WORKERS = 4
+SQLITE_WORKERS = 2  # SQLite takes one writer at a time: more threads only queue on its lock
+BATCH = 4  # jobs a thread claims at once
+SAFETY_SECONDS = 5.0  # the longest a runner goes without looking, whatever it was told
+YIELD_SECONDS = 5.0  # under `serve`: the longest a claim waits for a pause in Slack's requests
+ERROR_PAUSE_SECONDS = 1.0  # after the table itself could not be read or written
+
+
+class UnknownJobKind(Exception):
+    """A job of a kind this version has no work for (written by another version)."""
+
+
+class JobRunner:
+    """Claims and runs ready jobs: `run_ready` for one claim, `start`/`shutdown` in threads."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        work: Mapping[str, JobWork],
+        *,
+        instance_id: str,
+        clock: Clock,
+        wall_clock: Clock | None = None,
+        workers: int | None = None,
+        batch: int = BATCH,
+        lease: timedelta = queue.DEFAULT_LEASE,
+        backoff: tuple[timedelta, ...] = queue.BACKOFF,
+        traffic: Any = None,
+    ) -> None:
+        self._factory = session_factory
+        self._work = dict(work)
+        self.instance_id = instance_id
+        self._clock = clock  # the service's: the audit event's instant
+        self._wall = wall_clock or SystemClock()  # the table's: leases and retries
+        engine = session_factory.kw.get("bind")
+        sqlite = isinstance(engine, Engine) and engine.dialect.name == "sqlite"
+        self._workers = workers or (SQLITE_WORKERS if sqlite else WORKERS)
+        self._batch = batch
+        self._lease = lease
+        self._backoff = backoff
+        self._traffic = traffic
+        self._stopping = threading.Event()
+        self._woken = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watch = _job_watch(engine, self.wake) if isinstance(engine, Engine) else None
+
+    # ----- one claim -----------------------------------------------------------------------
+
+    def run_ready(self) -> int:
+        """Claim up to a batch of ready jobs and run each; how many were claimed."""
+        with self._factory.begin() as session:
+            claimed = queue.claim_ready(
+                session,
+                self._wall.now(),
+                instance_id=self.instance_id,
+                limit=self._batch,
+                lease=self._lease,
+            )
+        for job in claimed:
+            self._run(job)
+        return len(claimed)
+
+    def _run(self, job: ClaimedJob) -> None:
+        try:
+            work = self._work.get(job.kind)
+            if work is None:
+                raise UnknownJobKind(job.kind)
+            work(job.payload)
+        except Exception as exc:
+            logger.exception(
+                "slack job %s (%s) failed, attempt %d", job.id, job.kind, job.attempts,
+                extra={"job": job.id, "kind": job.kind, "attempts": job.attempts},
+            )  # fmt: skip
+            self._failed(job, type(exc).__name__)
+            return
+        with self._factory.begin() as session:
+            if not queue.finish(
+                session, job.id, instance_id=self.instance_id, now=self._wall.now()
+            ):
+                logger.warning("slack job %s was done after its lease ended", job.id)
+
+    def _failed(self, job: ClaimedJob, error: str) -> None:
+        now = self._wall.now()
+        with self._factory.begin() as session:
+            if job.attempts <= len(self._backoff):
+                queue.retry_later(
+                    session,
+                    job.id,
+                    instance_id=self.instance_id,
+                    ready_at=now + self._backoff[job.attempts - 1],
+                    error=error,
+                )
+                return
+            if not queue.drop(session, job.id, instance_id=self.instance_id, now=now, error=error):
+                return
+            detail = {"job": job.id, "kind": job.kind, "attempts": job.attempts, "error": error}
+            audit.record(session, "slack_job_dropped", at=self._clock.now(), detail=detail)
+        logger.error(
+            "slack job %s (%s) dropped after %d attempts (%s)", job.id, job.kind, job.attempts,
+            error, extra={"event": "slack_job_dropped", **detail},
+        )  # fmt: skip
+
+    # ----- in the background ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run jobs on `workers` threads until `shutdown`, woken by the watch and `wake`."""
+        if self._threads:
+            return
+        self._stopping.clear()
+        for index in range(self._workers):
+            thread = threading.Thread(
+                target=self._serve, name=f"handover-slack-jobs-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        if self._watch is not None:
+            self._watch.start()
+        logger.info(
+            "slack job runner %s started (%d threads)",
+            self.instance_id,
+            self._workers,
+            extra={"dispatcher": self.instance_id},
+        )
+
+    def wake(self) -> None:
+        """Look for ready jobs now (new jobs were written)."""
+        self._woken.set()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop claiming; with `wait`, let the jobs in hand finish (each is done or, if the
+        process dies first, claimed again when its lease ends)."""
+        self._stopping.set()
+        self._woken.set()
+        if self._traffic is not None:
+            self._traffic.wake()
+        if self._watch is not None:
+            self._watch.stop()
+        threads, self._threads = self._threads, []
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            self._woken.clear()
+            try:
+                if self._traffic is not None:
+                    self._traffic.wait_for_a_pause(
+                        until=time.monotonic() + YIELD_SECONDS, give_up=self._stopping.is_set
+                    )
+                if self._stopping.is_set():
+                    return
+                if self.run_ready():
+                    continue
+                wait = self._idle_wait()
+            except Exception:
+                logger.exception("slack jobs: could not claim; looking again shortly")
+                wait = ERROR_PAUSE_SECONDS
+            self._woken.wait(wait)
+
+    def _idle_wait(self) -> float:
+        """Seconds until the next retry or lease end, at most SAFETY_SECONDS."""
+        with self._factory() as session:
+            ready_at = queue.next_ready_at(session)
+        if ready_at is None:
+            return SAFETY_SECONDS
+        return min(SAFETY_SECONDS, max(0.0, (ready_at - self._wall.now()).total_seconds()))
+
+
+def _job_watch(engine: Engine, on_change: Callable[[], None]) -> OutboxWatch:
+    return OutboxWatch(engine, on_change, channel=queue.NOTIFY_CHANNEL, name="slack-jobs")

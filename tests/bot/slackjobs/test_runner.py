@@ -1,0 +1,235 @@
+"""The slack_jobs table and its runner (bot/slackjobs/), on SQLite and PostgreSQL: a replayed
+request is one job, done once; two runners do each job once; a failing job is retried after
+its backoff and, past its attempts, dropped with its audit event; a runner that died holding a
+job leaves it to another when its lease ends."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.clock import FixedClock
+from bot.models import AuditEvent, SlackJob
+from bot.slackjobs import queue
+from bot.slackjobs.queue import NewJob, add_jobs
+from bot.slackjobs.runner import JobRunner
+from bot.slackjobs.writer import JobWriter
+from tests.handlers.slack_payloads import wait_for
+
+WALL = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+SIGNED_AT = int(WALL.timestamp())
+
+
+def job(n: int, signature: str | None = None) -> NewJob:
+    return NewJob(
+        kind="handover_ack",
+        payload={"user": "U1", "value": n, "channel": "D1", "message_ts": "1.2", "workspace": None},
+        signature=signature,
+        timestamp=SIGNED_AT if signature else None,
+    )
+
+
+def states(session_factory: sessionmaker[Session]) -> list[tuple[str, int]]:
+    with session_factory() as session:
+        rows = session.scalars(select(SlackJob).order_by(SlackJob.id))
+        return [(row.state, row.attempts) for row in rows]
+
+
+def runner(
+    session_factory: sessionmaker[Session], work: dict[str, Any], name: str, clock: FixedClock
+) -> JobRunner:
+    return JobRunner(
+        session_factory, work, instance_id=name, clock=clock, wall_clock=clock, workers=2
+    )
+
+
+def test_a_replayed_request_is_one_job_done_once(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    done: list[dict] = []
+    clock = FixedClock(WALL)
+    with engine.begin() as connection:
+        added = add_jobs(connection, [job(1, "ab" * 32), job(1, "ab" * 32)], now=WALL)
+    assert added == [job(1, "ab" * 32)]  # a replay in the same batch: the first one
+    with engine.begin() as connection:
+        assert add_jobs(connection, [job(1, "ab" * 32), job(2, "cd" * 32)], now=WALL) == [
+            job(2, "cd" * 32)
+        ]
+    jobs = runner(session_factory, {"handover_ack": done.append}, "r1", clock)
+    assert jobs.run_ready() == 2
+    assert jobs.run_ready() == 0
+    assert [d["value"] for d in done] == [1, 2]
+    assert states(session_factory) == [("done", 1), ("done", 1)]
+    # The signature is kept until it could no longer pass Slack's check, then forgotten.
+    with engine.begin() as connection:
+        assert add_jobs(connection, [job(1, "ab" * 32)], now=WALL) == []
+    with session_factory.begin() as session:
+        assert queue.forget_finished_jobs(session, now=WALL + timedelta(minutes=6)) == 0
+        assert queue.forget_finished_jobs(session, now=WALL + timedelta(minutes=7)) == 2
+    with engine.begin() as connection:
+        assert add_jobs(connection, [job(1, "ab" * 32)], now=WALL) == [job(1, "ab" * 32)]
+
+
+def test_one_insert_statement_a_batch(engine: Engine) -> None:
+    statements: list[str] = []
+
+    def keep(_conn, _cursor, statement: str, *_args: object) -> None:
+        statements.append(statement.split()[0].upper())
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        with engine.begin() as connection:
+            add_jobs(connection, [job(n, f"{n:064x}") for n in range(50)], now=WALL)
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    # One INSERT for the 50 (and, on PostgreSQL, the NOTIFY that wakes the runners).
+    expected = ["INSERT", "SELECT"] if engine.dialect.name == "postgresql" else ["INSERT"]
+    assert [s for s in statements if s != "BEGIN"] == expected
+
+
+def test_two_runners_do_each_job_once(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    done: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def work(payload: dict) -> None:
+        with lock:
+            done[payload["value"]] += 1
+
+    with engine.begin() as connection:
+        add_jobs(connection, [job(n, f"{n:064x}") for n in range(200)], now=WALL)
+    clock = FixedClock(WALL)
+    runners = [runner(session_factory, {"handover_ack": work}, f"r{i}", clock) for i in (1, 2)]
+    for each in runners:
+        each.start()
+    try:
+        wait_for(lambda: sum(done.values()) >= 200, timeout=60)
+    finally:
+        for each in runners:
+            each.shutdown()
+    assert done == Counter(range(200))
+    with session_factory() as session:
+        holders = Counter(session.scalars(select(SlackJob.state)))
+    assert holders == Counter({"done": 200})
+
+
+def test_a_failing_job_is_retried_after_its_backoff_then_dropped_with_its_event(
+    engine: Engine, session_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    def failing(payload: dict) -> None:
+        calls.append(payload["value"])
+        raise RuntimeError("Slack is down")
+
+    clock = FixedClock(WALL)
+    with engine.begin() as connection:
+        add_jobs(connection, [job(7, "ef" * 32)], now=WALL)
+    jobs = runner(session_factory, {"handover_ack": failing}, "r1", clock)
+    for attempt, wait in enumerate(queue.BACKOFF, start=1):
+        assert jobs.run_ready() == 1
+        assert states(session_factory) == [("waiting", attempt)]
+        clock.set(clock.now() + wait - timedelta(seconds=1))
+        assert jobs.run_ready() == 0  # not before its backoff
+        clock.set(clock.now() + timedelta(seconds=1))
+    with caplog.at_level(logging.ERROR, logger="bot.slackjobs.runner"):
+        assert jobs.run_ready() == 1
+    assert calls == [7] * queue.MAX_ATTEMPTS == [7] * 5
+    assert states(session_factory) == [("dropped", 5)]
+    with session_factory() as session:
+        [dropped] = session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "slack_job_dropped")
+        )
+        [row] = session.scalars(select(SlackJob))
+    assert json.loads(dropped.detail) == {
+        "job": row.id, "kind": "handover_ack", "attempts": 5, "error": "RuntimeError",
+    }  # fmt: skip
+    assert dropped.at == clock.now() and dropped.referral_id is None
+    assert row.last_error == "RuntimeError" and row.finished_at == clock.now()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        *(f"slack job {row.id} (handover_ack) failed, attempt {n}" for n in range(1, 6)),
+        f"slack job {row.id} (handover_ack) dropped after 5 attempts (RuntimeError)",
+    ]
+    assert jobs.run_ready() == 0
+
+
+def test_a_job_of_an_unknown_kind_is_retried_like_a_failure(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    with engine.begin() as connection:
+        add_jobs(connection, [NewJob(kind="handover_future", payload={})], now=WALL)
+    jobs = runner(session_factory, {}, "r1", FixedClock(WALL))
+    assert jobs.run_ready() == 1
+    with session_factory() as session:
+        [row] = session.scalars(select(SlackJob))
+    assert (row.state, row.attempts, row.last_error) == ("waiting", 1, "UnknownJobKind")
+
+
+def test_a_job_held_by_a_runner_that_died_is_done_by_another_after_its_lease(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    with engine.begin() as connection:
+        add_jobs(connection, [job(3, "12" * 32)], now=WALL)
+    with session_factory.begin() as session:  # a runner claims it, then dies
+        [held] = queue.claim_ready(
+            session, WALL, instance_id="dead", limit=5, lease=queue.DEFAULT_LEASE
+        )
+    done: list[dict] = []
+    clock = FixedClock(WALL + queue.DEFAULT_LEASE)
+    jobs = runner(session_factory, {"handover_ack": done.append}, "alive", clock)
+    assert jobs.run_ready() == 0  # its lease has not ended
+    clock.set(WALL + queue.DEFAULT_LEASE + timedelta(seconds=1))
+    assert jobs.run_ready() == 1
+    assert [d["value"] for d in done] == [3]
+    assert states(session_factory) == [("done", 2)]
+    with session_factory.begin() as session:  # the dead runner's late finish changes nothing
+        assert not queue.finish(session, held.id, instance_id="dead", now=clock.now())
+
+
+def test_the_writer_batches_what_gathers_and_wakes_the_runner(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    woken: list[int] = []
+    writer = JobWriter(engine, on_written=lambda: woken.append(1), wall_clock=FixedClock(WALL))
+    refused: list[int] = []
+    try:
+        for n in range(30):
+            assert writer.submit(job(n, f"{n:064x}"), refused=lambda n=n: refused.append(n))
+        assert writer.submit(job(0, f"{0:064x}"), refused=lambda: refused.append(-1))  # replay
+        assert writer.drain(timeout=10)
+    finally:
+        writer.shutdown()
+    assert refused == [] and 1 <= len(woken) <= 31
+    with session_factory() as session:
+        values = [json.loads(p)["value"] for p in session.scalars(select(SlackJob.payload))]
+    assert sorted(values) == list(range(30))
+
+
+def test_the_writer_refuses_beyond_its_capacity(engine: Engine) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # the first batch's commit is followed by a wait: the writer is busy
+        entered.set()
+        release.wait(10)
+
+    writer = JobWriter(engine, on_written=hold, capacity=2)
+    try:
+        assert writer.submit(job(1), refused=lambda: None)
+        assert entered.wait(10)
+        assert writer.submit(job(2), refused=lambda: None)  # 2 in hand: the capacity
+        assert not writer.submit(job(3), refused=lambda: None)
+        release.set()
+        assert writer.drain(timeout=10)
+        assert writer.submit(job(4), refused=lambda: None)
+    finally:
+        release.set()
+        writer.shutdown()
