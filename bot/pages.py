@@ -183,7 +183,7 @@ def coverage_chart(page: ReportPage) -> Markup:
     chart.add(
         "Social care, police and health all covered",
         [
-            None if w.report.coverage_rate is None else 100 * w.report.coverage_rate
+            None if w.figures.coverage_rate is None else 100 * w.figures.coverage_rate
             for w in page.weeks
         ],
     )
@@ -196,10 +196,10 @@ def coverage_chart(page: ReportPage) -> Markup:
 def trend_chart(page: ReportPage) -> Markup:
     chart = pygal.Line(**_chart_config(), title="Week on week", dots_size=4)
     chart.x_labels = [week_label(w.start) for w in page.weeks]
-    chart.add("Referrals", [w.report.referrals_received for w in page.weeks])
-    chart.add("Prompts sent", [w.report.prompts_sent for w in page.weeks])
-    chart.add("Responses", [w.report.responses_total for w in page.weeks])
-    chart.add("Breaches", [w.report.breaches for w in page.weeks])
+    chart.add("Referrals", [w.figures.referrals_received for w in page.weeks])
+    chart.add("Prompts sent", [w.figures.prompts_sent for w in page.weeks])
+    chart.add("Responses", [w.figures.responses_total for w in page.weeks])
+    chart.add("Breaches", [w.figures.breaches for w in page.weeks])
     return svg(chart, "Line chart: referrals, prompts, responses and breaches by week")
 
 
@@ -250,10 +250,10 @@ def report_context(page: ReportPage, window_label: str) -> dict:
         "coverage_agencies": STRATEGY_AGENCIES,
         "coverage_states": [(str(state), COVERAGE_WORDS[state]) for state in CoverageState],
         "trend_changes": {
-            "Referrals": _change([w.report.referrals_received for w in weeks]),
-            "Prompts sent": _change([w.report.prompts_sent for w in weeks]),
-            "Responses": _change([w.report.responses_total for w in weeks]),
-            "Breaches": _change([w.report.breaches for w in weeks]),
+            "Referrals": _change([w.figures.referrals_received for w in weeks]),
+            "Prompts sent": _change([w.figures.prompts_sent for w in weeks]),
+            "Responses": _change([w.figures.responses_total for w in weeks]),
+            "Breaches": _change([w.figures.breaches for w in weeks]),
         },
     }
 

@@ -39,7 +39,9 @@ from bot.services.logbook import (
 )
 from bot.services.reports import (
     Report,
+    WeekFigures,
     build_report,
+    build_week_figures,
 )
 from rota.store import RotaStore
 
@@ -141,7 +143,7 @@ class Week:
     """The report's figures for one week (Monday 00:00 to the next, local time)."""
 
     start: date
-    report: Report
+    figures: WeekFigures
 
 
 @dataclass(frozen=True)
@@ -390,7 +392,8 @@ def build_report_page(
     limit = timeline_limit or TIMELINE_LIMIT
     report = build_report(session, window, tz)
     weeks = [
-        Week(start, build_report(session, w, tz)) for start, w in week_windows(session, window, tz)
+        Week(start, build_week_figures(session, w, tz))
+        for start, w in week_windows(session, window, tz)
     ]
     shown, named = latest_referrals(session, window, limit)
     rows = list(read_log_rows(session, window, shown)) if shown else []

@@ -189,9 +189,45 @@ class _Tally:
         self.unroutables += counts.unroutables
 
 
+@dataclass(frozen=True)
+class WeekFigures:
+    """What the report page shows of a week: its counts and its coverage, as its `Report`."""
+
+    referrals_received: int
+    prompts_sent: int
+    responses_total: int
+    breaches: int
+    coverage_complete: int
+
+    @property
+    def coverage_rate(self) -> float | None:
+        """Share of referrals covered by all three (None if none)."""
+        if not self.referrals_received:
+            return None
+        return self.coverage_complete / self.referrals_received
+
+
 def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
     """Compute the report from the audit rows in `window`: the database groups them, one row
     a target reaches Python (bot.services.log_targets), a referral's at a time."""
+    return _build_report(session, window, tz, whole=True)
+
+
+def build_week_figures(session: Session, window: LogWindow, tz: ZoneInfo) -> WeekFigures:
+    """The figures `build_report` gives a week that the page shows, without what it does not
+    (time to answer, figures by agency type and team: a fifth of the page's time)."""
+    report = _build_report(session, window, tz, whole=False)
+    return WeekFigures(
+        referrals_received=report.referrals_received,
+        prompts_sent=report.prompts_sent,
+        responses_total=report.responses_total,
+        breaches=report.breaches,
+        coverage_complete=report.coverage_complete,
+    )
+
+
+def _build_report(session: Session, window: LogWindow, tz: ZoneInfo, *, whole: bool) -> Report:
+    """The report; without `whole`, only its counts and coverage (the rest left empty)."""
     counts = event_counts(session, window)
     received = referrers(session, window)
     resolver = AgencyResolver(RotaStore(session), tz)
@@ -249,6 +285,8 @@ def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
                     current = None  # not received in the window: no coverage of its own
             if current is not None and facts.outcome is not None:
                 outcomes.add((group_of(facts)[0], facts.outcome))
+            if not whole:
+                continue
             if facts.unsettled:
                 unsettled.append(facts)
             elif facts.answered_at is not None:

@@ -15,15 +15,22 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import column, insert, table
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.cli import main
 from bot.cli.log import write_log
 from bot.models import AuditEvent
-from bot.services.log_stream import LOG_BATCH, detail_json, json_text
+from bot.services.log_stream import (
+    LOG_BATCH,
+    InstantText,
+    detail_json,
+    iter_log_stored,
+    json_text,
+    local_iso,
+)
 from bot.services.logbook import LogWindow, detail_value, iter_log, parse_window
-from tests.bot.log_oracle import reference_log
+from tests.bot.log_oracle import local_time_label, reference_log
 from tests.bot.test_logbook import build_rota
 
 LONDON = ZoneInfo("Europe/London")
@@ -275,4 +282,78 @@ def test_a_detail_prints_as_json_dumps_of_its_value(
     assert detail_json(stored) == expected
     value = detail_value(stored)
     assert expected == (None if value is None else json.dumps(value, ensure_ascii=False))
+    assert json_text(value) == json.dumps(value, ensure_ascii=False)
+
+
+# Instants where InstantText's shortcut for a UTC hour must step aside or stop: London's and
+# Lord Howe's clock changes (Lord Howe's at 15:30 UTC, within an hour, to an offset of +11 from
+# +10:30), Kathmandu's +05:45, a year before 1000, and the last hour a datetime holds.
+AWKWARD_INSTANTS = (
+    *(change + timedelta(seconds=s) for change in CLOCK_CHANGES for s in NEAR_A_CHANGE),
+    *(
+        datetime(2026, 4, 4, 15, 30, tzinfo=UTC) + timedelta(seconds=s)  # Lord Howe: +11 → +10:30
+        for s in (-1801, -1, 0, 1, 1799, 1800)
+    ),
+    *(
+        datetime(2026, 10, 3, 15, 30, tzinfo=UTC) + timedelta(seconds=s)  # Lord Howe: +10:30 → +11
+        for s in (-1801, -1, 0, 1, 1799, 1800)
+    ),
+    datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC),
+    datetime(1000, 1, 1, 0, 0, 1, tzinfo=UTC),
+    datetime(1000, 1, 1, 0, 30, 0, 7, tzinfo=UTC),
+    datetime(9999, 12, 31, 9, 0, 0, 1, tzinfo=UTC),
+)
+
+
+def seconds_text(instant: datetime) -> str:
+    """'2026-01-05 18:00:00': SQLite's text of a UTC instant without its fraction."""
+    return instant.replace(tzinfo=None).isoformat(" ", "seconds")
+
+
+@pytest.mark.parametrize("zone", ["Europe/London", "Australia/Lord_Howe", "Asia/Kathmandu", "UTC"])
+def test_instant_text_is_the_long_way_text_of_every_stored_instant(
+    session_factory: sessionmaker[Session], zone: str
+) -> None:
+    tz = ZoneInfo(zone)
+    rows = [
+        {
+            "id": row_id,
+            "at": at + timedelta(microseconds=micro),
+            "event": "bench",
+            "rota_version": 1,
+            "prev_hash": "0" * 64,
+            "row_hash": "0" * 64,
+        }
+        for row_id, (at, micro) in enumerate(
+            ((at, micro) for at in AWKWARD_INSTANTS for micro in (0, 1, 999_999)), start=1
+        )
+    ]
+    with session_factory.begin() as session:
+        if session.get_bind().dialect.name == "sqlite":
+            # Text SQLAlchemy would not write (no fraction), through an untyped table: read the
+            # long way, still exact.
+            plain = [row for row in rows if row["id"] % 5]
+            untyped = table("audit_log", *(column(name) for name in rows[0]))
+            session.execute(
+                insert(untyped),
+                [{**row, "at": seconds_text(row["at"])} for row in rows if not row["id"] % 5],
+            )
+            session.execute(insert(AuditEvent), plain)
+        else:
+            session.execute(insert(AuditEvent), rows)
+    with session_factory() as session:
+        stored = [row.at for row in iter_log_stored(session, LogWindow())]
+        instants = [row.at for row in iter_log(session, LogWindow())]
+        iso, label = InstantText(session, tz), InstantText(session, tz, label=True)
+        printed = [(iso(s), label(s)) for s in stored]
+    assert len(printed) == len(rows)
+    assert printed == [(local_iso(i, tz), local_time_label(i, tz)) for i in instants]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, False, None, 0, -1, 16, 2**70, -(10**30), 0.1, -0.0, float("nan"), float("-inf"),
+     "", "é\u2028\"", [], {}, [True, None, 1], {"a": {"b": [False, 2.5]}}],
+)  # fmt: skip
+def test_json_text_is_json_dumps(value: Any) -> None:
     assert json_text(value) == json.dumps(value, ensure_ascii=False)

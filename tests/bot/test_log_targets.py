@@ -22,7 +22,7 @@ from bot.services import audit
 from bot.services.coverage import STRATEGY_AGENCIES, TargetOutcome, referral_coverage
 from bot.services.log_targets import ordered_text
 from bot.services.logbook import LogWindow, parse_window
-from bot.services.reports import Report, build_report
+from bot.services.reports import Report, WeekFigures, build_report, build_week_figures
 from tests.bot.report_oracle import previous_build_report
 from tests.bot.sqlite_plans import audit_reads
 from tests.bot.test_logbook import build_rota, build_scenario
@@ -41,8 +41,17 @@ def comparable(report: Report) -> dict:
 
 
 def assert_same_report(session: Session, window: LogWindow) -> Report:
+    """The grouped report is the oracle's, and so are the figures the page shows of a week."""
     grouped = build_report(session, window, LONDON)
-    assert comparable(grouped) == comparable(previous_build_report(session, window, LONDON))
+    previous = previous_build_report(session, window, LONDON)
+    assert comparable(grouped) == comparable(previous)
+    assert build_week_figures(session, window, LONDON) == WeekFigures(
+        referrals_received=previous.referrals_received,
+        prompts_sent=previous.prompts_sent,
+        responses_total=previous.responses_total,
+        breaches=previous.breaches,
+        coverage_complete=previous.coverage_complete,
+    )
     return grouped
 
 

@@ -163,10 +163,10 @@ def test_teams_and_agencies_are_the_reports_own_and_weeks_cut_it_finer(page) -> 
     assert [r.figures.key for r in charted_teams(page.report)] == ["hv-north", "mash"]
     # Monday-to-Monday local weeks; their figures add up to the whole window's.
     assert [w.start.isoformat() for w in page.weeks] == ["2026-11-09", "2026-11-16"]
-    assert [w.report.referrals_received for w in page.weeks] == [4, 0]
-    assert [w.report.breaches for w in page.weeks] == [0, 1]
+    assert [w.figures.referrals_received for w in page.weeks] == [4, 0]
+    assert [w.figures.breaches for w in page.weeks] == [0, 1]
     for figure in ("referrals_received", "prompts_sent", "responses_total", "breaches"):
-        assert sum(getattr(w.report, figure) for w in page.weeks) == getattr(page.report, figure)
+        assert sum(getattr(w.figures, figure) for w in page.weeks) == getattr(page.report, figure)
 
 
 def add_police_breach(session_factory) -> None:
