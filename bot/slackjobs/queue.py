@@ -66,8 +66,9 @@ def add_jobs(connection: Connection, jobs: Sequence[NewJob], *, now: datetime) -
         }
         for job in jobs
     ]
-    # One statement, compiled once and cached: SQLAlchemy sends the batch as a multi-row
-    # INSERT ("insertmanyvalues"), conflicts skipped, the signatures added returned.
+    # One statement: SQLAlchemy sends the batch as a multi-row INSERT ("insertmanyvalues"),
+    # conflicts skipped, the signatures added returned. It compiles it at every call (it caches
+    # no ON CONFLICT statement), a cost the writer's batches share (bot/slackjobs/writer.py).
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     statement = (
         insert(SlackJob)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import FixedClock
@@ -212,6 +213,24 @@ def test_the_writer_batches_what_gathers_and_wakes_the_runner(
     with session_factory() as session:
         values = [json.loads(p)["value"] for p in session.scalars(select(SlackJob.payload))]
     assert sorted(values) == list(range(30))
+
+
+def test_the_writer_gathers_a_burst_into_one_transaction(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    # Each commit that adds jobs wakes the runner once: one wake, one transaction.
+    woken: list[int] = []
+    writer = JobWriter(engine, on_written=lambda: woken.append(1), linger=1.0)
+    try:
+        for n in range(12):  # over 0.24 s: without the linger, several commits
+            assert writer.submit(job(n, f"{n:064x}"), refused=lambda: None)
+            time.sleep(0.02)
+        assert writer.drain(timeout=10)
+    finally:
+        writer.shutdown()
+    assert woken == [1]
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(SlackJob)) == 12
 
 
 def test_the_writer_refuses_beyond_its_capacity(engine: Engine) -> None:
