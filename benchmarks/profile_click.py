@@ -1,14 +1,17 @@
 """One click's CPU in-process: `serve`'s web app against the no-op Bolt app, layer by layer.
 
-    python benchmarks/profile_click.py [--clicks 2000] [--rounds 5] [--profile]
+    python benchmarks/profile_click.py [--clicks 2000] [--rounds 5] [--threads 50] [--profile]
 
 Builds `serve`'s runtime (no dispatcher) and benchmarks/noop_bolt.py's app in this process, on
 a SQLite database with the sample rota and the Slack stand-in, and sends each the same kind of
-signed Acknowledge click straight through WSGI (no sockets), one at a time, alternating rounds.
+signed Acknowledge click straight through WSGI (no sockets), alternating rounds: one at a time,
+or from `--threads` clients at once (50 is bench_clicks.py's burst, where the job writer's
+batches gather; one at a time, each click also waits on Bolt's 10 ms poll for its ack).
 Prints the process CPU per click (every thread: the request's, Bolt's listener's and the job
-writer's) for each and their ratio, and Handover's request thread split by layer (the guard in
-front of Bolt, Bolt's dispatch up to the ack, the rest). With `--profile`, cProfile's top
-functions of one Handover round (Bolt's listeners run inline for it).
+writer's) for each and their ratio, the threads' shares, and Handover's layers (the guard in
+front of Bolt, Bolt's dispatch up to the ack, and one at a time the rest of the request).
+With `--profile`, cProfile's top functions of one round of each (Handover's listeners inline;
+CALLERS=pattern,... in the environment also prints who called those).
 """
 
 from __future__ import annotations
@@ -223,13 +226,14 @@ def main() -> None:
         for name in ("handover", "noop"):
             print(
                 f"{name:<9} process CPU a click: median {med[name]:6.0f} µs "
-                f"(rounds: {', '.join(f'{x:.0f}' for x in per_click[name])}); "
-                f"request thread {statistics.median(thread[name]):5.0f} µs"
-            )
+                f"(rounds: {', '.join(f'{x:.0f}' for x in per_click[name])})"
+                + (f"; request thread {statistics.median(thread[name]):5.0f} µs"
+                   if args.threads == 1 else "")
+            )  # fmt: skip
         for name in ("handover", "noop"):
             clicks = args.clicks * args.rounds
             print(
-                f"{name} CPU a click by thread (µs, incl. the 0.2 s pauses): "
+                f"{name} CPU a click by thread (µs, the pauses' included; not the clients'): "
                 + ", ".join(
                     f"{k} {v / clicks * 1e6:.0f}"
                     for k, v in sorted(by_thread[name].items(), key=lambda kv: -kv[1])
