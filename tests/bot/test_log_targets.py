@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,7 +22,14 @@ from bot.services import audit
 from bot.services.coverage import STRATEGY_AGENCIES, TargetOutcome, referral_coverage
 from bot.services.log_targets import ordered_text
 from bot.services.logbook import LogWindow, parse_window
-from bot.services.reports import Report, WeekFigures, build_report, build_week_figures
+from bot.services.report_page import week_windows
+from bot.services.reports import (
+    Report,
+    build_report,
+    build_report_and_weeks,
+    build_week_figures,
+    week_figures,
+)
 from tests.bot.report_oracle import previous_build_report
 from tests.bot.sqlite_plans import audit_reads
 from tests.bot.test_logbook import build_rota, build_scenario
@@ -41,17 +48,19 @@ def comparable(report: Report) -> dict:
 
 
 def assert_same_report(session: Session, window: LogWindow) -> Report:
-    """The grouped report is the oracle's, and so are the figures the page shows of a week."""
+    """The grouped report is the oracle's, and so are the figures the page shows of a week;
+    so are the report and the weeks the page reads in one pass, with or without the index."""
     grouped = build_report(session, window, LONDON)
     previous = previous_build_report(session, window, LONDON)
     assert comparable(grouped) == comparable(previous)
-    assert build_week_figures(session, window, LONDON) == WeekFigures(
-        referrals_received=previous.referrals_received,
-        prompts_sent=previous.prompts_sent,
-        responses_total=previous.responses_total,
-        breaches=previous.breaches,
-        coverage_complete=previous.coverage_complete,
-    )
+    assert build_week_figures(session, window, LONDON) == week_figures(previous)
+    weeks = week_windows(session, window, LONDON)
+    expected = [week_figures(previous_build_report(session, w, LONDON)) for _, w in weeks]
+    week_starts = [w.since for _, w in weeks[1:]]
+    for read in (window, replace(window, scan=True)):
+        report, figures = build_report_and_weeks(session, read, LONDON, week_starts)
+        assert comparable(replace(report, window=window)) == comparable(previous)
+        assert figures == expected
     return grouped
 
 
