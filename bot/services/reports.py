@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
@@ -244,6 +244,52 @@ def build_report_and_weeks(
     return _build_report(session, window, tz, whole=True, week_starts=week_starts)
 
 
+class _WeeksCoverage:
+    """How many of each week's referrals received were covered by all three, from each week's
+    outcomes of their targets, counted a referral at a time (the targets come by referral)."""
+
+    def __init__(
+        self,
+        received: list[dict[str, str | None]],
+        agency_of_referrer: Callable[[str | None], str | None],
+    ) -> None:
+        self.received = received  # each week's referrals received: their referrers
+        self._agency_of_referrer = agency_of_referrer
+        self._alike: list[Counter[tuple[frozenset[tuple[str, TargetOutcome]], str | None]]] = [
+            Counter() for _ in received
+        ]
+        self._referral: str | None = None
+        self._outcomes: dict[int, set[tuple[str, TargetOutcome]]] = {}  # the referral's a week
+
+    def add(self, referral_id: str, week: int, outcome: tuple[str, TargetOutcome]) -> None:
+        """An outcome of a target of a referral received in `week`, from that week's rows."""
+        if referral_id != self._referral:
+            self._count()
+            self._referral = referral_id
+        self._outcomes.setdefault(week, set()).add(outcome)
+
+    def _count(self) -> None:
+        for week, outcomes in self._outcomes.items():
+            referrer = self.received[week].pop(self._referral or "")
+            self._alike[week][(frozenset(outcomes), self._agency_of_referrer(referrer))] += 1
+        self._outcomes = {}
+
+    def complete(self) -> list[int]:
+        """Each week's referrals covered by all three."""
+        self._count()
+        covered = []
+        for received, alike in zip(self.received, self._alike, strict=True):
+            for referrer in received.values():  # no target with an outcome that week
+                alike[(frozenset(), self._agency_of_referrer(referrer))] += 1
+            covered.append(
+                sum(
+                    referral_coverage(entries, referrer_agency=referrer_type).complete * referrals
+                    for (entries, referrer_type), referrals in alike.items()
+                )
+            )
+        return covered
+
+
 def _week_figures(counts: dict[str, int], coverage_complete: int) -> WeekFigures:
     return WeekFigures(
         referrals_received=counts.get(RECEIVED, 0),
@@ -307,20 +353,16 @@ def _build_report(
     def count_referral(referral_id: str, outcomes: set[tuple[str, TargetOutcome]]) -> None:
         alike[(frozenset(outcomes), agency_of_referrer(received.pop(referral_id)))] += 1
 
-    # Each week's referrals received, and the outcomes each week's rows give their targets.
-    received_in_week = (
-        [] if week_starts is None else referrers_by_week(session, window, week_starts)
+    weeks_coverage = _WeeksCoverage(
+        [] if week_starts is None else referrers_by_week(session, window, week_starts),
+        agency_of_referrer,
     )
-    outcomes_in_week: list[dict[str, set[tuple[str, TargetOutcome]]]] = [
-        {} for _ in received_in_week
-    ]
 
     def count_weeks(facts: TargetFacts, outcomes: list[WeekOutcome]) -> None:
         for found in outcomes:
-            if facts.referral_id in received_in_week[found.week]:
+            if facts.referral_id in weeks_coverage.received[found.week]:
                 agency = group_of_pair(facts.target, found.recipient)[0]
-                into = outcomes_in_week[found.week].setdefault(facts.referral_id, set())
-                into.add((agency, found.outcome))
+                weeks_coverage.add(facts.referral_id, found.week, (agency, found.outcome))
 
     facts_and_weeks: Iterable[tuple[TargetFacts, list[WeekOutcome]]]
     if week_starts is None:
@@ -379,15 +421,8 @@ def _build_report(
 
     weeks: list[WeekFigures] = []
     if week_starts is not None:
-        for week, week_counts in enumerate(event_counts_by_week(session, window, week_starts)):
-            complete = Counter(
-                (frozenset(outcomes_in_week[week].get(r, ())), agency_of_referrer(referrer))
-                for r, referrer in received_in_week[week].items()
-            )
-            covered = sum(
-                referral_coverage(entries, referrer_agency=referrer_type).complete * referrals
-                for (entries, referrer_type), referrals in complete.items()
-            )
+        counts_by_week = event_counts_by_week(session, window, week_starts)
+        for week_counts, covered in zip(counts_by_week, weeks_coverage.complete(), strict=True):
             weeks.append(_week_figures(week_counts, covered))
 
     minutes: dict[str, list[float]] = {}
