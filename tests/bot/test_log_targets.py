@@ -120,10 +120,10 @@ TARGETS = [
 PEOPLE = ["hv-jo", "pc-pat", "sw-sam", "paed-1", "edt-amy", "ghost", "", None]
 
 
-def random_log(session: Session, seed: int, rows: int) -> None:
+def random_log(session: Session, seed: int, rows: int, start: datetime = START) -> None:
     """`rows` audit rows through the log's own writer, at a few instants drawn in any order."""
     rng = random.Random(seed)
-    instants = [START + timedelta(minutes=rng.randrange(0, 5 * 24 * 60)) for _ in range(rows // 4)]
+    instants = [start + timedelta(minutes=rng.randrange(0, 5 * 24 * 60)) for _ in range(rows // 4)]
     for _ in range(rows):
         audit.record(
             session,
@@ -136,19 +136,27 @@ def random_log(session: Session, seed: int, rows: int) -> None:
         )
 
 
-@pytest.mark.parametrize("seed", range(6))
+# Thursday to Tuesday: across a Monday's week boundary; the last two across the clock changes
+# too (Sunday 29 March and Sunday 25 October 2026), so a week is 167 or 169 hours long.
+STARTS = [START] * 6 + [
+    datetime(2026, 3, 26, 16, 0, tzinfo=UTC),
+    datetime(2026, 10, 22, 16, 0, tzinfo=UTC),
+]
+
+
+@pytest.mark.parametrize(("seed", "first"), list(enumerate(STARTS)))
 def test_random_logs_report_as_before_in_every_window(
-    session_factory: sessionmaker[Session], seed: int
+    session_factory: sessionmaker[Session], seed: int, first: datetime
 ) -> None:
     with session_factory.begin() as session:
         build_rota(session)
-        random_log(session, seed, 160)
+        random_log(session, seed, 160, first)
     rng = random.Random(1000 + seed)
     windows = [LogWindow()]
     for _ in range(3):
-        start = START + timedelta(hours=rng.randrange(0, 120))
+        start = first + timedelta(hours=rng.randrange(0, 120))
         windows.append(LogWindow(since=start, before=start + timedelta(hours=rng.randrange(6, 72))))
-    windows.append(LogWindow(until=START + timedelta(hours=rng.randrange(0, 120))))
+    windows.append(LogWindow(until=first + timedelta(hours=rng.randrange(0, 120))))
     with session_factory() as session:
         for window in windows:
             assert_same_report(session, window)
