@@ -3,7 +3,8 @@ counts by event, for `handover report` (bot/services/reports.py).
 
 `handover report` once read every row of the window into Python; over a long log that was most
 of its time. Here the database groups the rows (`GROUP BY referral_id, target`, the window's
-`at` bounds read through the `at` index), and Python sees one row a target. What a row says is
+`at` bounds read through the `at` index, or by a scan: `LogWindow.scan`), and Python sees one row
+a target (for the report page, one a target and week: `target_facts_by_week`). What a row says is
 exactly what reading the window's rows in order of (`at`, `id`) would say:
 
 - whether the target was scheduled or sent, asked (sent), responded to, answered (a sharing
@@ -22,8 +23,21 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import NamedTuple
 
-from sqlalchemy import Select, String, and_, case, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
@@ -126,7 +140,38 @@ def referrers(session: Session, window: LogWindow) -> dict[str, str | None]:
     return {referral_id: actor for referral_id, actor in session.execute(statement)}
 
 
-def _summary_statement(window: LogWindow) -> Select:
+def event_counts_by_week(
+    session: Session, window: LogWindow, week_starts: Sequence[datetime]
+) -> list[dict[str, int]]:
+    """`event_counts` of each week of the window (cut at `week_starts`, as `week_of` numbers
+    them), from one grouped read."""
+    e = AuditEvent.__table__.c
+    week = week_of(week_starts)
+    counts: list[dict[str, int]] = [{} for _ in range(len(week_starts) + 1)]
+    keys = [week, e.event] if week_starts else [e.event]  # see _summary_statement
+    statement = window.apply(select(week, e.event, func.count()).group_by(*keys))
+    for index, event, count in session.execute(statement):
+        counts[index][event] = count
+    return counts
+
+
+def referrers_by_week(
+    session: Session, window: LogWindow, week_starts: Sequence[datetime]
+) -> list[dict[str, str | None]]:
+    """`referrers` of each week of the window (cut at `week_starts`), from one read."""
+    e = AuditEvent.__table__.c
+    found: list[dict[str, str | None]] = [{} for _ in range(len(week_starts) + 1)]
+    statement = window.apply(
+        select(week_of(week_starts), func.coalesce(e.referral_id, ""), e.actor).where(
+            e.event == RECEIVED
+        )
+    ).order_by(e.at, e.id)
+    for index, referral_id, actor in session.execute(statement):
+        found[index][referral_id] = actor
+    return found
+
+
+def _summary_statement(window: LogWindow, week_starts: Sequence[datetime] | None = None) -> Select:
     e = AuditEvent.__table__.c
     sent = e.event.in_(SENT_EVENTS)
     sharing = e.event.in_(sorted(SHARING_ANSWERS))
@@ -136,10 +181,13 @@ def _summary_statement(window: LogWindow) -> Select:
         return ordered_text(e.at, e.id, value)
 
     named = func.coalesce(func.nullif(e.recipient, empty), e.actor, empty)  # a response's
+    keys = [e.referral_id, e.target]
+    columns = [*keys] if week_starts is None else [*keys, week_of(week_starts)]
+    if week_starts:  # not a lone week's constant (GROUP BY 0 would name a column)
+        keys = columns
     statement = (
         select(
-            e.referral_id,
-            e.target,
+            *columns,
             *(func.count(case((e.event.in_(sorted(events)), 1))) for events in FLAGS),
             func.count(case((e.event == "breach", 1))),
             func.count(case((e.event == "unroutable", 1))),
@@ -156,10 +204,27 @@ def _summary_statement(window: LogWindow) -> Select:
         )
         .where(e.target != empty)
         .where(e.event != RECEIVED)
-        .group_by(e.referral_id, e.target)
-        .order_by(e.referral_id, e.target)
+        .group_by(*keys)
+        .order_by(*keys)
     )
     return window.apply(statement)
+
+
+def week_of(week_starts: Sequence[datetime]) -> ColumnElement[int]:
+    """The week an audit row falls in: 0, or the last i + 1 with `week_starts[i]` <= its `at`
+    (`week_starts` ascending), as a CASE of a binary search (a few comparisons a row).
+    Labelled `week`: grouped and ordered by that name, so PostgreSQL matches its bounds."""
+    at = AuditEvent.__table__.c.at
+
+    def search(low: int, high: int) -> ColumnElement[int]:  # the row's week is in low..high
+        if low == high:
+            return literal_column(str(low), Integer)
+        middle = (low + high + 1) // 2
+        return case(
+            (at < week_starts[middle - 1], search(low, middle - 1)), else_=search(middle, high)
+        )
+
+    return search(0, len(week_starts)).label("week")
 
 
 def _outcome(answered: bool, ended: int, opened: bool) -> TargetOutcome | None:
@@ -172,53 +237,132 @@ def _outcome(answered: bool, ended: int, opened: bool) -> TargetOutcome | None:
     return TargetOutcome.OPEN if opened else None
 
 
+def _facts(referral_id: str | None, target: str, summary: Sequence) -> TargetFacts:
+    """The facts of a target from its row of `_summary_statement` (after the keys)."""
+    (
+        scheduled,
+        responded,
+        ended,
+        breaches,
+        unroutables,
+        first_sent,
+        last_sent,
+        first_named,
+        first_answer,
+        last_answer,
+    ) = summary
+    answered_at = None
+    unsettled = False
+    if first_sent is not None and first_answer is not None:
+        if first_answer > first_sent[:_ORDER]:
+            answered_at = _instant(first_answer)
+        else:
+            unsettled = last_answer > first_sent[:_ORDER]
+    return TargetFacts(
+        referral_id=referral_id,
+        target=target,
+        outcome=_outcome(first_answer is not None, ended, bool(scheduled or first_sent)),
+        asked=first_sent is not None,
+        responded=responded > 0,
+        answered=first_answer is not None,
+        breaches=breaches,
+        unroutables=unroutables,
+        recipient=_recipient(last_sent, first_named),
+        first_sent=first_sent,
+        answered_at=answered_at,
+        unsettled=unsettled,
+    )
+
+
+def _recipient(last_sent: str | None, first_named: str | None) -> str | None:
+    if last_sent is not None:
+        return last_sent[_ORDER:] or None
+    return (first_named[_ORDER:] or None) if first_named is not None else None
+
+
+def _rows(session: Session, statement: Select) -> Iterator[tuple]:
+    result = session.execute(statement.execution_options(yield_per=YIELD_PER))
+    # A batch at a time, as plain tuples: fewer calls a target than fetching Rows one by one
+    # (about 3% of the report's CPU at 1,000,000 rows).
+    return (row for batch in result.tuples().partitions() for row in batch)
+
+
 def target_facts(session: Session, window: LogWindow) -> Iterator[TargetFacts]:
     """Every (referral, target) the window's rows name (referral_received aside), by referral
     then target, streamed. A target answered at or before its first send comes `unsettled`
     (were it answered again after): `settle_answers` finds its answer."""
-    result = session.execute(_summary_statement(window).execution_options(yield_per=YIELD_PER))
-    # A batch at a time, as plain tuples: fewer calls a target than fetching Rows one by one
-    # (about 3% of the report's CPU at 1,000,000 rows).
-    for row in (row for batch in result.tuples().partitions() for row in batch):
-        (
-            referral_id,
-            target,
-            scheduled,
-            responded,
-            ended,
-            breaches,
-            unroutables,
-            first_sent,
-            last_sent,
-            first_named,
-            first_answer,
-            last_answer,
-        ) = row
-        if last_sent is not None:
-            recipient = last_sent[_ORDER:]
+    for referral_id, target, *summary in _rows(session, _summary_statement(window)):
+        yield _facts(referral_id, target, summary)
+
+
+class WeekOutcome(NamedTuple):
+    """What one week's rows alone say of a target: its outcome and its recipient."""
+
+    week: int
+    outcome: TargetOutcome
+    recipient: str | None
+
+
+# How the summaries of a target's weeks combine into the window's: counts add up, firsts are
+# the least and lasts the greatest (each `ordered_text` sorts as (at, id)).
+_COMBINE = (*(5 * ("sum",)), "min", "max", "min", "min", "max")
+
+
+def _combine(summaries: list[Sequence]) -> list:
+    combined = []
+    for how, values in zip(_COMBINE, zip(*summaries, strict=True), strict=True):
+        if how == "sum":
+            combined.append(sum(values))
         else:
-            recipient = first_named[_ORDER:] if first_named is not None else None
-        answered_at = None
-        unsettled = False
-        if first_sent is not None and first_answer is not None:
-            if first_answer > first_sent[:_ORDER]:
-                answered_at = _instant(first_answer)
-            else:
-                unsettled = last_answer > first_sent[:_ORDER]
-        yield TargetFacts(
-            referral_id=referral_id,
-            target=target,
-            outcome=_outcome(first_answer is not None, ended, bool(scheduled or first_sent)),
-            asked=first_sent is not None,
-            responded=responded > 0,
-            answered=first_answer is not None,
-            breaches=breaches,
-            unroutables=unroutables,
-            recipient=recipient or None,
-            first_sent=first_sent,
-            answered_at=answered_at,
-            unsettled=unsettled,
-        )
+            present = [v for v in values if v is not None]
+            combined.append((min if how == "min" else max)(present) if present else None)
+    return combined
+
+
+def target_facts_by_week(
+    session: Session, window: LogWindow, week_starts: Sequence[datetime]
+) -> Iterator[tuple[TargetFacts, list[WeekOutcome]]]:
+    """`target_facts` of the window, each with what each week alone says of the target (weeks
+    cut at `week_starts`, as `week_of` numbers them; those with no outcome left out), from one
+    grouped read of the window."""
+    statement = _summary_statement(window, week_starts)
+    rows: list[tuple] = []  # the target's: (referral_id, target, week, *summary) a week
+    for row in _rows(session, statement):
+        if rows and (row[0] != rows[0][0] or row[1] != rows[0][1]):
+            yield _facts_of_weeks(rows)
+            rows = []
+        rows.append(row)
+    if rows:
+        yield _facts_of_weeks(rows)
+
+
+def _facts_of_weeks(rows: list[tuple]) -> tuple[TargetFacts, list[WeekOutcome]]:
+    referral_id, target = rows[0][0], rows[0][1]
+    if len(rows) == 1:  # most targets: the week's facts are the window's
+        found = _facts(referral_id, target, rows[0][3:])
+        if found.outcome is None:
+            return found, []
+        return found, [WeekOutcome(rows[0][2], found.outcome, found.recipient)]
+    outcomes = []
+    for (
+        _,
+        _,
+        week,
+        scheduled,
+        _,
+        ended,
+        _,
+        _,
+        first_sent,
+        last_sent,
+        first_named,
+        answer,
+        _,
+    ) in rows:
+        outcome = _outcome(answer is not None, ended, bool(scheduled or first_sent))
+        if outcome is not None:
+            outcomes.append(WeekOutcome(week, outcome, _recipient(last_sent, first_named)))
+    return _facts(referral_id, target, _combine([row[3:] for row in rows])), outcomes
 
 
 def settle_answers(

@@ -24,8 +24,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, Select, func, select
+from sqlalchemy import ColumnElement, Row, Select, func, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from bot.delivery.kinds import (
     UNANSWERED_TARGET_STATES,
@@ -77,6 +79,28 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # ----- the log --------------------------------------------------------------------------------
 
 
+class unindexed(FunctionElement):
+    """A column compared without its index on SQLite (`+column`), so that a window holding
+    most of the table is read by one scan, not a look-up in the table for every index entry."""
+
+    inherit_cache = True
+    name = "unindexed"
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(unindexed)
+def _unindexed(element: unindexed, compiler, **kw) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler, **kw) -> str:
+    return f"+{compiler.process(element.clauses, **kw)}"  # SQLite's unary + keeps the value
+
+
 @dataclass(frozen=True)
 class LogWindow:
     """Which audit rows to read: a referral and a time window (since inclusive)."""
@@ -85,6 +109,7 @@ class LogWindow:
     since: datetime | None = None  # inclusive
     before: datetime | None = None  # exclusive (an `--until` date: the next local midnight)
     until: datetime | None = None  # inclusive (an `--until` date-time)
+    scan: bool = False  # compare `at` to the bounds row by row, not through its index
 
     def contains(self, at: datetime) -> bool:
         """Whether an instant falls inside the window."""
@@ -98,12 +123,15 @@ class LogWindow:
         """Add the window's conditions on AuditEvent to a select."""
         if self.referral_id is not None:
             statement = statement.where(AuditEvent.referral_id == self.referral_id)
+        at = AuditEvent.__table__.c.at
+        if self.scan:
+            at = unindexed(at)
         if self.since is not None:
-            statement = statement.where(AuditEvent.at >= self.since)
+            statement = statement.where(at >= self.since)
         if self.before is not None:
-            statement = statement.where(AuditEvent.at < self.before)
+            statement = statement.where(at < self.before)
         if self.until is not None:
-            statement = statement.where(AuditEvent.at <= self.until)
+            statement = statement.where(at <= self.until)
         return statement
 
 

@@ -32,11 +32,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
@@ -54,10 +54,14 @@ from bot.services.log_targets import (
     RECEIVED,
     SENT_EVENTS,
     TargetFacts,
+    WeekOutcome,
     event_counts,
+    event_counts_by_week,
     referrers,
+    referrers_by_week,
     settle_answers,
     target_facts,
+    target_facts_by_week,
 )
 from bot.services.logbook import LogWindow, working_minutes_between
 from rota.models import AGENCY_TYPES, Team
@@ -65,6 +69,7 @@ from rota.store import RotaStore
 
 UNKNOWN_AGENCY = "unknown"
 PRELOAD_BATCH = 5000  # targets whose people and teams are read in one go
+_Item = TypeVar("_Item")
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -210,13 +215,17 @@ class WeekFigures:
 def build_report(session: Session, window: LogWindow, tz: ZoneInfo) -> Report:
     """Compute the report from the audit rows in `window`: the database groups them, one row
     a target reaches Python (bot.services.log_targets), a referral's at a time."""
-    return _build_report(session, window, tz, whole=True)
+    return _build_report(session, window, tz, whole=True)[0]
 
 
 def build_week_figures(session: Session, window: LogWindow, tz: ZoneInfo) -> WeekFigures:
     """The figures `build_report` gives a week that the page shows, without what it does not
     (time to answer, figures by agency type and team: a fifth of the page's time)."""
-    report = _build_report(session, window, tz, whole=False)
+    return week_figures(_build_report(session, window, tz, whole=False)[0])
+
+
+def week_figures(report: Report) -> WeekFigures:
+    """What the page shows of a week whose report this is."""
     return WeekFigures(
         referrals_received=report.referrals_received,
         prompts_sent=report.prompts_sent,
@@ -226,8 +235,81 @@ def build_week_figures(session: Session, window: LogWindow, tz: ZoneInfo) -> Wee
     )
 
 
-def _build_report(session: Session, window: LogWindow, tz: ZoneInfo, *, whole: bool) -> Report:
-    """The report; without `whole`, only its counts and coverage (the rest left empty)."""
+def build_report_and_weeks(
+    session: Session, window: LogWindow, tz: ZoneInfo, week_starts: Sequence[datetime]
+) -> tuple[Report, list[WeekFigures]]:
+    """`build_report` of the window, and `build_week_figures` of each of its weeks (week i + 1
+    begins at `week_starts[i]`), from one grouped read of the window's targets: a target's
+    summary for each week it has rows in, combined into the window's."""
+    return _build_report(session, window, tz, whole=True, week_starts=week_starts)
+
+
+class _WeeksCoverage:
+    """How many of each week's referrals received were covered by all three, from each week's
+    outcomes of their targets, counted a referral at a time (the targets come by referral)."""
+
+    def __init__(
+        self,
+        received: list[dict[str, str | None]],
+        agency_of_referrer: Callable[[str | None], str | None],
+    ) -> None:
+        self.received = received  # each week's referrals received: their referrers
+        self._agency_of_referrer = agency_of_referrer
+        self._alike: list[Counter[tuple[frozenset[tuple[str, TargetOutcome]], str | None]]] = [
+            Counter() for _ in received
+        ]
+        self._referral: str | None = None
+        self._outcomes: dict[int, set[tuple[str, TargetOutcome]]] = {}  # the referral's a week
+
+    def add(self, referral_id: str, week: int, outcome: tuple[str, TargetOutcome]) -> None:
+        """An outcome of a target of a referral received in `week`, from that week's rows."""
+        if referral_id != self._referral:
+            self._count()
+            self._referral = referral_id
+        self._outcomes.setdefault(week, set()).add(outcome)
+
+    def _count(self) -> None:
+        for week, outcomes in self._outcomes.items():
+            referrer = self.received[week].pop(self._referral or "")
+            self._alike[week][(frozenset(outcomes), self._agency_of_referrer(referrer))] += 1
+        self._outcomes = {}
+
+    def complete(self) -> list[int]:
+        """Each week's referrals covered by all three."""
+        self._count()
+        covered = []
+        for received, alike in zip(self.received, self._alike, strict=True):
+            for referrer in received.values():  # no target with an outcome that week
+                alike[(frozenset(), self._agency_of_referrer(referrer))] += 1
+            covered.append(
+                sum(
+                    referral_coverage(entries, referrer_agency=referrer_type).complete * referrals
+                    for (entries, referrer_type), referrals in alike.items()
+                )
+            )
+        return covered
+
+
+def _week_figures(counts: dict[str, int], coverage_complete: int) -> WeekFigures:
+    return WeekFigures(
+        referrals_received=counts.get(RECEIVED, 0),
+        prompts_sent=sum(counts.get(e, 0) for e in SENT_EVENTS),
+        responses_total=sum(counts.get(kind, 0) for kind in RESPONSE_KINDS),
+        breaches=counts.get("breach", 0),
+        coverage_complete=coverage_complete,
+    )
+
+
+def _build_report(
+    session: Session,
+    window: LogWindow,
+    tz: ZoneInfo,
+    *,
+    whole: bool,
+    week_starts: Sequence[datetime] | None = None,
+) -> tuple[Report, list[WeekFigures]]:
+    """The report; without `whole`, only its counts and coverage (the rest left empty). With
+    `week_starts`, the figures of each week too (none without)."""
     counts = event_counts(session, window)
     received = referrers(session, window)
     resolver = AgencyResolver(RotaStore(session), tz)
@@ -263,20 +345,42 @@ def _build_report(session: Session, window: LogWindow, tz: ZoneInfo, *, whole: b
     alike: Counter[tuple[frozenset[tuple[str, TargetOutcome]], str | None]] = Counter()
     referrer_agency: dict[str | None, str | None] = {None: None, "": None}
 
-    def count_referral(referral_id: str, outcomes: set[tuple[str, TargetOutcome]]) -> None:
-        referrer = received.pop(referral_id)
+    def agency_of_referrer(referrer: str | None) -> str | None:
         if referrer not in referrer_agency:
             referrer_agency[referrer] = resolver.agency_type(f"person:{referrer}", None)
-        alike[(frozenset(outcomes), referrer_agency[referrer])] += 1
+        return referrer_agency[referrer]
+
+    def count_referral(referral_id: str, outcomes: set[tuple[str, TargetOutcome]]) -> None:
+        alike[(frozenset(outcomes), agency_of_referrer(received.pop(referral_id)))] += 1
+
+    weeks_coverage = _WeeksCoverage(
+        [] if week_starts is None else referrers_by_week(session, window, week_starts),
+        agency_of_referrer,
+    )
+
+    def count_weeks(facts: TargetFacts, outcomes: list[WeekOutcome]) -> None:
+        for found in outcomes:
+            if facts.referral_id in weeks_coverage.received[found.week]:
+                agency = group_of_pair(facts.target, found.recipient)[0]
+                weeks_coverage.add(facts.referral_id, found.week, (agency, found.outcome))
+
+    facts_and_weeks: Iterable[tuple[TargetFacts, list[WeekOutcome]]]
+    if week_starts is None:
+        facts_and_weeks = ((facts, []) for facts in target_facts(session, window))
+    else:
+        facts_and_weeks = target_facts_by_week(session, window, week_starts)
 
     unsettled: list[TargetFacts] = []
     current: str | None = None  # the referral whose targets are being read
     outcomes: set[tuple[str, TargetOutcome]] = set()
-    for batch in _batches(target_facts(session, window), PRELOAD_BATCH):
+    for batch in _batches(facts_and_weeks, PRELOAD_BATCH):
         resolver.preload(
-            {f.target for f in batch}, {r for f in batch for r in (f.recipient, f.first_sent_to)}
+            {f.target for f, _ in batch},
+            {r for f, _ in batch for r in (f.recipient, f.first_sent_to)}
+            | {w.recipient for _, found in batch for w in found},
         )
-        for facts in batch:
+        for facts, found in batch:
+            count_weeks(facts, found)
             if facts.referral_id != current:
                 if current is not None:
                     count_referral(current, outcomes)
@@ -315,6 +419,12 @@ def _build_report(session: Session, window: LogWindow, tz: ZoneInfo, *, whole: b
             by_state[agency][str(coverage.states[agency])] += referrals
         all_covered += coverage.complete * referrals
 
+    weeks: list[WeekFigures] = []
+    if week_starts is not None:
+        counts_by_week = event_counts_by_week(session, window, week_starts)
+        for week_counts, covered in zip(counts_by_week, weeks_coverage.complete(), strict=True):
+            weeks.append(_week_figures(week_counts, covered))
+
     minutes: dict[str, list[float]] = {}
     team_minutes: dict[str, list[float]] = {}
     for _, agency, team_id, taken in sorted(answers):  # in order of the answers
@@ -323,7 +433,7 @@ def _build_report(session: Session, window: LogWindow, tz: ZoneInfo, *, whole: b
             team_minutes.setdefault(team_id, []).append(taken)
 
     order = [*AGENCY_TYPES, UNKNOWN_AGENCY]
-    return Report(
+    report = Report(
         window=window,
         referrals_received=counts.get(RECEIVED, 0),
         prompts_sent=sum(counts.get(e, 0) for e in SENT_EVENTS),
@@ -346,9 +456,10 @@ def _build_report(session: Session, window: LogWindow, tz: ZoneInfo, *, whole: b
         minutes_by_agency=minutes,
         minutes_by_team=team_minutes,
     )
+    return report, weeks
 
 
-def _batches(items: Iterable[TargetFacts], size: int) -> Iterator[list[TargetFacts]]:
+def _batches(items: Iterable[_Item], size: int) -> Iterator[list[_Item]]:
     iterator = iter(items)
     while batch := list(islice(iterator, size)):
         yield batch

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,7 +22,14 @@ from bot.services import audit
 from bot.services.coverage import STRATEGY_AGENCIES, TargetOutcome, referral_coverage
 from bot.services.log_targets import ordered_text
 from bot.services.logbook import LogWindow, parse_window
-from bot.services.reports import Report, WeekFigures, build_report, build_week_figures
+from bot.services.report_page import week_windows
+from bot.services.reports import (
+    Report,
+    build_report,
+    build_report_and_weeks,
+    build_week_figures,
+    week_figures,
+)
 from tests.bot.report_oracle import previous_build_report
 from tests.bot.sqlite_plans import audit_reads
 from tests.bot.test_logbook import build_rota, build_scenario
@@ -41,17 +48,19 @@ def comparable(report: Report) -> dict:
 
 
 def assert_same_report(session: Session, window: LogWindow) -> Report:
-    """The grouped report is the oracle's, and so are the figures the page shows of a week."""
+    """The grouped report is the oracle's, and so are the figures the page shows of a week;
+    so are the report and the weeks the page reads in one pass, with or without the index."""
     grouped = build_report(session, window, LONDON)
     previous = previous_build_report(session, window, LONDON)
     assert comparable(grouped) == comparable(previous)
-    assert build_week_figures(session, window, LONDON) == WeekFigures(
-        referrals_received=previous.referrals_received,
-        prompts_sent=previous.prompts_sent,
-        responses_total=previous.responses_total,
-        breaches=previous.breaches,
-        coverage_complete=previous.coverage_complete,
-    )
+    assert build_week_figures(session, window, LONDON) == week_figures(previous)
+    weeks = week_windows(session, window, LONDON)
+    expected = [week_figures(previous_build_report(session, w, LONDON)) for _, w in weeks]
+    week_starts = [w.since for _, w in weeks[1:]]
+    for read in (window, replace(window, scan=True)):
+        report, figures = build_report_and_weeks(session, read, LONDON, week_starts)
+        assert comparable(replace(report, window=window)) == comparable(previous)
+        assert figures == expected
     return grouped
 
 
@@ -111,10 +120,10 @@ TARGETS = [
 PEOPLE = ["hv-jo", "pc-pat", "sw-sam", "paed-1", "edt-amy", "ghost", "", None]
 
 
-def random_log(session: Session, seed: int, rows: int) -> None:
+def random_log(session: Session, seed: int, rows: int, start: datetime = START) -> None:
     """`rows` audit rows through the log's own writer, at a few instants drawn in any order."""
     rng = random.Random(seed)
-    instants = [START + timedelta(minutes=rng.randrange(0, 5 * 24 * 60)) for _ in range(rows // 4)]
+    instants = [start + timedelta(minutes=rng.randrange(0, 5 * 24 * 60)) for _ in range(rows // 4)]
     for _ in range(rows):
         audit.record(
             session,
@@ -127,19 +136,27 @@ def random_log(session: Session, seed: int, rows: int) -> None:
         )
 
 
-@pytest.mark.parametrize("seed", range(6))
+# Thursday to Tuesday: across a Monday's week boundary; the last two across the clock changes
+# too (Sunday 29 March and Sunday 25 October 2026), so a week is 167 or 169 hours long.
+STARTS = [START] * 6 + [
+    datetime(2026, 3, 26, 16, 0, tzinfo=UTC),
+    datetime(2026, 10, 22, 16, 0, tzinfo=UTC),
+]
+
+
+@pytest.mark.parametrize(("seed", "first"), list(enumerate(STARTS)))
 def test_random_logs_report_as_before_in_every_window(
-    session_factory: sessionmaker[Session], seed: int
+    session_factory: sessionmaker[Session], seed: int, first: datetime
 ) -> None:
     with session_factory.begin() as session:
         build_rota(session)
-        random_log(session, seed, 160)
+        random_log(session, seed, 160, first)
     rng = random.Random(1000 + seed)
     windows = [LogWindow()]
     for _ in range(3):
-        start = START + timedelta(hours=rng.randrange(0, 120))
+        start = first + timedelta(hours=rng.randrange(0, 120))
         windows.append(LogWindow(since=start, before=start + timedelta(hours=rng.randrange(6, 72))))
-    windows.append(LogWindow(until=START + timedelta(hours=rng.randrange(0, 120))))
+    windows.append(LogWindow(until=first + timedelta(hours=rng.randrange(0, 120))))
     with session_factory() as session:
         for window in windows:
             assert_same_report(session, window)

@@ -375,3 +375,26 @@ def test_a_recipient_nobody_could_reach_is_passed_over_in_words(session_factory)
         ("sent", "Prompt sent to Sw-Sam (sw-sam)"),
     ]
     assert target.outcome == "waiting"
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "scans"), [("2026-06-01", "2026-11-30", True), ("2026-11-13", None, False)]
+)
+def test_a_window_holding_the_whole_log_is_read_by_a_scan_and_a_part_through_the_index(
+    tmp_path: Path, since: str, until: str | None, scans: bool
+) -> None:
+    # The page's grouped reads (the targets', the counts' and the referrals' by week) keep the
+    # window's bounds; SQLite compares them row by row when the window holds every row (the
+    # scenario's log runs from the rota import on 1 June to 16 November).
+    window = parse_window(since, until, LONDON)
+    _, reads = audit_reads(
+        tmp_path,
+        build_scenario,
+        lambda session: build_report_page(session, window, LONDON, GENERATED),
+        naming="AS week",
+    )
+    assert len(reads) == 3
+    for read in reads:
+        assert ("+audit_log.at >= ?" in read.statement) is scans
+        (step,) = read.steps
+        assert ("at>?" in step) is not scans  # the `at` index's range, or none
