@@ -10,7 +10,11 @@ The runners are woken as the outbox's dispatchers are (bot/delivery/wakeups.py):
 PostgreSQL, a change of the SQLite file's data_version, or directly by a writer in the same
 process; between wake-ups they look again at the next retry or lease end, or every
 SAFETY_SECONDS. Under `serve` the work makes way for Slack's requests, as the in-memory queue's
-does (bot/web/work.py's SlackTraffic): a claim waits for a pause, at most YIELD_SECONDS.
+does (bot/web/work.py's SlackTraffic): a claim waits for a pause, at most YIELD_SECONDS. In a
+process apart from the web's (`handover dispatch` on PostgreSQL), which cannot see Slack's
+requests, the jobs' own arrivals stand for them (`JobArrivals`): while a burst of clicks is being
+written, each batch with its NOTIFY, the runner waits for a pause in the writing, so that on a
+machine shared with the web process it does not take the cores the acks need mid-burst.
 """
 
 from __future__ import annotations
@@ -41,10 +45,46 @@ BATCH = 4  # jobs a thread claims at once
 SAFETY_SECONDS = 5.0  # the longest a runner goes without looking, whatever it was told
 YIELD_SECONDS = 5.0  # under `serve`: the longest a claim waits for a pause in Slack's requests
 ERROR_PAUSE_SECONDS = 1.0  # after the table itself could not be read or written
+# In `handover dispatch`: no job written for this long is a pause in a burst of clicks (the web
+# process's writer gathers a burst's jobs for 20 ms a batch, so batches come closer than this).
+ARRIVALS_QUIET_SECONDS = 0.1
 
 
 class UnknownJobKind(Exception):
     """A job of a kind this version has no work for (written by another version)."""
+
+
+class JobArrivals:
+    """When jobs were last written, as a NOTIFY told a runner apart from the web process; the
+    runner's stand-in for the web process's SlackTraffic (the same `wait_for_a_pause`)."""
+
+    def __init__(self, quiet: float = ARRIVALS_QUIET_SECONDS) -> None:
+        self._quiet = quiet
+        self._changed = threading.Condition()
+        self._last = float("-inf")
+
+    def arrived(self) -> None:
+        """Jobs were just written."""
+        with self._changed:
+            self._last = time.monotonic()
+
+    def wait_for_a_pause(self, until: float, give_up: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until no job has been written for the quiet time (True), or until the
+        monotonic instant `until` or `give_up()` after a `wake` (False)."""
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                quiet_for = now - self._last
+                if quiet_for >= self._quiet:
+                    return True
+                if now >= until or give_up():
+                    return False
+                self._changed.wait(min(until - now, self._quiet - quiet_for))
+
+    def wake(self) -> None:
+        """Have those waiting for a pause ask `give_up` again."""
+        with self._changed:
+            self._changed.notify_all()
 
 
 class JobRunner:
@@ -75,11 +115,17 @@ class JobRunner:
         self._batch = batch
         self._lease = lease
         self._backoff = backoff
-        self._traffic = traffic
         self._stopping = threading.Event()
         self._woken = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._watch = _job_watch(engine, self.wake) if isinstance(engine, Engine) else None
+        self._watch = _job_watch(engine, self._written) if isinstance(engine, Engine) else None
+        self._arrivals: JobArrivals | None = None
+        if traffic is None and self._watch is not None and self._watch.mechanism == "listen":
+            # Apart from the web process, on PostgreSQL: only the writers NOTIFY, so each
+            # notification is a batch of clicks written (on SQLite our own commits would move
+            # data_version too, and the worker there takes few cores: 2 threads, one writer).
+            self._arrivals = traffic = JobArrivals()
+        self._traffic = traffic
 
     # ----- one claim -----------------------------------------------------------------------
 
@@ -162,6 +208,12 @@ class JobRunner:
     def wake(self) -> None:
         """Look for ready jobs now (new jobs were written)."""
         self._woken.set()
+
+    def _written(self) -> None:
+        # The watch: jobs were written by another process.
+        if self._arrivals is not None:
+            self._arrivals.arrived()
+        self.wake()
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop claiming; with `wait`, let the jobs in hand finish (each is done or, if the

@@ -14,14 +14,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import FixedClock
 from bot.models import AuditEvent, SlackJob
 from bot.slackjobs import queue
 from bot.slackjobs.queue import NewJob, add_jobs
-from bot.slackjobs.runner import JobRunner
+from bot.slackjobs.runner import ARRIVALS_QUIET_SECONDS, JobArrivals, JobRunner
 from bot.slackjobs.writer import JobWriter
 from tests.handlers.slack_payloads import wait_for
 
@@ -252,3 +252,81 @@ def test_the_writer_refuses_beyond_its_capacity(engine: Engine) -> None:
     finally:
         release.set()
         writer.shutdown()
+
+
+def test_job_arrivals_wait_for_a_pause_in_the_writing_at_most_until() -> None:
+    arrivals = JobArrivals(quiet=0.5)
+    assert arrivals.wait_for_a_pause(until=time.monotonic())  # nothing written: a pause
+    writing = threading.Event()
+    last: list[float] = []
+
+    def write(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        writing.set()
+        while time.monotonic() < end:
+            arrivals.arrived()
+            last.append(time.monotonic())
+            time.sleep(0.01)
+
+    # A steady stream for 1 s: the wait ends half a second (the quiet time) after it stops.
+    thread = threading.Thread(target=write, args=(1.0,))
+    thread.start()
+    writing.wait()
+    assert arrivals.wait_for_a_pause(until=time.monotonic() + 30)
+    paused_at = time.monotonic()
+    thread.join()
+    assert paused_at - last[-1] >= 0.5
+    # A stream longer than the wait: it gives up at `until`.
+    writing.clear()
+    thread = threading.Thread(target=write, args=(3.0,))
+    thread.start()
+    writing.wait()
+    started = time.monotonic()
+    assert not arrivals.wait_for_a_pause(until=started + 0.3)
+    assert 0.3 <= time.monotonic() - started < 2.5
+    thread.join()
+
+
+def test_a_runner_apart_from_the_web_process_waits_for_a_pause_in_the_jobs_written(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    # `handover dispatch` on PostgreSQL: a job is run once no other job has been written for
+    # ARRIVALS_QUIET_SECONDS (it cannot see Slack's requests, so the writing stands for them).
+    # On SQLite it runs at once.
+    done: dict[int, float] = {}
+    jobs = JobRunner(
+        session_factory,
+        {"handover_ack": lambda payload: done.setdefault(payload["value"], time.monotonic())},
+        instance_id="worker",
+        clock=FixedClock(WALL),
+    )
+    jobs.start()
+    try:
+        if engine.dialect.name == "postgresql":
+            arrivals = jobs._traffic
+            assert isinstance(arrivals, JobArrivals)
+            # Until the runner's LISTEN is up, a NOTIFY goes unheard: knock until it is heard.
+            heard = arrivals._last
+
+            def listening() -> bool:
+                with engine.begin() as connection:
+                    connection.execute(
+                        text("SELECT pg_notify(:c, '')"), {"c": queue.NOTIFY_CHANNEL}
+                    )
+                time.sleep(0.05)
+                return arrivals._last != heard
+
+            wait_for(listening, timeout=30)
+            time.sleep(ARRIVALS_QUIET_SECONDS)
+        else:
+            assert jobs._traffic is None
+        written_at = time.monotonic()
+        with engine.begin() as connection:
+            add_jobs(connection, [job(1, f"{1:064x}")], now=WALL)
+        if engine.dialect.name != "postgresql":
+            jobs.wake()  # as the watch does within 50 ms (an in-memory database has none)
+        wait_for(lambda: 1 in done, timeout=30)
+    finally:
+        jobs.shutdown()
+    if engine.dialect.name == "postgresql":
+        assert done[1] - written_at >= ARRIVALS_QUIET_SECONDS
