@@ -227,7 +227,12 @@ def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> 
 
     web = create_web_app(runtime.bolt_app, runtime.services, database_slots=DATABASE_SLOTS)
     host = os.environ.get("HOST", "0.0.0.0")
-    server = create_server(web, host=host, port=settings.port, threads=WAITRESS_THREADS)
+    try:
+        server = create_server(web, host=host, port=settings.port, threads=WAITRESS_THREADS)
+    except OSError as exc:  # the port is taken, or not ours to use: a setting to change
+        raise InputError(
+            f"cannot listen on {host}:{settings.port} (HOST, PORT): {exc.strerror or exc}"
+        ) from None
     exposed = exposure_warning(host, settings.metrics_token)
     if exposed is not None:
         logger.warning(exposed)

@@ -63,6 +63,11 @@ def fresh_database(backend: str, workdir: Path, template: str | None = None) -> 
         yield url
 
 
+PORT_ATTEMPTS = 5
+ADDRESS_IN_USE = "Address already in use"
+LISTENING = "handover: listening on port"  # what serve prints once it has bound its port
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -291,19 +296,33 @@ class Deployment:
         return process
 
     def start_server(self, *args: str) -> subprocess.Popen:
-        """Start `handover serve` and wait until /healthz answers."""
-        process = self.start("serve", *args)
+        """Start `handover serve` and wait until /healthz answers.
 
-        def healthy() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"serve exited with {process.returncode}:\n{self.logs()}")
-            try:
-                return _http("GET", f"{self.base_url}/healthz")[0] == 200
-            except OSError:
-                return False
+        `free_port` can only name a port that was free: another test's process may take it
+        before `serve` binds it (or, on a restart, after the last `serve` let it go). Then
+        `serve` exits naming the address in use, and it is started again on another port."""
+        for _ in range(PORT_ATTEMPTS):
+            process = self.start("serve", *args)
+            log = self.workdir / f"proc-{self.started - 1:02d}-serve.log"
 
-        wait_for(healthy, timeout=30)
-        return process
+            def healthy(process: subprocess.Popen = process, log: Path = log) -> bool | str:
+                said = log.read_text(encoding="utf-8", errors="replace")
+                if process.poll() is not None:
+                    if ADDRESS_IN_USE in said:
+                        return "port taken"
+                    raise AssertionError(f"serve exited with {process.returncode}:\n{self.logs()}")
+                if LISTENING not in said:
+                    return False  # not bound yet: whatever answers on the port is not it
+                try:
+                    return _http("GET", f"{self.base_url}/healthz")[0] == 200
+                except OSError:
+                    return False
+
+            if wait_for(healthy, timeout=30) is True:
+                return process
+            self.processes.remove(process)
+            self.port = free_port()
+        raise AssertionError(f"serve found no free port in {PORT_ATTEMPTS} tries:\n{self.logs()}")
 
     def kill(self, process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         process.send_signal(sig)
