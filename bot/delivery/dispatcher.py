@@ -76,6 +76,7 @@ class Dispatcher:
         batch_size: int = DEFAULT_BATCH_SIZE,
         lease: timedelta = DEFAULT_LEASE,
         channels: Channels | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
@@ -86,7 +87,8 @@ class Dispatcher:
         self.lease = lease
         # Slack calls wait for their rate tier's token, shared with every other dispatcher; a
         # 429 is shared too, and a delivery's goes back to the outbox (no sleep inside a send).
-        self.pacer = Pacer(_engine_of(session_factory), tiers_for(settings))
+        # (`pacer`: one on a simulated clock, for tests.)
+        self.pacer = pacer or Pacer(_engine_of(session_factory), tiers_for(settings))
         self.pacer.watch(client)
         self.channels = channels or build_channels(
             self.pacer.delivery_client(client),

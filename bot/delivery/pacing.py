@@ -4,8 +4,11 @@ Slack limits each Web API method per workspace ("tiers", counted per minute, sho
 tolerated) and posting messages per workspace; beyond them it answers HTTP 429 with
 `Retry-After`. Rather than meeting 429s, each call first takes a token from the bucket of its
 tier for its workspace's token: one row of `slack_rate_buckets`, refilled and taken in a single
-UPDATE, so that two dispatchers (two processes, two hosts) share one allowance. A 429 that
-comes anyway empties the bucket until its `Retry-After` has passed, for every dispatcher.
+UPDATE, so that two dispatchers (two processes, two hosts) share one allowance. A call that
+finds the bucket empty reserves the next token in that same UPDATE (the bucket goes below zero)
+and sleeps until it is due, rather than asking again: dispatchers sharing a bucket queue for
+it instead of racing for each token. A 429 that comes anyway empties the bucket until its
+`Retry-After` has passed, for every dispatcher.
 The rates are docs/reference/configuration.md's (`HANDOVER_SLACK_RATE` for messages).
 
 Times here are real unix seconds (Slack's limits run on real time, whatever a simulated clock
@@ -47,6 +50,11 @@ class Tier:
 
 
 _WHOLE = 1.0 - 1e-5  # a token, give or take the rounding of unix seconds (~1e-7 s)
+# How far ahead a call may reserve its token: the longest a paced send sleeps between its
+# claim's check (in the transaction that reserves the token) and the send. Beyond it (a bucket
+# closed by a 429, or more callers queued than the rate serves in a second) nothing is
+# reserved and the caller sleeps until the bucket, as it then was, has a token.
+RESERVE_AHEAD = 1.0
 MESSAGES = "messages"  # chat.postMessage and chat.update: HANDOVER_SLACK_RATE a second
 # Slack's published tiers (per minute, a tenth of a minute's allowance at once).
 TIER_3 = Tier(per_second=50 / 60, burst=5)
@@ -106,11 +114,15 @@ class Pacer:
 
     What a take answers (the tokens left) is remembered, so a call that finds the bucket empty
     as last seen waits out the refill here and then takes its token in one statement, rather
-    than asking the database for a token it cannot yet have (a refused UPDATE and a SELECT).
-    The bucket as last seen never holds fewer tokens than the real one (others only take
-    more), so that wait is never too long. A token is taken one call at a time, just before the
-    call: one taken early and used later could be spent after the bucket refilled, and the
-    token each bucket keeps in hand (`tiers_for`) is for Slack's lag, not for that.
+    than asking the database for a token it cannot yet have. The bucket as last seen never
+    holds fewer tokens than the real one (others only take more), so that wait is never too
+    long. When others took the token meanwhile, the take reserves the next one due instead
+    (at most RESERVE_AHEAD ahead): the bucket holds what is owed as negative tokens, the
+    caller sleeps until its token's instant and then calls, and the next caller's reservation
+    falls after it. So each call costs one UPDATE however many dispatchers share the bucket,
+    and a call never goes out before its token's instant: a token is taken for one call, and
+    spent at its instant, not held for later (one spent late, after the bucket refilled, could
+    make a burst; the token each bucket keeps in hand, `tiers_for`, is for Slack's lag).
     """
 
     def __init__(
@@ -140,8 +152,9 @@ class Pacer:
 
         A `guard` runs first in each transaction that tries to take the token (a delivery's
         check of its claim, bot/delivery/send.py): the check and the take cost one transaction,
-        and the check is the last thing before the call. When it answers False, nothing is
-        taken and GuardRefused is raised.
+        and the check is the last thing before the call but the sleep until a reserved token's
+        instant (at most RESERVE_AHEAD). When it answers False, nothing is taken and
+        GuardRefused is raised.
         """
         tier_name = TIER_OF_METHOD.get(method)
         if tier_name is None or tier_name not in self.tiers:
@@ -152,9 +165,12 @@ class Pacer:
         while True:
             pause = self._until_seen_refills(bucket, tier)
             if pause <= 0:
-                pause = self.take(bucket, tier, guard=guard)
-                if pause <= 0:
+                taken, pause = self.take(bucket, tier, guard=guard)
+                if taken and pause <= 0:
                     return waited
+                if taken:
+                    self._sleep(pause)  # until the reserved token's instant
+                    return waited + pause
             self._sleep(pause)
             waited += pause
 
@@ -172,9 +188,11 @@ class Pacer:
 
     def take(
         self, bucket: str, tier: Tier, *, guard: Callable[[Connection], bool] | None = None
-    ) -> float:
-        """One token now (0.0), else the seconds until one is due. One UPDATE, atomic, after
-        the `guard` (see `wait`) in the same transaction."""
+    ) -> tuple[bool, float]:
+        """A token: (True, seconds until its instant), 0.0 when there is one now, else a
+        reservation of the next one due within RESERVE_AHEAD; or (False, seconds until the
+        bucket as it is now has a token), nothing taken, when it is closed or owes more than
+        that. One UPDATE, atomic, after the `guard` (see `wait`) in the same transaction."""
         now = self._now()
         table = SlackRateBucket.__table__
         elapsed = case((table.c.updated_at < now, now - table.c.updated_at), else_=0.0)
@@ -185,7 +203,7 @@ class Pacer:
             .where(
                 table.c.bucket == bucket,
                 or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
-                refilled >= _WHOLE,
+                refilled >= _WHOLE - RESERVE_AHEAD * tier.per_second,
             )
             .values(
                 tokens=refilled - 1.0,
@@ -200,7 +218,8 @@ class Pacer:
             taken = conn.execute(taking).first()
             if taken is not None:
                 self._saw(bucket, _Seen(taken.tokens, taken.updated_at))
-                return 0.0
+                owed = -taken.tokens if taken.tokens < _WHOLE - 1.0 else 0.0
+                return True, max(0.0, taken.updated_at - now) + owed / tier.per_second
             row = conn.execute(
                 select(table.c.tokens, table.c.updated_at, table.c.blocked_until).where(
                     table.c.bucket == bucket
@@ -213,7 +232,7 @@ class Pacer:
         tokens = min(tier.burst, row.tokens + max(0.0, now - row.updated_at) * tier.per_second)
         until_token = (1.0 - tokens) / tier.per_second if tokens < _WHOLE else 0.0
         until_open = (row.blocked_until - now) if row.blocked_until else 0.0
-        return max(until_token, until_open, 1e-6)
+        return False, max(until_token, until_open, 1e-6)
 
     def _saw(self, bucket: str, seen: _Seen) -> None:
         with self._lock:

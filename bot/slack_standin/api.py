@@ -55,13 +55,14 @@ class WebAPI:
         installations: Installations,
         rate_limits: RateLimits | None = None,
         clock: Callable[[], float] = time.time,
+        rate_clock: Callable[[], float] = time.monotonic,
         ids: IdSource,
         lock: threading.RLock,
         spec_table: SpecTable | None = None,
     ) -> None:
         self.home = home
         self.installations = installations
-        self.limiter = RateLimiter(rate_limits)
+        self.limiter = RateLimiter(rate_limits, monotonic=rate_clock)
         self._clock = clock
         self._ids = ids
         self._lock = lock

@@ -58,6 +58,7 @@ class SlackStandIn:
         ack_timeout: float = 3.0,
         socket_port: int = 0,
         clock: Callable[[], float] | None = None,
+        rate_clock: Callable[[], float] | None = None,
     ) -> None:
         self._clock = clock or time.time
         self._lock = threading.RLock()
@@ -89,6 +90,7 @@ class SlackStandIn:
             ),
             rate_limits=rate_limits,
             clock=self._clock,
+            rate_clock=rate_clock or time.monotonic,
             ids=self._ids,
             lock=self._lock,
         )

@@ -153,3 +153,38 @@ def test_an_empty_bucket_is_waited_out_without_asking_the_database_for_a_token(
         assert paced.wait(TOKEN, "chat.postMessage") == pytest.approx(0.1)
     assert seen == ["UPDATE"]  # the take once a token is due: no refused take, no look
     assert time.slept == pytest.approx([0.1])
+
+
+def test_dispatchers_at_an_empty_bucket_queue_for_its_tokens_one_update_each(
+    engine: Engine,
+) -> None:
+    """The one that finds the bucket empty reserves the next token in its UPDATE and sleeps
+    until it is due; the other, waking when it thought a token was due, finds it reserved and
+    takes the one after: no refused take, no look at the bucket, and one a tenth of a second."""
+    time = SimulatedTime()
+    first, second = pacer(engine, time), pacer(engine, time)
+    for _ in range(10):
+        first.wait(TOKEN, "chat.postMessage")
+    with bucket_statements(engine) as seen:
+        assert second.wait(TOKEN, "chat.postMessage") == pytest.approx(0.1)
+        assert first.wait(TOKEN, "chat.postMessage") == pytest.approx(0.1)
+        assert second.wait(TOKEN, "chat.postMessage") == pytest.approx(0.1)
+    assert seen == ["UPDATE", "UPDATE", "UPDATE"]
+    assert time.now == pytest.approx(START + 0.3)
+
+
+def test_a_token_is_reserved_at_most_a_second_ahead(engine: Engine) -> None:
+    time = SimulatedTime()
+    paced = pacer(engine, time)
+    bucket = bucket_name(TOKEN, MESSAGES)
+    takes = [paced.take(bucket, RATE) for _ in range(21)]
+    assert takes[:10] == [(True, 0.0)] * 10  # the burst
+    # Then each the next token due, a tenth of a second after the one before, up to a second.
+    assert [taken for taken, _ in takes[10:20]] == [True] * 10
+    assert [wait for _, wait in takes[10:20]] == pytest.approx([0.1 * n for n in range(1, 11)])
+    # Nothing taken: the bucket owes 10 tokens; it next has one 1.1 s on.
+    assert takes[20][0] is False and takes[20][1] == pytest.approx(1.1)
+    with engine.connect() as conn:
+        owed = conn.scalar(select(SlackRateBucket.tokens).where(SlackRateBucket.bucket == bucket))
+    assert owed == pytest.approx(-10.0)
+    assert time.slept == []  # `take` never sleeps; `wait` sleeps what it answers
