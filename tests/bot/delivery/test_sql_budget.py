@@ -84,6 +84,18 @@ class Counter:
             self.transactions += 1
 
 
+def add_prompts(session_factory: sessionmaker[Session], people: list[str]) -> None:
+    """A referral with a prompt due now for each of `people`, the nth Slack user U0Pnn."""
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        for i, person in enumerate(people):
+            add_person(session, person, person, f"U0P{i:02d}")
+        session.flush()
+        for i, person in enumerate(people):
+            add_prompt_for(session, person, position=i + 1)
+
+
 def deliver(
     db_url: str,
     engine: Engine,
@@ -97,14 +109,7 @@ def deliver(
     users = [StandInUser(id=f"U0P{i:02d}", name=p) for i, p in enumerate(people)]
     clock = FixedClock(MONDAY_9)
     with SlackStandIn(users=users, clock=lambda: clock.now().timestamp()) as slack:
-        with session_factory.begin() as session:
-            add_rota(session)
-            add_referral(session)
-            for i, person in enumerate(people):
-                add_person(session, person, person, f"U0P{i:02d}")
-            session.flush()
-            for i, person in enumerate(people):
-                add_prompt_for(session, person, position=i + 1)
+        add_prompts(session_factory, people)
         settings = Settings(database_url=db_url, slack_bot_token=TOKEN, slack_api_url=slack.url)
         dispatcher = Dispatcher(settings, session_factory, make_web_client(settings), clock)
         counter = Counter(engine, counts)
@@ -205,14 +210,7 @@ def test_two_dispatchers_sharing_the_bucket_cost_a_prompt_no_more_than_its_sql_b
     with SlackStandIn(
         users=users, clock=time.time, rate_clock=time.time, rate_limit=None, rate_limits=limits
     ) as slack:
-        with session_factory.begin() as session:
-            add_rota(session)
-            add_referral(session)
-            for i, person in enumerate(people):
-                add_person(session, person, person, f"U0P{i:02d}")
-            session.flush()
-            for i, person in enumerate(people):
-                add_prompt_for(session, person, position=i + 1)
+        add_prompts(session_factory, people)
         settings = Settings(database_url=db_url, slack_bot_token=TOKEN, slack_api_url=slack.url)
         assert settings.slack_rate == 10
         clock = FixedClock(MONDAY_9)
