@@ -38,12 +38,11 @@ from bot.db import reading
 from bot.delivery import outbox
 from bot.delivery.compose import Delivery, DeliveryContext
 from bot.delivery.compose.base import delivery_sent_by
-from bot.delivery.confirm import record_found
-from bot.delivery.kinds import ACTOR, OutboxKind, Outcome
+from bot.delivery.confirm import record_found, record_row_event
+from bot.delivery.kinds import OutboxKind, Outcome
 from bot.delivery.pacing import Pacer
 from bot.delivery.results import RowResult
 from bot.delivery.send import look_for
-from bot.services import audit
 
 logger = logging.getLogger(__name__)
 
@@ -198,16 +197,7 @@ class Reconciler:
                 detail["prompt_id"] = row_id
             if delivery.earlier_attempt_at is not None:
                 detail["attempt_at"] = delivery.earlier_attempt_at.astimezone(tz).isoformat()
-            audit.record(
-                session,
-                "send_outcome_unknown",
-                at=now,
-                referral_id=delivery.referral_id,
-                actor=ACTOR,
-                recipient=delivery.recipient or delivery.person or delivery.address,
-                target=delivery.target,
-                detail=detail,
-            )
+            record_row_event(session, "send_outcome_unknown", delivery, at=now, detail=detail)
         logger.warning(
             "%s %s, cancelled (%s) while a dispatcher that then died held it, cannot be looked "
             "for in %s (%s): it may have been sent; settled, its outcome logged as unknown",

@@ -16,7 +16,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -663,12 +662,6 @@ def test_a_conversation_gone_when_the_row_is_looked_for_settles_it_once_outcome_
 
 JO_EMAIL = "hv-jsmith@example.org"
 PUBLIC_URL = "https://handover.wexcombe.example"
-
-
-@pytest.fixture
-def relay() -> Iterator[MailStandIn]:
-    with MailStandIn() as relay:
-        yield relay
 
 
 def by_email(settings: Settings, relay: MailStandIn) -> Settings:
