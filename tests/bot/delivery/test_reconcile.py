@@ -29,6 +29,7 @@ from bot.delivery.kinds import OutboxKind, Outcome, RowState
 from bot.delivery.pipeline import RowPipeline
 from bot.mail_standin import MailStandIn
 from bot.models import OutboxMessage
+from bot.services.responses import close_referral
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from rota.models import Person
@@ -36,12 +37,16 @@ from tests.bot.delivery.dispatch_fixtures import (
     EDT,
     MONDAY_9,
     REFERRAL_ID,
+    add_referral,
+    add_rota,
+    add_row,
     events,
     make_dispatcher,
     messages_for,
     setup_one_prompt,
 )
 from tests.bot.delivery.test_cancelled_in_batch import (
+    CLOSER,
     close_now,
     kinds_of_rows,
     one_prompt_and_a_closer,
@@ -728,3 +733,63 @@ def test_an_email_whose_sender_died_as_it_was_cancelled_is_logged_outcome_unknow
     assert len(relay.messages(to=JO_EMAIL)) == (1 if posted else 0)
     assert history_looks(slack) == 0
     assert len(events(session_factory, "send_outcome_unknown")) == 1
+
+
+def test_a_post_to_a_channel_gone_when_it_is_looked_for_is_settled_once_outcome_unknown(
+    session_factory, slack: SlackStandIn, settings: Settings, clock, monkeypatch
+) -> None:
+    """A room's post, not a DM: an on-call alert nobody holds goes to the EDT channel."""
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        session.get(Person, "edt-mgr").permissions = "oversight"
+        role = {"role": "role:edt_manager", "detail": "nobody on call as edt_manager"}
+        alert_id = add_row(session, OutboxKind.ON_CALL, detail=json.dumps(role)).id
+
+    def close() -> None:
+        with session_factory.begin() as session:
+            close_referral(
+                session,
+                REFERRAL_ID,
+                CLOSER,
+                "Family moved away",
+                now=clock.now(),
+                settings=settings,
+            )
+
+    freeze_after_the_check(monkeypatch, "dead", alert_id, close)
+    die_before_confirming(monkeypatch, "dead")
+    with pytest.raises(Killed):
+        make_dispatcher(settings, session_factory, clock, name="dead").run_once()
+    [posted] = [m for m in slack.messages(EDT) if m["metadata"]["event_type"] == "handover_alert"]
+    slack.fail_with_error("conversations.history", "channel_not_found", count=5)
+
+    clock.set(LEASE_ENDS + timedelta(seconds=1))
+    other = make_dispatcher(settings, session_factory, clock, name="other")
+    assert [(r.row_id, r.kind, r.outcome) for r in other.run_once().results] == [
+        (alert_id, OutboxKind.ON_CALL, Outcome.CANCELLED),
+        (alert_id + 1, OutboxKind.CARD, Outcome.DELIVERED),  # the close's redraw
+    ]
+    assert [e.event for e in events(session_factory)] == [
+        "referral_closed",
+        "send_outcome_unknown",
+    ]
+    assert outcome_unknown(session_factory) == (
+        LEASE_ENDS + timedelta(seconds=1),
+        "dispatcher",
+        EDT,
+        "role:edt_manager",
+        {
+            "kind": "on_call",
+            "row_id": alert_id,
+            "reason": "channel_not_found",
+            "channel": "slack",
+            "address": EDT,
+            "cancelled_while_sending": "referral closed",
+            "attempt_at": "2027-01-11T09:00:00+00:00",
+        },
+    )
+    clock.set(LEASE_ENDS + timedelta(minutes=20))
+    assert other.run_once().results == []
+    assert history_looks(slack) == 1
+    assert [m["ts"] for m in slack.messages(EDT) if m["ts"] == posted["ts"]] == [posted["ts"]]
