@@ -8,10 +8,11 @@ The stand-in enforces Slack's tiers and a workspace limit of `--rate` messages a
 Each run gets a fresh database (PostgreSQL beside HANDOVER_TEST_PG_URL's, or a SQLite file with
 `--database-url sqlite`), `--prompts` prompts due at once to distinct people, and
 `--dispatchers` dispatchers as threads of this process sharing the database. Prints the time
-against the bound ((prompts - burst) / rate), the 429s the stand-in answered, SQL statements and
-transactions per prompt (counted with SQLAlchemy events; the App Home redraws, on their own
-thread, counted apart, per redraw), and how late each prompt went (p50, p99). With `--growth`,
-the same unthrottled, to show the cost per prompt as the queue grows.
+against the bound ((prompts - burst) / rate), the 429s the stand-in answered (a prompt that met
+one is back in the outbox until its Retry-After, which the fixed clock never reaches), SQL
+statements and transactions per prompt (counted with SQLAlchemy events; the App Home redraws,
+on their own thread, counted apart, per redraw), and how late each prompt went (p50, p99). With
+`--growth`, the same unthrottled, to show the cost per prompt as the queue grows.
 """
 
 from __future__ import annotations
