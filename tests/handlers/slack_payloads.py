@@ -1,6 +1,6 @@
 """Signed Slack requests against the real bot, with the Slack stand-in as its peer.
 
-Payload shapes follow /work/shared/slack-specs/samples (`interactive-components_BlockActionPayload`,
+Payload shapes follow tests/data/slack-samples (`interactive-components_BlockActionPayload`,
 `views_ViewSubmissionPayload`, `slash-commands_SlashCommandPayload`); `SAMPLE_KEYS` holds each
 sample's top-level keys so tests can check that what we send is a subset of what Slack sends.
 
@@ -75,7 +75,7 @@ BOT_TOKEN = "xoxb-test"
 TEAM_ID = "T0STANDIN"
 APP_ID = "A0HANDOVER"
 EDT_CHANNEL = "C0EDTCARDS"
-SAMPLES = Path("/work/shared/slack-specs/samples")
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "slack-samples"
 
 # Monday 16 November 2026, 09:12 GMT: health visitors are at work, the EDT night is over.
 NOW = datetime(2026, 11, 16, 9, 12, tzinfo=UTC)
