@@ -1,21 +1,23 @@
 """Each `/handover` subcommand's job (handlers/commands.py's `command_job`): its work, for the
 runner of the slack_jobs table in a process that runs the dispatcher (bot/slackjobs/runner.py).
 
-A job answers once, through the command's response_url, or not at all. Its work erases the
-job's private part (the response_url and the words typed: a close's reason) before it answers,
-in the same transaction as what it changed (`close`: the close itself) or, for a subcommand
-that only reads, in one of its own. A job run again after a crash mid-job either finds the
-private part there, nothing of its work committed, and does it all; or finds it gone and does
-nothing: the referral is closed once and `referral_closed` logged once, and the user is never
-answered twice (a crash in the instant between that commit and the answer leaves them
-unanswered; `/handover log REFERRAL_ID` shows the close). Slack takes a response_url's answers
-for 30 minutes: a job claimed later than that (no dispatcher ran meanwhile) is dropped unanswered
-and undone, with `slack_job_dropped` and a log line that says so.
+A job answers once, through the command's response_url, or not at all. The job's private part
+(the response_url and the words typed: a close's reason) is erased before the answer: for
+`close`, in the close's own transaction; for a subcommand that only reads, in the one that
+marks the job done, after which the runner sends the answer the work left it. A job run again
+after a crash mid-job either finds the private part there, nothing of its work committed, and
+does it all; or finds it gone and does nothing: the referral is closed once and
+`referral_closed` logged once, and the user is never answered twice (a crash in the instant
+between that commit and the answer leaves them unanswered; `/handover log REFERRAL_ID` shows
+the close). Slack takes a response_url's answers for 30 minutes: a job claimed later than that
+(no dispatcher ran meanwhile) is dropped unanswered and undone, with `slack_job_dropped` and a
+log line that says so.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -54,14 +56,14 @@ def command_jobs(services: Services, *, wall_clock: Clock | None = None) -> dict
 
 
 def _work_of(services: Services, name: str, wall: Clock) -> JobWork:
-    def run(job: ClaimedJob) -> None:
+    def run(job: ClaimedJob) -> Callable[[], None] | None:
         private = job.payload.get(PRIVATE)
         if private is None:
             logger.warning(
                 "slack job %s (%s) was carried out by an earlier attempt: not again",
                 job.id, job.kind, extra={"job": job.id, "kind": job.kind},
             )  # fmt: skip
-            return
+            return None
         expires = datetime.fromtimestamp(job.payload["issued_at"], UTC) + RESPONSE_URL_LIFETIME
         if wall.now() >= expires:
             raise ResponseUrlExpired(
@@ -80,16 +82,17 @@ def _work_of(services: Services, name: str, wall: Clock) -> JobWork:
             if not queue.forget_private(session, job):
                 raise ClaimLost(f"slack job {job.id} is held by another runner")
 
+        response_url = str(private["response_url"])
         if name == "close":
             text = close_and_answer(services, command, args, with_the_close=forget_private)
-            answer: dict[str, Any] = {"text": text, "response_type": "ephemeral"}
-        else:
-            answers: list[dict[str, Any]] = []
-            SUBCOMMANDS[name](services, command, args, lambda **kw: answers.append(kw))
-            [answer] = answers  # each subcommand answers once
-            with services.session_factory.begin() as session:
-                forget_private(session)
-        _send(str(private["response_url"]), answer, job)
+            # Committed with the close: no other attempt will answer.
+            _send(response_url, {"text": text, "response_type": "ephemeral"}, job)
+            return None
+        answers: list[dict[str, Any]] = []
+        SUBCOMMANDS[name](services, command, args, lambda **kw: answers.append(kw))
+        [answer] = answers  # each subcommand answers once
+        # Sent once the runner has marked the job done, its private part erased with it.
+        return lambda: _send(response_url, answer, job)
 
     return run
 

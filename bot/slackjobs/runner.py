@@ -2,7 +2,8 @@
 or `serve` with its dispatcher in-process).
 
 A few threads each claim a small batch of ready jobs, run each through the work registered for
-its kind (the claimed job in, Slack and the database changed), and mark it done. A job that
+its kind (the claimed job in, Slack and the database changed), and mark it done, then do
+what the work left for after that (a slash command's answer: at most once). A job that
 raises is handed back, to be claimed again after its backoff (queue.BACKOFF); after its last
 attempt it is dropped, logged and recorded in the audit log as `slack_job_dropped`
 (docs/operations.md). A work that no later attempt could help raises `GiveUp`: the job is
@@ -39,7 +40,10 @@ from bot.slackjobs.queue import ClaimedJob
 
 logger = logging.getLogger(__name__)
 
-JobWork = Callable[[ClaimedJob], None]
+# A job's work: the claimed job in; out, what to do once the job is marked done (a slash
+# command's answer), or None. That is done only when this runner still held the job, so at most
+# once, never by a runner whose lease ended meanwhile.
+JobWork = Callable[[ClaimedJob], Callable[[], None] | None]
 
 WORKERS = 4
 SQLITE_WORKERS = 2  # SQLite takes one writer at a time: more threads only queue on its lock
@@ -156,7 +160,7 @@ class JobRunner:
             work = self._work.get(job.kind)
             if work is None:
                 raise UnknownJobKind(job.kind)
-            work(job)
+            afterwards = work(job)
         except GiveUp as exc:
             self._drop(job, type(exc).__name__, because=str(exc))
             return
@@ -168,11 +172,18 @@ class JobRunner:
             self._failed(job, type(exc).__name__)
             return
         with self._factory.begin() as session:
-            if not queue.finish(
+            finished = queue.finish(
                 session, job.id, instance_id=self.instance_id, now=self._wall.now(),
                 payload=job.payload,
-            ):  # fmt: skip
-                logger.warning("slack job %s was done after its lease ended", job.id)
+            )  # fmt: skip
+        if not finished:
+            logger.warning("slack job %s was done after its lease ended", job.id)
+            return
+        if afterwards is not None:
+            try:
+                afterwards()
+            except Exception:
+                logger.exception("slack job %s (%s): what followed it failed", job.id, job.kind)
 
     def _failed(self, job: ClaimedJob, error: str) -> None:
         if job.attempts > len(self._backoff):

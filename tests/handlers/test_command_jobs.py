@@ -173,6 +173,35 @@ def test_a_runner_whose_lease_ended_mid_job_closes_nothing_and_says_nothing(
     ]
 
 
+def test_a_reading_command_is_answered_only_by_the_runner_that_marks_it_done(
+    bot: Harness, scenario: Scenario, session_factory: sessionmaker[Session]
+) -> None:
+    url = bot.catcher.new_url()
+    command = {"user_id": slack_user("edt-mgr"), "channel_id": "C0SOMEWHERE", "response_url": url}
+    issued = SystemClock().now()
+    job = command_job(command, ["oncall", "edt_manager"], None, now=issued)
+    ready = issued + timedelta(hours=1)
+    with session_factory.kw["bind"].begin() as connection:
+        add_jobs(connection, [job], now=ready)
+    again = ready + queue.DEFAULT_LEASE + timedelta(seconds=1)
+    late = claim(session_factory, "late", ready)
+    taken = claim(session_factory, "b", again)
+
+    runner_at(bot, "late", ready)._run(late)  # its answer is ready; the job is b's now
+    assert bot.catcher.answers(url) == []
+    runner_at(bot, "b", again)._run(taken)
+    [answer] = bot.catcher.answers(url)
+    assert answer["text"].startswith("*On call at ")
+    assert "`edt_manager`" in answer["text"]
+    with session_factory() as session:
+        [row] = session.scalars(select(SlackJob))
+    assert (row.kind, row.state, row.attempts) == ("handover_command_oncall", "done", 2)
+    assert json.loads(row.payload) == {
+        "user": slack_user("edt-mgr"), "workspace": None, "channel": "C0SOMEWHERE",
+        "issued_at": int(issued.timestamp()),
+    }  # fmt: skip
+
+
 def test_a_close_job_claimed_after_its_response_url_expired_is_dropped_unanswered(
     bot: Harness,
     scenario: Scenario,
