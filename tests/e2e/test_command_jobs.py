@@ -16,21 +16,13 @@ import pytest
 
 from tests.e2e.conftest import DeploymentFactory
 from tests.e2e.harness import Deployment, slack_user_of, wait_for
-from tests.e2e.test_timing import (
-    SATURDAY,
-    deploy_at_default_interval,
-    referral,
-    start_dispatcher,
-)
+from tests.e2e.test_click_jobs import jobs, restart, web_and_worker
+from tests.e2e.test_timing import referral
 
 pytestmark = pytest.mark.slow
 
 AMY = slack_user_of("edt-amy")
 REASON = "Duplicate of LCS-9 for child REASON-NARRATIVE-77"
-
-
-def jobs(deployment: Deployment) -> list[tuple]:
-    return deployment.query("SELECT kind, state, attempts, payload FROM slack_jobs ORDER BY id")
 
 
 def events(deployment: Deployment, referral_id: str, name: str) -> list[dict]:
@@ -43,10 +35,7 @@ def events(deployment: Deployment, referral_id: str, name: str) -> list[dict]:
 def test_a_close_acked_before_the_web_process_is_killed_is_carried_out_once_after_the_restart(
     new_deployment: DeploymentFactory, backend: str, restarted_as: str
 ) -> None:
-    deployment = deploy_at_default_interval(new_deployment, backend)
-    deployment.run_clock(SATURDAY)
-    web = deployment.start_server("--no-dispatcher")
-    worker = start_dispatcher(deployment)
+    deployment, web, worker = web_and_worker(new_deployment, backend)
     # hv-kpatel (hv-jsmith's deputy) works from Tuesday 09:00: the prompt is held until then.
     status, answer = deployment.api(
         "POST", "/api/referrals", referral("LCS-CLOSE-1", ["person:hv-jsmith"])
@@ -75,11 +64,7 @@ def test_a_close_acked_before_the_web_process_is_killed_is_carried_out_once_afte
     )
     assert status_before == "open" and deployment.standin.responses(name) == []
 
-    if restarted_as == "worker":
-        deployment.start_server("--no-dispatcher")
-        start_dispatcher(deployment)
-    else:
-        deployment.start_server()
+    restart(deployment, restarted_as)
     wait_for(lambda: events(deployment, referral_id, "referral_closed"), timeout=20)
     wait_for(lambda: deployment.standin.responses(name))
     time.sleep(2.0)  # anything done twice would show by now
