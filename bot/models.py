@@ -347,4 +347,7 @@ AUDIT_EVENTS = (
     "duplicate_deleted",
     # The work of a click, failed past its attempts and given up (bot/slackjobs/runner.py)
     "slack_job_dropped",
+    # A message cancelled as it was sent, whose dispatcher died, that cannot be looked for
+    # (bot/delivery/reconcile.py, docs/timing.md "Cancelled in a batch")
+    "send_outcome_unknown",
 )
