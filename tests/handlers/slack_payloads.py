@@ -63,7 +63,7 @@ from bot.slackjobs.queue import count_jobs
 from bot.slackjobs.writer import JobWriter
 from bot.web.app import create_app
 from bot.web.http import create_web_app
-from bot.web.server import click_job_runner, workspace_clients
+from bot.web.server import slack_job_runner, workspace_clients
 from bot.web.work import SlackTraffic, WorkQueue
 from handlers.blocks import response as modals
 from handlers.blocks.prompt import build_prompt_message
@@ -483,7 +483,7 @@ def running_bot(
         slack_client_for=workspace_clients(settings, client, engine),
     )
     bolt = create_app(settings, client, services=services)
-    runner = click_job_runner(services, client, "test-runner", traffic=traffic)
+    runner = slack_job_runner(services, client, "test-runner", traffic=traffic)
     jobs.on_written = runner.wake
     runner.start()
     server = _WebServer(lambda: create_web_app(bolt, services))
