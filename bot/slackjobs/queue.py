@@ -46,6 +46,7 @@ class ClaimedJob:
     kind: str
     payload: dict[str, Any]
     attempts: int  # including this one
+    ready_at: datetime  # when it became ready (written, or handed back for a retry)
 
 
 def add_jobs(connection: Connection, jobs: Sequence[NewJob], *, now: datetime) -> list[NewJob]:
@@ -77,7 +78,8 @@ def add_jobs(connection: Connection, jobs: Sequence[NewJob], *, now: datetime) -
     )
     added = {signature for (signature,) in connection.execute(statement, rows)}
     if connection.dialect.name == "postgresql":
-        # Delivered at the commit, to every runner's watch (bot/slackjobs/runner.py).
+        # Delivered at the commit, to every runner's watch (bot/slackjobs/runner.py): an empty
+        # payload is jobs written (bot/slackjobs/beacon.py sends the web process's others).
         connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
     seen: set[str] = set()
     kept = []
@@ -116,7 +118,11 @@ def claim_ready(
         job.claimed_by = instance_id
         job.claimed_until = now + lease
         job.attempts += 1
-        claimed.append(ClaimedJob(job.id, job.kind, json.loads(job.payload), job.attempts))
+        claimed.append(
+            ClaimedJob(
+                job.id, job.kind, json.loads(job.payload), job.attempts, _aware(job.ready_at)
+            )
+        )
     session.flush()
     return claimed
 
