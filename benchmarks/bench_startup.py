@@ -2,7 +2,7 @@
 database (`handover log`, `handover plan`), and `handover serve` until it prints "listening",
 for this code and a baseline checkout side by side, in one sitting.
 
-    python benchmarks/bench_startup.py [--runs 7] [--baseline-python /work/main/.venv/bin/python]
+    python benchmarks/bench_startup.py --baseline-python OTHER_CHECKOUT/.venv/bin/python [--runs 7]
 
 Each side runs as `PYTHON -m bot` from an empty working directory, so each resolves `bot` to
 its own installed (editable) checkout; the script prints which. Each side has its own database
@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests.e2e.harness import SAMPLE_ROTA, free_port, start_standin  # noqa: E402
 
-MAIN_PYTHON = Path("/work/main/.venv/bin/python")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -125,8 +124,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7, help="runs of each command (median)")
     parser.add_argument(
         "--baseline-python",
-        default=str(MAIN_PYTHON),
-        help="the baseline's interpreter (a venv with its checkout installed editable)",
+        required=True,
+        help="the baseline's interpreter (a venv with its checkout installed editable, e.g. "
+        "another checkout of main's .venv/bin/python)",
     )
     parser.add_argument(
         "--bytecode-cache",

@@ -36,8 +36,8 @@ class Services:
     # The Slack requests in progress (bot/web/work.py's SlackTraffic), counted by the HTTP layer
     # so that the work after the acks can make way for them; None: not counted.
     slack_traffic: Any = None
-    # Writes a click's job to the slack_jobs table after its ack (bot/slackjobs/writer.py's
-    # JobWriter); None: the job runs on `after_ack` instead, in this process.
+    # Writes a click's or a slash command's job to the slack_jobs table after its ack
+    # (bot/slackjobs/writer.py's JobWriter); None: the job runs on `after_ack` instead.
     slack_jobs: Any = None
     # Queues App Home redraws (bot/delivery/home.py's HomeRefreshes); None: redraw at once.
     homes: Any = None

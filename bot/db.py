@@ -226,6 +226,11 @@ def _configure_sqlite(engine: Engine, in_memory: bool, busy_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn) -> None:
+        if conn.get_execution_options().get(READS_ONLY):
+            # A read (`reading`): a deferred BEGIN takes no lock until it reads, and in WAL
+            # mode a reader neither waits for a writer nor holds one up.
+            conn.exec_driver_sql("BEGIN")
+            return
         # Take the write lock at the start: writers queue on busy_timeout instead of
         # failing with "database is locked" when they upgrade a read lock later.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -237,6 +242,23 @@ def is_sqlite(engine: Engine) -> bool:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+# The execution option of a session that only reads (`reading`).
+READS_ONLY = "handover_reads_only"
+
+
+@contextmanager
+def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for reads only, rolled back at the end: on SQLite its transaction takes no
+    write lock (a unit of work's BEGIN IMMEDIATE does), so a check that finds nothing to do
+    neither waits for a writer nor holds one up. Nothing it writes is kept."""
+    with factory() as session:
+        session.connection(execution_options={READS_ONLY: True})
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 @contextmanager

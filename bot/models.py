@@ -257,19 +257,22 @@ class SlackJobState(StrEnum):
 
 
 class SlackJob(Base):
-    """The work a click starts after its ack, kept until it is done (docs/operations.md).
+    """The work a click or a slash command starts after its ack, kept until it is done
+    (docs/operations.md).
 
-    A kind (the button's action_id) and the few fields its work needs, never the message the
-    button was on. The signature of the Slack request that started it is unique: a replay of
-    that request within Slack's window adds nothing (docs/security.md). A finished job stays
-    until `expires_at`, when its signature could no longer pass the signature check.
+    A kind (the button's action_id, or the subcommand's) and the few fields its work needs,
+    never the message the button was on; a command's response_url and typed words are the
+    payload's `private` part, erased once used and when the job is done or dropped. The
+    signature of the Slack request that started it is unique: a replay of that request within
+    Slack's window adds nothing (docs/security.md). A finished job stays until `expires_at`,
+    when its signature could no longer pass the signature check.
     """
 
     __tablename__ = "slack_jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(64))
-    payload: Mapped[str] = mapped_column(Text)  # JSON (bot/slackjobs/queue.py, Click)
+    payload: Mapped[str] = mapped_column(Text)  # JSON (Click; handlers/commands.py's command_job)
     signature: Mapped[str | None] = mapped_column(String(64), unique=True)  # hex HMAC-SHA256
     state: Mapped[str] = mapped_column(String(16), default=SlackJobState.WAITING)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -345,6 +348,10 @@ AUDIT_EVENTS = (
     # A late copy of a message, sent by a dispatcher that froze past its claim, taken back
     # (bot/delivery/confirm.py, docs/timing.md "Claims")
     "duplicate_deleted",
-    # The work of a click, failed past its attempts and given up (bot/slackjobs/runner.py)
+    # The work of a click or a slash command, failed past its attempts (or a command's
+    # response_url expired) and given up (bot/slackjobs/runner.py)
     "slack_job_dropped",
+    # A message cancelled as it was sent, whose dispatcher died, that cannot be looked for
+    # (bot/delivery/reconcile.py, docs/timing.md "Cancelled in a batch")
+    "send_outcome_unknown",
 )

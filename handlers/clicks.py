@@ -4,11 +4,11 @@ for the runner of the slack_jobs table in a dispatcher process (bot/slackjobs/ru
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from slack_sdk import WebClient
 
 from bot.context import Services
+from bot.slackjobs.queue import ClaimedJob
 from bot.slackjobs.runner import JobWork
 from handlers import actions, contacts, home, oncall
 from handlers.deferred import Click, ClickWork
@@ -26,8 +26,8 @@ def click_jobs(services: Services, client: WebClient) -> dict[str, JobWork]:
 
 
 def _from_payload(services: Services, client: WebClient, kind: str, work: ClickWork) -> JobWork:
-    def run(payload: dict[str, Any]) -> None:
-        click = Click.from_payload(payload)
+    def run(job: ClaimedJob) -> None:
+        click = Click.from_payload(job.payload)
         there = services.client_for(click.workspace, client)
         if there is None:
             # The app was removed from that workspace: nothing there can be shown or answered.

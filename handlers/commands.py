@@ -1,24 +1,35 @@
-"""The `/handover` slash command: no text opens the referral modal; subcommands answer privately."""
+"""The `/handover` slash command: no text opens the referral modal; subcommands answer privately.
+
+A subcommand's work after the ack is a job in the slack_jobs table (`command_job`; run by
+handlers/command_jobs.py in whichever process runs the dispatcher), so an acknowledged
+`/handover close` survives a crash of the web process. The modal's opening stays in the web
+process: its trigger_id lasts 3 seconds.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_bolt.request import BoltRequest
 from slack_sdk import WebClient
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
+from bot.clock import SystemClock
 from bot.context import Services
 from bot.services.directory import person_for_slack_user
 from bot.services.responses import close_referral, on_call_now
+from bot.slackjobs.queue import PRIVATE, NewJob
 from bot.workspaces.oauth import WORKSPACE_KEY, workspace_of
 from handlers import ids
 from handlers.blocks.modal import build_referral_modal
 from handlers.blocks.response import close_answer, oncall_answer
-from handlers.deferred import BUSY, after_ack
+from handlers.deferred import BUSY, after_ack, signature_of
 from handlers.guards import DATABASE_DOWN, is_role_name
 
 logger = logging.getLogger(__name__)
@@ -34,6 +45,8 @@ HELP_TEXT = (
 
 Subcommand = Callable[[Services, dict, list[str], Respond], None]
 SUBCOMMANDS: dict[str, Subcommand] = {}
+# A subcommand's job kind: this and its name (handover_command_close, ...).
+JOB_KIND_PREFIX = "handover_command_"
 
 
 def subcommand(name: str) -> Callable[[Subcommand], Subcommand]:
@@ -76,6 +89,19 @@ def _oncall(services: Services, command: dict, args: list[str], respond: Respond
 
 @subcommand("close")
 def _close(services: Services, command: dict, args: list[str], respond: Respond) -> None:
+    respond(text=close_and_answer(services, command, args), response_type="ephemeral")
+
+
+def close_and_answer(
+    services: Services,
+    command: dict,
+    args: list[str],
+    *,
+    with_the_close: Callable[[Session], None] | None = None,
+) -> str:
+    """Close the referral `args` name (`args[1:]` the reason) and say what came of it.
+    `with_the_close(session)` runs in the close's own transaction (a job's erasing its copy
+    of the reason, handlers/command_jobs.py): both are committed, or neither."""
     referral_id = args[0] if args else None
     with services.session_factory.begin() as session:
         outcome = close_referral(
@@ -87,15 +113,16 @@ def _close(services: Services, command: dict, args: list[str], respond: Respond)
             settings=services.settings,
             workspace=command.get(WORKSPACE_KEY),
         )
+        if with_the_close is not None:
+            with_the_close(session)
     if outcome.status == "closed":
         services.wake_dispatcher()
-    text = close_answer(
+    return close_answer(
         outcome.status,
         referral_id=outcome.referral_id,
         cancelled_prompts=outcome.cancelled_prompts,
         cancelled_rows=outcome.cancelled_rows,
     )
-    respond(text=text, response_type="ephemeral")
 
 
 def register(app: App, services: Services) -> None:
@@ -113,18 +140,54 @@ def register(app: App, services: Services) -> None:
         # Who typed it is (workspace, user): the subcommands read both from the command, which
         # the work after the ack is given (a BoltContext is the request's only).
         command = {**command, WORKSPACE_KEY: workspace_of(context)}
-        # Ack first, then work on the queue (handlers/deferred.py); the modal's trigger_id
-        # lasts 3 seconds, so the work that opens it is urgent: it takes the next free thread
-        # without waiting for a pause in Slack's requests (bot/web/work.py).
         ack()
+        words = (command.get("text") or "").split()
+        writer = services.slack_jobs
+        if words and writer is not None and command.get("response_url"):
+            # A subcommand: a job (handlers/command_jobs.py), written after the ack.
+            job = command_job(command, words, signature_of(request), now=SystemClock().now())
+
+            def refused() -> None:  # the writer could not write it: nothing will be done
+                respond(text=DATABASE_DOWN, response_type="ephemeral")
+
+            if not writer.submit(job, refused=refused):
+                respond(text=BUSY, response_type="ephemeral")
+            return
+        # `/handover` alone opens the referral modal: its trigger_id lasts 3 seconds, so that
+        # work is urgent, on the in-memory queue (handlers/deferred.py) without waiting for a
+        # pause in Slack's requests (bot/web/work.py).
         after_ack(
             services,
             request,
             lambda: run_command(services, command, client, respond),
             busy=lambda: respond(text=BUSY, response_type="ephemeral"),
-            # `/handover` alone opens the referral modal (run_command).
-            urgent=not (command.get("text") or "").split(),
+            urgent=not words,
         )
+
+
+def command_job(
+    command: dict, words: list[str], signed: tuple[str, int] | None, *, now: datetime
+) -> NewJob:
+    """The job of `/handover WORDS...`: who typed it where, and when (its response_url lasts
+    30 minutes from then); privately, until its work has used them, the response_url and the
+    words after the subcommand's name (a close's referral ID and reason). `help`, which an
+    unknown subcommand is, keeps nothing of what was typed."""
+    name = words[0].lower()
+    if name not in SUBCOMMANDS or name == "help":
+        name, words = "help", ["help"]
+    payload: dict[str, Any] = {
+        "user": command["user_id"],
+        "workspace": command.get(WORKSPACE_KEY),
+        "channel": command.get("channel_id") or None,
+        "issued_at": signed[1] if signed else int(now.timestamp()),
+        PRIVATE: {"response_url": command["response_url"], "args": words[1:]},
+    }
+    return NewJob(
+        kind=JOB_KIND_PREFIX + name,
+        payload=payload,
+        signature=signed[0] if signed else None,
+        timestamp=signed[1] if signed else None,
+    )
 
 
 def run_command(services: Services, command: dict, client: WebClient, respond: Respond) -> None:

@@ -7,11 +7,11 @@ which message, which workspace; never the message's blocks), written to the slac
 and does not share the web process (docs/reference/slack.md, "Acknowledging"). The table's
 unique signature is the replay check: a replay of the same signed request adds no second job.
 
+A slash command's subcommand is a job the same way (handlers/commands.py's `command_job`).
 What cannot wait for a job goes to `Services.after_ack` (bot/web/work.py's queue under `serve`):
-a modal's opening (its trigger_id lasts 3 seconds) and a slash command's answer (through its
-response_url; `close` carries free text the table must not keep). There a replay of the same
-signature within Slack's window is dropped by `remember_request`. The HTTP layer checks the
-other kinds before Bolt (bot/web/http.py).
+a modal's opening (its trigger_id lasts 3 seconds). There a replay of the same signature within
+Slack's window is dropped by `remember_request`. The HTTP layer checks the other kinds before
+Bolt (bot/web/http.py).
 """
 
 from __future__ import annotations

@@ -134,6 +134,10 @@ class Channel(Protocol):
     """A way of reaching people (`bot.channels.slack.SlackChannel` is one)."""
 
     name: str
+    # Whether `find` can tell that a message is not there (a Slack conversation's history
+    # can); False for a channel that cannot be asked what it took (a mail relay), whose
+    # `find` always answers None.
+    searchable: bool
 
     def address_of(self, contact: Contact) -> str | None:
         """The stored address of a person on this channel, or None (no call is made)."""

@@ -103,6 +103,7 @@ class EmailChannel:
     """Sends messages by email through one SMTP relay (a `Channel`)."""
 
     name = CHANNEL
+    searchable = False  # a relay cannot be asked what it took
 
     def __init__(
         self,
@@ -152,8 +153,8 @@ class EmailChannel:
         *,
         other_than: Sent | None = None,
     ) -> Sent | None:
-        """A relay cannot be asked what it took: an email in doubt is sent again, with its
-        Message-ID unchanged (see the module's docstring)."""
+        """A relay cannot be asked what it took (`searchable` is False): an email in doubt is
+        sent again, with its Message-ID unchanged (see the module's docstring)."""
         return None
 
     def delete(self, sent: Sent) -> bool:

@@ -305,6 +305,7 @@ class SlackChannel:
     """The Web API calls delivery makes, each translated at the edge (a `Channel`)."""
 
     name = "slack"
+    searchable = True  # a conversation's history
     workspace: str | None = None  # the home workspace's (a partner's: PartnerSlackChannel)
 
     def __init__(self, client: WebClient) -> None:

@@ -1,5 +1,5 @@
-"""`handover dispatch [--once]`: the dispatcher alone (with the runner of the clicks' jobs), for
-one pass or until stopped."""
+"""`handover dispatch [--once]`: the dispatcher alone (with the runner of the clicks' and slash
+commands' jobs), for one pass or until stopped."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def dispatch_command(args: argparse.Namespace, settings: Settings) -> int:
     from bot.clock import clock_from_env
     from bot.db import create_db_engine, make_session_factory
     from bot.delivery.dispatcher import Dispatcher
-    from bot.web.server import click_job_runner, dispatcher_services
+    from bot.web.server import dispatcher_services, slack_job_runner
 
     if not settings.slack_bot_token:
         raise SettingsError("SLACK_BOT_TOKEN is required by `handover dispatch`")
@@ -34,9 +34,10 @@ def dispatch_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         client = make_web_client(settings)
         dispatcher = Dispatcher(settings, make_session_factory(engine), client, clock_from_env())
-        # The clicks' jobs (bot/slackjobs/): the web processes write them, the dispatchers run them.
+        # The clicks' and slash commands' jobs (bot/slackjobs/): the web processes write them,
+        # the dispatchers run them.
         services = dispatcher_services(dispatcher, client, engine)
-        jobs = click_job_runner(services, client, dispatcher.instance_id)
+        jobs = slack_job_runner(services, client, dispatcher.instance_id)
         if args.once:
             while jobs.run_ready():
                 pass

@@ -245,18 +245,25 @@ def take_back_late_copy(
         "dispatcher": ctx.instance_id,
     }
     with session_factory.begin() as session:
-        audit.record(
-            session,
-            "duplicate_deleted",
-            at=now,
-            referral_id=delivery.referral_id,
-            actor=ACTOR,
-            # the person (a step's message names only them) or the room it went to
-            recipient=delivery.recipient or delivery.person or delivery.address,
-            target=delivery.target,
-            detail=detail,
-        )
+        record_row_event(session, "duplicate_deleted", delivery, at=now, detail=detail)
     return True
+
+
+def record_row_event(
+    session: Session, event: str, delivery: Delivery, *, at: datetime, detail: dict[str, Any]
+) -> None:
+    """Log `event` about one row's message (any kind), naming whom it went to and its target."""
+    audit.record(
+        session,
+        event,
+        at=at,
+        referral_id=delivery.referral_id,
+        actor=ACTOR,
+        # the person (a step's message names only them) or the room it went to
+        recipient=delivery.recipient or delivery.person or delivery.address,
+        target=delivery.target,
+        detail=detail,
+    )
 
 
 def _page_until_acknowledged(

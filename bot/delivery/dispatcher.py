@@ -109,7 +109,9 @@ class Dispatcher:
             on_delivered=self._after_delivery,
             pacer=self.pacer,
         )
-        self.reconciler = Reconciler(self.context, session_factory, clock, self.pacer)
+        self.reconciler = Reconciler(
+            self.context, session_factory, clock, self.pacer, on_delivered=self._after_delivery
+        )
         self._stopping = threading.Event()
         self._pass_lock = threading.Lock()
         retention = Daily(

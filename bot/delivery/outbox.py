@@ -577,6 +577,20 @@ def settle_cancelled(row: OutboxMessage) -> None:
     row.claimed_until = None
 
 
+def _unsettled_clause(now: datetime):
+    """Rows cancelled under a claim whose holder's lease ended before it settled them."""
+    return and_(OutboxMessage.state == RowState.CANCELLED, OutboxMessage.claimed_until < now)
+
+
+def any_unsettled(session: Session, now: datetime) -> bool:
+    """Whether some row waits to be looked for (`claim_unsettled` would find one): one read of
+    the (state, claimed_until) index, locking nothing, so a pass with nothing to settle writes
+    nothing."""
+    return (
+        session.scalar(select(OutboxMessage.id).where(_unsettled_clause(now)).limit(1)) is not None
+    )
+
+
 def claim_unsettled(
     session: Session,
     now: datetime,
@@ -595,7 +609,7 @@ def claim_unsettled(
     """
     query = (
         select(OutboxMessage)
-        .where(OutboxMessage.state == RowState.CANCELLED, OutboxMessage.claimed_until < now)
+        .where(_unsettled_clause(now))
         .order_by(OutboxMessage.claimed_until, OutboxMessage.id)
         .limit(1)
         .execution_options(populate_existing=True)

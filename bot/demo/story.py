@@ -254,8 +254,8 @@ class Demo:
         )
         runtime = build_runtime(self.settings, with_dispatcher=True, clock=self.clock)
         self._stack.callback(runtime.shutdown)
-        # The clicks' jobs run in the background, as under `serve`; the dispatcher's passes
-        # are the story's to run (run_due).
+        # The clicks' and commands' jobs run in the background, as under `serve`; the
+        # dispatcher's passes are the story's to run (run_due).
         assert runtime.job_runner is not None
         runtime.job_runner.start()
         bind = runtime.services.session_factory.kw.get("bind")

@@ -3,9 +3,10 @@
 A closed referral's personal data — its free-text `summary` (the account of the child and
 family) and `close_reason` (typed by a person), and `request_hash` (a digest of the request,
 summary included, that could confirm a guess of it) — is erased once it was closed before the
-cut-off. What stays is the minimal record DOMAIN.md allows even in Slack: the referral ID, the
-case system's reference, category, urgency, times, who was asked and who answered. The case
-system remains the record of the child; it has its own retention schedule.
+cut-off. What stays is the minimal record allowed even in Slack
+(docs/information-governance.md): the referral ID, the case system's reference, category,
+urgency, times, who was asked and who answered. The case system remains the record of the
+child; it has its own retention schedule.
 
 The audit log is never altered: it must never carry personal data in the first place (free
 text stays out of it: bot/services/responses.py keeps a close reason with the referral), and a

@@ -1,7 +1,7 @@
 """The payloads Slack sends an app: events, slash commands and interactions.
 
 Pure builders: each takes the workspace the person is in, so ``team_id`` and ``team`` are right
-in every payload, and returns the shape of /work/shared/slack-specs/samples (the Events API
+in every payload, and returns the shape of tests/data/slack-samples (the Events API
 wrapper with ``authorizations``; ``block_actions``; ``view_submission``; the slash command's
 form fields).
 """

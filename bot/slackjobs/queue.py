@@ -1,6 +1,9 @@
 """The slack_jobs table's verbs: add a batch, claim the ready jobs, finish, retry or drop one.
 
-Every instant is an argument (the runner and the writer read the wall clock). A job is claimed
+Every instant is an argument (the runner and the writer read the wall clock). A payload's
+`private` part (what a person typed, a slash command's response_url) is erased once the job is
+done or dropped, or by its work itself once used (`forget_private`); the rest stays until the
+row is deleted (`forget_finished_jobs`). A job is claimed
 with a lease, as an outbox row is (bot/delivery/outbox.py): on PostgreSQL the claim skips rows
 another runner holds locked, and SQLite serialises its writers (BEGIN IMMEDIATE, bot/db.py), so
 each job is run by one runner at a time; a runner that dies holding a job leaves it to be
@@ -27,6 +30,9 @@ DEFAULT_LEASE = timedelta(minutes=2)
 # Waits before the 2nd, 3rd, ... attempt; after the last attempt the job is dropped.
 BACKOFF = (timedelta(seconds=2), timedelta(seconds=10), timedelta(seconds=60), timedelta(minutes=5))
 MAX_ATTEMPTS = len(BACKOFF) + 1
+# The payload's key of what must not outlive the job's work (a slash command's response_url and
+# typed words: a close's reason is the referral's alone, erased by retention).
+PRIVATE = "private"
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,13 @@ class ClaimedJob:
     kind: str
     payload: dict[str, Any]
     attempts: int  # including this one
+    claimed_by: str  # the runner holding it: its work's writes are fenced on it
     ready_at: datetime  # when it became ready (written, or handed back for a retry)
+
+
+def public_part(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload without its private part."""
+    return {key: value for key, value in payload.items() if key != PRIVATE}
 
 
 def add_jobs(connection: Connection, jobs: Sequence[NewJob], *, now: datetime) -> list[NewJob]:
@@ -57,7 +69,7 @@ def add_jobs(connection: Connection, jobs: Sequence[NewJob], *, now: datetime) -
     rows = [
         {
             "kind": job.kind,
-            "payload": json.dumps(job.payload, separators=(",", ":")),
+            "payload": _json(job.payload),
             "signature": job.signature,
             "state": SlackJobState.WAITING.value,
             "created_at": now,
@@ -120,16 +132,32 @@ def claim_ready(
         job.attempts += 1
         claimed.append(
             ClaimedJob(
-                job.id, job.kind, json.loads(job.payload), job.attempts, _aware(job.ready_at)
+                job.id,
+                job.kind,
+                json.loads(job.payload),
+                job.attempts,
+                instance_id,
+                _aware(job.ready_at),
             )
         )
     session.flush()
     return claimed
 
 
-def finish(session: Session, job_id: int, *, instance_id: str, now: datetime) -> bool:
-    """Mark a job this runner holds done; False when its claim was lost meanwhile."""
-    return _settle(session, job_id, instance_id, state=SlackJobState.DONE, finished_at=now)
+def finish(
+    session: Session,
+    job_id: int,
+    *,
+    instance_id: str,
+    now: datetime,
+    payload: dict[str, Any] | None = None,
+) -> bool:
+    """Mark a job this runner holds done, its payload without its private part (`payload`: the
+    job's as claimed); False when its claim was lost meanwhile."""
+    return _settle(
+        session, job_id, instance_id, state=SlackJobState.DONE, finished_at=now,
+        **_erased(payload),
+    )  # fmt: skip
 
 
 def retry_later(
@@ -142,26 +170,62 @@ def retry_later(
     )  # fmt: skip
 
 
-def drop(session: Session, job_id: int, *, instance_id: str, now: datetime, error: str) -> bool:
-    """Give a job up after its last attempt (the caller records slack_job_dropped)."""
+def drop(
+    session: Session,
+    job_id: int,
+    *,
+    instance_id: str,
+    now: datetime,
+    error: str,
+    payload: dict[str, Any] | None = None,
+) -> bool:
+    """Give a job up after its last attempt, its payload without its private part (the caller
+    records slack_job_dropped)."""
     return _settle(
         session, job_id, instance_id, state=SlackJobState.DROPPED, finished_at=now,
-        last_error=error[:120],
+        last_error=error[:120], **_erased(payload),
     )  # fmt: skip
+
+
+def forget_private(session: Session, job: ClaimedJob) -> bool:
+    """Erase the private part of a job its runner still holds, in the caller's transaction (the
+    work that used it commits with it, so a later attempt finds it gone); False when the claim
+    was lost, and the caller must not commit its work."""
+    result = session.execute(
+        update(SlackJob)
+        .where(_held(job.id, job.claimed_by))
+        .values(payload=_json(public_part(job.payload)))
+        .execution_options(synchronize_session=False)
+    )
+    return (result.rowcount or 0) == 1
+
+
+def _erased(payload: dict[str, Any] | None) -> dict[str, Any]:
+    if payload is None or PRIVATE not in payload:
+        return {}
+    return {"payload": _json(public_part(payload))}
+
+
+def _json(payload: Any) -> str:
+    return json.dumps(payload, separators=(",", ":"))
 
 
 def _settle(session: Session, job_id: int, instance_id: str, **values: Any) -> bool:
     result = session.execute(
         update(SlackJob)
-        .where(
-            SlackJob.id == job_id,
-            SlackJob.state == SlackJobState.RUNNING,
-            SlackJob.claimed_by == instance_id,
-        )
+        .where(_held(job_id, instance_id))
         .values(claimed_by=None, claimed_until=None, **values)
         .execution_options(synchronize_session=False)
     )
     return (result.rowcount or 0) == 1
+
+
+def _held(job_id: int, instance_id: str):
+    return and_(
+        SlackJob.id == job_id,
+        SlackJob.state == SlackJobState.RUNNING,
+        SlackJob.claimed_by == instance_id,
+    )
 
 
 def next_ready_at(session: Session) -> datetime | None:

@@ -2,9 +2,12 @@
 or `serve` with its dispatcher in-process).
 
 A few threads each claim a small batch of ready jobs, run each through the work registered for
-its kind (a payload in, Slack and the database changed), and mark it done. A job that raises is
-handed back, to be claimed again after its backoff (queue.BACKOFF); after its last attempt it is
-dropped, logged and recorded in the audit log as `slack_job_dropped` (docs/operations.md).
+its kind (the claimed job in, Slack and the database changed), and mark it done, then do
+what the work left for after that (a slash command's answer: at most once). A job that
+raises is handed back, to be claimed again after its backoff (queue.BACKOFF); after its last
+attempt it is dropped, logged and recorded in the audit log as `slack_job_dropped`
+(docs/operations.md). A work that no later attempt could help raises `GiveUp`: the job is
+dropped at once, the same way, with the reason in the log line.
 
 The runners are woken as the outbox's dispatchers are (bot/delivery/wakeups.py): a NOTIFY on
 PostgreSQL, a change of the SQLite file's data_version, or directly by a writer in the same
@@ -38,7 +41,10 @@ from bot.slackjobs.queue import ClaimedJob
 
 logger = logging.getLogger(__name__)
 
-JobWork = Callable[[dict[str, Any]], None]
+# A job's work: the claimed job in; out, what to do once the job is marked done (a slash
+# command's answer), or None. That is done only when this runner still held the job, so at most
+# once, never by a runner whose lease ended meanwhile.
+JobWork = Callable[[ClaimedJob], Callable[[], None] | None]
 
 WORKERS = 4
 SQLITE_WORKERS = 2  # SQLite takes one writer at a time: more threads only queue on its lock
@@ -59,6 +65,12 @@ QUIET = "quiet"
 
 class UnknownJobKind(Exception):
     """A job of a kind this version has no work for (written by another version)."""
+
+
+class GiveUp(Exception):
+    """Raised by a job's work when no later attempt could do it (a slash command's response_url
+    has expired, say): the job is dropped at once, its message in the log line. The subclass's
+    name is the row's `last_error` and the audit event's `error`."""
 
 
 class JobArrivals:
@@ -195,7 +207,10 @@ class JobRunner:
             work = self._work.get(job.kind)
             if work is None:
                 raise UnknownJobKind(job.kind)
-            work(job.payload)
+            afterwards = work(job)
+        except GiveUp as exc:
+            self._drop(job, type(exc).__name__, because=str(exc))
+            return
         except Exception as exc:
             logger.exception(
                 "slack job %s (%s) failed, attempt %d", job.id, job.kind, job.attempts,
@@ -204,30 +219,45 @@ class JobRunner:
             self._failed(job, type(exc).__name__)
             return
         with self._factory.begin() as session:
-            if not queue.finish(
-                session, job.id, instance_id=self.instance_id, now=self._wall.now()
-            ):
-                logger.warning("slack job %s was done after its lease ended", job.id)
+            finished = queue.finish(
+                session, job.id, instance_id=self.instance_id, now=self._wall.now(),
+                payload=job.payload,
+            )  # fmt: skip
+        if not finished:
+            logger.warning("slack job %s was done after its lease ended", job.id)
+            return
+        if afterwards is not None:
+            try:
+                afterwards()
+            except Exception:
+                logger.exception("slack job %s (%s): what followed it failed", job.id, job.kind)
 
     def _failed(self, job: ClaimedJob, error: str) -> None:
-        now = self._wall.now()
+        if job.attempts > len(self._backoff):
+            self._drop(job, error, because=f"after {job.attempts} attempts ({error})")
+            return
         with self._factory.begin() as session:
-            if job.attempts <= len(self._backoff):
-                queue.retry_later(
-                    session,
-                    job.id,
-                    instance_id=self.instance_id,
-                    ready_at=now + self._backoff[job.attempts - 1],
-                    error=error,
-                )
-                return
-            if not queue.drop(session, job.id, instance_id=self.instance_id, now=now, error=error):
+            queue.retry_later(
+                session,
+                job.id,
+                instance_id=self.instance_id,
+                ready_at=self._wall.now() + self._backoff[job.attempts - 1],
+                error=error,
+            )
+
+    def _drop(self, job: ClaimedJob, error: str, *, because: str) -> None:
+        """Give the job up, its private part erased, and record slack_job_dropped."""
+        with self._factory.begin() as session:
+            if not queue.drop(
+                session, job.id, instance_id=self.instance_id, now=self._wall.now(),
+                error=error, payload=job.payload,
+            ):  # fmt: skip
                 return
             detail = {"job": job.id, "kind": job.kind, "attempts": job.attempts, "error": error}
             audit.record(session, "slack_job_dropped", at=self._clock.now(), detail=detail)
         logger.error(
-            "slack job %s (%s) dropped after %d attempts (%s)", job.id, job.kind, job.attempts,
-            error, extra={"event": "slack_job_dropped", **detail},
+            "slack job %s (%s) dropped %s", job.id, job.kind, because,
+            extra={"event": "slack_job_dropped", **detail},
         )  # fmt: skip
 
     # ----- in the background ---------------------------------------------------------------

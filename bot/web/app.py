@@ -105,12 +105,14 @@ def match_on_the_body(app: App) -> None:
         ]
 
 
-def click_jobs(services: Services, client: WebClient) -> dict:
-    """The work of each kind of click job (handlers/clicks.py), for the runner of the
-    slack_jobs table in a process that runs the dispatcher (bot/slackjobs/runner.py)."""
-    from handlers.clicks import click_jobs as registered
+def slack_job_works(services: Services, client: WebClient) -> dict:
+    """The work of each kind of job after a Slack ack, a click's (handlers/clicks.py) or a
+    slash command's (handlers/command_jobs.py), for the runner of the slack_jobs table in a
+    process that runs the dispatcher (bot/slackjobs/runner.py)."""
+    from handlers.clicks import click_jobs
+    from handlers.command_jobs import command_jobs
 
-    return registered(services, client)
+    return {**click_jobs(services, client), **command_jobs(services)}
 
 
 def _partner_workspaces(settings: Settings, client: WebClient, services: Services) -> dict:

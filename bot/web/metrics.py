@@ -102,12 +102,12 @@ def metric_families(snapshot: Snapshot) -> Iterator[Metric]:
 
     yield GaugeMetricFamily(
         "handover_slack_jobs_waiting",
-        "Clicks acknowledged whose work (a job in slack_jobs) is not done yet",
+        "Clicks and slash commands acknowledged whose work (a job in slack_jobs) is not done yet",
         value=snapshot.slack_jobs.waiting,
     )
     yield GaugeMetricFamily(
         "handover_slack_jobs_oldest_age_seconds",
-        "Seconds since the oldest click job not yet done was written (0 when none)",
+        "Seconds since the oldest click or command job not yet done was written (0 when none)",
         value=snapshot.oldest_job_age(),
     )
 

@@ -1,5 +1,5 @@
 """`handover serve`: the bot over HTTP (waitress) or Socket Mode, with the dispatcher (and the
-runner of the clicks' jobs) in-process unless `--no-dispatcher`.
+runner of the clicks' and slash commands' jobs) in-process unless `--no-dispatcher`.
 
 Why waitress: it is a production WSGI server that runs inside our own process, so `serve` can
 host the dispatcher next to the HTTP listener and shut both down together on SIGTERM; it is pure
@@ -53,7 +53,7 @@ class Runtime:
     beacon: TrafficBeacon | None = None
 
     def start(self) -> None:
-        """Start the dispatcher and the runner of the clicks' jobs, when this process runs them,
+        """Start the dispatcher and the runner of the Slack jobs, when this process runs them,
         and the beacon of Slack's traffic for the runners in other processes."""
         if self.beacon is not None:
             self.beacon.start()
@@ -65,7 +65,7 @@ class Runtime:
     def shutdown(self) -> None:
         if self.beacon is not None:
             self.beacon.stop()
-        # The clicks acked are written before anything stops (they are owed to their users).
+        # The clicks and commands acked are written before anything stops (owed to their users).
         self.jobs.shutdown()
         if self.job_runner is not None:
             self.job_runner.shutdown()
@@ -97,8 +97,8 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
     dispatcher = None
     if with_dispatcher:
         dispatcher = Dispatcher(settings, factory, client, clock)
-    # A click's work after its ack is a job in the database, run by whoever runs the dispatcher
-    # (this process, or `handover dispatch`: the Procfile's worker).
+    # A click's or a slash command's work after its ack is a job in the database, run by whoever
+    # runs the dispatcher (this process, or `handover dispatch`: the Procfile's worker).
     jobs = JobWriter(engine)
     services = Services(
         settings=settings,
@@ -122,7 +122,7 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
     )  # fmt: skip
     if dispatcher is not None:
         # Here the jobs share the process with the acks: they make way for Slack's requests.
-        runtime.job_runner = click_job_runner(
+        runtime.job_runner = slack_job_runner(
             services, client, dispatcher.instance_id, traffic=traffic
         )
         jobs.on_written = runtime.job_runner.wake
@@ -130,7 +130,7 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
 
 
 def dispatcher_services(dispatcher, client, engine) -> Services:
-    """What the clicks' jobs are given in a process that runs only the dispatcher."""
+    """What the clicks' and commands' jobs are given in a process that runs only the dispatcher."""
     return Services(
         settings=dispatcher.settings,
         session_factory=dispatcher.session_factory,
@@ -141,16 +141,16 @@ def dispatcher_services(dispatcher, client, engine) -> Services:
     )
 
 
-def click_job_runner(
+def slack_job_runner(
     services: Services, client, instance_id: str, *, traffic: SlackTraffic | None = None
 ) -> JobRunner:
-    """The runner of the clicks' jobs (bot/slackjobs/runner.py), for a process that runs the
-    dispatcher; `client` is the home workspace's."""
-    from bot.web.app import click_jobs
+    """The runner of the clicks' and slash commands' jobs (bot/slackjobs/runner.py), for a
+    process that runs the dispatcher; `client` is the home workspace's."""
+    from bot.web.app import slack_job_works
 
     return JobRunner(
         services.session_factory,
-        click_jobs(services, client),
+        slack_job_works(services, client),
         instance_id=instance_id,
         clock=services.clock,
         traffic=traffic,

@@ -4,7 +4,7 @@ Order matters: the signature first (a 401 needs nothing but the secret), then th
 (a 400 for anything Bolt could not parse or route: invalid UTF-8, a content type Slack never
 sends, JSON that is not an object or nests too deep, a `team` or `user` of the wrong type), and
 only then, in the caller, the database. The shapes follow Slack's payloads in
-/work/shared/slack-specs/samples; fields the handlers read defensively (a view's state, an
+tests/data/slack-samples; fields the handlers read defensively (a view's state, an
 action's value) are left to them so that they can give their usual answers.
 """
 

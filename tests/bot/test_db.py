@@ -13,7 +13,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from bot.db import SERVICE_TIMEOUTS, UnansweredWatchdog, create_db_engine
+from bot.db import (
+    SERVICE_TIMEOUTS,
+    UnansweredWatchdog,
+    create_db_engine,
+    make_session_factory,
+    reading,
+)
 from tests.chaos.stall_proxy import StallProxy
 
 QUICK = replace(SERVICE_TIMEOUTS, unanswered=1.0)
@@ -158,3 +164,24 @@ def test_the_watchdog_ignores_idle_connections_and_short_requests() -> None:
     conn.active = False
     assert not state.overdue(conn, 9.0)
     assert UnansweredWatchdog.PERIOD < 1
+
+
+def test_a_reading_session_takes_no_write_lock_and_keeps_nothing(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'reads.db'}"
+    engine = create_db_engine(url)
+    factory = make_session_factory(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+        with factory.begin() as writer:
+            writer.execute(text("INSERT INTO t VALUES (2)"))  # holds the write lock
+            with reading(factory) as session:
+                # Reads what was committed, at once, while the writer holds its lock.
+                assert session.scalars(text("SELECT x FROM t")).all() == [1]
+        with reading(factory) as session:
+            session.execute(text("DELETE FROM t"))
+        with factory() as session:
+            assert session.scalars(text("SELECT x FROM t ORDER BY x")).all() == [1, 2]
+    finally:
+        engine.dispose()

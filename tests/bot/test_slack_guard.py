@@ -23,7 +23,7 @@ from bot.web.slack_guard import (
 
 SECRET = "guard-test-signing-secret"
 NOW = 1_800_000_000
-SAMPLES = Path("/work/shared/slack-specs/samples")
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "slack-samples"
 
 
 def signed(body: bytes, content_type: str = FORM, *, at: int = NOW, secret: str = SECRET):

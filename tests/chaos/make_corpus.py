@@ -8,7 +8,7 @@ Each file is one raw request body. Its extension is the Content-Type it is sent 
 beyond what Bolt can parse and must get exactly 400; every other file gets a 2xx or 4xx, and
 nothing may be logged as an error.
 
-The shapes are Slack's (/work/shared/slack-specs/samples, as built by
+The shapes are Slack's (tests/data/slack-samples, as built by
 tests/handlers/slack_payloads.py); the mutations are those a fuzzer found to break Bolt's
 parsing or the handlers: values of the wrong type, missing fields, invalid UTF-8, deep nesting.
 """

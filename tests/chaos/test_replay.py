@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.models import AuditEvent, Referral, Response, SlackRequest
+from bot.models import AuditEvent, Referral, Response, SlackJob, SlackRequest
 from handlers import ids
 from handlers.blocks.response import (
     ACTION_CONTACT_BY,
@@ -97,7 +97,13 @@ def test_a_replayed_close_is_carried_out_and_answered_once(
     assert audit_events(session_factory, "referral_closed") == 1
     with session_factory() as session:
         assert session.get(Referral, scenario.referral_id).status == "closed"
-        assert session.scalar(select(func.count()).select_from(SlackRequest)) == 1
+        # One job: the replays' signature was already in slack_jobs (none in slack_requests).
+        [(kind, state, payload)] = session.execute(
+            select(SlackJob.kind, SlackJob.state, SlackJob.payload)
+        ).all()
+        assert session.scalar(select(func.count()).select_from(SlackRequest)) == 0
+    assert (kind, state) == ("handover_command_close", "done")
+    assert "duplicate" not in payload and "response_url" not in payload
 
 
 def test_a_replayed_button_click_is_handled_once(

@@ -10,6 +10,7 @@ the stand-in delivering signed clicks as Slack does, at the default settings.
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from typing import Any
 
@@ -65,6 +66,25 @@ def updates_of(deployment: Deployment, prompt: dict[str, Any]) -> list[dict[str,
     ]
 
 
+def web_and_worker(
+    new_deployment: DeploymentFactory, backend: str
+) -> tuple[Deployment, subprocess.Popen, subprocess.Popen]:
+    """The Procfile's processes at the default settings, Saturday 02:10 and running."""
+    deployment = deploy_at_default_interval(new_deployment, backend)
+    deployment.run_clock(SATURDAY)
+    web = deployment.start_server("--no-dispatcher")
+    return deployment, web, start_dispatcher(deployment)
+
+
+def restart(deployment: Deployment, restarted_as: str) -> None:
+    """Start the killed web process again: with a worker, or as `serve` alone."""
+    if restarted_as == "worker":
+        deployment.start_server("--no-dispatcher")
+        start_dispatcher(deployment)
+    else:
+        deployment.start_server()
+
+
 def jobs(deployment: Deployment) -> list[tuple]:
     return deployment.query("SELECT kind, state, attempts, payload FROM slack_jobs ORDER BY id")
 
@@ -79,10 +99,7 @@ def acknowledged(deployment: Deployment, referral_id: str) -> list[dict[str, Any
 def test_a_click_acked_before_the_web_process_is_killed_is_done_once_after_the_restart(
     new_deployment: DeploymentFactory, backend: str, restarted_as: str
 ) -> None:
-    deployment = deploy_at_default_interval(new_deployment, backend)
-    deployment.run_clock(SATURDAY)
-    web = deployment.start_server("--no-dispatcher")
-    worker = start_dispatcher(deployment)
+    deployment, web, worker = web_and_worker(new_deployment, backend)
     referral_id, prompt = prompt_to_ahmed(deployment)
     deployment.kill(worker, signal.SIGTERM)  # no process runs jobs now
 
@@ -94,11 +111,7 @@ def test_a_click_acked_before_the_web_process_is_killed_is_done_once_after_the_r
     deployment.kill(web, signal.SIGKILL)
     assert updates_of(deployment, prompt) == [] and acknowledged(deployment, referral_id) == []
 
-    if restarted_as == "worker":
-        deployment.start_server("--no-dispatcher")
-        start_dispatcher(deployment)
-    else:
-        deployment.start_server()
+    restart(deployment, restarted_as)
     wait_for(lambda: acknowledged(deployment, referral_id), timeout=20)
     wait_for(lambda: updates_of(deployment, prompt))
     time.sleep(2.0)  # anything done twice would show by now

@@ -1,6 +1,6 @@
 """Signed Slack requests against the real bot, with the Slack stand-in as its peer.
 
-Payload shapes follow /work/shared/slack-specs/samples (`interactive-components_BlockActionPayload`,
+Payload shapes follow tests/data/slack-samples (`interactive-components_BlockActionPayload`,
 `views_ViewSubmissionPayload`, `slash-commands_SlashCommandPayload`); `SAMPLE_KEYS` holds each
 sample's top-level keys so tests can check that what we send is a subset of what Slack sends.
 
@@ -63,7 +63,7 @@ from bot.slackjobs.queue import count_jobs
 from bot.slackjobs.writer import JobWriter
 from bot.web.app import create_app
 from bot.web.http import create_web_app
-from bot.web.server import click_job_runner, workspace_clients
+from bot.web.server import slack_job_runner, workspace_clients
 from bot.web.work import SlackTraffic, WorkQueue
 from handlers.blocks import response as modals
 from handlers.blocks.prompt import build_prompt_message
@@ -75,7 +75,7 @@ BOT_TOKEN = "xoxb-test"
 TEAM_ID = "T0STANDIN"
 APP_ID = "A0HANDOVER"
 EDT_CHANNEL = "C0EDTCARDS"
-SAMPLES = Path("/work/shared/slack-specs/samples")
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "slack-samples"
 
 # Monday 16 November 2026, 09:12 GMT: health visitors are at work, the EDT night is over.
 NOW = datetime(2026, 11, 16, 9, 12, tzinfo=UTC)
@@ -483,7 +483,7 @@ def running_bot(
         slack_client_for=workspace_clients(settings, client, engine),
     )
     bolt = create_app(settings, client, services=services)
-    runner = click_job_runner(services, client, "test-runner", traffic=traffic)
+    runner = slack_job_runner(services, client, "test-runner", traffic=traffic)
     jobs.on_written = runner.wake
     runner.start()
     server = _WebServer(lambda: create_web_app(bolt, services))

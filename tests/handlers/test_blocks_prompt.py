@@ -56,7 +56,7 @@ def walk(value: Any):
 
 
 def check_block_kit_limits(message: dict[str, Any]) -> None:
-    """The limits Slack enforces on a message (slack-specs README)."""
+    """The limits Slack enforces on a message (Slack's Block Kit limits)."""
     assert isinstance(message["text"], str) and message["text"]
     blocks = message["blocks"]
     assert 0 < len(blocks) <= 50

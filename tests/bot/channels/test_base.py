@@ -43,6 +43,7 @@ class Notebook:
     """A channel kept in memory: a person's address is their email."""
 
     name = "notebook"
+    searchable = True
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, Message, Sent]] = []

@@ -23,7 +23,12 @@ from bot.channels.slack import SLACK_ERRORS, SlackChannel, Verdict, classify
 from bot.delivery.metadata import prompt_tag
 from bot.slack_standin import SlackStandIn, StandInUser
 
-SPEC = Path("/work/shared/slack-specs/web-api/slack_web_openapi_v2_without_examples.json")
+SPEC = (
+    Path(__file__).resolve().parents[2]
+    / "data"
+    / "slack-web-api"
+    / "slack_web_openapi_v2_three_methods.json"
+)
 METHODS = ("chat.postMessage", "conversations.open", "users.lookupByEmail")
 TOKEN = "xoxb-errors-test"
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "reference" / "slack.md"

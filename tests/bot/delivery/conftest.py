@@ -1,6 +1,7 @@
 """The fixtures of the delivery tests' world (dispatch_fixtures.py): the test clock at Monday
-09:00, the Slack stand-in on that clock, and the settings that reach it. A module with a world
-of its own defines its own fixtures of these names."""
+09:00, the Slack stand-in on that clock, the settings that reach it, and a local mail relay for
+the tests that email. A module with a world of its own defines its own fixtures of these
+names."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from bot.clock import FixedClock
+from bot.mail_standin import MailStandIn
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from tests.bot.delivery.dispatch_fixtures import EDT, MONDAY_9, TOKEN
@@ -41,3 +43,10 @@ def settings(db_url: str, slack: SlackStandIn) -> Settings:
     return Settings(
         database_url=db_url, slack_bot_token=TOKEN, slack_api_url=slack.url, edt_channel=EDT
     )
+
+
+@pytest.fixture
+def relay() -> Iterator[MailStandIn]:
+    """A local SMTP relay (bot/mail_standin.py) that keeps what it is sent."""
+    with MailStandIn() as relay:
+        yield relay

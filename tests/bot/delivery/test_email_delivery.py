@@ -56,12 +56,6 @@ def slack(clock: FixedClock) -> Iterator[SlackStandIn]:
 
 
 @pytest.fixture
-def relay() -> Iterator[MailStandIn]:
-    with MailStandIn() as relay:
-        yield relay
-
-
-@pytest.fixture
 def settings(db_url: str, slack: SlackStandIn, relay: MailStandIn) -> Settings:
     return Settings(
         database_url=db_url,

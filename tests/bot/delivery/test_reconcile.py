@@ -11,7 +11,9 @@ it was no longer owed, nothing following from it), or settles it cancelled for g
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -19,28 +21,39 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.channels.email import EmailChannel
 from bot.channels.slack import SlackChannel
+from bot.db import reading
 from bot.delivery import outbox
 from bot.delivery.kinds import OutboxKind, Outcome, RowState
 from bot.delivery.pipeline import RowPipeline
+from bot.mail_standin import MailStandIn
 from bot.models import OutboxMessage
+from bot.services.responses import close_referral
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
+from rota.models import Person
 from tests.bot.delivery.dispatch_fixtures import (
+    EDT,
     MONDAY_9,
     REFERRAL_ID,
+    add_referral,
+    add_rota,
+    add_row,
     events,
     make_dispatcher,
     messages_for,
+    setup_one_prompt,
 )
 from tests.bot.delivery.test_cancelled_in_batch import (
+    CLOSER,
     close_now,
     kinds_of_rows,
     one_prompt_and_a_closer,
     row_of,
     target_state,
 )
-from tests.bot.delivery.test_overrun import dm_posts, freeze_after_the_check
+from tests.bot.delivery.test_overrun import JO, dm_posts, freeze_after_the_check
 
 LEASE_ENDS = MONDAY_9 + timedelta(seconds=30)  # the dead dispatcher's, from its check
 
@@ -449,3 +462,334 @@ def test_two_dispatchers_looking_at_once_take_a_row_once(session_factory) -> Non
     with session_factory() as session:
         row = session.get(OutboxMessage, prompt_id)
         assert outbox.dispatch_state(row)["reconciling_by"] == looking
+
+
+# ----- what the look costs a pass with nothing to settle ----------------------------------------
+
+
+def test_only_a_row_cancelled_under_a_claim_whose_lease_ended_waits_to_be_looked_for(
+    session_factory,
+) -> None:
+    one_prompt_and_a_closer(session_factory)
+    after = LEASE_ENDS + timedelta(seconds=1)
+
+    def waiting(at) -> bool:
+        with reading(session_factory) as session:
+            return outbox.any_unsettled(session, at)
+
+    assert waiting(after) is False  # pending
+    with session_factory.begin() as session:
+        [row] = outbox.claim_due(session, MONDAY_9, instance_id="dead", limit=5)
+    assert waiting(after) is False  # an abandoned claim is taken over, not looked for here
+    with session_factory.begin() as session:
+        outbox.cancel_owed_by(session, REFERRAL_ID)
+    assert (waiting(LEASE_ENDS), waiting(after)) == (False, True)  # from the lease's end
+    with session_factory.begin() as session:
+        outbox.settle_cancelled(session.get(OutboxMessage, row.id))
+    assert waiting(after) is False
+
+
+def test_a_pass_with_nothing_to_settle_does_not_wait_for_a_writer(
+    session_factory, settings: Settings, clock
+) -> None:
+    setup_one_prompt(session_factory)
+    other = make_dispatcher(settings, session_factory, clock, name="other")
+    with session_factory.begin() as writer:
+        # Another process is in the middle of a write (on SQLite it holds the write lock).
+        writer.get(Person, "hv-jsmith").name = "Jo Smith-Jones"
+        writer.flush()
+        # The look only reads: it neither waits for that write nor fails on the lock.
+        assert other.reconciler.run() == []
+
+
+# ----- what follows a send found in Slack --------------------------------------------------------
+
+
+def edt_card_draws(slack: SlackStandIn) -> list[str]:
+    """Each post or update of a message in the EDT channel (the referral's card), by method."""
+    return [
+        c.method
+        for c in slack.calls()
+        if c.method in ("chat.postMessage", "chat.update") and c.args.get("channel") == EDT
+    ]
+
+
+def home_redraws(slack: SlackStandIn, user: str) -> int:
+    return len([c for c in slack.calls("views.publish") if c.args["user_id"] == user])
+
+
+def test_a_send_found_in_slack_redraws_the_card_and_the_recipients_home_as_its_sender_would(
+    session_factory, slack: SlackStandIn, settings: Settings, clock, monkeypatch
+) -> None:
+    prompt_id, _ = sent_after_dying(session_factory, slack, settings, clock, monkeypatch)
+    other = make_dispatcher(settings, session_factory, clock, name="other")
+    clock.set(LEASE_ENDS - timedelta(seconds=1))
+    other.run_once()  # the close's own redraw of the card: its first post
+    assert other.homes.drain(timeout=10)
+    assert (edt_card_draws(slack), home_redraws(slack, JO)) == (["chat.postMessage"], 0)
+    [card_ts] = [m["ts"] for m in slack.messages(EDT)]
+
+    clock.set(LEASE_ENDS + timedelta(seconds=1))
+    stats = other.run_once()
+    assert other.homes.drain(timeout=10)
+    assert [(r.row_id, r.outcome) for r in stats.results] == [
+        (prompt_id, Outcome.DELIVERED),
+        (prompt_id + 2, Outcome.DELIVERED),  # the card, redrawn
+    ]
+    # The card is redrawn in place, and Jo's App Home once, as after a send its sender records.
+    assert edt_card_draws(slack) == ["chat.postMessage", "chat.update"]
+    [update] = slack.calls("chat.update")
+    assert update.args["ts"] == card_ts
+    assert home_redraws(slack, JO) == 1
+    # Only the views: no reminder or escalation follows a prompt that was no longer owed.
+    assert kinds_of_rows(session_factory) == [
+        (OutboxKind.PROMPT, RowState.SENT),
+        (OutboxKind.CARD, RowState.SENT),
+        (OutboxKind.CARD, RowState.SENT),
+    ]
+
+
+def test_a_send_its_sender_records_as_it_is_cancelled_redraws_the_same_views(
+    session_factory, slack: SlackStandIn, settings: Settings, clock, monkeypatch
+) -> None:
+    """The reference for the test above: the sender lives and records the send itself."""
+    prompt_id = one_prompt_and_a_closer(session_factory)
+    freeze_after_the_check(
+        monkeypatch, "test", prompt_id, lambda: close_now(session_factory, settings, clock)
+    )
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+    stats = dispatcher.run_once()
+    assert dispatcher.homes.drain(timeout=10)
+    assert [(r.row_id, r.outcome) for r in stats.results] == [
+        (prompt_id, Outcome.DELIVERED),
+        (prompt_id + 1, Outcome.DELIVERED),  # the card (the close's redraw and the send's: one)
+    ]
+    assert (edt_card_draws(slack), home_redraws(slack, JO)) == (["chat.postMessage"], 1)
+    assert kinds_of_rows(session_factory) == [
+        (OutboxKind.PROMPT, RowState.SENT),
+        (OutboxKind.CARD, RowState.SENT),
+    ]
+
+
+# ----- a row that cannot be looked for -----------------------------------------------------------
+
+
+def outcome_unknown(factory: sessionmaker[Session]) -> tuple:
+    """The one `send_outcome_unknown` event: (at, actor, recipient, target, detail)."""
+    [event] = events(factory, "send_outcome_unknown")
+    return event.at, event.actor, event.recipient, event.target, json.loads(event.detail)
+
+
+def settled_once_outcome_unknown(
+    factory: sessionmaker[Session], prompt_id: int, *, reason: str, channel: str, address: str
+) -> None:
+    """The row is settled cancelled, and the log says its send's outcome is unknown, once."""
+    row = row_of(factory, prompt_id)
+    assert (row.state, row.claimed_until, row.sent_at, row.last_error) == (
+        RowState.CANCELLED,
+        None,
+        None,
+        "referral closed",
+    )
+    assert outbox.dispatch_state(row)["reconciled"] == f"outcome unknown: {reason}"
+    assert [e.event for e in events(factory)] == [
+        "prompt_cancelled",
+        "referral_closed",
+        "send_outcome_unknown",
+    ]
+    assert outcome_unknown(factory) == (
+        LEASE_ENDS + timedelta(seconds=1),
+        "dispatcher",
+        "hv-jsmith",
+        "person:hv-jsmith",
+        {
+            "kind": "prompt",
+            "row_id": prompt_id,
+            "prompt_id": prompt_id,
+            "reason": reason,
+            "channel": channel,
+            "address": address,
+            "cancelled_while_sending": "referral closed",
+            "attempt_at": "2027-01-11T09:00:00+00:00",  # when the dead dispatcher's began
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "error"),
+    [
+        ("conversations.open", "user_not_found"),  # Jo's account is gone
+        ("conversations.open", "user_disabled"),  # deactivated
+        ("conversations.history", "channel_not_found"),  # the DM cannot be read
+        ("conversations.history", "account_inactive"),  # Jo's, not the bot's (auth.test says)
+        # Not among the method's published errors; should Slack answer it, it goes alike.
+        ("conversations.history", "is_archived"),
+    ],
+)
+def test_a_conversation_gone_when_the_row_is_looked_for_settles_it_once_outcome_unknown(
+    session_factory,
+    slack: SlackStandIn,
+    settings: Settings,
+    clock,
+    monkeypatch,
+    caplog,
+    method: str,
+    error: str,
+) -> None:
+    prompt_id, ts = sent_after_dying(session_factory, slack, settings, clock, monkeypatch)
+    slack.fail_with_error(method, error, count=5)  # and to every look that would follow
+    clock.set(LEASE_ENDS + timedelta(seconds=1))
+    other = make_dispatcher(settings, session_factory, clock, name="other")
+    with caplog.at_level(logging.WARNING, logger="bot.delivery.reconcile"):
+        stats = other.run_once()
+
+    assert [
+        (r.row_id, r.outcome, r.reason) for r in stats.results if r.kind == OutboxKind.PROMPT
+    ] == [(prompt_id, Outcome.CANCELLED, "referral closed")]
+    settled_once_outcome_unknown(
+        session_factory, prompt_id, reason=error, channel="slack", address=JO
+    )
+    assert [r.getMessage() for r in caplog.records if r.name == "bot.delivery.reconcile"] == [
+        f"prompt {prompt_id}, cancelled (referral closed) while a dispatcher that then died held "
+        f"it, cannot be looked for in slack ({error}): it may have been sent; settled, its "
+        "outcome logged as unknown"
+    ]
+
+    # Never asked again, by this dispatcher or a third; nothing is sent again.
+    clock.set(LEASE_ENDS + timedelta(minutes=20))
+    assert other.run_once().results == []
+    assert make_dispatcher(settings, session_factory, clock, name="third").run_once().results == []
+    assert len(slack.calls(method)) == 1
+    assert len(events(session_factory, "send_outcome_unknown")) == 1
+    assert events(session_factory, "prompt_sent", "prompt_sent_late", "prompt_failed") == []
+    assert dm_posts(slack) == [ts]
+
+
+JO_EMAIL = "hv-jsmith@example.org"
+PUBLIC_URL = "https://handover.wexcombe.example"
+
+
+def by_email(settings: Settings, relay: MailStandIn) -> Settings:
+    return dataclasses.replace(
+        settings,
+        slack_signing_secret="signing-secret-of-the-test-app",
+        smtp_url=relay.url,
+        mail_from="Handover <handover@wexcombe.example>",
+        public_url=PUBLIC_URL,
+    )
+
+
+@pytest.mark.parametrize("posted", [True, False], ids=["emailed", "died-before-emailing"])
+@pytest.mark.parametrize("looker_has_email", [True, False], ids=["smtp", "smtp-removed"])
+def test_an_email_whose_sender_died_as_it_was_cancelled_is_logged_outcome_unknown(
+    session_factory,
+    slack: SlackStandIn,
+    relay: MailStandIn,
+    settings: Settings,
+    clock,
+    monkeypatch,
+    posted: bool,
+    looker_has_email: bool,
+) -> None:
+    """A relay cannot be asked what it took: the log must not imply it was not sent."""
+    emailing = by_email(settings, relay)
+    prompt_id = one_prompt_and_a_closer(session_factory)
+    with session_factory.begin() as session:
+        session.get(Person, "hv-jsmith").contact = "email"
+    real_send = EmailChannel.send
+
+    def send(channel: EmailChannel, address: str, message):
+        # Past its check; the referral closes; the email goes (or the process dies first).
+        close_now(session_factory, emailing, clock)
+        if not posted:
+            raise Killed
+        return real_send(channel, address, message)
+
+    monkeypatch.setattr(EmailChannel, "send", send)
+    die_before_confirming(monkeypatch, "dead")
+    with pytest.raises(Killed):
+        make_dispatcher(emailing, session_factory, clock, name="dead").run_once()
+    monkeypatch.setattr(EmailChannel, "send", real_send)
+    assert len(relay.messages(to=JO_EMAIL)) == (1 if posted else 0)
+    assert row_of(session_factory, prompt_id).claimed_until == LEASE_ENDS
+
+    clock.set(LEASE_ENDS + timedelta(seconds=1))
+    looker = emailing if looker_has_email else settings
+    other = make_dispatcher(looker, session_factory, clock, name="other")
+    stats = other.run_once()
+    assert [
+        (r.row_id, r.outcome, r.reason) for r in stats.results if r.kind == OutboxKind.PROMPT
+    ] == [(prompt_id, Outcome.CANCELLED, "referral closed")]
+    settled_once_outcome_unknown(
+        session_factory,
+        prompt_id,
+        reason="cannot_search" if looker_has_email else "channel_not_configured",
+        channel="email",
+        address=JO_EMAIL,
+    )
+    clock.set(LEASE_ENDS + timedelta(minutes=20))
+    assert other.run_once().results == []
+    # Not sent again, nothing asked of Slack about it, logged once.
+    assert len(relay.messages(to=JO_EMAIL)) == (1 if posted else 0)
+    assert history_looks(slack) == 0
+    assert len(events(session_factory, "send_outcome_unknown")) == 1
+
+
+def test_a_post_to_a_channel_gone_when_it_is_looked_for_is_settled_once_outcome_unknown(
+    session_factory, slack: SlackStandIn, settings: Settings, clock, monkeypatch
+) -> None:
+    """A room's post, not a DM: an on-call alert nobody holds goes to the EDT channel."""
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        session.get(Person, "edt-mgr").permissions = "oversight"
+        role = {"role": "role:edt_manager", "detail": "nobody on call as edt_manager"}
+        alert_id = add_row(session, OutboxKind.ON_CALL, detail=json.dumps(role)).id
+
+    def close() -> None:
+        with session_factory.begin() as session:
+            close_referral(
+                session,
+                REFERRAL_ID,
+                CLOSER,
+                "Family moved away",
+                now=clock.now(),
+                settings=settings,
+            )
+
+    freeze_after_the_check(monkeypatch, "dead", alert_id, close)
+    die_before_confirming(monkeypatch, "dead")
+    with pytest.raises(Killed):
+        make_dispatcher(settings, session_factory, clock, name="dead").run_once()
+    [posted] = [m for m in slack.messages(EDT) if m["metadata"]["event_type"] == "handover_alert"]
+    slack.fail_with_error("conversations.history", "channel_not_found", count=5)
+
+    clock.set(LEASE_ENDS + timedelta(seconds=1))
+    other = make_dispatcher(settings, session_factory, clock, name="other")
+    assert [(r.row_id, r.kind, r.outcome) for r in other.run_once().results] == [
+        (alert_id, OutboxKind.ON_CALL, Outcome.CANCELLED),
+        (alert_id + 1, OutboxKind.CARD, Outcome.DELIVERED),  # the close's redraw
+    ]
+    assert [e.event for e in events(session_factory)] == [
+        "referral_closed",
+        "send_outcome_unknown",
+    ]
+    assert outcome_unknown(session_factory) == (
+        LEASE_ENDS + timedelta(seconds=1),
+        "dispatcher",
+        EDT,
+        "role:edt_manager",
+        {
+            "kind": "on_call",
+            "row_id": alert_id,
+            "reason": "channel_not_found",
+            "channel": "slack",
+            "address": EDT,
+            "cancelled_while_sending": "referral closed",
+            "attempt_at": "2027-01-11T09:00:00+00:00",
+        },
+    )
+    clock.set(LEASE_ENDS + timedelta(minutes=20))
+    assert other.run_once().results == []
+    assert history_looks(slack) == 1
+    assert [m["ts"] for m in slack.messages(EDT) if m["ts"] == posted["ts"]] == [posted["ts"]]

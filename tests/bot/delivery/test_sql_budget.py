@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, event
@@ -22,16 +23,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.channels.slack import make_web_client
 from bot.clock import FixedClock
+from bot.delivery import outbox
 from bot.delivery.dispatcher import Dispatcher
+from bot.delivery.kinds import Outcome
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from tests.bot.delivery.dispatch_fixtures import (
     MONDAY_9,
+    REFERRAL_ID,
     TOKEN,
     add_person,
     add_prompt_for,
     add_referral,
     add_rota,
+    make_dispatcher,
+    setup_one_prompt,
 )
 
 PROMPTS = 20
@@ -124,3 +130,93 @@ def test_an_app_home_redraw_costs_no_more_than_its_sql_budget(
 def quiet_homes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Home redraws are not what the dispatcher's budget counts; keep them from slowing it."""
     monkeypatch.setattr("bot.delivery.home.refresh_homes", lambda *args, **kwargs: None)
+
+
+# ----- the pass's look for rows cancelled under a dead dispatcher's claim -----------------------
+
+# What `Reconciler.run` sends when no row waits to be looked for (every pass of every
+# dispatcher), by the statement's verb. Before: a unit of work whose claim found nothing —
+# SQLite ["BEGIN IMMEDIATE", "SELECT"], its write lock taken every pass; PostgreSQL
+# ["SELECT FOR UPDATE"]. Now one read of the (state, claimed_until) index, locking nothing.
+IDLE_RECONCILE = {"sqlite": ["BEGIN", "SELECT"], "postgresql": ["SELECT"]}
+
+
+class Statements:
+    """The statements sent on this thread while it is recording, by verb (and as sent)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.verbs: list[str] = []
+        self.sent: list[tuple[str, object]] = []
+        self.transactions = 0
+        self.recording = False
+        here = threading.current_thread()
+
+        def statement(_conn, _cursor, sql: str, parameters: object, *_args: object) -> None:
+            if self.recording and threading.current_thread() is here:
+                self.verbs.append(verb(sql))
+                self.sent.append((sql, parameters))
+
+        def begin(*_args: object) -> None:
+            if self.recording and threading.current_thread() is here:
+                self.transactions += 1
+
+        event.listen(engine, "before_cursor_execute", statement)
+        event.listen(engine, "begin", begin)
+
+    def of(self, work: Callable[[], object]) -> object:
+        self.verbs, self.sent, self.transactions, self.recording = [], [], 0, True
+        try:
+            return work()
+        finally:
+            self.recording = False
+
+
+def plan(engine: Engine, sql: str, parameters: object) -> str:
+    """The database's plan of a statement, as text (PostgreSQL told to use an index where it
+    can: its few test rows would otherwise be read in a scan)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters)
+            return " ".join(str(row[-1]) for row in rows)
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        return " ".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {sql}", parameters))
+
+
+def verb(sql: str) -> str:
+    words = sql.split()
+    if words[0].upper() == "BEGIN":
+        return " ".join(words[:2]).upper()
+    return f"{words[0].upper()} FOR UPDATE" if "FOR UPDATE" in sql.upper() else words[0].upper()
+
+
+def test_a_pass_with_nothing_to_reconcile_reads_once_and_writes_nothing(
+    engine: Engine, session_factory: sessionmaker[Session], settings: Settings, clock
+) -> None:
+    prompt_id = setup_one_prompt(session_factory)
+    with session_factory.begin() as session:
+        # Claimed by "dead", then cancelled: its lease runs until MONDAY_9 + 30 s.
+        outbox.claim_due(session, MONDAY_9, instance_id="dead", limit=5)
+        outbox.cancel_owed_by(session, REFERRAL_ID)
+    reconciler = make_dispatcher(settings, session_factory, clock).reconciler
+    statements = Statements(engine)
+
+    # Within the holder's lease there is nothing to look for: one read, no write lock.
+    assert statements.of(reconciler.run) == []
+    assert statements.verbs == IDLE_RECONCILE[engine.dialect.name]
+    assert statements.transactions == 1
+    assert "ix_outbox_state_lease" in plan(engine, *statements.sent[-1])
+
+    # Once it ends, the same pass claims the row (a write) and settles it.
+    clock.set(MONDAY_9 + timedelta(seconds=31))
+    [result] = statements.of(reconciler.run)
+    assert (result.row_id, result.outcome) == (prompt_id, Outcome.CANCELLED)
+    assert (
+        statements.verbs[: len(IDLE_RECONCILE[engine.dialect.name])]
+        == IDLE_RECONCILE[engine.dialect.name]
+    )
+    assert "UPDATE" in statements.verbs
+
+    # Settled: the passes after it are idle again.
+    clock.set(MONDAY_9 + timedelta(minutes=5))
+    assert statements.of(reconciler.run) == []
+    assert statements.verbs == IDLE_RECONCILE[engine.dialect.name]

@@ -104,7 +104,7 @@ def test_each_job_waits_for_a_pause_at_most_yield_seconds_after_it_became_ready(
         add_jobs(connection, [job(3)], now=WALL)
     runner = JobRunner(
         session_factory,
-        {"handover_ack": lambda payload: log.append(("ran", payload["value"]))},
+        {"handover_ack": lambda claimed: log.append(("ran", claimed.payload["value"]))},
         instance_id="r1",
         clock=FixedClock(WALL),
         wall_clock=FixedClock(WALL),
@@ -186,7 +186,7 @@ def test_a_runner_apart_from_the_web_process_starts_no_job_while_it_is_busy(
     factory = sessionmaker(pg_engine)
     done = threading.Event()
     runner = JobRunner(
-        factory, {"handover_ack": lambda payload: done.set()}, instance_id="worker",
+        factory, {"handover_ack": lambda claimed: done.set()}, instance_id="worker",
         clock=FixedClock(WALL),
     )  # fmt: skip
     arrivals = runner._traffic

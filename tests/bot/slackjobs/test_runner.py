@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.clock import FixedClock
 from bot.models import AuditEvent, SlackJob
 from bot.slackjobs import queue
-from bot.slackjobs.queue import NewJob, add_jobs
+from bot.slackjobs.queue import ClaimedJob, NewJob, add_jobs
 from bot.slackjobs.runner import ARRIVALS_QUIET_SECONDS, JobArrivals, JobRunner
 from bot.slackjobs.writer import JobWriter
 from tests.handlers.slack_payloads import wait_for
@@ -55,7 +55,7 @@ def runner(
 def test_a_replayed_request_is_one_job_done_once(
     engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
-    done: list[dict] = []
+    done: list[ClaimedJob] = []
     clock = FixedClock(WALL)
     with engine.begin() as connection:
         added = add_jobs(connection, [job(1, "ab" * 32), job(1, "ab" * 32)], now=WALL)
@@ -67,7 +67,7 @@ def test_a_replayed_request_is_one_job_done_once(
     jobs = runner(session_factory, {"handover_ack": done.append}, "r1", clock)
     assert jobs.run_ready() == 2
     assert jobs.run_ready() == 0
-    assert [d["value"] for d in done] == [1, 2]
+    assert [d.payload["value"] for d in done] == [1, 2]
     assert states(session_factory) == [("done", 1), ("done", 1)]
     # The signature is kept until it could no longer pass Slack's check, then forgotten.
     with engine.begin() as connection:
@@ -102,9 +102,9 @@ def test_two_runners_do_each_job_once(
     done: Counter[int] = Counter()
     lock = threading.Lock()
 
-    def work(payload: dict) -> None:
+    def work(job: ClaimedJob) -> None:
         with lock:
-            done[payload["value"]] += 1
+            done[job.payload["value"]] += 1
 
     with engine.begin() as connection:
         add_jobs(connection, [job(n, f"{n:064x}") for n in range(200)], now=WALL)
@@ -128,8 +128,8 @@ def test_a_failing_job_is_retried_after_its_backoff_then_dropped_with_its_event(
 ) -> None:
     calls: list[int] = []
 
-    def failing(payload: dict) -> None:
-        calls.append(payload["value"])
+    def failing(job: ClaimedJob) -> None:
+        calls.append(job.payload["value"])
         raise RuntimeError("Slack is down")
 
     clock = FixedClock(WALL)
@@ -163,6 +163,33 @@ def test_a_failing_job_is_retried_after_its_backoff_then_dropped_with_its_event(
     assert jobs.run_ready() == 0
 
 
+def test_a_jobs_private_part_is_kept_for_its_retries_and_erased_when_it_is_dropped(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    private = {"response_url": "https://hooks.slack.test/1", "args": ["HO-1", "a reason"]}
+    payload = {"user": "U1", "issued_at": SIGNED_AT, "private": private}
+    seen: list[dict] = []
+
+    def failing(job: ClaimedJob) -> None:
+        seen.append(job.payload)
+        raise RuntimeError("the database is down")
+
+    with engine.begin() as connection:
+        add_jobs(connection, [NewJob(kind="handover_command_close", payload=payload)], now=WALL)
+    clock = FixedClock(WALL)
+    jobs = runner(session_factory, {"handover_command_close": failing}, "r1", clock)
+    for wait in (*queue.BACKOFF, timedelta(0)):
+        assert jobs.run_ready() == 1
+        clock.set(clock.now() + wait)
+    assert seen == [payload] * 5  # every attempt had what the work needs
+    with session_factory() as session:
+        [row] = session.scalars(select(SlackJob))
+    assert (row.state, json.loads(row.payload)) == (
+        "dropped",
+        {"user": "U1", "issued_at": SIGNED_AT},
+    )
+
+
 def test_a_job_of_an_unknown_kind_is_retried_like_a_failure(
     engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
@@ -184,13 +211,13 @@ def test_a_job_held_by_a_runner_that_died_is_done_by_another_after_its_lease(
         [held] = queue.claim_ready(
             session, WALL, instance_id="dead", limit=5, lease=queue.DEFAULT_LEASE
         )
-    done: list[dict] = []
+    done: list[ClaimedJob] = []
     clock = FixedClock(WALL + queue.DEFAULT_LEASE)
     jobs = runner(session_factory, {"handover_ack": done.append}, "alive", clock)
     assert jobs.run_ready() == 0  # its lease has not ended
     clock.set(WALL + queue.DEFAULT_LEASE + timedelta(seconds=1))
     assert jobs.run_ready() == 1
-    assert [d["value"] for d in done] == [3]
+    assert [d.payload["value"] for d in done] == [3]
     assert states(session_factory) == [("done", 2)]
     with session_factory.begin() as session:  # the dead runner's late finish changes nothing
         assert not queue.finish(session, held.id, instance_id="dead", now=clock.now())
@@ -296,7 +323,7 @@ def test_a_runner_apart_from_the_web_process_waits_for_a_pause_in_the_jobs_writt
     done: dict[int, float] = {}
     jobs = JobRunner(
         session_factory,
-        {"handover_ack": lambda payload: done.setdefault(payload["value"], time.monotonic())},
+        {"handover_ack": lambda job: done.setdefault(job.payload["value"], time.monotonic())},
         instance_id="worker",
         clock=FixedClock(WALL),
     )

@@ -1,0 +1,113 @@
+"""Each `/handover` subcommand's job (handlers/commands.py's `command_job`): its work, for the
+runner of the slack_jobs table in a process that runs the dispatcher (bot/slackjobs/runner.py).
+
+A job answers once, through the command's response_url, or not at all. The job's private part
+(the response_url and the words typed: a close's reason) is erased before the answer: for
+`close`, in the close's own transaction; for a subcommand that only reads, in the one that
+marks the job done, after which the runner sends the answer the work left it. A job run again
+after a crash mid-job either finds the private part there, nothing of its work committed, and
+does it all; or finds it gone and does nothing: the referral is closed once and
+`referral_closed` logged once, and the user is never answered twice (a crash in the instant
+between that commit and the answer leaves them unanswered; `/handover log REFERRAL_ID` shows
+the close). Slack takes a response_url's answers for 30 minutes: a job claimed later than that
+(no dispatcher ran meanwhile) is dropped unanswered and undone, with `slack_job_dropped` and a
+log line that says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from slack_sdk.webhook import WebhookClient
+from sqlalchemy.orm import Session
+
+from bot.channels.slack import SlackError, slack_edge
+from bot.clock import Clock, SystemClock
+from bot.context import Services
+from bot.slackjobs import queue
+from bot.slackjobs.queue import PRIVATE, ClaimedJob
+from bot.slackjobs.runner import GiveUp, JobWork
+from bot.workspaces.oauth import WORKSPACE_KEY
+from handlers.commands import JOB_KIND_PREFIX, SUBCOMMANDS, close_and_answer
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_URL_LIFETIME = timedelta(minutes=30)  # Slack's, for a slash command's response_url
+ANSWER_TIMEOUT_SECONDS = 10
+
+
+class ResponseUrlExpired(GiveUp):
+    """The command's response_url no longer takes answers: it was not carried out."""
+
+
+class ClaimLost(Exception):
+    """Another runner holds the job now (this one's lease ended while it worked): this one's
+    work is rolled back, the other's counts."""
+
+
+def command_jobs(services: Services, *, wall_clock: Clock | None = None) -> dict[str, JobWork]:
+    """Each subcommand's work as a job's kind -> work (`wall_clock`: the response_url's
+    expiry is real time, whatever the service's clock says)."""
+    wall = wall_clock or SystemClock()
+    return {JOB_KIND_PREFIX + name: _work_of(services, name, wall) for name in SUBCOMMANDS}
+
+
+def _work_of(services: Services, name: str, wall: Clock) -> JobWork:
+    def run(job: ClaimedJob) -> Callable[[], None] | None:
+        private = job.payload.get(PRIVATE)
+        if private is None:
+            logger.warning(
+                "slack job %s (%s) was carried out by an earlier attempt: not again",
+                job.id, job.kind, extra={"job": job.id, "kind": job.kind},
+            )  # fmt: skip
+            return None
+        expires = datetime.fromtimestamp(job.payload["issued_at"], UTC) + RESPONSE_URL_LIFETIME
+        if wall.now() >= expires:
+            raise ResponseUrlExpired(
+                f"unanswered: its response_url expired at {expires:%Y-%m-%d %H:%M:%S} UTC, "
+                f"30 minutes after `/handover {name}`, which was not carried out (the user "
+                "must type it again)"
+            )
+        command = {
+            "user_id": job.payload["user"],
+            WORKSPACE_KEY: job.payload.get("workspace"),
+            "channel_id": job.payload.get("channel"),
+        }
+        args = [str(word) for word in private.get("args") or []]
+
+        def forget_private(session: Session) -> None:
+            if not queue.forget_private(session, job):
+                raise ClaimLost(f"slack job {job.id} is held by another runner")
+
+        response_url = str(private["response_url"])
+        if name == "close":
+            text = close_and_answer(services, command, args, with_the_close=forget_private)
+            # Committed with the close: no other attempt will answer.
+            _send(response_url, {"text": text, "response_type": "ephemeral"}, job)
+            return None
+        answers: list[dict[str, Any]] = []
+        SUBCOMMANDS[name](services, command, args, lambda **kw: answers.append(kw))
+        [answer] = answers  # each subcommand answers once
+        # Sent once the runner has marked the job done, its private part erased with it.
+        return lambda: _send(response_url, answer, job)
+
+    return run
+
+
+def _send(response_url: str, answer: dict[str, Any], job: ClaimedJob) -> None:
+    """Post the answer; a failure is logged, not retried (it may have reached Slack)."""
+    client = WebhookClient(response_url, timeout=ANSWER_TIMEOUT_SECONDS)
+    try:
+        with slack_edge("response_url"):
+            response = client.send(**answer)
+    except SlackError:
+        return  # logged at the edge; the work is done, and is not done again
+    if response.status_code != 200:
+        logger.error(
+            "slack job %s (%s): Slack refused its answer (HTTP %s %s)",
+            job.id, job.kind, response.status_code, (response.body or "")[:60],
+            extra={"job": job.id, "kind": job.kind},
+        )  # fmt: skip
