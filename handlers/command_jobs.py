@@ -9,9 +9,12 @@ after a crash mid-job either finds the private part there, nothing of its work c
 does it all; or finds it gone and does nothing: the referral is closed once and
 `referral_closed` logged once, and the user is never answered twice (a crash in the instant
 between that commit and the answer leaves them unanswered; `/handover log REFERRAL_ID` shows
-the close). Slack takes a response_url's answers for 30 minutes: a job claimed later than that
-(no dispatcher ran meanwhile) is dropped unanswered and undone, with `slack_job_dropped` and a
-log line that says so.
+the close). Slack takes a response_url's answers for 30 minutes. A job claimed later than that
+(no dispatcher ran meanwhile) is answered in a DM from the app instead: a `close` is still
+carried out, late rather than never (until it is, the referral's held prompts would go out
+about a closed case); a subcommand that only reads is not (its answer, who is on call *now*,
+would mislead), the DM says to type it again, and the job is dropped with `slack_job_dropped`
+and a log line that says so.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from slack_sdk import WebClient
 from slack_sdk.webhook import WebhookClient
 from sqlalchemy.orm import Session
 
@@ -40,7 +44,8 @@ ANSWER_TIMEOUT_SECONDS = 10
 
 
 class ResponseUrlExpired(GiveUp):
-    """The command's response_url no longer takes answers: it was not carried out."""
+    """The command's response_url no longer takes answers, and its answer would mislead now:
+    it was not carried out."""
 
 
 class ClaimLost(Exception):
@@ -48,14 +53,17 @@ class ClaimLost(Exception):
     work is rolled back, the other's counts."""
 
 
-def command_jobs(services: Services, *, wall_clock: Clock | None = None) -> dict[str, JobWork]:
-    """Each subcommand's work as a job's kind -> work (`wall_clock`: the response_url's
-    expiry is real time, whatever the service's clock says)."""
+def command_jobs(
+    services: Services, client: WebClient, *, wall_clock: Clock | None = None
+) -> dict[str, JobWork]:
+    """Each subcommand's work as a job's kind -> work; a late answer is a DM through the
+    client of the command's workspace (`client`: the home workspace's). `wall_clock`: the
+    response_url's expiry is real time, whatever the service's clock says."""
     wall = wall_clock or SystemClock()
-    return {JOB_KIND_PREFIX + name: _work_of(services, name, wall) for name in SUBCOMMANDS}
+    return {JOB_KIND_PREFIX + name: _work_of(services, client, name, wall) for name in SUBCOMMANDS}
 
 
-def _work_of(services: Services, name: str, wall: Clock) -> JobWork:
+def _work_of(services: Services, client: WebClient, name: str, wall: Clock) -> JobWork:
     def run(job: ClaimedJob) -> Callable[[], None] | None:
         private = job.payload.get(PRIVATE)
         if private is None:
@@ -64,18 +72,26 @@ def _work_of(services: Services, name: str, wall: Clock) -> JobWork:
                 job.id, job.kind, extra={"job": job.id, "kind": job.kind},
             )  # fmt: skip
             return None
-        expires = datetime.fromtimestamp(job.payload["issued_at"], UTC) + RESPONSE_URL_LIFETIME
-        if wall.now() >= expires:
-            raise ResponseUrlExpired(
-                f"unanswered: its response_url expired at {expires:%Y-%m-%d %H:%M:%S} UTC, "
-                f"30 minutes after `/handover {name}`, which was not carried out (the user "
-                "must type it again)"
-            )
+        issued = datetime.fromtimestamp(job.payload["issued_at"], UTC)
+        expires = issued + RESPONSE_URL_LIFETIME
+        late = wall.now() >= expires
         command = {
             "user_id": job.payload["user"],
             WORKSPACE_KEY: job.payload.get("workspace"),
             "channel_id": job.payload.get("channel"),
         }
+        if late and name != "close":
+            _direct_message(
+                services, client, command,
+                f"Your `/handover {name}` of {issued:%H:%M} UTC could not be answered in time. "
+                "Please type it again.",
+                job,
+            )  # fmt: skip
+            raise ResponseUrlExpired(
+                f"unanswered: its response_url expired at {expires:%Y-%m-%d %H:%M:%S} UTC, "
+                f"30 minutes after `/handover {name}`, which was not carried out (the user "
+                "was told in a DM to type it again)"
+            )
         args = [str(word) for word in private.get("args") or []]
 
         def forget_private(session: Session) -> None:
@@ -86,7 +102,20 @@ def _work_of(services: Services, name: str, wall: Clock) -> JobWork:
         if name == "close":
             text = close_and_answer(services, command, args, with_the_close=forget_private)
             # Committed with the close: no other attempt will answer.
-            _send(response_url, {"text": text, "response_type": "ephemeral"}, job)
+            if late:
+                logger.warning(
+                    "slack job %s (%s) carried out %d minutes after `/handover close`, past "
+                    "its response_url's 30: answered in a DM",
+                    job.id, job.kind, (wall.now() - issued) // timedelta(minutes=1),
+                    extra={"job": job.id, "kind": job.kind},
+                )  # fmt: skip
+                _direct_message(
+                    services, client, command,
+                    f"Your `/handover close` of {issued:%H:%M} UTC was carried out late. {text}",
+                    job,
+                )  # fmt: skip
+            else:
+                _send(response_url, {"text": text, "response_type": "ephemeral"}, job)
             return None
         answers: list[dict[str, Any]] = []
         SUBCOMMANDS[name](services, command, args, lambda **kw: answers.append(kw))
@@ -95,6 +124,21 @@ def _work_of(services: Services, name: str, wall: Clock) -> JobWork:
         return lambda: _send(response_url, answer, job)
 
     return run
+
+
+def _direct_message(
+    services: Services, client: WebClient, command: dict[str, Any], text: str, job: ClaimedJob
+) -> None:
+    """Tell the user in a DM from the app; a failure is logged, not retried."""
+    there = services.client_for(command[WORKSPACE_KEY], client)
+    if there is None:  # the app was removed from that workspace: nobody there to tell
+        logger.warning("slack job %s (%s): its workspace no longer has the app", job.id, job.kind)
+        return
+    try:
+        with slack_edge("chat.postMessage"):
+            there.chat_postMessage(channel=command["user_id"], text=text)
+    except SlackError:
+        return  # logged at the edge
 
 
 def _send(response_url: str, answer: dict[str, Any], job: ClaimedJob) -> None:

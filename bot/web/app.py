@@ -112,7 +112,7 @@ def slack_job_works(services: Services, client: WebClient) -> dict:
     from handlers.clicks import click_jobs
     from handlers.command_jobs import command_jobs
 
-    return {**click_jobs(services, client), **command_jobs(services)}
+    return {**click_jobs(services, client), **command_jobs(services, client)}
 
 
 def _partner_workspaces(settings: Settings, client: WebClient, services: Services) -> dict:

@@ -3,7 +3,8 @@
 processes of the Procfile (`serve --no-dispatcher`, `handover dispatch`) or `serve` alone,
 the web process killed (`kill -9`) after the ack and before any process ran the job. After the
 restart the referral is closed once, its held prompt cancelled, the user answered once, and the
-job's row keeps nothing of the reason or the response_url. At the default settings.
+job's row keeps nothing of the reason or the response_url. And a subcommand's answer reaches
+its response_url within 2 s of the ack, as a click's update does. At the default settings.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import pytest
 
 from tests.e2e.conftest import DeploymentFactory
 from tests.e2e.harness import Deployment, slack_user_of, wait_for
-from tests.e2e.test_click_jobs import jobs, restart, web_and_worker
-from tests.e2e.test_timing import referral
+from tests.e2e.test_click_jobs import CLICK_BOUND_SECONDS, jobs, restart, web_and_worker
+from tests.e2e.test_timing import SATURDAY, deploy_at_default_interval, referral, start_bot
 
 pytestmark = pytest.mark.slow
 
@@ -100,3 +101,32 @@ def test_a_close_acked_before_the_web_process_is_killed_is_carried_out_once_afte
     assert reason == REASON
     for typed in ("REASON-NARRATIVE-77", "kept for the record"):
         assert typed not in deployment.standin.all_text()
+
+
+@pytest.mark.parametrize(
+    ("backend", "processes"),
+    [
+        ("postgresql", "serve and dispatch"),
+        ("sqlite", "serve and dispatch"),
+        ("postgresql", "serve alone"),
+        ("sqlite", "serve alone"),
+    ],
+)
+def test_a_subcommands_answer_reaches_slack_within_2_s_of_its_ack(
+    new_deployment: DeploymentFactory, backend: str, processes: str
+) -> None:
+    deployment = deploy_at_default_interval(new_deployment, backend)
+    deployment.run_clock(SATURDAY)
+    start_bot(deployment, processes)
+    deployment.settle()
+    time.sleep(1.0)  # the runners are idle: only a wake-up brings them
+
+    status, _, name = deployment.slash_command(AMY, "oncall edt_manager")
+    acked = time.time()
+    assert status == 200
+    [response] = wait_for(lambda: deployment.standin.responses(name), timeout=10)
+    delay = response["timestamp"] - acked
+    assert delay < CLICK_BOUND_SECONDS, delay
+    assert response["body"]["response_type"] == "ephemeral"
+    assert response["body"]["text"].startswith("*On call at ")
+    assert "`edt_manager`" in response["body"]["text"]

@@ -1,8 +1,9 @@
 """A `/handover` subcommand's work is a job in slack_jobs (handlers/command_jobs.py), on SQLite
 and PostgreSQL: a close job run twice after a crash mid-job closes once, logs
 `referral_closed` once and answers once; a runner whose lease ended meanwhile undoes nothing
-and says nothing; a job claimed after its response_url has expired is dropped unanswered and
-undone; a done or dropped job keeps nothing of the reason or the response_url.
+and says nothing; a close claimed after its response_url has expired is still carried out and
+answered in a DM, a reading command then is dropped and the user told in a DM to type it again;
+a done or dropped job keeps nothing of the reason or the response_url.
 
 Each job here is written ready an hour from now, so the harness's own runner (which reads the
 real clock) never claims it: the test claims and runs it as runners would.
@@ -15,7 +16,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import FixedClock, SystemClock
@@ -65,7 +66,7 @@ def claim(session_factory: sessionmaker[Session], runner: str, at: datetime) -> 
 def runner_at(bot: Harness, name: str, at: datetime) -> JobRunner:
     return JobRunner(
         bot.services.session_factory,
-        command_jobs(bot.services),
+        command_jobs(bot.services, bot.client),
         instance_id=name,
         clock=bot.clock,
         wall_clock=FixedClock(at),
@@ -123,7 +124,7 @@ def test_a_close_job_run_again_after_a_crash_mid_job_closes_once_and_answers_onc
 ) -> None:
     issued = SystemClock().now()
     url, ready = write_close(bot, scenario.referral_id, issued=issued)
-    works = command_jobs(bot.services)
+    works = command_jobs(bot.services, bot.client)
     # Runner a closes the referral and answers, then its process dies before it marks the job
     # done: the job is claimed again once a's lease has ended.
     held = claim(session_factory, "a", ready)
@@ -202,39 +203,85 @@ def test_a_reading_command_is_answered_only_by_the_runner_that_marks_it_done(
     }  # fmt: skip
 
 
-def test_a_close_job_claimed_after_its_response_url_expired_is_dropped_unanswered(
+def dm_texts(bot: Harness, person_id: str) -> list[str]:
+    channel = bot.standin.dm_channel_for(slack_user(person_id))
+    return [m["text"] for m in bot.standin.messages(channel)] if channel else []
+
+
+def test_a_close_job_claimed_after_its_response_url_expired_is_carried_out_and_answered_in_a_dm(
     bot: Harness,
     scenario: Scenario,
     session_factory: sessionmaker[Session],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     issued = SystemClock().now().replace(microsecond=0) - timedelta(minutes=31)
-    expired = issued + timedelta(minutes=30)
     url, ready = write_close(bot, scenario.referral_id, issued=issued)
+    with caplog.at_level(logging.WARNING, logger="handlers.command_jobs"):
+        assert runner_at(bot, "r1", ready).run_ready() == 1
+
+    assert job_rows(session_factory) == [
+        ("handover_command_close", "done", 1, public_payload(issued))
+    ]
+    with session_factory() as session:
+        referral = session.get(Referral, scenario.referral_id)
+        assert (referral.status, referral.close_reason) == ("closed", REASON)
+        assert session.get(OutboxMessage, scenario.held_prompt_id).state == "cancelled"
+    assert len(events(session_factory, "referral_closed")) == 1
+    assert events(session_factory, "slack_job_dropped") == []
+    assert bot.catcher.answers(url) == []
+    assert dm_texts(bot, "edt-amy") == [
+        f"Your `/handover close` of {issued:%H:%M} UTC was carried out late. {CLOSED_ONE_PROMPT}"
+    ]
+    [job_id] = [row.id for row in _jobs(session_factory)]
+    assert [r.getMessage() for r in caplog.records if r.name == "handlers.command_jobs"] == [
+        f"slack job {job_id} (handover_command_close) carried out 31 minutes after "
+        "`/handover close`, past its response_url's 30: answered in a DM"
+    ]
+    assert REASON not in json.dumps(job_rows(session_factory))
+    assert all(REASON not in text for text in dm_texts(bot, "edt-amy"))
+
+
+def _jobs(session_factory: sessionmaker[Session]) -> list[SlackJob]:
+    with session_factory() as session:
+        return list(session.scalars(select(SlackJob).order_by(SlackJob.id)))
+
+
+def test_a_reading_command_claimed_after_its_response_url_expired_is_dropped_and_the_user_told(
+    bot: Harness,
+    scenario: Scenario,
+    session_factory: sessionmaker[Session],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = bot.catcher.new_url()
+    command = {"user_id": slack_user("edt-mgr"), "channel_id": "C0SOMEWHERE", "response_url": url}
+    issued = SystemClock().now().replace(microsecond=0) - timedelta(minutes=31)
+    expired = issued + timedelta(minutes=30)
+    job = command_job(command, ["oncall", "edt_manager"], None, now=issued)
+    ready = SystemClock().now() + timedelta(hours=1)
+    with session_factory.kw["bind"].begin() as connection:
+        add_jobs(connection, [job], now=ready)
     with caplog.at_level(logging.ERROR, logger="bot.slackjobs.runner"):
         assert runner_at(bot, "r1", ready).run_ready() == 1
 
     [(kind, state, attempts, payload)] = job_rows(session_factory)
-    assert (kind, state, attempts, payload) == (
-        "handover_command_close", "dropped", 1, public_payload(issued),
-    )  # fmt: skip
+    assert (kind, state, attempts) == ("handover_command_oncall", "dropped", 1)
+    assert "private" not in payload
+    [job_id] = [row.id for row in _jobs(session_factory)]
     [dropped] = events(session_factory, "slack_job_dropped")
-    with session_factory() as session:
-        [job_id] = session.scalars(select(SlackJob.id))
-        assert session.get(Referral, scenario.referral_id).status == "open"
-        assert session.get(OutboxMessage, scenario.held_prompt_id).state == "pending"
-        assert session.scalar(select(func.count()).select_from(AuditEvent)) == 1
     assert json.loads(dropped.detail) == {
-        "job": job_id, "kind": "handover_command_close", "attempts": 1,
+        "job": job_id, "kind": "handover_command_oncall", "attempts": 1,
         "error": "ResponseUrlExpired",
     }  # fmt: skip
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
-        f"slack job {job_id} (handover_command_close) dropped unanswered: its response_url "
-        f"expired at {expired:%Y-%m-%d %H:%M:%S} UTC, 30 minutes after `/handover close`, which "
-        "was not carried out (the user must type it again)"
+        f"slack job {job_id} (handover_command_oncall) dropped unanswered: its response_url "
+        f"expired at {expired:%Y-%m-%d %H:%M:%S} UTC, 30 minutes after `/handover oncall`, "
+        "which was not carried out (the user was told in a DM to type it again)"
     ]
     assert bot.catcher.answers(url) == []
-    assert REASON not in json.dumps(job_rows(session_factory))
+    assert dm_texts(bot, "edt-mgr") == [
+        f"Your `/handover oncall` of {issued:%H:%M} UTC could not be answered in time. "
+        "Please type it again."
+    ]
 
 
 def test_an_unknown_subcommand_is_a_help_job_that_keeps_nothing_typed() -> None:
