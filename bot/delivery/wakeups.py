@@ -184,7 +184,8 @@ class Wakeups:
 
 class OutboxWatch:
     """Calls `on_change` soon after any process commits new outbox rows (see the module doc),
-    or new rows of another table that NOTIFYs its own `channel` (bot/slackjobs/queue.py).
+    or new rows of another table that NOTIFYs its own `channel` (bot/slackjobs/queue.py). With
+    `on_notify`, each NOTIFY is given to it with its payload instead (PostgreSQL only).
 
     Runs in a daemon thread of its own with a connection of its own, so it never takes one
     from the pool the passes use. After (re)connecting it calls `on_change` once, since rows
@@ -198,9 +199,11 @@ class OutboxWatch:
         *,
         channel: str = NOTIFY_CHANNEL,
         name: str = "outbox",
+        on_notify: Callable[[str], None] | None = None,
     ) -> None:
         self._url = engine.url
         self._on_change = on_change
+        self._on_notify = on_notify
         self._channel = channel  # the NOTIFY channel; the slack_jobs table has its own
         self._name = name
         self._stopping = threading.Event()
@@ -239,6 +242,16 @@ class OutboxWatch:
             self._on_change()
         except Exception:
             logger.exception("waking the dispatcher failed; the safety pass will look")
+
+    def _notified(self, payload: str) -> None:
+        if self._on_notify is None:
+            self._changed()
+            return
+        try:
+            self._on_notify(payload)
+        except Exception:
+            logger.exception("handling a %s notification failed; the safety pass will look",
+                             self._name)  # fmt: skip
 
     def _poll_data_version(self) -> None:
         path = self._url.database
@@ -285,8 +298,8 @@ class OutboxWatch:
                     self._changed()
                     while not self._stopping.is_set():
                         # Wakes at least once a second to notice `stop`.
-                        for _ in connection.notifies(timeout=1.0, stop_after=1):
-                            self._changed()
+                        for notify in connection.notifies(timeout=1.0, stop_after=1):
+                            self._notified(notify.payload)
             except Exception as exc:
                 # The error's type only: a connection error can quote the conninfo.
                 logger.warning(

@@ -53,6 +53,7 @@ class ClaimedJob:
     payload: dict[str, Any]
     attempts: int  # including this one
     claimed_by: str  # the runner holding it: its work's writes are fenced on it
+    ready_at: datetime  # when it became ready (written, or handed back for a retry)
 
 
 def public_part(payload: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +90,8 @@ def add_jobs(connection: Connection, jobs: Sequence[NewJob], *, now: datetime) -
     )
     added = {signature for (signature,) in connection.execute(statement, rows)}
     if connection.dialect.name == "postgresql":
-        # Delivered at the commit, to every runner's watch (bot/slackjobs/runner.py).
+        # Delivered at the commit, to every runner's watch (bot/slackjobs/runner.py): an empty
+        # payload is jobs written (bot/slackjobs/beacon.py sends the web process's others).
         connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
     seen: set[str] = set()
     kept = []
@@ -129,7 +131,14 @@ def claim_ready(
         job.claimed_until = now + lease
         job.attempts += 1
         claimed.append(
-            ClaimedJob(job.id, job.kind, json.loads(job.payload), job.attempts, instance_id)
+            ClaimedJob(
+                job.id,
+                job.kind,
+                json.loads(job.payload),
+                job.attempts,
+                instance_id,
+                _aware(job.ready_at),
+            )
         )
     session.flush()
     return claimed

@@ -12,12 +12,13 @@ dropped at once, the same way, with the reason in the log line.
 The runners are woken as the outbox's dispatchers are (bot/delivery/wakeups.py): a NOTIFY on
 PostgreSQL, a change of the SQLite file's data_version, or directly by a writer in the same
 process; between wake-ups they look again at the next retry or lease end, or every
-SAFETY_SECONDS. Under `serve` the work makes way for Slack's requests, as the in-memory queue's
-does (bot/web/work.py's SlackTraffic): a claim waits for a pause, at most YIELD_SECONDS. In a
-process apart from the web's (`handover dispatch` on PostgreSQL), which cannot see Slack's
-requests, the jobs' own arrivals stand for them (`JobArrivals`): while a burst of clicks is being
-written, each batch with its NOTIFY, the runner waits for a pause in the writing, so that on a
-machine shared with the web process it does not take the cores the acks need mid-burst.
+SAFETY_SECONDS. The work makes way for Slack's requests, as the in-memory queue's does
+(bot/web/work.py): each job claimed starts in a pause of them, or YIELD_SECONDS after it became
+ready, whichever is first, so a burst of clicks is answered before the work it started takes the
+cores. Under `serve` the pause is its own SlackTraffic's. In a process apart from the web's
+(`handover dispatch` on PostgreSQL) it is `JobArrivals`': the web processes say on the jobs'
+channel when their Slack requests begin and pause (bot/slackjobs/beacon.py), and the jobs' own
+writing counts as traffic too.
 """
 
 from __future__ import annotations
@@ -49,11 +50,17 @@ WORKERS = 4
 SQLITE_WORKERS = 2  # SQLite takes one writer at a time: more threads only queue on its lock
 BATCH = 4  # jobs a thread claims at once
 SAFETY_SECONDS = 5.0  # the longest a runner goes without looking, whatever it was told
-YIELD_SECONDS = 5.0  # under `serve`: the longest a claim waits for a pause in Slack's requests
+YIELD_SECONDS = 5.0  # the longest a job waits for a pause in Slack's traffic once it is ready
 ERROR_PAUSE_SECONDS = 1.0  # after the table itself could not be read or written
 # In `handover dispatch`: no job written for this long is a pause in a burst of clicks (the web
 # process's writer gathers a burst's jobs for 20 ms a batch, so batches come closer than this).
 ARRIVALS_QUIET_SECONDS = 0.1
+# A web process's "busy" holds the jobs this long unless it says "quiet" first; it says "busy"
+# again every beacon.HEARTBEAT_SECONDS while its requests go on, so only a web process that died
+# mid-burst (or a lost connection) leaves the jobs to wait this long.
+BUSY_HOLD_SECONDS = 1.0
+BUSY = "busy"  # the NOTIFY payloads a web process sends (bot/slackjobs/beacon.py): "busy <id>"
+QUIET = "quiet"
 
 
 class UnknownJobKind(Exception):
@@ -67,31 +74,55 @@ class GiveUp(Exception):
 
 
 class JobArrivals:
-    """When jobs were last written, as a NOTIFY told a runner apart from the web process; the
-    runner's stand-in for the web process's SlackTraffic (the same `wait_for_a_pause`)."""
+    """Slack's traffic as a runner apart from the web processes hears it on the jobs' NOTIFY
+    channel; its stand-in for `serve`'s SlackTraffic (the same `wait_for_a_pause`).
 
-    def __init__(self, quiet: float = ARRIVALS_QUIET_SECONDS) -> None:
+    A pause is when no web process has said it is busy (or its word has lapsed after
+    `hold`), and no job has been written for the `quiet` time."""
+
+    def __init__(
+        self, quiet: float = ARRIVALS_QUIET_SECONDS, hold: float = BUSY_HOLD_SECONDS
+    ) -> None:
         self._quiet = quiet
+        self._hold = hold
         self._changed = threading.Condition()
         self._last = float("-inf")
+        self._busy: dict[str, float] = {}  # web process -> when its "busy" lapses (monotonic)
 
     def arrived(self) -> None:
         """Jobs were just written."""
         with self._changed:
             self._last = time.monotonic()
 
+    def heard(self, payload: str) -> None:
+        """A NOTIFY on the jobs' channel: "busy ID" or "quiet ID" from web process ID
+        (bot/slackjobs/beacon.py); anything else is jobs written (queue.add_jobs)."""
+        word, _, sender = payload.partition(" ")
+        if word == BUSY and sender:
+            with self._changed:
+                self._busy[sender] = time.monotonic() + self._hold
+        elif word == QUIET and sender:
+            with self._changed:
+                self._busy.pop(sender, None)
+                self._changed.notify_all()
+        else:
+            self.arrived()
+
     def wait_for_a_pause(self, until: float, give_up: Callable[[], bool] = lambda: False) -> bool:
-        """Wait until no job has been written for the quiet time (True), or until the
-        monotonic instant `until` or `give_up()` after a `wake` (False)."""
+        """Wait until no web process is busy and no job has been written for the quiet time
+        (True), or until the monotonic instant `until` or `give_up()` after a `wake` (False)."""
         with self._changed:
             while True:
                 now = time.monotonic()
-                quiet_for = now - self._last
-                if quiet_for >= self._quiet:
+                for sender, lapses in list(self._busy.items()):
+                    if lapses <= now:
+                        del self._busy[sender]
+                resume = max(self._last + self._quiet, *self._busy.values(), now)
+                if resume <= now:
                     return True
                 if now >= until or give_up():
                     return False
-                self._changed.wait(min(until - now, self._quiet - quiet_for))
+                self._changed.wait(min(until, resume) - now)
 
     def wake(self) -> None:
         """Have those waiting for a pause ask `give_up` again."""
@@ -130,19 +161,22 @@ class JobRunner:
         self._stopping = threading.Event()
         self._woken = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._watch = _job_watch(engine, self._written) if isinstance(engine, Engine) else None
+        self._watch = (
+            _job_watch(engine, self.wake, self._heard) if isinstance(engine, Engine) else None
+        )
         self._arrivals: JobArrivals | None = None
         if traffic is None and self._watch is not None and self._watch.mechanism == "listen":
-            # Apart from the web process, on PostgreSQL: only the writers NOTIFY, so each
-            # notification is a batch of clicks written (on SQLite our own commits would move
-            # data_version too, and the worker there takes few cores: 2 threads, one writer).
+            # Apart from the web process, on PostgreSQL: the web processes NOTIFY their traffic
+            # and their writers each batch of clicks written (on SQLite there is no such channel
+            # and the worker takes few cores: 2 threads, one writer).
             self._arrivals = traffic = JobArrivals()
         self._traffic = traffic
 
     # ----- one claim -----------------------------------------------------------------------
 
     def run_ready(self) -> int:
-        """Claim up to a batch of ready jobs and run each; how many were claimed."""
+        """Claim up to a batch of ready jobs and run each, each in a pause of Slack's traffic
+        (at most YIELD_SECONDS after it became ready); how many were claimed."""
         with self._factory.begin() as session:
             claimed = queue.claim_ready(
                 session,
@@ -152,8 +186,21 @@ class JobRunner:
                 lease=self._lease,
             )
         for job in claimed:
+            self._make_way(job)
             self._run(job)
         return len(claimed)
+
+    def _make_way(self, job: ClaimedJob) -> None:
+        """Wait for a pause in Slack's traffic before `job`, at most until YIELD_SECONDS after
+        it became ready (or a `shutdown`, which runs the jobs in hand at once). Each job waits
+        on its own, so a pause mid-burst lets only one job a thread through."""
+        if self._traffic is None:
+            return
+        left = YIELD_SECONDS - (self._wall.now() - job.ready_at).total_seconds()
+        self._traffic.wait_for_a_pause(
+            until=time.monotonic() + min(YIELD_SECONDS, max(0.0, left)),
+            give_up=self._stopping.is_set,
+        )
 
     def _run(self, job: ClaimedJob) -> None:
         try:
@@ -239,11 +286,12 @@ class JobRunner:
         """Look for ready jobs now (new jobs were written)."""
         self._woken.set()
 
-    def _written(self) -> None:
-        # The watch: jobs were written by another process.
+    def _heard(self, payload: str) -> None:
+        # The watch: jobs written by another process, or a web process's traffic.
         if self._arrivals is not None:
-            self._arrivals.arrived()
-        self.wake()
+            self._arrivals.heard(payload)
+        if not payload.startswith((BUSY + " ", QUIET + " ")):
+            self.wake()
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop claiming; with `wait`, let the jobs in hand finish (each is done or, if the
@@ -263,12 +311,6 @@ class JobRunner:
         while not self._stopping.is_set():
             self._woken.clear()
             try:
-                if self._traffic is not None:
-                    self._traffic.wait_for_a_pause(
-                        until=time.monotonic() + YIELD_SECONDS, give_up=self._stopping.is_set
-                    )
-                if self._stopping.is_set():
-                    return
                 if self.run_ready():
                     continue
                 wait = self._idle_wait()
@@ -286,5 +328,9 @@ class JobRunner:
         return min(SAFETY_SECONDS, max(0.0, (ready_at - self._wall.now()).total_seconds()))
 
 
-def _job_watch(engine: Engine, on_change: Callable[[], None]) -> OutboxWatch:
-    return OutboxWatch(engine, on_change, channel=queue.NOTIFY_CHANNEL, name="slack-jobs")
+def _job_watch(
+    engine: Engine, on_change: Callable[[], None], on_notify: Callable[[str], None]
+) -> OutboxWatch:
+    return OutboxWatch(
+        engine, on_change, channel=queue.NOTIFY_CHANNEL, name="slack-jobs", on_notify=on_notify
+    )

@@ -24,6 +24,7 @@ from bot.context import Services
 from bot.db import create_db_engine, make_session_factory
 from bot.errors import InputError, ServiceUnavailable
 from bot.settings import Settings
+from bot.slackjobs.beacon import TrafficBeacon
 from bot.slackjobs.runner import JobRunner
 from bot.slackjobs.writer import JobWriter
 from bot.web.work import SQLITE_WORKERS, WORKERS, SlackTraffic, WorkQueue
@@ -49,15 +50,21 @@ class Runtime:
     work: WorkQueue
     jobs: JobWriter
     job_runner: JobRunner | None = None
+    beacon: TrafficBeacon | None = None
 
     def start(self) -> None:
-        """Start the dispatcher and the runner of the Slack jobs, when this process runs them."""
+        """Start the dispatcher and the runner of the Slack jobs, when this process runs them,
+        and the beacon of Slack's traffic for the runners in other processes."""
+        if self.beacon is not None:
+            self.beacon.start()
         if self.dispatcher is not None:
             self.dispatcher.start()
         if self.job_runner is not None:
             self.job_runner.start()
 
     def shutdown(self) -> None:
+        if self.beacon is not None:
+            self.beacon.stop()
         # The clicks and commands acked are written before anything stops (owed to their users).
         self.jobs.shutdown()
         if self.job_runner is not None:
@@ -108,8 +115,11 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
     )
     bolt_app = _create_bolt_app(create_app, settings, client, services)
     runtime = Runtime(
-        services=services, bolt_app=bolt_app, dispatcher=dispatcher, work=work, jobs=jobs
-    )
+        services=services, bolt_app=bolt_app, dispatcher=dispatcher, work=work, jobs=jobs,
+        # On PostgreSQL the runners of `handover dispatch` hear when Slack's requests here
+        # begin and pause, and make way for them as this process's own runner does.
+        beacon=TrafficBeacon(engine, traffic),
+    )  # fmt: skip
     if dispatcher is not None:
         # Here the jobs share the process with the acks: they make way for Slack's requests.
         runtime.job_runner = slack_job_runner(

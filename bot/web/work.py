@@ -44,12 +44,16 @@ class SlackTraffic:
         self._changed = threading.Condition()
         self._in_progress = 0
         self._idle_since = time.monotonic()
+        self._began = threading.Event()  # a request began when none was in progress
 
     @contextmanager
     def serving(self) -> Iterator[None]:
         """Around the answer to one Slack request."""
         with self._changed:
             self._in_progress += 1
+            began = self._in_progress == 1
+        if began:
+            self._began.set()
         try:
             yield
         finally:
@@ -74,10 +78,20 @@ class SlackTraffic:
                 else:
                     self._changed.wait(min(until - now, self._quiet - (now - self._idle_since)))
 
+    def wait_for_requests(self, timeout: float) -> bool:
+        """Wait until a request begins when none was in progress, or has since the last call
+        (True), at most `timeout` seconds (False): for bot/slackjobs/beacon.py."""
+        if not self._began.wait(timeout):
+            return False
+        self._began.clear()
+        return True
+
     def wake(self) -> None:
-        """Have those waiting for a pause ask `give_up` again."""
+        """Have those waiting for a pause ask `give_up` again (and those waiting for requests
+        look whether they are stopping)."""
         with self._changed:
             self._changed.notify_all()
+        self._began.set()
 
 
 class WorkQueue:

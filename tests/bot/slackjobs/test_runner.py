@@ -349,7 +349,8 @@ def test_a_runner_apart_from_the_web_process_waits_for_a_pause_in_the_jobs_writt
             assert jobs._traffic is None
         written_at = time.monotonic()
         with engine.begin() as connection:
-            add_jobs(connection, [job(1, f"{1:064x}")], now=WALL)
+            # Written now: a job waits for a pause at most YIELD_SECONDS after it became ready.
+            add_jobs(connection, [job(1, f"{1:064x}")], now=datetime.now(UTC))
         if engine.dialect.name != "postgresql":
             jobs.wake()  # as the watch does within 50 ms (an in-memory database has none)
         wait_for(lambda: 1 in done, timeout=30)

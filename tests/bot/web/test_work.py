@@ -160,3 +160,16 @@ def test_a_failing_job_frees_its_thread_and_its_room(traffic: SlackTraffic) -> N
         assert ran == ["next"]
     finally:
         queue.shutdown(wait=True)
+
+
+def test_wait_for_requests_is_true_once_a_request_began_when_none_was_in_progress(
+    traffic: SlackTraffic,
+) -> None:
+    # What the beacon (bot/slackjobs/beacon.py) waits on: the start of a burst, not each request.
+    assert traffic.wait_for_requests(timeout=0.01) is False
+    with traffic.serving(), traffic.serving():  # a second at once is the same burst
+        pass
+    assert traffic.wait_for_requests(timeout=0.01) is True
+    assert traffic.wait_for_requests(timeout=0.01) is False  # told once
+    traffic.wake()  # a beacon stopping is woken too
+    assert traffic.wait_for_requests(timeout=0.01) is True
