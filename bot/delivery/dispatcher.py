@@ -1,9 +1,10 @@
 """The dispatcher: delivers the outbox exactly once, never dropping a row.
 
-A pass claims a batch of due rows and puts each through the one delivery path
-(`pipeline.RowPipeline`), batch after batch until nothing due is left, then settles rows
-cancelled under a claim whose holder died before saying whether it sent them
-(`reconcile.Reconciler`). While a pass runs, a
+A pass first reads whether anything is to be done (`_look`: no write lock on SQLite, no row
+lock on PostgreSQL, so an idle pass neither waits for a writer nor holds one up). Then it
+settles rows cancelled under a claim whose holder died before saying whether it sent them
+(`reconcile.Reconciler`), and claims a batch of due rows and puts each through the one delivery
+path (`pipeline.RowPipeline`), batch after batch until nothing due is left. While a pass runs, a
 heartbeat renews the short lease of every row this dispatcher holds (also while it waits for a
 rate token), so a live dispatcher keeps its rows and a dead one's are taken over within a lease;
 each row's claim is checked and renewed again, in one statement, immediately before its message
@@ -35,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.channels import build_channels
 from bot.channels.base import Channels
 from bot.clock import Clock, SystemClock
+from bot.db import reading
 from bot.delivery import outbox
 from bot.delivery.compose import Delivery, DeliveryContext
 from bot.delivery.confirm import Posted
@@ -129,16 +131,20 @@ class Dispatcher:
     # ----- one pass ------------------------------------------------------------------------
 
     def run_once(self) -> DispatchStats:
-        """Deliver everything due now, batch by batch, until nothing due is left."""
+        """Deliver everything due now, batch by batch, until nothing due is left. With nothing
+        to do, one read and no write: no write lock on SQLite, no row lock on PostgreSQL."""
         stats = DispatchStats()
         with self._pass_lock, self._keeping_claims():
-            # First, rows cancelled under a claim whose holder died before saying whether it
-            # sent them (docs/timing.md, "Cancelled in a batch"): what recording one queues
-            # (the card's redraw) goes out in this pass.
-            for result in self.reconciler.run():
-                stats.claimed += 1
-                stats.record(result)
-            while not self._stopping.is_set():
+            unsettled, due = self._look()
+            if unsettled:
+                # First, rows cancelled under a claim whose holder died before saying whether
+                # it sent them (docs/timing.md, "Cancelled in a batch"): what recording one
+                # queues (the card's redraw) goes out in this pass.
+                for result in self.reconciler.settle():
+                    stats.claimed += 1
+                    stats.record(result)
+                due = due or stats.claimed > 0
+            while due and not self._stopping.is_set():
                 with self.session_factory.begin() as session:
                     claimed = outbox.claim_due(
                         session,
@@ -155,11 +161,25 @@ class Dispatcher:
                     extra={"dispatcher": self.instance_id, "claimed": len(ids)},
                 )
                 if not ids:
-                    break
+                    break  # PostgreSQL: another dispatcher holds what was due
                 stats.claimed += len(ids)
                 if not self._process_batch(ids, stats):
                     break
+                # A full batch most likely leaves more due: claim again. After a short one,
+                # only rows written meanwhile can be due: look first (a read).
+                due = len(ids) == self.batch_size or self._any_due()
         return stats
+
+    def _look(self) -> tuple[bool, bool]:
+        """Whether rows cancelled under a dead holder's claim wait to be settled, and whether
+        rows are due: one read (`db.reading`), locking nothing."""
+        now = self.clock.now()
+        with reading(self.session_factory) as session:
+            return outbox.work_waiting(session, now)
+
+    def _any_due(self) -> bool:
+        with reading(self.session_factory) as session:
+            return outbox.any_due(session, self.clock.now())
 
     def _process_batch(self, ids: list[int], stats: DispatchStats) -> bool:
         """A claimed batch: composed in one transaction, each row sent in turn, then every row
@@ -308,7 +328,8 @@ class Dispatcher:
             )
 
     def _next_due(self) -> datetime | None:
-        with self.session_factory() as session:
+        """When to wake next: a read (`db.reading`), no write lock on SQLite."""
+        with reading(self.session_factory) as session:
             return outbox.next_due_at(session)
 
 

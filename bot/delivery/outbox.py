@@ -20,7 +20,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, event, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    case,
+    event,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from bot.delivery.kinds import (
@@ -663,6 +675,23 @@ def _due_clause(now: datetime):
     )
     abandoned = and_(OutboxMessage.state == RowState.CLAIMED, OutboxMessage.claimed_until < now)
     return or_(ready, abandoned)
+
+
+def any_due(session: Session, now: datetime) -> bool:
+    """Whether some row is due (`claim_due` would find one, but for a row another dispatcher
+    holds locked on PostgreSQL): one read of the (state, due_at) and (state, claimed_until)
+    indexes, locking nothing, so a pass with nothing due writes nothing."""
+    return session.scalar(select(OutboxMessage.id).where(_due_clause(now)).limit(1)) is not None
+
+
+def work_waiting(session: Session, now: datetime) -> tuple[bool, bool]:
+    """Whether some row waits to be looked for (`any_unsettled`) and whether some row is due
+    (`any_due`), in one statement reading the same indexes as those two, locking nothing: a
+    dispatcher's pass with nothing to do reads this and writes nothing."""
+    unsettled, due = session.execute(
+        select(exists().where(_unsettled_clause(now)), exists().where(_due_clause(now)))
+    ).one()
+    return bool(unsettled), bool(due)
 
 
 def claim_due(

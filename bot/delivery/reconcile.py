@@ -16,7 +16,8 @@ to say it was not sent. Either way nobody looks at it again. A channel that cann
 now (Slack down, refusing the token) is asked again after a backoff.
 
 A pass with nothing to settle only reads (`outbox.any_unsettled`, in `db.reading`): it takes
-no write lock. docs/timing.md, "Cancelled in a batch".
+no write lock. (A dispatcher's pass makes that read together with its look for due rows and
+calls `settle` only when it found some.) docs/timing.md, "Cancelled in a batch".
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ class Reconciler:
         with reading(self.session_factory) as session:
             if not outbox.any_unsettled(session, self.clock.now()):
                 return []
+        return self.settle()
+
+    def settle(self) -> list[RowResult]:
+        """Settle up to `per_pass` such rows, claiming each (a write) without looking first
+        (`run` looks; a dispatcher's pass looks for these and due rows in one read)."""
         results: list[RowResult] = []
         for _ in range(self.per_pass):
             with self.session_factory.begin() as session:

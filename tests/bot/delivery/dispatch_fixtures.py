@@ -12,6 +12,8 @@ The `clock`, `slack` and `settings` fixtures of this world are in conftest.py be
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +28,7 @@ from bot.delivery.kinds import RowState
 from bot.models import AuditEvent, OutboxMessage, Referral
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
-from rota.models import RotaVersion
+from rota.models import Person, RotaVersion
 from tests.bot.factories import new_referral, new_target
 from tests.rota.factories import new_person, new_team
 
@@ -165,3 +167,14 @@ def run_until_quiet(dispatcher: Dispatcher, clock: FixedClock, passes: int = 12)
             break
         clock.set(max(clock.now(), due) + timedelta(seconds=1))
     return total
+
+
+@contextmanager
+def writing_meanwhile(factory: sessionmaker[Session]) -> Iterator[None]:
+    """Another process in the middle of a write (Jo Smith's name changed, not committed): on
+    SQLite it holds the write lock, so whatever takes that lock meanwhile waits out the busy
+    timeout and fails with "database is locked"."""
+    with factory.begin() as writer:
+        writer.get(Person, "hv-jsmith").name = "Jo Smith-Jones"
+        writer.flush()
+        yield

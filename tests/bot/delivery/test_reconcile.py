@@ -44,6 +44,7 @@ from tests.bot.delivery.dispatch_fixtures import (
     make_dispatcher,
     messages_for,
     setup_one_prompt,
+    writing_meanwhile,
 )
 from tests.bot.delivery.test_cancelled_in_batch import (
     CLOSER,
@@ -494,10 +495,7 @@ def test_a_pass_with_nothing_to_settle_does_not_wait_for_a_writer(
 ) -> None:
     setup_one_prompt(session_factory)
     other = make_dispatcher(settings, session_factory, clock, name="other")
-    with session_factory.begin() as writer:
-        # Another process is in the middle of a write (on SQLite it holds the write lock).
-        writer.get(Person, "hv-jsmith").name = "Jo Smith-Jones"
-        writer.flush()
+    with writing_meanwhile(session_factory):
         # The look only reads: it neither waits for that write nor fails on the lock.
         assert other.reconciler.run() == []
 

@@ -45,6 +45,7 @@ from tests.bot.delivery.dispatch_fixtures import (
     add_rota,
     make_dispatcher,
     setup_one_prompt,
+    writing_meanwhile,
 )
 
 PROMPTS = 20
@@ -358,3 +359,79 @@ def test_a_pass_with_nothing_to_reconcile_reads_once_and_writes_nothing(
     clock.set(MONDAY_9 + timedelta(minutes=5))
     assert statements.of(reconciler.run) == []
     assert statements.verbs == IDLE_RECONCILE[engine.dialect.name]
+
+
+# ----- a pass with nothing to do ----------------------------------------------------------------
+
+# What `Dispatcher.run_once` sends when nothing is due nor waits to be settled (nearly every
+# pass: a dispatcher wakes on every commit anyone makes), by verb. Before: the look above, then
+# a unit of work whose claim found nothing, in two transactions — SQLite ["BEGIN", "SELECT",
+# "BEGIN IMMEDIATE", "SELECT"], its write lock taken every pass; PostgreSQL ["SELECT",
+# "SELECT FOR UPDATE"]. Now one read of both, locking nothing.
+IDLE_PASS = IDLE_RECONCILE
+# When to wake next (`Dispatcher._next_due`), its two minima: before, on SQLite, in a BEGIN
+# IMMEDIATE.
+NEXT_WAKE = {"sqlite": ["BEGIN", "SELECT", "SELECT"], "postgresql": ["SELECT", "SELECT"]}
+
+
+def test_a_pass_with_nothing_due_reads_once_and_writes_nothing(
+    engine: Engine, session_factory: sessionmaker[Session], settings: Settings, clock
+) -> None:
+    due = MONDAY_9 + timedelta(minutes=10)
+    prompt_id = setup_one_prompt(session_factory, due_at=due)
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+    statements = Statements(engine)
+    idle = IDLE_PASS[engine.dialect.name]
+
+    assert statements.of(dispatcher.run_once).claimed == 0
+    assert statements.verbs == idle
+    assert statements.transactions == 1
+    # The look reads indexes, no table scan: the lapsed claims' of (state, claimed_until) for
+    # rows to settle, and for due rows that and (state, due_at) (PostgreSQL, on so few rows,
+    # takes any index whose first column is state for an arm).
+    look = plan(engine, *statements.sent[-1])
+    if engine.dialect.name == "sqlite":
+        assert "MULTI-INDEX OR" in look
+        assert "USING INDEX ix_outbox_state_due (state=? AND due_at<?)" in look
+        assert look.count("USING INDEX ix_outbox_state_lease (state=? AND claimed_until<?)") == 2
+        assert "SCAN" not in look.replace("SCAN CONSTANT ROW", "")
+    else:
+        assert "Seq Scan" not in look and "BitmapOr" in look
+        assert look.count("Index Cond: ((state") == 3  # each arm read by state
+    assert statements.of(dispatcher._next_due) == due
+    assert statements.verbs == NEXT_WAKE[engine.dialect.name]
+    assert statements.transactions == 1
+
+    # Once the prompt is due, the same pass looks, then claims it (the claim as ever: SQLite's
+    # write lock, PostgreSQL's SKIP LOCKED) and sends it; a batch short of full is followed by
+    # a look, not a claim.
+    clock.set(due)
+    stats = statements.of(dispatcher.run_once)
+    # Its send queues the card's redraw, which the look after the batch finds: a second batch.
+    assert [(r.row_id, r.kind, r.outcome) for r in stats.results] == [
+        (prompt_id, "prompt", Outcome.DELIVERED),
+        (prompt_id + 1, "card", Outcome.DELIVERED),
+    ]
+    assert statements.verbs[: len(idle)] == idle
+    claim = {"sqlite": "BEGIN IMMEDIATE", "postgresql": "SELECT FOR UPDATE"}[engine.dialect.name]
+    assert statements.verbs[len(idle)] == claim
+    if engine.dialect.name == "postgresql":
+        assert "FOR UPDATE SKIP LOCKED" in statements.sent[len(idle)][0]
+    last_look = {"sqlite": ["BEGIN", "SELECT"], "postgresql": ["SELECT"]}[engine.dialect.name]
+    assert statements.verbs[-len(last_look) :] == last_look
+    claims = [sql for sql, _ in statements.sent if "ORDER BY outbox.due_at, outbox.id" in sql]
+    assert len(claims) == 2  # one a batch; no claim that finds nothing
+    dispatcher.shutdown()
+
+
+def test_a_pass_with_nothing_due_does_not_wait_for_a_writer(
+    session_factory: sessionmaker[Session], settings: Settings, clock
+) -> None:
+    due = MONDAY_9 + timedelta(minutes=10)
+    setup_one_prompt(session_factory, due_at=due)
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+    with writing_meanwhile(session_factory):
+        # Neither the pass nor the next wake-up's read waits for that write or fails on it.
+        assert dispatcher.run_once().claimed == 0
+        assert dispatcher._next_due() == due
+    dispatcher.shutdown()
