@@ -1,18 +1,20 @@
 """What a dispatcher's pass costs when there is nothing to do, and whether it waits for writers.
 
     python benchmarks/bench_idle_pass.py [--passes 2000] [--rows 5000]
-        [--backend sqlite postgresql] [--writer-hold-ms 2]
+        [--backend sqlite postgresql] [--writer-hold-ms 2] [--pg-database NAME]
 
 Every pass of every dispatcher first looks for rows cancelled under the claim of a dispatcher
 that died (`Reconciler.run`, docs/timing.md "Cancelled in a batch"), then claims due rows; a
 running bot's passes are nearly all idle. On a database of `--rows` sent prompts (and a few
 cancelled rows, one of them still under a live claim), this prints for the look alone and for
-the whole idle pass (`Dispatcher.run_once`): SQL statements and transactions a call (SQLite
+the whole idle pass (`Dispatcher.run_once`) and for a wake-up (the pass, then the read of when
+to wake next, `Dispatcher._next_due`): SQL statements and transactions a call (SQLite
 counts its BEGIN as a statement), the statements by verb, and the time a call (median, p99).
-Then the same look while another connection keeps writing (`--writer-hold-ms` inside each
+Then each of them while another connection keeps writing (`--writer-hold-ms` inside each
 write transaction, as long again between them, as serve's clicks write under load): how long
-it waits (median, p99, max). PostgreSQL's database (`bench_reconcile_idle`) is created beside
-HANDOVER_TEST_PG_URL's and dropped after; SQLite's is a temporary file.
+it waits (median, p99, max). PostgreSQL's database (`--pg-database`, default
+`bench_reconcile_idle`) is created beside HANDOVER_TEST_PG_URL's and dropped after; SQLite's is
+a temporary file.
 """
 
 from __future__ import annotations
@@ -149,28 +151,36 @@ def measure(backend: str, url: str, args: argparse.Namespace, slack: SlackStandI
     dispatcher = Dispatcher(settings, factory, make_web_client(settings), FixedClock(NOW), "bench")
     statements = Statements(engine)
     look, idle_pass = dispatcher.reconciler.run, dispatcher.run_once
+
+    def woken() -> None:
+        """What a wake-up costs: the pass, then the read of when to wake next."""
+        idle_pass()
+        dispatcher._next_due()
+
     assert look() == [] and idle_pass().results == []  # nothing to do, indeed
-    for work in (look, idle_pass):
+    works = (("the look", look), ("the pass", idle_pass), ("the wake-up", woken))
+    for _, work in works:
         timed(work, 50)  # warm
-    print(f"{backend}: the look  {counted(statements, look, 100)}")
-    print(f"{backend}: the pass  {counted(statements, idle_pass, 100)}")
-    for name, work in (("the look", look), ("the pass", idle_pass)):
+    for name, work in works:
+        print(f"{backend}: {name}  {counted(statements, work, 100)}")
+    for name, work in works:
         took = timed(work, args.passes)
         print(
             f"{backend}: {name}  median {statistics.median(took):.0f} us, "
             f"p99 {p99(took):.0f} us ({args.passes} calls)"
         )
-    stop = threading.Event()
-    writer = writing(url, args.writer_hold_ms, stop)
-    time.sleep(0.05)
-    took = timed(look, args.passes)
-    stop.set()
-    writer.join()
-    print(
-        f"{backend}: the look beside a writer ({args.writer_hold_ms:g} ms in, as long out)  "
-        f"median {statistics.median(took):.0f} us, p99 {p99(took):.0f} us, "
-        f"max {max(took):.0f} us"
-    )
+    for name, work in works:
+        stop = threading.Event()
+        writer = writing(url, args.writer_hold_ms, stop)
+        time.sleep(0.05)
+        took = timed(work, args.passes)
+        stop.set()
+        writer.join()
+        print(
+            f"{backend}: {name} beside a writer ({args.writer_hold_ms:g} ms in, as long out)  "
+            f"median {statistics.median(took):.0f} us, p99 {p99(took):.0f} us, "
+            f"max {max(took):.0f} us"
+        )
     dispatcher.shutdown()
     engine.dispose()
 
@@ -180,6 +190,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=2000)
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--writer-hold-ms", type=float, default=2.0)
+    parser.add_argument("--pg-database", default=PG_DATABASE)
     parser.add_argument(
         "--backend", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"]
     )
@@ -192,11 +203,11 @@ def main() -> None:
                     upgrade(url)
                     measure(backend, url, args, slack)
             else:
-                url = fresh_database(PG_DATABASE)
+                url = fresh_database(args.pg_database)
                 try:
                     measure(backend, url, args, slack)
                 finally:
-                    drop_database(PG_DATABASE)
+                    drop_database(args.pg_database)
 
 
 if __name__ == "__main__":
