@@ -144,6 +144,12 @@ class Dispatcher:
                     stats.claimed += 1
                     stats.record(result)
                 due = due or stats.claimed > 0
+            if not due:
+                logger.debug(
+                    "dispatcher %s found nothing due (one read, nothing claimed)",
+                    self.instance_id,
+                    extra={"dispatcher": self.instance_id, "claimed": 0},
+                )
             while due and not self._stopping.is_set():
                 with self.session_factory.begin() as session:
                     claimed = outbox.claim_due(

@@ -123,7 +123,8 @@ def test_a_click_acked_before_the_web_process_is_killed_is_done_once_after_the_r
     assert responses == 1
 
 
-@pytest.mark.parametrize(
+# Both layouts on both databases: `processes` for `running_bot`.
+EVERY_LAYOUT = pytest.mark.parametrize(
     ("backend", "processes"),
     [
         ("postgresql", "serve and dispatch"),
@@ -132,12 +133,21 @@ def test_a_click_acked_before_the_web_process_is_killed_is_done_once_after_the_r
         ("sqlite", "serve alone"),
     ],
 )
-def test_a_clicks_message_update_reaches_slack_within_2_s_of_its_ack(
-    new_deployment: DeploymentFactory, backend: str, processes: str
-) -> None:
+
+
+def running_bot(new_deployment: DeploymentFactory, backend: str, processes: str) -> Deployment:
+    """The bot at the default settings, Saturday 02:10, in the layout `processes` names."""
     deployment = deploy_at_default_interval(new_deployment, backend)
     deployment.run_clock(SATURDAY)
     start_bot(deployment, processes)
+    return deployment
+
+
+@EVERY_LAYOUT
+def test_a_clicks_message_update_reaches_slack_within_2_s_of_its_ack(
+    new_deployment: DeploymentFactory, backend: str, processes: str
+) -> None:
+    deployment = running_bot(new_deployment, backend, processes)
     referral_id, prompt = prompt_to_ahmed(deployment)
     time.sleep(1.0)  # the runners are idle: only a wake-up brings them
 

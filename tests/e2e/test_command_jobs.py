@@ -17,8 +17,15 @@ import pytest
 
 from tests.e2e.conftest import DeploymentFactory
 from tests.e2e.harness import Deployment, slack_user_of, wait_for
-from tests.e2e.test_click_jobs import CLICK_BOUND_SECONDS, jobs, restart, web_and_worker
-from tests.e2e.test_timing import SATURDAY, deploy_at_default_interval, referral, start_bot
+from tests.e2e.test_click_jobs import (
+    CLICK_BOUND_SECONDS,
+    EVERY_LAYOUT,
+    jobs,
+    restart,
+    running_bot,
+    web_and_worker,
+)
+from tests.e2e.test_timing import referral
 
 pytestmark = pytest.mark.slow
 
@@ -103,21 +110,11 @@ def test_a_close_acked_before_the_web_process_is_killed_is_carried_out_once_afte
         assert typed not in deployment.standin.all_text()
 
 
-@pytest.mark.parametrize(
-    ("backend", "processes"),
-    [
-        ("postgresql", "serve and dispatch"),
-        ("sqlite", "serve and dispatch"),
-        ("postgresql", "serve alone"),
-        ("sqlite", "serve alone"),
-    ],
-)
+@EVERY_LAYOUT
 def test_a_subcommands_answer_reaches_slack_within_2_s_of_its_ack(
     new_deployment: DeploymentFactory, backend: str, processes: str
 ) -> None:
-    deployment = deploy_at_default_interval(new_deployment, backend)
-    deployment.run_clock(SATURDAY)
-    start_bot(deployment, processes)
+    deployment = running_bot(new_deployment, backend, processes)
     deployment.settle()
     time.sleep(1.0)  # the runners are idle: only a wake-up brings them
 
