@@ -36,6 +36,7 @@ from bot.slackjobs.queue import PRIVATE, ClaimedJob
 from bot.slackjobs.runner import GiveUp, JobWork
 from bot.workspaces.oauth import WORKSPACE_KEY
 from handlers.commands import JOB_KIND_PREFIX, SUBCOMMANDS, close_and_answer
+from handlers.home import tell_directly
 
 logger = logging.getLogger(__name__)
 
@@ -129,16 +130,12 @@ def _work_of(services: Services, client: WebClient, name: str, wall: Clock) -> J
 def _direct_message(
     services: Services, client: WebClient, command: dict[str, Any], text: str, job: ClaimedJob
 ) -> None:
-    """Tell the user in a DM from the app; a failure is logged, not retried."""
+    """Tell the user in a DM from the app (handlers/home.py's `tell_directly`)."""
     there = services.client_for(command[WORKSPACE_KEY], client)
     if there is None:  # the app was removed from that workspace: nobody there to tell
         logger.warning("slack job %s (%s): its workspace no longer has the app", job.id, job.kind)
         return
-    try:
-        with slack_edge("chat.postMessage"):
-            there.chat_postMessage(channel=command["user_id"], text=text)
-    except SlackError:
-        return  # logged at the edge
+    tell_directly(there, command["user_id"], text)
 
 
 def _send(response_url: str, answer: dict[str, Any], job: ClaimedJob) -> None:

@@ -204,8 +204,11 @@ def test_a_reading_command_is_answered_only_by_the_runner_that_marks_it_done(
 
 
 def dm_texts(bot: Harness, person_id: str) -> list[str]:
+    """The texts of the private notices in the person's DM with the app (their one section)."""
     channel = bot.standin.dm_channel_for(slack_user(person_id))
-    return [m["text"] for m in bot.standin.messages(channel)] if channel else []
+    messages = bot.standin.messages(channel) if channel else []
+    assert all(m["text"] == "Handover notice" for m in messages)  # the notification
+    return [block["text"]["text"] for m in messages for block in m["blocks"]]
 
 
 def test_a_close_job_claimed_after_its_response_url_expired_is_carried_out_and_answered_in_a_dm(
