@@ -55,6 +55,10 @@ _WHOLE = 1.0 - 1e-5  # a token, give or take the rounding of unix seconds (~1e-7
 # closed by a 429, or more callers queued than the rate serves in a second) nothing is
 # reserved and the caller sleeps until the bucket, as it then was, has a token.
 RESERVE_AHEAD = 1.0
+# A reserved token's sleep longer than this is followed by the guard again (a transaction):
+# a close or an answer committed meanwhile then stops the send. A shorter one (two dispatchers
+# at 10 messages a second queue ~0.1 s apart) exposes no more than a Slack call's own duration.
+CHECK_AGAIN_AFTER = 0.25
 MESSAGES = "messages"  # chat.postMessage and chat.update: HANDOVER_SLACK_RATE a second
 # Slack's published tiers (per minute, a tenth of a minute's allowance at once).
 TIER_3 = Tier(per_second=50 / 60, burst=5)
@@ -152,8 +156,10 @@ class Pacer:
 
         A `guard` runs first in each transaction that tries to take the token (a delivery's
         check of its claim, bot/delivery/send.py): the check and the take cost one transaction,
-        and the check is the last thing before the call but the sleep until a reserved token's
-        instant (at most RESERVE_AHEAD). When it answers False, nothing is taken and
+        and the check is the last thing before the call. A reserved token's sleep (at most
+        RESERVE_AHEAD) longer than CHECK_AGAIN_AFTER is followed by the check again, in a
+        transaction of its own. When it
+        answers False, nothing is taken (or the reserved token is left unused) and
         GuardRefused is raised.
         """
         tier_name = TIER_OF_METHOD.get(method)
@@ -170,9 +176,21 @@ class Pacer:
                     return waited
                 if taken:
                     self._sleep(pause)  # until the reserved token's instant
+                    if pause > CHECK_AGAIN_AFTER:
+                        self._check_again(guard, bucket)
                     return waited + pause
             self._sleep(pause)
             waited += pause
+
+    def _check_again(self, guard: Callable[[Connection], bool] | None, bucket: str) -> None:
+        """After sleeping for a reserved token, the guard once more, so that nothing committed
+        during the sleep (a close, an answer) is sent past: the check stays the last thing
+        before the call. (Its token is then spent on nothing.)"""
+        if guard is None:
+            return
+        with self.engine.begin() as conn:
+            if not guard(conn):
+                raise GuardRefused(bucket)
 
     def _until_seen_refills(self, bucket: str, tier: Tier) -> float:
         """Seconds until the bucket, as last seen, has a token (0: it has, or was not seen)."""

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.channels.base import Message
 from bot.channels.slack import SlackChannel
 from bot.clock import FixedClock
-from bot.delivery import outbox, pipeline
+from bot.delivery import outbox, pacing, pipeline
 from bot.delivery.dispatcher import Dispatcher
 from bot.delivery.escalation import schedule_escalation
 from bot.delivery.kinds import OutboxKind, Outcome, RowState
@@ -567,6 +567,10 @@ def answer_while_the_batch_waits(
     rate token: its one token this second is taken first. Returns the answer's status once it
     is given."""
     dispatcher.pacer.wait("xoxb-test", "chat.postMessage")
+    # No token reserved ahead: the batch sleeps before its take's check, whatever the time
+    # between this token and the batch (a reservation's sleep comes after the check; only one
+    # longer than pacing.CHECK_AGAIN_AFTER is checked again).
+    monkeypatch.setattr(pacing, "RESERVE_AHEAD", 0.0)
     answered: list[str] = []
 
     def answer_then_wait(seconds: float) -> None:
