@@ -16,9 +16,10 @@ SAFETY_SECONDS. The work makes way for Slack's requests, as the in-memory queue'
 (bot/web/work.py): each job claimed starts in a pause of them, or YIELD_SECONDS after it became
 ready, whichever is first, so a burst of clicks is answered before the work it started takes the
 cores. Under `serve` the pause is its own SlackTraffic's. In a process apart from the web's
-(`handover dispatch` on PostgreSQL) it is `JobArrivals`': the web processes say on the jobs'
-channel when their Slack requests begin and pause (bot/slackjobs/beacon.py), and the jobs' own
-writing counts as traffic too.
+(`handover dispatch`) it is `JobArrivals`': the web processes say when their Slack requests
+begin and pause (bot/slackjobs/beacon.py), on the jobs' channel on PostgreSQL, where the jobs'
+own writing counts as traffic too, and in files beside the database file on SQLite
+(bot/slackjobs/traffic_files.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from bot.delivery.wakeups import OutboxWatch
 from bot.services import audit
 from bot.slackjobs import queue
 from bot.slackjobs.queue import ClaimedJob
+from bot.slackjobs.traffic_files import LOOK_SECONDS, TrafficFiles
 
 logger = logging.getLogger(__name__)
 
@@ -75,16 +77,21 @@ class GiveUp(Exception):
 
 class JobArrivals:
     """Slack's traffic as a runner apart from the web processes hears it on the jobs' NOTIFY
-    channel; its stand-in for `serve`'s SlackTraffic (the same `wait_for_a_pause`).
+    channel, or reads it in their `files` on SQLite; its stand-in for `serve`'s SlackTraffic
+    (the same `wait_for_a_pause`).
 
     A pause is when no web process has said it is busy (or its word has lapsed after
     `hold`), and no job has been written for the `quiet` time."""
 
     def __init__(
-        self, quiet: float = ARRIVALS_QUIET_SECONDS, hold: float = BUSY_HOLD_SECONDS
+        self,
+        quiet: float = ARRIVALS_QUIET_SECONDS,
+        hold: float = BUSY_HOLD_SECONDS,
+        files: TrafficFiles | None = None,
     ) -> None:
         self._quiet = quiet
         self._hold = hold
+        self._files = files
         self._changed = threading.Condition()
         self._last = float("-inf")
         self._busy: dict[str, float] = {}  # web process -> when its "busy" lapses (monotonic)
@@ -114,6 +121,8 @@ class JobArrivals:
         with self._changed:
             while True:
                 now = time.monotonic()
+                if self._files is not None:
+                    self._read_files(now)
                 for sender, lapses in list(self._busy.items()):
                     if lapses <= now:
                         del self._busy[sender]
@@ -122,7 +131,19 @@ class JobArrivals:
                     return True
                 if now >= until or give_up():
                     return False
+                if self._files is not None:
+                    # A file removed ("quiet") tells no one: look again shortly.
+                    resume = min(resume, now + LOOK_SECONDS)
                 self._changed.wait(min(until, resume) - now)
+
+    def _read_files(self, now: float) -> None:
+        """Each busy web process's file: its "busy" lapses `hold` after its last heartbeat."""
+        assert self._files is not None
+        wall = time.time()
+        self._busy = {
+            sender: now + self._hold - max(0.0, wall - beat)
+            for sender, beat in self._files.heartbeats().items()
+        }
 
     def wake(self) -> None:
         """Have those waiting for a pause ask `give_up` again."""
@@ -167,9 +188,13 @@ class JobRunner:
         self._arrivals: JobArrivals | None = None
         if traffic is None and self._watch is not None and self._watch.mechanism == "listen":
             # Apart from the web process, on PostgreSQL: the web processes NOTIFY their traffic
-            # and their writers each batch of clicks written (on SQLite there is no such channel
-            # and the worker takes few cores: 2 threads, one writer).
+            # and their writers each batch of clicks written.
             self._arrivals = traffic = JobArrivals()
+        elif traffic is None and self._watch is not None and self._watch.mechanism is not None:
+            # Apart from the web process, on an SQLite file: the web processes' traffic files.
+            # (The file's data_version moves with this runner's own writes too, so it cannot
+            # say when the clicks' jobs were written.)
+            traffic = JobArrivals(files=TrafficFiles.beside(engine.url))
         self._traffic = traffic
 
     # ----- one claim -----------------------------------------------------------------------
