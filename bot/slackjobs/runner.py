@@ -122,7 +122,7 @@ class JobArrivals:
             while True:
                 now = time.monotonic()
                 if self._files is not None:
-                    self._read_files(now)
+                    self._busy = self._busy_in(self._files, now)
                 for sender, lapses in list(self._busy.items()):
                     if lapses <= now:
                         del self._busy[sender]
@@ -136,13 +136,13 @@ class JobArrivals:
                     resume = min(resume, now + LOOK_SECONDS)
                 self._changed.wait(min(until, resume) - now)
 
-    def _read_files(self, now: float) -> None:
-        """Each busy web process's file: its "busy" lapses `hold` after its last heartbeat."""
-        assert self._files is not None
+    def _busy_in(self, files: TrafficFiles, now: float) -> dict[str, float]:
+        """Each web process with a file: its "busy" lapses `hold` after its last heartbeat (a
+        heartbeat on the wall clock, a lapse on the monotonic one, as `_busy` keeps them)."""
         wall = time.time()
-        self._busy = {
+        return {
             sender: now + self._hold - max(0.0, wall - beat)
-            for sender, beat in self._files.heartbeats().items()
+            for sender, beat in files.heartbeats().items()
         }
 
     def wake(self) -> None:
