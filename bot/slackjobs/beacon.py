@@ -10,10 +10,10 @@ or lost its connection) to have paused after runner.BUSY_HOLD_SECONDS. A burst o
 clicks costs a handful of notifications; a lone click two.
 
 On SQLite there is no such channel: the beacon says the same with a file beside the database
-file (bot/slackjobs/traffic_files.py), created or touched for "busy", removed for "quiet" and when
-it stops, which the runners apart from it read with `stat`; its modification time lapses as a
-NOTIFY "busy" does. With an in-memory SQLite no other process shares the database: it does
-nothing.
+file (bot/slackjobs/traffic_files.py), created or touched for "busy", removed for "quiet" and
+when it stops (with the directory, if it is then empty), which the runners apart from it read
+with `stat`; its modification time lapses as a NOTIFY "busy" does. With an in-memory SQLite no
+other process shares the database: it does nothing.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class TrafficBeacon:
         if self._files is not None:
             # Said above, unless the beacon could not write then: the file goes in any case.
             with contextlib.suppress(OSError):
-                self._files.quiet(self.sender)
+                self._files.leave(self.sender)
 
     def _run(self) -> None:
         while not self._stopping.is_set():

@@ -53,6 +53,13 @@ class TrafficFiles:
         """Say `sender` paused (or stopped): remove its file."""
         (self.directory / sender).unlink(missing_ok=True)
 
+    def leave(self, sender: str) -> None:
+        """`sender` stops: its file goes, and the directory if no other web process has one
+        (another that is busy later makes it again)."""
+        self.quiet(sender)
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            self.directory.rmdir()
+
     def heartbeats(self) -> dict[str, float]:
         """Each busy web process's last heartbeat (its file's mtime, on the wall clock)."""
         beats: dict[str, float] = {}

@@ -43,3 +43,16 @@ def test_sweep_removes_only_the_files_whose_heartbeat_is_old(tmp_path: Path) -> 
     os.utime(files.directory / "killed", (old, old))
     files.sweep(older_than=5)
     assert set(files.heartbeats()) == {"alive"}
+
+
+def test_leave_removes_the_senders_file_and_the_directory_once_empty(tmp_path: Path) -> None:
+    files = TrafficFiles(tmp_path / "handover.db.traffic")
+    files.busy("web-1")
+    files.busy("web-2")
+    files.leave("web-1")
+    assert set(files.heartbeats()) == {"web-2"}
+    files.leave("web-2")
+    assert not files.directory.exists()
+    files.leave("web-2")  # nothing left: nothing to do
+    files.busy("web-3")  # a web process busy later makes the directory again
+    assert set(files.heartbeats()) == {"web-3"}
