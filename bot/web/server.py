@@ -70,7 +70,9 @@ class Runtime:
         if self.job_runner is not None:
             self.job_runner.shutdown()
         if self.dispatcher is not None:
-            self.dispatcher.shutdown()
+            self.dispatcher.shutdown()  # and its Home redraws, which `services.homes` are
+        elif self.services.homes is not None:
+            self.services.homes.stop()
         self.work.shutdown(wait=False)
 
 

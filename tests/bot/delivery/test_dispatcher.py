@@ -681,6 +681,58 @@ def test_a_failed_home_refresh_does_not_fail_the_delivery(
     assert "could not refresh the App Home of U0HV1" in caplog.text
 
 
+class _HeldPacer:
+    """A pacer whose views.publish token is handed out only when the test says."""
+
+    def __init__(self) -> None:
+        self.waiting = threading.Event()
+        self.release = threading.Event()
+
+    def wait(self, token: str | None, method: str) -> float:
+        self.waiting.set()
+        assert self.release.wait(10)
+        return 0.0
+
+
+def _home_thread() -> threading.Thread:
+    [thread] = [t for t in threading.enumerate() if t.name == "home-refreshes"]
+    return thread
+
+
+def test_a_dispatchers_shutdown_ends_its_home_redraws_thread(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    # `handover dispatch` on SIGTERM and `serve` shut the dispatcher down, then close the
+    # engine: the redraws' thread, idle for a minute after its last redraw, outlived both.
+    setup_one_prompt(session_factory)
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+    assert dispatcher.run_once().sent == 1
+    assert dispatcher.homes.drain(timeout=10)
+    thread = _home_thread()
+    dispatcher.shutdown()
+    assert not thread.is_alive()
+    dispatcher.homes.request(dispatcher.channels.for_rooms().client, ["U0HV1"])  # too late
+    assert len(slack.calls("views.publish")) == 1  # Jo's, before the shutdown
+    assert not any(t.name == "home-refreshes" for t in threading.enumerate())
+
+
+def test_a_home_redraw_waiting_for_its_token_at_the_stop_publishes_nothing(
+    session_factory, slack: SlackStandIn, settings: Settings, clock: FixedClock
+) -> None:
+    setup_one_prompt(session_factory)
+    dispatcher = make_dispatcher(settings, session_factory, clock)
+    pacer = _HeldPacer()
+    dispatcher.homes.pacer = pacer
+    assert dispatcher.run_once().sent == 1
+    assert pacer.waiting.wait(10)  # Jo's redraw is in hand, waiting for its token
+    thread = _home_thread()
+    assert dispatcher.homes.stop(timeout=0) is False  # still waiting: not ended yet
+    pacer.release.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert slack.calls("views.publish") == []
+
+
 # ----- running in the background -----------------------------------------------------------------
 
 
