@@ -148,7 +148,7 @@ def slack_job_runner(
 ) -> JobRunner:
     """The runner of the clicks' and slash commands' jobs (bot/slackjobs/runner.py), for a
     process that runs the dispatcher; `client` is the home workspace's."""
-    from bot.web.app import slack_job_works
+    from bot.web.app import slack_job_drop_notice, slack_job_works
 
     return JobRunner(
         services.session_factory,
@@ -156,6 +156,7 @@ def slack_job_runner(
         instance_id=instance_id,
         clock=services.clock,
         traffic=traffic,
+        tell_dropped=slack_job_drop_notice(services, client),
     )
 
 
