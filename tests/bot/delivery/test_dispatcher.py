@@ -420,7 +420,14 @@ def test_two_dispatchers_in_threads_send_100_prompts_exactly_once(
 ) -> None:
     # Five batches of 20 for the two threads to race for: the claims meet as they would over
     # fifteen. The high-volume count is the two processes' below (300 prompts).
+    # The guarantee is each prompt sent once: in the pass or, when its send or a transaction
+    # failed there (on a starved machine, the 2 s Slack timeout or the 3 s lock timeout: one
+    # run in about 30 sent 99 in the pass), at its retry 30 s later (docs/timing.md), never
+    # lost between the two. So each prompt comes to an outcome in the pass, delivered or
+    # released for its retry (any other fails the test, the outcomes shown); the first post
+    # (a prompt: cards follow their batch) fails, so that a retry is always among them.
     ids = _many_prompts(session_factory, slack, 100)
+    slack.fail_with_status("chat.postMessage", 500, count=1)
     dispatchers = [make_dispatcher(settings, session_factory, clock, f"t{i}") for i in (1, 2)]
     results: dict[str, DispatchStats] = {}
     errors: list[BaseException] = []
@@ -437,8 +444,22 @@ def test_two_dispatchers_in_threads_send_100_prompts_exactly_once(
     for thread in threads:
         thread.join()
     assert not errors
-    assert sum(s.sent for s in results.values()) == 100
     assert all(s.sent > 0 for s in results.values())  # both did part of the work
+    outcomes = {
+        r.row_id: (r.outcome, r.reason)
+        for s in results.values()
+        for r in s.results
+        if r.kind == OutboxKind.PROMPT
+    }
+    # Each prompt claimed and settled once, by one of the two.
+    assert sorted(outcomes) == sorted(ids)
+    retried = {i: o for i, o in outcomes.items() if o[0] is not Outcome.DELIVERED}
+    assert all(outcome is Outcome.RETRYING for outcome, _ in retried.values()), retried
+    assert (Outcome.RETRYING, "http_500") in retried.values()
+    sent = sum(s.sent for s in results.values())
+    assert sent == 100 - len(retried)
+    clock.set(MONDAY_9 + timedelta(seconds=31))  # past the first retry (and a lease)
+    assert sent + dispatchers[0].run_once().sent == 100, retried
     _assert_each_sent_once(session_factory, slack, ids)
 
 
