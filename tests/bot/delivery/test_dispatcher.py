@@ -715,9 +715,8 @@ class _HeldPacer:
         return 0.0
 
 
-def _home_thread() -> threading.Thread:
-    [thread] = [t for t in threading.enumerate() if t.name == "home-refreshes"]
-    return thread
+def _home_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "home-refreshes"}
 
 
 def test_a_dispatchers_shutdown_ends_its_home_redraws_thread(
@@ -727,14 +726,15 @@ def test_a_dispatchers_shutdown_ends_its_home_redraws_thread(
     # engine: the redraws' thread, idle for a minute after its last redraw, outlived both.
     setup_one_prompt(session_factory)
     dispatcher = make_dispatcher(settings, session_factory, clock)
+    before = _home_threads()
     assert dispatcher.run_once().sent == 1
     assert dispatcher.homes.drain(timeout=10)
-    thread = _home_thread()
+    [thread] = _home_threads() - before
     dispatcher.shutdown()
     assert not thread.is_alive()
     dispatcher.homes.request(dispatcher.channels.for_rooms().client, ["U0HV1"])  # too late
     assert len(slack.calls("views.publish")) == 1  # Jo's, before the shutdown
-    assert not any(t.name == "home-refreshes" for t in threading.enumerate())
+    assert _home_threads() <= before
 
 
 def test_a_home_redraw_waiting_for_its_token_at_the_stop_publishes_nothing(
@@ -744,9 +744,10 @@ def test_a_home_redraw_waiting_for_its_token_at_the_stop_publishes_nothing(
     dispatcher = make_dispatcher(settings, session_factory, clock)
     pacer = _HeldPacer()
     dispatcher.homes.pacer = pacer
+    before = _home_threads()
     assert dispatcher.run_once().sent == 1
     assert pacer.waiting.wait(10)  # Jo's redraw is in hand, waiting for its token
-    thread = _home_thread()
+    [thread] = _home_threads() - before
     assert dispatcher.homes.stop(timeout=0) is False  # still waiting: not ended yet
     pacer.release.set()
     thread.join(10)
