@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import random
@@ -33,6 +34,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +62,12 @@ RECIPIENTS = ["hv-kpatel", "mash-tkelly", "prob-tward", "sch-dsl-moore", "gp-drs
 TIMEOUT = 10.0
 
 
+def p99(latencies: list[float]) -> float:
+    """The 99th percentile: of 1,000 samples the 10th slowest, of 5,000 the 50th."""
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
+
+
 @dataclass
 class Figures:
     latencies: list[float]
@@ -68,12 +76,10 @@ class Figures:
     answered: list[bytes]  # the bodies answered 200
 
     def line(self, name: str) -> str:
-        ordered = sorted(self.latencies)
-        p50 = statistics.median(ordered) if ordered else float("nan")
-        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else float("nan")
+        p50 = statistics.median(self.latencies) if self.latencies else float("nan")
         failures = sum(n for s, n in self.statuses.items() if s != 200)
         return (
-            f"{name:<9} p50 {p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  "
+            f"{name:<9} p50 {p50 * 1000:7.1f} ms  p99 {self.p99() * 1000:7.1f} ms  "
             f"{len(self.latencies) / self.elapsed:6.0f}/s  404: {self.statuses.get(404, 0)}  "
             f"timeouts: {self.statuses.get('timeout', 0)}  other failures: "
             f"{failures - self.statuses.get(404, 0) - self.statuses.get('timeout', 0)}"
@@ -81,8 +87,31 @@ class Figures:
         )
 
     def p99(self) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return p99(self.latencies)
+
+
+def pooled(bursts: list[Figures]) -> Figures:
+    """Every burst's samples and answers together, as one burst of their summed durations."""
+    return Figures(
+        [x for burst in bursts for x in burst.latencies],
+        sum((burst.statuses for burst in bursts), Counter()),
+        sum(burst.elapsed for burst in bursts),
+        [body for burst in bursts for body in burst.answered],
+    )
+
+
+def summary(handover: list[Figures], noop: list[Figures]) -> list[str]:
+    """The headline of a phase's rounds: the ratio of the pooled p99s, and the round ratios'
+    median and range."""
+    ratios = [h.p99() / n.p99() for h, n in zip(handover, noop, strict=True)]
+    return [
+        pooled(handover).line("handover"),
+        pooled(noop).line("no-op"),
+        f"p99 ratio of the {len(ratios)} rounds pooled: "
+        f"{pooled(handover).p99() / pooled(noop).p99():.2f} (goal ≤ 1.5); "
+        f"median of the round ratios {statistics.median(ratios):.2f} "
+        f"({', '.join(f'{ratio:.2f}' for ratio in ratios)})",
+    ]
 
 
 def post(port: int, body: bytes) -> int | str:
@@ -191,14 +220,16 @@ def command_body(d: Deployment, user_id: str, n: int) -> bytes:
     return urllib.parse.urlencode(form).encode()
 
 
-def prepare(d: Deployment, referrals: int) -> list[tuple[dict, str, str]]:
-    """Post referrals, let serve deliver their prompts: (prompt message, user id, person)."""
+def prepare(d: Deployment, referrals: int, round_: int) -> list[tuple[dict, str, str]]:
+    """Post a round's referrals, let serve deliver their prompts: (prompt message, user id,
+    person) of this round's prompts only."""
+    before = set(d.prompt_ids())
     for r in range(referrals):
         status, answer = d.api(
             "POST",
             "/api/referrals",
             {
-                "external_ref": f"BENCH-{r}",
+                "external_ref": f"BENCH-{round_}-{r}",
                 "category": "neglect",
                 "urgency": "standard",
                 "referrer": "edt-amy",
@@ -214,7 +245,10 @@ def prepare(d: Deployment, referrals: int) -> list[tuple[dict, str, str]]:
         metadata = message.get("metadata") or {}
         if metadata.get("event_type") != "handover_prompt":
             continue
-        person = recipient_of[int(metadata["event_payload"]["prompt_id"])]
+        prompt_id = int(metadata["event_payload"]["prompt_id"])
+        if prompt_id in before:
+            continue
+        person = recipient_of[prompt_id]
         prompts.append((message, slack_user_of(person), person))
     return prompts
 
@@ -298,72 +332,108 @@ def cpu_of(d: Deployment) -> list[float]:
     return [cpu_seconds(process.pid) for process in d.processes]
 
 
+def bodies_for(
+    d: Deployment, phase: str, prompts: list, args: argparse.Namespace, rng: random.Random,
+    numbers: Iterator[int],
+) -> list[list[bytes]]:  # fmt: skip
+    """A burst's requests: for each client, its clicks on `prompts` or its commands."""
+    bodies = []
+    for _ in range(args.clients):
+        mine = []
+        for _ in range(args.requests):
+            n = next(numbers)
+            prompt, user_id, person = rng.choice(prompts)
+            if phase == "clicks":
+                mine.append(click_body(d, prompt, user_id, person, n))
+            else:
+                mine.append(command_body(d, user_id, n))
+        bodies.append(mine)
+    return bodies
+
+
+def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figures:
+    """Handover's burst, the CPU of its processes during it, then a wait until the work it
+    started is done and its processes are idle again."""
+    names = ["serve", "dispatch"][: len(d.processes)]
+    acknowledged_before = acknowledged(d) if phase == "clicks" else 0
+    cpu_before = cpu_of(d)
+    handover = load(d.port, bodies)
+    acked_at = time.perf_counter()
+    cpu_during = [after - before for after, before in zip(cpu_of(d), cpu_before, strict=True)]
+    print(handover.line("handover"), flush=True)
+    print(
+        "   CPU during the load: "
+        + ", ".join(f"{names[i]} {cpu:.1f} s" for i, cpu in enumerate(cpu_during))
+        + f" over {handover.elapsed:.1f} s"
+    )
+    drained = "  "
+    if phase == "clicks":
+        # The work after the acks: each prompt clicked (answered 200) is acknowledged.
+        clicked = {value_of(b) for b in handover.answered}
+        done = wait_until_acknowledged(d, acknowledged_before + len(clicked))
+        drained += (
+            f" {done - acknowledged_before} of {len(clicked)} prompts clicked acknowledged; "
+            f"the work after the acks finished {time.perf_counter() - acked_at:.1f} s after "
+            "the last ack;"
+        )
+    print(f"{drained} idle {wait_until_all_idle(d):.1f} s after that", flush=True)
+    return handover
+
+
+def noop_burst(noop: subprocess.Popen, port: int, bodies: list[list[bytes]]) -> Figures:
+    """The no-op app's burst and its CPU during it."""
+    cpu_before = cpu_seconds(noop.pid)
+    reference = load(port, bodies)
+    print(reference.line("no-op"))
+    print(
+        f"   CPU during the load: no-op {cpu_seconds(noop.pid) - cpu_before:.1f} s "
+        f"over {reference.elapsed:.1f} s",
+        flush=True,
+    )
+    return reference
+
+
 def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) -> None:
-    """One deployment in `layout`, against the no-op app: clicks, then commands."""
+    """One deployment in `layout`, against the no-op app: rounds of clicks, then of commands.
+
+    Each round sends one burst to each app, Handover's first in even rounds and the no-op's in
+    odd ones (Handover, no-op, no-op, Handover, ...), so that neither always meets the machine's
+    load first; every no-op burst starts with Handover's processes idle. Each round of clicks has
+    its own `--referrals` referrals, so that every round clicks fresh prompts, as a single run did.
+    """
     d = make(args.backend, START)
     start_layout(d, layout)
-    prompts = prepare(d, args.referrals)
     noop_port = free_port()
     noop = subprocess.Popen(
         [sys.executable, str(ROOT / "benchmarks" / "noop_bolt.py"), "--port", str(noop_port),
          "--signing-secret", SIGNING_SECRET, "--slack-api-url", d.standin.url],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    names = ["serve", "dispatch"][: len(d.processes)]
+    numbers = itertools.count(1)
     try:
         noop.stdout.readline()
-        wait_until_all_idle(d)
         print(
             f"== {LAYOUTS[layout]}: {args.clients} clients x {args.requests} requests, "
-            f"{args.backend}, {len(prompts)} prompts to click (load average {load_average()})"
+            f"{args.rounds} rounds, {args.backend} (load average {load_average()})"
         )
+        prompts = []
         for phase in ("clicks", "commands"):
-            n = 0
-            bodies_of = {}
-            for target in ("handover", "noop"):
-                bodies = []
-                for _ in range(args.clients):
-                    mine = []
-                    for _ in range(args.requests):
-                        n += 1
-                        prompt, user_id, person = rng.choice(prompts)
-                        if phase == "clicks":
-                            mine.append(click_body(d, prompt, user_id, person, n))
-                        else:
-                            mine.append(command_body(d, user_id, n))
-                    bodies.append(mine)
-                bodies_of[target] = bodies
-            cpu_before = cpu_of(d)
-            handover = load(d.port, bodies_of["handover"])
-            acked_at = time.perf_counter()
-            cpu_after = cpu_of(d)
-            cpu_during = [cpu_after[i] - cpu_before[i] for i in range(len(cpu_after))]
-            print(f"-- {phase}")
-            print(handover.line("handover"), flush=True)
-            print(
-                "   CPU during the load: "
-                + ", ".join(f"{names[i]} {cpu:.1f} s" for i, cpu in enumerate(cpu_during))
-                + f" over {handover.elapsed:.1f} s"
-            )
-            drained = ""
-            if phase == "clicks":
-                # The work after the acks: each prompt clicked (answered 200) is acknowledged.
-                clicked = {value_of(b) for b in handover.answered}
-                done = wait_until_acknowledged(d, len(clicked))
-                drained = (
-                    f" ({done} of {len(clicked)} prompts clicked acknowledged; the work after "
-                    f"the acks finished {time.perf_counter() - acked_at:.1f} s after the last ack)"
-                )
-            idle = wait_until_all_idle(d)
-            drained += f" (idle {idle:.1f} s after the acks' wait)"
-            noop_cpu = cpu_seconds(noop.pid)
-            reference = load(noop_port, bodies_of["noop"])
-            print(reference.line("no-op"))
-            print(
-                f"   CPU during the load: no-op {cpu_seconds(noop.pid) - noop_cpu:.1f} s "
-                f"over {reference.elapsed:.1f} s"
-            )
-            print(f"p99 ratio: {handover.p99() / reference.p99():.2f} (goal ≤ 1.5){drained}")
+            handover, reference = [], []
+            for round_ in range(args.rounds):
+                if phase == "clicks":
+                    prompts = prepare(d, args.referrals, round_)
+                    wait_until_all_idle(d)
+                clicking = f" ({len(prompts)} prompts to click)" if phase == "clicks" else ""
+                print(f"-- {phase}, round {round_ + 1}{clicking}")
+                bodies = {app: bodies_for(d, phase, prompts, args, rng, numbers) for app in "hn"}
+                for app in "hn" if round_ % 2 == 0 else "nh":
+                    if app == "h":
+                        handover.append(handover_burst(d, phase, bodies["h"]))
+                    else:
+                        reference.append(noop_burst(noop, noop_port, bodies["n"]))
+                print(f"   p99 ratio: {handover[-1].p99() / reference[-1].p99():.2f}")
+            print(f"-- {phase}, all {args.rounds} rounds (load average {load_average()})")
+            print("\n".join(summary(handover, reference)), flush=True)
         print(f"serve's memory after the load: {memory(d.processes[0].pid)}")
         print(f"the no-op app's memory: {memory(noop.pid)}")
     finally:
@@ -380,7 +450,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=20, help="per client and phase")
-    parser.add_argument("--referrals", type=int, default=40)
+    parser.add_argument("--referrals", type=int, default=40, help="per round of clicks")
+    parser.add_argument("--rounds", type=int, default=5, help="bursts to each app per phase")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument(
         "--layouts", nargs="+", choices=tuple(LAYOUTS), default=list(LAYOUTS),
