@@ -1,21 +1,32 @@
 """Button clicks and slash commands at 50 concurrent users: Handover against a no-op Bolt app.
 
-    python benchmarks/bench_clicks.py [--clients 50] [--requests 20] [--backend sqlite|postgresql]
-        [--layouts single procfile]
+    python benchmarks/bench_clicks.py [--clients 50] [--requests 20] [--rounds 5]
+        [--backend sqlite|postgresql] [--layouts single procfile]
 
 Handover in each layout (a fresh deployment each): `single`, `handover serve` with its
 dispatcher in-process (which runs the clicks' jobs too); `procfile`, the Procfile's
 `serve --no-dispatcher` and `handover dispatch` (which runs the clicks' jobs: bot/slackjobs/).
 HTTP mode, the stand-in as Slack, the sample rota and prompts delivered. It and
 `benchmarks/noop_bolt.py` (the same listeners, each only acking, served the same way) are each
-sent the same signed requests by `--clients` threads at once: Acknowledge clicks on real prompts
-by their recipients, then `/handover oncall`. Prints p50, p99, throughput and the count of 404s
-(Bolt's answer when no ack came within 3 s), timeouts and other failures for both side by side,
-the CPU time each Handover process used during the load, and the ratio of the p99s (goal:
-≤ 1.5). The no-op's load starts once Handover's processes are idle again (under a tenth of a
-core), so that the work Handover did after its acks does not run beside the reference and slow
-it. Then how long Handover took to finish the work the clicks started (after their acks), and
-the resident memory of `serve` and of the no-op app after the load; the load average.
+sent bursts of the same signed requests by `--clients` threads at once: Acknowledge clicks on
+real prompts by their recipients (each round of clicks on the prompts of its own `--referrals`
+referrals), then `/handover oncall`. With both apps started once, each phase (clicks, then
+commands) runs `--rounds` rounds of one burst to each app, Handover's first in odd rounds and
+the no-op's in even ones (Handover, no-op, no-op, Handover, ...). Every no-op burst starts once
+Handover's processes are idle again (under a tenth of a core), so that the work Handover did
+after its acks does not run beside the reference and slow it.
+
+For each burst: p50, p99, throughput and the count of 404s (Bolt's answer when no ack came
+within 3 s), timeouts and other failures; the CPU time each process used during it; after
+Handover's clicks, how long it took to finish the work they started (after their acks); and
+each round's p99 ratio. For each phase, the headline: the ratio of the pooled p99s (all rounds'
+samples of each app together; goal: ≤ 1.5), with the median of the round ratios, and the 404s,
+timeouts and failures summed. A p99 of one burst of 1,000 is its 10th slowest request, and on
+2 shared cores the no-op's own p99 moved from 64 to 136 ms between runs (to 584 ms at load);
+the rounds interleaved give both apps the same spread of load, and the pooled p99 of 5,000 is
+their 50th slowest, so one run's headline can be believed where one burst's could not. Last, the
+resident memory of `serve` and of the no-op app after the load, and the load average. The
+default (5 rounds, 40 referrals a round) takes about N minutes a layout on 2 shared cores.
 """
 
 from __future__ import annotations
@@ -420,10 +431,15 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
         for phase in ("clicks", "commands"):
             handover, reference = [], []
             for round_ in range(args.rounds):
+                clicking = ""
                 if phase == "clicks":
+                    began = time.perf_counter()
                     prompts = prepare(d, args.referrals, round_)
                     wait_until_all_idle(d)
-                clicking = f" ({len(prompts)} prompts to click)" if phase == "clicks" else ""
+                    clicking = (
+                        f" ({len(prompts)} prompts to click, delivered and idle in "
+                        f"{time.perf_counter() - began:.0f} s)"
+                    )
                 print(f"-- {phase}, round {round_ + 1}{clicking}")
                 bodies = {app: bodies_for(d, phase, prompts, args, rng, numbers) for app in "hn"}
                 for app in "hn" if round_ % 2 == 0 else "nh":
