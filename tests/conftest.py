@@ -235,21 +235,20 @@ def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 @pytest.fixture(autouse=True)
-def _dispatchers_are_shut_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every Dispatcher a test makes is shut down after it: otherwise its queue of App Home
-    redraws (paced at views.publish's tier) goes on in the background into later tests, against
-    a stand-in and a database that are gone."""
+def _dispatchers_are_shut_down(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every Dispatcher a test makes is shut down after it, before the fixtures it was given
+    are torn down: otherwise its App Home redraws (paced at views.publish's tier) go on in the
+    background, against a stand-in and a database that are gone. (A finalizer added to the
+    test once its fixtures are set up runs before theirs.)"""
     from bot.delivery.dispatcher import Dispatcher
 
-    made: list[Dispatcher] = []
     original = Dispatcher.__init__
 
     @functools.wraps(original)
     def recording(self: Dispatcher, *args: object, **kwargs: object) -> None:
         original(self, *args, **kwargs)
-        made.append(self)
+        request.node.addfinalizer(self.shutdown)
 
     monkeypatch.setattr(Dispatcher, "__init__", recording)
-    yield
-    for dispatcher in made:
-        dispatcher.shutdown()

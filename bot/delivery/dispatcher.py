@@ -303,6 +303,7 @@ class Dispatcher:
     def start(self) -> None:
         """Run passes in a background scheduler: at the next due time and every interval."""
         self._stopping.clear()
+        self.homes.start()
         self._wakeups.start(self.interval_seconds)
         if self._watch is not None:
             self._watch.start()

@@ -28,6 +28,10 @@ from handlers.blocks.home import build_home
 
 logger = logging.getLogger(__name__)
 
+# How long `HomeRefreshes.stop` waits for a redraw in hand: its token's wait (about a second at
+# views.publish's tier) and one Slack call.
+STOP_SECONDS = 10.0
+
 
 def publish_home(
     client: WebClient,
@@ -91,6 +95,7 @@ class HomeRefreshes:
         # (workspace, Slack user) -> the client of that workspace (workspace None: home)
         self._pending: dict[tuple[str | None, str], WebClient] = {}
         self._busy = False
+        self._stopped = False
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
 
@@ -111,8 +116,10 @@ class HomeRefreshes:
         self, client: WebClient, slack_user_ids: Iterable[str], workspace: str | None = None
     ) -> None:
         """Queue a redraw of each user's Home (once, however often asked before its turn); the
-        users are of `workspace` (None: home), whose client `client` is."""
+        users are of `workspace` (None: home), whose client `client` is. Nothing, once stopped."""
         with self._changed:
+            if self._stopped:
+                return  # redrawn when its user next opens the Home
             for slack_user_id in slack_user_ids:
                 self._pending[(workspace, slack_user_id)] = client
             if self._thread is None or not self._thread.is_alive():
@@ -122,11 +129,27 @@ class HomeRefreshes:
                 self._thread.start()
             self._changed.notify_all()
 
-    def stop(self) -> None:
-        """Forget the redraws still queued (each is redrawn when its user opens the Home)."""
+    def start(self) -> None:
+        """Take redraws again after a `stop` (a dispatcher started again)."""
         with self._changed:
+            self._stopped = False
+
+    def stop(self, timeout: float = STOP_SECONDS) -> bool:
+        """Forget the redraws still queued (each is redrawn when its user opens the Home), take
+        no more, and wait for the thread to end; False when a redraw in hand outlasted
+        `timeout` (it publishes nothing after its wait for a token)."""
+        with self._changed:
+            self._stopped = True
             self._pending.clear()
+            thread = self._thread
             self._changed.notify_all()
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        if thread.is_alive():
+            logger.warning("an App Home redraw was still in hand %.0f s after the stop", timeout)
+            return False
+        return True
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queued Home is redrawn; False when `timeout` came first."""
@@ -136,6 +159,10 @@ class HomeRefreshes:
     def _run(self) -> None:
         while True:
             with self._changed:
+                if self._stopped:
+                    self._thread = None
+                    self._changed.notify_all()
+                    return
                 if not self._pending:
                     self._changed.notify_all()
                     if not self._changed.wait(timeout=60) and not self._pending:
@@ -156,6 +183,9 @@ class HomeRefreshes:
         try:
             if self.pacer is not None:
                 self.pacer.wait(client.token, "views.publish")
+            with self._changed:
+                if self._stopped:
+                    return  # its token is spent on nothing; redrawn when next opened
             refresh_homes(
                 client,
                 self.session_factory,

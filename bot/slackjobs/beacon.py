@@ -9,12 +9,16 @@ job while any web process is busy, and take a web process that stops repeating i
 or lost its connection) to have paused after runner.BUSY_HOLD_SECONDS. A burst of a thousand
 clicks costs a handful of notifications; a lone click two.
 
-On SQLite there is no such channel (and `handover dispatch` there runs two threads on one
-writer): the beacon does nothing.
+On SQLite there is no such channel: the beacon says the same with a file beside the database
+file (bot/slackjobs/traffic_files.py), created or touched for "busy", removed for "quiet" and
+when it stops (with the directory, if it is then empty), which the runners apart from it read
+with `stat`; its modification time lapses as a NOTIFY "busy" does. With an in-memory SQLite no
+other process shares the database: it does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -24,7 +28,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bot.slackjobs.queue import NOTIFY_CHANNEL
-from bot.slackjobs.runner import BUSY, QUIET
+from bot.slackjobs.runner import BUSY, BUSY_HOLD_SECONDS, QUIET
+from bot.slackjobs.traffic_files import TrafficFiles
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +40,8 @@ RECONNECT_SECONDS = 5.0  # after the connection failed, how long before trying a
 
 class TrafficBeacon:
     """Says "busy"/"quiet" for `traffic` (bot/web/work.py's SlackTraffic) on the jobs' channel,
-    from a thread and a connection of its own; `start` and `stop` it with the process."""
+    or in its file beside an SQLite database, from a thread (and a connection) of its own;
+    `start` and `stop` it with the process."""
 
     def __init__(self, engine: Engine, traffic: Any, *, sender: str | None = None) -> None:
         self._url = engine.url
@@ -45,14 +51,21 @@ class TrafficBeacon:
         self._thread: threading.Thread | None = None
         self._connection: Any = None
         self._failed_at = float("-inf")
+        self._files = TrafficFiles.beside(self._url)
 
     @property
     def enabled(self) -> bool:
-        return self._url.get_backend_name() == "postgresql"
+        return self._url.get_backend_name() == "postgresql" or self._files is not None
 
     def start(self) -> None:
         if not self.enabled or self._thread is not None:
             return
+        if self._files is not None:
+            try:
+                self._files.sweep(older_than=BUSY_HOLD_SECONDS)
+            except OSError:
+                logger.warning("could not remove stale traffic files from %s",
+                               self._files.directory, exc_info=True)  # fmt: skip
         self._stopping.clear()
         self._thread = threading.Thread(
             target=self._run, name="handover-traffic-beacon", daemon=True
@@ -67,6 +80,10 @@ class TrafficBeacon:
         if thread is not None:
             thread.join(timeout=5)
         self._close()
+        if self._files is not None:
+            # Said above, unless the beacon could not write then: the file goes in any case.
+            with contextlib.suppress(OSError):
+                self._files.leave(self.sender)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -86,6 +103,12 @@ class TrafficBeacon:
         if time.monotonic() - self._failed_at < RECONNECT_SECONDS:
             return  # the runners' hold lapses meanwhile: they go on as without a beacon
         try:
+            if self._files is not None:
+                if word == BUSY:
+                    self._files.busy(self.sender)
+                else:
+                    self._files.quiet(self.sender)
+                return
             if self._connection is None:
                 self._connection = self._connect()
             self._connection.execute(

@@ -54,6 +54,7 @@ class ClaimedJob:
     attempts: int  # including this one
     claimed_by: str  # the runner holding it: its work's writes are fenced on it
     ready_at: datetime  # when it became ready (written, or handed back for a retry)
+    created_at: datetime  # when it was written: the click or the command, a moment after
 
 
 def public_part(payload: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +139,7 @@ def claim_ready(
                 job.attempts,
                 instance_id,
                 _aware(job.ready_at),
+                _aware(job.created_at),
             )
         )
     session.flush()

@@ -6,8 +6,12 @@ its kind (the claimed job in, Slack and the database changed), and mark it done,
 what the work left for after that (a slash command's answer: at most once). A job that
 raises is handed back, to be claimed again after its backoff (queue.BACKOFF); after its last
 attempt it is dropped, logged and recorded in the audit log as `slack_job_dropped`
-(docs/operations.md). A work that no later attempt could help raises `GiveUp`: the job is
-dropped at once, the same way, with the reason in the log line.
+(docs/operations.md), and its user is told (`tell_dropped`: a DM saying their click or command
+was not carried out), once: after the drop is committed, so a runner that dies before the
+commit leaves the job to be claimed, tried and dropped again (and told then), and one that
+dies after it tells nobody twice. A work that no later attempt could help raises `GiveUp`:
+the job is dropped at once, the same way, with the reason in the log line; such a work tells
+its user itself.
 
 The runners are woken as the outbox's dispatchers are (bot/delivery/wakeups.py): a NOTIFY on
 PostgreSQL, a change of the SQLite file's data_version, or directly by a writer in the same
@@ -16,9 +20,10 @@ SAFETY_SECONDS. The work makes way for Slack's requests, as the in-memory queue'
 (bot/web/work.py): each job claimed starts in a pause of them, or YIELD_SECONDS after it became
 ready, whichever is first, so a burst of clicks is answered before the work it started takes the
 cores. Under `serve` the pause is its own SlackTraffic's. In a process apart from the web's
-(`handover dispatch` on PostgreSQL) it is `JobArrivals`': the web processes say on the jobs'
-channel when their Slack requests begin and pause (bot/slackjobs/beacon.py), and the jobs' own
-writing counts as traffic too.
+(`handover dispatch`) it is `JobArrivals`': the web processes say when their Slack requests
+begin and pause (bot/slackjobs/beacon.py), on the jobs' channel on PostgreSQL, where the jobs'
+own writing counts as traffic too, and in files beside the database file on SQLite
+(bot/slackjobs/traffic_files.py).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from bot.delivery.wakeups import OutboxWatch
 from bot.services import audit
 from bot.slackjobs import queue
 from bot.slackjobs.queue import ClaimedJob
+from bot.slackjobs.traffic_files import LOOK_SECONDS, TrafficFiles
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,8 @@ logger = logging.getLogger(__name__)
 # command's answer), or None. That is done only when this runner still held the job, so at most
 # once, never by a runner whose lease ended meanwhile.
 JobWork = Callable[[ClaimedJob], Callable[[], None] | None]
+# Tells a job's user that it was dropped after its last attempt (handlers/dropped_jobs.py).
+DroppedNotice = Callable[[ClaimedJob], None]
 
 WORKERS = 4
 SQLITE_WORKERS = 2  # SQLite takes one writer at a time: more threads only queue on its lock
@@ -75,16 +83,21 @@ class GiveUp(Exception):
 
 class JobArrivals:
     """Slack's traffic as a runner apart from the web processes hears it on the jobs' NOTIFY
-    channel; its stand-in for `serve`'s SlackTraffic (the same `wait_for_a_pause`).
+    channel, or reads it in their `files` on SQLite; its stand-in for `serve`'s SlackTraffic
+    (the same `wait_for_a_pause`).
 
     A pause is when no web process has said it is busy (or its word has lapsed after
     `hold`), and no job has been written for the `quiet` time."""
 
     def __init__(
-        self, quiet: float = ARRIVALS_QUIET_SECONDS, hold: float = BUSY_HOLD_SECONDS
+        self,
+        quiet: float = ARRIVALS_QUIET_SECONDS,
+        hold: float = BUSY_HOLD_SECONDS,
+        files: TrafficFiles | None = None,
     ) -> None:
         self._quiet = quiet
         self._hold = hold
+        self._files = files
         self._changed = threading.Condition()
         self._last = float("-inf")
         self._busy: dict[str, float] = {}  # web process -> when its "busy" lapses (monotonic)
@@ -114,6 +127,8 @@ class JobArrivals:
         with self._changed:
             while True:
                 now = time.monotonic()
+                if self._files is not None:
+                    self._busy = self._busy_in(self._files, now)
                 for sender, lapses in list(self._busy.items()):
                     if lapses <= now:
                         del self._busy[sender]
@@ -122,7 +137,19 @@ class JobArrivals:
                     return True
                 if now >= until or give_up():
                     return False
+                if self._files is not None:
+                    # A file removed ("quiet") tells no one: look again shortly.
+                    resume = min(resume, now + LOOK_SECONDS)
                 self._changed.wait(min(until, resume) - now)
+
+    def _busy_in(self, files: TrafficFiles, now: float) -> dict[str, float]:
+        """Each web process with a file: its "busy" lapses `hold` after its last heartbeat (a
+        heartbeat on the wall clock, a lapse on the monotonic one, as `_busy` keeps them)."""
+        wall = time.time()
+        return {
+            sender: now + self._hold - max(0.0, wall - beat)
+            for sender, beat in files.heartbeats().items()
+        }
 
     def wake(self) -> None:
         """Have those waiting for a pause ask `give_up` again."""
@@ -146,9 +173,11 @@ class JobRunner:
         lease: timedelta = queue.DEFAULT_LEASE,
         backoff: tuple[timedelta, ...] = queue.BACKOFF,
         traffic: Any = None,
+        tell_dropped: DroppedNotice | None = None,
     ) -> None:
         self._factory = session_factory
         self._work = dict(work)
+        self._tell_dropped = tell_dropped
         self.instance_id = instance_id
         self._clock = clock  # the service's: the audit event's instant
         self._wall = wall_clock or SystemClock()  # the table's: leases and retries
@@ -167,9 +196,13 @@ class JobRunner:
         self._arrivals: JobArrivals | None = None
         if traffic is None and self._watch is not None and self._watch.mechanism == "listen":
             # Apart from the web process, on PostgreSQL: the web processes NOTIFY their traffic
-            # and their writers each batch of clicks written (on SQLite there is no such channel
-            # and the worker takes few cores: 2 threads, one writer).
+            # and their writers each batch of clicks written.
             self._arrivals = traffic = JobArrivals()
+        elif traffic is None and self._watch is not None and self._watch.mechanism is not None:
+            # Apart from the web process, on an SQLite file: the web processes' traffic files.
+            # (The file's data_version moves with this runner's own writes too, so it cannot
+            # say when the clicks' jobs were written.)
+            traffic = JobArrivals(files=TrafficFiles.beside(engine.url))
         self._traffic = traffic
 
     # ----- one claim -----------------------------------------------------------------------
@@ -234,7 +267,8 @@ class JobRunner:
 
     def _failed(self, job: ClaimedJob, error: str) -> None:
         if job.attempts > len(self._backoff):
-            self._drop(job, error, because=f"after {job.attempts} attempts ({error})")
+            if self._drop(job, error, because=f"after {job.attempts} attempts ({error})"):
+                self._tell(job)
             return
         with self._factory.begin() as session:
             queue.retry_later(
@@ -245,20 +279,34 @@ class JobRunner:
                 error=error,
             )
 
-    def _drop(self, job: ClaimedJob, error: str, *, because: str) -> None:
-        """Give the job up, its private part erased, and record slack_job_dropped."""
+    def _drop(self, job: ClaimedJob, error: str, *, because: str) -> bool:
+        """Give the job up, its private part erased, and record slack_job_dropped; False when
+        this runner no longer held it (another did, and drops or does it)."""
         with self._factory.begin() as session:
             if not queue.drop(
                 session, job.id, instance_id=self.instance_id, now=self._wall.now(),
                 error=error, payload=job.payload,
             ):  # fmt: skip
-                return
+                return False
             detail = {"job": job.id, "kind": job.kind, "attempts": job.attempts, "error": error}
             audit.record(session, "slack_job_dropped", at=self._clock.now(), detail=detail)
         logger.error(
             "slack job %s (%s) dropped %s", job.id, job.kind, because,
             extra={"event": "slack_job_dropped", **detail},
         )  # fmt: skip
+        return True
+
+    def _tell(self, job: ClaimedJob) -> None:
+        """Tell the user of a job just dropped, once: a failure is logged, not tried again."""
+        if self._tell_dropped is None:
+            return
+        try:
+            self._tell_dropped(job)
+        except Exception:
+            logger.exception(
+                "slack job %s (%s): could not tell its user it was dropped", job.id, job.kind,
+                extra={"job": job.id, "kind": job.kind},
+            )  # fmt: skip
 
     # ----- in the background ---------------------------------------------------------------
 

@@ -113,6 +113,14 @@ def slack_job_works(services: Services, client: WebClient) -> dict:
     return {**click_jobs(services, client), **command_jobs(services, client)}
 
 
+def slack_job_drop_notice(services: Services, client: WebClient):
+    """What tells a click's or a command's user that its job was dropped after its last
+    attempt (handlers/dropped_jobs.py), for the same runner."""
+    from handlers.dropped_jobs import dropped_notice
+
+    return dropped_notice(services, client)
+
+
 def _partner_workspaces(settings: Settings, client: WebClient, services: Services) -> dict:
     """Bolt's arguments for installs into partner workspaces: the stores and `authorize`."""
     from bot.workspaces.clients import installation_store, state_store

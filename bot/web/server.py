@@ -70,7 +70,9 @@ class Runtime:
         if self.job_runner is not None:
             self.job_runner.shutdown()
         if self.dispatcher is not None:
-            self.dispatcher.shutdown()
+            self.dispatcher.shutdown()  # and its Home redraws, which `services.homes` are
+        elif self.services.homes is not None:
+            self.services.homes.stop()
         self.work.shutdown(wait=False)
 
 
@@ -146,7 +148,7 @@ def slack_job_runner(
 ) -> JobRunner:
     """The runner of the clicks' and slash commands' jobs (bot/slackjobs/runner.py), for a
     process that runs the dispatcher; `client` is the home workspace's."""
-    from bot.web.app import slack_job_works
+    from bot.web.app import slack_job_drop_notice, slack_job_works
 
     return JobRunner(
         services.session_factory,
@@ -154,6 +156,7 @@ def slack_job_runner(
         instance_id=instance_id,
         clock=services.clock,
         traffic=traffic,
+        tell_dropped=slack_job_drop_notice(services, client),
     )
 
 

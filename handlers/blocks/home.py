@@ -60,6 +60,7 @@ from rota.escalation import BREACH, ESCALATE, ESCALATE_CHANNEL, REMIND
 HOME_NEXT = "handover_home_next"
 HOME_PREVIOUS = "handover_home_previous"
 PAGINATION_ACTIONS = (HOME_NEXT, HOME_PREVIOUS)
+PAGINATION_LABELS = {HOME_PREVIOUS: "Previous", HOME_NEXT: "Next"}
 
 MAX_VIEW_BLOCKS = 100
 MAX_MESSAGE_BLOCKS = 50
@@ -210,9 +211,9 @@ def build_pagination(page: int, pages: int, what: str) -> list[dict[str, Any]]:
         return []
     buttons = []
     if page > 1:
-        buttons.append(button(HOME_PREVIOUS, "Previous", str(page - 1)))
+        buttons.append(button(HOME_PREVIOUS, PAGINATION_LABELS[HOME_PREVIOUS], str(page - 1)))
     if page < pages:
-        buttons.append(button(HOME_NEXT, "Next", str(page + 1)))
+        buttons.append(button(HOME_NEXT, PAGINATION_LABELS[HOME_NEXT], str(page + 1)))
     return [
         context_block(f"{what}: page {page} of {pages}"),
         actions_block(buttons, "home_pagination"),

@@ -32,6 +32,7 @@ from handlers.ids import CONTACT_MADE, CONTACT_MISSED
 
 METHOD_LABELS = {"phone": "by phone", "case_system": "through the case system"}
 CONTACT_BLOCK = "handover_contact"
+CONTACT_LABELS = {CONTACT_MADE: "Yes, contact made", CONTACT_MISSED: "No, contact missed"}
 
 
 def method_label(method: str) -> str:
@@ -100,8 +101,8 @@ def build_contact_check(
         section_block(professional_lines(offered)),
         actions_block(
             [
-                button(CONTACT_MADE, "Yes, contact made", value, "primary"),
-                button(CONTACT_MISSED, "No, contact missed", value, "danger"),
+                button(CONTACT_MADE, CONTACT_LABELS[CONTACT_MADE], value, "primary"),
+                button(CONTACT_MISSED, CONTACT_LABELS[CONTACT_MISSED], value, "danger"),
             ],
             CONTACT_BLOCK,
         ),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -19,7 +20,7 @@ from sqlalchemy import column, insert, table
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.cli import main
-from bot.cli.log import write_log
+from bot.cli.log import csv_cell, write_log
 from bot.models import AuditEvent
 from bot.services.log_stream import (
     LOG_BATCH,
@@ -357,3 +358,15 @@ def test_instant_text_is_the_long_way_text_of_every_stored_instant(
 )  # fmt: skip
 def test_json_text_is_json_dumps(value: Any) -> None:
     assert json_text(value) == json.dumps(value, ensure_ascii=False)
+
+
+def test_a_csv_cell_is_what_csv_writer_writes_of_it() -> None:
+    # Every character of the Basic Multilingual Plane (surrogates aside) and beyond it, alone,
+    # at either end and in the middle of a cell, in a row of two cells as in a line of the log.
+    characters = [chr(c) for c in range(0x10000) if not 0xD800 <= c < 0xE000] + ["😀", "𝄞"]
+    for character in characters:
+        for cell in (character, f"{character}a", f"a{character}", f"a{character}{character}b"):
+            out = io.StringIO()
+            csv.writer(out, lineterminator="\n").writerow([cell, cell])
+            assert f"{csv_cell(cell)},{csv_cell(cell)}\n" == out.getvalue(), repr(cell)
+    assert csv_cell("") == ""

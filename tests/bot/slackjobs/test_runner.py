@@ -21,7 +21,7 @@ from bot.clock import FixedClock
 from bot.models import AuditEvent, SlackJob
 from bot.slackjobs import queue
 from bot.slackjobs.queue import ClaimedJob, NewJob, add_jobs
-from bot.slackjobs.runner import ARRIVALS_QUIET_SECONDS, JobArrivals, JobRunner
+from bot.slackjobs.runner import ARRIVALS_QUIET_SECONDS, GiveUp, JobArrivals, JobRunner
 from bot.slackjobs.writer import JobWriter
 from tests.handlers.slack_payloads import wait_for
 
@@ -161,6 +161,100 @@ def test_a_failing_job_is_retried_after_its_backoff_then_dropped_with_its_event(
         f"slack job {row.id} (handover_ack) dropped after 5 attempts (RuntimeError)",
     ]
     assert jobs.run_ready() == 0
+
+
+def test_a_jobs_user_is_told_once_it_is_dropped_once_even_when_a_runner_died_dropping_it(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    told: list[ClaimedJob] = []
+
+    def failing(job: ClaimedJob) -> None:
+        raise RuntimeError("Slack is down")
+
+    with engine.begin() as connection:
+        add_jobs(connection, [job(7, "ef" * 32)], now=WALL)
+    clock = FixedClock(WALL)
+
+    def runner_told(name: str) -> JobRunner:
+        return JobRunner(
+            session_factory, {"handover_ack": failing}, instance_id=name, clock=clock,
+            wall_clock=clock, workers=1, tell_dropped=told.append,
+        )  # fmt: skip
+
+    first = runner_told("r1")
+    for wait in queue.BACKOFF:
+        assert first.run_ready() == 1
+        clock.set(clock.now() + wait)
+    assert told == []  # retried: nobody told yet
+    # The runner of the last attempt dies before its drop is committed: the job is claimed,
+    # tried and dropped again once its lease has ended, and its user told then, once.
+    with session_factory.begin() as session:
+        queue.claim_ready(
+            session, clock.now(), instance_id="dead", limit=1, lease=queue.DEFAULT_LEASE
+        )
+    clock.set(clock.now() + queue.DEFAULT_LEASE + timedelta(seconds=1))
+    assert runner_told("r2").run_ready() == 1
+    assert states(session_factory) == [("dropped", 6)]
+    [dropped] = told
+    assert (dropped.kind, dropped.payload["user"], dropped.attempts) == ("handover_ack", "U1", 6)
+    assert dropped.created_at == WALL  # when the click was written, for its notice
+    # A dropped job is never claimed again, so never told again.
+    clock.set(clock.now() + timedelta(hours=1))
+    assert runner_told("r3").run_ready() == 0
+    assert len(told) == 1
+
+
+def test_a_failure_to_tell_a_dropped_jobs_user_is_logged_and_not_tried_again(
+    engine: Engine, session_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    tries: list[int] = []
+
+    def failing(job: ClaimedJob) -> None:
+        raise RuntimeError("the database is down")
+
+    def unreachable(job: ClaimedJob) -> None:
+        tries.append(job.id)
+        raise ConnectionError("Slack is unreachable")
+
+    with engine.begin() as connection:
+        add_jobs(connection, [job(8)], now=WALL)
+    clock = FixedClock(WALL)
+    jobs = JobRunner(
+        session_factory, {"handover_ack": failing}, instance_id="r1", clock=clock,
+        wall_clock=clock, workers=1, backoff=(), tell_dropped=unreachable,
+    )  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="bot.slackjobs.runner"):
+        assert jobs.run_ready() == 1
+    assert states(session_factory) == [("dropped", 1)]
+    [job_id] = tries
+    assert caplog.records[-1].getMessage() == (
+        f"slack job {job_id} (handover_ack): could not tell its user it was dropped"
+    )
+    assert caplog.records[-1].exc_info is not None
+    clock.set(clock.now() + timedelta(hours=1))
+    assert jobs.run_ready() == 0
+    assert tries == [job_id]
+
+
+def test_a_job_given_up_by_its_work_is_not_told_by_the_runner(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    # Its work told its user why (a command's expired response_url: handlers/command_jobs.py).
+    told: list[ClaimedJob] = []
+
+    def giving_up(job: ClaimedJob) -> None:
+        raise GiveUp("too late")
+
+    with engine.begin() as connection:
+        add_jobs(connection, [job(9)], now=WALL)
+    clock = FixedClock(WALL)
+    jobs = JobRunner(
+        session_factory, {"handover_ack": giving_up}, instance_id="r1", clock=clock,
+        wall_clock=clock, workers=1, tell_dropped=told.append,
+    )  # fmt: skip
+    assert jobs.run_ready() == 1
+    assert states(session_factory) == [("dropped", 1)]
+    assert told == []
 
 
 def test_a_jobs_private_part_is_kept_for_its_retries_and_erased_when_it_is_dropped(
@@ -318,8 +412,9 @@ def test_a_runner_apart_from_the_web_process_waits_for_a_pause_in_the_jobs_writt
     engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
     # `handover dispatch` on PostgreSQL: a job is run once no other job has been written for
-    # ARRIVALS_QUIET_SECONDS (it cannot see Slack's requests, so the writing stands for them).
-    # On SQLite it runs at once.
+    # ARRIVALS_QUIET_SECONDS (the writing stands for Slack's requests too). On SQLite it hears
+    # only the web processes' traffic files (tests/bot/slackjobs/test_beacon.py): with none
+    # busy it runs at once.
     done: dict[int, float] = {}
     jobs = JobRunner(
         session_factory,
@@ -346,7 +441,7 @@ def test_a_runner_apart_from_the_web_process_waits_for_a_pause_in_the_jobs_writt
             wait_for(listening, timeout=30)
             time.sleep(ARRIVALS_QUIET_SECONDS)
         else:
-            assert jobs._traffic is None
+            assert isinstance(jobs._traffic, JobArrivals)
         written_at = time.monotonic()
         with engine.begin() as connection:
             # Written now: a job waits for a pause at most YIELD_SECONDS after it became ready.
