@@ -6,12 +6,13 @@ Builds `serve`'s runtime (no dispatcher) and benchmarks/noop_bolt.py's app in th
 a SQLite database with the sample rota and the Slack stand-in, and sends each the same kind of
 signed Acknowledge click straight through WSGI (no sockets), alternating rounds: one at a time,
 or from `--threads` clients at once (50 is bench_clicks.py's burst, where the job writer's
-batches gather; one at a time, each click also waits on Bolt's 10 ms poll for its ack).
+batches gather; one at a time, each of the no-op's clicks also waits on Bolt's 10 ms poll for
+its ack, which Handover's listeners, run on the request's thread, do not).
 Prints the process CPU per click (every thread: the request's, Bolt's listener's and the job
 writer's) for each and their ratio, the threads' shares, and Handover's layers (the guard in
 front of Bolt, Bolt's dispatch up to the ack, and one at a time the rest of the request).
-With `--profile`, cProfile's top functions of one round of each (Handover's listeners inline;
-CALLERS=pattern,... in the environment also prints who called those).
+With `--profile`, cProfile's top functions of one round of each (CALLERS=pattern,... in the
+environment also prints who called those).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from concurrent.futures import Executor, Future
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,18 +41,6 @@ from handlers import ids  # noqa: E402
 from tests.e2e.harness import SIGNING_SECRET, deployments, slack_signature  # noqa: E402
 
 START_ISO = "2027-01-05T10:00:00+00:00"
-
-
-class Inline(Executor):
-    """Runs a listener in the calling thread, so that cProfile sees it."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the future, as Bolt expects
-            future.set_exception(exc)
-        return future
 
 
 def click_body(n: int) -> bytes:
@@ -252,9 +240,7 @@ def main() -> None:
                if args.threads == 1 else "")
         )  # fmt: skip
         if args.profile:
-            for name, app, bolt in (("handover", handover, runtime.bolt_app), ("noop", noop, None)):
-                if bolt is not None:
-                    bolt._listener_runner.listener_executor = Inline()
+            for name, app in (("handover", handover), ("noop", noop)):
                 batch = environs(args.clicks, n)
                 n += args.clicks
                 profiler = cProfile.Profile()

@@ -19,7 +19,7 @@ from bot.services.responses import check_response
 from bot.workspaces.oauth import workspace_of
 from handlers import ids
 from handlers.blocks.response import build_has_info_modal, build_redirect_modal, modal_metadata
-from handlers.deferred import BUSY, Click, ClickWork, ack_then_job, after_ack
+from handlers.deferred import BUSY, Click, ClickWork, ack_then_job, after_ack, after_answer
 from handlers.guards import DATABASE_DOWN
 from handlers.responses import record_now, refusal_for, show_recorded, tell_privately
 
@@ -69,7 +69,9 @@ def ack_then_open(services: Services, work: OpenerWork) -> Callable[..., None]:
             services,
             request,
             lambda: work(body, client, workspace),
-            busy=lambda: tell_privately(client, user_id, channel, BUSY),
+            busy=lambda: after_answer(
+                services, lambda: tell_privately(client, user_id, channel, BUSY)
+            ),
             urgent=True,
         )
 

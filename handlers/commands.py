@@ -29,7 +29,7 @@ from bot.workspaces.oauth import WORKSPACE_KEY, workspace_of
 from handlers import ids
 from handlers.blocks.modal import build_referral_modal
 from handlers.blocks.response import close_answer, oncall_answer
-from handlers.deferred import BUSY, after_ack, signature_of
+from handlers.deferred import BUSY, after_ack, after_answer, signature_of
 from handlers.guards import DATABASE_DOWN, is_role_name
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def register(app: App, services: Services) -> None:
                 respond(text=DATABASE_DOWN, response_type="ephemeral")
 
             if not writer.submit(job, refused=refused):
-                respond(text=BUSY, response_type="ephemeral")
+                after_answer(services, lambda: respond(text=BUSY, response_type="ephemeral"))
             return
         # `/handover` alone opens the referral modal: its trigger_id lasts 3 seconds, so that
         # work is urgent, on the in-memory queue (handlers/deferred.py) without waiting for a
@@ -160,7 +160,9 @@ def register(app: App, services: Services) -> None:
             services,
             request,
             lambda: run_command(services, command, client, respond),
-            busy=lambda: respond(text=BUSY, response_type="ephemeral"),
+            busy=lambda: after_answer(
+                services, lambda: respond(text=BUSY, response_type="ephemeral")
+            ),
             urgent=not words,
         )
 

@@ -12,6 +12,9 @@ What cannot wait for a job goes to `Services.after_ack` (bot/web/work.py's queue
 a modal's opening (its trigger_id lasts 3 seconds). There a replay of the same signature within
 Slack's window is dropped by `remember_request`. The HTTP layer checks the other kinds before
 Bolt (bot/web/http.py).
+
+Bolt answers Slack when the listener returns (bot/web/app.py), so a listener makes no Slack
+call itself, not even to say it is busy: that too is queued (`after_answer`).
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def ack_then_job(
                 services,
                 request,
                 lambda: work(click, client),
-                busy=lambda: tell(client, click, BUSY),
+                busy=lambda: after_answer(services, lambda: tell(client, click, BUSY)),
             )
             return
         signed = signature_of(request)
@@ -122,7 +125,7 @@ def ack_then_job(
             timestamp=signed[1] if signed else None,
         )
         if not writer.submit(job, refused=lambda: tell(client, click, DATABASE_DOWN)):
-            tell(client, click, BUSY)
+            after_answer(services, lambda: tell(client, click, BUSY))
 
     return acknowledge_click
 
@@ -161,6 +164,13 @@ def after_ack(
 
     if not services.after_ack(once, urgent=urgent):
         busy()
+
+
+def after_answer(services: Services, job: Callable[[], None]) -> None:
+    """Queue `job` (a Slack call after a listener's ack) to run once Slack has its answer,
+    without waiting for a pause in Slack's requests; logged when the queue refuses it."""
+    if not services.after_ack(job, urgent=True):
+        logger.warning("slack work queue full: the work after an ack was not done")
 
 
 def _first_time(services: Services, signature: str, timestamp: int) -> bool:

@@ -11,6 +11,7 @@ from slack_sdk import WebClient
 from bot.context import Services
 from bot.workspaces.oauth import workspace_of
 from handlers import home
+from handlers.deferred import after_answer
 
 logger = logging.getLogger(__name__)
 
@@ -20,17 +21,20 @@ def register(app: App, services: Services) -> None:
 
     @app.event("app_home_opened")
     def on_app_home_opened(event: dict[str, Any], client: WebClient, context: BoltContext) -> None:
-        # The same event fires for the Messages tab; only the Home tab is ours to draw.
-        if event.get("tab", "home") != "home":
+        # The same event fires for the Messages tab; only the Home tab is ours to draw. Nothing
+        # here may raise: Bolt would answer 500 and Slack deliver the event again.
+        user_id, workspace = event.get("user"), workspace_of(context)
+        if event.get("tab", "home") != "home" or not isinstance(user_id, str):
             return
-        home.publish_home(
-            client,
-            services.session_factory,
-            event["user"],
-            services.clock.now(),
-            services.settings,
-            workspace=workspace_of(context),
-        )
+
+        def draw() -> None:
+            now, sessions = services.clock.now(), services.session_factory
+            home.publish_home(
+                client, sessions, user_id, now, services.settings, workspace=workspace
+            )
+
+        # After the ack: Bolt answers an event when its listener returns (bot/web/app.py).
+        after_answer(services, draw)
 
     home.register(app, services)
 

@@ -33,6 +33,7 @@ from handlers.blocks.response import (
     refusal_text,
     responder_label,
 )
+from handlers.deferred import after_answer
 from handlers.guards import DATABASE_DOWN, as_int, state_values, text_or_none
 from handlers.home import refresh_after_change
 from rota.models import Person
@@ -109,7 +110,10 @@ def submit(
         return
     ack()
     clicked = (text_or_none(metadata.get("channel")), text_or_none(metadata.get("message_ts")))
-    show_recorded(client, outcome, services, clicked, workspace=answers.get("workspace"))
+    workspace = answers.get("workspace")
+    after_answer(
+        services, lambda: show_recorded(client, outcome, services, clicked, workspace=workspace)
+    )
 
 
 def record_now(

@@ -25,6 +25,7 @@ from bot.workspaces.oauth import workspace_of
 from handlers import ids
 from handlers.blocks.modal import build_plan_message
 from handlers.commands import private_metadata
+from handlers.deferred import after_answer
 from handlers.guards import (
     DATABASE_DOWN,
     input_value,
@@ -73,7 +74,8 @@ def register(app: App, services: Services) -> None:
         assert result is not None
         ack()
         services.wake_dispatcher()
-        tell_submitter(client, body["user"]["id"], view, result.body, services)
+        user_id, plan = body["user"]["id"], result.body
+        after_answer(services, lambda: tell_submitter(client, user_id, view, plan, services))
 
 
 def _receive(

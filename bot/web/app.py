@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from slack_bolt import App, BoltResponse
@@ -25,7 +24,6 @@ from bot.web.work import SlackTraffic, WorkQueue
 logger = logging.getLogger(__name__)
 
 MAX_EVENT_ID = 64  # SlackEvent.event_id
-LISTENER_THREADS = 48
 
 
 def create_app(settings: Settings, client: WebClient, *, services: Services) -> App:
@@ -49,16 +47,16 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
             services.session_factory, settings, services.clock
         ))  # fmt: skip
     app = App(
-        # Listeners ack from these threads; clicks and commands then queue their work
-        # (handlers/deferred.py). Bolt's default of 5 let a slow database hold them all, and
-        # later requests missed Slack's 3 seconds (docs/security.md).
-        listener_executor=ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="bolt"),
         client=client,
         signing_secret=settings.slack_signing_secret or "",
         # HTTP mode verifies signatures; Socket Mode has no signature to verify.
         request_verification_enabled=not settings.socket_mode,
         token_verification_enabled=True,
-        process_before_response=False,
+        # Each listener runs on the request's own thread and Slack is answered when it returns:
+        # no hand-off to a listener thread and no 10 ms poll for its ack (README, Benchmarks).
+        # So a listener only acks and queues: every Slack call and anything slow goes to
+        # `services.after_ack` or the slack_jobs table (handlers/deferred.py).
+        process_before_response=True,
         **(_partner_workspaces(settings, client, services) if settings.oauth_enabled else {}),
     )
     app.use(EventDedupe(_make_event_dedupe(services)))

@@ -496,11 +496,9 @@ def running_bot(
         yield harness
     finally:
         server.stop()
-        # Listeners run after the ack, in Bolt's threads: let them finish here, not against the
-        # next test's database.
-        bolt.listener_runner.listener_executor.shutdown(wait=True)
-        # ...then the work they queued after their ack (in memory, and the clicks' jobs), then
-        # the Home redraws that work asked for.
+        # The work the listeners queued after their ack (in memory, and the clicks' jobs), then
+        # the Home redraws that work asked for: finished here, not against the next test's
+        # database.
         work.shutdown(wait=True)
         jobs.shutdown()
         # A job backing off, or a database the test took away: the test's own doing.

@@ -8,6 +8,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
 from bot.slack_standin.blockkit import check_message_blocks, check_view
 from bot.web.app import create_app
+from bot.web.work import WorkQueue
 from handlers.blocks.home import (
     HOME_NEXT,
     HOME_PREVIOUS,
@@ -412,7 +414,8 @@ def serving_bot(services: Services, standin: SlackStandIn) -> Iterator[Callable[
     """The real Bolt app; yields `post(body, content_type)`, which signs the body and hands it to
     `App.dispatch` as the Flask adapter would (tests/handlers/slack_payloads.py)."""
     client = WebClient(base_url=standin.url, token=TOKEN)
-    bolt = create_app(services.settings, client, services=services)
+    work = WorkQueue()
+    bolt = create_app(services.settings, client, services=replace(services, after_ack=work.submit))
 
     def post(body: bytes, content_type: str) -> int:
         headers = {"Content-Type": content_type, **sign(body, secret=SECRET)}
@@ -421,7 +424,7 @@ def serving_bot(services: Services, standin: SlackStandIn) -> Iterator[Callable[
     try:
         yield post
     finally:
-        bolt.listener_runner.listener_executor.shutdown(wait=True)  # its listeners end here
+        work.shutdown(wait=True)  # the work its listeners queued ends here
 
 
 def wait_for(condition, timeout: float = 10.0) -> None:
