@@ -114,8 +114,8 @@ def pooled(bursts: list[Figures]) -> Figures:
 
 
 def summary(handover: list[Figures], noop: list[Figures]) -> list[str]:
-    """The headline of a phase's rounds: the ratio of the pooled p99s, and the round ratios'
-    median and range."""
+    """The headline of a phase's rounds: the ratio of the pooled p99s, then the median of the
+    round ratios and each of them."""
     ratios = [h.p99() / n.p99() for h, n in zip(handover, noop, strict=True)]
     return [
         pooled(handover).line("handover"),
@@ -409,10 +409,11 @@ def noop_burst(noop: subprocess.Popen, port: int, bodies: list[list[bytes]]) -> 
 def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) -> None:
     """One deployment in `layout`, against the no-op app: rounds of clicks, then of commands.
 
-    Each round sends one burst to each app, Handover's first in even rounds and the no-op's in
-    odd ones (Handover, no-op, no-op, Handover, ...), so that neither always meets the machine's
-    load first; every no-op burst starts with Handover's processes idle. Each round of clicks has
-    its own `--referrals` referrals, so that every round clicks fresh prompts, as a single run did.
+    Each round sends one burst to each app, Handover's first in rounds 1, 3, 5, ... and the
+    no-op's in rounds 2, 4, ... (Handover, no-op, no-op, Handover, ...), so that neither always
+    meets the machine's load first; every no-op burst starts with Handover's processes idle.
+    Each round of clicks has its own `--referrals` referrals, so that every round clicks fresh
+    prompts, as a single run did.
     """
     d = make(args.backend, START)
     start_layout(d, layout)
