@@ -11,6 +11,7 @@ PostgreSQL database.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -232,6 +233,17 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def freeze_startup_heap() -> None:
+    """Leave what start-up made (modules, the mappers, the app: some 80,000 objects) out of the
+    garbage collector's full passes from now on (`gc.freeze`, after collecting start-up's own
+    garbage). A full pass holds the interpreter lock, so every request thread waits for it: over
+    1,000 clicks in-process, two came, of 15 and 57 ms, against a p99 of about 100 ms
+    (benchmarks/profile_click.py); a pass over start-up's objects alone took 31 ms, and 0 ms once
+    frozen. What is made later is collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> None:
     from waitress import create_server
 
@@ -269,6 +281,7 @@ def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> 
         extra={"host": host, "port": server.effective_port},
     )
     print(f"handover: listening on port {server.effective_port}", flush=True)
+    freeze_startup_heap()
     try:
         server.run()
     except SystemExit:
@@ -283,6 +296,7 @@ def _serve_socket_mode(runtime: Runtime, settings: Settings, stop: threading.Eve
     from slack_sdk.errors import SlackApiError, SlackClientError
 
     handler = SocketModeHandler(runtime.bolt_app, settings.slack_app_token)
+    freeze_startup_heap()
 
     def on_signal(signum: int, _frame) -> None:
         logger.info("signal %s: stopping", signal.Signals(signum).name)
