@@ -82,11 +82,10 @@ def _work_of(services: Services, client: WebClient, name: str, wall: Clock) -> J
             "channel_id": job.payload.get("channel"),
         }
         if late and name != "close":
-            _direct_message(
-                services, client, command,
+            tell_user_of(
+                services, client, job,
                 f"Your `/handover {name}` of {issued:%H:%M} UTC could not be answered in time. "
                 "Please type it again.",
-                job,
             )  # fmt: skip
             raise ResponseUrlExpired(
                 f"unanswered: its response_url expired at {expires:%Y-%m-%d %H:%M:%S} UTC, "
@@ -110,10 +109,9 @@ def _work_of(services: Services, client: WebClient, name: str, wall: Clock) -> J
                     job.id, job.kind, (wall.now() - issued) // timedelta(minutes=1),
                     extra={"job": job.id, "kind": job.kind},
                 )  # fmt: skip
-                _direct_message(
-                    services, client, command,
+                tell_user_of(
+                    services, client, job,
                     f"Your `/handover close` of {issued:%H:%M} UTC was carried out late. {text}",
-                    job,
                 )  # fmt: skip
             else:
                 _send(response_url, {"text": text, "response_type": "ephemeral"}, job)
@@ -127,15 +125,18 @@ def _work_of(services: Services, client: WebClient, name: str, wall: Clock) -> J
     return run
 
 
-def _direct_message(
-    services: Services, client: WebClient, command: dict[str, Any], text: str, job: ClaimedJob
-) -> None:
-    """Tell the user in a DM from the app (handlers/home.py's `tell_directly`)."""
-    there = services.client_for(command[WORKSPACE_KEY], client)
+def tell_user_of(services: Services, client: WebClient, job: ClaimedJob, text: str) -> None:
+    """Tell the user who clicked or typed `job` in a DM from the app, through the client of the
+    job's workspace (handlers/home.py's `tell_directly`; `client`: the home workspace's)."""
+    user = job.payload.get("user")
+    if not user:
+        logger.warning("slack job %s (%s) names no user to tell", job.id, job.kind)
+        return
+    there = services.client_for(job.payload.get("workspace"), client)
     if there is None:  # the app was removed from that workspace: nobody there to tell
         logger.warning("slack job %s (%s): its workspace no longer has the app", job.id, job.kind)
         return
-    tell_directly(there, command["user_id"], text)
+    tell_directly(there, str(user), text)
 
 
 def _send(response_url: str, answer: dict[str, Any], job: ClaimedJob) -> None:

@@ -9,7 +9,6 @@ reason is the job's private part, erased with the drop).
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
 from slack_sdk import WebClient
@@ -21,11 +20,9 @@ from handlers.blocks.alerts import ACK_BUTTON_LABEL
 from handlers.blocks.home import PAGINATION_LABELS
 from handlers.blocks.loop import CONTACT_LABELS
 from handlers.blocks.prompt import BUTTON_LABELS
+from handlers.command_jobs import tell_user_of
 from handlers.commands import JOB_KIND_PREFIX, SUBCOMMANDS
-from handlers.home import tell_directly
 from handlers.ids import ONCALL_ACK
-
-logger = logging.getLogger(__name__)
 
 # The label of each button whose click is a job (handlers/clicks.py), as its user saw it.
 CLICK_LABELS = {
@@ -41,16 +38,7 @@ def dropped_notice(services: Services, client: WebClient) -> DroppedNotice:
     the job's workspace (`client`: the home workspace's)."""
 
     def tell(job: ClaimedJob) -> None:
-        user = job.payload.get("user")
-        if not user:
-            logger.warning("slack job %s (%s) names no user to tell", job.id, job.kind)
-            return
-        workspace = job.payload.get("workspace")  # a click's and a command's payload alike
-        there = services.client_for(workspace, client)
-        if there is None:  # the app was removed from that workspace: nobody there to tell
-            logger.warning("slack job %s (%s): its workspace has no app now", job.id, job.kind)
-            return
-        tell_directly(there, str(user), notice_text(job))
+        tell_user_of(services, client, job, notice_text(job))
 
     return tell
 
