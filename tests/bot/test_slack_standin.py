@@ -577,6 +577,10 @@ def test_a_held_post_takes_effect_only_once_released_after_a_later_one(
     late.join(timeout=10)
     assert answers and answers[0]["ok"] is True
     assert [m["text"] for m in standin.messages(first["channel"])] == ["first", "late"]
+    # Listed until its answer is written, which the client may read a moment before that.
+    deadline = time.monotonic() + 10
+    while standin.held() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert standin.held() == []
     assert control(standin, "POST", "faults", {"kind": "hold", "seconds": 0})[0] == 400
     assert (
