@@ -272,11 +272,14 @@ def test_a_police_workspace_installs_the_app_and_its_officer_is_prompted_there(
     assert refusal["actor"] == "pol-sgt-evans" and refusal["recipient"] == "pol-pc-ahmed"
     assert refusal["detail"]["slack_user"] == "U0PCEVANS"
     assert refusal["detail"]["workspace"] == POLICE
-    told = [
-        c
-        for c in deployment.standin.calls("chat.postEphemeral")
-        if c["args"]["user"] == "U0PCEVANS"
-    ]
+    # The refusal is committed before the private notice is posted: wait for the notice.
+    told = wait_for(
+        lambda: [
+            c
+            for c in deployment.standin.calls("chat.postEphemeral")
+            if c["args"]["user"] == "U0PCEVANS"
+        ]
+    )
     assert [c["team_id"] for c in told] == [POLICE]
 
     # --- the constable answers in the police workspace ------------------------------------------

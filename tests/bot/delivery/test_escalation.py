@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from time import monotonic, sleep
+from time import time as unix_time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -567,11 +568,15 @@ def answer_while_the_batch_waits(
     rate token: its one token this second is taken first. Returns the answer's status once it
     is given."""
     dispatcher.pacer.wait("xoxb-test", "chat.postMessage")
-    # No token reserved ahead: the batch sleeps before its take's check, whatever the time
-    # between this token and the batch (a reservation's sleep comes after the check; only one
-    # longer than pacing.CHECK_AGAIN_AFTER is checked again).
-    monkeypatch.setattr(pacing, "RESERVE_AHEAD", 0.0)
+    # The pacer's clock stands still until the answer is given: the bucket cannot refill
+    # however long the batch takes to reach its take on a loaded machine (over a second, and
+    # the token would be there without a sleep, its message sent before the answer).
     answered: list[str] = []
+    taken_at = unix_time()
+    monkeypatch.setattr(dispatcher.pacer, "_now", lambda: unix_time() if answered else taken_at)
+    # No token reserved ahead: the batch sleeps before its take's check (a reservation's sleep
+    # comes after the check; only one longer than pacing.CHECK_AGAIN_AFTER is checked again).
+    monkeypatch.setattr(pacing, "RESERVE_AHEAD", 0.0)
 
     def answer_then_wait(seconds: float) -> None:
         if not answered:
