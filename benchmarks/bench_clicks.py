@@ -1,7 +1,7 @@
 """Button clicks and slash commands at 50 concurrent users: Handover against a no-op Bolt app.
 
     python benchmarks/bench_clicks.py [--clients 50] [--requests 20] [--rounds 5]
-        [--backend sqlite|postgresql] [--layouts single procfile]
+        [--backend sqlite|postgresql] [--layouts single procfile] [--phases clicks commands]
 
 Handover in each layout (a fresh deployment each): `single`, `handover serve` with its
 dispatcher in-process (which runs the clicks' jobs too); `procfile`, the Procfile's
@@ -12,7 +12,9 @@ sent bursts of the same signed requests by `--clients` threads at once: Acknowle
 real prompts by their recipients (each round of clicks on the prompts of its own `--referrals`
 referrals), then `/handover oncall`. With both apps started once, each phase (clicks, then
 commands) runs `--rounds` rounds of one burst to each app, Handover's first in odd rounds and
-the no-op's in even ones (Handover, no-op, no-op, Handover, ...). Every burst starts once both
+the no-op's in even ones (Handover, no-op, no-op, Handover, ...); `--phases` runs one alone
+(the commands alone, their first burst was no slower than the rest: nothing cold in the
+commands' own path). Every burst starts once both
 apps' processes are idle (under a tenth of a core), so that the work Handover did after its acks
 does not run beside the reference and slow it, and neither app's burst starts on the heels of
 the other's (the second burst of a round used to start at once after the first, and took the
@@ -27,7 +29,10 @@ timeouts and failures summed. A p99 of one burst of 1,000 is its 10th slowest re
 2 shared cores the no-op's own p99 moved from 64 to 136 ms between runs (to 584 ms at load);
 the rounds interleaved give both apps the same spread of load, and the pooled p99 of 5,000 is
 their 50th slowest, so one run's headline can be believed where one burst's could not. Last, the
-resident memory of `serve` and of the no-op app after the load, and the load average. The
+Slack Web API calls Handover made during each of its bursts and in the 5 s before (a command is
+answered through its response_url, so during a burst of commands each is work left from
+earlier: the first commands burst after the clicks had their trailing App Home redraws in it),
+the resident memory of `serve` and of the no-op app after the load, and the load average. The
 default (5 rounds, 40 referrals a round) took 4.5 to 5.5 minutes a layout on the 2 shared cores
 (load average 2 to 9), half of it delivering each round's 200 prompts (28 to 32 s, whatever the
 load); a round is about a minute.
@@ -322,6 +327,8 @@ def wait_until_acknowledged(d: Deployment, goal: int) -> int:
         time.sleep(0.1)
 
 
+PHASES = ("clicks", "commands")
+
 LAYOUTS = {
     # `serve` with its dispatcher, which runs the clicks' jobs too, in one process.
     "single": "serve (the dispatcher and the clicks' jobs in-process)",
@@ -357,11 +364,14 @@ def bodies_for(
         mine = []
         for _ in range(args.requests):
             n = next(numbers)
-            prompt, user_id, person = rng.choice(prompts)
             if phase == "clicks":
+                prompt, user_id, person = rng.choice(prompts)
                 mine.append(click_body(d, prompt, user_id, person, n))
-            else:
+            elif prompts:  # after the clicks: their recipients type it
+                _, user_id, _ = rng.choice(prompts)
                 mine.append(command_body(d, user_id, n))
+            else:  # the commands alone: the same people type it
+                mine.append(command_body(d, slack_user_of(rng.choice(RECIPIENTS)), n))
         bodies.append(mine)
     return bodies
 
@@ -372,7 +382,10 @@ def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figu
     names = ["serve", "dispatch"][: len(d.processes)]
     acknowledged_before = acknowledged(d) if phase == "clicks" else 0
     cpu_before = cpu_of(d)
+    began_at = time.time()
     handover = load(d.port, bodies)
+    ended_at = time.time()
+    WINDOWS.append((f"{phase} {len(WINDOWS) + 1}", began_at, ended_at))
     acked_at = time.perf_counter()
     cpu_during = [after - before for after, before in zip(cpu_of(d), cpu_before, strict=True)]
     print(handover.line("handover"), flush=True)
@@ -393,6 +406,29 @@ def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figu
         )
     print(f"{drained} idle {wait_until_all_idle(d):.1f} s after that", flush=True)
     return handover
+
+
+# Each Handover burst: (its name, wall-clock start, end), for `calls_beside`.
+WINDOWS: list[tuple[str, float, float]] = []
+
+
+def calls_beside(d: Deployment) -> list[str]:
+    """The Slack Web API calls Handover made during each of its bursts and in the 5 s before
+    (read once, after the load: the stand-in's record of every call is costly to read, and read
+    between bursts it had the stand-in busy as the next began). A command's answer goes to its
+    response_url, not the Web API: during a burst of commands each call is earlier work."""
+    calls = [(c["timestamp"], c["method"]) for c in d.standin.calls()]
+    lines = []
+    for name, began, ended in WINDOWS:
+        during = Counter(m for t, m in calls if began <= t <= ended)
+        before = Counter(m for t, m in calls if began - 5 <= t < began)
+        last = max((t for t, _ in calls if t < began), default=None)
+        lines.append(
+            f"{name}: during {dict(during) or 'none'}; in the 5 s before {dict(before) or 'none'}"
+            + (f" (the last {began - last:.1f} s before)" if last else "")
+        )
+    WINDOWS.clear()
+    return lines
 
 
 def noop_burst(noop: subprocess.Popen, port: int, bodies: list[list[bytes]]) -> Figures:
@@ -433,7 +469,7 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
             f"{args.rounds} rounds, {args.backend} (load average {load_average()})"
         )
         prompts = []
-        for phase in ("clicks", "commands"):
+        for phase in args.phases:
             handover, reference = [], []
             for round_ in range(args.rounds):
                 clicking = ""
@@ -459,6 +495,7 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
                 print(f"   p99 ratio: {handover[-1].p99() / reference[-1].p99():.2f}")
             print(f"-- {phase}, all {args.rounds} rounds (load average {load_average()})")
             print("\n".join(summary(handover, reference)), flush=True)
+        print("Slack calls beside Handover's bursts:\n   " + "\n   ".join(calls_beside(d)))
         print(f"serve's memory after the load: {memory(d.processes[0].pid)}")
         print(f"the no-op app's memory: {memory(noop.pid)}")
     finally:
@@ -478,6 +515,10 @@ def main() -> None:
     parser.add_argument("--referrals", type=int, default=40, help="per round of clicks")
     parser.add_argument("--rounds", type=int, default=5, help="bursts to each app per phase")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--phases", nargs="+", choices=PHASES, default=list(PHASES),
+        help="clicks, then commands; either alone",
+    )  # fmt: skip
     parser.add_argument(
         "--layouts", nargs="+", choices=tuple(LAYOUTS), default=list(LAYOUTS),
         help="single: serve alone; procfile: serve --no-dispatcher and handover dispatch",
