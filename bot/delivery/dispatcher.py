@@ -27,6 +27,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from slack_sdk import WebClient
 from sqlalchemy import Engine
@@ -79,6 +80,7 @@ class Dispatcher:
         lease: timedelta = DEFAULT_LEASE,
         channels: Channels | None = None,
         pacer: Pacer | None = None,
+        slack_traffic: Any = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
@@ -105,7 +107,8 @@ class Dispatcher:
             lease=lease,
             wall_clock=SystemClock(),
         )
-        self.homes = HomeRefreshes(session_factory, settings, clock, self.pacer)
+        # In `serve`, its Slack requests (`slack_traffic`): the Home redraws make way for them.
+        self.homes = HomeRefreshes(session_factory, settings, clock, self.pacer, slack_traffic)
         self.rows = RowPipeline(
             self.context,
             session_factory,
