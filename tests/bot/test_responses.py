@@ -115,6 +115,29 @@ def test_who_may_respond_to_a_role_target(
     assert respond(session_factory, scenario.role_prompt_id, who).status == status
 
 
+@pytest.mark.parametrize(("named", "status"), [(True, "recorded"), (False, "refused")])
+def test_a_manager_named_by_the_holders_team_may_respond_to_a_role_target(
+    session_factory: sessionmaker[Session], scenario: Scenario, named: bool, status: str
+) -> None:
+    """`manager` covers their own team and any team naming them as its manager
+    (docs/reference/rota-files.md): a superintendent of another team, named manager of the unit
+    whose officer holds the shift, may respond for that unit; without the naming, not."""
+    with session_factory.begin() as session:
+        session.add(
+            Team(team_id="police-command", name="Public Protection Command", agency="Police",
+                 agency_type="police", region="england", hours="none", manager_id=None)
+        )  # fmt: skip
+        session.flush()
+        session.add(
+            Person(person_id="pol-supt", name="Supt Rowe", slack_user=slack_user("pol-supt"),
+                   team_id="police-command", role="superintendent", permissions="manager")
+        )  # fmt: skip
+        session.flush()
+        if named:
+            session.get(Team, "police-dau").manager_id = "pol-supt"
+    assert respond(session_factory, scenario.role_prompt_id, "pol-supt").status == status
+
+
 def test_concurrent_responses_record_one(
     session_factory: sessionmaker[Session], scenario: Scenario
 ) -> None:
