@@ -400,16 +400,8 @@ def test_referred_at_defaults_to_receipt_and_offsets_are_kept(
 
 # The contract's categories and urgencies (docs/reference/http.md), written out: a case system
 # sends exactly these words, so a renamed or dropped one must fail here.
-CONTRACT_CATEGORIES = (
-    "domestic_abuse",
-    "physical_abuse",
-    "sexual_abuse",
-    "neglect",
-    "emotional_abuse",
-    "exploitation",
-    "missing",
-    "other",
-)
+CONTRACT_CATEGORIES = ("domestic_abuse", "physical_abuse", "sexual_abuse", "neglect",
+                       "emotional_abuse", "exploitation", "missing", "other")  # fmt: skip
 
 
 def test_every_category_and_urgency_of_the_contract_is_accepted(
