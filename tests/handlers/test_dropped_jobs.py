@@ -12,6 +12,7 @@ real clock) never claims it: the test's runner does, on a clock of its own.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -259,8 +260,7 @@ def test_a_notice_slack_refuses_for_now_is_sent_once_after_its_backoff(
         assert runner.run_ready() == 1
         wall.set(wall.now() + wait)
     assert runner.run_ready() == 1  # the click's last attempt: dropped, its notice written
-    outage = Fault(**{**outage.__dict__, "channel": slack_user("hv-kpatel")})
-    bot.standin.inject(outage)
+    bot.standin.inject(replace(outage, channel=slack_user("hv-kpatel")))  # their DM alone
     assert runner.run_ready() == 1  # the notice: Slack refuses it
     assert job_rows(session_factory)[1][1:3] == ("waiting", 1)
     wall.set(wall.now() + queue.BACKOFF[0] - timedelta(seconds=1))
@@ -294,7 +294,7 @@ def test_a_notice_never_sent_is_dropped_and_makes_no_notice_of_its_own(
     session_factory: sessionmaker[Session],
 ) -> None:
     ready = write(bot, click_of("hv-kpatel", scenario))
-    bot.standin.inject(Fault(**{**outage.__dict__, "channel": slack_user("hv-kpatel")}))
+    bot.standin.inject(replace(outage, channel=slack_user("hv-kpatel")))  # their DM alone
     wall = FixedClock(ready)
     runner = telling_runner(bot, {ids.ACK: broken}, wall)  # two attempts each
     assert runner.run_ready() == 1
