@@ -14,11 +14,11 @@ referrals), then `/handover oncall`. With both apps started once, each phase (cl
 commands) runs `--rounds` rounds of one burst to each app, Handover's first in odd rounds and
 the no-op's in even ones (Handover, no-op, no-op, Handover, ...); `--phases` runs one alone
 (the commands alone, their first burst was no slower than the rest: nothing cold in the
-commands' own path). Every burst starts once both
-apps' processes are idle (under a tenth of a core), so that the work Handover did after its acks
-does not run beside the reference and slow it, and neither app's burst starts on the heels of
-the other's (the second burst of a round used to start at once after the first, and took the
-round's tail: p99 191 ms against 100-118 ms for the same app's other rounds).
+commands' own path). Every burst starts once both apps' processes are idle (under a tenth of a
+core), so that the work Handover did after its acks does not run beside the reference and slow
+it, and neither app's burst starts on the heels of the other's (the second burst of a round
+used to start at once after the first, and took the round's tail: p99 191 ms against 100-118 ms
+for the same app's other rounds).
 
 For each burst: p50, p99, throughput and the count of 404s (Bolt's answer when no ack came
 within 3 s), timeouts and other failures; the CPU time each process used during it; after
