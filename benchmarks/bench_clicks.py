@@ -423,8 +423,10 @@ def calls_beside(d: Deployment) -> list[str]:
         during = Counter(m for t, m in calls if began <= t <= ended)
         before = Counter(m for t, m in calls if began - 5 <= t < began)
         last = max((t for t, _ in calls if t < began), default=None)
+        at = datetime.fromtimestamp(began).strftime("%H:%M:%S")
         lines.append(
-            f"{name}: during {dict(during) or 'none'}; in the 5 s before {dict(before) or 'none'}"
+            f"{name} at {at}: during {dict(during) or 'none'}; "
+            f"in the 5 s before {dict(before) or 'none'}"
             + (f" (the last {began - last:.1f} s before)" if last else "")
         )
     WINDOWS.clear()
