@@ -14,11 +14,11 @@ referrals), then `/handover oncall`. With both apps started once, each phase (cl
 commands) runs `--rounds` rounds of one burst to each app, Handover's first in odd rounds and
 the no-op's in even ones (Handover, no-op, no-op, Handover, ...); `--phases` runs one alone
 (the commands alone, their first burst was no slower than the rest: nothing cold in the
-commands' own path). Every burst starts once both apps' processes are idle (under a tenth of a
-core), so that the work Handover did after its acks does not run beside the reference and slow
-it, and neither app's burst starts on the heels of the other's (the second burst of a round
-used to start at once after the first, and took the round's tail: p99 191 ms against 100-118 ms
-for the same app's other rounds).
+commands' own path). Every burst starts once Handover's jobs are all done and both apps'
+processes are idle (under a tenth of a core), so that the work Handover did after its acks does
+not run beside the reference and slow it, and neither app's burst starts on the heels of the
+other's (the second burst of a round used to start at once after the first, and took the
+round's tail: p99 191 ms against 100-118 ms for the same app's other rounds).
 
 For each burst: p50, p99, throughput and the count of 404s (Bolt's answer when no ack came
 within 3 s), timeouts and other failures; the CPU time each process used during it; after
@@ -345,9 +345,31 @@ def start_layout(d: Deployment, layout: str) -> None:
     d.start("dispatch")
 
 
-def wait_until_all_idle(d: Deployment) -> float:
-    """Wait until every process of the deployment is idle (see wait_until_idle)."""
-    return sum(wait_until_idle(process.pid) for process in d.processes if process.poll() is None)
+UNFINISHED_JOBS = "SELECT count(*) FROM slack_jobs WHERE state IN ('waiting', 'running')"
+
+
+def unfinished_jobs(d: Deployment) -> int:
+    """The clicks' and commands' jobs not yet done (bot/slackjobs/)."""
+    while True:
+        try:
+            return d.query(UNFINISHED_JOBS)[0][0]
+        except OperationalError:  # SQLite busy with the server's writes: look again
+            time.sleep(0.2)
+
+
+def wait_until_all_idle(d: Deployment, timeout: float = 120.0) -> float:
+    """Wait until every job the bursts started is done, then until every process of the
+    deployment is idle (see wait_until_idle); the seconds waited. Idle alone let a burst start
+    on the tail of the clicks' jobs: their last replies (the repeated clicks', each private)
+    went 0.1-0.5 s before the first burst of commands, 200-270 of them in the 5 s before it,
+    though a half-second under a tenth of a core had been seen."""
+    began = time.perf_counter()
+    while unfinished_jobs(d) and time.perf_counter() - began < timeout:
+        time.sleep(0.2)
+    for process in d.processes:
+        if process.poll() is None:
+            wait_until_idle(process.pid)
+    return time.perf_counter() - began
 
 
 def cpu_of(d: Deployment) -> list[float]:
@@ -400,11 +422,15 @@ def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figu
         clicked = {value_of(b) for b in handover.answered}
         done = wait_until_acknowledged(d, acknowledged_before + len(clicked))
         drained += (
-            f" {done - acknowledged_before} of {len(clicked)} prompts clicked acknowledged; "
-            f"the work after the acks finished {time.perf_counter() - acked_at:.1f} s after "
-            "the last ack;"
+            f" {done - acknowledged_before} of {len(clicked)} prompts clicked acknowledged "
+            f"{time.perf_counter() - acked_at:.1f} s after the last ack;"
         )
-    print(f"{drained} idle {wait_until_all_idle(d):.1f} s after that", flush=True)
+    waited = wait_until_all_idle(d)
+    print(
+        f"{drained} every job done and idle {time.perf_counter() - acked_at:.1f} s after the "
+        f"last ack ({waited:.1f} s after that)",
+        flush=True,
+    )
     return handover
 
 
