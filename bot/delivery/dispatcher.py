@@ -27,7 +27,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
 
 from slack_sdk import WebClient
 from sqlalchemy import Engine
@@ -80,7 +79,6 @@ class Dispatcher:
         lease: timedelta = DEFAULT_LEASE,
         channels: Channels | None = None,
         pacer: Pacer | None = None,
-        slack_traffic: Any = None,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
@@ -107,8 +105,7 @@ class Dispatcher:
             lease=lease,
             wall_clock=SystemClock(),
         )
-        # In `serve`, its Slack requests (`slack_traffic`): the Home redraws make way for them.
-        self.homes = HomeRefreshes(session_factory, settings, clock, self.pacer, slack_traffic)
+        self.homes = HomeRefreshes(session_factory, settings, clock, self.pacer)
         self.rows = RowPipeline(
             self.context,
             session_factory,

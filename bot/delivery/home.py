@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -33,9 +31,6 @@ logger = logging.getLogger(__name__)
 # How long `HomeRefreshes.stop` waits for a redraw in hand: its token's wait (about a second at
 # views.publish's tier) and one Slack call.
 STOP_SECONDS = 10.0
-# The longest a redraw waits for a pause in Slack's requests, as the clicks' jobs do
-# (bot/slackjobs/runner.py): a steady stream of requests delays a Home by that much at most.
-YIELD_SECONDS = 5.0
 
 
 def publish_home(
@@ -84,12 +79,6 @@ class HomeRefreshes:
     thread of its own, coalesced per user (ten prompts to one person in a burst redraw their
     Home once, when its turn comes) and paced on `views.publish`'s own rate tier. A Home still
     waiting when the process stops is redrawn when its user next opens it (app_home_opened).
-
-    Nor in an ack's way: with `traffic` (`serve`'s SlackTraffic, bot/web/work.py) each redraw
-    starts in a pause of Slack's requests, or YIELD_SECONDS after its turn came. The redraws
-    that trail a burst of clicks (up to three Homes a click, each read and built in this
-    process) ran beside the next burst and took its tail: the first burst of `/handover
-    oncall` after the clicks had 4 redraws in it and the other bursts none (README, Benchmarks).
     """
 
     def __init__(
@@ -98,13 +87,11 @@ class HomeRefreshes:
         settings: Settings,
         clock: Clock,
         pacer: Pacer | None = None,
-        traffic: Any = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
         self.clock = clock
         self.pacer = pacer
-        self.traffic = traffic  # has `wait_for_a_pause(until, give_up)` and `wake()`
         # (workspace, Slack user) -> the client of that workspace (workspace None: home)
         self._pending: dict[tuple[str | None, str], WebClient] = {}
         self._busy = False
@@ -156,8 +143,6 @@ class HomeRefreshes:
             self._pending.clear()
             thread = self._thread
             self._changed.notify_all()
-        if self.traffic is not None:
-            self.traffic.wake()  # a redraw waiting for a pause gives up at once
         if thread is None or thread is threading.current_thread():
             return True
         thread.join(timeout)
@@ -194,20 +179,13 @@ class HomeRefreshes:
                     self._busy = False
                     self._changed.notify_all()
 
-    def _is_stopped(self) -> bool:
-        with self._changed:
-            return self._stopped
-
     def _publish(self, client: WebClient, slack_user_id: str, workspace: str | None) -> None:
         try:
             if self.pacer is not None:
                 self.pacer.wait(client.token, "views.publish")
-            if self.traffic is not None:
-                self.traffic.wait_for_a_pause(
-                    until=time.monotonic() + YIELD_SECONDS, give_up=self._is_stopped
-                )
-            if self._is_stopped():
-                return  # its token is spent on nothing; redrawn when next opened
+            with self._changed:
+                if self._stopped:
+                    return  # its token is spent on nothing; redrawn when next opened
             refresh_homes(
                 client,
                 self.session_factory,

@@ -44,7 +44,7 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
         services = replace(services, after_ack=work.submit, slack_traffic=traffic)
     if services.homes is None:
         services = replace(services, homes=HomeRefreshes(
-            services.session_factory, settings, services.clock, traffic=services.slack_traffic
+            services.session_factory, settings, services.clock
         ))  # fmt: skip
     app = App(
         client=client,

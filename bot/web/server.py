@@ -99,7 +99,7 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
     )
     dispatcher = None
     if with_dispatcher:
-        dispatcher = Dispatcher(settings, factory, client, clock, slack_traffic=traffic)
+        dispatcher = Dispatcher(settings, factory, client, clock)
     # A click's or a slash command's work after its ack is a job in the database, run by whoever
     # runs the dispatcher (this process, or `handover dispatch`: the Procfile's worker).
     jobs = JobWriter(engine)
@@ -113,7 +113,7 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
         slack_jobs=jobs,
         homes=dispatcher.homes
         if dispatcher
-        else _paced_homes(engine, factory, client, settings, clock, traffic),
+        else _paced_homes(engine, factory, client, settings, clock),
         slack_client_for=workspace_clients(settings, client, engine),
     )
     bolt_app = _create_bolt_app(create_app, settings, client, services)
@@ -161,15 +161,14 @@ def slack_job_runner(
     )
 
 
-def _paced_homes(engine, factory, client, settings: Settings, clock: Clock, traffic):
-    """Home redraws paced through the shared buckets, for a `serve` without a dispatcher; they
-    make way for its Slack requests (`traffic`)."""
+def _paced_homes(engine, factory, client, settings: Settings, clock: Clock):
+    """Home redraws paced through the shared buckets, for a `serve` without a dispatcher."""
     from bot.delivery.home import HomeRefreshes
     from bot.delivery.pacing import Pacer, tiers_for
 
     pacer = Pacer(engine, tiers_for(settings))
     pacer.watch(client)
-    return HomeRefreshes(factory, settings, clock, pacer, traffic)
+    return HomeRefreshes(factory, settings, clock, pacer)
 
 
 def workspace_clients(settings: Settings, client, engine):

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 import weakref
-
-import pytest
 
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn, StandInUser
@@ -38,36 +35,6 @@ def test_serve_without_a_dispatcher_ends_its_home_redraws_at_shutdown(db_url: st
             assert not thread.is_alive()
             assert [c.args["user_id"] for c in slack.calls("views.publish")] == ["U0HV1"]
         finally:
-            engine.dispose()
-
-
-@pytest.mark.parametrize("with_dispatcher", [True, False], ids=["serve", "no-dispatcher"])
-def test_serves_home_redraws_wait_for_a_pause_in_slacks_requests(
-    db_url: str, with_dispatcher: bool
-) -> None:
-    # The redraws that trail a burst of clicks ran beside the next burst of requests and took
-    # its tail (README, Benchmarks): a redraw waits until no Slack request is in progress.
-    with SlackStandIn(users=[StandInUser(id="U0HV1", name="jsmith")]) as slack:
-        settings = Settings(
-            database_url=db_url,
-            slack_bot_token="xoxb-test",
-            slack_signing_secret="test-signing-secret",
-            slack_api_url=slack.url,
-        )
-        runtime = build_runtime(settings, with_dispatcher=with_dispatcher)
-        engine = runtime.services.session_factory.kw["bind"]
-        try:
-            homes = runtime.services.homes
-            with runtime.services.slack_traffic.serving():  # a Slack request in progress
-                homes.request(runtime.bolt_app.client, ["U0HV1"])
-                assert not homes.drain(timeout=1.0)
-                assert slack.calls("views.publish") == []
-            began = time.monotonic()
-            assert homes.drain(timeout=10)
-            assert time.monotonic() - began < 4  # at once, not at the end of its longest wait
-            assert [c.args["user_id"] for c in slack.calls("views.publish")] == ["U0HV1"]
-        finally:
-            runtime.shutdown()
             engine.dispose()
 
 
