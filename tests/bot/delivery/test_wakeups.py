@@ -8,6 +8,8 @@ default settings, with `serve` and `dispatch` as processes, are in tests/e2e/tes
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -106,6 +108,41 @@ def running(
     time.sleep(0.5)  # its first pass (nothing due) is over, and the watch is listening
     yield dispatcher
     dispatcher.shutdown()
+
+
+# A process of its own: in this one, another test may have loaded the calendars already.
+STARTED_DISPATCHER = """
+import sys
+from bot.clock import SystemClock
+from bot.db import create_db_engine, make_session_factory
+from bot.settings import Settings
+from tests.bot.delivery.dispatch_fixtures import EDT, TOKEN, make_dispatcher
+url = sys.argv[1]
+settings = Settings(
+    database_url=url, slack_bot_token=TOKEN, slack_api_url="http://127.0.0.1:9/api/",
+    edt_channel=EDT,
+)
+dispatcher = make_dispatcher(settings, make_session_factory(create_db_engine(url)), SystemClock())
+loaded = "holidays.countries" in sys.modules
+dispatcher.start()
+print(loaded, "holidays.countries" in sys.modules)
+dispatcher.shutdown()
+"""
+
+
+def test_a_dispatcher_loads_the_bank_holidays_as_it_starts_not_at_the_first_prompt_due(
+    db_url: str,
+) -> None:
+    # `holidays` imports its ~280 country modules at first use: over a second on a loaded
+    # machine, which would make the first prompt due late if composing it paid for them.
+    result = subprocess.run(
+        [sys.executable, "-c", STARTED_DISPATCHER, db_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.split() == ["False", "True"], result.stderr
 
 
 def first_claimed(factory: sessionmaker[Session], row_id: int, timeout: float = 5) -> timedelta:
