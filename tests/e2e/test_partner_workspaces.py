@@ -314,7 +314,7 @@ def test_a_police_workspace_installs_the_app_and_its_officer_is_prompted_there(
     at_home = deployment.standin.prompt_messages(alerts=True)
     assert at_home and all(len(m) == 1 for m in at_home.values())
     assert {m["team"] for messages in at_home.values() for m in messages} == {"T0STANDIN"}
-    per_dispatcher = sent_by_each_dispatcher(deployment)
+    per_dispatcher = sent_by_each_dispatcher(deployment, 2 * BURST + 1)
     assert len(per_dispatcher) == 2 and sum(per_dispatcher) == 2 * BURST + 1, per_dispatcher
     police_posts = len(
         [c for c in deployment.standin.calls("chat.postMessage") if c["team_id"] == POLICE]
