@@ -125,9 +125,17 @@ def _work_of(services: Services, client: WebClient, name: str, wall: Clock) -> J
     return run
 
 
-def tell_user_of(services: Services, client: WebClient, job: ClaimedJob, text: str) -> None:
+def tell_user_of(
+    services: Services,
+    client: WebClient,
+    job: ClaimedJob,
+    text: str,
+    *,
+    send: Callable[[WebClient, str, str], None] = tell_directly,
+) -> None:
     """Tell the user who clicked or typed `job` in a DM from the app, through the client of the
-    job's workspace (handlers/home.py's `tell_directly`; `client`: the home workspace's)."""
+    job's workspace (`send`: handlers/home.py's `tell_directly`, or `send_directly` to have a
+    failure raised; `client`: the home workspace's)."""
     user = job.payload.get("user")
     if not user:
         logger.warning("slack job %s (%s) names no user to tell", job.id, job.kind)
@@ -136,7 +144,7 @@ def tell_user_of(services: Services, client: WebClient, job: ClaimedJob, text: s
     if there is None:  # the app was removed from that workspace: nobody there to tell
         logger.warning("slack job %s (%s): its workspace no longer has the app", job.id, job.kind)
         return
-    tell_directly(there, str(user), text)
+    send(there, str(user), text)
 
 
 def _send(response_url: str, answer: dict[str, Any], job: ClaimedJob) -> None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from datetime import datetime
@@ -72,11 +73,15 @@ def _tell_clicker(client: WebClient, click: Click, text: str) -> None:
 
 def tell_directly(client: WebClient, slack_user_id: str, text: str) -> None:
     """A private note in the user's DM with the bot (a Home tab has no channel to reply in)."""
-    try:
-        with slack_edge("chat.postMessage"):
-            client.chat_postMessage(channel=slack_user_id, **build_private_notice(text))
-    except SlackError:
-        pass  # logged at the edge; nothing else can reach this user
+    with contextlib.suppress(SlackError):  # logged at the edge; nothing else can reach them
+        send_directly(client, slack_user_id, text)
+
+
+def send_directly(client: WebClient, slack_user_id: str, text: str) -> None:
+    """`tell_directly`'s note, a failure raised (a SlackError, logged at the edge) for a caller
+    that tries again later (a dropped job's notice: handlers/dropped_jobs.py)."""
+    with slack_edge("chat.postMessage"):
+        client.chat_postMessage(channel=slack_user_id, **build_private_notice(text))
 
 
 def refresh_after_change(

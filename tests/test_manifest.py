@@ -23,6 +23,7 @@ from bot.db import make_session_factory
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from bot.web.app import create_app
+from bot.workspaces.oauth import REDIRECT_PATH
 from handlers import ids
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,13 @@ def test_the_command_and_urls_point_at_the_bolt_endpoint(manifest: dict) -> None
     ]
     assert all(url.endswith("/slack/events") for url in urls)
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+
+
+def test_the_oauth_redirect_is_bolts_on_the_same_host(manifest: dict) -> None:
+    # Partner workspaces install through it (docs/partner-workspaces.md).
+    [redirect] = manifest["oauth_config"]["redirect_urls"]
+    events = manifest["settings"]["event_subscriptions"]["request_url"]
+    assert redirect == events.removesuffix("/slack/events") + REDIRECT_PATH
 
 
 def _methods_called_by_the_bot() -> set[str]:

@@ -29,7 +29,7 @@ from bot.services import audit, loop
 from bot.services.directory import person_for_slack_user
 from bot.services.intake import planned_target, queue_target_alerts, schedule_target
 from bot.services.logbook import ReferralFacts
-from bot.services.visibility import scope_of
+from bot.services.visibility import managed_teams, scope_of
 from bot.settings import Settings
 from rota.calendar import is_working_day
 from rota.models import Person, Team
@@ -456,7 +456,9 @@ def _recipient_of(session: Session, prompt: OutboxMessage, target: Target) -> st
 
 
 def _may_respond(store: RotaStore, context: _Context, person: Person, now: datetime) -> bool:
-    """The recipient, anyone in the target's chain, or a manager of the target's team."""
+    """The recipient, anyone in the target's chain, or a manager of the target's team: one with
+    the `manager` permission whose own team it is or who is named as its manager
+    (docs/reference/rota-files.md, `permissions`)."""
     pid = person.person_id
     if pid == context.recipient_id:
         return True
@@ -482,7 +484,7 @@ def _may_respond(store: RotaStore, context: _Context, person: Person, now: datet
         holders = [link.recipient for link in chain if link.via == "shift"]
         holders += [context.recipient_id] if context.recipient_id else []
         teams.update(p.team_id for p in store.people_by_ids(holders).values())
-    return person.team_id in teams
+    return not managed_teams(store.session, person).isdisjoint(teams)
 
 
 def _earlier_response(session: Session, target_id: int) -> EarlierResponse | None:

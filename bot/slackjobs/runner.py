@@ -6,12 +6,14 @@ its kind (the claimed job in, Slack and the database changed), and mark it done,
 what the work left for after that (a slash command's answer: at most once). A job that
 raises is handed back, to be claimed again after its backoff (queue.BACKOFF); after its last
 attempt it is dropped, logged and recorded in the audit log as `slack_job_dropped`
-(docs/operations.md), and its user is told (`tell_dropped`: a DM saying their click or command
-was not carried out), once: after the drop is committed, so a runner that dies before the
-commit leaves the job to be claimed, tried and dropped again (and told then), and one that
-dies after it tells nobody twice. A work that no later attempt could help raises `GiveUp`:
-the job is dropped at once, the same way, with the reason in the log line; such a work tells
-its user itself.
+(docs/operations.md), and its user is to be told: the drop writes, in its own transaction, the
+job that tells them (`dropped_notice` makes it: a DM saying their click or command was not
+carried out, handlers/dropped_jobs.py). So a runner that dies before that commit leaves the job
+to be claimed, tried and dropped again (its notice written then), and one that dies after it
+leaves the notice waiting for any runner; a notice that Slack refuses for now is tried again
+like any job, and one dropped itself makes no notice of its own. A work that no later attempt
+could help raises `GiveUp`: the job is dropped at once, the same way, with the reason in the log
+line, but with no notice; such a work tells its user itself.
 
 The runners are woken as the outbox's dispatchers are (bot/delivery/wakeups.py): a NOTIFY on
 PostgreSQL, a change of the SQLite file's data_version, or directly by a writer in the same
@@ -42,7 +44,7 @@ from bot.clock import Clock, SystemClock
 from bot.delivery.wakeups import OutboxWatch
 from bot.services import audit
 from bot.slackjobs import queue
-from bot.slackjobs.queue import ClaimedJob
+from bot.slackjobs.queue import ClaimedJob, NewJob
 from bot.slackjobs.traffic_files import LOOK_SECONDS, TrafficFiles
 
 logger = logging.getLogger(__name__)
@@ -51,8 +53,9 @@ logger = logging.getLogger(__name__)
 # command's answer), or None. That is done only when this runner still held the job, so at most
 # once, never by a runner whose lease ended meanwhile.
 JobWork = Callable[[ClaimedJob], Callable[[], None] | None]
-# Tells a job's user that it was dropped after its last attempt (handlers/dropped_jobs.py).
-DroppedNotice = Callable[[ClaimedJob], None]
+# The job that tells a job's user it was dropped after its last attempt, written with the drop
+# (handlers/dropped_jobs.py); None when there is nobody to tell, or the job was such a notice.
+DroppedNotice = Callable[[ClaimedJob], NewJob | None]
 
 WORKERS = 4
 SQLITE_WORKERS = 2  # SQLite takes one writer at a time: more threads only queue on its lock
@@ -173,11 +176,11 @@ class JobRunner:
         lease: timedelta = queue.DEFAULT_LEASE,
         backoff: tuple[timedelta, ...] = queue.BACKOFF,
         traffic: Any = None,
-        tell_dropped: DroppedNotice | None = None,
+        dropped_notice: DroppedNotice | None = None,
     ) -> None:
         self._factory = session_factory
         self._work = dict(work)
-        self._tell_dropped = tell_dropped
+        self._dropped_notice = dropped_notice
         self.instance_id = instance_id
         self._clock = clock  # the service's: the audit event's instant
         self._wall = wall_clock or SystemClock()  # the table's: leases and retries
@@ -267,8 +270,7 @@ class JobRunner:
 
     def _failed(self, job: ClaimedJob, error: str) -> None:
         if job.attempts > len(self._backoff):
-            if self._drop(job, error, because=f"after {job.attempts} attempts ({error})"):
-                self._tell(job)
+            self._drop(job, error, because=f"after {job.attempts} attempts ({error})", notify=True)
             return
         with self._factory.begin() as session:
             queue.retry_later(
@@ -279,34 +281,26 @@ class JobRunner:
                 error=error,
             )
 
-    def _drop(self, job: ClaimedJob, error: str, *, because: str) -> bool:
-        """Give the job up, its private part erased, and record slack_job_dropped; False when
-        this runner no longer held it (another did, and drops or does it)."""
+    def _drop(self, job: ClaimedJob, error: str, *, because: str, notify: bool = False) -> None:
+        """Give the job up, its private part erased, record slack_job_dropped and, to `notify`
+        its user, write its notice's job, all in one transaction; nothing when this runner no
+        longer held it (another does, and drops or does it)."""
         with self._factory.begin() as session:
+            now = self._wall.now()
             if not queue.drop(
-                session, job.id, instance_id=self.instance_id, now=self._wall.now(),
-                error=error, payload=job.payload,
+                session, job.id, instance_id=self.instance_id, now=now, error=error,
+                payload=job.payload,
             ):  # fmt: skip
-                return False
+                return
             detail = {"job": job.id, "kind": job.kind, "attempts": job.attempts, "error": error}
             audit.record(session, "slack_job_dropped", at=self._clock.now(), detail=detail)
+            notice = self._dropped_notice(job) if notify and self._dropped_notice else None
+            if notice is not None:
+                queue.add_jobs(session.connection(), [notice], now=now)
         logger.error(
             "slack job %s (%s) dropped %s", job.id, job.kind, because,
             extra={"event": "slack_job_dropped", **detail},
         )  # fmt: skip
-        return True
-
-    def _tell(self, job: ClaimedJob) -> None:
-        """Tell the user of a job just dropped, once: a failure is logged, not tried again."""
-        if self._tell_dropped is None:
-            return
-        try:
-            self._tell_dropped(job)
-        except Exception:
-            logger.exception(
-                "slack job %s (%s): could not tell its user it was dropped", job.id, job.kind,
-                extra={"job": job.id, "kind": job.kind},
-            )  # fmt: skip
 
     # ----- in the background ---------------------------------------------------------------
 

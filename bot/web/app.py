@@ -105,20 +105,26 @@ def match_on_the_body(app: App) -> None:
 
 def slack_job_works(services: Services, client: WebClient) -> dict:
     """The work of each kind of job after a Slack ack, a click's (handlers/clicks.py) or a
-    slash command's (handlers/command_jobs.py), for the runner of the slack_jobs table in a
-    process that runs the dispatcher (bot/slackjobs/runner.py)."""
+    slash command's (handlers/command_jobs.py), and of the notice that tells the user of one
+    dropped (handlers/dropped_jobs.py), for the runner of the slack_jobs table in a process
+    that runs the dispatcher (bot/slackjobs/runner.py)."""
     from handlers.clicks import click_jobs
     from handlers.command_jobs import command_jobs
+    from handlers.dropped_jobs import notice_jobs
 
-    return {**click_jobs(services, client), **command_jobs(services, client)}
+    return {
+        **click_jobs(services, client),
+        **command_jobs(services, client),
+        **notice_jobs(services, client),
+    }
 
 
-def slack_job_drop_notice(services: Services, client: WebClient):
-    """What tells a click's or a command's user that its job was dropped after its last
-    attempt (handlers/dropped_jobs.py), for the same runner."""
+def slack_job_drop_notice():
+    """What makes the job that tells a click's or a command's user that its job was dropped
+    after its last attempt (handlers/dropped_jobs.py), for the same runner."""
     from handlers.dropped_jobs import dropped_notice
 
-    return dropped_notice(services, client)
+    return dropped_notice
 
 
 def _partner_workspaces(settings: Settings, client: WebClient, services: Services) -> dict:

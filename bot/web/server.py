@@ -157,7 +157,7 @@ def slack_job_runner(
         instance_id=instance_id,
         clock=services.clock,
         traffic=traffic,
-        tell_dropped=slack_job_drop_notice(services, client),
+        dropped_notice=slack_job_drop_notice(),
     )
 
 

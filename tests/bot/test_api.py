@@ -398,6 +398,31 @@ def test_referred_at_defaults_to_receipt_and_offsets_are_kept(
         }
 
 
+# The contract's categories and urgencies (docs/reference/http.md), written out: a case system
+# sends exactly these words, so a renamed or dropped one must fail here.
+CONTRACT_CATEGORIES = ("domestic_abuse", "physical_abuse", "sexual_abuse", "neglect",
+                       "emotional_abuse", "exploitation", "missing", "other")  # fmt: skip
+
+
+def test_every_category_and_urgency_of_the_contract_is_accepted(
+    api: ApiClient, session_factory: sessionmaker[Session]
+) -> None:
+    sent = {}
+    for number, category in enumerate(CONTRACT_CATEGORIES):
+        ref = f"LCS-2026-{number:06d}"
+        urgency = ("urgent", "standard")[number % 2]
+        answer = api.post(
+            weekend_referral(
+                external_ref=ref, category=category, urgency=urgency, notify=["role:police_dau"]
+            )
+        )
+        assert (answer.status, answer.json["status"]) == (201, "open"), answer.text
+        sent[ref] = (category, urgency)
+    with session_factory() as session:
+        stored = session.execute(select(Referral.external_ref, Referral.category, Referral.urgency))
+        assert {ref: (category, urgency) for ref, category, urgency in stored} == sent
+
+
 # Idempotency -------------------------------------------------------------------------------
 
 

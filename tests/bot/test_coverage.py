@@ -56,6 +56,19 @@ def test_target_outcome_acknowledged_and_redirected_are_not_answers() -> None:
     assert target_outcome("unroutable", answered=False, breached=False) == E
 
 
+def test_a_redirect_to_another_agency_leaves_the_first_a_gap_not_pending_for_ever() -> None:
+    # A health visitor redirects to a police officer: nobody of health is still asked, so health
+    # is missed (docs/coverage.md), while the officer's open target leaves police pending.
+    redirected = target_outcome("redirected", answered=False, breached=False)
+    officer = target_outcome("prompted", answered=False, breached=False)
+    states = referral_coverage([("health", redirected), ("police", officer)], referrer_agency=None)
+    assert {a: str(s) for a, s in states.states.items()} == {
+        "social_care": "not_asked",
+        "police": "pending",
+        "health": "missed",
+    }
+
+
 def test_the_referrer_covers_social_care_only_from_a_social_care_team() -> None:
     assert referral_coverage([], referrer_agency="social_care").states["social_care"] == "covered"
     assert referral_coverage([], referrer_agency="police").states["social_care"] == "not_asked"

@@ -68,6 +68,23 @@ def count(session: Session, model: type) -> int:
     return session.scalar(select(func.count()).select_from(model)) or 0
 
 
+def add_a_manager_in_a_team_of_their_own(
+    session: Session, person_id: str, role: str, team_id: str, agency_type: str
+) -> None:
+    """A team no referral of the scenario names, and a person with the `manager` permission in
+    it (the team names no manager)."""
+    session.add(
+        Team(team_id=team_id, name=team_id.title(), agency=agency_type, agency_type=agency_type,
+             region="england", hours=None, manager_id=None)
+    )  # fmt: skip
+    session.flush()
+    session.add(
+        Person(person_id=person_id, name=person_id.title(), slack_user=slack_user(person_id),
+               team_id=team_id, role=role, permissions="manager")
+    )  # fmt: skip
+    session.flush()
+
+
 @pytest.mark.parametrize(
     ("who", "status", "on_behalf_of"),
     [
@@ -113,6 +130,22 @@ def test_who_may_respond_to_a_role_target(
     session_factory: sessionmaker[Session], scenario: Scenario, who: str, status: str
 ) -> None:
     assert respond(session_factory, scenario.role_prompt_id, who).status == status
+
+
+@pytest.mark.parametrize(("named", "status"), [(True, "recorded"), (False, "refused")])
+def test_a_manager_named_by_the_holders_team_may_respond_to_a_role_target(
+    session_factory: sessionmaker[Session], scenario: Scenario, named: bool, status: str
+) -> None:
+    """`manager` covers their own team and any team naming them as its manager
+    (docs/reference/rota-files.md): a superintendent of another team, named manager of the unit
+    whose officer holds the shift, may respond for that unit; without the naming, not."""
+    with session_factory.begin() as session:
+        add_a_manager_in_a_team_of_their_own(
+            session, "pol-supt", "superintendent", "police-command", "police"
+        )
+        if named:
+            session.get(Team, "police-dau").manager_id = "pol-supt"
+    assert respond(session_factory, scenario.role_prompt_id, "pol-supt").status == status
 
 
 def test_concurrent_responses_record_one(
@@ -500,15 +533,7 @@ def test_close_by_a_manager_of_an_unrelated_team_is_refused(
 ) -> None:
     """Need to know: a school head may not close a referral that does not concern her school."""
     with session_factory.begin() as session:
-        session.add(
-            Team(team_id="school", name="Northgate Primary", agency="School",
-                 agency_type="education", region="england", hours=None, manager_id=None)
-        )  # fmt: skip
-        session.flush()
-        session.add(
-            Person(person_id="head-sue", name="Sue Head", slack_user=slack_user("head-sue"),
-                   team_id="school", role="head", permissions="manager")
-        )  # fmt: skip
+        add_a_manager_in_a_team_of_their_own(session, "head-sue", "head", "school", "education")
     with session_factory.begin() as session:
         refused = close_referral(
             session, scenario.referral_id, slack_user("head-sue"), "not ours", now=NOW,

@@ -246,6 +246,111 @@ def test_bad_urgent_offsets_or_repage_interval_are_configuration_errors(
         Settings.from_env(env)
 
 
+# The defaults of the external contract (docs/reference/configuration.md), written out rather
+# than taken from the code, so that a changed default fails here.
+CONTRACT_DEFAULTS = {
+    "database_url": "sqlite:///handover.db",
+    "slack_api_url": "https://slack.com/api/",
+    "port": 3000,
+    "timezone_name": "Europe/London",
+    "alert_roles": ("edt_manager",),
+    "oncall_repage_minutes": 10,
+    "slack_rate": 10.0,
+    "retention_days": None,
+    "edt_channel": None,
+    "escalation_channel": None,
+    "owner_team": None,
+    "api_secret": None,
+    "log_level": "INFO",
+    "log_format": "text",
+}
+
+
+def test_every_default_is_the_one_the_reference_names() -> None:
+    settings = Settings.from_env({})
+    assert {name: getattr(settings, name) for name in CONTRACT_DEFAULTS} == CONTRACT_DEFAULTS
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "attribute", "value"),
+    [
+        (
+            "DATABASE_URL",
+            "postgresql+psycopg://h@db/ho",
+            "database_url",
+            "postgresql+psycopg://h@db/ho",
+        ),
+        ("SLACK_BOT_TOKEN", "xoxb-1-2", "slack_bot_token", "xoxb-1-2"),
+        ("SLACK_SIGNING_SECRET", "signing", "slack_signing_secret", "signing"),
+        ("SLACK_APP_TOKEN", "xapp-1-2", "slack_app_token", "xapp-1-2"),
+        (
+            "SLACK_API_URL",
+            "http://127.0.0.1:8080/api",
+            "slack_api_url",
+            "http://127.0.0.1:8080/api/",
+        ),
+        ("PORT", "8080", "port", 8080),
+        ("HANDOVER_TIMEZONE", "Europe/Dublin", "timezone_name", "Europe/Dublin"),
+        ("HANDOVER_EDT_CHANNEL", "C0EDTCARDS", "edt_channel", "C0EDTCARDS"),
+        ("HANDOVER_ESCALATION_CHANNEL", "C0MASHMGRS", "escalation_channel", "C0MASHMGRS"),
+        ("HANDOVER_API_SECRET", GOOD_SECRET, "api_secret", GOOD_SECRET),
+        (
+            "HANDOVER_ALERT_ROLES",
+            "edt_manager,police_dau",
+            "alert_roles",
+            ("edt_manager", "police_dau"),
+        ),
+        ("HANDOVER_OWNER_TEAM", "mash", "owner_team", "mash"),
+        ("HANDOVER_RETENTION_DAYS", "400", "retention_days", 400),
+        ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
+        ("HANDOVER_LOG_FORMAT", "json", "log_format", "json"),
+    ],
+)
+def test_each_variable_of_the_reference_reaches_its_setting(
+    variable: str, text: str, attribute: str, value: object
+) -> None:
+    assert getattr(Settings.from_env({variable: text}), attribute) == value
+
+
+def test_the_standard_offsets_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "HANDOVER_REMINDER_MINUTES": "30",
+            "HANDOVER_ESCALATE_MINUTES": " 90 ",
+            "HANDOVER_CHANNEL_MINUTES": "180",
+        }
+    )
+    standard = settings.policy_for("standard")
+    assert (standard.reminder_minutes, standard.escalate_minutes, standard.channel_minutes) == (
+        30,
+        90,
+        180,
+    )
+    assert settings.policy_for("urgent").reminder_minutes == 15
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"HANDOVER_REMINDER_MINUTES": "0"},
+            "HANDOVER_REMINDER_MINUTES must be a positive number of minutes",
+        ),
+        (
+            {"HANDOVER_ESCALATE_MINUTES": "two hours"},
+            "HANDOVER_ESCALATE_MINUTES must be a positive number of minutes",
+        ),
+        (
+            {"HANDOVER_CHANNEL_MINUTES": "100"},
+            "escalation offsets must increase: reminder < escalate < channel",
+        ),
+    ],
+)
+def test_bad_standard_offsets_are_configuration_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=f"^{message}$"):
+        Settings.from_env(env)
+
+
 METRICS_TOKEN = "mT0k" * 8  # 32 characters
 
 

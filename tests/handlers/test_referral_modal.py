@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import AuditEvent, Referral, Target
 from handlers import ids
+from tests.bot.test_api import CONTRACT_CATEGORIES
 from tests.e2e.harness import modal_state
 from tests.handlers.slack_payloads import (
     SAMPLE_KEYS,
@@ -107,6 +108,10 @@ def test_slash_command_opens_the_modal_with_the_contract_block_ids(bot: Harness)
         if b.get("element", {}).get("type") == "plain_text_input"
     ]
     assert typed == ["external_ref"]
+    # Option values are the contract's words (docs/reference/slack.md).
+    chosen = {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
+    assert [o["value"] for o in chosen["category"]["options"]] == list(CONTRACT_CATEGORIES)
+    assert [o["value"] for o in chosen["urgency"]["options"]] == ["urgent", "standard"]
     selects = {
         b["block_id"]: b["element"]
         for b in view["blocks"]

@@ -163,9 +163,26 @@ def test_a_failing_job_is_retried_after_its_backoff_then_dropped_with_its_event(
     assert jobs.run_ready() == 0
 
 
-def test_a_jobs_user_is_told_once_it_is_dropped_once_even_when_a_runner_died_dropping_it(
+def notice_of(made: list[ClaimedJob]):
+    """A runner's `dropped_notice` that keeps each job it is given: a job of kind "notice"."""
+
+    def make(job: ClaimedJob) -> NewJob:
+        made.append(job)
+        return NewJob(kind="notice", payload={"user": job.payload["user"], "of": job.id})
+
+    return make
+
+
+def kinds(session_factory: sessionmaker[Session]) -> list[tuple[str, str, int]]:
+    with session_factory() as session:
+        rows = session.scalars(select(SlackJob).order_by(SlackJob.id))
+        return [(row.kind, row.state, row.attempts) for row in rows]
+
+
+def test_a_dropped_jobs_notice_is_written_with_its_drop_once_even_when_a_runner_died_dropping_it(
     engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
+    made: list[ClaimedJob] = []
     told: list[ClaimedJob] = []
 
     def failing(job: ClaimedJob) -> None:
@@ -177,70 +194,78 @@ def test_a_jobs_user_is_told_once_it_is_dropped_once_even_when_a_runner_died_dro
 
     def runner_told(name: str) -> JobRunner:
         return JobRunner(
-            session_factory, {"handover_ack": failing}, instance_id=name, clock=clock,
-            wall_clock=clock, workers=1, tell_dropped=told.append,
+            session_factory, {"handover_ack": failing, "notice": told.append}, instance_id=name,
+            clock=clock, wall_clock=clock, workers=1, dropped_notice=notice_of(made),
         )  # fmt: skip
 
     first = runner_told("r1")
     for wait in queue.BACKOFF:
         assert first.run_ready() == 1
         clock.set(clock.now() + wait)
-    assert told == []  # retried: nobody told yet
+    assert made == []  # retried: no notice yet
     # The runner of the last attempt dies before its drop is committed: the job is claimed,
-    # tried and dropped again once its lease has ended, and its user told then, once.
+    # tried and dropped again once its lease has ended, and its notice written then, once.
     with session_factory.begin() as session:
         queue.claim_ready(
             session, clock.now(), instance_id="dead", limit=1, lease=queue.DEFAULT_LEASE
         )
     clock.set(clock.now() + queue.DEFAULT_LEASE + timedelta(seconds=1))
-    assert runner_told("r2").run_ready() == 1
-    assert states(session_factory) == [("dropped", 6)]
-    [dropped] = told
+    second = runner_told("r2")
+    assert second.run_ready() == 1
+    [dropped] = made
     assert (dropped.kind, dropped.payload["user"], dropped.attempts) == ("handover_ack", "U1", 6)
     assert dropped.created_at == WALL  # when the click was written, for its notice
-    # A dropped job is never claimed again, so never told again.
+    # Written with the drop, ready at once: the next claim (this runner's or any other's) runs it.
+    assert kinds(session_factory) == [("handover_ack", "dropped", 6), ("notice", "waiting", 0)]
+    assert second.run_ready() == 1
+    [notice] = told
+    assert notice.payload == {"user": "U1", "of": dropped.id}
+    assert kinds(session_factory) == [("handover_ack", "dropped", 6), ("notice", "done", 1)]
+    # A dropped job is never claimed again, so its notice is never written again.
     clock.set(clock.now() + timedelta(hours=1))
     assert runner_told("r3").run_ready() == 0
-    assert len(told) == 1
+    assert len(made) == len(told) == 1
 
 
-def test_a_failure_to_tell_a_dropped_jobs_user_is_logged_and_not_tried_again(
-    engine: Engine, session_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+def test_a_runner_whose_lease_ended_writes_no_notice_of_the_drop_it_no_longer_holds(
+    engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
-    tries: list[int] = []
+    made: list[ClaimedJob] = []
+    late: list[JobRunner] = []
 
     def failing(job: ClaimedJob) -> None:
+        if job.claimed_by == "slow":  # while it works, its lease ends and "r2" takes the job
+            clock.set(clock.now() + queue.DEFAULT_LEASE + timedelta(seconds=1))
+            assert late[0].run_ready() == 1
         raise RuntimeError("the database is down")
-
-    def unreachable(job: ClaimedJob) -> None:
-        tries.append(job.id)
-        raise ConnectionError("Slack is unreachable")
 
     with engine.begin() as connection:
         add_jobs(connection, [job(8)], now=WALL)
     clock = FixedClock(WALL)
-    jobs = JobRunner(
-        session_factory, {"handover_ack": failing}, instance_id="r1", clock=clock,
-        wall_clock=clock, workers=1, backoff=(), tell_dropped=unreachable,
-    )  # fmt: skip
-    with caplog.at_level(logging.ERROR, logger="bot.slackjobs.runner"):
-        assert jobs.run_ready() == 1
-    assert states(session_factory) == [("dropped", 1)]
-    [job_id] = tries
-    assert caplog.records[-1].getMessage() == (
-        f"slack job {job_id} (handover_ack): could not tell its user it was dropped"
+    slow, r2 = (
+        JobRunner(
+            session_factory,
+            {"handover_ack": failing},
+            instance_id=name,
+            clock=clock,
+            wall_clock=clock,
+            workers=1,
+            backoff=(),
+            dropped_notice=notice_of(made),
+        )
+        for name in ("slow", "r2")
     )
-    assert caplog.records[-1].exc_info is not None
-    clock.set(clock.now() + timedelta(hours=1))
-    assert jobs.run_ready() == 0
-    assert tries == [job_id]
+    late.append(r2)
+    assert slow.run_ready() == 1
+    assert [(j.claimed_by, j.attempts) for j in made] == [("r2", 2)]  # "slow" wrote none
+    assert kinds(session_factory) == [("handover_ack", "dropped", 2), ("notice", "waiting", 0)]
 
 
-def test_a_job_given_up_by_its_work_is_not_told_by_the_runner(
+def test_a_job_given_up_by_its_work_makes_no_notice(
     engine: Engine, session_factory: sessionmaker[Session]
 ) -> None:
     # Its work told its user why (a command's expired response_url: handlers/command_jobs.py).
-    told: list[ClaimedJob] = []
+    made: list[ClaimedJob] = []
 
     def giving_up(job: ClaimedJob) -> None:
         raise GiveUp("too late")
@@ -250,11 +275,11 @@ def test_a_job_given_up_by_its_work_is_not_told_by_the_runner(
     clock = FixedClock(WALL)
     jobs = JobRunner(
         session_factory, {"handover_ack": giving_up}, instance_id="r1", clock=clock,
-        wall_clock=clock, workers=1, tell_dropped=told.append,
+        wall_clock=clock, workers=1, dropped_notice=notice_of(made),
     )  # fmt: skip
     assert jobs.run_ready() == 1
-    assert states(session_factory) == [("dropped", 1)]
-    assert told == []
+    assert kinds(session_factory) == [("handover_ack", "dropped", 1)]
+    assert made == []
 
 
 def test_a_jobs_private_part_is_kept_for_its_retries_and_erased_when_it_is_dropped(
