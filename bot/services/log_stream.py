@@ -10,7 +10,8 @@ made cheaper, with the same functions the straightforward path uses:
   order of time, and a referral's events often share one), and within a UTC hour of one
   whole-hour offset by putting the stored minutes and seconds after the hour's local text.
 - `detail_json`: the stored detail text to the JSON text `log` prints, which is
-  `json.dumps(detail_value(text), ensure_ascii=False)` without building an encoder a row.
+  `json.dumps(detail_value(text), ensure_ascii=False)` without building an encoder a row, and
+  without reading at all a flat object as the log's writer prints it (it prints as itself).
 
 The output is byte-for-byte what `log_record` and `json.dumps` give (tests/bot/log_oracle.py).
 """
