@@ -38,6 +38,13 @@ class ClosureWindow:
     to_time: time | None = None
 
 
+def load_bank_holidays() -> None:
+    """Load the bank-holiday calendars now rather than at their first use: `holidays` imports
+    its ~280 country modules then (0.1 s of CPU, over a second on a loaded machine), and a
+    dispatcher's first use is composing a prompt at its due instant (docs/timing.md)."""
+    holidays.country_holidays("GB")
+
+
 @lru_cache(maxsize=256)
 def bank_holidays(region: str, year: int) -> frozenset[date]:
     """The bank holidays (substitute days included) of a nation in one year."""

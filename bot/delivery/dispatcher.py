@@ -49,6 +49,7 @@ from bot.delivery.results import DispatchStats, RowResult
 from bot.delivery.wakeups import Daily, OutboxWatch, Wakeups
 from bot.services.retention import RetentionReport, next_retention_at, run_retention_for_the_day
 from bot.settings import Settings
+from rota.calendar import load_bank_holidays
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +304,8 @@ class Dispatcher:
     def start(self) -> None:
         """Run passes in a background scheduler: at the next due time and every interval."""
         self._stopping.clear()
+        # Before the first pass, so that the first prompt due does not load them at its instant.
+        load_bank_holidays()
         self.homes.start()
         self._wakeups.start(self.interval_seconds)
         if self._watch is not None:

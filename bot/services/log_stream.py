@@ -10,7 +10,8 @@ made cheaper, with the same functions the straightforward path uses:
   order of time, and a referral's events often share one), and within a UTC hour of one
   whole-hour offset by putting the stored minutes and seconds after the hour's local text.
 - `detail_json`: the stored detail text to the JSON text `log` prints, which is
-  `json.dumps(detail_value(text), ensure_ascii=False)` without building an encoder a row.
+  `json.dumps(detail_value(text), ensure_ascii=False)` without building an encoder a row, and
+  without reading at all a flat object as the log's writer prints it (it prints as itself).
 
 The output is byte-for-byte what `log_record` and `json.dumps` give (tests/bot/log_oracle.py).
 """
@@ -230,9 +231,30 @@ def stored_detail_value(stored: str) -> Any:
     return value if end == len(stored) else detail_value(stored)
 
 
+# A flat object as `json.dumps(a dict, ensure_ascii=False)` writes it (bot/services/audit.py),
+# of keys and strings with nothing to escape, integers (no "-0": it reads as 0; at most 100
+# digits: Python reads no more than 4300) and true, false, null. Such text, its keys distinct
+# (json.loads keeps the last of two), reads and prints again as itself.
+_PLAIN_STRING = r'"[^"\\\x00-\x1f]*"'
+_PLAIN_MEMBER = rf"{_PLAIN_STRING}: (?:{_PLAIN_STRING}|0|-?[1-9][0-9]{{0,99}}|true|false|null)"
+_PRINTS_AS_ITSELF = re.compile(rf"\{{(?:{_PLAIN_MEMBER}(?:, {_PLAIN_MEMBER})*)?\}}")
+# A key of such text: in it, `": ` ends a key and nothing else (a string holds no quote).
+_PLAIN_KEY = re.compile(r'"([^"]*)": ')
+
+
 def detail_json(stored: str | None) -> str | None:
-    """`json.dumps(detail_value(stored), ensure_ascii=False)`, or None for a null detail."""
+    """`json.dumps(detail_value(stored), ensure_ascii=False)`, or None for a null detail.
+
+    The audit log's details are nearly all flat objects its writer printed, which print again
+    as they are stored: those are recognised by their text (a quarter of the cost of reading
+    and printing them, a fifth of `log`'s CPU), the rest read and printed."""
     if stored is None:
         return None
+    if _PRINTS_AS_ITSELF.fullmatch(stored):
+        if stored.count('": ') < 2:  # in such text, one a key
+            return stored
+        keys = _PLAIN_KEY.findall(stored)
+        if len(set(keys)) == len(keys):
+            return stored
     value = stored_detail_value(stored)
     return None if value is None else json_text(value)

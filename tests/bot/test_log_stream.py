@@ -286,6 +286,74 @@ def test_a_detail_prints_as_json_dumps_of_its_value(
     assert json_text(value) == json.dumps(value, ensure_ascii=False)
 
 
+# Flat objects near the text that prints as itself, and just outside it.
+FLAT_DETAILS = (
+    "{}",
+    '{"": ""}',
+    '{"a": 1, "a": 2}',
+    '{"a": 1, "b": 2, "a": 1}',
+    '{"a": ": ", "b": ", \\"c\\": "}',
+    '{"a": "\\"b\\": 1"}',
+    '{"a": "", "b": ""}',
+    '{"a": -0}',
+    '{"a": 0, "b": -1, "c": 10}',
+    '{"a": 01}',
+    '{"a": 1.0}',
+    '{"a": 1e3}',
+    '{"a": NaN}',
+    '{"a": true, "b": false, "c": null}',
+    '{"a": True}',
+    '{"a":1}',
+    '{"a" : 1}',
+    '{"a": 1,"b": 2}',
+    '{"a": 1} ',
+    '{"a": {"b": 1}}',
+    '{"a": [1]}',
+    '{"é中😀\u2028\x7f": "é中😀\u2028\x7f"}',
+    '{"a": "\\u00e9"}',
+    '{"a": "\\/"}',
+    '{"a": "tab\there"}',
+    '{"a": "\x1f"}',
+    '{"big": ' + "9" * 100 + "}",
+    '{"big": -' + "9" * 100 + "}",
+    '{"big": ' + "9" * 101 + "}",
+    '{"big": ' + "9" * 4301 + "}",
+)
+
+
+@pytest.mark.parametrize("stored", FLAT_DETAILS)
+def test_a_flat_detail_prints_as_json_dumps_of_its_value(stored: str) -> None:
+    value = detail_value(stored)
+    assert detail_json(stored) == json.dumps(value, ensure_ascii=False)
+
+
+def test_random_flat_details_print_as_json_dumps_of_their_values() -> None:
+    rng = random.Random(7)
+    for _ in range(20_000):
+        members = [
+            (
+                random_text(rng, 4),
+                rng.choice((None, True, False, 0, -3, 2**70, 0.5, random_text(rng, 6))),
+            )
+            for _ in range(rng.randint(0, 4))
+        ]
+        members += rng.sample(members, min(len(members), rng.randint(0, 1)))  # a key again
+        stored = "{" + ", ".join(f"{json_text(k)}: {json_text(v)}" for k, v in members) + "}"
+        assert detail_json(stored) == json.dumps(detail_value(stored), ensure_ascii=False), stored
+
+
+def test_a_detail_as_its_writer_prints_it_is_printed_without_being_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def unread(stored: str) -> Any:
+        raise AssertionError(f"{stored!r} was read")
+
+    monkeypatch.setattr("bot.services.log_stream.stored_detail_value", unread)
+    for detail in ({"prompt_id": 16, "reason": "referral closed"}, {"bench": True}, {}):
+        stored = json.dumps(detail, ensure_ascii=False)  # as bot/services/audit.py writes it
+        assert detail_json(stored) == stored
+
+
 # Instants where InstantText's shortcut for a UTC hour must step aside or stop: London's and
 # Lord Howe's clock changes (Lord Howe's at 15:30 UTC, within an hour, to an offset of +11 from
 # +10:30), Kathmandu's +05:45, a year before 1000, and the last hour a datetime holds.

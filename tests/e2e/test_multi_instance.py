@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.e2e.conftest import DeploymentFactory
-from tests.e2e.harness import Deployment
+from tests.e2e.harness import Deployment, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +47,23 @@ def post_referral(deployment: Deployment, n: int) -> str:
     return answer["referral_id"]
 
 
-def sent_by_each_dispatcher(deployment: Deployment) -> list[int]:
-    """Prompts each `handover dispatch` process reports having sent, from its own log."""
-    totals = []
-    for path in sorted(deployment.workdir.glob("proc-*-dispatch.log")):
-        text = path.read_text(errors="replace")
-        totals.append(sum(int(n) for n in re.findall(r"dispatch: (\d+) prompts sent", text)))
-    return totals
+def sent_by_each_dispatcher(deployment: Deployment, total: int) -> list[int]:
+    """Prompts each `handover dispatch` process reports having sent, from its own log, once they
+    report `total` together: a pass logs what it sent when it is over, a moment after its rows
+    are settled (all that `settle` waits for)."""
+
+    def logged() -> list[int]:
+        totals = []
+        for path in sorted(deployment.workdir.glob("proc-*-dispatch.log")):
+            text = path.read_text(errors="replace")
+            totals.append(sum(int(n) for n in re.findall(r"dispatch: (\d+) prompts sent", text)))
+        return totals
+
+    try:
+        wait_for(lambda: sum(logged()) >= total)
+    except AssertionError:
+        raise AssertionError(f"the dispatchers logged {logged()} prompts, not {total}") from None
+    return logged()
 
 
 def test_two_dispatchers_share_a_burst_of_240_prompts_through_429s_and_5xx_once_each(
@@ -132,7 +142,7 @@ def test_two_dispatchers_share_a_burst_of_240_prompts_through_429s_and_5xx_once_
     }
     assert all(e["detail"]["found_at"] > "2026-12-29T09:00:00+00:00" for e in found)
     # Both dispatchers took part; together they sent each prompt once.
-    per_dispatcher = sent_by_each_dispatcher(deployment)
+    per_dispatcher = sent_by_each_dispatcher(deployment, len(rows))
     assert len(per_dispatcher) == 2 and all(n > 0 for n in per_dispatcher), per_dispatcher
     assert sum(per_dispatcher) == len(rows)
     # Nothing of Monday evening was repeated, and no summary ever reached Slack.
