@@ -338,6 +338,10 @@ LAYOUTS = {
 
 
 def start_layout(d: Deployment, layout: str) -> None:
+    # The dispatcher's safety pass at its default, 30 s, as users run it (the tests' harness
+    # shortens it to 0.2 s, which had the dispatcher reading the outbox 5 times a second
+    # beside every burst); the prompts are sent on their wake-ups, as in production.
+    d.dispatch_interval = None
     if layout == "single":
         d.start_server()
         return
