@@ -103,7 +103,12 @@ class Wakeups:
 
     def stop(self) -> bool:
         """Stop scheduling and wait for the running pass; whether anything was running."""
-        scheduler, self._scheduler = self._scheduler, None
+        # Taken from the jobs under the lock they add their next job under: APScheduler's
+        # shutdown(wait=True) holds its job stores' lock while it waits for the running jobs,
+        # so a job adding one then would wait for that lock for ever (a hung stop). After this
+        # no job adds one, and one adding one now finishes before the shutdown begins.
+        with self._wake_lock:
+            scheduler, self._scheduler = self._scheduler, None
         if scheduler is None:
             return False
         scheduler.shutdown(wait=True)
@@ -147,13 +152,16 @@ class Wakeups:
         self._plan_daily(max(daily.next_at(planned), self._clock.now()))
 
     def _plan_daily(self, at: datetime) -> None:
-        scheduler = self._scheduler
-        if scheduler is None or self._stopping.is_set():
-            return
         # As for wake-ups: convert the wait, not the instant (our clock may be simulated).
         wait = max(timedelta(0), at - self._clock.now())
-        # A fresh id each time, as for wake-ups: never refused as a second running instance.
-        scheduler.add_job(self._daily_run, "date", run_date=SystemClock().now() + wait, args=[at])
+        with self._wake_lock:  # see `stop`
+            scheduler = self._scheduler
+            if scheduler is None or self._stopping.is_set():
+                return
+            # A fresh id each time, as for wake-ups: never refused as a second running instance.
+            scheduler.add_job(
+                self._daily_run, "date", run_date=SystemClock().now() + wait, args=[at]
+            )
 
     def _plan_next_wake(self) -> None:
         if self._stopping.is_set():
@@ -171,10 +179,10 @@ class Wakeups:
         self._schedule_at(SystemClock().now() + wait)
 
     def _schedule_at(self, run_at: datetime) -> None:
-        scheduler = self._scheduler
-        if scheduler is None or self._stopping.is_set():
-            return
-        with self._wake_lock:
+        with self._wake_lock:  # see `stop`
+            scheduler = self._scheduler
+            if scheduler is None or self._stopping.is_set():
+                return
             if self._wake_job is not None:
                 with contextlib.suppress(JobLookupError):  # it may have run already
                     self._wake_job.remove()

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 from slack_sdk import WebClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -270,6 +271,38 @@ def test_a_failing_daily_job_is_logged_and_runs_again_at_its_next_time(
     assert ran == [started, RUN_AT]
     [failure] = [r for r in caplog.records if r.message.startswith("the daily job failed")]
     assert failure.exc_info is not None and "the database went away" in str(failure.exc_info[1])
+
+
+def test_stopping_while_a_job_adds_its_next_one_does_not_hang(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # APScheduler's shutdown(wait=True) holds its job stores' lock while it waits for the
+    # running jobs; a job adding its next run then waited for that lock for ever (a CI run hung
+    # so, here). Now stop() begins only once the job has added it.
+    release = threading.Event()
+    armed = threading.Event()
+    stopped = threading.Event()
+    daily = Daily(run=release.wait, next_at=lambda after: after + timedelta(days=1))
+    wakeups = Wakeups(lambda: None, lambda: None, FixedClock(RUN_AT), threading.Event(), daily)
+    real_add_job = BackgroundScheduler.add_job
+
+    def stop_begins_as_the_job_adds_its_next(scheduler, *args, **kwargs):
+        if armed.is_set():
+            armed.clear()
+
+            def stop() -> None:
+                wakeups.stop()
+                stopped.set()
+
+            threading.Thread(target=stop, daemon=True).start()
+            time.sleep(0.5)  # stop() has begun: its shutdown would now wait for this job
+        return real_add_job(scheduler, *args, **kwargs)
+
+    monkeypatch.setattr(BackgroundScheduler, "add_job", stop_begins_as_the_job_adds_its_next)
+    wakeups.start(interval_seconds=3600)
+    armed.set()
+    release.set()  # the daily run ends and adds its next run
+    assert stopped.wait(10), "stop() hung while a job added its next run"
 
 
 def test_a_run_at_start_that_ends_after_0300_does_not_skip_that_days_run() -> None:
