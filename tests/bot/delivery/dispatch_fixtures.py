@@ -12,11 +12,13 @@ The `clock`, `slack` and `settings` fixtures of this world are in conftest.py be
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +27,7 @@ from bot.clock import FixedClock
 from bot.delivery import outbox
 from bot.delivery.dispatcher import Dispatcher, DispatchStats
 from bot.delivery.kinds import RowState
+from bot.delivery.pacing import Pacer
 from bot.models import AuditEvent, OutboxMessage, Referral
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
@@ -178,3 +181,11 @@ def writing_meanwhile(factory: sessionmaker[Session]) -> Iterator[None]:
         writer.get(Person, "hv-jsmith").name = "Jo Smith-Jones"
         writer.flush()
         yield
+
+
+def hold_the_pacers_clock(monkeypatch: pytest.MonkeyPatch, pacer: Pacer, until: list) -> None:
+    """The pacer's clock stands still from now until `until` holds something: its buckets
+    cannot refill however long a batch takes to reach its take on a loaded machine (over a
+    second at 1 message a second, and a token would be there without a wait)."""
+    held_at = time.time()
+    monkeypatch.setattr(pacer, "_now", lambda: time.time() if until else held_at)

@@ -33,6 +33,7 @@ from tests.bot.delivery.dispatch_fixtures import (
     REFERRAL_ID,
     TOKEN,
     events,
+    hold_the_pacers_clock,
     make_dispatcher,
     messages_for,
     setup_one_prompt,
@@ -86,11 +87,8 @@ def test_a_prompt_waiting_for_a_rate_token_when_its_referral_closes_is_not_sent(
         dataclasses.replace(settings, slack_rate=1.0), session_factory, clock
     )
     waited: list[float] = []
-    # The pacer's clock stands still until the referral is closed: the bucket cannot refill
-    # however long the batch takes to reach its take on a loaded machine (over a second, and
-    # the token would be there without a wait, the prompt sent before the close).
-    taken_at = time.time()
-    monkeypatch.setattr(dispatcher.pacer, "_now", lambda: time.time() if waited else taken_at)
+    # Else the prompt could be sent before the close.
+    hold_the_pacers_clock(monkeypatch, dispatcher.pacer, until=waited)
     dispatcher.pacer.wait(TOKEN, "chat.postMessage")
 
     def close_while_waiting(seconds: float) -> None:

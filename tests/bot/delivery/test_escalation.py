@@ -13,7 +13,6 @@ import threading
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from time import monotonic, sleep
-from time import time as unix_time
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -43,7 +42,7 @@ from handlers.blocks.escalation import (
 )
 from handlers.blocks.prompt import build_prompt_message
 from rota.models import Person, Shift
-from tests.bot.delivery.dispatch_fixtures import events
+from tests.bot.delivery.dispatch_fixtures import events, hold_the_pacers_clock
 from tests.bot.factories import new_referral, new_target
 from tests.rota.factories import add_absence, add_closure, add_person, add_shift, add_team
 
@@ -568,12 +567,9 @@ def answer_while_the_batch_waits(
     rate token: its one token this second is taken first. Returns the answer's status once it
     is given."""
     dispatcher.pacer.wait("xoxb-test", "chat.postMessage")
-    # The pacer's clock stands still until the answer is given: the bucket cannot refill
-    # however long the batch takes to reach its take on a loaded machine (over a second, and
-    # the token would be there without a sleep, its message sent before the answer).
+    # Until the answer is given: else its message could be sent before the answer.
     answered: list[str] = []
-    taken_at = unix_time()
-    monkeypatch.setattr(dispatcher.pacer, "_now", lambda: unix_time() if answered else taken_at)
+    hold_the_pacers_clock(monkeypatch, dispatcher.pacer, until=answered)
     # No token reserved ahead: the batch sleeps before its take's check (a reservation's sleep
     # comes after the check; only one longer than pacing.CHECK_AGAIN_AFTER is checked again).
     monkeypatch.setattr(pacing, "RESERVE_AHEAD", 0.0)
