@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
+    Engine,
     Integer,
     Select,
     String,
@@ -285,10 +287,40 @@ def _recipient(last_sent: str | None, first_named: str | None) -> str | None:
 
 
 def _rows(session: Session, statement: Select) -> Iterator[tuple]:
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        return _streamed_rows(bind, statement)
     result = session.execute(statement.execution_options(yield_per=YIELD_PER))
     # A batch at a time, as plain tuples: fewer calls a target than fetching Rows one by one
     # (about 3% of the report's CPU at 1,000,000 rows).
     return (row for batch in result.tuples().partitions() for row in batch)
+
+
+def _streamed_rows(bind: Engine | Connection, statement: Select) -> Iterator[tuple]:
+    """The rows of a summary on PostgreSQL, streamed on a connection of their own.
+
+    Through a server-side cursor (the session's `yield_per`) the server computes each batch only
+    when Python asks for it, so the two take turns: at 1,000,000 rows about 3 s of the server's
+    grouping, then about 5 s of Python. Streamed, the server sends rows as it groups them while
+    Python reads the ones before (the socket's buffer between them), on the machine's other core.
+    The session's connection stays free for what the report reads meanwhile (people, teams,
+    closures). Its own connection sees what is committed, as each statement of a read-committed
+    session does: the report writes nothing."""
+    engine = bind.engine
+    compiled = statement.compile(
+        dialect=engine.dialect, compile_kwargs={"render_postcompile": True}
+    )
+    params = compiled.params
+    for name, parameter in compiled.binds.items():  # as SQLAlchemy passes them (UTCDateTime's)
+        processor = parameter.type.bind_processor(engine.dialect)
+        if processor is not None and name in params:
+            params[name] = processor(params[name])
+    with engine.connect() as connection:
+        driver = connection.connection.dbapi_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            # `size`: rows come in chunks (libpq 17's chunked rows mode), not one by one.
+            yield from cursor.stream(str(compiled), params, size=YIELD_PER)
 
 
 def target_facts(session: Session, window: LogWindow) -> Iterator[TargetFacts]:
