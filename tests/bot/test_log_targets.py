@@ -14,7 +14,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import AuditEvent
@@ -295,8 +295,13 @@ def test_on_postgresql_the_summary_streams_on_a_connection_of_its_own(
     with session_factory.begin() as session:
         for target in targets:
             audit.record(session, "prompt_sent", at=at, referral_id="HO-STREAM", target=target)
+    issued: list[str] = []
     with session_factory() as session:
+        engine = session.get_bind()
+        event.listen(engine, "before_cursor_execute", lambda *args: issued.append(args[2]))
         facts = target_facts(session, LogWindow())
         first = next(facts)
         assert session.scalar(text("SELECT count(*) FROM pg_cursors")) == 0
         assert [first.target, *(f.target for f in facts)] == targets
+    # One backend groups them: parallel workers would only add CPU (see _streamed_rows).
+    assert "SET LOCAL max_parallel_workers_per_gather = 0" in issued
