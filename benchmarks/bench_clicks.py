@@ -412,6 +412,7 @@ def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figu
     handover = load(d.port, bodies)
     ended_at = time.time()
     WINDOWS.append((f"{phase} {len(WINDOWS) + 1}", began_at, ended_at))
+    GC_WINDOWS.append(("handover", f"{phase} {len(WINDOWS)}", began_at, ended_at))
     acked_at = time.perf_counter()
     cpu_during = [after - before for after, before in zip(cpu_of(d), cpu_before, strict=True)]
     print(handover.line("handover"), flush=True)
@@ -440,6 +441,65 @@ def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figu
 
 # Each Handover burst: (its name, wall-clock start, end), for `calls_beside`.
 WINDOWS: list[tuple[str, float, float]] = []
+# Each burst of either app, for `collections_during` (--gc-log): (app, name, start, end).
+GC_WINDOWS: list[tuple[str, str, float, float]] = []
+
+
+def gc_env(directory: Path, app: str) -> dict[str, str]:
+    """The environment that has an app's processes log their garbage collections into
+    `directory` (benchmarks/gctrace/sitecustomize.py)."""
+    paths = [str(ROOT / "benchmarks" / "gctrace"), os.environ.get("PYTHONPATH", "")]
+    return {
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "BENCH_GC_LOG": str(directory / app),
+    }
+
+
+def read_gc_log(directory: Path, app: str) -> dict[str, list[list[str]]]:
+    """Each process's collections (see benchmarks/gctrace), by the command line that ran it."""
+    logs = {}
+    for path in sorted(directory.glob(f"{app}.*")):
+        lines = path.read_text().splitlines()
+        # The first line is the process's command line: `# .../bot/__main__.py serve ...`.
+        name = " ".join(lines[0].split()[2:]) if lines and app == "handover" else "no-op"
+        logs[f"{name} ({path.suffix[1:]})"] = [line.split() for line in lines[1:]]
+    return logs
+
+
+def collections_during(directory: Path) -> list[str]:
+    """The full (generation 2) and generation 1 collections each app's processes made during
+    each of its bursts: a full pass holds the interpreter lock, stopping every request thread."""
+    lines = []
+    logs = {app: read_gc_log(directory, app) for app in ("handover", "noop")}
+    for app, name, began, ended in GC_WINDOWS:
+        for process, rows in logs[app].items():
+            inside = [r for r in rows if began <= float(r[0]) <= ended]
+            full = [r for r in inside if r[1] == "2"]
+            young = [float(r[2]) for r in inside if r[1] == "1"]
+            lines.append(
+                f"{name:<12} {process}: {len(full)} full "
+                + (
+                    "(" + ", ".join(f"{float(r[2]):.0f} ms at +{float(r[0]) - began:.1f} s"
+                                    f", {r[4]} left" for r in full) + ")"
+                    if full else ""
+                )
+                + f", {len(young)} of generation 1 ({sum(young):.0f} ms)"
+            )  # fmt: skip
+    first = min((began for _, _, began, _ in GC_WINDOWS), default=0.0)
+    for app in logs:
+        for process, rows in logs[app].items():
+            # Start-up's own (before the first burst: imports, gc.freeze's collect) apart.
+            full = [(float(r[0]), float(r[2])) for r in rows if r[1] == "2"]
+            full = [(at, took) for at, took in full if at >= first]
+            gaps = [b[0] - a[0] for a, b in itertools.pairwise(full)]
+            lines.append(
+                f"{process} from the first burst on: {len(full)} full collections"
+                + (f", median {statistics.median(t for _, t in full):.1f} ms, max "
+                   f"{max(t for _, t in full):.1f} ms" if full else "")
+                + (f", every {statistics.median(gaps):.0f} s (median)" if gaps else "")
+            )  # fmt: skip
+    GC_WINDOWS.clear()
+    return lines
 
 
 def calls_beside(d: Deployment) -> list[str]:
@@ -466,7 +526,10 @@ def calls_beside(d: Deployment) -> list[str]:
 def noop_burst(noop: subprocess.Popen, port: int, bodies: list[list[bytes]]) -> Figures:
     """The no-op app's burst and its CPU during it."""
     cpu_before = cpu_seconds(noop.pid)
+    began_at = time.time()
     reference = load(port, bodies)
+    number = sum(app == "noop" for app, *_ in GC_WINDOWS) + 1
+    GC_WINDOWS.append(("noop", f"no-op {number}", began_at, time.time()))
     print(reference.line("no-op"))
     print(
         f"   CPU during the load: no-op {cpu_seconds(noop.pid) - cpu_before:.1f} s "
@@ -486,12 +549,17 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
     prompts, as a single run did.
     """
     d = make(args.backend, START)
+    gc_log = None
+    if args.gc_log is not None:
+        gc_log = Path(tempfile.mkdtemp(prefix=f"gc-{layout}-", dir=args.gc_log or d.workdir))
+        d.extra_env.update(gc_env(gc_log, "handover"))
     start_layout(d, layout)
     noop_port = free_port()
     noop = subprocess.Popen(
         [sys.executable, str(ROOT / "benchmarks" / "noop_bolt.py"), "--port", str(noop_port),
          "--signing-secret", SIGNING_SECRET, "--slack-api-url", d.standin.url],
         stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **gc_env(gc_log, "noop")} if gc_log else None,
     )  # fmt: skip
     numbers = itertools.count(1)
     try:
@@ -528,6 +596,9 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
             print(f"-- {phase}, all {args.rounds} rounds (load average {load_average()})")
             print("\n".join(summary(handover, reference)), flush=True)
         print("Slack calls beside Handover's bursts:\n   " + "\n   ".join(calls_beside(d)))
+        if gc_log:
+            print("Garbage collections during each burst:\n   "
+                  + "\n   ".join(collections_during(gc_log)))  # fmt: skip
         print(f"serve's memory after the load: {memory(d.processes[0].pid)}")
         print(f"the no-op app's memory: {memory(noop.pid)}")
     finally:
@@ -554,6 +625,11 @@ def main() -> None:
     parser.add_argument(
         "--layouts", nargs="+", choices=tuple(LAYOUTS), default=list(LAYOUTS),
         help="single: serve alone; procfile: serve --no-dispatcher and handover dispatch",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gc-log", nargs="?", const="", metavar="DIR",
+        help="list the garbage collections each app made during each burst (benchmarks/gctrace);"
+        " with DIR, keep each process's log of them there",
     )  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(13)
