@@ -2,6 +2,7 @@
 
     python benchmarks/bench_clicks.py [--clients 50] [--requests 20] [--rounds 5]
         [--backend sqlite|postgresql] [--layouts single procfile] [--phases clicks commands]
+        [--gc-log [DIR]] [--control]
 
 Handover in each layout (a fresh deployment each): `single`, `handover serve` with its
 dispatcher in-process (which runs the clicks' jobs too); `procfile`, the Procfile's
@@ -36,6 +37,13 @@ the resident memory of `serve` and of the no-op app after the load, and the load
 default (5 rounds, 40 referrals a round) took 4.5 to 5.5 minutes a layout on the 2 shared cores
 (load average 2 to 9), half of it delivering each round's 200 prompts (28 to 32 s, whatever the
 load); a round is about a minute.
+
+With `--gc-log`, each app's processes log their garbage collections (benchmarks/gctrace, loaded
+as `sitecustomize`, so the product runs unchanged), and the run ends with the full and middle
+generation's collections each made during each burst: a full pass holds the interpreter lock,
+stopping every request thread. With `--control`, a second no-op app takes Handover's bursts
+(Handover still started, delivering the clicks' prompts): the ratios two identical apps show
+on the machine's load at the time, against which Handover's can be read.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -94,6 +102,13 @@ class Figures:
     statuses: Counter
     elapsed: float
     answered: list[bytes]  # the bodies answered 200
+    began: list[float] = field(default_factory=list)  # each request's start, from the burst's
+
+    def slowest(self, count: int = 10) -> str:
+        """When the `count` slowest requests (the p99's, of 1,000) began, after the burst did:
+        bunched, one stall took them; spread, the whole burst was slow."""
+        ranked = sorted(zip(self.latencies, self.began, strict=True), reverse=True)[:count]
+        return ", ".join(f"{took * 1000:.0f} ms at +{at:.2f}" for took, at in ranked)
 
     def line(self, name: str) -> str:
         p50 = statistics.median(self.latencies) if self.latencies else float("nan")
@@ -117,15 +132,16 @@ def pooled(bursts: list[Figures]) -> Figures:
         sum((burst.statuses for burst in bursts), Counter()),
         sum(burst.elapsed for burst in bursts),
         [body for burst in bursts for body in burst.answered],
+        [at for burst in bursts for at in burst.began],
     )
 
 
-def summary(handover: list[Figures], noop: list[Figures]) -> list[str]:
+def summary(handover: list[Figures], noop: list[Figures], name: str = "handover") -> list[str]:
     """The headline of a phase's rounds: the ratio of the pooled p99s, then the median of the
     round ratios and each of them."""
     ratios = [h.p99() / n.p99() for h, n in zip(handover, noop, strict=True)]
     return [
-        pooled(handover).line("handover"),
+        pooled(handover).line(name),
         pooled(noop).line("no-op"),
         f"p99 ratio of the {len(ratios)} rounds pooled: "
         f"{pooled(handover).p99() / pooled(noop).p99():.2f} (goal ≤ 1.5); "
@@ -156,6 +172,7 @@ def post(port: int, body: bytes) -> int | str:
 def load(port: int, bodies: list[list[bytes]]) -> Figures:
     """Each client thread posts its bodies one after another; all clients start together."""
     latencies: list[float] = []
+    started: list[float] = []
     statuses: Counter = Counter()
     answered: list[bytes] = []
     lock = threading.Lock()
@@ -169,6 +186,7 @@ def load(port: int, bodies: list[list[bytes]]) -> Figures:
             took = time.perf_counter() - began
             with lock:
                 latencies.append(took)
+                started.append(began - zero)
                 statuses[status] += 1
                 if status == 200:
                     answered.append(body)
@@ -176,11 +194,11 @@ def load(port: int, bodies: list[list[bytes]]) -> Figures:
     threads = [threading.Thread(target=client, args=(mine,)) for mine in bodies]
     for thread in threads:
         thread.start()
+    zero = time.perf_counter()  # the burst's start, as every client is let go
     start.wait()
-    began = time.perf_counter()
     for thread in threads:
         thread.join()
-    return Figures(latencies, statuses, time.perf_counter() - began, answered)
+    return Figures(latencies, statuses, time.perf_counter() - zero, answered, started)
 
 
 def click_body(d: Deployment, prompt: dict, user_id: str, person: str, n: int) -> bytes:
@@ -416,6 +434,7 @@ def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figu
     acked_at = time.perf_counter()
     cpu_during = [after - before for after, before in zip(cpu_of(d), cpu_before, strict=True)]
     print(handover.line("handover"), flush=True)
+    print(f"   the 10 slowest: {handover.slowest()} s")
     print(
         "   CPU during the load: "
         + ", ".join(f"{names[i]} {cpu:.1f} s" for i, cpu in enumerate(cpu_during))
@@ -461,7 +480,7 @@ def read_gc_log(directory: Path, app: str) -> dict[str, list[list[str]]]:
     for path in sorted(directory.glob(f"{app}.*")):
         lines = path.read_text().splitlines()
         # The first line is the process's command line: `# .../bot/__main__.py serve ...`.
-        name = " ".join(lines[0].split()[2:]) if lines and app == "handover" else "no-op"
+        name = " ".join(lines[0].split()[2:]) if lines and app == "handover" else app
         logs[f"{name} ({path.suffix[1:]})"] = [line.split() for line in lines[1:]]
     return logs
 
@@ -470,7 +489,7 @@ def collections_during(directory: Path) -> list[str]:
     """The full (generation 2) and generation 1 collections each app's processes made during
     each of its bursts: a full pass holds the interpreter lock, stopping every request thread."""
     lines = []
-    logs = {app: read_gc_log(directory, app) for app in ("handover", "noop")}
+    logs = {app: read_gc_log(directory, app) for app in ("handover", "noop", "control")}
     for app, name, began, ended in GC_WINDOWS:
         for process, rows in logs[app].items():
             inside = [r for r in rows if began <= float(r[0]) <= ended]
@@ -523,16 +542,20 @@ def calls_beside(d: Deployment) -> list[str]:
     return lines
 
 
-def noop_burst(noop: subprocess.Popen, port: int, bodies: list[list[bytes]]) -> Figures:
-    """The no-op app's burst and its CPU during it."""
+def noop_burst(
+    noop: subprocess.Popen, port: int, bodies: list[list[bytes]], app: str = "noop"
+) -> Figures:
+    """A no-op app's burst (`app`: "noop", or "control" for --control's) and its CPU."""
+    name = "no-op" if app == "noop" else app
     cpu_before = cpu_seconds(noop.pid)
     began_at = time.time()
     reference = load(port, bodies)
-    number = sum(app == "noop" for app, *_ in GC_WINDOWS) + 1
-    GC_WINDOWS.append(("noop", f"no-op {number}", began_at, time.time()))
-    print(reference.line("no-op"))
+    number = sum(a == app for a, *_ in GC_WINDOWS) + 1
+    GC_WINDOWS.append((app, f"{name} {number}", began_at, time.time()))
+    print(reference.line(name))
+    print(f"   the 10 slowest: {reference.slowest()} s")
     print(
-        f"   CPU during the load: no-op {cpu_seconds(noop.pid) - cpu_before:.1f} s "
+        f"   CPU during the load: {name} {cpu_seconds(noop.pid) - cpu_before:.1f} s "
         f"over {reference.elapsed:.1f} s",
         flush=True,
     )
@@ -554,16 +577,14 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
         gc_log = Path(tempfile.mkdtemp(prefix=f"gc-{layout}-", dir=args.gc_log or d.workdir))
         d.extra_env.update(gc_env(gc_log, "handover"))
     start_layout(d, layout)
-    noop_port = free_port()
-    noop = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "noop_bolt.py"), "--port", str(noop_port),
-         "--signing-secret", SIGNING_SECRET, "--slack-api-url", d.standin.url],
-        stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **gc_env(gc_log, "noop")} if gc_log else None,
-    )  # fmt: skip
+    noop, noop_port = start_noop(d, gc_log, "noop")
+    # --control: a second no-op app in Handover's place (Handover started, only delivering).
+    control, control_port = start_noop(d, gc_log, "control") if args.control else (None, 0)
+    name = "control" if control else "handover"
     numbers = itertools.count(1)
     try:
-        noop.stdout.readline()
+        if control:
+            print("== control: a second no-op app takes Handover's bursts (the ratio's noise)")
         print(
             f"== {LAYOUTS[layout]}: {args.clients} clients x {args.requests} requests, "
             f"{args.rounds} rounds, {args.backend} (load average {load_average()})"
@@ -588,13 +609,17 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
                     # started at once after the other's burst, and took the round's tail.
                     wait_until_all_idle(d)
                     wait_until_idle(noop.pid)
-                    if app == "h":
+                    if control:
+                        wait_until_idle(control.pid)
+                    if app == "h" and control:
+                        handover.append(noop_burst(control, control_port, bodies["h"], "control"))
+                    elif app == "h":
                         handover.append(handover_burst(d, phase, bodies["h"]))
                     else:
                         reference.append(noop_burst(noop, noop_port, bodies["n"]))
                 print(f"   p99 ratio: {handover[-1].p99() / reference[-1].p99():.2f}")
             print(f"-- {phase}, all {args.rounds} rounds (load average {load_average()})")
-            print("\n".join(summary(handover, reference)), flush=True)
+            print("\n".join(summary(handover, reference, name)), flush=True)
         print("Slack calls beside Handover's bursts:\n   " + "\n   ".join(calls_beside(d)))
         if gc_log:
             print("Garbage collections during each burst:\n   "
@@ -602,9 +627,24 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
         print(f"serve's memory after the load: {memory(d.processes[0].pid)}")
         print(f"the no-op app's memory: {memory(noop.pid)}")
     finally:
-        noop.terminate()
-        noop.wait(timeout=10)
+        for app in (noop, control):
+            if app is not None:
+                app.terminate()
+                app.wait(timeout=10)
         d.stop_all()
+
+
+def start_noop(d: Deployment, gc_log: Path | None, app: str) -> tuple[subprocess.Popen, int]:
+    """benchmarks/noop_bolt.py on a port of its own, once it listens; its process and port."""
+    port = free_port()
+    noop = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "noop_bolt.py"), "--port", str(port),
+         "--signing-secret", SIGNING_SECRET, "--slack-api-url", d.standin.url],
+        stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **gc_env(gc_log, app)} if gc_log else None,
+    )  # fmt: skip
+    noop.stdout.readline()
+    return noop, port
 
 
 def load_average() -> str:
@@ -630,6 +670,10 @@ def main() -> None:
         "--gc-log", nargs="?", const="", metavar="DIR",
         help="list the garbage collections each app made during each burst (benchmarks/gctrace);"
         " with DIR, keep each process's log of them there",
+    )  # fmt: skip
+    parser.add_argument(
+        "--control", action="store_true",
+        help="a second no-op app in Handover's place: the ratio two identical apps show",
     )  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(13)
