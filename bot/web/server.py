@@ -233,23 +233,15 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-FULL_PASS_AFTER = 100
-
-
 def freeze_startup_heap() -> None:
     """Leave what start-up made (modules, the mappers, the app: some 80,000 objects) out of the
     garbage collector's full passes from now on (`gc.freeze`, after collecting start-up's own
     garbage). A full pass holds the interpreter lock, so every request thread waits for it: over
     1,000 clicks in-process, two came, of 15 and 57 ms, against a p99 of about 100 ms
     (benchmarks/profile_click.py); a pass over start-up's objects alone took 31 ms, and 0 ms once
-    frozen. What is made later is collected as before, but a full pass comes a tenth as often
-    (FULL_PASS_AFTER passes of the middle generation, against Python's 10): under the clicks'
-    work one came every 15-25 s, over some 24,000 long-lived objects (8-53 ms at load 10,
-    benchmarks/bench_clicks.py --gc-log), in whatever burst it fell."""
+    frozen. What is made later is collected as before."""
     gc.collect()
     gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_PASS_AFTER)
 
 
 def _serve_http(runtime: Runtime, settings: Settings, stop: threading.Event) -> None:
