@@ -496,9 +496,9 @@ def collections_during(directory: Path) -> list[str]:
             full = [r for r in inside if r[1] == "2"]
             young = [float(r[2]) for r in inside if r[1] == "1"]
             lines.append(
-                f"{name:<12} {process}: {len(full)} full "
+                f"{name:<12} {process}: {len(full)} full"
                 + (
-                    "(" + ", ".join(f"{float(r[2]):.0f} ms at +{float(r[0]) - began:.1f} s"
+                    " (" + ", ".join(f"{float(r[2]):.0f} ms at +{float(r[0]) - began:.1f} s"
                                     f", {r[4]} left" for r in full) + ")"
                     if full else ""
                 )
