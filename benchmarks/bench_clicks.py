@@ -29,7 +29,10 @@ samples of each app together; goal: ≤ 1.5), with the median of the round ratio
 timeouts and failures summed. A p99 of one burst of 1,000 is its 10th slowest request, and on
 2 shared cores the no-op's own p99 moved from 64 to 136 ms between runs (to 584 ms at load);
 the rounds interleaved give both apps the same spread of load, and the pooled p99 of 5,000 is
-their 50th slowest, so one run's headline can be believed where one burst's could not. Last, the
+their 50th slowest, so one run's headline can be believed where one burst's could not. Beside
+it, the ratio of the pooled medians: a burst's p99 has been one stall of the whole process
+(each burst's 10 slowest requests are listed with when they began: together), in either app,
+while the median is each request's own cost. Last, the
 Slack Web API calls Handover made during each of its bursts and in the 5 s before (a command is
 answered through its response_url, so during a burst of commands each is work left from
 earlier: the first commands burst after the clicks had their trailing App Home redraws in it),
@@ -138,11 +141,15 @@ def pooled(bursts: list[Figures]) -> Figures:
 
 def summary(handover: list[Figures], noop: list[Figures], name: str = "handover") -> list[str]:
     """The headline of a phase's rounds: the ratio of the pooled p99s, then the median of the
-    round ratios and each of them."""
+    round ratios and each of them; before it, the ratio of the pooled medians."""
     ratios = [h.p99() / n.p99() for h, n in zip(handover, noop, strict=True)]
+    medians = [statistics.median(pooled(bursts).latencies) for bursts in (handover, noop)]
     return [
         pooled(handover).line(name),
         pooled(noop).line("no-op"),
+        # A burst's p99 was one stall of the whole process (its 10 slowest began together),
+        # of either app; the p50 is each request's own cost, and moved far less between runs.
+        f"p50 ratio of the {len(ratios)} rounds pooled: {medians[0] / medians[1]:.2f}",
         f"p99 ratio of the {len(ratios)} rounds pooled: "
         f"{pooled(handover).p99() / pooled(noop).p99():.2f} (goal ≤ 1.5); "
         f"median of the round ratios {statistics.median(ratios):.2f} "

@@ -45,7 +45,9 @@ def test_summary_gives_the_pooled_ratio_and_the_round_ratios_median() -> None:
     handover = [burst([0.1] * 1000), burst([0.3] * 1000), burst([0.2] * 1000)]
     noop = [burst([0.1] * 1000), burst([0.1] * 1000), burst([0.2] * 1000)]
 
-    headline = summary(handover, noop)[-1]
+    *_, p50, headline = summary(handover, noop)
+
+    assert p50 == "p50 ratio of the 3 rounds pooled: 2.00"
 
     assert headline.startswith("p99 ratio of the 3 rounds pooled: 1.50 (goal ≤ 1.5)")
     assert headline.endswith("median of the round ratios 1.00 (1.00, 3.00, 1.00)")
