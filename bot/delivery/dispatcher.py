@@ -44,6 +44,7 @@ from bot.delivery.home import HomeRefreshes
 from bot.delivery.kinds import Outcome
 from bot.delivery.pacing import Pacer, tiers_for
 from bot.delivery.pipeline import CredentialsHeld, RowPipeline
+from bot.delivery.reads import warm_up
 from bot.delivery.reconcile import Reconciler
 from bot.delivery.results import DispatchStats, RowResult
 from bot.delivery.wakeups import Daily, OutboxWatch, Wakeups
@@ -306,6 +307,7 @@ class Dispatcher:
         self._stopping.clear()
         # Before the first pass, so that the first prompt due does not load them at its instant.
         load_bank_holidays()
+        self.warm_up()
         self.homes.start()
         self._wakeups.start(self.interval_seconds)
         if self._watch is not None:
@@ -316,6 +318,21 @@ class Dispatcher:
             self._watch.mechanism if self._watch is not None else None,
             self.interval_seconds,
         )
+
+    def warm_up(self) -> None:
+        """Compile the statements a batch starts with before any row is due (`reads.warm_up`)."""
+        try:
+            with reading(self.session_factory) as session:
+                warm_up(
+                    session,
+                    self.clock.now(),
+                    tz=self.settings.timezone,
+                    instance_id=self.instance_id,
+                )
+        except Exception as exc:
+            # Only a cost deferred: the first batch compiles them. The error's type only: a
+            # connection error can quote the database URL.
+            logger.warning("could not warm up the dispatcher (%s)", type(exc).__name__)
 
     def wake(self) -> None:
         """Ask for a pass now (new rows were written; the outbox watch calls this too)."""

@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, select, text
+from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.channels.slack import make_web_client
@@ -25,12 +26,14 @@ from bot.db import create_db_engine, make_session_factory
 from bot.delivery import outbox
 from bot.delivery.dispatcher import Dispatcher
 from bot.delivery.kinds import Outcome, RowState
+from bot.delivery.reads import preload, reads_of
 from bot.delivery.wakeups import OutboxWatch
 from bot.models import OutboxMessage, Target
 from bot.settings import DEFAULT_DISPATCH_INTERVAL_SECONDS, Settings
 from bot.slack_standin import SlackStandIn
 from tests.bot.delivery.dispatch_fixtures import (
     MONDAY_9,
+    add_prompt_for,
     add_referral,
     add_rota,
     make_dispatcher,
@@ -143,6 +146,49 @@ def test_a_dispatcher_loads_the_bank_holidays_as_it_starts_not_at_the_first_prom
         check=True,
     )
     assert result.stdout.split() == ["False", "True"], result.stderr
+
+
+def test_a_dispatcher_compiles_what_its_first_batch_reads_as_it_starts_not_at_its_instant(
+    db_url: str,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    clock: FixedClock,
+) -> None:
+    # SQLAlchemy compiles a statement at its first use in a process: for the reads a batch
+    # starts with (its rows, the referrals and targets, the prompts' routing), a few tenths of
+    # a second on a loaded machine, which made a new dispatcher's first messages late.
+    with session_factory.begin() as session:
+        add_rota(session)
+        add_referral(session)
+        prompt_id = add_prompt_for(session, "hv-jsmith", MONDAY_9 + timedelta(hours=1))
+    engine = create_db_engine(db_url)  # a process's engine: nothing compiled on it yet
+    factory = make_session_factory(engine)
+    dispatcher = make_dispatcher(settings, factory, clock)
+    dispatcher.start()
+    time.sleep(0.5)  # its first pass (nothing due) is over
+    dispatcher.shutdown()
+    clock.set(MONDAY_9 + timedelta(hours=1))
+    with factory.begin() as session:
+        [row] = outbox.claim_due(
+            session, clock.now(), instance_id="test", limit=20, lease=timedelta(seconds=30)
+        )
+        assert row.id == prompt_id
+
+    compiled: list[str] = []
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def note_compiled(_conn, _cursor, statement, _params, context, _many) -> None:
+        if context.cache_hit == CacheStats.CACHE_MISS:
+            compiled.append(statement)
+
+    try:
+        with factory.begin() as session:
+            held = outbox.owned_many(session, [prompt_id], "test")
+            preload(session, held.values(), tz=settings.timezone, resolve_at=clock.now())
+            assert reads_of(session).recipients  # the prompt's routing was read
+    finally:
+        engine.dispose()
+    assert compiled == []
 
 
 def first_claimed(factory: sessionmaker[Session], row_id: int, timeout: float = 5) -> timedelta:
