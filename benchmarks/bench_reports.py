@@ -34,7 +34,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, make_url, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -241,7 +241,9 @@ def main() -> None:
     week = ["--since", "2026-03-02", "--until", "2026-03-08"]  # inside every size's log
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.rows:
-            name = f"handover_reports_{os.getpid()}_{count}"
+            # Named after the server URL's database, as the test suite's are (tests/conftest.py).
+            prefix = make_url(bench_dispatch.PG_URL).database or "handover"
+            name = f"{prefix}_reports_{os.getpid()}_{count}"
             if args.database_url == "sqlite":
                 url = f"sqlite:///{tmp}/{name}.db"
                 upgrade(url)
