@@ -2,6 +2,7 @@
 
     python benchmarks/bench_clicks.py [--clients 50] [--requests 20] [--rounds 5]
         [--backend sqlite|postgresql] [--layouts single procfile] [--phases clicks commands]
+        [--gc-log [DIR]] [--control]
 
 Handover in each layout (a fresh deployment each): `single`, `handover serve` with its
 dispatcher in-process (which runs the clicks' jobs too); `procfile`, the Procfile's
@@ -28,7 +29,11 @@ samples of each app together; goal: ≤ 1.5), with the median of the round ratio
 timeouts and failures summed. A p99 of one burst of 1,000 is its 10th slowest request, and on
 2 shared cores the no-op's own p99 moved from 64 to 136 ms between runs (to 584 ms at load);
 the rounds interleaved give both apps the same spread of load, and the pooled p99 of 5,000 is
-their 50th slowest, so one run's headline can be believed where one burst's could not. Last, the
+their 50th slowest, so one run's headline can be believed where one burst's could not. Beside
+it, the ratio of the pooled medians: a burst's p99 has been one stall of the whole process,
+in either app (each burst's 10 slowest requests are listed with when they began: in 15 of 16
+of Handover's bursts and 14 of 16 of a second no-op's, within 50 ms of each other), while the
+median is each request's own cost. Last, the
 Slack Web API calls Handover made during each of its bursts and in the 5 s before (a command is
 answered through its response_url, so during a burst of commands each is work left from
 earlier: the first commands burst after the clicks had their trailing App Home redraws in it),
@@ -36,6 +41,13 @@ the resident memory of `serve` and of the no-op app after the load, and the load
 default (5 rounds, 40 referrals a round) took 4.5 to 5.5 minutes a layout on the 2 shared cores
 (load average 2 to 9), half of it delivering each round's 200 prompts (28 to 32 s, whatever the
 load); a round is about a minute.
+
+With `--gc-log`, each app's processes log their garbage collections (benchmarks/gctrace, loaded
+as `sitecustomize`, so the product runs unchanged), and the run ends with the full and middle
+generation's collections each made during each burst: a full pass holds the interpreter lock,
+stopping every request thread. With `--control`, a second no-op app takes Handover's bursts
+(Handover still started, delivering the clicks' prompts): the ratios two identical apps show
+on the machine's load at the time, against which Handover's can be read.
 """
 
 from __future__ import annotations
@@ -55,7 +67,7 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -94,6 +106,13 @@ class Figures:
     statuses: Counter
     elapsed: float
     answered: list[bytes]  # the bodies answered 200
+    began: list[float] = field(default_factory=list)  # each request's start, from the burst's
+
+    def slowest(self, count: int = 10) -> str:
+        """When the `count` slowest requests (the p99's, of 1,000) began, after the burst did:
+        bunched, one stall took them; spread, the whole burst was slow."""
+        ranked = sorted(zip(self.latencies, self.began, strict=True), reverse=True)[:count]
+        return ", ".join(f"{took * 1000:.0f} ms at +{at:.2f}" for took, at in ranked)
 
     def line(self, name: str) -> str:
         p50 = statistics.median(self.latencies) if self.latencies else float("nan")
@@ -117,16 +136,21 @@ def pooled(bursts: list[Figures]) -> Figures:
         sum((burst.statuses for burst in bursts), Counter()),
         sum(burst.elapsed for burst in bursts),
         [body for burst in bursts for body in burst.answered],
+        [at for burst in bursts for at in burst.began],
     )
 
 
-def summary(handover: list[Figures], noop: list[Figures]) -> list[str]:
+def summary(handover: list[Figures], noop: list[Figures], name: str = "handover") -> list[str]:
     """The headline of a phase's rounds: the ratio of the pooled p99s, then the median of the
-    round ratios and each of them."""
+    round ratios and each of them; before it, the ratio of the pooled medians."""
     ratios = [h.p99() / n.p99() for h, n in zip(handover, noop, strict=True)]
+    medians = [statistics.median(pooled(bursts).latencies) for bursts in (handover, noop)]
     return [
-        pooled(handover).line("handover"),
+        pooled(handover).line(name),
         pooled(noop).line("no-op"),
+        # A burst's p99 was one stall of the whole process (its 10 slowest began together),
+        # of either app; the p50 is each request's own cost, and moved far less between runs.
+        f"p50 ratio of the {len(ratios)} rounds pooled: {medians[0] / medians[1]:.2f}",
         f"p99 ratio of the {len(ratios)} rounds pooled: "
         f"{pooled(handover).p99() / pooled(noop).p99():.2f} (goal ≤ 1.5); "
         f"median of the round ratios {statistics.median(ratios):.2f} "
@@ -156,6 +180,7 @@ def post(port: int, body: bytes) -> int | str:
 def load(port: int, bodies: list[list[bytes]]) -> Figures:
     """Each client thread posts its bodies one after another; all clients start together."""
     latencies: list[float] = []
+    started: list[float] = []
     statuses: Counter = Counter()
     answered: list[bytes] = []
     lock = threading.Lock()
@@ -169,6 +194,7 @@ def load(port: int, bodies: list[list[bytes]]) -> Figures:
             took = time.perf_counter() - began
             with lock:
                 latencies.append(took)
+                started.append(began - zero)
                 statuses[status] += 1
                 if status == 200:
                     answered.append(body)
@@ -176,11 +202,11 @@ def load(port: int, bodies: list[list[bytes]]) -> Figures:
     threads = [threading.Thread(target=client, args=(mine,)) for mine in bodies]
     for thread in threads:
         thread.start()
+    zero = time.perf_counter()  # the burst's start, as every client is let go
     start.wait()
-    began = time.perf_counter()
     for thread in threads:
         thread.join()
-    return Figures(latencies, statuses, time.perf_counter() - began, answered)
+    return Figures(latencies, statuses, time.perf_counter() - zero, answered, started)
 
 
 def click_body(d: Deployment, prompt: dict, user_id: str, person: str, n: int) -> bytes:
@@ -412,9 +438,11 @@ def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figu
     handover = load(d.port, bodies)
     ended_at = time.time()
     WINDOWS.append((f"{phase} {len(WINDOWS) + 1}", began_at, ended_at))
+    GC_WINDOWS.append(("handover", f"{phase} {len(WINDOWS)}", began_at, ended_at))
     acked_at = time.perf_counter()
     cpu_during = [after - before for after, before in zip(cpu_of(d), cpu_before, strict=True)]
     print(handover.line("handover"), flush=True)
+    print(f"   the 10 slowest: {handover.slowest()} s")
     print(
         "   CPU during the load: "
         + ", ".join(f"{names[i]} {cpu:.1f} s" for i, cpu in enumerate(cpu_during))
@@ -440,6 +468,65 @@ def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figu
 
 # Each Handover burst: (its name, wall-clock start, end), for `calls_beside`.
 WINDOWS: list[tuple[str, float, float]] = []
+# Each burst of either app, for `collections_during` (--gc-log): (app, name, start, end).
+GC_WINDOWS: list[tuple[str, str, float, float]] = []
+
+
+def gc_env(directory: Path, app: str) -> dict[str, str]:
+    """The environment that has an app's processes log their garbage collections into
+    `directory` (benchmarks/gctrace/sitecustomize.py)."""
+    paths = [str(ROOT / "benchmarks" / "gctrace"), os.environ.get("PYTHONPATH", "")]
+    return {
+        "PYTHONPATH": os.pathsep.join(p for p in paths if p),
+        "BENCH_GC_LOG": str(directory / app),
+    }
+
+
+def read_gc_log(directory: Path, app: str) -> dict[str, list[list[str]]]:
+    """Each process's collections (see benchmarks/gctrace), by the command line that ran it."""
+    logs = {}
+    for path in sorted(directory.glob(f"{app}.*")):
+        lines = path.read_text().splitlines()
+        # The first line is the process's command line: `# .../bot/__main__.py serve ...`.
+        name = " ".join(lines[0].split()[2:]) if lines and app == "handover" else app
+        logs[f"{name} ({path.suffix[1:]})"] = [line.split() for line in lines[1:]]
+    return logs
+
+
+def collections_during(directory: Path) -> list[str]:
+    """The full (generation 2) and generation 1 collections each app's processes made during
+    each of its bursts: a full pass holds the interpreter lock, stopping every request thread."""
+    lines = []
+    logs = {app: read_gc_log(directory, app) for app in ("handover", "noop", "control")}
+    for app, name, began, ended in GC_WINDOWS:
+        for process, rows in logs[app].items():
+            inside = [r for r in rows if began <= float(r[0]) <= ended]
+            full = [r for r in inside if r[1] == "2"]
+            young = [float(r[2]) for r in inside if r[1] == "1"]
+            lines.append(
+                f"{name:<12} {process}: {len(full)} full"
+                + (
+                    " (" + ", ".join(f"{float(r[2]):.0f} ms at +{float(r[0]) - began:.1f} s"
+                                    f", {r[4]} left" for r in full) + ")"
+                    if full else ""
+                )
+                + f", {len(young)} of generation 1 ({sum(young):.0f} ms)"
+            )  # fmt: skip
+    first = min((began for _, _, began, _ in GC_WINDOWS), default=0.0)
+    for app in logs:
+        for process, rows in logs[app].items():
+            # Start-up's own (before the first burst: imports, gc.freeze's collect) apart.
+            full = [(float(r[0]), float(r[2])) for r in rows if r[1] == "2"]
+            full = [(at, took) for at, took in full if at >= first]
+            gaps = [b[0] - a[0] for a, b in itertools.pairwise(full)]
+            lines.append(
+                f"{process} from the first burst on: {len(full)} full collections"
+                + (f", median {statistics.median(t for _, t in full):.1f} ms, max "
+                   f"{max(t for _, t in full):.1f} ms" if full else "")
+                + (f", every {statistics.median(gaps):.0f} s (median)" if gaps else "")
+            )  # fmt: skip
+    GC_WINDOWS.clear()
+    return lines
 
 
 def calls_beside(d: Deployment) -> list[str]:
@@ -463,13 +550,20 @@ def calls_beside(d: Deployment) -> list[str]:
     return lines
 
 
-def noop_burst(noop: subprocess.Popen, port: int, bodies: list[list[bytes]]) -> Figures:
-    """The no-op app's burst and its CPU during it."""
+def noop_burst(
+    noop: subprocess.Popen, port: int, bodies: list[list[bytes]], app: str = "noop"
+) -> Figures:
+    """A no-op app's burst (`app`: "noop", or "control" for --control's) and its CPU."""
+    name = "no-op" if app == "noop" else app
     cpu_before = cpu_seconds(noop.pid)
+    began_at = time.time()
     reference = load(port, bodies)
-    print(reference.line("no-op"))
+    number = sum(a == app for a, *_ in GC_WINDOWS) + 1
+    GC_WINDOWS.append((app, f"{name} {number}", began_at, time.time()))
+    print(reference.line(name))
+    print(f"   the 10 slowest: {reference.slowest()} s")
     print(
-        f"   CPU during the load: no-op {cpu_seconds(noop.pid) - cpu_before:.1f} s "
+        f"   CPU during the load: {name} {cpu_seconds(noop.pid) - cpu_before:.1f} s "
         f"over {reference.elapsed:.1f} s",
         flush=True,
     )
@@ -486,16 +580,19 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
     prompts, as a single run did.
     """
     d = make(args.backend, START)
+    gc_log = None
+    if args.gc_log is not None:
+        gc_log = Path(tempfile.mkdtemp(prefix=f"gc-{layout}-", dir=args.gc_log or d.workdir))
+        d.extra_env.update(gc_env(gc_log, "handover"))
     start_layout(d, layout)
-    noop_port = free_port()
-    noop = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "noop_bolt.py"), "--port", str(noop_port),
-         "--signing-secret", SIGNING_SECRET, "--slack-api-url", d.standin.url],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    noop, noop_port = start_noop(d, gc_log, "noop")
+    # --control: a second no-op app in Handover's place (Handover started, only delivering).
+    control, control_port = start_noop(d, gc_log, "control") if args.control else (None, 0)
+    name = "control" if control else "handover"
     numbers = itertools.count(1)
     try:
-        noop.stdout.readline()
+        if control:
+            print("== control: a second no-op app takes Handover's bursts (the ratio's noise)")
         print(
             f"== {LAYOUTS[layout]}: {args.clients} clients x {args.requests} requests, "
             f"{args.rounds} rounds, {args.backend} (load average {load_average()})"
@@ -520,20 +617,42 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
                     # started at once after the other's burst, and took the round's tail.
                     wait_until_all_idle(d)
                     wait_until_idle(noop.pid)
-                    if app == "h":
+                    if control:
+                        wait_until_idle(control.pid)
+                    if app == "h" and control:
+                        handover.append(noop_burst(control, control_port, bodies["h"], "control"))
+                    elif app == "h":
                         handover.append(handover_burst(d, phase, bodies["h"]))
                     else:
                         reference.append(noop_burst(noop, noop_port, bodies["n"]))
                 print(f"   p99 ratio: {handover[-1].p99() / reference[-1].p99():.2f}")
             print(f"-- {phase}, all {args.rounds} rounds (load average {load_average()})")
-            print("\n".join(summary(handover, reference)), flush=True)
+            print("\n".join(summary(handover, reference, name)), flush=True)
         print("Slack calls beside Handover's bursts:\n   " + "\n   ".join(calls_beside(d)))
+        if gc_log:
+            print("Garbage collections during each burst:\n   "
+                  + "\n   ".join(collections_during(gc_log)))  # fmt: skip
         print(f"serve's memory after the load: {memory(d.processes[0].pid)}")
         print(f"the no-op app's memory: {memory(noop.pid)}")
     finally:
-        noop.terminate()
-        noop.wait(timeout=10)
+        for app in (noop, control):
+            if app is not None:
+                app.terminate()
+                app.wait(timeout=10)
         d.stop_all()
+
+
+def start_noop(d: Deployment, gc_log: Path | None, app: str) -> tuple[subprocess.Popen, int]:
+    """benchmarks/noop_bolt.py on a port of its own, once it listens; its process and port."""
+    port = free_port()
+    noop = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "noop_bolt.py"), "--port", str(port),
+         "--signing-secret", SIGNING_SECRET, "--slack-api-url", d.standin.url],
+        stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **gc_env(gc_log, app)} if gc_log else None,
+    )  # fmt: skip
+    noop.stdout.readline()
+    return noop, port
 
 
 def load_average() -> str:
@@ -554,6 +673,15 @@ def main() -> None:
     parser.add_argument(
         "--layouts", nargs="+", choices=tuple(LAYOUTS), default=list(LAYOUTS),
         help="single: serve alone; procfile: serve --no-dispatcher and handover dispatch",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gc-log", nargs="?", const="", metavar="DIR",
+        help="list the garbage collections each app made during each burst (benchmarks/gctrace);"
+        " with DIR, keep each process's log of them there",
+    )  # fmt: skip
+    parser.add_argument(
+        "--control", action="store_true",
+        help="a second no-op app in Handover's place: the ratio two identical apps show",
     )  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(13)

@@ -1,6 +1,7 @@
 """One click's CPU in-process: `serve`'s web app against the no-op Bolt app, layer by layer.
 
     python benchmarks/profile_click.py [--clicks 2000] [--rounds 5] [--threads 50] [--profile]
+        [--kind click|command]
 
 Builds `serve`'s runtime (no dispatcher) and benchmarks/noop_bolt.py's app in this process, on
 a SQLite database with the sample rota and the Slack stand-in, and sends each the same kind of
@@ -12,7 +13,9 @@ Prints the process CPU per click (every thread: the request's, Bolt's listener's
 writer's) for each and their ratio, the threads' shares, and Handover's layers (the guard in
 front of Bolt, Bolt's dispatch up to the ack, and one at a time the rest of the request).
 With `--profile`, cProfile's top functions of one round of each (CALLERS=pattern,... in the
-environment also prints who called those).
+environment also prints who called those). With `--kind command`, each request is
+bench_clicks.py's `/handover oncall` instead of a click (its job written, not run: no
+dispatcher here); the figures are then a command's.
 """
 
 from __future__ import annotations
@@ -74,10 +77,32 @@ def click_body(n: int) -> bytes:
     return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
 
 
-def environs(count: int, first: int) -> list[dict]:
+def command_body(n: int) -> bytes:
+    form = {
+        "token": "verification-token-unused",
+        "api_app_id": "A0HANDOVER",
+        "team_id": "T0STANDIN",
+        "team_domain": "handover-standin",
+        "channel_id": "C0EDTCARDS",
+        "channel_name": "edt",
+        "user_id": "U0BENCH",
+        "user_name": "bench",
+        "command": ids.COMMAND,
+        "text": "oncall",
+        "response_url": f"http://127.0.0.1:9/response/cmd-{n}",
+        "trigger_id": f"{n}.2.bench",
+        "is_enterprise_install": "false",
+    }
+    return urllib.parse.urlencode(form).encode()
+
+
+BODIES = {"click": click_body, "command": command_body}
+
+
+def environs(count: int, first: int, kind: str = "click") -> list[dict]:
     out = []
     for n in range(first, first + count):
-        body = click_body(n)
+        body = BODIES[kind](n)
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         headers.update(slack_signature(body, secret=SIGNING_SECRET))
         out.append(
@@ -131,6 +156,7 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=2000, help="per round and app")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--kind", choices=tuple(BODIES), default="click")
     parser.add_argument(
         "--threads", type=int, default=1, help="clients at once (50: bench_clicks.py's burst)"
     )
@@ -172,7 +198,7 @@ def main() -> None:
 
         n = 0
         for app in (handover, noop):  # warm up
-            for environ in environs(200, n):
+            for environ in environs(200, n, args.kind):
                 call(app, environ)
             n += 200
         runtime.jobs.drain(30)
@@ -186,7 +212,7 @@ def main() -> None:
         split = []
         for _ in range(args.rounds):
             for name, app in (("handover", handover), ("noop", noop)):
-                batch = environs(args.clicks, n)
+                batch = environs(args.clicks, n, args.kind)
                 n += args.clicks
                 layers.update(guard=0, dispatch=0)
                 threads_before = thread_cpu()
@@ -213,7 +239,7 @@ def main() -> None:
         print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         for name in ("handover", "noop"):
             print(
-                f"{name:<9} process CPU a click: median {med[name]:6.0f} µs "
+                f"{name:<9} process CPU a {args.kind}: median {med[name]:6.0f} µs "
                 f"(rounds: {', '.join(f'{x:.0f}' for x in per_click[name])})"
                 + (f"; request thread {statistics.median(thread[name]):5.0f} µs"
                    if args.threads == 1 else "")
@@ -221,7 +247,7 @@ def main() -> None:
         for name in ("handover", "noop"):
             clicks = args.clicks * args.rounds
             print(
-                f"{name} CPU a click by thread (µs, the pauses' included; not the clients'): "
+                f"{name} CPU a {args.kind} by thread (µs, the pauses' included; not the clients'): "
                 + ", ".join(
                     f"{k} {v / clicks * 1e6:.0f}"
                     for k, v in sorted(by_thread[name].items(), key=lambda kv: -kv[1])
@@ -235,13 +261,14 @@ def main() -> None:
         )
         guard, disp, rest = (statistics.median(x) for x in zip(*split, strict=True))
         print(
-            f"handover, a click: guard {guard:.0f} µs, Bolt's dispatch to the ack {disp:.0f} µs"
+            f"handover, a {args.kind}: guard {guard:.0f} µs, "
+            f"Bolt's dispatch to the ack {disp:.0f} µs"
             + (f", the rest of the request's thread (Flask, the counter) {rest:.0f} µs"
                if args.threads == 1 else "")
         )  # fmt: skip
         if args.profile:
             for name, app in (("handover", handover), ("noop", noop)):
-                batch = environs(args.clicks, n)
+                batch = environs(args.clicks, n, args.kind)
                 n += args.clicks
                 profiler = cProfile.Profile()
                 profiler.enable()

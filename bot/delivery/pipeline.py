@@ -10,7 +10,7 @@
 
 A dispatcher's batch goes through step 1 in one transaction (`compose_batch`), each row through
 step 2, then step 3 for every row it posted in one transaction: a prompt costs a few SQL
-statements, not a few dozen (docs: README, Benchmarks). A row whose compose or confirm cannot
+statements, not a few dozen (docs/benchmarks.md). A row whose compose or confirm cannot
 share the batch's transaction goes through its step alone.
 
 A channel failure at any step is settled by `failures.Failures`. A dispatcher that dies between

@@ -1,4 +1,4 @@
-"""What delivering a batch of rows reads once rather than once a row (docs: README, Benchmarks).
+"""What delivering a batch of rows reads once rather than once a row (docs/benchmarks.md).
 
 Composing and confirming a claimed batch each run in one transaction. Within it, every row
 kind's code reads the rota through one `RotaStore` (`store_of`), so a person, a team, a

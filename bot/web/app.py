@@ -53,7 +53,7 @@ def create_app(settings: Settings, client: WebClient, *, services: Services) -> 
         request_verification_enabled=not settings.socket_mode,
         token_verification_enabled=True,
         # Each listener runs on the request's own thread and Slack is answered when it returns:
-        # no hand-off to a listener thread and no 10 ms poll for its ack (README, Benchmarks).
+        # no hand-off to a listener thread and no 10 ms poll for its ack (docs/benchmarks.md).
         # So a listener only acks and queues: every Slack call and anything slow goes to
         # `services.after_ack` or the slack_jobs table (handlers/deferred.py).
         process_before_response=True,

@@ -8,7 +8,7 @@ database pool is not overrun), with at most `capacity` jobs waiting. Beyond that
 refused and its listener tells the user, rather than letting the wait grow without bound.
 
 The work shares the process, and so Python's one interpreter lock, with the threads that answer
-Slack. A profile under 50 concurrent clicks (README, Benchmarks) found it taking about as much
+Slack. A profile under 50 concurrent clicks (docs/benchmarks.md) found it taking about as much
 of that lock as the answers themselves, which then waited their turn. So the work makes way:
 a job waits for a pause in Slack's requests (`SlackTraffic`: none in progress for
 QUIET_SECONDS), but never longer than YIELD_SECONDS after it was queued, so a steady stream of

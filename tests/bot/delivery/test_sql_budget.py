@@ -10,7 +10,7 @@ is 10 statements and 1 to 2 transactions a prompt; the budgets are what delivery
 transaction) a message, taken just before each send; the rest is shared by the batch. Two
 dispatchers sharing the bucket are held to a budget too, on a simulated clock on which they
 take turns, so that what they count is the same on every run. The budgets only go down (see
-the README's Benchmarks).
+docs/benchmarks.md).
 """
 
 from __future__ import annotations
