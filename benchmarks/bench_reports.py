@@ -10,7 +10,9 @@ sent, two answered, a reminder and a breach for the third) written straight into
 `handover report`, `handover report` over one week (`--since`/`--until`, read through the `at`
 index) and `handover log` (to /dev/null) in each format, over one week and for one referral.
 Prints each process's wall time, its CPU time, its own peak RSS and the time per row, so growth
-is read across the sizes; and the load average, since the machine may be shared.
+is read across the sizes; on PostgreSQL the CPU time of the server's backends for the command
+too (read from /proc: the server must run on this machine), the part of the work the command's
+own CPU time leaves out; and the load average, since the machine may be shared.
 
 `--baseline DIR` also runs each `log` and `report` command with another checkout's code
 (DIR/.venv's Python, in DIR), in turn with this one's (`--repeat N` times each, the order
@@ -34,7 +36,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, insert, make_url, select
+from sqlalchemy import create_engine, func, insert, make_url, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -113,12 +115,54 @@ def python_of(checkout: Path | None) -> str:
     return sys.executable if checkout is None else str(checkout / ".venv" / "bin" / "python")
 
 
+class ServerCpu:
+    """CPU seconds of the PostgreSQL backends serving one database on this machine, read from
+    /proc while a command runs: the server's share of its work, which the command's own CPU
+    time leaves out (and which a shared machine's wall time hides)."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        self._conn = self._engine.connect()
+        self._database = make_url(url).database
+        self._seen: dict[int, float] = {}  # backend pid -> its CPU seconds when last read
+
+    def sample(self) -> None:
+        """Read the CPU time of each backend of the database (but this reader's own)."""
+        pids = self._conn.scalars(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": self._database},
+        )
+        for pid in pids:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone, or not on this machine
+                continue
+            self._seen[pid] = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+
+    def total(self) -> float:
+        """The CPU seconds read, summed over the backends; the reader is closed."""
+        self._conn.close()
+        self._engine.dispose()
+        return sum(self._seen.values())
+
+
 def timed(url: str, *args: str, checkout: Path | None = None) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds and peak RSS (MB) of `handover ARGS`, its output thrown away;
-    with `checkout`, that checkout's code runs it (its .venv's Python, in its folder).
+    with `checkout`, that checkout's code runs it (its .venv's Python, in its folder)."""
+    return timed_with_server(url, *args, checkout=checkout)[:3]
+
+
+def timed_with_server(
+    url: str, *args: str, checkout: Path | None = None
+) -> tuple[float, float, float, float | None]:
+    """`timed`, and on PostgreSQL the CPU seconds of the server's backends for the command
+    (`ServerCpu`; None on SQLite): read at each poll, so the last 20 ms may be missed.
 
     The peak is read from the process's own VmHWM while it runs: the rusage of a child counts
     the memory of this process at the fork (grown by `fill`) as the child's."""
+    server = ServerCpu(url) if url.startswith("postgresql") else None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
     env["DATABASE_URL"] = url
     started = time.perf_counter()
@@ -132,12 +176,15 @@ def timed(url: str, *args: str, checkout: Path | None = None) -> tuple[float, fl
         if pid:
             break
         peak = max(peak, peak_rss_mb(process.pid))
+        if server is not None:
+            server.sample()
         time.sleep(0.02)
     elapsed = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"handover {' '.join(args)} failed")
     process.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed, usage.ru_utime + usage.ru_stime, peak
+    server_cpu = server.total() if server is not None else None
+    return elapsed, usage.ru_utime + usage.ru_stime, peak, server_cpu
 
 
 def log_commands(week: list[str]) -> list[tuple[str, list[str]]]:
@@ -157,9 +204,10 @@ def report_commands(week: list[str]) -> list[tuple[str, list[str]]]:
     return [("report", ["report"]), ("report, one week", ["report", *week])]
 
 
-def figures(seconds: float, cpu: float, rss: float, count: int) -> str:
+def figures(seconds: float, cpu: float, rss: float, server: float | None, count: int) -> str:
+    on_server = "" if server is None else f", server CPU {server:6.2f} s"
     return (
-        f"{seconds:6.2f} s (CPU {cpu:6.2f} s, {cpu / count * 1e6:5.1f} µs a row)  "
+        f"{seconds:6.2f} s (CPU {cpu:6.2f} s, {cpu / count * 1e6:5.1f} µs a row{on_server})  "
         f"peak RSS {rss:4.0f} MB"
     )
 
@@ -170,20 +218,24 @@ def time_command(
     """One command's figures, beside the baseline checkout's when there is one, run `repeat`
     times in turn, the baseline's first then this one's first (a cache warmed by the first
     run, or a load that changes, favours neither); each figure is the lowest CPU time's run."""
-    mine: list[tuple[float, float, float]] = []
-    theirs: list[tuple[float, float, float]] = []
+    Run = tuple[float, float, float, float | None]
+    mine: list[Run] = []
+    theirs: list[Run] = []
     for turn in range(repeat):
         runs = [(mine, None), (theirs, baseline)] if baseline is not None else [(mine, None)]
         for results, checkout in runs[:: -1 if turn % 2 == 0 else 1]:
-            results.append(timed(url, *command, checkout=checkout))
-    seconds, cpu, rss = min(mine, key=lambda run: run[1])
-    line = f"  {count:>9,} rows  {label:<19} {figures(seconds, cpu, rss, count)}"
+            results.append(timed_with_server(url, *command, checkout=checkout))
+    seconds, cpu, rss, server = min(mine, key=lambda run: run[1])
+    line = f"  {count:>9,} rows  {label:<19} {figures(seconds, cpu, rss, server, count)}"
     if theirs:
         before = min(theirs, key=lambda run: run[1])
         line += (
             f"  | baseline {figures(*before, count)}  CPU ratio {cpu / before[1]:.2f} "
             f"({before[1] / cpu:.1f}x faster)"
         )
+        if server is not None and before[3] is not None:
+            both, both_before = cpu + server, before[1] + before[3]
+            line += f", with the server's {both / both_before:.2f}"
     print(f"{line}  load average {os.getloadavg()[0]:.1f}", flush=True)
 
 
@@ -231,6 +283,11 @@ def main() -> None:
         default=1,
         help="runs of each command (each side's, in turn, with --baseline); the lowest CPU counts",
     )
+    parser.add_argument(
+        "--db-prefix",
+        default="handover_reports",
+        help="the start of each database's (or SQLite file's) name (default handover_reports)",
+    )
     parser.add_argument("--log-only", action="store_true", help="skip handover report")
     parser.add_argument("--report-only", action="store_true", help="skip handover log")
     args = parser.parse_args()
@@ -241,9 +298,7 @@ def main() -> None:
     week = ["--since", "2026-03-02", "--until", "2026-03-08"]  # inside every size's log
     with tempfile.TemporaryDirectory() as tmp:
         for count in args.rows:
-            # Named after the server URL's database, as the test suite's are (tests/conftest.py).
-            prefix = make_url(bench_dispatch.PG_URL).database or "handover"
-            name = f"{prefix}_reports_{os.getpid()}_{count}"
+            name = f"{args.db_prefix}_{os.getpid()}_{count}"
             if args.database_url == "sqlite":
                 url = f"sqlite:///{tmp}/{name}.db"
                 upgrade(url)

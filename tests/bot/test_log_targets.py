@@ -14,14 +14,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import AuditEvent
 from bot.services import audit
 from bot.services.coverage import STRATEGY_AGENCIES, TargetOutcome, referral_coverage
-from bot.services.log_targets import ordered_text
-from bot.services.logbook import LogWindow, parse_window
+from bot.services.log_targets import ordered_text, target_facts
+from bot.services.logbook import YIELD_PER, LogWindow, parse_window
 from bot.services.report_page import week_windows
 from bot.services.reports import (
     Report,
@@ -281,3 +281,27 @@ def test_a_windowed_report_reads_only_its_window_through_an_index(tmp_path: Path
         assert len(read.steps) == 1
         assert read.steps[0].startswith("SEARCH audit_log USING INDEX ix_audit_log_")
         assert "at>? AND at<?" in read.steps[0]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_on_postgresql_the_summary_streams_on_a_connection_of_its_own(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # The server groups the rows while Python reads those before (not a batch at a time through
+    # a cursor of the session's, which a summary longer than a batch keeps open), and the
+    # session's connection answers meanwhile.
+    at = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)
+    targets = [f"person:p{n:04d}" for n in range(YIELD_PER + 1)]
+    with session_factory.begin() as session:
+        for target in targets:
+            audit.record(session, "prompt_sent", at=at, referral_id="HO-STREAM", target=target)
+    issued: list[str] = []
+    with session_factory() as session:
+        engine = session.get_bind()
+        event.listen(engine, "before_cursor_execute", lambda *args: issued.append(args[2]))
+        facts = target_facts(session, LogWindow())
+        first = next(facts)
+        assert session.scalar(text("SELECT count(*) FROM pg_cursors")) == 0
+        assert [first.target, *(f.target for f in facts)] == targets
+    # One backend groups them: parallel workers would only add CPU (see _streamed_rows).
+    assert "SET LOCAL max_parallel_workers_per_gather = 0" in issued
