@@ -15,15 +15,17 @@ too (read from /proc: the server must run on this machine), the part of the work
 own CPU time leaves out; and the load average, since the machine may be shared.
 
 `--baseline DIR` also runs each `log` and `report` command with another checkout's code
-(DIR/.venv's Python, in DIR), just before, and prints the two side by side with the ratio of
-their CPU times: `--baseline /work/main` compares a branch with main in one sitting; each
-`report` must then print the same table, CSV and JSON as the baseline's. `--log-only` skips
-`report`, `--report-only` skips `log`.
+(DIR/.venv's Python, in DIR), in turn with this one's (`--repeat N` times each, the order
+alternating), and prints the two side by side with the ratio of their CPU times: `--baseline
+/work/main` compares a branch with main in one sitting; each `log` must then print, byte for
+byte, what the baseline's prints, and each `report` the same table, CSV and JSON.
+`--log-only` skips `report`, `--report-only` skips `log`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -211,13 +213,22 @@ def figures(seconds: float, cpu: float, rss: float, server: float | None, count:
 
 
 def time_command(
-    url: str, count: int, label: str, command: list[str], baseline: Path | None
+    url: str, count: int, label: str, command: list[str], baseline: Path | None, repeat: int
 ) -> None:
-    """One command's figures, beside the baseline checkout's when there is one."""
-    before = timed_with_server(url, *command, checkout=baseline) if baseline else None
-    seconds, cpu, rss, server = timed_with_server(url, *command)
+    """One command's figures, beside the baseline checkout's when there is one, run `repeat`
+    times in turn, the baseline's first then this one's first (a cache warmed by the first
+    run, or a load that changes, favours neither); each figure is the lowest CPU time's run."""
+    Run = tuple[float, float, float, float | None]
+    mine: list[Run] = []
+    theirs: list[Run] = []
+    for turn in range(repeat):
+        runs = [(mine, None), (theirs, baseline)] if baseline is not None else [(mine, None)]
+        for results, checkout in runs[:: -1 if turn % 2 == 0 else 1]:
+            results.append(timed_with_server(url, *command, checkout=checkout))
+    seconds, cpu, rss, server = min(mine, key=lambda run: run[1])
     line = f"  {count:>9,} rows  {label:<19} {figures(seconds, cpu, rss, server, count)}"
-    if before is not None:
+    if theirs:
+        before = min(theirs, key=lambda run: run[1])
         line += (
             f"  | baseline {figures(*before, count)}  CPU ratio {cpu / before[1]:.2f} "
             f"({before[1] / cpu:.1f}x faster)"
@@ -228,20 +239,29 @@ def time_command(
     print(f"{line}  load average {os.getloadavg()[0]:.1f}", flush=True)
 
 
-def same_report(url: str, count: int, command: list[str], baseline: Path) -> None:
-    """Stop unless `command` (a report) prints the same table, CSV and JSON as the baseline's."""
+def printed_digest(url: str, command: list[str], checkout: Path | None) -> str:
+    """The SHA-256 of what `handover COMMAND` prints, run by a checkout's code (or this one's),
+    read as it is printed: a million rows of log are hundreds of megabytes."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "HANDOVER_"))}
     env["DATABASE_URL"] = url
-    for form in ([], ["--format", "csv"], ["--format", "json"]):
-        printed = [
-            subprocess.run(
-                [python_of(checkout), "-m", "bot", *command, *form],
-                env=env, cwd=checkout, check=True, capture_output=True,
-            ).stdout
-            for checkout in (None, baseline)
-        ]  # fmt: skip
-        if printed[0] != printed[1]:
-            raise SystemExit(f"{' '.join(command + form)} differs from the baseline's at {count}")
+    process = subprocess.Popen(
+        [python_of(checkout), "-m", "bot", *command], env=env, cwd=checkout,
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert process.stdout is not None
+    digest = hashlib.sha256()
+    while chunk := process.stdout.read(1 << 20):
+        digest.update(chunk)
+    if process.wait() != 0:
+        raise SystemExit(f"handover {' '.join(command)} failed")
+    return digest.hexdigest()
+
+
+def same_output(url: str, count: int, commands: list[list[str]], baseline: Path) -> None:
+    """Stop unless each command prints, byte for byte, what the baseline's code prints."""
+    for command in commands:
+        if printed_digest(url, command, None) != printed_digest(url, command, baseline):
+            raise SystemExit(f"{' '.join(command)} differs from the baseline's at {count}")
 
 
 def main() -> None:
@@ -256,6 +276,12 @@ def main() -> None:
         "--baseline",
         type=Path,
         help="a checkout (with its .venv) whose code also runs each command, for the ratio",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each command (each side's, in turn, with --baseline); the lowest CPU counts",
     )
     parser.add_argument(
         "--db-prefix",
@@ -286,11 +312,14 @@ def main() -> None:
                 )  # fmt: skip
                 fill(url, count)
                 for label, command in [] if args.report_only else log_commands(week):
-                    time_command(url, count, label, command, args.baseline)
-                for label, command in [] if args.log_only else report_commands(week):
-                    time_command(url, count, label, command, args.baseline)
+                    time_command(url, count, label, command, args.baseline, args.repeat)
                     if args.baseline is not None:
-                        same_report(url, count, command, args.baseline)
+                        same_output(url, count, [command], args.baseline)
+                for label, command in [] if args.log_only else report_commands(week):
+                    time_command(url, count, label, command, args.baseline, args.repeat)
+                    if args.baseline is not None:
+                        forms = ([], ["--format", "csv"], ["--format", "json"])
+                        same_output(url, count, [command + form for form in forms], args.baseline)
             finally:
                 if args.database_url != "sqlite":
                     drop_database(name)

@@ -10,13 +10,13 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.cli.plan import text_argument
@@ -114,7 +114,9 @@ class Names:
         return f"{value} ({name})" if name else value
 
 
-def _table_rows(rows: Iterable[Row], label: InstantText, names: Names) -> Iterator[list[str]]:
+def _table_rows(
+    rows: Iterable[tuple[Any, ...]], label: InstantText, names: Names
+) -> Iterator[list[str]]:
     for at, referral_id, event, actor, recipient, target, detail in rows:
         target_cell = target or ""
         kind, _, ref = target_cell.partition(":")
@@ -158,7 +160,7 @@ def write_table(rows: Iterable[list[str]], out: TextIO, headers: Iterable[str]) 
     return count
 
 
-def _jsonl_lines(rows: Iterable[Row], iso: InstantText) -> Iterator[str]:
+def _jsonl_lines(rows: Iterable[tuple[Any, ...]], iso: InstantText) -> Iterator[str]:
     """Each row as `json.dumps(log_record(row, tz), ensure_ascii=False)` gives it, and a newline:
     the keys are fixed, so the line is joined from the values' JSON texts."""
     string = json.encoder.encode_basestring
@@ -184,7 +186,7 @@ def csv_cell(cell: str) -> str:
     return cell
 
 
-def _csv_lines(rows: Iterable[Row], iso: InstantText) -> Iterator[str]:
+def _csv_lines(rows: Iterable[tuple[Any, ...]], iso: InstantText) -> Iterator[str]:
     """Each row as the CSV's line: the jsonl values, null as an empty cell, all made safe.
 
     The line is joined here rather than by csv.writer, which looks each character of a cell up
@@ -226,25 +228,27 @@ def _batches(items: Iterable[Any]) -> Iterator[list[Any]]:
 def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: TextIO) -> int:
     """Stream the log in `fmt` (table, csv or jsonl) to `out`; returns the number of rows.
 
-    The rows are read as stored (bot/services/log_stream.py) and written a batch at a time."""
+    The rows are read as stored (bot/services/log_stream.py) and written a batch at a time;
+    their cursor is closed here, on the session's connection, even when writing fails (a
+    reader that has gone: the caller disposes of the engine)."""
     if fmt not in LOG_FORMATS:
         raise ValueError(f"unknown log format {fmt!r}")
-    rows = iter_log_stored(session, window)
-    if fmt == "table":
-        label = InstantText(session, tz, label=True)
-        count = write_table(_table_rows(rows, label, Names(session)), out, TABLE_HEADERS)
-        if count == 0:
-            out.write("(no events)\n")
+    with closing(iter_log_stored(session, window)) as rows:
+        if fmt == "table":
+            label = InstantText(session, tz, label=True)
+            count = write_table(_table_rows(rows, label, Names(session)), out, TABLE_HEADERS)
+            if count == 0:
+                out.write("(no events)\n")
+            return count
+        iso = InstantText(session, tz)
+        count = 0
+        lines = _jsonl_lines(rows, iso) if fmt == "jsonl" else _csv_lines(rows, iso)
+        if fmt == "csv":
+            out.write(",".join(LOG_FIELDS) + "\n")
+        for batch in _batches(lines):
+            out.write("".join(batch))
+            count += len(batch)
         return count
-    iso = InstantText(session, tz)
-    count = 0
-    lines = _jsonl_lines(rows, iso) if fmt == "jsonl" else _csv_lines(rows, iso)
-    if fmt == "csv":
-        out.write(",".join(LOG_FIELDS) + "\n")
-    for batch in _batches(lines):
-        out.write("".join(batch))
-        count += len(batch)
-    return count
 
 
 def referral_known(session: Session, referral_id: str) -> bool:

@@ -26,9 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, select, type_coerce
+from sqlalchemy import Connection, Select, select
 from sqlalchemy.orm import Session
-from sqlalchemy.types import NullType
 
 from bot.models import AuditEvent
 from bot.services.logbook import LogWindow, detail_value
@@ -38,13 +37,17 @@ LOG_BATCH = 2000
 _NOTHING = object()  # before the first row: equal to no stored value
 
 
-def iter_log_stored(session: Session, window: LogWindow) -> Iterator[Row]:
+def iter_log_stored(session: Session, window: LogWindow) -> Iterator[tuple[Any, ...]]:
     """The window's audit rows by time then id, streamed, as (at, referral_id, event, actor,
-    recipient, target, detail) with `at` as stored: read it through `InstantText`."""
+    recipient, target, detail) tuples with `at` as stored: read it through `InstantText`.
+
+    The rows come from the driver's own cursor, a batch a fetch: the columns need none of
+    SQLAlchemy's conversions, and its rows, a row at a time, cost about a tenth of `log`'s CPU
+    at a million rows. On PostgreSQL the cursor is a server-side one, so the rows are never
+    all in memory; the caller closes it (`contextlib.closing`) while the connection is open."""
     columns = AuditEvent.__table__.c
     statement = select(
-        # NullType: no conversion of a row's instant here; InstantText converts each one once.
-        type_coerce(columns.at, NullType()).label("at"),
+        columns.at,
         columns.referral_id,
         columns.event,
         columns.actor,
@@ -54,7 +57,32 @@ def iter_log_stored(session: Session, window: LogWindow) -> Iterator[Row]:
     )
     statement = window.apply(statement).order_by(columns.at, columns.id)
     connection = session.connection()
-    yield from connection.execute(statement.execution_options(yield_per=LOG_BATCH))
+    sql, parameters = driver_query(connection, statement)
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    server_side = connection.dialect.name == "postgresql"
+    cursor = driver.cursor(name="handover_log") if server_side else driver.cursor()
+    try:
+        cursor.execute(sql, parameters)
+        while rows := cursor.fetchmany(LOG_BATCH):
+            yield from rows
+    finally:
+        cursor.close()
+
+
+def driver_query(connection: Connection, statement: Select) -> tuple[str, Any]:
+    """The statement's SQL and its parameters, converted by their types as SQLAlchemy would
+    convert them, in the form the connection's driver takes (a tuple or a mapping)."""
+    dialect = connection.dialect
+    compiled = statement.compile(dialect=dialect)
+    values = compiled.construct_params()
+    for name, bind in compiled.binds.items():
+        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if convert is not None and name in values:
+            values[name] = convert(values[name])
+    if compiled.positional:
+        return compiled.string, tuple(values[name] for name in compiled.positiontup or ())
+    return compiled.string, values
 
 
 def local_time_label(instant: datetime, tz: ZoneInfo) -> str:

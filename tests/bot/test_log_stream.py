@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import column, insert, table
+from sqlalchemy import column, func, insert, select, table
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.cli import main
@@ -411,7 +411,7 @@ def test_instant_text_is_the_long_way_text_of_every_stored_instant(
         else:
             session.execute(insert(AuditEvent), rows)
     with session_factory() as session:
-        stored = [row.at for row in iter_log_stored(session, LogWindow())]
+        stored = [at for at, *_ in iter_log_stored(session, LogWindow())]
         instants = [row.at for row in iter_log(session, LogWindow())]
         iso, label = InstantText(session, tz), InstantText(session, tz, label=True)
         printed = [(iso(s), label(s)) for s in stored]
@@ -438,3 +438,19 @@ def test_a_csv_cell_is_what_csv_writer_writes_of_it() -> None:
             csv.writer(out, lineterminator="\n").writerow([cell, cell])
             assert f"{csv_cell(cell)},{csv_cell(cell)}\n" == out.getvalue(), repr(cell)
     assert csv_cell("") == ""
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_log_is_read_through_a_server_side_cursor_on_postgresql(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Never the whole log in memory: the rows come a batch at a time from a cursor on the
+    server, which is closed when the reader stops early."""
+    fill_log(session_factory, seed=52)
+    with session_factory() as session:
+        open_cursors = select(func.count()).select_from(table("pg_cursors"))
+        rows = iter_log_stored(session, LogWindow())
+        assert len(next(rows)) == 7
+        assert session.scalar(open_cursors) == 1
+        rows.close()
+        assert session.scalar(open_cursors) == 0
