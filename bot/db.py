@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -273,3 +274,20 @@ def sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
+
+
+def driver_query(connection: Connection, statement: Select) -> tuple[str, Any]:
+    """The statement's SQL and its parameters, converted by their types as SQLAlchemy would
+    convert them, in the form the connection's driver takes (a tuple or a mapping), for reading
+    rows through the driver's own cursor where SQLAlchemy's rows cost too much (the log, the
+    report's summary). An IN list's values are rendered one parameter each and passed as given."""
+    dialect = connection.dialect
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    values = compiled.construct_params()
+    for name, bind in compiled.binds.items():
+        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if convert is not None and name in values:
+            values[name] = convert(values[name])
+    if compiled.positional:
+        return compiled.string, tuple(values[name] for name in compiled.positiontup or ())
+    return compiled.string, values

@@ -26,9 +26,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.db import driver_query
 from bot.models import AuditEvent
 from bot.services.logbook import LogWindow, detail_value
 
@@ -68,21 +69,6 @@ def iter_log_stored(session: Session, window: LogWindow) -> Iterator[tuple[Any, 
             yield from rows
     finally:
         cursor.close()
-
-
-def driver_query(connection: Connection, statement: Select) -> tuple[str, Any]:
-    """The statement's SQL and its parameters, converted by their types as SQLAlchemy would
-    convert them, in the form the connection's driver takes (a tuple or a mapping)."""
-    dialect = connection.dialect
-    compiled = statement.compile(dialect=dialect)
-    values = compiled.construct_params()
-    for name, bind in compiled.binds.items():
-        convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        if convert is not None and name in values:
-            values[name] = convert(values[name])
-    if compiled.positional:
-        return compiled.string, tuple(values[name] for name in compiled.positiontup or ())
-    return compiled.string, values
 
 
 def local_time_label(instant: datetime, tz: ZoneInfo) -> str:

@@ -45,6 +45,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import FunctionElement
 
+from bot.db import driver_query
 from bot.delivery.kinds import RESPONSE_KINDS
 from bot.models import AuditEvent
 from bot.services.coverage import ENDING_EVENTS, SHARING_ANSWERS, TargetOutcome
@@ -308,24 +309,17 @@ def _streamed_rows(bind: Engine | Connection, statement: Select) -> Iterator[tup
     closures). Its own connection sees what is committed, as each statement of a read-committed
     session does: the report writes nothing."""
     engine = bind.engine
-    compiled = statement.compile(
-        dialect=engine.dialect, compile_kwargs={"render_postcompile": True}
-    )
-    params = compiled.params
-    for name, parameter in compiled.binds.items():  # as SQLAlchemy passes them (UTCDateTime's)
-        processor = parameter.type.bind_processor(engine.dialect)
-        if processor is not None and name in params:
-            params[name] = processor(params[name])
     with engine.connect() as connection:
         # One backend, no parallel workers: Python reads the rows more slowly than one backend
         # groups them, so workers would add the server's CPU (a fifth more at 1,000,000 rows)
         # and take a core from Python on a small machine, not shorten the report.
         connection.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-        driver = connection.connection.dbapi_connection
+        sql, parameters = driver_query(connection, statement)
+        driver = connection.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor:
             # `size`: rows come in chunks (libpq 17's chunked rows mode), not one by one.
-            yield from cursor.stream(str(compiled), params, size=YIELD_PER)
+            yield from cursor.stream(sql, parameters, size=YIELD_PER)
 
 
 def target_facts(session: Session, window: LogWindow) -> Iterator[TargetFacts]:
