@@ -26,6 +26,7 @@ from rota.store import RotaStore, closure_applies, closure_window, effective_hou
 SEARCH_DAYS = 400
 _CLOSURE_CHUNK_DAYS = 31
 WALL_CLOCK_DAY = timedelta(hours=24)
+_ONE_DAY = timedelta(days=1)
 
 
 @dataclass
@@ -47,6 +48,7 @@ class WorkingTime:
     # A day's periods, once worked out: a report measures thousands of answers in a few
     # calendars (the object lives for one computation, like the closures above).
     _days: dict[tuple[date, WeeklyHours], list[Interval]] = field(default_factory=dict)
+    _offset_days: dict[date, tuple[list[Interval], timedelta]] = field(default_factory=dict)
 
     @property
     def wall_clock(self) -> bool:
@@ -74,6 +76,51 @@ class WorkingTime:
             closures = self._closures_for(day)
             self._days[key] = working_periods(day, hours, self.region, closures, False, self.tz)
         return self._days[key]
+
+    def _offset_day(self, day: date) -> tuple[list[Interval], timedelta]:
+        """A day's periods of the offsets' hours and their total (keyed by the day alone: a
+        report asks for them once an answer)."""
+        found = self._offset_days.get(day)
+        if found is None:
+            assert self.hours is not None
+            periods = self._day_periods(day, self.hours)
+            found = periods, sum((end - start for start, end in periods), timedelta(0))
+            self._offset_days[day] = found
+        return found
+
+    def working_time_between(self, start: datetime, end: datetime) -> timedelta:
+        """Working time of the offsets' hours in [start, end), counted over at most
+        SEARCH_DAYS local days from the day before `start`'s (as `periods_from` counts)."""
+        if end <= start:
+            return timedelta(0)
+        start_day = start.astimezone(self.tz).date()
+        end_day = end.astimezone(self.tz).date()
+        if (end_day - start_day).days >= SEARCH_DAYS - 1:
+            return self._time_in_periods(start, end)
+        # A day's periods lie inside its local date (`local_instant`): those of the day before
+        # start's end before it, and the days strictly between start's and end's are worked
+        # whole, so their totals, each worked out once, stand in for walking their periods.
+        total = timedelta(0)
+        for period_start, period_end in self._offset_day(start_day)[0]:
+            if period_end > start and period_start < end:
+                total += min(period_end, end) - max(period_start, start)
+        if start_day < end_day:
+            day = start_day + _ONE_DAY
+            while day < end_day:
+                total += self._offset_day(day)[1]
+                day += _ONE_DAY
+            for period_start, period_end in self._offset_day(end_day)[0]:
+                if period_start < end:
+                    total += min(period_end, end) - period_start
+        return total
+
+    def _time_in_periods(self, start: datetime, end: datetime) -> timedelta:
+        total = timedelta(0)
+        for period_start, period_end in self.periods_from(start):
+            if period_start >= end:
+                break
+            total += min(period_end, end) - max(period_start, start)
+        return total
 
     def periods_from(self, start: datetime, hours: WeeklyHours | None = None) -> Iterator[Interval]:
         """Working periods (of `hours`, else the offsets' hours) ending after `start`, in

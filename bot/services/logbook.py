@@ -235,12 +235,7 @@ def working_minutes_between(working_time: WorkingTime, start: datetime, end: dat
         return 0.0
     if working_time.wall_clock:
         return (end - start).total_seconds() / 60
-    total = timedelta(0)
-    for period_start, period_end in working_time.periods_from(start):
-        if period_start >= end:
-            break
-        total += min(period_end, end) - max(period_start, start)
-    return total.total_seconds() / 60
+    return working_time.working_time_between(start, end).total_seconds() / 60
 
 
 def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:

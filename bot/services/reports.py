@@ -66,6 +66,7 @@ from bot.services.log_targets import (
 from bot.services.logbook import LogWindow, working_minutes_between
 from rota.models import AGENCY_TYPES, Team
 from rota.store import RotaStore
+from rota.worktime import WorkingTime
 
 UNKNOWN_AGENCY = "unknown"
 PRELOAD_BATCH = 5000  # targets whose people and teams are read in one go
@@ -327,11 +328,17 @@ def _build_report(
         return group_of_pair(facts.target, facts.recipient)
 
     answers: list[tuple[datetime, str, str, float]] = []  # (answered at, agency, team, minutes)
+    # Each (target, first recipient)'s working time, looked up once: the same few calendars,
+    # with the days they have worked out, time every answer.
+    workings: dict[tuple[str, str | None], WorkingTime] = {}
 
     def time_answer(facts: TargetFacts) -> None:
         sent_at, answered_at = facts.first_sent_at, facts.answered_at
         assert sent_at is not None and answered_at is not None
-        working = resolver.working_time(facts.target, facts.first_sent_to)
+        pair = (facts.target, facts.first_sent_to)
+        working = workings.get(pair)
+        if working is None:
+            working = workings[pair] = resolver.working_time(*pair)
         agency, team = group_of(facts)
         taken = working_minutes_between(working, sent_at, answered_at)
         answers.append((answered_at, agency, team.team_id if team else "", taken))
