@@ -90,9 +90,12 @@ class WorkingTime:
 
     def working_time_between(self, start: datetime, end: datetime) -> timedelta:
         """Working time of the offsets' hours in [start, end), counted over at most
-        SEARCH_DAYS local days from the day before `start`'s (as `periods_from` counts)."""
+        SEARCH_DAYS local days from the day before `start`'s (as `periods_from` counts);
+        wall-clock time for a shift-only recipient."""
         if end <= start:
             return timedelta(0)
+        if self.wall_clock:
+            return end - start
         start_day = start.astimezone(self.tz).date()
         end_day = end.astimezone(self.tz).date()
         if (end_day - start_day).days >= SEARCH_DAYS - 1:
@@ -115,6 +118,7 @@ class WorkingTime:
         return total
 
     def _time_in_periods(self, start: datetime, end: datetime) -> timedelta:
+        # Walking every period stops where `periods_from` does, for a span beyond its window.
         total = timedelta(0)
         for period_start, period_end in self.periods_from(start):
             if period_start >= end:

@@ -233,8 +233,6 @@ def working_minutes_between(working_time: WorkingTime, start: datetime, end: dat
     """Minutes of `working_time` between two instants (wall-clock minutes for shift workers)."""
     if end <= start:
         return 0.0
-    if working_time.wall_clock:
-        return (end - start).total_seconds() / 60
     return working_time.working_time_between(start, end).total_seconds() / 60
 
 

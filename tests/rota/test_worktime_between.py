@@ -102,6 +102,13 @@ def test_an_end_before_the_start_is_no_time() -> None:
     assert minutes(office, local(2026, 6, 9, 12), local(2026, 6, 9, 11)) == 0
 
 
+def test_a_shift_only_recipient_counts_wall_clock_time() -> None:
+    shifts = WorkingTime(tz=LONDON)
+    # Saturday 28 March 12:00 GMT to Sunday 29 March 12:00 BST: the clock change's 23 hours.
+    start, end = local(2026, 3, 28, 12).astimezone(UTC), local(2026, 3, 29, 12).astimezone(UTC)
+    assert minutes(shifts, start, end) == 23 * 60
+
+
 @pytest.mark.parametrize("days", [SEARCH_DAYS - 3, SEARCH_DAYS - 2, SEARCH_DAYS - 1, 500])
 def test_counts_no_further_than_the_search_window(days: int) -> None:
     office = working("Mon-Fri 09:00-17:00")
