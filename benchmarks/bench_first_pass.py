@@ -7,10 +7,10 @@ by side, in one sitting.
 Each run is a fresh process of its side's code (`OTHER_CHECKOUT/.venv/bin/python` with the
 baseline's checkout first on the path) with a fresh database (SQLite file, or a PostgreSQL
 database named `<prefix>_first_pass_<pid>`, dropped after) and the Slack stand-in: the
-delivery tests' rota and one prompt due at 10:00 (tests/bot/delivery/dispatch_fixtures.py). A
-dispatcher starts at 09:00 (its warm-up, its first pass finding nothing due) and stops; at
-10:00 a dispatcher of the same process runs a pass (the prompt, then the card it updates):
-"first". Then a second referral's prompt, due at once, and another pass: "warm". The runs
+delivery tests' rota and one prompt due at 10:00 (tests/bot/delivery/dispatch_fixtures.py).
+A dispatcher starts at 09:00 (its warm-up, timed: "start"; its first pass, finding nothing
+due) and stops; at 10:00 a dispatcher of the same process runs a pass (the prompt, then the
+card it updates): "first". Then a second referral's prompt, due at once, and another pass: "warm". The runs
 alternate baseline, this code, baseline...; each figure is the median, with the load average
 before each pair.
 """
@@ -85,11 +85,12 @@ def child(database: str, prefix: str) -> None:
                     add_referral(session)
                     add_prompt_for(session, "hv-jsmith", due)
                 dispatcher = make_dispatcher(settings, factory, clock)
+                started = time.perf_counter()
                 dispatcher.start()
+                figures = {"start": time.perf_counter() - started}
                 time.sleep(0.5)  # its first pass (nothing due) is over
                 dispatcher.shutdown()
                 clock.set(due)
-                figures = {}
                 for label, referral_id in (("first", None), ("warm", "HO-WARM01")):
                     if referral_id is not None:
                         with factory.begin() as session:
@@ -105,7 +106,7 @@ def child(database: str, prefix: str) -> None:
                 with admin.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin.dispose()
-    print(json.dumps(figures))
+    print(json.dumps(figures))  # seconds: start(), the first pass, a warm pass
 
 
 def run(root: Path, database: str, prefix: str) -> dict[str, float]:
@@ -147,7 +148,7 @@ def main() -> None:
     databases = ("sqlite", "postgresql") if args.database == "both" else (args.database,)
     for database in databases:
         figures: dict[str, dict[str, list[float]]] = {
-            side: {"first": [], "warm": []} for side in sides
+            side: {"start": [], "first": [], "warm": []} for side in sides
         }
         loads = []
         for pair in range(args.pairs):
@@ -159,7 +160,8 @@ def main() -> None:
             print(
                 f"{database} pair {pair + 1}: load {loads[-1]}  "
                 + "  ".join(
-                    f"{side} first {figures[side]['first'][-1]:.3f} "
+                    f"{side} start {figures[side]['start'][-1]:.3f} "
+                    f"first {figures[side]['first'][-1]:.3f} "
                     f"warm {figures[side]['warm'][-1]:.3f}"
                     for side in sides
                 ),
@@ -167,9 +169,13 @@ def main() -> None:
             )
         print(f"{database}: load averages (1 min) {' '.join(loads)}")
         for side in sides:
-            first = statistics.median(figures[side]["first"])
-            warm = statistics.median(figures[side]["warm"])
-            print(f"  {side:8} first pass median {first:.3f} s, warm pass median {warm:.3f} s")
+            start, first, warm = (
+                statistics.median(figures[side][label]) for label in ("start", "first", "warm")
+            )
+            print(
+                f"  {side:8} medians: start() {start:.3f} s, first pass {first:.3f} s, "
+                f"warm pass {warm:.3f} s"
+            )
 
 
 if __name__ == "__main__":
