@@ -10,9 +10,9 @@ database named `<prefix>_first_pass_<pid>`, dropped after) and the Slack stand-i
 delivery tests' rota and one prompt due at 10:00 (tests/bot/delivery/dispatch_fixtures.py).
 A dispatcher starts at 09:00 (its warm-up, timed: "start"; its first pass, finding nothing
 due) and stops; at 10:00 a dispatcher of the same process runs a pass (the prompt, then the
-card it updates): "first". Then a second referral's prompt, due at once, and another pass: "warm". The runs
-alternate baseline, this code, baseline...; each figure is the median, with the load average
-before each pair.
+card it updates): "first". Then a second referral's prompt, due at once, and another pass:
+"warm". The runs alternate baseline, this code, baseline...; each figure is the median, with
+the load average before each pair.
 """
 
 from __future__ import annotations

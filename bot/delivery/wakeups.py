@@ -111,6 +111,12 @@ class Wakeups:
             scheduler, self._scheduler = self._scheduler, None
         if scheduler is None:
             return False
+        # Jobs first: APScheduler marks itself stopped before it takes its job stores' lock,
+        # so a date job its thread is submitting at that moment is then looked for among the
+        # jobs pending a start, not found, and its thread dies on JobLookupError (a traceback
+        # on a stop just after a start). Removing the jobs takes that lock, so it waits for
+        # the thread's round to end, and leaves it nothing to submit after.
+        scheduler.remove_all_jobs()
         scheduler.shutdown(wait=True)
         return True
 

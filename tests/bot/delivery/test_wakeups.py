@@ -22,12 +22,12 @@ from sqlalchemy.engine.interfaces import CacheStats
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.channels.slack import make_web_client
-from bot.clock import FixedClock
+from bot.clock import FixedClock, SystemClock
 from bot.db import create_db_engine, make_session_factory
 from bot.delivery import outbox
 from bot.delivery.dispatcher import Dispatcher
 from bot.delivery.kinds import Outcome, RowState
-from bot.delivery.wakeups import OutboxWatch
+from bot.delivery.wakeups import Daily, OutboxWatch, Wakeups
 from bot.models import OutboxMessage, Target
 from bot.settings import DEFAULT_DISPATCH_INTERVAL_SECONDS, Settings
 from bot.slack_standin import SlackStandIn
@@ -300,6 +300,47 @@ def test_an_in_memory_sqlite_database_has_nothing_to_watch() -> None:
         watch.stop()
     finally:
         engine.dispose()
+
+
+def test_a_dispatcher_stopped_just_after_it_starts_stops_cleanly(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    clock: FixedClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A stop on SIGTERM right after a start: APScheduler's thread may then be submitting the
+    # first pass, the retention run or a wake-up, and must not die on JobLookupError (a
+    # traceback in the log). Before the fix, 1 to 15 of these 20 did, with the load.
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    for _ in range(20):
+        dispatcher = make_dispatcher(settings, session_factory, clock)
+        dispatcher.start()
+        dispatcher.shutdown()
+    time.sleep(0.2)  # a thread dying late still reports
+    assert died == []
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_wakeups_stopped_while_their_scheduler_submits_a_job_stop_cleanly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The race above without a database, so that it is met every time: a stop at once after
+    # the start finds APScheduler's thread submitting the first pass and the daily run (a date
+    # job, removed from its store once submitted). Before the fix, 86 to 98 of these 100
+    # stops killed that thread.
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    daily = Daily(run=lambda: None, next_at=lambda after: after + timedelta(days=1))
+    for _ in range(100):
+        stopping = threading.Event()
+        wakeups = Wakeups(lambda: None, lambda: None, SystemClock(), stopping, daily=daily)
+        wakeups.start(interval_seconds=30)
+        stopping.set()
+        wakeups.stop()
+    time.sleep(0.2)
+    assert died == []
 
 
 def test_a_row_written_by_another_process_is_taken_at_once(
