@@ -44,7 +44,7 @@ from bot.delivery.home import HomeRefreshes
 from bot.delivery.kinds import Outcome
 from bot.delivery.pacing import Pacer, tiers_for
 from bot.delivery.pipeline import CredentialsHeld, RowPipeline
-from bot.delivery.reads import warm_up
+from bot.delivery.reads import warm_up, warm_up_writes
 from bot.delivery.reconcile import Reconciler
 from bot.delivery.results import DispatchStats, RowResult
 from bot.delivery.wakeups import Daily, OutboxWatch, Wakeups
@@ -320,15 +320,22 @@ class Dispatcher:
         )
 
     def warm_up(self) -> None:
-        """Compile the statements a batch starts with before any row is due (`reads.warm_up`)."""
+        """Compile the statements a batch runs before its first message is sent, before any
+        row is due (`reads.warm_up`, `reads.warm_up_writes`, `Pacer.warm_up`)."""
+        now = self.clock.now()
         try:
             with reading(self.session_factory) as session:
-                warm_up(
-                    session,
-                    self.clock.now(),
-                    tz=self.settings.timezone,
-                    instance_id=self.instance_id,
-                )
+                warm_up(session, now, tz=self.settings.timezone, instance_id=self.instance_id)
+                # While this session keeps its connection the pacer takes a second, as a
+                # batch's sends do: the pool opens it now rather than at the first instant due.
+                self.pacer.warm_up()
+            # Writes of no row, rolled back: on SQLite BEGIN IMMEDIATE holds the write lock
+            # while they compile (a few milliseconds, once); on PostgreSQL no row is locked.
+            with self.session_factory() as session:
+                try:
+                    warm_up_writes(session, now, instance_id=self.instance_id)
+                finally:
+                    session.rollback()
         except Exception as exc:
             # Only a cost deferred: the first batch compiles them. The error's type only: a
             # connection error can quote the database URL.

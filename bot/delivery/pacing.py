@@ -32,7 +32,7 @@ from slack_sdk.http_retry import (
     RetryHandler,
     RetryState,
 )
-from sqlalchemy import Connection, Engine, and_, case, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Select, Update, and_, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bot.models import SlackRateBucket
@@ -212,37 +212,15 @@ class Pacer:
         bucket as it is now has a token), nothing taken, when it is closed or owes more than
         that. One UPDATE, atomic, after the `guard` (see `wait`) in the same transaction."""
         now = self._now()
-        table = SlackRateBucket.__table__
-        elapsed = case((table.c.updated_at < now, now - table.c.updated_at), else_=0.0)
-        filled = table.c.tokens + elapsed * tier.per_second
-        refilled = case((filled > tier.burst, tier.burst), else_=filled)
-        taking = (
-            update(table)
-            .where(
-                table.c.bucket == bucket,
-                or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
-                refilled >= _WHOLE - RESERVE_AHEAD * tier.per_second,
-            )
-            .values(
-                tokens=refilled - 1.0,
-                updated_at=case((table.c.updated_at < now, now), else_=table.c.updated_at),
-                blocked_until=None,
-            )
-            .returning(table.c.tokens, table.c.updated_at)
-        )
         with self.engine.begin() as conn:
             if guard is not None and not guard(conn):
                 raise GuardRefused(bucket)
-            taken = conn.execute(taking).first()
+            taken = conn.execute(_taking(bucket, tier, now)).first()
             if taken is not None:
                 self._saw(bucket, _Seen(taken.tokens, taken.updated_at))
                 owed = -taken.tokens if taken.tokens < _WHOLE - 1.0 else 0.0
                 return True, max(0.0, taken.updated_at - now) + owed / tier.per_second
-            row = conn.execute(
-                select(table.c.tokens, table.c.updated_at, table.c.blocked_until).where(
-                    table.c.bucket == bucket
-                )
-            ).first()
+            row = conn.execute(_bucket_as_it_is(bucket)).first()
         if row is None:
             self._create(bucket, tier, now)
             return self.take(bucket, tier, guard=guard)
@@ -251,6 +229,20 @@ class Pacer:
         until_token = (1.0 - tokens) / tier.per_second if tokens < _WHOLE else 0.0
         until_open = (row.blocked_until - now) if row.blocked_until else 0.0
         return False, max(until_token, until_open, 1e-6)
+
+    def warm_up(self) -> None:
+        """Run `take`'s statements for a bucket that does not exist, rolled back: an UPDATE
+        of no row and a read. SQLAlchemy compiles a statement at its first use in a process,
+        and the first message a new dispatcher sends would otherwise pay for it at its instant.
+        On SQLite the UPDATE takes the write lock for as long as it compiles and runs (a few
+        milliseconds, once a process); on PostgreSQL it locks no row."""
+        if not self.tiers:
+            return
+        tier = next(iter(self.tiers.values()))
+        with self.engine.connect() as conn, conn.begin() as transaction:
+            conn.execute(_taking(WARM_UP_BUCKET, tier, self._now())).first()
+            conn.execute(_bucket_as_it_is(WARM_UP_BUCKET)).first()
+            transaction.rollback()
 
     def _saw(self, bucket: str, seen: _Seen) -> None:
         with self._lock:
@@ -331,6 +323,40 @@ class Pacer:
         )
         retries = limit.max_retry_count if limit is not None else 1
         client.retry_handlers = [PacingRateLimitRetryHandler(self, client, retries), *handlers]
+
+
+# No bucket is named so (`bucket_name`'s are `<digest>:<tier>`): `Pacer.warm_up` finds nothing.
+WARM_UP_BUCKET = "warm-up"
+
+
+def _taking(bucket: str, tier: Tier, now: float) -> Update:
+    """Take a token from `bucket` if it has one (or one due within RESERVE_AHEAD): one UPDATE,
+    returning the bucket's tokens and time after it, or no row."""
+    table = SlackRateBucket.__table__
+    elapsed = case((table.c.updated_at < now, now - table.c.updated_at), else_=0.0)
+    filled = table.c.tokens + elapsed * tier.per_second
+    refilled = case((filled > tier.burst, tier.burst), else_=filled)
+    return (
+        update(table)
+        .where(
+            table.c.bucket == bucket,
+            or_(table.c.blocked_until.is_(None), table.c.blocked_until <= now),
+            refilled >= _WHOLE - RESERVE_AHEAD * tier.per_second,
+        )
+        .values(
+            tokens=refilled - 1.0,
+            updated_at=case((table.c.updated_at < now, now), else_=table.c.updated_at),
+            blocked_until=None,
+        )
+        .returning(table.c.tokens, table.c.updated_at)
+    )
+
+
+def _bucket_as_it_is(bucket: str) -> Select:
+    table = SlackRateBucket.__table__
+    return select(table.c.tokens, table.c.updated_at, table.c.blocked_until).where(
+        table.c.bucket == bucket
+    )
 
 
 def _all_but_429s(client: WebClient) -> list[RetryHandler]:

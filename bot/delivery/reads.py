@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -24,6 +24,7 @@ from bot.models import OutboxMessage, Referral, Target
 from rota.planner import ChainLink, resolve_recipient, resolve_recipients
 from rota.store import RotaStore
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY = "handover_batch_reads"  # in Session.info: (transaction, Reads)
 
 
@@ -113,3 +114,14 @@ def warm_up(session: Session, now: datetime, *, tz: ZoneInfo, instance_id: str) 
     store = reads_of(session).store
     store.teams_by_ids([nobody])
     resolve_recipients(store, [f"person:{nobody}"], now, tz)
+    # Then the claim's read (no row is due before the epoch, so it claims and locks nothing),
+    # and the working-time calendar's closures, which composing a prompt reads.
+    outbox.claim_due(session, _EPOCH, instance_id=instance_id, limit=1)
+    store.closures_between(now.date(), now.date(), {nobody})
+
+
+def warm_up_writes(session: Session, now: datetime, *, instance_id: str) -> None:
+    """Run the check made just before each send (`outbox.hold_claim`) for a row that does not
+    exist: an UPDATE of no row, compiled before the first row is due. The caller rolls back."""
+    connection = session.connection()  # as the send checks it: on a Connection
+    outbox.hold_claim(connection, 0, instance_id=instance_id, now=now, lease=outbox.DEFAULT_LEASE)
