@@ -399,7 +399,28 @@ def wait_until_all_idle(d: Deployment, timeout: float = 120.0) -> float:
     for process in d.processes:
         if process.poll() is None:
             wait_until_idle(process.pid)
+    wait_until_slack_quiet(d, timeout=max(1.0, timeout - (time.perf_counter() - began)))
     return time.perf_counter() - began
+
+
+SLACK_QUIET_SECONDS = 1.0
+
+
+def wait_until_slack_quiet(d: Deployment, timeout: float = 60.0) -> None:
+    """Wait until Handover has made no Slack Web API call for SLACK_QUIET_SECONDS. Its jobs
+    done and its processes under a tenth of a core were not enough: after the clicks, `serve`
+    still sent the repeated clicks' private replies and redrew Homes, 190-240 calls in the 5 s
+    before the first commands burst, the last 0.4-0.6 s before it (each call costs the sender
+    little CPU, so the process looked idle), and that burst's p99 was 3.9x the no-op's."""
+    began = time.perf_counter()
+    count, since = d.standin.get("calls/count")["count"], time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        time.sleep(0.2)
+        now = d.standin.get("calls/count")["count"]
+        if now != count:
+            count, since = now, time.perf_counter()
+        elif time.perf_counter() - since >= SLACK_QUIET_SECONDS:
+            return
 
 
 def cpu_of(d: Deployment) -> list[float]:

@@ -16,6 +16,7 @@ Control API (JSON, under ``control_url`` = ``http://HOST:PORT/_standin/``; 400 f
 
 Inspection
   GET  calls[?method=M&team=T]        recorded calls (never the token or client secret)
+  GET  calls/count                    how many calls were recorded so far
   GET  messages[?channel=C | ?user=U[&team=T]]   stored messages, oldest first
   GET  ephemerals[?user=U]  GET views  GET home?user=U  GET dm?user=U  GET text
   GET  responses[?name=N]             what the app posted to response URLs

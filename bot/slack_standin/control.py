@@ -37,6 +37,9 @@ def _inspection(
             if team:
                 calls = [c for c in calls if c.team_id == team]
             return {"ok": True, "calls": [c.to_dict() for c in calls]}
+        case ("GET", "calls/count"):
+            # How many calls so far, cheaply: a harness polls it to see Slack traffic stop.
+            return {"ok": True, "count": standin.call_count()}
         case ("GET", "messages"):
             channel = query.get("channel")
             if not channel and query.get("user"):

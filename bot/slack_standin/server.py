@@ -417,6 +417,10 @@ class SlackStandIn:
         """Every recorded call, oldest first, optionally only of ``method``."""
         return self.api.calls(method)
 
+    def call_count(self) -> int:
+        """How many calls were recorded (cheaper than ``len(calls())``)."""
+        return self.api.call_count()
+
     def messages(self, channel: str | None = None) -> list[dict[str, Any]]:
         """Stored messages, oldest first, each with its ``channel`` and ``metadata``."""
         return self.api.messages(channel)

@@ -660,6 +660,7 @@ def test_control_endpoints_from_another_client(standin: SlackStandIn, client: We
 
     calls = control(standin, "GET", "calls?method=chat.postMessage")[1]["calls"]
     assert [c["status"] for c in calls] == [500, 200]
+    assert control(standin, "GET", "calls/count")[1] == {"ok": True, "count": len(standin.calls())}
     assert calls[1]["args"]["text"] == "second" and calls[1]["timestamp"] > 0
     by_user = control(standin, "GET", "messages?user=U0EVE")[1]["messages"]
     dm = standin.dm_channel_for("U0EVE")
