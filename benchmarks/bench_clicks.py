@@ -248,6 +248,11 @@ def click_body(d: Deployment, prompt: dict, user_id: str, person: str, n: int) -
 
 
 def command_body(d: Deployment, user_id: str, n: int) -> bytes:
+    return command_form(user_id, d.standin.response_url(f"cmd-{n}"), n)
+
+
+def command_form(user_id: str, response_url: str, n: int) -> bytes:
+    """A `/handover oncall` as Slack posts it (profile_click.py's too)."""
     form = {
         "token": "verification-token-unused",
         "api_app_id": "A0HANDOVER",
@@ -259,7 +264,7 @@ def command_body(d: Deployment, user_id: str, n: int) -> bytes:
         "user_name": "bench",
         "command": ids.COMMAND,
         "text": "oncall",
-        "response_url": d.standin.response_url(f"cmd-{n}"),
+        "response_url": response_url,
         "trigger_id": f"{n}.2.bench",
         "is_enterprise_install": "false",
     }

@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_clicks import command_form  # noqa: E402
 from werkzeug.test import EnvironBuilder  # noqa: E402
 
 from handlers import ids  # noqa: E402
@@ -78,22 +79,7 @@ def click_body(n: int) -> bytes:
 
 
 def command_body(n: int) -> bytes:
-    form = {
-        "token": "verification-token-unused",
-        "api_app_id": "A0HANDOVER",
-        "team_id": "T0STANDIN",
-        "team_domain": "handover-standin",
-        "channel_id": "C0EDTCARDS",
-        "channel_name": "edt",
-        "user_id": "U0BENCH",
-        "user_name": "bench",
-        "command": ids.COMMAND,
-        "text": "oncall",
-        "response_url": f"http://127.0.0.1:9/response/cmd-{n}",
-        "trigger_id": f"{n}.2.bench",
-        "is_enterprise_install": "false",
-    }
-    return urllib.parse.urlencode(form).encode()
+    return command_form("U0BENCH", f"http://127.0.0.1:9/response/cmd-{n}", n)
 
 
 BODIES = {"click": click_body, "command": command_body}
