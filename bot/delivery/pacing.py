@@ -80,11 +80,14 @@ TIER_OF_METHOD: Mapping[str, str] = {
     "chat.postEphemeral": "tier4",
     "views.publish": "tier4",
 }
-# What a job's client paces before each call: the messages it posts (chat.postEphemeral is a
-# tier 4 method in Slack's method reference, not one of the posted messages that
-# HANDOVER_SLACK_RATE counts). Not views.publish: a job asks HomeRefreshes (bot/delivery/home.py)
-# for its Home redraws, which takes their tokens itself.
-JOB_PACED_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral"})
+# What a job's client paces before each call: the messages HANDOVER_SLACK_RATE counts. Not
+# chat.postEphemeral: Slack counts it in tier 4 (100+ a minute, generous bursts), apart from
+# posted messages, and a job waiting for a tier 4 token holds its runner thread: paced, a burst
+# of repeated clicks' private notes (each "already answered") held up the jobs that record the
+# first clicks' responses for minutes. Its 429s are shared and waited out like the messages'.
+# Not views.publish: a job asks HomeRefreshes (bot/delivery/home.py) for its Home redraws, which
+# takes their tokens itself.
+JOB_PACED_METHODS = frozenset({"chat.postMessage", "chat.update"})
 # The longest a job's call waits out 429s before its error is raised: well inside a slack job's
 # lease (bot/slackjobs/queue.py, two minutes), so no other runner claims the job meanwhile and
 # does it a second time.
