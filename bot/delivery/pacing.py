@@ -42,6 +42,7 @@ from slack_sdk.web import SlackResponse
 from sqlalchemy import Connection, Engine, Select, Update, and_, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from bot.channels.slack import method_of
 from bot.models import SlackRateBucket
 from bot.settings import Settings
 
@@ -434,7 +435,7 @@ def _share_429(
     pacer: Pacer, client: WebClient, request: HttpRequest, response: HttpResponse
 ) -> None:
     """Empty the bucket of the method that met a 429 until its Retry-After, for everyone."""
-    method = _method_of(request)
+    method = method_of(request)
     retry_after = _retry_after_seconds(response.headers)
     try:
         # The token of the request that met the 429: a partner workspace's client copies
@@ -485,16 +486,11 @@ class PacedWebClient(WebClient):
 _WAITED = "handover_waited"  # a call's RetryState: the seconds its 429s have been waited out
 
 
-class PacedRateLimitRetryHandler(RetryHandler):
+class PacedRateLimitRetryHandler(PacingRateLimitHandler):
     """A 429 of a job's call empties the shared bucket until its Retry-After, for everyone;
     the call then takes its token like any other (waiting for the bucket to open and for the
     calls queued before it) and is made again, while its waits add up to at most
     RATE_LIMITED_FOR. A 429 means Slack did nothing: the call made again is not a second."""
-
-    def __init__(self, pacer: Pacer, client: WebClient) -> None:
-        super().__init__(max_retry_count=1)
-        self.pacer = pacer
-        self.client = client
 
     def can_retry(
         self,
@@ -520,14 +516,10 @@ class PacedRateLimitRetryHandler(RetryHandler):
     ) -> None:
         state.next_attempt_requested = True
         token = _token_of(request) or self.client.token
-        waited = self.pacer.wait(token, _method_of(request))
+        waited = self.pacer.wait(token, method_of(request))
         values = state.custom_values or {}
         state.custom_values = {**values, _WAITED: values.get(_WAITED, 0.0) + waited}
         state.increment_current_attempt()
-
-
-def _method_of(request: HttpRequest) -> str:
-    return request.url.rsplit("/", 1)[-1].split("?", 1)[0]
 
 
 def _token_of(request: HttpRequest) -> str | None:
