@@ -1,4 +1,4 @@
-"""Responses to prompts, closing referrals and who is on call: the services behind Slack's surfaces.
+"""Responses to prompts and closing referrals: the services behind Slack's surfaces.
 
 Functions here take a session and never commit; the caller owns the transaction. Each returns a
 value describing what happened, which the handler renders with pure builders.
@@ -125,25 +125,6 @@ class CloseOutcome:
     cancelled_rows: int = 0
     cancelled_prompts: int = 0
     cancelled_targets: int = 0
-
-
-@dataclass(frozen=True)
-class OnCallHolder:
-    """Someone on call now, and until when."""
-
-    person_id: str
-    name: str
-    slack_user_id: str | None
-    until: datetime
-
-
-@dataclass(frozen=True)
-class OnCallAnswer:
-    """Who holds each role now; `unknown_role` is set when the asked-for role was never rostered."""
-
-    at: datetime
-    roles: tuple[tuple[str, tuple[OnCallHolder, ...]], ...] = ()
-    unknown_role: str | None = None
 
 
 @dataclass(frozen=True)
@@ -751,36 +732,3 @@ def close_referral(
         cancelled_prompts=cancelled_prompts,
         cancelled_targets=cancelled_targets,
     )
-
-
-# ----- on call --------------------------------------------------------------------------------
-
-
-def on_call_now(
-    session: Session, *, now: datetime, settings: Settings, role: str | None = None
-) -> OnCallAnswer:
-    """Who holds `role` on shift at `now`; without a role, every role with a shift covering
-    `now`: the alert roles first (listed even when nobody holds them), then the others sorted."""
-    store = RotaStore(session)
-    if role is not None:
-        role = role.strip().lower().removeprefix("role:")
-        if not store.role_known(role):
-            return OnCallAnswer(now, unknown_role=role)
-        on_shift = store.people_on_shift(now, role)
-        roles = [role]
-    else:
-        on_shift = store.people_on_shift(now)
-        alert_roles = list(dict.fromkeys(settings.alert_roles))
-        others = sorted({shift.role for _, shift in on_shift} - set(alert_roles))
-        roles = alert_roles + others
-    holders: dict[str, dict[str, OnCallHolder]] = {name: {} for name in roles}
-    for person, shift in on_shift:
-        by_person = holders.get(shift.role)
-        if by_person is None:
-            continue
-        known = by_person.get(person.person_id)
-        if known is None or shift.end_at > known.until:
-            by_person[person.person_id] = OnCallHolder(
-                person.person_id, person.name, person.slack_user_id, shift.end_at
-            )
-    return OnCallAnswer(now, tuple((name, tuple(holders[name].values())) for name in roles))

@@ -1,4 +1,4 @@
-"""The response, close and on-call services on SQLite and PostgreSQL (no HTTP)."""
+"""The response and close services on SQLite and PostgreSQL (no HTTP)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from bot.services.responses import (
     check_response,
     close_referral,
     contact_slots,
-    on_call_now,
     record_response,
 )
 from bot.settings import Settings
@@ -395,47 +394,6 @@ def test_close_keeps_responses_and_cancels_the_rest(
         assert session.get(Target, scenario.held_target_id).state == "cancelled"
         assert session.get(Target, scenario.role_target_id).state == "cancelled"
         assert session.get(Referral, scenario.referral_id).closed_by == "edt-mgr"
-
-
-def test_on_call_now(session_factory: sessionmaker[Session], scenario: Scenario) -> None:
-    with session_factory() as session:
-        answer = on_call_now(session, now=NOW, settings=SETTINGS)
-        assert [role for role, _ in answer.roles] == ["edt_manager", "police_dau"]
-        holders = dict(answer.roles)["edt_manager"]
-        assert [(h.person_id, h.slack_user_id) for h in holders] == [("edt-mgr", "UEDTMGR")]
-        assert holders[0].until == NOW + timedelta(hours=8)
-        police = on_call_now(session, now=NOW, settings=SETTINGS, role="role:police_dau")
-        assert [h.person_id for _, hs in police.roles for h in hs] == ["pc-jones"]
-        assert on_call_now(session, now=NOW, settings=SETTINGS, role="nope").unknown_role == "nope"
-
-
-def test_on_call_now_without_a_role_lists_every_role_on_shift(
-    session_factory: sessionmaker[Session], scenario: Scenario
-) -> None:
-    with session_factory.begin() as session:
-        session.add_all(
-            [
-                # On shift now: a role sorted between the two of the scenario.
-                Shift(person_id="gp-mgr", role="hospital_safeguarding",
-                      start_at=NOW - timedelta(hours=1), end_at=NOW + timedelta(hours=2)),
-                Shift(person_id="pol-sgt", role="hospital_safeguarding",
-                      start_at=NOW - timedelta(hours=3), end_at=NOW + timedelta(hours=1)),
-                # Ended an hour ago, and starting in an hour: not on call now.
-                Shift(person_id="hv-lead", role="night_nurse",
-                      start_at=NOW - timedelta(hours=9), end_at=NOW - timedelta(hours=1)),
-                Shift(person_id="hv-lead", role="ambulance_liaison",
-                      start_at=NOW + timedelta(hours=1), end_at=NOW + timedelta(hours=9)),
-            ]
-        )  # fmt: skip
-    police_first = Settings(edt_channel=EDT_CHANNEL, alert_roles=("police_dau", "paediatrician"))
-    with session_factory() as session:
-        answer = on_call_now(session, now=NOW, settings=police_first)
-    assert [(role, [h.person_id for h in holders]) for role, holders in answer.roles] == [
-        ("police_dau", ["pc-jones"]),
-        ("paediatrician", []),  # an alert role nobody holds is still shown
-        ("edt_manager", ["edt-mgr"]),
-        ("hospital_safeguarding", ["pol-sgt", "gp-mgr"]),
-    ]
 
 
 def test_acknowledged_then_answered_counts_for_coverage(
