@@ -114,9 +114,6 @@ class _Context:
     recipient_id: str | None
 
 
-# ----- responses ------------------------------------------------------------------------------
-
-
 def check_response(
     session: Session,
     prompt_id: int | None,
