@@ -46,10 +46,13 @@ def location(source: int, line: int) -> int:
 
 
 def source_and_line(loc: int) -> tuple[int, int]:
+    """The table (source) and line a `location` packed."""
     return loc >> 32, loc & 0xFFFF_FFFF
 
 
 class ShiftKey(NamedTuple):
+    """Whose shifts, in which role: the key the spill groups shifts by."""
+
     person_id: str
     role: str
 
@@ -185,6 +188,7 @@ class ShiftSpill:
         return (ShiftKey(*key) for key in self.groups)
 
     def close(self) -> None:
+        """Close the spill file (the system removes it)."""
         self._file.close()
 
 

@@ -16,11 +16,14 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from rota.problems import ProblemLog
 from rota.sources import COLUMNS, SourceFile, Table, broken_table, control_character
+
+if TYPE_CHECKING:
+    from icalendar import Event
 
 PRODID = "-//Handover//rota shifts//EN"
 ROLE_PROPERTY = "X-HANDOVER-ROLE"
@@ -249,7 +252,7 @@ def _instant_key(value: date | datetime) -> object:
 
 
 def _occurrence_row(
-    feed: _Feed, number: int, occurrence, calendar_role: object
+    feed: _Feed, number: int, occurrence: Event, calendar_role: object
 ) -> list[str] | None:
     person = _person(feed, number, occurrence)
     role = occurrence.get(ROLE_PROPERTY) or calendar_role or feed.default_role
@@ -271,7 +274,7 @@ def _occurrence_row(
     return values
 
 
-def _person(feed: _Feed, number: int, occurrence) -> str | None:
+def _person(feed: _Feed, number: int, occurrence: Event) -> str | None:
     given = occurrence.get(PERSON_PROPERTY)
     if given is not None:
         return str(given).strip()

@@ -268,6 +268,7 @@ class RotaBatch:
 
     @property
     def kinds(self) -> tuple[str, ...]:
+        """The kinds of rota file the batch holds, in KINDS' order."""
         return tuple(kind for kind in KINDS if kind in self.sources)
 
     @property

@@ -55,6 +55,7 @@ class TerminalProgress:
         self._stage: str | None = None
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
+        """Show `done` of `total` rows of `stage`, with a new bar when the stage changes."""
         if stage != self._stage or self._bar is None:
             self.close()
             self._stage = stage

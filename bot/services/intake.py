@@ -68,11 +68,14 @@ REPEATED_TARGET = "repeated_target"
 
 @dataclass(frozen=True)
 class FieldError:
+    """What is wrong with one field of a referral request."""
+
     field: str  # "category", "notify[1]", …
     message: str
     code: str = ""  # a stable name for errors a surface words its own way (REPEATED_TARGET)
 
     def to_json(self) -> dict[str, str]:
+        """As the API's 422 body lists it: {"field", "message"}."""
         return {"field": self.field, "message": self.message}
 
 
@@ -86,6 +89,8 @@ class InvalidReferral(ValueError):
 
 @dataclass(frozen=True)
 class ReferralRequest:
+    """A referral request, validated and normalized: what intake creates a referral from."""
+
     external_ref: str
     category: str
     urgency: str
@@ -116,6 +121,8 @@ class ReferralRequest:
 
 @dataclass(frozen=True)
 class IntakeResult:
+    """The referral a request came to, the API's body, and created, duplicate or conflict."""
+
     referral: Referral
     body: dict[str, Any]
     status: Status

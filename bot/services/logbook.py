@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Row, Select, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from bot.delivery.kinds import (
@@ -92,12 +93,12 @@ class unindexed(FunctionElement):
 
 
 @compiles(unindexed)
-def _unindexed(element: unindexed, compiler, **kw) -> str:
+def _unindexed(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(element.clauses, **kw)
 
 
 @compiles(unindexed, "sqlite")
-def _unindexed_sqlite(element: unindexed, compiler, **kw) -> str:
+def _unindexed_sqlite(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
     return f"+{compiler.process(element.clauses, **kw)}"  # SQLite's unary + keeps the value
 
 
@@ -420,7 +421,9 @@ def _prompts_of_open_referrals(scope: Scope | None = None) -> Select:
 class Policies(Protocol):
     """The escalation offsets of each urgency (bot.settings.Settings)."""
 
-    def policy_for(self, urgency: str | None) -> EscalationPolicy: ...
+    def policy_for(self, urgency: str | None) -> EscalationPolicy:
+        """The escalation offsets of a referral of `urgency`."""
+        ...
 
 
 def overdue_prompts(

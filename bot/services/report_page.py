@@ -235,6 +235,7 @@ class Names:
         self._teams: dict[str, str] = {}
 
     def load(self, person_ids: Iterable[str], team_ids: Iterable[str]) -> None:
+        """Read the names of these people and teams from the rota (at most one query each)."""
         people = self._store.people_by_ids({p for p in person_ids if p})
         self._people.update({pid: person.name for pid, person in people.items()})
         teams = self._store.teams_by_ids({t for t in team_ids if t})

@@ -129,6 +129,8 @@ class CloseOutcome:
 
 @dataclass(frozen=True)
 class OnCallHolder:
+    """Someone on call now, and until when."""
+
     person_id: str
     name: str
     slack_user_id: str | None

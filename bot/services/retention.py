@@ -45,6 +45,8 @@ RETENTION_TIME = time(3, 0)
 
 @dataclass(frozen=True)
 class PurgedReferral:
+    """A closed referral a retention run erased (or would erase), and when it was closed."""
+
     referral_id: str
     closed_at: datetime
 
