@@ -762,7 +762,8 @@ class _RowCheck:
         if len(value) > ID_MAX or not _ID_RE.match(value):
             self.bad(
                 column,
-                f"{value!r} is not an id (letters, digits, '.', '_', '-'; at most {ID_MAX})",
+                f"{value!r} is not an id (a letter or digit, then letters, digits, '.', '_', '-'; "
+                f"at most {ID_MAX})",
             )
         return value
 
