@@ -49,6 +49,7 @@ from rota.models import (
     REGIONS,
     Absence,
     Closure,
+    NamedRole,
     Person,
     RotaVersion,
     Team,
@@ -762,7 +763,8 @@ class _RowCheck:
         if len(value) > ID_MAX or not _ID_RE.match(value):
             self.bad(
                 column,
-                f"{value!r} is not an id (letters, digits, '.', '_', '-'; at most {ID_MAX})",
+                f"{value!r} is not an id (a letter or digit, then letters, digits, '.', '_', '-'; "
+                f"at most {ID_MAX})",
             )
         return value
 
@@ -1374,6 +1376,16 @@ def _diff_rota(session: Session, batch: RotaBatch) -> dict[str, _KindChanges]:
     return changes
 
 
+def _remember_roles(session: Session, roles: set[str]) -> None:
+    """Keep every role the shifts name as known, for after shifts naming it are replaced."""
+    if not roles:
+        return
+    known = set(session.scalars(select(NamedRole.role).where(NamedRole.role.in_(roles))))
+    new = sorted(roles - known)
+    if new:
+        session.execute(insert(NamedRole), [{"role": role} for role in new])
+
+
 def _recheck_shift_references(session: Session, batch: RotaBatch, spill: ShiftSpill) -> None:
     """The people and duty teams the shifts name, against the store as this import leaves it.
 
@@ -1510,6 +1522,7 @@ def apply_rota(
     if spill is not None:
         _recheck_shift_references(session, batch, spill)
         counts["shifts"] = apply_shifts(session, spill, batch.shift_roles, report)
+        _remember_roles(session, {key.role for key in spill.shift_keys()})
         changed = changed or bool(counts["shifts"]["added"] or counts["shifts"]["removed"])
     for kind, (model, _fields) in _SET_FIELDS.items():
         change = changes.get(kind)

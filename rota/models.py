@@ -143,6 +143,19 @@ class Shift(Base):
     )
 
 
+class NamedRole(Base):
+    """A role some shift has named, kept when the shifts naming it are replaced.
+
+    A role no shift has ever named is unknown input, and a known role with nobody on shift is
+    unroutable (docs/reference/http.md): a new shifts.csv without a role must not turn the
+    referrals naming it into errors.
+    """
+
+    __tablename__ = "named_roles"
+
+    role: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+
 class Absence(Base):
     """An absence of absences.csv: whole days, start_date to end_date inclusive."""
 

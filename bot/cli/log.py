@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from bot.cli.plan import text_argument
 from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
 from bot.errors import InputError, UsageError
+from bot.migrate import require_migrated
 from bot.models import AuditEvent, Referral
 from bot.services.audit import verify_chain
 from bot.services.coverage import COVERAGE_WORDS, STRATEGY_AGENCIES, CoverageState
@@ -62,9 +63,14 @@ AGENCY_NAMES = {
 
 @contextmanager
 def database_session(settings: Settings) -> Iterator[Session]:
-    """A session on DATABASE_URL for one command (batch timeouts); the engine is disposed."""
+    """A session on DATABASE_URL for one command (batch timeouts); the engine is disposed.
+
+    A database not at the code's revision is a service unavailable (exit 3), said before any
+    query meets a missing table (docs/reference/commands.md, exit codes)."""
     engine = create_db_engine(settings.database_url, timeouts=BATCH_TIMEOUTS)
     try:
+        with engine.connect() as connection:
+            require_migrated(connection)
         with make_session_factory(engine)() as session:
             yield session
     finally:

@@ -181,8 +181,12 @@ def parse_window(
             until_at = end_bound
         else:
             before = _local_midnight(end_bound + timedelta(days=1), tz)
-    end = until_at or before
-    if since_at is not None and end is not None and end <= since_at:
+    # An --until time is inclusive, so it may equal --since (the events of that instant); an
+    # --until date ends at the next midnight, exclusive (docs/reference/commands.md).
+    ends_before = (until_at is not None and since_at is not None and until_at < since_at) or (
+        before is not None and since_at is not None and before <= since_at
+    )
+    if ends_before:
         raise InputError("--until is before --since")
     ref = referral_id.strip() if referral_id else None
     return LogWindow(referral_id=ref or None, since=since_at, before=before, until=until_at)

@@ -146,7 +146,12 @@ BAD_ROWS = [
     ("teams", "edt,Again,Agency,health,england,,,",
      "team_id: duplicate team_id 'edt' (also on line 2)"),
     ("teams", "t 1,Team,Agency,health,england,,,",
-     "team_id: 't 1' is not an id (letters, digits, '.', '_', '-'; at most 64)"),
+     "team_id: 't 1' is not an id (a letter or digit, then letters, digits, '.', '_', '-'; "
+     "at most 64)"),
+    # The first character may not be '.', '_' or '-' (docs/reference/rota-files.md, Id).
+    ("teams", "-t1,Team,Agency,health,england,,,",
+     "team_id: '-t1' is not an id (a letter or digit, then letters, digits, '.', '_', '-'; "
+     "at most 64)"),
     ("people", "x-1,Someone,U0X00001,,nowhere,worker,,,", "team_id: unknown team 'nowhere'"),
     ("people", "x-1,,U0X00001,,edt,worker,,,", "name: required but empty"),
     ("people", "x-1,Someone,U0X00001,,,worker,,,", "team_id: required but empty"),
