@@ -185,7 +185,7 @@ def _jsonl_lines(rows: Iterable[tuple[Any, ...]], iso: InstantText) -> Iterator[
 
 def csv_cell(cell: str) -> str:
     """A cell as `csv.writer(out, lineterminator="\\n")` writes it: quoted, its quotes doubled,
-    when it holds a comma, a quote or a newline (tests/bot/test_log_stream.py holds the two
+    when it holds a comma, a quote or a newline (tests/bot/services/test_log_stream.py holds the two
     equal, character by character)."""
     if '"' in cell or "," in cell or "\n" in cell:
         return '"' + cell.replace('"', '""') + '"'

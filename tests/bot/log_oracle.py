@@ -4,7 +4,7 @@ Each row is read through SQLAlchemy's conversions (`iter_log`), rendered by `log
 printed with `json.dumps` and `csv.writer` a row at a time, as `write_log` did before it read
 the rows as stored (bot/services/log_stream.py); times with strftime, and cells made safe
 and padded a call a cell, as `local_time_label` and `write_table` did before they were made
-faster. tests/bot/test_log_stream.py compares the two byte for byte.
+faster. tests/bot/services/test_log_stream.py compares the two byte for byte.
 """
 
 from __future__ import annotations

@@ -20,8 +20,7 @@ from bot.services.logbook import parse_window
 from bot.services.report_page import LogRow, Names, build_report_page, build_timelines
 from bot.services.reports import GroupFigures, build_report
 from rota.store import RotaStore
-from tests.bot.sqlite_plans import audit_reads
-from tests.bot.test_logbook import (
+from tests.bot.services.test_logbook import (
     SUMMARY,
     add_prompt,
     add_referral,
@@ -30,6 +29,7 @@ from tests.bot.test_logbook import (
     build_scenario,
     utc,
 )
+from tests.bot.sqlite_plans import audit_reads
 
 LONDON = ZoneInfo("Europe/London")
 GENERATED = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
