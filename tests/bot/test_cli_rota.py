@@ -347,6 +347,27 @@ def test_an_edited_export_changes_exactly_the_shift_moved(
 CHRISTMAS_START = datetime(2026, 12, 24, 9, tzinfo=UTC)
 
 
+def test_an_export_with_a_shifts_file_replaces_the_whole_set_as_before(
+    scoped: Path, capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    export(capsys, "raj.ics", "--person", "edt-raj")
+    write_rota(
+        scoped / "day", shifts="person_id,role,start,end\n" + SCOPED_SHIFTS.splitlines()[5] + "\n"
+    )
+    code, out, err = run(capsys, "rota", "import", "day/shifts.csv", "raj.ics")
+    assert (code, out) == (0, "shifts: 0 added, 4 removed, 3 unchanged\nrota version 2\n")
+    assert err.endswith(
+        "warning: 2 gap(s) in the on-call cover in the next 14 days; "
+        "`handover rota check` lists them\n"
+    )  # Sue's shifts went too
+    assert [s[1:3] for s in stored_shifts(session_factory)] == [
+        ("edt-raj", "edt_manager"),
+        ("hv-kpatel", "duty:hv-north"),
+        ("edt-raj", "duty:edt"),
+    ]
+    assert "shift_scopes" not in audit_details(session_factory)[-1]
+
+
 @pytest.mark.parametrize(
     ("find", "put", "problem"),
     [
@@ -392,6 +413,15 @@ CHRISTMAS_START = datetime(2026, 12, 24, 9, tzinfo=UTC)
             "edt-sue: the calendar replaces only the shifts of its scope (every role (edt-sue, "
             "20/12/2026 to 19/01/2027))",
         ),
+    ],
+    ids=[
+        "from-not-a-time",
+        "from-without-offset",
+        "to-missing",
+        "to-before-from",
+        "person-twice",
+        "role-not-a-role",
+        "event-outside-scope",
     ],
 )
 def test_a_malformed_scope_is_refused_and_changes_nothing(
