@@ -328,11 +328,8 @@ def _replaced(
     if roles:
         found.append("s.role IN (" + ", ".join(bind(role) for role in sorted(roles)) + ")")
     for each in scopes:
-        terms = [
-            "EXISTS (SELECT 1 FROM people p WHERE p.person_id = s.person_id AND p.active = "
-            + bind(True)
-            + ")"
-        ]
+        # `rota ical --role` exports the active holders' shifts only: keep the others.
+        terms = ["EXISTS (SELECT 1 FROM people p WHERE p.person_id = s.person_id AND p.active)"]
         if each.roles is not None:
             names = each.roles or ("",)
             terms.append("s.role IN (" + ", ".join(bind(role) for role in names) + ")")

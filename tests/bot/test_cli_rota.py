@@ -347,6 +347,27 @@ def test_an_edited_export_changes_exactly_the_shift_moved(
 CHRISTMAS_START = datetime(2026, 12, 24, 9, tzinfo=UTC)
 
 
+def test_an_export_of_a_role_keeps_the_shifts_of_inactive_holders_it_leaves_out(
+    scoped: Path, capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    people = "".join(line for line in PEOPLE.splitlines(True) if not line.startswith("edt-sue,"))
+    write_rota(scoped / "left", people=people)
+    code, _, _ = run(capsys, "rota", "import", "left/people.csv")
+    assert code == 0
+    before = stored_shifts(session_factory)
+    ics = export(
+        capsys, "oncall.ics", "--role", "edt_manager", "--from", "24/12/2026", "--days", "7"
+    )
+    assert [summary for summary, *_ in events_of(ics)] == ["edt_manager: Raj Malhotra"]
+    code, out, _ = run(capsys, "rota", "import", "oncall.ics")
+    assert (code, out) == (
+        0,
+        "shifts of edt_manager (24/12/2026 to 30/12/2026): 0 added, 0 removed, 1 unchanged\n"
+        "no changes; rota version 2\n",
+    )
+    assert stored_shifts(session_factory) == before
+
+
 def test_an_export_with_a_shifts_file_replaces_the_whole_set_as_before(
     scoped: Path, capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
 ) -> None:
