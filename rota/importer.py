@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from rota.bulk import (
     SPILL_BUFFER,
     Group,
+    ShiftScope,
     ShiftSpill,
     apply_shifts,
     source_and_line,
@@ -40,7 +41,7 @@ from rota.bulk import (
     stored_text,
 )
 from rota.hours import HoursSyntaxError, parse_hours
-from rota.ical import read_ical_table
+from rota.ical import Replaced, read_ical_table
 from rota.models import (
     AGENCY_TYPES,
     CONTACT_METHODS,
@@ -57,8 +58,10 @@ from rota.models import (
 from rota.problems import DeactivationRefused, Problem, ProblemLog, RotaImportError
 from rota.sources import (
     COLUMNS,
+    ID_RE,
     KINDS,
     OPTIONAL_COLUMNS,
+    ROLE_RE,
     SourceFile,
     Table,
     read_csv_table,
@@ -97,8 +100,6 @@ ICAL_HORIZON = timedelta(days=366)
 # A progress report every this many rows.
 PROGRESS_EVERY = 5_000
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
 _SLACK_USER_RE = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _SLACK_CHANNEL_RE = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _SLACK_TEAM_RE = re.compile(r"^T[A-Z0-9]{2,31}$")
@@ -239,8 +240,10 @@ class RotaBatch:
     shift_spill: ShiftSpill | None = None
     absences: list[AbsenceRow] | None = None
     closures: list[ClosureRow] | None = None
-    # When shifts came from calendars alone: the roles whose shifts they replace.
+    # When shifts came from calendars alone: the roles whose shifts they replace (those of
+    # the calendars declaring no scope), and the scopes the others declare.
     shift_roles: frozenset[str] | None = None
+    shift_scopes: tuple[ShiftScope, ...] = ()
     references: list[Reference] = field(default_factory=list, repr=False)
 
     @property
@@ -301,14 +304,17 @@ class ImportResult:
     files: tuple[str, ...]
     dry_run: bool = False
     shift_roles: tuple[str, ...] | None = None  # shifts replaced for these roles only
+    shift_scopes: tuple[ShiftScope, ...] = ()  # and those inside these scopes
 
     def lines(self) -> list[str]:
         """Human-readable lines for the command line: counts per kind, then the version."""
         out = []
         for kind, counts in self.counts.items():
             label = kind
-            if kind == "shifts" and self.shift_roles is not None:
-                label = f"shifts of {', '.join(self.shift_roles) or 'no role'}"
+            if kind == "shifts" and (self.shift_roles is not None or self.shift_scopes):
+                parts = [", ".join(self.shift_roles)] if self.shift_roles else []
+                parts.extend(scope.label for scope in self.shift_scopes)
+                label = f"shifts of {'; '.join(parts) or 'no role'}"
             out.append(f"{label}: " + ", ".join(f"{n} {what}" for what, n in counts.items()))
         if not self.changed:
             out.append(f"no changes; rota version {self.version}")
@@ -328,6 +334,16 @@ class ImportResult:
         }
         if self.shift_roles is not None:
             detail["shift_roles"] = list(self.shift_roles)
+        if self.shift_scopes:
+            detail["shift_scopes"] = [
+                {
+                    "roles": list(scope.roles) if scope.roles is not None else None,
+                    "person_id": scope.person_id,
+                    "from": scope.start.isoformat() if scope.start else None,
+                    "to": scope.end.isoformat() if scope.end else None,
+                }
+                for scope in self.shift_scopes
+            ]
         return detail
 
 
@@ -394,6 +410,7 @@ class _Reader:
         self.ids: dict[str, set[str]] = {"teams": set(), "people": set()}
         self.first_line: dict[tuple[str, str], tuple[int, int]] = {}  # duplicate ids
         self._emails: dict[str, tuple[str, ...]] | None = None
+        self.replaced = Replaced()  # what the calendars read replace
 
     def read(self, paths: Sequence[str | Path]) -> RotaBatch:
         calendars: list[SourceFile] = []
@@ -436,7 +453,7 @@ class _Reader:
     def _read_calendar(self, source: SourceFile) -> None:
         if self.now is None:
             raise ValueError("reading a calendar needs `now`")
-        if self.ical_role is not None and not _ROLE_RE.match(self.ical_role):
+        if self.ical_role is not None and not ROLE_RE.match(self.ical_role):
             self.problems.add(
                 source.display,
                 1,
@@ -451,6 +468,7 @@ class _Reader:
             until=self.now + ICAL_HORIZON,
             default_role=self.ical_role,
             people_for_email=self._people_for_email,
+            replaced=self.replaced,
         )
         spreadsheet_shifts = "shifts" in self.batch.sources and any(
             not self.batch.places[i].event for i in self.batch.sources["shifts"]
@@ -460,11 +478,12 @@ class _Reader:
         finally:
             table.close()
         if not spreadsheet_shifts and "shifts" in self.batch.sources:
-            spill = self.batch.shift_spill
-            roles = {key.role for key in spill.shift_keys()} if spill is not None else set()
-            if self.ical_role is not None:
+            replaced = self.replaced
+            roles = set(replaced.roles)
+            if self.ical_role is not None and replaced.unscoped:
                 roles.add(self.ical_role)
             self.batch.shift_roles = frozenset(roles)
+            self.batch.shift_scopes = tuple(replaced.scopes)
 
     def _people_for_email(self, email: str) -> tuple[str, ...]:
         """The people an address belongs to: in the people file given, else in the store."""
@@ -637,11 +656,11 @@ class _ShiftReader:
         return line
 
     def _group(self, person: str, role: str) -> Group | None:
-        if not person or len(person) > ID_MAX or not _ID_RE.match(person):
+        if not person or len(person) > ID_MAX or not ID_RE.match(person):
             return None
         if self.people is not None and person not in self.people:
             return None
-        if not role or len(role) > ROLE_MAX or not _ROLE_RE.match(role):
+        if not role or len(role) > ROLE_MAX or not ROLE_RE.match(role):
             return None
         if role.startswith("duty:"):
             team = role[len("duty:") :]
@@ -760,7 +779,7 @@ class _RowCheck:
             if required:
                 self.bad(column, "required but empty")
             return None
-        if len(value) > ID_MAX or not _ID_RE.match(value):
+        if len(value) > ID_MAX or not ID_RE.match(value):
             self.bad(
                 column,
                 f"{value!r} is not an id (a letter or digit, then letters, digits, '.', '_', '-'; "
@@ -999,7 +1018,7 @@ def _shift_row(ctx: _FileContext, line: int, values: list[str]) -> ShiftRow | No
     if check.identifier("person_id", person_id):
         ctx.refer(line, "person_id", "person", person_id)
     if check.required("role", role):
-        if len(role) > ROLE_MAX or not _ROLE_RE.match(role):
+        if len(role) > ROLE_MAX or not ROLE_RE.match(role):
             check.bad("role", f"{role!r} is not a role (lower-case letters, digits, _ : -)")
         elif role.startswith("duty:"):
             team = role[len("duty:") :]
@@ -1521,7 +1540,9 @@ def apply_rota(
     spill = batch.shift_spill
     if spill is not None:
         _recheck_shift_references(session, batch, spill)
-        counts["shifts"] = apply_shifts(session, spill, batch.shift_roles, report)
+        counts["shifts"] = apply_shifts(
+            session, spill, batch.shift_roles, report, batch.shift_scopes
+        )
         _remember_roles(session, {key.role for key in spill.shift_keys()})
         changed = changed or bool(counts["shifts"]["added"] or counts["shifts"]["removed"])
     for kind, (model, _fields) in _SET_FIELDS.items():
@@ -1539,9 +1560,10 @@ def apply_rota(
     counts = {kind: counts[kind] for kind in KINDS if kind in counts}
     files = batch.displays()
     roles = tuple(sorted(batch.shift_roles)) if batch.shift_roles is not None else None
+    scopes = batch.shift_scopes
     if not changed:
         # Every statement above changed nothing: no new version.
-        return ImportResult(version, False, counts, files, shift_roles=roles)
+        return ImportResult(version, False, counts, files, shift_roles=roles, shift_scopes=scopes)
     session.add(
         RotaVersion(
             version=version + 1,
@@ -1551,7 +1573,7 @@ def apply_rota(
         )
     )
     session.flush()
-    return ImportResult(version + 1, True, counts, files, shift_roles=roles)
+    return ImportResult(version + 1, True, counts, files, shift_roles=roles, shift_scopes=scopes)
 
 
 def _insert(
