@@ -14,14 +14,13 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from rota.apply import apply_rota, load_known_ids
 from rota.hours import HoursSyntaxError, parse_hours
 from rota.importer import (
     KINDS,
     KnownIds,
     Problem,
     RotaImportError,
-    apply_rota,
-    load_known_ids,
     local_to_utc,
     read_rota_files,
 )
