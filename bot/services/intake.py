@@ -665,6 +665,12 @@ def referral_detail(session: Session, referral_id: str, tz: tzinfo) -> dict[str,
         .where(AuditEvent.referral_id == referral_id)
         .order_by(AuditEvent.at, AuditEvent.id)
     ).all()
+    # A breach leaves the target's state as it was (it may still be answered); its instant is
+    # the first `breach` event naming it.
+    breached_at: dict[str, datetime] = {}
+    for event in events:
+        if event.event == "breach" and event.target:
+            breached_at.setdefault(event.target, event.at)
     return {
         "referral_id": referral.referral_id,
         "external_ref": referral.external_ref,
@@ -689,6 +695,7 @@ def referral_detail(session: Session, referral_id: str, tz: tzinfo) -> dict[str,
                 "due_at": _local_iso(target.due_at, tz),
                 "planned_recipient": target.planned_recipient,
                 "planned_via": target.planned_via,
+                "breached_at": _local_iso(breached_at.get(target.spec), tz),
             }
             for target in targets
         ],
