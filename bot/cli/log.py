@@ -102,7 +102,7 @@ def safe_row(cells: Iterable[str]) -> list[str]:
     return [safe_cell(cell) for cell in cells]
 
 
-class Names:
+class PersonLabels:
     """People's names from the rota, to show beside their IDs (one lookup a person)."""
 
     def __init__(self, session: Session) -> None:
@@ -121,7 +121,7 @@ class Names:
 
 
 def _table_rows(
-    rows: Iterable[tuple[Any, ...]], label: InstantText, names: Names
+    rows: Iterable[tuple[Any, ...]], label: InstantText, names: PersonLabels
 ) -> Iterator[list[str]]:
     for at, referral_id, event, actor, recipient, target, detail in rows:
         target_cell = target or ""
@@ -242,7 +242,7 @@ def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: 
     with closing(iter_log_stored(session, window)) as rows:
         if fmt == "table":
             label = InstantText(session, tz, label=True)
-            count = write_table(_table_rows(rows, label, Names(session)), out, TABLE_HEADERS)
+            count = write_table(_table_rows(rows, label, PersonLabels(session)), out, TABLE_HEADERS)
             if count == 0:
                 out.write("(no events)\n")
             return count

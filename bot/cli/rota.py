@@ -22,6 +22,7 @@ from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
 from bot.errors import InputError, ServiceUnavailable
 from bot.services import audit
 from bot.settings import Settings
+from rota.apply import apply_rota, load_known_ids
 from rota.bulk import ShiftScope
 from rota.calendar import local_instant
 from rota.cover import CoverGap, find_cover_gaps, local_label
@@ -29,8 +30,6 @@ from rota.ical import CalendarShift, build_shift_calendar
 from rota.importer import (
     KnownIds,
     RotaImportError,
-    apply_rota,
-    load_known_ids,
     parse_rota_date,
     read_rota_files,
 )

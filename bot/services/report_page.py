@@ -225,7 +225,7 @@ def read_log_rows(
         yield LogRow(*row)
 
 
-class Names:
+class ReportNames:
     """People's and teams' names from the rota, for 'Name (id)' labels; channels by role."""
 
     def __init__(self, store: RotaStore, channels: Mapping[str, str]) -> None:
@@ -309,7 +309,9 @@ def _step_words(event: str, actor: str, recipient: str, detail: object, tz: Zone
     return event.replace("_", " ").capitalize()
 
 
-def build_timelines(rows: Sequence[LogRow], tz: ZoneInfo, names: Names) -> list[ReferralTimeline]:
+def build_timelines(
+    rows: Sequence[LogRow], tz: ZoneInfo, names: ReportNames
+) -> list[ReferralTimeline]:
     """Each referral's timeline from the log rows, in the order referrals first appear."""
     people: set[str] = set()
     teams: set[str] = set()
@@ -418,7 +420,7 @@ def build_report_page(
     return ReportPage(
         report=report,
         weeks=weeks,
-        timelines=build_timelines(rows, tz, Names(RotaStore(session), channels or {})),
+        timelines=build_timelines(rows, tz, ReportNames(RotaStore(session), channels or {})),
         tz=tz,
         generated_at=now.astimezone(tz),
         referrals_named=named,
