@@ -496,6 +496,7 @@ class PartnerSlackChannel(SlackChannel):
 
     @property
     def client(self) -> WebClient:  # type: ignore[override]
+        """The workspace's client; the person is unreachable when the app is not installed."""
         client = self._client_for(self.workspace)
         if client is None:
             raise SlackRecipientError(
@@ -517,15 +518,18 @@ class PartnerSlackChannel(SlackChannel):
             ) from exc
 
     def look_up(self, contact: Contact) -> str:
+        """As at home, in the workspace; a refused token is `RecipientUnreachable`."""
         self.client  # noqa: B018  (not installed: said before asking Slack for anyone)
         with self._not_installed_when_refused():
             return super().look_up(contact)
 
     def send(self, address: str, message: Message) -> Sent:
+        """As at home, in the workspace; a refused token is `RecipientUnreachable`."""
         with self._not_installed_when_refused():
             return super().send(address, message)
 
     def update(self, sent: Sent, message: Message) -> Sent:
+        """As at home, in the workspace; a refused token is `RecipientUnreachable`."""
         with self._not_installed_when_refused():
             return super().update(sent, message)
 
@@ -537,10 +541,12 @@ class PartnerSlackChannel(SlackChannel):
         *,
         other_than: Sent | None = None,
     ) -> Sent | None:
+        """As at home, in the workspace; a refused token is `RecipientUnreachable`."""
         with self._not_installed_when_refused():
             return super().find(address, tag, since, other_than=other_than)
 
     def delete(self, sent: Sent) -> bool:
+        """As at home, in the workspace; a refused token is `RecipientUnreachable`."""
         with self._not_installed_when_refused():
             return super().delete(sent)
 
