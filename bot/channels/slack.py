@@ -165,7 +165,8 @@ class SlackRequestError(SlackError, RequestRefused):
     """Slack refused the request itself (e.g. invalid_blocks): a bug, not worth retrying."""
 
 
-def _method_of(request: HttpRequest) -> str:
+def method_of(request: HttpRequest) -> str:
+    """The Web API method a request (as a retry handler sees it) calls."""
     return request.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
 
 
@@ -180,7 +181,7 @@ class IdempotentServerErrorRetryHandler(ServerErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if _method_of(request) in NON_IDEMPOTENT_METHODS:
+        if method_of(request) in NON_IDEMPOTENT_METHODS:
             return False
         return super()._can_retry(state=state, request=request, response=response, error=error)
 
@@ -196,7 +197,7 @@ class SafeConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if _method_of(request) in NON_IDEMPOTENT_METHODS and not _nothing_was_sent(error):
+        if method_of(request) in NON_IDEMPOTENT_METHODS and not _nothing_was_sent(error):
             return False
         return super()._can_retry(state=state, request=request, response=response, error=error)
 

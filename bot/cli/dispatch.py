@@ -43,7 +43,7 @@ def dispatch_command(args: argparse.Namespace, settings: Settings) -> int:
         # The clicks' and slash commands' jobs (bot/slackjobs/): the web processes write them,
         # the dispatchers run them.
         services = dispatcher_services(dispatcher, client, engine)
-        jobs = slack_job_runner(services, client, dispatcher.instance_id)
+        jobs = slack_job_runner(services, client, dispatcher.instance_id, pacer=dispatcher.pacer)
         if args.once:
             while jobs.run_ready():
                 pass
