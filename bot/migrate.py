@@ -7,8 +7,11 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot.errors import ServiceUnavailable
+
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.engine import Connection
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -33,6 +36,29 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 def code_revision() -> str:
     """The Alembic head this code expects the database to be at."""
     return head_revision(MIGRATIONS_DIR / "versions")
+
+
+def database_revision(connection: Connection) -> str | None:
+    """The Alembic revision the database is at; None when it was never migrated."""
+    from sqlalchemy import inspect, text
+
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def require_migrated(connection: Connection) -> None:
+    """Raise ServiceUnavailable unless the database is at the code's Alembic revision."""
+    revision = database_revision(connection)
+    if revision is None:
+        raise ServiceUnavailable(
+            "database not migrated: it has no Handover tables; run `handover db upgrade`"
+        )
+    if revision != code_revision():
+        raise ServiceUnavailable(
+            f"database not migrated: it is at revision {revision}, this version of Handover "
+            f"needs {code_revision()}; run `handover db upgrade`"
+        )
 
 
 def head_revision(versions: Path) -> str:

@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session
 
 from bot.clock import SystemClock
 from bot.context import Services
+from bot.services.closing import close_referral
 from bot.services.directory import person_for_slack_user
-from bot.services.responses import close_referral, on_call_now
+from bot.services.oncall import on_call_now
 from bot.slackjobs.queue import PRIVATE, NewJob
 from bot.workspaces.oauth import WORKSPACE_KEY, workspace_of
 from handlers import ids

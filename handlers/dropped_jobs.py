@@ -7,15 +7,16 @@ label or the subcommand and the minute, never a referral or anything typed (a cl
 reason is the job's private part, erased with the drop).
 
 Nothing is lost: the notice is a job of its own (kind NOTICE_KIND), written in the drop's own
-transaction, its payload only the user, their workspace and the notice's text, so a runner
-that dies after the drop leaves it to the next, and a DM that Slack refuses for now (down, a
-5xx, rate-limited) raises and is tried again after the usual backoff (bot/slackjobs/queue.py's
-BACKOFF). Nothing is marked sent before the DM: the runner marks the job done after it. So a
-runner that dies after the DM is sent and before that mark sends it again when the job's lease
-ends: the notice is at least once, as any Slack call without an idempotency key is; in
-practice once. A notice that Slack refuses for good (the user deactivated, the token revoked)
-is given up at once; one that fails every attempt is dropped like any job, and no notice is
-made of a notice.
+transaction, its payload only the user, their workspace and the notice's text, so a runner that
+dies after the drop leaves it to the next, and a DM that Slack refuses for now (down, a 5xx, or
+still rate-limited once its call has waited out 429s through the shared bucket for a minute:
+bot/delivery/pacing.py's `Pacer.job_client`) raises and is tried again after the usual backoff
+(bot/slackjobs/queue.py's BACKOFF). Nothing is marked sent before the DM: the runner marks the
+job done after it. So a runner that dies after the DM is sent and before that mark sends it
+again when the job's lease ends: the notice is at least once, as any Slack call without an
+idempotency key is; in practice once. A notice that Slack refuses for good (the user
+deactivated, the token revoked) is given up at once; one that fails every attempt is dropped
+like any job, and no notice is made of a notice.
 """
 
 from __future__ import annotations

@@ -1,35 +1,31 @@
 """Identifiers shared by Block Kit builders and the listeners that handle them.
 
 The command name, action_ids, callback_ids and block_ids are external names:
-docs/reference/slack.md.
+docs/reference/slack.md. The buttons that email answers too are delivery's
+(bot/delivery/actions.py): named here from there, so that the Slack layer has one place to
+take its identifiers from.
 """
 
 from bot import models
-from bot.delivery.kinds import ResponseKind
+from bot.delivery import actions
 
 COMMAND = "/handover"
 
-# Prompt buttons
-ACK = "handover_ack"
-HAS_INFO = "handover_has_info"
-NOT_KNOWN = "handover_not_known"
-REDIRECT = "handover_redirect"
-RESPONSE_ACTIONS = (ACK, HAS_INFO, NOT_KNOWN, REDIRECT)
-# The response kind each prompt button records
-RESPONSE_KIND_BY_ACTION: dict[str, ResponseKind] = {
-    ACK: ResponseKind.ACKNOWLEDGED,
-    HAS_INFO: ResponseKind.HAS_INFORMATION,
-    NOT_KNOWN: ResponseKind.NOT_KNOWN,
-    REDIRECT: ResponseKind.REDIRECTED,
-}
+# Prompt buttons (delivery's)
+ACK = actions.ACK
+HAS_INFO = actions.HAS_INFO
+NOT_KNOWN = actions.NOT_KNOWN
+REDIRECT = actions.REDIRECT
+RESPONSE_ACTIONS = actions.RESPONSE_ACTIONS
+RESPONSE_KIND_BY_ACTION = actions.RESPONSE_KIND_BY_ACTION
 
 # On-call alerts: the button that stops their re-paging (docs/reference/slack.md)
 ONCALL_ACK = "handover_oncall_ack"
 
-# Closing the loop: did the contact promised with "I hold information" happen?
-CONTACT_MADE = "handover_contact_made"
-CONTACT_MISSED = "handover_contact_missed"
-CONTACT_ACTIONS = (CONTACT_MADE, CONTACT_MISSED)
+# Closing the loop: did the contact promised with "I hold information" happen? (delivery's)
+CONTACT_MADE = actions.CONTACT_MADE
+CONTACT_MISSED = actions.CONTACT_MISSED
+CONTACT_ACTIONS = actions.CONTACT_ACTIONS
 
 # Referral modal
 REFERRAL_MODAL = "handover_referral_modal"

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import tempfile
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, NamedTuple
 
@@ -46,12 +47,40 @@ def location(source: int, line: int) -> int:
 
 
 def source_and_line(loc: int) -> tuple[int, int]:
+    """The table (source) and line a `location` packed."""
     return loc >> 32, loc & 0xFFFF_FFFF
 
 
 class ShiftKey(NamedTuple):
+    """Whose shifts, in which role: the key the spill groups shifts by."""
+
     person_id: str
     role: str
+
+
+@dataclass(frozen=True)
+class ShiftScope:
+    """The shifts a calendar declares it carries (docs/rota-files.md, "Calendars").
+
+    A stored shift is inside when it is an active person's, of one of `roles` (any role when
+    None), of `person_id` (anyone's when None) and overlaps [start, end) (any time when None):
+    the shifts `handover rota ical` selects, so that its export imports back removing nothing
+    it did not carry.
+    """
+
+    roles: tuple[str, ...] | None
+    person_id: str | None
+    start: datetime | None  # aware; with `end`, or both None
+    end: datetime | None
+    label: str  # how the import's counts name it, e.g. `edt_manager (01/01/2027 to 31/01/2027)`
+
+    def holds(self, person_id: str, role: str, start: datetime, end: datetime) -> bool:
+        """Whether a shift of the file lies inside the scope (the person's activity aside)."""
+        return (
+            (self.roles is None or role in self.roles)
+            and (self.person_id is None or person_id == self.person_id)
+            and (self.start is None or self.end is None or (start < self.end and end > self.start))
+        )
 
 
 class Group:
@@ -185,6 +214,7 @@ class ShiftSpill:
         return (ShiftKey(*key) for key in self.groups)
 
     def close(self) -> None:
+        """Close the spill file (the system removes it)."""
         self._file.close()
 
 
@@ -207,24 +237,27 @@ def stored_teams(session: Session) -> dict[str, bool]:
 
 
 def apply_shifts(
-    session: Session, spill: ShiftSpill, roles: frozenset[str] | None, report: Report
+    session: Session,
+    spill: ShiftSpill,
+    roles: frozenset[str] | None,
+    report: Report,
+    scopes: Sequence[ShiftScope] = (),
 ) -> dict[str, int]:
-    """Replace the stored shifts (of `roles` only, when given) by the spilled ones; counts."""
-    scope = ""
-    params: dict[str, Any] = {}
-    if roles is not None:
-        names = sorted(roles) or [""]
-        params = {f"role_{i}": role for i, role in enumerate(names)}
-        scope = "AND s.role IN (" + ", ".join(f":{name}" for name in params) + ")"
+    """Replace the stored shifts by the spilled ones; counts.
+
+    Every stored shift is replaced when `roles` is None and there are no `scopes`; otherwise
+    only those of `roles` and those inside any of `scopes`.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    scope, params = _replaced(roles, scopes, postgres)
     any_stored = session.execute(
         text(f"SELECT 1 FROM shifts s WHERE 1 = 1 {scope} LIMIT 1"), params
     ).first()
-    postgres = session.get_bind().dialect.name == "postgresql"
     if any_stored is None:
         # Nothing to keep or remove: load straight into the table, as a raw bulk load would.
-        whole_table_empty = (
-            roles is None or session.execute(text("SELECT 1 FROM shifts LIMIT 1")).first() is None
-        )
+        whole_table_empty = (roles is None and not scopes) or session.execute(
+            text("SELECT 1 FROM shifts LIMIT 1")
+        ).first() is None
         _load_table(session, spill, postgres, report, build_indexes_after=whole_table_empty)
         return {"added": spill.count, "removed": 0, "unchanged": 0}
 
@@ -272,6 +305,41 @@ def apply_shifts(
     ).rowcount
     session.execute(text(f"DROP TABLE {_STAGE}" if postgres else f"DROP TABLE temp.{_STAGE}"))
     return {"added": added, "removed": removed, "unchanged": spill.count - added}
+
+
+def _replaced(
+    roles: frozenset[str] | None, scopes: Sequence[ShiftScope], postgres: bool
+) -> tuple[str, dict[str, Any]]:
+    """The SQL condition (`AND ...` on shifts `s`) of the stored shifts an import replaces."""
+    if roles is None and not scopes:
+        return "", {}
+    params: dict[str, Any] = {}
+
+    def bind(value: Any) -> str:
+        name = f"p{len(params)}"
+        params[name] = value
+        return f":{name}"
+
+    def instant(value: datetime) -> Any:
+        # Compared as stored: naive UTC; SQLite's column holds it as text.
+        return stored_text(value) if not postgres else value.astimezone(UTC).replace(tzinfo=None)
+
+    found = []
+    if roles:
+        found.append("s.role IN (" + ", ".join(bind(role) for role in sorted(roles)) + ")")
+    for each in scopes:
+        # `rota ical --role` exports the active holders' shifts only: keep the others.
+        terms = ["EXISTS (SELECT 1 FROM people p WHERE p.person_id = s.person_id AND p.active)"]
+        if each.roles is not None:
+            names = each.roles or ("",)
+            terms.append("s.role IN (" + ", ".join(bind(role) for role in names) + ")")
+        if each.person_id is not None:
+            terms.append(f"s.person_id = {bind(each.person_id)}")
+        if each.start is not None and each.end is not None:
+            terms.append(f"s.start_at < {bind(instant(each.end))}")
+            terms.append(f"s.end_at > {bind(instant(each.start))}")
+        found.append("(" + " AND ".join(terms) + ")")
+    return "AND (" + (" OR ".join(found) or "1 = 0") + ")", params
 
 
 def _load_table(

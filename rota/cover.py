@@ -27,6 +27,7 @@ class CoverGap:
 
     @property
     def length(self) -> timedelta:
+        """How long the gap lasts, in elapsed time."""
         # In UTC: two wall-clock times of one zone subtract naively across a clock change.
         return self.end.astimezone(UTC) - self.start.astimezone(UTC)
 

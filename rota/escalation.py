@@ -37,22 +37,32 @@ _JUST_BEFORE = timedelta(microseconds=1)
 class WorkingClock(Protocol):
     """What escalation needs of a recipient's working time (rota.worktime.WorkingTime)."""
 
-    def add_working_minutes(self, start: datetime, minutes: int) -> datetime: ...
+    def add_working_minutes(self, start: datetime, minutes: int) -> datetime:
+        """The instant `minutes` of the recipient's working time after `start`."""
+        ...
 
-    def end_of_working_day(self, t: datetime) -> datetime: ...
+    def end_of_working_day(self, t: datetime) -> datetime:
+        """The end of the recipient's working day in which `t` falls (or of the next one)."""
+        ...
 
 
 class StepOffsets(Protocol):
     """The configurable offsets (bot.settings.EscalationPolicy), in working minutes."""
 
     @property
-    def reminder_minutes(self) -> int: ...
+    def reminder_minutes(self) -> int:
+        """Working minutes after the prompt was sent: its recipient is reminded."""
+        ...
 
     @property
-    def escalate_minutes(self) -> int: ...
+    def escalate_minutes(self) -> int:
+        """Working minutes after it was sent: the rest of the chain and the team manager hear."""
+        ...
 
     @property
-    def channel_minutes(self) -> int: ...
+    def channel_minutes(self) -> int:
+        """Working minutes after it was sent: the escalation channel hears."""
+        ...
 
 
 @dataclass(frozen=True)

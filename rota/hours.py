@@ -37,6 +37,7 @@ class WeeklyHours:
         return self._hash
 
     def periods(self, weekday: int) -> tuple[tuple[time, time], ...]:
+        """The (start, end) working periods of `weekday` (0 = Monday), in order."""
         return self.days[weekday]
 
 

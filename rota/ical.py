@@ -7,24 +7,43 @@ How a feed's events become shifts (docs/rota-files.md):
 - start and end are the event's; a time without a zone is local, an all-day event runs from
   midnight to midnight; repeating events (RRULE) are expanded, cancelled ones left out.
 A calendar written by `build_shift_calendar` carries both X- properties, so it imports back
-to the same shifts.
+to the same shifts, and declares its scope (the X-HANDOVER-SCOPE- properties: the role or the
+person and the window it was written for), so that importing it replaces only the stored shifts
+inside that scope.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from rota.bulk import ShiftScope
 from rota.problems import ProblemLog
-from rota.sources import COLUMNS, SourceFile, Table, broken_table, control_character
+from rota.sources import (
+    COLUMNS,
+    ID_RE,
+    ROLE_RE,
+    SourceFile,
+    Table,
+    broken_table,
+    control_character,
+)
+
+if TYPE_CHECKING:
+    from icalendar import Event
 
 PRODID = "-//Handover//rota shifts//EN"
 ROLE_PROPERTY = "X-HANDOVER-ROLE"
 PERSON_PROPERTY = "X-HANDOVER-PERSON"
+SCOPE_ROLE = "X-HANDOVER-SCOPE-ROLE"
+SCOPE_PERSON = "X-HANDOVER-SCOPE-PERSON"
+SCOPE_FROM = "X-HANDOVER-SCOPE-FROM"
+SCOPE_TO = "X-HANDOVER-SCOPE-TO"
+SCOPE_PROPERTIES = (SCOPE_ROLE, SCOPE_PERSON, SCOPE_FROM, SCOPE_TO)
 UID_DOMAIN = "handover"
 # Repeating events are expanded from this date on; no rota reaches further back.
 EXPAND_FROM = date(2000, 1, 1)
@@ -60,11 +79,13 @@ def build_shift_calendar(
     sequence: int,
     first_day: date,
     last_day: date,
+    scope: ShiftScope | None = None,
 ) -> bytes:
     """An iCalendar file of the shifts, local times with the zone's VTIMEZONE.
 
     `stamp` is when the rota was last revised (DTSTAMP and LAST-MODIFIED) and `sequence`
-    its version, so a calendar takes a re-imported event as the newer one.
+    its version, so a calendar takes a re-imported event as the newer one. `scope` is
+    declared as X-HANDOVER-SCOPE- properties (times in UTC), read back by `read_scope`.
     """
     from icalendar import Calendar, Event
 
@@ -75,6 +96,14 @@ def build_shift_calendar(
     calendar.add("method", "PUBLISH")
     calendar.add("x-wr-calname", title)
     calendar.add("x-wr-timezone", tz.key)
+    if scope is not None:
+        if scope.roles is not None:
+            calendar.add(SCOPE_ROLE, ",".join(scope.roles))
+        if scope.person_id is not None:
+            calendar.add(SCOPE_PERSON, scope.person_id)
+        if scope.start is not None and scope.end is not None:
+            calendar.add(SCOPE_FROM, f"{scope.start.astimezone(UTC):%Y%m%dT%H%M%SZ}")
+            calendar.add(SCOPE_TO, f"{scope.end.astimezone(UTC):%Y%m%dT%H%M%SZ}")
     stamp = stamp.astimezone(UTC)
     for shift in shifts:
         event = Event()
@@ -102,12 +131,29 @@ def build_shift_calendar(
 
 
 @dataclass
+class Replaced:
+    """What the calendars of the feeds read replace (docs/rota-files.md, "Calendars").
+
+    A calendar that declares a scope replaces the stored shifts inside it; one that declares
+    none, every stored shift of the roles its events name (`roles`).
+    """
+
+    scopes: list[ShiftScope] = field(default_factory=list)
+    roles: set[str] = field(default_factory=set)
+    unscoped: bool = False  # some calendar declares no scope
+
+
+@dataclass
 class _Feed:
     source: SourceFile
     problems: ProblemLog
     tz: tzinfo
     default_role: str | None
     people_for_email: Callable[[str], Sequence[str]]
+    replaced: Replaced
+    # Each calendar's declared scope, by id(); a calendar declaring none is not in it, one
+    # whose scope is malformed maps to None (the import is refused, its events not checked).
+    scopes: dict[int, ShiftScope | None] = field(default_factory=dict)
 
     def bad(self, number: int, field: str, message: str) -> None:
         self.problems.add(self.source.display, number, field, message, event=True)
@@ -121,11 +167,13 @@ def read_ical_table(
     until: datetime,
     default_role: str | None,
     people_for_email: Callable[[str], Sequence[str]],
+    replaced: Replaced,
 ) -> Table:
     """The feed's shifts as a table of the shifts kind, numbered by event (broken if unreadable).
 
     Repeating events are expanded up to `until`; `people_for_email` names the people an
-    (already lower-cased) email address belongs to.
+    (already lower-cased) email address belongs to. What the calendars replace is added to
+    `replaced` as their events are read; an event outside its calendar's scope is a problem.
     """
     from icalendar import Calendar
 
@@ -144,7 +192,17 @@ def read_ical_table(
     if not calendars:
         problems.add(display, 1, "-", "not an iCalendar file (no BEGIN:VCALENDAR)")
         return broken_table("shifts", display)
-    feed = _Feed(source, problems, tz, default_role, people_for_email)
+    feed = _Feed(source, problems, tz, default_role, people_for_email, replaced)
+    for calendar in calendars:
+        if any(calendar.get(name) is not None for name in SCOPE_PROPERTIES):
+            scope = read_scope(
+                calendar, tz, lambda name, message: problems.add(display, 1, name, message)
+            )
+            feed.scopes[id(calendar)] = scope
+            if scope is not None:
+                replaced.scopes.append(scope)
+        else:
+            replaced.unscoped = True
     events = [(calendar, event) for calendar in calendars for event in calendar.walk("VEVENT")]
     table = Table(
         kind="shifts",
@@ -211,8 +269,143 @@ def _feed_rows(
             number = numbers.get(key, first) if key else first
             calendar_role = calendar.get(ROLE_PROPERTY)
             row = _occurrence_row(feed, number, occurrence, calendar_role)
-            if row is not None:
-                yield number, row
+            if row is None:
+                continue
+            if id(calendar) not in feed.scopes:
+                feed.replaced.roles.add(row[1])
+            elif not _in_scope(feed, number, occurrence, row, feed.scopes[id(calendar)]):
+                continue
+            yield number, row
+
+
+def read_scope(calendar: Any, tz: tzinfo, bad: Callable[[str, str], None]) -> ShiftScope | None:
+    """The scope a calendar declares by its X-HANDOVER-SCOPE- properties; None if malformed.
+
+    `bad(property, message)` is told each problem. The window is FROM and TO, both or
+    neither: date-times with an offset or in UTC (`20270101T000000Z`).
+    """
+    values: dict[str, str] = {}
+    ok = True
+    for name in SCOPE_PROPERTIES:
+        value = calendar.get(name)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            bad(name, "given more than once")
+            ok = False
+            continue
+        values[name] = str(value).strip()
+        message = control_character(values[name])
+        if message:
+            bad(name, message)
+            ok = False
+    if not ok:
+        return None
+    roles: tuple[str, ...] | None = None
+    if SCOPE_ROLE in values:
+        roles = tuple(sorted({role.strip() for role in values[SCOPE_ROLE].split(",")}))
+        wrong = [role for role in roles if not ROLE_RE.match(role)]
+        if wrong:
+            bad(SCOPE_ROLE, f"{values[SCOPE_ROLE]!r} is not a role or roles separated by commas")
+            ok = False
+    person = values.get(SCOPE_PERSON)
+    if person is not None and not ID_RE.match(person):
+        bad(SCOPE_PERSON, f"{person!r} is not a person id")
+        ok = False
+    window: list[datetime] = []
+    for name in (SCOPE_FROM, SCOPE_TO):
+        text = values.get(name)
+        if text is None:
+            if len(values.keys() & {SCOPE_FROM, SCOPE_TO}) == 1:
+                other = SCOPE_TO if name == SCOPE_FROM else SCOPE_FROM
+                bad(
+                    name,
+                    f"missing: a window needs both {SCOPE_FROM} and {SCOPE_TO} ({other} is given)",
+                )
+                ok = False
+            continue
+        instant = _scope_instant(text)
+        if instant is None:
+            bad(
+                name,
+                f"{text!r} is not a date-time with an offset or in UTC (like 20270101T000000Z)",
+            )
+            ok = False
+        else:
+            window.append(instant)
+    if len(window) == 2 and window[0] >= window[1]:
+        bad(SCOPE_TO, f"{values[SCOPE_TO]} is not after {SCOPE_FROM} {values[SCOPE_FROM]}")
+        ok = False
+    if not ok:
+        return None
+    start, end = window if len(window) == 2 else (None, None)
+    return ShiftScope(roles, person, start, end, _scope_label(roles, person, start, end, tz))
+
+
+def _scope_instant(text: str) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if len(text) < 11 or value.tzinfo is None:  # a date alone, or a local time: which zone?
+        return None
+    return value.astimezone(UTC)
+
+
+def _scope_label(
+    roles: tuple[str, ...] | None,
+    person: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    tz: tzinfo,
+) -> str:
+    """How the import's counts name a scope: `edt_manager (hv-jsmith, 01/01/2027 to 31/01/2027)`."""
+    details = [person] if person is not None else []
+    if start is not None and end is not None:
+        first, last = start.astimezone(tz), end.astimezone(tz)
+        if first.time() == time(0) and last.time() == time(0):
+            details.append(f"{first:%d/%m/%Y} to {last - timedelta(days=1):%d/%m/%Y}")
+        else:
+            details.append(f"{first:%d/%m/%Y %H:%M} to {last:%d/%m/%Y %H:%M}")
+    label = ", ".join(roles) if roles is not None else "every role"
+    return f"{label} ({', '.join(details)})" if details else label
+
+
+def _in_scope(
+    feed: _Feed, number: int, occurrence: Event, row: list[str], scope: ShiftScope | None
+) -> bool:
+    """Whether an event's shift lies in its calendar's declared scope (a problem if not)."""
+    if scope is None:
+        return True
+    person, role = row[0], row[1]
+    start, end = _aware(occurrence.start, feed.tz), _aware(occurrence.end, feed.tz)
+    if scope.holds(person, role, start, end):
+        return True
+    if scope.roles is not None and role not in scope.roles:
+        field_name, what = (
+            ROLE_PROPERTY,
+            f"role {role} is not among {SCOPE_ROLE} {', '.join(scope.roles)}",
+        )
+    elif scope.person_id is not None and person != scope.person_id:
+        field_name, what = (
+            PERSON_PROPERTY,
+            f"person {person} is not {SCOPE_PERSON} {scope.person_id}",
+        )
+    else:
+        field_name, what = "DTSTART", f"the shift is outside the window {SCOPE_FROM} to {SCOPE_TO}"
+    feed.bad(
+        number,
+        field_name,
+        f"{what}: the calendar replaces only the shifts of its scope ({scope.label})",
+    )
+    return False
+
+
+def _aware(value: date | datetime, tz: tzinfo) -> datetime:
+    """An event time as an instant: a floating time is local, a date its local midnight."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=tz, fold=0)
+    return datetime.combine(value, time(0), tz)
 
 
 def _single_end(event: Any) -> datetime:
@@ -249,7 +442,7 @@ def _instant_key(value: date | datetime) -> object:
 
 
 def _occurrence_row(
-    feed: _Feed, number: int, occurrence, calendar_role: object
+    feed: _Feed, number: int, occurrence: Event, calendar_role: object
 ) -> list[str] | None:
     person = _person(feed, number, occurrence)
     role = occurrence.get(ROLE_PROPERTY) or calendar_role or feed.default_role
@@ -263,15 +456,15 @@ def _occurrence_row(
     if person is None or role is None:
         return None
     values = [person, str(role).strip(), _text(occurrence.start), _text(occurrence.end)]
-    for field, value in zip(("person_id", "role"), values, strict=False):
+    for column, value in zip(("person_id", "role"), values, strict=False):
         message = control_character(value)
         if message:
-            feed.bad(number, field, message)
+            feed.bad(number, column, message)
             return None
     return values
 
 
-def _person(feed: _Feed, number: int, occurrence) -> str | None:
+def _person(feed: _Feed, number: int, occurrence: Event) -> str | None:
     given = occurrence.get(PERSON_PROPERTY)
     if given is not None:
         return str(given).strip()

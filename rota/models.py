@@ -17,6 +17,7 @@ from sqlalchemy import (
     Time,
     TypeDecorator,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -34,14 +35,16 @@ class UTCDateTime(TypeDecorator):
     impl = DateTime
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """An aware instant as the naive UTC the column stores; a naive one is refused."""
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTCDateTime column")
         return value.astimezone(UTC).replace(tzinfo=None)
 
-    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """The stored naive UTC as an aware instant in UTC."""
         if value is None:
             return None
         # value.replace(tzinfo=UTC), at a quarter of its cost (replace parses keywords): every
@@ -50,10 +53,14 @@ class UTCDateTime(TypeDecorator):
 
 
 class Base(DeclarativeBase):
+    """Every table's base, the bot's too: constraints named by NAMING_CONVENTION."""
+
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
 class RotaVersion(Base):
+    """One rota import: its version, when it was made, its files and its counts."""
+
     __tablename__ = "rota_versions"
 
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
@@ -63,6 +70,8 @@ class RotaVersion(Base):
 
 
 class Team(Base):
+    """A team of teams.csv."""
+
     __tablename__ = "teams"
 
     team_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -79,6 +88,8 @@ class Team(Base):
 
 
 class Person(Base):
+    """A person of people.csv."""
+
     __tablename__ = "people"
 
     person_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -105,13 +116,17 @@ class Person(Base):
 
     @property
     def slack_user_id(self) -> str | None:
+        """Their Slack user ID: as people.csv gives it, else as looked up by their email."""
         return self.slack_user or self.slack_user_found
 
     def has_permission(self, permission: str) -> bool:
+        """Whether `permission` (one of PERMISSIONS) is among theirs."""
         return permission in self.permissions.split(";")
 
 
 class Shift(Base):
+    """A shift of shifts.csv: a person holding a role from start_at to end_at."""
+
     __tablename__ = "shifts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -128,7 +143,22 @@ class Shift(Base):
     )
 
 
+class NamedRole(Base):
+    """A role some shift has named, kept when the shifts naming it are replaced.
+
+    A role no shift has ever named is unknown input, and a known role with nobody on shift is
+    unroutable (docs/reference/http.md): a new shifts.csv without a role must not turn the
+    referrals naming it into errors.
+    """
+
+    __tablename__ = "named_roles"
+
+    role: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+
 class Absence(Base):
+    """An absence of absences.csv: whole days, start_date to end_date inclusive."""
+
     __tablename__ = "absences"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -141,6 +171,8 @@ class Absence(Base):
 
 
 class Closure(Base):
+    """A closure of closures.csv: a day, or part of it, closed for all, a region or a team."""
+
     __tablename__ = "closures"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -72,6 +72,7 @@ class ProblemLog:
         sheet: str | None = None,
         event: bool = False,
     ) -> None:
+        """Note a problem at a file's line and column (kept if under the limit, always counted)."""
         self.total += 1
         if len(self.items) < self._limit:
             self.items.append(Problem(file, line, column, message, sheet, event))

@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     literal_column,
     null,
+    or_,
     select,
     union,
     union_all,
@@ -36,7 +37,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.selectable import TableValuedAlias
 
-from rota.models import Absence, Closure, Person, RotaVersion, Shift, Team
+from rota.models import Absence, Closure, NamedRole, Person, RotaVersion, Shift, Team
 
 # Start instants read ahead per role: the first held by an active person is almost always
 # among them; when it is not, one more query finds it.
@@ -104,11 +105,11 @@ _TEAM_COLUMNS = [getattr(Team, f) for f in ChainTeam._fields]
 
 @lru_cache(maxsize=4)
 def targets_query(dialect: str) -> CompoundSelect:
-    """People and everyone their chains name, teams, and which roles some shift names.
+    """People and everyone their chains name, teams, and which roles some shift has named.
 
     A 'person' row is one of the people, their deputy or their team's manager, with the
     person's team; a 'team' row is one of the teams; a 'role' row names a role of the list
-    that some shift, past or future, names (one index probe each).
+    that some shift, past or future, names or once named (`named_roles`; an index probe each).
     """
     target, named_team = aliased(Person), aliased(Team)
     named = union(
@@ -132,7 +133,12 @@ def targets_query(dialect: str) -> CompoundSelect:
     # The role's name stands where a person's id would.
     named_roles = select(
         literal_column("'role'"), roles.c.value, *no_person[1:], *[null()] * len(_TEAM_COLUMNS)
-    ).where(exists().where(Shift.role == roles.c.value))
+    ).where(
+        or_(
+            exists().where(Shift.role == roles.c.value),
+            exists().where(NamedRole.role == roles.c.value),
+        )
+    )
     return union_all(people, teams, named_roles)
 
 

@@ -64,6 +64,9 @@ _OTHER_SPREADSHEETS = {
     ".numbers": "a Numbers spreadsheet: export it as an Excel Workbook (.xlsx)",
 }
 
+# A person or team id, and a role (docs/reference/rota-files.md).
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+ROLE_RE = re.compile(r"^[a-z0-9_:-]+$")
 _CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # The same in a file's bytes (UTF-8; in Windows-1252 0x80-0x9F are letters), line breaks apart.
 _CONTROL_BYTES_RE = re.compile(

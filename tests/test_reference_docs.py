@@ -2,8 +2,9 @@
 
 Operators and the acceptance tests outside this project read docs/reference (its README: "extend,
 never rename"). Here the names are taken from the code itself: the `handover` parser, the
-environment variables the bot reads, the Flask routes, the Slack identifiers of `handlers/` and
-the audit events of `bot.models.AUDIT_EVENTS`.
+environment variables the bot reads, the Flask routes, the Slack identifiers of `handlers/` (and
+of `bot/delivery/`: its buttons and message metadata) and the audit events of
+`bot.models.AUDIT_EVENTS`.
 """
 
 from __future__ import annotations
@@ -81,9 +82,11 @@ def http_routes() -> set[str]:
 
 
 def slack_identifiers() -> set[str]:
-    """action_ids, callback_ids, block_ids and metadata event types of the Slack surfaces."""
+    """action_ids, callback_ids, block_ids and metadata event types of the Slack surfaces (the
+    buttons email answers too, and the event types, are delivery's)."""
     names = set()
-    for source in (*python_sources("handlers"), ROOT / "bot" / "delivery" / "metadata.py"):
+    delivery = [ROOT / "bot" / "delivery" / name for name in ("actions.py", "metadata.py")]
+    for source in (*python_sources("handlers"), *delivery):
         text = source.read_text()
         names |= set(re.findall(r"\"(handover_[a-z_]+)\"", text))
         for node in ast.parse(text).body:  # BLOCK_… and ACTION_… constants

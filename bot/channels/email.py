@@ -46,12 +46,12 @@ from bot.channels.base import (
 )
 from bot.channels.email_render import render_email
 from bot.clock import Clock
+from bot.delivery.actions import CONTACT_MADE, CONTACT_MISSED, RESPONSE_KIND_BY_ACTION
 from bot.delivery.kinds import ResponseKind
 from bot.delivery.metadata import MessageTag
 from bot.response_links import Answer, ContactAnswer, LinkClaim, ResponseLinks, link_expiry
 from bot.settings import SmtpRelay
-from handlers.blocks.loop import CONTACT_MADE, CONTACT_MISSED
-from handlers.blocks.prompt import ANSWER_BY_ACTION, format_local
+from handlers.blocks.prompt import format_local
 from rota.models import Person
 
 logger = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ CONTACT_ANSWER_BY_ACTION = {CONTACT_MADE: ContactAnswer.MADE, CONTACT_MISSED: Co
 
 def link_answer(action_id: str) -> Answer | None:
     """The answer a button's link records, or None for a button that works only in Slack."""
-    answer = ANSWER_BY_ACTION.get(action_id)
+    answer = RESPONSE_KIND_BY_ACTION.get(action_id)
     if answer is not None:
         return ResponseKind(answer)
     return CONTACT_ANSWER_BY_ACTION.get(action_id)

@@ -165,7 +165,8 @@ class SlackRequestError(SlackError, RequestRefused):
     """Slack refused the request itself (e.g. invalid_blocks): a bug, not worth retrying."""
 
 
-def _method_of(request: HttpRequest) -> str:
+def method_of(request: HttpRequest) -> str:
+    """The Web API method a request (as a retry handler sees it) calls."""
     return request.url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
 
 
@@ -180,7 +181,7 @@ class IdempotentServerErrorRetryHandler(ServerErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if _method_of(request) in NON_IDEMPOTENT_METHODS:
+        if method_of(request) in NON_IDEMPOTENT_METHODS:
             return False
         return super()._can_retry(state=state, request=request, response=response, error=error)
 
@@ -196,7 +197,7 @@ class SafeConnectionErrorRetryHandler(ConnectionErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        if _method_of(request) in NON_IDEMPOTENT_METHODS and not _nothing_was_sent(error):
+        if method_of(request) in NON_IDEMPOTENT_METHODS and not _nothing_was_sent(error):
             return False
         return super()._can_retry(state=state, request=request, response=response, error=error)
 
@@ -495,6 +496,7 @@ class PartnerSlackChannel(SlackChannel):
 
     @property
     def client(self) -> WebClient:  # type: ignore[override]
+        """The workspace's client; the person is unreachable when the app is not installed."""
         client = self._client_for(self.workspace)
         if client is None:
             raise SlackRecipientError(
@@ -516,15 +518,18 @@ class PartnerSlackChannel(SlackChannel):
             ) from exc
 
     def look_up(self, contact: Contact) -> str:
+        """As at home, in the workspace; a refused token is `RecipientUnreachable`."""
         self.client  # noqa: B018  (not installed: said before asking Slack for anyone)
         with self._not_installed_when_refused():
             return super().look_up(contact)
 
     def send(self, address: str, message: Message) -> Sent:
+        """As at home, in the workspace; a refused token is `RecipientUnreachable`."""
         with self._not_installed_when_refused():
             return super().send(address, message)
 
     def update(self, sent: Sent, message: Message) -> Sent:
+        """As at home, in the workspace; a refused token is `RecipientUnreachable`."""
         with self._not_installed_when_refused():
             return super().update(sent, message)
 
@@ -536,10 +541,12 @@ class PartnerSlackChannel(SlackChannel):
         *,
         other_than: Sent | None = None,
     ) -> Sent | None:
+        """As at home, in the workspace; a refused token is `RecipientUnreachable`."""
         with self._not_installed_when_refused():
             return super().find(address, tag, since, other_than=other_than)
 
     def delete(self, sent: Sent) -> bool:
+        """As at home, in the workspace; a refused token is `RecipientUnreachable`."""
         with self._not_installed_when_refused():
             return super().delete(sent)
 

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dotenv import load_dotenv
 
@@ -178,7 +178,9 @@ class _VersionAction(argparse.Action):
     """argparse's `version` action, with the version looked up only when it is asked for (the
     lookup reads the installed distributions' metadata)."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **_) -> None:
+    def __init__(
+        self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **_: Any
+    ) -> None:
         super().__init__(
             option_strings,
             dest=dest,
@@ -187,12 +189,14 @@ class _VersionAction(argparse.Action):
             help="show program's version number and exit",
         )
 
-    def __call__(self, parser: argparse.ArgumentParser, *_) -> None:
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        """Print `handover VERSION` and exit."""
         print(f"handover {_version()}")
         parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `handover` command line: every subcommand and its options."""
     parser = argparse.ArgumentParser(
         prog="handover",
         description="Out-of-hours safeguarding handover: prompts daytime professionals "

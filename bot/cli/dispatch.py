@@ -26,18 +26,24 @@ def dispatch_command(args: argparse.Namespace, settings: Settings) -> int:
     from bot.clock import clock_from_env
     from bot.db import create_db_engine, make_session_factory
     from bot.delivery.dispatcher import Dispatcher
+    from bot.migrate import require_migrated
     from bot.web.server import dispatcher_services, slack_job_runner
 
     if not settings.slack_bot_token:
         raise SettingsError("SLACK_BOT_TOKEN is required by `handover dispatch`")
     engine = create_db_engine(settings.database_url)
     try:
+        if args.once:
+            # One pass over a database without the tables would only fail; running, the
+            # dispatcher keeps retrying while the database is being migrated.
+            with engine.connect() as connection:
+                require_migrated(connection)
         client = make_web_client(settings)
         dispatcher = Dispatcher(settings, make_session_factory(engine), client, clock_from_env())
         # The clicks' and slash commands' jobs (bot/slackjobs/): the web processes write them,
         # the dispatchers run them.
         services = dispatcher_services(dispatcher, client, engine)
-        jobs = slack_job_runner(services, client, dispatcher.instance_id)
+        jobs = slack_job_runner(services, client, dispatcher.instance_id, pacer=dispatcher.pacer)
         if args.once:
             while jobs.run_ready():
                 pass

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from bot.cli.plan import text_argument
 from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
 from bot.errors import InputError, UsageError
+from bot.migrate import require_migrated
 from bot.models import AuditEvent, Referral
 from bot.services.audit import verify_chain
 from bot.services.coverage import COVERAGE_WORDS, STRATEGY_AGENCIES, CoverageState
@@ -62,9 +63,14 @@ AGENCY_NAMES = {
 
 @contextmanager
 def database_session(settings: Settings) -> Iterator[Session]:
-    """A session on DATABASE_URL for one command (batch timeouts); the engine is disposed."""
+    """A session on DATABASE_URL for one command (batch timeouts); the engine is disposed.
+
+    A database not at the code's revision is a service unavailable (exit 3), said before any
+    query meets a missing table (docs/reference/commands.md, exit codes)."""
     engine = create_db_engine(settings.database_url, timeouts=BATCH_TIMEOUTS)
     try:
+        with engine.connect() as connection:
+            require_migrated(connection)
         with make_session_factory(engine)() as session:
             yield session
     finally:
@@ -96,7 +102,7 @@ def safe_row(cells: Iterable[str]) -> list[str]:
     return [safe_cell(cell) for cell in cells]
 
 
-class Names:
+class PersonLabels:
     """People's names from the rota, to show beside their IDs (one lookup a person)."""
 
     def __init__(self, session: Session) -> None:
@@ -115,7 +121,7 @@ class Names:
 
 
 def _table_rows(
-    rows: Iterable[tuple[Any, ...]], label: InstantText, names: Names
+    rows: Iterable[tuple[Any, ...]], label: InstantText, names: PersonLabels
 ) -> Iterator[list[str]]:
     for at, referral_id, event, actor, recipient, target, detail in rows:
         target_cell = target or ""
@@ -179,7 +185,7 @@ def _jsonl_lines(rows: Iterable[tuple[Any, ...]], iso: InstantText) -> Iterator[
 
 def csv_cell(cell: str) -> str:
     """A cell as `csv.writer(out, lineterminator="\\n")` writes it: quoted, its quotes doubled,
-    when it holds a comma, a quote or a newline (tests/bot/test_log_stream.py holds the two
+    when it holds a comma, a quote or a newline (tests/bot/services/test_log_stream.py holds the two
     equal, character by character)."""
     if '"' in cell or "," in cell or "\n" in cell:
         return '"' + cell.replace('"', '""') + '"'
@@ -236,7 +242,7 @@ def write_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo, out: 
     with closing(iter_log_stored(session, window)) as rows:
         if fmt == "table":
             label = InstantText(session, tz, label=True)
-            count = write_table(_table_rows(rows, label, Names(session)), out, TABLE_HEADERS)
+            count = write_table(_table_rows(rows, label, PersonLabels(session)), out, TABLE_HEADERS)
             if count == 0:
                 out.write("(no events)\n")
             return count

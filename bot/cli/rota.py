@@ -22,14 +22,14 @@ from bot.db import BATCH_TIMEOUTS, create_db_engine, make_session_factory
 from bot.errors import InputError, ServiceUnavailable
 from bot.services import audit
 from bot.settings import Settings
+from rota.apply import apply_rota, load_known_ids
+from rota.bulk import ShiftScope
 from rota.calendar import local_instant
 from rota.cover import CoverGap, find_cover_gaps, local_label
 from rota.ical import CalendarShift, build_shift_calendar
 from rota.importer import (
     KnownIds,
     RotaImportError,
-    apply_rota,
-    load_known_ids,
     parse_rota_date,
     read_rota_files,
 )
@@ -55,6 +55,7 @@ class TerminalProgress:
         self._stage: str | None = None
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
+        """Show `done` of `total` rows of `stage`, with a new bar when the stage changes."""
         if stage != self._stage or self._bar is None:
             self.close()
             self._stage = stage
@@ -249,6 +250,7 @@ def rota_ical(args: argparse.Namespace, settings: Settings) -> int:
                 raise InputError(f"unknown role {role}: no shift in the rota names it")
             spans = store.active_shift_spans_for_roles([role], start, end).get(role, [])
             title = f"Handover: {role}"
+            scope = ShiftScope((role,), None, start, end, role)
         else:
             person_id = text_argument("--person", args.person)
             person = store.person(person_id)
@@ -258,6 +260,7 @@ def rota_ical(args: argparse.Namespace, settings: Settings) -> int:
                 raise InputError(f"person {person_id} is inactive (not in the last people.csv)")
             spans = store.shift_spans_for_people([person_id], start, end).get(person_id, [])
             title = f"Handover: {person.name}"
+            scope = ShiftScope(None, person_id, start, end, person_id)
         people = store.people_by_ids(s.person_id for s in spans)
         version = session.get(RotaVersion, store.current_rota_version())
     shifts = [
@@ -272,6 +275,7 @@ def rota_ical(args: argparse.Namespace, settings: Settings) -> int:
         sequence=version.version if version is not None else 0,
         first_day=first_day,
         last_day=last_day,
+        scope=scope,
     )
     sys.stdout.flush()
     sys.stdout.buffer.write(data)

@@ -35,10 +35,10 @@ from bot.delivery.kinds import (
     TargetState,
 )
 from bot.delivery.pacing import Pacer
-from bot.delivery.reads import preload, store_of
+from bot.delivery.reads import preload, store_of, target_of
 from bot.delivery.results import RowResult
 from bot.delivery.send import remove_late_copy
-from bot.models import OutboxMessage, Referral, Target
+from bot.models import OutboxMessage, Referral
 from bot.services import audit
 from bot.services.oncall import acknowledgement_of
 
@@ -313,7 +313,7 @@ def _prompt_sent(
         detail=detail,
         rota_version=store_of(session).current_rota_version(),
     )
-    target = session.get(Target, row.target_id) if row.target_id else None
+    target = target_of(session, row)
     if target is not None and target.state in (TargetState.HELD, TargetState.FAILED):
         target.state = TargetState.PROMPTED
         outbox.redraw_card(session, referral, now, edt_channel=ctx.settings.edt_channel)

@@ -33,7 +33,7 @@ from bot.delivery.kinds import (
     RowState,
     TargetState,
 )
-from bot.delivery.reads import store_of
+from bot.delivery.reads import store_of, target_of
 from bot.models import OutboxMessage, Referral, ReferralStatus, Target
 from bot.services import audit
 from bot.settings import Settings
@@ -397,7 +397,7 @@ def record_step_message(
     row is locked first, so two dispatchers settling the two messages write it once.
     """
     info = outbox.load_detail(row)
-    target = session.get(Target, row.target_id) if row.target_id else None
+    target = target_of(session, row)
     outcome: dict[str, Any] = {
         "recipient": row.recipient_id or row.address,
         "via": info.get("via"),

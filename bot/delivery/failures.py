@@ -43,7 +43,7 @@ from bot.delivery.kinds import (
     TargetState,
 )
 from bot.delivery.metadata import alert_tag
-from bot.delivery.reads import store_of
+from bot.delivery.reads import store_of, target_of
 from bot.delivery.results import RowResult
 from bot.models import OutboxMessage, Referral, Target
 from bot.services import audit
@@ -286,7 +286,7 @@ class Failures:
             return
         if retry_at is not None and kind not in _RETRIES_LOGGED:
             return  # a card or an alert being retried: only its giving up is logged
-        target = session.get(Target, row.target_id) if row.target_id else None
+        target = target_of(session, row)
         detail: dict[str, Any] = {
             "kind": row.kind,
             "reason": reason,
@@ -333,7 +333,7 @@ class Failures:
             # The person has the message by their first channel: the EDT channel is told, no
             # one is paged.
             logger.error("could not send the copy %s of %s: %s", row.id, row.referral_id, error)
-            target = session.get(Target, row.target_id) if row.target_id else None
+            target = target_of(session, row)
             raise_alert(
                 session,
                 self.ctx.settings,
@@ -348,7 +348,7 @@ class Failures:
             )
         elif row.kind == OutboxKind.STEP_MESSAGE and row.recipient_id:
             # An escalation DM, a breach DM: the step's event and channel post say so too.
-            target = session.get(Target, row.target_id) if row.target_id else None
+            target = target_of(session, row)
             raise_alert(
                 session,
                 self.ctx.settings,
@@ -369,7 +369,7 @@ class Failures:
             # A post in a room (the card, an alert, an escalation post): the EDT channel hears
             # of it; when the EDT channel itself refused it, the on-call holders do.
             logger.error("could not post %s for %s: %s", row.kind, row.referral_id, error)
-            target = session.get(Target, row.target_id) if row.target_id else None
+            target = target_of(session, row)
             in_edt = row.kind == OutboxKind.CARD or (bool(edt) and row.address == edt)
             raise_alert(
                 session,
@@ -388,7 +388,7 @@ class Failures:
     def _alert_delivery_failure(
         self, session: Session, row: OutboxMessage, now: datetime, reason: str
     ) -> None:
-        target = session.get(Target, row.target_id) if row.target_id else None
+        target = target_of(session, row)
         if target is not None and target.state == TargetState.HELD:
             target.state = TargetState.FAILED
         raise_alert(

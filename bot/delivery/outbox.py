@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     and_,
     case,
@@ -589,7 +590,7 @@ def settle_cancelled(row: OutboxMessage) -> None:
     row.claimed_until = None
 
 
-def _unsettled_clause(now: datetime):
+def _unsettled_clause(now: datetime) -> ColumnElement[bool]:
     """Rows cancelled under a claim whose holder's lease ended before it settled them."""
     return and_(OutboxMessage.state == RowState.CANCELLED, OutboxMessage.claimed_until < now)
 
@@ -667,7 +668,9 @@ def cancelled_while_sending(
 # ----- claiming ---------------------------------------------------------------------------------
 
 
-def _due_clause(now: datetime):
+def _due_clause(now: datetime) -> ColumnElement[bool]:
+    """Rows `claim_due` may take: pending, due and past any backoff, or claimed under a lease
+    that ended."""
     ready = and_(
         OutboxMessage.state == RowState.PENDING,
         OutboxMessage.due_at <= now,

@@ -11,6 +11,11 @@ it instead of racing for each token. A 429 that comes anyway empties the bucket 
 `Retry-After` has passed, for every dispatcher.
 The rates are docs/reference/configuration.md's (`HANDOVER_SLACK_RATE` for messages).
 
+The work of the clicks and slash commands after their ack (bot/slackjobs/) posts through the
+same buckets: its clients are `Pacer.job_client`s, whose every message takes its token first and
+whose 429s close the bucket for everyone and are made again once it opens (docs/reference/
+slack.md, "Pacing").
+
 Times here are real unix seconds (Slack's limits run on real time, whatever a simulated clock
 says); the clock and the sleep are injected for the tests.
 """
@@ -23,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.http_retry import (
@@ -32,9 +38,11 @@ from slack_sdk.http_retry import (
     RetryHandler,
     RetryState,
 )
+from slack_sdk.web import SlackResponse
 from sqlalchemy import Connection, Engine, Select, Update, and_, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from bot.channels.slack import method_of
 from bot.models import SlackRateBucket
 from bot.settings import Settings
 
@@ -73,6 +81,18 @@ TIER_OF_METHOD: Mapping[str, str] = {
     "chat.postEphemeral": "tier4",
     "views.publish": "tier4",
 }
+# What a job's client paces before each call: the messages HANDOVER_SLACK_RATE counts. Not
+# chat.postEphemeral: Slack counts it in tier 4 (100+ a minute, generous bursts), apart from
+# posted messages, and a job waiting for a tier 4 token holds its runner thread: paced, a burst
+# of repeated clicks' private notes (each "already answered") held up the jobs that record the
+# first clicks' responses for minutes. Its 429s are shared and waited out like the messages'.
+# Not views.publish: a job asks HomeRefreshes (bot/delivery/home.py) for its Home redraws, which
+# takes their tokens itself.
+JOB_PACED_METHODS = frozenset({"chat.postMessage", "chat.update"})
+# The longest a job's call waits out 429s before its error is raised: well inside a slack job's
+# lease (bot/slackjobs/queue.py, two minutes), so no other runner claims the job meanwhile and
+# does it a second time.
+RATE_LIMITED_FOR = 60.0
 
 
 def tiers_for(settings: Settings) -> dict[str, Tier]:
@@ -143,6 +163,7 @@ class Pacer:
         self._sleep = sleep
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()
+        self._job_clients: dict[tuple[str, str | None], WebClient] = {}
 
     def paces(self, method: str) -> bool:
         """Whether a rate tier paces `method`."""
@@ -315,6 +336,30 @@ class Pacer:
             retry_handlers=[PacingRateLimitHandler(self, client), *_all_but_429s(client)],
         )
 
+    def job_client(self, client: WebClient) -> WebClient:
+        """A copy of `client` for the work after a click's or a command's ack: each message it
+        posts (JOB_PACED_METHODS) first takes its token from the shared bucket, as a
+        delivery's does; a 429 empties the bucket for everyone until its Retry-After and the
+        call waits its turn in the bucket and is made again (for up to RATE_LIMITED_FOR), so
+        nothing is lost and nothing posted twice. One copy a workspace's token, kept."""
+        key = (client.base_url, client.token)
+        with self._lock:
+            paced = self._job_clients.get(key)
+        if paced is not None:
+            return paced
+        paced = PacedWebClient(
+            self,
+            token=client.token,
+            base_url=client.base_url,
+            timeout=client.timeout,
+            ssl=client.ssl,
+            proxy=client.proxy,
+            headers=dict(client.headers),
+            retry_handlers=[PacedRateLimitRetryHandler(self, client), *_all_but_429s(client)],
+        )
+        with self._lock:
+            return self._job_clients.setdefault(key, paced)
+
     def watch(self, client: WebClient) -> None:
         """Make `client`'s 429 retries empty the bucket for everyone before they wait."""
         handlers = _all_but_429s(client)
@@ -390,7 +435,7 @@ def _share_429(
     pacer: Pacer, client: WebClient, request: HttpRequest, response: HttpResponse
 ) -> None:
     """Empty the bucket of the method that met a 429 until its Retry-After, for everyone."""
-    method = request.url.rsplit("/", 1)[-1].split("?", 1)[0]
+    method = method_of(request)
     retry_after = _retry_after_seconds(response.headers)
     try:
         # The token of the request that met the 429: a partner workspace's client copies
@@ -423,6 +468,58 @@ class PacingRateLimitRetryHandler(RateLimitErrorRetryHandler):
         super().prepare_for_next_attempt(
             state=state, request=request, response=response, error=error
         )
+
+
+class PacedWebClient(WebClient):
+    """A WebClient whose messages wait for their token in the shared bucket (`Pacer.job_client`)."""
+
+    def __init__(self, pacer: Pacer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pacer = pacer
+
+    def api_call(self, api_method: str, **kwargs: Any) -> SlackResponse:  # type: ignore[override]
+        if api_method in JOB_PACED_METHODS:
+            self.pacer.wait(self.token, api_method)
+        return super().api_call(api_method, **kwargs)
+
+
+_WAITED = "handover_waited"  # a call's RetryState: the seconds its 429s have been waited out
+
+
+class PacedRateLimitRetryHandler(PacingRateLimitHandler):
+    """A 429 of a job's call empties the shared bucket until its Retry-After, for everyone;
+    the call then takes its token like any other (waiting for the bucket to open and for the
+    calls queued before it) and is made again, while its waits add up to at most
+    RATE_LIMITED_FOR. A 429 means Slack did nothing: the call made again is not a second."""
+
+    def can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        _share_429(self.pacer, self.client, request, response)
+        waited = (state.custom_values or {}).get(_WAITED, 0.0)
+        return waited + _retry_after_seconds(response.headers) <= RATE_LIMITED_FOR
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        state.next_attempt_requested = True
+        token = _token_of(request) or self.client.token
+        waited = self.pacer.wait(token, method_of(request))
+        values = state.custom_values or {}
+        state.custom_values = {**values, _WAITED: values.get(_WAITED, 0.0) + waited}
+        state.increment_current_attempt()
 
 
 def _token_of(request: HttpRequest) -> str | None:

@@ -55,6 +55,12 @@ def store_of(session: Session) -> RotaStore:
     return reads_of(session).store
 
 
+def target_of(session: Session, row: OutboxMessage) -> Target | None:
+    """The target `row` is about, or None for a row about none (from the identity map when
+    `preload` read it)."""
+    return session.get(Target, row.target_id) if row.target_id else None
+
+
 def recipient_at(
     session: Session, target: str, t: datetime, tz: ZoneInfo, excluding: Collection[str] = ()
 ) -> ChainLink | None:

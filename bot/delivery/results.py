@@ -84,26 +84,32 @@ class DispatchStats:
 
     @property
     def retrying(self) -> int:
+        """Rows released to be tried again after a backoff."""
         return self.count(Outcome.RETRYING)
 
     @property
     def failed(self) -> int:
+        """Rows given up on after a permanent error."""
         return self.count(Outcome.FAILED)
 
     @property
     def rescheduled(self) -> int:
+        """Rows due later now (the rota changed)."""
         return self.count(Outcome.RESCHEDULED)
 
     @property
     def cancelled(self) -> int:
+        """Rows no longer owed."""
         return self.count(Outcome.CANCELLED)
 
     @property
     def deferred(self) -> int:
+        """Rows handed back unchanged, to be looked at again soon."""
         return self.count(Outcome.DEFERRED)
 
     @property
     def lost_claims(self) -> int:
+        """Rows whose claim ran out and that another dispatcher has."""
         return self.count(Outcome.LOST)
 
     def fields(self) -> dict[str, int]:

@@ -235,6 +235,7 @@ class OutboxWatch:
         return None
 
     def start(self) -> None:
+        """Start watching in a thread of its own (nothing to watch: nothing started)."""
         mechanism = self.mechanism
         if mechanism is None or self._thread is not None:
             return
@@ -246,6 +247,7 @@ class OutboxWatch:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching, waiting a few seconds for the thread to end."""
         self._stopping.set()
         thread, self._thread = self._thread, None
         if thread is not None:

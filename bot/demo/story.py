@@ -207,7 +207,8 @@ class Demo:
         from bot.slack_standin import SlackStandIn
         from bot.web.http import create_web_app
         from bot.web.server import build_runtime
-        from rota.importer import apply_rota, read_rota_files
+        from rota.apply import apply_rota
+        from rota.importer import read_rota_files
 
         database_url = f"sqlite:///{self.workdir / 'handover-demo.db'}"
         upgrade(database_url)

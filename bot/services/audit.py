@@ -177,6 +177,7 @@ class ChainCheck:
 
     @property
     def intact(self) -> bool:
+        """Whether the chain held from the first row to the head."""
         return self.problem is None
 
 

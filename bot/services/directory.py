@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, union
 from sqlalchemy.orm import Session
 
-from rota.models import Person, Shift, Team
+from rota.models import NamedRole, Person, Shift, Team
 
 SEARCH_LIMIT = 50
 # Longer queries match nothing useful, and a long LIKE pattern is refused by SQLite.
@@ -92,13 +92,11 @@ def search_teams(session: Session, query: str, limit: int = SEARCH_LIMIT) -> lis
 
 
 def search_roles(session: Session, query: str, limit: int = SEARCH_LIMIT) -> list[tuple[str, str]]:
-    """Shift roles named in the rota that contain `query`, as (role, label)."""
+    """Roles some shift names, or once named, that contain `query`, as (role, label)."""
     pattern = _pattern(query)
-    rows = session.scalars(
-        select(Shift.role)
-        .where(Shift.role.ilike(pattern, escape="\\"))
-        .distinct()
-        .order_by(Shift.role)
-        .limit(limit)
-    ).all()
+    roles = union(
+        select(Shift.role).where(Shift.role.ilike(pattern, escape="\\")),
+        select(NamedRole.role).where(NamedRole.role.ilike(pattern, escape="\\")),
+    ).subquery()
+    rows = session.scalars(select(roles.c.role).order_by(roles.c.role).limit(limit)).all()
     return [(role, role) for role in rows]

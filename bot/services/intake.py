@@ -68,11 +68,14 @@ REPEATED_TARGET = "repeated_target"
 
 @dataclass(frozen=True)
 class FieldError:
+    """What is wrong with one field of a referral request."""
+
     field: str  # "category", "notify[1]", …
     message: str
     code: str = ""  # a stable name for errors a surface words its own way (REPEATED_TARGET)
 
     def to_json(self) -> dict[str, str]:
+        """As the API's 422 body lists it: {"field", "message"}."""
         return {"field": self.field, "message": self.message}
 
 
@@ -86,6 +89,8 @@ class InvalidReferral(ValueError):
 
 @dataclass(frozen=True)
 class ReferralRequest:
+    """A referral request, validated and normalized: what intake creates a referral from."""
+
     external_ref: str
     category: str
     urgency: str
@@ -116,6 +121,8 @@ class ReferralRequest:
 
 @dataclass(frozen=True)
 class IntakeResult:
+    """The referral a request came to, the API's body, and created, duplicate or conflict."""
+
     referral: Referral
     body: dict[str, Any]
     status: Status
@@ -658,6 +665,12 @@ def referral_detail(session: Session, referral_id: str, tz: tzinfo) -> dict[str,
         .where(AuditEvent.referral_id == referral_id)
         .order_by(AuditEvent.at, AuditEvent.id)
     ).all()
+    # A breach leaves the target's state as it was (it may still be answered); its instant is
+    # the first `breach` event naming it.
+    breached_at: dict[str, datetime] = {}
+    for event in events:
+        if event.event == "breach" and event.target:
+            breached_at.setdefault(event.target, event.at)
     return {
         "referral_id": referral.referral_id,
         "external_ref": referral.external_ref,
@@ -682,6 +695,7 @@ def referral_detail(session: Session, referral_id: str, tz: tzinfo) -> dict[str,
                 "due_at": _local_iso(target.due_at, tz),
                 "planned_recipient": target.planned_recipient,
                 "planned_via": target.planned_via,
+                "breached_at": _local_iso(breached_at.get(target.spec), tz),
             }
             for target in targets
         ],

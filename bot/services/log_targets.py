@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -43,6 +43,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from bot.db import driver_query
@@ -72,7 +73,7 @@ class ordered_text(FunctionElement):
 
 
 @compiles(ordered_text, "sqlite")
-def _ordered_text_sqlite(element: ordered_text, compiler, **kw) -> str:
+def _ordered_text_sqlite(element: ordered_text, compiler: SQLCompiler, **kw: Any) -> str:
     # SQLite keeps a DateTime as text "YYYY-MM-DD HH:MM:SS.ffffff", already fixed-width; an id
     # plus 10**12 is 13 digits wide.
     at, row_id, value = (compiler.process(c, **kw) for c in element.clauses)
@@ -80,7 +81,7 @@ def _ordered_text_sqlite(element: ordered_text, compiler, **kw) -> str:
 
 
 @compiles(ordered_text, "postgresql")
-def _ordered_text_postgresql(element: ordered_text, compiler, **kw) -> str:
+def _ordered_text_postgresql(element: ordered_text, compiler: SQLCompiler, **kw: Any) -> str:
     at, row_id, value = (compiler.process(c, **kw) for c in element.clauses)
     # COLLATE "C": compare byte by byte, whatever the database's collation.
     return (
@@ -185,7 +186,7 @@ def _summary_statement(window: LogWindow, week_starts: Sequence[datetime] | None
     sharing = e.event.in_(sorted(SHARING_ANSWERS))
     empty = literal("")
 
-    def ordered(value) -> ordered_text:
+    def ordered(value: ColumnElement[str]) -> ordered_text:
         return ordered_text(e.at, e.id, value)
 
     named = func.coalesce(func.nullif(e.recipient, empty), e.actor, empty)  # a response's

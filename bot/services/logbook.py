@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Row, Select, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from bot.delivery.kinds import (
@@ -92,12 +93,12 @@ class unindexed(FunctionElement):
 
 
 @compiles(unindexed)
-def _unindexed(element: unindexed, compiler, **kw) -> str:
+def _unindexed(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
     return compiler.process(element.clauses, **kw)
 
 
 @compiles(unindexed, "sqlite")
-def _unindexed_sqlite(element: unindexed, compiler, **kw) -> str:
+def _unindexed_sqlite(element: unindexed, compiler: SQLCompiler, **kw: Any) -> str:
     return f"+{compiler.process(element.clauses, **kw)}"  # SQLite's unary + keeps the value
 
 
@@ -180,8 +181,12 @@ def parse_window(
             until_at = end_bound
         else:
             before = _local_midnight(end_bound + timedelta(days=1), tz)
-    end = until_at or before
-    if since_at is not None and end is not None and end <= since_at:
+    # An --until time is inclusive, so it may equal --since (the events of that instant); an
+    # --until date ends at the next midnight, exclusive (docs/reference/commands.md).
+    ends_before = (until_at is not None and since_at is not None and until_at < since_at) or (
+        before is not None and since_at is not None and before <= since_at
+    )
+    if ends_before:
         raise InputError("--until is before --since")
     ref = referral_id.strip() if referral_id else None
     return LogWindow(referral_id=ref or None, since=since_at, before=before, until=until_at)
@@ -416,7 +421,9 @@ def _prompts_of_open_referrals(scope: Scope | None = None) -> Select:
 class Policies(Protocol):
     """The escalation offsets of each urgency (bot.settings.Settings)."""
 
-    def policy_for(self, urgency: str | None) -> EscalationPolicy: ...
+    def policy_for(self, urgency: str | None) -> EscalationPolicy:
+        """The escalation offsets of a referral of `urgency`."""
+        ...
 
 
 def overdue_prompts(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import and_, case, func, literal, select
 from sqlalchemy.orm import Session
@@ -35,6 +36,14 @@ NO_CHANNEL = "none"
 ESCALATION_EVENTS = ("reminder_sent", "escalated", "escalated_channel")
 
 
+class SendOutcome(StrEnum):
+    """How a settled outbox row ended, as /metrics counts it."""
+
+    DELIVERED = "delivered"
+    DELIVERED_LATE = "delivered_late"  # sent, but logged late
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class OpenRows:
     """Outbox rows of one kind not yet settled."""
@@ -51,7 +60,7 @@ class Sends:
 
     kind: str
     channel: str
-    outcome: str  # delivered | delivered_late | failed
+    outcome: SendOutcome
     count: int
 
 
@@ -113,9 +122,9 @@ def read_snapshot(
     # One scan of the settled messages: counted by kind, channel and outcome, and (for those
     # delivered) into the lateness buckets, which are then summed by channel.
     outcome = case(
-        (row.state == RowState.FAILED, literal("failed")),
-        (row.late.is_(True), literal("delivered_late")),
-        else_=literal("delivered"),
+        (row.state == RowState.FAILED, literal(SendOutcome.FAILED.value)),
+        (row.late.is_(True), literal(SendOutcome.DELIVERED_LATE.value)),
+        else_=literal(SendOutcome.DELIVERED.value),
     )
     channel = func.coalesce(row.channel, NO_CHANNEL)
     late_ms = row.lateness_ms
@@ -139,7 +148,9 @@ def read_snapshot(
         .where(row.state.in_(SETTLED_STATES), row.kind != OutboxKind.ESCALATION)
         .group_by(row.kind, channel, outcome)
     ):
-        sends.append(Sends(kind=kind, channel=channel_name, outcome=result, count=int(count)))
+        sends.append(
+            Sends(kind=kind, channel=channel_name, outcome=SendOutcome(result), count=int(count))
+        )
         if timed_count:
             sums = by_channel.setdefault(channel_name, [0] * (2 + len(buckets)))
             for i, value in enumerate((timed_count, total_ms, *cumulative)):

@@ -1,4 +1,5 @@
-"""Acknowledging on-call alerts: the service behind the `handover_oncall_ack` button.
+"""On call: who holds each role now (`/handover oncall`), and acknowledging on-call alerts (the
+service behind the `handover_oncall_ack` button).
 
 An on-call alert (docs/reference/slack.md, "On-call alerts") is one alert row per holder, all
 with the same `alert_key`. One acknowledgement answers for the alert: whichever holder clicks
@@ -26,6 +27,7 @@ from bot.models import OnCallAcknowledgement, OutboxMessage, Referral
 from bot.services import audit
 from bot.services.directory import person_for_slack_user
 from bot.services.logbook import ReferralFacts
+from bot.settings import Settings
 from rota.models import Person
 from rota.store import RotaStore
 
@@ -226,3 +228,55 @@ def _messages(rows: list[OutboxMessage]) -> tuple[AlertMessage, ...]:
                 )
             )
     return tuple(found)
+
+
+# ----- who is on call now ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OnCallHolder:
+    """Someone on call now, and until when."""
+
+    person_id: str
+    name: str
+    slack_user_id: str | None
+    until: datetime
+
+
+@dataclass(frozen=True)
+class OnCallAnswer:
+    """Who holds each role now; `unknown_role` is set when the asked-for role was never rostered."""
+
+    at: datetime
+    roles: tuple[tuple[str, tuple[OnCallHolder, ...]], ...] = ()
+    unknown_role: str | None = None
+
+
+def on_call_now(
+    session: Session, *, now: datetime, settings: Settings, role: str | None = None
+) -> OnCallAnswer:
+    """Who holds `role` on shift at `now`; without a role, every role with a shift covering
+    `now`: the alert roles first (listed even when nobody holds them), then the others sorted."""
+    store = RotaStore(session)
+    if role is not None:
+        role = role.strip().lower().removeprefix("role:")
+        if not store.role_known(role):
+            return OnCallAnswer(now, unknown_role=role)
+        on_shift = store.people_on_shift(now, role)
+        roles = [role]
+    else:
+        on_shift = store.people_on_shift(now)
+        alert_roles = list(dict.fromkeys(settings.alert_roles))
+        others = sorted({shift.role for _, shift in on_shift} - set(alert_roles))
+        roles = alert_roles + others
+    holders: dict[str, dict[str, OnCallHolder]] = {name: {} for name in roles}
+    for person, shift in on_shift:
+        by_person = holders.get(shift.role)
+        if by_person is None:
+            continue
+        known = by_person.get(person.person_id)
+        if known is None or shift.end_at > known.until:
+            by_person[person.person_id] = OnCallHolder(
+                person.person_id, person.name, person.slack_user_id, shift.end_at
+            )
+    return OnCallAnswer(now, tuple((name, tuple(holders[name].values())) for name in roles))

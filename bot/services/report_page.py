@@ -225,7 +225,7 @@ def read_log_rows(
         yield LogRow(*row)
 
 
-class Names:
+class ReportNames:
     """People's and teams' names from the rota, for 'Name (id)' labels; channels by role."""
 
     def __init__(self, store: RotaStore, channels: Mapping[str, str]) -> None:
@@ -235,6 +235,7 @@ class Names:
         self._teams: dict[str, str] = {}
 
     def load(self, person_ids: Iterable[str], team_ids: Iterable[str]) -> None:
+        """Read the names of these people and teams from the rota (at most one query each)."""
         people = self._store.people_by_ids({p for p in person_ids if p})
         self._people.update({pid: person.name for pid, person in people.items()})
         teams = self._store.teams_by_ids({t for t in team_ids if t})
@@ -308,7 +309,9 @@ def _step_words(event: str, actor: str, recipient: str, detail: object, tz: Zone
     return event.replace("_", " ").capitalize()
 
 
-def build_timelines(rows: Sequence[LogRow], tz: ZoneInfo, names: Names) -> list[ReferralTimeline]:
+def build_timelines(
+    rows: Sequence[LogRow], tz: ZoneInfo, names: ReportNames
+) -> list[ReferralTimeline]:
     """Each referral's timeline from the log rows, in the order referrals first appear."""
     people: set[str] = set()
     teams: set[str] = set()
@@ -417,7 +420,7 @@ def build_report_page(
     return ReportPage(
         report=report,
         weeks=weeks,
-        timelines=build_timelines(rows, tz, Names(RotaStore(session), channels or {})),
+        timelines=build_timelines(rows, tz, ReportNames(RotaStore(session), channels or {})),
         tz=tz,
         generated_at=now.astimezone(tz),
         referrals_named=named,

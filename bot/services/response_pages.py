@@ -35,6 +35,7 @@ class Someone:
 
     @property
     def label(self) -> str:
+        """Their name, role and team, those given, joined by commas."""
         return ", ".join(part for part in (self.name, self.role, self.team) if part)
 
 

@@ -1,4 +1,4 @@
-"""Responses to prompts, closing referrals and who is on call: the services behind Slack's surfaces.
+"""Responses to prompts: the services behind a prompt's buttons, its modals and its email links.
 
 Functions here take a session and never commit; the caller owns the transaction. Each returns a
 value describing what happened, which the handler renders with pure builders.
@@ -29,7 +29,7 @@ from bot.services import audit, loop
 from bot.services.directory import person_for_slack_user
 from bot.services.intake import planned_target, queue_target_alerts, schedule_target
 from bot.services.logbook import ReferralFacts
-from bot.services.visibility import managed_teams, scope_of
+from bot.services.visibility import managed_teams
 from bot.settings import Settings
 from rota.calendar import is_working_day
 from rota.models import Person, Team
@@ -53,9 +53,6 @@ def final_states_for(kind: str) -> frozenset[str]:
     return FINAL_STATES
 
 
-# Target states a close cancels (the target was still waiting to be asked or to answer).
-WAITING_STATES = (TargetState.HELD, TargetState.PROMPTED, TargetState.ESCALATED, TargetState.FAILED)
-
 CONTACT_METHODS = ("phone", "case_system")
 SLACK_CHANNEL = "slack"  # an outbox row's channel whose messages show a response
 
@@ -64,16 +61,11 @@ CONTACT_SLOT_MARGIN = timedelta(minutes=15)
 CONTACT_DAY_END = time(17, 0)
 NEXT_DAY_SLOTS = (time(10, 0), time(12, 0), time(14, 0), time(16, 0))
 CONTACT_HORIZON = timedelta(days=15)
-MAX_CLOSE_REASON = 500
-CLOSE_PERMISSIONS = ("referrer", "manager", "oversight")
 _WORKING_DAY_SEARCH = 14
 _POSITION_ATTEMPTS = 10
 
 ResponseStatus = Literal[
     "allowed", "recorded", "refused", "already", "closed", "not_found", "invalid"
-]
-CloseStatus = Literal[
-    "closed", "usage", "forbidden", "missing_reason", "not_found", "already_closed"
 ]
 
 
@@ -114,46 +106,12 @@ class ResponseOutcome:
 
 
 @dataclass(frozen=True)
-class CloseOutcome:
-    """What `/handover close` came to."""
-
-    status: CloseStatus
-    referral_id: str | None = None
-    closed_by: str | None = None
-    closed_at: datetime | None = None
-    reason: str = ""
-    cancelled_rows: int = 0
-    cancelled_prompts: int = 0
-    cancelled_targets: int = 0
-
-
-@dataclass(frozen=True)
-class OnCallHolder:
-    person_id: str
-    name: str
-    slack_user_id: str | None
-    until: datetime
-
-
-@dataclass(frozen=True)
-class OnCallAnswer:
-    """Who holds each role now; `unknown_role` is set when the asked-for role was never rostered."""
-
-    at: datetime
-    roles: tuple[tuple[str, tuple[OnCallHolder, ...]], ...] = ()
-    unknown_role: str | None = None
-
-
-@dataclass(frozen=True)
 class _Context:
     prompt: OutboxMessage
     target: Target
     referral: Referral
     person: Person | None
     recipient_id: str | None
-
-
-# ----- responses ------------------------------------------------------------------------------
 
 
 def check_response(
@@ -630,155 +588,3 @@ def _outcome(
         card=card,
         **fields,
     )
-
-
-# ----- closing --------------------------------------------------------------------------------
-
-
-def may_close(session: Session, person: Person, referral: Referral) -> bool:
-    """Its referrer, a manager of a team it concerns, or oversight (need to know)."""
-    if person.person_id == referral.referrer_id or person.has_permission("oversight"):
-        return True
-    if not person.has_permission("manager"):
-        return False
-    return scope_of(session, person).allows(session, referral.referral_id)
-
-
-def _cancelled_prompt_detail(row: OutboxMessage) -> dict[str, Any]:
-    """A prompt cancelled by a close; one a dispatcher held in its batch is marked `in_batch`
-    (it is not sent, unless its send had already begun: docs/timing.md, "Cancelled in a batch")."""
-    detail: dict[str, Any] = {"prompt_id": row.id, "reason": "referral closed"}
-    if outbox.dispatch_state(row).get("cancelled_while_claimed"):
-        detail["in_batch"] = True
-    return detail
-
-
-def close_referral(
-    session: Session,
-    referral_id: str | None,
-    slack_user_id: str,
-    reason: str,
-    *,
-    now: datetime,
-    settings: Settings,
-    workspace: str | None = None,
-) -> CloseOutcome:
-    """Close an open referral and cancel what it still owes (referrers and managers only)."""
-    if not referral_id:
-        return CloseOutcome("usage")
-    referral_id = referral_id.strip().upper()
-    person = person_for_slack_user(session, slack_user_id, workspace)
-    if person is None or not any(person.has_permission(p) for p in CLOSE_PERMISSIONS):
-        return CloseOutcome("forbidden", referral_id)
-    reason = " ".join(reason.split())
-    if not reason:
-        return CloseOutcome("missing_reason", referral_id)
-    if len(reason) > MAX_CLOSE_REASON:
-        reason = reason[:MAX_CLOSE_REASON]
-    referral = session.get(Referral, referral_id)
-    if referral is None:
-        return CloseOutcome("not_found", referral_id)
-    if not may_close(session, person, referral):
-        return CloseOutcome("forbidden", referral_id)
-    closed = session.execute(
-        update(Referral)
-        .where(Referral.referral_id == referral_id, Referral.status == ReferralStatus.OPEN)
-        .values(
-            status=ReferralStatus.CLOSED,
-            closed_at=now,
-            closed_by=person.person_id,
-            close_reason=reason,
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if closed != 1:
-        return CloseOutcome("already_closed", referral_id)
-    session.refresh(referral)
-    version = RotaStore(session).current_rota_version()
-
-    pending = outbox.cancel_owed_by(session, referral_id)
-    targets = {
-        t.id: t for t in session.scalars(select(Target).where(Target.referral_id == referral_id))
-    }
-    cancelled_prompts = 0
-    for row in pending:
-        if row.kind != OutboxKind.PROMPT:
-            continue
-        cancelled_prompts += 1
-        target = targets.get(row.target_id) if row.target_id is not None else None
-        audit.record(
-            session,
-            "prompt_cancelled",
-            at=now,
-            referral_id=referral_id,
-            actor=person.person_id,
-            recipient=row.recipient_id or (target.planned_recipient if target else None),
-            target=target.spec if target else None,
-            detail=_cancelled_prompt_detail(row),
-            rota_version=version,
-        )
-    cancelled_targets = session.execute(
-        update(Target)
-        .where(Target.referral_id == referral_id, Target.state.in_(WAITING_STATES))
-        .values(state=TargetState.CANCELLED)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    audit.record(
-        session,
-        "referral_closed",
-        at=now,
-        referral_id=referral_id,
-        actor=person.person_id,
-        # The reason is free text a person typed: it is kept with the referral (and erased by
-        # retention), never in the log, whose rows can never be erased (docs/security.md).
-        detail={
-            "cancelled_outbox_rows": len(pending),
-            "cancelled_prompts": cancelled_prompts,
-        },
-        rota_version=version,
-    )
-    outbox.enqueue_card_refresh(session, referral_id, now)
-    session.flush()
-    return CloseOutcome(
-        "closed",
-        referral_id,
-        closed_by=person.person_id,
-        closed_at=now,
-        reason=reason,
-        cancelled_rows=len(pending),
-        cancelled_prompts=cancelled_prompts,
-        cancelled_targets=cancelled_targets,
-    )
-
-
-# ----- on call --------------------------------------------------------------------------------
-
-
-def on_call_now(
-    session: Session, *, now: datetime, settings: Settings, role: str | None = None
-) -> OnCallAnswer:
-    """Who holds `role` on shift at `now`; without a role, every role with a shift covering
-    `now`: the alert roles first (listed even when nobody holds them), then the others sorted."""
-    store = RotaStore(session)
-    if role is not None:
-        role = role.strip().lower().removeprefix("role:")
-        if not store.role_known(role):
-            return OnCallAnswer(now, unknown_role=role)
-        on_shift = store.people_on_shift(now, role)
-        roles = [role]
-    else:
-        on_shift = store.people_on_shift(now)
-        alert_roles = list(dict.fromkeys(settings.alert_roles))
-        others = sorted({shift.role for _, shift in on_shift} - set(alert_roles))
-        roles = alert_roles + others
-    holders: dict[str, dict[str, OnCallHolder]] = {name: {} for name in roles}
-    for person, shift in on_shift:
-        by_person = holders.get(shift.role)
-        if by_person is None:
-            continue
-        known = by_person.get(person.person_id)
-        if known is None or shift.end_at > known.until:
-            by_person[person.person_id] = OnCallHolder(
-                person.person_id, person.name, person.slack_user_id, shift.end_at
-            )
-    return OnCallAnswer(now, tuple((name, tuple(holders[name].values())) for name in roles))

@@ -9,7 +9,7 @@ urgency, times, who was asked and who answered. The case system remains the reco
 child; it has its own retention schedule.
 
 The audit log is never altered: it must never carry personal data in the first place (free
-text stays out of it: bot/services/responses.py keeps a close reason with the referral), and a
+text stays out of it: bot/services/closing.py keeps a close reason with the referral), and a
 `referral_purged` event records each erasure, so the hash chain still verifies.
 
 `run_daily_retention` is what the dispatcher runs once a day, at RETENTION_TIME service time
@@ -45,6 +45,8 @@ RETENTION_TIME = time(3, 0)
 
 @dataclass(frozen=True)
 class PurgedReferral:
+    """A closed referral a retention run erased (or would erase), and when it was closed."""
+
     referral_id: str
     closed_at: datetime
 

@@ -12,7 +12,8 @@ limits, recording: the Web API's front door), ``installs`` (tokens per workspace
 ``socket_mode`` (the WebSocket end), ``delivery`` (envelopes, acks, retries; Socket Mode or
 Request URL), ``control`` (the control API), ``web`` (the HTTP front), ``server`` (the whole).
 
-Control API (JSON, under ``control_url`` = ``http://HOST:PORT/_standin/``; 400 for bad input):
+Control API (JSON, under ``control_url`` = ``http://HOST:PORT/_standin/``; 400 for bad input,
+500 for a defect of the stand-in):
 
 Inspection
   GET  calls[?method=M&team=T]        recorded calls (never the token or client secret)

@@ -94,6 +94,15 @@ def handler_for(standin: SlackStandIn) -> type[BaseHTTPRequestHandler]:
             self._route("DELETE")
 
         def _route(self, verb: str) -> None:
+            try:
+                self._answer(verb)
+            except Exception as exc:
+                # A defect of the stand-in itself: answer 500 rather than close the connection
+                # without a word, so the test that met it reads what went wrong.
+                logger.exception("the stand-in failed on %s %s", verb, self.path)
+                self._send(500, {"ok": False, "error": f"standin_failed: {type(exc).__name__}"})
+
+        def _answer(self, verb: str) -> None:
             parts = urlsplit(self.path)
             query = dict(parse_qsl(parts.query, keep_blank_values=True))
             length = int(self.headers.get("Content-Length") or 0)

@@ -13,9 +13,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+
+from bot.migrate import database_revision
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,7 @@ def probe_database(session_factory: sessionmaker[Session], expected_revision: st
     """Ask the database for its Alembic revision and compare it with the code's."""
     try:
         with session_factory() as session:
-            connection = session.connection()
-            if not inspect(connection).has_table("alembic_version"):
-                revision = None
-            else:
-                revision = session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            revision = database_revision(session.connection())
     except SQLAlchemyError:
         logger.exception("health check: database unreachable")
         return Health(503, {"status": "unavailable", "database": "unreachable"})

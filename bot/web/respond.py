@@ -27,6 +27,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.context import Services
+from bot.delivery.actions import RESPONSE_KIND_BY_ACTION
 from bot.delivery.kinds import ResponseKind
 from bot.models import ContactFollowup, ContactState
 from bot.response_links import (
@@ -41,7 +42,6 @@ from bot.services.loop import ContactOutcome, record_contact
 from bot.services.response_pages import colleagues, log_refused_link, someone
 from bot.services.responses import ResponseOutcome, check_response, record_response
 from handlers.blocks.prompt import (
-    ANSWER_BY_ACTION,
     BUTTON_LABELS,
     QUESTION,
     RESPONSE_LABELS,
@@ -65,8 +65,10 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 # What each answer's page is called: the words of the Slack button that records it.
-ANSWER_LABELS = {answer: BUTTON_LABELS[action] for action, answer in ANSWER_BY_ACTION.items()}
-ANSWER_ORDER = tuple(ANSWER_BY_ACTION.values())
+ANSWER_LABELS = {
+    answer: BUTTON_LABELS[action] for action, answer in RESPONSE_KIND_BY_ACTION.items()
+}
+ANSWER_ORDER = tuple(RESPONSE_KIND_BY_ACTION.values())
 # The contact check's answers, in the words of its Slack buttons (handlers/blocks/loop.py).
 CONTACT_LABELS = {
     ContactAnswer.MADE: "Yes, contact made",

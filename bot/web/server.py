@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from slack_bolt import App
 
@@ -126,7 +126,7 @@ def build_runtime(settings: Settings, *, with_dispatcher: bool, clock: Clock | N
     if dispatcher is not None:
         # Here the jobs share the process with the acks: they make way for Slack's requests.
         runtime.job_runner = slack_job_runner(
-            services, client, dispatcher.instance_id, traffic=traffic
+            services, client, dispatcher.instance_id, pacer=dispatcher.pacer, traffic=traffic
         )
         jobs.on_written = runtime.job_runner.wake
     return runtime
@@ -145,20 +145,46 @@ def dispatcher_services(dispatcher, client, engine) -> Services:
 
 
 def slack_job_runner(
-    services: Services, client, instance_id: str, *, traffic: SlackTraffic | None = None
+    services: Services,
+    client,
+    instance_id: str,
+    *,
+    pacer=None,
+    traffic: SlackTraffic | None = None,
+    workers: int | None = None,
 ) -> JobRunner:
     """The runner of the clicks' and slash commands' jobs (bot/slackjobs/runner.py), for a
-    process that runs the dispatcher; `client` is the home workspace's."""
+    process that runs the dispatcher; `client` is the home workspace's. The jobs post through
+    `pacer`'s shared buckets (the dispatcher's; without one, a pacer of their own on the same
+    database, sharing the same buckets): every workspace's client is a `Pacer.job_client`."""
+    from bot.delivery.pacing import Pacer, tiers_for
     from bot.web.app import slack_job_drop_notice, slack_job_works
 
+    if pacer is None:
+        pacer = Pacer(services.session_factory.kw["bind"], tiers_for(services.settings))
     return JobRunner(
         services.session_factory,
-        slack_job_works(services, client),
+        slack_job_works(_paced(services, pacer), pacer.job_client(client)),
         instance_id=instance_id,
         clock=services.clock,
         traffic=traffic,
         dropped_notice=slack_job_drop_notice(),
+        workers=workers,
     )
+
+
+def _paced(services: Services, pacer) -> Services:
+    """`services` whose workspace clients are `pacer`'s job clients (the home one is the
+    default the jobs are given)."""
+    client_for = services.slack_client_for
+    if client_for is None:
+        return services
+
+    def paced_client_for(workspace: str | None):
+        found = client_for(workspace)
+        return pacer.job_client(found) if found is not None else None
+
+    return replace(services, slack_client_for=paced_client_for)
 
 
 def _paced_homes(engine, factory, client, settings: Settings, clock: Clock):

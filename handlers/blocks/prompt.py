@@ -31,12 +31,9 @@ from handlers.ids import (
     NOT_KNOWN,
     REDIRECT,
     RESPONSE_ACTIONS,
-    RESPONSE_KIND_BY_ACTION,
 )
 
 PROMPT_ACTIONS_BLOCK = "handover_prompt_actions"
-# The response each prompt button records: a channel without buttons (email) links to them.
-ANSWER_BY_ACTION = RESPONSE_KIND_BY_ACTION
 QUESTION = "Do you hold information about this child or family?"
 NO_PERSONAL_DATA = "The details are in the case system; this message holds no personal data."
 

@@ -4,7 +4,7 @@ Each row is read through SQLAlchemy's conversions (`iter_log`), rendered by `log
 printed with `json.dumps` and `csv.writer` a row at a time, as `write_log` did before it read
 the rows as stored (bot/services/log_stream.py); times with strftime, and cells made safe
 and padded a call a cell, as `local_time_label` and `write_table` did before they were made
-faster. tests/bot/test_log_stream.py compares the two byte for byte.
+faster. tests/bot/services/test_log_stream.py compares the two byte for byte.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from bot.cli.log import FORMULA_PREFIXES, TABLE_FIT_ROWS, TABLE_HEADERS, Names, column_widths
+from bot.cli.log import FORMULA_PREFIXES, TABLE_FIT_ROWS, TABLE_HEADERS, PersonLabels, column_widths
 from bot.services.logbook import LOG_FIELDS, LogWindow, detail_value, iter_log, log_record
 
 
@@ -68,7 +68,7 @@ def _detail_text(detail: Any) -> str:
     return detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
 
 
-def _table_row(row: Row, tz: ZoneInfo, names: Names) -> list[str]:
+def _table_row(row: Row, tz: ZoneInfo, names: PersonLabels) -> list[str]:
     target = row.target or ""
     kind, _, ref = target.partition(":")
     return [
@@ -104,7 +104,7 @@ def reference_log(session: Session, window: LogWindow, fmt: str, tz: ZoneInfo) -
                 )
             )
     else:
-        names = Names(session)
+        names = PersonLabels(session)
         count = write_table((_table_row(row, tz, names) for row in rows), out, TABLE_HEADERS)
         if count == 0:
             out.write("(no events)\n")

@@ -32,6 +32,7 @@ from bot.clock import FixedClock
 from bot.db import create_db_engine, make_session_factory
 from bot.delivery.kinds import OutboxKind
 from bot.models import AUDIT_EVENTS, AuditEvent, OutboxMessage, Referral, Target
+from bot.services import audit
 from bot.services.intake import FIELDS, REQUIRED_FIELDS, SOURCES
 from bot.settings import Settings
 from bot.web.api import MAX_BODY_BYTES, create_api_blueprint
@@ -1024,6 +1025,7 @@ def test_get_answers_the_referral_its_targets_and_events(api: ApiClient, clock: 
             "due_at": "2026-11-16T09:00:00+00:00",
             "planned_recipient": "hv-jsmith",
             "planned_via": "self",
+            "breached_at": None,
         },
         {
             "position": 1,
@@ -1032,6 +1034,7 @@ def test_get_answers_the_referral_its_targets_and_events(api: ApiClient, clock: 
             "due_at": "2026-11-17T08:00:00+00:00",
             "planned_recipient": "gp-duty1",
             "planned_via": "duty",
+            "breached_at": None,
         },
         {
             "position": 2,
@@ -1040,6 +1043,7 @@ def test_get_answers_the_referral_its_targets_and_events(api: ApiClient, clock: 
             "due_at": "2026-11-14T10:30:00+00:00",
             "planned_recipient": "pc-jones",
             "planned_via": "shift",
+            "breached_at": None,
         },
         {
             "position": 3,
@@ -1048,6 +1052,7 @@ def test_get_answers_the_referral_its_targets_and_events(api: ApiClient, clock: 
             "due_at": None,
             "planned_recipient": None,
             "planned_via": "unroutable",
+            "breached_at": None,
         },
     ]
     assert [e["event"] for e in detail["events"]] == [
@@ -1068,6 +1073,32 @@ def test_get_answers_the_referral_its_targets_and_events(api: ApiClient, clock: 
         "detail": {"due_at": "2026-11-16T09:00:00+00:00", "via": "self", "immediate": False},
     }
     assert detail["events"][-1]["at"] == "2026-11-14T10:31:00+00:00"
+
+
+def test_get_gives_a_breached_target_the_instant_of_its_breach(
+    api: ApiClient, clock: FixedClock, session_factory: sessionmaker[Session]
+) -> None:
+    referral_id = api.post(weekend_referral()).json["referral_id"]
+    breach_at = datetime(2026, 11, 16, 17, 0, tzinfo=UTC)
+    with session_factory.begin() as session:
+        # As the dispatcher's last escalation step records it (docs/reference/audit-events.md).
+        for at in (breach_at, breach_at + timedelta(days=1)):
+            audit.record(
+                session,
+                "breach",
+                at=at,
+                referral_id=referral_id,
+                actor="dispatcher",
+                target="person:hv-jsmith",
+                detail={"notified": None, "delivered": False},
+            )
+
+    targets = {t["target"]: t for t in api.get(referral_id).json["targets"]}
+
+    # The first breach is the one; the state stays as it was (it may still be answered).
+    assert targets["person:hv-jsmith"]["breached_at"] == "2026-11-16T17:00:00+00:00"
+    assert targets["person:hv-jsmith"]["state"] == "held"
+    assert [t["breached_at"] for s, t in targets.items() if s != "person:hv-jsmith"] == [None] * 3
 
 
 def test_get_must_be_signed_and_names_an_existing_referral(

@@ -15,7 +15,7 @@ from bot.cli import main
 from bot.cli.log import safe_cell
 from bot.services import audit
 from bot.services.audit import record
-from tests.bot.test_logbook import EXPECTED_MINUTES, build_scenario, figures_from_log, utc
+from tests.bot.services.test_logbook import EXPECTED_MINUTES, build_scenario, figures_from_log, utc
 
 FIRST_REFERRAL_LINE = (
     '{"at": "2026-11-12T16:40:00+00:00", "referral_id": "HO-R4", "event": "referral_received", '

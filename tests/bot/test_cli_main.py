@@ -1,14 +1,22 @@
-"""The command line's own basics: `--version`, the `.env` of the working directory, and a
-missing SQLite file refused rather than created (docs/reference/commands.md)."""
+"""The command line's own basics: `--version`, the `.env` of the working directory, a missing
+SQLite file refused rather than created, and an unmigrated database an exit 3
+(docs/reference/commands.md)."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from bot.cli import main
+from bot.migrate import code_revision
+from tests.conftest import PG_URL, postgres_database
 
 
 @pytest.fixture
@@ -72,3 +80,70 @@ def test_a_missing_sqlite_file_is_refused_not_created(
         "upgrade`)\n"
     )
     assert list(bare_env.iterdir()) == []
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def unmigrated_url(
+    request: pytest.FixtureRequest, bare_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """DATABASE_URL of a database that exists but was never migrated: an empty SQLite file, or
+    an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        (bare_env / "handover.db").touch()
+        url = f"sqlite:///{bare_env / 'handover.db'}"
+        monkeypatch.setenv("DATABASE_URL", url)
+        yield url
+        return
+    name = f"{make_url(PG_URL).database}_unmigrated_{os.getpid()}"
+    with postgres_database(name) as url:
+        monkeypatch.setenv("DATABASE_URL", url)
+        yield url
+
+
+UNMIGRATED = (
+    "handover: database not migrated: it has no Handover tables; run `handover db upgrade`\n"
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("log",),
+        ("log", "--format", "jsonl"),
+        ("log", "--format", "csv"),
+        ("log", "--referral", "HO-X"),
+        ("log", "verify"),
+        ("report",),
+        ("report", "--format", "json"),
+        ("purge", "--dry-run", "--before", "2026-01-01"),
+        ("dispatch", "--once"),
+    ],
+)
+def test_an_unmigrated_database_is_a_service_unavailable(
+    unmigrated_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: tuple[str, ...],
+) -> None:
+    # Exit 3, "the database ... not migrated" (docs/reference/commands.md), said before any
+    # query meets a missing table: not a traceback and exit 1.
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-never-used")
+    assert main(list(argv)) == 3
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == UNMIGRATED
+
+
+def test_a_database_at_another_revision_is_a_service_unavailable(
+    bare_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = bare_env / "handover.db"
+    with closing(sqlite3.connect(path)) as connection, connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        connection.execute("INSERT INTO alembic_version VALUES ('0000older000')")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{path}")
+    assert main(["log"]) == 3
+    assert capsys.readouterr().err == (
+        "handover: database not migrated: it is at revision 0000older000, this version of "
+        f"Handover needs {code_revision()}; run `handover db upgrade`\n"
+    )

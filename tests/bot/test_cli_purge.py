@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.cli import main
 from bot.models import Referral
-from tests.bot.test_retention import NOW, build_referrals
+from tests.bot.services.test_retention import NOW, build_referrals
 
 
 @pytest.fixture

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from icalendar import Calendar
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from bot.cli import main
+from bot.models import AuditEvent
+from rota.models import Shift
 from tests.rota.test_importer import BASE, write_rota
 
 TEAMS = """\
@@ -198,6 +203,274 @@ def test_ical_needs_a_role_or_a_person(imported: Path, capsys: pytest.CaptureFix
         main(["rota", "ical"])
     assert exited.value.code == 2
     assert "one of the arguments --role --person is required" in capsys.readouterr().err
+
+
+# --- rota ical exports imported back: only the shifts of their scope are replaced -------------
+
+# Raj holds on-call shifts before, in and after the 90 days from Sunday 20 December, and a duty
+# shift of his team; Sue and Kiran hold shifts of the same days.
+SCOPED_SHIFTS = (
+    "person_id,role,start,end\n"
+    "edt-raj,edt_manager,2026-12-10T09:00,2026-12-11T09:00\n"
+    "edt-sue,edt_manager,2026-12-18T17:00,2026-12-24T09:00\n"
+    + CHRISTMAS
+    + "edt-sue,edt_manager,2026-12-29T09:00,2027-01-04T09:00\n"
+    "hv-kpatel,duty:hv-north,2026-12-29T09:00,2026-12-29T17:00\n"
+    "edt-raj,duty:edt,2026-12-30T09:00,2026-12-30T17:00\n"
+    "edt-raj,edt_manager,2027-06-01T09:00,2027-06-02T09:00\n"
+)
+
+
+def stored_shifts(factory: sessionmaker[Session]) -> list[tuple[int, str, str, datetime, datetime]]:
+    with factory() as session:
+        return [
+            (
+                r.id,
+                r.person_id,
+                r.role,
+                r.start_at.replace(tzinfo=UTC),
+                r.end_at.replace(tzinfo=UTC),
+            )
+            for r in session.execute(
+                select(
+                    Shift.id, Shift.person_id, Shift.role, Shift.start_at, Shift.end_at
+                ).order_by(Shift.id)
+            )
+        ]
+
+
+@pytest.fixture
+def scoped(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    write_rota(cli_env / "rota", **{**ROTA, "shifts": SCOPED_SHIFTS})
+    code, _, err = run(capsys, "rota", "import", "rota")
+    assert (code, err) == (0, "")
+    return cli_env
+
+
+def export(capsys: pytest.CaptureFixture[str], name: str, *argv: str) -> str:
+    code, out, err = run(capsys, "rota", "ical", *argv)
+    assert (code, err) == (0, "")
+    Path(name).write_text(out, encoding="utf-8", newline="")
+    return out
+
+
+def test_an_export_of_a_person_imports_back_removing_nobody_elses_shifts(
+    scoped: Path, capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    before = stored_shifts(session_factory)
+    ics = export(capsys, "raj.ics", "--person", "edt-raj")
+    calendar = Calendar.from_ical(ics)
+    assert [
+        str(calendar[name]) for name in ("X-HANDOVER-SCOPE-PERSON", "X-HANDOVER-SCOPE-FROM")
+    ] == [
+        "edt-raj",
+        "20261220T000000Z",
+    ]
+    assert str(calendar["X-HANDOVER-SCOPE-TO"]) == "20270320T000000Z"
+    assert "X-HANDOVER-SCOPE-ROLE" not in calendar
+    assert run(capsys, "rota", "import", "raj.ics") == (
+        0,
+        "shifts of every role (edt-raj, 20/12/2026 to 19/03/2027): 0 added, 0 removed, "
+        "2 unchanged\nno changes; rota version 1\n",
+        "",
+    )
+    assert stored_shifts(session_factory) == before
+    detail = audit_details(session_factory)[-1]
+    assert detail["shift_roles"] == []
+    assert detail["shift_scopes"] == [
+        {
+            "roles": None,
+            "person_id": "edt-raj",
+            "from": "2026-12-20T00:00:00+00:00",
+            "to": "2027-03-20T00:00:00+00:00",
+        }
+    ]
+
+
+def test_an_export_of_a_window_imports_back_keeping_the_shifts_before_and_after(
+    scoped: Path, capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    before = stored_shifts(session_factory)
+    ics = export(
+        capsys, "oncall.ics", "--role", "edt_manager", "--from", "24/12/2026", "--days", "7"
+    )
+    assert len(events_of(ics)) == 3  # Sue's shift ending on the 24th is in: it overlaps the window
+    assert run(capsys, "rota", "import", "oncall.ics") == (
+        0,
+        "shifts of edt_manager (24/12/2026 to 30/12/2026): 0 added, 0 removed, 3 unchanged\n"
+        "no changes; rota version 1\n",
+        "",
+    )
+    assert stored_shifts(session_factory) == before
+    assert audit_details(session_factory)[-1]["shift_scopes"] == [
+        {
+            "roles": ["edt_manager"],
+            "person_id": None,
+            "from": "2026-12-24T00:00:00+00:00",
+            "to": "2026-12-31T00:00:00+00:00",
+        }
+    ]
+
+
+def test_an_edited_export_changes_exactly_the_shift_moved(
+    scoped: Path, capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    before = stored_shifts(session_factory)
+    ics = export(capsys, "raj.ics", "--person", "edt-raj", "--from", "20/12/2026", "--days", "31")
+    assert ics.count("DTSTART;TZID=Europe/London:20261224T090000") == 1
+    Path("raj.ics").write_text(
+        ics.replace(
+            "DTSTART;TZID=Europe/London:20261224T090000",
+            "DTSTART;TZID=Europe/London:20261224T080000",
+        ),
+        encoding="utf-8",
+        newline="",
+    )
+    assert run(capsys, "rota", "import", "raj.ics") == (
+        0,
+        "shifts of every role (edt-raj, 20/12/2026 to 19/01/2027): 1 added, 1 removed, "
+        "1 unchanged\nrota version 2\n",
+        "",
+    )
+    moved = [s for s in before if s[1:4] == ("edt-raj", "edt_manager", CHRISTMAS_START)]
+    assert len(moved) == 1
+    after = stored_shifts(session_factory)
+    assert after[:-1] == [s for s in before if s is not moved[0]]
+    assert after[-1][1:] == (
+        "edt-raj",
+        "edt_manager",
+        datetime(2026, 12, 24, 8, tzinfo=UTC),
+        datetime(2026, 12, 29, 9, tzinfo=UTC),
+    )
+
+
+CHRISTMAS_START = datetime(2026, 12, 24, 9, tzinfo=UTC)
+
+
+def test_an_export_of_a_role_keeps_the_shifts_of_inactive_holders_it_leaves_out(
+    scoped: Path, capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    people = "".join(line for line in PEOPLE.splitlines(True) if not line.startswith("edt-sue,"))
+    write_rota(scoped / "left", people=people)
+    code, _, _ = run(capsys, "rota", "import", "left/people.csv")
+    assert code == 0
+    before = stored_shifts(session_factory)
+    ics = export(
+        capsys, "oncall.ics", "--role", "edt_manager", "--from", "24/12/2026", "--days", "7"
+    )
+    assert [summary for summary, *_ in events_of(ics)] == ["edt_manager: Raj Malhotra"]
+    code, out, _ = run(capsys, "rota", "import", "oncall.ics")
+    assert (code, out) == (
+        0,
+        "shifts of edt_manager (24/12/2026 to 30/12/2026): 0 added, 0 removed, 1 unchanged\n"
+        "no changes; rota version 2\n",
+    )
+    assert stored_shifts(session_factory) == before
+
+
+def test_an_export_with_a_shifts_file_replaces_the_whole_set_as_before(
+    scoped: Path, capsys: pytest.CaptureFixture[str], session_factory: sessionmaker[Session]
+) -> None:
+    export(capsys, "raj.ics", "--person", "edt-raj")
+    write_rota(
+        scoped / "day", shifts="person_id,role,start,end\n" + SCOPED_SHIFTS.splitlines()[5] + "\n"
+    )
+    code, out, err = run(capsys, "rota", "import", "day/shifts.csv", "raj.ics")
+    assert (code, out) == (0, "shifts: 0 added, 4 removed, 3 unchanged\nrota version 2\n")
+    assert err.endswith(
+        "warning: 2 gap(s) in the on-call cover in the next 14 days; "
+        "`handover rota check` lists them\n"
+    )  # Sue's shifts went too
+    assert [s[1:3] for s in stored_shifts(session_factory)] == [
+        ("edt-raj", "edt_manager"),
+        ("hv-kpatel", "duty:hv-north"),
+        ("edt-raj", "duty:edt"),
+    ]
+    assert "shift_scopes" not in audit_details(session_factory)[-1]
+
+
+@pytest.mark.parametrize(
+    ("find", "put", "problem"),
+    [
+        (
+            "X-HANDOVER-SCOPE-FROM:20261220T000000Z",
+            "X-HANDOVER-SCOPE-FROM:tomorrow",
+            "raj.ics:1: X-HANDOVER-SCOPE-FROM: 'tomorrow' is not a date-time with an offset or "
+            "in UTC (like 20270101T000000Z)",
+        ),
+        (
+            "X-HANDOVER-SCOPE-FROM:20261220T000000Z",
+            "X-HANDOVER-SCOPE-FROM:2026-12-20T00:00",
+            "raj.ics:1: X-HANDOVER-SCOPE-FROM: '2026-12-20T00:00' is not a date-time with an "
+            "offset or in UTC (like 20270101T000000Z)",
+        ),
+        (
+            "X-HANDOVER-SCOPE-TO:20270120T000000Z\r\n",
+            "",
+            "raj.ics:1: X-HANDOVER-SCOPE-TO: missing: a window needs both X-HANDOVER-SCOPE-FROM "
+            "and X-HANDOVER-SCOPE-TO (X-HANDOVER-SCOPE-FROM is given)",
+        ),
+        (
+            "X-HANDOVER-SCOPE-TO:20270120T000000Z",
+            "X-HANDOVER-SCOPE-TO:20261201T000000Z",
+            "raj.ics:1: X-HANDOVER-SCOPE-TO: 20261201T000000Z is not after "
+            "X-HANDOVER-SCOPE-FROM 20261220T000000Z",
+        ),
+        (
+            "X-HANDOVER-SCOPE-PERSON:edt-raj",
+            "X-HANDOVER-SCOPE-PERSON:edt-raj\r\nX-HANDOVER-SCOPE-PERSON:edt-sue",
+            "raj.ics:1: X-HANDOVER-SCOPE-PERSON: given more than once",
+        ),
+        (
+            "X-HANDOVER-SCOPE-PERSON:edt-raj",
+            "X-HANDOVER-SCOPE-PERSON:edt-raj\r\nX-HANDOVER-SCOPE-ROLE:EDT Manager",
+            "raj.ics:1: X-HANDOVER-SCOPE-ROLE: 'EDT Manager' is not a role or roles separated "
+            "by commas",
+        ),
+        (
+            "X-HANDOVER-SCOPE-PERSON:edt-raj",
+            "X-HANDOVER-SCOPE-PERSON:edt-sue",
+            "raj.ics:EVENT 1: X-HANDOVER-PERSON: person edt-raj is not X-HANDOVER-SCOPE-PERSON "
+            "edt-sue: the calendar replaces only the shifts of its scope (every role (edt-sue, "
+            "20/12/2026 to 19/01/2027))",
+        ),
+    ],
+    ids=[
+        "from-not-a-time",
+        "from-without-offset",
+        "to-missing",
+        "to-before-from",
+        "person-twice",
+        "role-not-a-role",
+        "event-outside-scope",
+    ],
+)
+def test_a_malformed_scope_is_refused_and_changes_nothing(
+    scoped: Path,
+    capsys: pytest.CaptureFixture[str],
+    session_factory: sessionmaker[Session],
+    find: str,
+    put: str,
+    problem: str,
+) -> None:
+    before = stored_shifts(session_factory)
+    ics = export(capsys, "raj.ics", "--person", "edt-raj", "--from", "20/12/2026", "--days", "31")
+    assert ics.count(find) == 1
+    Path("raj.ics").write_text(ics.replace(find, put), encoding="utf-8", newline="")
+    code, out, err = run(capsys, "rota", "import", "raj.ics")
+    assert (code, out) == (1, "")
+    assert err.splitlines()[0] == problem
+    assert err.splitlines()[-1].startswith("handover: rota not imported: ")
+    assert stored_shifts(session_factory) == before
+
+
+def audit_details(factory: sessionmaker[Session]) -> list[dict[str, Any]]:
+    with factory() as session:
+        return [
+            json.loads(row.detail)
+            for row in session.scalars(select(AuditEvent).order_by(AuditEvent.id))
+            if row.event == "rota_imported"
+        ]
 
 
 # --- rota who: who is away and why --------------------------------------------------------------

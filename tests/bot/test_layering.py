@@ -6,6 +6,9 @@
   the Bolt app factory is the one place that registers the surfaces, lazily.
 - The builders import no Slack surface (a module with `register(app, …)`), so nothing in
   `bot` can reach a surface through them.
+- Delivery (`bot.delivery`, `bot.channels`) takes only functions from them (builders,
+  formatters), never an identifier: those it depends on are its own (`bot/delivery/actions.py`,
+  `bot/delivery/metadata.py`), and the Slack layer takes them from there.
 - `bot` and `handlers` never import each other in a cycle at module level. (The builders render
   values `bot` defines, so `bot` and `handlers.blocks` import each other's modules: never in a
   cycle, which is what breaks an import.)
@@ -21,6 +24,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("bot", "handlers", "rota")
+# The modules that deliver: the outbox, the dispatcher and its steps, and the channels.
+DELIVERY = ("bot.delivery", "bot.channels")
 # The Bolt app factory registers every Slack surface: the composition root, and only inside it.
 SURFACE_REGISTRY = "bot.web.app"
 # No module of rota may draw on the terminal: the importer reports progress to the CLI's bar.
@@ -226,6 +231,50 @@ def test_block_kit_builders_import_no_slack_surface(module: str) -> None:
     assert imported == []
 
 
+def functions_of(module: str) -> set[str]:
+    """The functions a module of ours defines at its top level."""
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def taken_from_handlers(name: str, source: str) -> list[tuple[str, int]]:
+    """What a module (`name`, its `source`) imports from `handlers` that is not a function
+    defined there: an identifier, a label, a module."""
+    taken = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+            taken += [(m, node.lineno) for m in modules if of_package(m, "handlers")]
+        elif isinstance(node, ast.ImportFrom):
+            base = _resolve(node.module or "", node.level, name, False)
+            if not of_package(base, "handlers"):
+                continue
+            defined = functions_of(base) if base in MODULES else set()
+            taken += [
+                (f"{base}.{alias.name}", node.lineno)
+                for alias in node.names
+                if alias.name not in defined
+            ]
+    return taken
+
+
+@pytest.mark.parametrize("module", [m for p in DELIVERY for m in modules_of(p)])
+def test_delivery_takes_only_functions_from_the_slack_layer(module: str) -> None:
+    assert taken_from_handlers(module, MODULES[module].read_text(encoding="utf-8")) == []
+
+
+def test_the_delivery_check_finds_an_identifier_taken_from_the_slack_layer() -> None:
+    source = (
+        "from handlers.blocks.prompt import PROMPT_ACTIONS_BLOCK, build_prompt_message\n"
+        "from handlers.ids import ACK\nimport handlers.blocks.card\n"
+    )
+    assert taken_from_handlers("bot.delivery.x", source) == [
+        ("handlers.blocks.prompt.PROMPT_ACTIONS_BLOCK", 1),
+        ("handlers.ids.ACK", 2),
+        ("handlers.blocks.card", 3),
+    ]
+
+
 def _graph() -> dict[str, set[str]]:
     """Module-level imports among our modules; importing a module runs its packages' too."""
     graph: dict[str, set[str]] = {name: set() for name in MODULES}
@@ -295,11 +344,14 @@ def test_the_cycle_check_sees_a_cycle() -> None:
 
 def test_the_slack_layer_takes_its_vocabulary_from_the_domain() -> None:
     from bot import models
+    from bot.delivery import actions
     from bot.delivery.kinds import RESPONSE_KINDS
     from handlers import ids
 
     assert ids.CATEGORIES is models.CATEGORIES
     assert ids.URGENCIES is models.URGENCIES
+    assert ids.RESPONSE_KIND_BY_ACTION is actions.RESPONSE_KIND_BY_ACTION
+    assert ids.CONTACT_ACTIONS is actions.CONTACT_ACTIONS
     assert ids.RESPONSE_KIND_BY_ACTION == {
         "handover_ack": "acknowledged",
         "handover_has_info": "has_information",

@@ -96,3 +96,39 @@ def test_a_plan_after_an_import_sees_the_new_rota(
         ("hv-a", "2027-01-06T08:30:00+00:00"),
         ("pc-b", "2027-01-04T10:00:00+00:00"),
     ]
+
+
+def test_a_role_stays_known_when_a_new_shifts_file_drops_it(
+    cli: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A role no shift has ever named is unknown input; a known role with nobody on shift is
+    # unroutable (CONTRACT §3, docs/reference/http.md). Next month's shifts.csv without the
+    # police desk must not turn a referral naming it into an error.
+    teams = TEAMS + "hv-north,Health Visiting North,NHS,health,england,,,\n" + POLICE
+    first = write(
+        cli / "first",
+        teams=teams,
+        people=PEOPLE + STAFF,
+        shifts=SHIFTS + "pc-a,police_dau,2026-12-04T07:00,2026-12-04T19:00\n",
+    )
+    assert main(["rota", "import", str(first)]) == 0
+    second = write(
+        cli / "second", shifts=SHIFTS + "hv-a,duty:hv-north,2027-01-04T09:00,2027-01-04T17:00\n"
+    )
+    assert main(["rota", "import", str(second)]) == 0
+    capsys.readouterr()
+
+    result = plan(capsys)
+    assert result["plan"][1] == {
+        "target": "role:police_dau",
+        "recipient": None,
+        "via": "unroutable",
+        "due_at": None,
+        "immediate": False,
+    }
+    assert [(a["kind"], a["target"]) for a in result["alerts"]] == [
+        ("unroutable", "role:police_dau")
+    ]
+    # A role no shift ever named is still unknown.
+    assert main(["plan", "--notify", "role:police_dua", "--at", "2027-01-04T08:00"]) == 1
+    assert "unknown role police_dua" in capsys.readouterr().err

@@ -698,3 +698,21 @@ def test_the_cli_prints_its_url_and_serves(tmp_path: Any) -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def test_a_stand_in_defect_is_answered_500_not_a_closed_connection(
+    standin: SlackStandIn, client: WebClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("user")
+
+    monkeypatch.setattr("bot.slack_standin.control.route", broken)
+    assert control(standin, "GET", "calls") == (
+        500,
+        {"ok": False, "error": "standin_failed: KeyError"},
+    )
+    monkeypatch.setattr(standin.api, "dispatch", broken)
+    with pytest.raises(SlackApiError) as excinfo:
+        client.chat_postMessage(channel="C0EDT", text="one")
+    assert excinfo.value.response.status_code == 500
+    assert slack_error(excinfo) == "standin_failed: KeyError"

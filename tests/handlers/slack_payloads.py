@@ -56,6 +56,7 @@ from bot.clock import FixedClock
 from bot.context import Services
 from bot.delivery.home import HomeRefreshes
 from bot.delivery.kinds import RowState
+from bot.delivery.pacing import Pacer
 from bot.models import OutboxMessage, Target
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
@@ -443,11 +444,18 @@ def running_bot(
     *,
     now: datetime = NOW,
     in_process: bool = False,
+    slack_clock: Callable[[], float] | None = None,
+    pacer: Pacer | None = None,
+    job_workers: int | None = None,
     **settings_overrides: Any,
 ) -> Iterator[Harness]:
     """The stand-in, the response_url catcher and the bot: served over HTTP on a free port, or
-    (`in_process`) given requests through `App.dispatch`, its server started only if needed."""
-    standin = SlackStandIn(channels=[EDT_CHANNEL], allow_unknown_users=True, rate_limit=None)
+    (`in_process`) given requests through `App.dispatch`, its server started only if needed.
+    `slack_clock` is the stand-in's (its calls' instants), `pacer` and `job_workers` the
+    jobs' runner's (a pacer on that simulated clock, one thread: exact instants)."""
+    standin = SlackStandIn(
+        channels=[EDT_CHANNEL], allow_unknown_users=True, rate_limit=None, clock=slack_clock
+    )
     standin.start()
     catcher = ResponseCatcher()
     clock = FixedClock(now)
@@ -483,7 +491,9 @@ def running_bot(
         slack_client_for=workspace_clients(settings, client, engine),
     )
     bolt = create_app(settings, client, services=services)
-    runner = slack_job_runner(services, client, "test-runner", traffic=traffic)
+    runner = slack_job_runner(
+        services, client, "test-runner", pacer=pacer, traffic=traffic, workers=job_workers
+    )
     jobs.on_written = runner.wake
     runner.start()
     server = _WebServer(lambda: create_web_app(bolt, services))

@@ -38,7 +38,7 @@ from handlers.home import build_home_view
 from handlers.ids import RESPONSE_ACTIONS
 from handlers.log_command import REFUSAL, handle_log
 from tests.bot.factories import new_referral, new_target
-from tests.bot.test_logbook import (
+from tests.bot.services.test_logbook import (
     LONDON,
     NOW,
     SUMMARY,

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from rota.apply import apply_rota
 from rota.bulk import ShiftSpill, location, stored_text
-from rota.importer import apply_rota, read_rota_files
+from rota.importer import read_rota_files
 from rota.models import Shift
 from tests.rota.test_importer import BASE, LONDON, NOW, import_folder, snapshot, write_rota
 

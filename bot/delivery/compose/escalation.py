@@ -30,7 +30,7 @@ from bot.delivery.compose.base import (
 )
 from bot.delivery.kinds import Outcome, RowState
 from bot.delivery.metadata import escalation_tag
-from bot.delivery.reads import store_of
+from bot.delivery.reads import store_of, target_of
 from bot.models import OutboxMessage, Referral, Target
 from handlers.blocks.escalation import (
     build_breach_message,
@@ -72,7 +72,7 @@ def _chased(
     """A step row's (or a step message's) detail, step, the prompt it chases and its target."""
     info = outbox.load_detail(row)
     prompt = session.get(OutboxMessage, info.get("prompt_id") or 0)
-    target = session.get(Target, row.target_id) if row.target_id else None
+    target = target_of(session, row)
     return info, info.get("step"), prompt, target
 
 

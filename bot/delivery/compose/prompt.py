@@ -29,7 +29,7 @@ from bot.delivery.compose.base import (
 )
 from bot.delivery.kinds import ACTOR, ANSWERED_TARGET_STATES, OutboxKind, Outcome, TargetState
 from bot.delivery.metadata import prompt_tag
-from bot.delivery.reads import recipient_at, store_of
+from bot.delivery.reads import recipient_at, store_of, target_of
 from bot.models import OutboxMessage, Referral, Target
 from bot.services import audit
 from handlers.blocks.prompt import build_prompt_message
@@ -51,7 +51,7 @@ def cancel_row(
     """Cancel a row no longer owed; a prompt's cancellation is logged."""
     settled = cancel(ctx, session, row, reason)
     if row.kind == OutboxKind.PROMPT:
-        target = session.get(Target, row.target_id) if row.target_id else None
+        target = target_of(session, row)
         audit.record(
             session,
             "prompt_cancelled",
@@ -68,7 +68,7 @@ def compose_prompt(
     ctx: DeliveryContext, session: Session, row: OutboxMessage, referral: Referral, now: datetime
 ) -> Composed:
     """The prompt to the first in the target's chain at work now."""
-    target = session.get(Target, row.target_id) if row.target_id else None
+    target = target_of(session, row)
     if target is None:
         return fail(ctx, session, row, now, "no target")
     if target.state in FINISHED_TARGET_STATES:

@@ -23,7 +23,7 @@ from bot.delivery.dispatcher import Dispatcher
 from bot.delivery.kinds import OutboxKind, Outcome, RowState
 from bot.delivery.results import DispatchStats
 from bot.models import OutboxMessage, Target
-from bot.services.responses import close_referral
+from bot.services.closing import close_referral
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from rota.models import Person

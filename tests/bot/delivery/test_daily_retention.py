@@ -26,7 +26,7 @@ from bot.services.retention import (
     retention_day,
 )
 from bot.settings import Settings
-from tests.bot.test_retention import LONDON, add_referral, close
+from tests.bot.services.test_retention import LONDON, add_referral, close
 from tests.handlers.slack_payloads import build_rota
 
 # Monday 16 November 2026, 03:00 GMT: the day's run.

@@ -188,3 +188,30 @@ def test_a_token_is_reserved_at_most_a_second_ahead(engine: Engine) -> None:
         owed = conn.scalar(select(SlackRateBucket.tokens).where(SlackRateBucket.bucket == bucket))
     assert owed == pytest.approx(-10.0)
     assert time.slept == []  # `take` never sleeps; `wait` sleeps what it answers
+
+
+def test_a_job_client_paces_its_workspace_and_makes_a_rate_limited_call_again_once(
+    engine: Engine,
+) -> None:
+    """The clicks' jobs' client (`Pacer.job_client`): a partner's messages take that
+    workspace's tokens, and a 429 closes its bucket until Retry-After, then the call waits its
+    turn and is made again, once."""
+    time = SimulatedTime()
+    paced = pacer(engine, time)
+    partner_token = "xoxb-partner-pacing"
+    with SlackStandIn(allow_unknown_users=True, rate_limit=None) as slack:
+        home = WebClient(base_url=slack.url, token=TOKEN, retry_handlers=make_retry_handlers())
+        partner = paced.job_client(WorkspaceClients(home, None)._client(partner_token))
+        assert paced.job_client(home) is paced.job_client(home)  # one copy a workspace
+        slack.rate_limit_storm("chat.postMessage", count=1, retry_after=3)
+        for n in range(12):
+            assert partner.chat_postMessage(channel="U0PACING1", text=f"{n}")["ok"] is True
+        posted = [
+            call.args["text"] for call in slack.calls("chat.postMessage") if call.status == 200
+        ]
+    assert posted == [f"{n}" for n in range(12)]  # the first made again once, nothing twice
+    # Closed for 3 s by the 429, then refilled from empty: a token every tenth of a second.
+    assert time.now == pytest.approx(START + 3.0 + 0.1 * 12)
+    with engine.connect() as conn:
+        buckets = set(conn.scalars(select(SlackRateBucket.bucket)))
+    assert buckets == {bucket_name(partner_token, MESSAGES)}  # the home workspace's untouched

@@ -29,7 +29,7 @@ from bot.delivery.kinds import OutboxKind, Outcome, RowState
 from bot.delivery.pipeline import RowPipeline
 from bot.mail_standin import MailStandIn
 from bot.models import OutboxMessage
-from bot.services.responses import close_referral
+from bot.services.closing import close_referral
 from bot.settings import Settings
 from bot.slack_standin import SlackStandIn
 from rota.models import Person

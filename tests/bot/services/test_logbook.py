@@ -392,6 +392,21 @@ def test_log_filters_by_referral_and_local_dates(
     assert until_time[-1].event == "acknowledged"
 
 
+def test_an_until_time_equal_to_since_is_the_events_of_that_instant(
+    session_factory: sessionmaker[Session], scenario: Scenario
+) -> None:
+    # Both bounds are inclusive (docs/reference/commands.md), so the window is one instant.
+    window = parse_window("2026-11-13T16:25", "2026-11-13T16:25", LONDON)
+    assert window.since == window.until == utc(13, 16, 25)
+    with session_factory() as session:
+        rows = list(iter_log(session, window))
+    assert [(r.at, r.event) for r in rows] == [(utc(13, 16, 25), "acknowledged")]
+    with pytest.raises(InputError, match="before --since"):
+        parse_window("2026-11-13T16:25", "2026-11-13T16:24", LONDON)
+    with pytest.raises(InputError, match="before --since"):
+        parse_window("2026-11-14T00:00", "2026-11-13", LONDON)
+
+
 def test_parse_window_uses_local_time_across_the_clock_change() -> None:
     summer = parse_window("2026-06-01", "2026-06-01", LONDON)
     assert summer.since == datetime(2026, 5, 31, 23, 0, tzinfo=UTC)

@@ -31,9 +31,9 @@ from bot.services.reports import (
     week_figures,
 )
 from tests.bot.report_oracle import previous_build_report
+from tests.bot.services.test_logbook import build_rota, build_scenario
+from tests.bot.services.test_report_page import add_police_breach
 from tests.bot.sqlite_plans import audit_reads
-from tests.bot.test_logbook import build_rota, build_scenario
-from tests.bot.test_report_page import add_police_breach
 
 LONDON = ZoneInfo("Europe/London")
 START = datetime(2026, 11, 12, 16, 0, tzinfo=UTC)  # Thu, GMT

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.models import AuditEvent, OutboxMessage, Referral, SlackEvent, SlackRequest, Target
 from bot.services.audit import verify_chain
+from bot.services.closing import close_referral
 from bot.services.intake import (
     SOURCE_API,
     receive_referral,
@@ -22,7 +23,6 @@ from bot.services.intake import (
     validate_referral,
 )
 from bot.services.replay import REPLAY_WINDOW, remember_request
-from bot.services.responses import close_referral
 from bot.services.retention import (
     EVENT_ID_RETENTION,
     PurgedReferral,

@@ -26,7 +26,13 @@ from bot.settings import Settings
 from handlers.blocks.home import build_log_referral_message, coverage_line
 from handlers.home import build_home_view
 from rota.models import Person, RotaVersion, Team
-from tests.bot.test_logbook import LONDON, add_prompt, add_referral, add_response, add_target
+from tests.bot.services.test_logbook import (
+    LONDON,
+    add_prompt,
+    add_referral,
+    add_response,
+    add_target,
+)
 
 A, P, E = TargetOutcome.ANSWERED, TargetOutcome.OPEN, TargetOutcome.ENDED  # P: still pending
 

@@ -32,7 +32,7 @@ from bot.services.log_stream import (
 )
 from bot.services.logbook import LogWindow, detail_value, iter_log, parse_window
 from tests.bot.log_oracle import local_time_label, reference_log
-from tests.bot.test_logbook import build_rota
+from tests.bot.services.test_logbook import build_rota
 
 LONDON = ZoneInfo("Europe/London")
 # Both of London's clock changes in 2026: 01:00 UTC on 29 March and on 25 October.

@@ -1,88 +1,36 @@
-"""The response, close and on-call services on SQLite and PostgreSQL (no HTTP)."""
+"""The response service on SQLite and PostgreSQL (no HTTP)."""
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from slack_sdk import WebClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.delivery.kinds import ResponseKind
-from bot.models import AuditEvent, OutboxMessage, Referral, Response, Target
+from bot.models import AuditEvent, OutboxMessage, Response, Target
+from bot.services.closing import close_referral
 from bot.services.coverage import coverage_for_referrals
 from bot.services.responses import (
     ResponseOutcome,
     check_response,
-    close_referral,
     contact_slots,
-    on_call_now,
     record_response,
 )
 from bot.settings import Settings
-from bot.slack_standin import SlackStandIn
 from rota.models import Absence, Person, Shift, Team
-from tests.handlers.slack_payloads import (
-    BOT_TOKEN,
-    EDT_CHANNEL,
-    NOW,
-    Scenario,
-    build_scenario,
-    slack_user,
+from tests.bot.services.conftest import (
+    SETTINGS,
+    add_a_manager_in_a_team_of_their_own,
+    count,
+    respond,
 )
+from tests.handlers.slack_payloads import EDT_CHANNEL, NOW, Scenario, slack_user
 
-SETTINGS = Settings(edt_channel=EDT_CHANNEL, alert_roles=("edt_manager",))
 LONDON = SETTINGS.timezone
-
-
-@pytest.fixture
-def scenario(session_factory: sessionmaker[Session]) -> Iterator[Scenario]:
-    with SlackStandIn(channels=[EDT_CHANNEL], allow_unknown_users=True, rate_limit=None) as slack:
-        yield build_scenario(session_factory, WebClient(base_url=slack.url, token=BOT_TOKEN))
-
-
-def respond(
-    session_factory: sessionmaker[Session],
-    prompt_id: int | None,
-    person_id: str,
-    kind: str = ResponseKind.ACKNOWLEDGED,
-    **answers: str,
-) -> ResponseOutcome:
-    with session_factory.begin() as session:
-        return record_response(
-            session,
-            prompt_id,
-            slack_user(person_id) if not person_id.startswith("U0") else person_id,
-            kind,
-            now=NOW,
-            settings=SETTINGS,
-            **answers,
-        )
-
-
-def count(session: Session, model: type) -> int:
-    return session.scalar(select(func.count()).select_from(model)) or 0
-
-
-def add_a_manager_in_a_team_of_their_own(
-    session: Session, person_id: str, role: str, team_id: str, agency_type: str
-) -> None:
-    """A team no referral of the scenario names, and a person with the `manager` permission in
-    it (the team names no manager)."""
-    session.add(
-        Team(team_id=team_id, name=team_id.title(), agency=agency_type, agency_type=agency_type,
-             region="england", hours=None, manager_id=None)
-    )  # fmt: skip
-    session.flush()
-    session.add(
-        Person(person_id=person_id, name=person_id.title(), slack_user=slack_user(person_id),
-               team_id=team_id, role=role, permissions="manager")
-    )  # fmt: skip
-    session.flush()
 
 
 @pytest.mark.parametrize(
@@ -426,69 +374,6 @@ def test_contact_slots(
     assert all(s > now for s in slots)
 
 
-def test_close_keeps_responses_and_cancels_the_rest(
-    session_factory: sessionmaker[Session], scenario: Scenario
-) -> None:
-    assert respond(session_factory, scenario.prompt_id, "hv-kpatel").status == "recorded"
-    with session_factory.begin() as session:
-        outcome = close_referral(
-            session,
-            scenario.referral_id,
-            slack_user("edt-mgr"),
-            "  strategy   discussion held ",
-            now=NOW,
-            settings=SETTINGS,
-        )
-    assert (outcome.status, outcome.cancelled_prompts, outcome.cancelled_rows) == ("closed", 1, 1)
-    assert outcome.reason == "strategy discussion held"
-    with session_factory() as session:
-        assert session.get(Target, scenario.target_id).state == "acknowledged"
-        assert session.get(Target, scenario.held_target_id).state == "cancelled"
-        assert session.get(Target, scenario.role_target_id).state == "cancelled"
-        assert session.get(Referral, scenario.referral_id).closed_by == "edt-mgr"
-
-
-def test_on_call_now(session_factory: sessionmaker[Session], scenario: Scenario) -> None:
-    with session_factory() as session:
-        answer = on_call_now(session, now=NOW, settings=SETTINGS)
-        assert [role for role, _ in answer.roles] == ["edt_manager", "police_dau"]
-        holders = dict(answer.roles)["edt_manager"]
-        assert [(h.person_id, h.slack_user_id) for h in holders] == [("edt-mgr", "UEDTMGR")]
-        assert holders[0].until == NOW + timedelta(hours=8)
-        police = on_call_now(session, now=NOW, settings=SETTINGS, role="role:police_dau")
-        assert [h.person_id for _, hs in police.roles for h in hs] == ["pc-jones"]
-        assert on_call_now(session, now=NOW, settings=SETTINGS, role="nope").unknown_role == "nope"
-
-
-def test_on_call_now_without_a_role_lists_every_role_on_shift(
-    session_factory: sessionmaker[Session], scenario: Scenario
-) -> None:
-    with session_factory.begin() as session:
-        session.add_all(
-            [
-                # On shift now: a role sorted between the two of the scenario.
-                Shift(person_id="gp-mgr", role="hospital_safeguarding",
-                      start_at=NOW - timedelta(hours=1), end_at=NOW + timedelta(hours=2)),
-                Shift(person_id="pol-sgt", role="hospital_safeguarding",
-                      start_at=NOW - timedelta(hours=3), end_at=NOW + timedelta(hours=1)),
-                # Ended an hour ago, and starting in an hour: not on call now.
-                Shift(person_id="hv-lead", role="night_nurse",
-                      start_at=NOW - timedelta(hours=9), end_at=NOW - timedelta(hours=1)),
-                Shift(person_id="hv-lead", role="ambulance_liaison",
-                      start_at=NOW + timedelta(hours=1), end_at=NOW + timedelta(hours=9)),
-            ]
-        )  # fmt: skip
-    police_first = Settings(edt_channel=EDT_CHANNEL, alert_roles=("police_dau", "paediatrician"))
-    with session_factory() as session:
-        answer = on_call_now(session, now=NOW, settings=police_first)
-    assert [(role, [h.person_id for h in holders]) for role, holders in answer.roles] == [
-        ("police_dau", ["pc-jones"]),
-        ("paediatrician", []),  # an alert role nobody holds is still shown
-        ("edt_manager", ["edt-mgr"]),
-        ("hospital_safeguarding", ["pol-sgt", "gp-mgr"]),
-    ]
-
-
 def test_acknowledged_then_answered_counts_for_coverage(
     session_factory: sessionmaker[Session], scenario: Scenario
 ) -> None:
@@ -526,27 +411,3 @@ def test_acknowledged_then_answered_counts_for_coverage(
     assert kinds == ["acknowledged", "not_known"]
     assert events == ["acknowledged", "not_known"]
     assert str(after[scenario.referral_id].states["health"]) == "covered"
-
-
-def test_close_by_a_manager_of_an_unrelated_team_is_refused(
-    session_factory: sessionmaker[Session], scenario: Scenario
-) -> None:
-    """Need to know: a school head may not close a referral that does not concern her school."""
-    with session_factory.begin() as session:
-        add_a_manager_in_a_team_of_their_own(session, "head-sue", "head", "school", "education")
-    with session_factory.begin() as session:
-        refused = close_referral(
-            session, scenario.referral_id, slack_user("head-sue"), "not ours", now=NOW,
-            settings=SETTINGS,
-        )  # fmt: skip
-    assert refused.status == "forbidden"
-    with session_factory() as session:
-        assert session.get(Referral, scenario.referral_id).status == "open"
-        assert count(session, AuditEvent) == 0
-    with session_factory.begin() as session:
-        # A manager of a team it concerns may.
-        allowed = close_referral(
-            session, scenario.referral_id, slack_user("hv-senior"), "held", now=NOW,
-            settings=SETTINGS,
-        )  # fmt: skip
-    assert allowed.status == "closed"

@@ -17,11 +17,10 @@ from bot.pages import charted_teams, render_report, team_rows
 from bot.services import audit, report_page
 from bot.services.coverage import COVERAGE_RULE
 from bot.services.logbook import parse_window
-from bot.services.report_page import LogRow, Names, build_report_page, build_timelines
+from bot.services.report_page import LogRow, ReportNames, build_report_page, build_timelines
 from bot.services.reports import GroupFigures, build_report
 from rota.store import RotaStore
-from tests.bot.sqlite_plans import audit_reads
-from tests.bot.test_logbook import (
+from tests.bot.services.test_logbook import (
     SUMMARY,
     add_prompt,
     add_referral,
@@ -30,6 +29,7 @@ from tests.bot.test_logbook import (
     build_scenario,
     utc,
 )
+from tests.bot.sqlite_plans import audit_reads
 
 LONDON = ZoneInfo("Europe/London")
 GENERATED = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
@@ -367,7 +367,7 @@ def test_a_recipient_nobody_could_reach_is_passed_over_in_words(session_factory)
         LogRow(at, "HO-R9", "prompt_sent", "dispatcher", "sw-sam", "person:hv-jo", None),
     ]
     with session_factory() as session:
-        (timeline,) = build_timelines(rows, LONDON, Names(RotaStore(session), {}))
+        (timeline,) = build_timelines(rows, LONDON, ReportNames(RotaStore(session), {}))
     target = timeline.targets["person:hv-jo"]
     assert [(s.stage, s.words) for s in target.steps[1:]] == [
         ("unreachable", "Hv-Jo (hv-jo) could not be reached: passed over, on call told"),
