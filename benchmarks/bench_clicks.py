@@ -2,7 +2,7 @@
 
     python benchmarks/bench_clicks.py [--clients 50] [--requests 20] [--rounds 5]
         [--backend sqlite|postgresql] [--layouts single procfile] [--phases clicks commands]
-        [--gc-log [DIR]] [--control]
+        [--gc-log [DIR]] [--stall-log [DIR]] [--control]
 
 Handover in each layout (a fresh deployment each): `single`, `handover serve` with its
 dispatcher in-process (which runs the clicks' jobs too); `procfile`, the Procfile's
@@ -48,11 +48,23 @@ generation's collections each made during each burst: a full pass holds the inte
 stopping every request thread. With `--control`, a second no-op app takes Handover's bursts
 (Handover still started, delivering the clicks' prompts): the ratios two identical apps show
 on the machine's load at the time, against which Handover's can be read.
+
+With `--stall-log`, each app's processes and this client run a watcher thread that logs every
+stall of the interpreter of 15 ms or more, with the CPU each thread used (benchmarks/gctrace/
+stalls.py), and a process of its own logs every process's CPU on the machine; the run ends with,
+for each burst, the span its 10 slowest requests were in flight, which processes had the cores
+then, the CPU of each of the app's threads over the burst and over that span, and the stalls of
+20 ms or more in it, with what ran. It tells a stall of the app (one of its threads, or a
+collection, holding the interpreter lock) from one of the client or of the machine (the app's
+CPU well under the span while other processes had the cores). The watchers cost each process
+about 2% of a core. The client collects no garbage during a burst (its full collections had
+stopped it 45-60 ms in whichever app's burst they fell).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import itertools
 import json
@@ -77,6 +89,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy.exc import OperationalError  # noqa: E402
 
+from benchmarks.gctrace import stalls  # noqa: E402
 from handlers import ids  # noqa: E402
 from tests.e2e.harness import (  # noqa: E402
     SIGNING_SECRET,
@@ -107,6 +120,7 @@ class Figures:
     elapsed: float
     answered: list[bytes]  # the bodies answered 200
     began: list[float] = field(default_factory=list)  # each request's start, from the burst's
+    zero: float = 0.0  # the burst's start, wall clock (time.time())
 
     def slowest(self, count: int = 10) -> str:
         """When the `count` slowest requests (the p99's, of 1,000) began, after the burst did:
@@ -200,13 +214,22 @@ def load(port: int, bodies: list[list[bytes]]) -> Figures:
                     answered.append(body)
 
     threads = [threading.Thread(target=client, args=(mine,)) for mine in bodies]
-    for thread in threads:
-        thread.start()
-    zero = time.perf_counter()  # the burst's start, as every client is let go
-    start.wait()
-    for thread in threads:
-        thread.join()
-    return Figures(latencies, statuses, time.perf_counter() - zero, answered, started)
+    # This client's own full collections (its heap holds the run's prompts and bodies) stopped
+    # every client thread for 45-60 ms in whichever app's burst they fell (--stall-log): none
+    # during a burst, what the last one left collected before it starts.
+    gc.collect()
+    gc.disable()
+    try:
+        for thread in threads:
+            thread.start()
+        zero = time.perf_counter()  # the burst's start, as every client is let go
+        zero_wall = time.time()
+        start.wait()
+        for thread in threads:
+            thread.join()
+    finally:
+        gc.enable()
+    return Figures(latencies, statuses, time.perf_counter() - zero, answered, started, zero_wall)
 
 
 def click_body(d: Deployment, prompt: dict, user_id: str, person: str, n: int) -> bytes:
@@ -465,6 +488,7 @@ def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figu
     ended_at = time.time()
     WINDOWS.append((f"{phase} {len(WINDOWS) + 1}", began_at, ended_at))
     GC_WINDOWS.append(("handover", f"{phase} {len(WINDOWS)}", began_at, ended_at))
+    BURSTS.append(("handover", f"{phase} {len(WINDOWS)}", handover))
     acked_at = time.perf_counter()
     cpu_during = [after - before for after, before in zip(cpu_of(d), cpu_before, strict=True)]
     print(handover.line("handover"), flush=True)
@@ -496,16 +520,153 @@ def handover_burst(d: Deployment, phase: str, bodies: list[list[bytes]]) -> Figu
 WINDOWS: list[tuple[str, float, float]] = []
 # Each burst of either app, for `collections_during` (--gc-log): (app, name, start, end).
 GC_WINDOWS: list[tuple[str, str, float, float]] = []
+# Each burst of either app, for `stalls_during` (--stall-log): (app, name, its figures).
+BURSTS: list[tuple[str, str, Figures]] = []
+# The run's own processes by id, for `machine_between` (--stall-log).
+PROCESS_LABELS: dict[int, str] = {}
 
 
-def gc_env(directory: Path, app: str) -> dict[str, str]:
+def gc_env(gc_log: Path | None, app: str, stall_log: Path | None = None) -> dict[str, str]:
     """The environment that has an app's processes log their garbage collections into
-    `directory` (benchmarks/gctrace/sitecustomize.py)."""
+    `gc_log` and their stalls into `stall_log` (benchmarks/gctrace/sitecustomize.py)."""
+    if gc_log is None and stall_log is None:
+        return {}
     paths = [str(ROOT / "benchmarks" / "gctrace"), os.environ.get("PYTHONPATH", "")]
     return {
         "PYTHONPATH": os.pathsep.join(p for p in paths if p),
-        "BENCH_GC_LOG": str(directory / app),
+        **({"BENCH_GC_LOG": str(gc_log / app)} if gc_log else {}),
+        **({"BENCH_STALL_LOG": str(stall_log / app)} if stall_log else {}),
     }
+
+
+def read_stall_log(directory: Path, app: str) -> dict[str, list[dict]]:
+    """Each process's stalls (see benchmarks/gctrace/stalls.py), by its command line."""
+    logs = {}
+    for path in sorted(directory.glob(f"{app}.*")):
+        lines = path.read_text().splitlines()
+        name = " ".join(lines[0].split()[2:4]) if lines and app == "handover" else app
+        logs[f"{name} ({path.suffix[1:]})"] = [json.loads(line) for line in lines[1:]]
+    return logs
+
+
+def cpu_between(rows: list[dict], began: float, ended: float) -> tuple[dict[str, float], float]:
+    """Each thread's CPU (ms; waitress's request threads as one) from the last account at or
+    before `began` to the first at or after `ended`, and the machine's busy share then."""
+    accounts = [r for r in rows if "cpu_at" in r]
+    before = [r for r in accounts if r["cpu_at"] <= began]
+    after = [r for r in accounts if r["cpu_at"] >= ended]
+    if not before or not after:
+        return {}, float("nan")
+    first, last = before[-1], after[0]
+    used: Counter = Counter()
+    for name, ms in last["cpu_ms"].items():
+        group = "waitress-*" if name.startswith("waitress-") else name
+        used[group] += ms - first["cpu_ms"].get(name, 0.0)
+    jiffies = last["machine"][1] - first["machine"][1]
+    busy = (last["machine"][0] - first["machine"][0]) / jiffies if jiffies else float("nan")
+    return dict(used), busy
+
+
+def cpu_line(rows: list[dict], began: float, ended: float) -> str:
+    used, busy = cpu_between(rows, began, ended)
+    top = sorted(((ms, name) for name, ms in used.items() if ms >= 1), reverse=True)[:6]
+    return (
+        f"CPU {sum(used.values()):.0f} ms over {(ended - began) * 1000:.0f} ms"
+        + (" (" + ", ".join(f"{name} {ms:.0f}" for ms, name in top) + ")" if top else "")
+        + f", machine {busy:.0%} busy"
+    )
+
+
+STALL_SHOWN_MS = 20.0
+
+
+def machine_between(path: Path, began: float, ended: float, labels: dict[int, str]) -> str:
+    """Which processes had the machine's cores from `began` to `ended` (the log of
+    `stalls.py --machine`), the most first: `labels` names the run's own."""
+    names: dict[int, str] = {}
+    state: dict[int, int] = {}
+    first = last = None
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if "names" in row:
+            names.update({int(pid): name for pid, name in row["names"].items()})
+            continue
+        state.update({int(pid): ticks for pid, ticks in row["cpu"].items()})
+        if row["at"] <= began:
+            first = (row["at"], dict(state))
+        elif row["at"] >= ended and last is None:
+            last = (row["at"], dict(state))
+            break
+    if first is None or last is None:
+        return "?"
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    used = sorted(((ticks - first[1].get(pid, 0)) * tick, pid) for pid, ticks in last[1].items())[
+        ::-1
+    ]
+    shown = [f"{labels.get(pid) or names.get(pid, '?')} {ms:.0f}" for ms, pid in used[:6] if ms]
+    return (
+        f"{sum(ms for ms, _ in used):.0f} ms of CPU over {(last[0] - first[0]) * 1000:.0f} ms: "
+        + ", ".join(shown)
+    )
+
+
+def stalls_during(directory: Path) -> list[str]:
+    """For each burst, the span its 10 slowest requests were in flight; the processes that had
+    the machine's cores then (`machine_between`); the CPU of each of the app's threads over the
+    burst and over that span; and every stall of 20 ms or more of the app's processes and of this
+    client in that span: how long, the CPU the process used over it, the machine's busy share,
+    any garbage collection, and the threads that ran (with their innermost frames). A stall with
+    the process's CPU near its length is one of its threads holding the interpreter lock; with
+    little CPU, the process was not running."""
+    lines = []
+    logs = {app: read_stall_log(directory, app) for app in ("handover", "noop", "control")}
+    client = read_stall_log(directory, "client")
+    machine = directory / "machine"
+    for app, name, figures in BURSTS:
+        ranked = sorted(zip(figures.latencies, figures.began, strict=True), reverse=True)[:10]
+        if not ranked:
+            continue
+        first = figures.zero + min(at for _, at in ranked)
+        last = figures.zero + max(at + took for took, at in ranked)
+        lines.append(f"{name}: its 10 slowest in flight +{first - figures.zero:.2f} to "
+                     f"+{last - figures.zero:.2f} s")  # fmt: skip
+        if machine.exists():
+            lines.append(
+                f"   the machine then: {machine_between(machine, first, last, PROCESS_LABELS)}"
+            )
+        sources = [(process, rows, True) for process, rows in logs[app].items()]
+        sources += [(process, rows, False) for process, rows in client.items()]
+        for process, rows, theirs in sources:
+            ended = figures.zero + figures.elapsed
+            if theirs:  # (not the client's: its threads end with the burst, their CPU unread)
+                lines.append(
+                    f"   {process}: the burst's {cpu_line(rows, figures.zero, ended)}; "
+                    f"the slowest's {cpu_line(rows, first, last)}"
+                )
+            rows = [r for r in rows if "at" in r]
+            burst = [r for r in rows if figures.zero <= r["at"] <= figures.zero + figures.elapsed]
+            inside = [r for r in burst if r["at"] + r["ms"] / 1000 >= first and r["at"] <= last]
+            shown = [r for r in inside if r["ms"] >= STALL_SHOWN_MS]
+            lines.append(
+                f"   {process}: {len(burst)} stalls in the burst "
+                f"({sum(r['ms'] for r in burst):.0f} ms), {len(shown)} of {STALL_SHOWN_MS:.0f} ms+ "
+                "beside the slowest"
+            )
+            for r in shown:
+                threads = "; ".join(
+                    f"{t['name']} {t['cpu_ms']:.0f} ms [{' < '.join(t['frames'][:4])}]"
+                    for t in r["threads"]
+                    if t["cpu_ms"] >= 1
+                )
+                collected = ", ".join(f"gen {g} {ms:.0f} ms" for _, ms, g in r["gc"] if ms >= 1)
+                lines.append(
+                    f"      +{r['at'] - figures.zero:.2f} s {r['ms']:.0f} ms: process CPU "
+                    f"{r['cpu_ms']:.0f} ms over {r['window_ms']:.0f} ms, machine "
+                    f"{r['machine_busy']:.0%} busy" + (f", gc {collected}" if collected else "")
+                    + (f"; {threads}" if threads else "")
+                )  # fmt: skip
+    BURSTS.clear()
+    return lines
 
 
 def read_gc_log(directory: Path, app: str) -> dict[str, list[list[str]]]:
@@ -586,6 +747,7 @@ def noop_burst(
     reference = load(port, bodies)
     number = sum(a == app for a, *_ in GC_WINDOWS) + 1
     GC_WINDOWS.append((app, f"{name} {number}", began_at, time.time()))
+    BURSTS.append((app, f"{name} {number}", reference))
     print(reference.line(name))
     print(f"   the 10 slowest: {reference.slowest()} s")
     print(
@@ -606,14 +768,25 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
     prompts, as a single run did.
     """
     d = make(args.backend, START)
-    gc_log = None
+    gc_log = stall_log = watcher = None
     if args.gc_log is not None:
         gc_log = Path(tempfile.mkdtemp(prefix=f"gc-{layout}-", dir=args.gc_log or d.workdir))
-        d.extra_env.update(gc_env(gc_log, "handover"))
+    if args.stall_log is not None:
+        stall_log = Path(
+            tempfile.mkdtemp(prefix=f"stalls-{layout}-", dir=args.stall_log or d.workdir)
+        )
+        stalls.start(str(stall_log / "client"))
+        watcher = subprocess.Popen(
+            [sys.executable, str(ROOT / "benchmarks" / "gctrace" / "stalls.py"), "--machine",
+             str(stall_log / "machine")]
+        )  # fmt: skip
+    d.extra_env.update(gc_env(gc_log, "handover", stall_log))
     start_layout(d, layout)
-    noop, noop_port = start_noop(d, gc_log, "noop")
+    noop, noop_port = start_noop(d, gc_log, stall_log, "noop")
     # --control: a second no-op app in Handover's place (Handover started, only delivering).
-    control, control_port = start_noop(d, gc_log, "control") if args.control else (None, 0)
+    control, control_port = (
+        start_noop(d, gc_log, stall_log, "control") if args.control else (None, 0)
+    )
     name = "control" if control else "handover"
     numbers = itertools.count(1)
     try:
@@ -658,24 +831,35 @@ def run_layout(args: argparse.Namespace, make, layout: str, rng: random.Random) 
         if gc_log:
             print("Garbage collections during each burst:\n   "
                   + "\n   ".join(collections_during(gc_log)))  # fmt: skip
+        if stall_log:
+            PROCESS_LABELS.update({
+                os.getpid(): "the client", d.standin.process.pid: "the stand-in",
+                noop.pid: "no-op", d.processes[0].pid: "serve",
+                **({control.pid: "control"} if control else {}),
+                **({d.processes[1].pid: "dispatch"} if len(d.processes) > 1 else {}),
+            })  # fmt: skip
+            print("Stalls beside each burst's slowest requests:\n   "
+                  + "\n   ".join(stalls_during(stall_log)))  # fmt: skip
         print(f"serve's memory after the load: {memory(d.processes[0].pid)}")
         print(f"the no-op app's memory: {memory(noop.pid)}")
     finally:
-        for app in (noop, control):
+        for app in (noop, control, watcher):
             if app is not None:
                 app.terminate()
                 app.wait(timeout=10)
         d.stop_all()
 
 
-def start_noop(d: Deployment, gc_log: Path | None, app: str) -> tuple[subprocess.Popen, int]:
+def start_noop(
+    d: Deployment, gc_log: Path | None, stall_log: Path | None, app: str
+) -> tuple[subprocess.Popen, int]:
     """benchmarks/noop_bolt.py on a port of its own, once it listens; its process and port."""
     port = free_port()
     noop = subprocess.Popen(
         [sys.executable, str(ROOT / "benchmarks" / "noop_bolt.py"), "--port", str(port),
          "--signing-secret", SIGNING_SECRET, "--slack-api-url", d.standin.url],
         stdout=subprocess.PIPE, text=True,
-        env={**os.environ, **gc_env(gc_log, app)} if gc_log else None,
+        env={**os.environ, **gc_env(gc_log, app, stall_log)},
     )  # fmt: skip
     noop.stdout.readline()
     return noop, port
@@ -704,6 +888,12 @@ def main() -> None:
         "--gc-log", nargs="?", const="", metavar="DIR",
         help="list the garbage collections each app made during each burst (benchmarks/gctrace);"
         " with DIR, keep each process's log of them there",
+    )  # fmt: skip
+    parser.add_argument(
+        "--stall-log", nargs="?", const="", metavar="DIR",
+        help="list, beside each burst's 10 slowest requests, every stall of 20 ms or more of "
+        "the app's processes and of this client, and what ran in it (benchmarks/gctrace/"
+        "stalls.py); with DIR, keep each process's log of them there",
     )  # fmt: skip
     parser.add_argument(
         "--control", action="store_true",

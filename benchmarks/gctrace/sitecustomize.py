@@ -2,12 +2,19 @@
 appended to BENCH_GC_LOG.PID as `wall-clock start, generation, ms, collected, objects left in
 the oldest generation (after a full pass)`. Loaded by Python at start-up through PYTHONPATH
 (`sitecustomize`), so the product's code is measured unchanged. With BENCH_GC_TYPES set, each
-full pass also records the 8 commonest types left in the oldest generation (what lives long)."""
+full pass also records the 8 commonest types left in the oldest generation (what lives long).
+With BENCH_STALL_LOG set (--stall-log), the process's stalls are logged too (stalls.py)."""
 
 import gc
 import os
 import sys
 import time
+
+if os.environ.get("BENCH_STALL_LOG"):
+    sys.path.insert(0, os.path.dirname(__file__))
+    import stalls
+
+    stalls.start(os.environ["BENCH_STALL_LOG"])
 
 _path = os.environ.get("BENCH_GC_LOG")
 if _path:
