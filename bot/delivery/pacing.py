@@ -42,7 +42,7 @@ from slack_sdk.web import SlackResponse
 from sqlalchemy import Connection, Engine, Select, Update, and_, case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.channels.slack import method_of
+from bot.channels.slack import SlackTransientError, method_of
 from bot.models import SlackRateBucket
 from bot.settings import Settings
 
@@ -170,9 +170,15 @@ class Pacer:
         return TIER_OF_METHOD.get(method) in self.tiers
 
     def wait(
-        self, token: str | None, method: str, *, guard: Callable[[Connection], bool] | None = None
+        self,
+        token: str | None,
+        method: str,
+        *,
+        guard: Callable[[Connection], bool] | None = None,
+        at_most: float | None = None,
     ) -> float:
-        """Take a token for `method` in `token`'s workspace, waiting as long as needed; returns
+        """Take a token for `method` in `token`'s workspace, waiting as long as needed (or, with
+        `at_most`, raising PausedTooLong rather than wait past it for a closed bucket); returns
         the seconds waited (0 for a method no tier paces).
 
         A `guard` runs first in each transaction that tries to take the token (a delivery's
@@ -200,6 +206,15 @@ class Pacer:
                     if pause > CHECK_AGAIN_AFTER:
                         self._check_again(guard, bucket)
                     return waited + pause
+            if at_most is not None and waited + pause > at_most:
+                logger.warning("%s not made: its workspace is paused for %.0f s", method, pause)
+                raise PausedTooLong(
+                    f"{method} paused by a 429 for {waited + pause:.0f} s",
+                    method=method,
+                    error="ratelimited",
+                    ambiguous=False,  # not sent
+                    retry_after=waited + pause,
+                )
             self._sleep(pause)
             waited += pause
 
@@ -479,8 +494,15 @@ class PacedWebClient(WebClient):
 
     def api_call(self, api_method: str, **kwargs: Any) -> SlackResponse:  # type: ignore[override]
         if api_method in JOB_PACED_METHODS:
-            self.pacer.wait(self.token, api_method)
+            # The 429s' cap from the first wait: a bucket closed for longer (a long Retry-After)
+            # must not hold the job past its lease, when another runner would do it again.
+            self.pacer.wait(self.token, api_method, at_most=RATE_LIMITED_FOR)
         return super().api_call(api_method, **kwargs)
+
+
+class PausedTooLong(SlackTransientError):
+    """A job's call found its workspace paused by a 429 for longer than RATE_LIMITED_FOR: it is
+    not made (its job goes on as after any Slack error it cannot wait out)."""
 
 
 _WAITED = "handover_waited"  # a call's RetryState: the seconds its 429s have been waited out
@@ -516,9 +538,10 @@ class PacedRateLimitRetryHandler(PacingRateLimitHandler):
     ) -> None:
         state.next_attempt_requested = True
         token = _token_of(request) or self.client.token
-        waited = self.pacer.wait(token, method_of(request))
         values = state.custom_values or {}
-        state.custom_values = {**values, _WAITED: values.get(_WAITED, 0.0) + waited}
+        before = values.get(_WAITED, 0.0)
+        waited = self.pacer.wait(token, method_of(request), at_most=RATE_LIMITED_FOR - before)
+        state.custom_values = {**values, _WAITED: before + waited}
         state.increment_current_attempt()
 
 

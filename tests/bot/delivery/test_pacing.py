@@ -13,8 +13,15 @@ import pytest
 from slack_sdk import WebClient
 from sqlalchemy import Engine, event, select
 
-from bot.channels.slack import make_retry_handlers
-from bot.delivery.pacing import MESSAGES, Pacer, Tier, bucket_name
+from bot.channels.slack import SlackTransientError, make_retry_handlers
+from bot.delivery.pacing import (
+    MESSAGES,
+    RATE_LIMITED_FOR,
+    Pacer,
+    PausedTooLong,
+    Tier,
+    bucket_name,
+)
 from bot.models import SlackRateBucket
 from bot.slack_standin import SlackStandIn
 from bot.workspaces.clients import WorkspaceClients
@@ -215,3 +222,27 @@ def test_a_job_client_paces_its_workspace_and_makes_a_rate_limited_call_again_on
     with engine.connect() as conn:
         buckets = set(conn.scalars(select(SlackRateBucket.bucket)))
     assert buckets == {bucket_name(partner_token, MESSAGES)}  # the home workspace's untouched
+
+
+def test_a_job_client_does_not_wait_past_its_cap_for_a_workspace_paused_longer(
+    engine: Engine,
+) -> None:
+    """A job's call that finds its workspace paused by a 429 for longer than RATE_LIMITED_FOR
+    is not made and does not wait: waiting, it would outlive the job's two-minute lease and
+    another runner would do the job again. A shorter pause is waited out as before."""
+    time = SimulatedTime()
+    paced = pacer(engine, time)
+    with SlackStandIn(allow_unknown_users=True, rate_limit=None) as slack:
+        home = WebClient(base_url=slack.url, token=TOKEN, retry_handlers=make_retry_handlers())
+        job_client = paced.job_client(home)
+        paced.hold(TOKEN, "chat.update", RATE_LIMITED_FOR + 240)  # another runner's 429
+        with pytest.raises(PausedTooLong) as refused:
+            job_client.chat_postMessage(channel="U0PACING1", text="not yet")
+        assert isinstance(refused.value, SlackTransientError)
+        assert time.slept == []  # not a second of the job's lease spent
+        assert slack.calls("chat.postMessage") == []
+
+        time.now += RATE_LIMITED_FOR + 240 - 30  # 30 s of the pause are left: waited out
+        assert job_client.chat_postMessage(channel="U0PACING1", text="now")["ok"] is True
+        assert sum(time.slept) == pytest.approx(30.1)
+        assert [call.args["text"] for call in slack.calls("chat.postMessage")] == ["now"]
