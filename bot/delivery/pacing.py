@@ -26,7 +26,9 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,10 +91,36 @@ TIER_OF_METHOD: Mapping[str, str] = {
 # Not views.publish: a job asks HomeRefreshes (bot/delivery/home.py) for its Home redraws, which
 # takes their tokens itself.
 JOB_PACED_METHODS = frozenset({"chat.postMessage", "chat.update"})
-# The longest a job's call waits out 429s before its error is raised: well inside a slack job's
-# lease (bot/slackjobs/queue.py, two minutes), so no other runner claims the job meanwhile and
-# does it a second time.
+# The longest a job's call waits for its workspace to open, its first wait and its 429s
+# together, before its error is raised: well inside a slack job's lease (bot/slackjobs/queue.py,
+# two minutes), so no other runner claims the job meanwhile and does it a second time.
 RATE_LIMITED_FOR = 60.0
+# When the job being run must stop waiting (a time.monotonic() instant): its lease's end less a
+# margin, set by the slack job runner around each job (`waits_until`), as a job makes several
+# calls and a runner holds several jobs' leases at once.
+_JOB_DEADLINE: ContextVar[float | None] = ContextVar("handover_job_deadline", default=None)
+# What the call being made has waited for its token before its first try, for its 429s' budget.
+_FIRST_WAIT: ContextVar[float] = ContextVar("handover_first_wait", default=0.0)
+
+
+@contextmanager
+def waits_until(deadline: float) -> Iterator[None]:
+    """Within, a job's calls wait for tokens no later than `deadline` (time.monotonic())."""
+    token = _JOB_DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _JOB_DEADLINE.reset(token)
+
+
+def _may_still_wait(waited: float) -> float:
+    """The seconds a job's call may still wait: what RATE_LIMITED_FOR leaves after `waited`,
+    and no later than its job's deadline."""
+    allowed = RATE_LIMITED_FOR - waited
+    deadline = _JOB_DEADLINE.get()
+    if deadline is not None:
+        allowed = min(allowed, deadline - time.monotonic())
+    return max(allowed, 0.0)
 
 
 def tiers_for(settings: Settings) -> dict[str, Tier]:
@@ -493,11 +521,16 @@ class PacedWebClient(WebClient):
         self.pacer = pacer
 
     def api_call(self, api_method: str, **kwargs: Any) -> SlackResponse:  # type: ignore[override]
+        waited = 0.0
         if api_method in JOB_PACED_METHODS:
-            # The 429s' cap from the first wait: a bucket closed for longer (a long Retry-After)
-            # must not hold the job past its lease, when another runner would do it again.
-            self.pacer.wait(self.token, api_method, at_most=RATE_LIMITED_FOR)
-        return super().api_call(api_method, **kwargs)
+            # A bucket closed for longer (a long Retry-After) must not hold the job past its
+            # lease, when another runner would do it again: the call is not made.
+            waited = self.pacer.wait(self.token, api_method, at_most=_may_still_wait(0.0))
+        first_wait = _FIRST_WAIT.set(waited)  # counted in its 429s' budget
+        try:
+            return super().api_call(api_method, **kwargs)
+        finally:
+            _FIRST_WAIT.reset(first_wait)
 
 
 class PausedTooLong(SlackTransientError):
@@ -525,8 +558,10 @@ class PacedRateLimitRetryHandler(PacingRateLimitHandler):
         if response is None or response.status_code != 429:
             return False
         _share_429(self.pacer, self.client, request, response)
-        waited = (state.custom_values or {}).get(_WAITED, 0.0)
-        return waited + _retry_after_seconds(response.headers) <= RATE_LIMITED_FOR
+        if not self.pacer.paces(method_of(request)):
+            return False  # no bucket to wait in: made again at once, it would only meet 429s
+        waited = (state.custom_values or {}).get(_WAITED, _FIRST_WAIT.get())
+        return _retry_after_seconds(response.headers) <= _may_still_wait(waited)
 
     def prepare_for_next_attempt(
         self,
@@ -539,8 +574,8 @@ class PacedRateLimitRetryHandler(PacingRateLimitHandler):
         state.next_attempt_requested = True
         token = _token_of(request) or self.client.token
         values = state.custom_values or {}
-        before = values.get(_WAITED, 0.0)
-        waited = self.pacer.wait(token, method_of(request), at_most=RATE_LIMITED_FOR - before)
+        before = values.get(_WAITED, _FIRST_WAIT.get())
+        waited = self.pacer.wait(token, method_of(request), at_most=_may_still_wait(before))
         state.custom_values = {**values, _WAITED: before + waited}
         state.increment_current_attempt()
 

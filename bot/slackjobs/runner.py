@@ -41,6 +41,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock, SystemClock
+from bot.delivery.pacing import waits_until
 from bot.delivery.wakeups import OutboxWatch
 from bot.services import audit
 from bot.slackjobs import queue
@@ -60,6 +61,7 @@ DroppedNotice = Callable[[ClaimedJob], NewJob | None]
 WORKERS = 4
 SQLITE_WORKERS = 2  # SQLite takes one writer at a time: more threads only queue on its lock
 BATCH = 4  # jobs a thread claims at once
+LEASE_MARGIN_SECONDS = 20.0  # of a batch's lease, left for its last job to finish in
 SAFETY_SECONDS = 5.0  # the longest a runner goes without looking, whatever it was told
 YIELD_SECONDS = 5.0  # the longest a job waits for a pause in Slack's traffic once it is ready
 ERROR_PAUSE_SECONDS = 1.0  # after the table itself could not be read or written
@@ -213,6 +215,9 @@ class JobRunner:
     def run_ready(self) -> int:
         """Claim up to a batch of ready jobs and run each, each in a pause of Slack's traffic
         (at most YIELD_SECONDS after it became ready); how many were claimed."""
+        # The jobs' paced Slack calls stop waiting before the leases end (a margin to finish):
+        # waiting on, a job could be claimed again by another runner and done twice.
+        stop_waiting = time.monotonic() + self._lease.total_seconds() - LEASE_MARGIN_SECONDS
         with self._factory.begin() as session:
             claimed = queue.claim_ready(
                 session,
@@ -223,7 +228,8 @@ class JobRunner:
             )
         for job in claimed:
             self._make_way(job)
-            self._run(job)
+            with waits_until(stop_waiting):
+                self._run(job)
         return len(claimed)
 
     def _make_way(self, job: ClaimedJob) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from time import monotonic
 
 import pytest
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from sqlalchemy import Engine, event, select
 
 from bot.channels.slack import SlackTransientError, make_retry_handlers
@@ -21,6 +23,7 @@ from bot.delivery.pacing import (
     PausedTooLong,
     Tier,
     bucket_name,
+    waits_until,
 )
 from bot.models import SlackRateBucket
 from bot.slack_standin import SlackStandIn
@@ -246,3 +249,42 @@ def test_a_job_client_does_not_wait_past_its_cap_for_a_workspace_paused_longer(
         assert job_client.chat_postMessage(channel="U0PACING1", text="now")["ok"] is True
         assert sum(time.slept) == pytest.approx(30.1)
         assert [call.args["text"] for call in slack.calls("chat.postMessage")] == ["now"]
+
+
+def test_a_job_calls_first_wait_counts_in_its_429s_budget_and_its_job_deadline_caps_both(
+    engine: Engine,
+) -> None:
+    """RATE_LIMITED_FOR is the whole of a call's waiting: 59 s for a closed bucket leave no
+    room for a second 59 s after its 429 (together they would near the job's lease). Within a
+    job whose lease ends sooner (`waits_until`), a call waits no later than that."""
+    time = SimulatedTime()
+    paced = pacer(engine, time)
+    with SlackStandIn(allow_unknown_users=True, rate_limit=None) as slack:
+        home = WebClient(base_url=slack.url, token=TOKEN, retry_handlers=make_retry_handlers())
+        job_client = paced.job_client(home)
+        paced.hold(TOKEN, "chat.postMessage", 59)
+        slack.rate_limit_storm("chat.postMessage", count=1, retry_after=59)
+        with pytest.raises(SlackApiError) as limited:
+            job_client.chat_postMessage(channel="U0PACING1", text="late")
+        assert limited.value.response.status_code == 429
+        assert sum(time.slept) == pytest.approx(59.1)  # the first wait only, not 59 more
+        assert [call.status for call in slack.calls("chat.postMessage")] == [429]
+
+        time.slept.clear()
+        paced.hold(TOKEN, "chat.postMessage", 30)
+        with waits_until(monotonic() + 5), pytest.raises(PausedTooLong):
+            job_client.chat_postMessage(channel="U0PACING1", text="after the lease")
+        assert time.slept == []
+
+
+def test_a_job_calls_429_on_a_method_no_bucket_paces_is_not_made_again_at_once(
+    engine: Engine,
+) -> None:
+    """With no bucket to wait in, a 429 is the caller's error at once, not a hundred calls."""
+    paced = pacer(engine, SimulatedTime())
+    with SlackStandIn(allow_unknown_users=True, rate_limit=None) as slack:
+        home = WebClient(base_url=slack.url, token=TOKEN, retry_handlers=make_retry_handlers())
+        slack.rate_limit_storm("auth.test", count=50, retry_after=30)
+        with pytest.raises(SlackApiError):
+            paced.job_client(home).auth_test()
+        assert len(slack.calls("auth.test")) == 1

@@ -18,10 +18,17 @@ from sqlalchemy import Engine, event, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import FixedClock
+from bot.delivery.pacing import RATE_LIMITED_FOR, _may_still_wait
 from bot.models import AuditEvent, SlackJob
 from bot.slackjobs import queue
 from bot.slackjobs.queue import ClaimedJob, NewJob, add_jobs
-from bot.slackjobs.runner import ARRIVALS_QUIET_SECONDS, GiveUp, JobArrivals, JobRunner
+from bot.slackjobs.runner import (
+    ARRIVALS_QUIET_SECONDS,
+    LEASE_MARGIN_SECONDS,
+    GiveUp,
+    JobArrivals,
+    JobRunner,
+)
 from bot.slackjobs.writer import JobWriter
 from tests.handlers.slack_payloads import wait_for
 
@@ -478,3 +485,26 @@ def test_a_runner_apart_from_the_web_process_waits_for_a_pause_in_the_jobs_writt
         jobs.shutdown()
     if engine.dialect.name == "postgresql":
         assert done[1] - written_at >= ARRIVALS_QUIET_SECONDS
+
+
+def test_a_jobs_paced_calls_stop_waiting_before_its_lease_ends(
+    engine: Engine, session_factory: sessionmaker[Session]
+) -> None:
+    """A runner holds its batch's leases from the claim: each job's paced Slack calls may wait
+    for tokens only until LEASE_MARGIN_SECONDS before they end (bot/delivery/pacing.py), or the
+    job could be claimed again by another runner and done twice."""
+    allowed: list[float] = []
+    with engine.begin() as connection:
+        add_jobs(connection, [job(1), job(2)], now=WALL)
+    jobs = JobRunner(
+        session_factory,
+        {"handover_ack": lambda _job: allowed.append(_may_still_wait(0.0))},
+        instance_id="r1",
+        clock=FixedClock(WALL),
+        wall_clock=FixedClock(WALL),
+        lease=timedelta(seconds=50),
+    )
+    assert jobs.run_ready() == 2
+    assert len(allowed) == 2
+    assert all(0 < seconds <= 50 - LEASE_MARGIN_SECONDS for seconds in allowed)
+    assert _may_still_wait(0.0) == RATE_LIMITED_FOR  # outside a job, the calls' own cap only
